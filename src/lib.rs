@@ -1,0 +1,30 @@
+//! wishd: a standards-based WebRTC media server.
+//!
+//! Publishers push media with WHIP (RFC 9725), viewers pull it with WHEP, and every
+//! source of a named stream reaches every viewer of it without transcoding.
+//!
+//! The crate is laid out one concern per module:
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | [`config`] | the configuration tree: embedded defaults, TOML file, flags, `WISHD_*` |
+//! | [`http`] | HTTP routing, status mapping, the WHIP/WHEP resources |
+//! | [`sdp`] | inspecting offers before str0m sees them, codec choice and matching |
+//! | [`media`] | media workers: UDP sockets, str0m `Rtc`s, timers |
+//! | [`core`] | the sans-IO forwarding core: per-viewer rewriting, keyframe requests |
+//! | [`registry`] | the directory of streams and sessions shared by HTTP and workers |
+//! | [`server`] | wiring it all together: `Server::start` and graceful shutdown |
+//! | [`client`] | WHIP/WHEP client peers built on str0m, for tests and tools |
+//!
+//! Panic policy: input from the network never panics the server. Errors are values;
+//! a panic inside one session's str0m call is caught and drops that session only.
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod config;
+pub mod core;
+pub mod http;
+pub mod media;
+pub mod registry;
+pub mod sdp;
+pub mod server;
