@@ -1,1 +1,195 @@
-//! TODO
+//! Configuration: embedded defaults, an optional TOML file, `WISHD_*` environment
+//! variables and command-line flags, validated once at start.
+//!
+//! Precedence, lowest first: built-in defaults, the `--config` file, then each flag or its
+//! `WISHD_*` environment variable (a flag given on the command line wins over the
+//! variable). Nothing here is read again at run time.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Errors while loading or validating the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for wishd (unknown key, wrong type, ...).
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, which names the key and position.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration of a wishd server.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address of the plain-HTTP listener (WHIP, WHEP). Default `0.0.0.0:8080`.
+    pub http: SocketAddr,
+    /// Address of the first media worker's UDP socket. Worker *n* binds port + *n*.
+    /// Port 0 lets the OS pick a free port for every worker. Default `0.0.0.0:8189`.
+    pub udp: SocketAddr,
+    /// Extra addresses advertised as ICE host candidates besides the bound ones
+    /// (the 1:1 NAT public address of a cloud machine).
+    pub public_ips: Vec<IpAddr>,
+    /// Number of media workers; 0 means one per CPU core. Default 0.
+    pub workers: usize,
+    /// How long viewers stay connected after their publisher left, waiting for a
+    /// publisher to come back to the stream. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub publisher_grace: Duration,
+    /// A session whose ICE agent has seen no consent (STUN) for this long is closed.
+    /// Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub ice_timeout: Duration,
+    /// A session that has not completed ICE and DTLS within this time is closed.
+    /// Default 15 s.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Minimum time between two keyframe requests (PLI) sent to one publisher;
+    /// requests from viewers inside this window are coalesced. Default 500 ms.
+    #[serde(with = "humantime_serde")]
+    pub keyframe_request_interval: Duration,
+    /// Seconds a WHEP client is told to wait (`Retry-After`) when the stream has no
+    /// source yet. Default 2.
+    pub retry_after_secs: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            http: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            udp: SocketAddr::from(([0, 0, 0, 0], 8189)),
+            public_ips: Vec::new(),
+            workers: 0,
+            publisher_grace: Duration::from_secs(30),
+            ice_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(15),
+            keyframe_request_interval: Duration::from_millis(500),
+            retry_after_secs: 2,
+        }
+    }
+}
+
+/// Maximum number of media workers (the cross-worker subscription mask is 64 bits).
+pub const MAX_WORKERS: usize = 64;
+
+impl Config {
+    /// Reads a TOML file on top of the defaults. Unknown keys are errors.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses TOML text on top of the defaults.
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim().replace('\n', " "))
+    }
+
+    /// The number of workers to start: `workers`, or one per core when 0.
+    pub fn worker_count(&self) -> usize {
+        if self.workers == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .min(MAX_WORKERS)
+        } else {
+            self.workers
+        }
+    }
+
+    /// Checks values that would otherwise fail later.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.workers > MAX_WORKERS {
+            return Err(ConfigError::Invalid(format!(
+                "workers = {} is more than the maximum of {MAX_WORKERS}",
+                self.workers
+            )));
+        }
+        if self.udp.port() != 0 {
+            let last = self.udp.port() as usize + self.worker_count() - 1;
+            if last > u16::MAX as usize {
+                return Err(ConfigError::Invalid(format!(
+                    "udp port {} + {} workers runs past port 65535",
+                    self.udp.port(),
+                    self.worker_count()
+                )));
+            }
+        }
+        for ip in &self.public_ips {
+            if ip.is_unspecified() || ip.is_multicast() {
+                return Err(ConfigError::Invalid(format!(
+                    "public_ips: {ip} cannot be advertised as an ICE candidate"
+                )));
+            }
+        }
+        if self.keyframe_request_interval.is_zero() {
+            return Err(ConfigError::Invalid(
+                "keyframe_request_interval must be more than 0".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_ports() {
+        let c = Config::default();
+        assert_eq!(c.http.port(), 8080);
+        assert_eq!(c.udp.port(), 8189);
+        assert_eq!(c.publisher_grace, Duration::from_secs(30));
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn file_keys_override_defaults_and_durations_read_as_text() {
+        let c = Config::from_toml(
+            "http = \"127.0.0.1:9000\"\npublisher_grace = \"5s\"\npublic_ips = [\"203.0.113.7\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.http, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.publisher_grace, Duration::from_secs(5));
+        assert_eq!(c.public_ips, vec!["203.0.113.7".parse::<IpAddr>().unwrap()]);
+        assert_eq!(c.udp.port(), 8189);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_the_key() {
+        let e = Config::from_toml("htp = \"127.0.0.1:9000\"\n").unwrap_err();
+        assert!(e.contains("htp"), "{e}");
+    }
+
+    #[test]
+    fn too_many_workers_is_refused() {
+        let c = Config {
+            workers: 65,
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,1 +1,479 @@
-//! TODO
+//! The directory of streams and sessions, shared by the HTTP edge and the media workers.
+//!
+//! It answers "who is the source of stream X", "which worker holds session Y" and "which
+//! workers have viewers of X". It holds a `std::sync::Mutex` only for short map
+//! operations, never across an `.await`, and never on the per-packet path: the packet
+//! path reads the atomics of [`StreamShared`] instead.
+//!
+//! Time is passed in (`now`), so the grace-period logic is tested without a clock.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::sdp::ChosenCodec;
+
+/// A session's identifier: 128 random bits, shown as 32 hex digits in the session URL.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u128);
+
+impl SessionId {
+    /// A new random, unguessable id.
+    pub fn random() -> SessionId {
+        SessionId(rand::random())
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+impl FromStr for SessionId {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(());
+        }
+        u128::from_str_radix(s, 16).map(SessionId).map_err(|_| ())
+    }
+}
+
+/// What a session does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionKind {
+    /// A WHIP publisher: the source of its stream.
+    Publisher,
+    /// A WHEP viewer.
+    Viewer,
+}
+
+impl SessionKind {
+    /// `whip` or `whep`, as in the URL.
+    pub fn path_segment(self) -> &'static str {
+        match self {
+            SessionKind::Publisher => "whip",
+            SessionKind::Viewer => "whep",
+        }
+    }
+}
+
+/// What the directory knows of one session.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    /// Its id.
+    pub id: SessionId,
+    /// Publisher or viewer.
+    pub kind: SessionKind,
+    /// The stream it publishes or watches.
+    pub stream: Arc<str>,
+    /// The media worker that owns its `Rtc`.
+    pub worker: usize,
+    /// The entity-tag of its current ICE session.
+    pub etag: String,
+}
+
+const NO_WORKER: usize = usize::MAX;
+
+/// Per-stream state read on the packet path without a lock.
+#[derive(Debug)]
+pub struct StreamShared {
+    /// The stream's name.
+    pub name: Arc<str>,
+    viewer_workers: AtomicU64,
+    source_worker: AtomicUsize,
+}
+
+impl StreamShared {
+    fn new(name: Arc<str>) -> StreamShared {
+        StreamShared {
+            name,
+            viewer_workers: AtomicU64::new(0),
+            source_worker: AtomicUsize::new(NO_WORKER),
+        }
+    }
+
+    /// Bit *n* is set when worker *n* has at least one viewer of this stream.
+    pub fn viewer_workers(&self) -> u64 {
+        self.viewer_workers.load(Ordering::Acquire)
+    }
+
+    /// A worker reports that it now has (or no longer has) viewers of this stream.
+    pub fn set_viewer_worker(&self, worker: usize, has_viewers: bool) {
+        let bit = 1u64 << worker;
+        if has_viewers {
+            self.viewer_workers.fetch_or(bit, Ordering::AcqRel);
+        } else {
+            self.viewer_workers.fetch_and(!bit, Ordering::AcqRel);
+        }
+    }
+
+    /// The worker holding the live source, if any.
+    pub fn source_worker(&self) -> Option<usize> {
+        match self.source_worker.load(Ordering::Acquire) {
+            NO_WORKER => None,
+            w => Some(w),
+        }
+    }
+}
+
+/// Why the directory refused a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// The stream already has a live publisher.
+    #[error("stream {0} already has a publisher")]
+    SourceLive(String),
+    /// The stream has no live source to watch.
+    #[error("stream {0} has no source yet")]
+    NoSource(String),
+    /// No such session.
+    #[error("no such session")]
+    UnknownSession,
+}
+
+#[derive(Debug)]
+enum SourceState {
+    Live(SessionId),
+    Gone { deadline: Instant },
+}
+
+#[derive(Debug)]
+struct StreamEntry {
+    shared: Arc<StreamShared>,
+    source: SourceState,
+    codecs: Vec<ChosenCodec>,
+    epoch: u32,
+    viewers: usize,
+}
+
+/// What a publisher gets when its stream is granted.
+#[derive(Debug, Clone)]
+pub struct PublishGrant {
+    /// The stream's lock-free state, kept by the publisher's session.
+    pub shared: Arc<StreamShared>,
+    /// The source generation: viewers see a new epoch as a source switch.
+    pub epoch: u32,
+    /// Workers whose viewers must be closed because the returning publisher's codecs
+    /// differ from what they negotiated (bit mask, usually 0).
+    pub end_viewers_on: u64,
+    /// The stream's codecs as viewers know them. A publisher returning with the same
+    /// codecs under other payload type numbers keeps the first numbering, so the
+    /// publisher maps its own payload types onto these.
+    pub canonical: Vec<ChosenCodec>,
+}
+
+/// Counts for tests and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RegistryCounts {
+    /// Streams known (live or in their grace period).
+    pub streams: usize,
+    /// Publisher sessions.
+    pub publishers: usize,
+    /// Viewer sessions.
+    pub viewers: usize,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    streams: HashMap<Arc<str>, StreamEntry>,
+    sessions: HashMap<SessionId, SessionInfo>,
+}
+
+/// The directory. One per server, shared as `Arc<Registry>`.
+#[derive(Debug)]
+pub struct Registry {
+    inner: Mutex<Inner>,
+    grace: Duration,
+}
+
+impl Registry {
+    /// A directory whose streams wait `grace` for a publisher to come back.
+    pub fn new(grace: Duration) -> Registry {
+        Registry {
+            inner: Mutex::new(Inner::default()),
+            grace,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding this lock would be a bug in a few lines of map code;
+        // the maps stay consistent enough to keep serving, so take the data back.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes `id` the source of `stream`. Fails when another publisher is live.
+    /// A publisher arriving during the grace period takes the stream over: its
+    /// viewers stay and see a new epoch.
+    pub fn begin_publish(
+        &self,
+        stream: &str,
+        id: SessionId,
+        worker: usize,
+        etag: String,
+        codecs: Vec<ChosenCodec>,
+    ) -> Result<PublishGrant, RegistryError> {
+        let mut inner = self.lock();
+        let name: Arc<str> = Arc::from(stream);
+        let entry = inner
+            .streams
+            .entry(name.clone())
+            .or_insert_with(|| StreamEntry {
+                shared: Arc::new(StreamShared::new(name.clone())),
+                source: SourceState::Gone {
+                    deadline: Instant::now(),
+                },
+                codecs: Vec::new(),
+                epoch: 0,
+                viewers: 0,
+            });
+        if let SourceState::Live(_) = entry.source {
+            return Err(RegistryError::SourceLive(stream.to_owned()));
+        }
+        let mut end_viewers_on = 0;
+        if entry.viewers > 0 && same_codecs(&entry.codecs, &codecs) {
+            // Keep the numbering the viewers were set up with.
+        } else {
+            if entry.viewers > 0 {
+                end_viewers_on = entry.shared.viewer_workers();
+            }
+            entry.codecs = codecs;
+        }
+        entry.source = SourceState::Live(id);
+        entry.epoch = entry.epoch.wrapping_add(1);
+        entry.shared.source_worker.store(worker, Ordering::Release);
+        let grant = PublishGrant {
+            shared: entry.shared.clone(),
+            epoch: entry.epoch,
+            end_viewers_on,
+            canonical: entry.codecs.clone(),
+        };
+        inner.sessions.insert(
+            id,
+            SessionInfo {
+                id,
+                kind: SessionKind::Publisher,
+                stream: name,
+                worker,
+                etag,
+            },
+        );
+        Ok(grant)
+    }
+
+    /// The codecs of the stream's live source, if it has one.
+    pub fn live_codecs(&self, stream: &str) -> Result<Vec<ChosenCodec>, RegistryError> {
+        let inner = self.lock();
+        match inner.streams.get(stream) {
+            Some(e) if matches!(e.source, SourceState::Live(_)) => Ok(e.codecs.clone()),
+            _ => Err(RegistryError::NoSource(stream.to_owned())),
+        }
+    }
+
+    /// Adds a viewer of a stream that has a live source.
+    pub fn join_viewer(
+        &self,
+        stream: &str,
+        id: SessionId,
+        worker: usize,
+        etag: String,
+    ) -> Result<Arc<StreamShared>, RegistryError> {
+        let mut inner = self.lock();
+        let entry = match inner.streams.get_mut(stream) {
+            Some(e) if matches!(e.source, SourceState::Live(_)) => e,
+            _ => return Err(RegistryError::NoSource(stream.to_owned())),
+        };
+        entry.viewers += 1;
+        let shared = entry.shared.clone();
+        inner.sessions.insert(
+            id,
+            SessionInfo {
+                id,
+                kind: SessionKind::Viewer,
+                stream: shared.name.clone(),
+                worker,
+                etag,
+            },
+        );
+        Ok(shared)
+    }
+
+    /// Forgets a session. For a live publisher this starts the stream's grace period.
+    pub fn remove_session(&self, id: SessionId, now: Instant) -> Option<SessionInfo> {
+        let mut inner = self.lock();
+        let info = inner.sessions.remove(&id)?;
+        let grace = self.grace;
+        if let Some(entry) = inner.streams.get_mut(&info.stream) {
+            match info.kind {
+                SessionKind::Viewer => entry.viewers = entry.viewers.saturating_sub(1),
+                SessionKind::Publisher => {
+                    if matches!(entry.source, SourceState::Live(live) if live == id) {
+                        entry.source = SourceState::Gone {
+                            deadline: now + grace,
+                        };
+                        entry.shared.source_worker.store(NO_WORKER, Ordering::Release);
+                    }
+                }
+            }
+        }
+        Some(info)
+    }
+
+    /// Ends the streams whose grace period is over. Returns each ended stream with the
+    /// mask of workers that still hold viewers of it (they must close them).
+    pub fn expire(&self, now: Instant) -> Vec<(Arc<str>, u64)> {
+        let mut inner = self.lock();
+        let mut ended = Vec::new();
+        inner.streams.retain(|name, e| match e.source {
+            SourceState::Gone { deadline } if deadline <= now => {
+                ended.push((name.clone(), e.shared.viewer_workers()));
+                false
+            }
+            _ => true,
+        });
+        ended
+    }
+
+    /// What is known of a session.
+    pub fn session(&self, id: SessionId) -> Option<SessionInfo> {
+        self.lock().sessions.get(&id).cloned()
+    }
+
+    /// Replaces a session's entity-tag (after an ICE restart).
+    pub fn set_etag(&self, id: SessionId, etag: String) -> Result<(), RegistryError> {
+        let mut inner = self.lock();
+        let s = inner
+            .sessions
+            .get_mut(&id)
+            .ok_or(RegistryError::UnknownSession)?;
+        s.etag = etag;
+        Ok(())
+    }
+
+    /// Counts of streams and sessions.
+    pub fn counts(&self) -> RegistryCounts {
+        let inner = self.lock();
+        let publishers = inner
+            .sessions
+            .values()
+            .filter(|s| s.kind == SessionKind::Publisher)
+            .count();
+        RegistryCounts {
+            streams: inner.streams.len(),
+            publishers,
+            viewers: inner.sessions.len() - publishers,
+        }
+    }
+}
+
+/// Same codecs (per kind: name, clock rate, channels, fmtp); payload type numbers may differ.
+fn same_codecs(a: &[ChosenCodec], b: &[ChosenCodec]) -> bool {
+    a.len() == b.len()
+        && a.iter().all(|x| {
+            b.iter().any(|y| {
+                y.kind == x.kind
+                    && y.codec.name.eq_ignore_ascii_case(&x.codec.name)
+                    && y.codec.clock_rate == x.codec.clock_rate
+                    && y.codec.channels == x.codec.channels
+                    && y.codec.fmtp == x.codec.fmtp
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg() -> Registry {
+        Registry::new(Duration::from_secs(30))
+    }
+
+    #[test]
+    fn session_id_round_trips_through_its_text_form() {
+        let id = SessionId::random();
+        assert_eq!(id.to_string().parse::<SessionId>(), Ok(id));
+        assert!("xyz".parse::<SessionId>().is_err());
+        assert!("0".repeat(33).parse::<SessionId>().is_err());
+    }
+
+    #[test]
+    fn second_publisher_on_a_live_stream_is_refused() {
+        let r = reg();
+        r.begin_publish("a", SessionId(1), 0, "e".into(), vec![])
+            .unwrap();
+        assert_eq!(
+            r.begin_publish("a", SessionId(2), 0, "e".into(), vec![])
+                .unwrap_err(),
+            RegistryError::SourceLive("a".into())
+        );
+    }
+
+    #[test]
+    fn viewer_needs_a_live_source() {
+        let r = reg();
+        assert!(matches!(
+            r.join_viewer("a", SessionId(9), 0, "e".into()),
+            Err(RegistryError::NoSource(_))
+        ));
+        r.begin_publish("a", SessionId(1), 1, "e".into(), vec![])
+            .unwrap();
+        let shared = r.join_viewer("a", SessionId(9), 0, "e".into()).unwrap();
+        assert_eq!(shared.source_worker(), Some(1));
+    }
+
+    #[test]
+    fn publisher_returning_within_grace_gets_a_new_epoch_of_the_same_stream() {
+        let r = reg();
+        let t0 = Instant::now();
+        let g1 = r
+            .begin_publish("a", SessionId(1), 0, "e".into(), vec![])
+            .unwrap();
+        r.join_viewer("a", SessionId(9), 0, "e".into()).unwrap();
+        r.remove_session(SessionId(1), t0);
+        assert_eq!(g1.shared.source_worker(), None);
+        assert!(r.expire(t0 + Duration::from_secs(29)).is_empty());
+        let g2 = r
+            .begin_publish("a", SessionId(2), 1, "e".into(), vec![])
+            .unwrap();
+        assert!(Arc::ptr_eq(&g1.shared, &g2.shared));
+        assert_eq!(g2.epoch, g1.epoch + 1);
+        assert_eq!(g2.end_viewers_on, 0);
+        assert!(r.expire(t0 + Duration::from_secs(31)).is_empty());
+    }
+
+    #[test]
+    fn stream_ends_after_the_grace_period_and_names_the_viewer_workers() {
+        let r = reg();
+        let t0 = Instant::now();
+        let g = r
+            .begin_publish("a", SessionId(1), 0, "e".into(), vec![])
+            .unwrap();
+        g.shared.set_viewer_worker(1, true);
+        r.remove_session(SessionId(1), t0);
+        let ended = r.expire(t0 + Duration::from_secs(30));
+        assert_eq!(ended, vec![(Arc::from("a"), 0b10)]);
+        assert_eq!(r.counts().streams, 0);
+    }
+
+    #[test]
+    fn removing_sessions_leaves_nothing_behind() {
+        let r = reg();
+        let t0 = Instant::now();
+        r.begin_publish("a", SessionId(1), 0, "e".into(), vec![])
+            .unwrap();
+        r.join_viewer("a", SessionId(2), 0, "e".into()).unwrap();
+        r.remove_session(SessionId(2), t0);
+        r.remove_session(SessionId(1), t0);
+        r.expire(t0 + Duration::from_secs(31));
+        assert_eq!(r.counts(), RegistryCounts::default());
+    }
+}

@@ -1,1 +1,278 @@
-//! TODO
+//! Wiring: binds the HTTP listener and the media workers, runs the grace-period clock,
+//! and shuts everything down in order.
+//!
+//! Tests and the binary use the same entry point: [`Server::start`] with a [`Config`]
+//! (tests bind `127.0.0.1:0`), then [`Server::shutdown`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::config::{Config, ConfigError};
+use crate::http::{self, AppState};
+use crate::media::{Media, MediaCounters, WorkerStats};
+use crate::registry::{Registry, RegistryCounts};
+
+/// How long shutdown waits for HTTP connections and workers before giving up.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(4);
+/// How often stream grace periods are checked.
+const GRACE_TICK: Duration = Duration::from_millis(100);
+/// A request's headers must arrive within this time.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A socket could not be bound.
+    #[error("cannot bind {what} {addr}: {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// Address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A running server.
+pub struct Server {
+    http_addr: SocketAddr,
+    media: Arc<Media>,
+    registry: Arc<Registry>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+/// Everything a leak check needs, summed over the workers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Directory counts.
+    pub registry: RegistryCounts,
+    /// Sessions owned by workers.
+    pub worker_sessions: usize,
+    /// Routing entries left in workers.
+    pub worker_routes: usize,
+    /// Timers left in workers.
+    pub worker_timers: usize,
+    /// Viewers in fan-outs.
+    pub worker_viewers: usize,
+    /// Publishers hosted by workers.
+    pub worker_publishers: usize,
+    /// Live tokio tasks of the server (HTTP accept loop and grace clock and workers).
+    pub server_tasks: usize,
+}
+
+impl Server {
+    /// Binds everything and starts serving on the current tokio runtime.
+    pub async fn start(config: Config) -> Result<Server, StartError> {
+        config.validate()?;
+        let registry = Arc::new(Registry::new(config.publisher_grace));
+        let (media, workers) =
+            Media::start(&config, registry.clone()).map_err(|source| StartError::Bind {
+                what: "UDP",
+                addr: config.udp,
+                source,
+            })?;
+        let media = Arc::new(media);
+        let listener = TcpListener::bind(config.http)
+            .await
+            .map_err(|source| StartError::Bind {
+                what: "HTTP",
+                addr: config.http,
+                source,
+            })?;
+        let http_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            what: "HTTP",
+            addr: config.http,
+            source,
+        })?;
+        let (stop, stop_rx) = watch::channel(false);
+        let state = Arc::new(AppState {
+            media: media.clone(),
+            retry_after_secs: config.retry_after_secs,
+        });
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(accept_loop(listener, state, stop_rx.clone())));
+        tasks.push(tokio::spawn(grace_clock(
+            registry.clone(),
+            media.clone(),
+            stop_rx,
+        )));
+        let server = Server {
+            http_addr,
+            media,
+            registry,
+            stop,
+            tasks,
+            workers,
+        };
+        server.log_banner(&config);
+        Ok(server)
+    }
+
+    fn log_banner(&self, config: &Config) {
+        let mut lines = vec![format!(
+            "wishd listening: HTTP on http://{}",
+            self.http_addr
+        )];
+        let host = if self.http_addr.ip().is_unspecified() {
+            format!("<host>:{}", self.http_addr.port())
+        } else {
+            self.http_addr.to_string()
+        };
+        lines.push(format!("  WHIP publish:  POST http://{host}/whip/<stream>"));
+        lines.push(format!("  WHEP playback: POST http://{host}/whep/<stream>"));
+        for w in self.media.workers() {
+            let c: Vec<String> = w.candidates.iter().map(|a| a.to_string()).collect();
+            lines.push(format!(
+                "  media worker {}: UDP {} advertising {}",
+                w.index,
+                w.bound,
+                c.join(", ")
+            ));
+        }
+        lines.push(format!(
+            "  publisher grace period {:?}, keyframe request interval {:?}",
+            config.publisher_grace, config.keyframe_request_interval
+        ));
+        info!("\n{}", lines.join("\n"));
+    }
+
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// `http://ADDR` of the HTTP listener (loopback when bound to 0.0.0.0).
+    pub fn base_url(&self) -> String {
+        let mut a = self.http_addr;
+        if a.ip().is_unspecified() {
+            a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        format!("http://{a}")
+    }
+
+    /// The workers' bound UDP addresses.
+    pub fn udp_addrs(&self) -> Vec<SocketAddr> {
+        self.media.workers().iter().map(|w| w.bound).collect()
+    }
+
+    /// Shared media counters.
+    pub fn counters(&self) -> &Arc<MediaCounters> {
+        self.media.counters()
+    }
+
+    /// The stream and session directory.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Per-worker internals.
+    pub async fn worker_stats(&self) -> Vec<WorkerStats> {
+        self.media.worker_stats().await
+    }
+
+    /// Counts of everything that must go back to zero when no session is left.
+    pub async fn stats(&self) -> ServerStats {
+        let mut s = ServerStats {
+            registry: self.registry.counts(),
+            ..ServerStats::default()
+        };
+        for w in self.media.worker_stats().await {
+            s.worker_sessions += w.sessions;
+            s.worker_routes += w.routes;
+            s.worker_timers += w.timers;
+            s.worker_viewers += w.viewers;
+            s.worker_publishers += w.publishers;
+        }
+        s.server_tasks = self
+            .tasks
+            .iter()
+            .chain(self.workers.iter())
+            .filter(|t| !t.is_finished())
+            .count();
+        s
+    }
+
+    /// Stops accepting, closes every session, and returns within about 5 s.
+    pub async fn shutdown(self) {
+        info!("shutting down");
+        let _ = self.stop.send(true);
+        let media = self.media.clone();
+        let work = async move {
+            media.shutdown().await;
+            for t in self.tasks.into_iter().chain(self.workers) {
+                let _ = t.await;
+            }
+        };
+        if tokio::time::timeout(SHUTDOWN_DEADLINE, work).await.is_err() {
+            warn!("shutdown deadline passed; exiting anyway");
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let state = state.clone();
+                let svc = service_fn(move |req| http::handle(state.clone(), req));
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                let conn = graceful.watch(conn.into_owned());
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        debug!(%peer, "http connection ended: {e}");
+                    }
+                });
+            }
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(2), graceful.shutdown()).await;
+}
+
+async fn grace_clock(registry: Arc<Registry>, media: Arc<Media>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(GRACE_TICK);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = tick.tick() => {
+                for (stream, mask) in registry.expire(Instant::now()) {
+                    info!(%stream, "grace period over: stream ended");
+                    media.broadcast_end(stream, mask);
+                }
+            }
+        }
+    }
+}

@@ -1,1 +1,502 @@
-//! TODO
+//! Media workers: each owns one UDP socket and the str0m `Rtc`s of the sessions
+//! assigned to it, demultiplexes datagrams to them, drives their timers and moves RTP
+//! between publishers and viewers through the sans-IO [`crate::core`].
+//!
+//! [`Media`] is the face the HTTP edge talks to: it checks a stream's state in the
+//! [`Registry`], builds and negotiates the `Rtc` for a new session (on the HTTP task,
+//! so a worker's loop never pays for setup), then hands it to a worker.
+//!
+//! Sessions are spread over workers round robin; the viewers of one stream can sit on
+//! every worker, and a source packet is handed (as one `Arc`) to each worker that has
+//! viewers of its stream.
+
+pub mod stun;
+pub mod udp;
+mod worker;
+
+use std::net::{IpAddr, SocketAddr};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use str0m::change::SdpOffer;
+use str0m::config::DtlsCert;
+use str0m::format::{CodecConfig, PayloadParams};
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
+use str0m::{Candidate, Rtc, RtcConfig};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::Config;
+use crate::core::{CodecKind, ViewerTrack};
+use crate::registry::{Registry, RegistryError, SessionId, SessionKind};
+use crate::sdp::{self, ChosenCodec, SdpError};
+
+pub use worker::{WorkerMsg, WorkerStats};
+
+/// Why a session could not be created or found.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    /// The offer was refused by inspection (400 or 422).
+    #[error(transparent)]
+    Sdp(#[from] SdpError),
+    /// The stream's state forbids it (409) or the session is unknown (404).
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// str0m could not negotiate the offer.
+    #[error("cannot negotiate the offer: {0}")]
+    Negotiation(String),
+    /// The server is shutting down or a worker is gone.
+    #[error("media worker unavailable")]
+    Unavailable,
+}
+
+/// A session just created.
+#[derive(Debug, Clone)]
+pub struct Created {
+    /// Its id (the last segment of its URL).
+    pub id: SessionId,
+    /// The SDP answer.
+    pub answer: String,
+    /// The entity-tag of its ICE session.
+    pub etag: String,
+}
+
+/// Counters shared by all workers, read by tests and (later) by metrics.
+#[derive(Debug, Default)]
+pub struct MediaCounters {
+    /// Sessions owned by workers right now.
+    pub sessions: AtomicUsize,
+    /// Sessions ever created.
+    pub sessions_created: AtomicU64,
+    /// Sessions ever closed.
+    pub sessions_closed: AtomicU64,
+    /// RTP packets received from sources.
+    pub source_packets: AtomicU64,
+    /// RTP packets written to viewers.
+    pub forwarded_packets: AtomicU64,
+    /// Datagrams that matched no session.
+    pub unroutable_datagrams: AtomicU64,
+    /// Packets dropped between workers because a worker's queue was full.
+    pub cross_worker_drops: AtomicU64,
+    /// Keyframe requests sent to publishers.
+    pub keyframe_requests_sent: AtomicU64,
+    /// Sessions dropped because str0m panicked inside them.
+    pub session_panics: AtomicU64,
+}
+
+/// Settings the workers need, taken from [`Config`].
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Close a session whose ICE has been disconnected this long.
+    pub ice_timeout: Duration,
+    /// Close a session not connected this long after creation.
+    pub connect_timeout: Duration,
+    /// Minimum time between keyframe requests to one publisher.
+    pub keyframe_request_interval: Duration,
+}
+
+/// One worker as seen from outside.
+#[derive(Debug, Clone)]
+pub struct WorkerHandle {
+    /// Its index (also its bit in the viewer masks).
+    pub index: usize,
+    /// Its command queue.
+    pub tx: mpsc::Sender<WorkerMsg>,
+    /// Its socket's bound address.
+    pub bound: SocketAddr,
+    /// The addresses put in answers as host candidates.
+    pub candidates: Vec<SocketAddr>,
+}
+
+/// The media side of the server: workers plus session setup.
+pub struct Media {
+    workers: Vec<WorkerHandle>,
+    registry: Arc<Registry>,
+    counters: Arc<MediaCounters>,
+    template: RtcConfig,
+    next_worker: AtomicUsize,
+}
+
+/// Capacity of a worker's command queue (commands and cross-worker packets).
+const QUEUE: usize = 8192;
+
+impl Media {
+    /// Binds one UDP socket per worker and starts the workers on the current tokio
+    /// runtime. Returns the joined handles so shutdown can wait for them.
+    pub fn start(
+        config: &Config,
+        registry: Arc<Registry>,
+    ) -> std::io::Result<(Media, Vec<tokio::task::JoinHandle<()>>)> {
+        let count = config.worker_count();
+        let mut sockets = Vec::with_capacity(count);
+        for n in 0..count {
+            let port = if config.udp.port() == 0 {
+                0
+            } else {
+                config.udp.port() + n as u16
+            };
+            sockets.push(udp::MediaSocket::bind(SocketAddr::new(config.udp.ip(), port))?);
+        }
+        let mut txs = Vec::with_capacity(count);
+        let mut rxs = Vec::with_capacity(count);
+        for _ in 0..count {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            txs.push(tx);
+            rxs.push(rx);
+        }
+        let peers: Arc<[mpsc::Sender<WorkerMsg>]> = txs.clone().into();
+        let counters = Arc::new(MediaCounters::default());
+        let wcfg = WorkerConfig {
+            ice_timeout: config.ice_timeout,
+            connect_timeout: config.connect_timeout,
+            keyframe_request_interval: config.keyframe_request_interval,
+        };
+        let mut workers = Vec::with_capacity(count);
+        let mut joins = Vec::with_capacity(count);
+        for (index, (socket, rx)) in sockets.into_iter().zip(rxs).enumerate() {
+            let bound = socket.local_addr();
+            let candidates = candidate_addrs(bound, &config.public_ips);
+            workers.push(WorkerHandle {
+                index,
+                tx: txs[index].clone(),
+                bound,
+                candidates,
+            });
+            let w = worker::Worker::new(
+                index,
+                socket,
+                rx,
+                peers.clone(),
+                registry.clone(),
+                counters.clone(),
+                wcfg.clone(),
+            );
+            joins.push(tokio::spawn(w.run()));
+        }
+        let template = rtc_template()?;
+        Ok((
+            Media {
+                workers,
+                registry,
+                counters,
+                template,
+                next_worker: AtomicUsize::new(0),
+            },
+            joins,
+        ))
+    }
+
+    /// The workers (addresses for logs and tests).
+    pub fn workers(&self) -> &[WorkerHandle] {
+        &self.workers
+    }
+
+    /// Shared counters.
+    pub fn counters(&self) -> &Arc<MediaCounters> {
+        &self.counters
+    }
+
+    fn pick_worker(&self) -> &WorkerHandle {
+        let n = self.next_worker.fetch_add(1, Ordering::Relaxed);
+        &self.workers[n % self.workers.len()]
+    }
+
+    /// Creates a publisher session for `stream` from a WHIP offer.
+    pub async fn publish(&self, stream: &str, offer_sdp: &str) -> Result<Created, MediaError> {
+        let offer = sdp::parse_offer(offer_sdp.as_bytes())?;
+        let chosen = sdp::check_publish_offer(&offer)?;
+        let worker = self.pick_worker();
+        let id = SessionId::random();
+        let etag = new_etag();
+
+        // Reserve the stream first: a second publisher is refused before any work.
+        let grant = self.registry.begin_publish(
+            stream,
+            id,
+            worker.index,
+            etag.clone(),
+            chosen.clone(),
+        )?;
+        let built = self.negotiate(worker, offer_sdp, publisher_codecs(&chosen));
+        let (rtc, answer, ufrag) = match built {
+            Ok(b) => b,
+            Err(e) => {
+                self.registry.remove_session(id, Instant::now());
+                return Err(e);
+            }
+        };
+        let tracks = chosen
+            .iter()
+            .map(|c| {
+                let canonical = grant
+                    .canonical
+                    .iter()
+                    .find(|g| g.kind == c.kind)
+                    .map(|g| g.codec.pt)
+                    .unwrap_or(c.codec.pt);
+                worker::PublishedTrack {
+                    kind: c.kind,
+                    mid: Mid::from(c.mid.as_str()),
+                    pt: c.codec.pt,
+                    canonical_pt: canonical,
+                    codec: codec_kind(&c.codec.name),
+                    keyframe_request: if c.codec.pli {
+                        Some(KeyframeRequestKind::Pli)
+                    } else if c.codec.fir {
+                        Some(KeyframeRequestKind::Fir)
+                    } else {
+                        None
+                    },
+                }
+            })
+            .collect();
+        if grant.end_viewers_on != 0 {
+            self.broadcast_end(grant.shared.name.clone(), grant.end_viewers_on);
+        }
+        let session = worker::NewSession {
+            id,
+            rtc,
+            ufrag,
+            shared: grant.shared,
+            role: worker::NewRole::Publisher {
+                epoch: grant.epoch,
+                tracks,
+            },
+        };
+        self.hand_over(worker, session, id).await?;
+        Ok(Created { id, answer, etag })
+    }
+
+    /// Creates a viewer session of `stream` from a WHEP offer.
+    pub async fn play(&self, stream: &str, offer_sdp: &str) -> Result<Created, MediaError> {
+        let offer = sdp::parse_offer(offer_sdp.as_bytes())?;
+        let codecs = self.registry.live_codecs(stream)?;
+        let plan = sdp::check_play_offer(&offer, &codecs)?;
+        let worker = self.pick_worker();
+        let id = SessionId::random();
+        let etag = new_etag();
+
+        let mut params = Vec::new();
+        let mut tracks = Vec::new();
+        for t in &plan {
+            let Some(source) = codecs.iter().find(|c| c.kind == t.kind) else {
+                continue;
+            };
+            let spec = source.payload_params().spec();
+            let mut p = PayloadParams::new(t.viewer_pt.into(), t.viewer_rtx_pt.map(Into::into), spec);
+            p.set_fb_nack(t.kind == MediaKind::Video);
+            p.set_fb_pli(t.kind == MediaKind::Video);
+            params.push(p);
+            tracks.push(ViewerTrack {
+                kind: t.kind,
+                mid: Mid::from(t.mid.as_str()),
+                clock_rate: t.clock_rate,
+                pt_map: vec![(t.source_pt, t.viewer_pt)],
+                first_seq: rand::random::<u16>() & 0x7fff,
+                first_timestamp: rand::random(),
+            });
+        }
+        let (rtc, answer, ufrag) =
+            self.negotiate(worker, offer_sdp, CodecConfig::new_from_payload_params(params))?;
+        let shared = self
+            .registry
+            .join_viewer(stream, id, worker.index, etag.clone())?;
+        let session = worker::NewSession {
+            id,
+            rtc,
+            ufrag,
+            shared,
+            role: worker::NewRole::Viewer { tracks },
+        };
+        self.hand_over(worker, session, id).await?;
+        Ok(Created { id, answer, etag })
+    }
+
+    /// Ends a session (DELETE). `kind` and `stream` must match its URL.
+    pub async fn close(
+        &self,
+        id: SessionId,
+        kind: SessionKind,
+        stream: &str,
+    ) -> Result<(), MediaError> {
+        let info = self
+            .registry
+            .session(id)
+            .filter(|s| s.kind == kind && &*s.stream == stream)
+            .ok_or(RegistryError::UnknownSession)?;
+        let worker = self
+            .workers
+            .get(info.worker)
+            .ok_or(MediaError::Unavailable)?;
+        let (reply, done) = oneshot::channel();
+        worker
+            .tx
+            .send(WorkerMsg::Close { id, reply })
+            .await
+            .map_err(|_| MediaError::Unavailable)?;
+        match done.await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(RegistryError::UnknownSession.into()),
+            Err(_) => Err(MediaError::Unavailable),
+        }
+    }
+
+    /// Tells the workers in `mask` to close their viewers of `stream`.
+    pub fn broadcast_end(&self, stream: Arc<str>, mask: u64) {
+        for w in &self.workers {
+            if mask & (1 << w.index) != 0 {
+                let _ = w.tx.try_send(WorkerMsg::EndStream {
+                    stream: stream.clone(),
+                });
+            }
+        }
+    }
+
+    /// Per-worker internal counts (sessions, routing entries), for leak checks.
+    pub async fn worker_stats(&self) -> Vec<WorkerStats> {
+        let mut out = Vec::new();
+        for w in &self.workers {
+            let (reply, rx) = oneshot::channel();
+            if w.tx.send(WorkerMsg::Stats { reply }).await.is_ok() {
+                if let Ok(s) = rx.await {
+                    out.push(s);
+                }
+            }
+        }
+        out
+    }
+
+    /// Closes every session and stops the workers.
+    pub async fn shutdown(&self) {
+        for w in &self.workers {
+            let (reply, rx) = oneshot::channel();
+            if w.tx.send(WorkerMsg::Shutdown { reply }).await.is_ok() {
+                let _ = rx.await;
+            }
+        }
+    }
+
+    /// Builds an `Rtc` for one offer on `worker`: candidates first, then the answer.
+    /// str0m is guarded against panics: a malformed offer must not take the server down.
+    fn negotiate(
+        &self,
+        worker: &WorkerHandle,
+        offer_sdp: &str,
+        codecs: CodecConfig,
+    ) -> Result<(Rtc, String, String), MediaError> {
+        let offer = SdpOffer::from_sdp_string(offer_sdp)
+            .map_err(|e| SdpError::Malformed(e.to_string()))?;
+        let mut cfg = self.template.clone();
+        *cfg.codec_config() = codecs;
+        let candidates = worker.candidates.clone();
+        let result = std::panic::catch_unwind(AssertUnwindSafe(move || {
+            let mut rtc = cfg.build(Instant::now());
+            for addr in candidates {
+                if let Ok(c) = Candidate::host(addr, "udp") {
+                    rtc.add_local_candidate(c);
+                }
+            }
+            let answer = rtc
+                .sdp_api()
+                .accept_offer(offer)
+                .map_err(|e| MediaError::Negotiation(e.to_string()))?;
+            let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+            Ok((rtc, answer.to_sdp_string(), ufrag))
+        }));
+        match result {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::warn!("str0m panicked while negotiating an offer; refused");
+                Err(MediaError::Negotiation("the offer could not be negotiated".into()))
+            }
+        }
+    }
+
+    async fn hand_over(
+        &self,
+        worker: &WorkerHandle,
+        session: worker::NewSession,
+        id: SessionId,
+    ) -> Result<(), MediaError> {
+        if worker
+            .tx
+            .send(WorkerMsg::Add(Box::new(session)))
+            .await
+            .is_err()
+        {
+            self.registry.remove_session(id, Instant::now());
+            return Err(MediaError::Unavailable);
+        }
+        Ok(())
+    }
+}
+
+/// The codec configuration of a publisher's `Rtc`: exactly the chosen codecs, so the
+/// answer names one codec per m-line.
+fn publisher_codecs(chosen: &[ChosenCodec]) -> CodecConfig {
+    CodecConfig::new_from_payload_params(chosen.iter().map(|c| c.payload_params()).collect())
+}
+
+/// The codec family of an rtpmap name.
+pub fn codec_kind(name: &str) -> CodecKind {
+    match name.to_ascii_lowercase().as_str() {
+        "h264" => CodecKind::H264,
+        "vp8" => CodecKind::Vp8,
+        "vp9" => CodecKind::Vp9,
+        "av1" => CodecKind::Av1,
+        "opus" => CodecKind::Opus,
+        "pcmu" => CodecKind::Pcmu,
+        "pcma" => CodecKind::Pcma,
+        _ => CodecKind::Other,
+    }
+}
+
+/// A strong entity-tag for a new ICE session.
+pub fn new_etag() -> String {
+    format!("\"{:016x}\"", rand::random::<u64>())
+}
+
+fn rtc_template() -> std::io::Result<RtcConfig> {
+    let provider = str0m::crypto::from_feature_flags();
+    let cert: DtlsCert = provider.dtls_provider.generate_certificate().ok_or_else(|| {
+        std::io::Error::other("the crypto provider could not make a DTLS certificate")
+    })?;
+    Ok(RtcConfig::new()
+        .set_crypto_provider(Arc::new(provider))
+        .set_rtp_mode(true)
+        .set_ice_lite(true)
+        .set_dtls_cert(cert))
+}
+
+/// Host candidates for a socket bound to `bound`: the address itself, or every usable
+/// interface address of its family when bound to the unspecified address; plus the
+/// configured public addresses on the same port.
+pub fn candidate_addrs(bound: SocketAddr, public_ips: &[IpAddr]) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    if bound.ip().is_unspecified() {
+        if let Ok(ifaces) = if_addrs::get_if_addrs() {
+            for iface in ifaces {
+                let ip = iface.ip();
+                let usable = match ip {
+                    IpAddr::V4(v4) => bound.is_ipv4() && !v4.is_link_local(),
+                    IpAddr::V6(v6) => {
+                        bound.is_ipv6() && !v6.is_unicast_link_local() && !v6.is_loopback()
+                    }
+                };
+                if usable {
+                    out.push(SocketAddr::new(ip, bound.port()));
+                }
+            }
+        }
+    } else {
+        out.push(bound);
+    }
+    for ip in public_ips {
+        let a = SocketAddr::new(*ip, bound.port());
+        if !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    out
+}

@@ -1,0 +1,803 @@
+//! One media worker: a tokio task owning a UDP socket, the `Rtc`s of its sessions, a
+//! [`Fanout`] for its viewers and the keyframe limiters of its publishers.
+//!
+//! The loop waits on three things: datagrams, commands (new sessions, closes, packets
+//! and keyframe requests from other workers) and the earliest session timer. Every
+//! mutation of an `Rtc` is followed by draining `poll_output` to a timeout (str0m's
+//! run-loop rule), inside `catch_unwind`: a panic in one session drops that session.
+//!
+//! Effects that touch other sessions (a publisher's packet reaching viewers, a viewer's
+//! keyframe request reaching its publisher) are queued while one `Rtc` is drained and
+//! run afterwards, so no two `Rtc`s are borrowed at once.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::RtpWrite;
+use str0m::{Event, IceConnectionState, Input, Output, Rtc};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{Span, debug, info, info_span, warn};
+
+use super::udp::{BATCH, MAX_DATAGRAM, MediaSocket, Received};
+use super::{MediaCounters, WorkerConfig, stun};
+use crate::core::{
+    CodecKind, Fanout, Forward, KeyframeLimiter, SourcePacket, ViewerId, ViewerTrack,
+    is_keyframe_start,
+};
+use crate::registry::{Registry, SessionId, StreamShared};
+
+/// How often a worker checks connect/ICE timeouts and retries keyframe requests.
+const HOUSEKEEPING: Duration = Duration::from_millis(100);
+/// A viewer still waiting for a keyframe asks again after this long.
+const KEYFRAME_RETRY: Duration = Duration::from_secs(1);
+
+/// Commands to a worker.
+pub enum WorkerMsg {
+    /// Adopt a negotiated session.
+    Add(Box<NewSession>),
+    /// End a session (DELETE); replies whether it existed.
+    Close {
+        /// Which.
+        id: SessionId,
+        /// Answer.
+        reply: oneshot::Sender<bool>,
+    },
+    /// A source packet from another worker's publisher.
+    Packet {
+        /// Stream name.
+        stream: Arc<str>,
+        /// The packet, shared.
+        pkt: Arc<SourcePacket>,
+    },
+    /// A viewer on another worker wants a keyframe from this worker's publisher.
+    KeyframeRequest {
+        /// Stream name.
+        stream: Arc<str>,
+    },
+    /// The stream ended (grace period over): close its viewers here.
+    EndStream {
+        /// Stream name.
+        stream: Arc<str>,
+    },
+    /// Report internal counts.
+    Stats {
+        /// Answer.
+        reply: oneshot::Sender<WorkerStats>,
+    },
+    /// Close everything and stop.
+    Shutdown {
+        /// Answered when done.
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// A worker's internal counts, for leak checks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerStats {
+    /// Worker index.
+    pub index: usize,
+    /// Sessions owned.
+    pub sessions: usize,
+    /// Remote-address routing entries.
+    pub routes: usize,
+    /// ufrag routing entries.
+    pub ufrags: usize,
+    /// Pending session timers.
+    pub timers: usize,
+    /// Viewers in the fan-out.
+    pub viewers: usize,
+    /// Publishers hosted.
+    pub publishers: usize,
+}
+
+/// A publisher track as the worker needs it.
+#[derive(Debug, Clone)]
+pub struct PublishedTrack {
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// Its mid in the publisher's session.
+    pub mid: Mid,
+    /// The payload type the publisher uses.
+    pub pt: u8,
+    /// The payload type the stream's viewers know this codec by.
+    pub canonical_pt: u8,
+    /// Codec family, for keyframe detection.
+    pub codec: CodecKind,
+    /// How to ask this publisher for a keyframe, if it negotiated a way.
+    pub keyframe_request: Option<KeyframeRequestKind>,
+}
+
+/// What a new session is.
+pub enum NewRole {
+    /// The source of its stream.
+    Publisher {
+        /// Source generation.
+        epoch: u32,
+        /// Its tracks.
+        tracks: Vec<PublishedTrack>,
+    },
+    /// A viewer.
+    Viewer {
+        /// Rewriting set-up per track.
+        tracks: Vec<ViewerTrack>,
+    },
+}
+
+/// A negotiated session handed to a worker.
+pub struct NewSession {
+    /// Id.
+    pub id: SessionId,
+    /// The negotiated `Rtc`.
+    pub rtc: Rtc,
+    /// Our ICE ufrag, to route the first STUN request.
+    pub ufrag: String,
+    /// Its stream.
+    pub shared: Arc<StreamShared>,
+    /// Publisher or viewer.
+    pub role: NewRole,
+}
+
+enum Role {
+    Publisher {
+        epoch: u32,
+        tracks: Vec<PublishedTrack>,
+        limiter: KeyframeLimiter,
+    },
+    Viewer {
+        tracks: Vec<ViewerTrack>,
+        joined: bool,
+    },
+}
+
+struct Session {
+    id: SessionId,
+    rtc: Rtc,
+    role: Role,
+    shared: Arc<StreamShared>,
+    ufrag: String,
+    span: Span,
+    created: Instant,
+    connected: bool,
+    disconnected_since: Option<Instant>,
+    timer: Instant,
+    addrs: Vec<SocketAddr>,
+    bytes_in: u64,
+    packets_out: u64,
+}
+
+/// Effects on other sessions, queued while one `Rtc` is drained.
+enum Deferred {
+    Source(Arc<StreamShared>, Arc<SourcePacket>),
+    WantKeyframe(Arc<StreamShared>),
+    Connected(u64),
+    Close(u64, &'static str),
+}
+
+pub(super) struct Worker {
+    index: usize,
+    socket: MediaSocket,
+    rx: mpsc::Receiver<WorkerMsg>,
+    peers: Arc<[mpsc::Sender<WorkerMsg>]>,
+    registry: Arc<Registry>,
+    counters: Arc<MediaCounters>,
+    cfg: WorkerConfig,
+    sessions: HashMap<u64, Session>,
+    next_key: u64,
+    by_id: HashMap<SessionId, u64>,
+    by_addr: HashMap<SocketAddr, u64>,
+    by_ufrag: HashMap<String, u64>,
+    publishers: HashMap<Arc<str>, u64>,
+    timers: BTreeSet<(Instant, u64)>,
+    fanout: Fanout,
+    deferred: VecDeque<Deferred>,
+    forwards: Vec<Forward>,
+}
+
+impl Worker {
+    pub(super) fn new(
+        index: usize,
+        socket: MediaSocket,
+        rx: mpsc::Receiver<WorkerMsg>,
+        peers: Arc<[mpsc::Sender<WorkerMsg>]>,
+        registry: Arc<Registry>,
+        counters: Arc<MediaCounters>,
+        cfg: WorkerConfig,
+    ) -> Worker {
+        Worker {
+            index,
+            socket,
+            rx,
+            peers,
+            registry,
+            counters,
+            cfg,
+            sessions: HashMap::new(),
+            next_key: 1,
+            by_id: HashMap::new(),
+            by_addr: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            publishers: HashMap::new(),
+            timers: BTreeSet::new(),
+            fanout: Fanout::new(),
+            deferred: VecDeque::new(),
+            forwards: Vec::new(),
+        }
+    }
+
+    pub(super) async fn run(mut self) {
+        let span = info_span!("worker", index = self.index);
+        let _enter = span.enter();
+        let mut bufs = vec![[0u8; MAX_DATAGRAM]; BATCH];
+        let mut received: Vec<Received> = Vec::with_capacity(BATCH);
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let far = Duration::from_secs(3600);
+        loop {
+            let next = self
+                .timers
+                .first()
+                .map(|(t, _)| *t)
+                .unwrap_or_else(|| Instant::now() + far);
+            tokio::select! {
+                biased;
+                msg = self.rx.recv() => {
+                    let Some(msg) = msg else { break };
+                    if let Some(reply) = self.handle_msg(msg) {
+                        self.close_all("server shutdown");
+                        let _ = reply.send(());
+                        break;
+                    }
+                    // Take what else is queued without going back to the scheduler.
+                    for _ in 0..64 {
+                        match self.rx.try_recv() {
+                            Ok(msg) => {
+                                if let Some(reply) = self.handle_msg(msg) {
+                                    self.close_all("server shutdown");
+                                    let _ = reply.send(());
+                                    return;
+                                }
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                r = self.socket.readable() => {
+                    if r.is_err() { continue; }
+                    loop {
+                        match self.socket.try_recv(&mut bufs, &mut received) {
+                            Ok(()) => {
+                                let now = Instant::now();
+                                for i in 0..received.len() {
+                                    let r = received[i];
+                                    self.handle_datagram(now, r, &bufs[i][..r.len]);
+                                }
+                                self.run_deferred(now);
+                            }
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                            Err(e) => { debug!("udp recv error: {e}"); break; }
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(next.into()) => {
+                    self.handle_timers(Instant::now());
+                }
+                _ = housekeeping.tick() => {
+                    self.housekeeping(Instant::now());
+                }
+            }
+        }
+    }
+
+    /// Returns the shutdown reply when the worker must stop.
+    fn handle_msg(&mut self, msg: WorkerMsg) -> Option<oneshot::Sender<()>> {
+        let now = Instant::now();
+        match msg {
+            WorkerMsg::Add(s) => self.add_session(*s, now),
+            WorkerMsg::Close { id, reply } => {
+                let existed = match self.by_id.get(&id) {
+                    Some(&key) => {
+                        self.close_session(key, "deleted by client", now);
+                        true
+                    }
+                    None => false,
+                };
+                let _ = reply.send(existed);
+            }
+            WorkerMsg::Packet { stream, pkt } => self.fan_out_local(&stream, &pkt),
+            WorkerMsg::KeyframeRequest { stream } => self.request_keyframe_local(&stream, now),
+            WorkerMsg::EndStream { stream } => {
+                let keys: Vec<u64> = self
+                    .sessions
+                    .iter()
+                    .filter(|(_, s)| matches!(s.role, Role::Viewer { .. }) && s.shared.name == stream)
+                    .map(|(k, _)| *k)
+                    .collect();
+                for key in keys {
+                    self.close_session(key, "stream ended", now);
+                }
+            }
+            WorkerMsg::Stats { reply } => {
+                let _ = reply.send(WorkerStats {
+                    index: self.index,
+                    sessions: self.sessions.len(),
+                    routes: self.by_addr.len(),
+                    ufrags: self.by_ufrag.len(),
+                    timers: self.timers.len(),
+                    viewers: self.fanout.len(),
+                    publishers: self.publishers.len(),
+                });
+            }
+            WorkerMsg::Shutdown { reply } => return Some(reply),
+        }
+        self.run_deferred(now);
+        None
+    }
+
+    fn add_session(&mut self, new: NewSession, now: Instant) {
+        let key = self.next_key;
+        self.next_key += 1;
+        let kind = match new.role {
+            NewRole::Publisher { .. } => "publisher",
+            NewRole::Viewer { .. } => "viewer",
+        };
+        let span = info_span!("session", id = %new.id, stream = %new.shared.name, kind);
+        let role = match new.role {
+            NewRole::Publisher { epoch, tracks } => {
+                self.publishers.insert(new.shared.name.clone(), key);
+                Role::Publisher {
+                    epoch,
+                    tracks,
+                    limiter: KeyframeLimiter::new(self.cfg.keyframe_request_interval),
+                }
+            }
+            NewRole::Viewer { tracks } => Role::Viewer {
+                tracks,
+                joined: false,
+            },
+        };
+        span.in_scope(|| info!("session created on worker {}", self.index));
+        self.by_id.insert(new.id, key);
+        self.by_ufrag.insert(new.ufrag.clone(), key);
+        self.sessions.insert(
+            key,
+            Session {
+                id: new.id,
+                rtc: new.rtc,
+                role,
+                shared: new.shared,
+                ufrag: new.ufrag,
+                span,
+                created: now,
+                connected: false,
+                disconnected_since: None,
+                timer: now,
+                addrs: Vec::new(),
+                bytes_in: 0,
+                packets_out: 0,
+            },
+        );
+        self.counters.sessions.fetch_add(1, Ordering::Relaxed);
+        self.counters.sessions_created.fetch_add(1, Ordering::Relaxed);
+        self.timers.insert((now, key));
+        self.drive(key, now, |rtc| rtc.handle_input(Input::Timeout(now)).map(|_| ()));
+    }
+
+    fn handle_datagram(&mut self, now: Instant, r: Received, data: &[u8]) {
+        let key = match self.by_addr.get(&r.source) {
+            Some(&k) => Some(k),
+            None => stun::local_ufrag(data).and_then(|u| self.by_ufrag.get(u).copied()),
+        };
+        let Some(key) = key else {
+            self.counters
+                .unroutable_datagrams
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let Ok(recv) = Receive::new(Protocol::Udp, r.source, r.destination, data) else {
+            return;
+        };
+        if let Some(s) = self.sessions.get_mut(&key) {
+            s.bytes_in += data.len() as u64;
+            if !s.addrs.contains(&r.source) && s.addrs.len() < 16 {
+                s.addrs.push(r.source);
+                self.by_addr.insert(r.source, key);
+            }
+        }
+        self.drive(key, now, move |rtc| {
+            rtc.handle_input(Input::Receive(now, recv)).map(|_| ())
+        });
+    }
+
+    fn handle_timers(&mut self, now: Instant) {
+        while let Some(&(t, key)) = self.timers.first() {
+            if t > now {
+                break;
+            }
+            self.timers.remove(&(t, key));
+            if let Some(Session {
+                role: Role::Publisher { limiter, tracks, .. },
+                ..
+            }) = self.sessions.get_mut(&key)
+            {
+                if limiter.handle_timeout(now) {
+                    let tracks = tracks.clone();
+                    self.send_keyframe_request(key, &tracks, now);
+                }
+            }
+            self.drive(key, now, |rtc| rtc.handle_input(Input::Timeout(now)).map(|_| ()));
+        }
+        self.run_deferred(now);
+    }
+
+    fn housekeeping(&mut self, now: Instant) {
+        let mut expired = Vec::new();
+        for (key, s) in &self.sessions {
+            if !s.rtc.is_alive() {
+                expired.push((*key, "peer connection closed"));
+            } else if !s.connected && now.duration_since(s.created) > self.cfg.connect_timeout {
+                expired.push((*key, "ICE/DTLS did not complete in time"));
+            } else if let Some(since) = s.disconnected_since {
+                if now.duration_since(since) > self.cfg.ice_timeout {
+                    expired.push((*key, "ICE consent timed out"));
+                }
+            }
+        }
+        for (key, reason) in expired {
+            self.close_session(key, reason, now);
+        }
+        for stream in self.fanout.keyframes_wanted(now, KEYFRAME_RETRY) {
+            if let Some(shared) = self.find_stream(&stream) {
+                self.deferred.push_back(Deferred::WantKeyframe(shared));
+            }
+        }
+        self.run_deferred(now);
+    }
+
+    fn find_stream(&self, name: &str) -> Option<Arc<StreamShared>> {
+        self.sessions
+            .values()
+            .find(|s| &*s.shared.name == name)
+            .map(|s| s.shared.clone())
+    }
+
+    /// Applies one mutation to a session's `Rtc` and drains its output, catching panics.
+    fn drive<F>(&mut self, key: u64, now: Instant, mutate: F)
+    where
+        F: FnOnce(&mut Rtc) -> Result<(), str0m::RtcError>,
+    {
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        let socket = &self.socket;
+        let deferred = &mut self.deferred;
+        let counters = &self.counters;
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let _e = s.span.enter();
+            if let Err(e) = mutate(&mut s.rtc) {
+                debug!("rtc input refused: {e}");
+            }
+            drain(key, s, socket, deferred, counters, now)
+        }));
+        let next = match outcome {
+            Ok(Ok(next)) => next,
+            Ok(Err(e)) => {
+                s.span.in_scope(|| debug!("rtc error: {e}"));
+                self.deferred.push_back(Deferred::Close(key, "peer connection failed"));
+                return;
+            }
+            Err(_) => {
+                self.counters.session_panics.fetch_add(1, Ordering::Relaxed);
+                s.span.in_scope(|| warn!("str0m panicked; dropping this session only"));
+                self.deferred.push_back(Deferred::Close(key, "internal error in session"));
+                return;
+            }
+        };
+        let mut next = next;
+        if let Role::Publisher { limiter, .. } = &s.role {
+            if let Some(t) = limiter.poll_timeout() {
+                next = next.min(t);
+            }
+        }
+        if next != s.timer {
+            self.timers.remove(&(s.timer, key));
+            s.timer = next;
+            self.timers.insert((next, key));
+        }
+    }
+
+    fn run_deferred(&mut self, now: Instant) {
+        while let Some(d) = self.deferred.pop_front() {
+            match d {
+                Deferred::Source(shared, pkt) => self.distribute(&shared, pkt),
+                Deferred::WantKeyframe(shared) => match shared.source_worker() {
+                    Some(w) if w == self.index => self.request_keyframe_local(&shared.name, now),
+                    Some(w) => {
+                        if let Some(tx) = self.peers.get(w) {
+                            let _ = tx.try_send(WorkerMsg::KeyframeRequest {
+                                stream: shared.name.clone(),
+                            });
+                        }
+                    }
+                    None => {}
+                },
+                Deferred::Connected(key) => self.on_connected(key, now),
+                Deferred::Close(key, reason) => self.close_session(key, reason, now),
+            }
+        }
+    }
+
+    fn on_connected(&mut self, key: u64, now: Instant) {
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        s.connected = true;
+        s.disconnected_since = None;
+        let elapsed = now.duration_since(s.created);
+        s.span
+            .in_scope(|| info!(setup_ms = elapsed.as_millis() as u64, "connected"));
+        if let Role::Viewer { tracks, joined } = &mut s.role {
+            if *joined {
+                return;
+            }
+            *joined = true;
+            let shared = s.shared.clone();
+            let wants_keyframe =
+                self.fanout
+                    .add_viewer(&shared.name, ViewerId(key), tracks.clone(), now);
+            if self.fanout.viewer_count(&shared.name) == 1 {
+                shared.set_viewer_worker(self.index, true);
+            }
+            if wants_keyframe {
+                self.deferred.push_back(Deferred::WantKeyframe(shared));
+            }
+        }
+    }
+
+    /// Sends a source packet to every worker with viewers of its stream.
+    fn distribute(&mut self, shared: &Arc<StreamShared>, pkt: Arc<SourcePacket>) {
+        self.counters.source_packets.fetch_add(1, Ordering::Relaxed);
+        let mask = shared.viewer_workers();
+        for w in 0..self.peers.len() {
+            if mask & (1 << w) == 0 {
+                continue;
+            }
+            if w == self.index {
+                self.fan_out_local(&shared.name, &pkt);
+            } else if self.peers[w]
+                .try_send(WorkerMsg::Packet {
+                    stream: shared.name.clone(),
+                    pkt: pkt.clone(),
+                })
+                .is_err()
+            {
+                self.counters
+                    .cross_worker_drops
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn fan_out_local(&mut self, stream: &str, pkt: &SourcePacket) {
+        let mut forwards = std::mem::take(&mut self.forwards);
+        forwards.clear();
+        self.fanout.forward(stream, pkt, &mut forwards);
+        let now = pkt.arrival;
+        for f in forwards.drain(..) {
+            let key = f.viewer.0;
+            self.counters
+                .forwarded_packets
+                .fetch_add(1, Ordering::Relaxed);
+            if let Some(s) = self.sessions.get_mut(&key) {
+                s.packets_out += 1;
+            }
+            self.drive(key, now, move |rtc| {
+                let mut api = rtc.direct_api();
+                if let Some(tx) = api.stream_tx_by_mid(f.mid, None) {
+                    tx.write_rtp(
+                        RtpWrite::new(
+                            Pt::from(f.pt),
+                            f.seq.into(),
+                            f.timestamp,
+                            f.wallclock,
+                            f.payload,
+                        )
+                        .marker(f.marker)
+                        .nackable(f.nackable),
+                    );
+                }
+                Ok(())
+            });
+        }
+        self.forwards = forwards;
+    }
+
+    fn request_keyframe_local(&mut self, stream: &str, now: Instant) {
+        let Some(&key) = self.publishers.get(stream) else {
+            return;
+        };
+        let Some(Session {
+            role: Role::Publisher { limiter, tracks, .. },
+            ..
+        }) = self.sessions.get_mut(&key)
+        else {
+            return;
+        };
+        if limiter.request(now) {
+            let tracks = tracks.clone();
+            self.send_keyframe_request(key, &tracks, now);
+        } else {
+            // Coalesced: make sure the session timer covers the limiter's deadline.
+            self.drive(key, now, |_| Ok(()));
+        }
+    }
+
+    fn send_keyframe_request(&mut self, key: u64, tracks: &[PublishedTrack], now: Instant) {
+        for t in tracks.iter().filter(|t| t.kind == MediaKind::Video) {
+            let Some(kind) = t.keyframe_request else {
+                continue;
+            };
+            let mid = t.mid;
+            self.counters
+                .keyframe_requests_sent
+                .fetch_add(1, Ordering::Relaxed);
+            self.drive(key, now, move |rtc| {
+                if let Some(rx) = rtc.direct_api().stream_rx_by_mid(mid, None) {
+                    rx.request_keyframe(kind);
+                }
+                Ok(())
+            });
+        }
+    }
+
+    fn close_session(&mut self, key: u64, reason: &str, now: Instant) {
+        let Some(mut s) = self.sessions.remove(&key) else {
+            return;
+        };
+        self.timers.remove(&(s.timer, key));
+        self.by_id.remove(&s.id);
+        self.by_ufrag.remove(&s.ufrag);
+        for a in &s.addrs {
+            if self.by_addr.get(a) == Some(&key) {
+                self.by_addr.remove(a);
+            }
+        }
+        // Tell the peer (DTLS close_notify, RTCP BYE) when we can; a panicking or dead
+        // Rtc is just dropped.
+        let socket = &self.socket;
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            if s.rtc.is_alive() && s.rtc.close().is_ok() {
+                for _ in 0..32 {
+                    match s.rtc.poll_output() {
+                        Ok(Output::Transmit(t)) => {
+                            socket.send(t.source.ip(), t.destination, &t.contents)
+                        }
+                        Ok(Output::Event(_)) => {}
+                        _ => break,
+                    }
+                }
+            }
+        }));
+        match &s.role {
+            Role::Publisher { .. } => {
+                if self.publishers.get(&s.shared.name) == Some(&key) {
+                    self.publishers.remove(&s.shared.name);
+                }
+            }
+            Role::Viewer { .. } => {
+                if self.fanout.remove_viewer(ViewerId(key)).is_some()
+                    && self.fanout.viewer_count(&s.shared.name) == 0
+                {
+                    s.shared.set_viewer_worker(self.index, false);
+                }
+            }
+        }
+        self.registry.remove_session(s.id, now);
+        self.counters.sessions.fetch_sub(1, Ordering::Relaxed);
+        self.counters.sessions_closed.fetch_add(1, Ordering::Relaxed);
+        let secs = now.duration_since(s.created).as_secs_f64();
+        s.span.in_scope(|| {
+            info!(
+                reason,
+                duration_s = format!("{secs:.1}"),
+                bytes_in = s.bytes_in,
+                packets_out = s.packets_out,
+                "session ended"
+            )
+        });
+    }
+
+    fn close_all(&mut self, reason: &str) {
+        let now = Instant::now();
+        let keys: Vec<u64> = self.sessions.keys().copied().collect();
+        for key in keys {
+            self.close_session(key, reason, now);
+        }
+    }
+}
+
+/// Polls one `Rtc` until it asks for a timeout, sending its datagrams and queueing the
+/// events that concern other sessions. Returns the next timeout.
+fn drain(
+    key: u64,
+    s: &mut Session,
+    socket: &MediaSocket,
+    deferred: &mut VecDeque<Deferred>,
+    counters: &MediaCounters,
+    now: Instant,
+) -> Result<Instant, str0m::RtcError> {
+    loop {
+        match s.rtc.poll_output()? {
+            Output::Timeout(t) => return Ok(t.max(now)),
+            Output::Transmit(t) => socket.send(t.source.ip(), t.destination, &t.contents),
+            Output::Event(e) => handle_event(key, s, e, deferred, counters, now),
+        }
+    }
+}
+
+fn handle_event(
+    key: u64,
+    s: &mut Session,
+    event: Event,
+    deferred: &mut VecDeque<Deferred>,
+    _counters: &MediaCounters,
+    now: Instant,
+) {
+    match event {
+        Event::Connected => deferred.push_back(Deferred::Connected(key)),
+        Event::IceConnectionStateChange(state) => {
+            debug!(?state, "ice state");
+            match state {
+                IceConnectionState::Disconnected => {
+                    s.disconnected_since.get_or_insert(now);
+                }
+                IceConnectionState::Connected | IceConnectionState::Completed => {
+                    s.disconnected_since = None;
+                }
+                _ => {}
+            }
+        }
+        Event::RtpPacket(p) => {
+            let Role::Publisher {
+                epoch,
+                tracks,
+                limiter,
+            } = &mut s.role
+            else {
+                return;
+            };
+            let pt = u8::from(p.header.payload_type);
+            let Some(track) = tracks.iter().find(|t| t.pt == pt) else {
+                return;
+            };
+            let keyframe_start = is_keyframe_start(track.codec, &p.payload);
+            if keyframe_start {
+                limiter.keyframe_received(now);
+            }
+            let pkt = SourcePacket {
+                kind: track.kind,
+                pt: track.canonical_pt,
+                seq: *p.seq_no,
+                timestamp: p.header.timestamp,
+                marker: p.header.marker,
+                keyframe_start,
+                epoch: *epoch,
+                arrival: p.timestamp,
+                payload: p.payload,
+            };
+            deferred.push_back(Deferred::Source(s.shared.clone(), Arc::new(pkt)));
+        }
+        Event::KeyframeRequest(_) => {
+            if matches!(s.role, Role::Viewer { .. }) {
+                deferred.push_back(Deferred::WantKeyframe(s.shared.clone()));
+            }
+        }
+        Event::Closed => deferred.push_back(Deferred::Close(key, "closed by peer")),
+        _ => {}
+    }
+}
