@@ -1,1 +1,47 @@
-//! TODO
+//! WHIP publisher and WHEP viewer peers built on str0m.
+//!
+//! These peers are what wishd's integration tests, the conformance runner and the
+//! load tool talk to the server with. Each peer is a full-ICE, controlling str0m
+//! `Rtc` in RTP mode, owned by one background tokio task together with its UDP
+//! socket. The handle types ([`WhipPublisher`], [`WhepViewer`]) only talk to that
+//! task through channels and shared snapshots, so they are cheap to query from tests.
+//!
+//! Media is synthetic but recognisable: every RTP payload carries a marker (see
+//! [`media`]) with the frame number and packet index, so a test can check that what
+//! a viewer received is intact and in order.
+
+mod error;
+mod http;
+pub mod media;
+mod peer;
+mod publisher;
+mod viewer;
+
+pub use error::ClientError;
+pub use http::{HttpResponse, http_request, resolve_url};
+pub use publisher::{PublisherOptions, PublisherStats, WhipPublisher, publisher_offer};
+pub use viewer::{ReceivedPacket, ViewerOptions, WhepViewer, viewer_offer};
+
+use std::sync::Once;
+
+/// Video codecs the client peers can send and offer to receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoCodec {
+    /// H.264 constrained baseline, packetization-mode 1.
+    H264,
+    /// VP8.
+    Vp8,
+}
+
+static CRYPTO: Once = Once::new();
+
+/// Installs str0m's aws-lc-rs crypto provider once per process (idempotent).
+///
+/// The crate builds str0m without default features, so some code must install a
+/// provider before the first `Rtc` is built. Both the server and the client peers
+/// call this; extra calls are no-ops.
+pub fn install_crypto_provider() {
+    CRYPTO.call_once(|| {
+        str0m::crypto::from_feature_flags().install_process_default();
+    });
+}

@@ -1,0 +1,510 @@
+//! Recognisable synthetic media: RTP payload generators and a marker decoder.
+//!
+//! Every payload carries, after its codec header, the 4-byte [`MAGIC`] `b"WSHD"`,
+//! then a `u8` kind (0 audio, 1 video), the frame number (`u64` big endian), the
+//! packet index within the frame (`u16` BE) and the packet count of the frame
+//! (`u16` BE). Filler bytes follow up to the target size; each filler byte is the
+//! frame number truncated to `u8`, so [`check_filler`] can spot corruption.
+//!
+//! The codec headers are real enough for str0m's keyframe detectors and for an SFU
+//! that looks at them (`detect_h264_keyframe`, `detect_vp8_keyframe`), but the
+//! streams are not decodable video or audio.
+
+use str0m::media::MediaKind;
+
+use super::VideoCodec;
+
+/// The magic that starts every marker.
+pub const MAGIC: [u8; 4] = *b"WSHD";
+
+/// Length of an encoded marker: magic, kind, frame, index, count.
+pub const MARKER_LEN: usize = 4 + 1 + 8 + 2 + 2;
+
+/// Target size of each full video packet payload, in bytes.
+pub const VIDEO_PACKET_SIZE: usize = 1100;
+
+/// Packets per video keyframe (H.264: one STAP-A with SPS/PPS plus seven FU-A).
+pub const KEYFRAME_PACKETS: u16 = 8;
+
+/// Packets per video delta frame.
+pub const DELTA_PACKETS: u16 = 2;
+
+/// Size of each Opus payload, in bytes.
+pub const OPUS_PACKET_SIZE: usize = 80;
+
+/// RTP clock rate of video.
+pub const VIDEO_CLOCK_RATE: u32 = 90_000;
+
+/// RTP clock rate of Opus.
+pub const AUDIO_CLOCK_RATE: u32 = 48_000;
+
+/// RTP timestamp step of one 20 ms Opus frame.
+pub const AUDIO_TIMESTAMP_STEP: u32 = 960;
+
+/// Scanning for the magic stops after this many bytes (the longest codec header
+/// we produce is far shorter).
+const SCAN_LIMIT: usize = 64;
+
+/// The identity of one synthetic RTP payload, as decoded by [`decode_marker`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PayloadMarker {
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// Frame number, counted per kind from 0 by the publisher.
+    pub frame: u64,
+    /// Index of this packet within its frame.
+    pub index: u16,
+    /// Number of packets in the frame.
+    pub count: u16,
+}
+
+impl PayloadMarker {
+    /// True for the last packet of its frame (the one with the RTP marker bit).
+    pub fn is_last(&self) -> bool {
+        self.index + 1 == self.count
+    }
+}
+
+/// One generated RTP payload and whether the RTP marker bit goes with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeneratedPacket {
+    /// The RTP payload (no RTP header).
+    pub payload: Vec<u8>,
+    /// The RTP marker bit: set on the last packet of a video frame (and on every
+    /// Opus packet it stays clear).
+    pub marker: bool,
+}
+
+fn kind_byte(kind: MediaKind) -> u8 {
+    match kind {
+        MediaKind::Audio => 0,
+        MediaKind::Video => 1,
+    }
+}
+
+/// Appends an encoded marker to `out`.
+pub fn encode_marker(out: &mut Vec<u8>, m: &PayloadMarker) {
+    out.extend_from_slice(&MAGIC);
+    out.push(kind_byte(m.kind));
+    out.extend_from_slice(&m.frame.to_be_bytes());
+    out.extend_from_slice(&m.index.to_be_bytes());
+    out.extend_from_slice(&m.count.to_be_bytes());
+}
+
+/// Finds and decodes the marker of a synthetic payload.
+///
+/// The magic is searched in the first bytes of the payload (after whatever codec
+/// header precedes it). Returns `None` for anything that does not hold a valid
+/// marker; never panics.
+pub fn decode_marker(payload: &[u8]) -> Option<PayloadMarker> {
+    let scan_end = payload.len().min(SCAN_LIMIT + MAGIC.len());
+    let head = &payload[..scan_end];
+    let mut from = 0;
+    while let Some(pos) = head
+        .get(from..)?
+        .windows(MAGIC.len())
+        .position(|w| w == MAGIC)
+    {
+        let start = from + pos;
+        if let Some(m) = parse_marker_at(payload, start) {
+            return Some(m);
+        }
+        from = start + 1;
+    }
+    None
+}
+
+fn parse_marker_at(payload: &[u8], start: usize) -> Option<PayloadMarker> {
+    let b = payload.get(start..start.checked_add(MARKER_LEN)?)?;
+    let kind = match b[4] {
+        0 => MediaKind::Audio,
+        1 => MediaKind::Video,
+        _ => return None,
+    };
+    let frame = u64::from_be_bytes(b[5..13].try_into().ok()?);
+    let index = u16::from_be_bytes(b[13..15].try_into().ok()?);
+    let count = u16::from_be_bytes(b[15..17].try_into().ok()?);
+    if count == 0 || index >= count {
+        return None;
+    }
+    Some(PayloadMarker {
+        kind,
+        frame,
+        index,
+        count,
+    })
+}
+
+/// Checks that every byte after the marker is the filler of the marker's frame.
+///
+/// Returns `false` when the payload has no marker.
+pub fn check_filler(payload: &[u8]) -> bool {
+    let Some(m) = decode_marker(payload) else {
+        return false;
+    };
+    // The marker was found, so this search succeeds at the same place.
+    let Some(pos) = payload.windows(MAGIC.len()).position(|w| w == MAGIC) else {
+        return false;
+    };
+    let fill = m.frame as u8;
+    payload
+        .get(pos + MARKER_LEN..)
+        .is_some_and(|rest| rest.iter().all(|&b| b == fill))
+}
+
+/// Appends marker plus filler so that `out` reaches `target` bytes (at least the
+/// whole marker is always written).
+fn push_marker_and_fill(out: &mut Vec<u8>, m: &PayloadMarker, target: usize) {
+    encode_marker(out, m);
+    if out.len() < target {
+        out.resize(target, m.frame as u8);
+    }
+}
+
+/// Generates one video frame of `codec` as RTP payloads, with the default shape
+/// ([`KEYFRAME_PACKETS`] or [`DELTA_PACKETS`] packets of about
+/// [`VIDEO_PACKET_SIZE`] bytes).
+pub fn video_frame(codec: VideoCodec, frame: u64, keyframe: bool) -> Vec<GeneratedPacket> {
+    let packets = if keyframe {
+        KEYFRAME_PACKETS
+    } else {
+        DELTA_PACKETS
+    };
+    video_frame_with(codec, frame, keyframe, packets, VIDEO_PACKET_SIZE)
+}
+
+/// Generates one video frame with a chosen packet count and packet size.
+///
+/// `packets` is clamped to at least 1 (at least 2 for an H.264 keyframe, whose
+/// first packet is the SPS/PPS STAP-A). The RTP marker bit is set on the last packet.
+pub fn video_frame_with(
+    codec: VideoCodec,
+    frame: u64,
+    keyframe: bool,
+    packets: u16,
+    packet_size: usize,
+) -> Vec<GeneratedPacket> {
+    match codec {
+        VideoCodec::H264 => h264_frame(frame, keyframe, packets, packet_size),
+        VideoCodec::Vp8 => vp8_frame(frame, keyframe, packets, packet_size),
+    }
+}
+
+/// H.264 NAL header bytes: F=0, NRI, type.
+const NAL_SPS: u8 = 0x67;
+const NAL_PPS: u8 = 0x68;
+const NAL_SEI: u8 = 0x06;
+const NAL_IDR: u8 = 0x65;
+const NAL_NON_IDR: u8 = 0x41;
+const STAP_A: u8 = 24;
+const FU_A: u8 = 28;
+
+/// A plausible constrained-baseline (profile 0x42, constraints 0xe0, level 3.1) SPS.
+const SPS: &[u8] = &[
+    NAL_SPS, 0x42, 0xe0, 0x1f, 0x8d, 0x68, 0x05, 0x00, 0x5b, 0xa1, 0x00, 0x00, 0x03, 0x00, 0x01,
+    0x00, 0x00, 0x03, 0x00, 0x3c, 0x0f, 0x16, 0x2e, 0x48,
+];
+/// A plausible PPS.
+const PPS: &[u8] = &[NAL_PPS, 0xce, 0x3c, 0x80];
+
+fn h264_frame(frame: u64, keyframe: bool, packets: u16, size: usize) -> Vec<GeneratedPacket> {
+    let mut out = Vec::new();
+    if keyframe {
+        let count = packets.max(2);
+        // Packet 0: STAP-A with SPS, PPS and an SEI NAL that carries the marker.
+        let mut p = vec![0x60 | STAP_A];
+        for nal in [SPS, PPS] {
+            p.extend_from_slice(&(nal.len() as u16).to_be_bytes());
+            p.extend_from_slice(nal);
+        }
+        let mut sei = vec![NAL_SEI];
+        let m = PayloadMarker {
+            kind: MediaKind::Video,
+            frame,
+            index: 0,
+            count,
+        };
+        let sei_target = size.saturating_sub(p.len() + 2);
+        push_marker_and_fill(&mut sei, &m, sei_target);
+        p.extend_from_slice(&(sei.len() as u16).to_be_bytes());
+        p.extend_from_slice(&sei);
+        out.push(p);
+        fu_a(&mut out, NAL_IDR, frame, 1, count, size);
+    } else {
+        let count = packets.max(1);
+        if count == 1 {
+            let mut p = vec![NAL_NON_IDR];
+            let m = PayloadMarker {
+                kind: MediaKind::Video,
+                frame,
+                index: 0,
+                count,
+            };
+            push_marker_and_fill(&mut p, &m, size);
+            out.push(p);
+        } else {
+            fu_a(&mut out, NAL_NON_IDR, frame, 0, count, size);
+        }
+    }
+    with_marker_bit(out)
+}
+
+/// Appends FU-A fragments of one NAL (header `nal`) for packet indices `first..count`.
+fn fu_a(out: &mut Vec<Vec<u8>>, nal: u8, frame: u64, first: u16, count: u16, size: usize) {
+    let indicator = (nal & 0xe0) | FU_A;
+    let nal_type = nal & 0x1f;
+    for index in first..count {
+        let mut fu_header = nal_type;
+        if index == first {
+            fu_header |= 0x80;
+        }
+        if index + 1 == count {
+            fu_header |= 0x40;
+        }
+        let mut p = vec![indicator, fu_header];
+        let m = PayloadMarker {
+            kind: MediaKind::Video,
+            frame,
+            index,
+            count,
+        };
+        push_marker_and_fill(&mut p, &m, size);
+        out.push(p);
+    }
+}
+
+fn vp8_frame(frame: u64, keyframe: bool, packets: u16, size: usize) -> Vec<GeneratedPacket> {
+    let count = packets.max(1);
+    let picture_id = (frame & 0x7fff) as u16;
+    let mut out = Vec::new();
+    for index in 0..count {
+        let first = index == 0;
+        // Payload descriptor (RFC 7741): X=1, S on the first packet, PID=0,
+        // then I=1 and a 15-bit picture id.
+        let mut p = vec![
+            0x80 | if first { 0x10 } else { 0 },
+            0x80,
+            0x80 | (picture_id >> 8) as u8,
+            picture_id as u8,
+        ];
+        if first {
+            // Payload header: 3-byte frame tag. Bit 0 P (0 = keyframe), bits 1-3
+            // version 0, bit 4 show_frame, bits 5-23 first partition size.
+            let part_size: u32 = 100;
+            let tag = (part_size << 5) | 0x10 | u32::from(!keyframe);
+            p.extend_from_slice(&tag.to_le_bytes()[..3]);
+            if keyframe {
+                p.extend_from_slice(&[0x9d, 0x01, 0x2a]);
+                p.extend_from_slice(&640u16.to_le_bytes());
+                p.extend_from_slice(&480u16.to_le_bytes());
+            }
+        }
+        let m = PayloadMarker {
+            kind: MediaKind::Video,
+            frame,
+            index,
+            count,
+        };
+        push_marker_and_fill(&mut p, &m, size);
+        out.push(p);
+    }
+    with_marker_bit(out)
+}
+
+fn with_marker_bit(payloads: Vec<Vec<u8>>) -> Vec<GeneratedPacket> {
+    let n = payloads.len();
+    payloads
+        .into_iter()
+        .enumerate()
+        .map(|(i, payload)| GeneratedPacket {
+            payload,
+            marker: i + 1 == n,
+        })
+        .collect()
+}
+
+/// Generates one 20 ms Opus payload (TOC byte, then the marker and filler,
+/// [`OPUS_PACKET_SIZE`] bytes in all).
+pub fn opus_packet(frame: u64) -> Vec<u8> {
+    // TOC: config 15 (hybrid fullband, 20 ms), mono, one frame (code 0).
+    let mut p = vec![15 << 3];
+    let m = PayloadMarker {
+        kind: MediaKind::Audio,
+        frame,
+        index: 0,
+        count: 1,
+    };
+    push_marker_and_fill(&mut p, &m, OPUS_PACKET_SIZE);
+    p
+}
+
+/// Whether str0m's keyframe detector for `codec` flags this payload.
+///
+/// For H.264 only the packet starting the IDR NAL (the first FU-A) is flagged; for
+/// VP8 only the first packet of a keyframe.
+pub fn is_keyframe_payload(codec: VideoCodec, payload: &[u8]) -> bool {
+    match codec {
+        VideoCodec::H264 => str0m::format::detect_h264_keyframe(payload),
+        VideoCodec::Vp8 => str0m::format::detect_vp8_keyframe(payload),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_frame(codec: VideoCodec, frame: u64, keyframe: bool, expect_packets: usize) {
+        let pkts = video_frame(codec, frame, keyframe);
+        assert_eq!(pkts.len(), expect_packets, "{codec:?} key={keyframe}");
+        for (i, p) in pkts.iter().enumerate() {
+            let m = decode_marker(&p.payload).expect("marker");
+            assert_eq!(m.kind, MediaKind::Video);
+            assert_eq!(m.frame, frame);
+            assert_eq!(m.index as usize, i);
+            assert_eq!(m.count as usize, expect_packets);
+            assert_eq!(p.marker, i + 1 == expect_packets);
+            assert_eq!(m.is_last(), p.marker);
+            assert!(p.payload.len() <= VIDEO_PACKET_SIZE + 8);
+            assert!(p.payload.len() >= VIDEO_PACKET_SIZE - 8);
+            assert!(check_filler(&p.payload), "filler of packet {i}");
+        }
+        let detected = pkts
+            .iter()
+            .filter(|p| is_keyframe_payload(codec, &p.payload))
+            .count();
+        assert_eq!(detected, usize::from(keyframe), "{codec:?} key={keyframe}");
+    }
+
+    #[test]
+    fn h264_frames() {
+        check_frame(VideoCodec::H264, 0, true, 8);
+        check_frame(VideoCodec::H264, 1, false, 2);
+        check_frame(VideoCodec::H264, 300, true, 8);
+
+        let key = video_frame(VideoCodec::H264, 7, true);
+        // STAP-A with SPS and PPS first.
+        assert_eq!(key[0].payload[0] & 0x1f, STAP_A);
+        assert!(str0m::format::detect_h264_nalu(&key[0].payload, 7));
+        assert!(str0m::format::detect_h264_nalu(&key[0].payload, 8));
+        assert_eq!(&key[0].payload[3..7], &[0x67, 0x42, 0xe0, 0x1f]);
+        // FU-A: S bit on the first fragment, E bit on the last.
+        assert_eq!(key[1].payload[0] & 0x1f, FU_A);
+        assert_eq!(key[1].payload[1], 0x80 | 5);
+        assert_eq!(key[4].payload[1], 5);
+        assert_eq!(key[7].payload[1], 0x40 | 5);
+
+        let delta = video_frame(VideoCodec::H264, 8, false);
+        assert_eq!(delta[0].payload[1], 0x80 | 1);
+        assert_eq!(delta[1].payload[1], 0x40 | 1);
+
+        let single = video_frame_with(VideoCodec::H264, 9, false, 1, 200);
+        assert_eq!(single.len(), 1);
+        assert_eq!(single[0].payload[0], NAL_NON_IDR);
+        assert!(single[0].marker);
+        assert_eq!(decode_marker(&single[0].payload).unwrap().frame, 9);
+    }
+
+    #[test]
+    fn vp8_frames() {
+        check_frame(VideoCodec::Vp8, 0, true, 8);
+        check_frame(VideoCodec::Vp8, 1, false, 2);
+        check_frame(VideoCodec::Vp8, 70_000, true, 8);
+
+        let key = video_frame(VideoCodec::Vp8, 3, true);
+        assert_eq!(key[0].payload[0] & 0x10, 0x10, "S bit on first packet");
+        assert_eq!(key[1].payload[0] & 0x10, 0, "no S bit later");
+        assert_eq!(&key[0].payload[7..10], &[0x9d, 0x01, 0x2a]);
+        let delta = video_frame(VideoCodec::Vp8, 4, false);
+        assert_eq!(delta[0].payload[4] & 1, 1, "P=1 on delta frames");
+    }
+
+    #[test]
+    fn opus_packets() {
+        let p = opus_packet(42);
+        assert_eq!(p.len(), OPUS_PACKET_SIZE);
+        let m = decode_marker(&p).unwrap();
+        assert_eq!(
+            m,
+            PayloadMarker {
+                kind: MediaKind::Audio,
+                frame: 42,
+                index: 0,
+                count: 1
+            }
+        );
+        assert!(check_filler(&p));
+    }
+
+    #[test]
+    fn marker_round_trip() {
+        for (kind, frame, index, count) in [
+            (MediaKind::Audio, 0, 0, 1),
+            (MediaKind::Video, u64::MAX, 65_534, 65_535),
+            (MediaKind::Video, 123_456_789, 3, 8),
+        ] {
+            let m = PayloadMarker {
+                kind,
+                frame,
+                index,
+                count,
+            };
+            let mut buf = vec![0xaa, 0xbb, 0xcc];
+            encode_marker(&mut buf, &m);
+            assert_eq!(decode_marker(&buf), Some(m));
+        }
+    }
+
+    #[test]
+    fn corrupted_filler_detected() {
+        let mut p = video_frame(VideoCodec::Vp8, 5, false).remove(0).payload;
+        assert!(check_filler(&p));
+        let last = p.len() - 1;
+        p[last] ^= 0xff;
+        assert!(!check_filler(&p));
+        assert!(decode_marker(&p).is_some());
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        assert_eq!(decode_marker(&[]), None);
+        assert!(!check_filler(&[]));
+        // Truncated markers at every length.
+        let full = opus_packet(9);
+        for n in 0..full.len() {
+            let d = decode_marker(&full[..n]);
+            if n < 1 + MARKER_LEN {
+                assert_eq!(d, None, "len {n}");
+            } else {
+                assert!(d.is_some());
+            }
+        }
+        // Magic followed by invalid fields, and a valid one later.
+        let mut bad = b"WSHD\x07".to_vec();
+        bad.extend_from_slice(&[0; 12]);
+        assert_eq!(decode_marker(&bad), None);
+        let mut bad_index = b"WSHD\x01".to_vec();
+        bad_index.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 1, 0, 5, 0, 5]);
+        assert_eq!(decode_marker(&bad_index), None);
+        bad.extend_from_slice(&full[1..]);
+        assert_eq!(decode_marker(&bad).map(|m| m.frame), Some(9));
+        // Pseudo-random garbage, including magic-rich data.
+        let mut x: u32 = 0x1234_5678;
+        for len in 0..600 {
+            let mut buf = Vec::with_capacity(len);
+            for _ in 0..len {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                buf.push(if x.is_multiple_of(7) {
+                    b"WSHD"[(x % 4) as usize]
+                } else {
+                    x as u8
+                });
+            }
+            let _ = decode_marker(&buf);
+            let _ = check_filler(&buf);
+            let _ = is_keyframe_payload(VideoCodec::H264, &buf);
+            let _ = is_keyframe_payload(VideoCodec::Vp8, &buf);
+        }
+    }
+}

@@ -1,0 +1,562 @@
+//! The WHIP publisher peer.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use str0m::change::SdpPendingOffer;
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::rtp::RtpWrite;
+use str0m::{Event, Rtc, RtcConfig};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
+
+use super::media::{self, AUDIO_TIMESTAMP_STEP, VIDEO_CLOCK_RATE};
+use super::peer::{self, Driver, PeerStatus, Wake};
+use super::{ClientError, VideoCodec, install_crypto_provider};
+
+/// Payload types of the one H.264 format the publisher offers, so the answer is
+/// unambiguous (VP8 uses str0m's default 96/97).
+const PT_H264: u8 = 108;
+const PT_H264_RTX: u8 = 109;
+
+/// How a [`WhipPublisher`] behaves.
+#[derive(Debug, Clone)]
+pub struct PublisherOptions {
+    /// The video codec to send, or `None` for an audio-only publisher.
+    pub video: Option<VideoCodec>,
+    /// Whether to send Opus audio.
+    pub audio: bool,
+    /// Bearer token for the `Authorization` header.
+    pub token: Option<String>,
+    /// Local address to bind the UDP socket to (port chosen by the OS).
+    pub bind_ip: IpAddr,
+    /// Video frames per second.
+    pub fps: u32,
+    /// Time between periodic keyframes.
+    pub keyframe_interval: Duration,
+    /// Send a keyframe right after a PLI/FIR arrives.
+    pub answer_keyframe_requests: bool,
+}
+
+impl Default for PublisherOptions {
+    fn default() -> Self {
+        PublisherOptions {
+            video: Some(VideoCodec::H264),
+            audio: true,
+            token: None,
+            bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            fps: 30,
+            keyframe_interval: Duration::from_secs(2),
+            answer_keyframe_requests: true,
+        }
+    }
+}
+
+/// A snapshot of what a publisher has done.
+#[derive(Debug, Clone, Default)]
+pub struct PublisherStats {
+    /// ICE and DTLS are up and the peer is not closed.
+    pub connected: bool,
+    /// Video RTP packets handed to str0m.
+    pub video_packets_sent: u64,
+    /// Audio RTP packets handed to str0m.
+    pub audio_packets_sent: u64,
+    /// Video frames sent.
+    pub video_frames_sent: u64,
+    /// Keyframes sent (periodic, forced and on request).
+    pub keyframes_sent: u64,
+    /// When each PLI/FIR from the server arrived.
+    pub keyframe_requests: Vec<Instant>,
+    /// Frame number of the last video frame sent.
+    pub last_video_frame: Option<u64>,
+    /// Frame number of the last audio frame sent.
+    pub last_audio_frame: Option<u64>,
+    /// Payload type the video is sent with.
+    pub video_pt: Option<u8>,
+    /// Payload type the audio is sent with.
+    pub audio_pt: Option<u8>,
+}
+
+enum Command {
+    Keyframe,
+}
+
+/// A WHIP publisher: a background task owns the `Rtc` and socket and sends
+/// synthetic media (see [`super::media`]) once ICE and DTLS are up.
+///
+/// Dropping the handle stops the task without a DELETE, like [`WhipPublisher::abort`].
+pub struct WhipPublisher {
+    location: String,
+    etag: Option<String>,
+    answer_sdp: String,
+    token: Option<String>,
+    stats: Arc<Mutex<PublisherStats>>,
+    status: watch::Receiver<PeerStatus>,
+    commands: mpsc::UnboundedSender<Command>,
+    task: JoinHandle<()>,
+    local_addr: SocketAddr,
+}
+
+/// Builds the publisher's `Rtc` (RTP mode, only the codecs it will send) with a
+/// host candidate for `local`, and creates the offer.
+fn build_offer(opts: &PublisherOptions, local: SocketAddr) -> Result<Offer, ClientError> {
+    if opts.video.is_none() && !opts.audio {
+        return Err(ClientError::Sdp(
+            "publisher with neither audio nor video".into(),
+        ));
+    }
+    install_crypto_provider();
+    let mut cfg = RtcConfig::new().clear_codecs().set_rtp_mode(true);
+    if opts.audio {
+        cfg = cfg.enable_opus(true, false);
+    }
+    match opts.video {
+        Some(VideoCodec::H264) => {
+            cfg.codec_config()
+                .add_h264(PT_H264.into(), Some(PT_H264_RTX.into()), true, 0x42e01f);
+        }
+        Some(VideoCodec::Vp8) => {
+            cfg = cfg.enable_vp8(true);
+        }
+        None => {}
+    }
+    let mut rtc = cfg.build(Instant::now());
+    peer::add_host_candidate(&mut rtc, local)?;
+    let mut api = rtc.sdp_api();
+    let audio_mid = opts
+        .audio
+        .then(|| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
+    let video_mid = opts
+        .video
+        .map(|_| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
+    let (offer, pending) = api
+        .apply()
+        .ok_or_else(|| ClientError::Sdp("no offer made".into()))?;
+    peer::drain_offline(&mut rtc)?;
+    Ok(Offer {
+        rtc,
+        sdp: offer.to_sdp_string(),
+        pending,
+        audio_mid,
+        video_mid,
+    })
+}
+
+/// A built offer and the `Rtc` it belongs to.
+struct Offer {
+    rtc: Rtc,
+    sdp: String,
+    pending: SdpPendingOffer,
+    audio_mid: Option<Mid>,
+    video_mid: Option<Mid>,
+}
+
+/// The SDP offer a publisher with these options would send (host candidate on a
+/// placeholder port of `opts.bind_ip`). For conformance tests that tamper with
+/// offers; the offer is not usable for a real session.
+pub fn publisher_offer(opts: &PublisherOptions) -> Result<String, ClientError> {
+    Ok(build_offer(opts, SocketAddr::new(opts.bind_ip, 9))?.sdp)
+}
+
+/// The negotiated send side of one m-line.
+#[derive(Clone, Copy)]
+struct Track {
+    mid: Mid,
+    pt: Pt,
+}
+
+/// Finds the PT of `codec` the answer accepted for `mid`, if the m-line survived.
+fn negotiated(rtc: &Rtc, mid: Mid, codec: Codec) -> Option<Track> {
+    let media = rtc.media(mid)?;
+    if media.disabled() {
+        return None;
+    }
+    let cfg = rtc.codec_config();
+    let pt = media.remote_pts().iter().copied().find(|pt| {
+        cfg.params()
+            .iter()
+            .any(|p| p.pt() == *pt && p.spec().codec == codec)
+    })?;
+    Some(Track { mid, pt })
+}
+
+impl WhipPublisher {
+    /// POSTs the offer to `endpoint_url` (e.g. `http://127.0.0.1:8080/whip/cam1`),
+    /// applies the answer and starts the media task. Returns once the 201 is in,
+    /// without waiting for ICE; see [`WhipPublisher::wait_connected`].
+    pub async fn connect(endpoint_url: &str, opts: PublisherOptions) -> Result<Self, ClientError> {
+        let socket = tokio::net::UdpSocket::bind(SocketAddr::new(opts.bind_ip, 0)).await?;
+        let local_addr = socket.local_addr()?;
+        let Offer {
+            mut rtc,
+            sdp,
+            pending,
+            audio_mid,
+            video_mid,
+        } = build_offer(&opts, local_addr)?;
+        let sig =
+            peer::exchange(&mut rtc, pending, sdp, endpoint_url, opts.token.as_deref()).await?;
+
+        let audio = audio_mid.and_then(|mid| negotiated(&rtc, mid, Codec::Opus));
+        let video = opts.video.zip(video_mid).and_then(|(c, mid)| {
+            let codec = match c {
+                VideoCodec::H264 => Codec::H264,
+                VideoCodec::Vp8 => Codec::Vp8,
+            };
+            negotiated(&rtc, mid, codec).map(|t| (c, t))
+        });
+        if audio.is_none() && video.is_none() {
+            // Best effort: tell the server we are gone.
+            let _ = peer::delete_session(&sig.location, opts.token.as_deref()).await;
+            return Err(ClientError::Sdp(
+                "answer accepted none of the offered media".into(),
+            ));
+        }
+
+        let stats = Arc::new(Mutex::new(PublisherStats {
+            video_pt: video.map(|(_, t)| *t.pt),
+            audio_pt: audio.map(|t| *t.pt),
+            ..Default::default()
+        }));
+        let (status_tx, status_rx) = watch::channel(PeerStatus::default());
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let driver = Driver::new(rtc, socket, status_tx)?;
+        let task = PublisherTask {
+            driver,
+            opts: opts.clone(),
+            audio,
+            video,
+            stats: stats.clone(),
+            video_seq: rand::random_range(0..30_000),
+            audio_seq: rand::random_range(0..30_000),
+            video_ts_base: rand::random(),
+            audio_ts_base: rand::random(),
+            video_frame: 0,
+            audio_frame: 0,
+            last_keyframe: None,
+            keyframe_wanted: false,
+        };
+        let task = tokio::spawn(task.run(cmd_rx));
+        Ok(WhipPublisher {
+            location: sig.location,
+            etag: sig.etag,
+            answer_sdp: sig.answer_sdp,
+            token: opts.token,
+            stats,
+            status: status_rx,
+            commands: cmd_tx,
+            task,
+            local_addr,
+        })
+    }
+
+    /// The absolute URL of the WHIP session (the resolved `Location`).
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// The `ETag` of the session, if the server sent one.
+    pub fn etag(&self) -> Option<&str> {
+        self.etag.as_deref()
+    }
+
+    /// The SDP answer from the server.
+    pub fn answer_sdp(&self) -> &str {
+        &self.answer_sdp
+    }
+
+    /// The local UDP address of the peer.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Waits until ICE and DTLS are up.
+    pub async fn wait_connected(&self, timeout: Duration) -> Result<(), ClientError> {
+        peer::wait_connected(&self.status, timeout).await
+    }
+
+    /// ICE+DTLS are up and the peer is neither closed nor ICE-disconnected.
+    pub fn is_connected(&self) -> bool {
+        self.status.borrow().is_up() && !self.task.is_finished()
+    }
+
+    /// A snapshot of the publisher's counters.
+    pub fn stats(&self) -> PublisherStats {
+        let mut s = self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        s.connected = self.is_connected();
+        s
+    }
+
+    /// Forces a keyframe now (sent as soon as the peer is connected).
+    pub fn send_keyframe(&self) {
+        let _ = self.commands.send(Command::Keyframe);
+    }
+
+    /// Sends DELETE for the session, then stops the task. Returns the DELETE status.
+    pub async fn delete(self) -> Result<u16, ClientError> {
+        let status = peer::delete_session(&self.location, self.token.as_deref()).await;
+        drop(self);
+        status
+    }
+
+    /// Stops sending and drops the peer WITHOUT a DELETE (simulates a crash or
+    /// network loss).
+    pub fn abort(self) {
+        drop(self);
+    }
+}
+
+impl Drop for WhipPublisher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Writes one packet to the send stream of `mid`; false if there is none. The
+/// caller must drain the `Rtc` afterwards.
+fn write_rtp(rtc: &mut Rtc, mid: Mid, w: RtpWrite) -> bool {
+    let mut api = rtc.direct_api();
+    match api.stream_tx_by_mid(mid, None) {
+        Some(tx) => {
+            tx.write_rtp(w);
+            true
+        }
+        None => false,
+    }
+}
+
+struct PublisherTask {
+    driver: Driver,
+    opts: PublisherOptions,
+    audio: Option<Track>,
+    video: Option<(VideoCodec, Track)>,
+    stats: Arc<Mutex<PublisherStats>>,
+    video_seq: u64,
+    audio_seq: u64,
+    video_ts_base: u32,
+    audio_ts_base: u32,
+    video_frame: u64,
+    audio_frame: u64,
+    last_keyframe: Option<Instant>,
+    /// A keyframe should go out as soon as possible (request or command).
+    keyframe_wanted: bool,
+}
+
+impl PublisherTask {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        match self.run_inner(&mut commands).await {
+            Ok(()) => self.driver.close("stopped"),
+            Err(e) => {
+                tracing::debug!("publisher task ended: {e}");
+                self.driver.close(&e.to_string());
+            }
+        }
+    }
+
+    fn stats(&self) -> std::sync::MutexGuard<'_, PublisherStats> {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn run_inner(
+        &mut self,
+        commands: &mut mpsc::UnboundedReceiver<Command>,
+    ) -> Result<(), ClientError> {
+        let fps = self.opts.fps.max(1);
+        let mut video_iv = tokio::time::interval(Duration::from_secs(1) / fps);
+        video_iv.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let mut audio_iv = tokio::time::interval(Duration::from_millis(20));
+        audio_iv.set_missed_tick_behavior(MissedTickBehavior::Skip);
+
+        loop {
+            self.drain().await?;
+            if !self.driver.rtc.is_alive() {
+                self.driver.close("rtc no longer alive");
+                return Ok(());
+            }
+            let connected = self.driver.rtc.is_connected();
+            if self.keyframe_wanted && connected && self.video.is_some() {
+                self.send_video_frame(true).await?;
+            }
+
+            let d = &mut self.driver;
+            let wake = peer::next_wake(
+                &d.socket,
+                &mut d.buf,
+                d.next_timeout,
+                commands,
+                (connected && self.video.is_some()).then_some(&mut video_iv),
+                (connected && self.audio.is_some()).then_some(&mut audio_iv),
+            )
+            .await;
+            match wake {
+                Wake::Datagram(n, src) => self.driver.handle_wake_input(n, src)?,
+                Wake::Timeout => self.driver.handle_timeout()?,
+                Wake::Command(None) => return Ok(()),
+                Wake::Command(Some(Command::Keyframe)) => self.keyframe_wanted = true,
+                Wake::VideoTick => self.send_video_frame(false).await?,
+                Wake::AudioTick => self.send_audio_frame().await?,
+            }
+        }
+    }
+
+    /// Writes one video frame, draining after every packet. `force` makes it a keyframe;
+    /// so do the first frame and the keyframe interval.
+    async fn send_video_frame(&mut self, force: bool) -> Result<(), ClientError> {
+        let Some((codec, track)) = self.video else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let wanted = std::mem::take(&mut self.keyframe_wanted);
+        let keyframe = force
+            || wanted
+            || self
+                .last_keyframe
+                .is_none_or(|t| now.duration_since(t) >= self.opts.keyframe_interval);
+        let frame = self.video_frame;
+        self.video_frame += 1;
+        let step = VIDEO_CLOCK_RATE / self.opts.fps.max(1);
+        let ts = self
+            .video_ts_base
+            .wrapping_add((frame as u32).wrapping_mul(step));
+        let packets = media::video_frame(codec, frame, keyframe);
+        let n = packets.len() as u64;
+        for p in packets {
+            let seq = self.video_seq;
+            self.video_seq += 1;
+            let w = RtpWrite::new(track.pt, seq.into(), ts, now, p.payload)
+                .marker(p.marker)
+                .nackable(true);
+            if !write_rtp(&mut self.driver.rtc, track.mid, w) {
+                return Err(ClientError::Rtc("no video send stream".into()));
+            }
+            self.drain().await?;
+        }
+        if keyframe {
+            self.last_keyframe = Some(now);
+        }
+        let mut s = self.stats();
+        s.video_packets_sent += n;
+        s.video_frames_sent += 1;
+        s.last_video_frame = Some(frame);
+        if keyframe {
+            s.keyframes_sent += 1;
+        }
+        Ok(())
+    }
+
+    async fn send_audio_frame(&mut self) -> Result<(), ClientError> {
+        let Some(track) = self.audio else {
+            return Ok(());
+        };
+        let frame = self.audio_frame;
+        self.audio_frame += 1;
+        let ts = self
+            .audio_ts_base
+            .wrapping_add((frame as u32).wrapping_mul(AUDIO_TIMESTAMP_STEP));
+        let seq = self.audio_seq;
+        self.audio_seq += 1;
+        let w = RtpWrite::new(
+            track.pt,
+            seq.into(),
+            ts,
+            Instant::now(),
+            media::opus_packet(frame),
+        );
+        if !write_rtp(&mut self.driver.rtc, track.mid, w) {
+            return Err(ClientError::Rtc("no audio send stream".into()));
+        }
+        self.drain().await?;
+        let mut s = self.stats();
+        s.audio_packets_sent += 1;
+        s.last_audio_frame = Some(frame);
+        Ok(())
+    }
+
+    /// Drains the `Rtc` and handles its events: keyframe requests are recorded
+    /// and, if configured, make the next video frame a keyframe.
+    async fn drain(&mut self) -> Result<(), ClientError> {
+        for e in self.driver.drain().await? {
+            if let Event::KeyframeRequest(req) = e {
+                tracing::debug!("keyframe request {:?} for {}", req.kind, req.mid);
+                self.stats().keyframe_requests.push(Instant::now());
+                if self.opts.answer_keyframe_requests {
+                    self.keyframe_wanted = true;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m_lines(sdp: &str) -> Vec<&str> {
+        sdp.lines().filter(|l| l.starts_with("m=")).collect()
+    }
+
+    #[test]
+    fn offer_h264_audio_video() {
+        let sdp = publisher_offer(&PublisherOptions::default()).unwrap();
+        let m = m_lines(&sdp);
+        assert_eq!(m.len(), 2, "{sdp}");
+        assert!(m[0].starts_with("m=audio "), "{sdp}");
+        assert!(m[1].starts_with("m=video "), "{sdp}");
+        assert_eq!(sdp.matches("a=sendonly").count(), 2, "{sdp}");
+        assert!(sdp.contains("a=rtpmap:111 opus/48000/2"), "{sdp}");
+        assert!(sdp.contains("a=rtpmap:108 H264/90000"), "{sdp}");
+        assert!(sdp.contains("packetization-mode=1"), "{sdp}");
+        assert!(sdp.contains("profile-level-id=42e01f"), "{sdp}");
+        assert!(!sdp.contains("VP8"), "{sdp}");
+        assert!(sdp.contains("typ host"), "{sdp}");
+        assert!(sdp.contains("a=fingerprint:"), "{sdp}");
+        assert!(sdp.contains("a=setup:actpass"), "{sdp}");
+        assert!(!sdp.contains("ice-lite"), "{sdp}");
+    }
+
+    #[test]
+    fn offer_vp8_video_only() {
+        let opts = PublisherOptions {
+            video: Some(VideoCodec::Vp8),
+            audio: false,
+            ..Default::default()
+        };
+        let sdp = publisher_offer(&opts).unwrap();
+        let m = m_lines(&sdp);
+        assert_eq!(m.len(), 1, "{sdp}");
+        assert!(m[0].starts_with("m=video "), "{sdp}");
+        assert!(sdp.contains("a=rtpmap:96 VP8/90000"), "{sdp}");
+        assert!(!sdp.contains("H264"), "{sdp}");
+        assert!(!sdp.contains("opus"), "{sdp}");
+        assert!(sdp.contains("a=sendonly"), "{sdp}");
+    }
+
+    #[test]
+    fn nothing_to_send_is_an_error() {
+        let opts = PublisherOptions {
+            video: None,
+            audio: false,
+            ..Default::default()
+        };
+        assert!(matches!(publisher_offer(&opts), Err(ClientError::Sdp(_))));
+    }
+
+    #[tokio::test]
+    async fn connect_reports_http_status() {
+        // Nothing listens: connection refused surfaces as Io.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let r = WhipPublisher::connect(
+            &format!("http://127.0.0.1:{port}/whip/x"),
+            PublisherOptions::default(),
+        )
+        .await;
+        assert!(matches!(r, Err(ClientError::Io(_))));
+    }
+}

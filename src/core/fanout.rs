@@ -1,0 +1,967 @@
+//! Per-worker fan-out of source packets to viewers, with per-viewer rewriting.
+//!
+//! Each viewer track has its own outgoing sequence number space and RTP timestamp
+//! base, chosen by the worker. A [`TrackRewriter`] maps the source's numbering into
+//! the viewer's:
+//!
+//! * the first forwarded packet gets `first_seq` / `first_timestamp`, later ones keep
+//!   their distance to it (`out = in + offset`), so gaps and reordering survive;
+//! * video starts at a keyframe; audio starts at once;
+//! * when the source is replaced (new epoch) the viewer's numbering continues where
+//!   it stopped, with the timestamp advanced by the wall-clock time in between.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use str0m::media::{MediaKind, Mid};
+
+use super::packet::{Forward, SourcePacket, ViewerId, ViewerTrack};
+
+/// Counters of a [`Fanout`], since it was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FanoutStats {
+    /// Packets handed to viewers (one per viewer track).
+    pub forwarded: u64,
+    /// Packets dropped because the viewer track has no mapping for their payload type.
+    pub dropped_no_pt: u64,
+    /// Video packets dropped because the viewer track waits for a keyframe.
+    pub dropped_waiting_keyframe: u64,
+    /// Packets dropped as too old: older than the first forwarded packet of their
+    /// epoch, or from an epoch older than the one the viewer already follows.
+    pub dropped_too_old: u64,
+}
+
+/// Where the viewer's numbering stands after the packets forwarded so far.
+#[derive(Debug, Clone, Copy)]
+struct LastOut {
+    /// Highest outgoing extended sequence number.
+    seq: u64,
+    /// Outgoing timestamp of the packet with the highest sequence number.
+    timestamp: u32,
+    /// Arrival of that packet.
+    arrival: Instant,
+}
+
+/// The mapping of one source epoch onto the viewer's numbering.
+#[derive(Debug, Clone, Copy)]
+struct EpochMapping {
+    /// First source sequence number forwarded in this epoch; older ones are dropped.
+    first_src_seq: u64,
+    /// `out_seq = src_seq + seq_offset` (wrapping, so it can be "negative").
+    seq_offset: u64,
+    /// `out_ts = src_ts + ts_offset` (wrapping).
+    ts_offset: u32,
+}
+
+/// Why a packet was not forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drop {
+    NoPt,
+    WaitingKeyframe,
+    TooOld,
+}
+
+/// Rewriting state of one viewer track.
+#[derive(Debug, Clone)]
+struct TrackRewriter {
+    track: ViewerTrack,
+    /// The source epoch the track follows (waiting in, or forwarding).
+    epoch: Option<u32>,
+    /// Set once the first packet of `epoch` was forwarded.
+    mapping: Option<EpochMapping>,
+    /// Set once any packet was forwarded.
+    last: Option<LastOut>,
+}
+
+impl TrackRewriter {
+    fn new(track: ViewerTrack) -> Self {
+        Self {
+            track,
+            epoch: None,
+            mapping: None,
+            last: None,
+        }
+    }
+
+    fn is_video(&self) -> bool {
+        self.track.kind == MediaKind::Video
+    }
+
+    /// A video track that has not started forwarding its current epoch.
+    fn waits_for_keyframe(&self) -> bool {
+        self.is_video() && self.mapping.is_none()
+    }
+
+    fn map_pt(&self, pt: u8) -> Option<u8> {
+        self.track
+            .pt_map
+            .iter()
+            .find_map(|&(src, dst)| (src == pt).then_some(dst))
+    }
+
+    /// Rewrites one packet into (pt, seq, timestamp), or says why it is dropped.
+    fn rewrite(&mut self, pkt: &SourcePacket) -> Result<(u8, u64, u32), Drop> {
+        let pt = self.map_pt(pkt.pt).ok_or(Drop::NoPt)?;
+
+        match self.epoch {
+            Some(current) if current == pkt.epoch => {}
+            Some(current) if epoch_is_older(pkt.epoch, current) => return Err(Drop::TooOld),
+            _ => {
+                // First packet ever, or the source was replaced: start over.
+                self.epoch = Some(pkt.epoch);
+                self.mapping = None;
+            }
+        }
+
+        let mapping = match self.mapping {
+            Some(mapping) => mapping,
+            None => {
+                if self.is_video() && !pkt.keyframe_start {
+                    return Err(Drop::WaitingKeyframe);
+                }
+                let mapping = self.start_epoch(pkt);
+                self.mapping = Some(mapping);
+                mapping
+            }
+        };
+
+        if pkt.seq < mapping.first_src_seq {
+            return Err(Drop::TooOld);
+        }
+        let seq = pkt.seq.wrapping_add(mapping.seq_offset);
+        let timestamp = pkt.timestamp.wrapping_add(mapping.ts_offset);
+        if self.last.is_none_or(|last| seq > last.seq) {
+            self.last = Some(LastOut {
+                seq,
+                timestamp,
+                arrival: pkt.arrival,
+            });
+        }
+        Ok((pt, seq, timestamp))
+    }
+
+    /// Maps `pkt`, the first packet forwarded in its epoch, onto the viewer's numbering.
+    fn start_epoch(&self, pkt: &SourcePacket) -> EpochMapping {
+        let (out_seq, out_ts) = match self.last {
+            None => (u64::from(self.track.first_seq), self.track.first_timestamp),
+            Some(last) => {
+                let elapsed = pkt.arrival.saturating_duration_since(last.arrival);
+                let ticks = duration_to_ticks(elapsed, self.track.clock_rate).max(1);
+                (
+                    last.seq.saturating_add(1),
+                    last.timestamp.wrapping_add(ticks),
+                )
+            }
+        };
+        EpochMapping {
+            first_src_seq: pkt.seq,
+            seq_offset: out_seq.wrapping_sub(pkt.seq),
+            ts_offset: out_ts.wrapping_sub(pkt.timestamp),
+        }
+    }
+}
+
+/// Serial-number comparison of epochs: `a` is older than `b`.
+fn epoch_is_older(a: u32, b: u32) -> bool {
+    a != b && b.wrapping_sub(a) < (1 << 31)
+}
+
+/// A wall-clock duration in RTP ticks of `clock_rate`, modulo 2^32 (RTP timestamps wrap).
+fn duration_to_ticks(elapsed: Duration, clock_rate: u32) -> u32 {
+    let ticks = elapsed.as_nanos() * u128::from(clock_rate) / 1_000_000_000;
+    // Truncation is the intended modulo 2^32.
+    (ticks & u128::from(u32::MAX)) as u32
+}
+
+/// One viewer: its tracks.
+#[derive(Debug, Clone)]
+struct Viewer {
+    id: ViewerId,
+    tracks: Vec<TrackRewriter>,
+}
+
+impl Viewer {
+    fn waits_for_keyframe(&self) -> bool {
+        self.tracks.iter().any(TrackRewriter::waits_for_keyframe)
+    }
+}
+
+/// The viewers of one stream on this worker.
+#[derive(Debug, Default)]
+struct StreamViewers {
+    viewers: Vec<Viewer>,
+    /// When a keyframe was last asked for on behalf of these viewers.
+    keyframe_asked: Option<Instant>,
+}
+
+/// Per-worker fan-out: viewers grouped by stream name, with per-viewer rewriting state.
+#[derive(Debug, Default)]
+pub struct Fanout {
+    streams: HashMap<String, StreamViewers>,
+    /// Viewer -> stream it watches.
+    index: HashMap<ViewerId, String>,
+    stats: FanoutStats,
+}
+
+impl Fanout {
+    /// An empty fan-out.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a viewer of `stream`. Returns true when the viewer has a video track (so
+    /// the caller must ask the source for a keyframe).
+    ///
+    /// The caller is expected to ask right away, so `now` counts as the time a
+    /// keyframe was last asked for this stream (see [`keyframes_wanted`](Self::keyframes_wanted)).
+    /// A viewer id that is already known is replaced (and may move to another stream).
+    pub fn add_viewer(
+        &mut self,
+        stream: &str,
+        viewer: ViewerId,
+        tracks: Vec<ViewerTrack>,
+        now: Instant,
+    ) -> bool {
+        self.remove_viewer(viewer);
+        let has_video = tracks.iter().any(|t| t.kind == MediaKind::Video);
+        let entry = self.streams.entry(stream.to_owned()).or_default();
+        entry.viewers.push(Viewer {
+            id: viewer,
+            tracks: tracks.into_iter().map(TrackRewriter::new).collect(),
+        });
+        if has_video {
+            entry.keyframe_asked = Some(now);
+        }
+        self.index.insert(viewer, stream.to_owned());
+        has_video
+    }
+
+    /// Removes a viewer; returns the stream it watched if it was known.
+    pub fn remove_viewer(&mut self, viewer: ViewerId) -> Option<String> {
+        let stream = self.index.remove(&viewer)?;
+        if let Some(entry) = self.streams.get_mut(&stream) {
+            entry.viewers.retain(|v| v.id != viewer);
+            if entry.viewers.is_empty() {
+                self.streams.remove(&stream);
+            }
+        }
+        Some(stream)
+    }
+
+    /// Number of viewers of a stream on this worker.
+    pub fn viewer_count(&self, stream: &str) -> usize {
+        self.streams.get(stream).map_or(0, |s| s.viewers.len())
+    }
+
+    /// Total viewers.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// True when there is no viewer at all.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Viewers of a stream (for closing them when the stream ends).
+    pub fn viewers_of(&self, stream: &str) -> Vec<ViewerId> {
+        self.streams
+            .get(stream)
+            .map(|s| s.viewers.iter().map(|v| v.id).collect())
+            .unwrap_or_default()
+    }
+
+    /// The outgoing m-lines of a viewer, with their kinds.
+    pub fn viewer_mids(&self, viewer: ViewerId) -> Vec<(MediaKind, Mid)> {
+        self.index
+            .get(&viewer)
+            .and_then(|stream| self.streams.get(stream))
+            .and_then(|s| s.viewers.iter().find(|v| v.id == viewer))
+            .map(|v| {
+                v.tracks
+                    .iter()
+                    .map(|t| (t.track.kind, t.track.mid))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Fans one source packet out to every viewer of `stream`, appending to `out`
+    /// (which the caller clears and reuses).
+    ///
+    /// A packet goes to the first track of each viewer whose kind matches; viewers
+    /// without such a track are skipped (not counted as a drop). No allocation
+    /// happens here besides the growth of `out`.
+    pub fn forward(&mut self, stream: &str, pkt: &SourcePacket, out: &mut Vec<Forward>) {
+        let Some(entry) = self.streams.get_mut(stream) else {
+            return;
+        };
+        let nackable = pkt.kind == MediaKind::Video;
+        for viewer in &mut entry.viewers {
+            let Some(track) = viewer.tracks.iter_mut().find(|t| t.track.kind == pkt.kind) else {
+                continue;
+            };
+            match track.rewrite(pkt) {
+                Ok((pt, seq, timestamp)) => {
+                    self.stats.forwarded += 1;
+                    out.push(Forward {
+                        viewer: viewer.id,
+                        mid: track.track.mid,
+                        pt,
+                        seq,
+                        timestamp,
+                        marker: pkt.marker,
+                        nackable,
+                        wallclock: pkt.arrival,
+                        payload: pkt.payload.clone(),
+                    });
+                }
+                Err(Drop::NoPt) => self.stats.dropped_no_pt += 1,
+                Err(Drop::WaitingKeyframe) => self.stats.dropped_waiting_keyframe += 1,
+                Err(Drop::TooOld) => self.stats.dropped_too_old += 1,
+            }
+        }
+    }
+
+    /// Streams where at least one video viewer still waits for a keyframe and this
+    /// Fanout has not asked for one in the last `retry` (so a lost PLI is retried).
+    /// Marks them as asked at `now`.
+    pub fn keyframes_wanted(&mut self, now: Instant, retry: Duration) -> Vec<String> {
+        let mut wanted = Vec::new();
+        for (name, entry) in &mut self.streams {
+            if !entry.viewers.iter().any(Viewer::waits_for_keyframe) {
+                continue;
+            }
+            let due = entry
+                .keyframe_asked
+                .is_none_or(|asked| now.saturating_duration_since(asked) >= retry);
+            if due {
+                entry.keyframe_asked = Some(now);
+                wanted.push(name.clone());
+            }
+        }
+        wanted.sort();
+        wanted
+    }
+
+    /// Counters: packets forwarded, dropped because no PT mapping, dropped while
+    /// waiting for a keyframe, dropped as too old.
+    pub fn stats(&self) -> FanoutStats {
+        self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    const VIDEO_PT: u8 = 96;
+    const AUDIO_PT: u8 = 111;
+    const STREAM: &str = "cam";
+
+    /// A fake clock: a fixed base plus milliseconds.
+    struct Clock(Instant);
+
+    impl Clock {
+        fn new() -> Self {
+            Self(Instant::now())
+        }
+        fn at(&self, ms: u64) -> Instant {
+            self.0 + Duration::from_millis(ms)
+        }
+    }
+
+    fn video_track(first_seq: u16, first_timestamp: u32) -> ViewerTrack {
+        ViewerTrack {
+            kind: MediaKind::Video,
+            mid: Mid::from("1"),
+            clock_rate: 90_000,
+            pt_map: vec![(VIDEO_PT, 102)],
+            first_seq,
+            first_timestamp,
+        }
+    }
+
+    fn audio_track(first_seq: u16, first_timestamp: u32) -> ViewerTrack {
+        ViewerTrack {
+            kind: MediaKind::Audio,
+            mid: Mid::from("0"),
+            clock_rate: 48_000,
+            pt_map: vec![(AUDIO_PT, 109)],
+            first_seq,
+            first_timestamp,
+        }
+    }
+
+    fn video(seq: u64, timestamp: u32, keyframe_start: bool, arrival: Instant) -> SourcePacket {
+        SourcePacket {
+            kind: MediaKind::Video,
+            pt: VIDEO_PT,
+            seq,
+            timestamp,
+            marker: false,
+            keyframe_start,
+            epoch: 0,
+            arrival,
+            payload: Arc::from(&[0x65u8, 0x88][..]),
+        }
+    }
+
+    fn audio(seq: u64, timestamp: u32, arrival: Instant) -> SourcePacket {
+        SourcePacket {
+            kind: MediaKind::Audio,
+            pt: AUDIO_PT,
+            seq,
+            timestamp,
+            marker: false,
+            keyframe_start: false,
+            epoch: 0,
+            arrival,
+            payload: Arc::from(&[0xfcu8, 0xff][..]),
+        }
+    }
+
+    fn with_epoch(mut pkt: SourcePacket, epoch: u32) -> SourcePacket {
+        pkt.epoch = epoch;
+        pkt
+    }
+
+    /// Forwards one packet and returns what came out.
+    fn fwd(fanout: &mut Fanout, stream: &str, pkt: &SourcePacket) -> Vec<Forward> {
+        let mut out = Vec::new();
+        fanout.forward(stream, pkt, &mut out);
+        out
+    }
+
+    /// Forwards one packet to a single-viewer stream; returns (seq, timestamp) if forwarded.
+    fn one(fanout: &mut Fanout, pkt: &SourcePacket) -> Option<(u64, u32)> {
+        let out = fwd(fanout, STREAM, pkt);
+        assert!(out.len() <= 1);
+        out.first().map(|f| (f.seq, f.timestamp))
+    }
+
+    #[test]
+    fn continuous_seq_from_first_seq_across_source_wraparound() {
+        let clock = Clock::new();
+        let mut fanout = Fanout::new();
+        fanout.add_viewer(
+            STREAM,
+            ViewerId(1),
+            vec![video_track(1_000, 5)],
+            clock.at(0),
+        );
+        for (i, seq) in (65_530u64..65_545).enumerate() {
+            let i = i as u64;
+            let pkt = video(seq, 3_000 * i as u32, i == 0, clock.at(i));
+            assert_eq!(
+                one(&mut fanout, &pkt),
+                Some((1_000 + i, 5 + 3_000 * i as u32))
+            );
+        }
+        assert_eq!(fanout.stats().forwarded, 15);
+    }
+
+    #[test]
+    fn late_joiner_past_65536_starts_with_roc_zero() {
+        let clock = Clock::new();
+        let mut fanout = Fanout::new();
+        fanout.add_viewer(
+            STREAM,
+            ViewerId(1),
+            vec![video_track(20_000, 0)],
+            clock.at(0),
+        );
+        let first = one(&mut fanout, &video(70_000, 1, true, clock.at(0)));
+        assert_eq!(first, Some((20_000, 0)));
+        assert_eq!(
+            one(&mut fanout, &video(70_001, 1, false, clock.at(1))),
+            Some((20_001, 0))
+        );
+
+        // Worst case the worker can pick: first_seq just below 2^15 and a source
+        // billions of packets in. The outgoing ROC is still 0.
+        let mut fanout = Fanout::new();
+        fanout.add_viewer(
+            STREAM,
+            ViewerId(2),
+            vec![audio_track(32_767, 0)],
+            clock.at(0),
+        );
+        let (seq, _) = one(&mut fanout, &audio(5_000_000_000, 0, clock.at(0))).unwrap();
+        assert_eq!(seq, 32_767);
+        assert!(seq < 65_536);
+    }
+
+    #[test]
+    fn outgoing_seq_crosses_65536_without_a_jump() {
+        let clock = Clock::new();
+        let mut fanout = Fanout::new();
+        fanout.add_viewer(
+            STREAM,
+            ViewerId(1),
+            vec![audio_track(32_000, 0)],
+            clock.at(0),
+        );
+        let mut prev = None;
+        for seq in 10..(10 + 40_000u64) {
+            let (out, _) = one(&mut fanout, &audio(seq, 0, clock.at(0))).unwrap();
+            if let Some(p) = prev {
+                assert_eq!(out, p + 1);
+            }
+            prev = Some(out);
+        }
+        assert_eq!(prev, Some(32_000 + 39_999));
+    }
+
+    #[test]
+    fn reordered_and_lost_packets_keep_their_gaps() {
+        let clock = Clock::new();
+        let mut fanout = Fanout::new();
+        fanout.add_viewer(STREAM, ViewerId(1), vec![video_track(500, 0)], clock.at(0));
+        let arrivals = [
+            (100, true),
+            (101, false),
+            (103, false),
+            (102, false),
+            (106, false),
+        ];
+        let seqs: Vec<u64> = arrivals
+            .iter()
+            .map(|&(seq, kf)| one(&mut fanout, &video(seq, 0, kf, clock.at(0))).unwrap().0)
+            .collect();
+        assert_eq!(seqs, vec![500, 501, 503, 502, 506]);
+    }
+
+    #[test]
+    fn packet_older_than_first_forwarded_is_dropped_without_underflow() {
+        let clock = Clock::new();
+        let mut fanout = Fanout::new();
+        fanout.add_viewer(STREAM, ViewerId(1), vec![video_track(0, 0)], clock.at(0));
+        assert_eq!(
+            one(&mut fanout, &video(500, 9_000, true, clock.at(0))),
+            Some((0, 0))
+        );
+        // Reordered packet from before the keyframe: would map to -1.
+        assert_eq!(
+            one(&mut fanout, &video(499, 6_000, false, clock.at(1))),
+            None
+        );
+        assert_eq!(fanout.stats().dropped_too_old, 1);
+        assert_eq!(
+            one(&mut fanout, &video(501, 9_000, false, clock.at(2))),
+            Some((1, 0))
+        );
+    }
+
+    #[test]
+    fn timestamps_map_first_packet_to_first_timestamp_across_wrap() {
+        let clock = Clock::new();
+        let mut fanout = Fanout::new();
+        fanout.add_viewer(
+            STREAM,
+            ViewerId(1),
+            vec![audio_track(0, 1_000)],
+            clock.at(0),
+        );
+        let base = u32::MAX - 959;
+        assert_eq!(
+            one(&mut fanout, &audio(1, base, clock.at(0))),
+            Some((0, 1_000))
+        );
+        // Source timestamp wraps past 2^32: the distance is kept.
+        let next = base.wrapping_add(960);
+        assert_eq!(next, 0);
+        assert_eq!(
+            one(&mut fanout, &audio(2, next, clock.at(20))),
+            Some((1, 1_960))
+        );
+        // Out-of-order older timestamp maps backwards, too.
+        assert_eq!(
+            one(&mut fanout, &audio(3, base.wrapping_sub(960), clock.at(40))),
+            Some((2, 40))
+        );
+    }
+
+    #[test]
+    fn pt_is_mapped_per_viewer_and_unmapped_pt_dropped() {
+        let clock = Clock::new();
+        let mut fanout = Fanout::new();
+        let mut other = video_track(0, 0);
+        other.pt_map = vec![(97, 120), (VIDEO_PT, 98)];
+        fanout.add_viewer(STREAM, ViewerId(1), vec![video_track(0, 0)], clock.at(0));
+        fanout.add_viewer(STREAM, ViewerId(2), vec![other], clock.at(0));
+
+        let out = fwd(&mut fanout, STREAM, &video(1, 0, true, clock.at(0)));
+        let pts: Vec<(ViewerId, u8)> = out.iter().map(|f| (f.viewer, f.pt)).collect();
+        assert_eq!(pts, vec![(ViewerId(1), 102), (ViewerId(2), 98)]);
+
+        // PT 97 is only known to viewer 2.
+        let mut rtx = video(2, 0, false, clock.at(1));
+        rtx.pt = 97;
+        let out = fwd(&mut fanout, STREAM, &rtx);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].viewer, out[0].pt), (ViewerId(2), 120));
+        assert_eq!(fanout.stats().dropped_no_pt, 1);
+    }
+
+    #[test]
+    fn unmapped_keyframe_does_not_start_forwarding() {
+        let clock = Clock::new();
+        let mut fanout = Fanout::new();
+        fanout.add_viewer(STREAM, ViewerId(1), vec![video_track(0, 0)], clock.at(0));
+        let mut kf = video(1, 0, true, clock.at(0));
+        kf.pt = 35;
+        assert_eq!(one(&mut fanout, &kf), None);
+        assert_eq!(one(&mut fanout, &video(2, 0, false, clock.at(0))), None);
+        assert_eq!(fanout.stats().dropped_no_pt, 1);
+        assert_eq!(fanout.stats().dropped_waiting_keyframe, 1);
+    }
+
+    #[test]
+    fn video_waits_for_keyframe_audio_does_not() {
+        let clock = Clock::new();
+        let mut fanout = Fanout::new();
+        let tracks = vec![audio_track(10, 0), video_track(20, 0)];
+        assert!(fanout.add_viewer(STREAM, ViewerId(1), tracks, clock.at(0)));
+
+        assert_eq!(one(&mut fanout, &video(1, 0, false, clock.at(0))), None);
+        assert_eq!(one(&mut fanout, &video(2, 0, false, clock.at(0))), None);
+        assert_eq!(fanout.stats().dropped_waiting_keyframe, 2);
+        assert_eq!(one(&mut fanout, &audio(7, 0, clock.at(0))), Some((10, 0)));
+
+        // The keyframe starts the video numbering at first_seq.
+        assert_eq!(
+            one(&mut fanout, &video(3, 0, true, clock.at(1))),
+            Some((20, 0))
+        );
+        // From then on every packet of the epoch goes through, keyframe or not.
+        assert_eq!(
+            one(&mut fanout, &video(4, 0, false, clock.at(1))),
+            Some((21, 0))
+        );
+        assert_eq!(
+            one(&mut fanout, &video(5, 0, true, clock.at(1))),
+            Some((22, 0))
+        );
+        assert_eq!(fanout.stats().dropped_waiting_keyframe, 2);
+    }
+
+    #[test]
+    fn epoch_change_keeps_seq_and_timestamp_continuous_and_rewaits_for_keyframe() {
+        let clock = Clock::new();
+        let mut fanout = Fanout::new();
+        fanout.add_viewer(
+            STREAM,
+            ViewerId(1),
+            vec![video_track(100, 50_000)],
+            clock.at(0),
+        );
+        // Epoch 0: three frames, 33 ms apart.
+        for i in 0..6u64 {
+            let frame = (i / 2) as u32;
+            let pkt = video(
+                4_000 + i,
+                7_000 + frame * 2_970,
+                i == 0,
+                clock.at(frame as u64 * 33),
+            );
+            let got = one(&mut fanout, &pkt).unwrap();
+            assert_eq!(got, (100 + i, 50_000 + frame * 2_970));
+        }
+        let (last_seq, last_ts) = (105, 50_000 + 2 * 2_970);
+
+        // The publisher reconnects 100 ms later with a fresh numbering.
+        let t = 66 + 100;
+        let delta = with_epoch(video(9, 123, false, clock.at(t)), 1);
+        assert_eq!(one(&mut fanout, &delta), None);
+        assert_eq!(fanout.stats().dropped_waiting_keyframe, 1);
+        let waiting = fanout.keyframes_wanted(clock.at(t + 1_000), Duration::from_millis(500));
+        assert_eq!(waiting, vec![STREAM.to_owned()]);
+
+        let kf = with_epoch(video(10, 900, true, clock.at(t + 10)), 1);
+        // 110 ms at 90 kHz after the last packet of epoch 0 (arrival 66 ms).
+        let expected_ts = last_ts + 110 * 90;
+        assert_eq!(one(&mut fanout, &kf), Some((last_seq + 1, expected_ts)));
+        let next = with_epoch(video(11, 900 + 3_000, false, clock.at(t + 43)), 1);
+        assert_eq!(
+            one(&mut fanout, &next),
+            Some((last_seq + 2, expected_ts + 3_000))
+        );
+    }
+
+    #[test]
+    fn epoch_change_for_audio_continues_at_once() {
+        let clock = Clock::new();
+        let mut fanout = Fanout::new();
+        fanout.add_viewer(STREAM, ViewerId(1), vec![audio_track(7, 0)], clock.at(0));
+        assert_eq!(
+            one(&mut fanout, &audio(60_000, 480_000, clock.at(0))),
+            Some((7, 0))
+        );
+        assert_eq!(
+            one(&mut fanout, &audio(60_001, 480_960, clock.at(20))),
+            Some((8, 960))
+        );
+        let p = with_epoch(audio(3, 77, clock.at(520)), 1);
+        // 500 ms at 48 kHz.
+        assert_eq!(one(&mut fanout, &p), Some((9, 960 + 24_000)));
+    }
+
+    #[test]
+    fn epoch_change_with_no_elapsed_time_still_advances_timestamp() {
+        let clock = Clock::new();
+        let mut fanout = Fanout::new();
+        fanout.add_viewer(
+            STREAM,
+            ViewerId(1),
+            vec![audio_track(0, u32::MAX)],
+            clock.at(0),
+        );
+        assert_eq!(
+            one(&mut fanout, &audio(1, 5, clock.at(10))),
+            Some((0, u32::MAX))
+        );
+        // Same arrival, and even an arrival before the last one: +1 tick.
+        let p = with_epoch(audio(1, 5, clock.at(10)), 1);
+        assert_eq!(one(&mut fanout, &p), Some((1, 0)));
+        let p = with_epoch(audio(1, 5, clock.at(5)), 2);
+        assert_eq!(one(&mut fanout, &p), Some((2, 1)));
+    }
+
+    #[test]
+    fn epoch_change_continues_after_highest_seq_not_last_arrived() {
+        let clock = Clock::new();
+        let mut fanout = Fanout::new();
+        fanout.add_viewer(STREAM, ViewerId(1), vec![audio_track(0, 0)], clock.at(0));
+        one(&mut fanout, &audio(10, 0, clock.at(0)));
+        one(&mut fanout, &audio(12, 1_920, clock.at(40)));
+        // Late reordered packet: does not move the continuation point.
+        assert_eq!(
+            one(&mut fanout, &audio(11, 960, clock.at(45))),
+            Some((1, 960))
+        );
+        let p = with_epoch(audio(500, 0, clock.at(60)), 1);
+        // Highest out seq was 2 (ts 1_920 at 40 ms); 20 ms later at 48 kHz.
+        assert_eq!(one(&mut fanout, &p), Some((3, 1_920 + 960)));
+    }
+
+    #[test]
+    fn stale_epoch_packet_dropped() {
+        let clock = Clock::new();
+        let mut fanout = Fanout::new();
+        fanout.add_viewer(STREAM, ViewerId(1), vec![audio_track(0, 0)], clock.at(0));
+        assert!(one(&mut fanout, &with_epoch(audio(1, 0, clock.at(0)), 4)).is_some());
+        assert!(one(&mut fanout, &with_epoch(audio(1, 0, clock.at(1)), 5)).is_some());
+        assert_eq!(
+            one(&mut fanout, &with_epoch(audio(2, 0, clock.at(2)), 4)),
+            None
+        );
+        assert_eq!(fanout.stats().dropped_too_old, 1);
+        // The new epoch is unaffected.
+        assert_eq!(
+            one(&mut fanout, &with_epoch(audio(2, 0, clock.at(3)), 5)).map(|x| x.0),
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn epoch_wraparound_counts_as_newer() {
+        let clock = Clock::new();
+        let mut fanout = Fanout::new();
+        fanout.add_viewer(STREAM, ViewerId(1), vec![audio_track(0, 0)], clock.at(0));
+        assert!(one(&mut fanout, &with_epoch(audio(1, 0, clock.at(0)), u32::MAX)).is_some());
+        assert!(one(&mut fanout, &with_epoch(audio(1, 0, clock.at(1)), 0)).is_some());
+        assert_eq!(
+            one(&mut fanout, &with_epoch(audio(2, 0, clock.at(2)), u32::MAX)),
+            None
+        );
+    }
+
+    #[test]
+    fn two_streams_isolated() {
+        let clock = Clock::new();
+        let mut fanout = Fanout::new();
+        fanout.add_viewer("a", ViewerId(1), vec![audio_track(100, 0)], clock.at(0));
+        fanout.add_viewer("b", ViewerId(2), vec![audio_track(200, 0)], clock.at(0));
+
+        let out = fwd(&mut fanout, "a", &audio(1, 0, clock.at(0)));
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].viewer, out[0].seq), (ViewerId(1), 100));
+        let out = fwd(&mut fanout, "b", &with_epoch(audio(9, 0, clock.at(0)), 3));
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].viewer, out[0].seq), (ViewerId(2), 200));
+        // Stream b's epoch does not touch stream a's viewer.
+        let out = fwd(&mut fanout, "a", &audio(2, 0, clock.at(1)));
+        assert_eq!((out[0].viewer, out[0].seq), (ViewerId(1), 101));
+        assert!(fwd(&mut fanout, "c", &audio(1, 0, clock.at(1))).is_empty());
+        assert_eq!(fanout.viewer_count("a"), 1);
+        assert_eq!(fanout.viewers_of("b"), vec![ViewerId(2)]);
+    }
+
+    #[test]
+    fn remove_viewer_stops_forwarding() {
+        let clock = Clock::new();
+        let mut fanout = Fanout::new();
+        fanout.add_viewer(STREAM, ViewerId(1), vec![audio_track(0, 0)], clock.at(0));
+        fanout.add_viewer(STREAM, ViewerId(2), vec![audio_track(0, 0)], clock.at(0));
+        assert_eq!(fanout.len(), 2);
+        assert_eq!(fwd(&mut fanout, STREAM, &audio(1, 0, clock.at(0))).len(), 2);
+
+        assert_eq!(fanout.remove_viewer(ViewerId(1)), Some(STREAM.to_owned()));
+        assert_eq!(fanout.remove_viewer(ViewerId(1)), None);
+        let out = fwd(&mut fanout, STREAM, &audio(2, 0, clock.at(1)));
+        assert_eq!(
+            out.iter().map(|f| f.viewer).collect::<Vec<_>>(),
+            vec![ViewerId(2)]
+        );
+        assert_eq!(fanout.viewer_count(STREAM), 1);
+
+        assert_eq!(fanout.remove_viewer(ViewerId(2)), Some(STREAM.to_owned()));
+        assert!(fwd(&mut fanout, STREAM, &audio(3, 0, clock.at(2))).is_empty());
+        assert!(fanout.is_empty());
+        assert_eq!(fanout.viewer_count(STREAM), 0);
+        assert!(fanout.viewers_of(STREAM).is_empty());
+    }
+
+    #[test]
+    fn re_adding_a_viewer_id_replaces_it() {
+        let clock = Clock::new();
+        let mut fanout = Fanout::new();
+        fanout.add_viewer("a", ViewerId(1), vec![audio_track(0, 0)], clock.at(0));
+        fanout.add_viewer("b", ViewerId(1), vec![audio_track(0, 0)], clock.at(0));
+        assert_eq!(fanout.len(), 1);
+        assert_eq!(fanout.viewer_count("a"), 0);
+        assert_eq!(fanout.viewer_count("b"), 1);
+    }
+
+    #[test]
+    fn late_viewer_gets_its_own_numbering() {
+        let clock = Clock::new();
+        let mut fanout = Fanout::new();
+        fanout.add_viewer(STREAM, ViewerId(1), vec![audio_track(10, 0)], clock.at(0));
+        fwd(&mut fanout, STREAM, &audio(1, 0, clock.at(0)));
+        fwd(&mut fanout, STREAM, &audio(2, 960, clock.at(20)));
+        fanout.add_viewer(
+            STREAM,
+            ViewerId(2),
+            vec![audio_track(3_000, 77)],
+            clock.at(30),
+        );
+        let out = fwd(&mut fanout, STREAM, &audio(3, 1_920, clock.at(40)));
+        let got: Vec<(ViewerId, u64, u32)> =
+            out.iter().map(|f| (f.viewer, f.seq, f.timestamp)).collect();
+        assert_eq!(
+            got,
+            vec![(ViewerId(1), 12, 1_920), (ViewerId(2), 3_000, 77)]
+        );
+    }
+
+    #[test]
+    fn forward_shares_payload_and_appends_to_out() {
+        let clock = Clock::new();
+        let mut fanout = Fanout::new();
+        for id in 0..5 {
+            fanout.add_viewer(STREAM, ViewerId(id), vec![video_track(0, 0)], clock.at(0));
+        }
+        let mut kf = video(1, 0, true, clock.at(3));
+        kf.marker = true;
+        let mut out = Vec::with_capacity(16);
+        fanout.forward(STREAM, &kf, &mut out);
+        fanout.forward(STREAM, &video(2, 0, false, clock.at(4)), &mut out);
+        assert_eq!(out.len(), 10);
+        for f in &out[..5] {
+            assert!(Arc::ptr_eq(&f.payload, &kf.payload));
+            assert!(f.nackable);
+            assert!(f.marker);
+            assert_eq!(f.wallclock, clock.at(3));
+            assert_eq!(f.mid, Mid::from("1"));
+        }
+        assert_eq!(Arc::strong_count(&kf.payload), 6);
+
+        let mut fanout = Fanout::new();
+        fanout.add_viewer(STREAM, ViewerId(9), vec![audio_track(0, 0)], clock.at(0));
+        let out = fwd(&mut fanout, STREAM, &audio(1, 0, clock.at(0)));
+        assert!(!out[0].nackable);
+        assert_eq!(out[0].mid, Mid::from("0"));
+    }
+
+    #[test]
+    fn viewer_without_a_track_of_that_kind_is_skipped() {
+        let clock = Clock::new();
+        let mut fanout = Fanout::new();
+        assert!(!fanout.add_viewer(STREAM, ViewerId(1), vec![audio_track(0, 0)], clock.at(0)));
+        assert!(fwd(&mut fanout, STREAM, &video(1, 0, true, clock.at(0))).is_empty());
+        assert_eq!(fanout.stats(), FanoutStats::default());
+        assert_eq!(
+            fanout.viewer_mids(ViewerId(1)),
+            vec![(MediaKind::Audio, Mid::from("0"))]
+        );
+    }
+
+    #[test]
+    fn keyframes_wanted_retries_until_keyframe_arrives() {
+        let clock = Clock::new();
+        let retry = Duration::from_millis(500);
+        let mut fanout = Fanout::new();
+        // add_viewer counts as asking: the caller sends the first PLI itself.
+        assert!(fanout.add_viewer(STREAM, ViewerId(1), vec![video_track(0, 0)], clock.at(0)));
+        assert!(fanout.keyframes_wanted(clock.at(10), retry).is_empty());
+        assert!(fanout.keyframes_wanted(clock.at(499), retry).is_empty());
+        // The PLI was lost: ask again once per retry interval.
+        assert_eq!(
+            fanout.keyframes_wanted(clock.at(500), retry),
+            vec![STREAM.to_owned()]
+        );
+        assert!(fanout.keyframes_wanted(clock.at(600), retry).is_empty());
+        assert_eq!(
+            fanout.keyframes_wanted(clock.at(1_000), retry),
+            vec![STREAM.to_owned()]
+        );
+
+        one(&mut fanout, &video(1, 0, true, clock.at(1_100)));
+        assert!(fanout.keyframes_wanted(clock.at(5_000), retry).is_empty());
+    }
+
+    #[test]
+    fn keyframes_wanted_ignores_audio_only_and_satisfied_streams() {
+        let clock = Clock::new();
+        let retry = Duration::from_millis(500);
+        let mut fanout = Fanout::new();
+        fanout.add_viewer("audio", ViewerId(1), vec![audio_track(0, 0)], clock.at(0));
+        fanout.add_viewer("v1", ViewerId(2), vec![video_track(0, 0)], clock.at(0));
+        fanout.add_viewer("v2", ViewerId(3), vec![video_track(0, 0)], clock.at(0));
+        fwd(&mut fanout, "v1", &video(1, 0, true, clock.at(100)));
+        assert_eq!(
+            fanout.keyframes_wanted(clock.at(600), retry),
+            vec!["v2".to_owned()]
+        );
+
+        // A new video viewer on a flowing stream waits again, but was just asked for.
+        fanout.add_viewer("v1", ViewerId(4), vec![video_track(0, 0)], clock.at(700));
+        assert!(fanout.keyframes_wanted(clock.at(800), retry).is_empty());
+        assert_eq!(
+            fanout.keyframes_wanted(clock.at(1_200), retry),
+            vec!["v1".to_owned(), "v2".to_owned()]
+        );
+        // Removing the waiting viewer of v2 stops the retries there.
+        fanout.remove_viewer(ViewerId(3));
+        assert_eq!(
+            fanout.keyframes_wanted(clock.at(2_000), retry),
+            vec!["v1".to_owned()]
+        );
+    }
+
+    #[test]
+    fn duration_to_ticks_is_exact_for_common_rates() {
+        assert_eq!(duration_to_ticks(Duration::from_millis(20), 48_000), 960);
+        assert_eq!(duration_to_ticks(Duration::from_secs(1), 90_000), 90_000);
+        assert_eq!(duration_to_ticks(Duration::ZERO, 90_000), 0);
+        assert_eq!(duration_to_ticks(Duration::from_secs(1), 0), 0);
+        // Wraps like an RTP timestamp instead of overflowing.
+        let long = Duration::from_secs(u64::from(u32::MAX) / 90_000 + 1);
+        let _ = duration_to_ticks(long, 90_000);
+        let _ = duration_to_ticks(Duration::MAX, u32::MAX);
+    }
+}

@@ -1,0 +1,315 @@
+//! Checking offers against what wishd can serve: codec choice (WHIP) and matching (WHEP).
+
+use str0m::format::{Codec, CodecConfig, PayloadParams};
+use str0m::media::MediaKind;
+
+use super::{ChosenCodec, Offer, OfferedCodec, OfferedMedia, PlayTrack, Role, SdpError, kind_name};
+
+/// What wishd accepts from publishers, for error messages.
+const VIDEO_SUPPORTED: &str = "H264 packetization-mode=1, VP8, VP9, AV1";
+/// What wishd accepts from publishers, for error messages.
+const AUDIO_SUPPORTED: &str = "opus, PCMU, PCMA";
+
+/// An active audio/video m-line that passed the transport checks.
+struct AvLine<'a> {
+    index: usize,
+    kind: MediaKind,
+    mid: &'a str,
+    media: &'a OfferedMedia,
+}
+
+/// Checks shared by WHIP and WHEP: ICE credentials, fingerprint, at least one audio/video
+/// m-line, mids, rtcp-mux and one BUNDLE group covering every audio/video m-line.
+///
+/// Rejected m-lines (port 0, not bundle-only) and non audio/video m-lines are skipped.
+fn check_transport(offer: &Offer) -> Result<Vec<AvLine<'_>>, SdpError> {
+    if !offer.has_ice_credentials {
+        return Err(SdpError::Malformed(
+            "offer lacks a=ice-ufrag/a=ice-pwd".into(),
+        ));
+    }
+    if !offer.has_fingerprint {
+        return Err(SdpError::Malformed("offer lacks a=fingerprint".into()));
+    }
+
+    let av: Vec<(usize, MediaKind, &OfferedMedia)> = offer
+        .media
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.is_active())
+        .filter_map(|(i, m)| m.kind.map(|k| (i, k, m)))
+        .collect();
+    if av.is_empty() {
+        let data = offer
+            .media
+            .iter()
+            .any(|m| m.is_active() && m.media_type == "application");
+        return Err(SdpError::Unsupported(if data {
+            "offer has only a data channel, no audio or video".into()
+        } else {
+            "offer has no audio or video".into()
+        }));
+    }
+
+    let mut lines = Vec::with_capacity(av.len());
+    for (index, kind, media) in av {
+        let Some(mid) = media.mid.as_deref() else {
+            return Err(SdpError::Malformed(format!(
+                "{} m-line {index} lacks a=mid",
+                kind_name(kind)
+            )));
+        };
+        lines.push(AvLine {
+            index,
+            kind,
+            mid,
+            media,
+        });
+    }
+
+    for line in &lines {
+        if !line.media.rtcp_mux {
+            return Err(SdpError::Unsupported(format!(
+                "{} m-line {} lacks a=rtcp-mux; wishd requires RTP/RTCP multiplexing",
+                kind_name(line.kind),
+                line.index
+            )));
+        }
+    }
+
+    if offer.bundle_mids.is_empty() {
+        return Err(SdpError::Unsupported(
+            "offer has no a=group:BUNDLE; wishd requires all media bundled on one transport".into(),
+        ));
+    }
+    for line in &lines {
+        if !offer.bundle_mids.iter().any(|m| m == line.mid) {
+            return Err(SdpError::Unsupported(format!(
+                "a=group:BUNDLE does not include {} m-line {} (mid {}); wishd requires all media bundled",
+                kind_name(line.kind),
+                line.index,
+                line.mid
+            )));
+        }
+    }
+    Ok(lines)
+}
+
+/// The distinct descriptions of an m-line's media codecs, `"none"` if there are none.
+fn offered_list(media: &OfferedMedia) -> String {
+    let mut seen: Vec<String> = Vec::new();
+    for c in media.codecs.iter().filter(|c| c.is_media()) {
+        let d = c.describe();
+        if !seen.contains(&d) {
+            seen.push(d);
+        }
+    }
+    if seen.is_empty() {
+        "none".into()
+    } else {
+        seen.join(", ")
+    }
+}
+
+/// True if str0m can compare this format with others: matching it against a copy that
+/// differs only in an unscored fmtp parameter takes str0m's fuzzy path, which rejects
+/// (for instance) an H.264 `profile-level-id` it cannot classify.
+fn str0m_can_match(params: PayloadParams) -> bool {
+    let mut spec = params.spec();
+    spec.format.level_asymmetry_allowed =
+        Some(!spec.format.level_asymmetry_allowed.unwrap_or(false));
+    let probe = PayloadParams::new(params.pt(), None, spec);
+    CodecConfig::new_from_payload_params(vec![params])
+        .match_params(probe)
+        .is_some()
+}
+
+/// True if wishd accepts this codec from a publisher on an m-line of `kind`.
+fn publishable(codec: &OfferedCodec, kind: MediaKind) -> bool {
+    let Some(params) = codec.payload_params() else {
+        return false;
+    };
+    let c = codec.codec();
+    if c.kind() != kind {
+        return false;
+    }
+    match c {
+        Codec::H264 => {
+            codec.clock_rate == 90_000
+                && params.spec().format.packetization_mode == Some(1)
+                && str0m_can_match(params)
+        }
+        Codec::Vp8 | Codec::Vp9 | Codec::Av1 => codec.clock_rate == 90_000,
+        Codec::Opus => codec.clock_rate == 48_000,
+        Codec::PCMU | Codec::PCMA => codec.clock_rate == 8_000,
+        _ => false,
+    }
+}
+
+/// Checks a WHIP offer and chooses one codec per m-line.
+///
+/// The choice is the first codec in the offer's preference order that wishd supports:
+/// H264 with packetization-mode=1 (and a `profile-level-id` str0m can classify), VP8, VP9,
+/// AV1 for video (90 kHz); Opus (48 kHz), PCMU or PCMA (8 kHz) for audio. It keeps its RTX
+/// PT and rtcp-fb flags.
+///
+/// Errors (Unsupported unless noted): no audio/video m-line ("offer has no audio or
+/// video"); only a data channel; more than one audio or more than one video m-line; an
+/// m-line recvonly or inactive ("WHIP offer must send media: m-line 0 is recvonly"); no
+/// supported codec on an m-line (naming the codecs offered and the ones wishd supports);
+/// no BUNDLE group covering all media m-lines; missing ice-ufrag/ice-pwd or fingerprint
+/// -> Malformed; missing a=rtcp-mux -> Unsupported; a=mid missing -> Malformed.
+///
+/// Data-channel m-lines beside audio/video are ignored (str0m will reject them in the
+/// answer; that is fine), as are rejected m-lines (port 0 without `a=bundle-only`).
+pub fn check_publish_offer(offer: &Offer) -> Result<Vec<ChosenCodec>, SdpError> {
+    let lines = check_transport(offer)?;
+    let protocol = Role::Publish.protocol();
+
+    for kind in [MediaKind::Audio, MediaKind::Video] {
+        let idx: Vec<String> = lines
+            .iter()
+            .filter(|l| l.kind == kind)
+            .map(|l| l.index.to_string())
+            .collect();
+        if idx.len() > 1 {
+            return Err(SdpError::Unsupported(format!(
+                "{protocol} offer has {} {} m-lines ({}); wishd takes at most one audio and one video per publisher",
+                idx.len(),
+                kind_name(kind),
+                idx.join(", ")
+            )));
+        }
+    }
+
+    let mut chosen = Vec::with_capacity(lines.len());
+    for line in &lines {
+        if !line.media.direction.sends() {
+            return Err(SdpError::Unsupported(format!(
+                "{protocol} offer must send media: m-line {} is {}",
+                line.index,
+                line.media.direction.as_str()
+            )));
+        }
+        let Some(codec) = line.media.codecs.iter().find(|c| publishable(c, line.kind)) else {
+            let supported = match line.kind {
+                MediaKind::Audio => AUDIO_SUPPORTED,
+                MediaKind::Video => VIDEO_SUPPORTED,
+            };
+            return Err(SdpError::Unsupported(format!(
+                "{} m-line {} has no codec wishd supports (offered: {}; supported: {supported})",
+                kind_name(line.kind),
+                line.index,
+                offered_list(line.media)
+            )));
+        };
+        chosen.push(ChosenCodec {
+            kind: line.kind,
+            mid: line.mid.to_string(),
+            codec: codec.clone(),
+        });
+    }
+    Ok(chosen)
+}
+
+/// The viewer's PT (and its RTX PT) that str0m's matching pairs with `source`, if any.
+///
+/// `CodecConfig::match_params` keeps the *last* of equally scored candidates, so the
+/// viewer's codecs are handed over in reverse to prefer the viewer's earlier choices.
+fn match_viewer(media: &OfferedMedia, source: &ChosenCodec) -> Option<(u8, Option<u8>)> {
+    let viewer: Vec<PayloadParams> = media
+        .codecs
+        .iter()
+        .rev()
+        .filter_map(OfferedCodec::payload_params)
+        .collect();
+    let config = CodecConfig::new_from_payload_params(viewer);
+    let matched = config.match_params(source.payload_params())?;
+    Some((*matched.pt(), matched.resend().map(|p| *p)))
+}
+
+/// Checks a WHEP offer against the stream's codecs (one [`ChosenCodec`] per kind; later
+/// duplicates of a kind are ignored). Viewer m-lines must be recvonly or sendrecv
+/// (sendonly/inactive -> Unsupported).
+///
+/// For each kind of the stream, the first viewer m-line of that kind with a codec that
+/// str0m's `CodecConfig::match_params` pairs with the stream's codec is planned (tracks
+/// come back in m-line order). A kind the stream does not have is left out (str0m answers
+/// that m-line inactive; not an error) — but if NO m-line of the offer can carry any
+/// track of the stream -> Unsupported naming the missing codec(s), e.g. "viewer offer has
+/// no codec for the stream's video: H264 profile-level-id=42e01f packetization-mode=1".
+///
+/// If the viewer offers a kind the stream has but none of the viewer's codecs matches ->
+/// Unsupported naming the codec, e.g. "viewer offer cannot receive the stream's video
+/// codec H264 profile-level-id=42e01f packetization-mode=1 (offered: VP8, VP9)".
+///
+/// Same BUNDLE / rtcp-mux / ice / fingerprint checks as publish.
+pub fn check_play_offer(offer: &Offer, stream: &[ChosenCodec]) -> Result<Vec<PlayTrack>, SdpError> {
+    let lines = check_transport(offer)?;
+    let protocol = Role::Play.protocol();
+
+    for line in &lines {
+        if !line.media.direction.receives() {
+            return Err(SdpError::Unsupported(format!(
+                "{protocol} offer must receive media: m-line {} is {}",
+                line.index,
+                line.media.direction.as_str()
+            )));
+        }
+    }
+
+    if stream.is_empty() {
+        return Err(SdpError::Unsupported(
+            "the stream has no audio or video to play".into(),
+        ));
+    }
+
+    let mut planned: Vec<(usize, PlayTrack)> = Vec::new();
+    let mut missing: Vec<&ChosenCodec> = Vec::new();
+    for kind in [MediaKind::Audio, MediaKind::Video] {
+        let Some(source) = stream.iter().find(|c| c.kind == kind) else {
+            continue;
+        };
+        let candidates: Vec<&AvLine> = lines.iter().filter(|l| l.kind == kind).collect();
+        if candidates.is_empty() {
+            missing.push(source);
+            continue;
+        }
+        let found = candidates
+            .iter()
+            .find_map(|l| match_viewer(l.media, source).map(|m| (l, m)));
+        let Some((line, (viewer_pt, viewer_rtx_pt))) = found else {
+            let offered: Vec<String> = candidates.iter().map(|l| offered_list(l.media)).collect();
+            return Err(SdpError::Unsupported(format!(
+                "viewer offer cannot receive the stream's {} codec {} (offered: {})",
+                kind_name(kind),
+                source.codec.describe(),
+                offered.join("; ")
+            )));
+        };
+        planned.push((
+            line.index,
+            PlayTrack {
+                kind,
+                mid: line.mid.to_string(),
+                viewer_pt,
+                viewer_rtx_pt,
+                source_pt: source.codec.pt,
+                clock_rate: source.codec.clock_rate,
+            },
+        ));
+    }
+
+    if planned.is_empty() {
+        let names: Vec<String> = missing
+            .iter()
+            .map(|c| format!("{}: {}", kind_name(c.kind), c.codec.describe()))
+            .collect();
+        return Err(SdpError::Unsupported(format!(
+            "viewer offer has no codec for the stream's {}",
+            names.join("; ")
+        )));
+    }
+    planned.sort_by_key(|(i, _)| *i);
+    Ok(planned.into_iter().map(|(_, t)| t).collect())
+}
