@@ -95,7 +95,10 @@ impl ApiError {
                 h.insert("accept-post", HeaderValue::from_static("application/sdp"));
             }
             ApiError::Media(MediaError::Registry(RegistryError::NoSource(_))) => {
-                h.insert(header::RETRY_AFTER, HeaderValue::from(state.retry_after_secs));
+                h.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(state.retry_after_secs),
+                );
             }
             ApiError::Media(MediaError::Unavailable) => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from(1u32));
@@ -145,8 +148,7 @@ pub fn valid_stream_name(s: &str) -> bool {
         && s.len() <= 128
         && s != "."
         && s != ".."
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
 }
 
@@ -238,7 +240,9 @@ async fn read_sdp(req: Request<Incoming>) -> Result<String, ApiError> {
         .collect()
         .await
         .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 ApiError::PayloadTooLarge
             } else {
                 ApiError::BadRequest("could not read the request body".into())
@@ -267,7 +271,10 @@ fn created_response(kind: SessionKind, stream: &str, created: Created) -> Respon
     let mut r = Response::new(Full::new(Bytes::from(created.answer)));
     *r.status_mut() = StatusCode::CREATED;
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/sdp"),
+    );
     let location = format!("/{}/{}/{}", kind.path_segment(), stream, created.id);
     if let Ok(v) = HeaderValue::from_str(&location) {
         h.insert(header::LOCATION, v);

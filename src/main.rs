@@ -29,7 +29,12 @@ struct Cli {
     udp: Option<SocketAddr>,
     /// Address to advertise as an ICE host candidate besides the bound ones (e.g. the
     /// public IP of a 1:1 NAT). Repeatable; the variable takes a comma-separated list.
-    #[arg(long = "public-ip", env = "WISHD_PUBLIC_IP", value_name = "IP", value_delimiter = ',')]
+    #[arg(
+        long = "public-ip",
+        env = "WISHD_PUBLIC_IP",
+        value_name = "IP",
+        value_delimiter = ','
+    )]
     public_ip: Vec<IpAddr>,
     /// Number of media workers (0: one per core).
     #[arg(long, env = "WISHD_WORKERS", value_name = "N")]
@@ -80,7 +85,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("wishd: cannot start the runtime: {e}");

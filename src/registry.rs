@@ -320,7 +320,10 @@ impl Registry {
                         entry.source = SourceState::Gone {
                             deadline: now + grace,
                         };
-                        entry.shared.source_worker.store(NO_WORKER, Ordering::Release);
+                        entry
+                            .shared
+                            .source_worker
+                            .store(NO_WORKER, Ordering::Release);
                     }
                 }
             }

@@ -136,7 +136,10 @@ impl Media {
             } else {
                 config.udp.port() + n as u16
             };
-            sockets.push(udp::MediaSocket::bind(SocketAddr::new(config.udp.ip(), port))?);
+            sockets.push(udp::MediaSocket::bind(SocketAddr::new(
+                config.udp.ip(),
+                port,
+            ))?);
         }
         let mut txs = Vec::with_capacity(count);
         let mut rxs = Vec::with_capacity(count);
@@ -211,13 +214,9 @@ impl Media {
         let etag = new_etag();
 
         // Reserve the stream first: a second publisher is refused before any work.
-        let grant = self.registry.begin_publish(
-            stream,
-            id,
-            worker.index,
-            etag.clone(),
-            chosen.clone(),
-        )?;
+        let grant =
+            self.registry
+                .begin_publish(stream, id, worker.index, etag.clone(), chosen.clone())?;
         let built = self.negotiate(worker, offer_sdp, publisher_codecs(&chosen));
         let (rtc, answer, ufrag) = match built {
             Ok(b) => b,
@@ -284,7 +283,8 @@ impl Media {
                 continue;
             };
             let spec = source.payload_params().spec();
-            let mut p = PayloadParams::new(t.viewer_pt.into(), t.viewer_rtx_pt.map(Into::into), spec);
+            let mut p =
+                PayloadParams::new(t.viewer_pt.into(), t.viewer_rtx_pt.map(Into::into), spec);
             p.set_fb_nack(t.kind == MediaKind::Video);
             p.set_fb_pli(t.kind == MediaKind::Video);
             params.push(p);
@@ -297,8 +297,11 @@ impl Media {
                 first_timestamp: rand::random(),
             });
         }
-        let (rtc, answer, ufrag) =
-            self.negotiate(worker, offer_sdp, CodecConfig::new_from_payload_params(params))?;
+        let (rtc, answer, ufrag) = self.negotiate(
+            worker,
+            offer_sdp,
+            CodecConfig::new_from_payload_params(params),
+        )?;
         let shared = self
             .registry
             .join_viewer(stream, id, worker.index, etag.clone())?;
@@ -385,8 +388,8 @@ impl Media {
         offer_sdp: &str,
         codecs: CodecConfig,
     ) -> Result<(Rtc, String, String), MediaError> {
-        let offer = SdpOffer::from_sdp_string(offer_sdp)
-            .map_err(|e| SdpError::Malformed(e.to_string()))?;
+        let offer =
+            SdpOffer::from_sdp_string(offer_sdp).map_err(|e| SdpError::Malformed(e.to_string()))?;
         let mut cfg = self.template.clone();
         *cfg.codec_config() = codecs;
         let candidates = worker.candidates.clone();
@@ -408,7 +411,9 @@ impl Media {
             Ok(r) => r,
             Err(_) => {
                 tracing::warn!("str0m panicked while negotiating an offer; refused");
-                Err(MediaError::Negotiation("the offer could not be negotiated".into()))
+                Err(MediaError::Negotiation(
+                    "the offer could not be negotiated".into(),
+                ))
             }
         }
     }
@@ -459,9 +464,12 @@ pub fn new_etag() -> String {
 
 fn rtc_template() -> std::io::Result<RtcConfig> {
     let provider = str0m::crypto::from_feature_flags();
-    let cert: DtlsCert = provider.dtls_provider.generate_certificate().ok_or_else(|| {
-        std::io::Error::other("the crypto provider could not make a DTLS certificate")
-    })?;
+    let cert: DtlsCert = provider
+        .dtls_provider
+        .generate_certificate()
+        .ok_or_else(|| {
+            std::io::Error::other("the crypto provider could not make a DTLS certificate")
+        })?;
     Ok(RtcConfig::new()
         .set_crypto_provider(Arc::new(provider))
         .set_rtp_mode(true)

@@ -37,7 +37,8 @@ impl MediaSocket {
     /// Binds `addr` (port 0 picks one).
     pub fn bind(addr: SocketAddr) -> io::Result<MediaSocket> {
         let domain = socket2::Domain::for_address(addr);
-        let sock = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+        let sock =
+            socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
         if addr.is_ipv6() {
             // Only IPv6 on an IPv6 socket: an IPv4 worker binds its own.
             sock.set_only_v6(true)?;
@@ -77,8 +78,10 @@ impl MediaSocket {
         out.clear();
         let mut metas = [RecvMeta::default(); BATCH];
         let n = bufs.len().min(BATCH);
-        let mut slices: Vec<IoSliceMut<'_>> =
-            bufs[..n].iter_mut().map(|b| IoSliceMut::new(&mut b[..])).collect();
+        let mut slices: Vec<IoSliceMut<'_>> = bufs[..n]
+            .iter_mut()
+            .map(|b| IoSliceMut::new(&mut b[..]))
+            .collect();
         let count = self.socket.try_io(Interest::READABLE, || {
             self.state
                 .recv((&self.socket).into(), &mut slices, &mut metas[..n])
@@ -113,10 +116,9 @@ impl MediaSocket {
                 Some(source)
             },
         };
-        if let Err(e) = self
-            .socket
-            .try_io(Interest::WRITABLE, || self.state.send((&self.socket).into(), &transmit))
-        {
+        if let Err(e) = self.socket.try_io(Interest::WRITABLE, || {
+            self.state.send((&self.socket).into(), &transmit)
+        }) {
             tracing::trace!(%destination, "udp send dropped: {e}");
         }
     }

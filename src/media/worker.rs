@@ -315,7 +315,9 @@ impl Worker {
                 let keys: Vec<u64> = self
                     .sessions
                     .iter()
-                    .filter(|(_, s)| matches!(s.role, Role::Viewer { .. }) && s.shared.name == stream)
+                    .filter(|(_, s)| {
+                        matches!(s.role, Role::Viewer { .. }) && s.shared.name == stream
+                    })
                     .map(|(k, _)| *k)
                     .collect();
                 for key in keys {
@@ -383,9 +385,13 @@ impl Worker {
             },
         );
         self.counters.sessions.fetch_add(1, Ordering::Relaxed);
-        self.counters.sessions_created.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .sessions_created
+            .fetch_add(1, Ordering::Relaxed);
         self.timers.insert((now, key));
-        self.drive(key, now, |rtc| rtc.handle_input(Input::Timeout(now)).map(|_| ()));
+        self.drive(key, now, |rtc| {
+            rtc.handle_input(Input::Timeout(now)).map(|_| ())
+        });
     }
 
     fn handle_datagram(&mut self, now: Instant, r: Received, data: &[u8]) {
@@ -421,7 +427,9 @@ impl Worker {
             }
             self.timers.remove(&(t, key));
             if let Some(Session {
-                role: Role::Publisher { limiter, tracks, .. },
+                role: Role::Publisher {
+                    limiter, tracks, ..
+                },
                 ..
             }) = self.sessions.get_mut(&key)
             {
@@ -430,7 +438,9 @@ impl Worker {
                     self.send_keyframe_request(key, &tracks, now);
                 }
             }
-            self.drive(key, now, |rtc| rtc.handle_input(Input::Timeout(now)).map(|_| ()));
+            self.drive(key, now, |rtc| {
+                rtc.handle_input(Input::Timeout(now)).map(|_| ())
+            });
         }
         self.run_deferred(now);
     }
@@ -477,8 +487,9 @@ impl Worker {
         let socket = &self.socket;
         let deferred = &mut self.deferred;
         let counters = &self.counters;
+        let span = s.span.clone();
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let _e = s.span.enter();
+            let _e = span.enter();
             if let Err(e) = mutate(&mut s.rtc) {
                 debug!("rtc input refused: {e}");
             }
@@ -488,13 +499,16 @@ impl Worker {
             Ok(Ok(next)) => next,
             Ok(Err(e)) => {
                 s.span.in_scope(|| debug!("rtc error: {e}"));
-                self.deferred.push_back(Deferred::Close(key, "peer connection failed"));
+                self.deferred
+                    .push_back(Deferred::Close(key, "peer connection failed"));
                 return;
             }
             Err(_) => {
                 self.counters.session_panics.fetch_add(1, Ordering::Relaxed);
-                s.span.in_scope(|| warn!("str0m panicked; dropping this session only"));
-                self.deferred.push_back(Deferred::Close(key, "internal error in session"));
+                s.span
+                    .in_scope(|| warn!("str0m panicked; dropping this session only"));
+                self.deferred
+                    .push_back(Deferred::Close(key, "internal error in session"));
                 return;
             }
         };
@@ -622,7 +636,9 @@ impl Worker {
             return;
         };
         let Some(Session {
-            role: Role::Publisher { limiter, tracks, .. },
+            role: Role::Publisher {
+                limiter, tracks, ..
+            },
             ..
         }) = self.sessions.get_mut(&key)
         else {
@@ -699,7 +715,9 @@ impl Worker {
         }
         self.registry.remove_session(s.id, now);
         self.counters.sessions.fetch_sub(1, Ordering::Relaxed);
-        self.counters.sessions_closed.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .sessions_closed
+            .fetch_add(1, Ordering::Relaxed);
         let secs = now.duration_since(s.created).as_secs_f64();
         s.span.in_scope(|| {
             info!(
@@ -771,7 +789,7 @@ fn handle_event(
             else {
                 return;
             };
-            let pt = u8::from(p.header.payload_type);
+            let pt = *p.header.payload_type;
             let Some(track) = tracks.iter().find(|t| t.pt == pt) else {
                 return;
             };
