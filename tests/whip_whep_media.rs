@@ -1,42 +1,322 @@
 //! End-to-end media through a real wishd: str0m publishers and viewers on loopback.
+//! Each test names the behaviour it proves.
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use wishd::client::media::decode_marker;
-use wishd::client::{PublisherOptions, VideoCodec, ViewerOptions, WhepViewer, WhipPublisher};
+use wishd::client::media::{check_filler, decode_marker};
+use wishd::client::{
+    PublisherOptions, ReceivedPacket, VideoCodec, ViewerOptions, WhepViewer, WhipPublisher,
+};
 use wishd::core::MediaKind;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_viewer_receives_h264_and_opus_from_a_publisher() {
-    let server = common::start().await;
-    let base = server.base_url();
-    let publisher =
-        WhipPublisher::connect(&format!("{base}/whip/cam"), PublisherOptions::default())
-            .await
-            .expect("publish");
-    publisher
-        .wait_connected(common::CONNECT)
+fn of(kind: MediaKind, got: &[ReceivedPacket]) -> Vec<ReceivedPacket> {
+    got.iter().filter(|p| p.kind == kind).cloned().collect()
+}
+
+fn count(kind: MediaKind, got: &[ReceivedPacket]) -> usize {
+    got.iter().filter(|p| p.kind == kind).count()
+}
+
+/// Every packet is intact (marker and filler), sequence numbers have no gap and
+/// the publisher's packets come in the order it sent them.
+fn assert_intact_and_in_order(packets: &[ReceivedPacket], what: &str) {
+    assert!(!packets.is_empty(), "{what}: no packets");
+    let mut last: Option<(u64, u16)> = None;
+    for (i, p) in packets.iter().enumerate() {
+        let m = decode_marker(&p.payload).unwrap_or_else(|| panic!("{what}: packet {i} has no marker"));
+        assert!(check_filler(&p.payload), "{what}: packet {i} payload corrupted");
+        if i > 0 {
+            assert_eq!(
+                p.seq,
+                packets[i - 1].seq + 1,
+                "{what}: sequence gap or reorder at packet {i}"
+            );
+        }
+        if let Some(prev) = last {
+            assert!((m.frame, m.index) > prev, "{what}: out of order at packet {i}");
+        }
+        last = Some((m.frame, m.index));
+    }
+}
+
+async fn publish(base: &str, stream: &str, opts: PublisherOptions) -> WhipPublisher {
+    let p = WhipPublisher::connect(&format!("{base}/whip/{stream}"), opts)
         .await
-        .expect("publisher connects");
-    let viewer = WhepViewer::connect(&format!("{base}/whep/cam"), ViewerOptions::default())
+        .expect("publish");
+    p.wait_connected(common::CONNECT).await.expect("publisher connects");
+    p
+}
+
+async fn view(base: &str, stream: &str) -> WhepViewer {
+    let v = WhepViewer::connect(&format!("{base}/whep/{stream}"), ViewerOptions::default())
         .await
         .expect("view");
-    viewer
-        .wait_connected(common::CONNECT)
-        .await
-        .expect("viewer connects");
-    viewer
-        .wait_for(Duration::from_secs(10), |p| {
-            p.iter().filter(|p| p.kind == MediaKind::Video).count() > 50
-                && p.iter().filter(|p| p.kind == MediaKind::Audio).count() > 20
+    v.wait_connected(common::CONNECT).await.expect("viewer connects");
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_viewers_receive_the_publishers_h264_and_opus_intact_and_in_order() {
+    let server = common::start().await;
+    let base = server.base_url();
+    let publisher = publish(&base, "cam", PublisherOptions::default()).await;
+    let mut viewers = Vec::new();
+    for _ in 0..5 {
+        viewers.push(view(&base, "cam").await);
+    }
+    for v in &viewers {
+        v.wait_for(Duration::from_secs(10), |p| {
+            count(MediaKind::Video, p) > 120 && count(MediaKind::Audio, p) > 60
         })
         .await
-        .expect("media arrives");
+        .expect("media reaches every viewer");
+    }
+    for (n, v) in viewers.iter().enumerate() {
+        let got = v.received();
+        let video = of(MediaKind::Video, &got);
+        let audio = of(MediaKind::Audio, &got);
+        assert_intact_and_in_order(&video, &format!("viewer {n} video"));
+        assert_intact_and_in_order(&audio, &format!("viewer {n} audio"));
+        // A viewer starts on a keyframe: the first video packet is the STAP-A with SPS.
+        assert!(
+            wishd::core::is_keyframe_start(wishd::core::CodecKind::H264, &video[0].payload),
+            "viewer {n} did not start on a keyframe"
+        );
+    }
+    let stats = publisher.stats();
+    assert!(stats.video_packets_sent > 0 && stats.audio_packets_sent > 0);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_streams_stay_isolated() {
+    let server = common::start().await;
+    let base = server.base_url();
+    let _a = publish(
+        &base,
+        "a",
+        PublisherOptions {
+            video: Some(VideoCodec::H264),
+            ..PublisherOptions::default()
+        },
+    )
+    .await;
+    let _b = publish(
+        &base,
+        "b",
+        PublisherOptions {
+            video: Some(VideoCodec::Vp8),
+            audio: false,
+            ..PublisherOptions::default()
+        },
+    )
+    .await;
+    let va = view(&base, "a").await;
+    let vb = view(&base, "b").await;
+    for v in [&va, &vb] {
+        v.wait_for(Duration::from_secs(10), |p| count(MediaKind::Video, p) > 60)
+            .await
+            .expect("video arrives");
+    }
+    // Stream b has no audio: its viewer must never get any, and its video is VP8.
+    let gb = vb.received();
+    assert_eq!(count(MediaKind::Audio, &gb), 0, "audio leaked into stream b");
+    assert!(vb.answer_sdp().contains("VP8") && !vb.answer_sdp().contains("H264"));
+    assert!(va.answer_sdp().contains("H264") && !va.answer_sdp().contains("VP8"));
+    let ga = va.received();
+    assert!(count(MediaKind::Audio, &ga) > 0);
+    assert_intact_and_in_order(&of(MediaKind::Video, &ga), "stream a video");
+    assert_intact_and_in_order(&of(MediaKind::Video, &gb), "stream b video");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vp8_publisher_reaches_viewers_starting_on_a_keyframe() {
+    let server = common::start().await;
+    let base = server.base_url();
+    let _p = publish(
+        &base,
+        "vp8",
+        PublisherOptions {
+            video: Some(VideoCodec::Vp8),
+            ..PublisherOptions::default()
+        },
+    )
+    .await;
+    let v = view(&base, "vp8").await;
+    v.wait_for(Duration::from_secs(10), |p| count(MediaKind::Video, p) > 60)
+        .await
+        .expect("vp8 arrives");
+    let video = of(MediaKind::Video, &v.received());
+    assert!(wishd::core::is_keyframe_start(
+        wishd::core::CodecKind::Vp8,
+        &video[0].payload
+    ));
+    assert_intact_and_in_order(&video, "vp8 video");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_viewer_causes_a_keyframe_request_and_starts_long_before_the_next_keyframe() {
+    let server = common::start().await;
+    let base = server.base_url();
+    // Keyframes every 60 s: only a PLI can give a late viewer a picture quickly.
+    let publisher = publish(
+        &base,
+        "late",
+        PublisherOptions {
+            keyframe_interval: Duration::from_secs(60),
+            ..PublisherOptions::default()
+        },
+    )
+    .await;
+    let early = view(&base, "late").await;
+    early
+        .wait_for(Duration::from_secs(10), |p| count(MediaKind::Video, p) > 30)
+        .await
+        .expect("early viewer gets video");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let requests_before = publisher.stats().keyframe_requests.len();
+    let late = view(&base, "late").await;
+    let joined = Instant::now();
+    late.wait_for(Duration::from_secs(5), |p| count(MediaKind::Video, p) > 0)
+        .await
+        .expect("late viewer gets video within seconds, not at the next 60 s keyframe");
+    let requests = publisher.stats().keyframe_requests;
+    assert!(
+        requests.len() > requests_before,
+        "no keyframe request reached the publisher"
+    );
+    let pli_at = requests[requests_before];
+    let first = of(MediaKind::Video, &late.received())[0].clone();
+    assert!(wishd::core::is_keyframe_start(
+        wishd::core::CodecKind::H264,
+        &first.payload
+    ));
+    println!(
+        "late join: PLI reached publisher {:?} after the viewer connected; first keyframe packet {:?} after",
+        pli_at.saturating_duration_since(joined),
+        first.at.saturating_duration_since(joined)
+    );
+    // The early viewer was not disturbed: its stream stayed gap-free.
+    assert_intact_and_in_order(&of(MediaKind::Video, &early.received()), "early viewer video");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyframe_requests_of_viewers_joining_together_are_coalesced() {
+    let server = common::start().await;
+    let base = server.base_url();
+    let publisher = publish(
+        &base,
+        "burst",
+        PublisherOptions {
+            keyframe_interval: Duration::from_secs(60),
+            // Not answering PLIs keeps the viewers waiting, so every one of them asks.
+            answer_keyframe_requests: false,
+            ..PublisherOptions::default()
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let before = publisher.stats().keyframe_requests.len();
+    let mut viewers = Vec::new();
+    for _ in 0..6 {
+        viewers.push(
+            WhepViewer::connect(&format!("{base}/whep/burst"), ViewerOptions::default())
+                .await
+                .unwrap(),
+        );
+    }
+    for v in &viewers {
+        v.wait_connected(common::CONNECT).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = publisher.stats().keyframe_requests.len();
+    // Six joins within a few hundred ms: at most two requests (one at once, one at the
+    // end of the 500 ms window), not six.
+    assert!(after > before, "no keyframe request at all");
+    assert!(after - before <= 2, "{} requests for 6 joins", after - before);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publisher_returning_within_grace_resumes_media_to_the_same_viewers_seamlessly() {
+    let server = common::start().await;
+    let base = server.base_url();
+    let first = publish(&base, "re", PublisherOptions::default()).await;
+    let viewer = view(&base, "re").await;
+    viewer
+        .wait_for(Duration::from_secs(10), |p| count(MediaKind::Video, p) > 60)
+        .await
+        .unwrap();
+    assert_eq!(first.delete().await.unwrap(), 200);
+    let before = viewer.received_count();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _second = publish(&base, "re", PublisherOptions::default()).await;
+    viewer
+        .wait_for(Duration::from_secs(10), |p| p.len() > before + 200)
+        .await
+        .expect("media resumes to the same viewer connection");
+    assert!(viewer.is_connected());
     let got = viewer.received();
-    let first_video = got.iter().find(|p| p.kind == MediaKind::Video).unwrap();
-    assert!(decode_marker(&first_video.payload).is_some());
-    let _ = VideoCodec::H264;
+    for kind in [MediaKind::Video, MediaKind::Audio] {
+        let pk = of(kind, &got);
+        for w in pk.windows(2) {
+            assert_eq!(w[1].seq, w[0].seq + 1, "{kind:?} sequence not continuous across the switch");
+        }
+        // The second publisher's frame numbers start again from 0: its media arrived.
+        let frames: Vec<u64> = pk.iter().filter_map(|p| decode_marker(&p.payload)).map(|m| m.frame).collect();
+        assert!(frames.windows(2).any(|w| w[1] < w[0]), "{kind:?}: second publisher's media never arrived");
+    }
+    let video = of(MediaKind::Video, &got);
+    let switch = video
+        .windows(2)
+        .position(|w| {
+            decode_marker(&w[1].payload).map(|m| m.frame) < decode_marker(&w[0].payload).map(|m| m.frame)
+        })
+        .unwrap();
+    assert!(wishd::core::is_keyframe_start(
+        wishd::core::CodecKind::H264,
+        &video[switch + 1].payload
+    ), "after the switch the viewer must restart on a keyframe");
+    let dt = video[switch + 1].timestamp.wrapping_sub(video[switch].timestamp);
+    assert!(dt > 0 && dt < 90_000 * 5, "timestamp jump across the switch: {dt}");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_are_closed_when_the_grace_period_ends_without_a_publisher() {
+    let server = common::start_with(|c| c.publisher_grace = Duration::from_millis(800)).await;
+    let base = server.base_url();
+    let p = publish(&base, "gone", PublisherOptions::default()).await;
+    let v = view(&base, "gone").await;
+    v.wait_for(Duration::from_secs(10), |p| !p.is_empty()).await.unwrap();
+    p.delete().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.registry().counts().viewers > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(server.registry().counts().viewers, 0, "viewer outlived the grace period");
+    assert_eq!(server.registry().counts().streams, 0);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publisher_that_vanishes_without_delete_is_dropped_after_the_ice_timeout() {
+    let server = common::start_with(|c| c.ice_timeout = Duration::from_secs(2)).await;
+    let base = server.base_url();
+    let p = publish(&base, "crash", PublisherOptions::default()).await;
+    assert_eq!(server.registry().counts().publishers, 1);
+    p.abort();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.registry().counts().publishers > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(server.registry().counts().publishers, 0, "dead publisher kept");
+    // The stream is free again for a new publisher.
+    let _again = publish(&base, "crash", PublisherOptions::default()).await;
     server.shutdown().await;
 }
