@@ -45,3 +45,6 @@ pub fn install_crypto_provider() {
         str0m::crypto::from_feature_flags().install_process_default();
     });
 }
+
+#[cfg(test)]
+mod tests_e2e;
