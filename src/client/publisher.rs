@@ -123,6 +123,7 @@ fn build_offer(opts: &PublisherOptions, local: SocketAddr) -> Result<Offer, Clie
         }
         None => {}
     }
+    peer::tune_ice(&mut cfg);
     let mut rtc = cfg.build(Instant::now());
     peer::add_host_candidate(&mut rtc, local)?;
     let mut api = rtc.sdp_api();

@@ -30,6 +30,8 @@ struct Seen {
     /// Keyframe requests the fake WHEP server got from the viewer.
     keyframe_requests: usize,
     deletes: usize,
+    /// Run loops of the fake sessions; a DELETE aborts them all.
+    sessions: Vec<tokio::task::JoinHandle<()>>,
 }
 
 async fn start_fake() -> (String, Arc<Mutex<Seen>>) {
@@ -62,7 +64,11 @@ async fn handle(
 ) -> hyper::Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     if req.method() == hyper::Method::DELETE {
-        seen.lock().unwrap().deletes += 1;
+        let mut s = seen.lock().unwrap();
+        s.deletes += 1;
+        for t in s.sessions.drain(..) {
+            t.abort();
+        }
         return hyper::Response::new(Full::new(Bytes::new()));
     }
     let whep = path.starts_with("/whep/");
@@ -77,7 +83,8 @@ async fn handle(
     let answer = rtc.sdp_api().accept_offer(offer).unwrap();
     let (status, _) = watch::channel(PeerStatus::default());
     let driver = Driver::new(rtc, socket, status).unwrap();
-    tokio::spawn(serve_peer(driver, whep, seen));
+    let task = tokio::spawn(serve_peer(driver, whep, seen.clone()));
+    seen.lock().unwrap().sessions.push(task);
     hyper::Response::builder()
         .status(201)
         .header("Content-Type", "application/sdp")
@@ -275,4 +282,24 @@ async fn viewer_receives_from_fake_server() {
     ));
     viewer.abort();
     assert_eq!(seen.lock().unwrap().deletes, 0);
+}
+
+#[tokio::test]
+async fn viewer_notices_vanished_server() {
+    let (base, _seen) = start_fake().await;
+    let viewer = WhepViewer::connect(&format!("{base}/whep/cam1"), ViewerOptions::default())
+        .await
+        .unwrap();
+    viewer.wait_connected(Duration::from_secs(5)).await.unwrap();
+    // The server drops the session without a word (no DTLS close).
+    let r = http_request("DELETE", viewer.location(), &[], vec![])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let t0 = Instant::now();
+    while viewer.is_connected() && t0.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("viewer noticed after {:?}", t0.elapsed());
+    assert!(!viewer.is_connected());
 }
