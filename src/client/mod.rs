@@ -10,6 +10,8 @@
 //! [`media`]) with the frame number and packet index, so a test can check that what
 //! a viewer received is intact and in order.
 
+#![warn(missing_docs)]
+
 mod error;
 mod http;
 pub mod media;
