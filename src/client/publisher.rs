@@ -310,6 +310,16 @@ impl WhipPublisher {
     }
 }
 
+impl std::fmt::Debug for WhipPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WhipPublisher")
+            .field("location", &self.location)
+            .field("local_addr", &self.local_addr)
+            .field("connected", &self.is_connected())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Drop for WhipPublisher {
     fn drop(&mut self) {
         self.task.abort();

@@ -72,6 +72,12 @@ async fn handle(
         return hyper::Response::new(Full::new(Bytes::new()));
     }
     let whep = path.starts_with("/whep/");
+    if !whep && !path.starts_with("/whip/") {
+        return hyper::Response::builder()
+            .status(404)
+            .body(Full::new(Bytes::from("no such endpoint\n")))
+            .unwrap();
+    }
     let body = req.into_body().collect().await.unwrap().to_bytes();
     let offer = SdpOffer::from_sdp_string(&String::from_utf8_lossy(&body)).unwrap();
     let mut rtc = RtcConfig::new()
@@ -234,6 +240,14 @@ async fn publisher_reaches_fake_server() {
         assert!(s.packets.iter().any(|p| p.0 == MediaKind::Audio
             && p.2.is_some_and(|m| m.kind == MediaKind::Audio)));
     }
+    // Error statuses come back as values (the handle is Debug for unwrap_err).
+    let err = WhipPublisher::connect(&format!("{base}/nope"), PublisherOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Status { status: 404, body } if body == "no such endpoint\n"),
+        "{err}"
+    );
     assert_eq!(publisher.delete().await.unwrap(), 200);
     assert_eq!(seen.lock().unwrap().deletes, 1);
 }
@@ -280,6 +294,10 @@ async fn viewer_receives_from_fake_server() {
             .await,
         Err(ClientError::Timeout(_))
     ));
+    assert!(format!("{viewer:?}").contains("WhepViewer"));
+    let taken = viewer.take_received();
+    assert!(taken.len() >= 40);
+    assert!(viewer.received_count() < taken.len());
     viewer.abort();
     assert_eq!(seen.lock().unwrap().deletes, 0);
 }
