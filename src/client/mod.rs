@@ -10,6 +10,8 @@
 //! [`media`]) with the frame number and packet index, so a test can check that what
 //! a viewer received is intact and in order.
 
+#![warn(missing_docs)]
+
 mod error;
 mod http;
 pub mod media;
@@ -45,3 +47,6 @@ pub fn install_crypto_provider() {
         str0m::crypto::from_feature_flags().install_process_default();
     });
 }
+
+#[cfg(test)]
+mod tests_e2e;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
@@ -46,6 +46,18 @@ pub(crate) async fn wait_connected(
         )),
         Ok(Ok(_)) => Ok(()),
     }
+}
+
+/// Max STUN retransmission timeout of the client peers (str0m default: 3 s).
+pub(crate) const STUN_MAX_RTO: Duration = Duration::from_secs(1);
+/// Max STUN retransmits of the client peers (str0m default: 9).
+pub(crate) const STUN_MAX_RETRANSMITS: usize = 5;
+
+/// Tightens ICE timing so that a server that silently dropped the session is seen
+/// as `Disconnected` after about 4 s instead of about 21 s with str0m's defaults.
+pub(crate) fn tune_ice(cfg: &mut RtcConfig) {
+    cfg.set_max_stun_rto(STUN_MAX_RTO);
+    cfg.set_max_stun_retransmits(STUN_MAX_RETRANSMITS);
 }
 
 /// Drains an `Rtc` that has no socket yet (before the answer is in). Transmits

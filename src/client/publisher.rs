@@ -123,6 +123,7 @@ fn build_offer(opts: &PublisherOptions, local: SocketAddr) -> Result<Offer, Clie
         }
         None => {}
     }
+    peer::tune_ice(&mut cfg);
     let mut rtc = cfg.build(Instant::now());
     peer::add_host_candidate(&mut rtc, local)?;
     let mut api = rtc.sdp_api();
@@ -306,6 +307,16 @@ impl WhipPublisher {
     /// network loss).
     pub fn abort(self) {
         drop(self);
+    }
+}
+
+impl std::fmt::Debug for WhipPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WhipPublisher")
+            .field("location", &self.location)
+            .field("local_addr", &self.local_addr)
+            .field("connected", &self.is_connected())
+            .finish_non_exhaustive()
     }
 }
 

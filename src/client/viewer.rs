@@ -115,6 +115,7 @@ fn build_offer(opts: &ViewerOptions, local: SocketAddr) -> Result<Offer, ClientE
             };
         }
     }
+    peer::tune_ice(&mut cfg);
     let mut rtc = cfg.build(Instant::now());
     peer::add_host_candidate(&mut rtc, local)?;
     let mut api = rtc.sdp_api();
@@ -251,6 +252,13 @@ impl WhepViewer {
         self.lock().clone()
     }
 
+    /// Takes everything received so far, leaving the list empty (for long runs that
+    /// must not keep every packet). Later [`WhepViewer::wait_for`] calls only see
+    /// packets that arrive afterwards.
+    pub fn take_received(&self) -> Vec<ReceivedPacket> {
+        std::mem::take(&mut *self.lock())
+    }
+
     /// Number of packets received so far (cheaper than [`WhepViewer::received`]).
     pub fn received_count(&self) -> usize {
         self.lock().len()
@@ -306,6 +314,17 @@ impl WhepViewer {
     /// Stops and drops the peer WITHOUT a DELETE (simulates a crash or network loss).
     pub fn abort(self) {
         drop(self);
+    }
+}
+
+impl std::fmt::Debug for WhepViewer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WhepViewer")
+            .field("location", &self.location)
+            .field("local_addr", &self.local_addr)
+            .field("connected", &self.is_connected())
+            .field("received", &self.received_count())
+            .finish_non_exhaustive()
     }
 }
 
