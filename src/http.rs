@@ -231,10 +231,9 @@ async fn read_sdp(req: Request<Incoming>) -> Result<String, ApiError> {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
+        && len > MAX_BODY as u64
     {
-        if len > MAX_BODY as u64 {
-            return Err(ApiError::PayloadTooLarge);
-        }
+        return Err(ApiError::PayloadTooLarge);
     }
     let body = Limited::new(req.into_body(), MAX_BODY)
         .collect()
@@ -315,6 +314,18 @@ fn add_cors(h: &mut HeaderMap, origin: Option<&HeaderValue>) {
     );
 }
 
+impl From<SdpError> for ApiError {
+    fn from(e: SdpError) -> Self {
+        ApiError::Media(e.into())
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        ApiError::Media(e.into())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,17 +372,5 @@ mod tests {
         for (e, code) in cases {
             assert_eq!(e.status().as_u16(), code, "{e}");
         }
-    }
-}
-
-impl From<SdpError> for ApiError {
-    fn from(e: SdpError) -> Self {
-        ApiError::Media(e.into())
-    }
-}
-
-impl From<RegistryError> for ApiError {
-    fn from(e: RegistryError) -> Self {
-        ApiError::Media(e.into())
     }
 }

@@ -105,13 +105,10 @@ impl Server {
             media: media.clone(),
             retry_after_secs: config.retry_after_secs,
         });
-        let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(accept_loop(listener, state, stop_rx.clone())));
-        tasks.push(tokio::spawn(grace_clock(
-            registry.clone(),
-            media.clone(),
-            stop_rx,
-        )));
+        let tasks = vec![
+            tokio::spawn(accept_loop(listener, state, stop_rx.clone())),
+            tokio::spawn(grace_clock(registry.clone(), media.clone(), stop_rx)),
+        ];
         let server = Server {
             http_addr,
             media,

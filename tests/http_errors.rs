@@ -35,7 +35,11 @@ async fn wrong_content_type_is_415_with_accept_post() {
     assert_eq!(r.status, 415);
     assert_eq!(r.header("accept-post"), Some("application/sdp"));
     one_line_reason(&r);
-    assert_eq!(server.registry().counts().publishers, 0, "a session was created");
+    assert_eq!(
+        server.registry().counts().publishers,
+        0,
+        "a session was created"
+    );
     server.shutdown().await;
 }
 
@@ -104,9 +108,17 @@ async fn second_publisher_on_a_live_stream_is_409_and_the_first_keeps_going() {
 async fn whep_for_a_stream_without_source_is_409_with_retry_after() {
     let server = common::start().await;
     let offer = viewer_offer(&ViewerOptions::default()).unwrap();
-    let r = post(&format!("{}/whep/nobody", server.base_url()), &[SDP], &offer).await;
+    let r = post(
+        &format!("{}/whep/nobody", server.base_url()),
+        &[SDP],
+        &offer,
+    )
+    .await;
     assert_eq!(r.status, 409);
-    assert!(r.header("retry-after").is_some_and(|v| v.parse::<u32>().is_ok()));
+    assert!(
+        r.header("retry-after")
+            .is_some_and(|v| v.parse::<u32>().is_ok())
+    );
     one_line_reason(&r);
     server.shutdown().await;
 }
@@ -175,13 +187,19 @@ async fn created_session_has_sdp_answer_location_and_strong_etag() {
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(r.header("content-type"), Some("application/sdp"));
     let loc = r.header("location").unwrap();
-    assert!(loc.starts_with("/whip/s/") && loc.len() == "/whip/s/".len() + 32, "{loc}");
+    assert!(
+        loc.starts_with("/whip/s/") && loc.len() == "/whip/s/".len() + 32,
+        "{loc}"
+    );
     let etag = r.header("etag").unwrap();
     assert!(etag.starts_with('"') && !etag.starts_with("W/"), "{etag}");
     let answer = r.text();
     assert!(answer.starts_with("v=0"));
     assert!(answer.contains("a=ice-lite"));
-    assert!(answer.contains("a=candidate:"), "answer must carry all candidates");
+    assert!(
+        answer.contains("a=candidate:"),
+        "answer must carry all candidates"
+    );
     assert!(answer.contains("a=group:BUNDLE"));
     assert!(answer.contains("a=rtcp-mux"));
     assert!(answer.contains("a=recvonly"));

@@ -12,10 +12,15 @@ use wishd::core::MediaKind;
 use wishd::server::ServerStats;
 
 fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
-async fn settle(server: &wishd::server::Server, want: impl Fn(&ServerStats) -> bool) -> ServerStats {
+async fn settle(
+    server: &wishd::server::Server,
+    want: impl Fn(&ServerStats) -> bool,
+) -> ServerStats {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let s = server.stats().await;
@@ -33,9 +38,10 @@ async fn two_hundred_create_delete_cycles_leave_no_session_task_or_socket() {
     let baseline = server.stats().await;
     let tasks_at_start = baseline.server_tasks;
 
-    let publisher = WhipPublisher::connect(&format!("{base}/whip/cyc"), PublisherOptions::default())
-        .await
-        .unwrap();
+    let publisher =
+        WhipPublisher::connect(&format!("{base}/whip/cyc"), PublisherOptions::default())
+            .await
+            .unwrap();
     publisher.wait_connected(common::CONNECT).await.unwrap();
     // Warm up once so lazily created runtime resources are not counted as leaks.
     let v = WhepViewer::connect(&format!("{base}/whep/cyc"), ViewerOptions::default())
@@ -52,9 +58,11 @@ async fn two_hundred_create_delete_cycles_leave_no_session_task_or_socket() {
         if i % 20 == 0 {
             // Some cycles go all the way to media before the DELETE.
             v.wait_connected(common::CONNECT).await.unwrap();
-            v.wait_for(Duration::from_secs(5), |p| p.iter().any(|p| p.kind == MediaKind::Video))
-                .await
-                .unwrap();
+            v.wait_for(Duration::from_secs(5), |p| {
+                p.iter().any(|p| p.kind == MediaKind::Video)
+            })
+            .await
+            .unwrap();
         }
         assert_eq!(v.delete().await.unwrap(), 200, "cycle {i}");
     }
@@ -77,7 +85,9 @@ async fn two_hundred_create_delete_cycles_leave_no_session_task_or_socket() {
     assert_eq!(s.registry.publishers, 0);
     assert_eq!(s.server_tasks, tasks_at_start, "server tasks grew");
     let c = server.counters();
-    let created = c.sessions_created.load(std::sync::atomic::Ordering::Relaxed);
+    let created = c
+        .sessions_created
+        .load(std::sync::atomic::Ordering::Relaxed);
     let closed = c.sessions_closed.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(created, closed);
     assert_eq!(created, 1 + 1 + 200 + 20);
@@ -132,7 +142,9 @@ async fn garbage_datagrams_on_the_media_port_do_not_disturb_sessions() {
         "POST",
         &format!("{base}/whip/other"),
         &[("content-type", "application/sdp")],
-        publisher_offer(&PublisherOptions::default()).unwrap().into_bytes(),
+        publisher_offer(&PublisherOptions::default())
+            .unwrap()
+            .into_bytes(),
     )
     .await
     .unwrap();
@@ -156,12 +168,19 @@ async fn shutdown_closes_sessions_and_returns_within_five_seconds() {
     server.shutdown().await;
     let took = t.elapsed();
     assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
-    assert_eq!(counters.sessions.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(
+        counters.sessions.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
     // The viewer learns the session is over (DTLS close_notify) instead of timing out.
     let deadline = Instant::now() + Duration::from_secs(3);
     while v.is_connected() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(!v.is_connected(), "viewer was not told the session ended");
-    assert!(http_request("POST", &format!("{base}/whip/x"), &[], vec![]).await.is_err());
+    assert!(
+        http_request("POST", &format!("{base}/whip/x"), &[], vec![])
+            .await
+            .is_err()
+    );
 }

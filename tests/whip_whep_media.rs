@@ -25,8 +25,12 @@ fn assert_intact_and_in_order(packets: &[ReceivedPacket], what: &str) {
     assert!(!packets.is_empty(), "{what}: no packets");
     let mut last: Option<(u64, u16)> = None;
     for (i, p) in packets.iter().enumerate() {
-        let m = decode_marker(&p.payload).unwrap_or_else(|| panic!("{what}: packet {i} has no marker"));
-        assert!(check_filler(&p.payload), "{what}: packet {i} payload corrupted");
+        let m =
+            decode_marker(&p.payload).unwrap_or_else(|| panic!("{what}: packet {i} has no marker"));
+        assert!(
+            check_filler(&p.payload),
+            "{what}: packet {i} payload corrupted"
+        );
         if i > 0 {
             assert_eq!(
                 p.seq,
@@ -35,7 +39,10 @@ fn assert_intact_and_in_order(packets: &[ReceivedPacket], what: &str) {
             );
         }
         if let Some(prev) = last {
-            assert!((m.frame, m.index) > prev, "{what}: out of order at packet {i}");
+            assert!(
+                (m.frame, m.index) > prev,
+                "{what}: out of order at packet {i}"
+            );
         }
         last = Some((m.frame, m.index));
     }
@@ -45,7 +52,9 @@ async fn publish(base: &str, stream: &str, opts: PublisherOptions) -> WhipPublis
     let p = WhipPublisher::connect(&format!("{base}/whip/{stream}"), opts)
         .await
         .expect("publish");
-    p.wait_connected(common::CONNECT).await.expect("publisher connects");
+    p.wait_connected(common::CONNECT)
+        .await
+        .expect("publisher connects");
     p
 }
 
@@ -53,7 +62,9 @@ async fn view(base: &str, stream: &str) -> WhepViewer {
     let v = WhepViewer::connect(&format!("{base}/whep/{stream}"), ViewerOptions::default())
         .await
         .expect("view");
-    v.wait_connected(common::CONNECT).await.expect("viewer connects");
+    v.wait_connected(common::CONNECT)
+        .await
+        .expect("viewer connects");
     v
 }
 
@@ -122,7 +133,11 @@ async fn two_streams_stay_isolated() {
     }
     // Stream b has no audio: its viewer must never get any, and its video is VP8.
     let gb = vb.received();
-    assert_eq!(count(MediaKind::Audio, &gb), 0, "audio leaked into stream b");
+    assert_eq!(
+        count(MediaKind::Audio, &gb),
+        0,
+        "audio leaked into stream b"
+    );
     assert!(vb.answer_sdp().contains("VP8") && !vb.answer_sdp().contains("H264"));
     assert!(va.answer_sdp().contains("H264") && !va.answer_sdp().contains("VP8"));
     let ga = va.received();
@@ -201,7 +216,10 @@ async fn late_viewer_causes_a_keyframe_request_and_starts_long_before_the_next_k
         first.at.saturating_duration_since(joined)
     );
     // The early viewer was not disturbed: its stream stayed gap-free.
-    assert_intact_and_in_order(&of(MediaKind::Video, &early.received()), "early viewer video");
+    assert_intact_and_in_order(
+        &of(MediaKind::Video, &early.received()),
+        "early viewer video",
+    );
     server.shutdown().await;
 }
 
@@ -238,7 +256,11 @@ async fn keyframe_requests_of_viewers_joining_together_are_coalesced() {
     // Six joins within a few hundred ms: at most two requests (one at once, one at the
     // end of the 500 ms window), not six.
     assert!(after > before, "no keyframe request at all");
-    assert!(after - before <= 2, "{} requests for 6 joins", after - before);
+    assert!(
+        after - before <= 2,
+        "{} requests for 6 joins",
+        after - before
+    );
     server.shutdown().await;
 }
 
@@ -265,25 +287,42 @@ async fn publisher_returning_within_grace_resumes_media_to_the_same_viewers_seam
     for kind in [MediaKind::Video, MediaKind::Audio] {
         let pk = of(kind, &got);
         for w in pk.windows(2) {
-            assert_eq!(w[1].seq, w[0].seq + 1, "{kind:?} sequence not continuous across the switch");
+            assert_eq!(
+                w[1].seq,
+                w[0].seq + 1,
+                "{kind:?} sequence not continuous across the switch"
+            );
         }
         // The second publisher's frame numbers start again from 0: its media arrived.
-        let frames: Vec<u64> = pk.iter().filter_map(|p| decode_marker(&p.payload)).map(|m| m.frame).collect();
-        assert!(frames.windows(2).any(|w| w[1] < w[0]), "{kind:?}: second publisher's media never arrived");
+        let frames: Vec<u64> = pk
+            .iter()
+            .filter_map(|p| decode_marker(&p.payload))
+            .map(|m| m.frame)
+            .collect();
+        assert!(
+            frames.windows(2).any(|w| w[1] < w[0]),
+            "{kind:?}: second publisher's media never arrived"
+        );
     }
     let video = of(MediaKind::Video, &got);
     let switch = video
         .windows(2)
         .position(|w| {
-            decode_marker(&w[1].payload).map(|m| m.frame) < decode_marker(&w[0].payload).map(|m| m.frame)
+            decode_marker(&w[1].payload).map(|m| m.frame)
+                < decode_marker(&w[0].payload).map(|m| m.frame)
         })
         .unwrap();
-    assert!(wishd::core::is_keyframe_start(
-        wishd::core::CodecKind::H264,
-        &video[switch + 1].payload
-    ), "after the switch the viewer must restart on a keyframe");
-    let dt = video[switch + 1].timestamp.wrapping_sub(video[switch].timestamp);
-    assert!(dt > 0 && dt < 90_000 * 5, "timestamp jump across the switch: {dt}");
+    assert!(
+        wishd::core::is_keyframe_start(wishd::core::CodecKind::H264, &video[switch + 1].payload),
+        "after the switch the viewer must restart on a keyframe"
+    );
+    let dt = video[switch + 1]
+        .timestamp
+        .wrapping_sub(video[switch].timestamp);
+    assert!(
+        dt > 0 && dt < 90_000 * 5,
+        "timestamp jump across the switch: {dt}"
+    );
     server.shutdown().await;
 }
 
@@ -293,13 +332,19 @@ async fn viewers_are_closed_when_the_grace_period_ends_without_a_publisher() {
     let base = server.base_url();
     let p = publish(&base, "gone", PublisherOptions::default()).await;
     let v = view(&base, "gone").await;
-    v.wait_for(Duration::from_secs(10), |p| !p.is_empty()).await.unwrap();
+    v.wait_for(Duration::from_secs(10), |p| !p.is_empty())
+        .await
+        .unwrap();
     p.delete().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while server.registry().counts().viewers > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(server.registry().counts().viewers, 0, "viewer outlived the grace period");
+    assert_eq!(
+        server.registry().counts().viewers,
+        0,
+        "viewer outlived the grace period"
+    );
     assert_eq!(server.registry().counts().streams, 0);
     server.shutdown().await;
 }
@@ -315,7 +360,11 @@ async fn publisher_that_vanishes_without_delete_is_dropped_after_the_ice_timeout
     while server.registry().counts().publishers > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(server.registry().counts().publishers, 0, "dead publisher kept");
+    assert_eq!(
+        server.registry().counts().publishers,
+        0,
+        "dead publisher kept"
+    );
     // The stream is free again for a new publisher.
     let _again = publish(&base, "crash", PublisherOptions::default()).await;
     server.shutdown().await;

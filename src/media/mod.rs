@@ -361,10 +361,10 @@ impl Media {
         let mut out = Vec::new();
         for w in &self.workers {
             let (reply, rx) = oneshot::channel();
-            if w.tx.send(WorkerMsg::Stats { reply }).await.is_ok() {
-                if let Ok(s) = rx.await {
-                    out.push(s);
-                }
+            if w.tx.send(WorkerMsg::Stats { reply }).await.is_ok()
+                && let Ok(s) = rx.await
+            {
+                out.push(s);
             }
         }
         out

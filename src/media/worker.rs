@@ -432,11 +432,10 @@ impl Worker {
                 },
                 ..
             }) = self.sessions.get_mut(&key)
+                && limiter.handle_timeout(now)
             {
-                if limiter.handle_timeout(now) {
-                    let tracks = tracks.clone();
-                    self.send_keyframe_request(key, &tracks, now);
-                }
+                let tracks = tracks.clone();
+                self.send_keyframe_request(key, &tracks, now);
             }
             self.drive(key, now, |rtc| {
                 rtc.handle_input(Input::Timeout(now)).map(|_| ())
@@ -452,10 +451,10 @@ impl Worker {
                 expired.push((*key, "peer connection closed"));
             } else if !s.connected && now.duration_since(s.created) > self.cfg.connect_timeout {
                 expired.push((*key, "ICE/DTLS did not complete in time"));
-            } else if let Some(since) = s.disconnected_since {
-                if now.duration_since(since) > self.cfg.ice_timeout {
-                    expired.push((*key, "ICE consent timed out"));
-                }
+            } else if let Some(since) = s.disconnected_since
+                && now.duration_since(since) > self.cfg.ice_timeout
+            {
+                expired.push((*key, "ICE consent timed out"));
             }
         }
         for (key, reason) in expired {
@@ -513,10 +512,10 @@ impl Worker {
             }
         };
         let mut next = next;
-        if let Role::Publisher { limiter, .. } = &s.role {
-            if let Some(t) = limiter.poll_timeout() {
-                next = next.min(t);
-            }
+        if let Role::Publisher { limiter, .. } = &s.role
+            && let Some(t) = limiter.poll_timeout()
+        {
+            next = next.min(t);
         }
         if next != s.timer {
             self.timers.remove(&(s.timer, key));
