@@ -825,3 +825,73 @@ fn garbage_and_mangled_offers_never_panic() {
     );
     let _ = check_play_offer(&offer(BROWSER_WHEP), std::slice::from_ref(&odd));
 }
+
+/// The premise of [`check_publish_offer`]: a publisher Rtc configured with exactly the
+/// chosen codecs answers with one codec (plus its RTX) per m-line, and str0m accepts the
+/// same offers this module accepts.
+#[test]
+fn str0m_answers_the_chosen_codecs_only() {
+    use str0m::change::SdpOffer;
+    use str0m::format::CodecConfig;
+
+    for fixture in [CHROME_WHIP, FFMPEG_WHIP] {
+        let chosen = stream_of(fixture);
+        let mut cfg = str0m::Rtc::builder();
+        *cfg.codec_config() = CodecConfig::new_from_payload_params(
+            chosen.iter().map(|c| c.payload_params()).collect(),
+        );
+        let mut rtc = cfg.build(std::time::Instant::now());
+        let sdp_offer = SdpOffer::from_sdp_string(&crlf(fixture)).expect("str0m parses fixture");
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(sdp_offer)
+            .expect("str0m accepts");
+        let answer = answer.to_sdp_string();
+        let m_lines: Vec<&str> = answer.lines().filter(|l| l.starts_with("m=")).collect();
+        let expect: Vec<String> = chosen
+            .iter()
+            .map(|c| match c.codec.rtx_pt {
+                Some(rtx) => format!(" {} {rtx}", c.codec.pt),
+                None => format!(" {}", c.codec.pt),
+            })
+            .collect();
+        assert_eq!(m_lines.len(), expect.len(), "{answer}");
+        for (line, fmt) in m_lines.iter().zip(&expect) {
+            assert!(line.ends_with(fmt.as_str()), "{line} vs {fmt}\n{answer}");
+        }
+    }
+}
+
+/// A viewer Rtc configured with the stream's codecs (publisher PTs) answers a WHEP offer
+/// with the viewer's PTs that [`check_play_offer`] planned.
+#[test]
+fn str0m_answers_viewer_with_planned_payload_types() {
+    use str0m::change::SdpOffer;
+    use str0m::format::CodecConfig;
+
+    let stream = h264_stream();
+    let plan = check_play_offer(&offer(BROWSER_WHEP), &stream).unwrap();
+    let mut cfg = str0m::Rtc::builder();
+    *cfg.codec_config() =
+        CodecConfig::new_from_payload_params(stream.iter().map(|c| c.payload_params()).collect());
+    let mut rtc = cfg.build(std::time::Instant::now());
+    let sdp_offer = SdpOffer::from_sdp_string(&crlf(BROWSER_WHEP)).expect("str0m parses");
+    let answer = rtc
+        .sdp_api()
+        .accept_offer(sdp_offer)
+        .expect("str0m accepts");
+    let answer = answer.to_sdp_string();
+    let m_lines: Vec<&str> = answer.lines().filter(|l| l.starts_with("m=")).collect();
+    assert_eq!(m_lines.len(), plan.len(), "{answer}");
+    for (line, track) in m_lines.iter().zip(&plan) {
+        let fmt: Vec<&str> = line.split(' ').skip(3).collect();
+        assert_eq!(
+            fmt.first(),
+            Some(&track.viewer_pt.to_string().as_str()),
+            "{answer}"
+        );
+        if let Some(rtx) = track.viewer_rtx_pt {
+            assert!(fmt.contains(&rtx.to_string().as_str()), "{answer}");
+        }
+    }
+}
