@@ -741,12 +741,17 @@ fn exercise(body: &[u8], stream: &[ChosenCodec]) {
 #[test]
 fn garbage_and_mangled_offers_never_panic() {
     let stream = h264_stream();
-    let base = crlf(CHROME_WHIP).into_bytes();
+    let bases: Vec<Vec<u8>> = [CHROME_WHIP, FFMPEG_WHIP, BROWSER_WHEP]
+        .iter()
+        .map(|f| crlf(f).into_bytes())
+        .collect();
     let mut rng = Lcg(0x5eed);
 
     // Every truncation of a real offer.
-    for end in (0..base.len()).step_by(7) {
-        exercise(&base[..end], &stream);
+    for base in &bases {
+        for end in (0..base.len()).step_by(7) {
+            exercise(&base[..end], &stream);
+        }
     }
     // Random byte flips and insertions of SDP-ish tokens.
     let tokens: [&[u8]; 12] = [
@@ -764,7 +769,7 @@ fn garbage_and_mangled_offers_never_panic() {
         b"apt=",
     ];
     for _ in 0..400 {
-        let mut body = base.clone();
+        let mut body = bases[(rng.next() as usize) % bases.len()].clone();
         for _ in 0..(rng.next() % 8 + 1) {
             let at = (rng.next() as usize) % body.len().max(1);
             if rng.next().is_multiple_of(2) {
