@@ -41,21 +41,19 @@ pub fn parse_offer(body: &[u8]) -> Result<Offer, SdpError> {
 fn normalise(text: &str) -> Result<String, SdpError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut out = String::with_capacity(text.len() + 64);
-    for (n, line) in text
-        .split(['\n', '\r'])
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .enumerate()
-    {
-        if line.as_bytes().iter().position(|b| *b == b'=') != Some(1) {
-            let shown: String = line.chars().take(40).collect();
-            return Err(SdpError::Malformed(format!(
-                "line {} is not <type>=<value>: {shown:?}",
-                n + 1
-            )));
+    // Numbered by `\n` lines, as the sender wrote them; a lone `\r` also ends a line.
+    for (n, raw) in text.split('\n').enumerate() {
+        for line in raw.split('\r').map(str::trim).filter(|l| !l.is_empty()) {
+            if line.as_bytes().iter().position(|b| *b == b'=') != Some(1) {
+                let shown: String = line.chars().take(40).collect();
+                return Err(SdpError::Malformed(format!(
+                    "line {} is not <type>=<value>: {shown:?}",
+                    n + 1
+                )));
+            }
+            out.push_str(line);
+            out.push_str("\r\n");
         }
-        out.push_str(line);
-        out.push_str("\r\n");
     }
     Ok(out)
 }

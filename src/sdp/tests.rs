@@ -353,6 +353,11 @@ fn parse_rejects_garbage_as_malformed() {
         b"v=0\r\no=- x notanumber IN IP4 1.2.3.4\r\n",
         b"v=0\r\n\xff\xfe=\x00\r\n",
     ];
+    let err = parse_offer(b"v=0\r\n\r\nbad line\r\n").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "malformed SDP: line 3 is not <type>=<value>: \"bad line\""
+    );
     for body in cases {
         let err = parse_offer(body).expect_err("garbage must not parse");
         assert!(err.is_malformed(), "{body:?} gave {err:?}");
