@@ -23,7 +23,7 @@ pub fn parse_offer(body: &[u8]) -> Result<Offer, SdpError> {
     }
     let text = std::str::from_utf8(body)
         .map_err(|e| SdpError::Malformed(format!("offer is not UTF-8: {e}")))?;
-    let normalised = normalise(text);
+    let normalised = normalise(text)?;
     if normalised.is_empty() {
         return Err(SdpError::Malformed("offer is empty".into()));
     }
@@ -33,17 +33,29 @@ pub fn parse_offer(body: &[u8]) -> Result<Offer, SdpError> {
 }
 
 /// Trims every line, drops blank lines and ends each line with `\r\n`.
-fn normalise(text: &str) -> String {
+///
+/// Also refuses lines that are not `<one character>=<value>`. sdp-types reports those as
+/// errors too, but its peekable line iterator does not keep the error: the parser then
+/// reads on past the bad line and can hit an `assert_eq!` (a panic) on the next one, e.g.
+/// `v=0`, `junk`, `a=x`. Checking here first means sdp-types never sees such a line.
+fn normalise(text: &str) -> Result<String, SdpError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut out = String::with_capacity(text.len() + 64);
-    for line in text.split(['\n', '\r']) {
-        let line = line.trim();
-        if !line.is_empty() {
+    // Numbered by `\n` lines, as the sender wrote them; a lone `\r` also ends a line.
+    for (n, raw) in text.split('\n').enumerate() {
+        for line in raw.split('\r').map(str::trim).filter(|l| !l.is_empty()) {
+            if line.as_bytes().iter().position(|b| *b == b'=') != Some(1) {
+                let shown: String = line.chars().take(40).collect();
+                return Err(SdpError::Malformed(format!(
+                    "line {} is not <type>=<value>: {shown:?}",
+                    n + 1
+                )));
+            }
             out.push_str(line);
             out.push_str("\r\n");
         }
     }
-    out
+    Ok(out)
 }
 
 /// Values of all attributes called `name`, in order (value-less ones as `""`).
@@ -96,8 +108,16 @@ impl PtRef {
     }
 }
 
-/// Name, clock rate and channels of an rtpmap encoding, e.g. `opus/48000/2`.
-fn parse_encoding(enc: &str) -> Option<(String, u32, Option<u8>)> {
+/// An rtpmap encoding: name, clock rate and channels, e.g. `opus/48000/2`.
+#[derive(Clone)]
+struct Encoding {
+    name: String,
+    clock_rate: u32,
+    channels: Option<u8>,
+}
+
+/// Parses an rtpmap encoding such as `opus/48000/2`.
+fn parse_encoding(enc: &str) -> Option<Encoding> {
     let mut parts = enc.split('/');
     let name = parts.next()?.trim();
     if name.is_empty() {
@@ -108,17 +128,26 @@ fn parse_encoding(enc: &str) -> Option<(String, u32, Option<u8>)> {
         Some(ch) => Some(ch.trim().parse::<u8>().ok()?),
         None => None,
     };
-    Some((name.to_string(), clock, channels))
+    Some(Encoding {
+        name: name.to_string(),
+        clock_rate: clock,
+        channels,
+    })
 }
 
 /// Encodings of the static payload types wishd might meet without an rtpmap.
-fn static_encoding(pt: u8) -> Option<(&'static str, u32)> {
-    match pt {
-        0 => Some(("PCMU", 8000)),
-        8 => Some(("PCMA", 8000)),
-        9 => Some(("G722", 8000)),
-        _ => None,
-    }
+fn static_encoding(pt: u8) -> Option<Encoding> {
+    let name = match pt {
+        0 => "PCMU",
+        8 => "PCMA",
+        9 => "G722",
+        _ => return None,
+    };
+    Some(Encoding {
+        name: name.to_string(),
+        clock_rate: 8000,
+        channels: None,
+    })
 }
 
 fn summarise(session: &Session) -> Offer {
@@ -241,7 +270,7 @@ fn codecs_of(m: &Media) -> Vec<OfferedCodec> {
     }
 
     // First rtpmap / fmtp per PT wins.
-    let mut rtpmaps: Vec<(u8, (String, u32, Option<u8>))> = Vec::new();
+    let mut rtpmaps: Vec<(u8, Encoding)> = Vec::new();
     for v in values(attrs, "rtpmap") {
         if let Some((PtRef::One(pt), enc)) = split_pt(v)
             && let Some(enc) = parse_encoding(enc)
@@ -267,8 +296,13 @@ fn codecs_of(m: &Media) -> Vec<OfferedCodec> {
             .iter()
             .find(|(p, _)| *p == pt)
             .map(|(_, e)| e.clone())
-            .or_else(|| static_encoding(pt).map(|(n, c)| (n.to_string(), c, None)));
-        let Some((name, clock_rate, channels)) = encoding else {
+            .or_else(|| static_encoding(pt));
+        let Some(Encoding {
+            name,
+            clock_rate,
+            channels,
+        }) = encoding
+        else {
             continue;
         };
         let fmtp = fmtps
