@@ -369,3 +369,70 @@ async fn publisher_that_vanishes_without_delete_is_dropped_after_the_ice_timeout
     let _again = publish(&base, "crash", PublisherOptions::default()).await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewers_own_keyframe_request_goes_upstream() {
+    let server = common::start().await;
+    let base = server.base_url();
+    let publisher = publish(
+        &base,
+        "pli",
+        PublisherOptions {
+            keyframe_interval: Duration::from_secs(60),
+            ..PublisherOptions::default()
+        },
+    )
+    .await;
+    let v = view(&base, "pli").await;
+    v.wait_for(Duration::from_secs(10), |p| count(MediaKind::Video, p) > 10)
+        .await
+        .unwrap();
+    // Past the coalescing window of the join request.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let before = publisher.stats().keyframe_requests.len();
+    let keyframes_before = publisher.stats().keyframes_sent;
+    v.request_keyframe();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while publisher.stats().keyframe_requests.len() == before && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        publisher.stats().keyframe_requests.len() > before,
+        "the viewer's PLI did not reach the publisher"
+    );
+    // The publisher's answering keyframe reaches the viewer.
+    v.wait_for(Duration::from_secs(3), |p| {
+        p.iter()
+            .filter(|p| p.kind == MediaKind::Video)
+            .filter(|p| wishd::core::is_keyframe_start(wishd::core::CodecKind::H264, &p.payload))
+            .count()
+            >= 2
+    })
+    .await
+    .expect("second keyframe arrives");
+    assert!(publisher.stats().keyframes_sent > keyframes_before);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_only_stream_serves_a_viewer_that_offers_audio_and_video() {
+    let server = common::start().await;
+    let base = server.base_url();
+    let _p = publish(
+        &base,
+        "radio",
+        PublisherOptions {
+            video: None,
+            ..PublisherOptions::default()
+        },
+    )
+    .await;
+    let v = view(&base, "radio").await;
+    v.wait_for(Duration::from_secs(10), |p| count(MediaKind::Audio, p) > 50)
+        .await
+        .expect("audio arrives");
+    assert_eq!(count(MediaKind::Video, &v.received()), 0);
+    assert!(v.answer_sdp().contains("opus"));
+    assert_intact_and_in_order(&of(MediaKind::Audio, &v.received()), "audio-only stream");
+    server.shutdown().await;
+}

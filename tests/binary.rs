@@ -1,0 +1,174 @@
+//! The `wishd` binary as an operator runs it: flags, environment variables, the start
+//! banner, and a clean exit on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use wishd::client::{PublisherOptions, ViewerOptions, WhepViewer, WhipPublisher};
+
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Running {
+    fn start(args: &[&str], env: &[(&str, &str)]) -> Running {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wishd"));
+        cmd.args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("wishd starts");
+        let (tx, lines) = mpsc::channel();
+        for out in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Running {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a log line containing `needle` and returns it.
+    fn wait_line(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
+        while Instant::now() < deadline {
+            if let Ok(l) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                self.seen.push(l.clone());
+                if l.contains(needle) {
+                    return l;
+                }
+            }
+        }
+        panic!(
+            "no log line with {needle:?}; got:\n{}",
+            self.seen.join("\n")
+        );
+    }
+
+    fn http_addr(&mut self) -> String {
+        let l = self.wait_line("HTTP on http://");
+        l.rsplit("http://").next().unwrap().trim().to_owned()
+    }
+
+    fn terminate(mut self) -> (std::process::ExitStatus, Duration) {
+        let pid = self.child.id().to_string();
+        let t = Instant::now();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return (status, t.elapsed());
+            }
+            if t.elapsed() > Duration::from_secs(10) {
+                let _ = self.child.kill();
+                panic!("wishd did not exit within 10 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn help_documents_every_flag() {
+    let out = Command::new(env!("CARGO_BIN_EXE_wishd"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--http",
+        "--udp",
+        "--public-ip",
+        "--workers",
+        "--config",
+        "--publisher-grace",
+        "WISHD_HTTP",
+    ] {
+        assert!(text.contains(flag), "--help lacks {flag}:\n{text}");
+    }
+}
+
+#[test]
+fn bad_config_file_is_refused_naming_the_key() {
+    let dir = std::env::temp_dir().join(format!("wishd-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, "http = \"127.0.0.1:0\"\nudpp = \"x\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wishd"))
+        .args(["--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("udpp"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flags_and_environment_configure_the_server_which_exits_cleanly_on_sigterm() {
+    // The public IP comes from the environment, the rest from flags and a file.
+    let dir = std::env::temp_dir().join(format!("wishd-bin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("wishd.toml");
+    std::fs::write(&path, "workers = 2\npublisher_grace = \"3s\"\n").unwrap();
+    let mut server = Running::start(
+        &[
+            "--config",
+            path.to_str().unwrap(),
+            "--http",
+            "127.0.0.1:0",
+            "--udp",
+            "127.0.0.1:0",
+        ],
+        &[("WISHD_PUBLIC_IP", "192.0.2.10")],
+    );
+    let addr = server.http_addr();
+    server.wait_line("WHIP publish:  POST http://127.0.0.1:");
+    server.wait_line("WHEP playback: POST http://127.0.0.1:");
+    let w0 = server.wait_line("media worker 0: UDP 127.0.0.1:");
+    assert!(w0.contains("192.0.2.10:"), "public IP not advertised: {w0}");
+    server.wait_line("media worker 1: UDP 127.0.0.1:");
+    server.wait_line("grace period 3s");
+
+    let base = format!("http://{addr}");
+    let p = WhipPublisher::connect(&format!("{base}/whip/bin"), PublisherOptions::default())
+        .await
+        .expect("publish to the binary");
+    assert!(
+        p.answer_sdp().contains("192.0.2.10"),
+        "answer lacks the public IP candidate"
+    );
+    p.wait_connected(Duration::from_secs(10)).await.unwrap();
+    let v = WhepViewer::connect(&format!("{base}/whep/bin"), ViewerOptions::default())
+        .await
+        .unwrap();
+    v.wait_for(Duration::from_secs(10), |p| p.len() > 20)
+        .await
+        .expect("media through the binary");
+
+    let (status, took) = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(took < Duration::from_secs(5), "exit took {took:?}");
+}
