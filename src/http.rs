@@ -5,6 +5,7 @@
 //! | --- | --- | --- |
 //! | POST | `/whip/{stream}` | create a publisher session from an SDP offer → 201 |
 //! | POST | `/whep/{stream}` | create a viewer session from an SDP offer → 201 |
+//! | PATCH | the session URL | trickle ICE → 204, ICE restart → 200 (RFC 9725 §4.3) |
 //! | DELETE | `/whip/{stream}/{session}`, `/whep/{stream}/{session}` | end the session → 200 |
 //! | OPTIONS | any of the above | CORS preflight / discovery → 204 |
 //!
@@ -20,12 +21,16 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use tracing::{info, warn};
 
-use crate::media::{Created, Media, MediaError};
+use crate::media::{Created, Media, MediaError, PatchOutcome, new_etag};
 use crate::registry::{RegistryError, SessionId, SessionKind};
 use crate::sdp::SdpError;
+use crate::sdp::frag::{MAX_FRAG, parse_fragment};
 
 /// Largest request body accepted (an SDP offer is a few KiB).
 pub const MAX_BODY: usize = 64 * 1024;
+
+/// The media type of PATCH bodies (RFC 8840).
+pub const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
 
 /// The response body type.
 pub type Body = Full<Bytes>;
@@ -50,6 +55,15 @@ pub enum ApiError {
     /// Body is not `application/sdp`.
     #[error("Content-Type must be application/sdp")]
     UnsupportedMediaType,
+    /// PATCH body is not `application/trickle-ice-sdpfrag`.
+    #[error("Content-Type must be application/trickle-ice-sdpfrag")]
+    UnsupportedPatchType,
+    /// PATCH without `If-Match`.
+    #[error("If-Match is required: the session's ETag for trickle ICE, * for an ICE restart")]
+    PreconditionRequired,
+    /// PATCH whose `If-Match` names another ICE session.
+    #[error("If-Match does not match the current ICE session")]
+    PreconditionFailed,
     /// Body over [`MAX_BODY`].
     #[error("request body is larger than {MAX_BODY} bytes")]
     PayloadTooLarge,
@@ -67,7 +81,11 @@ impl ApiError {
         match self {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UnsupportedMediaType | ApiError::UnsupportedPatchType => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            ApiError::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
+            ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Media(e) => match e {
@@ -76,7 +94,9 @@ impl ApiError {
                 MediaError::Registry(RegistryError::SourceLive(_)) => StatusCode::CONFLICT,
                 MediaError::Registry(RegistryError::NoSource(_)) => StatusCode::CONFLICT,
                 MediaError::Registry(RegistryError::UnknownSession) => StatusCode::NOT_FOUND,
-                MediaError::Negotiation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                MediaError::Negotiation(_) | MediaError::RestartFailed(_) => {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                }
                 MediaError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             },
         }
@@ -93,6 +113,9 @@ impl ApiError {
             }
             ApiError::UnsupportedMediaType => {
                 h.insert("accept-post", HeaderValue::from_static("application/sdp"));
+            }
+            ApiError::UnsupportedPatchType => {
+                h.insert("accept-patch", HeaderValue::from_static(SDPFRAG));
             }
             ApiError::Media(MediaError::Registry(RegistryError::NoSource(_))) => {
                 h.insert(
@@ -215,9 +238,64 @@ async fn dispatch(state: &AppState, req: Request<Incoming>) -> Result<Response<B
                     info!(stream, session = %id, "session deleted");
                     Ok(text(StatusCode::OK, "session ended"))
                 }
+                Method::PATCH => patch(state, req, kind, stream, id).await,
                 Method::OPTIONS => Ok(options_response()),
-                _ => Err(ApiError::MethodNotAllowed("DELETE, OPTIONS")),
+                _ => Err(ApiError::MethodNotAllowed("PATCH, DELETE, OPTIONS")),
             }
+        }
+    }
+}
+
+/// PATCH on a session: trickle ICE (204) or an ICE restart (200 with the server's
+/// new credentials and a new ETag), per RFC 9725 §4.3.
+async fn patch(
+    state: &AppState,
+    req: Request<Incoming>,
+    kind: SessionKind,
+    stream: &str,
+    id: SessionId,
+) -> Result<Response<Body>, ApiError> {
+    let info = state
+        .media
+        .registry()
+        .session(id)
+        .filter(|s| s.kind == kind && &*s.stream == stream)
+        .ok_or(ApiError::NotFound)?;
+    if !has_content_type(req.headers(), SDPFRAG) {
+        return Err(ApiError::UnsupportedPatchType);
+    }
+    let if_match = req
+        .headers()
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .ok_or(ApiError::PreconditionRequired)?;
+    let matches = if_match
+        .split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t == info.etag);
+    if !matches {
+        return Err(ApiError::PreconditionFailed);
+    }
+    let body = read_body(req, MAX_FRAG).await?;
+    let frag = parse_fragment(&body)?;
+    match state.media.patch(id, info.worker, frag).await? {
+        PatchOutcome::Trickled => {
+            let mut r = Response::new(Full::new(Bytes::new()));
+            *r.status_mut() = StatusCode::NO_CONTENT;
+            Ok(r)
+        }
+        PatchOutcome::Restarted { fragment } => {
+            let etag = new_etag();
+            state.media.registry().set_etag(id, etag.clone())?;
+            info!(stream, session = %id, "ICE restart");
+            let mut r = Response::new(Full::new(Bytes::from(fragment)));
+            let h = r.headers_mut();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDPFRAG));
+            if let Ok(v) = HeaderValue::from_str(&etag) {
+                h.insert(header::ETAG, v);
+            }
+            Ok(r)
         }
     }
 }
@@ -226,16 +304,23 @@ async fn read_sdp(req: Request<Incoming>) -> Result<String, ApiError> {
     if !is_sdp(req.headers()) {
         return Err(ApiError::UnsupportedMediaType);
     }
+    let body = read_body(req, MAX_BODY).await?;
+    String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::Media(SdpError::Malformed("the offer is not UTF-8".into()).into()))
+}
+
+/// Reads a whole body of at most `limit` bytes (413 beyond).
+async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
     if let Some(len) = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
-        && len > MAX_BODY as u64
+        && len > limit as u64
     {
         return Err(ApiError::PayloadTooLarge);
     }
-    let body = Limited::new(req.into_body(), MAX_BODY)
+    let body = Limited::new(req.into_body(), limit)
         .collect()
         .await
         .map_err(|e| {
@@ -248,11 +333,15 @@ async fn read_sdp(req: Request<Incoming>) -> Result<String, ApiError> {
             }
         })?
         .to_bytes();
-    String::from_utf8(body.to_vec())
-        .map_err(|_| ApiError::Media(SdpError::Malformed("the offer is not UTF-8".into()).into()))
+    Ok(body)
 }
 
 fn is_sdp(headers: &HeaderMap) -> bool {
+    has_content_type(headers, "application/sdp")
+}
+
+/// The request's media type (parameters ignored) is `want`.
+fn has_content_type(headers: &HeaderMap, want: &str) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -261,7 +350,7 @@ fn is_sdp(headers: &HeaderMap) -> bool {
                 .next()
                 .unwrap_or("")
                 .trim()
-                .eq_ignore_ascii_case("application/sdp")
+                .eq_ignore_ascii_case(want)
         })
         .unwrap_or(false)
 }
@@ -281,6 +370,7 @@ fn created_response(kind: SessionKind, stream: &str, created: Created) -> Respon
     if let Ok(v) = HeaderValue::from_str(&created.etag) {
         h.insert(header::ETAG, v);
     }
+    h.insert("accept-patch", HeaderValue::from_static(SDPFRAG));
     r
 }
 

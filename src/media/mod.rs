@@ -30,9 +30,10 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::Config;
 use crate::core::{CodecKind, ViewerTrack};
 use crate::registry::{Registry, RegistryError, SessionId, SessionKind};
+use crate::sdp::frag::IceFragment;
 use crate::sdp::{self, ChosenCodec, SdpError};
 
-pub use worker::{WorkerMsg, WorkerStats};
+pub use worker::{PatchError, PatchOutcome, WorkerMsg, WorkerStats};
 
 /// Why a session could not be created or found.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +47,9 @@ pub enum MediaError {
     /// str0m could not negotiate the offer.
     #[error("cannot negotiate the offer: {0}")]
     Negotiation(String),
+    /// An ICE restart could not be done; the session keeps its ICE session.
+    #[error("{0}")]
+    RestartFailed(String),
     /// The server is shutting down or a worker is gone.
     #[error("media worker unavailable")]
     Unavailable,
@@ -257,6 +261,7 @@ impl Media {
             id,
             rtc,
             ufrag,
+            offer: offer_sdp.to_owned(),
             shared: grant.shared,
             role: worker::NewRole::Publisher {
                 epoch: grant.epoch,
@@ -309,6 +314,7 @@ impl Media {
             id,
             rtc,
             ufrag,
+            offer: offer_sdp.to_owned(),
             shared,
             role: worker::NewRole::Viewer { tracks },
         };
@@ -343,6 +349,33 @@ impl Media {
             Ok(false) => Err(RegistryError::UnknownSession.into()),
             Err(_) => Err(MediaError::Unavailable),
         }
+    }
+
+    /// Applies a PATCH (trickle ICE or ICE restart) to a session whose URL matched.
+    pub async fn patch(
+        &self,
+        id: SessionId,
+        worker: usize,
+        frag: IceFragment,
+    ) -> Result<PatchOutcome, MediaError> {
+        let worker = self.workers.get(worker).ok_or(MediaError::Unavailable)?;
+        let (reply, done) = oneshot::channel();
+        worker
+            .tx
+            .send(WorkerMsg::Patch { id, frag, reply })
+            .await
+            .map_err(|_| MediaError::Unavailable)?;
+        match done.await {
+            Ok(Ok(o)) => Ok(o),
+            Ok(Err(PatchError::UnknownSession)) => Err(RegistryError::UnknownSession.into()),
+            Ok(Err(PatchError::RestartFailed(why))) => Err(MediaError::RestartFailed(why)),
+            Err(_) => Err(MediaError::Unavailable),
+        }
+    }
+
+    /// The directory.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
     }
 
     /// Tells the workers in `mask` to close their viewers of `stream`.

@@ -17,10 +17,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use str0m::change::SdpOffer;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
-use str0m::{Event, IceConnectionState, Input, Output, Rtc};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{Span, debug, info, info_span, warn};
 
@@ -31,6 +32,7 @@ use crate::core::{
     is_keyframe_start,
 };
 use crate::registry::{Registry, SessionId, StreamShared};
+use crate::sdp::frag::{IceFragment, first_ufrag, offer_with_credentials, restart_answer_fragment};
 
 /// How often a worker checks connect/ICE timeouts and retries keyframe requests.
 const HOUSEKEEPING: Duration = Duration::from_millis(100);
@@ -47,6 +49,15 @@ pub enum WorkerMsg {
         id: SessionId,
         /// Answer.
         reply: oneshot::Sender<bool>,
+    },
+    /// Trickle candidates or an ICE restart (HTTP PATCH).
+    Patch {
+        /// Which session.
+        id: SessionId,
+        /// The parsed fragment.
+        frag: IceFragment,
+        /// Answer.
+        reply: oneshot::Sender<Result<PatchOutcome, PatchError>>,
     },
     /// A source packet from another worker's publisher.
     Packet {
@@ -75,6 +86,29 @@ pub enum WorkerMsg {
         /// Answered when done.
         reply: oneshot::Sender<()>,
     },
+}
+
+/// What a PATCH did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PatchOutcome {
+    /// Candidates were added (or dropped as unusable): 204.
+    Trickled,
+    /// ICE restarted: 200 with this fragment (the server's new credentials).
+    Restarted {
+        /// The `application/trickle-ice-sdpfrag` body.
+        fragment: String,
+    },
+}
+
+/// Why a PATCH failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatchError {
+    /// The session is gone.
+    #[error("no such session")]
+    UnknownSession,
+    /// The restart could not be negotiated; the current ICE session stays.
+    #[error("ICE restart failed: {0}")]
+    RestartFailed(String),
 }
 
 /// A worker's internal counts, for leak checks.
@@ -137,6 +171,8 @@ pub struct NewSession {
     pub rtc: Rtc,
     /// Our ICE ufrag, to route the first STUN request.
     pub ufrag: String,
+    /// The client's offer, kept to renegotiate an ICE restart.
+    pub offer: String,
     /// Its stream.
     pub shared: Arc<StreamShared>,
     /// Publisher or viewer.
@@ -161,6 +197,8 @@ struct Session {
     role: Role,
     shared: Arc<StreamShared>,
     ufrag: String,
+    offer: String,
+    remote_ufrag: String,
     span: Span,
     created: Instant,
     connected: bool,
@@ -309,6 +347,13 @@ impl Worker {
                 };
                 let _ = reply.send(existed);
             }
+            WorkerMsg::Patch { id, frag, reply } => {
+                let result = match self.by_id.get(&id) {
+                    Some(&key) => self.patch(key, frag, now),
+                    None => Err(PatchError::UnknownSession),
+                };
+                let _ = reply.send(result);
+            }
             WorkerMsg::Packet { stream, pkt } => self.fan_out_local(&stream, &pkt),
             WorkerMsg::KeyframeRequest { stream } => self.request_keyframe_local(&stream, now),
             WorkerMsg::EndStream { stream } => {
@@ -374,6 +419,8 @@ impl Worker {
                 role,
                 shared: new.shared,
                 ufrag: new.ufrag,
+                remote_ufrag: first_ufrag(&new.offer).unwrap_or_default().to_owned(),
+                offer: new.offer,
                 span,
                 created: now,
                 connected: false,
@@ -392,6 +439,59 @@ impl Worker {
         self.drive(key, now, |rtc| {
             rtc.handle_input(Input::Timeout(now)).map(|_| ())
         });
+    }
+
+    /// Trickle ICE or an ICE restart on one session (RFC 9725 §4.3).
+    fn patch(
+        &mut self,
+        key: u64,
+        frag: IceFragment,
+        now: Instant,
+    ) -> Result<PatchOutcome, PatchError> {
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return Err(PatchError::UnknownSession);
+        };
+        let restart = frag.is_restart(&s.remote_ufrag);
+        let mut outcome = PatchOutcome::Trickled;
+        if restart {
+            let (Some(ufrag), Some(pwd)) = (frag.ufrag.clone(), frag.pwd.clone()) else {
+                return Err(PatchError::RestartFailed("no credentials".into()));
+            };
+            let new_offer = offer_with_credentials(&s.offer, &ufrag, &pwd);
+            let offer = SdpOffer::from_sdp_string(&new_offer)
+                .map_err(|e| PatchError::RestartFailed(e.to_string()))?;
+            let rtc = &mut s.rtc;
+            let answer = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                rtc.sdp_api().accept_offer(offer).map(|a| a.to_sdp_string())
+            }))
+            .map_err(|_| PatchError::RestartFailed("internal error".into()))?
+            .map_err(|e| PatchError::RestartFailed(e.to_string()))?;
+            let local = s.rtc.direct_api().local_ice_credentials().ufrag;
+            self.by_ufrag.remove(&s.ufrag);
+            self.by_ufrag.insert(local.clone(), key);
+            s.ufrag = local;
+            s.remote_ufrag = ufrag;
+            s.offer = new_offer;
+            s.span.in_scope(|| info!("ICE restarted"));
+            outcome = PatchOutcome::Restarted {
+                fragment: restart_answer_fragment(&answer),
+            };
+        }
+        for line in frag.candidates {
+            // Unusable candidates (mDNS names, TCP, unknown types) are dropped silently.
+            let Ok(c) = Candidate::from_sdp_string(&line) else {
+                continue;
+            };
+            self.drive(key, now, move |rtc| {
+                rtc.add_remote_candidate(c);
+                Ok(())
+            });
+        }
+        self.drive(key, now, |rtc| {
+            rtc.handle_input(Input::Timeout(now)).map(|_| ())
+        });
+        self.run_deferred(now);
+        Ok(outcome)
     }
 
     fn handle_datagram(&mut self, now: Instant, r: Received, data: &[u8]) {

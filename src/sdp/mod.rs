@@ -28,6 +28,7 @@
 //! [`CodecConfig::match_params`]: str0m::format::CodecConfig::match_params
 
 mod check;
+pub mod frag;
 mod parse;
 
 #[cfg(test)]
