@@ -28,7 +28,7 @@
 //! [`CodecConfig::match_params`]: str0m::format::CodecConfig::match_params
 
 mod check;
-mod parse;
+pub(crate) mod parse;
 
 #[cfg(test)]
 mod tests;
