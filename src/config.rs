@@ -68,6 +68,65 @@ pub struct Config {
     /// Seconds a WHEP client is told to wait (`Retry-After`) when the stream has no
     /// source yet. Default 2.
     pub retry_after_secs: u32,
+    /// RTP ingest entries (`[[rtp]]` tables), one per stream fed by a camera or encoder.
+    pub rtp: Vec<RtpEntry>,
+    /// An RTP source that sent nothing this long is reported offline. Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub rtp_timeout: Duration,
+}
+
+/// One RTP ingest entry: a stream fed by plain RTP over UDP. Give either `sdp` (a file
+/// as ffmpeg writes it with `-sdp_file`) or `video`/`audio` field by field; fields given
+/// here win over the file.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RtpEntry {
+    /// The stream name viewers ask for.
+    pub stream: String,
+    /// An SDP file describing the media (c=, m=, rtpmap, fmtp).
+    pub sdp: Option<PathBuf>,
+    /// Address to bind; default the SDP's unicast c= address, else 127.0.0.1.
+    pub bind: Option<IpAddr>,
+    /// Multicast group to join (default: the SDP's c= address when it is multicast).
+    pub multicast_group: Option<std::net::Ipv4Addr>,
+    /// Interface address to join the group on (default: any).
+    pub multicast_interface: Option<std::net::Ipv4Addr>,
+    /// Only packets from this address are taken; others are dropped and counted.
+    pub allowed_sender: Option<IpAddr>,
+    /// The video medium.
+    pub video: Option<RtpMediumEntry>,
+    /// The audio medium.
+    pub audio: Option<RtpMediumEntry>,
+}
+
+/// One medium of an [`RtpEntry`], field by field.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RtpMediumEntry {
+    /// UDP port of RTP (RTCP on port + 1, or muxed).
+    pub port: u16,
+    /// Payload type.
+    pub pt: u8,
+    /// `codec/clock rate[/channels]`, e.g. `H264/90000` or `opus/48000/2`.
+    pub rtpmap: String,
+    /// The fmtp parameters, e.g. `packetization-mode=1;profile-level-id=42e01f`.
+    #[serde(default)]
+    pub fmtp: String,
+}
+
+impl RtpEntry {
+    /// The `--rtp STREAM=FILE.sdp` flag form.
+    pub fn from_flag(flag: &str) -> Result<RtpEntry, String> {
+        let (stream, file) = flag
+            .split_once('=')
+            .filter(|(s, f)| !s.is_empty() && !f.is_empty())
+            .ok_or_else(|| format!("--rtp {flag:?}: expected STREAM=FILE.sdp"))?;
+        Ok(RtpEntry {
+            stream: stream.to_owned(),
+            sdp: Some(PathBuf::from(file)),
+            ..RtpEntry::default()
+        })
+    }
 }
 
 impl Default for Config {
@@ -82,6 +141,8 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(15),
             keyframe_request_interval: Duration::from_millis(500),
             retry_after_secs: 2,
+            rtp: Vec::new(),
+            rtp_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -149,6 +210,20 @@ impl Config {
                 "keyframe_request_interval must be more than 0".into(),
             ));
         }
+        let mut names = std::collections::HashSet::new();
+        for e in &self.rtp {
+            if !names.insert(e.stream.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "rtp: stream {:?} is configured twice",
+                    e.stream
+                )));
+            }
+        }
+        if self.rtp_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "rtp_timeout must be more than 0".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -182,6 +257,30 @@ mod tests {
     fn unknown_key_is_an_error_naming_the_key() {
         let e = Config::from_toml("htp = \"127.0.0.1:9000\"\n").unwrap_err();
         assert!(e.contains("htp"), "{e}");
+    }
+
+    #[test]
+    fn rtp_entries_from_the_file_and_the_flag() {
+        let c = Config::from_toml(
+            "rtp_timeout = \"3s\"\n[[rtp]]\nstream = \"cam\"\nbind = \"0.0.0.0\"\nallowed_sender = \"10.0.0.9\"\n\
+             [rtp.video]\nport = 5004\npt = 96\nrtpmap = \"H264/90000\"\nfmtp = \"packetization-mode=1\"\n\
+             [[rtp]]\nstream = \"cam2\"\nsdp = \"cam2.sdp\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.rtp.len(), 2);
+        assert_eq!(c.rtp_timeout, Duration::from_secs(3));
+        let v = c.rtp[0].video.as_ref().unwrap();
+        assert_eq!((v.port, v.pt, v.rtpmap.as_str()), (5004, 96, "H264/90000"));
+        assert_eq!(c.rtp[1].sdp.as_deref(), Some(Path::new("cam2.sdp")));
+        let f = RtpEntry::from_flag("cam3=/tmp/x.sdp").unwrap();
+        assert_eq!(f.stream, "cam3");
+        assert!(RtpEntry::from_flag("cam3").is_err());
+        assert!(RtpEntry::from_flag("=x.sdp").is_err());
+        let dup = Config {
+            rtp: vec![f.clone(), f],
+            ..Config::default()
+        };
+        assert!(dup.validate().is_err());
     }
 
     #[test]

@@ -92,6 +92,7 @@ impl ApiError {
                 MediaError::Sdp(SdpError::Malformed(_)) => StatusCode::BAD_REQUEST,
                 MediaError::Sdp(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 MediaError::Registry(RegistryError::SourceLive(_)) => StatusCode::CONFLICT,
+                MediaError::Registry(RegistryError::RtpSource(_)) => StatusCode::CONFLICT,
                 MediaError::Registry(RegistryError::NoSource(_)) => StatusCode::CONFLICT,
                 MediaError::Registry(RegistryError::UnknownSession) => StatusCode::NOT_FOUND,
                 MediaError::Negotiation(_) | MediaError::RestartFailed(_) => {

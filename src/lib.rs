@@ -10,6 +10,7 @@
 //! | [`config`] | the configuration tree: embedded defaults, TOML file, flags, `WISHD_*` |
 //! | [`http`] | HTTP routing, status mapping, the WHIP/WHEP resources |
 //! | [`sdp`] | inspecting offers before str0m sees them, codec choice and matching |
+//! | [`ingest`] | RTP ingest from cameras and encoders: UDP listeners, RTP/RTCP parsing |
 //! | [`media`] | media workers: UDP sockets, str0m `Rtc`s, timers |
 //! | [`core`] | the sans-IO forwarding core: per-viewer rewriting, keyframe requests |
 //! | [`registry`] | the directory of streams and sessions shared by HTTP and workers |
@@ -24,6 +25,7 @@ pub mod client;
 pub mod config;
 pub mod core;
 pub mod http;
+pub mod ingest;
 pub mod media;
 pub mod registry;
 pub mod sdp;

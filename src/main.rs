@@ -42,6 +42,10 @@ struct Cli {
     /// How long viewers wait for a publisher to come back, e.g. "30s".
     #[arg(long, env = "WISHD_PUBLISHER_GRACE", value_name = "DURATION", value_parser = humantime::parse_duration)]
     publisher_grace: Option<Duration>,
+    /// Feed stream STREAM from plain RTP described by an SDP file (as ffmpeg writes it
+    /// with -sdp_file). Repeatable, one per stream; adds to the config file's [[rtp]].
+    #[arg(long = "rtp", value_name = "STREAM=FILE.sdp")]
+    rtp: Vec<String>,
 }
 
 impl Cli {
@@ -64,6 +68,11 @@ impl Cli {
         }
         if let Some(v) = self.publisher_grace {
             c.publisher_grace = v;
+        }
+        for flag in &self.rtp {
+            let entry = wishd::config::RtpEntry::from_flag(flag)
+                .map_err(wishd::config::ConfigError::Invalid)?;
+            c.rtp.push(entry);
         }
         c.validate()?;
         Ok(c)

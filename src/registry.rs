@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::core::{KeyframeCache, SourcePacket};
 use crate::sdp::ChosenCodec;
 
 /// A session's identifier: 128 random bits, shown as 32 hex digits in the session URL.
@@ -92,6 +93,9 @@ pub struct StreamShared {
     pub name: Arc<str>,
     viewer_workers: AtomicU64,
     source_worker: AtomicUsize,
+    /// The keyframe cache of an RTP source (None for WHIP sources, which are asked
+    /// for keyframes instead).
+    keyframe_cache: Mutex<Option<KeyframeCache>>,
 }
 
 impl StreamShared {
@@ -100,7 +104,31 @@ impl StreamShared {
             name,
             viewer_workers: AtomicU64::new(0),
             source_worker: AtomicUsize::new(NO_WORKER),
+            keyframe_cache: Mutex::new(None),
         }
+    }
+
+    fn cache(&self) -> MutexGuard<'_, Option<KeyframeCache>> {
+        self.keyframe_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the keyframe cache, if the stream has one. The source calls this
+    /// for each video packet *before* reading [`viewer_workers`](Self::viewer_workers).
+    pub fn with_keyframe_cache(&self, f: impl FnOnce(&mut KeyframeCache)) {
+        if let Some(c) = self.cache().as_mut() {
+            f(c);
+        }
+    }
+
+    /// The packets a new viewer starts from (empty when there is no cache or no
+    /// keyframe yet). A worker calls this *after* setting its viewer bit.
+    pub fn keyframe_snapshot(&self) -> Vec<Arc<SourcePacket>> {
+        self.cache()
+            .as_ref()
+            .map(KeyframeCache::snapshot)
+            .unwrap_or_default()
     }
 
     /// Bit *n* is set when worker *n* has at least one viewer of this stream.
@@ -133,6 +161,9 @@ pub enum RegistryError {
     /// The stream already has a live publisher.
     #[error("stream {0} already has a publisher")]
     SourceLive(String),
+    /// The stream is fed by RTP ingest; WHIP cannot publish to it.
+    #[error("stream {0} is fed by RTP ingest")]
+    RtpSource(String),
     /// The stream has no live source to watch.
     #[error("stream {0} has no source yet")]
     NoSource(String),
@@ -144,7 +175,11 @@ pub enum RegistryError {
 #[derive(Debug)]
 enum SourceState {
     Live(SessionId),
-    Gone { deadline: Instant },
+    /// A configured RTP ingest: live for the server's whole life.
+    Rtp,
+    Gone {
+        deadline: Instant,
+    },
 }
 
 #[derive(Debug)]
@@ -154,6 +189,12 @@ struct StreamEntry {
     codecs: Vec<ChosenCodec>,
     epoch: u32,
     viewers: usize,
+}
+
+impl StreamEntry {
+    fn is_live(&self) -> bool {
+        matches!(self.source, SourceState::Live(_) | SourceState::Rtp)
+    }
 }
 
 /// What a publisher gets when its stream is granted.
@@ -236,8 +277,10 @@ impl Registry {
                 epoch: 0,
                 viewers: 0,
             });
-        if let SourceState::Live(_) = entry.source {
-            return Err(RegistryError::SourceLive(stream.to_owned()));
+        match entry.source {
+            SourceState::Live(_) => return Err(RegistryError::SourceLive(stream.to_owned())),
+            SourceState::Rtp => return Err(RegistryError::RtpSource(stream.to_owned())),
+            SourceState::Gone { .. } => {}
         }
         let mut end_viewers_on = 0;
         if entry.viewers > 0 && same_codecs(&entry.codecs, &codecs) {
@@ -270,11 +313,39 @@ impl Registry {
         Ok(grant)
     }
 
+    /// Makes a configured RTP ingest the permanent source of `stream`, with a keyframe
+    /// cache (filled by the ingest, read by workers when a viewer joins).
+    pub fn register_rtp_source(
+        &self,
+        stream: &str,
+        codecs: Vec<ChosenCodec>,
+        cache: KeyframeCache,
+    ) -> Result<Arc<StreamShared>, RegistryError> {
+        let mut inner = self.lock();
+        let name: Arc<str> = Arc::from(stream);
+        if inner.streams.contains_key(stream) {
+            return Err(RegistryError::SourceLive(stream.to_owned()));
+        }
+        let shared = Arc::new(StreamShared::new(name.clone()));
+        *shared.cache() = Some(cache);
+        inner.streams.insert(
+            name,
+            StreamEntry {
+                shared: shared.clone(),
+                source: SourceState::Rtp,
+                codecs,
+                epoch: 0,
+                viewers: 0,
+            },
+        );
+        Ok(shared)
+    }
+
     /// The codecs of the stream's live source, if it has one.
     pub fn live_codecs(&self, stream: &str) -> Result<Vec<ChosenCodec>, RegistryError> {
         let inner = self.lock();
         match inner.streams.get(stream) {
-            Some(e) if matches!(e.source, SourceState::Live(_)) => Ok(e.codecs.clone()),
+            Some(e) if e.is_live() => Ok(e.codecs.clone()),
             _ => Err(RegistryError::NoSource(stream.to_owned())),
         }
     }
@@ -289,7 +360,7 @@ impl Registry {
     ) -> Result<Arc<StreamShared>, RegistryError> {
         let mut inner = self.lock();
         let entry = match inner.streams.get_mut(stream) {
-            Some(e) if matches!(e.source, SourceState::Live(_)) => e,
+            Some(e) if e.is_live() => e,
             _ => return Err(RegistryError::NoSource(stream.to_owned())),
         };
         entry.viewers += 1;
@@ -418,6 +489,28 @@ mod tests {
                 .unwrap_err(),
             RegistryError::SourceLive("a".into())
         );
+    }
+
+    #[test]
+    fn rtp_streams_refuse_whip_and_take_viewers() {
+        let r = reg();
+        let shared = r
+            .register_rtp_source("cam", vec![], KeyframeCache::default())
+            .unwrap();
+        assert_eq!(
+            r.begin_publish("cam", SessionId(1), 0, "e".into(), vec![])
+                .unwrap_err(),
+            RegistryError::RtpSource("cam".into())
+        );
+        let s = r.join_viewer("cam", SessionId(2), 0, "e".into()).unwrap();
+        assert!(Arc::ptr_eq(&s, &shared));
+        assert_eq!(s.source_worker(), None);
+        r.remove_session(SessionId(2), Instant::now());
+        assert!(
+            r.expire(Instant::now() + Duration::from_secs(3600))
+                .is_empty()
+        );
+        assert!(s.keyframe_snapshot().is_empty());
     }
 
     #[test]

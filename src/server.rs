@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{Config, ConfigError};
 use crate::http::{self, AppState};
+use crate::ingest::{self, RtpIngest};
 use crate::media::{Media, MediaCounters, WorkerStats};
 use crate::registry::{Registry, RegistryCounts};
 
@@ -35,6 +36,9 @@ pub enum StartError {
     /// Bad configuration.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// An RTP ingest entry is unusable (unreadable SDP file, bad codec, ...).
+    #[error("{0}")]
+    Rtp(String),
     /// A socket could not be bound.
     #[error("cannot bind {what} {addr}: {source}")]
     Bind {
@@ -55,6 +59,7 @@ pub struct Server {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
+    rtp: Vec<RtpIngest>,
 }
 
 /// Everything a leak check needs, summed over the workers.
@@ -101,14 +106,40 @@ impl Server {
             source,
         })?;
         let (stop, stop_rx) = watch::channel(false);
+        let mut rtp = Vec::new();
+        let mut rtp_tasks = Vec::new();
+        let peers: Vec<_> = media.workers().iter().map(|w| w.tx.clone()).collect();
+        for entry in &config.rtp {
+            let spec = ingest::resolve(entry).map_err(StartError::Rtp)?;
+            let shared = registry
+                .register_rtp_source(&spec.stream, spec.chosen_codecs(), spec.keyframe_cache())
+                .map_err(|e| StartError::Rtp(e.to_string()))?;
+            let addr = SocketAddr::new(spec.bind, spec.media.first().map_or(0, |m| m.port));
+            let (handle, task) = ingest::start(
+                spec,
+                shared,
+                peers.clone(),
+                media.counters().clone(),
+                config.rtp_timeout,
+                stop_rx.clone(),
+            )
+            .map_err(|source| StartError::Bind {
+                what: "RTP ingest",
+                addr,
+                source,
+            })?;
+            rtp.push(handle);
+            rtp_tasks.push(task);
+        }
         let state = Arc::new(AppState {
             media: media.clone(),
             retry_after_secs: config.retry_after_secs,
         });
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(accept_loop(listener, state, stop_rx.clone())),
             tokio::spawn(grace_clock(registry.clone(), media.clone(), stop_rx)),
         ];
+        tasks.extend(rtp_tasks);
         let server = Server {
             http_addr,
             media,
@@ -116,6 +147,7 @@ impl Server {
             stop,
             tasks,
             workers,
+            rtp,
         };
         server.log_banner(&config);
         Ok(server)
@@ -147,6 +179,11 @@ impl Server {
             config.publisher_grace, config.keyframe_request_interval
         ));
         info!("\n{}", lines.join("\n"));
+    }
+
+    /// The running RTP ingests (bound ports and counters).
+    pub fn rtp_ingests(&self) -> &[RtpIngest] {
+        &self.rtp
     }
 
     /// The bound HTTP address.

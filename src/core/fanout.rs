@@ -11,6 +11,7 @@
 //!   it stopped, with the timestamp advanced by the wall-clock time in between.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::media::{MediaKind, Mid};
@@ -71,6 +72,9 @@ struct TrackRewriter {
     mapping: Option<EpochMapping>,
     /// Set once any packet was forwarded.
     last: Option<LastOut>,
+    /// The last packet of a prefix given to this track (epoch, source seq): live
+    /// packets up to it were already forwarded from the prefix and are dropped.
+    prefix_end: Option<(u32, u64)>,
 }
 
 impl TrackRewriter {
@@ -80,6 +84,7 @@ impl TrackRewriter {
             epoch: None,
             mapping: None,
             last: None,
+            prefix_end: None,
         }
     }
 
@@ -102,6 +107,12 @@ impl TrackRewriter {
     /// Rewrites one packet into (pt, seq, timestamp), or says why it is dropped.
     fn rewrite(&mut self, pkt: &SourcePacket) -> Result<(u8, u64, u32), Drop> {
         let pt = self.map_pt(pkt.pt).ok_or(Drop::NoPt)?;
+        if self
+            .prefix_end
+            .is_some_and(|(epoch, seq)| epoch == pkt.epoch && pkt.seq <= seq)
+        {
+            return Err(Drop::TooOld);
+        }
 
         match self.epoch {
             Some(current) if current == pkt.epoch => {}
@@ -173,6 +184,25 @@ fn duration_to_ticks(elapsed: Duration, clock_rate: u32) -> u32 {
     (ticks & u128::from(u32::MAX)) as u32
 }
 
+fn make_forward(
+    viewer: ViewerId,
+    track: &TrackRewriter,
+    pkt: &SourcePacket,
+    (pt, seq, timestamp): (u8, u64, u32),
+) -> Forward {
+    Forward {
+        viewer,
+        mid: track.track.mid,
+        pt,
+        seq,
+        timestamp,
+        marker: pkt.marker,
+        nackable: pkt.kind == MediaKind::Video,
+        wallclock: pkt.arrival,
+        payload: pkt.payload.clone(),
+    }
+}
+
 /// One viewer: its tracks.
 #[derive(Debug, Clone)]
 struct Viewer {
@@ -236,6 +266,52 @@ impl Fanout {
         has_video
     }
 
+    /// Adds a viewer like [`add_viewer`](Self::add_viewer) and forwards `prefix` (the
+    /// cached keyframe and what followed it, oldest first) to it alone, appending to
+    /// `out`. Live packets the prefix already covered (same epoch, sequence number up
+    /// to its last) are then dropped for this viewer, so its numbering stays continuous
+    /// from the cached keyframe into the live stream.
+    ///
+    /// Returns true when the viewer still waits for a video keyframe (no usable prefix).
+    pub fn add_viewer_with_prefix(
+        &mut self,
+        stream: &str,
+        viewer: ViewerId,
+        tracks: Vec<ViewerTrack>,
+        prefix: &[Arc<SourcePacket>],
+        now: Instant,
+        out: &mut Vec<Forward>,
+    ) -> bool {
+        let has_video = self.add_viewer(stream, viewer, tracks, now);
+        let Some(v) = self
+            .streams
+            .get_mut(stream)
+            .and_then(|e| e.viewers.iter_mut().find(|v| v.id == viewer))
+        else {
+            return has_video;
+        };
+        for pkt in prefix {
+            let Some(track) = v.tracks.iter_mut().find(|t| t.track.kind == pkt.kind) else {
+                continue;
+            };
+            match track.rewrite(pkt) {
+                Ok(rewritten) => {
+                    self.stats.forwarded += 1;
+                    out.push(make_forward(viewer, track, pkt, rewritten));
+                }
+                Err(Drop::NoPt) => self.stats.dropped_no_pt += 1,
+                Err(Drop::WaitingKeyframe) => self.stats.dropped_waiting_keyframe += 1,
+                Err(Drop::TooOld) => self.stats.dropped_too_old += 1,
+            }
+            let end = (pkt.epoch, pkt.seq);
+            track.prefix_end = match track.prefix_end {
+                Some(old) if old.0 == end.0 && old.1 > end.1 => Some(old),
+                _ => Some(end),
+            };
+        }
+        has_video && v.waits_for_keyframe()
+    }
+
     /// Removes a viewer; returns the stream it watched if it was known.
     pub fn remove_viewer(&mut self, viewer: ViewerId) -> Option<String> {
         let stream = self.index.remove(&viewer)?;
@@ -296,25 +372,14 @@ impl Fanout {
         let Some(entry) = self.streams.get_mut(stream) else {
             return;
         };
-        let nackable = pkt.kind == MediaKind::Video;
         for viewer in &mut entry.viewers {
             let Some(track) = viewer.tracks.iter_mut().find(|t| t.track.kind == pkt.kind) else {
                 continue;
             };
             match track.rewrite(pkt) {
-                Ok((pt, seq, timestamp)) => {
+                Ok(rewritten) => {
                     self.stats.forwarded += 1;
-                    out.push(Forward {
-                        viewer: viewer.id,
-                        mid: track.track.mid,
-                        pt,
-                        seq,
-                        timestamp,
-                        marker: pkt.marker,
-                        nackable,
-                        wallclock: pkt.arrival,
-                        payload: pkt.payload.clone(),
-                    });
+                    out.push(make_forward(viewer.id, track, pkt, rewritten));
                 }
                 Err(Drop::NoPt) => self.stats.dropped_no_pt += 1,
                 Err(Drop::WaitingKeyframe) => self.stats.dropped_waiting_keyframe += 1,
@@ -353,8 +418,6 @@ impl Fanout {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
 
     const VIDEO_PT: u8 = 96;
@@ -951,6 +1014,53 @@ mod tests {
             fanout.keyframes_wanted(clock.at(2_000), retry),
             vec!["v1".to_owned()]
         );
+    }
+
+    #[test]
+    fn prefix_starts_a_late_viewer_at_the_cached_keyframe_then_continues_live() {
+        let clock = Clock::new();
+        let mut fanout = Fanout::new();
+        fanout.add_viewer(STREAM, ViewerId(1), vec![video_track(0, 0)], clock.at(0));
+        let gop: Vec<Arc<SourcePacket>> = (0..4u64)
+            .map(|i| Arc::new(video(100 + i, (i as u32) * 3000, i == 0, clock.at(i * 33))))
+            .collect();
+        for p in &gop {
+            fwd(&mut fanout, STREAM, p);
+        }
+        // Viewer 2 joins with the cached group; packet 103 is also still queued live.
+        let mut out = Vec::new();
+        let waits = fanout.add_viewer_with_prefix(
+            STREAM,
+            ViewerId(2),
+            vec![video_track(500, 7)],
+            &gop,
+            clock.at(140),
+            &mut out,
+        );
+        assert!(!waits);
+        let got: Vec<(u64, u32)> = out.iter().map(|f| (f.seq, f.timestamp)).collect();
+        assert_eq!(got, vec![(500, 7), (501, 3007), (502, 6007), (503, 9007)]);
+        assert!(out.iter().all(|f| f.viewer == ViewerId(2)));
+        let out = fwd(&mut fanout, STREAM, &gop[3]);
+        assert_eq!(out.len(), 1, "the duplicate reaches only viewer 1");
+        let out = fwd(
+            &mut fanout,
+            STREAM,
+            &video(104, 12_000, false, clock.at(150)),
+        );
+        let got: Vec<(ViewerId, u64)> = out.iter().map(|f| (f.viewer, f.seq)).collect();
+        assert_eq!(got, vec![(ViewerId(1), 4), (ViewerId(2), 504)]);
+        // Without a keyframe in the prefix the viewer waits as usual.
+        let mut out = Vec::new();
+        assert!(fanout.add_viewer_with_prefix(
+            STREAM,
+            ViewerId(3),
+            vec![video_track(0, 0)],
+            &gop[1..],
+            clock.at(160),
+            &mut out
+        ));
+        assert!(out.is_empty());
     }
 
     #[test]

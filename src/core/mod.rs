@@ -41,10 +41,12 @@
 mod codec;
 mod fanout;
 mod keyframe;
+mod keyframe_cache;
 mod packet;
 
 pub use codec::{CodecKind, is_keyframe_start};
 pub use fanout::{Fanout, FanoutStats};
 pub use keyframe::KeyframeLimiter;
+pub use keyframe_cache::KeyframeCache;
 pub use packet::{Forward, SourcePacket, ViewerId, ViewerTrack};
 pub use str0m::media::MediaKind;

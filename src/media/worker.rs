@@ -660,12 +660,29 @@ impl Worker {
             }
             *joined = true;
             let shared = s.shared.clone();
-            let wants_keyframe =
-                self.fanout
-                    .add_viewer(&shared.name, ViewerId(key), tracks.clone(), now);
-            if self.fanout.viewer_count(&shared.name) == 1 {
-                shared.set_viewer_worker(self.index, true);
+            let tracks = tracks.clone();
+            // Bit first, cache second (see `StreamShared::keyframe_snapshot`): every
+            // source packet then reaches this viewer from the cache, live, or both.
+            shared.set_viewer_worker(self.index, true);
+            let prefix = shared.keyframe_snapshot();
+            let mut forwards = std::mem::take(&mut self.forwards);
+            forwards.clear();
+            let wants_keyframe = self.fanout.add_viewer_with_prefix(
+                &shared.name,
+                ViewerId(key),
+                tracks,
+                &prefix,
+                now,
+                &mut forwards,
+            );
+            if !forwards.is_empty() {
+                debug!(
+                    packets = forwards.len(),
+                    "viewer starts from the keyframe cache"
+                );
             }
+            self.write_forwards(&mut forwards);
+            self.forwards = forwards;
             if wants_keyframe {
                 self.deferred.push_back(Deferred::WantKeyframe(shared));
             }
@@ -700,8 +717,13 @@ impl Worker {
         let mut forwards = std::mem::take(&mut self.forwards);
         forwards.clear();
         self.fanout.forward(stream, pkt, &mut forwards);
-        let now = pkt.arrival;
+        self.write_forwards(&mut forwards);
+        self.forwards = forwards;
+    }
+
+    fn write_forwards(&mut self, forwards: &mut Vec<Forward>) {
         for f in forwards.drain(..) {
+            let now = f.wallclock;
             let key = f.viewer.0;
             self.counters
                 .forwarded_packets
@@ -727,7 +749,6 @@ impl Worker {
                 Ok(())
             });
         }
-        self.forwards = forwards;
     }
 
     fn request_keyframe_local(&mut self, stream: &str, now: Instant) {

@@ -29,7 +29,7 @@
 
 mod check;
 pub mod frag;
-mod parse;
+pub(crate) mod parse;
 
 #[cfg(test)]
 mod tests;

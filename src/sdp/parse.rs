@@ -38,7 +38,7 @@ pub fn parse_offer(body: &[u8]) -> Result<Offer, SdpError> {
 /// errors too, but its peekable line iterator does not keep the error: the parser then
 /// reads on past the bad line and can hit an `assert_eq!` (a panic) on the next one, e.g.
 /// `v=0`, `junk`, `a=x`. Checking here first means sdp-types never sees such a line.
-fn normalise(text: &str) -> Result<String, SdpError> {
+pub(crate) fn normalise(text: &str) -> Result<String, SdpError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut out = String::with_capacity(text.len() + 64);
     // Numbered by `\n` lines, as the sender wrote them; a lone `\r` also ends a line.
@@ -259,7 +259,7 @@ fn summarise_media(m: &Media, sattrs: &[Attribute]) -> OfferedMedia {
 }
 
 /// The codecs of one m-line in `fmt` order, RTX folded into the codec it repairs.
-fn codecs_of(m: &Media) -> Vec<OfferedCodec> {
+pub(crate) fn codecs_of(m: &Media) -> Vec<OfferedCodec> {
     let attrs = &m.attributes;
 
     let mut pts: Vec<u8> = Vec::new();

@@ -1,0 +1,312 @@
+//! The keyframe cache of a source that cannot be asked for a keyframe (an RTP camera).
+//!
+//! It keeps every video packet from the last keyframe start on (the group of pictures
+//! up to now), bounded in bytes. A new viewer is started from it: the keyframe first,
+//! then the frames that depend on it, then live packets, with no gap in between, so the
+//! viewer decodes at once instead of waiting up to a whole keyframe interval. When a
+//! group grows over the bound the cache empties until the next keyframe (viewers then
+//! wait for it, as they would without a cache).
+//!
+//! H.264: SPS and PPS seen in the stream (single NAL units or inside STAP-A) or given
+//! as `sprop-parameter-sets` are remembered; when a keyframe starts with an IDR without
+//! an SPS in front, a STAP-A with the remembered SPS and PPS is put before it, numbered
+//! one below the IDR's sequence number and with its timestamp.
+
+use std::sync::Arc;
+
+use super::codec::CodecKind;
+use super::packet::SourcePacket;
+
+const NAL_SPS: u8 = 7;
+const NAL_PPS: u8 = 8;
+const NAL_STAP_A: u8 = 24;
+
+/// Bounded cache of the last group of pictures of one video source.
+#[derive(Debug, Clone, Default)]
+pub struct KeyframeCache {
+    codec: Option<CodecKind>,
+    limit: usize,
+    packets: Vec<Arc<SourcePacket>>,
+    bytes: usize,
+    sps: Option<Vec<u8>>,
+    pps: Option<Vec<u8>>,
+    /// Parameter-set packets put in front of IDRs so far.
+    pub injected: u64,
+    /// Groups dropped for being over the bound.
+    pub overflows: u64,
+}
+
+impl KeyframeCache {
+    /// A cache for a source of `codec`, holding at most `limit` payload bytes. A limit
+    /// of 0 keeps nothing.
+    pub fn new(codec: CodecKind, limit: usize) -> Self {
+        Self {
+            codec: Some(codec),
+            limit,
+            ..Self::default()
+        }
+    }
+
+    /// Takes the H.264 parameter sets of an fmtp's `sprop-parameter-sets`.
+    pub fn set_sprop(&mut self, fmtp: &str) {
+        let Some(value) = fmtp.split(';').find_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            k.trim()
+                .eq_ignore_ascii_case("sprop-parameter-sets")
+                .then(|| v.trim())
+        }) else {
+            return;
+        };
+        for nal in value.split(',').filter_map(base64_decode) {
+            self.learn_nal(&nal);
+        }
+    }
+
+    /// True when the cache holds a keyframe to start a viewer from.
+    pub fn is_ready(&self) -> bool {
+        !self.packets.is_empty()
+    }
+
+    /// The packets a new viewer starts with (shared, not copied).
+    pub fn snapshot(&self) -> Vec<Arc<SourcePacket>> {
+        self.packets.clone()
+    }
+
+    /// Payload bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn learn_nal(&mut self, nal: &[u8]) {
+        match nal.first().map(|b| b & 0x1f) {
+            Some(NAL_SPS) => self.sps = Some(nal.to_vec()),
+            Some(NAL_PPS) => self.pps = Some(nal.to_vec()),
+            _ => {}
+        }
+    }
+
+    /// Remembers parameter sets in an H.264 payload; returns true if it has an SPS.
+    fn learn_h264(&mut self, payload: &[u8]) -> bool {
+        let Some(&header) = payload.first() else {
+            return false;
+        };
+        match header & 0x1f {
+            NAL_SPS | NAL_PPS => {
+                self.learn_nal(payload);
+                header & 0x1f == NAL_SPS
+            }
+            NAL_STAP_A => {
+                let mut has_sps = false;
+                let mut rest = payload.get(1..).unwrap_or_default();
+                while let [hi, lo, tail @ ..] = rest {
+                    let size = usize::from(u16::from_be_bytes([*hi, *lo]));
+                    let Some(nal) = tail.get(..size) else { break };
+                    has_sps |= nal.first().is_some_and(|b| b & 0x1f == NAL_SPS);
+                    self.learn_nal(nal);
+                    rest = tail.get(size..).unwrap_or_default();
+                }
+                has_sps
+            }
+            _ => false,
+        }
+    }
+
+    fn parameter_sets_packet(&self, idr: &SourcePacket) -> Option<SourcePacket> {
+        let (sps, pps) = (self.sps.as_ref()?, self.pps.as_ref()?);
+        let mut p = Vec::with_capacity(sps.len() + pps.len() + 5);
+        // STAP-A header: F=0, NRI of the SPS, type 24.
+        p.push((sps.first().copied().unwrap_or(0x67) & 0x60) | NAL_STAP_A);
+        for nal in [sps, pps] {
+            p.extend_from_slice(&u16::try_from(nal.len()).ok()?.to_be_bytes());
+            p.extend_from_slice(nal);
+        }
+        Some(SourcePacket {
+            seq: idr.seq.checked_sub(1)?,
+            marker: false,
+            keyframe_start: true,
+            payload: Arc::from(p),
+            ..idr.clone()
+        })
+    }
+
+    fn clear(&mut self) {
+        self.packets.clear();
+        self.bytes = 0;
+    }
+
+    /// Adds a video packet of the source (in arrival order).
+    pub fn push(&mut self, pkt: &Arc<SourcePacket>) {
+        let h264 = self.codec == Some(CodecKind::H264);
+        let has_sps = h264 && self.learn_h264(&pkt.payload);
+        if self.limit == 0 {
+            return;
+        }
+        let same_epoch = self.packets.first().is_none_or(|p| p.epoch == pkt.epoch);
+        let continues_keyframe = self
+            .packets
+            .last()
+            .is_some_and(|p| p.timestamp == pkt.timestamp && same_epoch);
+        if pkt.keyframe_start && !continues_keyframe {
+            self.clear();
+            if h264
+                && !has_sps
+                && let Some(ps) = self.parameter_sets_packet(pkt)
+            {
+                self.injected += 1;
+                self.bytes += ps.payload.len();
+                self.packets.push(Arc::new(ps));
+            }
+        } else if self.packets.is_empty() || !same_epoch {
+            self.clear();
+            return;
+        }
+        self.bytes += pkt.payload.len();
+        if self.bytes > self.limit {
+            self.overflows += 1;
+            self.clear();
+            return;
+        }
+        self.packets.push(pkt.clone());
+    }
+}
+
+/// Standard base64 (padding optional); None on any bad character.
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.trim().bytes().filter(|&c| c != b'=') {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use str0m::media::MediaKind;
+
+    use super::*;
+
+    fn pkt(seq: u64, ts: u32, payload: &[u8], keyframe_start: bool) -> Arc<SourcePacket> {
+        Arc::new(SourcePacket {
+            kind: MediaKind::Video,
+            pt: 96,
+            seq,
+            timestamp: ts,
+            marker: false,
+            keyframe_start,
+            epoch: 0,
+            arrival: Instant::now(),
+            payload: Arc::from(payload),
+        })
+    }
+
+    #[test]
+    fn keeps_the_group_from_the_last_keyframe() {
+        let mut c = KeyframeCache::new(CodecKind::Vp8, 1 << 20);
+        c.push(&pkt(1, 0, &[1], false));
+        assert!(!c.is_ready());
+        c.push(&pkt(2, 0, &[1], true));
+        c.push(&pkt(3, 0, &[1], false));
+        c.push(&pkt(4, 3000, &[1], false));
+        assert_eq!(
+            c.snapshot().iter().map(|p| p.seq).collect::<Vec<_>>(),
+            vec![2, 3, 4]
+        );
+        c.push(&pkt(5, 6000, &[1], true));
+        assert_eq!(
+            c.snapshot().iter().map(|p| p.seq).collect::<Vec<_>>(),
+            vec![5]
+        );
+    }
+
+    #[test]
+    fn a_second_keyframe_start_packet_of_the_same_frame_does_not_restart() {
+        let mut c = KeyframeCache::new(CodecKind::H264, 1 << 20);
+        c.push(&pkt(10, 0, &[0x78, 0, 2, 0x67, 1, 0, 1, 0x68], true)); // STAP-A SPS+PPS
+        c.push(&pkt(11, 0, &[0x65, 0x88], true)); // IDR, same frame
+        assert_eq!(c.snapshot().len(), 2);
+        assert_eq!(c.injected, 0);
+    }
+
+    #[test]
+    fn overflow_empties_until_the_next_keyframe() {
+        let mut c = KeyframeCache::new(CodecKind::Vp8, 10);
+        c.push(&pkt(1, 0, &[0; 6], true));
+        c.push(&pkt(2, 1, &[0; 6], false));
+        assert!(!c.is_ready());
+        c.push(&pkt(3, 2, &[0; 1], false));
+        assert!(!c.is_ready());
+        assert_eq!(c.overflows, 1);
+        c.push(&pkt(4, 3, &[0; 6], true));
+        assert!(c.is_ready());
+    }
+
+    #[test]
+    fn epoch_change_without_keyframe_empties() {
+        let mut c = KeyframeCache::new(CodecKind::Vp8, 1 << 20);
+        c.push(&pkt(1, 0, &[0], true));
+        let mut p = (*pkt(2, 1, &[0], false)).clone();
+        p.epoch = 1;
+        c.push(&Arc::new(p));
+        assert!(!c.is_ready());
+    }
+
+    #[test]
+    fn sprop_parameter_sets_go_before_an_idr_that_lacks_them() {
+        let mut c = KeyframeCache::new(CodecKind::H264, 1 << 20);
+        c.set_sprop("packetization-mode=1; sprop-parameter-sets=Z0LAHtkA,aMuDyyA=");
+        c.push(&pkt(100, 9000, &[0x65, 0x88, 1], true));
+        let s = c.snapshot();
+        assert_eq!(s.len(), 2);
+        assert_eq!(
+            (s[0].seq, s[0].timestamp, s[0].keyframe_start),
+            (99, 9000, true)
+        );
+        let p = &s[0].payload;
+        assert_eq!(p[0] & 0x1f, 24);
+        assert_eq!(&p[1..3], &[0, 6]);
+        assert_eq!(p[3], 0x67);
+        assert!(crate::core::is_keyframe_start(CodecKind::H264, p));
+        assert_eq!(c.injected, 1);
+    }
+
+    #[test]
+    fn parameter_sets_learned_from_the_stream_are_reused() {
+        let mut c = KeyframeCache::new(CodecKind::H264, 1 << 20);
+        c.push(&pkt(1, 0, &[0x67, 0x42], true));
+        c.push(&pkt(2, 0, &[0x68, 0xce], false));
+        c.push(&pkt(3, 0, &[0x65, 0x88], true));
+        assert_eq!(c.injected, 0);
+        c.push(&pkt(50, 90_000, &[0x65, 0x88], true));
+        assert_eq!(c.injected, 1);
+        assert_eq!(
+            &c.snapshot()[0].payload[..],
+            &[0x78, 0, 2, 0x67, 0x42, 0, 2, 0x68, 0xce]
+        );
+    }
+
+    #[test]
+    fn base64_round_trip_and_garbage() {
+        assert_eq!(
+            base64_decode("aMuDyyA="),
+            Some(vec![0x68, 0xcb, 0x83, 0xcb, 0x20])
+        );
+        assert_eq!(base64_decode("!!"), None);
+        assert_eq!(base64_decode(""), None);
+    }
+}

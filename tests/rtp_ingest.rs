@@ -1,0 +1,584 @@
+//! RTP ingest end to end: a camera stand-in (ffmpeg, GStreamer, or crafted packets)
+//! pushes plain RTP to a configured stream of a real wishd on 127.0.0.1, and str0m
+//! WHEP viewers receive it. Each test names the behaviour it proves.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use wishd::client::{ClientError, ReceivedPacket, VideoCodec, ViewerOptions, WhepViewer};
+use wishd::config::{RtpEntry, RtpMediumEntry};
+use wishd::core::MediaKind;
+use wishd::ingest::IngestCounters;
+
+/// Two consecutive free UDP ports on loopback (RTP and RTCP), starting at an even one.
+fn free_port_pair() -> u16 {
+    for _ in 0..200 {
+        let Ok(s) = UdpSocket::bind("127.0.0.1:0") else {
+            continue;
+        };
+        let Ok(addr) = s.local_addr() else { continue };
+        let p = addr.port() & !1;
+        drop(s);
+        if p > 1024
+            && UdpSocket::bind(("127.0.0.1", p)).is_ok()
+            && UdpSocket::bind(("127.0.0.1", p + 1)).is_ok()
+        {
+            return p;
+        }
+    }
+    panic!("no free UDP port pair on 127.0.0.1");
+}
+
+/// The tool must be installed: CI installs it (.ci/run); on a dev box the test fails
+/// with the install hint instead of silently passing.
+fn require_tool(tool: &str, package: &str) {
+    let found = Command::new(tool)
+        .arg(if tool == "ffmpeg" {
+            "-version"
+        } else {
+            "--version"
+        })
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    assert!(
+        found,
+        "{tool} is not installed. Install it with: apt-get install -y --no-install-recommends {package}"
+    );
+}
+
+/// Kills the child (which this test started) when dropped.
+struct Tool(Child);
+
+impl Drop for Tool {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn h264_opus_entry(stream: &str, vport: u16, aport: u16) -> RtpEntry {
+    RtpEntry {
+        stream: stream.into(),
+        video: Some(RtpMediumEntry {
+            port: vport,
+            pt: 96,
+            rtpmap: "H264/90000".into(),
+            fmtp: "packetization-mode=1;profile-level-id=42e01f".into(),
+        }),
+        audio: Some(RtpMediumEntry {
+            port: aport,
+            pt: 111,
+            rtpmap: "opus/48000/2".into(),
+            fmtp: String::new(),
+        }),
+        ..RtpEntry::default()
+    }
+}
+
+/// The H.264 NAL unit types in a viewer's video payloads, in order (STAP-A opened,
+/// FU-A counted once at its start fragment).
+fn nal_types(video: &[ReceivedPacket]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for p in video {
+        let pl = &p.payload[..];
+        match pl.first().map(|b| b & 0x1f) {
+            Some(24) => {
+                let mut rest = &pl[1..];
+                while rest.len() >= 2 {
+                    let n = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+                    if let Some(nal) = rest.get(2..2 + n) {
+                        if let Some(h) = nal.first() {
+                            out.push(h & 0x1f);
+                        }
+                        rest = &rest[2 + n..];
+                    } else {
+                        break;
+                    }
+                }
+            }
+            Some(28) if pl.get(1).is_some_and(|h| h & 0x80 != 0) => out.push(pl[1] & 0x1f),
+            Some(28) => {}
+            Some(t) => out.push(t),
+            None => {}
+        }
+    }
+    out
+}
+
+fn video_of(got: &[ReceivedPacket]) -> Vec<ReceivedPacket> {
+    got.iter()
+        .filter(|p| p.kind == MediaKind::Video)
+        .cloned()
+        .collect()
+}
+
+/// Arrival of the packet that completes the first keyframe (marker bit on the IDR's
+/// access unit), i.e. when the viewer can decode its first picture.
+fn first_keyframe_complete(video: &[ReceivedPacket]) -> Option<Instant> {
+    let first = video.first()?;
+    video
+        .iter()
+        .find(|p| p.timestamp == first.timestamp && p.marker)
+        .map(|p| p.at)
+}
+
+async fn view(url: &str) -> WhepViewer {
+    let v = WhepViewer::connect(url, ViewerOptions::default())
+        .await
+        .expect("WHEP POST");
+    v.wait_connected(common::CONNECT)
+        .await
+        .expect("viewer connects");
+    v
+}
+
+/// The viewer's H.264 starts decodable: SPS first, then PPS, then the first picture
+/// slice is an IDR (access unit delimiters and SEI may sit in between, as x264 and
+/// GStreamer send them).
+fn assert_starts_sps_pps_idr(video: &[ReceivedPacket], who: &str) {
+    let types = nal_types(video);
+    let shown = &types[..types.len().min(10)];
+    let first_vcl = types.iter().position(|t| (1..=5).contains(t));
+    let ok = types.iter().find(|t| !matches!(t, 6 | 9)) == Some(&7)
+        && first_vcl.is_some_and(|i| types[i] == 5 && types[..i].contains(&8));
+    assert!(
+        ok,
+        "{who}: NAL sequence starts with {shown:?}, not SPS, PPS, IDR"
+    );
+}
+
+fn counters_line(c: &IngestCounters) -> String {
+    format!(
+        "packets {} dropped: sender {} malformed {} oversized {} duplicate {} late {} unknown-pt {}; ssrc changes {}; sender reports {}",
+        c.packets.load(Ordering::Relaxed),
+        c.dropped_sender.load(Ordering::Relaxed),
+        c.dropped_malformed.load(Ordering::Relaxed),
+        c.dropped_oversized.load(Ordering::Relaxed),
+        c.dropped_duplicate.load(Ordering::Relaxed),
+        c.dropped_late.load(Ordering::Relaxed),
+        c.dropped_unknown_pt.load(Ordering::Relaxed),
+        c.ssrc_changes.load(Ordering::Relaxed),
+        c.sender_reports.load(Ordering::Relaxed),
+    )
+}
+
+fn write_sdp(name: &str, text: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("wishd-{}-{name}.sdp", std::process::id()));
+    std::fs::write(&path, text).expect("write sdp file");
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffmpeg_camera_with_4s_keyframes_reaches_viewers_and_a_late_viewer_starts_within_300ms() {
+    require_tool("ffmpeg", "ffmpeg");
+    let (vport, aport) = (free_port_pair(), free_port_pair());
+    // The SDP file as Debian's ffmpeg 5.1 writes it with -sdp_file (no sprop and no
+    // profile-level-id: ffmpeg puts the parameter sets in band, STAP-A before each IDR).
+    let sdp = write_sdp(
+        "ffmpeg",
+        &format!(
+            "v=0\no=- 0 0 IN IP4 127.0.0.1\ns=No Name\nc=IN IP4 127.0.0.1\nt=0 0\na=tool:libavformat\n\
+             m=video {vport} RTP/AVP 96\nb=AS:1000\na=rtpmap:96 H264/90000\na=fmtp:96 packetization-mode=1\n\
+             m=audio {aport} RTP/AVP 111\nb=AS:64\na=rtpmap:111 opus/48000/2\na=fmtp:111 sprop-stereo=1\n"
+        ),
+    );
+    let server = common::start_with(|c| {
+        c.rtp
+            .push(RtpEntry::from_flag(&format!("cam={}", sdp.display())).unwrap());
+    })
+    .await;
+    let url = format!("{}/whep/cam", server.base_url());
+    let ffmpeg = Command::new("ffmpeg")
+        .args(["-nostdin", "-loglevel", "error", "-re"])
+        .args([
+            "-t",
+            "12",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x180:rate=30",
+        ])
+        .args([
+            "-t",
+            "12",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+        ])
+        .args([
+            "-map",
+            "0:v",
+            "-c:v",
+            "libx264",
+            "-profile:v",
+            "baseline",
+            "-preset",
+            "ultrafast",
+        ])
+        .args([
+            "-tune",
+            "zerolatency",
+            "-g",
+            "120",
+            "-keyint_min",
+            "120",
+            "-sc_threshold",
+            "0",
+        ])
+        .args([
+            "-bf",
+            "0",
+            "-pix_fmt",
+            "yuv420p",
+            "-b:v",
+            "500k",
+            "-payload_type",
+            "96",
+        ])
+        .args([
+            "-f",
+            "rtp",
+            &format!("rtp://127.0.0.1:{vport}?pkt_size=1200"),
+        ])
+        .args([
+            "-map", "1:a", "-c:a", "libopus", "-b:a", "64k", "-ar", "48000", "-ac", "2",
+        ])
+        .args([
+            "-payload_type",
+            "111",
+            "-f",
+            "rtp",
+            &format!("rtp://127.0.0.1:{aport}?pkt_size=1200"),
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("ffmpeg starts");
+    let _ffmpeg = Tool(ffmpeg);
+    let counters = server.rtp_ingests()[0].counters.clone();
+    let started = Instant::now();
+
+    // The first viewer joins as the camera starts.
+    let first = view(&url).await;
+    first
+        .wait_for(Duration::from_secs(10), |p| {
+            p.iter().filter(|p| p.kind == MediaKind::Video).count() > 30
+                && p.iter().filter(|p| p.kind == MediaKind::Audio).count() > 20
+        })
+        .await
+        .expect("video and opus reach the first viewer");
+    assert_starts_sps_pps_idr(&video_of(&first.received()), "first viewer");
+
+    // The late viewer joins 3 s into the 4 s keyframe interval.
+    let at = started + Duration::from_secs(3);
+    tokio::time::sleep_until(at.into()).await;
+    let late = view(&url).await;
+    late.wait_for(Duration::from_secs(10), |p| {
+        p.iter().any(|p| p.kind == MediaKind::Video && p.marker)
+            && p.iter().filter(|p| p.kind == MediaKind::Audio).count() > 10
+    })
+    .await
+    .expect("media reaches the late viewer");
+    let video = video_of(&late.received());
+    assert_starts_sps_pps_idr(&video, "late viewer");
+    let decodable = first_keyframe_complete(&video).expect("a complete first keyframe");
+    let startup = decodable.duration_since(late.post_sent_at());
+    println!(
+        "instant start: WHEP POST to first decodable keyframe = {} ms (joined {:.1} s into a 4 s keyframe interval)",
+        startup.as_millis(),
+        late.post_sent_at().duration_since(started).as_secs_f64()
+    );
+    println!("ffmpeg ingest counters: {}", counters_line(&counters));
+    assert!(
+        startup < Duration::from_millis(300),
+        "first keyframe after {startup:?}, goal is under 300 ms"
+    );
+    // Let the viewer's NACKs repair what the start burst lost, then look at the numbers.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let video = video_of(&late.received());
+    // Sequence numbers are continuous from the cached keyframe into the live packets:
+    // every number appears (a burst loss at the viewer is repaired by its NACKs, which
+    // is why some arrive out of order).
+    let seqs: Vec<u64> = video.iter().map(|p| p.seq).collect();
+    let reordered = seqs.windows(2).filter(|w| w[1] != w[0] + 1).count();
+    let mut sorted = seqs.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let (lo, hi) = (sorted[0], sorted[sorted.len() - 1]);
+    let missing = (lo..hi.saturating_sub(20))
+        .filter(|s| sorted.binary_search(s).is_err())
+        .count();
+    println!(
+        "late viewer: {} video packets, {} out of order (NACK repairs), {missing} missing",
+        seqs.len(),
+        reordered
+    );
+    // The start burst (the whole cached group at once) can lose packets at the viewer
+    // that its NACKs do not always bring back (known issue: pace the burst). What must
+    // hold is that the first keyframe itself is complete, i.e. decodable.
+    let first_ts = video[0].timestamp;
+    let mut key: Vec<u64> = video
+        .iter()
+        .filter(|p| p.timestamp == first_ts)
+        .map(|p| p.seq)
+        .collect();
+    key.sort_unstable();
+    key.dedup();
+    assert_eq!(
+        key.len() as u64,
+        key[key.len() - 1] - key[0] + 1,
+        "the first keyframe has holes"
+    );
+    assert_eq!(counters.dropped_malformed.load(Ordering::Relaxed), 0);
+    server.shutdown().await;
+    let _ = std::fs::remove_file(sdp);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gstreamer_camera_reaches_a_viewer_with_sps_pps_idr_and_opus() {
+    require_tool(
+        "gst-launch-1.0",
+        "gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly",
+    );
+    let (vport, aport) = (free_port_pair(), free_port_pair());
+    let server = common::start_with(|c| c.rtp.push(h264_opus_entry("gst", vport, aport))).await;
+    let pipeline = format!(
+        "videotestsrc is-live=true num-buffers=300 ! video/x-raw,width=320,height=180,framerate=30/1 ! videoconvert \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 bframes=0 bitrate=500 ! video/x-h264,profile=constrained-baseline \
+         ! rtph264pay pt=96 config-interval=-1 mtu=1200 aggregate-mode=zero-latency ! udpsink host=127.0.0.1 port={vport} \
+         audiotestsrc is-live=true samplesperbuffer=960 num-buffers=500 ! audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=2 \
+         ! opusenc bitrate=64000 frame-size=20 ! rtpopuspay pt=111 mtu=1200 ! udpsink host=127.0.0.1 port={aport}"
+    );
+    let gst = Command::new("gst-launch-1.0")
+        .arg("-q")
+        .args(pipeline.split_whitespace())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("gst-launch-1.0 starts");
+    let _gst = Tool(gst);
+    let v = view(&format!("{}/whep/gst", server.base_url())).await;
+    v.wait_for(Duration::from_secs(10), |p| {
+        p.iter().filter(|p| p.kind == MediaKind::Video).count() > 30
+            && p.iter().filter(|p| p.kind == MediaKind::Audio).count() > 20
+    })
+    .await
+    .expect("video and opus reach the viewer");
+    let video = video_of(&v.received());
+    assert_starts_sps_pps_idr(&video, "gstreamer viewer");
+    println!(
+        "gstreamer ingest counters: {}",
+        counters_line(&server.rtp_ingests()[0].counters)
+    );
+    server.shutdown().await;
+}
+
+/// A crafted H.264 camera on loopback.
+struct Camera {
+    socket: UdpSocket,
+    to: SocketAddr,
+    ssrc: u32,
+    seq: u16,
+    ts: u32,
+}
+
+impl Camera {
+    fn new(from: &str, to: SocketAddr, ssrc: u32, seq: u16) -> Camera {
+        let socket = UdpSocket::bind(from).expect("bind camera socket");
+        Camera {
+            socket,
+            to,
+            ssrc,
+            seq,
+            ts: 1000,
+        }
+    }
+
+    fn packet(&self, seq: u16, marker: bool, payload: &[u8]) -> Vec<u8> {
+        let mut v = vec![0x80, 96 | if marker { 0x80 } else { 0 }];
+        v.extend_from_slice(&seq.to_be_bytes());
+        v.extend_from_slice(&self.ts.to_be_bytes());
+        v.extend_from_slice(&self.ssrc.to_be_bytes());
+        v.extend_from_slice(payload);
+        v
+    }
+
+    fn send_raw(&self, data: &[u8]) {
+        let _ = self.socket.send_to(data, self.to);
+    }
+
+    /// One frame as its packets (keyframe: SPS, PPS, IDR), sequence numbers advanced.
+    fn frame(&mut self, key: bool) -> Vec<Vec<u8>> {
+        let nals: Vec<Vec<u8>> = if key {
+            vec![
+                vec![0x67, 0x42, 0xe0, 0x1f],
+                vec![0x68, 0xce, 0x3c, 0x80],
+                vec![0x65, 0x88, 0x84, 0x21],
+            ]
+        } else {
+            vec![vec![0x41, 0x9a, 0x02], vec![0x41, 0x1a, 0x04]]
+        };
+        let n = nals.len();
+        let out = nals
+            .iter()
+            .enumerate()
+            .map(|(i, nal)| self.packet(self.seq.wrapping_add(i as u16), i + 1 == n, nal))
+            .collect();
+        self.seq = self.seq.wrapping_add(n as u16);
+        self.ts = self.ts.wrapping_add(3000);
+        out
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crafted_camera_loss_reorder_duplicates_garbage_wrong_sender_and_ssrc_change() {
+    let vport = free_port_pair();
+    let server = common::start_with(|c| {
+        let mut e = h264_opus_entry("crafted", vport, free_port_pair());
+        e.allowed_sender = Some("127.0.0.1".parse().unwrap());
+        c.rtp.push(e);
+    })
+    .await;
+    let to: SocketAddr = ([127, 0, 0, 1], vport).into();
+    let counters = server.rtp_ingests()[0].counters.clone();
+    let url = format!("{}/whep/crafted", server.base_url());
+
+    // A viewer that cannot take H.264 is refused with 422 naming the codec.
+    let refused = WhepViewer::connect(
+        &url,
+        ViewerOptions {
+            video_codecs: vec![VideoCodec::Vp8],
+            ..ViewerOptions::default()
+        },
+    )
+    .await;
+    match refused {
+        Err(ClientError::Status { status: 422, body }) => assert!(body.contains("H264"), "{body}"),
+        Err(e) => panic!("expected 422, got {e}"),
+        Ok(_) => panic!("expected 422, got a session"),
+    }
+
+    let mut cam = Camera::new("127.0.0.1:0", to, 0x1111, 65_500);
+    for p in cam.frame(true) {
+        cam.send_raw(&p);
+    }
+    let v = view(&url).await;
+    // Live frames with loss (a dropped packet), reordering, duplicates and junk.
+    for i in 0..40 {
+        let frame = cam.frame(false);
+        match i % 5 {
+            0 => cam.send_raw(&frame[1]), // first packet lost
+            1 => {
+                cam.send_raw(&frame[1]);
+                cam.send_raw(&frame[0]); // reordered
+            }
+            2 => {
+                for p in frame.iter().chain(frame.iter()) {
+                    cam.send_raw(p); // duplicated
+                }
+            }
+            _ => {
+                for p in &frame {
+                    cam.send_raw(p);
+                }
+            }
+        }
+        cam.send_raw(&[0x80, 96, 0]); // truncated
+        cam.send_raw(&[0x13; 40]); // garbage (RTP version 0)
+        cam.send_raw(&cam.packet(cam.seq, false, &[0x41; 3000])); // oversized
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A sender that is not allowed.
+    let intruder = Camera::new("127.0.0.2:0", to, 0x2222, 1);
+    intruder.send_raw(&intruder.packet(1, true, &[0x65, 0x88]));
+    v.wait_for(Duration::from_secs(5), |p| p.len() >= 60)
+        .await
+        .expect("the viewer keeps getting video");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = v.received().len();
+
+    // The camera reboots: new SSRC, new numbering, a keyframe first.
+    let mut cam = Camera::new("127.0.0.1:0", to, 0x3333, 7);
+    for i in 0..10 {
+        for p in cam.frame(i == 0) {
+            cam.send_raw(&p);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    v.wait_for(Duration::from_secs(5), |p| p.len() >= before + 20)
+        .await
+        .expect("the viewer keeps playing after the SSRC change");
+    let got = video_of(&v.received());
+    assert_starts_sps_pps_idr(&got, "crafted viewer");
+    let after: Vec<&ReceivedPacket> = got[before..].iter().collect();
+    assert_eq!(
+        after[0].payload[0] & 0x1f,
+        7,
+        "after the reboot the viewer restarts at the keyframe"
+    );
+    assert_eq!(
+        after[0].seq,
+        got[before - 1].seq + 1,
+        "numbering continues across the SSRC change"
+    );
+    // Twice the same SSRC for the viewer: the rewriting hides the camera's reboot.
+    assert_eq!(after[0].ssrc, got[0].ssrc);
+
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    println!("crafted ingest counters: {}", counters_line(&counters));
+    let c = &counters;
+    assert_eq!(c.dropped_sender.load(Ordering::Relaxed), 1);
+    assert_eq!(c.dropped_malformed.load(Ordering::Relaxed), 80);
+    assert_eq!(c.dropped_oversized.load(Ordering::Relaxed), 40);
+    assert_eq!(c.dropped_duplicate.load(Ordering::Relaxed), 16);
+    assert_eq!(c.ssrc_changes.load(Ordering::Relaxed), 1);
+    assert!(c.online.load(Ordering::Relaxed));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_source_goes_offline_and_comes_back_and_whip_is_refused() {
+    let vport = free_port_pair();
+    let server = common::start_with(|c| {
+        c.rtp_timeout = Duration::from_millis(400);
+        c.rtp
+            .push(h264_opus_entry("quiet", vport, free_port_pair()));
+    })
+    .await;
+    let counters = server.rtp_ingests()[0].counters.clone();
+    let mut cam = Camera::new("127.0.0.1:0", ([127, 0, 0, 1], vport).into(), 9, 1);
+    for p in cam.frame(true) {
+        cam.send_raw(&p);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(counters.online.load(Ordering::Relaxed));
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(
+        !counters.online.load(Ordering::Relaxed),
+        "offline after the timeout"
+    );
+    for p in cam.frame(false) {
+        cam.send_raw(&p);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(counters.online.load(Ordering::Relaxed), "back by itself");
+
+    let offer =
+        wishd::client::publisher_offer(&wishd::client::PublisherOptions::default()).unwrap();
+    let r = wishd::client::http_request(
+        "POST",
+        &format!("{}/whip/quiet", server.base_url()),
+        &[("content-type", "application/sdp")],
+        offer.into_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 409, "{}", r.text());
+    server.shutdown().await;
+}
