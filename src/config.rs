@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::auth::Action;
+
 /// Errors while loading or validating the configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -68,6 +70,178 @@ pub struct Config {
     /// Seconds a WHEP client is told to wait (`Retry-After`) when the stream has no
     /// source yet. Default 2.
     pub retry_after_secs: u32,
+    /// Who may publish and play: policies, static tokens, JWT (the `[auth]` table).
+    pub auth: AuthConfig,
+    /// Origins allowed by CORS; `["*"]` (the default) allows every origin.
+    pub cors_origins: Vec<String>,
+    /// HTTPS listener (the `[https]` table); none by default.
+    pub https: Option<HttpsConfig>,
+    /// Limits for an internet-facing endpoint (the `[limits]` table).
+    pub limits: LimitsConfig,
+}
+
+/// Whether an action needs a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// Anyone may.
+    Open,
+    /// A bearer token with the right to the action on the stream is required.
+    Token,
+}
+
+/// A secret string (a token or an HMAC key): its `Debug` never shows the value.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+    /// The value itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// Authorization settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Policy for WHIP (publish). Default `token`.
+    #[serde(default = "policy_token")]
+    pub publish: Policy,
+    /// Policy for WHEP (play). Default `open`.
+    #[serde(default = "policy_open")]
+    pub play: Policy,
+    /// Accept a `?token=` query parameter (for players that cannot set headers).
+    /// Default false.
+    #[serde(default)]
+    pub query_token: bool,
+    /// Static tokens.
+    #[serde(default)]
+    pub tokens: Vec<StaticTokenConfig>,
+    /// JWT verification key and checks.
+    #[serde(default)]
+    pub jwt: Option<JwtConfig>,
+}
+
+fn policy_token() -> Policy {
+    Config::default().auth.publish
+}
+fn policy_open() -> Policy {
+    Config::default().auth.play
+}
+fn all_streams() -> Vec<String> {
+    vec!["*".into()]
+}
+fn all_actions() -> Vec<Action> {
+    vec![Action::Publish, Action::Play]
+}
+fn default_leeway() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// One static token, e.g. an OBS stream key.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticTokenConfig {
+    /// The token value.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// Or a file holding it (surrounding whitespace is ignored).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Stream names or globs (`*`, `?`) it is valid for. Default every stream.
+    #[serde(default = "all_streams")]
+    pub streams: Vec<String>,
+    /// Actions it allows. Default both.
+    #[serde(default = "all_actions")]
+    pub actions: Vec<Action>,
+}
+
+/// JWT verification: one key, which pins the algorithm.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// HS256 secret.
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    /// File holding the HS256 secret.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// PEM public key (RSA, EC P-256 or Ed25519).
+    #[serde(default)]
+    pub public_key_file: Option<PathBuf>,
+    /// Algorithm of the public key when it is not RS256, ES256 or EdDSA (e.g. ES384).
+    #[serde(default)]
+    pub algorithm: Option<String>,
+    /// Required `iss`.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Required `aud`.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`. Default 30 s.
+    #[serde(default = "default_leeway", with = "humantime_serde")]
+    pub leeway: Duration,
+}
+
+impl JwtConfig {
+    /// A JWT setting with only a secret file.
+    pub fn with_secret_file(path: PathBuf) -> JwtConfig {
+        JwtConfig {
+            secret: None,
+            secret_file: Some(path),
+            public_key_file: None,
+            algorithm: None,
+            issuer: None,
+            audience: None,
+            leeway: default_leeway(),
+        }
+    }
+}
+
+/// The HTTPS listener.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpsConfig {
+    /// Listen address.
+    pub addr: SocketAddr,
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// Limits for an internet-facing endpoint.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// POST/PATCH/DELETE requests allowed per client address per second (steady rate).
+    /// 0 turns the limit off.
+    pub requests_per_second: f64,
+    /// Burst of requests allowed above the steady rate.
+    pub burst: u32,
+    /// Maximum number of sessions; further POSTs get 503. 0 means no cap.
+    pub max_sessions: usize,
+    /// A request's headers must arrive within this time.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Config::default().limits
+    }
 }
 
 impl Default for Config {
@@ -82,7 +256,30 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(15),
             keyframe_request_interval: Duration::from_millis(500),
             retry_after_secs: 2,
+            auth: AuthConfig {
+                publish: Policy::Token,
+                play: Policy::Open,
+                query_token: false,
+                tokens: Vec::new(),
+                jwt: None,
+            },
+            cors_origins: vec!["*".into()],
+            https: None,
+            limits: LimitsConfig {
+                requests_per_second: 5.0,
+                burst: 20,
+                max_sessions: 10_000,
+                header_read_timeout: Duration::from_secs(10),
+            },
         }
+    }
+}
+
+impl Config {
+    /// Opens every action to everyone (`--dev`): no tokens at all.
+    pub fn open_everything(&mut self) {
+        self.auth.publish = Policy::Open;
+        self.auth.play = Policy::Open;
     }
 }
 
@@ -143,6 +340,23 @@ impl Config {
                     "public_ips: {ip} cannot be advertised as an ICE candidate"
                 )));
             }
+        }
+        for (n, t) in self.auth.tokens.iter().enumerate() {
+            if t.token.is_some() == t.token_file.is_some() {
+                return Err(ConfigError::Invalid(format!(
+                    "auth.tokens[{n}]: give exactly one of token and token_file"
+                )));
+            }
+        }
+        if self.cors_origins.is_empty() {
+            return Err(ConfigError::Invalid(
+                "cors_origins must name at least one origin or \"*\"".into(),
+            ));
+        }
+        if !self.limits.requests_per_second.is_finite() || self.limits.requests_per_second < 0.0 {
+            return Err(ConfigError::Invalid(
+                "limits.requests_per_second must be 0 or more".into(),
+            ));
         }
         if self.keyframe_request_interval.is_zero() {
             return Err(ConfigError::Invalid(

@@ -17,17 +17,17 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::config::{Config, ConfigError};
+use crate::auth::{Action, AuthSetupError, Authenticator};
+use crate::config::{Config, ConfigError, Policy, Secret, StaticTokenConfig};
 use crate::http::{self, AppState};
 use crate::media::{Media, MediaCounters, WorkerStats};
+use crate::ratelimit::RateLimiter;
 use crate::registry::{Registry, RegistryCounts};
 
 /// How long shutdown waits for HTTP connections and workers before giving up.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(4);
 /// How often stream grace periods are checked.
 const GRACE_TICK: Duration = Duration::from_millis(100);
-/// A request's headers must arrive within this time.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,9 @@ pub enum StartError {
     /// Bad configuration.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// Tokens or keys cannot be used.
+    #[error("authorization settings: {0}")]
+    Auth(#[from] AuthSetupError),
     /// A socket could not be bound.
     #[error("cannot bind {what} {addr}: {source}")]
     Bind {
@@ -55,6 +58,7 @@ pub struct Server {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
+    generated_token: Option<String>,
 }
 
 /// Everything a leak check needs, summed over the workers.
@@ -78,8 +82,25 @@ pub struct ServerStats {
 
 impl Server {
     /// Binds everything and starts serving on the current tokio runtime.
-    pub async fn start(config: Config) -> Result<Server, StartError> {
+    pub async fn start(mut config: Config) -> Result<Server, StartError> {
         config.validate()?;
+        let read = |p: &std::path::Path| std::fs::read(p);
+        let mut auth = Authenticator::new(&config.auth, &read)?;
+        // Secure by default: publishing needs a token, so make one when none is set.
+        let mut generated_token = None;
+        if auth.policy(Action::Publish) == Policy::Token
+            && !auth.has_credentials_for(Action::Publish)
+        {
+            let token = crate::auth::random_token();
+            config.auth.tokens.push(StaticTokenConfig {
+                token: Some(Secret::new(token.clone())),
+                token_file: None,
+                streams: vec!["*".into()],
+                actions: vec![Action::Publish],
+            });
+            auth = Authenticator::new(&config.auth, &read)?;
+            generated_token = Some(token);
+        }
         let registry = Arc::new(Registry::new(config.publisher_grace));
         let (media, workers) =
             Media::start(&config, registry.clone()).map_err(|source| StartError::Bind {
@@ -104,9 +125,19 @@ impl Server {
         let state = Arc::new(AppState {
             media: media.clone(),
             retry_after_secs: config.retry_after_secs,
+            auth,
+            cors_origins: config.cors_origins.clone(),
+            limiter: RateLimiter::new(config.limits.requests_per_second, config.limits.burst),
+            max_sessions: config.limits.max_sessions,
         });
+        let header_timeout = config.limits.header_read_timeout;
         let tasks = vec![
-            tokio::spawn(accept_loop(listener, state, stop_rx.clone())),
+            tokio::spawn(accept_loop(
+                listener,
+                state,
+                header_timeout,
+                stop_rx.clone(),
+            )),
             tokio::spawn(grace_clock(registry.clone(), media.clone(), stop_rx)),
         ];
         let server = Server {
@@ -116,6 +147,7 @@ impl Server {
             stop,
             tasks,
             workers,
+            generated_token,
         };
         server.log_banner(&config);
         Ok(server)
@@ -147,6 +179,24 @@ impl Server {
             config.publisher_grace, config.keyframe_request_interval
         ));
         info!("\n{}", lines.join("\n"));
+        if let Some(token) = &self.generated_token {
+            // The one place a token is logged: the operator needs it to publish.
+            info!(
+                "\nno publish token or JWT key is configured, so this one was generated for this run:\n  \
+                 OBS → Settings → Stream → Service: WHIP\n  \
+                 Server:            http://{host}/whip/<stream>\n  \
+                 Bearer Token:      {token}\n\
+                 Set your own with --publish-token or the [auth] config table."
+            );
+        }
+        if config.auth.publish == Policy::Open {
+            warn!("publishing is OPEN: anyone who reaches this server can publish any stream");
+        }
+    }
+
+    /// The publish token generated at start because none was configured.
+    pub fn generated_token(&self) -> Option<&str> {
+        self.generated_token.as_deref()
     }
 
     /// The bound HTTP address.
@@ -222,13 +272,18 @@ impl Server {
     }
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    header_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(header_timeout);
     loop {
         tokio::select! {
             _ = stop.changed() => break,
@@ -244,7 +299,8 @@ async fn accept_loop(listener: TcpListener, state: Arc<AppState>, mut stop: watc
                 };
                 let _ = stream.set_nodelay(true);
                 let state = state.clone();
-                let svc = service_fn(move |req| http::handle(state.clone(), req));
+                let ip = peer.ip();
+                let svc = service_fn(move |req| http::handle(state.clone(), ip, req));
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
                 let conn = graceful.watch(conn.into_owned());
                 tokio::spawn(async move {
