@@ -16,6 +16,7 @@
 //! | [`server`] | wiring it all together: `Server::start` and graceful shutdown |
 //! | [`auth`] | bearer tokens: header parsing, static tokens, JWT, stream globs, scopes |
 //! | [`ratelimit`] | per-address token buckets for POST/PATCH/DELETE |
+//! | [`tls`] | HTTPS: rustls config with ALPN, certificate reload, dev certificates |
 //! | [`client`] | WHIP/WHEP client peers built on str0m, for tests and tools |
 //!
 //! Panic policy: input from the network never panics the server. Errors are values;
@@ -32,3 +33,4 @@ pub mod ratelimit;
 pub mod registry;
 pub mod sdp;
 pub mod server;
+pub mod tls;

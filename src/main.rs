@@ -110,6 +110,19 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         private_key: Option<PathBuf>,
     },
+    /// Generate a local development CA and a server certificate signed by it.
+    ///
+    /// Writes ca.pem, ca.key, server.pem (leaf + CA) and server.key into --out. Trust
+    /// ca.pem in the browser or OS, then run with
+    /// --https 0.0.0.0:8443 --cert DIR/server.pem --key DIR/server.key.
+    Cert {
+        /// DNS name or IP address the certificate is for. Repeatable.
+        #[arg(long, default_values_t = ["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()])]
+        host: Vec<String>,
+        /// Directory to write the files into.
+        #[arg(long, default_value = "certs", value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 fn parse_action(s: &str) -> Result<Action, String> {
@@ -231,6 +244,29 @@ fn mint_token(
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
+    if let Some(Command::Cert { host, out }) = &cli.command {
+        let written = wishd::tls::generate_dev_certs(host)
+            .map_err(|e| e.to_string())
+            .and_then(|c| {
+                wishd::tls::write_dev_certs(out, &c)
+                    .map_err(|e| format!("cannot write into {}: {e}", out.display()))
+            });
+        return match written {
+            Ok(()) => {
+                println!(
+                    "wrote {dir}/ca.pem, ca.key, server.pem, server.key for {hosts}\n\
+                     trust {dir}/ca.pem, then: wishd --https 0.0.0.0:8443 --cert {dir}/server.pem --key {dir}/server.key",
+                    dir = out.display(),
+                    hosts = host.join(", ")
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("wishd cert: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(Command::Token {
         stream,
         action,

@@ -15,6 +15,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use crate::auth::{Action, AuthSetupError, Authenticator};
@@ -23,6 +24,7 @@ use crate::http::{self, AppState};
 use crate::media::{Media, MediaCounters, WorkerStats};
 use crate::ratelimit::RateLimiter;
 use crate::registry::{Registry, RegistryCounts};
+use crate::tls::{self, CertResolver, TlsError};
 
 /// How long shutdown waits for HTTP connections and workers before giving up.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(4);
@@ -38,6 +40,9 @@ pub enum StartError {
     /// Tokens or keys cannot be used.
     #[error("authorization settings: {0}")]
     Auth(#[from] AuthSetupError),
+    /// The HTTPS certificate or key cannot be used.
+    #[error("HTTPS: {0}")]
+    Tls(#[from] TlsError),
     /// A socket could not be bound.
     #[error("cannot bind {what} {addr}: {source}")]
     Bind {
@@ -53,6 +58,8 @@ pub enum StartError {
 /// A running server.
 pub struct Server {
     http_addr: SocketAddr,
+    https_addr: Option<SocketAddr>,
+    tls: Option<Arc<CertResolver>>,
     media: Arc<Media>,
     registry: Arc<Registry>,
     stop: watch::Sender<bool>,
@@ -121,6 +128,24 @@ impl Server {
             addr: config.http,
             source,
         })?;
+        let mut https = None;
+        if let Some(h) = &config.https {
+            let resolver = Arc::new(CertResolver::load(&h.cert, &h.key)?);
+            let acceptor = TlsAcceptor::from(tls::server_config(resolver.clone())?);
+            let l = TcpListener::bind(h.addr)
+                .await
+                .map_err(|source| StartError::Bind {
+                    what: "HTTPS",
+                    addr: h.addr,
+                    source,
+                })?;
+            let addr = l.local_addr().map_err(|source| StartError::Bind {
+                what: "HTTPS",
+                addr: h.addr,
+                source,
+            })?;
+            https = Some((l, addr, acceptor, resolver));
+        }
         let (stop, stop_rx) = watch::channel(false);
         let state = Arc::new(AppState {
             media: media.clone(),
@@ -131,17 +156,42 @@ impl Server {
             max_sessions: config.limits.max_sessions,
         });
         let header_timeout = config.limits.header_read_timeout;
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(accept_loop(
                 listener,
-                state,
+                state.clone(),
                 header_timeout,
+                None,
                 stop_rx.clone(),
             )),
             tokio::spawn(grace_clock(registry.clone(), media.clone(), stop_rx)),
         ];
+        let (https_addr, tls) = match https {
+            Some((l, addr, acceptor, resolver)) => {
+                tasks.push(tokio::spawn(accept_loop(
+                    l,
+                    state,
+                    header_timeout,
+                    Some(acceptor),
+                    stop.subscribe(),
+                )));
+                use tokio::signal::unix::{SignalKind, signal};
+                match signal(SignalKind::hangup()) {
+                    Ok(hup) => tasks.push(tokio::spawn(reload_on_sighup(
+                        resolver.clone(),
+                        hup,
+                        stop.subscribe(),
+                    ))),
+                    Err(e) => warn!("cannot listen for SIGHUP, certificate reload is off: {e}"),
+                }
+                (Some(addr), Some(resolver))
+            }
+            None => (None, None),
+        };
         let server = Server {
             http_addr,
+            https_addr,
+            tls,
             media,
             registry,
             stop,
@@ -158,6 +208,11 @@ impl Server {
             "wishd listening: HTTP on http://{}",
             self.http_addr
         )];
+        if let Some(a) = self.https_addr {
+            lines.push(format!(
+                "  HTTPS on https://{a} (HTTP/1.1 and HTTP/2; SIGHUP reloads the certificate)"
+            ));
+        }
         let host = if self.http_addr.ip().is_unspecified() {
             format!("<host>:{}", self.http_addr.port())
         } else {
@@ -197,6 +252,19 @@ impl Server {
     /// The publish token generated at start because none was configured.
     pub fn generated_token(&self) -> Option<&str> {
         self.generated_token.as_deref()
+    }
+
+    /// The bound HTTPS address, when HTTPS is configured.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https_addr
+    }
+
+    /// Reloads the HTTPS certificate and key from their files (what SIGHUP does).
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        match &self.tls {
+            Some(r) => r.reload(),
+            None => Ok(()),
+        }
     }
 
     /// The bound HTTP address.
@@ -276,6 +344,7 @@ async fn accept_loop(
     listener: TcpListener,
     state: Arc<AppState>,
     header_timeout: Duration,
+    tls: Option<TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
 ) {
     let graceful = GracefulShutdown::new();
@@ -284,6 +353,7 @@ async fn accept_loop(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout);
+    builder.http2().timer(TokioTimer::new());
     loop {
         tokio::select! {
             _ = stop.changed() => break,
@@ -301,18 +371,67 @@ async fn accept_loop(
                 let state = state.clone();
                 let ip = peer.ip();
                 let svc = service_fn(move |req| http::handle(state.clone(), ip, req));
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                let conn = graceful.watch(conn.into_owned());
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        debug!(%peer, "http connection ended: {e}");
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
+                match tls.clone() {
+                    None => {
+                        tokio::spawn(async move {
+                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                            if let Err(e) = watcher.watch(conn).await {
+                                debug!(%peer, "http connection ended: {e}");
+                            }
+                        });
                     }
-                });
+                    Some(acceptor) => {
+                        tokio::spawn(async move {
+                            // The handshake gets the same deadline as a request's headers.
+                            let tls = match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                                Ok(Ok(s)) => s,
+                                Ok(Err(e)) => {
+                                    debug!(%peer, "TLS handshake failed: {e}");
+                                    return;
+                                }
+                                Err(_) => {
+                                    debug!(%peer, "TLS handshake timed out");
+                                    return;
+                                }
+                            };
+                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
+                            if let Err(e) = watcher.watch(conn).await {
+                                debug!(%peer, "https connection ended: {e}");
+                            }
+                        });
+                    }
+                }
             }
         }
     }
     drop(listener);
     let _ = tokio::time::timeout(Duration::from_secs(2), graceful.shutdown()).await;
+}
+
+/// Reloads the certificate and key on SIGHUP; sessions and connections are untouched.
+/// The handler is installed before `Server::start` returns, so a SIGHUP sent right
+/// after start is not lost (nor does it end the process).
+async fn reload_on_sighup(
+    resolver: Arc<CertResolver>,
+    mut hup: tokio::signal::unix::Signal,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            got = hup.recv() => {
+                if got.is_none() {
+                    break;
+                }
+                match resolver.reload() {
+                    Ok(()) => info!("SIGHUP: TLS certificate reloaded"),
+                    Err(e) => warn!("SIGHUP: certificate not reloaded, keeping the old one: {e}"),
+                }
+            }
+        }
+    }
 }
 
 async fn grace_clock(registry: Arc<Registry>, media: Arc<Media>, mut stop: watch::Receiver<bool>) {
