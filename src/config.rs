@@ -399,6 +399,62 @@ mod tests {
     }
 
     #[test]
+    fn auth_cors_https_and_limits_tables_parse() {
+        let c = Config::from_toml(
+            r#"
+cors_origins = ["https://player.example"]
+
+[auth]
+play = "token"
+query_token = true
+
+[[auth.tokens]]
+token = "obs-stream-key-123"
+streams = ["studio-*"]
+actions = ["publish"]
+
+[[auth.tokens]]
+token_file = "/etc/wishd/viewer.token"
+
+[auth.jwt]
+public_key_file = "/etc/wishd/jwt.pub.pem"
+issuer = "https://example.com"
+audience = "wishd"
+leeway = "10s"
+
+[https]
+addr = "0.0.0.0:8443"
+cert = "certs/server.pem"
+key = "certs/server.key"
+
+[limits]
+requests_per_second = 2
+max_sessions = 100
+"#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.auth.publish, Policy::Token, "default kept");
+        assert_eq!(c.auth.play, Policy::Token);
+        assert_eq!(c.auth.tokens[0].actions, vec![Action::Publish]);
+        assert_eq!(c.auth.tokens[1].streams, vec!["*".to_string()]);
+        assert_eq!(
+            c.auth.tokens[1].actions,
+            vec![Action::Publish, Action::Play]
+        );
+        let jwt = c.auth.jwt.as_ref().unwrap();
+        assert_eq!(jwt.leeway, Duration::from_secs(10));
+        assert_eq!(c.https.as_ref().unwrap().addr.port(), 8443);
+        assert_eq!(c.limits.requests_per_second, 2.0);
+        assert_eq!(c.limits.burst, 20, "default kept");
+        assert!(!format!("{c:?}").contains("obs-stream-key-123"));
+        let e = Config::from_toml("[auth]\npublsh = \"open\"\n").unwrap_err();
+        assert!(e.contains("publsh"), "{e}");
+        let both = Config::from_toml("[[auth.tokens]]\n").unwrap();
+        assert!(both.validate().is_err(), "a token entry needs a value");
+    }
+
+    #[test]
     fn too_many_workers_is_refused() {
         let c = Config {
             workers: 65,

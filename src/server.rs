@@ -235,11 +235,15 @@ impl Server {
         ));
         info!("\n{}", lines.join("\n"));
         if let Some(token) = &self.generated_token {
+            let server_url = match self.https_addr {
+                Some(a) => format!("https://<host>:{}/whip/<stream>", a.port()),
+                None => format!("http://{host}/whip/<stream>"),
+            };
             // The one place a token is logged: the operator needs it to publish.
             info!(
                 "\nno publish token or JWT key is configured, so this one was generated for this run:\n  \
                  OBS → Settings → Stream → Service: WHIP\n  \
-                 Server:            http://{host}/whip/<stream>\n  \
+                 Server:            {server_url}\n  \
                  Bearer Token:      {token}\n\
                  Set your own with --publish-token or the [auth] config table."
             );
