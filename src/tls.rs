@@ -186,10 +186,21 @@ pub fn write_dev_certs(dir: &Path, certs: &DevCerts) -> std::io::Result<()> {
         ("server.pem", &certs.server_cert, false),
         ("server.key", &certs.server_key, true),
     ] {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
         let path = dir.join(name);
-        std::fs::write(&path, text)?;
+        // Keys are created owner-only, so they are never readable by others.
+        let mode = if private { 0o600 } else { 0o644 };
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&path)?;
+        f.write_all(text.as_bytes())?;
         if private {
             use std::os::unix::fs::PermissionsExt;
+            // An older file keeps its mode on open: tighten it too.
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
         }
     }
