@@ -76,6 +76,9 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     /// HTTPS listener (the `[https]` table); none by default.
     pub https: Option<HttpsConfig>,
+    /// Serve plain HTTP on `http`. Default true; false serves HTTPS only (WHIP and
+    /// WHEP require HTTPS, RFC 9725 §5) and needs `[https]`.
+    pub plain_http: bool,
     /// Limits for an internet-facing endpoint (the `[limits]` table).
     pub limits: LimitsConfig,
 }
@@ -265,6 +268,7 @@ impl Default for Config {
             },
             cors_origins: vec!["*".into()],
             https: None,
+            plain_http: true,
             limits: LimitsConfig {
                 requests_per_second: 5.0,
                 burst: 20,
@@ -347,6 +351,11 @@ impl Config {
                     "auth.tokens[{n}]: give exactly one of token and token_file"
                 )));
             }
+        }
+        if !self.plain_http && self.https.is_none() {
+            return Err(ConfigError::Invalid(
+                "plain_http = false needs an [https] listener".into(),
+            ));
         }
         if self.cors_origins.is_empty() {
             return Err(ConfigError::Invalid(

@@ -88,6 +88,9 @@ struct Cli {
     /// PEM private key for HTTPS (reloaded on SIGHUP).
     #[arg(long, env = "WISHD_KEY", value_name = "FILE")]
     key: Option<PathBuf>,
+    /// Serve HTTPS only: no plain-HTTP listener (needs --https).
+    #[arg(long)]
+    no_http: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -189,6 +192,9 @@ impl Cli {
         }
         if let (Some(addr), Some(cert), Some(key)) = (self.https, self.cert, self.key) {
             c.https = Some(HttpsConfig { addr, cert, key });
+        }
+        if self.no_http {
+            c.plain_http = false;
         }
         if self.dev {
             c.open_everything();
@@ -400,6 +406,11 @@ mod tests {
             "k.pem",
         ]);
         assert_eq!(c.https.unwrap().cert, PathBuf::from("c.pem"));
+        let argv = ["wishd", "--no-http"];
+        assert!(
+            Cli::try_parse_from(argv).unwrap().into_config().is_err(),
+            "--no-http without --https leaves nothing to serve"
+        );
     }
 
     #[test]

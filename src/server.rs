@@ -57,7 +57,7 @@ pub enum StartError {
 
 /// A running server.
 pub struct Server {
-    http_addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
     https_addr: Option<SocketAddr>,
     tls: Option<Arc<CertResolver>>,
     media: Arc<Media>,
@@ -116,18 +116,23 @@ impl Server {
                 source,
             })?;
         let media = Arc::new(media);
-        let listener = TcpListener::bind(config.http)
-            .await
-            .map_err(|source| StartError::Bind {
+        let mut plain = None;
+        if config.plain_http {
+            let listener =
+                TcpListener::bind(config.http)
+                    .await
+                    .map_err(|source| StartError::Bind {
+                        what: "HTTP",
+                        addr: config.http,
+                        source,
+                    })?;
+            let addr = listener.local_addr().map_err(|source| StartError::Bind {
                 what: "HTTP",
                 addr: config.http,
                 source,
             })?;
-        let http_addr = listener.local_addr().map_err(|source| StartError::Bind {
-            what: "HTTP",
-            addr: config.http,
-            source,
-        })?;
+            plain = Some((listener, addr));
+        }
         let mut https = None;
         if let Some(h) = &config.https {
             let resolver = Arc::new(CertResolver::load(&h.cert, &h.key)?);
@@ -156,16 +161,24 @@ impl Server {
             max_sessions: config.limits.max_sessions,
         });
         let header_timeout = config.limits.header_read_timeout;
-        let mut tasks = vec![
-            tokio::spawn(accept_loop(
-                listener,
-                state.clone(),
-                header_timeout,
-                None,
-                stop_rx.clone(),
-            )),
-            tokio::spawn(grace_clock(registry.clone(), media.clone(), stop_rx)),
-        ];
+        let mut tasks = vec![tokio::spawn(grace_clock(
+            registry.clone(),
+            media.clone(),
+            stop_rx,
+        ))];
+        let http_addr = match plain {
+            Some((listener, addr)) => {
+                tasks.push(tokio::spawn(accept_loop(
+                    listener,
+                    state.clone(),
+                    header_timeout,
+                    None,
+                    stop.subscribe(),
+                )));
+                Some(addr)
+            }
+            None => None,
+        };
         let (https_addr, tls) = match https {
             Some((l, addr, acceptor, resolver)) => {
                 tasks.push(tokio::spawn(accept_loop(
@@ -204,22 +217,32 @@ impl Server {
     }
 
     fn log_banner(&self, config: &Config) {
-        let mut lines = vec![format!(
-            "wishd listening: HTTP on http://{}",
-            self.http_addr
-        )];
+        let mut lines = vec!["wishd listening:".to_owned()];
+        if let Some(a) = self.http_addr {
+            lines.push(format!("  HTTP on http://{a}"));
+        }
         if let Some(a) = self.https_addr {
             lines.push(format!(
                 "  HTTPS on https://{a} (HTTP/1.1 and HTTP/2; SIGHUP reloads the certificate)"
             ));
         }
-        let host = if self.http_addr.ip().is_unspecified() {
-            format!("<host>:{}", self.http_addr.port())
+        let scheme = if self.http_addr.is_some() {
+            "http"
         } else {
-            self.http_addr.to_string()
+            "https"
         };
-        lines.push(format!("  WHIP publish:  POST http://{host}/whip/<stream>"));
-        lines.push(format!("  WHEP playback: POST http://{host}/whep/<stream>"));
+        let main = self.http_addr();
+        let host = if main.ip().is_unspecified() {
+            format!("<host>:{}", main.port())
+        } else {
+            main.to_string()
+        };
+        lines.push(format!(
+            "  WHIP publish:  POST {scheme}://{host}/whip/<stream>"
+        ));
+        lines.push(format!(
+            "  WHEP playback: POST {scheme}://{host}/whep/<stream>"
+        ));
         for w in self.media.workers() {
             let c: Vec<String> = w.candidates.iter().map(|a| a.to_string()).collect();
             lines.push(format!(
@@ -271,18 +294,28 @@ impl Server {
         }
     }
 
-    /// The bound HTTP address.
+    /// The bound plain-HTTP address; the HTTPS one when plain HTTP is off.
     pub fn http_addr(&self) -> SocketAddr {
-        self.http_addr
+        match (self.http_addr, self.https_addr) {
+            (Some(a), _) | (None, Some(a)) => a,
+            // start() refuses a configuration with neither listener.
+            (None, None) => SocketAddr::from(([0, 0, 0, 0], 0)),
+        }
     }
 
-    /// `http://ADDR` of the HTTP listener (loopback when bound to 0.0.0.0).
+    /// `http://ADDR` of the HTTP listener (loopback when bound to 0.0.0.0), or
+    /// `https://ADDR` when plain HTTP is off.
     pub fn base_url(&self) -> String {
-        let mut a = self.http_addr;
+        let mut a = self.http_addr();
         if a.ip().is_unspecified() {
             a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
-        format!("http://{a}")
+        let scheme = if self.http_addr.is_some() {
+            "http"
+        } else {
+            "https"
+        };
+        format!("{scheme}://{a}")
     }
 
     /// The workers' bound UDP addresses.

@@ -206,3 +206,32 @@ async fn whip_publish_and_whep_view_over_https() {
     assert_eq!(publisher.delete().await.unwrap(), 200);
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_can_be_turned_off() {
+    let dir = cert_dir("only");
+    let https = HttpsConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        cert: dir.join("server.pem"),
+        key: dir.join("server.key"),
+    };
+    let server = common::start_with(|c| {
+        c.https = Some(https);
+        c.plain_http = false;
+    })
+    .await;
+    assert!(
+        server.base_url().starts_with("https://"),
+        "{}",
+        server.base_url()
+    );
+    assert_eq!(Some(server.http_addr()), server.https_addr());
+    let (v, status) = tls_request(&server, &dir, b"h2", "OPTIONS", "/whip/s")
+        .await
+        .unwrap();
+    assert_eq!((v, status), (hyper::Version::HTTP_2, 204));
+    // The stats count one accept loop fewer: grace clock, HTTPS, SIGHUP, workers.
+    let stats = server.stats().await;
+    assert_eq!(stats.server_tasks, 3 + server.udp_addrs().len());
+    server.shutdown().await;
+}
