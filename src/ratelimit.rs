@@ -45,7 +45,7 @@ impl RateLimiter {
                 b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * rate < burst
             });
         }
-        let b = map.entry(addr).or_insert(Bucket {
+        let b = map.entry(bucket_key(addr)).or_insert(Bucket {
             tokens: self.burst,
             at: now,
         });
@@ -57,6 +57,18 @@ impl RateLimiter {
             Ok(())
         } else {
             Err(Duration::from_secs_f64((1.0 - b.tokens) / self.rate))
+        }
+    }
+}
+
+/// The bucket of an address: IPv4 per address; IPv6 per /64, the smallest block a
+/// site is usually given, so one client cannot rotate through its own addresses.
+fn bucket_key(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(_) => addr,
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
         }
     }
 }
@@ -79,6 +91,15 @@ mod tests {
         assert!(l.check(b, t).is_ok(), "another address has its own bucket");
         assert!(l.check(a, t + Duration::from_millis(500)).is_ok());
         assert!(l.check(a, t + Duration::from_millis(500)).is_err());
+    }
+
+    #[test]
+    fn ipv6_addresses_of_one_slash_64_share_a_bucket() {
+        let l = RateLimiter::new(1.0, 1);
+        let t = Instant::now();
+        assert!(l.check("2001:db8:1:2::1".parse().unwrap(), t).is_ok());
+        assert!(l.check("2001:db8:1:2::ffff".parse().unwrap(), t).is_err());
+        assert!(l.check("2001:db8:1:3::1".parse().unwrap(), t).is_ok());
     }
 
     #[test]

@@ -66,6 +66,7 @@ pub struct Server {
     tasks: Vec<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
     generated_token: Option<String>,
+    play_credentials: bool,
 }
 
 /// Everything a leak check needs, summed over the workers.
@@ -161,6 +162,7 @@ impl Server {
             max_sessions: config.limits.max_sessions,
         });
         let header_timeout = config.limits.header_read_timeout;
+        let play_credentials = state.auth.has_credentials_for(Action::Play);
         let mut tasks = vec![tokio::spawn(grace_clock(
             registry.clone(),
             media.clone(),
@@ -211,6 +213,7 @@ impl Server {
             tasks,
             workers,
             generated_token,
+            play_credentials,
         };
         server.log_banner(&config);
         Ok(server)
@@ -270,6 +273,9 @@ impl Server {
                  Bearer Token:      {token}\n\
                  Set your own with --publish-token or the [auth] config table."
             );
+        }
+        if config.auth.play == Policy::Token && !self.play_credentials {
+            warn!("play needs a token but no play token or JWT key is configured: nobody can play");
         }
         if config.auth.publish == Policy::Open {
             warn!("publishing is OPEN: anyone who reaches this server can publish any stream");
