@@ -9,6 +9,12 @@
 //! | OPTIONS | any of the above | CORS preflight / discovery → 204 |
 //!
 //! Every error answer has a one-line `text/plain` reason in its body and is logged once.
+//!
+//! Before a handler runs: POST/PATCH/DELETE pass the per-address rate limit (429); a
+//! POST is authorized by [`crate::auth`] for its action and stream (401/403/400 per
+//! RFC 6750) and counted against the session cap (503); a request on a session goes
+//! through `authorize_session` with the rights the session was created with. OPTIONS
+//! never needs a token. The query string (which may carry `?token=`) is never logged.
 
 use std::convert::Infallible;
 use std::net::IpAddr;
