@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::auth::Action;
+
 /// Errors while loading or validating the configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -73,6 +75,17 @@ pub struct Config {
     /// An RTP source that sent nothing this long is reported offline. Default 5 s.
     #[serde(with = "humantime_serde")]
     pub rtp_timeout: Duration,
+    /// Who may publish and play: policies, static tokens, JWT (the `[auth]` table).
+    pub auth: AuthConfig,
+    /// Origins allowed by CORS; `["*"]` (the default) allows every origin.
+    pub cors_origins: Vec<String>,
+    /// HTTPS listener (the `[https]` table); none by default.
+    pub https: Option<HttpsConfig>,
+    /// Serve plain HTTP on `http`. Default true; false serves HTTPS only (WHIP and
+    /// WHEP require HTTPS, RFC 9725 §5) and needs `[https]`.
+    pub plain_http: bool,
+    /// Limits for an internet-facing endpoint (the `[limits]` table).
+    pub limits: LimitsConfig,
 }
 
 /// One RTP ingest entry: a stream fed by plain RTP over UDP. Give either `sdp` (a file
@@ -129,6 +142,170 @@ impl RtpEntry {
     }
 }
 
+/// Whether an action needs a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// Anyone may.
+    Open,
+    /// A bearer token with the right to the action on the stream is required.
+    Token,
+}
+
+/// A secret string (a token or an HMAC key): its `Debug` never shows the value.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+    /// The value itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// Authorization settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Policy for WHIP (publish). Default `token`.
+    #[serde(default = "policy_token")]
+    pub publish: Policy,
+    /// Policy for WHEP (play). Default `open`.
+    #[serde(default = "policy_open")]
+    pub play: Policy,
+    /// Accept a `?token=` query parameter (for players that cannot set headers).
+    /// Default false.
+    #[serde(default)]
+    pub query_token: bool,
+    /// Static tokens.
+    #[serde(default)]
+    pub tokens: Vec<StaticTokenConfig>,
+    /// JWT verification key and checks.
+    #[serde(default)]
+    pub jwt: Option<JwtConfig>,
+}
+
+fn policy_token() -> Policy {
+    Config::default().auth.publish
+}
+fn policy_open() -> Policy {
+    Config::default().auth.play
+}
+fn all_streams() -> Vec<String> {
+    vec!["*".into()]
+}
+fn all_actions() -> Vec<Action> {
+    vec![Action::Publish, Action::Play]
+}
+fn default_leeway() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// One static token, e.g. an OBS stream key.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticTokenConfig {
+    /// The token value.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// Or a file holding it (surrounding whitespace is ignored).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Stream names or globs (`*`, `?`) it is valid for. Default every stream.
+    #[serde(default = "all_streams")]
+    pub streams: Vec<String>,
+    /// Actions it allows. Default both.
+    #[serde(default = "all_actions")]
+    pub actions: Vec<Action>,
+}
+
+/// JWT verification: one key, which pins the algorithm.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// HS256 secret.
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    /// File holding the HS256 secret.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// PEM public key (RSA, EC P-256 or Ed25519).
+    #[serde(default)]
+    pub public_key_file: Option<PathBuf>,
+    /// Algorithm of the public key when it is not RS256, ES256 or EdDSA (e.g. ES384).
+    #[serde(default)]
+    pub algorithm: Option<String>,
+    /// Required `iss`.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Required `aud`.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`. Default 30 s.
+    #[serde(default = "default_leeway", with = "humantime_serde")]
+    pub leeway: Duration,
+}
+
+impl JwtConfig {
+    /// A JWT setting with only a secret file.
+    pub fn with_secret_file(path: PathBuf) -> JwtConfig {
+        JwtConfig {
+            secret: None,
+            secret_file: Some(path),
+            public_key_file: None,
+            algorithm: None,
+            issuer: None,
+            audience: None,
+            leeway: default_leeway(),
+        }
+    }
+}
+
+/// The HTTPS listener.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpsConfig {
+    /// Listen address.
+    pub addr: SocketAddr,
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// Limits for an internet-facing endpoint.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// POST/PATCH/DELETE requests allowed per client address per second (steady rate).
+    /// 0 turns the limit off.
+    pub requests_per_second: f64,
+    /// Burst of requests allowed above the steady rate.
+    pub burst: u32,
+    /// Maximum number of sessions; further POSTs get 503. 0 means no cap.
+    pub max_sessions: usize,
+    /// A request's headers must arrive within this time.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Config::default().limits
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -143,7 +320,31 @@ impl Default for Config {
             retry_after_secs: 2,
             rtp: Vec::new(),
             rtp_timeout: Duration::from_secs(5),
+            auth: AuthConfig {
+                publish: Policy::Token,
+                play: Policy::Open,
+                query_token: false,
+                tokens: Vec::new(),
+                jwt: None,
+            },
+            cors_origins: vec!["*".into()],
+            https: None,
+            plain_http: true,
+            limits: LimitsConfig {
+                requests_per_second: 5.0,
+                burst: 20,
+                max_sessions: 10_000,
+                header_read_timeout: Duration::from_secs(10),
+            },
         }
+    }
+}
+
+impl Config {
+    /// Opens every action to everyone (`--dev`): no tokens at all.
+    pub fn open_everything(&mut self) {
+        self.auth.publish = Policy::Open;
+        self.auth.play = Policy::Open;
     }
 }
 
@@ -204,6 +405,28 @@ impl Config {
                     "public_ips: {ip} cannot be advertised as an ICE candidate"
                 )));
             }
+        }
+        for (n, t) in self.auth.tokens.iter().enumerate() {
+            if t.token.is_some() == t.token_file.is_some() {
+                return Err(ConfigError::Invalid(format!(
+                    "auth.tokens[{n}]: give exactly one of token and token_file"
+                )));
+            }
+        }
+        if !self.plain_http && self.https.is_none() {
+            return Err(ConfigError::Invalid(
+                "plain_http = false needs an [https] listener".into(),
+            ));
+        }
+        if self.cors_origins.is_empty() {
+            return Err(ConfigError::Invalid(
+                "cors_origins must name at least one origin or \"*\"".into(),
+            ));
+        }
+        if !self.limits.requests_per_second.is_finite() || self.limits.requests_per_second < 0.0 {
+            return Err(ConfigError::Invalid(
+                "limits.requests_per_second must be 0 or more".into(),
+            ));
         }
         if self.keyframe_request_interval.is_zero() {
             return Err(ConfigError::Invalid(
@@ -281,6 +504,62 @@ mod tests {
             ..Config::default()
         };
         assert!(dup.validate().is_err());
+    }
+
+    #[test]
+    fn auth_cors_https_and_limits_tables_parse() {
+        let c = Config::from_toml(
+            r#"
+cors_origins = ["https://player.example"]
+
+[auth]
+play = "token"
+query_token = true
+
+[[auth.tokens]]
+token = "obs-stream-key-123"
+streams = ["studio-*"]
+actions = ["publish"]
+
+[[auth.tokens]]
+token_file = "/etc/wishd/viewer.token"
+
+[auth.jwt]
+public_key_file = "/etc/wishd/jwt.pub.pem"
+issuer = "https://example.com"
+audience = "wishd"
+leeway = "10s"
+
+[https]
+addr = "0.0.0.0:8443"
+cert = "certs/server.pem"
+key = "certs/server.key"
+
+[limits]
+requests_per_second = 2
+max_sessions = 100
+"#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.auth.publish, Policy::Token, "default kept");
+        assert_eq!(c.auth.play, Policy::Token);
+        assert_eq!(c.auth.tokens[0].actions, vec![Action::Publish]);
+        assert_eq!(c.auth.tokens[1].streams, vec!["*".to_string()]);
+        assert_eq!(
+            c.auth.tokens[1].actions,
+            vec![Action::Publish, Action::Play]
+        );
+        let jwt = c.auth.jwt.as_ref().unwrap();
+        assert_eq!(jwt.leeway, Duration::from_secs(10));
+        assert_eq!(c.https.as_ref().unwrap().addr.port(), 8443);
+        assert_eq!(c.limits.requests_per_second, 2.0);
+        assert_eq!(c.limits.burst, 20, "default kept");
+        assert!(!format!("{c:?}").contains("obs-stream-key-123"));
+        let e = Config::from_toml("[auth]\npublsh = \"open\"\n").unwrap_err();
+        assert!(e.contains("publsh"), "{e}");
+        let both = Config::from_toml("[[auth.tokens]]\n").unwrap();
+        assert!(both.validate().is_err(), "a token entry needs a value");
     }
 
     #[test]

@@ -10,9 +10,17 @@
 //! | OPTIONS | any of the above | CORS preflight / discovery → 204 |
 //!
 //! Every error answer has a one-line `text/plain` reason in its body and is logged once.
+//!
+//! Before a handler runs: POST/PATCH/DELETE pass the per-address rate limit (429); a
+//! POST is authorized by [`crate::auth`] for its action and stream (401/403/400 per
+//! RFC 6750) and counted against the session cap (503); a request on a session goes
+//! through `authorize_session` with the rights the session was created with. OPTIONS
+//! never needs a token. The query string (which may carry `?token=`) is never logged.
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -21,7 +29,9 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use tracing::{info, warn};
 
+use crate::auth::{self, Action, AuthError, Authenticator};
 use crate::media::{Created, Media, MediaError, PatchOutcome, new_etag};
+use crate::ratelimit::RateLimiter;
 use crate::registry::{RegistryError, SessionId, SessionKind};
 use crate::sdp::SdpError;
 use crate::sdp::frag::{MAX_FRAG, parse_fragment};
@@ -41,6 +51,14 @@ pub struct AppState {
     pub media: Arc<Media>,
     /// Seconds in `Retry-After` when a WHEP stream has no source.
     pub retry_after_secs: u32,
+    /// Who may publish and play.
+    pub auth: Authenticator,
+    /// Origins allowed by CORS (`*` allows all).
+    pub cors_origins: Vec<String>,
+    /// Per-address limit on POST/PATCH/DELETE.
+    pub limiter: RateLimiter,
+    /// Cap on sessions (0: none).
+    pub max_sessions: usize,
 }
 
 /// A refused request: a status plus a one-line reason.
@@ -73,6 +91,15 @@ pub enum ApiError {
     /// Session setup or teardown refused.
     #[error(transparent)]
     Media(#[from] MediaError),
+    /// Missing, malformed, invalid or insufficient credentials.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// This client address sent too many POST/PATCH/DELETE requests.
+    #[error("too many requests; retry in {0} s")]
+    TooManyRequests(u64),
+    /// The session cap is reached.
+    #[error("the server has as many sessions as it may hold")]
+    TooManySessions,
 }
 
 impl ApiError {
@@ -88,6 +115,13 @@ impl ApiError {
             ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Auth(e) => match e {
+                AuthError::Missing | AuthError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+                AuthError::Malformed(_) => StatusCode::BAD_REQUEST,
+                AuthError::InsufficientScope { .. } => StatusCode::FORBIDDEN,
+            },
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManySessions => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Media(e) => match e {
                 MediaError::Sdp(SdpError::Malformed(_)) => StatusCode::BAD_REQUEST,
                 MediaError::Sdp(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -124,8 +158,20 @@ impl ApiError {
                     HeaderValue::from(state.retry_after_secs),
                 );
             }
-            ApiError::Media(MediaError::Unavailable) => {
+            ApiError::Media(MediaError::Unavailable) | ApiError::TooManySessions => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from(1u32));
+            }
+            ApiError::TooManyRequests(secs) => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(*secs));
+            }
+            ApiError::Auth(e) => {
+                let challenge = match e.bearer_error() {
+                    None => "Bearer realm=\"wishd\"".to_owned(),
+                    Some(code) => format!("Bearer realm=\"wishd\", error=\"{code}\""),
+                };
+                if let Ok(v) = HeaderValue::from_str(&challenge) {
+                    h.insert(header::WWW_AUTHENTICATE, v);
+                }
             }
             _ => {}
         }
@@ -189,12 +235,29 @@ fn check_stream(stream: &str) -> Result<(), ApiError> {
 /// Handles one request. Never fails: errors become responses here.
 pub async fn handle(
     state: Arc<AppState>,
+    peer: IpAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let method = req.method().clone();
+    // The path only: a `?token=` query is never logged.
     let path = req.uri().path().to_owned();
     let origin = req.headers().get(header::ORIGIN).cloned();
-    let mut resp = match dispatch(&state, req).await {
+    let preflight = method == Method::OPTIONS
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let limited = if matches!(method, Method::POST | Method::PATCH | Method::DELETE) {
+        state.limiter.check(peer, Instant::now())
+    } else {
+        Ok(())
+    };
+    let result = match limited {
+        Ok(()) => dispatch(&state, req).await,
+        Err(wait) => Err(ApiError::TooManyRequests(
+            wait.as_secs_f64().ceil().max(1.0) as u64,
+        )),
+    };
+    let mut resp = match result {
         Ok(r) => r,
         Err(e) => {
             let status = e.status();
@@ -206,8 +269,80 @@ pub async fn handle(
             e.into_response(&state)
         }
     };
-    add_cors(resp.headers_mut(), origin.as_ref());
+    add_cors(
+        resp.headers_mut(),
+        origin.as_ref(),
+        &state.cors_origins,
+        preflight,
+    );
     Ok(resp)
+}
+
+/// The bearer token of a request: from `Authorization`, else (when enabled) from a
+/// `?token=` query parameter. A malformed or repeated header is an error.
+fn request_token<'r>(
+    state: &AppState,
+    req: &'r Request<Incoming>,
+) -> Result<Option<std::borrow::Cow<'r, str>>, ApiError> {
+    let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
+    if let Some(v) = values.next() {
+        if values.next().is_some() {
+            return Err(AuthError::Malformed("more than one Authorization header").into());
+        }
+        return Ok(Some(auth::parse_authorization(v.as_bytes())?.into()));
+    }
+    if state.auth.query_token()
+        && let Some(q) = req.uri().query()
+    {
+        for pair in q.split('&') {
+            if let Some(v) = pair.strip_prefix("token=") {
+                let v = percent_decode(v).ok_or(AuthError::Malformed("bad token parameter"))?;
+                return Ok(Some(v.into()));
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn action_of(kind: SessionKind) -> Action {
+    match kind {
+        SessionKind::Publisher => Action::Publish,
+        SessionKind::Viewer => Action::Play,
+    }
+}
+
+/// Checks a request on an existing session (DELETE now, PATCH later) against the
+/// rights the session was created with. Unknown sessions are 404 first.
+fn authorize_session(
+    state: &AppState,
+    req: &Request<Incoming>,
+    id: SessionId,
+    kind: SessionKind,
+    stream: &str,
+) -> Result<(), ApiError> {
+    let token = request_token(state, req)?;
+    let info = state.media.session(id, kind, stream)?;
+    state
+        .auth
+        .authorize_session(&info.grant, action_of(kind), stream, token.as_deref())?;
+    Ok(())
 }
 
 async fn dispatch(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
@@ -218,10 +353,22 @@ async fn dispatch(state: &AppState, req: Request<Incoming>) -> Result<Response<B
             check_stream(stream)?;
             match *req.method() {
                 Method::POST => {
+                    let grant = {
+                        let token = request_token(state, &req)?;
+                        state
+                            .auth
+                            .authorize(action_of(kind), stream, token.as_deref())?
+                    };
+                    if state.max_sessions != 0 && state.media.session_count() >= state.max_sessions
+                    {
+                        return Err(ApiError::TooManySessions);
+                    }
                     let offer = read_sdp(req).await?;
                     let created = match kind {
-                        SessionKind::Publisher => state.media.publish(stream, &offer).await?,
-                        SessionKind::Viewer => state.media.play(stream, &offer).await?,
+                        SessionKind::Publisher => {
+                            state.media.publish(stream, &offer, grant).await?
+                        }
+                        SessionKind::Viewer => state.media.play(stream, &offer, grant).await?,
                     };
                     info!(stream, session = %created.id, kind = kind.path_segment(), "session created");
                     Ok(created_response(kind, stream, created))
@@ -235,11 +382,15 @@ async fn dispatch(state: &AppState, req: Request<Incoming>) -> Result<Response<B
             let id: SessionId = id.parse().map_err(|_| ApiError::NotFound)?;
             match *req.method() {
                 Method::DELETE => {
+                    authorize_session(state, &req, id, kind, stream)?;
                     state.media.close(id, kind, stream).await?;
                     info!(stream, session = %id, "session deleted");
                     Ok(text(StatusCode::OK, "session ended"))
                 }
-                Method::PATCH => patch(state, req, kind, stream, id).await,
+                Method::PATCH => {
+                    authorize_session(state, &req, id, kind, stream)?;
+                    patch(state, req, kind, stream, id).await
+                }
                 Method::OPTIONS => Ok(options_response()),
                 _ => Err(ApiError::MethodNotAllowed("PATCH, DELETE, OPTIONS")),
             }
@@ -256,12 +407,7 @@ async fn patch(
     stream: &str,
     id: SessionId,
 ) -> Result<Response<Body>, ApiError> {
-    let info = state
-        .media
-        .registry()
-        .session(id)
-        .filter(|s| s.kind == kind && &*s.stream == stream)
-        .ok_or(ApiError::NotFound)?;
+    let info = state.media.session(id, kind, stream)?;
     if !has_content_type(req.headers(), SDPFRAG) {
         return Err(ApiError::UnsupportedPatchType);
     }
@@ -383,22 +529,43 @@ fn options_response() -> Response<Body> {
     r
 }
 
-fn add_cors(h: &mut HeaderMap, origin: Option<&HeaderValue>) {
-    if origin.is_none() {
+/// CORS per the Fetch standard: an allowed `Origin` gets `Access-Control-Allow-Origin`
+/// (`*`, or the origin itself with `Vary: Origin` when a list is configured); a
+/// preflight also gets the methods and request headers WHIP/WHEP clients use.
+fn add_cors(h: &mut HeaderMap, origin: Option<&HeaderValue>, allowed: &[String], preflight: bool) {
+    let Some(origin) = origin else {
         return;
+    };
+    if allowed.iter().any(|o| o == "*") {
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+    } else {
+        h.append(header::VARY, HeaderValue::from_static("origin"));
+        let ok = origin
+            .to_str()
+            .map(|o| allowed.iter().any(|a| a.eq_ignore_ascii_case(o)))
+            .unwrap_or(false);
+        if !ok {
+            return;
+        }
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
     }
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("POST, DELETE, PATCH, OPTIONS"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("authorization, content-type, if-match"),
-    );
+    if preflight {
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("POST, DELETE, PATCH, OPTIONS"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("authorization, content-type, if-match"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("86400"),
+        );
+    }
     h.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
         HeaderValue::from_static("location, etag, link"),
@@ -459,6 +626,18 @@ mod tests {
             (RegistryError::UnknownSession.into(), 404),
             (ApiError::UnsupportedMediaType, 415),
             (ApiError::PayloadTooLarge, 413),
+            (AuthError::Missing.into(), 401),
+            (AuthError::InvalidToken("x".into()).into(), 401),
+            (AuthError::Malformed("x").into(), 400),
+            (
+                AuthError::InsufficientScope {
+                    action: Action::Play,
+                }
+                .into(),
+                403,
+            ),
+            (ApiError::TooManyRequests(1), 429),
+            (ApiError::TooManySessions, 503),
         ];
         for (e, code) in cases {
             assert_eq!(e.status().as_u16(), code, "{e}");

@@ -15,18 +15,24 @@
 //! | [`core`] | the sans-IO forwarding core: per-viewer rewriting, keyframe requests |
 //! | [`registry`] | the directory of streams and sessions shared by HTTP and workers |
 //! | [`server`] | wiring it all together: `Server::start` and graceful shutdown |
+//! | [`auth`] | bearer tokens: header parsing, static tokens, JWT, stream globs, scopes |
+//! | [`ratelimit`] | per-address token buckets for POST/PATCH/DELETE |
+//! | [`tls`] | HTTPS: rustls config with ALPN, certificate reload, dev certificates |
 //! | [`client`] | WHIP/WHEP client peers built on str0m, for tests and tools |
 //!
 //! Panic policy: input from the network never panics the server. Errors are values;
 //! a panic inside one session's str0m call is caught and drops that session only.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod core;
 pub mod http;
 pub mod ingest;
 pub mod media;
+pub mod ratelimit;
 pub mod registry;
 pub mod sdp;
 pub mod server;
+pub mod tls;

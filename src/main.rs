@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
-use wishd::config::Config;
+use clap::{Parser, Subcommand};
+use wishd::auth::{self, Action, MintKey};
+use wishd::config::{Config, HttpsConfig, JwtConfig, Policy, Secret, StaticTokenConfig};
 use wishd::server::Server;
 
 /// wishd: a WebRTC media server. Publishers push with WHIP, viewers pull with WHEP.
@@ -18,8 +19,10 @@ use wishd::server::Server;
 #[derive(Debug, Parser)]
 #[command(name = "wishd", version)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// TOML configuration file (keys as in the README).
-    #[arg(long, env = "WISHD_CONFIG", value_name = "FILE")]
+    #[arg(long, env = "WISHD_CONFIG", value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// HTTP listen address for WHIP and WHEP.
     #[arg(long, env = "WISHD_HTTP", value_name = "ADDR")]
@@ -46,6 +49,95 @@ struct Cli {
     /// with -sdp_file). Repeatable, one per stream; adds to the config file's [[rtp]].
     #[arg(long = "rtp", value_name = "STREAM=FILE.sdp")]
     rtp: Vec<String>,
+    /// Development mode: publish and play need no token. Never on a public network.
+    #[arg(long)]
+    dev: bool,
+    /// A static token that may publish every stream. Repeatable; the variable takes a
+    /// comma-separated list.
+    #[arg(
+        long = "publish-token",
+        env = "WISHD_PUBLISH_TOKEN",
+        value_name = "TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    publish_token: Vec<String>,
+    /// A static token that may play every stream; giving one makes play need a token.
+    /// Repeatable.
+    #[arg(
+        long = "play-token",
+        env = "WISHD_PLAY_TOKEN",
+        value_name = "TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    play_token: Vec<String>,
+    /// File holding the HS256 secret that JWTs are checked (and minted) with.
+    #[arg(
+        long,
+        env = "WISHD_JWT_SECRET_FILE",
+        value_name = "FILE",
+        global = true
+    )]
+    jwt_secret_file: Option<PathBuf>,
+    /// PEM public key (RSA, EC P-256, Ed25519) that JWTs are checked with.
+    #[arg(long, env = "WISHD_JWT_PUBLIC_KEY", value_name = "FILE")]
+    jwt_public_key: Option<PathBuf>,
+    /// HTTPS listen address (needs --cert and --key).
+    #[arg(long, env = "WISHD_HTTPS", value_name = "ADDR", requires_all = ["cert", "key"])]
+    https: Option<SocketAddr>,
+    /// PEM certificate chain for HTTPS (reloaded on SIGHUP).
+    #[arg(long, env = "WISHD_CERT", value_name = "FILE")]
+    cert: Option<PathBuf>,
+    /// PEM private key for HTTPS (reloaded on SIGHUP).
+    #[arg(long, env = "WISHD_KEY", value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// Serve HTTPS only: no plain-HTTP listener (needs --https).
+    #[arg(long)]
+    no_http: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Mint a JWT from the configured key and print it (for scripts and tests).
+    ///
+    /// With an HS256 secret (--jwt-secret-file or the config's [auth.jwt]) the token is
+    /// signed with it; for RS256/ES256/EdDSA give the private key with --private-key.
+    Token {
+        /// Stream name or glob the token grants. Repeatable.
+        #[arg(long, required = true, value_name = "NAME")]
+        stream: Vec<String>,
+        /// Action the token grants: publish or play. Repeatable; default both.
+        #[arg(long, value_name = "ACTION", value_parser = parse_action)]
+        action: Vec<Action>,
+        /// How long the token is valid, e.g. "1h".
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        lifetime: Duration,
+        /// PEM private key to sign with (instead of the HS256 secret).
+        #[arg(long, value_name = "FILE")]
+        private_key: Option<PathBuf>,
+    },
+    /// Generate a local development CA and a server certificate signed by it.
+    ///
+    /// Writes ca.pem, ca.key, server.pem (leaf + CA) and server.key into --out. Trust
+    /// ca.pem in the browser or OS, then run with
+    /// --https 0.0.0.0:8443 --cert DIR/server.pem --key DIR/server.key.
+    Cert {
+        /// DNS name or IP address the certificate is for. Repeatable.
+        #[arg(long, default_values_t = ["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()])]
+        host: Vec<String>,
+        /// Directory to write the files into.
+        #[arg(long, default_value = "certs", value_name = "DIR")]
+        out: PathBuf,
+    },
+}
+
+fn parse_action(s: &str) -> Result<Action, String> {
+    match s {
+        "publish" => Ok(Action::Publish),
+        "play" => Ok(Action::Play),
+        _ => Err(format!("{s:?} is not publish or play")),
+    }
 }
 
 impl Cli {
@@ -74,19 +166,160 @@ impl Cli {
                 .map_err(wishd::config::ConfigError::Invalid)?;
             c.rtp.push(entry);
         }
+        for t in self.publish_token {
+            c.auth.tokens.push(StaticTokenConfig {
+                token: Some(Secret::new(t)),
+                token_file: None,
+                streams: vec!["*".into()],
+                actions: vec![Action::Publish],
+            });
+        }
+        if !self.play_token.is_empty() {
+            c.auth.play = Policy::Token;
+        }
+        for t in self.play_token {
+            c.auth.tokens.push(StaticTokenConfig {
+                token: Some(Secret::new(t)),
+                token_file: None,
+                streams: vec!["*".into()],
+                actions: vec![Action::Play],
+            });
+        }
+        if let Some(path) = self.jwt_secret_file {
+            c.auth.jwt = Some(JwtConfig::with_secret_file(path));
+        }
+        if let Some(path) = self.jwt_public_key {
+            let mut j = JwtConfig::with_secret_file(PathBuf::new());
+            j.secret_file = None;
+            j.public_key_file = Some(path);
+            if let Some(old) = &c.auth.jwt {
+                j.issuer = old.issuer.clone();
+                j.audience = old.audience.clone();
+                j.leeway = old.leeway;
+            }
+            c.auth.jwt = Some(j);
+        }
+        if let (Some(addr), Some(cert), Some(key)) = (self.https, self.cert, self.key) {
+            c.https = Some(HttpsConfig { addr, cert, key });
+        }
+        if self.no_http {
+            c.plain_http = false;
+        }
+        if self.dev {
+            c.open_everything();
+        }
         c.validate()?;
         Ok(c)
     }
 }
 
+fn mint_token(
+    config: &Config,
+    streams: Vec<String>,
+    mut actions: Vec<Action>,
+    lifetime: Duration,
+    private_key: Option<PathBuf>,
+) -> Result<String, String> {
+    if actions.is_empty() {
+        actions = vec![Action::Publish, Action::Play];
+    }
+    let jwt = config.auth.jwt.as_ref();
+    let key = match private_key {
+        Some(path) => {
+            let pem =
+                std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            MintKey::from_private_pem(pem).map_err(|e| e.to_string())?
+        }
+        None => {
+            let jwt = jwt.ok_or(
+                "no JWT key: give --jwt-secret-file, [auth.jwt] in --config, or --private-key",
+            )?;
+            let read = |p: &std::path::Path| std::fs::read(p);
+            match auth::load_jwt_key(jwt, &read).map_err(|e| e.to_string())? {
+                auth::JwtKey::Secret(s) => MintKey::Secret(s),
+                auth::JwtKey::Public(..) => {
+                    return Err(
+                        "the configured key is a public key: sign with --private-key FILE".into(),
+                    );
+                }
+            }
+        }
+    };
+    auth::mint(
+        &key,
+        streams,
+        actions,
+        auth::now_secs(),
+        lifetime.as_secs(),
+        jwt.and_then(|j| j.issuer.clone()),
+        jwt.and_then(|j| j.audience.clone()),
+    )
+    .map_err(|e| e.to_string())
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Some(Command::Cert { host, out }) = &cli.command {
+        let written = wishd::tls::generate_dev_certs(host)
+            .map_err(|e| e.to_string())
+            .and_then(|c| {
+                wishd::tls::write_dev_certs(out, &c)
+                    .map_err(|e| format!("cannot write into {}: {e}", out.display()))
+            });
+        return match written {
+            Ok(()) => {
+                println!(
+                    "wrote {dir}/ca.pem, ca.key, server.pem, server.key for {hosts}\n\
+                     trust {dir}/ca.pem, then: wishd --https 0.0.0.0:8443 --cert {dir}/server.pem --key {dir}/server.key",
+                    dir = out.display(),
+                    hosts = host.join(", ")
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("wishd cert: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(Command::Token {
+        stream,
+        action,
+        lifetime,
+        private_key,
+    }) = cli.command.take()
+    {
+        let config = match cli.into_config() {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("wishd: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        return match mint_token(&config, stream, action, lifetime, private_key) {
+            Ok(t) => {
+                println!("{t}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("wishd token: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let dev = cli.dev;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    if dev {
+        tracing::warn!(
+            "\n!!! --dev: publishing and playing need NO token. Anyone who can reach this \
+             server can publish and watch any stream. Never use --dev on a public network. !!!"
+        );
+    }
     let config = match cli.into_config() {
         Ok(c) => c,
         Err(e) => {
@@ -130,5 +363,70 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> Config {
+        let mut argv = vec!["wishd"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).unwrap().into_config().unwrap()
+    }
+
+    #[test]
+    fn token_flags_add_static_tokens_for_every_stream() {
+        let c = config(&[
+            "--publish-token",
+            "pub-token-1",
+            "--publish-token",
+            "pub-token-2",
+            "--play-token",
+            "play-token-1",
+        ]);
+        assert_eq!(c.auth.tokens.len(), 3);
+        assert_eq!(c.auth.tokens[0].actions, vec![Action::Publish]);
+        assert_eq!(c.auth.tokens[2].actions, vec![Action::Play]);
+        assert_eq!(c.auth.tokens[2].streams, vec!["*".to_string()]);
+        assert_eq!(c.auth.publish, Policy::Token);
+        assert_eq!(c.auth.play, Policy::Token, "a play token closes play");
+    }
+
+    #[test]
+    fn defaults_are_publish_token_play_open_and_dev_opens_both() {
+        let c = config(&[]);
+        assert_eq!((c.auth.publish, c.auth.play), (Policy::Token, Policy::Open));
+        let c = config(&["--dev"]);
+        assert_eq!((c.auth.publish, c.auth.play), (Policy::Open, Policy::Open));
+    }
+
+    #[test]
+    fn https_needs_cert_and_key() {
+        let argv = ["wishd", "--https", "127.0.0.1:8443"];
+        assert!(Cli::try_parse_from(argv).is_err());
+        let c = config(&[
+            "--https",
+            "127.0.0.1:8443",
+            "--cert",
+            "c.pem",
+            "--key",
+            "k.pem",
+        ]);
+        assert_eq!(c.https.unwrap().cert, PathBuf::from("c.pem"));
+        let argv = ["wishd", "--no-http"];
+        assert!(
+            Cli::try_parse_from(argv).unwrap().into_config().is_err(),
+            "--no-http without --https leaves nothing to serve"
+        );
+    }
+
+    #[test]
+    fn jwt_flags_set_the_key() {
+        let c = config(&["--jwt-public-key", "k.pem"]);
+        let j = c.auth.jwt.unwrap();
+        assert_eq!(j.public_key_file, Some(PathBuf::from("k.pem")));
+        assert_eq!(j.secret_file, None);
     }
 }

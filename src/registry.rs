@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::auth::Grant;
 use crate::core::{KeyframeCache, SourcePacket};
 use crate::sdp::ChosenCodec;
 
@@ -82,6 +83,8 @@ pub struct SessionInfo {
     pub worker: usize,
     /// The entity-tag of its current ICE session.
     pub etag: String,
+    /// How it was authorized: the rights later requests on it are checked against.
+    pub grant: Grant,
 }
 
 const NO_WORKER: usize = usize::MAX;
@@ -262,6 +265,7 @@ impl Registry {
         worker: usize,
         etag: String,
         codecs: Vec<ChosenCodec>,
+        auth: Grant,
     ) -> Result<PublishGrant, RegistryError> {
         let mut inner = self.lock();
         let name: Arc<str> = Arc::from(stream);
@@ -308,6 +312,7 @@ impl Registry {
                 stream: name,
                 worker,
                 etag,
+                grant: auth,
             },
         );
         Ok(grant)
@@ -357,6 +362,7 @@ impl Registry {
         id: SessionId,
         worker: usize,
         etag: String,
+        auth: Grant,
     ) -> Result<Arc<StreamShared>, RegistryError> {
         let mut inner = self.lock();
         let entry = match inner.streams.get_mut(stream) {
@@ -373,6 +379,7 @@ impl Registry {
                 stream: shared.name.clone(),
                 worker,
                 etag,
+                grant: auth,
             },
         );
         Ok(shared)
@@ -482,10 +489,10 @@ mod tests {
     #[test]
     fn second_publisher_on_a_live_stream_is_refused() {
         let r = reg();
-        r.begin_publish("a", SessionId(1), 0, "e".into(), vec![])
+        r.begin_publish("a", SessionId(1), 0, "e".into(), vec![], Grant::Open)
             .unwrap();
         assert_eq!(
-            r.begin_publish("a", SessionId(2), 0, "e".into(), vec![])
+            r.begin_publish("a", SessionId(2), 0, "e".into(), vec![], Grant::Open)
                 .unwrap_err(),
             RegistryError::SourceLive("a".into())
         );
@@ -498,11 +505,13 @@ mod tests {
             .register_rtp_source("cam", vec![], KeyframeCache::default())
             .unwrap();
         assert_eq!(
-            r.begin_publish("cam", SessionId(1), 0, "e".into(), vec![])
+            r.begin_publish("cam", SessionId(1), 0, "e".into(), vec![], Grant::Open)
                 .unwrap_err(),
             RegistryError::RtpSource("cam".into())
         );
-        let s = r.join_viewer("cam", SessionId(2), 0, "e".into()).unwrap();
+        let s = r
+            .join_viewer("cam", SessionId(2), 0, "e".into(), Grant::Open)
+            .unwrap();
         assert!(Arc::ptr_eq(&s, &shared));
         assert_eq!(s.source_worker(), None);
         r.remove_session(SessionId(2), Instant::now());
@@ -517,12 +526,14 @@ mod tests {
     fn viewer_needs_a_live_source() {
         let r = reg();
         assert!(matches!(
-            r.join_viewer("a", SessionId(9), 0, "e".into()),
+            r.join_viewer("a", SessionId(9), 0, "e".into(), Grant::Open),
             Err(RegistryError::NoSource(_))
         ));
-        r.begin_publish("a", SessionId(1), 1, "e".into(), vec![])
+        r.begin_publish("a", SessionId(1), 1, "e".into(), vec![], Grant::Open)
             .unwrap();
-        let shared = r.join_viewer("a", SessionId(9), 0, "e".into()).unwrap();
+        let shared = r
+            .join_viewer("a", SessionId(9), 0, "e".into(), Grant::Open)
+            .unwrap();
         assert_eq!(shared.source_worker(), Some(1));
     }
 
@@ -531,14 +542,15 @@ mod tests {
         let r = reg();
         let t0 = Instant::now();
         let g1 = r
-            .begin_publish("a", SessionId(1), 0, "e".into(), vec![])
+            .begin_publish("a", SessionId(1), 0, "e".into(), vec![], Grant::Open)
             .unwrap();
-        r.join_viewer("a", SessionId(9), 0, "e".into()).unwrap();
+        r.join_viewer("a", SessionId(9), 0, "e".into(), Grant::Open)
+            .unwrap();
         r.remove_session(SessionId(1), t0);
         assert_eq!(g1.shared.source_worker(), None);
         assert!(r.expire(t0 + Duration::from_secs(29)).is_empty());
         let g2 = r
-            .begin_publish("a", SessionId(2), 1, "e".into(), vec![])
+            .begin_publish("a", SessionId(2), 1, "e".into(), vec![], Grant::Open)
             .unwrap();
         assert!(Arc::ptr_eq(&g1.shared, &g2.shared));
         assert_eq!(g2.epoch, g1.epoch + 1);
@@ -551,7 +563,7 @@ mod tests {
         let r = reg();
         let t0 = Instant::now();
         let g = r
-            .begin_publish("a", SessionId(1), 0, "e".into(), vec![])
+            .begin_publish("a", SessionId(1), 0, "e".into(), vec![], Grant::Open)
             .unwrap();
         g.shared.set_viewer_worker(1, true);
         r.remove_session(SessionId(1), t0);
@@ -564,9 +576,10 @@ mod tests {
     fn removing_sessions_leaves_nothing_behind() {
         let r = reg();
         let t0 = Instant::now();
-        r.begin_publish("a", SessionId(1), 0, "e".into(), vec![])
+        r.begin_publish("a", SessionId(1), 0, "e".into(), vec![], Grant::Open)
             .unwrap();
-        r.join_viewer("a", SessionId(2), 0, "e".into()).unwrap();
+        r.join_viewer("a", SessionId(2), 0, "e".into(), Grant::Open)
+            .unwrap();
         r.remove_session(SessionId(2), t0);
         r.remove_session(SessionId(1), t0);
         r.expire(t0 + Duration::from_secs(31));

@@ -15,20 +15,22 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
-use crate::config::{Config, ConfigError};
+use crate::auth::{Action, AuthSetupError, Authenticator};
+use crate::config::{Config, ConfigError, Policy, Secret, StaticTokenConfig};
 use crate::http::{self, AppState};
 use crate::ingest::{self, RtpIngest};
 use crate::media::{Media, MediaCounters, WorkerStats};
+use crate::ratelimit::RateLimiter;
 use crate::registry::{Registry, RegistryCounts};
+use crate::tls::{self, CertResolver, TlsError};
 
 /// How long shutdown waits for HTTP connections and workers before giving up.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(4);
 /// How often stream grace periods are checked.
 const GRACE_TICK: Duration = Duration::from_millis(100);
-/// A request's headers must arrive within this time.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +41,12 @@ pub enum StartError {
     /// An RTP ingest entry is unusable (unreadable SDP file, bad codec, ...).
     #[error("{0}")]
     Rtp(String),
+    /// Tokens or keys cannot be used.
+    #[error("authorization settings: {0}")]
+    Auth(#[from] AuthSetupError),
+    /// The HTTPS certificate or key cannot be used.
+    #[error("HTTPS: {0}")]
+    Tls(#[from] TlsError),
     /// A socket could not be bound.
     #[error("cannot bind {what} {addr}: {source}")]
     Bind {
@@ -53,13 +61,17 @@ pub enum StartError {
 
 /// A running server.
 pub struct Server {
-    http_addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
+    https_addr: Option<SocketAddr>,
+    tls: Option<Arc<CertResolver>>,
     media: Arc<Media>,
     registry: Arc<Registry>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
     rtp: Vec<RtpIngest>,
+    generated_token: Option<String>,
+    play_credentials: bool,
 }
 
 /// Everything a leak check needs, summed over the workers.
@@ -83,8 +95,25 @@ pub struct ServerStats {
 
 impl Server {
     /// Binds everything and starts serving on the current tokio runtime.
-    pub async fn start(config: Config) -> Result<Server, StartError> {
+    pub async fn start(mut config: Config) -> Result<Server, StartError> {
         config.validate()?;
+        let read = |p: &std::path::Path| std::fs::read(p);
+        let mut auth = Authenticator::new(&config.auth, &read)?;
+        // Secure by default: publishing needs a token, so make one when none is set.
+        let mut generated_token = None;
+        if auth.policy(Action::Publish) == Policy::Token
+            && !auth.has_credentials_for(Action::Publish)
+        {
+            let token = crate::auth::random_token();
+            config.auth.tokens.push(StaticTokenConfig {
+                token: Some(Secret::new(token.clone())),
+                token_file: None,
+                streams: vec!["*".into()],
+                actions: vec![Action::Publish],
+            });
+            auth = Authenticator::new(&config.auth, &read)?;
+            generated_token = Some(token);
+        }
         let registry = Arc::new(Registry::new(config.publisher_grace));
         let (media, workers) =
             Media::start(&config, registry.clone()).map_err(|source| StartError::Bind {
@@ -93,18 +122,41 @@ impl Server {
                 source,
             })?;
         let media = Arc::new(media);
-        let listener = TcpListener::bind(config.http)
-            .await
-            .map_err(|source| StartError::Bind {
+        let mut plain = None;
+        if config.plain_http {
+            let listener =
+                TcpListener::bind(config.http)
+                    .await
+                    .map_err(|source| StartError::Bind {
+                        what: "HTTP",
+                        addr: config.http,
+                        source,
+                    })?;
+            let addr = listener.local_addr().map_err(|source| StartError::Bind {
                 what: "HTTP",
                 addr: config.http,
                 source,
             })?;
-        let http_addr = listener.local_addr().map_err(|source| StartError::Bind {
-            what: "HTTP",
-            addr: config.http,
-            source,
-        })?;
+            plain = Some((listener, addr));
+        }
+        let mut https = None;
+        if let Some(h) = &config.https {
+            let resolver = Arc::new(CertResolver::load(&h.cert, &h.key)?);
+            let acceptor = TlsAcceptor::from(tls::server_config(resolver.clone())?);
+            let l = TcpListener::bind(h.addr)
+                .await
+                .map_err(|source| StartError::Bind {
+                    what: "HTTPS",
+                    addr: h.addr,
+                    source,
+                })?;
+            let addr = l.local_addr().map_err(|source| StartError::Bind {
+                what: "HTTPS",
+                addr: h.addr,
+                source,
+            })?;
+            https = Some((l, addr, acceptor, resolver));
+        }
         let (stop, stop_rx) = watch::channel(false);
         let mut rtp = Vec::new();
         let mut rtp_tasks = Vec::new();
@@ -134,37 +186,98 @@ impl Server {
         let state = Arc::new(AppState {
             media: media.clone(),
             retry_after_secs: config.retry_after_secs,
+            auth,
+            cors_origins: config.cors_origins.clone(),
+            limiter: RateLimiter::new(config.limits.requests_per_second, config.limits.burst),
+            max_sessions: config.limits.max_sessions,
         });
-        let mut tasks = vec![
-            tokio::spawn(accept_loop(listener, state, stop_rx.clone())),
-            tokio::spawn(grace_clock(registry.clone(), media.clone(), stop_rx)),
-        ];
+        let header_timeout = config.limits.header_read_timeout;
+        let play_credentials = state.auth.has_credentials_for(Action::Play);
+        let mut tasks = vec![tokio::spawn(grace_clock(
+            registry.clone(),
+            media.clone(),
+            stop_rx,
+        ))];
+        let http_addr = match plain {
+            Some((listener, addr)) => {
+                tasks.push(tokio::spawn(accept_loop(
+                    listener,
+                    state.clone(),
+                    header_timeout,
+                    None,
+                    stop.subscribe(),
+                )));
+                Some(addr)
+            }
+            None => None,
+        };
+        let (https_addr, tls) = match https {
+            Some((l, addr, acceptor, resolver)) => {
+                tasks.push(tokio::spawn(accept_loop(
+                    l,
+                    state,
+                    header_timeout,
+                    Some(acceptor),
+                    stop.subscribe(),
+                )));
+                use tokio::signal::unix::{SignalKind, signal};
+                match signal(SignalKind::hangup()) {
+                    Ok(hup) => tasks.push(tokio::spawn(reload_on_sighup(
+                        resolver.clone(),
+                        hup,
+                        stop.subscribe(),
+                    ))),
+                    Err(e) => warn!("cannot listen for SIGHUP, certificate reload is off: {e}"),
+                }
+                (Some(addr), Some(resolver))
+            }
+            None => (None, None),
+        };
         tasks.extend(rtp_tasks);
         let server = Server {
             http_addr,
+            https_addr,
+            tls,
             media,
             registry,
             stop,
             tasks,
             workers,
             rtp,
+            generated_token,
+            play_credentials,
         };
         server.log_banner(&config);
         Ok(server)
     }
 
     fn log_banner(&self, config: &Config) {
-        let mut lines = vec![format!(
-            "wishd listening: HTTP on http://{}",
-            self.http_addr
-        )];
-        let host = if self.http_addr.ip().is_unspecified() {
-            format!("<host>:{}", self.http_addr.port())
+        let mut lines = vec!["wishd listening:".to_owned()];
+        if let Some(a) = self.http_addr {
+            lines.push(format!("  HTTP on http://{a}"));
+        }
+        if let Some(a) = self.https_addr {
+            lines.push(format!(
+                "  HTTPS on https://{a} (HTTP/1.1 and HTTP/2; SIGHUP reloads the certificate)"
+            ));
+        }
+        let scheme = if self.http_addr.is_some() {
+            "http"
         } else {
-            self.http_addr.to_string()
+            "https"
         };
-        lines.push(format!("  WHIP publish:  POST http://{host}/whip/<stream>"));
-        lines.push(format!("  WHEP playback: POST http://{host}/whep/<stream>"));
+        let main = self.http_addr();
+        let host = if main.ip().is_unspecified() {
+            format!("<host>:{}", main.port())
+        } else {
+            main.to_string()
+        };
+        lines.push(format!(
+            "  WHIP publish:  POST {scheme}://{host}/whip/<stream>"
+        ));
+        lines.push(format!(
+            "  WHEP playback: POST {scheme}://{host}/whep/<stream>"
+        ));
         for w in self.media.workers() {
             let c: Vec<String> = w.candidates.iter().map(|a| a.to_string()).collect();
             lines.push(format!(
@@ -179,6 +292,26 @@ impl Server {
             config.publisher_grace, config.keyframe_request_interval
         ));
         info!("\n{}", lines.join("\n"));
+        if let Some(token) = &self.generated_token {
+            let server_url = match self.https_addr {
+                Some(a) => format!("https://<host>:{}/whip/<stream>", a.port()),
+                None => format!("http://{host}/whip/<stream>"),
+            };
+            // The one place a token is logged: the operator needs it to publish.
+            info!(
+                "\nno publish token or JWT key is configured, so this one was generated for this run:\n  \
+                 OBS → Settings → Stream → Service: WHIP\n  \
+                 Server:            {server_url}\n  \
+                 Bearer Token:      {token}\n\
+                 Set your own with --publish-token or the [auth] config table."
+            );
+        }
+        if config.auth.play == Policy::Token && !self.play_credentials {
+            warn!("play needs a token but no play token or JWT key is configured: nobody can play");
+        }
+        if config.auth.publish == Policy::Open {
+            warn!("publishing is OPEN: anyone who reaches this server can publish any stream");
+        }
     }
 
     /// The running RTP ingests (bound ports and counters).
@@ -186,18 +319,46 @@ impl Server {
         &self.rtp
     }
 
-    /// The bound HTTP address.
-    pub fn http_addr(&self) -> SocketAddr {
-        self.http_addr
+    /// The publish token generated at start because none was configured.
+    pub fn generated_token(&self) -> Option<&str> {
+        self.generated_token.as_deref()
     }
 
-    /// `http://ADDR` of the HTTP listener (loopback when bound to 0.0.0.0).
+    /// The bound HTTPS address, when HTTPS is configured.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https_addr
+    }
+
+    /// Reloads the HTTPS certificate and key from their files (what SIGHUP does).
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        match &self.tls {
+            Some(r) => r.reload(),
+            None => Ok(()),
+        }
+    }
+
+    /// The bound plain-HTTP address; the HTTPS one when plain HTTP is off.
+    pub fn http_addr(&self) -> SocketAddr {
+        match (self.http_addr, self.https_addr) {
+            (Some(a), _) | (None, Some(a)) => a,
+            // start() refuses a configuration with neither listener.
+            (None, None) => SocketAddr::from(([0, 0, 0, 0], 0)),
+        }
+    }
+
+    /// `http://ADDR` of the HTTP listener (loopback when bound to 0.0.0.0), or
+    /// `https://ADDR` when plain HTTP is off.
     pub fn base_url(&self) -> String {
-        let mut a = self.http_addr;
+        let mut a = self.http_addr();
         if a.ip().is_unspecified() {
             a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
-        format!("http://{a}")
+        let scheme = if self.http_addr.is_some() {
+            "http"
+        } else {
+            "https"
+        };
+        format!("{scheme}://{a}")
     }
 
     /// The workers' bound UDP addresses.
@@ -259,13 +420,20 @@ impl Server {
     }
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    header_timeout: Duration,
+    tls: Option<TlsAcceptor>,
+    mut stop: watch::Receiver<bool>,
+) {
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(header_timeout);
+    builder.http2().timer(TokioTimer::new());
     loop {
         tokio::select! {
             _ = stop.changed() => break,
@@ -281,19 +449,69 @@ async fn accept_loop(listener: TcpListener, state: Arc<AppState>, mut stop: watc
                 };
                 let _ = stream.set_nodelay(true);
                 let state = state.clone();
-                let svc = service_fn(move |req| http::handle(state.clone(), req));
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                let conn = graceful.watch(conn.into_owned());
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        debug!(%peer, "http connection ended: {e}");
+                let ip = peer.ip();
+                let svc = service_fn(move |req| http::handle(state.clone(), ip, req));
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
+                match tls.clone() {
+                    None => {
+                        tokio::spawn(async move {
+                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                            if let Err(e) = watcher.watch(conn).await {
+                                debug!(%peer, "http connection ended: {e}");
+                            }
+                        });
                     }
-                });
+                    Some(acceptor) => {
+                        tokio::spawn(async move {
+                            // The handshake gets the same deadline as a request's headers.
+                            let tls = match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                                Ok(Ok(s)) => s,
+                                Ok(Err(e)) => {
+                                    debug!(%peer, "TLS handshake failed: {e}");
+                                    return;
+                                }
+                                Err(_) => {
+                                    debug!(%peer, "TLS handshake timed out");
+                                    return;
+                                }
+                            };
+                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
+                            if let Err(e) = watcher.watch(conn).await {
+                                debug!(%peer, "https connection ended: {e}");
+                            }
+                        });
+                    }
+                }
             }
         }
     }
     drop(listener);
     let _ = tokio::time::timeout(Duration::from_secs(2), graceful.shutdown()).await;
+}
+
+/// Reloads the certificate and key on SIGHUP; sessions and connections are untouched.
+/// The handler is installed before `Server::start` returns, so a SIGHUP sent right
+/// after start is not lost (nor does it end the process).
+async fn reload_on_sighup(
+    resolver: Arc<CertResolver>,
+    mut hup: tokio::signal::unix::Signal,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            got = hup.recv() => {
+                if got.is_none() {
+                    break;
+                }
+                match resolver.reload() {
+                    Ok(()) => info!("SIGHUP: TLS certificate reloaded"),
+                    Err(e) => warn!("SIGHUP: certificate not reloaded, keeping the old one: {e}"),
+                }
+            }
+        }
+    }
 }
 
 async fn grace_clock(registry: Arc<Registry>, media: Arc<Media>, mut stop: watch::Receiver<bool>) {

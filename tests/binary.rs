@@ -140,7 +140,10 @@ async fn flags_and_environment_configure_the_server_which_exits_cleanly_on_sigte
             "--udp",
             "127.0.0.1:0",
         ],
-        &[("WISHD_PUBLIC_IP", "192.0.2.10")],
+        &[
+            ("WISHD_PUBLIC_IP", "192.0.2.10"),
+            ("WISHD_PUBLISH_TOKEN", "bin-stream-key"),
+        ],
     );
     let addr = server.http_addr();
     server.wait_line("WHIP publish:  POST http://127.0.0.1:");
@@ -151,9 +154,19 @@ async fn flags_and_environment_configure_the_server_which_exits_cleanly_on_sigte
     server.wait_line("grace period 3s");
 
     let base = format!("http://{addr}");
-    let p = WhipPublisher::connect(&format!("{base}/whip/bin"), PublisherOptions::default())
+    let no_token = WhipPublisher::connect(&format!("{base}/whip/bin"), PublisherOptions::default())
         .await
-        .expect("publish to the binary");
+        .expect_err("publishing needs the token");
+    assert!(no_token.to_string().contains("401"), "{no_token}");
+    let p = WhipPublisher::connect(
+        &format!("{base}/whip/bin"),
+        PublisherOptions {
+            token: Some("bin-stream-key".into()),
+            ..PublisherOptions::default()
+        },
+    )
+    .await
+    .expect("publish to the binary");
     assert!(
         p.answer_sdp().contains("192.0.2.10"),
         "answer lacks the public IP candidate"

@@ -27,9 +27,10 @@ use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
 use str0m::{Candidate, Rtc, RtcConfig};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::auth::Grant;
 use crate::config::Config;
 use crate::core::{CodecKind, ViewerTrack};
-use crate::registry::{Registry, RegistryError, SessionId, SessionKind};
+use crate::registry::{Registry, RegistryError, SessionId, SessionInfo, SessionKind};
 use crate::sdp::frag::IceFragment;
 use crate::sdp::{self, ChosenCodec, SdpError};
 
@@ -210,7 +211,12 @@ impl Media {
     }
 
     /// Creates a publisher session for `stream` from a WHIP offer.
-    pub async fn publish(&self, stream: &str, offer_sdp: &str) -> Result<Created, MediaError> {
+    pub async fn publish(
+        &self,
+        stream: &str,
+        offer_sdp: &str,
+        grant: Grant,
+    ) -> Result<Created, MediaError> {
         let offer = sdp::parse_offer(offer_sdp.as_bytes())?;
         let chosen = sdp::check_publish_offer(&offer)?;
         let worker = self.pick_worker();
@@ -218,9 +224,14 @@ impl Media {
         let etag = new_etag();
 
         // Reserve the stream first: a second publisher is refused before any work.
-        let grant =
-            self.registry
-                .begin_publish(stream, id, worker.index, etag.clone(), chosen.clone())?;
+        let grant = self.registry.begin_publish(
+            stream,
+            id,
+            worker.index,
+            etag.clone(),
+            chosen.clone(),
+            grant,
+        )?;
         let built = self.negotiate(worker, offer_sdp, publisher_codecs(&chosen));
         let (rtc, answer, ufrag) = match built {
             Ok(b) => b,
@@ -273,7 +284,12 @@ impl Media {
     }
 
     /// Creates a viewer session of `stream` from a WHEP offer.
-    pub async fn play(&self, stream: &str, offer_sdp: &str) -> Result<Created, MediaError> {
+    pub async fn play(
+        &self,
+        stream: &str,
+        offer_sdp: &str,
+        grant: Grant,
+    ) -> Result<Created, MediaError> {
         let offer = sdp::parse_offer(offer_sdp.as_bytes())?;
         let codecs = self.registry.live_codecs(stream)?;
         let plan = sdp::check_play_offer(&offer, &codecs)?;
@@ -309,7 +325,7 @@ impl Media {
         )?;
         let shared = self
             .registry
-            .join_viewer(stream, id, worker.index, etag.clone())?;
+            .join_viewer(stream, id, worker.index, etag.clone(), grant)?;
         let session = worker::NewSession {
             id,
             rtc,
@@ -320,6 +336,25 @@ impl Media {
         };
         self.hand_over(worker, session, id).await?;
         Ok(Created { id, answer, etag })
+    }
+
+    /// The session at a URL: `kind` and `stream` must match it, else it is unknown.
+    pub fn session(
+        &self,
+        id: SessionId,
+        kind: SessionKind,
+        stream: &str,
+    ) -> Result<SessionInfo, MediaError> {
+        self.registry
+            .session(id)
+            .filter(|s| s.kind == kind && &*s.stream == stream)
+            .ok_or(MediaError::Registry(RegistryError::UnknownSession))
+    }
+
+    /// Number of sessions in the directory (publishers and viewers).
+    pub fn session_count(&self) -> usize {
+        let c = self.registry.counts();
+        c.publishers + c.viewers
     }
 
     /// Ends a session (DELETE). `kind` and `stream` must match its URL.

@@ -28,6 +28,10 @@ pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Server {
         workers: 2,
         ..Config::default()
     };
+    // The media tests publish without tokens: open both actions explicitly, and lift
+    // the per-address rate limit that loopback tests would trip.
+    config.open_everything();
+    config.limits.requests_per_second = 0.0;
     adjust(&mut config);
     Server::start(config).await.expect("server starts")
 }
