@@ -28,7 +28,7 @@ use tracing::{info, warn};
 
 use crate::config::{RtpEntry, RtpMediumEntry};
 use crate::core::{KeyframeCache, SourcePacket};
-use crate::media::{MediaCounters, WorkerMsg, codec_kind};
+use crate::media::{MediaCounters, WorkerMsg, codec_kind, send_to_viewer_workers};
 use crate::registry::StreamShared;
 use crate::sdp::{ChosenCodec, OfferedCodec};
 use source::{MediumState, Reject};
@@ -432,25 +432,6 @@ impl Task {
     }
 
     fn distribute(&self, pkt: Arc<SourcePacket>) {
-        self.media_counters
-            .source_packets
-            .fetch_add(1, Ordering::Relaxed);
-        let mask = self.shared.viewer_workers();
-        for (w, tx) in self.peers.iter().enumerate() {
-            if mask & (1 << w) == 0 {
-                continue;
-            }
-            if tx
-                .try_send(WorkerMsg::Packet {
-                    stream: self.shared.name.clone(),
-                    pkt: pkt.clone(),
-                })
-                .is_err()
-            {
-                self.media_counters
-                    .cross_worker_drops
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        send_to_viewer_workers(&self.peers, &self.shared, &pkt, &self.media_counters, None);
     }
 }

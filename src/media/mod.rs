@@ -29,8 +29,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::Grant;
 use crate::config::Config;
-use crate::core::{CodecKind, ViewerTrack};
-use crate::registry::{Registry, RegistryError, SessionId, SessionInfo, SessionKind};
+use crate::core::{CodecKind, SourcePacket, ViewerTrack};
+use crate::registry::{Registry, RegistryError, SessionId, SessionInfo, SessionKind, StreamShared};
 use crate::sdp::frag::IceFragment;
 use crate::sdp::{self, ChosenCodec, SdpError};
 
@@ -503,6 +503,34 @@ impl Media {
         }
         Ok(())
     }
+}
+
+/// Hands a source packet to every worker with viewers of its stream, except `local`
+/// (the caller's own worker, which fans out itself). Counts the packet once as a
+/// source packet and each full worker queue as a drop. Used by WHIP publishers and
+/// RTP ingests alike. Returns whether `local` has viewers of the stream.
+pub(crate) fn send_to_viewer_workers(
+    peers: &[mpsc::Sender<WorkerMsg>],
+    shared: &StreamShared,
+    pkt: &Arc<SourcePacket>,
+    counters: &MediaCounters,
+    local: Option<usize>,
+) -> bool {
+    counters.source_packets.fetch_add(1, Ordering::Relaxed);
+    let mask = shared.viewer_workers();
+    for (w, tx) in peers.iter().enumerate() {
+        if mask & (1 << w) == 0 || Some(w) == local {
+            continue;
+        }
+        let msg = WorkerMsg::Packet {
+            stream: shared.name.clone(),
+            pkt: pkt.clone(),
+        };
+        if tx.try_send(msg).is_err() {
+            counters.cross_worker_drops.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    local.is_some_and(|w| mask & (1 << w) != 0)
 }
 
 /// The codec configuration of a publisher's `Rtc`: exactly the chosen codecs, so the

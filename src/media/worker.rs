@@ -286,22 +286,19 @@ impl Worker {
                 biased;
                 msg = self.rx.recv() => {
                     let Some(msg) = msg else { break };
-                    if let Some(reply) = self.handle_msg(msg) {
-                        self.close_all("server shutdown");
-                        let _ = reply.send(());
-                        break;
-                    }
-                    // Take what else is queued without going back to the scheduler.
-                    for _ in 0..64 {
-                        match self.rx.try_recv() {
-                            Ok(msg) => {
-                                if let Some(reply) = self.handle_msg(msg) {
-                                    self.close_all("server shutdown");
-                                    let _ = reply.send(());
-                                    return;
-                                }
-                            }
-                            Err(_) => break,
+                    // Take what else is queued (up to 64 more) without going back to
+                    // the scheduler.
+                    let mut next = Some(msg);
+                    let mut handled = 0;
+                    while let Some(msg) = next.take() {
+                        if let Some(reply) = self.handle_msg(msg) {
+                            self.close_all("server shutdown");
+                            let _ = reply.send(());
+                            return;
+                        }
+                        handled += 1;
+                        if handled <= 64 {
+                            next = self.rx.try_recv().ok();
                         }
                     }
                 }
@@ -585,14 +582,13 @@ impl Worker {
         };
         let socket = &self.socket;
         let deferred = &mut self.deferred;
-        let counters = &self.counters;
         let span = s.span.clone();
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
             let _e = span.enter();
             if let Err(e) = mutate(&mut s.rtc) {
                 debug!("rtc input refused: {e}");
             }
-            drain(key, s, socket, deferred, counters, now)
+            drain(key, s, socket, deferred, now)
         }));
         let next = match outcome {
             Ok(Ok(next)) => next,
@@ -691,25 +687,15 @@ impl Worker {
 
     /// Sends a source packet to every worker with viewers of its stream.
     fn distribute(&mut self, shared: &Arc<StreamShared>, pkt: Arc<SourcePacket>) {
-        self.counters.source_packets.fetch_add(1, Ordering::Relaxed);
-        let mask = shared.viewer_workers();
-        for w in 0..self.peers.len() {
-            if mask & (1 << w) == 0 {
-                continue;
-            }
-            if w == self.index {
-                self.fan_out_local(&shared.name, &pkt);
-            } else if self.peers[w]
-                .try_send(WorkerMsg::Packet {
-                    stream: shared.name.clone(),
-                    pkt: pkt.clone(),
-                })
-                .is_err()
-            {
-                self.counters
-                    .cross_worker_drops
-                    .fetch_add(1, Ordering::Relaxed);
-            }
+        let local = super::send_to_viewer_workers(
+            &self.peers,
+            shared,
+            &pkt,
+            &self.counters,
+            Some(self.index),
+        );
+        if local {
+            self.fan_out_local(&shared.name, &pkt);
         }
     }
 
@@ -866,14 +852,13 @@ fn drain(
     s: &mut Session,
     socket: &MediaSocket,
     deferred: &mut VecDeque<Deferred>,
-    counters: &MediaCounters,
     now: Instant,
 ) -> Result<Instant, str0m::RtcError> {
     loop {
         match s.rtc.poll_output()? {
             Output::Timeout(t) => return Ok(t.max(now)),
             Output::Transmit(t) => socket.send(t.source.ip(), t.destination, &t.contents),
-            Output::Event(e) => handle_event(key, s, e, deferred, counters, now),
+            Output::Event(e) => handle_event(key, s, e, deferred, now),
         }
     }
 }
@@ -883,7 +868,6 @@ fn handle_event(
     s: &mut Session,
     event: Event,
     deferred: &mut VecDeque<Deferred>,
-    _counters: &MediaCounters,
     now: Instant,
 ) {
     match event {
