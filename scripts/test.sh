@@ -3,4 +3,4 @@
 # loopback. What the tests need beyond Rust is installed by .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo test --all-targets "$@"
+cargo test --workspace --all-targets "$@"
