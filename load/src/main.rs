@@ -1,5 +1,186 @@
-//! The WHIP/WHEP load generator (issue 7). Not built yet.
+//! `wishd-load`: drive any WHIP/WHEP server with a synthetic publisher and a viewer
+//! swarm, measure the physical floor, or step through a fan-out benchmark.
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use wishd_load::payload::VideoShape;
+use wishd_load::publisher::PublisherConfig;
+use wishd_load::run::{RunConfig, print_report, run};
+use wishd_load::swarm::SwarmConfig;
+
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// Options of the publisher and viewers.
+#[derive(clap::Args, Clone)]
+struct Peers {
+    /// Server base URL; endpoints are BASE/whip/STREAM and BASE/whep/STREAM.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    base: String,
+    /// Stream name.
+    #[arg(long, default_value = "bench")]
+    stream: String,
+    /// Full WHIP URL (overrides --base/--stream for the publisher).
+    #[arg(long)]
+    whip: Option<String>,
+    /// Full WHEP URL (overrides --base/--stream for the viewers).
+    #[arg(long)]
+    whep: Option<String>,
+    /// Do not publish (something else publishes the stream).
+    #[arg(long)]
+    no_publish: bool,
+    /// Bearer token for both endpoints.
+    #[arg(long, env = "WISHD_LOAD_TOKEN")]
+    token: Option<String>,
+    /// Video bit rate, bits/s.
+    #[arg(long, default_value_t = 2_500_000)]
+    bitrate: u64,
+    /// Frames per second.
+    #[arg(long, default_value_t = 30)]
+    fps: u32,
+    /// Seconds between keyframes.
+    #[arg(long, default_value_t = 2.0)]
+    gop: f64,
+    /// RTP payload bytes per video packet.
+    #[arg(long, default_value_t = 1200)]
+    packet_size: usize,
+    /// Answer PLI/FIR with a keyframe (at most once a second).
+    #[arg(long)]
+    honor_pli: bool,
+    /// Viewer sockets (one loop each).
+    #[arg(long, default_value_t = 2)]
+    shards: usize,
+    /// Decrypt every packet instead of accounting by RTP header.
+    #[arg(long)]
+    full_decrypt: bool,
+}
+
+impl Peers {
+    fn publisher(&self) -> Option<PublisherConfig> {
+        if self.no_publish {
+            return None;
+        }
+        let url = self
+            .whip
+            .clone()
+            .unwrap_or_else(|| format!("{}/whip/{}", self.base, self.stream));
+        let mut p = PublisherConfig::standard(url);
+        p.token = self.token.clone();
+        p.shape = VideoShape::for_bitrate(self.bitrate, self.fps, self.gop, 6, self.packet_size);
+        p.honor_keyframe_requests = self.honor_pli;
+        Some(p)
+    }
+
+    fn swarm(&self) -> SwarmConfig {
+        SwarmConfig {
+            url: self
+                .whep
+                .clone()
+                .unwrap_or_else(|| format!("{}/whep/{}", self.base, self.stream)),
+            token: self.token.clone(),
+            shards: self.shards,
+            full_decrypt: self.full_decrypt,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Publisher + N viewers for a while; prints a table and writes JSON.
+    Run {
+        #[command(flatten)]
+        peers: Peers,
+        /// Viewers.
+        #[arg(long, short = 'n', default_value_t = 10)]
+        viewers: usize,
+        /// Viewers started per second (0: all at once).
+        #[arg(long, default_value_t = 100.0)]
+        ramp: f64,
+        /// Measurement window, seconds (at most 600).
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// The server's pid, for its CPU and memory.
+        #[arg(long)]
+        server_pid: Option<u32>,
+        /// Write the report as JSON here.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
+}
+
 fn main() {
-    eprintln!("wishd-load: not built yet");
-    std::process::exit(2);
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wishd-load: cannot start a runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Run {
+                peers,
+                viewers,
+                ramp,
+                duration,
+                server_pid,
+                json,
+            } => {
+                let cfg = RunConfig {
+                    publisher: peers.publisher(),
+                    swarm: peers.swarm(),
+                    viewers,
+                    ramp_per_sec: ramp,
+                    connect_timeout: Duration::from_secs(20),
+                    duration: Duration::from_secs_f64(duration.clamp(0.1, 600.0)),
+                    server_pid,
+                };
+                match run(cfg).await {
+                    Ok(r) => {
+                        print_report(&r);
+                        if let Some(path) = json {
+                            write_json(&path, &r);
+                        }
+                        0
+                    }
+                    Err(e) => {
+                        eprintln!("wishd-load: {e}");
+                        1
+                    }
+                }
+            }
+        }
+    });
+    std::process::exit(code);
+}
+
+fn write_json(path: &std::path::Path, value: &impl serde::Serialize) {
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    match serde_json::to_string_pretty(value) {
+        Ok(s) => {
+            if let Err(e) = std::fs::write(path, s) {
+                eprintln!("wishd-load: cannot write {}: {e}", path.display());
+            }
+        }
+        Err(e) => eprintln!("wishd-load: JSON: {e}"),
+    }
 }

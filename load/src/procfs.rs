@@ -1,0 +1,104 @@
+//! CPU time and memory of a process, from /proc (Linux).
+
+use std::path::Path;
+
+/// CPU time and resident memory of a process at one moment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    /// CPU time used so far, seconds (all threads, user + system).
+    pub cpu_s: f64,
+    /// Resident set size, bytes.
+    pub rss: u64,
+}
+
+/// Reads `/proc/PID` (`None`: the process is gone). `pid` `None` means this process.
+///
+/// CPU time is the sum of the threads' scheduler run times (`task/*/schedstat`,
+/// nanoseconds) when readable, else `utime + stime` from `stat` (clock ticks).
+pub fn usage(pid: Option<u32>) -> Option<Usage> {
+    let dir = match pid {
+        Some(p) => format!("/proc/{p}"),
+        None => "/proc/self".to_string(),
+    };
+    let stat = std::fs::read_to_string(format!("{dir}/stat")).ok()?;
+    let ticks_cpu = parse_stat_cpu(&stat)?;
+    let cpu_s = schedstat_cpu(Path::new(&dir)).unwrap_or(ticks_cpu);
+    let status = std::fs::read_to_string(format!("{dir}/status")).ok()?;
+    Some(Usage {
+        cpu_s,
+        rss: parse_rss(&status).unwrap_or(0),
+    })
+}
+
+/// `utime + stime` of a `/proc/PID/stat` line, in seconds (USER_HZ is 100 on Linux).
+pub fn parse_stat_cpu(stat: &str) -> Option<f64> {
+    // The command name is in parentheses and may contain spaces: skip past ")".
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After ")" field 0 is state (stat field 3); utime and stime are stat fields 14, 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
+fn schedstat_cpu(dir: &Path) -> Option<f64> {
+    let mut ns = 0u64;
+    let mut any = false;
+    for t in std::fs::read_dir(dir.join("task")).ok()? {
+        let Ok(t) = t else { continue };
+        let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) else {
+            continue;
+        };
+        if let Some(v) = s
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            ns += v;
+            any = true;
+        }
+    }
+    any.then_some(ns as f64 / 1e9)
+}
+
+/// `VmRSS` of a `/proc/PID/status` text, in bytes.
+pub fn parse_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// `RcvbufErrors` of UDP from `/proc/net/snmp` (datagrams dropped because a socket's
+/// receive buffer was full, anywhere on the host).
+pub fn udp_rcvbuf_errors() -> Option<u64> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    parse_udp_counter(&snmp, "RcvbufErrors")
+}
+
+/// A named counter of the `Udp:` lines of `/proc/net/snmp`.
+pub fn parse_udp_counter(snmp: &str, name: &str) -> Option<u64> {
+    let mut lines = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let header = lines.next()?;
+    let values = lines.next()?;
+    let i = header.split_whitespace().position(|h| h == name)?;
+    values.split_whitespace().nth(i)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_texts() {
+        let stat = "1234 (wishd (x) y) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 4 0 100";
+        assert_eq!(parse_stat_cpu(stat), Some(3.0));
+        assert_eq!(
+            parse_rss("Name:\tw\nVmRSS:\t  2048 kB\n"),
+            Some(2 * 1024 * 1024)
+        );
+        let snmp = "Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors\nUdp: 10 0 3 9 7\n";
+        assert_eq!(parse_udp_counter(snmp, "RcvbufErrors"), Some(7));
+        let me = usage(None).expect("own /proc");
+        assert!(me.rss > 0 && me.cpu_s >= 0.0);
+    }
+}

@@ -1,0 +1,107 @@
+//! WHIP/WHEP signalling: POST an offer, get a 201 with the answer and `Location`;
+//! DELETE the session at the end. Only the standard endpoints, so any server works.
+
+use std::time::{Duration, Instant};
+
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::{Output, Rtc};
+use wishd::client::{http_request, resolve_url};
+
+/// What went wrong while setting up a peer.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The HTTP exchange failed.
+    #[error("HTTP: {0}")]
+    Http(String),
+    /// The server answered with another status than 201.
+    #[error("status {status}: {body}")]
+    Status {
+        /// The status.
+        status: u16,
+        /// The body, trimmed.
+        body: String,
+    },
+    /// The answer could not be applied.
+    #[error("SDP: {0}")]
+    Sdp(String),
+    /// str0m refused something.
+    #[error("rtc: {0}")]
+    Rtc(String),
+    /// Local socket trouble.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A 201 and what came with it.
+pub struct Signalled {
+    /// The absolute session URL.
+    pub location: String,
+    /// POST sent → response read.
+    pub post_time: Duration,
+}
+
+/// POSTs `offer` to `url` and applies the answer to `rtc`.
+pub async fn post_offer(
+    rtc: &mut Rtc,
+    pending: SdpPendingOffer,
+    offer: String,
+    url: &str,
+    token: Option<&str>,
+) -> Result<Signalled, SetupError> {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Content-Type", "application/sdp")];
+    if let Some(a) = auth.as_deref() {
+        headers.push(("Authorization", a));
+    }
+    let start = Instant::now();
+    let resp = http_request("POST", url, &headers, offer.into_bytes())
+        .await
+        .map_err(|e| SetupError::Http(e.to_string()))?;
+    let post_time = start.elapsed();
+    if resp.status != 201 {
+        return Err(SetupError::Status {
+            status: resp.status,
+            body: resp.text().trim().chars().take(200).collect(),
+        });
+    }
+    let location = resp
+        .header("location")
+        .map(|l| resolve_url(url, l))
+        .ok_or_else(|| SetupError::Http("201 without Location".into()))?;
+    let answer = SdpAnswer::from_sdp_string(&resp.text())
+        .map_err(|e| SetupError::Sdp(format!("unparseable answer: {e}")))?;
+    rtc.sdp_api()
+        .accept_answer(pending, answer)
+        .map_err(|e| SetupError::Sdp(format!("answer refused: {e}")))?;
+    drain_offline(rtc)?;
+    Ok(Signalled {
+        location,
+        post_time,
+    })
+}
+
+/// DELETEs a session; returns the status.
+pub async fn delete(location: &str, token: Option<&str>) -> Result<u16, SetupError> {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = Vec::new();
+    if let Some(a) = auth.as_deref() {
+        headers.push(("Authorization", a));
+    }
+    let r = http_request("DELETE", location, &headers, Vec::new())
+        .await
+        .map_err(|e| SetupError::Http(e.to_string()))?;
+    Ok(r.status)
+}
+
+/// Polls an `Rtc` that has no socket yet until it asks for a timeout.
+pub fn drain_offline(rtc: &mut Rtc) -> Result<(), SetupError> {
+    loop {
+        match rtc
+            .poll_output()
+            .map_err(|e| SetupError::Rtc(e.to_string()))?
+        {
+            Output::Timeout(_) => return Ok(()),
+            Output::Transmit(_) | Output::Event(_) => {}
+        }
+    }
+}

@@ -1,0 +1,604 @@
+//! The WHEP viewer swarm: many str0m viewers in one process, a few UDP sockets, one
+//! sans-IO loop per socket ("shard").
+//!
+//! Every viewer needs its own address, or the server could not tell them apart.
+//! Viewers therefore share a shard's socket (bound to `0.0.0.0:port`) but each has its
+//! own loopback IP (`127.2.x.y` and up: all of 127.0.0.0/8 is local on Linux): the
+//! datagram's destination IP names the viewer, and replies leave from it.
+//!
+//! Cost: the tool must stay well under the server's CPU per viewer. Setup traffic
+//! (STUN, DTLS), RTCP and the first media packets of each stream go through str0m,
+//! which decrypts them; the payload marker tells the publisher's sequence number, so
+//! the viewer learns how the server renumbered the stream. From then on RTP packets
+//! are accounted from their clear header alone (SRTP encrypts only the payload): loss,
+//! duplicates and reordering from the sequence number, one-way delay from the
+//! publisher's [`SendTable`] of the same process. `full_decrypt` feeds every packet to
+//! str0m instead and reads the send time from the payload (for a publisher in another
+//! process, or a server that renumbers freely).
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use str0m::media::{Direction, MediaKind};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::RtpPacket;
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use wishd::media::udp::{BATCH, MAX_DATAGRAM, MediaSocket, Received};
+
+use crate::clock::{self, SendTable};
+use crate::payload::{self, AUDIO, VIDEO};
+use crate::rtp::{Class, classify};
+use crate::signal::{self, SetupError};
+use crate::stats::{Histogram, TrackRx, ViewerReport};
+
+/// How the swarm behaves.
+#[derive(Debug, Clone)]
+pub struct SwarmConfig {
+    /// The WHEP endpoint, e.g. `http://127.0.0.1:8080/whep/bench`.
+    pub url: String,
+    /// Bearer token.
+    pub token: Option<String>,
+    /// Sockets (and loops) to spread the viewers over.
+    pub shards: usize,
+    /// Decrypt every packet instead of accounting by header.
+    pub full_decrypt: bool,
+}
+
+/// The first viewer IP is `127.2.0.1`; viewer `n` is that plus `n`.
+const FIRST_IP: u32 = u32::from_be_bytes([127, 2, 0, 0]);
+
+/// The loopback address of viewer `id` (ids start at 1).
+pub fn viewer_ip(id: u32) -> Ipv4Addr {
+    Ipv4Addr::from(FIRST_IP + id)
+}
+
+fn viewer_id(ip: IpAddr) -> Option<u32> {
+    match ip {
+        IpAddr::V4(v4) => u32::from(v4).checked_sub(FIRST_IP),
+        IpAddr::V6(_) => None,
+    }
+}
+
+/// Counters shared by the shards.
+#[derive(Debug, Default)]
+pub struct SwarmCounters {
+    /// Datagrams received.
+    pub datagrams: AtomicU64,
+    /// RTP packets accounted by header only.
+    pub header_only: AtomicU64,
+    /// Datagrams given to str0m.
+    pub to_str0m: AtomicU64,
+    /// Datagrams for no known viewer.
+    pub unroutable: AtomicU64,
+}
+
+enum Cmd {
+    Add(Box<NewViewer>),
+    Failed(ViewerReport),
+    Reports(oneshot::Sender<Vec<ViewerReport>>),
+    Reset(oneshot::Sender<()>),
+    /// Drop every viewer; reply with their session URLs.
+    Clear(oneshot::Sender<Vec<String>>),
+}
+
+struct NewViewer {
+    id: u32,
+    rtc: Rtc,
+    location: String,
+    post_sent: Instant,
+    post_time: Duration,
+}
+
+struct ShardHandle {
+    tx: mpsc::UnboundedSender<Cmd>,
+    port: u16,
+    task: JoinHandle<()>,
+}
+
+/// A swarm of WHEP viewers.
+pub struct Swarm {
+    cfg: SwarmConfig,
+    shards: Vec<ShardHandle>,
+    next_id: AtomicU32,
+    template: RtcConfig,
+    counters: Arc<SwarmCounters>,
+}
+
+impl Swarm {
+    /// Binds one socket per shard and starts their loops on the current runtime.
+    pub fn new(cfg: SwarmConfig, table: Arc<SendTable>) -> std::io::Result<Swarm> {
+        wishd::client::install_crypto_provider();
+        let counters = Arc::new(SwarmCounters::default());
+        let mut shards = Vec::new();
+        let stride = cfg.shards.max(1) as u32;
+        for _ in 0..stride {
+            let socket = MediaSocket::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0))?;
+            let port = socket.local_addr().port();
+            let (tx, rx) = mpsc::unbounded_channel();
+            let shard = Shard {
+                socket,
+                rx,
+                viewers: Vec::new(),
+                stride,
+                timers: BTreeSet::new(),
+                table: table.clone(),
+                full_decrypt: cfg.full_decrypt,
+                failed: Vec::new(),
+                counters: counters.clone(),
+            };
+            let task = tokio::spawn(shard.run());
+            shards.push(ShardHandle { tx, port, task });
+        }
+        let mut template = RtcConfig::new()
+            .clear_codecs()
+            .set_rtp_mode(true)
+            .enable_opus(true, false)
+            .enable_h264(true);
+        template.set_max_stun_rto(Duration::from_secs(1));
+        template.set_max_stun_retransmits(5);
+        Ok(Swarm {
+            cfg,
+            shards,
+            next_id: AtomicU32::new(1),
+            template,
+            counters,
+        })
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> &SwarmCounters {
+        &self.counters
+    }
+
+    /// Sets up one viewer: builds its offer, POSTs it, hands the peer to its shard.
+    /// Returns its id; a failure is recorded in its report.
+    pub async fn add_viewer(&self) -> u32 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let shard = &self.shards[id as usize % self.shards.len()];
+        let post_sent = Instant::now();
+        match self.setup(id, shard.port).await {
+            Ok((rtc, sig)) => {
+                let _ = shard.tx.send(Cmd::Add(Box::new(NewViewer {
+                    id,
+                    rtc,
+                    location: sig.location,
+                    post_sent,
+                    post_time: sig.post_time,
+                })));
+            }
+            Err(e) => {
+                let _ = shard.tx.send(Cmd::Failed(ViewerReport {
+                    id,
+                    error: Some(e.to_string()),
+                    ..Default::default()
+                }));
+            }
+        }
+        id
+    }
+
+    async fn setup(&self, id: u32, port: u16) -> Result<(Rtc, signal::Signalled), SetupError> {
+        let local = SocketAddr::new(IpAddr::V4(viewer_ip(id)), port);
+        let mut rtc = self.template.clone().build(Instant::now());
+        let c = Candidate::host(local, "udp").map_err(|e| SetupError::Rtc(e.to_string()))?;
+        if rtc.add_local_candidate(c).is_none() {
+            return Err(SetupError::Rtc(format!("candidate {local} refused")));
+        }
+        let mut api = rtc.sdp_api();
+        api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+        let (offer, pending) = api
+            .apply()
+            .ok_or_else(|| SetupError::Sdp("no offer".into()))?;
+        signal::drain_offline(&mut rtc)?;
+        let sig = signal::post_offer(
+            &mut rtc,
+            pending,
+            offer.to_sdp_string(),
+            &self.cfg.url,
+            self.cfg.token.as_deref(),
+        )
+        .await?;
+        Ok((rtc, sig))
+    }
+
+    /// Every viewer's report (window figures since the last [`Swarm::reset_window`]).
+    pub async fn reports(&self) -> Vec<ViewerReport> {
+        let mut out = Vec::new();
+        for s in &self.shards {
+            let (tx, rx) = oneshot::channel();
+            if s.tx.send(Cmd::Reports(tx)).is_ok()
+                && let Ok(r) = rx.await
+            {
+                out.extend(r);
+            }
+        }
+        out.sort_by_key(|r| r.id);
+        out
+    }
+
+    /// Starts a new measurement window for every viewer.
+    pub async fn reset_window(&self) {
+        for s in &self.shards {
+            let (tx, rx) = oneshot::channel();
+            if s.tx.send(Cmd::Reset(tx)).is_ok() {
+                let _ = rx.await;
+            }
+        }
+    }
+
+    /// Drops every viewer and DELETEs its session (at most `parallel` at a time).
+    pub async fn clear(&self, parallel: usize) {
+        let mut locations = Vec::new();
+        for s in &self.shards {
+            let (tx, rx) = oneshot::channel();
+            if s.tx.send(Cmd::Clear(tx)).is_ok()
+                && let Ok(l) = rx.await
+            {
+                locations.extend(l);
+            }
+        }
+        let token = self.cfg.token.clone();
+        let sem = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
+        let mut joins = Vec::new();
+        for loc in locations {
+            let token = token.clone();
+            let Ok(permit) = sem.clone().acquire_owned().await else {
+                break;
+            };
+            joins.push(tokio::spawn(async move {
+                let _ = signal::delete(&loc, token.as_deref()).await;
+                drop(permit);
+            }));
+        }
+        for j in joins {
+            let _ = j.await;
+        }
+    }
+
+    /// Stops the shards (without DELETE; call [`Swarm::clear`] first to be polite).
+    pub fn stop(self) {
+        for s in self.shards {
+            s.task.abort();
+        }
+    }
+}
+
+struct TrackState {
+    ssrc: u32,
+    kind: u8,
+    rx: TrackRx,
+    /// viewer extended seq − publisher seq (wrapping).
+    offset: Option<u64>,
+    /// Account by header from now on.
+    fast: bool,
+}
+
+struct Viewer {
+    id: u32,
+    rtc: Rtc,
+    location: String,
+    post_sent: Instant,
+    post_sent_ns: u64,
+    post_time: Duration,
+    connected_at: Option<Instant>,
+    join_at: Option<Instant>,
+    up: bool,
+    error: Option<String>,
+    tracks: Vec<TrackState>,
+    delay: Histogram,
+    timer: Instant,
+}
+
+impl Viewer {
+    fn report(&self) -> ViewerReport {
+        let ms =
+            |t: Option<Instant>| t.map(|t| t.duration_since(self.post_sent).as_secs_f64() * 1e3);
+        let mut r = ViewerReport {
+            id: self.id,
+            post_ms: Some(self.post_time.as_secs_f64() * 1e3),
+            connect_ms: ms(self.connected_at),
+            join_ms: ms(self.join_at),
+            connected: self.up,
+            delay_p50_us: self.delay.quantile(0.5).map(|v| v as f64 / 1e3),
+            delay_p99_us: self.delay.quantile(0.99).map(|v| v as f64 / 1e3),
+            error: self.error.clone(),
+            delay: Some(self.delay.clone()),
+            ..Default::default()
+        };
+        for t in &self.tracks {
+            r.received += t.rx.received;
+            r.lost += t.rx.lost();
+            r.duplicated += t.rx.duplicated;
+            r.out_of_order += t.rx.out_of_order;
+        }
+        r
+    }
+
+    fn reset(&mut self) {
+        for t in &mut self.tracks {
+            t.rx.reset();
+        }
+        self.delay.clear();
+    }
+
+    fn record_delay(&mut self, sent_ns: u64, arrival_ns: u64) {
+        // Packets older than the viewer came from a server-side cache: not live delay.
+        if sent_ns >= self.post_sent_ns {
+            self.delay.record(arrival_ns.saturating_sub(sent_ns));
+        }
+    }
+
+    /// A packet str0m decrypted.
+    fn on_decrypted(&mut self, p: &RtpPacket, full_decrypt: bool) -> bool {
+        let Some(m) = payload::decode(&p.payload) else {
+            return false;
+        };
+        let ssrc = *p.header.ssrc;
+        let idx = match self.tracks.iter().position(|t| t.ssrc == ssrc) {
+            Some(i) => i,
+            None => {
+                self.tracks.push(TrackState {
+                    ssrc,
+                    kind: m.kind,
+                    rx: TrackRx::default(),
+                    offset: None,
+                    fast: false,
+                });
+                self.tracks.len() - 1
+            }
+        };
+        let ext = self.tracks[idx].rx.on_packet(p.header.sequence_number);
+        self.tracks[idx].offset = Some(ext.wrapping_sub(m.seq));
+        let arrival = clock::at_ns(p.timestamp);
+        self.record_delay(m.sent_ns, arrival);
+        if m.kind == VIDEO && m.keyframe && self.join_at.is_none() {
+            self.join_at = Some(p.timestamp);
+        }
+        let t = &mut self.tracks[idx];
+        let newly_fast = !full_decrypt && !t.fast && (t.kind == AUDIO || self.join_at.is_some());
+        if newly_fast {
+            t.fast = true;
+        }
+        newly_fast
+    }
+}
+
+struct Shard {
+    socket: MediaSocket,
+    rx: mpsc::UnboundedReceiver<Cmd>,
+    /// Indexed by `id / shards`.
+    viewers: Vec<Option<Box<Viewer>>>,
+    /// Number of shards: viewer `id` lives in shard `id % stride`, slot `id / stride`.
+    stride: u32,
+    timers: BTreeSet<(Instant, u32)>,
+    table: Arc<SendTable>,
+    full_decrypt: bool,
+    failed: Vec<ViewerReport>,
+    counters: Arc<SwarmCounters>,
+}
+
+impl Shard {
+    async fn run(mut self) {
+        let mut bufs = vec![[0u8; MAX_DATAGRAM]; BATCH];
+        let mut received: Vec<Received> = Vec::with_capacity(BATCH);
+        let far = Duration::from_secs(3600);
+        loop {
+            let next = self
+                .timers
+                .first()
+                .map(|t| t.0)
+                .unwrap_or_else(|| Instant::now() + far);
+            tokio::select! {
+                biased;
+                cmd = self.rx.recv() => match cmd {
+                    Some(c) => self.command(c),
+                    None => return,
+                },
+                r = self.socket.readable() => {
+                    if r.is_err() {
+                        continue;
+                    }
+                    loop {
+                        match self.socket.try_recv(&mut bufs, &mut received) {
+                            Ok(()) => {
+                                let now = Instant::now();
+                                let now_ns = clock::at_ns(now);
+                                self.counters.datagrams.fetch_add(received.len() as u64, Ordering::Relaxed);
+                                for (i, r) in received.iter().enumerate() {
+                                    self.datagram(now, now_ns, *r, &bufs[i][..r.len]);
+                                }
+                            }
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(next.into()) => self.timeouts(Instant::now()),
+            }
+        }
+    }
+
+    fn slot(&self, id: u32) -> usize {
+        (id / self.stride) as usize
+    }
+
+    fn command(&mut self, c: Cmd) {
+        match c {
+            Cmd::Add(v) => self.add(*v),
+            Cmd::Failed(r) => self.failed.push(r),
+            Cmd::Reports(reply) => {
+                let mut out = self.failed.clone();
+                out.extend(self.viewers.iter().flatten().map(|v| v.report()));
+                let _ = reply.send(out);
+            }
+            Cmd::Reset(reply) => {
+                for v in self.viewers.iter_mut().flatten() {
+                    v.reset();
+                }
+                let _ = reply.send(());
+            }
+            Cmd::Clear(reply) => {
+                let locations = self
+                    .viewers
+                    .iter_mut()
+                    .filter_map(Option::take)
+                    .map(|v| v.location)
+                    .collect();
+                self.viewers.clear();
+                self.timers.clear();
+                self.failed.clear();
+                let _ = reply.send(locations);
+            }
+        }
+    }
+
+    fn add(&mut self, n: NewViewer) {
+        let slot = self.slot(n.id);
+        if self.viewers.len() <= slot {
+            self.viewers.resize_with(slot + 1, || None);
+        }
+        let now = Instant::now();
+        self.viewers[slot] = Some(Box::new(Viewer {
+            id: n.id,
+            rtc: n.rtc,
+            location: n.location,
+            post_sent: n.post_sent,
+            post_sent_ns: clock::at_ns(n.post_sent),
+            post_time: n.post_time,
+            connected_at: None,
+            join_at: None,
+            up: false,
+            error: None,
+            tracks: Vec::with_capacity(2),
+            delay: Histogram::default(),
+            timer: now,
+        }));
+        self.timers.insert((now, n.id));
+        self.drive(n.id, now, |rtc| rtc.handle_input(Input::Timeout(now)));
+    }
+
+    fn datagram(&mut self, now: Instant, now_ns: u64, r: Received, data: &[u8]) {
+        let Some(id) = viewer_id(r.destination.ip()) else {
+            self.counters.unroutable.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let slot = self.slot(id);
+        let Some(Some(v)) = self.viewers.get_mut(slot) else {
+            self.counters.unroutable.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if let Class::Rtp(h) = classify(data)
+            && let Some(t) = v.tracks.iter_mut().find(|t| t.ssrc == h.ssrc && t.fast)
+        {
+            self.counters.header_only.fetch_add(1, Ordering::Relaxed);
+            let ext = t.rx.on_packet(h.seq);
+            let kind = usize::from(t.kind);
+            if let Some(offset) = t.offset
+                && let Some(sent) = self.table.lookup(kind, ext.wrapping_sub(offset), now_ns)
+            {
+                v.record_delay(sent, now_ns);
+            }
+            return;
+        }
+        self.counters.to_str0m.fetch_add(1, Ordering::Relaxed);
+        let Ok(recv) = Receive::new(Protocol::Udp, r.source, r.destination, data) else {
+            return;
+        };
+        self.drive(id, now, move |rtc| {
+            rtc.handle_input(Input::Receive(now, recv))
+        });
+    }
+
+    fn timeouts(&mut self, now: Instant) {
+        while let Some(&(t, id)) = self.timers.first() {
+            if t > now {
+                break;
+            }
+            self.timers.remove(&(t, id));
+            self.drive(id, now, |rtc| rtc.handle_input(Input::Timeout(now)));
+        }
+    }
+
+    /// One mutation of a viewer's `Rtc`, then poll to a timeout (str0m's rule).
+    fn drive<F>(&mut self, id: u32, now: Instant, mutate: F)
+    where
+        F: FnOnce(&mut Rtc) -> Result<(), str0m::RtcError>,
+    {
+        let slot = self.slot(id);
+        let Some(Some(v)) = self.viewers.get_mut(slot) else {
+            return;
+        };
+        if v.error.is_some() {
+            return;
+        }
+        let mut next = None;
+        let result = mutate(&mut v.rtc).and_then(|()| {
+            loop {
+                match v.rtc.poll_output()? {
+                    Output::Timeout(t) => {
+                        next = Some(t.max(now));
+                        break Ok(());
+                    }
+                    Output::Transmit(t) => {
+                        self.socket.send(t.source.ip(), t.destination, &t.contents)
+                    }
+                    Output::Event(e) => match e {
+                        Event::Connected => {
+                            v.up = true;
+                            v.connected_at.get_or_insert(now);
+                        }
+                        Event::IceConnectionStateChange(s) => {
+                            v.up =
+                                v.connected_at.is_some() && s != IceConnectionState::Disconnected;
+                        }
+                        // From now on the header is enough: stop str0m from NACKing
+                        // packets it will never see.
+                        Event::RtpPacket(p) if v.on_decrypted(&p, self.full_decrypt) => {
+                            if let Some(rx) = v.rtc.direct_api().stream_rx(&p.header.ssrc) {
+                                rx.suppress_nack(true);
+                            }
+                        }
+                        Event::Closed => {
+                            v.up = false;
+                            v.error = Some("closed by the server".into());
+                        }
+                        _ => {}
+                    },
+                }
+            }
+        });
+        if let Err(e) = result {
+            v.up = false;
+            v.error = Some(format!("rtc: {e}"));
+        }
+        self.timers.remove(&(v.timer, id));
+        if let Some(t) = next
+            && v.error.is_none()
+        {
+            v.timer = t;
+            self.timers.insert((t, id));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn viewer_addresses_are_distinct_loopback_addresses() {
+        assert_eq!(viewer_ip(1), Ipv4Addr::new(127, 2, 0, 1));
+        assert_eq!(viewer_ip(300), Ipv4Addr::new(127, 2, 1, 44));
+        for id in [1u32, 255, 256, 70_000] {
+            assert!(viewer_ip(id).is_loopback());
+            assert_eq!(viewer_id(IpAddr::V4(viewer_ip(id))), Some(id));
+        }
+        assert_eq!(viewer_id(IpAddr::V4(Ipv4Addr::LOCALHOST)), None);
+    }
+}
