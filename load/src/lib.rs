@@ -9,7 +9,10 @@
 //! | [`run`] | one load run: publisher + N viewers for a while, a report |
 //! | [`clock`], [`rtp`], [`signal`] | shared clock, RTP header peeking, WHIP/WHEP HTTP |
 
+#![deny(unsafe_code)]
+
 pub mod clock;
+pub mod floor;
 pub mod payload;
 pub mod procfs;
 pub mod publisher;

@@ -91,6 +91,15 @@ impl Peers {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// The physical floor: SRTP protect + UDP send per packet on this machine.
+    Floor {
+        /// Milliseconds per figure.
+        #[arg(long, default_value_t = 500)]
+        budget_ms: u64,
+        /// Write the figures as JSON here.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
     /// Publisher + N viewers for a while; prints a table and writes JSON.
     Run {
         #[command(flatten)]
@@ -135,6 +144,27 @@ fn main() {
     };
     let code = rt.block_on(async move {
         match cli.cmd {
+            Cmd::Floor { budget_ms, json } => {
+                let budget = Duration::from_millis(budget_ms.clamp(1, 10_000));
+                match tokio::task::spawn_blocking(move || wishd_load::floor::measure(budget)).await
+                {
+                    Ok(Ok(f)) => {
+                        wishd_load::floor::print(&f);
+                        if let Some(path) = json {
+                            write_json(&path, &f);
+                        }
+                        0
+                    }
+                    Ok(Err(e)) => {
+                        eprintln!("wishd-load: floor: {e}");
+                        1
+                    }
+                    Err(e) => {
+                        eprintln!("wishd-load: floor: {e}");
+                        1
+                    }
+                }
+            }
             Cmd::Run {
                 peers,
                 viewers,
