@@ -7,12 +7,17 @@
 //! | [`swarm`] | the WHEP viewer swarm: many str0m peers over a few sockets |
 //! | [`stats`] | loss/duplicate/reorder accounting, delay histograms, aggregation |
 //! | [`run`] | one load run: publisher + N viewers for a while, a report |
+//! | [`bench`] | the stepped fan-out benchmark, its table and JSON |
+//! | [`floor`] | the physical floor: SRTP protect + UDP send per packet |
+//! | [`metrics`], [`procfs`] | the server's `/metrics` histogram, CPU and memory from /proc |
 //! | [`clock`], [`rtp`], [`signal`] | shared clock, RTP header peeking, WHIP/WHEP HTTP |
 
 #![deny(unsafe_code)]
 
+pub mod bench;
 pub mod clock;
 pub mod floor;
+pub mod metrics;
 pub mod payload;
 pub mod procfs;
 pub mod publisher;

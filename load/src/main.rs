@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use wishd_load::bench::BenchConfig;
 use wishd_load::payload::VideoShape;
 use wishd_load::publisher::PublisherConfig;
 use wishd_load::run::{RunConfig, print_report, run};
@@ -91,6 +92,48 @@ impl Peers {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// The stepped fan-out benchmark against a server on this host.
+    Bench {
+        #[command(flatten)]
+        peers: Peers,
+        /// The server's pid (CPU and memory from /proc/PID).
+        #[arg(long)]
+        server_pid: u32,
+        /// The server's Prometheus endpoint (default BASE/metrics; "none" to skip).
+        #[arg(long)]
+        metrics: Option<String>,
+        /// Viewer counts, ascending.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "1,10,50,100,200,400,800,1200,1600,2400,3200"
+        )]
+        steps: Vec<usize>,
+        /// Measurement window per step, seconds (at most 60).
+        #[arg(long, default_value_t = 10.0)]
+        step_secs: f64,
+        /// Wait after each ramp before measuring, seconds.
+        #[arg(long, default_value_t = 2.0)]
+        settle_secs: f64,
+        /// Viewers started per second while ramping.
+        #[arg(long, default_value_t = 200.0)]
+        ramp: f64,
+        /// Stop after a step whose loss passes this, percent.
+        #[arg(long, default_value_t = 0.5)]
+        loss_stop: f64,
+        /// Start no step after this many seconds (at most 3600).
+        #[arg(long, default_value_t = 300)]
+        max_secs: u64,
+        /// Viewers joining at once at the end (0: none, at most 2000).
+        #[arg(long, default_value_t = 200)]
+        burst: usize,
+        /// Milliseconds per floor figure.
+        #[arg(long, default_value_t = 500)]
+        floor_ms: u64,
+        /// Write the report as JSON here.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
     /// The physical floor: SRTP protect + UDP send per packet on this machine.
     Floor {
         /// Milliseconds per figure.
@@ -144,6 +187,59 @@ fn main() {
     };
     let code = rt.block_on(async move {
         match cli.cmd {
+            Cmd::Bench {
+                peers,
+                server_pid,
+                metrics,
+                steps,
+                step_secs,
+                settle_secs,
+                ramp,
+                loss_stop,
+                max_secs,
+                burst,
+                floor_ms,
+                json,
+            } => {
+                let Some(publisher) = peers.publisher() else {
+                    eprintln!("wishd-load: bench needs its own publisher");
+                    return 2;
+                };
+                let metrics_url = match metrics.as_deref() {
+                    Some("none") => None,
+                    Some(u) => Some(u.to_string()),
+                    None => Some(format!("{}/metrics", peers.base)),
+                };
+                let mut steps = steps;
+                steps.sort_unstable();
+                let cfg = BenchConfig {
+                    publisher,
+                    swarm: peers.swarm(),
+                    server_pid,
+                    metrics_url,
+                    steps,
+                    step_window: Duration::from_secs_f64(step_secs.clamp(1.0, 60.0)),
+                    settle: Duration::from_secs_f64(settle_secs.clamp(0.0, 30.0)),
+                    ramp_per_sec: ramp.max(1.0),
+                    loss_stop_pct: loss_stop,
+                    total_cap: Duration::from_secs(max_secs.min(3600)),
+                    burst: burst.min(2000),
+                    floor_budget: Duration::from_millis(floor_ms.clamp(10, 5000)),
+                };
+                match wishd_load::bench::bench(cfg, |m| eprintln!("bench: {m}")).await {
+                    Ok(r) => {
+                        wishd_load::bench::print(&r);
+                        if let Some(path) = json {
+                            write_json(&path, &r);
+                        }
+                        0
+                    }
+                    Err(e) => {
+                        eprintln!("wishd-load: {e}");
+                        1
+                    }
+                }
+            }
             Cmd::Floor { budget_ms, json } => {
                 let budget = Duration::from_millis(budget_ms.clamp(1, 10_000));
                 match tokio::task::spawn_blocking(move || wishd_load::floor::measure(budget)).await

@@ -1,7 +1,5 @@
 //! CPU time and memory of a process, from /proc (Linux).
 
-use std::path::Path;
-
 /// CPU time and resident memory of a process at one moment.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Usage {
@@ -13,16 +11,15 @@ pub struct Usage {
 
 /// Reads `/proc/PID` (`None`: the process is gone). `pid` `None` means this process.
 ///
-/// CPU time is the sum of the threads' scheduler run times (`task/*/schedstat`,
-/// nanoseconds) when readable, else `utime + stime` from `stat` (clock ticks).
+/// CPU time is `utime + stime` from `stat` (clock ticks of 10 ms), which, unlike the
+/// per-thread `schedstat` figures, keeps the time of threads that have exited.
 pub fn usage(pid: Option<u32>) -> Option<Usage> {
     let dir = match pid {
         Some(p) => format!("/proc/{p}"),
         None => "/proc/self".to_string(),
     };
     let stat = std::fs::read_to_string(format!("{dir}/stat")).ok()?;
-    let ticks_cpu = parse_stat_cpu(&stat)?;
-    let cpu_s = schedstat_cpu(Path::new(&dir)).unwrap_or(ticks_cpu);
+    let cpu_s = parse_stat_cpu(&stat)?;
     let status = std::fs::read_to_string(format!("{dir}/status")).ok()?;
     Some(Usage {
         cpu_s,
@@ -39,26 +36,6 @@ pub fn parse_stat_cpu(stat: &str) -> Option<f64> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some((utime + stime) as f64 / 100.0)
-}
-
-fn schedstat_cpu(dir: &Path) -> Option<f64> {
-    let mut ns = 0u64;
-    let mut any = false;
-    for t in std::fs::read_dir(dir.join("task")).ok()? {
-        let Ok(t) = t else { continue };
-        let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) else {
-            continue;
-        };
-        if let Some(v) = s
-            .split_whitespace()
-            .next()
-            .and_then(|v| v.parse::<u64>().ok())
-        {
-            ns += v;
-            any = true;
-        }
-    }
-    any.then_some(ns as f64 / 1e9)
 }
 
 /// `VmRSS` of a `/proc/PID/status` text, in bytes.

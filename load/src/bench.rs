@@ -1,0 +1,459 @@
+//! The fan-out benchmark: one publisher, viewers stepped up (1, 10, 50, 100, 200, 400,
+//! …) until loss passes a bound, the machine runs out or the time cap is reached; then
+//! a burst of viewers joining at once. Every step records the server's CPU and
+//! memory (from /proc), the viewers' loss and delay, POST→201 and join times, the
+//! server's own forwarding latency (from `/metrics`, when exported) and this tool's
+//! CPU, and relates the server's CPU per forwarded packet to the physical floor.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::clock::SendTable;
+use crate::floor::{self, Floor};
+use crate::metrics::{self, Buckets};
+use crate::procfs;
+use crate::publisher::{Publisher, PublisherConfig};
+use crate::run::{ramp, wait_connected};
+use crate::signal::SetupError;
+use crate::stats::{self, ViewerReport, fmt_opt, percentile};
+use crate::swarm::{Swarm, SwarmConfig};
+
+/// The histogram the server exports for its forwarding latency.
+pub const FORWARD_HISTOGRAM: &str = "wishd_forward_latency_seconds";
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// The publisher.
+    pub publisher: PublisherConfig,
+    /// The viewers.
+    pub swarm: SwarmConfig,
+    /// The server's pid (its CPU and memory are read from /proc).
+    pub server_pid: u32,
+    /// The server's `/metrics` URL, if any.
+    pub metrics_url: Option<String>,
+    /// Viewer counts to step through, ascending.
+    pub steps: Vec<usize>,
+    /// Measurement window per step.
+    pub step_window: Duration,
+    /// Wait after the ramp before measuring.
+    pub settle: Duration,
+    /// Viewers started per second while ramping.
+    pub ramp_per_sec: f64,
+    /// Stop after the first step whose loss passes this, percent.
+    pub loss_stop_pct: f64,
+    /// Stop starting steps after this much time.
+    pub total_cap: Duration,
+    /// Viewers of the burst (0: no burst).
+    pub burst: usize,
+    /// Time per floor figure.
+    pub floor_budget: Duration,
+}
+
+/// One step's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    /// Viewers asked for.
+    pub viewers: usize,
+    /// Viewers connected in the window.
+    pub connected: usize,
+    /// Server CPU seconds per second.
+    pub server_cpu: f64,
+    /// Server RSS, MiB.
+    pub server_rss_mib: f64,
+    /// (RSS − RSS with the publisher alone) / viewers, KiB.
+    pub rss_per_viewer_kib: Option<f64>,
+    /// Packets the viewers received per second (= forwarded packets per viewer, summed).
+    pub packets_per_s: f64,
+    /// Server CPU per forwarded packet per viewer, ns (all of the server's CPU).
+    pub cpu_per_packet_ns: Option<f64>,
+    /// `cpu_per_packet_ns` / floor (SRTP + one sendto).
+    pub ratio_to_floor: Option<f64>,
+    /// Loss, percent.
+    pub loss_pct: f64,
+    /// Worst viewer's loss, percent.
+    pub worst_viewer_loss_pct: f64,
+    /// Publisher → viewer delay, µs (both loopback hops and the tool included).
+    pub delay_p50_us: Option<f64>,
+    /// 99th percentile, µs.
+    pub delay_p99_us: Option<f64>,
+    /// The server's forwarding latency from `/metrics`, µs.
+    pub server_forward_p50_us: Option<f64>,
+    /// 99th percentile, µs.
+    pub server_forward_p99_us: Option<f64>,
+    /// POST→201 of the viewers that joined in this step, ms.
+    pub post_p50_ms: Option<f64>,
+    /// 99th percentile, ms.
+    pub post_p99_ms: Option<f64>,
+    /// POST→first keyframe packet of the viewers that joined in this step, ms.
+    pub join_p50_ms: Option<f64>,
+    /// 99th percentile, ms.
+    pub join_p99_ms: Option<f64>,
+    /// This tool's CPU seconds per second.
+    pub tool_cpu: f64,
+    /// Host-wide UDP receive-buffer drops in the window.
+    pub udp_rcvbuf_drops: Option<u64>,
+}
+
+/// The burst's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct Burst {
+    /// Viewers started at once.
+    pub viewers: usize,
+    /// Viewers connected (ICE+DTLS) and joined.
+    pub connected: usize,
+    /// First POST → last viewer connected, s.
+    pub seconds: f64,
+    /// connected / seconds.
+    pub sessions_per_s: f64,
+    /// POST→201, ms.
+    pub post_p50_ms: Option<f64>,
+    /// 99th percentile, ms.
+    pub post_p99_ms: Option<f64>,
+    /// POST→connected, ms.
+    pub connect_p50_ms: Option<f64>,
+    /// 99th percentile, ms.
+    pub connect_p99_ms: Option<f64>,
+    /// Viewers that failed and the first reason.
+    pub failed: usize,
+    /// The first failure reason, if any.
+    pub first_error: Option<String>,
+}
+
+/// The whole benchmark.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// CPUs of the machine.
+    pub cpus: usize,
+    /// The floor.
+    pub floor: Floor,
+    /// The stream: video bits/s and packets/s, audio packets/s.
+    pub video_bitrate: f64,
+    /// Video packets per second.
+    pub video_pps: f64,
+    /// Audio packets per second.
+    pub audio_pps: u32,
+    /// Server CPU s/s and RSS with the publisher alone.
+    pub idle_server_cpu: f64,
+    /// RSS with the publisher alone, MiB.
+    pub idle_server_rss_mib: f64,
+    /// The steps run.
+    pub steps: Vec<Step>,
+    /// Why stepping stopped.
+    pub stopped: String,
+    /// The burst.
+    pub burst: Option<Burst>,
+    /// Whether the server exported the forwarding histogram.
+    pub server_histogram: bool,
+}
+
+struct Snap {
+    at: Instant,
+    server: Option<procfs::Usage>,
+    tool: Option<procfs::Usage>,
+    drops: Option<u64>,
+    hist: Option<Buckets>,
+}
+
+async fn snap(cfg: &BenchConfig) -> Snap {
+    let hist = match &cfg.metrics_url {
+        Some(u) => metrics::scrape(u, FORWARD_HISTOGRAM).await,
+        None => None,
+    };
+    Snap {
+        at: Instant::now(),
+        server: procfs::usage(Some(cfg.server_pid)),
+        tool: procfs::usage(None),
+        drops: procfs::udp_rcvbuf_errors(),
+        hist,
+    }
+}
+
+fn cpu(a: &Snap, b: &Snap, who: fn(&Snap) -> Option<procfs::Usage>) -> f64 {
+    let dt = b.at.duration_since(a.at).as_secs_f64().max(1e-3);
+    match (who(a), who(b)) {
+        (Some(x), Some(y)) => (y.cpu_s - x.cpu_s) / dt,
+        _ => 0.0,
+    }
+}
+
+/// Runs the benchmark; `progress` gets a line per phase.
+pub async fn bench(cfg: BenchConfig, progress: impl Fn(&str)) -> Result<BenchReport, SetupError> {
+    progress("measuring the floor");
+    let budget = cfg.floor_budget;
+    let floor = tokio::task::spawn_blocking(move || floor::measure(budget))
+        .await
+        .map_err(|e| SetupError::Rtc(e.to_string()))??;
+    let started = Instant::now();
+    let table = Arc::new(SendTable::default());
+    let publisher = Publisher::start(cfg.publisher.clone(), table.clone()).await?;
+    if !publisher.wait_connected(Duration::from_secs(10)).await {
+        return Err(SetupError::Rtc("the publisher did not connect".into()));
+    }
+    progress("publisher connected; measuring the server with the publisher alone");
+    let a = snap(&cfg).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let b = snap(&cfg).await;
+    let idle_cpu = cpu(&a, &b, |s| s.server);
+    let idle_rss = b.server.map_or(0, |u| u.rss);
+    let server_histogram = b.hist.is_some();
+
+    let swarm = Arc::new(Swarm::new(cfg.swarm.clone(), table)?);
+    let mut steps = Vec::new();
+    let mut current = 0usize;
+    let mut stopped = "all steps done".to_string();
+    for &n in &cfg.steps {
+        if started.elapsed() > cfg.total_cap {
+            stopped = format!("time cap of {} s reached", cfg.total_cap.as_secs());
+            break;
+        }
+        if n <= current {
+            continue;
+        }
+        progress(&format!("step {n}: ramping {} viewers in", n - current));
+        let first_new = swarm_next_id(&swarm).await;
+        ramp(&swarm, n - current, cfg.ramp_per_sec).await;
+        current = n;
+        let wait = Duration::from_secs(10) + Duration::from_secs_f64(n as f64 / 100.0);
+        wait_connected(&swarm, n, wait).await;
+        tokio::time::sleep(cfg.settle).await;
+        swarm.reset_window().await;
+        let s0 = snap(&cfg).await;
+        tokio::time::sleep(cfg.step_window).await;
+        let s1 = snap(&cfg).await;
+        let reports = swarm.reports().await;
+        let step = make_step(n, &reports, first_new, &s0, &s1, idle_rss, &floor);
+        progress(&format!(
+            "step {n}: {} connected, server CPU {:.3} s/s, loss {:.3} %",
+            step.connected, step.server_cpu, step.loss_pct
+        ));
+        let loss = step.loss_pct;
+        let connected = step.connected;
+        steps.push(step);
+        if loss > cfg.loss_stop_pct {
+            stopped = format!(
+                "loss {loss:.2} % passed {} % at {n} viewers",
+                cfg.loss_stop_pct
+            );
+            break;
+        }
+        if (connected as f64) < n as f64 * 0.9 {
+            stopped = format!("only {connected} of {n} viewers connected");
+            break;
+        }
+    }
+    progress("removing the viewers");
+    swarm.clear(16).await;
+
+    let burst = if cfg.burst > 0 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        progress(&format!("burst: {} viewers at once", cfg.burst));
+        Some(run_burst(&swarm, cfg.burst).await)
+    } else {
+        None
+    };
+    swarm.clear(16).await;
+    publisher.stop().await;
+    if let Ok(s) = Arc::try_unwrap(swarm) {
+        s.stop();
+    }
+    Ok(BenchReport {
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        floor,
+        video_bitrate: cfg.publisher.shape.bitrate(),
+        video_pps: cfg.publisher.shape.packets_per_second(),
+        audio_pps: cfg.publisher.audio_pps,
+        idle_server_cpu: idle_cpu,
+        idle_server_rss_mib: idle_rss as f64 / 1048576.0,
+        steps,
+        stopped,
+        burst,
+        server_histogram,
+    })
+}
+
+async fn swarm_next_id(swarm: &Swarm) -> u32 {
+    swarm
+        .reports()
+        .await
+        .iter()
+        .map(|r| r.id + 1)
+        .max()
+        .unwrap_or(0)
+}
+
+fn make_step(
+    n: usize,
+    reports: &[ViewerReport],
+    first_new: u32,
+    s0: &Snap,
+    s1: &Snap,
+    idle_rss: u64,
+    floor: &Floor,
+) -> Step {
+    let window = s1.at.duration_since(s0.at).as_secs_f64().max(1e-3);
+    let agg = stats::aggregate(reports);
+    let fresh: Vec<ViewerReport> = reports
+        .iter()
+        .filter(|r| r.id >= first_new)
+        .cloned()
+        .collect();
+    let fresh = stats::aggregate(&fresh);
+    let server_cpu = cpu(s0, s1, |s| s.server);
+    let packets_per_s = agg.received as f64 / window;
+    let cpu_per_packet_ns = (packets_per_s > 0.0).then(|| server_cpu / packets_per_s * 1e9);
+    let rss = s1.server.map_or(0, |u| u.rss);
+    let hist = match (&s0.hist, &s1.hist) {
+        (Some(a), Some(b)) => Some(b.since(a)),
+        _ => None,
+    };
+    Step {
+        viewers: n,
+        connected: agg.connected,
+        server_cpu,
+        server_rss_mib: rss as f64 / 1048576.0,
+        rss_per_viewer_kib: (n > 0 && idle_rss > 0)
+            .then(|| rss.saturating_sub(idle_rss) as f64 / 1024.0 / n as f64),
+        packets_per_s,
+        cpu_per_packet_ns,
+        ratio_to_floor: cpu_per_packet_ns.map(|c| c / floor.floor_ns),
+        loss_pct: agg.loss_pct,
+        worst_viewer_loss_pct: agg.worst_viewer_loss_pct,
+        delay_p50_us: agg.delay_p50_us,
+        delay_p99_us: agg.delay_p99_us,
+        server_forward_p50_us: hist.as_ref().and_then(|h| h.quantile(0.5)).map(|s| s * 1e6),
+        server_forward_p99_us: hist
+            .as_ref()
+            .and_then(|h| h.quantile(0.99))
+            .map(|s| s * 1e6),
+        post_p50_ms: fresh.post_p50_ms,
+        post_p99_ms: fresh.post_p99_ms,
+        join_p50_ms: fresh.join_p50_ms,
+        join_p99_ms: fresh.join_p99_ms,
+        tool_cpu: cpu(s0, s1, |s| s.tool),
+        udp_rcvbuf_drops: s0.drops.zip(s1.drops).map(|(a, b)| b.saturating_sub(a)),
+    }
+}
+
+async fn run_burst(swarm: &Arc<Swarm>, n: usize) -> Burst {
+    let t0 = Instant::now();
+    ramp(swarm, n, 0.0).await;
+    let end = t0 + Duration::from_secs(30);
+    let mut reports;
+    loop {
+        reports = swarm.reports().await;
+        let settled = reports
+            .iter()
+            .filter(|r| r.error.is_some() || r.connected)
+            .count();
+        if settled >= n || Instant::now() >= end {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    let connected = reports.iter().filter(|r| r.connected).count();
+    let mut post: Vec<f64> = reports.iter().filter_map(|r| r.post_ms).collect();
+    let mut conn: Vec<f64> = reports.iter().filter_map(|r| r.connect_ms).collect();
+    let failed: Vec<&ViewerReport> = reports.iter().filter(|r| r.error.is_some()).collect();
+    Burst {
+        viewers: n,
+        connected,
+        seconds,
+        sessions_per_s: connected as f64 / seconds.max(1e-3),
+        post_p50_ms: percentile(&mut post, 0.5),
+        post_p99_ms: percentile(&mut post, 0.99),
+        connect_p50_ms: percentile(&mut conn, 0.5),
+        connect_p99_ms: percentile(&mut conn, 0.99),
+        failed: failed.len(),
+        first_error: failed.first().and_then(|r| r.error.clone()),
+    }
+}
+
+/// Prints the report as one table plus the floor and burst lines.
+pub fn print(r: &BenchReport) {
+    floor::print(&r.floor);
+    println!(
+        "stream: {:.2} Mbit/s video at {:.0} packets/s + {} audio packets/s; server with the publisher alone: {:.3} CPU s/s, {:.1} MiB",
+        r.video_bitrate / 1e6,
+        r.video_pps,
+        r.audio_pps,
+        r.idle_server_cpu,
+        r.idle_server_rss_mib
+    );
+    println!();
+    println!(
+        "{:>6} {:>6} {:>8} {:>7} {:>8} {:>9} {:>7} {:>6} {:>7} {:>15} {:>15} {:>13} {:>9} {:>8} {:>6}",
+        "viewers",
+        "conn",
+        "srv CPU",
+        "RSS MiB",
+        "KiB/view",
+        "pkts/s",
+        "ns/pkt",
+        "×floor",
+        "loss %",
+        "e2e p50/p99 µs",
+        "srv fwd p50/p99",
+        "POST p50/p99",
+        "join p50",
+        "tool CPU",
+        "drops"
+    );
+    for s in &r.steps {
+        println!(
+            "{:>7} {:>6} {:>8.3} {:>7.1} {:>8} {:>9.0} {:>7} {:>6} {:>7.3} {:>15} {:>15} {:>13} {:>9} {:>8.3} {:>6}",
+            s.viewers,
+            s.connected,
+            s.server_cpu,
+            s.server_rss_mib,
+            fmt_opt(s.rss_per_viewer_kib, 0),
+            s.packets_per_s,
+            fmt_opt(s.cpu_per_packet_ns, 0),
+            fmt_opt(s.ratio_to_floor, 2),
+            s.loss_pct,
+            format!(
+                "{}/{}",
+                fmt_opt(s.delay_p50_us, 0),
+                fmt_opt(s.delay_p99_us, 0)
+            ),
+            format!(
+                "{}/{}",
+                fmt_opt(s.server_forward_p50_us, 0),
+                fmt_opt(s.server_forward_p99_us, 0)
+            ),
+            format!(
+                "{}/{}",
+                fmt_opt(s.post_p50_ms, 1),
+                fmt_opt(s.post_p99_ms, 1)
+            ),
+            fmt_opt(s.join_p50_ms, 0),
+            s.tool_cpu,
+            s.udp_rcvbuf_drops
+                .map_or_else(|| "n/a".into(), |d| d.to_string()),
+        );
+    }
+    println!("stepping stopped: {}", r.stopped);
+    if let Some(b) = &r.burst {
+        println!(
+            "burst of {}: {} connected in {:.2} s = {:.0} sessions/s; POST→201 p50 {} ms p99 {} ms; POST→connected p50 {} ms p99 {} ms; {} failed{}",
+            b.viewers,
+            b.connected,
+            b.seconds,
+            b.sessions_per_s,
+            fmt_opt(b.post_p50_ms, 1),
+            fmt_opt(b.post_p99_ms, 1),
+            fmt_opt(b.connect_p50_ms, 0),
+            fmt_opt(b.connect_p99_ms, 0),
+            b.failed,
+            b.first_error
+                .as_deref()
+                .map_or_else(String::new, |e| format!(" (first: {e})"))
+        );
+    }
+    if !r.server_histogram {
+        println!("server forwarding latency: n/a (no {FORWARD_HISTOGRAM} at /metrics)");
+    }
+}

@@ -1,0 +1,163 @@
+//! Reading a Prometheus histogram from a server's `/metrics` (text exposition
+//! format), to report the server's own forwarding latency beside the tool's figures.
+
+use wishd::client::http_request;
+
+/// The cumulative buckets of one histogram, summed over its label sets.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Buckets {
+    /// (upper bound in the metric's unit, cumulative count), sorted by bound;
+    /// `+Inf` is `f64::INFINITY`.
+    pub le: Vec<(f64, f64)>,
+}
+
+impl Buckets {
+    /// `self - before`, bucket by bucket (for a window between two scrapes).
+    pub fn since(&self, before: &Buckets) -> Buckets {
+        let le = self
+            .le
+            .iter()
+            .map(|&(b, c)| {
+                let old = before
+                    .le
+                    .iter()
+                    .find(|(ob, _)| *ob == b)
+                    .map_or(0.0, |x| x.1);
+                (b, (c - old).max(0.0))
+            })
+            .collect();
+        Buckets { le }
+    }
+
+    /// Observations.
+    pub fn count(&self) -> f64 {
+        self.le.last().map_or(0.0, |x| x.1)
+    }
+
+    /// The `q` quantile by linear interpolation inside the bucket (as Prometheus'
+    /// `histogram_quantile`); `None` without observations.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let total = self.count();
+        if total <= 0.0 {
+            return None;
+        }
+        let rank = q.clamp(0.0, 1.0) * total;
+        let mut prev_bound = 0.0;
+        let mut prev_count = 0.0;
+        for &(bound, count) in &self.le {
+            if count >= rank {
+                if bound.is_infinite() {
+                    return Some(prev_bound);
+                }
+                let in_bucket = count - prev_count;
+                let frac = if in_bucket > 0.0 {
+                    (rank - prev_count) / in_bucket
+                } else {
+                    1.0
+                };
+                return Some(prev_bound + (bound - prev_bound) * frac);
+            }
+            prev_bound = bound;
+            prev_count = count;
+        }
+        Some(prev_bound)
+    }
+}
+
+/// Finds the `NAME_bucket` series of a histogram in exposition text. `None` when
+/// the histogram is absent.
+pub fn parse_histogram(text: &str, name: &str) -> Option<Buckets> {
+    let prefix = format!("{name}_bucket");
+    let mut le: Vec<(f64, f64)> = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        let Some(rest) = line.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some(rest) = rest.strip_prefix('{') else {
+            continue;
+        };
+        let Some(close) = rest.find('}') else {
+            continue;
+        };
+        let labels = &rest[..close];
+        let Some(value) = rest[close + 1..].split_whitespace().next() else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let Some(bound) = label(labels, "le").and_then(|b| match b {
+            "+Inf" => Some(f64::INFINITY),
+            b => b.parse::<f64>().ok(),
+        }) else {
+            continue;
+        };
+        match le.iter_mut().find(|(b, _)| *b == bound) {
+            Some(e) => e.1 += value,
+            None => le.push((bound, value)),
+        }
+    }
+    if le.is_empty() {
+        return None;
+    }
+    le.sort_by(|a, b| a.0.total_cmp(&b.0));
+    Some(Buckets { le })
+}
+
+fn label<'a>(labels: &'a str, name: &str) -> Option<&'a str> {
+    for part in labels.split(',') {
+        let (k, v) = part.split_once('=')?;
+        if k.trim() == name {
+            return Some(v.trim().trim_matches('"'));
+        }
+    }
+    None
+}
+
+/// Scrapes `url` and returns the histogram `name`, if the server exports it.
+pub async fn scrape(url: &str, name: &str) -> Option<Buckets> {
+    let r = http_request("GET", url, &[], Vec::new()).await.ok()?;
+    if r.status != 200 {
+        return None;
+    }
+    parse_histogram(&r.text(), name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = r#"# HELP wishd_forward_latency_seconds Source packet arrival to the last viewer's send.
+# TYPE wishd_forward_latency_seconds histogram
+wishd_forward_latency_seconds_bucket{worker="0",le="0.0001"} 10
+wishd_forward_latency_seconds_bucket{worker="0",le="0.001"} 90
+wishd_forward_latency_seconds_bucket{worker="0",le="+Inf"} 100
+wishd_forward_latency_seconds_bucket{worker="1",le="0.0001"} 0
+wishd_forward_latency_seconds_bucket{worker="1",le="0.001"} 0
+wishd_forward_latency_seconds_bucket{worker="1",le="+Inf"} 0
+wishd_forward_latency_seconds_sum 0.05
+wishd_forward_latency_seconds_count 100
+wishd_other_bucket{le="1"} 5
+"#;
+
+    #[test]
+    fn parses_sums_label_sets_and_interpolates() {
+        let h = parse_histogram(TEXT, "wishd_forward_latency_seconds").unwrap();
+        assert_eq!(h.le.len(), 3);
+        assert_eq!(h.count(), 100.0);
+        let p50 = h.quantile(0.5).unwrap();
+        assert!((p50 - 0.0006).abs() < 1e-9, "{p50}");
+        assert_eq!(
+            h.quantile(0.99),
+            Some(0.001),
+            "in +Inf: the last finite bound"
+        );
+        assert!(parse_histogram(TEXT, "absent").is_none());
+        let later = Buckets {
+            le: h.le.iter().map(|&(b, c)| (b, c * 2.0)).collect(),
+        };
+        assert_eq!(later.since(&h), h);
+        assert_eq!(Buckets::default().quantile(0.5), None);
+    }
+}

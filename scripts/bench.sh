@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The fan-out benchmark (BENCHMARKS.md): builds release binaries, starts wishd on
+# loopback with publishing and playing open and the request rate limit off, then
+# runs `wishd-load bench` against it: the physical floor, one 2.5 Mbit/s publisher,
+# viewers stepped 1, 10, 50, 100, 200, 400, ... until loss passes 0.5 %, the machine
+# runs out or the time cap is reached, then a burst of 200 viewers joining at once.
+# Prints one table; writes bench-out/bench-<time>.json (git-ignored) and the server
+# log beside it. Extra arguments go to `wishd-load bench` (see --help), e.g.
+#   scripts/bench.sh --steps 1,10,100 --step-secs 5 --burst 50
+# Loopback only; every step is bounded in viewers and time, and wishd is stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+out=${BENCH_OUT:-bench-out}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
+mkdir -p "$out"
+
+cargo build --release -q -p wishd --bin wishd -p wishd-load --bin wishd-load
+bin=$CARGO_TARGET_DIR/release
+
+cat >"$out/wishd.toml" <<TOML
+# Written by scripts/bench.sh: loopback on free ports, open policies (no tokens), no
+# request rate limit, no session cap, one media worker per core.
+http = "127.0.0.1:0"
+udp = "127.0.0.1:0"
+workers = 0
+
+[auth]
+publish = "open"
+play = "open"
+
+[limits]
+requests_per_second = 0.0
+max_sessions = 0
+TOML
+
+RUST_LOG=${RUST_LOG:-info} "$bin/wishd" --config "$out/wishd.toml" >"$out/wishd.log" 2>&1 &
+pid=$!
+trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true' EXIT
+
+# The banner names the HTTP port the kernel chose.
+http=
+for _ in $(seq 100); do
+    http=$(grep -o 'HTTP on http://127\.0\.0\.1:[0-9]*' "$out/wishd.log" | head -1 | sed 's|.*http://||' || true)
+    [ -n "$http" ] && break
+    if ! kill -0 "$pid" 2>/dev/null; then
+        break
+    fi
+    sleep 0.1
+done
+if [ -z "$http" ]; then
+    echo "wishd did not start:" >&2
+    cat "$out/wishd.log" >&2
+    exit 1
+fi
+
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+"$bin/wishd-load" bench --base "http://$http" --server-pid "$pid" \
+    --json "$out/bench-$stamp.json" "$@" | tee "$out/bench-$stamp.txt"
+echo "wrote $out/bench-$stamp.json and $out/bench-$stamp.txt"
