@@ -28,7 +28,7 @@ use str0m::rtp::RtpPacket;
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use wishd::media::udp::{BATCH, MAX_DATAGRAM, MediaSocket, Received};
+use wishd::media::udp::{MediaSocket, Received, RecvBuffers};
 
 use crate::clock::{self, SendTable};
 use crate::payload::{self, AUDIO, VIDEO};
@@ -385,8 +385,7 @@ struct Shard {
 
 impl Shard {
     async fn run(mut self) {
-        let mut bufs = vec![[0u8; MAX_DATAGRAM]; BATCH];
-        let mut received: Vec<Received> = Vec::with_capacity(BATCH);
+        let mut bufs = RecvBuffers::new();
         let far = Duration::from_secs(3600);
         loop {
             let next = self
@@ -405,13 +404,13 @@ impl Shard {
                         continue;
                     }
                     loop {
-                        match self.socket.try_recv(&mut bufs, &mut received) {
+                        match self.socket.try_recv(&mut bufs) {
                             Ok(()) => {
                                 let now = Instant::now();
                                 let now_ns = clock::at_ns(now);
-                                self.counters.datagrams.fetch_add(received.len() as u64, Ordering::Relaxed);
-                                for (i, r) in received.iter().enumerate() {
-                                    self.datagram(now, now_ns, *r, &bufs[i][..r.len]);
+                                self.counters.datagrams.fetch_add(bufs.len() as u64, Ordering::Relaxed);
+                                for (r, data) in bufs.datagrams() {
+                                    self.datagram(now, now_ns, r, data);
                                 }
                             }
                             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,

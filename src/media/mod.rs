@@ -10,6 +10,7 @@
 //! every worker, and a source packet is handed (as one `Arc`) to each worker that has
 //! viewers of its stream.
 
+pub mod outbox;
 pub mod stun;
 pub mod udp;
 mod worker;

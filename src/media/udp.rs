@@ -11,8 +11,54 @@ use tokio::net::UdpSocket;
 
 /// Datagrams read per system call at most.
 pub const BATCH: usize = 32;
-/// Largest datagram we accept; anything longer is truncated by the kernel and dropped.
+/// Largest datagram we accept; anything longer is cut to this length (and then fails
+/// to parse or authenticate).
 pub const MAX_DATAGRAM: usize = 2048;
+
+/// Bytes of one receive buffer: room for a GRO batch (at most 64 segments, 64 KiB).
+pub const RECV_BUFFER: usize = 65_536;
+
+/// Receive buffers for [`MediaSocket::try_recv`] and the datagrams last read into them.
+pub struct RecvBuffers {
+    bufs: Vec<Box<[u8]>>,
+    /// (addresses and length, buffer index, offset in the buffer)
+    received: Vec<(Received, usize, usize)>,
+}
+
+impl Default for RecvBuffers {
+    fn default() -> Self {
+        RecvBuffers {
+            bufs: (0..BATCH)
+                .map(|_| vec![0u8; RECV_BUFFER].into_boxed_slice())
+                .collect(),
+            received: Vec::with_capacity(BATCH),
+        }
+    }
+}
+
+impl RecvBuffers {
+    /// [`BATCH`] buffers of [`RECV_BUFFER`] bytes.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The datagrams of the last read, in arrival order.
+    pub fn datagrams(&self) -> impl Iterator<Item = (Received, &[u8])> {
+        self.received
+            .iter()
+            .map(|&(r, b, off)| (r, &self.bufs[b][off..off + r.len]))
+    }
+
+    /// Number of datagrams of the last read.
+    pub fn len(&self) -> usize {
+        self.received.len()
+    }
+
+    /// True when the last read gave nothing.
+    pub fn is_empty(&self) -> bool {
+        self.received.is_empty()
+    }
+}
 
 /// A bound, non-blocking UDP socket.
 #[derive(Debug)]
@@ -69,16 +115,17 @@ impl MediaSocket {
         self.socket.readable().await
     }
 
-    /// Reads up to [`BATCH`] datagrams without waiting. `WouldBlock` when none is there.
-    pub fn try_recv(
-        &self,
-        bufs: &mut [[u8; MAX_DATAGRAM]],
-        out: &mut Vec<Received>,
-    ) -> io::Result<()> {
-        out.clear();
+    /// Reads up to [`BATCH`] system-level datagrams without waiting into `bufs`,
+    /// replacing what it held. `WouldBlock` when none is there.
+    ///
+    /// quinn-udp turns UDP GRO on, so the kernel may hand over several datagrams of
+    /// one flow in one buffer (a burst from a publisher, or a peer's GSO send): they
+    /// are split again by the reported segment size, so every datagram comes out whole.
+    pub fn try_recv(&self, bufs: &mut RecvBuffers) -> io::Result<()> {
+        bufs.received.clear();
         let mut metas = [RecvMeta::default(); BATCH];
-        let n = bufs.len().min(BATCH);
-        let mut slices: Vec<IoSliceMut<'_>> = bufs[..n]
+        let n = bufs.bufs.len().min(BATCH);
+        let mut slices: Vec<IoSliceMut<'_>> = bufs.bufs[..n]
             .iter_mut()
             .map(|b| IoSliceMut::new(&mut b[..]))
             .collect();
@@ -86,18 +133,28 @@ impl MediaSocket {
             self.state
                 .recv((&self.socket).into(), &mut slices, &mut metas[..n])
         })?;
-        for meta in &metas[..count] {
-            // With GRO a meta may hold several datagrams of `stride` bytes; we do not
-            // enable GRO, so one meta is one datagram.
+        for (buf, meta) in metas[..count].iter().enumerate() {
             let destination = SocketAddr::new(
                 meta.dst_ip.map(unmap).unwrap_or(self.local.ip()),
                 self.local.port(),
             );
-            out.push(Received {
-                source: SocketAddr::new(unmap(meta.addr.ip()), meta.addr.port()),
-                destination,
-                len: meta.len.min(MAX_DATAGRAM),
-            });
+            let source = SocketAddr::new(unmap(meta.addr.ip()), meta.addr.port());
+            let len = meta.len.min(RECV_BUFFER);
+            let stride = if meta.stride == 0 { len } else { meta.stride };
+            let mut offset = 0;
+            while offset < len {
+                let seg = stride.min(len - offset);
+                bufs.received.push((
+                    Received {
+                        source,
+                        destination,
+                        len: seg.min(MAX_DATAGRAM),
+                    },
+                    buf,
+                    offset,
+                ));
+                offset += seg;
+            }
         }
         Ok(())
     }
@@ -105,11 +162,38 @@ impl MediaSocket {
     /// Sends one datagram from `source` (our address) to `destination`. Errors other
     /// than a full buffer are logged by quinn-udp and ignored, as UDP loss is normal.
     pub fn send(&self, source: IpAddr, destination: SocketAddr, contents: &[u8]) {
+        self.send_transmit(source, destination, contents, None);
+    }
+
+    /// How many datagrams one [`MediaSocket::send_segments`] may carry (1: no GSO).
+    pub fn max_segments(&self) -> usize {
+        self.state.max_gso_segments()
+    }
+
+    /// Sends `contents` as datagrams of `segment_size` bytes (the last may be shorter)
+    /// in one system call (GSO). See [`MediaSocket::max_segments`].
+    pub fn send_segments(
+        &self,
+        source: IpAddr,
+        destination: SocketAddr,
+        contents: &[u8],
+        segment_size: usize,
+    ) {
+        self.send_transmit(source, destination, contents, Some(segment_size));
+    }
+
+    fn send_transmit(
+        &self,
+        source: IpAddr,
+        destination: SocketAddr,
+        contents: &[u8],
+        segment_size: Option<usize>,
+    ) {
         let transmit = Transmit {
             destination,
             ecn: None,
             contents,
-            segment_size: None,
+            segment_size,
             src_ip: if source.is_unspecified() || source == self.local.ip() {
                 None
             } else {

@@ -25,7 +25,8 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{Span, debug, info, info_span, warn};
 
-use super::udp::{BATCH, MAX_DATAGRAM, MediaSocket, Received};
+use super::outbox::Outbox;
+use super::udp::{MediaSocket, Received, RecvBuffers};
 use super::{MediaCounters, WorkerConfig, stun};
 use crate::core::{
     CodecKind, Fanout, Forward, KeyframeLimiter, SourcePacket, ViewerId, ViewerTrack,
@@ -38,6 +39,10 @@ use crate::sdp::frag::{IceFragment, first_ufrag, offer_with_credentials, restart
 const HOUSEKEEPING: Duration = Duration::from_millis(100);
 /// A viewer still waiting for a keyframe asks again after this long.
 const KEYFRAME_RETRY: Duration = Duration::from_secs(1);
+/// A viewer's video resend (NACK) history: 1 s answers any NACK that can still help
+/// (str0m's default of 3 s and 2000 packets costs a few hundred KiB per viewer).
+const VIEWER_RTX_PACKETS: usize = 512;
+const VIEWER_RTX_AGE: Duration = Duration::from_secs(1);
 
 /// Commands to a worker.
 pub enum WorkerMsg {
@@ -234,7 +239,12 @@ pub(super) struct Worker {
     timers: BTreeSet<(Instant, u64)>,
     fanout: Fanout,
     deferred: VecDeque<Deferred>,
+    /// Forwards of the source packets handled since the last write (see `write_pending`).
     forwards: Vec<Forward>,
+    /// Datagrams waiting to leave as one GSO send.
+    outbox: Outbox,
+    /// Transmits collect in `outbox` until `write_forwards` flushes it.
+    batching: bool,
 }
 
 impl Worker {
@@ -265,14 +275,15 @@ impl Worker {
             fanout: Fanout::new(),
             deferred: VecDeque::new(),
             forwards: Vec::new(),
+            outbox: Outbox::new(),
+            batching: false,
         }
     }
 
     pub(super) async fn run(mut self) {
         let span = info_span!("worker", index = self.index);
         let _enter = span.enter();
-        let mut bufs = vec![[0u8; MAX_DATAGRAM]; BATCH];
-        let mut received: Vec<Received> = Vec::with_capacity(BATCH);
+        let mut bufs = RecvBuffers::new();
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let far = Duration::from_secs(3600);
@@ -301,16 +312,17 @@ impl Worker {
                             next = self.rx.try_recv().ok();
                         }
                     }
+                    // Source packets from other workers were fanned out as a batch.
+                    self.run_deferred(Instant::now());
                 }
                 r = self.socket.readable() => {
                     if r.is_err() { continue; }
                     loop {
-                        match self.socket.try_recv(&mut bufs, &mut received) {
+                        match self.socket.try_recv(&mut bufs) {
                             Ok(()) => {
                                 let now = Instant::now();
-                                for i in 0..received.len() {
-                                    let r = received[i];
-                                    self.handle_datagram(now, r, &bufs[i][..r.len]);
+                                for (r, data) in bufs.datagrams() {
+                                    self.handle_datagram(now, r, data);
                                 }
                                 self.run_deferred(now);
                             }
@@ -351,7 +363,11 @@ impl Worker {
                 };
                 let _ = reply.send(result);
             }
-            WorkerMsg::Packet { stream, pkt } => self.fan_out_local(&stream, &pkt),
+            WorkerMsg::Packet { stream, pkt } => {
+                // Written with the rest of the batch by the run loop's `run_deferred`.
+                self.fan_out_local(&stream, &pkt);
+                return None;
+            }
             WorkerMsg::KeyframeRequest { stream } => self.request_keyframe_local(&stream, now),
             WorkerMsg::EndStream { stream } => {
                 let keys: Vec<u64> = self
@@ -383,7 +399,14 @@ impl Worker {
         None
     }
 
-    fn add_session(&mut self, new: NewSession, now: Instant) {
+    fn add_session(&mut self, mut new: NewSession, now: Instant) {
+        if let NewRole::Viewer { tracks } = &new.role {
+            for t in tracks.iter().filter(|t| t.kind == MediaKind::Video) {
+                if let Some(tx) = new.rtc.direct_api().stream_tx_by_mid(t.mid, None) {
+                    tx.set_rtx_cache(VIEWER_RTX_PACKETS, VIEWER_RTX_AGE, Some(0.15));
+                }
+            }
+        }
         let key = self.next_key;
         self.next_key += 1;
         let kind = match new.role {
@@ -582,14 +605,22 @@ impl Worker {
         };
         let socket = &self.socket;
         let deferred = &mut self.deferred;
-        let span = s.span.clone();
+        let outbox = &mut self.outbox;
+        // Entering the session span costs a registry lookup per packet and viewer; only
+        // debug logging (str0m's included) needs it.
+        let span = (tracing::level_filters::LevelFilter::current()
+            >= tracing::level_filters::LevelFilter::DEBUG)
+            .then(|| s.span.clone());
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let _e = span.enter();
+            let _e = span.as_ref().map(Span::enter);
             if let Err(e) = mutate(&mut s.rtc) {
                 debug!("rtc input refused: {e}");
             }
-            drain(key, s, socket, deferred, now)
+            drain(key, s, socket, outbox, deferred, now)
         }));
+        if !self.batching {
+            self.outbox.flush(&self.socket);
+        }
         let next = match outcome {
             Ok(Ok(next)) => next,
             Ok(Err(e)) => {
@@ -621,6 +652,19 @@ impl Worker {
     }
 
     fn run_deferred(&mut self, now: Instant) {
+        loop {
+            self.run_deferred_once(now);
+            if self.forwards.is_empty() {
+                return;
+            }
+            // Writing may queue more deferred effects (a viewer's events).
+            let mut forwards = std::mem::take(&mut self.forwards);
+            self.write_forwards(&mut forwards);
+            self.forwards = forwards;
+        }
+    }
+
+    fn run_deferred_once(&mut self, now: Instant) {
         while let Some(d) = self.deferred.pop_front() {
             match d {
                 Deferred::Source(shared, pkt) => self.distribute(&shared, pkt),
@@ -661,8 +705,8 @@ impl Worker {
             // source packet then reaches this viewer from the cache, live, or both.
             shared.set_viewer_worker(self.index, true);
             let prefix = shared.keyframe_snapshot();
-            let mut forwards = std::mem::take(&mut self.forwards);
-            forwards.clear();
+            // Not `self.forwards`: that holds live forwards still to be written.
+            let mut forwards = Vec::new();
             let wants_keyframe = self.fanout.add_viewer_with_prefix(
                 &shared.name,
                 ViewerId(key),
@@ -678,7 +722,6 @@ impl Worker {
                 );
             }
             self.write_forwards(&mut forwards);
-            self.forwards = forwards;
             if wants_keyframe {
                 self.deferred.push_back(Deferred::WantKeyframe(shared));
             }
@@ -699,15 +742,18 @@ impl Worker {
         }
     }
 
+    /// Queues the forwards of one source packet; `run_deferred` writes them with the
+    /// rest of the batch.
     fn fan_out_local(&mut self, stream: &str, pkt: &SourcePacket) {
-        let mut forwards = std::mem::take(&mut self.forwards);
-        forwards.clear();
-        self.fanout.forward(stream, pkt, &mut forwards);
-        self.write_forwards(&mut forwards);
-        self.forwards = forwards;
+        self.fanout.forward(stream, pkt, &mut self.forwards);
     }
 
+    /// Writes forwards viewer by viewer (each viewer's in source order), so the
+    /// datagrams of one viewer leave together as GSO sends (see [`Outbox`]).
     fn write_forwards(&mut self, forwards: &mut Vec<Forward>) {
+        // Stable: a viewer's packets keep their order.
+        forwards.sort_by_key(|f| f.viewer);
+        self.batching = true;
         for f in forwards.drain(..) {
             let now = f.wallclock;
             let key = f.viewer.0;
@@ -735,6 +781,8 @@ impl Worker {
                 Ok(())
             });
         }
+        self.batching = false;
+        self.outbox.flush(&self.socket);
     }
 
     fn request_keyframe_local(&mut self, stream: &str, now: Instant) {
@@ -851,13 +899,14 @@ fn drain(
     key: u64,
     s: &mut Session,
     socket: &MediaSocket,
+    outbox: &mut Outbox,
     deferred: &mut VecDeque<Deferred>,
     now: Instant,
 ) -> Result<Instant, str0m::RtcError> {
     loop {
         match s.rtc.poll_output()? {
             Output::Timeout(t) => return Ok(t.max(now)),
-            Output::Transmit(t) => socket.send(t.source.ip(), t.destination, &t.contents),
+            Output::Transmit(t) => outbox.push(socket, t.source.ip(), t.destination, &t.contents),
             Output::Event(e) => handle_event(key, s, e, deferred, now),
         }
     }
