@@ -59,6 +59,10 @@ struct Peers {
     /// Decrypt every packet instead of accounting by RTP header.
     #[arg(long)]
     full_decrypt: bool,
+    /// Microseconds a viewer shard sleeps between socket reads (adds up to this much
+    /// to measured delays; spares the server loopback wake-ups of this process).
+    #[arg(long, default_value_t = 500)]
+    poll_us: u64,
 }
 
 impl Peers {
@@ -86,6 +90,7 @@ impl Peers {
             token: self.token.clone(),
             shards: self.shards,
             full_decrypt: self.full_decrypt,
+            poll: Duration::from_micros(self.poll_us.clamp(20, 100_000)),
         }
     }
 }

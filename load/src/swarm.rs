@@ -26,9 +26,7 @@ use str0m::media::{Direction, MediaKind};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpPacket;
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
-use wishd::media::udp::{MediaSocket, Received, RecvBuffers};
+use tokio::sync::oneshot;
 
 use crate::clock::{self, SendTable};
 use crate::payload::{self, AUDIO, VIDEO};
@@ -47,6 +45,11 @@ pub struct SwarmConfig {
     pub shards: usize,
     /// Decrypt every packet instead of accounting by header.
     pub full_decrypt: bool,
+    /// How long a shard sleeps between reads of its socket. Sleeping, instead of
+    /// waiting for readiness, spares the server a wake-up of this process per send
+    /// (on loopback the sender pays for the receiver's wake-up, which a server sending
+    /// to remote viewers never does); it adds up to this much to the measured delay.
+    pub poll: Duration,
 }
 
 /// The first viewer IP is `127.2.0.1`; viewer `n` is that plus `n`.
@@ -95,9 +98,8 @@ struct NewViewer {
 }
 
 struct ShardHandle {
-    tx: mpsc::UnboundedSender<Cmd>,
+    tx: std::sync::mpsc::Sender<Cmd>,
     port: u16,
-    task: JoinHandle<()>,
 }
 
 /// A swarm of WHEP viewers.
@@ -116,10 +118,10 @@ impl Swarm {
         let counters = Arc::new(SwarmCounters::default());
         let mut shards = Vec::new();
         let stride = cfg.shards.max(1) as u32;
-        for _ in 0..stride {
-            let socket = MediaSocket::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0))?;
-            let port = socket.local_addr().port();
-            let (tx, rx) = mpsc::unbounded_channel();
+        for n in 0..stride {
+            let socket = ShardSocket::bind()?;
+            let port = socket.port;
+            let (tx, rx) = std::sync::mpsc::channel();
             let shard = Shard {
                 socket,
                 rx,
@@ -131,8 +133,11 @@ impl Swarm {
                 failed: Vec::new(),
                 counters: counters.clone(),
             };
-            let task = tokio::spawn(shard.run());
-            shards.push(ShardHandle { tx, port, task });
+            let poll = cfg.poll;
+            std::thread::Builder::new()
+                .name(format!("swarm-shard-{n}"))
+                .spawn(move || shard.run(poll))?;
+            shards.push(ShardHandle { tx, port });
         }
         let mut template = RtcConfig::new()
             .clear_codecs()
@@ -262,10 +267,9 @@ impl Swarm {
     }
 
     /// Stops the shards (without DELETE; call [`Swarm::clear`] first to be polite).
+    /// Their threads end at their next poll.
     pub fn stop(self) {
-        for s in self.shards {
-            s.task.abort();
-        }
+        drop(self);
     }
 }
 
@@ -370,8 +374,8 @@ impl Viewer {
 }
 
 struct Shard {
-    socket: MediaSocket,
-    rx: mpsc::UnboundedReceiver<Cmd>,
+    socket: ShardSocket,
+    rx: std::sync::mpsc::Receiver<Cmd>,
     /// Indexed by `id / shards`.
     viewers: Vec<Option<Box<Viewer>>>,
     /// Number of shards: viewer `id` lives in shard `id % stride`, slot `id / stride`.
@@ -384,42 +388,46 @@ struct Shard {
 }
 
 impl Shard {
-    async fn run(mut self) {
-        let mut bufs = RecvBuffers::new();
-        let far = Duration::from_secs(3600);
+    /// The loop: commands, every datagram waiting, due timers, then sleep `poll` (or
+    /// until the next timer). Sleeping instead of waiting on the socket means the
+    /// server's sends find nobody to wake (see [`SwarmConfig::poll`]).
+    fn run(mut self, poll: Duration) {
+        let mut bufs: Vec<Box<[u8]>> = (0..quinn_udp::BATCH_SIZE)
+            .map(|_| vec![0u8; 65_536].into_boxed_slice())
+            .collect();
+        let mut metas = vec![quinn_udp::RecvMeta::default(); quinn_udp::BATCH_SIZE];
         loop {
-            let next = self
-                .timers
-                .first()
-                .map(|t| t.0)
-                .unwrap_or_else(|| Instant::now() + far);
-            tokio::select! {
-                biased;
-                cmd = self.rx.recv() => match cmd {
-                    Some(c) => self.command(c),
-                    None => return,
-                },
-                r = self.socket.readable() => {
-                    if r.is_err() {
+            loop {
+                match self.rx.try_recv() {
+                    Ok(c) => self.command(c),
+                    Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
+                }
+            }
+            while let Ok(count) = self.socket.recv(&mut bufs, &mut metas) {
+                let now = Instant::now();
+                let now_ns = clock::at_ns(now);
+                for (meta, buf) in metas[..count].iter().zip(&bufs) {
+                    let len = meta.len.min(buf.len());
+                    let stride = if meta.stride == 0 { len } else { meta.stride };
+                    let source = meta.addr;
+                    let Some(dst_ip) = meta.dst_ip else {
                         continue;
-                    }
-                    loop {
-                        match self.socket.try_recv(&mut bufs) {
-                            Ok(()) => {
-                                let now = Instant::now();
-                                let now_ns = clock::at_ns(now);
-                                self.counters.datagrams.fetch_add(bufs.len() as u64, Ordering::Relaxed);
-                                for (r, data) in bufs.datagrams() {
-                                    self.datagram(now, now_ns, r, data);
-                                }
-                            }
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                            Err(_) => break,
-                        }
+                    };
+                    let destination = SocketAddr::new(dst_ip, self.socket.port);
+                    for d in buf[..len].chunks(stride.max(1)) {
+                        self.counters.datagrams.fetch_add(1, Ordering::Relaxed);
+                        self.datagram(now, now_ns, source, destination, d);
                     }
                 }
-                _ = tokio::time::sleep_until(next.into()) => self.timeouts(Instant::now()),
             }
+            let now = Instant::now();
+            self.timeouts(now);
+            let wait = self
+                .timers
+                .first()
+                .map_or(poll, |t| t.0.saturating_duration_since(now).min(poll));
+            std::thread::sleep(wait.max(Duration::from_micros(20)));
         }
     }
 
@@ -482,8 +490,15 @@ impl Shard {
         self.drive(n.id, now, |rtc| rtc.handle_input(Input::Timeout(now)));
     }
 
-    fn datagram(&mut self, now: Instant, now_ns: u64, r: Received, data: &[u8]) {
-        let Some(id) = viewer_id(r.destination.ip()) else {
+    fn datagram(
+        &mut self,
+        now: Instant,
+        now_ns: u64,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) {
+        let Some(id) = viewer_id(destination.ip()) else {
             self.counters.unroutable.fetch_add(1, Ordering::Relaxed);
             return;
         };
@@ -506,7 +521,7 @@ impl Shard {
             return;
         }
         self.counters.to_str0m.fetch_add(1, Ordering::Relaxed);
-        let Ok(recv) = Receive::new(Protocol::Udp, r.source, r.destination, data) else {
+        let Ok(recv) = Receive::new(Protocol::Udp, source, destination, data) else {
             return;
         };
         self.drive(id, now, move |rtc| {
@@ -583,6 +598,63 @@ impl Shard {
             v.timer = t;
             self.timers.insert((t, id));
         }
+    }
+}
+
+/// A shard's socket: non-blocking, bound to `0.0.0.0:port`, read and written through
+/// quinn-udp (recvmmsg with each datagram's destination address, GRO; sendmsg from a
+/// chosen source address).
+struct ShardSocket {
+    socket: std::net::UdpSocket,
+    state: quinn_udp::UdpSocketState,
+    port: u16,
+}
+
+impl ShardSocket {
+    fn bind() -> std::io::Result<ShardSocket> {
+        let sock = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )?;
+        sock.set_nonblocking(true)?;
+        sock.bind(&SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0).into())?;
+        let socket: std::net::UdpSocket = sock.into();
+        let state = quinn_udp::UdpSocketState::new((&socket).into())?;
+        let _ = state.set_recv_buffer_size((&socket).into(), 8 << 20);
+        let _ = state.set_send_buffer_size((&socket).into(), 1 << 20);
+        let port = socket.local_addr()?.port();
+        Ok(ShardSocket {
+            socket,
+            state,
+            port,
+        })
+    }
+
+    /// Reads what is waiting (`Err(WouldBlock)` when nothing is).
+    fn recv(
+        &self,
+        bufs: &mut [Box<[u8]>],
+        metas: &mut [quinn_udp::RecvMeta],
+    ) -> std::io::Result<usize> {
+        let mut slices: Vec<std::io::IoSliceMut<'_>> = bufs
+            .iter_mut()
+            .map(|b| std::io::IoSliceMut::new(&mut b[..]))
+            .collect();
+        let n = slices.len().min(metas.len());
+        self.state
+            .recv((&self.socket).into(), &mut slices[..n], &mut metas[..n])
+    }
+
+    fn send(&self, source: IpAddr, destination: SocketAddr, contents: &[u8]) {
+        let t = quinn_udp::Transmit {
+            destination,
+            ecn: None,
+            contents,
+            segment_size: None,
+            src_ip: Some(source),
+        };
+        let _ = self.state.send((&self.socket).into(), &t);
     }
 }
 

@@ -31,6 +31,7 @@ async fn five_viewers_join_and_receive_the_stream_with_little_loss() {
             token: None,
             shards: 2,
             full_decrypt: false,
+            poll: Duration::from_micros(500),
         },
         viewers: 5,
         ramp_per_sec: 20.0,
