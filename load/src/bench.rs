@@ -338,8 +338,21 @@ fn make_step(
 }
 
 async fn run_burst(swarm: &Arc<Swarm>, n: usize) -> Burst {
+    // Offers first (clients build them on their own machines), then every POST at once.
+    let prepared: Vec<_> = (0..n).map(|_| swarm.prepare()).collect();
     let t0 = Instant::now();
-    ramp(swarm, n, 0.0).await;
+    for p in prepared {
+        let s = swarm.clone();
+        tokio::spawn(async move {
+            match p {
+                Ok(p) => s.post(p).await,
+                Err((id, e)) => {
+                    s.fail(id, e);
+                    id
+                }
+            }
+        });
+    }
     let end = t0 + Duration::from_secs(30);
     let mut reports;
     loop {

@@ -56,13 +56,27 @@ pub struct RunReport {
 
 /// Starts `n` viewers at `rate` per second (0: at once); returns when every POST is done.
 pub async fn ramp(swarm: &Arc<Swarm>, n: usize, rate: f64) {
-    let start = Instant::now();
     let mut joins = Vec::with_capacity(n);
-    for i in 0..n {
-        if rate > 0.0 {
-            let at = start + Duration::from_secs_f64(i as f64 / rate);
-            tokio::time::sleep_until(at.into()).await;
+    if rate <= 0.0 {
+        // A burst: every offer first, then every POST at once.
+        let prepared: Vec<_> = (0..n).map(|_| swarm.prepare()).collect();
+        for p in prepared {
+            let s = swarm.clone();
+            joins.push(tokio::spawn(async move {
+                match p {
+                    Ok(p) => s.post(p).await,
+                    Err((id, e)) => {
+                        s.fail(id, e);
+                        id
+                    }
+                }
+            }));
         }
+    }
+    let start = Instant::now();
+    for i in 0..if rate > 0.0 { n } else { 0 } {
+        let at = start + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(at.into()).await;
         let s = swarm.clone();
         joins.push(tokio::spawn(async move { s.add_viewer().await }));
     }

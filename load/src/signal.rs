@@ -38,6 +38,8 @@ pub struct Signalled {
     pub location: String,
     /// POST sent → response read.
     pub post_time: Duration,
+    /// When the POST was sent.
+    pub sent_at: Instant,
 }
 
 /// POSTs `offer` to `url` and applies the answer to `rtc`.
@@ -77,6 +79,7 @@ pub async fn post_offer(
     Ok(Signalled {
         location,
         post_time,
+        sent_at: start,
     })
 }
 

@@ -89,6 +89,14 @@ enum Cmd {
     Clear(oneshot::Sender<Vec<String>>),
 }
 
+/// A viewer whose offer is built but not sent ([`Swarm::prepare`]).
+pub struct Prepared {
+    id: u32,
+    rtc: Rtc,
+    pending: str0m::change::SdpPendingOffer,
+    offer: String,
+}
+
 struct NewViewer {
     id: u32,
     rtc: Rtc,
@@ -163,53 +171,84 @@ impl Swarm {
     /// Sets up one viewer: builds its offer, POSTs it, hands the peer to its shard.
     /// Returns its id; a failure is recorded in its report.
     pub async fn add_viewer(&self) -> u32 {
+        match self.prepare() {
+            Ok(p) => self.post(p).await,
+            Err((id, e)) => {
+                self.fail(id, e);
+                id
+            }
+        }
+    }
+
+    /// Builds a viewer's peer and offer without sending anything (a burst prepares
+    /// every offer first, so the POSTs leave together, as from independent clients).
+    pub fn prepare(&self) -> Result<Prepared, (u32, SetupError)> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let port = self.shards[id as usize % self.shards.len()].port;
+        let local = SocketAddr::new(IpAddr::V4(viewer_ip(id)), port);
+        let build = || {
+            let mut rtc = self.template.clone().build(Instant::now());
+            let c = Candidate::host(local, "udp").map_err(|e| SetupError::Rtc(e.to_string()))?;
+            if rtc.add_local_candidate(c).is_none() {
+                return Err(SetupError::Rtc(format!("candidate {local} refused")));
+            }
+            let mut api = rtc.sdp_api();
+            api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+            api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+            let (offer, pending) = api
+                .apply()
+                .ok_or_else(|| SetupError::Sdp("no offer".into()))?;
+            signal::drain_offline(&mut rtc)?;
+            Ok(Prepared {
+                id,
+                rtc,
+                pending,
+                offer: offer.to_sdp_string(),
+            })
+        };
+        build().map_err(|e| (id, e))
+    }
+
+    /// POSTs a prepared offer and hands the peer to its shard; returns its id.
+    pub async fn post(&self, p: Prepared) -> u32 {
+        let Prepared {
+            id,
+            mut rtc,
+            pending,
+            offer,
+        } = p;
         let shard = &self.shards[id as usize % self.shards.len()];
-        let post_sent = Instant::now();
-        match self.setup(id, shard.port).await {
-            Ok((rtc, sig)) => {
+        let res = signal::post_offer(
+            &mut rtc,
+            pending,
+            offer,
+            &self.cfg.url,
+            self.cfg.token.as_deref(),
+        )
+        .await;
+        match res {
+            Ok(sig) => {
                 let _ = shard.tx.send(Cmd::Add(Box::new(NewViewer {
                     id,
                     rtc,
                     location: sig.location,
-                    post_sent,
+                    post_sent: sig.sent_at,
                     post_time: sig.post_time,
                 })));
             }
-            Err(e) => {
-                let _ = shard.tx.send(Cmd::Failed(ViewerReport {
-                    id,
-                    error: Some(e.to_string()),
-                    ..Default::default()
-                }));
-            }
+            Err(e) => self.fail(id, e),
         }
         id
     }
 
-    async fn setup(&self, id: u32, port: u16) -> Result<(Rtc, signal::Signalled), SetupError> {
-        let local = SocketAddr::new(IpAddr::V4(viewer_ip(id)), port);
-        let mut rtc = self.template.clone().build(Instant::now());
-        let c = Candidate::host(local, "udp").map_err(|e| SetupError::Rtc(e.to_string()))?;
-        if rtc.add_local_candidate(c).is_none() {
-            return Err(SetupError::Rtc(format!("candidate {local} refused")));
-        }
-        let mut api = rtc.sdp_api();
-        api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
-        api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
-        let (offer, pending) = api
-            .apply()
-            .ok_or_else(|| SetupError::Sdp("no offer".into()))?;
-        signal::drain_offline(&mut rtc)?;
-        let sig = signal::post_offer(
-            &mut rtc,
-            pending,
-            offer.to_sdp_string(),
-            &self.cfg.url,
-            self.cfg.token.as_deref(),
-        )
-        .await?;
-        Ok((rtc, sig))
+    /// Records a viewer that could not be set up.
+    pub fn fail(&self, id: u32, e: SetupError) {
+        let shard = &self.shards[id as usize % self.shards.len()];
+        let _ = shard.tx.send(Cmd::Failed(ViewerReport {
+            id,
+            error: Some(e.to_string()),
+            ..Default::default()
+        }));
     }
 
     /// Every viewer's report (window figures since the last [`Swarm::reset_window`]).
@@ -621,7 +660,8 @@ impl ShardSocket {
         sock.bind(&SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0).into())?;
         let socket: std::net::UdpSocket = sock.into();
         let state = quinn_udp::UdpSocketState::new((&socket).into())?;
-        let _ = state.set_recv_buffer_size((&socket).into(), 8 << 20);
+        // Capped by net.core.rmem_max (scripts/bench.sh raises it).
+        let _ = state.set_recv_buffer_size((&socket).into(), 32 << 20);
         let _ = state.set_send_buffer_size((&socket).into(), 1 << 20);
         let port = socket.local_addr()?.port();
         Ok(ShardSocket {
