@@ -314,6 +314,20 @@ impl Worker {
                     }
                     // Source packets from other workers were fanned out as a batch.
                     self.run_deferred(Instant::now());
+                    // `biased` serves commands first; a worker that receives a steady
+                    // stream of other workers' packets would then never read its socket
+                    // or run its timers, and its viewers' ICE would time out. So read
+                    // what is waiting and run due timers after every batch.
+                    if self.socket.try_recv(&mut bufs).is_ok() {
+                        let now = Instant::now();
+                        for (r, data) in bufs.datagrams() {
+                            self.handle_datagram(now, r, data);
+                        }
+                        self.run_deferred(now);
+                    }
+                    if self.timers.first().is_some_and(|(t, _)| *t <= Instant::now()) {
+                        self.handle_timers(Instant::now());
+                    }
                 }
                 r = self.socket.readable() => {
                     if r.is_err() { continue; }

@@ -1,0 +1,71 @@
+//! What one WHEP session costs a str0m server before any media flows: CPU to build
+//! the `Rtc` and answer a viewer's offer (the part of POST→201 that is not HTTP), and
+//! the memory of the negotiated `Rtc`. Both sides are built the way wishd and the
+//! swarm build them (RTP mode, ICE-lite server with one shared DTLS certificate).
+//!
+//! `cargo run --release -p wishd-load --example session_cost [-- N]` (N ≤ 5000).
+
+use std::time::Instant;
+
+use str0m::media::{Direction, MediaKind};
+use str0m::{Candidate, RtcConfig};
+
+fn rss() -> u64 {
+    wishd_load::procfs::usage(None).map_or(0, |u| u.rss)
+}
+
+fn main() {
+    wishd::client::install_crypto_provider();
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1000)
+        .clamp(1, 5000);
+    let viewer = RtcConfig::new()
+        .clear_codecs()
+        .set_rtp_mode(true)
+        .enable_opus(true, false)
+        .enable_h264(true);
+    let mut offers = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut rtc = viewer.clone().build(Instant::now());
+        let addr = format!("127.3.{}.{}:9", i / 250, 1 + i % 250);
+        if let Ok(c) = Candidate::host(addr.parse().expect("address"), "udp") {
+            rtc.add_local_candidate(c);
+        }
+        let mut api = rtc.sdp_api();
+        api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+        if let Some((offer, _)) = api.apply() {
+            offers.push(offer);
+        }
+    }
+    let provider = str0m::crypto::from_feature_flags();
+    let Some(cert) = provider.dtls_provider.generate_certificate() else {
+        eprintln!("no DTLS certificate");
+        return;
+    };
+    let server = RtcConfig::new()
+        .set_rtp_mode(true)
+        .set_ice_lite(true)
+        .set_dtls_cert(cert);
+    let count = offers.len();
+    let rss0 = rss();
+    let t0 = Instant::now();
+    let mut rtcs = Vec::with_capacity(count);
+    for offer in offers {
+        let mut rtc = server.clone().build(Instant::now());
+        if let Ok(c) = Candidate::host("127.0.0.1:5000".parse().expect("address"), "udp") {
+            rtc.add_local_candidate(c);
+        }
+        if rtc.sdp_api().accept_offer(offer).is_ok() {
+            rtcs.push(rtc);
+        }
+    }
+    let per_session = t0.elapsed().as_secs_f64() * 1e6 / count.max(1) as f64;
+    let kib = rss().saturating_sub(rss0) as f64 / 1024.0 / rtcs.len().max(1) as f64;
+    println!(
+        "{} sessions: build + accept_offer {per_session:.0} µs each, {kib:.1} KiB each before media",
+        rtcs.len()
+    );
+}
