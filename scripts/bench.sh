@@ -46,6 +46,8 @@ requests_per_second = 0.0
 max_sessions = 0
 TOML
 
+# Empty the log first: the banner read below must not come from a previous run.
+: >"$out/wishd.log"
 RUST_LOG=${RUST_LOG:-info} nice -n "$nice" "$bin/wishd" --config "$out/wishd.toml" >"$out/wishd.log" 2>&1 &
 pid=$!
 cleanup() {
