@@ -65,8 +65,13 @@ pub struct Step {
     pub server_rss_mib: f64,
     /// (RSS − RSS with the publisher alone) / viewers, KiB.
     pub rss_per_viewer_kib: Option<f64>,
-    /// Packets the viewers received per second (= forwarded packets per viewer, summed).
+    /// Packets forwarded per second, summed over viewers: the publisher's packets in
+    /// the window × connected viewers × (1 − loss). Independent of how far behind the
+    /// tool is in reading them.
     pub packets_per_s: f64,
+    /// Packets the viewers read in the window, per second (can exceed the above when
+    /// the tool works off a backlog).
+    pub received_per_s: f64,
     /// Server CPU per forwarded packet per viewer, ns (all of the server's CPU).
     pub cpu_per_packet_ns: Option<f64>,
     /// `cpu_per_packet_ns` / floor (SRTP + one sendto).
@@ -220,11 +225,21 @@ pub async fn bench(cfg: BenchConfig, progress: impl Fn(&str)) -> Result<BenchRep
         wait_connected(&swarm, n, wait).await;
         tokio::time::sleep(cfg.settle).await;
         swarm.reset_window().await;
+        let sent0 = sent(&publisher);
         let s0 = snap(&cfg).await;
         tokio::time::sleep(cfg.step_window).await;
         let s1 = snap(&cfg).await;
+        let source_packets = sent(&publisher) - sent0;
         let reports = swarm.reports().await;
-        let step = make_step(n, &reports, first_new, &s0, &s1, idle_rss, &floor);
+        let step = make_step(
+            n,
+            &reports,
+            first_new,
+            (&s0, &s1),
+            source_packets,
+            idle_rss,
+            &floor,
+        );
         progress(&format!(
             "step {n}: {} connected, server CPU {:.3} s/s, loss {:.3} %",
             step.connected, step.server_cpu, step.loss_pct
@@ -284,12 +299,19 @@ async fn swarm_next_id(swarm: &Swarm) -> u32 {
         .unwrap_or(0)
 }
 
+/// Media packets the publisher has sent so far.
+fn sent(p: &Publisher) -> u64 {
+    let c = p.counters();
+    c.video_packets.load(std::sync::atomic::Ordering::Relaxed)
+        + c.audio_packets.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 fn make_step(
     n: usize,
     reports: &[ViewerReport],
     first_new: u32,
-    s0: &Snap,
-    s1: &Snap,
+    (s0, s1): (&Snap, &Snap),
+    source_packets: u64,
     idle_rss: u64,
     floor: &Floor,
 ) -> Step {
@@ -302,7 +324,9 @@ fn make_step(
         .collect();
     let fresh = stats::aggregate(&fresh);
     let server_cpu = cpu(s0, s1, |s| s.server);
-    let packets_per_s = agg.received as f64 / window;
+    let packets_per_s =
+        source_packets as f64 * agg.connected as f64 * (1.0 - agg.loss_pct / 100.0) / window;
+    let received_per_s = agg.received as f64 / window;
     let cpu_per_packet_ns = (packets_per_s > 0.0).then(|| server_cpu / packets_per_s * 1e9);
     let rss = s1.server.map_or(0, |u| u.rss);
     let hist = match (&s0.hist, &s1.hist) {
@@ -317,6 +341,7 @@ fn make_step(
         rss_per_viewer_kib: (n > 0 && idle_rss > 0)
             .then(|| rss.saturating_sub(idle_rss) as f64 / 1024.0 / n as f64),
         packets_per_s,
+        received_per_s,
         cpu_per_packet_ns,
         ratio_to_floor: cpu_per_packet_ns.map(|c| c / floor.floor_ns),
         loss_pct: agg.loss_pct,
