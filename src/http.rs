@@ -9,7 +9,8 @@
 //! | DELETE | `/whip/{stream}/{session}`, `/whep/{stream}/{session}` | end the session → 200 |
 //! | OPTIONS | any of the above | CORS preflight / discovery → 204 |
 //!
-//! Every error answer has a one-line `text/plain` reason in its body and is logged once.
+//! Every error answer is an RFC 9457 `application/problem+json` body whose `detail` is
+//! a one-line reason ([`problem`]), and is logged once.
 //!
 //! Before a handler runs: POST/PATCH/DELETE pass the per-address rate limit (429); a
 //! POST is authorized by [`crate::auth`] for its action and stream (401/403/400 per
@@ -35,6 +36,8 @@ use crate::ratelimit::RateLimiter;
 use crate::registry::{RegistryError, SessionId, SessionKind};
 use crate::sdp::SdpError;
 use crate::sdp::frag::{MAX_FRAG, parse_fragment};
+
+pub mod problem;
 
 /// Largest request body accepted (an SDP offer is a few KiB).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -139,8 +142,7 @@ impl ApiError {
 
     fn into_response(self, state: &AppState) -> Response<Body> {
         let status = self.status();
-        let reason = self.to_string().replace(['\r', '\n'], " ");
-        let mut resp = text(status, &reason);
+        let mut resp = problem::response(status, &self.to_string());
         let h = resp.headers_mut();
         match &self {
             ApiError::MethodNotAllowed(allow) => {
