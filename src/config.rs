@@ -86,6 +86,14 @@ pub struct Config {
     pub plain_http: bool,
     /// Limits for an internet-facing endpoint (the `[limits]` table).
     pub limits: LimitsConfig,
+    /// The URL clients reach this server at, e.g. `https://media.example.com` (behind a
+    /// reverse proxy or TLS terminator). Session `Location`s start with it; without it
+    /// they are built from the request's scheme and `Host`.
+    pub public_url: Option<String>,
+    /// STUN/TURN servers for clients (`[[ice_servers]]`), sent as `Link` headers.
+    pub ice_servers: Vec<crate::http::ice_servers::IceServerConfig>,
+    /// Endpoints that send clients elsewhere with a 307 (`[[redirects]]`).
+    pub redirects: Vec<crate::http::redirect::RedirectConfig>,
 }
 
 /// One RTP ingest entry: a stream fed by plain RTP over UDP. Give either `sdp` (a file
@@ -336,6 +344,9 @@ impl Default for Config {
                 max_sessions: 10_000,
                 header_read_timeout: Duration::from_secs(10),
             },
+            public_url: None,
+            ice_servers: Vec::new(),
+            redirects: Vec::new(),
         }
     }
 }
@@ -447,6 +458,12 @@ impl Config {
                 "rtp_timeout must be more than 0".into(),
             ));
         }
+        if let Some(u) = &self.public_url {
+            crate::http::location::check_public_url(u).map_err(ConfigError::Invalid)?;
+        }
+        crate::http::ice_servers::validate(&self.ice_servers)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        crate::http::redirect::validate(&self.redirects).map_err(ConfigError::Invalid)?;
         Ok(())
     }
 }

@@ -183,6 +183,8 @@ impl Server {
             rtp.push(handle);
             rtp_tasks.push(task);
         }
+        let ice_servers = http::ice_servers::IceServers::new(&config.ice_servers, &read)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         let state = Arc::new(AppState {
             media: media.clone(),
             retry_after_secs: config.retry_after_secs,
@@ -190,6 +192,9 @@ impl Server {
             cors_origins: config.cors_origins.clone(),
             limiter: RateLimiter::new(config.limits.requests_per_second, config.limits.burst),
             max_sessions: config.limits.max_sessions,
+            ice_servers,
+            redirects: config.redirects.clone(),
+            public_url: config.public_url.clone(),
         });
         let header_timeout = config.limits.header_read_timeout;
         let play_credentials = state.auth.has_credentials_for(Action::Play);
@@ -450,7 +455,13 @@ async fn accept_loop(
                 let _ = stream.set_nodelay(true);
                 let state = state.clone();
                 let ip = peer.ip();
-                let svc = service_fn(move |req| http::handle(state.clone(), ip, req));
+                let https = tls.is_some();
+                let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    if https {
+                        req.extensions_mut().insert(http::location::Https);
+                    }
+                    http::handle(state.clone(), ip, req)
+                });
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
                 match tls.clone() {

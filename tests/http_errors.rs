@@ -184,8 +184,9 @@ async fn created_session_has_sdp_answer_location_and_strong_etag() {
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(r.header("content-type"), Some("application/sdp"));
     let loc = r.header("location").unwrap();
+    let prefix = format!("{}/whip/s/", server.base_url());
     assert!(
-        loc.starts_with("/whip/s/") && loc.len() == "/whip/s/".len() + 32,
+        loc.starts_with(&prefix) && loc.len() == prefix.len() + 32,
         "{loc}"
     );
     let etag = r.header("etag").unwrap();

@@ -91,8 +91,11 @@ pub(crate) struct Signalled {
     pub answer_sdp: String,
 }
 
-/// POSTs `offer_sdp` to `endpoint_url`, expects 201 with an SDP answer, and
-/// applies the answer to `rtc`.
+/// Redirects followed when POSTing an offer.
+const MAX_REDIRECTS: usize = 5;
+
+/// POSTs `offer_sdp` to `endpoint_url` (following 307/308), expects 201 with an SDP
+/// answer, and applies the answer to `rtc`.
 pub(crate) async fn exchange(
     rtc: &mut Rtc,
     pending: SdpPendingOffer,
@@ -105,7 +108,21 @@ pub(crate) async fn exchange(
     if let Some(a) = auth.as_deref() {
         headers.push(("Authorization", a));
     }
-    let resp = http_request("POST", endpoint_url, &headers, offer_sdp.into_bytes()).await?;
+    // Follow 307/308 (a balancer sending the offer elsewhere, RFC 9725 §4.5); the
+    // session URL is resolved against the URL that answered 201.
+    let mut url = endpoint_url.to_owned();
+    let mut hops = 0;
+    let resp = loop {
+        let resp = http_request("POST", &url, &headers, offer_sdp.clone().into_bytes()).await?;
+        match (resp.status, resp.header("location")) {
+            (307 | 308, Some(to)) if hops < MAX_REDIRECTS => {
+                url = resolve_url(&url, to);
+                hops += 1;
+            }
+            _ => break resp,
+        }
+    };
+    let endpoint_url = url.as_str();
     if resp.status != 201 {
         return Err(ClientError::Status {
             status: resp.status,
