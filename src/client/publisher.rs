@@ -39,6 +39,10 @@ pub struct PublisherOptions {
     pub keyframe_interval: Duration,
     /// Send a keyframe right after a PLI/FIR arrives.
     pub answer_keyframe_requests: bool,
+    /// Rewrites the offer before it is POSTed (conformance checks of how a server
+    /// takes `a=setup:active`, simulcast, ...). The local `Rtc` keeps its own offer,
+    /// so a rewrite must leave the session usable.
+    pub offer_filter: Option<fn(&str) -> String>,
 }
 
 impl Default for PublisherOptions {
@@ -51,6 +55,7 @@ impl Default for PublisherOptions {
             fps: 30,
             keyframe_interval: Duration::from_secs(2),
             answer_keyframe_requests: true,
+            offer_filter: None,
         }
     }
 }
@@ -198,6 +203,10 @@ impl WhipPublisher {
             audio_mid,
             video_mid,
         } = build_offer(&opts, local_addr)?;
+        let sdp = match opts.offer_filter {
+            Some(filter) => filter(&sdp),
+            None => sdp,
+        };
         let sig =
             peer::exchange(&mut rtc, pending, sdp, endpoint_url, opts.token.as_deref()).await?;
 
@@ -381,6 +390,9 @@ impl PublisherTask {
         let mut audio_iv = tokio::time::interval(Duration::from_millis(20));
         audio_iv.set_missed_tick_behavior(MissedTickBehavior::Skip);
 
+        // str0m starts its ICE agent on the first timeout input; without it a peer
+        // whose DTLS role is passive (no DTLS timer) would never poll again.
+        self.driver.handle_timeout()?;
         loop {
             self.drain().await?;
             if !self.driver.rtc.is_alive() {

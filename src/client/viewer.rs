@@ -28,6 +28,10 @@ pub struct ViewerOptions {
     pub bind_ip: IpAddr,
     /// The video codecs the viewer offers, in order of preference.
     pub video_codecs: Vec<VideoCodec>,
+    /// Rewrites the offer before it is POSTed (conformance checks of how a server
+    /// takes `a=setup:active`, simulcast, ...). The local `Rtc` keeps its own offer,
+    /// so a rewrite must leave the session usable.
+    pub offer_filter: Option<fn(&str) -> String>,
 }
 
 impl Default for ViewerOptions {
@@ -38,6 +42,7 @@ impl Default for ViewerOptions {
             token: None,
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             video_codecs: vec![VideoCodec::H264, VideoCodec::Vp8],
+            offer_filter: None,
         }
     }
 }
@@ -169,6 +174,10 @@ impl WhepViewer {
             video_mid,
         } = build_offer(&opts, local_addr)?;
         let post_sent_at = Instant::now();
+        let sdp = match opts.offer_filter {
+            Some(filter) => filter(&sdp),
+            None => sdp,
+        };
         let sig =
             peer::exchange(&mut rtc, pending, sdp, endpoint_url, opts.token.as_deref()).await?;
         let video_codec = video_mid.and_then(|mid| negotiated_video(&rtc, mid));
@@ -356,6 +365,9 @@ impl ViewerTask {
         &mut self,
         commands: &mut mpsc::UnboundedReceiver<Command>,
     ) -> Result<(), ClientError> {
+        // str0m starts its ICE agent on the first timeout input; without it a peer
+        // whose DTLS role is passive (no DTLS timer) would never poll again.
+        self.driver.handle_timeout()?;
         loop {
             self.drain().await?;
             if !self.driver.rtc.is_alive() {

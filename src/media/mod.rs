@@ -217,6 +217,7 @@ impl Media {
         offer_sdp: &str,
         grant: Grant,
     ) -> Result<Created, MediaError> {
+        let offer_sdp = &*sdp::decline_simulcast(offer_sdp);
         let offer = sdp::parse_offer(offer_sdp.as_bytes())?;
         let chosen = sdp::check_publish_offer(&offer)?;
         let worker = self.pick_worker();
@@ -290,6 +291,7 @@ impl Media {
         offer_sdp: &str,
         grant: Grant,
     ) -> Result<Created, MediaError> {
+        let offer_sdp = &*sdp::decline_simulcast(offer_sdp);
         let offer = sdp::parse_offer(offer_sdp.as_bytes())?;
         let codecs = self.registry.live_codecs(stream)?;
         let plan = sdp::check_play_offer(&offer, &codecs)?;
