@@ -17,6 +17,7 @@ mod http;
 pub mod media;
 mod peer;
 mod publisher;
+mod restart;
 mod viewer;
 
 pub use error::ClientError;

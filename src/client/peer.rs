@@ -186,6 +186,8 @@ pub(crate) struct Driver {
     pub buf: Vec<u8>,
     pub next_timeout: Instant,
     pub status: watch::Sender<PeerStatus>,
+    /// The remote's current SDP answer (an ICE restart rewrites its credentials).
+    pub remote_sdp: String,
 }
 
 impl Driver {
@@ -202,6 +204,7 @@ impl Driver {
             buf: vec![0; 2048],
             next_timeout: Instant::now(),
             status,
+            remote_sdp: String::new(),
         })
     }
 

@@ -13,8 +13,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
+use super::HttpResponse;
 use super::media::{self, AUDIO_TIMESTAMP_STEP, VIDEO_CLOCK_RATE};
 use super::peer::{self, Driver, PeerStatus, Wake};
+use super::restart::{self, PendingRestart, RestartCommand, RestartStep};
 use super::{ClientError, VideoCodec, install_crypto_provider};
 
 /// Payload types of the one H.264 format the publisher offers, so the answer is
@@ -33,6 +35,8 @@ pub struct PublisherOptions {
     pub token: Option<String>,
     /// Local address to bind the UDP socket to (port chosen by the OS).
     pub bind_ip: IpAddr,
+    /// Local UDP port (0: the OS picks one).
+    pub bind_port: u16,
     /// Video frames per second.
     pub fps: u32,
     /// Time between periodic keyframes.
@@ -52,6 +56,7 @@ impl Default for PublisherOptions {
             audio: true,
             token: None,
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            bind_port: 0,
             fps: 30,
             keyframe_interval: Duration::from_secs(2),
             answer_keyframe_requests: true,
@@ -87,6 +92,7 @@ pub struct PublisherStats {
 
 enum Command {
     Keyframe,
+    Restart(RestartCommand),
 }
 
 /// A WHIP publisher: a background task owns the `Rtc` and socket and sends
@@ -194,7 +200,8 @@ impl WhipPublisher {
     /// applies the answer and starts the media task. Returns once the 201 is in,
     /// without waiting for ICE; see [`WhipPublisher::wait_connected`].
     pub async fn connect(endpoint_url: &str, opts: PublisherOptions) -> Result<Self, ClientError> {
-        let socket = tokio::net::UdpSocket::bind(SocketAddr::new(opts.bind_ip, 0)).await?;
+        let socket =
+            tokio::net::UdpSocket::bind(SocketAddr::new(opts.bind_ip, opts.bind_port)).await?;
         let local_addr = socket.local_addr()?;
         let Offer {
             mut rtc,
@@ -233,7 +240,8 @@ impl WhipPublisher {
         }));
         let (status_tx, status_rx) = watch::channel(PeerStatus::default());
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-        let driver = Driver::new(rtc, socket, status_tx)?;
+        let mut driver = Driver::new(rtc, socket, status_tx)?;
+        driver.remote_sdp = sig.answer_sdp.clone();
         let task = PublisherTask {
             driver,
             opts: opts.clone(),
@@ -248,6 +256,7 @@ impl WhipPublisher {
             audio_frame: 0,
             last_keyframe: None,
             keyframe_wanted: false,
+            restart: None,
         };
         let task = tokio::spawn(task.run(cmd_rx));
         Ok(WhipPublisher {
@@ -303,6 +312,41 @@ impl WhipPublisher {
     /// Forces a keyframe now (sent as soon as the peer is connected).
     pub fn send_keyframe(&self) {
         let _ = self.commands.send(Command::Keyframe);
+    }
+
+    /// Restarts ICE through a PATCH with `If-Match: *` (RFC 9725 §4.3.3): new local
+    /// credentials, and with `new_socket` a new local UDP socket (a new address, as
+    /// after a network change). On a 200 the server's credentials are applied and
+    /// the new ETag kept; the PATCH response is returned for inspection.
+    pub async fn ice_restart(&mut self, new_socket: bool) -> Result<HttpResponse, ClientError> {
+        let frag = self
+            .restart_step(RestartStep::Prepare { new_socket })
+            .await?;
+        let resp = restart::patch(&self.location, self.token.as_deref(), frag).await;
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = self.restart_step(RestartStep::Abandon).await;
+                return Err(e);
+            }
+        };
+        let local = self.restart_step(RestartStep::Apply(resp.text())).await?;
+        if let Ok(addr) = local.parse() {
+            self.local_addr = addr;
+        }
+        if let Some(etag) = resp.header("etag") {
+            self.etag = Some(etag.to_owned());
+        }
+        Ok(resp)
+    }
+
+    async fn restart_step(&self, step: RestartStep) -> Result<String, ClientError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.commands
+            .send(Command::Restart(step.with_reply(reply)))
+            .map_err(|_| ClientError::Closed("peer task ended".into()))?;
+        rx.await
+            .map_err(|_| ClientError::Closed("peer task ended".into()))?
     }
 
     /// Sends DELETE for the session, then stops the task. Returns the DELETE status.
@@ -363,6 +407,8 @@ struct PublisherTask {
     last_keyframe: Option<Instant>,
     /// A keyframe should go out as soon as possible (request or command).
     keyframe_wanted: bool,
+    /// An ICE restart waiting for the server's answer.
+    restart: Option<PendingRestart>,
 }
 
 impl PublisherTask {
@@ -419,6 +465,9 @@ impl PublisherTask {
                 Wake::Timeout => self.driver.handle_timeout()?,
                 Wake::Command(None) => return Ok(()),
                 Wake::Command(Some(Command::Keyframe)) => self.keyframe_wanted = true,
+                Wake::Command(Some(Command::Restart(step))) => {
+                    step.run(&mut self.driver, &mut self.restart).await
+                }
                 Wake::VideoTick => self.send_video_frame(false).await?,
                 Wake::AudioTick => self.send_audio_frame().await?,
             }

@@ -12,7 +12,9 @@ use str0m::{Event, Rtc, RtcConfig};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use super::HttpResponse;
 use super::peer::{self, Driver, PeerStatus, Wake};
+use super::restart::{self, PendingRestart, RestartCommand, RestartStep};
 use super::{ClientError, VideoCodec, install_crypto_provider};
 
 /// How a [`WhepViewer`] behaves.
@@ -70,6 +72,7 @@ pub struct ReceivedPacket {
 
 enum Command {
     RequestKeyframe,
+    Restart(RestartCommand),
 }
 
 /// A WHEP viewer: a background task owns the `Rtc` and socket and records every
@@ -186,12 +189,14 @@ impl WhepViewer {
         let (arrivals_tx, arrivals_rx) = watch::channel(0u64);
         let (status_tx, status_rx) = watch::channel(PeerStatus::default());
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-        let driver = Driver::new(rtc, socket, status_tx)?;
+        let mut driver = Driver::new(rtc, socket, status_tx)?;
+        driver.remote_sdp = sig.answer_sdp.clone();
         let task = ViewerTask {
             driver,
             video_mid,
             received: received.clone(),
             arrivals: arrivals_tx,
+            restart: None,
         };
         let task = tokio::spawn(task.run(cmd_rx));
         Ok(WhepViewer {
@@ -313,6 +318,41 @@ impl WhepViewer {
         let _ = self.commands.send(Command::RequestKeyframe);
     }
 
+    /// Restarts ICE through a PATCH with `If-Match: *` (RFC 9725 §4.3.3): new local
+    /// credentials, and with `new_socket` a new local UDP socket (a new address, as
+    /// after a network change). On a 200 the server's credentials are applied and
+    /// the new ETag kept; the PATCH response is returned for inspection.
+    pub async fn ice_restart(&mut self, new_socket: bool) -> Result<HttpResponse, ClientError> {
+        let frag = self
+            .restart_step(RestartStep::Prepare { new_socket })
+            .await?;
+        let resp = restart::patch(&self.location, self.token.as_deref(), frag).await;
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = self.restart_step(RestartStep::Abandon).await;
+                return Err(e);
+            }
+        };
+        let local = self.restart_step(RestartStep::Apply(resp.text())).await?;
+        if let Ok(addr) = local.parse() {
+            self.local_addr = addr;
+        }
+        if let Some(etag) = resp.header("etag") {
+            self.etag = Some(etag.to_owned());
+        }
+        Ok(resp)
+    }
+
+    async fn restart_step(&self, step: RestartStep) -> Result<String, ClientError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.commands
+            .send(Command::Restart(step.with_reply(reply)))
+            .map_err(|_| ClientError::Closed("peer task ended".into()))?;
+        rx.await
+            .map_err(|_| ClientError::Closed("peer task ended".into()))?
+    }
+
     /// Sends DELETE for the session, then stops the task. Returns the DELETE status.
     pub async fn delete(self) -> Result<u16, ClientError> {
         let status = peer::delete_session(&self.location, self.token.as_deref()).await;
@@ -348,6 +388,8 @@ struct ViewerTask {
     video_mid: Option<Mid>,
     received: Arc<Mutex<Vec<ReceivedPacket>>>,
     arrivals: watch::Sender<u64>,
+    /// An ICE restart waiting for the server's answer.
+    restart: Option<PendingRestart>,
 }
 
 impl ViewerTask {
@@ -384,6 +426,9 @@ impl ViewerTask {
                 }
                 Wake::Command(None) => return Ok(()),
                 Wake::Command(Some(Command::RequestKeyframe)) => self.request_keyframe(),
+                Wake::Command(Some(Command::Restart(step))) => {
+                    step.run(&mut self.driver, &mut self.restart).await
+                }
             }
         }
     }

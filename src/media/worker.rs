@@ -36,6 +36,8 @@ use crate::sdp::frag::{IceFragment, first_ufrag, offer_with_credentials, restart
 
 /// How often a worker checks connect/ICE timeouts and retries keyframe requests.
 const HOUSEKEEPING: Duration = Duration::from_millis(100);
+/// Remote addresses remembered per session for routing non-STUN datagrams.
+const MAX_ADDRS: usize = 8;
 /// A viewer still waiting for a keyframe asks again after this long.
 const KEYFRAME_RETRY: Duration = Duration::from_secs(1);
 
@@ -492,10 +494,11 @@ impl Worker {
     }
 
     fn handle_datagram(&mut self, now: Instant, r: Received, data: &[u8]) {
-        let key = match self.by_addr.get(&r.source) {
-            Some(&k) => Some(k),
-            None => stun::local_ufrag(data).and_then(|u| self.by_ufrag.get(u).copied()),
-        };
+        // A STUN request naming one of our ufrags belongs to that session wherever it
+        // comes from: after an ICE restart a client may use a new address, and its
+        // old one may come back as another client's.
+        let by_ufrag = stun::local_ufrag(data).and_then(|u| self.by_ufrag.get(u).copied());
+        let key = by_ufrag.or_else(|| self.by_addr.get(&r.source).copied());
         let Some(key) = key else {
             self.counters
                 .unroutable_datagrams
@@ -507,14 +510,38 @@ impl Worker {
         };
         if let Some(s) = self.sessions.get_mut(&key) {
             s.bytes_in += data.len() as u64;
-            if !s.addrs.contains(&r.source) && s.addrs.len() < 16 {
-                s.addrs.push(r.source);
-                self.by_addr.insert(r.source, key);
-            }
+        }
+        if by_ufrag.is_some() {
+            self.learn_address(key, r.source);
         }
         self.drive(key, now, move |rtc| {
             rtc.handle_input(Input::Receive(now, recv)).map(|_| ())
         });
+    }
+
+    /// Routes `addr` to session `key` from now on. Each session keeps its last
+    /// [`MAX_ADDRS`] addresses; older ones and addresses another session had are
+    /// unlearned, so nothing stale outlives an address change.
+    fn learn_address(&mut self, key: u64, addr: SocketAddr) {
+        if self.by_addr.get(&addr) == Some(&key) {
+            return;
+        }
+        if let Some(prev) = self.by_addr.insert(addr, key)
+            && let Some(other) = self.sessions.get_mut(&prev)
+        {
+            other.addrs.retain(|a| *a != addr);
+        }
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        s.addrs.retain(|a| *a != addr);
+        if s.addrs.len() >= MAX_ADDRS {
+            let old = s.addrs.remove(0);
+            if self.by_addr.get(&old) == Some(&key) {
+                self.by_addr.remove(&old);
+            }
+        }
+        s.addrs.push(addr);
     }
 
     fn handle_timers(&mut self, now: Instant) {
