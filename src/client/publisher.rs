@@ -100,6 +100,7 @@ enum Command {
 ///
 /// Dropping the handle stops the task without a DELETE, like [`WhipPublisher::abort`].
 pub struct WhipPublisher {
+    offer_sdp: String,
     location: String,
     etag: Option<String>,
     answer_sdp: String,
@@ -214,6 +215,7 @@ impl WhipPublisher {
             Some(filter) => filter(&sdp),
             None => sdp,
         };
+        let offer_sdp = sdp.clone();
         let sig =
             peer::exchange(&mut rtc, pending, sdp, endpoint_url, opts.token.as_deref()).await?;
 
@@ -260,6 +262,7 @@ impl WhipPublisher {
         };
         let task = tokio::spawn(task.run(cmd_rx));
         Ok(WhipPublisher {
+            offer_sdp,
             location: sig.location,
             etag: sig.etag,
             answer_sdp: sig.answer_sdp,
@@ -280,6 +283,11 @@ impl WhipPublisher {
     /// The `ETag` of the session, if the server sent one.
     pub fn etag(&self) -> Option<&str> {
         self.etag.as_deref()
+    }
+
+    /// The SDP offer as POSTed (after any `offer_filter`).
+    pub fn offer_sdp(&self) -> &str {
+        &self.offer_sdp
     }
 
     /// The SDP answer from the server.

@@ -80,6 +80,7 @@ enum Command {
 ///
 /// Dropping the handle stops the task without a DELETE, like [`WhepViewer::abort`].
 pub struct WhepViewer {
+    offer_sdp: String,
     location: String,
     etag: Option<String>,
     answer_sdp: String,
@@ -181,6 +182,7 @@ impl WhepViewer {
             Some(filter) => filter(&sdp),
             None => sdp,
         };
+        let offer_sdp = sdp.clone();
         let sig =
             peer::exchange(&mut rtc, pending, sdp, endpoint_url, opts.token.as_deref()).await?;
         let video_codec = video_mid.and_then(|mid| negotiated_video(&rtc, mid));
@@ -200,6 +202,7 @@ impl WhepViewer {
         };
         let task = tokio::spawn(task.run(cmd_rx));
         Ok(WhepViewer {
+            offer_sdp,
             location: sig.location,
             etag: sig.etag,
             answer_sdp: sig.answer_sdp,
@@ -223,6 +226,11 @@ impl WhepViewer {
     /// The `ETag` of the session, if the server sent one.
     pub fn etag(&self) -> Option<&str> {
         self.etag.as_deref()
+    }
+
+    /// The SDP offer as POSTed (after any `offer_filter`).
+    pub fn offer_sdp(&self) -> &str {
+        &self.offer_sdp
     }
 
     /// The SDP answer from the server.
