@@ -487,7 +487,7 @@ async fn endpoint_rows(ctx: &Context<'_>, report: &mut Report, s: Option<&Sessio
         } else {
             Outcome::Skip
         },
-        format!("400 Content-Type {problem:?}"),
+        format!("{st} Content-Type {problem:?}"),
     );
     let r = ctx
         .request(
@@ -1077,7 +1077,8 @@ async fn offer_rows(ctx: &Context<'_>, report: &mut Report) {
                         "{st}{}",
                         match (st, declined) {
                             (201, true) => ", simulcast declined (single stream)",
-                            (201, false) => ", simulcast accepted",
+                            (201, false) if accepted => ", simulcast accepted",
+                            (201, false) => ", the answer keeps a=simulcast without recv",
                             _ => "",
                         }
                     ),
