@@ -52,6 +52,32 @@ pub async fn http_request(
     .map_err(|_| ClientError::Timeout("HTTP response"))?
 }
 
+/// Like [`http_request`], but a `429 Too Many Requests` with a `Retry-After` of at
+/// most 5 seconds is waited out and the request sent again (up to 5 times): servers
+/// rate-limit POST/PATCH/DELETE (RFC 9725 §5), and a test client should pace itself.
+pub async fn http_request_patient(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Result<HttpResponse, ClientError> {
+    let mut tries = 0;
+    loop {
+        let r = http_request(method, url, headers, body.clone()).await?;
+        let wait = r
+            .header("retry-after")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|s| *s <= 5);
+        match (r.status, wait) {
+            (429, Some(secs)) if tries < 5 => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_secs(secs.max(1))).await;
+            }
+            _ => return Ok(r),
+        }
+    }
+}
+
 async fn request_inner(
     method: &str,
     url: &str,

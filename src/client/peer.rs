@@ -10,7 +10,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig}
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
-use super::{ClientError, http_request, resolve_url};
+use super::{ClientError, http_request_patient, resolve_url};
 
 /// Connection state of a peer, published by its task.
 #[derive(Debug, Clone, Default)]
@@ -113,7 +113,8 @@ pub(crate) async fn exchange(
     let mut url = endpoint_url.to_owned();
     let mut hops = 0;
     let resp = loop {
-        let resp = http_request("POST", &url, &headers, offer_sdp.clone().into_bytes()).await?;
+        let resp =
+            http_request_patient("POST", &url, &headers, offer_sdp.clone().into_bytes()).await?;
         match (resp.status, resp.header("location")) {
             (307 | 308, Some(to)) if hops < MAX_REDIRECTS => {
                 url = resolve_url(&url, to);
@@ -158,9 +159,11 @@ pub(crate) async fn delete_session(
     if let Some(a) = auth.as_deref() {
         headers.push(("Authorization", a));
     }
-    Ok(http_request("DELETE", location, &headers, Vec::new())
-        .await?
-        .status)
+    Ok(
+        http_request_patient("DELETE", location, &headers, Vec::new())
+            .await?
+            .status,
+    )
 }
 
 /// What woke the run loop.

@@ -19,7 +19,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 
 use super::peer::Driver;
-use super::{ClientError, HttpResponse, http_request};
+use super::{ClientError, HttpResponse, http_request_patient};
 use crate::sdp::frag::parse_fragment;
 
 /// One step of a restart, run by the peer's task (which owns the `Rtc` and socket).
@@ -215,7 +215,7 @@ pub(crate) async fn patch(
     if let Some(a) = auth.as_deref() {
         headers.push(("Authorization", a));
     }
-    let resp = http_request("PATCH", location, &headers, frag.into_bytes()).await?;
+    let resp = http_request_patient("PATCH", location, &headers, frag.into_bytes()).await?;
     if resp.status != 200 {
         return Err(ClientError::Status {
             status: resp.status,

@@ -379,7 +379,7 @@ async fn endpoint_rows(ctx: &Context<'_>, report: &mut Report, s: Option<&Sessio
         format!("OPTIONS → {os}, Accept-Post {accept_post:?}"),
     );
     // CORS preflight without a token.
-    let pre = wishd::client::http_request(
+    let pre = wishd::client::http_request_patient(
         "OPTIONS",
         url,
         &[
@@ -532,7 +532,7 @@ async fn endpoint_rows(ctx: &Context<'_>, report: &mut Report, s: Option<&Sessio
 /// Rows on the session URL: CORS exposure, OPTIONS, unguessable URLs.
 async fn session_rows(ctx: &Context<'_>, report: &mut Report, s: &Session) {
     let mode = ctx.opts.mode;
-    let pre = wishd::client::http_request(
+    let pre = wishd::client::http_request_patient(
         "OPTIONS",
         &s.url,
         &[
@@ -1110,7 +1110,7 @@ async fn auth_rows(ctx: &Context<'_>, report: &mut Report, url: &str) {
         return;
     }
     let offer = ctx.offer();
-    let none = wishd::client::http_request(
+    let none = wishd::client::http_request_patient(
         "POST",
         url,
         &[("Content-Type", "application/sdp")],
@@ -1143,7 +1143,7 @@ async fn auth_rows(ctx: &Context<'_>, report: &mut Report, url: &str) {
         return;
     }
     let challenge = none.header("www-authenticate").unwrap_or("").to_owned();
-    let bad = wishd::client::http_request(
+    let bad = wishd::client::http_request_patient(
         "POST",
         url,
         &[
@@ -1175,7 +1175,7 @@ async fn auth_rows(ctx: &Context<'_>, report: &mut Report, url: &str) {
     // PATCH/DELETE on a session without the token.
     match ctx.create().await {
         Ok(s) => {
-            let del = wishd::client::http_request("DELETE", &s.url, &[], Vec::new())
+            let del = wishd::client::http_request_patient("DELETE", &s.url, &[], Vec::new())
                 .await
                 .map(|r| r.status)
                 .unwrap_or(0);

@@ -6,8 +6,8 @@ pub mod http;
 pub mod media;
 
 use wishd::client::{
-    ClientError, HttpResponse, PublisherOptions, ViewerOptions, WhipPublisher, http_request,
-    publisher_offer, resolve_url, viewer_offer,
+    ClientError, HttpResponse, PublisherOptions, ViewerOptions, WhipPublisher,
+    http_request_patient, publisher_offer, resolve_url, viewer_offer,
 };
 
 use crate::{Mode, Options};
@@ -116,7 +116,7 @@ impl<'a> Context<'a> {
         {
             all.push(("Authorization", b));
         }
-        http_request(method, url, &all, body.to_vec()).await
+        http_request_patient(method, url, &all, body.to_vec()).await
     }
 
     /// POSTs `offer` to the endpoint with the token.
