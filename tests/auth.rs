@@ -287,7 +287,8 @@ async fn delete_needs_the_creating_rights_not_another_streams_token() {
     let theirs = jwt(&["b"], &[Action::Publish], now, 600);
     let r = post_with(&format!("{base}/whip/a"), Some(&mine)).await;
     assert_eq!(r.status, 201, "{}", r.text());
-    let url = format!("{base}{}", r.header("location").unwrap());
+    let url = r.header("location").unwrap().to_owned();
+    assert!(url.starts_with(&format!("{base}/whip/a/")), "{url}");
     let del = |auth: Option<String>| {
         let url = url.clone();
         async move {
