@@ -100,6 +100,8 @@ pub struct Options {
     pub publish_url: Option<String>,
     /// Token for `publish_url` (default: `token`).
     pub publish_token: Option<String>,
+    /// WHEP: an endpoint of a stream nobody publishes, for WHEP-11 (409 + Retry-After).
+    pub idle_url: Option<String>,
     /// WHIP: a WHEP endpoint of the same stream, to see that published media arrives.
     pub play_url: Option<String>,
     /// Token for `play_url` (default: `token`).
@@ -119,6 +121,7 @@ impl Options {
             token: None,
             publish_url: None,
             publish_token: None,
+            idle_url: None,
             play_url: None,
             play_token: None,
             media: true,

@@ -31,6 +31,9 @@ struct Cli {
     /// Token for --publish-url (default: --token).
     #[arg(long)]
     publish_token: Option<String>,
+    /// WHEP: an endpoint of a stream nobody publishes (checks 409 + Retry-After).
+    #[arg(long)]
+    idle_url: Option<String>,
     /// WHIP: a WHEP endpoint of the same stream, to see the published media arrive.
     #[arg(long)]
     play_url: Option<String>,
@@ -59,6 +62,7 @@ async fn main() {
     opts.token = cli.token;
     opts.publish_url = cli.publish_url;
     opts.publish_token = cli.publish_token;
+    opts.idle_url = cli.idle_url;
     opts.play_url = cli.play_url;
     opts.play_token = cli.play_token;
     opts.media = !cli.no_media;

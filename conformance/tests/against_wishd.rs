@@ -84,14 +84,33 @@ async fn every_applicable_whep_row_passes_against_wishd() {
     opts.token = Some(PLAY.into());
     opts.publish_url = Some(format!("{base}/whip/conf"));
     opts.publish_token = Some(PUBLISH.into());
+    opts.idle_url = Some(format!("{base}/whep/nobody-publishes-here"));
     let report = run(&opts).await;
     server.shutdown().await;
     check(&report, "whep");
     for id in [
-        "WHEP-01", "WHEP-02", "WHEP-04", "WHEP-05", "WHEP-12", "WHEP-13", "WHEP-16", "WHEP-17",
-        "WHEP-25",
+        "WHEP-01", "WHEP-02", "WHEP-04", "WHEP-11", "WHEP-05", "WHEP-12", "WHEP-13", "WHEP-16",
+        "WHEP-17", "WHEP-25",
     ] {
         let row = report.row(id).unwrap_or_else(|| panic!("{id} did not run"));
         assert_eq!(row.outcome, Outcome::Pass, "{id}: {}", row.detail);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_applicable_whep_row_passes_against_wishd_without_a_source() {
+    let server = start().await;
+    let mut opts = Options::new(format!("{}/whep/idle", server.base_url()), Mode::Whep);
+    opts.token = Some(PLAY.into());
+    let report = run(&opts).await;
+    server.shutdown().await;
+    check(&report, "whep, no source");
+    assert_eq!(
+        report.row("WHEP-11").map(|r| r.outcome),
+        Some(Outcome::Pass)
+    );
+    assert_eq!(
+        report.row("WHEP-04").map(|r| r.outcome),
+        Some(Outcome::Skip)
+    );
 }

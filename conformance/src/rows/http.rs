@@ -65,23 +65,59 @@ pub async fn run(ctx: &mut Context<'_>, report: &mut Report) {
     let mode = ctx.opts.mode;
     let url = ctx.opts.url.clone();
 
+    if let (Mode::Whep, Some(idle)) = (mode, &ctx.opts.idle_url) {
+        let r = ctx
+            .request(
+                "POST",
+                idle,
+                &[("Content-Type", "application/sdp")],
+                ctx.offer().as_bytes(),
+            )
+            .await;
+        match r {
+            Ok(r) => no_source_row(report, &r),
+            Err(e) => report.push(
+                "WHEP-11",
+                Level::Must,
+                NO_SOURCE,
+                Outcome::Fail,
+                e.to_string(),
+            ),
+        }
+    }
     // A session to look at, deleted before the next one is made.
     let first = ctx.create().await;
     let s = match first {
         Ok(s) => s,
-        Err(why) => {
+        Err(e)
+            if mode == Mode::Whep && e.status() == Some(409) && ctx.opts.publish_url.is_none() =>
+        {
+            // No source, and none asked for: a conformant answer (WHEP-11), but nothing
+            // to play, so the session rows cannot run.
+            if let Some(r) = &e.response
+                && ctx.opts.idle_url.is_none()
+            {
+                no_source_row(report, r);
+            }
+            report.push(
+                "WHEP-04",
+                Level::Must,
+                "POST of an offer: 201, application/sdp answer, Location",
+                Outcome::Skip,
+                "the stream has no source: give --publish-url to publish one first",
+            );
+            ctx.no_source = true;
+            endpoint_rows(ctx, report, None).await;
+            return;
+        }
+        Err(e) => {
             report.push(
                 id(mode, "WHIP-03", "WHEP-04"),
                 Level::Must,
                 "POST of an offer: 201, application/sdp answer, Location",
                 Outcome::Fail,
-                &why,
+                &e.reason,
             );
-            if mode == Mode::Whep && why.contains("409") {
-                report.note(
-                    "the stream has no source; give --publish-url to publish one first".into(),
-                );
-            }
             endpoint_rows(ctx, report, None).await;
             return;
         }
@@ -132,6 +168,21 @@ pub async fn run(ctx: &mut Context<'_>, report: &mut Report) {
 
     offer_rows(ctx, report).await;
     auth_rows(ctx, report, &url).await;
+}
+
+const NO_SOURCE: &str = "no source yet: 409 Conflict with Retry-After (seconds)";
+
+/// WHEP-11 from the answer to a POST for a stream without a source.
+fn no_source_row(report: &mut Report, r: &wishd::client::HttpResponse) {
+    let retry = r.header("retry-after").unwrap_or("").to_owned();
+    let ok = r.status == 409 && retry.trim().parse::<u32>().is_ok();
+    report.push(
+        "WHEP-11",
+        Level::Must,
+        NO_SOURCE,
+        outcome(ok),
+        format!("{} Retry-After {retry:?}", r.status),
+    );
 }
 
 /// Rows about the 201 itself.
@@ -1193,7 +1244,7 @@ async fn auth_rows(ctx: &Context<'_>, report: &mut Report, url: &str) {
             Level::May,
             "a session of a token-protected endpoint needs the token for DELETE",
             Outcome::Skip,
-            short(&e),
+            short(&e.reason),
         ),
     }
 }

@@ -132,6 +132,16 @@ pub async fn run(ctx: &mut Context<'_>, report: &mut Report) {
     let mode = ctx.opts.mode;
     let t = ctx.opts.timeout;
     let connect_req = "ICE and DTLS come up from the answer's candidates alone";
+    if ctx.no_source {
+        report.push(
+            "WHEP-16",
+            Level::Must,
+            connect_req,
+            Outcome::Skip,
+            "the stream has no source: give --publish-url",
+        );
+        return;
+    }
 
     // Session A: consent, then revocation by DELETE.
     let a = match connect(ctx).await {

@@ -28,16 +28,37 @@ pub struct Session {
     pub offer: String,
 }
 
+/// Why a POST made no session.
+pub struct CreateError {
+    /// One line for the report.
+    pub reason: String,
+    /// The answer, when there was one.
+    pub response: Option<HttpResponse>,
+}
+
+impl CreateError {
+    /// The status of the answer, if any.
+    pub fn status(&self) -> Option<u16> {
+        self.response.as_ref().map(|r| r.status)
+    }
+}
+
 /// What the rows share.
 pub struct Context<'a> {
     /// The options.
     pub opts: &'a Options,
     source: Option<WhipPublisher>,
+    /// WHEP: the stream turned out to have no source (409), so no session can be made.
+    pub no_source: bool,
 }
 
 impl<'a> Context<'a> {
     pub fn new(opts: &'a Options) -> Self {
-        Context { opts, source: None }
+        Context {
+            opts,
+            source: None,
+            no_source: false,
+        }
     }
 
     /// WHEP mode with `--publish-url`: publish first so the stream has a source.
@@ -133,7 +154,7 @@ impl<'a> Context<'a> {
 
     /// Creates a session with a valid offer: Err with the reason unless 201 with a
     /// Location.
-    pub async fn create(&self) -> Result<Session, String> {
+    pub async fn create(&self) -> Result<Session, CreateError> {
         self.create_with(&self.offer(), &[]).await
     }
 
@@ -142,18 +163,26 @@ impl<'a> Context<'a> {
         &self,
         offer: &str,
         extra: &[(&str, &str)],
-    ) -> Result<Session, String> {
+    ) -> Result<Session, CreateError> {
         let r = self
             .post_offer(offer, extra)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| CreateError {
+                reason: e.to_string(),
+                response: None,
+            })?;
         if r.status != 201 {
-            return Err(format!("POST answered {}: {}", r.status, short(&r.text())));
+            return Err(CreateError {
+                reason: format!("POST answered {}: {}", r.status, short(&r.text())),
+                response: Some(r),
+            });
         }
-        let location = r
-            .header("location")
-            .ok_or("201 without Location")?
-            .to_owned();
+        let Some(location) = r.header("location").map(str::to_owned) else {
+            return Err(CreateError {
+                reason: "201 without Location".into(),
+                response: Some(r),
+            });
+        };
         Ok(Session {
             url: resolve_url(&self.opts.url, &location),
             location,
