@@ -238,3 +238,29 @@ async fn plain_http_can_be_turned_off() {
     assert_eq!(stats.server_tasks, 3 + server.udp_addrs().len());
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_str0m_peers_signal_over_https_and_location_says_https() {
+    let dir = cert_dir("peers");
+    let server = start_https(&dir).await;
+    let ca = std::fs::read(dir.join("ca.pem")).unwrap();
+    wishd::client::trust_ca_pem(&ca).unwrap();
+    let base = format!("https://localhost:{}", server.https_addr().unwrap().port());
+    let p = WhipPublisher::connect(&format!("{base}/whip/tls"), PublisherOptions::default())
+        .await
+        .expect("publish over HTTPS");
+    assert!(
+        p.location().starts_with(&format!("{base}/whip/tls/")),
+        "Location names the HTTPS listener: {}",
+        p.location()
+    );
+    let v = WhepViewer::connect(&format!("{base}/whep/tls"), ViewerOptions::default())
+        .await
+        .expect("play over HTTPS");
+    v.wait_for(common::CONNECT, |pk| pk.len() >= 10)
+        .await
+        .expect("media flows");
+    assert_eq!(v.delete().await.unwrap(), 200);
+    assert_eq!(p.delete().await.unwrap(), 200);
+    server.shutdown().await;
+}

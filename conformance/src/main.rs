@@ -49,11 +49,23 @@ struct Cli {
     /// Print JSON instead of the table.
     #[arg(long)]
     json: bool,
+    /// A PEM file of CA certificates to trust for https:// besides the system's.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
+    if let Some(path) = &cli.ca {
+        let trusted = std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|pem| wishd::client::trust_ca_pem(&pem).map_err(|e| e.to_string()));
+        if let Err(e) = trusted {
+            eprintln!("--ca {}: {e}", path.display());
+            std::process::exit(2);
+        }
+    }
     let mode = match cli.mode {
         ModeArg::Whip => Mode::Whip,
         ModeArg::Whep => Mode::Whep,

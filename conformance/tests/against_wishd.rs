@@ -114,3 +114,38 @@ async fn every_applicable_whep_row_passes_against_wishd_without_a_source() {
         Some(Outcome::Skip)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_applicable_whip_row_passes_over_https() {
+    let dir = std::env::temp_dir().join(format!("wishd-conformance-tls-{}", std::process::id()));
+    let certs = wishd::tls::generate_dev_certs(&["localhost".into()]).unwrap();
+    wishd::tls::write_dev_certs(&dir, &certs).unwrap();
+    wishd::client::trust_ca_pem(&std::fs::read(dir.join("ca.pem")).unwrap()).unwrap();
+    wishd::client::install_crypto_provider();
+    let mut c = Config {
+        http: "127.0.0.1:0".parse().unwrap(),
+        udp: "127.0.0.1:0".parse().unwrap(),
+        workers: 1,
+        ..Config::default()
+    };
+    c.open_everything();
+    c.limits.requests_per_second = 0.0;
+    c.https = Some(wishd::config::HttpsConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        cert: dir.join("server.pem"),
+        key: dir.join("server.key"),
+    });
+    let server = Server::start(c).await.expect("wishd starts");
+    let base = format!("https://localhost:{}", server.https_addr().unwrap().port());
+    let mut opts = Options::new(format!("{base}/whip/tls"), Mode::Whip);
+    opts.play_url = Some(format!("{base}/whep/tls"));
+    let report = run(&opts).await;
+    server.shutdown().await;
+    check(&report, "whip over https");
+    let row = report.row("WHIP-03").unwrap();
+    assert!(
+        row.detail.contains("Location https://localhost:"),
+        "{}",
+        row.detail
+    );
+}

@@ -21,7 +21,7 @@ mod restart;
 mod viewer;
 
 pub use error::ClientError;
-pub use http::{HttpResponse, http_request, http_request_patient, resolve_url};
+pub use http::{HttpResponse, http_request, http_request_patient, resolve_url, trust_ca_pem};
 pub use publisher::{PublisherOptions, PublisherStats, WhipPublisher, publisher_offer};
 pub use viewer::{ReceivedPacket, ViewerOptions, WhepViewer, viewer_offer};
 
