@@ -95,6 +95,15 @@ struct Cli {
     /// Serve HTTPS only: no plain-HTTP listener (needs --https).
     #[arg(long)]
     no_http: bool,
+    /// Admin token of the JSON API under /api/ (at least 16 characters). Without one
+    /// the admin routes answer 404.
+    #[arg(
+        long = "api-token",
+        env = "WISHD_API_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    api_token: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -204,6 +213,10 @@ impl Cli {
         }
         if self.no_http {
             c.plain_http = false;
+        }
+        if let Some(t) = self.api_token {
+            c.api.token = Some(Secret::new(t));
+            c.api.token_file = None;
         }
         if self.dev {
             c.open_everything();
