@@ -369,6 +369,13 @@ async fn health_probes_answer_when_every_listener_is_up() {
     checked(&spec, "/readyz", "GET", &r);
     let r = request("POST", &format!("{base}/readyz"), None).await;
     assert_eq!(r.status, 405);
+    // What shutdown does first: a load balancer sees 503 with the reason.
+    server.ops().readiness.set_stopping();
+    let r = get(&format!("{base}/readyz"), None).await;
+    assert_eq!(r.status, 503);
+    assert!(r.text().contains("shutting down"), "{}", r.text());
+    checked(&spec, "/readyz", "GET", &r);
+    assert_eq!(get(&format!("{base}/healthz"), None).await.status, 200);
     server.shutdown().await;
 }
 
