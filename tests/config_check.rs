@@ -181,3 +181,50 @@ fn flags_win_over_environment_which_wins_over_the_file() {
         "flag over environment"
     );
 }
+
+#[test]
+fn the_systemd_unit_runs_unprivileged_with_a_checked_config_file() {
+    let unit_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/wishd.service");
+    let unit = std::fs::read_to_string(&unit_path).unwrap();
+    let active: Vec<&str> = unit
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let has = |l: &str| active.contains(&l);
+    assert!(has("DynamicUser=yes"), "runs as an unprivileged dynamic user");
+    assert!(has("NoNewPrivileges=yes") && has("CapabilityBoundingSet="));
+    assert!(
+        !active.iter().any(|l| l.starts_with("AmbientCapabilities=")),
+        "no capability unless a port below 1024 needs it"
+    );
+    assert!(active.iter().any(|l| l.starts_with("LimitNOFILE=")));
+    assert!(has("ExecStart=/usr/local/bin/wishd --config /etc/wishd/wishd.toml"));
+    assert!(has("ExecStartPre=/usr/local/bin/wishd check-config /etc/wishd/wishd.toml"));
+    // The unit's check step passes on the shipped example.
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("wishd.example.toml");
+    assert_eq!(check(&example).status.code(), Some(0));
+    // systemd's own checker, where systemd is installed, with this build's binary.
+    let Ok(analyze) = which("systemd-analyze") else {
+        println!("systemd-analyze not installed: unit syntax not verified by systemd");
+        return;
+    };
+    let copy = dir().join("wishd.service");
+    std::fs::write(
+        &copy,
+        unit.replace("/usr/local/bin/wishd", env!("CARGO_BIN_EXE_wishd")),
+    )
+    .unwrap();
+    let out = Command::new(analyze).arg("verify").arg(&copy).output().unwrap();
+    let msgs = format!("{}{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
+    assert!(out.status.success() && !msgs.contains("wishd.service:"), "{msgs}");
+}
+
+fn which(name: &str) -> Result<PathBuf, ()> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or(())
+}
