@@ -171,6 +171,21 @@ async fn api_shows_the_live_state_of_a_publish_with_three_viewers_as_the_openapi
         assert!(s["bytes_out"].as_u64().unwrap() > 0);
         assert_eq!(s["codecs"][0], "H264");
     }
+    // RTCP figures: each viewer's receiver reports give RTT and loss within seconds.
+    eventually("RTT and loss of every viewer", async || {
+        let r = get(&url, Some(ADMIN)).await;
+        let d = checked(&spec, "/api/streams/{name}", "GET", &r);
+        let viewers: Vec<&Value> = d["sessions"]
+            .as_array()?
+            .iter()
+            .filter(|s| s["kind"] == "viewer")
+            .collect();
+        viewers
+            .iter()
+            .all(|s| s["rtt_ms"].is_number() && s["loss"].is_number())
+            .then_some(())
+    })
+    .await;
     let r = get(&format!("{base}/api/streams/nope"), Some(ADMIN)).await;
     assert_eq!(r.status, 404);
     checked(&spec, "/api/streams/{name}", "GET", &r);

@@ -192,15 +192,22 @@ fn the_systemd_unit_runs_unprivileged_with_a_checked_config_file() {
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .collect();
     let has = |l: &str| active.contains(&l);
-    assert!(has("DynamicUser=yes"), "runs as an unprivileged dynamic user");
+    assert!(
+        has("DynamicUser=yes"),
+        "runs as an unprivileged dynamic user"
+    );
     assert!(has("NoNewPrivileges=yes") && has("CapabilityBoundingSet="));
     assert!(
         !active.iter().any(|l| l.starts_with("AmbientCapabilities=")),
         "no capability unless a port below 1024 needs it"
     );
     assert!(active.iter().any(|l| l.starts_with("LimitNOFILE=")));
-    assert!(has("ExecStart=/usr/local/bin/wishd --config /etc/wishd/wishd.toml"));
-    assert!(has("ExecStartPre=/usr/local/bin/wishd check-config /etc/wishd/wishd.toml"));
+    assert!(has(
+        "ExecStart=/usr/local/bin/wishd --config /etc/wishd/wishd.toml"
+    ));
+    assert!(has(
+        "ExecStartPre=/usr/local/bin/wishd check-config /etc/wishd/wishd.toml"
+    ));
     // The unit's check step passes on the shipped example.
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("wishd.example.toml");
     assert_eq!(check(&example).status.code(), Some(0));
@@ -215,9 +222,16 @@ fn the_systemd_unit_runs_unprivileged_with_a_checked_config_file() {
         unit.replace("/usr/local/bin/wishd", env!("CARGO_BIN_EXE_wishd")),
     )
     .unwrap();
-    let out = Command::new(analyze).arg("verify").arg(&copy).output().unwrap();
+    let out = Command::new(analyze)
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .unwrap();
     let msgs = format!("{}{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
-    assert!(out.status.success() && !msgs.contains("wishd.service:"), "{msgs}");
+    assert!(
+        out.status.success() && !msgs.contains("wishd.service:"),
+        "{msgs}"
+    );
 }
 
 fn which(name: &str) -> Result<PathBuf, ()> {
