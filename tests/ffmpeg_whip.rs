@@ -233,3 +233,66 @@ async fn ffmpeg_whip_without_the_token_is_refused_with_401() {
     assert_eq!(server.registry().counts().publishers, 0);
     server.shutdown().await;
 }
+
+/// FFmpeg cannot be asked for a keyframe, so wishd keeps its last one: a viewer that
+/// joins 0.9 s into a 1 s keyframe interval starts from the cached keyframe (and the
+/// frames after it) instead of waiting for the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_joining_late_in_ffmpegs_keyframe_interval_starts_from_the_cached_keyframe() {
+    let server = common::start_with(with_publish_token).await;
+    let (_ffmpeg, log) = publish(&server, "late", 8, 30);
+    muxer_ready(&log).await;
+    let url = format!("{}/whep/late", server.base_url());
+
+    // A first viewer shows when the source's keyframes arrive.
+    let first =
+        interop::view_when_live(&url, ViewerOptions::default(), Duration::from_secs(5)).await;
+    first
+        .wait_for(Duration::from_secs(10), |p| {
+            interop::keyframes(&interop::of_kind(p, MediaKind::Video)).len() >= 2
+        })
+        .await
+        .expect("two keyframes reach the first viewer");
+    let seen = interop::keyframes(&interop::of_kind(&first.received(), MediaKind::Video));
+    let (_, last_key) = seen[seen.len() - 1];
+    let join_at = last_key + Duration::from_millis(900);
+    tokio::time::sleep_until(join_at.into()).await;
+
+    let late =
+        interop::view_when_live(&url, ViewerOptions::default(), Duration::from_secs(5)).await;
+    late.wait_for(Duration::from_secs(5), |p| {
+        interop::keyframes(&interop::of_kind(p, MediaKind::Video)).len() >= 2
+    })
+    .await
+    .expect("keyframes reach the late viewer");
+    let video = interop::of_kind(&late.received(), MediaKind::Video);
+    interop::assert_starts_sps_pps_idr(&video, "late viewer");
+    assert!(interop::first_picture_is_whole(&video));
+    let decodable = interop::first_picture_complete(&video).expect("a complete first picture");
+    let startup = decodable.duration_since(late.post_sent_at());
+    let joined = late.post_sent_at().duration_since(last_key);
+    println!(
+        "ffmpeg late viewer (joined {} ms into a 1 s keyframe interval): first keyframe complete {} ms after the WHEP POST (goal under 150 ms)",
+        joined.as_millis(),
+        startup.as_millis()
+    );
+    // It came from the cache: the first keyframe is the one sent before the viewer
+    // joined (one interval, 90,000 ticks, before the next), and the next arrives live
+    // shortly after, not a whole interval later.
+    let keys = interop::keyframes(&video);
+    assert_eq!(
+        keys[1].0.wrapping_sub(keys[0].0),
+        90_000,
+        "the first keyframe is the previous interval's"
+    );
+    assert!(
+        keys[1].1.duration_since(keys[0].1) < Duration::from_millis(500),
+        "the cached keyframe came {:?} before the live one",
+        keys[1].1.duration_since(keys[0].1)
+    );
+    assert!(
+        startup < Duration::from_millis(300),
+        "first keyframe after {startup:?}"
+    );
+    server.shutdown().await;
+}
