@@ -147,3 +147,63 @@ async fn libdatachannel_with_a_wrong_stream_key_is_refused_with_401() {
     assert_eq!(server.registry().counts().publishers, 0);
     server.shutdown().await;
 }
+
+/// The test publisher, like some encoders, ignores PLIs although its offer advertises
+/// them. After one request goes unanswered for a second, wishd starts later viewers
+/// from the cached keyframe instead of leaving them to wait for the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_that_ignores_pli_is_switched_to_the_keyframe_cache() {
+    let server = common::start_with(with_stream_key).await;
+    // A keyframe every 3 s.
+    let (_node, out) = obs_publish(&server, "deaf", KEY, 9, 90);
+    event(&out, "keyframe", Duration::from_secs(10)).await;
+    let url = format!("{}/whep/deaf", server.base_url());
+
+    // Joining right after a keyframe: wishd asks for another, which never comes.
+    let first =
+        interop::view_when_live(&url, ViewerOptions::default(), Duration::from_secs(5)).await;
+    first
+        .wait_for(Duration::from_secs(6), |p| {
+            !interop::keyframes(&interop::of_kind(p, MediaKind::Video)).is_empty()
+        })
+        .await
+        .expect("the first viewer gets the next natural keyframe");
+    let (_, key_at) = interop::keyframes(&interop::of_kind(&first.received(), MediaKind::Video))[0];
+    let waited = key_at.duration_since(first.post_sent_at());
+    println!(
+        "viewer of a PLI-ignoring publisher, before the switch: first keyframe {} ms after its POST",
+        waited.as_millis()
+    );
+
+    // Halfway through the next interval, a new viewer starts from the cache.
+    tokio::time::sleep_until((key_at + Duration::from_millis(1500)).into()).await;
+    let late =
+        interop::view_when_live(&url, ViewerOptions::default(), Duration::from_secs(5)).await;
+    late.wait_for(Duration::from_secs(5), |p| {
+        p.iter().any(|p| p.kind == MediaKind::Video && p.marker)
+    })
+    .await
+    .expect("video reaches the late viewer");
+    let video = interop::of_kind(&late.received(), MediaKind::Video);
+    interop::assert_starts_sps_pps_idr(&video, "late viewer");
+    let startup = interop::first_picture_complete(&video)
+        .expect("a complete first picture")
+        .duration_since(late.post_sent_at());
+    println!(
+        "viewer after the switch (joined 1.5 s into a 3 s interval): first keyframe complete {} ms after its POST",
+        startup.as_millis()
+    );
+    assert!(
+        startup < Duration::from_millis(500),
+        "started after {startup:?}: not from the cache"
+    );
+    let plis = out
+        .snapshot()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|e| e["plis"].as_u64())
+        .max()
+        .unwrap_or(0);
+    assert!(plis >= 1, "the publisher got wishd's PLI and ignored it");
+    server.shutdown().await;
+}

@@ -191,6 +191,7 @@ function sendFrame(au) {
   const key = nalTypes(au).includes(5);
   if (key) {
     stats.keyframes += 1;
+    emit('keyframe', { frame: frameIndex, plis });
     if (stats.firstKeyframeMs === null) stats.firstKeyframeMs = round(performance.now() - postSent);
   }
   stats.videoFrames += 1;
