@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use interop::{Lines, Tool};
 use wishd::auth::Action;
-use wishd::client::ViewerOptions;
+use wishd::client::{VideoCodec, ViewerOptions, http_request, viewer_offer};
 use wishd::config::{Config, Policy, Secret, StaticTokenConfig};
 use wishd::core::MediaKind;
 use wishd::server::Server;
@@ -36,16 +36,34 @@ fn with_publish_token(c: &mut Config) {
 /// Starts FFmpeg publishing a moving test pattern (H.264 baseline, 30 fps, a keyframe
 /// every `gop` frames) and a 440 Hz tone (Opus) for `secs` seconds.
 fn publish(server: &Server, stream: &str, secs: u32, gop: u32) -> (Tool, Lines) {
+    publish_profile(server, stream, secs, gop, "baseline")
+}
+
+/// [`publish`] with another x264 profile (`baseline`, `main`, `high`).
+fn publish_profile(
+    server: &Server,
+    stream: &str,
+    secs: u32,
+    gop: u32,
+    profile: &str,
+) -> (Tool, Lines) {
     let ffmpeg = interop::ffmpeg_with_whip();
     let t = secs.to_string();
     let g = gop.to_string();
     let url = format!("{}/whip/{stream}", server.base_url());
+    // x264's ultrafast preset turns off what High needs (CABAC, 8x8 transform) and
+    // then writes Constrained Baseline whatever the profile asked for.
+    let preset = if profile == "baseline" {
+        "ultrafast"
+    } else {
+        "veryfast"
+    };
     #[rustfmt::skip]
     let args: Vec<&str> = vec![
         "-nostdin", "-nostats", "-loglevel", "verbose", "-re",
         "-t", &t, "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=30",
         "-t", &t, "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-        "-c:v", "libx264", "-profile:v", "baseline", "-preset", "ultrafast", "-tune", "zerolatency",
+        "-c:v", "libx264", "-profile:v", profile, "-preset", preset, "-tune", "zerolatency",
         "-g", &g, "-keyint_min", &g, "-sc_threshold", "0", "-bf", "0", "-pix_fmt", "yuv420p", "-b:v", "500k",
         "-c:a", "libopus", "-ar", "48000", "-ac", "2",
         "-f", "whip", "-authorization", TOKEN, &url,
@@ -98,6 +116,16 @@ fn logged_offer(lines: &[String]) -> String {
         sdp.push(l.clone());
     }
     sdp.join("\n")
+}
+
+/// The `profile-level-id` of an offer's H.264.
+fn offered_plid(offer: &str) -> String {
+    offer
+        .split("profile-level-id=")
+        .nth(1)
+        .and_then(|r| r.get(..6))
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_else(|| panic!("no profile-level-id in {offer}"))
 }
 
 async fn muxer_ready(log: &Lines) -> String {
@@ -161,6 +189,17 @@ async fn ffmpeg_whip_with_a_token_reaches_a_viewer_with_a_keyframe_first_and_opu
         })
         .await
         .expect("H.264 and Opus reach the viewer");
+    // The publisher's H.264 profile (Baseline, at the level of its picture size)
+    // passes through to the viewer's answer.
+    let plid = offered_plid(&offer);
+    assert!(plid.starts_with("4200"), "FFmpeg signals Baseline: {plid}");
+    assert!(
+        viewer
+            .answer_sdp()
+            .contains(&format!("profile-level-id={plid}")),
+        "{}",
+        viewer.answer_sdp()
+    );
     let got = viewer.received();
     let video = interop::of_kind(&got, MediaKind::Video);
     interop::assert_starts_sps_pps_idr(&video, "ffmpeg viewer");
@@ -293,6 +332,72 @@ async fn a_viewer_joining_late_in_ffmpegs_keyframe_interval_starts_from_the_cach
     assert!(
         startup < Duration::from_millis(300),
         "first keyframe after {startup:?}"
+    );
+    server.shutdown().await;
+}
+
+/// A user who picks x264's high profile: the stream is H.264 High, a viewer that takes
+/// High gets it (the answer names the publisher's profile-level-id), and a viewer that
+/// takes only Constrained Baseline is told exactly that in the 422.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffmpegs_high_profile_passes_through_and_a_baseline_only_viewer_is_told_why() {
+    let server = common::start_with(with_publish_token).await;
+    let (_ffmpeg, log) = publish_profile(&server, "high", 5, 30, "high");
+    muxer_ready(&log).await;
+    let plid = offered_plid(&logged_offer(&log.snapshot()));
+    assert!(
+        plid.starts_with("64"),
+        "x264 high profile is 64xxxx: {plid}"
+    );
+    let url = format!("{}/whep/high", server.base_url());
+
+    let viewer =
+        interop::view_when_live(&url, ViewerOptions::default(), Duration::from_secs(5)).await;
+    assert!(
+        viewer
+            .answer_sdp()
+            .contains(&format!("profile-level-id={plid}")),
+        "{}",
+        viewer.answer_sdp()
+    );
+    viewer
+        .wait_for(Duration::from_secs(5), |p| {
+            p.iter().any(|p| p.kind == MediaKind::Video && p.marker)
+        })
+        .await
+        .expect("High-profile video reaches the viewer");
+    interop::assert_starts_sps_pps_idr(
+        &interop::of_kind(&viewer.received(), MediaKind::Video),
+        "high-profile viewer",
+    );
+
+    // A viewer whose every H.264 format is Constrained Baseline 3.1.
+    let opts = ViewerOptions {
+        video_codecs: vec![VideoCodec::H264],
+        ..ViewerOptions::default()
+    };
+    let mut cb_only = viewer_offer(&opts).unwrap();
+    for other in ["42001f", "4d001f", "64001f"] {
+        cb_only = cb_only.replace(
+            &format!("profile-level-id={other}"),
+            "profile-level-id=42e01f",
+        );
+    }
+    let r = http_request(
+        "POST",
+        &url,
+        &[("content-type", "application/sdp")],
+        cb_only.into_bytes(),
+    )
+    .await
+    .expect("http");
+    let body = r.text();
+    println!("422 for a Constrained-Baseline-only viewer: {body}");
+    assert_eq!(r.status, 422, "{body}");
+    assert!(
+        body.contains(&format!("stream is H.264 High ({plid})"))
+            && body.contains("accepts only Constrained Baseline (42e01f)"),
+        "{body}"
     );
     server.shutdown().await;
 }

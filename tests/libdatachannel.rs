@@ -116,6 +116,11 @@ async fn libdatachannel_publishes_like_obs_and_a_viewer_gets_a_keyframe_first_an
         })
         .await
         .expect("H.264 and Opus reach the viewer");
+    assert!(
+        viewer.answer_sdp().contains("profile-level-id=42e01f"),
+        "OBS's profile passes through: {}",
+        viewer.answer_sdp()
+    );
     let got = viewer.received();
     let video = interop::of_kind(&got, MediaKind::Video);
     interop::assert_starts_sps_pps_idr(&video, "libdatachannel viewer");
