@@ -127,41 +127,36 @@ pub async fn view_when_live(url: &str, opts: ViewerOptions, timeout: Duration) -
 pub fn nal_types(video: &[ReceivedPacket]) -> Vec<u8> {
     let mut out = Vec::new();
     for p in video {
-        let pl = &p.payload[..];
-        match pl.first().map(|b| b & 0x1f) {
-            Some(24) => {
-                let mut rest = &pl[1..];
-                while rest.len() >= 2 {
-                    let n = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
-                    let Some(nal) = rest.get(2..2 + n) else { break };
-                    if let Some(h) = nal.first() {
-                        out.push(h & 0x1f);
-                    }
-                    rest = &rest[2 + n..];
-                }
-            }
-            Some(28) if pl.get(1).is_some_and(|h| h & 0x80 != 0) => out.push(pl[1] & 0x1f),
-            Some(28) => {}
-            Some(t) => out.push(t),
-            None => {}
-        }
+        payload_nal_types(&p.payload, &mut out);
     }
     out
+}
+
+fn payload_nal_types(pl: &[u8], out: &mut Vec<u8>) {
+    match pl.first().map(|b| b & 0x1f) {
+        Some(24) => {
+            let mut rest = &pl[1..];
+            while rest.len() >= 2 {
+                let n = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+                let Some(nal) = rest.get(2..2 + n) else { break };
+                if let Some(h) = nal.first() {
+                    out.push(h & 0x1f);
+                }
+                rest = &rest[2 + n..];
+            }
+        }
+        Some(28) if pl.get(1).is_some_and(|h| h & 0x80 != 0) => out.push(pl[1] & 0x1f),
+        Some(28) => {}
+        Some(t) => out.push(t),
+        None => {}
+    }
 }
 
 /// True if the payload starts an H.264 IDR picture or carries an SPS (a keyframe's
 /// first packet as the publishers here send it).
 pub fn is_h264_keyframe_start(payload: &[u8]) -> bool {
-    let types = nal_types(&[ReceivedPacket {
-        kind: MediaKind::Video,
-        pt: 0,
-        seq: 0,
-        timestamp: 0,
-        marker: false,
-        ssrc: 0,
-        payload: Arc::from(payload),
-        at: Instant::now(),
-    }]);
+    let mut types = Vec::new();
+    payload_nal_types(payload, &mut types);
     types.iter().any(|t| *t == 5 || *t == 7)
 }
 
