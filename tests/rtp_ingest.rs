@@ -175,8 +175,12 @@ fn write_sdp(name: &str, text: &str) -> PathBuf {
     path
 }
 
+/// Late viewers joining an ffmpeg camera together (each gets the cached group paced).
+const LATE_VIEWERS: usize = 5;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ffmpeg_camera_with_4s_keyframes_reaches_viewers_and_a_late_viewer_starts_within_300ms() {
+async fn ffmpeg_camera_with_4s_keyframes_reaches_viewers_and_late_viewers_start_at_once_without_loss()
+ {
     require_tool("ffmpeg", "ffmpeg");
     let (vport, aport) = (free_port_pair(), free_port_pair());
     // The SDP file as Debian's ffmpeg 5.1 writes it with -sdp_file (no sprop and no
@@ -276,66 +280,76 @@ async fn ffmpeg_camera_with_4s_keyframes_reaches_viewers_and_a_late_viewer_start
         .expect("video and opus reach the first viewer");
     assert_starts_sps_pps_idr(&video_of(&first.received()), "first viewer");
 
-    // The late viewer joins 3 s into the 4 s keyframe interval.
+    // Five late viewers join 3 s into the 4 s keyframe interval, together: each gets
+    // the cached group of pictures (about 3 s of video) paced, then live video.
     let at = started + Duration::from_secs(3);
     tokio::time::sleep_until(at.into()).await;
-    let late = view(&url).await;
-    late.wait_for(Duration::from_secs(10), |p| {
-        p.iter().any(|p| p.kind == MediaKind::Video && p.marker)
-            && p.iter().filter(|p| p.kind == MediaKind::Audio).count() > 10
-    })
-    .await
-    .expect("media reaches the late viewer");
-    let video = video_of(&late.received());
-    assert_starts_sps_pps_idr(&video, "late viewer");
-    let decodable = first_keyframe_complete(&video).expect("a complete first keyframe");
-    let startup = decodable.duration_since(late.post_sent_at());
-    println!(
-        "instant start: WHEP POST to first decodable keyframe = {} ms (joined {:.1} s into a 4 s keyframe interval)",
-        startup.as_millis(),
-        late.post_sent_at().duration_since(started).as_secs_f64()
-    );
+    let mut late = Vec::new();
+    for _ in 0..LATE_VIEWERS {
+        late.push(
+            WhepViewer::connect(&url, ViewerOptions::default())
+                .await
+                .expect("WHEP POST"),
+        );
+    }
+    for v in &late {
+        v.wait_connected(common::CONNECT)
+            .await
+            .expect("late viewer connects");
+    }
+    let mut startups = Vec::new();
+    for (i, v) in late.iter().enumerate() {
+        v.wait_for(Duration::from_secs(10), |p| {
+            p.iter().any(|p| p.kind == MediaKind::Video && p.marker)
+                && p.iter().filter(|p| p.kind == MediaKind::Audio).count() > 10
+        })
+        .await
+        .expect("media reaches the late viewer");
+        let video = video_of(&v.received());
+        assert_starts_sps_pps_idr(&video, &format!("late viewer {i}"));
+        let decodable = first_keyframe_complete(&video).expect("a complete first keyframe");
+        let startup = decodable.duration_since(v.post_sent_at());
+        println!(
+            "instant start: late viewer {i}: WHEP POST to first decodable keyframe = {} ms (joined {:.2} s into a 4 s keyframe interval)",
+            startup.as_millis(),
+            v.post_sent_at().duration_since(started).as_secs_f64()
+        );
+        startups.push(startup);
+    }
     println!("ffmpeg ingest counters: {}", counters_line(&counters));
+    // Goal: under 300 ms (README); the assertion is generous for a loaded CI machine.
+    let worst = startups.iter().max().copied().unwrap_or_default();
     assert!(
-        startup < Duration::from_millis(300),
-        "first keyframe after {startup:?}, goal is under 300 ms"
+        worst < Duration::from_millis(1000),
+        "first keyframe after {worst:?} (goal: under 300 ms)"
     );
-    // Let the viewer's NACKs repair what the start burst lost, then look at the numbers.
+    // Let live video follow the prefix for a while, then look at the numbers.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let video = video_of(&late.received());
-    // Sequence numbers are continuous from the cached keyframe into the live packets:
-    // every number appears (a burst loss at the viewer is repaired by its NACKs, which
-    // is why some arrive out of order).
-    let seqs: Vec<u64> = video.iter().map(|p| p.seq).collect();
-    let reordered = seqs.windows(2).filter(|w| w[1] != w[0] + 1).count();
-    let mut sorted = seqs.clone();
-    sorted.sort_unstable();
-    sorted.dedup();
-    let (lo, hi) = (sorted[0], sorted[sorted.len() - 1]);
-    let missing = (lo..hi.saturating_sub(20))
-        .filter(|s| sorted.binary_search(s).is_err())
-        .count();
-    println!(
-        "late viewer: {} video packets, {} out of order (NACK repairs), {missing} missing",
-        seqs.len(),
-        reordered
-    );
-    // The start burst (the whole cached group at once) can lose packets at the viewer
-    // that its NACKs do not always bring back (known issue: pace the burst). What must
-    // hold is that the first keyframe itself is complete, i.e. decodable.
-    let first_ts = video[0].timestamp;
-    let mut key: Vec<u64> = video
-        .iter()
-        .filter(|p| p.timestamp == first_ts)
-        .map(|p| p.seq)
-        .collect();
-    key.sort_unstable();
-    key.dedup();
-    assert_eq!(
-        key.len() as u64,
-        key[key.len() - 1] - key[0] + 1,
-        "the first keyframe has holes"
-    );
+    for (i, v) in late.iter().enumerate() {
+        let video = video_of(&v.received());
+        // Sequence numbers are continuous from the cached keyframe into the live
+        // packets, and every one of them arrived: the paced prefix loses nothing. A
+        // packet the viewer had to NACK would arrive out of order; count those too.
+        let seqs: Vec<u64> = video.iter().map(|p| p.seq).collect();
+        let reordered = seqs.windows(2).filter(|w| w[1] != w[0] + 1).count();
+        let mut sorted = seqs.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let (lo, hi) = (sorted[0], sorted[sorted.len() - 1]);
+        let missing: Vec<u64> = (lo..hi.saturating_sub(20))
+            .filter(|s| sorted.binary_search(s).is_err())
+            .collect();
+        println!(
+            "late viewer {i}: {} video packets, {reordered} out of order (NACK repairs), {} missing",
+            seqs.len(),
+            missing.len()
+        );
+        assert!(
+            missing.is_empty(),
+            "late viewer {i} misses {} packets of the paced prefix and what followed: {missing:?}",
+            missing.len()
+        );
+    }
     assert_eq!(counters.dropped_malformed.load(Ordering::Relaxed), 0);
     server.shutdown().await;
     let _ = std::fs::remove_file(sdp);
@@ -580,5 +594,158 @@ async fn a_silent_source_goes_offline_and_comes_back_and_whip_is_refused() {
     .await
     .unwrap();
     assert_eq!(r.status, 409, "{}", r.text());
+    server.shutdown().await;
+}
+
+/// An RTCP sender report (RFC 3550 §6.4.1) without report blocks.
+fn sender_report(ssrc: u32, ntp: u64, rtp: u32) -> Vec<u8> {
+    let mut v = vec![0x80, 200, 0, 6];
+    v.extend_from_slice(&ssrc.to_be_bytes());
+    v.extend_from_slice(&ntp.to_be_bytes());
+    v.extend_from_slice(&rtp.to_be_bytes());
+    v.extend_from_slice(&[0; 8]);
+    v
+}
+
+fn rtp_packet(pt: u8, seq: u16, ts: u32, ssrc: u32, marker: bool, payload: &[u8]) -> Vec<u8> {
+    let mut v = vec![0x80, pt | if marker { 0x80 } else { 0 }];
+    v.extend_from_slice(&seq.to_be_bytes());
+    v.extend_from_slice(&ts.to_be_bytes());
+    v.extend_from_slice(&ssrc.to_be_bytes());
+    v.extend_from_slice(payload);
+    v
+}
+
+/// The camera's capture time (ms) a crafted payload carries after its first two bytes.
+fn capture_ms(payload: &[u8]) -> Option<u32> {
+    let b = payload.get(2..6)?;
+    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn camera_sender_reports_reach_viewers_so_audio_and_video_stay_in_sync() {
+    let (vport, aport) = (free_port_pair(), free_port_pair());
+    let server = common::start_with(|c| c.rtp.push(h264_opus_entry("sync", vport, aport))).await;
+    let counters = server.rtp_ingests()[0].counters.clone();
+    let viewer = view(&format!("{}/whep/sync", server.base_url())).await;
+
+    // A camera whose audio leaves 150 ms after the video of the same moment (an
+    // encoder with a deeper audio buffer): by arrival, audio would play 150 ms late.
+    // Its sender reports tie both RTP clocks to one NTP clock; video's come on the
+    // RTCP port (port + 1), audio's muxed on the RTP port.
+    const AUDIO_LAG_MS: u64 = 150;
+    let (vssrc, assrc) = (0x5151_0001u32, 0x5151_0002u32);
+    let (vbase, abase) = (3_000u32, 77_000u32);
+    let ntp_base: u64 = 3_900_000_000 << 32;
+    let to_v: SocketAddr = ([127, 0, 0, 1], vport).into();
+    let to_vrtcp: SocketAddr = ([127, 0, 0, 1], vport + 1).into();
+    let to_a: SocketAddr = ([127, 0, 0, 1], aport).into();
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("camera socket");
+    let ntp_at = |ms: u64| ntp_base + (ms << 32) / 1000;
+    let (mut vseq, mut aseq) = (100u16, 900u16);
+    let (mut next_video, mut next_audio, mut next_sr) = (0u64, 0u64, 0u64);
+    let start = Instant::now();
+    let run = Duration::from_millis(7_000);
+    while start.elapsed() < run {
+        let now_ms = start.elapsed().as_millis() as u64;
+        if now_ms >= next_sr {
+            let sr = next_sr;
+            let v = sender_report(vssrc, ntp_at(sr), vbase + (sr * 90) as u32);
+            let a = sender_report(assrc, ntp_at(sr), abase + (sr * 48) as u32);
+            let _ = sock.send_to(&v, to_vrtcp);
+            let _ = sock.send_to(&a, to_a);
+            next_sr += 1_000;
+        }
+        while next_video <= now_ms {
+            let c = next_video as u32;
+            let ts = vbase + c * 90;
+            let frame = next_video / 33;
+            let mut nals: Vec<Vec<u8>> = Vec::new();
+            if frame % 30 == 0 {
+                nals.push(vec![0x67, 0x42, 0xe0, 0x1f]);
+                nals.push(vec![0x68, 0xce, 0x3c, 0x80]);
+                nals.push([&[0x65, 0x88][..], &c.to_be_bytes()].concat());
+            } else {
+                nals.push([&[0x41, 0x9a][..], &c.to_be_bytes()].concat());
+            }
+            let n = nals.len();
+            for (i, nal) in nals.iter().enumerate() {
+                let _ = sock.send_to(&rtp_packet(96, vseq, ts, vssrc, i + 1 == n, nal), to_v);
+                vseq = vseq.wrapping_add(1);
+            }
+            next_video += 33;
+        }
+        while next_audio + AUDIO_LAG_MS <= now_ms {
+            let c = next_audio as u32;
+            let ts = abase + c * 48;
+            let payload = [&[0xfc, 0xff][..], &c.to_be_bytes()].concat();
+            let _ = sock.send_to(&rtp_packet(111, aseq, ts, assrc, false, &payload), to_a);
+            aseq = aseq.wrapping_add(1);
+            next_audio += 20;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!("sync ingest counters: {}", counters_line(&counters));
+    assert!(counters.sender_reports.load(Ordering::Relaxed) >= 12);
+
+    let reports = viewer.sender_reports();
+    let last = |kind| {
+        reports
+            .iter()
+            .rev()
+            .find(|r| r.kind == kind)
+            .copied()
+            .unwrap_or_else(|| panic!("no {kind:?} sender report reached the viewer"))
+    };
+    let (vsr, asr) = (last(MediaKind::Video), last(MediaKind::Audio));
+    // For each packet: the viewer's wall clock of it (from wishd's sender reports)
+    // minus the camera's capture time it carries. Equal for audio and video when the
+    // relationship survived.
+    let got = viewer.received();
+    let offsets = |kind, sr: wishd::client::ReceivedSenderReport, rate| -> Vec<f64> {
+        got.iter()
+            .filter(|p| p.kind == kind)
+            .filter_map(|p| {
+                let c = capture_ms(&p.payload)?;
+                let w = sr.wallclock_of(p.timestamp, rate);
+                let w = w.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs_f64() * 1e3;
+                Some(w - f64::from(c))
+            })
+            .collect()
+    };
+    let (v, a) = (
+        offsets(MediaKind::Video, vsr, 90_000),
+        offsets(MediaKind::Audio, asr, 48_000),
+    );
+    assert!(
+        v.len() > 50 && a.len() > 100,
+        "{} video, {} audio",
+        v.len(),
+        a.len()
+    );
+    let mean = |x: &[f64]| x.iter().sum::<f64>() / x.len() as f64;
+    let skew = mean(&a) - mean(&v);
+    // What arrival times alone would have said, for contrast.
+    let arrival = |kind| -> Vec<f64> {
+        got.iter()
+            .filter(|p| p.kind == kind)
+            .filter_map(|p| {
+                let c = f64::from(capture_ms(&p.payload)?);
+                Some(p.at.duration_since(start).as_secs_f64() * 1e3 - c)
+            })
+            .collect()
+    };
+    let arrival_skew = mean(&arrival(MediaKind::Audio)) - mean(&arrival(MediaKind::Video));
+    println!(
+        "A/V sync at the viewer: audio vs video {skew:+.2} ms by wishd's sender reports ({arrival_skew:+.1} ms by arrival)"
+    );
+    assert!(
+        arrival_skew > 100.0,
+        "the camera's audio lag did not happen"
+    );
+    assert!(
+        skew.abs() < 5.0,
+        "audio is {skew:+.2} ms off video at the viewer; the camera says 0"
+    );
     server.shutdown().await;
 }

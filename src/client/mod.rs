@@ -22,7 +22,7 @@ mod viewer;
 pub use error::ClientError;
 pub use http::{HttpResponse, http_request, resolve_url};
 pub use publisher::{PublisherOptions, PublisherStats, WhipPublisher, publisher_offer};
-pub use viewer::{ReceivedPacket, ViewerOptions, WhepViewer, viewer_offer};
+pub use viewer::{ReceivedPacket, ReceivedSenderReport, ViewerOptions, WhepViewer, viewer_offer};
 
 use std::sync::Once;
 

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use str0m::media::{MediaKind, Mid};
 
+use super::pacer::Pacer;
 use super::packet::{Forward, SourcePacket, ViewerId, ViewerTrack};
 
 /// Counters of a [`Fanout`], since it was created.
@@ -198,7 +199,7 @@ fn make_forward(
         timestamp,
         marker: pkt.marker,
         nackable: pkt.kind == MediaKind::Video,
-        wallclock: pkt.arrival,
+        wallclock: pkt.wallclock,
         payload: pkt.payload.clone(),
     }
 }
@@ -231,6 +232,8 @@ pub struct Fanout {
     /// Viewer -> stream it watches.
     index: HashMap<ViewerId, String>,
     stats: FanoutStats,
+    /// Bursts sent to one viewer (a cached group of pictures) go out paced.
+    pacer: Pacer,
 }
 
 impl Fanout {
@@ -267,8 +270,9 @@ impl Fanout {
     }
 
     /// Adds a viewer like [`add_viewer`](Self::add_viewer) and forwards `prefix` (the
-    /// cached keyframe and what followed it, oldest first) to it alone, appending to
-    /// `out`. Live packets the prefix already covered (same epoch, sequence number up
+    /// cached keyframe and what followed it, oldest first) to it alone: the prefix is
+    /// paced (see [`poll_paced`](Self::poll_paced)), its first burst is appended to
+    /// `out` at once, and the viewer's live video queues behind the rest. Live packets the prefix already covered (same epoch, sequence number up
     /// to its last) are then dropped for this viewer, so its numbering stays continuous
     /// from the cached keyframe into the live stream.
     ///
@@ -297,7 +301,8 @@ impl Fanout {
             match track.rewrite(pkt) {
                 Ok(rewritten) => {
                     self.stats.forwarded += 1;
-                    out.push(make_forward(viewer, track, pkt, rewritten));
+                    self.pacer
+                        .enqueue(make_forward(viewer, track, pkt, rewritten), now);
                 }
                 Err(Drop::NoPt) => self.stats.dropped_no_pt += 1,
                 Err(Drop::WaitingKeyframe) => self.stats.dropped_waiting_keyframe += 1,
@@ -309,11 +314,14 @@ impl Fanout {
                 _ => Some(end),
             };
         }
-        has_video && v.waits_for_keyframe()
+        let waits = has_video && v.waits_for_keyframe();
+        self.pacer.poll(now, out);
+        waits
     }
 
     /// Removes a viewer; returns the stream it watched if it was known.
     pub fn remove_viewer(&mut self, viewer: ViewerId) -> Option<String> {
+        self.pacer.remove_viewer(viewer);
         let stream = self.index.remove(&viewer)?;
         if let Some(entry) = self.streams.get_mut(&stream) {
             entry.viewers.retain(|v| v.id != viewer);
@@ -379,13 +387,36 @@ impl Fanout {
             match track.rewrite(pkt) {
                 Ok(rewritten) => {
                     self.stats.forwarded += 1;
-                    out.push(make_forward(viewer.id, track, pkt, rewritten));
+                    let f = make_forward(viewer.id, track, pkt, rewritten);
+                    // Only video is paced (audio is never part of a burst).
+                    if self.pacer.is_idle() || pkt.kind != MediaKind::Video {
+                        out.push(f);
+                    } else if let Some(f) = self.pacer.queue_if_pacing(f) {
+                        out.push(f);
+                    }
                 }
                 Err(Drop::NoPt) => self.stats.dropped_no_pt += 1,
                 Err(Drop::WaitingKeyframe) => self.stats.dropped_waiting_keyframe += 1,
                 Err(Drop::TooOld) => self.stats.dropped_too_old += 1,
             }
         }
+    }
+
+    /// Appends to `out` the paced packets whose turn has come by `now`.
+    pub fn poll_paced(&mut self, now: Instant, out: &mut Vec<Forward>) {
+        if !self.pacer.is_idle() {
+            self.pacer.poll(now, out);
+        }
+    }
+
+    /// When [`poll_paced`](Self::poll_paced) has something to release next.
+    pub fn paced_timeout(&self) -> Option<Instant> {
+        self.pacer.poll_timeout()
+    }
+
+    /// Packets waiting in the pacer, over all viewers.
+    pub fn paced_len(&self) -> usize {
+        self.pacer.queued_len()
     }
 
     /// Streams where at least one video viewer still waits for a keyframe and this
@@ -468,6 +499,7 @@ mod tests {
             keyframe_start,
             epoch: 0,
             arrival,
+            wallclock: arrival,
             payload: Arc::from(&[0x65u8, 0x88][..]),
         }
     }
@@ -482,6 +514,7 @@ mod tests {
             keyframe_start: false,
             epoch: 0,
             arrival,
+            wallclock: arrival,
             payload: Arc::from(&[0xfcu8, 0xff][..]),
         }
     }

@@ -211,6 +211,7 @@ mod tests {
             keyframe_start,
             epoch: 0,
             arrival: Instant::now(),
+            wallclock: Instant::now(),
             payload: Arc::from(payload),
         })
     }

@@ -7,14 +7,17 @@
 //! feeds the same cross-worker path a WHIP publisher uses: every packet goes as one
 //! `Arc<SourcePacket>` to each worker with viewers of the stream. Video packets also go
 //! into the stream's keyframe cache, from which a new viewer starts at once (a camera
-//! cannot be asked for a keyframe).
+//! cannot be asked for a keyframe). RTCP sender reports set each packet's capture
+//! instant ([`sync`]), which viewers' sender reports then carry (audio/video sync).
 //!
-//! Parsing ([`rtp`]), sequence handling ([`source`]) and SDP files ([`sdp_file`]) are
-//! sans-IO and unit-tested; nothing here panics on network input.
+//! Parsing ([`rtp`]), sequence handling ([`source`]), SDP files ([`sdp_file`]) and the
+//! sender clock ([`sync`]) are sans-IO and unit-tested; nothing here panics on network
+//! input.
 
 pub mod rtp;
 pub mod sdp_file;
 pub mod source;
+pub mod sync;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -306,6 +309,7 @@ pub fn start(
         counters,
         timeout,
         last_packet: None,
+        clock: sync::SenderClock::default(),
     };
     let join = tokio::spawn(task.run(media, stop));
     Ok((ingest, join))
@@ -319,6 +323,8 @@ struct Task {
     counters: Arc<IngestCounters>,
     timeout: Duration,
     last_packet: Option<Instant>,
+    /// The sender's wall clock from its RTCP sender reports (audio/video sync).
+    clock: sync::SenderClock,
 }
 
 async fn recv_opt(s: Option<&UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
@@ -387,8 +393,12 @@ impl Task {
             return;
         }
         if rtcp_port || rtp::is_rtcp(data) {
-            let n = rtp::sender_reports(data).len() as u64;
-            c.sender_reports.fetch_add(n, Ordering::Relaxed);
+            for sr in rtp::sender_reports(data) {
+                c.sender_reports.fetch_add(1, Ordering::Relaxed);
+                let ns = sync::ntp_to_nanos(sr.ntp);
+                self.clock
+                    .on_sender_report(sr.ssrc, ns, sr.rtp_timestamp, now);
+            }
             return;
         }
         let h = match rtp::parse_rtp(data) {
@@ -401,7 +411,7 @@ impl Task {
         let payload: Arc<[u8]> =
             Arc::from(data.get(h.payload_start..h.payload_end).unwrap_or_default());
         let before = m.state.ssrc_changes;
-        let pkt = match m.state.accept(&h, payload, now) {
+        let mut pkt = match m.state.accept(&h, payload, now) {
             Ok(p) => p,
             Err(r) => {
                 let counter = match r {
@@ -422,6 +432,9 @@ impl Task {
         if !c.online.swap(true, Ordering::Relaxed) {
             info!(stream = %self.spec.stream, "RTP source online");
         }
+        pkt.wallclock = self
+            .clock
+            .wallclock(h.ssrc, h.timestamp, m.spec.codec.clock_rate, now);
         let pkt = Arc::new(pkt);
         if pkt.kind == MediaKind::Video {
             // Cache first, then read the viewer mask: a worker sets its bit before it

@@ -282,6 +282,8 @@ impl Worker {
                 .first()
                 .map(|(t, _)| *t)
                 .unwrap_or_else(|| Instant::now() + far);
+            // Paced bursts to viewers (a cached group of pictures) wake the loop too.
+            let next = self.fanout.paced_timeout().map_or(next, |p| p.min(next));
             tokio::select! {
                 biased;
                 msg = self.rx.recv() => {
@@ -518,6 +520,11 @@ impl Worker {
     }
 
     fn handle_timers(&mut self, now: Instant) {
+        let mut forwards = std::mem::take(&mut self.forwards);
+        forwards.clear();
+        self.fanout.poll_paced(now, &mut forwards);
+        self.write_forwards(&mut forwards);
+        self.forwards = forwards;
         while let Some(&(t, key)) = self.timers.first() {
             if t > now {
                 break;
@@ -708,8 +715,8 @@ impl Worker {
     }
 
     fn write_forwards(&mut self, forwards: &mut Vec<Forward>) {
+        let now = Instant::now();
         for f in forwards.drain(..) {
-            let now = f.wallclock;
             let key = f.viewer.0;
             self.counters
                 .forwarded_packets
@@ -910,6 +917,7 @@ fn handle_event(
                 keyframe_start,
                 epoch: *epoch,
                 arrival: p.timestamp,
+                wallclock: p.timestamp,
                 payload: p.payload,
             };
             deferred.push_back(Deferred::Source(s.shared.clone(), Arc::new(pkt)));
