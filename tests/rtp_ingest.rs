@@ -749,3 +749,110 @@ async fn camera_sender_reports_reach_viewers_so_audio_and_video_stay_in_sync() {
     );
     server.shutdown().await;
 }
+
+/// Sends a crafted H.264 camera's frames every 33 ms until dropped: a keyframe first,
+/// then one every `keyframe_every` frames (0: never again).
+struct LiveCamera {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LiveCamera {
+    fn start(mut cam: Camera, keyframe_every: u64) -> LiveCamera {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut n = 0u64;
+            while !flag.load(Ordering::Relaxed) {
+                let key = n == 0 || (keyframe_every > 0 && n.is_multiple_of(keyframe_every));
+                for p in cam.frame(key) {
+                    cam.send_raw(&p);
+                }
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(33)).await;
+            }
+        });
+        LiveCamera { stop, task }
+    }
+}
+
+impl Drop for LiveCamera {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.abort();
+    }
+}
+
+/// Positions (in arrival order) of the viewer's video packets that start a keyframe
+/// (an SPS, alone or first in a STAP-A).
+fn keyframe_starts(video: &[ReceivedPacket]) -> Vec<usize> {
+    video
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| nal_types(std::slice::from_ref(p)).first() == Some(&7))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_keyframe_request_is_answered_from_the_cache_at_most_once_a_second() {
+    let vport = free_port_pair();
+    let server =
+        common::start_with(|c| c.rtp.push(h264_opus_entry("pli", vport, free_port_pair()))).await;
+    // One keyframe at the start, then P-frames only (a camera with a very long
+    // keyframe interval): only the cache can answer a viewer that lost sync.
+    let cam = Camera::new("127.0.0.1:0", ([127, 0, 0, 1], vport).into(), 0x77, 40_000);
+    let _live = LiveCamera::start(cam, 0);
+    let v = view(&format!("{}/whep/pli", server.base_url())).await;
+    v.wait_for(Duration::from_secs(5), |p| p.len() >= 30)
+        .await
+        .expect("video reaches the viewer");
+    assert_eq!(keyframe_starts(&video_of(&v.received())).len(), 1);
+
+    // The viewer lost sync and sends a PLI; a second one right after is coalesced.
+    let asked = Instant::now();
+    v.request_keyframe();
+    v.wait_for(Duration::from_secs(3), |p| {
+        keyframe_starts(&video_of(p)).len() >= 2
+    })
+    .await
+    .expect("the cached keyframe comes again after a PLI");
+    println!(
+        "PLI answered from the cache after {} ms",
+        asked.elapsed().as_millis()
+    );
+    v.request_keyframe();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let video = video_of(&v.received());
+    assert_eq!(
+        keyframe_starts(&video).len(),
+        2,
+        "a second PLI within a second is not answered again"
+    );
+    // The replay is numbered after what the viewer had: sequence numbers have no
+    // gap and no repeat, and timestamps never go backwards in sequence order.
+    let mut by_seq: Vec<(u64, u32)> = video.iter().map(|p| (p.seq, p.timestamp)).collect();
+    by_seq.sort_unstable();
+    assert!(
+        by_seq.windows(2).all(|w| w[1].0 == w[0].0 + 1),
+        "sequence numbers are continuous"
+    );
+    assert!(
+        by_seq
+            .windows(2)
+            .all(|w| w[1].1.wrapping_sub(w[0].1) < (1 << 31)),
+        "timestamps never go backwards"
+    );
+    let second = keyframe_starts(&video)[1];
+    assert_eq!(nal_types(&video[second..])[..3], [7, 8, 5]);
+
+    // After the interval, another PLI is answered.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    v.request_keyframe();
+    v.wait_for(Duration::from_secs(3), |p| {
+        keyframe_starts(&video_of(p)).len() >= 3
+    })
+    .await
+    .expect("a PLI a second later is answered again");
+    server.shutdown().await;
+}

@@ -50,7 +50,7 @@ mod pacer;
 mod packet;
 
 pub use codec::{CodecKind, is_keyframe_start};
-pub use fanout::{Fanout, FanoutStats};
+pub use fanout::{Fanout, FanoutStats, Resync};
 pub use keyframe::KeyframeLimiter;
 pub use keyframe_cache::KeyframeCache;
 pub use pacer::{Pacer, PacerStats};

@@ -213,6 +213,8 @@ struct Session {
 enum Deferred {
     Source(Arc<StreamShared>, Arc<SourcePacket>),
     WantKeyframe(Arc<StreamShared>),
+    /// A viewer (by key) asked for a keyframe.
+    ViewerKeyframe(u64, Arc<StreamShared>),
     Connected(u64),
     Close(u64, &'static str),
 }
@@ -642,6 +644,12 @@ impl Worker {
                     }
                     None => {}
                 },
+                Deferred::ViewerKeyframe(key, shared) => {
+                    self.viewer_keyframe(key, &shared, now);
+                    if shared.source_worker().is_some() {
+                        self.deferred.push_back(Deferred::WantKeyframe(shared));
+                    }
+                }
                 Deferred::Connected(key) => self.on_connected(key, now),
                 Deferred::Close(key, reason) => self.close_session(key, reason, now),
             }
@@ -690,6 +698,26 @@ impl Worker {
                 self.deferred.push_back(Deferred::WantKeyframe(shared));
             }
         }
+    }
+
+    /// A viewer's keyframe request, when its stream keeps a keyframe cache (a camera,
+    /// which cannot be asked): the viewer gets the cached group again, rate-limited.
+    fn viewer_keyframe(&mut self, key: u64, shared: &StreamShared, now: Instant) {
+        let group = shared.keyframe_snapshot();
+        if group.is_empty() {
+            return;
+        }
+        let mut forwards = std::mem::take(&mut self.forwards);
+        forwards.clear();
+        let r =
+            self.fanout
+                .resync_viewer(ViewerId(key), &group, now, KEYFRAME_RETRY, &mut forwards);
+        if let Some(s) = self.sessions.get(&key) {
+            s.span
+                .in_scope(|| debug!(?r, "keyframe request answered from the cache"));
+        }
+        self.write_forwards(&mut forwards);
+        self.forwards = forwards;
     }
 
     /// Sends a source packet to every worker with viewers of its stream.
@@ -924,7 +952,7 @@ fn handle_event(
         }
         Event::KeyframeRequest(_) => {
             if matches!(s.role, Role::Viewer { .. }) {
-                deferred.push_back(Deferred::WantKeyframe(s.shared.clone()));
+                deferred.push_back(Deferred::ViewerKeyframe(key, s.shared.clone()));
             }
         }
         Event::Closed => deferred.push_back(Deferred::Close(key, "closed by peer")),
