@@ -556,8 +556,12 @@ async fn crafted_camera_loss_reorder_duplicates_garbage_wrong_sender_and_ssrc_ch
     server.shutdown().await;
 }
 
+/// A configured RTP stream is a mountpoint: viewers may join whether or not the camera
+/// sends (they wait for media, like a Janus streaming mountpoint's), a silent camera
+/// is reported offline after `rtp_timeout` and its viewers stay, and it comes back by
+/// itself. WHIP publishers are refused on it (409).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_silent_source_goes_offline_and_comes_back_and_whip_is_refused() {
+async fn a_silent_source_goes_offline_keeps_its_viewers_and_comes_back_by_itself() {
     let vport = free_port_pair();
     let server = common::start_with(|c| {
         c.rtp_timeout = Duration::from_millis(400);
@@ -565,22 +569,49 @@ async fn a_silent_source_goes_offline_and_comes_back_and_whip_is_refused() {
             .push(h264_opus_entry("quiet", vport, free_port_pair()));
     })
     .await;
+    let url = format!("{}/whep/quiet", server.base_url());
     let counters = server.rtp_ingests()[0].counters.clone();
-    let mut cam = Camera::new("127.0.0.1:0", ([127, 0, 0, 1], vport).into(), 9, 1);
-    for p in cam.frame(true) {
-        cam.send_raw(&p);
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!counters.online.load(Ordering::Relaxed), "nothing sent yet");
+    // A viewer joins before the camera sends anything: 201, and it waits.
+    let early = view(&url).await;
+    let to: SocketAddr = ([127, 0, 0, 1], vport).into();
+    let live = LiveCamera::start(Camera::new("127.0.0.1:0", to, 9, 1), 10);
+    early
+        .wait_for(Duration::from_secs(5), |p| p.len() >= 10)
+        .await
+        .expect("the early viewer gets the camera once it sends");
+    assert_starts_sps_pps_idr(&video_of(&early.received()), "early viewer");
     assert!(counters.online.load(Ordering::Relaxed));
+
+    // The camera goes silent: offline after the timeout, the viewer stays.
+    drop(live);
     tokio::time::sleep(Duration::from_millis(900)).await;
     assert!(
         !counters.online.load(Ordering::Relaxed),
         "offline after the timeout"
     );
-    for p in cam.frame(false) {
-        cam.send_raw(&p);
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        early.is_connected(),
+        "viewers stay while the camera is offline"
+    );
+    // A viewer joining now is accepted and gets no stale picture from the cache.
+    let during = view(&url).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(during.received_count(), 0, "no stale cached picture");
+
+    // The camera is back (same SSRC, numbering goes on): both viewers play again.
+    let before = early.received_count();
+    let back = Camera::new("127.0.0.1:0", to, 9, 500);
+    let _live = LiveCamera::start(back, 10);
+    during
+        .wait_for(Duration::from_secs(5), |p| p.len() >= 10)
+        .await
+        .expect("the viewer that joined while offline plays once the camera is back");
+    assert_starts_sps_pps_idr(&video_of(&during.received()), "viewer joined offline");
+    early
+        .wait_for(Duration::from_secs(5), |p| p.len() >= before + 10)
+        .await
+        .expect("the early viewer plays again");
     assert!(counters.online.load(Ordering::Relaxed), "back by itself");
 
     let offer =

@@ -129,7 +129,9 @@ impl KeyframeCache {
         })
     }
 
-    fn clear(&mut self) {
+    /// Empties the cache until the next keyframe (the source went silent: a viewer
+    /// joining now must not start from a stale picture). Parameter sets are kept.
+    pub fn clear(&mut self) {
         self.packets.clear();
         self.bytes = 0;
     }

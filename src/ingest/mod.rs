@@ -372,6 +372,9 @@ impl Task {
             .is_some_and(|t| now.saturating_duration_since(t) < self.timeout);
         if self.counters.online.swap(online, Ordering::Relaxed) && !online {
             warn!(stream = %self.spec.stream, "RTP source offline: nothing for {:?}", self.timeout);
+            // Viewers stay (the mountpoint is configured) and resume at the camera's
+            // next keyframe; a viewer joining meanwhile gets no stale picture.
+            self.shared.with_keyframe_cache(KeyframeCache::clear);
         }
     }
 
