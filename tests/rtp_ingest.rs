@@ -887,3 +887,64 @@ async fn a_viewer_keyframe_request_is_answered_from_the_cache_at_most_once_a_sec
     .expect("a PLI a second later is answered again");
     server.shutdown().await;
 }
+
+/// Multicast on the loopback interface: the kernel delivers a group joined on
+/// 127.0.0.1 to a sender whose multicast interface is 127.0.0.1, and nothing leaves
+/// the host. The group is picked per run so parallel runs do not hear each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_sending_to_a_multicast_group_reaches_viewers() {
+    let group = std::net::Ipv4Addr::new(
+        239,
+        255,
+        (std::process::id() % 251) as u8,
+        1 + rand::random::<u8>() % 250,
+    );
+    let vport = free_port_pair();
+    // The group comes from the SDP file's c= line, the interface from the entry.
+    let sdp = write_sdp(
+        "multicast",
+        &format!(
+            "v=0\no=- 0 0 IN IP4 127.0.0.1\ns=cam\nc=IN IP4 {group}/1\nt=0 0\n\
+             m=video {vport} RTP/AVP 96\na=rtpmap:96 H264/90000\na=fmtp:96 packetization-mode=1\n"
+        ),
+    );
+    let server = common::start_with(|c| {
+        let mut e = RtpEntry::from_flag(&format!("mcast={}", sdp.display())).unwrap();
+        e.multicast_interface = Some(std::net::Ipv4Addr::LOCALHOST);
+        c.rtp.push(e);
+    })
+    .await;
+    let v = view(&format!("{}/whep/mcast", server.base_url())).await;
+
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )
+    .expect("camera socket");
+    socket
+        .set_multicast_if_v4(&std::net::Ipv4Addr::LOCALHOST)
+        .expect("multicast interface lo");
+    socket.set_multicast_ttl_v4(1).expect("ttl 1");
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind camera socket");
+    let cam = Camera {
+        socket: socket.into(),
+        to: (group, vport).into(),
+        ssrc: 0x6c,
+        seq: 1,
+        ts: 0,
+    };
+    let _live = LiveCamera::start(cam, 10);
+    v.wait_for(Duration::from_secs(5), |p| p.len() >= 20)
+        .await
+        .expect("video sent to the multicast group reaches the viewer");
+    assert_starts_sps_pps_idr(&video_of(&v.received()), "multicast viewer");
+    println!(
+        "multicast {group}:{vport} ingest counters: {}",
+        counters_line(&server.rtp_ingests()[0].counters)
+    );
+    server.shutdown().await;
+    let _ = std::fs::remove_file(sdp);
+}
