@@ -400,6 +400,8 @@ struct Camera {
     ssrc: u32,
     seq: u16,
     ts: u32,
+    /// Keyframes are a bare IDR (SPS/PPS only in the SDP's sprop-parameter-sets).
+    bare_idr: bool,
 }
 
 impl Camera {
@@ -411,6 +413,7 @@ impl Camera {
             ssrc,
             seq,
             ts: 1000,
+            bare_idr: false,
         }
     }
 
@@ -429,7 +432,9 @@ impl Camera {
 
     /// One frame as its packets (keyframe: SPS, PPS, IDR), sequence numbers advanced.
     fn frame(&mut self, key: bool) -> Vec<Vec<u8>> {
-        let nals: Vec<Vec<u8>> = if key {
+        let nals: Vec<Vec<u8>> = if key && self.bare_idr {
+            vec![vec![0x65, 0x88, 0x84, 0x21]]
+        } else if key {
             vec![
                 vec![0x67, 0x42, 0xe0, 0x1f],
                 vec![0x68, 0xce, 0x3c, 0x80],
@@ -935,6 +940,7 @@ async fn a_camera_sending_to_a_multicast_group_reaches_viewers() {
         ssrc: 0x6c,
         seq: 1,
         ts: 0,
+        bare_idr: false,
     };
     let _live = LiveCamera::start(cam, 10);
     v.wait_for(Duration::from_secs(5), |p| p.len() >= 20)
@@ -945,6 +951,74 @@ async fn a_camera_sending_to_a_multicast_group_reaches_viewers() {
         "multicast {group}:{vport} ingest counters: {}",
         counters_line(&server.rtp_ingests()[0].counters)
     );
+    server.shutdown().await;
+    let _ = std::fs::remove_file(sdp);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sprop_parameter_sets_reach_viewers_before_every_idr_live_and_from_the_cache() {
+    let vport = free_port_pair();
+    // The camera's IDRs come alone: SPS and PPS are only in the SDP file.
+    let sdp = write_sdp(
+        "sprop",
+        &format!(
+            "v=0\no=- 0 0 IN IP4 127.0.0.1\ns=cam\nc=IN IP4 127.0.0.1\nt=0 0\n\
+             m=video {vport} RTP/AVP 96\na=rtpmap:96 H264/90000\n\
+             a=fmtp:96 packetization-mode=1; sprop-parameter-sets=Z0LgHw==,aM48gA==\n"
+        ),
+    );
+    let server = common::start_with(|c| {
+        c.rtp
+            .push(RtpEntry::from_flag(&format!("sprop={}", sdp.display())).unwrap());
+    })
+    .await;
+    let url = format!("{}/whep/sprop", server.base_url());
+    // Viewer A joins before any keyframe: it starts live at the camera's first IDR.
+    let a = view(&url).await;
+    let mut cam = Camera::new("127.0.0.1:0", ([127, 0, 0, 1], vport).into(), 0x5b, 9);
+    cam.bare_idr = true;
+    let _live = LiveCamera::start(cam, 8);
+    a.wait_for(Duration::from_secs(5), |p| p.len() >= 10)
+        .await
+        .expect("video reaches the live viewer");
+    // Viewer B joins mid-group: it starts from the keyframe cache.
+    let b = view(&url).await;
+    b.wait_for(Duration::from_secs(5), |p| p.len() >= 10)
+        .await
+        .expect("video reaches the cached viewer");
+    a.wait_for(Duration::from_secs(5), |p| {
+        nal_types(&video_of(p)).iter().filter(|t| **t == 5).count() >= 3
+    })
+    .await
+    .expect("three keyframes reach viewer A");
+    for (who, v) in [("live viewer", &a), ("cached viewer", &b)] {
+        let mut video = video_of(&v.received());
+        assert_starts_sps_pps_idr(&video, who);
+        assert_eq!(
+            &video[0].payload[..],
+            &[
+                0x78, 0, 4, 0x67, 0x42, 0xe0, 0x1f, 0, 4, 0x68, 0xce, 0x3c, 0x80
+            ],
+            "{who}: the SDP's parameter sets as one STAP-A"
+        );
+        // In sequence order every IDR follows the parameter sets, with no gap and no
+        // repeated number where they were put in.
+        video.sort_by_key(|p| p.seq);
+        assert!(
+            video.windows(2).all(|w| w[1].seq == w[0].seq + 1),
+            "{who}: sequence numbers are continuous"
+        );
+        for (i, p) in video.iter().enumerate() {
+            if p.payload[0] & 0x1f == 5 {
+                let before = i.checked_sub(1).map(|j| nal_types(&video[j..=j]));
+                assert_eq!(
+                    before,
+                    Some(vec![7, 8]),
+                    "{who}: IDR {i} without SPS/PPS in front"
+                );
+            }
+        }
+    }
     server.shutdown().await;
     let _ = std::fs::remove_file(sdp);
 }

@@ -52,7 +52,7 @@ mod packet;
 pub use codec::{CodecKind, is_keyframe_start};
 pub use fanout::{Fanout, FanoutStats, Resync};
 pub use keyframe::KeyframeLimiter;
-pub use keyframe_cache::KeyframeCache;
+pub use keyframe_cache::{H264ParameterSets, KeyframeCache};
 pub use pacer::{Pacer, PacerStats};
 pub use packet::{Forward, SourcePacket, ViewerId, ViewerTrack};
 pub use str0m::media::MediaKind;

@@ -10,10 +10,13 @@
 //! cannot be asked for a keyframe). RTCP sender reports set each packet's capture
 //! instant ([`sync`]), which viewers' sender reports then carry (audio/video sync).
 //!
-//! Parsing ([`rtp`]), sequence handling ([`source`]), SDP files ([`sdp_file`]) and the
-//! sender clock ([`sync`]) are sans-IO and unit-tested; nothing here panics on network
-//! input.
+//! H.264 IDRs that come without SPS/PPS get them in front ([`h264`]).
+//!
+//! Parsing ([`rtp`]), sequence handling ([`source`]), SDP files ([`sdp_file`]), the
+//! sender clock ([`sync`]) and the parameter-set injector ([`h264`]) are sans-IO and
+//! unit-tested; nothing here panics on network input.
 
+pub mod h264;
 pub mod rtp;
 pub mod sdp_file;
 pub mod source;
@@ -30,7 +33,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::config::{RtpEntry, RtpMediumEntry};
-use crate::core::{KeyframeCache, SourcePacket};
+use crate::core::{CodecKind, KeyframeCache, SourcePacket};
 use crate::media::{MediaCounters, WorkerMsg, codec_kind, send_to_viewer_workers};
 use crate::registry::StreamShared;
 use crate::sdp::{ChosenCodec, OfferedCodec};
@@ -261,6 +264,8 @@ struct Medium {
     state: MediumState,
     rtp: UdpSocket,
     rtcp: Option<UdpSocket>,
+    /// H.264 video: SPS/PPS in front of IDRs that come without them.
+    h264: Option<h264::ParameterSetInjector>,
 }
 
 /// Binds the sockets of one entry and starts its task.
@@ -287,8 +292,11 @@ pub fn start(
             None => None,
         };
         bound.push((m.kind, rtp.local_addr()?));
+        let codec = codec_kind(&m.codec.name);
         media.push(Medium {
-            state: MediumState::new(m.kind, m.codec.pt, codec_kind(&m.codec.name)),
+            h264: (m.kind == MediaKind::Video && codec == CodecKind::H264)
+                .then(|| h264::ParameterSetInjector::new(&m.codec.fmtp)),
+            state: MediumState::new(m.kind, m.codec.pt, codec),
             spec: m.clone(),
             rtp,
             rtcp,
@@ -310,6 +318,7 @@ pub fn start(
         timeout,
         last_packet: None,
         clock: sync::SenderClock::default(),
+        batch: Vec::with_capacity(2),
     };
     let join = tokio::spawn(task.run(media, stop));
     Ok((ingest, join))
@@ -325,6 +334,8 @@ struct Task {
     last_packet: Option<Instant>,
     /// The sender's wall clock from its RTCP sender reports (audio/video sync).
     clock: sync::SenderClock,
+    /// Reused: the packets one datagram turns into.
+    batch: Vec<Arc<SourcePacket>>,
 }
 
 async fn recv_opt(s: Option<&UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
@@ -438,13 +449,22 @@ impl Task {
         pkt.wallclock = self
             .clock
             .wallclock(h.ssrc, h.timestamp, m.spec.codec.clock_rate, now);
-        let pkt = Arc::new(pkt);
-        if pkt.kind == MediaKind::Video {
-            // Cache first, then read the viewer mask: a worker sets its bit before it
-            // reads the cache, so every packet reaches a joining viewer one way or both.
-            self.shared.with_keyframe_cache(|cache| cache.push(&pkt));
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.clear();
+        match m.h264.as_mut() {
+            Some(injector) => injector.process(pkt, &mut batch),
+            None => batch.push(Arc::new(pkt)),
         }
-        self.distribute(pkt);
+        for pkt in batch.drain(..) {
+            if pkt.kind == MediaKind::Video {
+                // Cache first, then read the viewer mask: a worker sets its bit before
+                // it reads the cache, so every packet reaches a joining viewer one way
+                // or both.
+                self.shared.with_keyframe_cache(|cache| cache.push(&pkt));
+            }
+            self.distribute(pkt);
+        }
+        self.batch = batch;
     }
 
     fn distribute(&self, pkt: Arc<SourcePacket>) {
