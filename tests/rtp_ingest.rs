@@ -10,7 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use wishd::client::{ClientError, ReceivedPacket, VideoCodec, ViewerOptions, WhepViewer};
+use wishd::client::{
+    AudioCodec, ClientError, ReceivedPacket, VideoCodec, ViewerOptions, WhepViewer,
+};
 use wishd::config::{RtpEntry, RtpMediumEntry};
 use wishd::core::MediaKind;
 use wishd::ingest::IngestCounters;
@@ -1021,4 +1023,221 @@ async fn sprop_parameter_sets_reach_viewers_before_every_idr_live_and_from_the_c
     }
     server.shutdown().await;
     let _ = std::fs::remove_file(sdp);
+}
+
+fn video_only_entry(stream: &str, port: u16, pt: u8, rtpmap: &str) -> RtpEntry {
+    RtpEntry {
+        stream: stream.into(),
+        video: Some(RtpMediumEntry {
+            port,
+            pt,
+            rtpmap: rtpmap.into(),
+            fmtp: String::new(),
+        }),
+        ..RtpEntry::default()
+    }
+}
+
+fn audio_only_entry(stream: &str, port: u16, pt: u8, rtpmap: &str) -> RtpEntry {
+    RtpEntry {
+        stream: stream.into(),
+        audio: Some(RtpMediumEntry {
+            port,
+            pt,
+            rtpmap: rtpmap.into(),
+            fmtp: String::new(),
+        }),
+        ..RtpEntry::default()
+    }
+}
+
+/// A viewer whose offer cannot take the stream's codec gets 422 naming it.
+async fn assert_refused_naming(url: &str, opts: ViewerOptions, codec: &str) {
+    match WhepViewer::connect(url, opts).await {
+        Err(ClientError::Status { status: 422, body }) => {
+            assert!(
+                body.contains(codec),
+                "422 body does not name {codec}: {body}"
+            )
+        }
+        Err(e) => panic!("expected 422 naming {codec}, got {e}"),
+        Ok(_) => panic!("expected 422 naming {codec}, got a session"),
+    }
+}
+
+fn video_viewer(codec: VideoCodec) -> ViewerOptions {
+    ViewerOptions {
+        audio: false,
+        video_codecs: vec![codec],
+        ..ViewerOptions::default()
+    }
+}
+
+fn audio_viewer(codec: AudioCodec) -> ViewerOptions {
+    ViewerOptions {
+        video: false,
+        audio_codecs: vec![codec],
+        ..ViewerOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gstreamer_vp8_and_vp9_cameras_reach_viewers_starting_at_a_keyframe() {
+    require_tool(
+        "gst-launch-1.0",
+        "gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good",
+    );
+    for (codec, name, pt, encoder, payloader) in [
+        (
+            VideoCodec::Vp8,
+            "VP8",
+            96,
+            "vp8enc deadline=1 keyframe-max-dist=30",
+            "rtpvp8pay",
+        ),
+        (
+            VideoCodec::Vp9,
+            "VP9",
+            98,
+            "vp9enc deadline=1 cpu-used=8 keyframe-max-dist=30",
+            "rtpvp9pay",
+        ),
+    ] {
+        let port = free_port_pair();
+        let stream = name.to_ascii_lowercase();
+        let server = common::start_with(|c| {
+            c.rtp.push(video_only_entry(
+                &stream,
+                port,
+                pt,
+                &format!("{name}/90000"),
+            ))
+        })
+        .await;
+        let url = format!("{}/whep/{stream}", server.base_url());
+        assert_refused_naming(&url, video_viewer(VideoCodec::H264), name).await;
+        let pipeline = format!(
+            "videotestsrc is-live=true num-buffers=240 ! video/x-raw,width=320,height=180,framerate=30/1 \
+             ! {encoder} ! {payloader} pt={pt} mtu=1200 ! udpsink host=127.0.0.1 port={port}"
+        );
+        let gst = Command::new("gst-launch-1.0")
+            .arg("-q")
+            .args(pipeline.split_whitespace())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("gst-launch-1.0 starts");
+        let _gst = Tool(gst);
+        let v = WhepViewer::connect(&url, video_viewer(codec))
+            .await
+            .expect("WHEP POST");
+        v.wait_connected(common::CONNECT)
+            .await
+            .expect("viewer connects");
+        assert_eq!(v.video_codec(), Some(codec));
+        v.wait_for(Duration::from_secs(15), |p| p.len() >= 30)
+            .await
+            .unwrap_or_else(|e| panic!("{name} reaches the viewer: {e}"));
+        let got = v.received();
+        assert!(
+            wishd::client::media::is_keyframe_payload(codec, &got[0].payload),
+            "{name}: the viewer's first packet starts a keyframe"
+        );
+        println!(
+            "{name} ingest counters: {}",
+            counters_line(&server.rtp_ingests()[0].counters)
+        );
+        server.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crafted_av1_camera_reaches_a_viewer_starting_at_a_keyframe() {
+    let port = free_port_pair();
+    let server =
+        common::start_with(|c| c.rtp.push(video_only_entry("av1", port, 45, "AV1/90000"))).await;
+    let url = format!("{}/whep/av1", server.base_url());
+    assert_refused_naming(&url, video_viewer(VideoCodec::Vp8), "AV1").await;
+    let v = WhepViewer::connect(&url, video_viewer(VideoCodec::Av1))
+        .await
+        .expect("WHEP POST");
+    v.wait_connected(common::CONNECT)
+        .await
+        .expect("viewer connects");
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("camera socket");
+    let mut seq = 1u16;
+    for frame in 0..40u64 {
+        // A keyframe (N bit: new coded video sequence) every 20 frames.
+        let key = frame % 20 == 0;
+        for p in wishd::client::media::video_frame(VideoCodec::Av1, frame, key) {
+            let ts = 3_000 * frame as u32;
+            let _ = sock.send_to(
+                &rtp_packet(45, seq, ts, 0xa1, p.marker, &p.payload),
+                ("127.0.0.1", port),
+            );
+            seq = seq.wrapping_add(1);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    v.wait_for(Duration::from_secs(5), |p| p.len() >= 40)
+        .await
+        .expect("AV1 reaches the viewer");
+    let got = v.received();
+    assert!(wishd::client::media::is_keyframe_payload(
+        VideoCodec::Av1,
+        &got[0].payload
+    ));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffmpeg_pcmu_and_pcma_cameras_reach_viewers() {
+    require_tool("ffmpeg", "ffmpeg");
+    for (codec, name, pt, encoder) in [
+        (AudioCodec::Pcmu, "PCMU", 0u8, "pcm_mulaw"),
+        (AudioCodec::Pcma, "PCMA", 8, "pcm_alaw"),
+    ] {
+        let port = free_port_pair();
+        let stream = name.to_ascii_lowercase();
+        let server = common::start_with(|c| {
+            c.rtp
+                .push(audio_only_entry(&stream, port, pt, &format!("{name}/8000")))
+        })
+        .await;
+        let url = format!("{}/whep/{stream}", server.base_url());
+        assert_refused_naming(&url, audio_viewer(AudioCodec::Opus), name).await;
+        let ffmpeg = Command::new("ffmpeg")
+            .args([
+                "-nostdin",
+                "-loglevel",
+                "error",
+                "-re",
+                "-t",
+                "4",
+                "-f",
+                "lavfi",
+            ])
+            .args(["-i", "sine=frequency=440:sample_rate=8000"])
+            .args(["-c:a", encoder, "-ar", "8000", "-ac", "1", "-f", "rtp"])
+            .arg(format!("rtp://127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("ffmpeg starts");
+        let _ffmpeg = Tool(ffmpeg);
+        let v = WhepViewer::connect(&url, audio_viewer(codec))
+            .await
+            .expect("WHEP POST");
+        v.wait_connected(common::CONNECT)
+            .await
+            .expect("viewer connects");
+        v.wait_for(Duration::from_secs(10), |p| p.len() >= 20)
+            .await
+            .unwrap_or_else(|e| panic!("{name} reaches the viewer: {e}"));
+        let got = v.received();
+        assert!(got.iter().all(|p| p.kind == MediaKind::Audio && p.pt == pt));
+        println!(
+            "{name} ingest counters: {}",
+            counters_line(&server.rtp_ingests()[0].counters)
+        );
+        server.shutdown().await;
+    }
 }

@@ -121,6 +121,12 @@ fn build_offer(opts: &PublisherOptions, local: SocketAddr) -> Result<Offer, Clie
         Some(VideoCodec::Vp8) => {
             cfg = cfg.enable_vp8(true);
         }
+        Some(VideoCodec::Vp9) => {
+            cfg = cfg.enable_vp9(true);
+        }
+        Some(VideoCodec::Av1) => {
+            cfg = cfg.enable_av1(true);
+        }
         None => {}
     }
     peer::tune_ice(&mut cfg);
@@ -206,6 +212,8 @@ impl WhipPublisher {
             let codec = match c {
                 VideoCodec::H264 => Codec::H264,
                 VideoCodec::Vp8 => Codec::Vp8,
+                VideoCodec::Vp9 => Codec::Vp9,
+                VideoCodec::Av1 => Codec::Av1,
             };
             negotiated(&rtc, mid, codec).map(|t| (c, t))
         });

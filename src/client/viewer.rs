@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::peer::{self, Driver, PeerStatus, Wake};
-use super::{ClientError, VideoCodec, install_crypto_provider};
+use super::{AudioCodec, ClientError, VideoCodec, install_crypto_provider};
 
 /// How a [`WhepViewer`] behaves.
 #[derive(Debug, Clone)]
@@ -28,6 +28,8 @@ pub struct ViewerOptions {
     pub bind_ip: IpAddr,
     /// The video codecs the viewer offers, in order of preference.
     pub video_codecs: Vec<VideoCodec>,
+    /// The audio codecs the viewer offers, in order of preference.
+    pub audio_codecs: Vec<AudioCodec>,
 }
 
 impl Default for ViewerOptions {
@@ -38,6 +40,7 @@ impl Default for ViewerOptions {
             token: None,
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             video_codecs: vec![VideoCodec::H264, VideoCodec::Vp8],
+            audio_codecs: vec![AudioCodec::Opus],
         }
     }
 }
@@ -126,21 +129,30 @@ struct Offer {
 
 fn build_offer(opts: &ViewerOptions, local: SocketAddr) -> Result<Offer, ClientError> {
     let video = opts.video && !opts.video_codecs.is_empty();
-    if !video && !opts.audio {
+    let audio = opts.audio && !opts.audio_codecs.is_empty();
+    if !video && !audio {
         return Err(ClientError::Sdp(
             "viewer with neither audio nor video".into(),
         ));
     }
     install_crypto_provider();
     let mut cfg = RtcConfig::new().clear_codecs().set_rtp_mode(true);
-    if opts.audio {
-        cfg = cfg.enable_opus(true, false);
+    if audio {
+        for c in &opts.audio_codecs {
+            cfg = match c {
+                AudioCodec::Opus => cfg.enable_opus(true, false),
+                AudioCodec::Pcmu => cfg.enable_pcmu(true, false),
+                AudioCodec::Pcma => cfg.enable_pcma(true, false),
+            };
+        }
     }
     if video {
         for c in &opts.video_codecs {
             cfg = match c {
                 VideoCodec::H264 => cfg.enable_h264(true),
                 VideoCodec::Vp8 => cfg.enable_vp8(true),
+                VideoCodec::Vp9 => cfg.enable_vp9(true),
+                VideoCodec::Av1 => cfg.enable_av1(true),
             };
         }
     }
@@ -148,7 +160,7 @@ fn build_offer(opts: &ViewerOptions, local: SocketAddr) -> Result<Offer, ClientE
     let mut rtc = cfg.build(Instant::now());
     peer::add_host_candidate(&mut rtc, local)?;
     let mut api = rtc.sdp_api();
-    if opts.audio {
+    if audio {
         api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
     }
     let video_mid =
@@ -180,6 +192,8 @@ fn negotiated_video(rtc: &Rtc, mid: Mid) -> Option<VideoCodec> {
     match p.spec().codec {
         Codec::H264 => Some(VideoCodec::H264),
         Codec::Vp8 => Some(VideoCodec::Vp8),
+        Codec::Vp9 => Some(VideoCodec::Vp9),
+        Codec::Av1 => Some(VideoCodec::Av1),
         _ => None,
     }
 }
