@@ -458,7 +458,7 @@ impl Camera {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crafted_camera_loss_reorder_duplicates_garbage_wrong_sender_and_ssrc_change() {
+async fn crafted_camera_loss_reorder_duplicates_garbage_bursts_wrong_sender_and_ssrc_change() {
     let vport = free_port_pair();
     let server = common::start_with(|c| {
         let mut e = h264_opus_entry("crafted", vport, free_port_pair());
@@ -515,12 +515,26 @@ async fn crafted_camera_loss_reorder_duplicates_garbage_wrong_sender_and_ssrc_ch
         cam.send_raw(&cam.packet(cam.seq, false, &[0x41; 3000])); // oversized
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // A payload type that was not configured, and a packet far behind the window.
+    let mut odd = cam.packet(cam.seq, false, &[0x41, 0x9a]);
+    odd[1] = 100;
+    cam.send_raw(&odd);
+    cam.send_raw(&cam.packet(cam.seq.wrapping_sub(1_000), false, &[0x41, 0x9a]));
+    // A burst: 30 frames at once (the camera's network stalled and caught up).
+    let accepted = counters.packets.load(Ordering::Relaxed);
+    let mut burst = 0;
+    for _ in 0..30 {
+        for p in cam.frame(false) {
+            cam.send_raw(&p);
+            burst += 1;
+        }
+    }
     // A sender that is not allowed.
     let intruder = Camera::new("127.0.0.2:0", to, 0x2222, 1);
     intruder.send_raw(&intruder.packet(1, true, &[0x65, 0x88]));
-    v.wait_for(Duration::from_secs(5), |p| p.len() >= 60)
+    v.wait_for(Duration::from_secs(5), |p| p.len() >= 60 + burst)
         .await
-        .expect("the viewer keeps getting video");
+        .expect("the viewer keeps getting video, the burst too");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = v.received().len();
 
@@ -558,6 +572,12 @@ async fn crafted_camera_loss_reorder_duplicates_garbage_wrong_sender_and_ssrc_ch
     assert_eq!(c.dropped_malformed.load(Ordering::Relaxed), 80);
     assert_eq!(c.dropped_oversized.load(Ordering::Relaxed), 40);
     assert_eq!(c.dropped_duplicate.load(Ordering::Relaxed), 16);
+    assert_eq!(c.dropped_unknown_pt.load(Ordering::Relaxed), 1);
+    assert_eq!(c.dropped_late.load(Ordering::Relaxed), 1);
+    assert!(
+        c.packets.load(Ordering::Relaxed) >= accepted + burst as u64,
+        "the whole burst was taken"
+    );
     assert_eq!(c.ssrc_changes.load(Ordering::Relaxed), 1);
     assert!(c.online.load(Ordering::Relaxed));
     server.shutdown().await;
