@@ -48,6 +48,7 @@ mod keyframe;
 mod keyframe_cache;
 mod pacer;
 mod packet;
+mod sender_clock;
 
 pub use codec::{CodecKind, is_keyframe_start};
 pub use fanout::{Fanout, FanoutStats, Resync};
@@ -55,4 +56,5 @@ pub use keyframe::KeyframeLimiter;
 pub use keyframe_cache::{H264ParameterSets, KeyframeCache};
 pub use pacer::{Pacer, PacerStats};
 pub use packet::{Forward, SourcePacket, ViewerId, ViewerTrack};
+pub use sender_clock::{ANCHOR_MARGIN, REANCHOR_AFTER, SenderClock, ntp_to_nanos};
 pub use str0m::media::MediaKind;

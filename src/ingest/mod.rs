@@ -8,19 +8,19 @@
 //! `Arc<SourcePacket>` to each worker with viewers of the stream. Video packets also go
 //! into the stream's keyframe cache, from which a new viewer starts at once (a camera
 //! cannot be asked for a keyframe). RTCP sender reports set each packet's capture
-//! instant ([`sync`]), which viewers' sender reports then carry (audio/video sync).
+//! instant ([`SenderClock`]), which viewers' sender reports then carry (audio/video
+//! sync).
 //!
 //! H.264 IDRs that come without SPS/PPS get them in front ([`h264`]).
 //!
-//! Parsing ([`rtp`]), sequence handling ([`source`]), SDP files ([`sdp_file`]), the
-//! sender clock ([`sync`]) and the parameter-set injector ([`h264`]) are sans-IO and
-//! unit-tested; nothing here panics on network input.
+//! Parsing ([`rtp`]), sequence handling ([`source`]), SDP files ([`sdp_file`]) and the
+//! parameter-set injector ([`h264`]) are sans-IO and unit-tested; nothing here panics
+//! on network input.
 
 pub mod h264;
 pub mod rtp;
 pub mod sdp_file;
 pub mod source;
-pub mod sync;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::config::{RtpEntry, RtpMediumEntry};
-use crate::core::{CodecKind, KeyframeCache, SourcePacket};
+use crate::core::{CodecKind, KeyframeCache, SenderClock, SourcePacket, ntp_to_nanos};
 use crate::media::{MediaCounters, WorkerMsg, codec_kind, send_to_viewer_workers};
 use crate::registry::StreamShared;
 use crate::sdp::{ChosenCodec, OfferedCodec};
@@ -317,7 +317,7 @@ pub fn start(
         counters,
         timeout,
         last_packet: None,
-        clock: sync::SenderClock::default(),
+        clock: SenderClock::default(),
         batch: Vec::with_capacity(2),
     };
     let join = tokio::spawn(task.run(media, stop));
@@ -333,7 +333,7 @@ struct Task {
     timeout: Duration,
     last_packet: Option<Instant>,
     /// The sender's wall clock from its RTCP sender reports (audio/video sync).
-    clock: sync::SenderClock,
+    clock: SenderClock,
     /// Reused: the packets one datagram turns into.
     batch: Vec<Arc<SourcePacket>>,
 }
@@ -409,7 +409,7 @@ impl Task {
         if rtcp_port || rtp::is_rtcp(data) {
             for sr in rtp::sender_reports(data) {
                 c.sender_reports.fetch_add(1, Ordering::Relaxed);
-                let ns = sync::ntp_to_nanos(sr.ntp);
+                let ns = ntp_to_nanos(sr.ntp);
                 self.clock
                     .on_sender_report(sr.ssrc, ns, sr.rtp_timestamp, now);
             }

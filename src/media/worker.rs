@@ -28,7 +28,7 @@ use tracing::{Span, debug, info, info_span, warn};
 use super::udp::{BATCH, MAX_DATAGRAM, MediaSocket, Received};
 use super::{MediaCounters, WorkerConfig, stun};
 use crate::core::{
-    CodecKind, Fanout, Forward, KeyframeLimiter, SourcePacket, ViewerId, ViewerTrack,
+    CodecKind, Fanout, Forward, KeyframeLimiter, SenderClock, SourcePacket, ViewerId, ViewerTrack,
     is_keyframe_start,
 };
 use crate::registry::{Registry, SessionId, StreamShared};
@@ -184,6 +184,8 @@ enum Role {
         epoch: u32,
         tracks: Vec<PublishedTrack>,
         limiter: KeyframeLimiter,
+        /// The publisher's wall clock from its sender reports (audio/video sync).
+        clock: SenderClock,
     },
     Viewer {
         tracks: Vec<ViewerTrack>,
@@ -402,6 +404,7 @@ impl Worker {
                     epoch,
                     tracks,
                     limiter: KeyframeLimiter::new(self.cfg.keyframe_request_interval),
+                    clock: SenderClock::default(),
                 }
             }
             NewRole::Viewer { tracks } => Role::Viewer {
@@ -924,6 +927,7 @@ fn handle_event(
                 epoch,
                 tracks,
                 limiter,
+                clock,
             } = &mut s.role
             else {
                 return;
@@ -945,10 +949,25 @@ fn handle_event(
                 keyframe_start,
                 epoch: *epoch,
                 arrival: p.timestamp,
-                wallclock: p.timestamp,
+                wallclock: clock.wallclock(
+                    *p.header.ssrc,
+                    p.header.timestamp,
+                    p.time.denom(),
+                    p.timestamp,
+                ),
                 payload: p.payload,
             };
             deferred.push_back(Deferred::Source(s.shared.clone(), Arc::new(pkt)));
+        }
+        Event::SenderFeedback(f) => {
+            if let Role::Publisher { clock, .. } = &mut s.role {
+                let info = f.sender_info;
+                let ns = info
+                    .ntp_time
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as i128);
+                clock.on_sender_report(*info.ssrc, ns, info.rtp_time.numer() as u32, f.received_at);
+            }
         }
         Event::KeyframeRequest(_) => {
             if matches!(s.role, Role::Viewer { .. }) {

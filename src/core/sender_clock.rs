@@ -9,7 +9,8 @@
 //! relationship survives. The result is what str0m is given as the `wallclock` of a
 //! viewer's packet, from which it builds the viewer's own sender reports.
 //!
-//! Sans-IO: the caller passes arrival instants. Until an SSRC has a report its
+//! Used by RTP ingest (reports parsed from the camera's RTCP) and by WHIP publishers
+//! (reports str0m parsed). Sans-IO: the caller passes arrival instants. Until an SSRC has a report its
 //! packets map to their arrival (what a source without RTCP gets). A mapped instant
 //! is never later than the packet's arrival (str0m ignores a wallclock in the
 //! future), and a sender clock that jumps by more than [`REANCHOR_AFTER`] against
