@@ -54,6 +54,8 @@ struct LastOut {
     timestamp: u32,
     /// Arrival of that packet.
     arrival: Instant,
+    /// Capture instant of that packet (what the viewer's sender reports follow).
+    wallclock: Instant,
 }
 
 /// The mapping of one source epoch onto the viewer's numbering.
@@ -66,6 +68,9 @@ struct EpochMapping {
     /// `out_ts = src_ts + ts_offset` (wrapping).
     ts_offset: u32,
 }
+
+/// A packet as the viewer gets it: (payload type, sequence number, timestamp).
+type Rewritten = (u8, u64, u32);
 
 /// Why a packet was not forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,6 +164,7 @@ impl TrackRewriter {
                 seq,
                 timestamp,
                 arrival: pkt.arrival,
+                wallclock: pkt.wallclock,
             });
         }
         Ok((pt, seq, timestamp))
@@ -171,9 +177,17 @@ impl TrackRewriter {
     /// frames are old: the decoder needs them as references, the player may drop
     /// them), so timestamps never go backwards. Live packets after the group continue
     /// from its last frame. Returns (index in `group`, rewritten) per packet to send.
-    fn replay(&mut self, group: &[Arc<SourcePacket>]) -> Vec<(usize, (u8, u64, u32))> {
+    ///
+    /// The replayed packets' timestamps sit just after what the viewer had, so they
+    /// are written with the wallclock of the viewer's last packet (returned), not their
+    /// own capture instants: the viewer's sender reports stay as they were.
+    fn replay(
+        &mut self,
+        group: &[Arc<SourcePacket>],
+    ) -> (Vec<(usize, Rewritten)>, Option<Instant>) {
+        let before = self.last.map(|l| l.wallclock);
         let Some(first) = group.first() else {
-            return Vec::new();
+            return (Vec::new(), before);
         };
         let of_group = |p: &SourcePacket| p.epoch == first.epoch && p.seq >= first.seq;
         // Frame timestamps of the group, in the source's order.
@@ -218,10 +232,11 @@ impl TrackRewriter {
                 seq,
                 timestamp: ts,
                 arrival: last.arrival,
+                wallclock: last.wallclock,
             });
             self.prefix_end = Some((first.epoch, last.seq));
         }
-        out
+        (out, before)
     }
 
     /// Maps `pkt`, the first packet forwarded in its epoch, onto the viewer's numbering.
@@ -433,7 +448,7 @@ impl Fanout {
         {
             return Resync::Nothing;
         }
-        let rewritten = track.replay(group);
+        let (rewritten, wallclock) = track.replay(group);
         if rewritten.is_empty() {
             return Resync::Nothing;
         }
@@ -441,8 +456,11 @@ impl Fanout {
         let n = rewritten.len();
         for (i, rw) in rewritten {
             self.stats.forwarded += 1;
-            self.pacer
-                .enqueue(make_forward(viewer, track, &group[i], rw), now);
+            let mut f = make_forward(viewer, track, &group[i], rw);
+            if let Some(w) = wallclock {
+                f.wallclock = w;
+            }
+            self.pacer.enqueue(f, now);
         }
         self.pacer.poll(now, out);
         Resync::Replayed(n)
@@ -1281,6 +1299,9 @@ mod tests {
                 (1_009, 9_009)
             ]
         );
+        // Written with the wallclock of the viewer's last packet, so its sender
+        // reports do not jump back to the group's capture instants.
+        assert!(out.iter().all(|f| f.wallclock == clock.at(14)));
         // Live continues from the group's last frame; packets it covered are dropped.
         assert_eq!(
             one(&mut fanout, &video(14, 9_000, false, clock.at(21))),

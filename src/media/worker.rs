@@ -385,6 +385,8 @@ impl Worker {
             }
             WorkerMsg::Shutdown { reply } => return Some(reply),
         }
+        // A busy queue must not hold back paced bursts (the timer branch may wait).
+        self.release_paced(now);
         self.run_deferred(now);
         None
     }
@@ -524,12 +526,20 @@ impl Worker {
         });
     }
 
-    fn handle_timers(&mut self, now: Instant) {
+    /// Writes the paced packets (cached groups going to viewers) whose turn has come.
+    fn release_paced(&mut self, now: Instant) {
+        if self.fanout.paced_timeout().is_none_or(|t| t > now) {
+            return;
+        }
         let mut forwards = std::mem::take(&mut self.forwards);
         forwards.clear();
         self.fanout.poll_paced(now, &mut forwards);
         self.write_forwards(&mut forwards);
         self.forwards = forwards;
+    }
+
+    fn handle_timers(&mut self, now: Instant) {
+        self.release_paced(now);
         while let Some(&(t, key)) = self.timers.first() {
             if t > now {
                 break;
