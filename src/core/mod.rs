@@ -25,7 +25,9 @@
 //! Keyframes: [`Fanout::add_viewer`] says when a new viewer needs one, and
 //! [`Fanout::keyframes_wanted`] retries for viewers still waiting. Requests for one
 //! source go through its [`KeyframeLimiter`], which sends the first at once and
-//! coalesces bursts.
+//! coalesces bursts. A source that cannot be asked, or that leaves a request
+//! unanswered, starts its viewers from a [`KeyframeCache`] instead; the
+//! [`KeyframeSource`] decides which.
 //!
 //! # Rewriting rules, per viewer track
 //!
@@ -46,6 +48,7 @@ mod codec;
 mod fanout;
 mod keyframe;
 mod keyframe_cache;
+mod keyframe_source;
 mod pacer;
 mod packet;
 mod sender_clock;
@@ -54,6 +57,7 @@ pub use codec::{CodecKind, is_keyframe_start};
 pub use fanout::{Fanout, FanoutStats, Resync};
 pub use keyframe::KeyframeLimiter;
 pub use keyframe_cache::{H264ParameterSets, KeyframeCache};
+pub use keyframe_source::{ANSWER_WITHIN, CacheReason, KeyframeMode, KeyframeSource};
 pub use pacer::{Pacer, PacerStats};
 pub use packet::{Forward, SourcePacket, ViewerId, ViewerTrack};
 pub use sender_clock::{ANCHOR_MARGIN, REANCHOR_AFTER, SenderClock, ntp_to_nanos};

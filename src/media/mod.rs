@@ -10,6 +10,7 @@
 //! every worker, and a source packet is handed (as one `Arc`) to each worker that has
 //! viewers of its stream.
 
+pub mod dtls;
 pub mod stun;
 pub mod udp;
 mod worker;
@@ -559,7 +560,7 @@ pub fn new_etag() -> String {
 }
 
 fn rtc_template() -> std::io::Result<RtcConfig> {
-    let provider = str0m::crypto::from_feature_flags();
+    let provider = dtls::provider();
     let cert: DtlsCert = provider
         .dtls_provider
         .generate_certificate()
