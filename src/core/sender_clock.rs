@@ -13,8 +13,10 @@
 //! (reports str0m parsed). Sans-IO: the caller passes arrival instants. Until an SSRC has a report its
 //! packets map to their arrival (what a source without RTCP gets). A mapped instant
 //! is never later than the packet's arrival (str0m ignores a wallclock in the
-//! future), and a sender clock that jumps by more than [`REANCHOR_AFTER`] against
-//! ours is anchored again.
+//! future): a packet that would map later than its arrival shows that the anchor was
+//! set late (its report waited in a queue), and the anchor moves earlier by that much
+//! (and the margin), for every SSRC at once, so the audio/video relationship holds. A sender clock that
+//! jumps by more than [`REANCHOR_AFTER`] against ours is anchored again.
 
 use std::time::{Duration, Instant};
 
@@ -101,8 +103,9 @@ impl SenderClock {
 
     /// The instant on this server's clock at which `ssrc`'s packet with RTP timestamp
     /// `rtp` (of a `clock_rate` Hz clock) was captured, never later than `arrival`;
-    /// `arrival` itself when the SSRC has no report yet.
-    pub fn wallclock(&self, ssrc: u32, rtp: u32, clock_rate: u32, arrival: Instant) -> Instant {
+    /// `arrival` itself when the SSRC has no report yet. A packet that would map
+    /// later than its arrival moves the anchor earlier (see the module doc).
+    pub fn wallclock(&mut self, ssrc: u32, rtp: u32, clock_rate: u32, arrival: Instant) -> Instant {
         let (Some((at, anchor_ns)), Some(r)) =
             (self.anchor, self.reports.iter().find(|r| r.ssrc == ssrc))
         else {
@@ -116,7 +119,20 @@ impl SenderClock {
         let captured_ns = r.sender_ns + ticks * 1_000_000_000 / i128::from(clock_rate);
         let since_anchor = captured_ns - anchor_ns;
         let mapped = add_signed_nanos(at, since_anchor).unwrap_or(arrival);
-        mapped.min(arrival)
+        if mapped > arrival {
+            let late = mapped.duration_since(arrival);
+            // Earlier by the excess and the margin again, so packets as fast as
+            // this one map a margin before their arrival.
+            if late <= REANCHOR_AFTER
+                && let Some(earlier) = at.checked_sub(late + ANCHOR_MARGIN)
+            {
+                self.anchor = Some((earlier, anchor_ns));
+                // This packet too, so it agrees with the ones after it.
+                return arrival.checked_sub(ANCHOR_MARGIN).unwrap_or(arrival);
+            }
+            return arrival;
+        }
+        mapped
     }
 }
 
@@ -157,7 +173,7 @@ mod tests {
     #[test]
     fn no_report_means_arrival() {
         let t0 = Instant::now();
-        let c = SenderClock::default();
+        let mut c = SenderClock::default();
         assert_eq!(c.wallclock(1, 1234, 90_000, t0), t0);
     }
 
@@ -197,12 +213,30 @@ mod tests {
     }
 
     #[test]
-    fn never_later_than_the_arrival() {
+    fn never_later_than_the_arrival_and_a_late_anchor_moves_earlier() {
         let t0 = Instant::now() + Duration::from_secs(10);
         let mut c = SenderClock::default();
         c.on_sender_report(1, 0, 0, t0);
-        // Stamped 500 ms after the report, but here 100 ms after it.
-        assert_eq!(c.wallclock(1, 45_000, 90_000, t0 + ms(100)), t0 + ms(100));
+        c.on_sender_report(2, 0, 0, t0);
+        // Stamped 500 ms after the report but here 100 ms after it: the report
+        // waited 400 ms longer than this packet (plus the margin); the anchor moves.
+        assert_eq!(
+            c.wallclock(1, 45_000, 90_000, t0 + ms(100)),
+            t0 + ms(100) - ANCHOR_MARGIN
+        );
+        // Every SSRC follows the moved anchor, so the relationship holds: the
+        // report's moment now maps 400 ms and a margin before its arrival.
+        let report = t0 - ms(400) - ANCHOR_MARGIN;
+        assert_eq!(
+            c.wallclock(2, 4_800, 48_000, t0 + ms(200)),
+            report + ms(100)
+        );
+        assert_eq!(
+            c.wallclock(1, 9_000, 90_000, t0 + ms(200)),
+            report + ms(100)
+        );
+        let mut c = SenderClock::default();
+        c.on_sender_report(1, 0, 0, t0);
         // Stamped 30 ms after the report, here 10 ms after it: within the margin.
         assert_eq!(
             c.wallclock(1, 2_700, 90_000, t0 + ms(10)),
