@@ -9,6 +9,7 @@
 //! | DELETE | `/whip/{stream}/{session}`, `/whep/{stream}/{session}` | end the session → 200 |
 //! | GET, HEAD | endpoint or session | empty 200 (RFC 9725 §4.1; WHEP discoverability: `Content-Type: application/sdp`) |
 //! | OPTIONS | any of the above | CORS preflight / discovery → 200 with `Accept-Post` (endpoint) or `Accept-Patch` (session), `Allow`; ICE servers when authorised |
+//! | GET, DELETE | `/api/…`, `/metrics`, `/healthz`, `/readyz` | answered by [`crate::api`] |
 //!
 //! Other methods get 405 with `Allow`. A POST whose stream matches a `[[redirects]]`
 //! rule gets 307 ([`redirect`]). A 201 carries an absolute `Location` ([`location`])
@@ -84,6 +85,8 @@ pub struct AppState {
     pub redirects: Vec<RedirectConfig>,
     /// The configured base of absolute session URLs.
     pub public_url: Option<String>,
+    /// The operator's API, metrics and readiness ([`crate::api`]).
+    pub ops: Arc<crate::api::Ops>,
 }
 
 /// A refused request: a status plus a one-line reason.
@@ -125,6 +128,9 @@ pub enum ApiError {
     /// The session cap is reached.
     #[error("the server has as many sessions as it may hold")]
     TooManySessions,
+    /// `/readyz`: a listener or worker is not running (the reason says which).
+    #[error("not ready: {0}")]
+    NotReady(String),
 }
 
 impl ApiError {
@@ -146,7 +152,7 @@ impl ApiError {
                 AuthError::InsufficientScope { .. } => StatusCode::FORBIDDEN,
             },
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::TooManySessions => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManySessions | ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Media(e) => match e {
                 MediaError::Sdp(SdpError::Malformed(_)) => StatusCode::BAD_REQUEST,
                 MediaError::Sdp(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -281,9 +287,13 @@ pub async fn handle(
             wait.as_secs_f64().ceil().max(1.0) as u64,
         )),
     };
+    let mut auth_failure = None;
     let mut resp = match result {
         Ok(r) => r,
         Err(e) => {
+            if let ApiError::Auth(a) = &e {
+                auth_failure = Some(a.clone());
+            }
             let status = e.status();
             if status.is_server_error() {
                 warn!(%method, %path, status = status.as_u16(), "{e}");
@@ -299,12 +309,15 @@ pub async fn handle(
         &state.cors_origins,
         preflight,
     );
+    state
+        .ops
+        .observe(&path, resp.status(), auth_failure.as_ref());
     Ok(resp)
 }
 
 /// The bearer token of a request: from `Authorization`, else (when enabled) from a
 /// `?token=` query parameter. A malformed or repeated header is an error.
-fn request_token<'r>(
+pub(crate) fn request_token<'r>(
     state: &AppState,
     req: &'r Request<Incoming>,
 ) -> Result<Option<std::borrow::Cow<'r, str>>, ApiError> {
@@ -370,6 +383,9 @@ fn authorize_session(
 }
 
 async fn dispatch(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    if let Some(answer) = crate::api::dispatch(state, &req).await {
+        return answer;
+    }
     let path = req.uri().path().to_owned();
     let route = route(&path).ok_or(ApiError::NotFound)?;
     match route {

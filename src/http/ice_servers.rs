@@ -27,6 +27,7 @@ use crate::config::Secret;
 pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// One `[[ice_servers]]` table.
+#[cfg_attr(test, derive(serde::Serialize))]
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IceServerConfig {

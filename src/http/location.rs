@@ -29,7 +29,7 @@ pub fn check_public_url(url: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "public_url = {url:?} must be an http:// or https:// URL without query"
+            "{url:?} must be an http:// or https:// URL without query"
         ))
     }
 }

@@ -15,6 +15,7 @@ use crate::auth::glob_match;
 use crate::registry::SessionKind;
 
 /// Which endpoints a rule applies to.
+#[cfg_attr(test, derive(serde::Serialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RedirectKind {
@@ -28,6 +29,7 @@ pub enum RedirectKind {
 }
 
 /// One `[[redirects]]` table.
+#[cfg_attr(test, derive(serde::Serialize))]
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedirectConfig {
@@ -41,11 +43,12 @@ pub struct RedirectConfig {
     pub to: String,
 }
 
-/// Checks every rule (what `Config::validate` calls).
-pub fn validate(rules: &[RedirectConfig]) -> Result<(), String> {
+/// Checks every rule (what `Config::validate` calls); an error names the key
+/// (`redirects[0].to`) and what is wrong.
+pub fn validate(rules: &[RedirectConfig]) -> Result<(), (String, String)> {
     for (n, r) in rules.iter().enumerate() {
         if r.stream.is_empty() {
-            return Err(format!("redirects[{n}]: stream is empty"));
+            return Err((format!("redirects[{n}].stream"), "is empty".into()));
         }
         let rest =
             r.to.strip_prefix("https://")
@@ -53,9 +56,9 @@ pub fn validate(rules: &[RedirectConfig]) -> Result<(), String> {
         let ok = rest.is_some_and(|h| !h.is_empty() && !h.starts_with('/'))
             && r.to.chars().all(|c| c.is_ascii_graphic());
         if !ok {
-            return Err(format!(
-                "redirects[{n}]: to = {:?} must be an absolute http:// or https:// URL",
-                r.to
+            return Err((
+                format!("redirects[{n}].to"),
+                format!("{:?} must be an absolute http:// or https:// URL", r.to),
             ));
         }
     }

@@ -62,3 +62,4 @@ pub fn problem_detail(r: &wishd::client::HttpResponse) -> String {
     assert!(!detail.contains('\n'), "reason is not one line: {detail:?}");
     detail
 }
+pub mod openapi;
