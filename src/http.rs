@@ -347,6 +347,9 @@ fn authorize_session(
 
 async fn dispatch(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path().to_owned();
+    if let Some(page) = crate::web::respond(req.method(), &path, req.headers()) {
+        return page.map_err(ApiError::MethodNotAllowed);
+    }
     let route = route(&path).ok_or(ApiError::NotFound)?;
     match route {
         Route::Endpoint(kind, stream) => {

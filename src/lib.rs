@@ -19,6 +19,7 @@
 //! | [`ratelimit`] | per-address token buckets for POST/PATCH/DELETE |
 //! | [`tls`] | HTTPS: rustls config with ALPN, certificate reload, dev certificates |
 //! | [`client`] | WHIP/WHEP client peers built on str0m, for tests and tools |
+//! | [`web`] | the embedded web pages: index, publish, watch, `<wishd-player>` |
 //!
 //! Panic policy: input from the network never panics the server. Errors are values;
 //! a panic inside one session's str0m call is caught and drops that session only.
@@ -36,3 +37,4 @@ pub mod registry;
 pub mod sdp;
 pub mod server;
 pub mod tls;
+pub mod web;
