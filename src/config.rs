@@ -86,6 +86,35 @@ pub struct Config {
     pub plain_http: bool,
     /// Limits for an internet-facing endpoint (the `[limits]` table).
     pub limits: LimitsConfig,
+    /// The operator's JSON API and `/metrics` access (the `[api]` table).
+    pub api: ApiConfig,
+    /// Log lines: `human` (the default) or `json` (one JSON object per line).
+    pub log_format: LogFormat,
+}
+
+/// The operator's API.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// The admin token for `/api/` (at least 16 characters). None (the default)
+    /// turns the admin routes off: they answer 404.
+    pub token: Option<Secret>,
+    /// Or a file holding it.
+    pub token_file: Option<PathBuf>,
+    /// `/metrics` needs the admin token too. Default false: open on the HTTP
+    /// listener, like the health probes.
+    pub metrics_token_required: bool,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Text for people (tracing's default format).
+    #[default]
+    Human,
+    /// One JSON object per line, with the span fields (stream, session).
+    Json,
 }
 
 /// One RTP ingest entry: a stream fed by plain RTP over UDP. Give either `sdp` (a file
@@ -336,6 +365,8 @@ impl Default for Config {
                 max_sessions: 10_000,
                 header_read_timeout: Duration::from_secs(10),
             },
+            api: ApiConfig::default(),
+            log_format: LogFormat::Human,
         }
     }
 }
@@ -441,6 +472,19 @@ impl Config {
                     e.stream
                 )));
             }
+        }
+        if self.api.token.is_some() && self.api.token_file.is_some() {
+            return Err(ConfigError::Invalid(
+                "api: give at most one of token and token_file".into(),
+            ));
+        }
+        if self.api.metrics_token_required
+            && self.api.token.is_none()
+            && self.api.token_file.is_none()
+        {
+            return Err(ConfigError::Invalid(
+                "api.metrics_token_required = true needs api.token or api.token_file".into(),
+            ));
         }
         if self.rtp_timeout.is_zero() {
             return Err(ConfigError::Invalid(

@@ -59,6 +59,8 @@ pub struct AppState {
     pub limiter: RateLimiter,
     /// Cap on sessions (0: none).
     pub max_sessions: usize,
+    /// The operator's API, metrics and readiness ([`crate::api`]).
+    pub ops: Arc<crate::api::Ops>,
 }
 
 /// A refused request: a status plus a one-line reason.
@@ -100,6 +102,9 @@ pub enum ApiError {
     /// The session cap is reached.
     #[error("the server has as many sessions as it may hold")]
     TooManySessions,
+    /// `/readyz`: a listener or worker is not running (the reason says which).
+    #[error("not ready: {0}")]
+    NotReady(String),
 }
 
 impl ApiError {
@@ -121,7 +126,7 @@ impl ApiError {
                 AuthError::InsufficientScope { .. } => StatusCode::FORBIDDEN,
             },
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::TooManySessions => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManySessions | ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Media(e) => match e {
                 MediaError::Sdp(SdpError::Malformed(_)) => StatusCode::BAD_REQUEST,
                 MediaError::Sdp(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -257,9 +262,13 @@ pub async fn handle(
             wait.as_secs_f64().ceil().max(1.0) as u64,
         )),
     };
+    let mut auth_failure = None;
     let mut resp = match result {
         Ok(r) => r,
         Err(e) => {
+            if let ApiError::Auth(a) = &e {
+                auth_failure = Some(a.clone());
+            }
             let status = e.status();
             if status.is_server_error() {
                 warn!(%method, %path, status = status.as_u16(), "{e}");
@@ -275,12 +284,15 @@ pub async fn handle(
         &state.cors_origins,
         preflight,
     );
+    state
+        .ops
+        .observe(&path, resp.status(), auth_failure.as_ref());
     Ok(resp)
 }
 
 /// The bearer token of a request: from `Authorization`, else (when enabled) from a
 /// `?token=` query parameter. A malformed or repeated header is an error.
-fn request_token<'r>(
+pub(crate) fn request_token<'r>(
     state: &AppState,
     req: &'r Request<Incoming>,
 ) -> Result<Option<std::borrow::Cow<'r, str>>, ApiError> {
@@ -346,6 +358,9 @@ fn authorize_session(
 }
 
 async fn dispatch(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    if let Some(answer) = crate::api::dispatch(state, &req).await {
+        return answer;
+    }
     let path = req.uri().path().to_owned();
     if let Some(page) = crate::web::respond(req.method(), &path, req.headers()) {
         return page.map_err(ApiError::MethodNotAllowed);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use wishd::auth::{self, Action, MintKey};
-use wishd::config::{Config, HttpsConfig, JwtConfig, Policy, Secret, StaticTokenConfig};
+use wishd::config::{Config, HttpsConfig, JwtConfig, LogFormat, Policy, Secret, StaticTokenConfig};
 use wishd::server::Server;
 
 /// wishd: a WebRTC media server. Publishers push with WHIP, viewers pull with WHEP.
@@ -95,6 +95,19 @@ struct Cli {
     /// Serve HTTPS only: no plain-HTTP listener (needs --https).
     #[arg(long)]
     no_http: bool,
+    /// Admin token of the JSON API under /api/ (at least 16 characters). Without one
+    /// the admin routes answer 404.
+    #[arg(
+        long = "api-token",
+        env = "WISHD_API_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    api_token: Option<String>,
+    /// Log line format: human (default) or json (one object per line, with the
+    /// session's stream and id).
+    #[arg(long, env = "WISHD_LOG_FORMAT", value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -205,6 +218,13 @@ impl Cli {
         if self.no_http {
             c.plain_http = false;
         }
+        if let Some(f) = self.log_format {
+            c.log_format = f;
+        }
+        if let Some(t) = self.api_token {
+            c.api.token = Some(Secret::new(t));
+            c.api.token_file = None;
+        }
         if self.dev {
             c.open_everything();
         }
@@ -308,18 +328,6 @@ fn main() -> ExitCode {
         };
     }
     let dev = cli.dev;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    if dev {
-        tracing::warn!(
-            "\n!!! --dev: publishing and playing need NO token. Anyone who can reach this \
-             server can publish and watch any stream. Never use --dev on a public network. !!!"
-        );
-    }
     let config = match cli.into_config() {
         Ok(c) => c,
         Err(e) => {
@@ -327,6 +335,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    init_logging(config.log_format);
+    if dev {
+        tracing::warn!(
+            "\n!!! --dev: publishing and playing need NO token. Anyone who can reach this \
+             server can publish and watch any stream. Never use --dev on a public network. !!!"
+        );
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -349,6 +364,22 @@ fn main() -> ExitCode {
         server.shutdown().await;
         ExitCode::SUCCESS
     })
+}
+
+/// Human lines by default; with `json`, one object per line carrying the current
+/// span's fields (a session's stream and id) and the event's fields.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    match format {
+        LogFormat::Human => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_env_filter(filter)
+            .init(),
+    }
 }
 
 async fn wait_for_signal() {

@@ -18,11 +18,13 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
+use crate::api::{Ops, OpsSetupError};
 use crate::auth::{Action, AuthSetupError, Authenticator};
 use crate::config::{Config, ConfigError, Policy, Secret, StaticTokenConfig};
 use crate::http::{self, AppState};
 use crate::ingest::{self, RtpIngest};
 use crate::media::{Media, MediaCounters, WorkerStats};
+use crate::metrics::EndReason;
 use crate::ratelimit::RateLimiter;
 use crate::registry::{Registry, RegistryCounts};
 use crate::tls::{self, CertResolver, TlsError};
@@ -47,6 +49,9 @@ pub enum StartError {
     /// The HTTPS certificate or key cannot be used.
     #[error("HTTPS: {0}")]
     Tls(#[from] TlsError),
+    /// The `[api]` settings cannot be used.
+    #[error(transparent)]
+    Ops(#[from] OpsSetupError),
     /// A socket could not be bound.
     #[error("cannot bind {what} {addr}: {source}")]
     Bind {
@@ -72,6 +77,7 @@ pub struct Server {
     rtp: Vec<RtpIngest>,
     generated_token: Option<String>,
     play_credentials: bool,
+    ops: Arc<Ops>,
 }
 
 /// Everything a leak check needs, summed over the workers.
@@ -183,6 +189,7 @@ impl Server {
             rtp.push(handle);
             rtp_tasks.push(task);
         }
+        let ops = Arc::new(Ops::new(&config.api, rtp.clone(), &read)?);
         let state = Arc::new(AppState {
             media: media.clone(),
             retry_after_secs: config.retry_after_secs,
@@ -190,6 +197,7 @@ impl Server {
             cors_origins: config.cors_origins.clone(),
             limiter: RateLimiter::new(config.limits.requests_per_second, config.limits.burst),
             max_sessions: config.limits.max_sessions,
+            ops: ops.clone(),
         });
         let header_timeout = config.limits.header_read_timeout;
         let play_credentials = state.auth.has_credentials_for(Action::Play);
@@ -207,6 +215,10 @@ impl Server {
                     None,
                     stop.subscribe(),
                 )));
+                if let Some(t) = tasks.last() {
+                    ops.readiness
+                        .watch(format!("HTTP listener {addr}"), t.abort_handle());
+                }
                 Some(addr)
             }
             None => None,
@@ -220,6 +232,10 @@ impl Server {
                     Some(acceptor),
                     stop.subscribe(),
                 )));
+                if let Some(t) = tasks.last() {
+                    ops.readiness
+                        .watch(format!("HTTPS listener {addr}"), t.abort_handle());
+                }
                 use tokio::signal::unix::{SignalKind, signal};
                 match signal(SignalKind::hangup()) {
                     Ok(hup) => tasks.push(tokio::spawn(reload_on_sighup(
@@ -233,6 +249,15 @@ impl Server {
             }
             None => (None, None),
         };
+        for (w, t) in media.workers().iter().zip(&workers) {
+            let what = format!("media worker {} (UDP {})", w.index, w.bound);
+            ops.readiness.watch(what, t.abort_handle());
+        }
+        for (r, t) in rtp.iter().zip(&rtp_tasks) {
+            let what = format!("RTP ingest {} ({:?})", r.stream, r.bound);
+            ops.readiness.watch(what, t.abort_handle());
+        }
+        ops.readiness.set_started();
         tasks.extend(rtp_tasks);
         let server = Server {
             http_addr,
@@ -246,6 +271,7 @@ impl Server {
             rtp,
             generated_token,
             play_credentials,
+            ops,
         };
         server.log_banner(&config);
         Ok(server)
@@ -371,6 +397,11 @@ impl Server {
         self.media.counters()
     }
 
+    /// The operator's state: HTTP counters, readiness.
+    pub fn ops(&self) -> &Arc<Ops> {
+        &self.ops
+    }
+
     /// The stream and session directory.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
@@ -406,6 +437,7 @@ impl Server {
     /// Stops accepting, closes every session, and returns within about 5 s.
     pub async fn shutdown(self) {
         info!("shutting down");
+        self.ops.readiness.set_stopping();
         let _ = self.stop.send(true);
         let media = self.media.clone();
         let work = async move {
@@ -522,7 +554,7 @@ async fn grace_clock(registry: Arc<Registry>, media: Arc<Media>, mut stop: watch
             _ = tick.tick() => {
                 for (stream, mask) in registry.expire(Instant::now()) {
                     info!(%stream, "grace period over: stream ended");
-                    media.broadcast_end(stream, mask);
+                    media.broadcast_end(stream, mask, EndReason::PublisherGone);
                 }
             }
         }

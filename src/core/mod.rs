@@ -40,12 +40,14 @@
 
 mod codec;
 mod fanout;
+mod frame_size;
 mod keyframe;
 mod keyframe_cache;
 mod packet;
 
 pub use codec::{CodecKind, is_keyframe_start};
 pub use fanout::{Fanout, FanoutStats};
+pub use frame_size::frame_size;
 pub use keyframe::KeyframeLimiter;
 pub use keyframe_cache::KeyframeCache;
 pub use packet::{Forward, SourcePacket, ViewerId, ViewerTrack};

@@ -222,6 +222,15 @@ pub struct IngestCounters {
     pub sender_reports: AtomicU64,
     /// True while packets arrive; false after `rtp_timeout` of silence.
     pub online: AtomicBool,
+    /// The address the last accepted packet came from (written only when it changes).
+    pub last_sender: std::sync::Mutex<Option<SocketAddr>>,
+}
+
+impl IngestCounters {
+    /// The address RTP last came from.
+    pub fn sender(&self) -> Option<SocketAddr> {
+        *self.last_sender.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// A running RTP ingest: its counters and bound addresses.
@@ -306,6 +315,7 @@ pub fn start(
         counters,
         timeout,
         last_packet: None,
+        last_sender: None,
     };
     let join = tokio::spawn(task.run(media, stop));
     Ok((ingest, join))
@@ -319,6 +329,7 @@ struct Task {
     counters: Arc<IngestCounters>,
     timeout: Duration,
     last_packet: Option<Instant>,
+    last_sender: Option<SocketAddr>,
 }
 
 async fn recv_opt(s: Option<&UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
@@ -421,6 +432,15 @@ impl Task {
         self.last_packet = Some(now);
         if !c.online.swap(true, Ordering::Relaxed) {
             info!(stream = %self.spec.stream, "RTP source online");
+        }
+        if self.last_sender != Some(from) {
+            self.last_sender = Some(from);
+            *c.last_sender.lock().unwrap_or_else(|e| e.into_inner()) = Some(from);
+        }
+        if pkt.keyframe_start {
+            self.shared
+                .stats
+                .keyframe(codec_kind(&m.spec.codec.name), &pkt.payload);
         }
         let pkt = Arc::new(pkt);
         if pkt.kind == MediaKind::Video {

@@ -25,13 +25,15 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{Span, debug, info, info_span, warn};
 
+use super::telemetry::{SessionSnapshot, SessionTelemetry};
 use super::udp::{BATCH, MAX_DATAGRAM, MediaSocket, Received};
 use super::{MediaCounters, WorkerConfig, stun};
 use crate::core::{
-    CodecKind, Fanout, Forward, KeyframeLimiter, SourcePacket, ViewerId, ViewerTrack,
+    CodecKind, Fanout, FanoutStats, Forward, KeyframeLimiter, SourcePacket, ViewerId, ViewerTrack,
     is_keyframe_start,
 };
-use crate::registry::{Registry, SessionId, StreamShared};
+use crate::metrics::{EndReason, SessionState, StreamStats};
+use crate::registry::{Registry, SessionId, SessionKind, StreamShared};
 use crate::sdp::frag::{IceFragment, first_ufrag, offer_with_credentials, restart_answer_fragment};
 
 /// How often a worker checks connect/ICE timeouts and retries keyframe requests.
@@ -43,10 +45,12 @@ const KEYFRAME_RETRY: Duration = Duration::from_secs(1);
 pub enum WorkerMsg {
     /// Adopt a negotiated session.
     Add(Box<NewSession>),
-    /// End a session (DELETE); replies whether it existed.
+    /// End a session (DELETE, API kick); replies whether it existed.
     Close {
         /// Which.
         id: SessionId,
+        /// Why, for the summary line and metrics.
+        reason: EndReason,
         /// Answer.
         reply: oneshot::Sender<bool>,
     },
@@ -61,8 +65,8 @@ pub enum WorkerMsg {
     },
     /// A source packet from another worker's publisher.
     Packet {
-        /// Stream name.
-        stream: Arc<str>,
+        /// The stream.
+        stream: Arc<StreamShared>,
         /// The packet, shared.
         pkt: Arc<SourcePacket>,
     },
@@ -71,10 +75,21 @@ pub enum WorkerMsg {
         /// Stream name.
         stream: Arc<str>,
     },
-    /// The stream ended (grace period over): close its viewers here.
+    /// The stream ended (grace period over, stopped): close its viewers here.
     EndStream {
         /// Stream name.
         stream: Arc<str>,
+        /// Why.
+        reason: EndReason,
+    },
+    /// Report the sessions (of one stream, or all).
+    Sessions {
+        /// Only this stream's, when given.
+        stream: Option<Arc<str>>,
+        /// Only publishers.
+        publishers_only: bool,
+        /// Answer.
+        reply: oneshot::Sender<Vec<SessionSnapshot>>,
     },
     /// Report internal counts.
     Stats {
@@ -205,8 +220,7 @@ struct Session {
     disconnected_since: Option<Instant>,
     timer: Instant,
     addrs: Vec<SocketAddr>,
-    bytes_in: u64,
-    packets_out: u64,
+    telemetry: SessionTelemetry,
 }
 
 /// Effects on other sessions, queued while one `Rtc` is drained.
@@ -214,7 +228,7 @@ enum Deferred {
     Source(Arc<StreamShared>, Arc<SourcePacket>),
     WantKeyframe(Arc<StreamShared>),
     Connected(u64),
-    Close(u64, &'static str),
+    Close(u64, EndReason),
 }
 
 pub(super) struct Worker {
@@ -235,6 +249,8 @@ pub(super) struct Worker {
     fanout: Fanout,
     deferred: VecDeque<Deferred>,
     forwards: Vec<Forward>,
+    /// Fan-out drop counts already added to the shared counters.
+    fanout_flushed: FanoutStats,
 }
 
 impl Worker {
@@ -265,6 +281,7 @@ impl Worker {
             fanout: Fanout::new(),
             deferred: VecDeque::new(),
             forwards: Vec::new(),
+            fanout_flushed: FanoutStats::default(),
         }
     }
 
@@ -292,7 +309,7 @@ impl Worker {
                     let mut handled = 0;
                     while let Some(msg) = next.take() {
                         if let Some(reply) = self.handle_msg(msg) {
-                            self.close_all("server shutdown");
+                            self.close_all(EndReason::Shutdown);
                             let _ = reply.send(());
                             return;
                         }
@@ -334,10 +351,10 @@ impl Worker {
         let now = Instant::now();
         match msg {
             WorkerMsg::Add(s) => self.add_session(*s, now),
-            WorkerMsg::Close { id, reply } => {
+            WorkerMsg::Close { id, reason, reply } => {
                 let existed = match self.by_id.get(&id) {
                     Some(&key) => {
-                        self.close_session(key, "deleted by client", now);
+                        self.close_session(key, reason, now);
                         true
                     }
                     None => false,
@@ -352,8 +369,25 @@ impl Worker {
                 let _ = reply.send(result);
             }
             WorkerMsg::Packet { stream, pkt } => self.fan_out_local(&stream, &pkt),
+            WorkerMsg::Sessions {
+                stream,
+                publishers_only,
+                reply,
+            } => {
+                let list = self
+                    .sessions
+                    .values_mut()
+                    .filter(|s| stream.as_ref().is_none_or(|n| *n == s.shared.name))
+                    .filter(|s| !publishers_only || matches!(s.role, Role::Publisher { .. }))
+                    .map(|s| {
+                        s.telemetry
+                            .snapshot(s.id, s.shared.name.clone(), s.created, now)
+                    })
+                    .collect();
+                let _ = reply.send(list);
+            }
             WorkerMsg::KeyframeRequest { stream } => self.request_keyframe_local(&stream, now),
-            WorkerMsg::EndStream { stream } => {
+            WorkerMsg::EndStream { stream, reason } => {
                 let keys: Vec<u64> = self
                     .sessions
                     .iter()
@@ -363,7 +397,7 @@ impl Worker {
                     .map(|(k, _)| *k)
                     .collect();
                 for key in keys {
-                    self.close_session(key, "stream ended", now);
+                    self.close_session(key, reason, now);
                 }
             }
             WorkerMsg::Stats { reply } => {
@@ -386,9 +420,9 @@ impl Worker {
     fn add_session(&mut self, new: NewSession, now: Instant) {
         let key = self.next_key;
         self.next_key += 1;
-        let kind = match new.role {
-            NewRole::Publisher { .. } => "publisher",
-            NewRole::Viewer { .. } => "viewer",
+        let (kind, session_kind) = match new.role {
+            NewRole::Publisher { .. } => ("publisher", SessionKind::Publisher),
+            NewRole::Viewer { .. } => ("viewer", SessionKind::Viewer),
         };
         let span = info_span!("session", id = %new.id, stream = %new.shared.name, kind);
         let role = match new.role {
@@ -424,8 +458,7 @@ impl Worker {
                 disconnected_since: None,
                 timer: now,
                 addrs: Vec::new(),
-                bytes_in: 0,
-                packets_out: 0,
+                telemetry: SessionTelemetry::new(session_kind, self.counters.clone(), now),
             },
         );
         self.counters.sessions.fetch_add(1, Ordering::Relaxed);
@@ -506,7 +539,8 @@ impl Worker {
             return;
         };
         if let Some(s) = self.sessions.get_mut(&key) {
-            s.bytes_in += data.len() as u64;
+            s.telemetry.bytes_in += data.len() as u64;
+            s.telemetry.peer = Some(r.source);
             if !s.addrs.contains(&r.source) && s.addrs.len() < 16 {
                 s.addrs.push(r.source);
                 self.by_addr.insert(r.source, key);
@@ -545,15 +579,19 @@ impl Worker {
         let mut expired = Vec::new();
         for (key, s) in &self.sessions {
             if !s.rtc.is_alive() {
-                expired.push((*key, "peer connection closed"));
+                expired.push((*key, EndReason::PeerClosed));
             } else if !s.connected && now.duration_since(s.created) > self.cfg.connect_timeout {
-                expired.push((*key, "ICE/DTLS did not complete in time"));
+                expired.push((*key, EndReason::ConnectTimeout));
             } else if let Some(since) = s.disconnected_since
                 && now.duration_since(since) > self.cfg.ice_timeout
             {
-                expired.push((*key, "ICE consent timed out"));
+                expired.push((*key, EndReason::IceTimeout));
             }
         }
+        for s in self.sessions.values_mut() {
+            s.telemetry.flush();
+        }
+        self.flush_fanout_drops();
         for (key, reason) in expired {
             self.close_session(key, reason, now);
         }
@@ -595,7 +633,7 @@ impl Worker {
             Ok(Err(e)) => {
                 s.span.in_scope(|| debug!("rtc error: {e}"));
                 self.deferred
-                    .push_back(Deferred::Close(key, "peer connection failed"));
+                    .push_back(Deferred::Close(key, EndReason::Failed));
                 return;
             }
             Err(_) => {
@@ -603,7 +641,7 @@ impl Worker {
                 s.span
                     .in_scope(|| warn!("str0m panicked; dropping this session only"));
                 self.deferred
-                    .push_back(Deferred::Close(key, "internal error in session"));
+                    .push_back(Deferred::Close(key, EndReason::InternalError));
                 return;
             }
         };
@@ -647,6 +685,7 @@ impl Worker {
         };
         s.connected = true;
         s.disconnected_since = None;
+        s.telemetry.set_state(SessionState::Connected);
         let elapsed = now.duration_since(s.created);
         s.span
             .in_scope(|| info!(setup_ms = elapsed.as_millis() as u64, "connected"));
@@ -672,12 +711,15 @@ impl Worker {
                 &mut forwards,
             );
             if !forwards.is_empty() {
+                self.counters
+                    .keyframe_cache_starts
+                    .fetch_add(1, Ordering::Relaxed);
                 debug!(
                     packets = forwards.len(),
                     "viewer starts from the keyframe cache"
                 );
             }
-            self.write_forwards(&mut forwards);
+            self.write_forwards(&mut forwards, &shared.stats);
             self.forwards = forwards;
             if wants_keyframe {
                 self.deferred.push_back(Deferred::WantKeyframe(shared));
@@ -695,27 +737,36 @@ impl Worker {
             Some(self.index),
         );
         if local {
-            self.fan_out_local(&shared.name, &pkt);
+            self.fan_out_local(shared, &pkt);
         }
     }
 
-    fn fan_out_local(&mut self, stream: &str, pkt: &SourcePacket) {
+    fn fan_out_local(&mut self, shared: &StreamShared, pkt: &SourcePacket) {
         let mut forwards = std::mem::take(&mut self.forwards);
         forwards.clear();
-        self.fanout.forward(stream, pkt, &mut forwards);
-        self.write_forwards(&mut forwards);
+        self.fanout.forward(&shared.name, pkt, &mut forwards);
+        if !forwards.is_empty() {
+            self.write_forwards(&mut forwards, &shared.stats);
+            // Arrival at the worker to the hand-over for this worker's last viewer.
+            self.counters
+                .histograms
+                .forward_latency
+                .observe_duration(pkt.arrival.elapsed());
+        }
         self.forwards = forwards;
     }
 
-    fn write_forwards(&mut self, forwards: &mut Vec<Forward>) {
+    /// Writes forwards to their viewers. Shared counters get one add per call, not one
+    /// per viewer.
+    fn write_forwards(&mut self, forwards: &mut Vec<Forward>, stats: &StreamStats) {
+        let (mut packets, mut bytes) = (0u64, 0u64);
         for f in forwards.drain(..) {
             let now = f.wallclock;
             let key = f.viewer.0;
-            self.counters
-                .forwarded_packets
-                .fetch_add(1, Ordering::Relaxed);
+            packets += 1;
+            bytes += f.payload.len() as u64;
             if let Some(s) = self.sessions.get_mut(&key) {
-                s.packets_out += 1;
+                s.telemetry.packets_out += 1;
             }
             self.drive(key, now, move |rtc| {
                 let mut api = rtc.direct_api();
@@ -735,6 +786,30 @@ impl Worker {
                 Ok(())
             });
         }
+        if packets > 0 {
+            let c = &self.counters;
+            c.forwarded_packets.fetch_add(packets, Ordering::Relaxed);
+            c.forwarded_bytes.fetch_add(bytes, Ordering::Relaxed);
+            stats.packets_out.fetch_add(packets, Ordering::Relaxed);
+            stats.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Adds the fan-out's drop counts since the last flush to the shared counters.
+    fn flush_fanout_drops(&mut self) {
+        let now = self.fanout.stats();
+        let was = std::mem::replace(&mut self.fanout_flushed, now);
+        let c = &self.counters;
+        let add = |a: &std::sync::atomic::AtomicU64, n: u64, w: u64| {
+            a.fetch_add(n.saturating_sub(w), Ordering::Relaxed);
+        };
+        add(
+            &c.dropped_waiting_keyframe,
+            now.dropped_waiting_keyframe,
+            was.dropped_waiting_keyframe,
+        );
+        add(&c.dropped_no_pt, now.dropped_no_pt, was.dropped_no_pt);
+        add(&c.dropped_too_old, now.dropped_too_old, was.dropped_too_old);
     }
 
     fn request_keyframe_local(&mut self, stream: &str, now: Instant) {
@@ -754,6 +829,9 @@ impl Worker {
             let tracks = tracks.clone();
             self.send_keyframe_request(key, &tracks, now);
         } else {
+            self.counters
+                .keyframe_requests_coalesced
+                .fetch_add(1, Ordering::Relaxed);
             // Coalesced: make sure the session timer covers the limiter's deadline.
             self.drive(key, now, |_| Ok(()));
         }
@@ -768,6 +846,11 @@ impl Worker {
             self.counters
                 .keyframe_requests_sent
                 .fetch_add(1, Ordering::Relaxed);
+            let by_kind = match kind {
+                KeyframeRequestKind::Fir => &self.counters.fir_sent,
+                _ => &self.counters.pli_sent,
+            };
+            by_kind.fetch_add(1, Ordering::Relaxed);
             self.drive(key, now, move |rtc| {
                 if let Some(rx) = rtc.direct_api().stream_rx_by_mid(mid, None) {
                     rx.request_keyframe(kind);
@@ -777,7 +860,9 @@ impl Worker {
         }
     }
 
-    fn close_session(&mut self, key: u64, reason: &str, now: Instant) {
+    /// The single teardown path: DELETE, kick, stop, timeouts, peer close, errors,
+    /// grace expiry and shutdown all end a session here.
+    fn close_session(&mut self, key: u64, reason: EndReason, now: Instant) {
         let Some(mut s) = self.sessions.remove(&key) else {
             return;
         };
@@ -824,19 +909,12 @@ impl Worker {
         self.counters
             .sessions_closed
             .fetch_add(1, Ordering::Relaxed);
-        let secs = now.duration_since(s.created).as_secs_f64();
-        s.span.in_scope(|| {
-            info!(
-                reason,
-                duration_s = format!("{secs:.1}"),
-                bytes_in = s.bytes_in,
-                packets_out = s.packets_out,
-                "session ended"
-            )
-        });
+        let duration = now.saturating_duration_since(s.created);
+        let span = s.span.clone();
+        span.in_scope(|| s.telemetry.end(s.id, &s.shared.name, reason, duration));
     }
 
-    fn close_all(&mut self, reason: &str) {
+    fn close_all(&mut self, reason: EndReason) {
         let now = Instant::now();
         let keys: Vec<u64> = self.sessions.keys().copied().collect();
         for key in keys {
@@ -857,7 +935,10 @@ fn drain(
     loop {
         match s.rtc.poll_output()? {
             Output::Timeout(t) => return Ok(t.max(now)),
-            Output::Transmit(t) => socket.send(t.source.ip(), t.destination, &t.contents),
+            Output::Transmit(t) => {
+                s.telemetry.bytes_out += t.contents.len() as u64;
+                socket.send(t.source.ip(), t.destination, &t.contents)
+            }
             Output::Event(e) => handle_event(key, s, e, deferred, now),
         }
     }
@@ -877,9 +958,13 @@ fn handle_event(
             match state {
                 IceConnectionState::Disconnected => {
                     s.disconnected_since.get_or_insert(now);
+                    s.telemetry.set_state(SessionState::Disconnected);
                 }
                 IceConnectionState::Connected | IceConnectionState::Completed => {
                     s.disconnected_since = None;
+                    if s.connected {
+                        s.telemetry.set_state(SessionState::Connected);
+                    }
                 }
                 _ => {}
             }
@@ -900,7 +985,9 @@ fn handle_event(
             let keyframe_start = is_keyframe_start(track.codec, &p.payload);
             if keyframe_start {
                 limiter.keyframe_received(now);
+                s.shared.stats.keyframe(track.codec, &p.payload);
             }
+            s.telemetry.packets_in += 1;
             let pkt = SourcePacket {
                 kind: track.kind,
                 pt: track.canonical_pt,
@@ -916,10 +1003,17 @@ fn handle_event(
         }
         Event::KeyframeRequest(_) => {
             if matches!(s.role, Role::Viewer { .. }) {
+                s.telemetry
+                    .counters
+                    .keyframe_requests_received
+                    .fetch_add(1, Ordering::Relaxed);
                 deferred.push_back(Deferred::WantKeyframe(s.shared.clone()));
             }
         }
-        Event::Closed => deferred.push_back(Deferred::Close(key, "closed by peer")),
+        Event::Closed => deferred.push_back(Deferred::Close(key, EndReason::PeerClosed)),
+        e @ (Event::PeerStats(_) | Event::MediaEgressStats(_) | Event::MediaIngressStats(_)) => {
+            s.telemetry.on_event(&e)
+        }
         _ => {}
     }
 }

@@ -37,3 +37,4 @@ pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Server {
 }
 
 pub const CONNECT: Duration = Duration::from_secs(10);
+pub mod openapi;
