@@ -117,16 +117,18 @@ async fn chromium_publishes_from_the_publish_page_and_plays_on_the_watch_page_an
         "scenarios": [
             { "name": "h264", "kind": "publish-watch", "base": base, "stream": "web-h264",
               "codec": "H264", "resolution": "640x360", "token": PUBLISH_TOKEN,
-              "watch_first": true, "reconnect": true, "screenshots": true },
+              "watch_first": true, "reconnect": true, "screenshots": true, "index": true },
             { "name": "vp8", "kind": "publish-watch", "base": base, "stream": "web-vp8",
               "codec": "VP8", "resolution": "640x360", "token": PUBLISH_TOKEN,
               "screenshots": true },
             { "name": "ffmpeg-camera", "kind": "watch", "base": base, "stream": "cam",
-              "expect_width": 640, "expect_height": 360, "screenshot": "embed-camera" },
+              "expect_width": 640, "expect_height": 360, "screenshot": "embed-camera",
+              "watch_screenshot": "watch-camera" },
             { "name": "401", "kind": "refused", "base": locked_base, "stream": "open-1",
               "expect_state": "error", "expect_text": "needs a play token" },
             { "name": "403", "kind": "refused", "base": locked_base, "stream": "closed-1",
               "token": PLAY_TOKEN, "expect_state": "error", "expect_text": "may not play" },
+            { "name": "index-token", "kind": "index-token", "base": locked_base, "token": PLAY_TOKEN },
         ],
     });
     let report = clients::run(
@@ -139,7 +141,7 @@ async fn chromium_publishes_from_the_publish_page_and_plays_on_the_watch_page_an
     let _ = std::fs::remove_dir_all(&camera_dir);
 
     let mut failures = Vec::new();
-    for name in ["h264", "vp8", "ffmpeg-camera", "401", "403"] {
+    for name in ["h264", "vp8", "ffmpeg-camera", "401", "403", "index-token"] {
         if let Err(e) = std::panic::catch_unwind(|| {
             scenario(&report, name);
         }) {
@@ -174,6 +176,7 @@ async fn chromium_publishes_from_the_publish_page_and_plays_on_the_watch_page_an
         "chromium H264: player back {} ms after the publisher restarted (first frame {} ms after its new POST)",
         h264["reconnect_ms"], h264["reconnect_first_frame_ms"]
     );
+    println!("chromium index row: {}", h264["index_row"]);
     let cam = scenario(&report, "ffmpeg-camera");
     println!(
         "chromium ← ffmpeg RTP camera (cached keyframe): WHEP POST → first decoded frame {} ms",

@@ -9,11 +9,17 @@
 //       the publish page publishes, the watch page plays (started before the publisher
 //       when watch_first: the player must wait through 409s); with reconnect, the
 //       publisher stops and starts again and the player must come back by itself.
-//   { "kind": "watch", "base", "stream", "label", "expect_width", "expect_height" }
+//   { "kind": "watch", "base", "stream", "expect_width", "expect_height", "screenshot",
+//     "watch_screenshot" }
 //       a <wishd-player> embedded, as the README's snippet says, in a page of another
-//       origin plays a stream some other client publishes.
+//       origin plays a stream some other client publishes (and, with
+//       watch_screenshot, the watch page too, for a screenshot).
 //   { "kind": "refused", "base", "stream", "token", "expect_state", "expect_text" }
 //       the watch page shows the server's refusal in words.
+//   { "kind": "index-token", "base", "token" }
+//       the index of a server where playing needs a token asks for one, then lists.
+// With "index": true, publish-watch also checks that the index page, open before the
+// stream starts, lists it by itself with its codec, resolution and viewer count.
 // One browser serves every scenario. Progress goes to stderr; the last line on stdout
 // is one JSON object: { client, version, results: [ { name, ok, step, error, figures } ] }.
 
@@ -82,6 +88,16 @@ async function publishWatch(ctx, browser, sc) {
   const pub = await browser.newPage();
   const watch = await browser.newPage();
   ctx.pages.push(pub, watch);
+  let index = null;
+  if (sc.index) {
+    // Opened before the stream exists: its row must appear without a reload.
+    index = await browser.newPage();
+    ctx.pages.push(index);
+    await step(ctx, 'index: page loads', async () => {
+      await index.goto(`${sc.base}/`);
+      await until(index, () => !/Loading/.test(document.getElementById('streams').innerText));
+    });
+  }
   const watchUrl = `${sc.base}/watch.html?stream=${encodeURIComponent(sc.stream)}`;
   const openWatch = () => step(ctx, 'watch: page loads', () => watch.goto(watchUrl));
   if (sc.watch_first) {
@@ -124,6 +140,21 @@ async function publishWatch(ctx, browser, sc) {
     encoder: sent.encoder,
     jitter_buffer_ms: Math.round(seen.jitterMs), packets_lost: seen.lost,
   };
+  if (index) {
+    const row = await step(ctx, 'index: lists the stream (live, codec, resolution, 1 viewer) by itself', () => until(index,
+      (name) => {
+        const tr = document.querySelector(`tr[data-stream="${name}"]`);
+        const cells = tr ? [...tr.cells].map((c) => c.innerText.trim()) : [];
+        return cells.length && /live/.test(cells[1]) && /\d+×\d+/.test(cells[2]) && cells[4] === '1' && cells;
+      }, sc.stream, 10000));
+    figures.index_row = row;
+    await step(ctx, 'index: the row matches', () => {
+      if (!row[1].startsWith('WHIP')) throw new Error(`source is "${row[1]}"`);
+      if (row[2] !== `${sc.codec} ${w}×${h}`) throw new Error(`video is "${row[2]}"`);
+      if (!/opus/i.test(row[3])) throw new Error(`audio is "${row[3]}"`);
+    });
+    if (sc.screenshots) await index.screenshot({ path: join(out, 'index.png') });
+  }
   if (sc.screenshots) {
     await step(ctx, 'screenshots', async () => {
       await sleep(600); // one more stats refresh on both pages
@@ -170,6 +201,16 @@ async function embedded(ctx, browser, sc) {
     }
   });
   if (sc.screenshot) await page.screenshot({ path: join(out, `${sc.screenshot}.png`) });
+  if (sc.watch_screenshot) {
+    // The same stream on wishd's own watch page, for the README.
+    const watch = await browser.newPage();
+    ctx.pages.push(watch);
+    await step(ctx, 'watch page: plays', async () => {
+      await watch.goto(`${sc.base}/watch.html?stream=${encodeURIComponent(sc.stream)}`);
+      await until(watch, () => { const p = document.getElementById('player'); return p.lastStats && p.lastStats.kbps > 0; });
+      await watch.screenshot({ path: join(out, `${sc.watch_screenshot}.png`) });
+    });
+  }
   return {
     codec: seen.codec, width: seen.width, height: seen.height, first_frame_ms: seen.firstFrameMs,
     frames_in_2s: seen.framesIn2s, audio_packets_in_2s: seen.audioPacketsIn2s,
@@ -195,6 +236,22 @@ async function refused(ctx, browser, sc) {
   return { message: got.message };
 }
 
+async function indexToken(ctx, browser, sc) {
+  const page = await browser.newPage();
+  ctx.pages.push(page);
+  await step(ctx, 'index: page loads', () => page.goto(`${sc.base}/`));
+  const said = await step(ctx, 'index: asks for a play token', () => until(page,
+    () => { const s = document.getElementById('status'); return !s.hidden && s.textContent; }));
+  if (!/play token/.test(said)) throw new Error(`the page says "${said}"`);
+  await step(ctx, 'index: lists the streams with the token', async () => {
+    await page.fill('#token', sc.token);
+    await page.dispatchEvent('#token', 'change');
+    await until(page, () => document.getElementById('status').hidden
+      && !/Loading/.test(document.getElementById('streams').innerText));
+  });
+  return { message: said };
+}
+
 /** Serves `html` at http://127.0.0.1:PORT/ until closed. */
 function embedSite(html) {
   return new Promise((resolve) => {
@@ -209,7 +266,7 @@ function embedSite(html) {
   });
 }
 
-const KINDS = { 'publish-watch': publishWatch, watch: embedded, refused };
+const KINDS = { 'publish-watch': publishWatch, watch: embedded, refused, 'index-token': indexToken };
 
 async function main() {
   const browser = await launch(chromium);
