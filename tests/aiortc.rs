@@ -21,7 +21,7 @@ async fn aiortc_publishes_vp8_over_whip_and_another_aiortc_decodes_it_over_whep(
         &conformance("aiortc/wish.py"),
         "publish",
         &format!("{base}/whip/py"),
-        "7",
+        "30",
         "VP8",
     ]);
     let mut publisher = Script::spawn("aiortc (WHIP)", publish);
@@ -46,6 +46,7 @@ async fn aiortc_publishes_vp8_over_whip_and_another_aiortc_decodes_it_over_whep(
         "aiortc viewer: frame size"
     );
 
+    publisher.stop();
     let published = publisher.finish(Duration::from_secs(30)).await;
     assert_ok(&published);
     println!(

@@ -24,7 +24,7 @@ async fn gstreamer_webrtcbin_publishes_over_whip_and_chromium_and_aiortc_decode_
     publish.args([
         &conformance("gstreamer/whip_publish.py"),
         &format!("{base}/whip/gst"),
-        "12",
+        "30",
     ]);
     let mut gst = Script::spawn("gstreamer webrtcbin (WHIP)", publish);
     gst.wait_for("[gst-whip] publishing", Duration::from_secs(15))
@@ -58,6 +58,7 @@ async fn gstreamer_webrtcbin_publishes_over_whip_and_chromium_and_aiortc_decode_
     assert_ok(&aiortc);
     assert_eq!(aiortc["figures"]["sizes"], serde_json::json!(["640x360"]));
 
+    gst.stop();
     let published = gst.finish(Duration::from_secs(40)).await;
     assert_ok(&published);
     println!(

@@ -5,7 +5,8 @@
     /usr/bin/python3 conformance/aiortc/wish.py view URL SECONDS
 
 publish: sends a moving 640x360 test pattern (CODEC: VP8, the default, or H264) and
-silence in Opus to the WHIP endpoint URL for SECONDS, then DELETEs the session.
+silence in Opus to the WHIP endpoint URL for SECONDS (or until SIGTERM), then
+DELETEs the session.
 view: receives from the WHEP endpoint URL for SECONDS and counts decoded video
 frames and audio frames.
 
@@ -16,6 +17,7 @@ goes to stderr; the last line on stdout is one JSON object:
 """
 import asyncio
 import json
+import signal
 import sys
 import time
 import urllib.error
@@ -133,7 +135,12 @@ async def publish(run, seconds, codec):
         t0 = await run.negotiate(pc)
         await run.connected(pc, t0)
         run.step = "publish"
-        await asyncio.sleep(seconds)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        try:
+            await asyncio.wait_for(stop.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
         stats = await pc.getStats()
         run.figures["packets_sent"] = {
             s.kind: s.packetsSent for s in stats.values() if s.type == "outbound-rtp"

@@ -4,7 +4,7 @@
     /usr/bin/python3 conformance/gstreamer/whip_publish.py URL SECONDS [TOKEN]
 
 Publishes a moving test pattern (H.264 from x264enc + Opus) to the WHIP endpoint URL
-for SECONDS, then ends the session with DELETE. Non-trickle: the offer is POSTed once
+for SECONDS (or until SIGTERM), then ends the session with DELETE. Non-trickle: the offer is POSTed once
 ICE gathering is complete. libnice gathers on every interface except loopback, so
 the tests run this inside a network namespace of their own, with a veth carrying
 127.0.0.2 (and wishd's media socket on that address: a libnice socket on the veth
@@ -14,6 +14,7 @@ Progress goes to stderr; the last line on stdout is one JSON object:
 """
 import json
 import re
+import signal
 import sys
 import time
 import urllib.error
@@ -108,6 +109,7 @@ class Publisher:
         bus.add_signal_watch()
         bus.connect("message::error", self.on_bus_error)
         self.offered = False
+        self.finished = False
 
     def fail(self, step, error):
         if self.error is None:
@@ -198,6 +200,7 @@ class Publisher:
                 self.step = "publish"
                 log("publishing")
                 GLib.timeout_add(int(self.seconds * 1000), self.finish)
+                GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signal.SIGTERM, self.finish)
         elif state == GstWebRTC.WebRTCICEConnectionState.FAILED:
             GLib.idle_add(self.fail, "ICE connects", "ICE failed")
 
@@ -207,6 +210,9 @@ class Publisher:
         return False
 
     def finish(self):
+        if self.finished:
+            return False
+        self.finished = True
         promise = Gst.Promise.new()
         self.w.emit("get-stats", None, promise)
         promise.wait()

@@ -128,6 +128,17 @@ impl Script {
         }
     }
 
+    /// Asks the client to finish now (SIGTERM): the scripts then end their session
+    /// with DELETE and print their result as usual.
+    pub fn stop(&self) {
+        if let Some(pid) = self.child.id() {
+            // SAFETY: kill(2) with SIGTERM on the PID of a child this Script started
+            // and has not reaped (`ip netns exec` execs, so it is the client itself).
+            let rc = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+            assert_eq!(rc, 0, "{}: cannot signal PID {pid}", self.client);
+        }
+    }
+
     /// Waits for the process to end (killing it after `timeout`), echoes its stderr
     /// into the test's output, and returns the JSON object on its last stdout line.
     pub async fn finish(mut self, timeout: Duration) -> Value {
