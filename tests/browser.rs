@@ -129,6 +129,7 @@ async fn chromium_publishes_from_the_publish_page_and_plays_on_the_watch_page_an
             { "name": "403", "kind": "refused", "base": locked_base, "stream": "closed-1",
               "token": PLAY_TOKEN, "expect_state": "error", "expect_text": "may not play" },
             { "name": "index-token", "kind": "index-token", "base": locked_base, "token": PLAY_TOKEN },
+            { "name": "reasons", "kind": "reasons", "base": locked_base },
         ],
     });
     let report = clients::run(
@@ -141,7 +142,15 @@ async fn chromium_publishes_from_the_publish_page_and_plays_on_the_watch_page_an
     let _ = std::fs::remove_dir_all(&camera_dir);
 
     let mut failures = Vec::new();
-    for name in ["h264", "vp8", "ffmpeg-camera", "401", "403", "index-token"] {
+    for name in [
+        "h264",
+        "vp8",
+        "ffmpeg-camera",
+        "401",
+        "403",
+        "index-token",
+        "reasons",
+    ] {
         if let Err(e) = std::panic::catch_unwind(|| {
             scenario(&report, name);
         }) {

@@ -16,6 +16,8 @@
 //       watch_screenshot, the watch page too, for a screenshot).
 //   { "kind": "refused", "base", "stream", "token", "expect_state", "expect_text" }
 //       the watch page shows the server's refusal in words.
+//   { "kind": "reasons", "base" }
+//       wish.js reads a refusal's reason from problem+json and from text/plain.
 //   { "kind": "index-token", "base", "token" }
 //       the index of a server where playing needs a token asks for one, then lists.
 // With "index": true, publish-watch also checks that the index page, open before the
@@ -236,6 +238,26 @@ async function refused(ctx, browser, sc) {
   return { message: got.message };
 }
 
+async function reasons(ctx, browser, sc) {
+  const page = await browser.newPage();
+  ctx.pages.push(page);
+  await step(ctx, 'wish.js: loads', () => page.goto(`${sc.base}/watch.html`));
+  const got = await step(ctx, 'wish.js: reads reasons from problem+json and text/plain', () => page.evaluate(async () => {
+    const { reasonOf } = await import('/wish.js');
+    const problem = new Response(JSON.stringify({ type: 'about:blank', title: 'Conflict', status: 409, detail: 'no source yet' }),
+      { status: 409, headers: { 'content-type': 'application/problem+json' } });
+    const titleOnly = new Response('{"title":"Forbidden","status":403}', { status: 403, headers: { 'content-type': 'application/problem+json' } });
+    const plain = new Response('a bearer token is required\n', { status: 401, headers: { 'content-type': 'text/plain; charset=utf-8' } });
+    const empty = new Response('', { status: 503, statusText: 'Service Unavailable' });
+    return [await reasonOf(problem), await reasonOf(titleOnly), await reasonOf(plain), await reasonOf(empty)];
+  }));
+  const want = ['no source yet', 'Forbidden', 'a bearer token is required', 'Service Unavailable'];
+  await step(ctx, 'wish.js: the reasons are the one-line details', () => {
+    if (JSON.stringify(got) !== JSON.stringify(want)) throw new Error(`got ${JSON.stringify(got)}`);
+  });
+  return { reasons: got };
+}
+
 async function indexToken(ctx, browser, sc) {
   const page = await browser.newPage();
   ctx.pages.push(page);
@@ -266,7 +288,7 @@ function embedSite(html) {
   });
 }
 
-const KINDS = { 'publish-watch': publishWatch, watch: embedded, refused, 'index-token': indexToken };
+const KINDS = { 'publish-watch': publishWatch, watch: embedded, refused, 'index-token': indexToken, reasons };
 
 async function main() {
   const browser = await launch(chromium);
