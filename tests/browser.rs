@@ -50,22 +50,25 @@ fn camera_entry(stream: &str, vport: u16, aport: u16) -> RtpEntry {
     }
 }
 
-/// The figures of a passed scenario; a failed one fails the test naming its step.
-fn scenario<'a>(report: &'a Value, name: &str) -> &'a Value {
+/// The figures of a passed scenario, or why it failed: the client, the scenario and
+/// the step.
+fn scenario<'a>(report: &'a Value, name: &str) -> Result<&'a Value, String> {
     let results = report["results"]
         .as_array()
-        .unwrap_or_else(|| panic!("chromium: no results: {report}"));
+        .ok_or_else(|| format!("chromium: no results: {report}"))?;
     let r = results
         .iter()
         .find(|r| r["name"] == name)
-        .unwrap_or_else(|| panic!("chromium: scenario {name} did not run: {report}"));
-    assert!(
-        r["ok"] == Value::Bool(true),
-        "chromium {name}: failed at step \"{}\": {}",
-        r["step"].as_str().unwrap_or("?"),
-        r["error"].as_str().unwrap_or("?")
-    );
-    &r["figures"]
+        .ok_or_else(|| format!("chromium {name}: the scenario did not run"))?;
+    if r["ok"] == Value::Bool(true) {
+        Ok(&r["figures"])
+    } else {
+        Err(format!(
+            "chromium {name}: failed at step \"{}\": {}",
+            r["step"].as_str().unwrap_or("?"),
+            r["error"].as_str().unwrap_or("?")
+        ))
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,8 +144,7 @@ async fn chromium_publishes_from_the_publish_page_and_plays_on_the_watch_page_an
     drop(camera);
     let _ = std::fs::remove_dir_all(&camera_dir);
 
-    let mut failures = Vec::new();
-    for name in [
+    let names = [
         "h264",
         "vp8",
         "ffmpeg-camera",
@@ -150,21 +152,16 @@ async fn chromium_publishes_from_the_publish_page_and_plays_on_the_watch_page_an
         "403",
         "index-token",
         "reasons",
-    ] {
-        if let Err(e) = std::panic::catch_unwind(|| {
-            scenario(&report, name);
-        }) {
-            failures.push(
-                e.downcast_ref::<String>()
-                    .cloned()
-                    .unwrap_or_else(|| name.to_owned()),
-            );
-        }
-    }
+    ];
+    let failures: Vec<String> = names
+        .iter()
+        .filter_map(|n| scenario(&report, n).err())
+        .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let passed = |name| scenario(&report, name).expect("checked above");
 
     for (name, codec) in [("h264", "H264"), ("vp8", "VP8")] {
-        let f = scenario(&report, name);
+        let f = passed(name);
         assert_eq!(f["codec"], codec, "chromium {name}: decoded codec");
         assert_eq!(
             (f["width"].as_u64(), f["height"].as_u64()),
@@ -180,13 +177,13 @@ async fn chromium_publishes_from_the_publish_page_and_plays_on_the_watch_page_an
             f["encoder"]
         );
     }
-    let h264 = scenario(&report, "h264");
+    let h264 = passed("h264");
     println!(
         "chromium H264: player back {} ms after the publisher restarted (first frame {} ms after its new POST)",
         h264["reconnect_ms"], h264["reconnect_first_frame_ms"]
     );
     println!("chromium index row: {}", h264["index_row"]);
-    let cam = scenario(&report, "ffmpeg-camera");
+    let cam = passed("ffmpeg-camera");
     println!(
         "chromium ← ffmpeg RTP camera (cached keyframe): WHEP POST → first decoded frame {} ms",
         cam["first_frame_ms"]
@@ -194,7 +191,7 @@ async fn chromium_publishes_from_the_publish_page_and_plays_on_the_watch_page_an
     for name in ["401", "403"] {
         println!(
             "chromium {name}: \"{}\"",
-            scenario(&report, name)["message"].as_str().unwrap_or("")
+            passed(name)["message"].as_str().unwrap_or("")
         );
     }
     locked.shutdown().await;
