@@ -43,6 +43,7 @@ export class WishdPlayer extends HTMLElement {
   static observedAttributes = ['src', 'token'];
 
   #abort = null;
+  #queued = false;
   #video;
   #msg;
   #stats;
@@ -83,8 +84,18 @@ export class WishdPlayer extends HTMLElement {
     if (old !== value && this.isConnected && this.#abort) this.play();
   }
 
-  /** (Re)starts playback of `src`. */
+  /** (Re)starts playback of `src`. Calls in the same task (setting `src` and
+   *  `token`, then play()) make one start, not one WHEP session each. */
   play() {
+    if (this.#queued) return;
+    this.#queued = true;
+    queueMicrotask(() => {
+      this.#queued = false;
+      this.#start();
+    });
+  }
+
+  #start() {
     this.stop();
     if (!this.src) return;
     const abort = new AbortController();

@@ -14,8 +14,10 @@
 //       a <wishd-player> embedded, as the README's snippet says, in a page of another
 //       origin plays a stream some other client publishes (and, with
 //       watch_screenshot, the watch page too, for a screenshot).
-//   { "kind": "refused", "base", "stream", "token", "expect_state", "expect_text" }
-//       the watch page shows the server's refusal in words.
+//   { "kind": "refused", "base", "stream", "token", "expect_state", "expect_text",
+//     "then_token" }
+//       the watch page shows the server's refusal in words (then, with then_token
+//       typed in, plays or waits).
 //   { "kind": "reasons", "base" }
 //       wish.js reads a refusal's reason from problem+json and from text/plain.
 //   { "kind": "index-token", "base", "token" }
@@ -235,6 +237,15 @@ async function refused(ctx, browser, sc) {
   await step(ctx, 'watch: the message explains', () => {
     if (!new RegExp(sc.expect_text).test(got.message)) throw new Error(`the message is "${got.message}"`);
   });
+  if (sc.then_token) {
+    // The person types the token and presses Play: the same player is let in (and
+    // waits, as nobody publishes there).
+    await step(ctx, 'watch: with the token it is let in (409: waiting)', async () => {
+      await page.fill('#token', sc.then_token);
+      await page.click('button[type=submit]');
+      await until(page, () => document.getElementById('player').state === 'waiting');
+    });
+  }
   return { message: got.message };
 }
 
