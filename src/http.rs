@@ -8,6 +8,7 @@
 //! | PATCH | the session URL | trickle ICE → 204, ICE restart → 200 (RFC 9725 §4.3) |
 //! | DELETE | `/whip/{stream}/{session}`, `/whep/{stream}/{session}` | end the session → 200 |
 //! | OPTIONS | any of the above | CORS preflight / discovery → 204 |
+//! | GET, DELETE | `/api/…`, `/metrics`, `/healthz`, `/readyz` | answered by [`crate::api`] |
 //!
 //! Every error answer has a one-line `text/plain` reason in its body and is logged once.
 //!

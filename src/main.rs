@@ -135,6 +135,15 @@ enum Command {
     /// Writes ca.pem, ca.key, server.pem (leaf + CA) and server.key into --out. Trust
     /// ca.pem in the browser or OS, then run with
     /// --https 0.0.0.0:8443 --cert DIR/server.pem --key DIR/server.key.
+    /// Validate a configuration file without starting: parse it (unknown keys are
+    /// errors), check every value, read the token, key, certificate and SDP files it
+    /// names. Exit code 0: valid; 2: invalid or unreadable, with the reason (FILE:LINE:
+    /// COLUMN: key: what) on stderr. Flags and WISHD_* variables are not applied.
+    CheckConfig {
+        /// The TOML file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
     Cert {
         /// DNS name or IP address the certificate is for. Repeatable.
         #[arg(long, default_values_t = ["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()])]
@@ -155,6 +164,27 @@ fn parse_action(s: &str) -> Result<Action, String> {
 
 impl Cli {
     fn into_config(self) -> Result<Config, wishd::config::ConfigError> {
+        let file = self.config.clone();
+        let c = self.apply()?;
+        c.validate().map_err(|e| match &file {
+            // The same error from the file alone: the value is the file's, so it is
+            // reported at its line and column there.
+            Some(path)
+                if Config::from_file(path).is_ok_and(|f| {
+                    f.validate()
+                        .is_err_and(|fe| fe.to_string() == e.to_string())
+                }) =>
+            {
+                e.locate(path)
+            }
+            _ => e,
+        })?;
+        Ok(c)
+    }
+
+    /// The file over the defaults, then each flag (or its WISHD_* variable) over the
+    /// file: flags > WISHD_* environment > file > embedded defaults.
+    fn apply(self) -> Result<Config, wishd::config::ConfigError> {
         let mut c = match &self.config {
             Some(path) => Config::from_file(path)?,
             None => Config::default(),
@@ -228,7 +258,6 @@ impl Cli {
         if self.dev {
             c.open_everything();
         }
-        c.validate()?;
         Ok(c)
     }
 }
@@ -302,6 +331,9 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::CheckConfig { file }) = &cli.command {
+        return check_config(file);
+    }
     if let Some(Command::Token {
         stream,
         action,
@@ -364,6 +396,24 @@ fn main() -> ExitCode {
         server.shutdown().await;
         ExitCode::SUCCESS
     })
+}
+
+/// `wishd check-config FILE`: 0 when the file is usable, 2 with the reason otherwise.
+fn check_config(file: &std::path::Path) -> ExitCode {
+    let checked = Config::from_file(file)
+        .and_then(|c| c.validate().map(|()| c).map_err(|e| e.locate(file)))
+        .map_err(|e| e.to_string())
+        .and_then(|c| Server::check(&c).map_err(|e| format!("{}: {e}", file.display())));
+    match checked {
+        Ok(()) => {
+            println!("{}: ok", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("wishd check-config: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// Human lines by default; with `json`, one object per line carrying the current

@@ -97,8 +97,8 @@ pub struct StreamShared {
     pub name: Arc<str>,
     viewer_workers: AtomicU64,
     source_worker: AtomicUsize,
-    /// The keyframe cache of an RTP source (None for WHIP sources, which are asked
-    /// for keyframes instead).
+    /// The keyframe cache of a source that cannot be asked for keyframes: every RTP
+    /// source, and WHIP sources per [`crate::core::KeyframeSource`] (None otherwise).
     keyframe_cache: Mutex<Option<KeyframeCache>>,
     /// Packet, byte and loss counters and the picture size, for the API.
     pub stats: StreamStats,
@@ -127,6 +127,12 @@ impl StreamShared {
         if let Some(c) = self.cache().as_mut() {
             f(c);
         }
+    }
+
+    /// Gives the stream a keyframe cache (or takes it away): set by the worker of a
+    /// WHIP source when the source starts or when it stops answering keyframe requests.
+    pub fn set_keyframe_cache(&self, cache: Option<KeyframeCache>) {
+        *self.cache() = cache;
     }
 
     /// The packets a new viewer starts from (empty when there is no cache or no

@@ -100,6 +100,23 @@ pub struct ServerStats {
 }
 
 impl Server {
+    /// Everything [`Server::start`] checks before it binds a socket: values, token
+    /// and key files, the `[api]` token, RTP ingest entries (their SDP files) and the
+    /// HTTPS certificate and key. For `wishd check-config`.
+    pub fn check(config: &Config) -> Result<(), StartError> {
+        config.validate()?;
+        let read = |p: &std::path::Path| std::fs::read(p);
+        Authenticator::new(&config.auth, &read)?;
+        Ops::new(&config.api, Vec::new(), &read)?;
+        for entry in &config.rtp {
+            ingest::resolve(entry).map_err(StartError::Rtp)?;
+        }
+        if let Some(h) = &config.https {
+            CertResolver::load(&h.cert, &h.key)?;
+        }
+        Ok(())
+    }
+
     /// Binds everything and starts serving on the current tokio runtime.
     pub async fn start(mut config: Config) -> Result<Server, StartError> {
         config.validate()?;

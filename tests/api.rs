@@ -171,6 +171,21 @@ async fn api_shows_the_live_state_of_a_publish_with_three_viewers_as_the_openapi
         assert!(s["bytes_out"].as_u64().unwrap() > 0);
         assert_eq!(s["codecs"][0], "H264");
     }
+    // RTCP figures: each viewer's receiver reports give RTT and loss within seconds.
+    eventually("RTT and loss of every viewer", async || {
+        let r = get(&url, Some(ADMIN)).await;
+        let d = checked(&spec, "/api/streams/{name}", "GET", &r);
+        let viewers: Vec<&Value> = d["sessions"]
+            .as_array()?
+            .iter()
+            .filter(|s| s["kind"] == "viewer")
+            .collect();
+        viewers
+            .iter()
+            .all(|s| s["rtt_ms"].is_number() && s["loss"].is_number())
+            .then_some(())
+    })
+    .await;
     let r = get(&format!("{base}/api/streams/nope"), Some(ADMIN)).await;
     assert_eq!(r.status, 404);
     checked(&spec, "/api/streams/{name}", "GET", &r);
@@ -421,4 +436,114 @@ fn the_schema_validator_rejects_what_the_spec_forbids() {
         "bad id pattern"
     );
     assert!(openapi::response_schema(&spec, "/api/streams", "GET", 418, None).is_err());
+}
+
+/// An RTP packet: version 2, payload type 96, the given sequence number.
+fn rtp(seq: u16, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x80, 96];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&(u32::from(seq) * 3000).to_be_bytes());
+    p.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+    p.extend_from_slice(payload);
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rtp_source_shows_its_sender_and_picture_size_and_stopping_it_ends_its_viewers() {
+    // A free port for the camera's video.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = common::start_with(|c| {
+        c.api.token = Some(Secret::new(ADMIN));
+        c.rtp = vec![wishd::config::RtpEntry {
+            stream: "cam".into(),
+            video: Some(wishd::config::RtpMediumEntry {
+                port,
+                pt: 96,
+                rtpmap: "H264/90000".into(),
+                fmtp: "packetization-mode=1".into(),
+            }),
+            ..Default::default()
+        }];
+    })
+    .await;
+    let base = server.base_url();
+    let spec = openapi::spec();
+    let list = checked(
+        &spec,
+        "/api/streams",
+        "GET",
+        &get(&format!("{base}/api/streams"), None).await,
+    );
+    assert_eq!(list["streams"][0]["source"]["state"], "offline", "{list}");
+    assert!(list["streams"][0]["source"]["addr"].is_null());
+
+    // The SPS libx264 writes for 640x360, then an IDR start: a keyframe.
+    const SPS: &[u8] = &[
+        0x67, 0x42, 0xc0, 0x16, 0xd9, 0x00, 0xa0, 0x2f, 0xf9, 0x70, 0x11, 0x00, 0x00, 0x03, 0x00,
+        0x01, 0x00, 0x00, 0x03, 0x00, 0x02, 0x0f, 0x16, 0x2e, 0x48,
+    ];
+    let camera = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for seq in 0..10u16 {
+        let payload: &[u8] = if seq % 5 == 0 {
+            SPS
+        } else {
+            &[0x65, 0x88, 0x84, 0x00]
+        };
+        camera
+            .send_to(&rtp(seq, payload), ("127.0.0.1", port))
+            .await
+            .unwrap();
+    }
+    let cam = eventually("the RTP source to be live", async || {
+        let l = checked(
+            &spec,
+            "/api/streams",
+            "GET",
+            &get(&format!("{base}/api/streams"), None).await,
+        );
+        let s = l["streams"][0].clone();
+        (s["source"]["state"] == "live" && s["packets_in"] == 10).then_some(s)
+    })
+    .await;
+    assert_eq!(cam["source"]["kind"], "rtp");
+    assert_eq!(
+        cam["source"]["addr"],
+        camera.local_addr().unwrap().to_string()
+    );
+    assert_eq!(
+        (
+            cam["tracks"][0]["width"].as_u64(),
+            cam["tracks"][0]["height"].as_u64()
+        ),
+        (Some(640), Some(360))
+    );
+    assert_eq!(cam["packets_lost"], 0);
+
+    let viewer = WhepViewer::connect(
+        &format!("{base}/whep/cam"),
+        ViewerOptions {
+            audio: false,
+            ..ViewerOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    viewer.wait_connected(common::CONNECT).await.unwrap();
+    let r = request("DELETE", &format!("{base}/api/streams/cam"), Some(ADMIN)).await;
+    assert_eq!(r.status, 204);
+    eventually("the viewer to see the end", async || viewer.close_reason()).await;
+    // The ingest is configuration: the stream stays, with its listener.
+    let l = checked(
+        &spec,
+        "/api/streams",
+        "GET",
+        &get(&format!("{base}/api/streams"), None).await,
+    );
+    assert_eq!(l["streams"][0]["name"], "cam");
+    assert_eq!(l["streams"][0]["viewers"], 0);
+    server.shutdown().await;
 }

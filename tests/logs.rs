@@ -116,6 +116,7 @@ async fn json_logs_end_every_session_with_one_summary_line() {
     let summary = wishd.wait("the viewer's summary", |v| {
         message(v) == "session ended" && v["fields"]["session"] == viewer_id.as_str()
     });
+    println!("viewer summary line: {summary}");
     let f = &summary["fields"];
     assert_eq!(f["stream"], "cam");
     assert_eq!(f["kind"], "viewer");

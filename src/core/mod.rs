@@ -21,7 +21,9 @@
 //! Keyframes: [`Fanout::add_viewer`] says when a new viewer needs one, and
 //! [`Fanout::keyframes_wanted`] retries for viewers still waiting. Requests for one
 //! source go through its [`KeyframeLimiter`], which sends the first at once and
-//! coalesces bursts.
+//! coalesces bursts. A source that cannot be asked, or that leaves a request
+//! unanswered, starts its viewers from a [`KeyframeCache`] instead; the
+//! [`KeyframeSource`] decides which.
 //!
 //! # Rewriting rules, per viewer track
 //!
@@ -43,6 +45,7 @@ mod fanout;
 mod frame_size;
 mod keyframe;
 mod keyframe_cache;
+mod keyframe_source;
 mod packet;
 
 pub use codec::{CodecKind, is_keyframe_start};
@@ -50,5 +53,6 @@ pub use fanout::{Fanout, FanoutStats};
 pub use frame_size::frame_size;
 pub use keyframe::KeyframeLimiter;
 pub use keyframe_cache::KeyframeCache;
+pub use keyframe_source::{ANSWER_WITHIN, CacheReason, KeyframeMode, KeyframeSource};
 pub use packet::{Forward, SourcePacket, ViewerId, ViewerTrack};
 pub use str0m::media::MediaKind;

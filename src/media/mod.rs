@@ -10,6 +10,7 @@
 //! every worker, and a source packet is handed (as one `Arc`) to each worker that has
 //! viewers of its stream.
 
+pub mod dtls;
 pub mod stun;
 mod telemetry;
 pub mod udp;
@@ -107,7 +108,8 @@ pub struct MediaCounters {
     pub keyframe_requests_coalesced: AtomicU64,
     /// PLI/FIR received from viewers.
     pub keyframe_requests_received: AtomicU64,
-    /// Viewers started from an RTP source's keyframe cache.
+    /// Viewers started from a stream's keyframe cache (RTP ingest, or a WHIP source
+    /// that cannot be asked for keyframes).
     pub keyframe_cache_starts: AtomicU64,
     /// NACKs received from viewers (answered from str0m's send buffer).
     pub nacks_received: AtomicU64,
@@ -638,7 +640,7 @@ pub fn new_etag() -> String {
 }
 
 fn rtc_template() -> std::io::Result<RtcConfig> {
-    let provider = str0m::crypto::from_feature_flags();
+    let provider = dtls::provider();
     let cert: DtlsCert = provider
         .dtls_provider
         .generate_certificate()

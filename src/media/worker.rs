@@ -29,8 +29,8 @@ use super::telemetry::{SessionSnapshot, SessionTelemetry};
 use super::udp::{BATCH, MAX_DATAGRAM, MediaSocket, Received};
 use super::{MediaCounters, WorkerConfig, stun};
 use crate::core::{
-    CodecKind, Fanout, FanoutStats, Forward, KeyframeLimiter, SourcePacket, ViewerId, ViewerTrack,
-    is_keyframe_start,
+    CodecKind, Fanout, FanoutStats, Forward, KeyframeCache, KeyframeLimiter, KeyframeMode,
+    KeyframeSource, SourcePacket, ViewerId, ViewerTrack, is_keyframe_start,
 };
 use crate::metrics::{EndReason, SessionState, StreamStats};
 use crate::registry::{Registry, SessionId, SessionKind, StreamShared};
@@ -199,6 +199,8 @@ enum Role {
         epoch: u32,
         tracks: Vec<PublishedTrack>,
         limiter: KeyframeLimiter,
+        /// Ask this source for keyframes, or start viewers from the cache.
+        keyframes: KeyframeSource,
     },
     Viewer {
         tracks: Vec<ViewerTrack>,
@@ -428,10 +430,25 @@ impl Worker {
         let role = match new.role {
             NewRole::Publisher { epoch, tracks } => {
                 self.publishers.insert(new.shared.name.clone(), key);
+                let can_be_asked = tracks
+                    .iter()
+                    .any(|t| t.kind == MediaKind::Video && t.keyframe_request.is_some());
+                let keyframes = KeyframeSource::from_offer(can_be_asked);
+                let cache = match keyframes.mode() {
+                    KeyframeMode::Cache => video_keyframe_cache(&tracks),
+                    KeyframeMode::Request => None,
+                };
+                if cache.is_some() {
+                    span.in_scope(|| {
+                        info!("no PLI/FIR offered: viewers start from the keyframe cache")
+                    });
+                }
+                new.shared.set_keyframe_cache(cache);
                 Role::Publisher {
                     epoch,
                     tracks,
                     limiter: KeyframeLimiter::new(self.cfg.keyframe_request_interval),
+                    keyframes,
                 }
             }
             NewRole::Viewer { tracks } => Role::Viewer {
@@ -594,6 +611,18 @@ impl Worker {
         self.flush_fanout_drops();
         for (key, reason) in expired {
             self.close_session(key, reason, now);
+        }
+        for s in self.sessions.values_mut() {
+            if let Role::Publisher {
+                keyframes, tracks, ..
+            } = &mut s.role
+                && keyframes.handle_timeout(now)
+            {
+                s.span.in_scope(|| {
+                    info!("keyframe request unanswered: viewers start from the keyframe cache")
+                });
+                s.shared.set_keyframe_cache(video_keyframe_cache(tracks));
+            }
         }
         for stream in self.fanout.keyframes_wanted(now, KEYFRAME_RETRY) {
             if let Some(shared) = self.find_stream(&stream) {
@@ -842,6 +871,13 @@ impl Worker {
             let Some(kind) = t.keyframe_request else {
                 continue;
             };
+            if let Some(Session {
+                role: Role::Publisher { keyframes, .. },
+                ..
+            }) = self.sessions.get_mut(&key)
+            {
+                keyframes.request_sent(now);
+            }
             let mid = t.mid;
             self.counters
                 .keyframe_requests_sent
@@ -974,6 +1010,7 @@ fn handle_event(
                 epoch,
                 tracks,
                 limiter,
+                keyframes,
             } = &mut s.role
             else {
                 return;
@@ -985,10 +1022,11 @@ fn handle_event(
             let keyframe_start = is_keyframe_start(track.codec, &p.payload);
             if keyframe_start {
                 limiter.keyframe_received(now);
+                keyframes.keyframe_received(now);
                 s.shared.stats.keyframe(track.codec, &p.payload);
             }
             s.telemetry.packets_in += 1;
-            let pkt = SourcePacket {
+            let pkt = Arc::new(SourcePacket {
                 kind: track.kind,
                 pt: track.canonical_pt,
                 seq: *p.seq_no,
@@ -998,8 +1036,13 @@ fn handle_event(
                 epoch: *epoch,
                 arrival: p.timestamp,
                 payload: p.payload,
-            };
-            deferred.push_back(Deferred::Source(s.shared.clone(), Arc::new(pkt)));
+            });
+            if track.kind == MediaKind::Video && keyframes.mode() == KeyframeMode::Cache {
+                // Cache first, then (in `distribute`) read the viewer mask: a joining
+                // viewer's worker sets its bit before it reads the cache.
+                s.shared.with_keyframe_cache(|c| c.push(&pkt));
+            }
+            deferred.push_back(Deferred::Source(s.shared.clone(), pkt));
         }
         Event::KeyframeRequest(_) => {
             if matches!(s.role, Role::Viewer { .. }) {
@@ -1016,4 +1059,12 @@ fn handle_event(
         }
         _ => {}
     }
+}
+
+/// A keyframe cache for the video of a WHIP source (None without video).
+fn video_keyframe_cache(tracks: &[PublishedTrack]) -> Option<KeyframeCache> {
+    tracks
+        .iter()
+        .find(|t| t.kind == MediaKind::Video)
+        .map(|t| KeyframeCache::new(t.codec, crate::ingest::CACHE_BYTES))
 }

@@ -29,6 +29,7 @@
 
 mod check;
 pub mod frag;
+pub mod h264;
 pub(crate) mod parse;
 
 #[cfg(test)]
