@@ -1,7 +1,9 @@
 //! GStreamer's own WebRTC stack as a WHIP publisher: webrtcbin with libnice (Debian's
 //! GStreamer 1.22, driven by conformance/gstreamer/whip_publish.py) sends x264 H.264
 //! and Opus to the wishd binary, and two independent viewers decode it: headless
-//! Chromium through the embeddable player, and aiortc.
+//! Chromium through the embeddable player, and aiortc. While Chromium plays, the media
+//! path is cut for 8 s (packets to wishd's media address are blackholed): the player
+//! must play again by itself once it is back.
 //!
 //! libnice gathers candidates on every interface and sends UPnP discovery, so the
 //! publisher, wishd and both viewers run in a network namespace of this test (see
@@ -33,7 +35,7 @@ async fn gstreamer_webrtcbin_publishes_over_whip_and_chromium_and_aiortc_decode_
     let plan = serde_json::json!({
         "out": clients::out_dir(),
         "scenarios": [{ "name": "gstreamer", "kind": "watch", "base": base, "stream": "gst",
-                        "expect_width": 640, "expect_height": 360 }],
+                        "expect_width": 640, "expect_height": 360, "drop_network_ms": 8000 }],
     });
     let mut node = ns.command("node");
     node.args([&conformance("browser/pages.mjs"), &plan.to_string()]);
@@ -46,6 +48,16 @@ async fn gstreamer_webrtcbin_publishes_over_whip_and_chromium_and_aiortc_decode_
         r["error"].as_str().unwrap_or("?")
     );
     assert_eq!(r["figures"]["codec"], "H264", "chromium ← gstreamer: codec");
+    println!(
+        "chromium player after its media path was cut for 8 s: playing again {} ms after the network came back ({}), saying {} meanwhile",
+        r["figures"]["recovered_ms"],
+        if r["figures"]["reconnected"] == true {
+            "in a new session"
+        } else {
+            "in the same session"
+        },
+        r["figures"]["drop_messages"]
+    );
 
     let mut view = ns.command("/usr/bin/python3");
     view.args([

@@ -2,6 +2,9 @@
 // exchange over HTTP (RFC 9725, draft-ietf-wish-whep), the session's DELETE, the
 // server's reason for a refusal, and readable numbers from getStats().
 
+/** How long a WHIP/WHEP POST may take before it is abandoned. */
+const POST_TIMEOUT_MS = 10000;
+
 /** A refused WHIP/WHEP request: the HTTP status, the server's one-line reason and
  *  its Retry-After in seconds (or null). */
 export class HttpError extends Error {
@@ -63,6 +66,13 @@ export function iceGathered(pc, ms = 1500) {
   });
 }
 
+/** `signal`, also aborted after `ms` where the browser can combine signals. */
+function withTimeout(signal, ms) {
+  const timeout = AbortSignal.timeout ? AbortSignal.timeout(ms) : undefined;
+  if (!signal) return timeout;
+  return timeout && AbortSignal.any ? AbortSignal.any([signal, timeout]) : signal;
+}
+
 /** Offers `pc`'s transceivers to a WHIP or WHEP endpoint and applies the answer.
  *  Returns the session URL (absolute) for the DELETE. Throws HttpError on refusal. */
 export async function negotiate(pc, endpoint, { token, signal, onPost } = {}) {
@@ -71,11 +81,12 @@ export async function negotiate(pc, endpoint, { token, signal, onPost } = {}) {
   const headers = { 'Content-Type': 'application/sdp' };
   if (token) headers.Authorization = `Bearer ${token}`;
   if (onPost) onPost();
+  // A POST lost in a dead network must not hang for minutes: give up after 10 s.
   const resp = await fetch(endpoint, {
     method: 'POST',
     headers,
     body: pc.localDescription.sdp,
-    signal,
+    signal: withTimeout(signal, POST_TIMEOUT_MS),
   });
   if (resp.status !== 201) {
     throw new HttpError(resp.status, await reasonOf(resp), retryAfterOf(resp));

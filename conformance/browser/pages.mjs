@@ -10,10 +10,12 @@
 //       when watch_first: the player must wait through 409s); with reconnect, the
 //       publisher stops and starts again and the player must come back by itself.
 //   { "kind": "watch", "base", "stream", "expect_width", "expect_height", "screenshot",
-//     "watch_screenshot" }
+//     "watch_screenshot", "drop_network_ms" }
 //       a <wishd-player> embedded, as the README's snippet says, in a page of another
 //       origin plays a stream some other client publishes (and, with
-//       watch_screenshot, the watch page too, for a screenshot).
+//       watch_screenshot, the watch page too, for a screenshot). With
+//       "drop_network_ms", the media path is then cut for that long (only inside a
+//       test's own network namespace) and the player must recover.
 //   { "kind": "refused", "base", "stream", "token", "expect_state", "expect_text",
 //     "then_token" }
 //       the watch page shows the server's refusal in words (then, with then_token
@@ -28,6 +30,7 @@
 // is one JSON object: { client, version, results: [ { name, ok, step, error, figures } ] }.
 
 import { mkdirSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -205,6 +208,8 @@ async function embedded(ctx, browser, sc) {
     }
   });
   if (sc.screenshot) await page.screenshot({ path: join(out, `${sc.screenshot}.png`) });
+  let dropped = {};
+  if (sc.drop_network_ms) dropped = await dropNetwork(ctx, page, 'wishd-player', sc.drop_network_ms);
   if (sc.watch_screenshot) {
     // The same stream on wishd's own watch page, for the README.
     const watch = await browser.newPage();
@@ -217,8 +222,43 @@ async function embedded(ctx, browser, sc) {
   }
   return {
     codec: seen.codec, width: seen.width, height: seen.height, first_frame_ms: seen.firstFrameMs,
-    frames_in_2s: seen.framesIn2s, audio_packets_in_2s: seen.audioPacketsIn2s,
+    frames_in_2s: seen.framesIn2s, audio_packets_in_2s: seen.audioPacketsIn2s, ...dropped,
   };
+}
+
+/** Cuts the media path for `ms`: packets to 127.0.0.2, where wishd's media socket
+ *  is, are blackholed by a routing rule (HTTP on 127.0.0.1 still works), then the
+ *  rule is removed, and the player must play again by itself. Only ever run inside
+ *  a test's own network namespace (tests/gstreamer_webrtc.rs), where the local
+ *  routing table was moved after this rule's preference. */
+async function dropNetwork(ctx, page, sel, ms) {
+  const ip = (...args) => execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const before = await playerFigures(page, sel);
+  await page.evaluate((sel) => {
+    window.seenMessages = [];
+    document.querySelector(sel).addEventListener('statechange', (e) => {
+      if (e.detail.message && !window.seenMessages.includes(e.detail.message)) window.seenMessages.push(e.detail.message);
+    });
+  }, sel);
+  await step(ctx, `network: cut the media path for ${ms} ms`, async () => {
+    ip('rule', 'add', 'pref', '5', 'to', '127.0.0.2/32', 'blackhole');
+    try {
+      await sleep(ms);
+    } finally {
+      ip('rule', 'del', 'pref', '5');
+    }
+  });
+  const restored = Date.now();
+  await step(ctx, 'network: the player plays again by itself', () => until(page,
+    ([sel, frames, connects]) => {
+      const p = document.querySelector(sel);
+      const s = p.lastStats;
+      // Either the same session recovered (more frames) or a new one plays.
+      return p.state === 'playing' && s && (p.metrics.connects > connects ? s.frames > 10 : s.frames > frames + 10);
+    }, [sel, before.frames, before.connects], 30000));
+  const after = await playerFigures(page, sel);
+  const messages = await page.evaluate(() => window.seenMessages);
+  return { recovered_ms: Date.now() - restored, reconnected: after.connects > before.connects, drop_messages: messages };
 }
 
 async function refused(ctx, browser, sc) {

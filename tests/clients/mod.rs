@@ -258,6 +258,10 @@ impl Netns {
             &["addr", "add", "127.0.0.2/32", "dev", "v0"],
             &["link", "set", "v0", "up"],
             &["link", "set", "v1", "up"],
+            // The local table one step later, so a test can cut a path with a
+            // rule before it (`ip rule add pref 5 to ADDR blackhole`).
+            &["rule", "add", "pref", "10", "lookup", "local"],
+            &["rule", "del", "pref", "0"],
         ] {
             let mut full = vec!["netns", "exec", &ns.name, "ip"];
             full.extend_from_slice(args);
