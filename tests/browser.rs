@@ -134,6 +134,10 @@ async fn chromium_publishes_from_the_publish_page_and_plays_on_the_watch_page_an
               "token": PLAY_TOKEN, "expect_state": "error", "expect_text": "may not play" },
             { "name": "index-token", "kind": "index-token", "base": locked_base, "token": PLAY_TOKEN },
             { "name": "reasons", "kind": "reasons", "base": locked_base },
+            { "name": "publish-401", "kind": "publish-refused", "base": base, "stream": "web-x",
+              "token": "not-a-token", "expect_text": "does not accept this token" },
+            { "name": "publish-409", "kind": "publish-refused", "base": base, "stream": "cam",
+              "token": PUBLISH_TOKEN, "expect_text": "already has a source" },
         ],
     });
     let report = clients::run(
@@ -153,6 +157,8 @@ async fn chromium_publishes_from_the_publish_page_and_plays_on_the_watch_page_an
         "403",
         "index-token",
         "reasons",
+        "publish-401",
+        "publish-409",
     ];
     let failures: Vec<String> = names
         .iter()
@@ -189,7 +195,7 @@ async fn chromium_publishes_from_the_publish_page_and_plays_on_the_watch_page_an
         "chromium ← ffmpeg RTP camera (cached keyframe): WHEP POST → first decoded frame {} ms",
         cam["first_frame_ms"]
     );
-    for name in ["401", "403"] {
+    for name in ["401", "403", "publish-401", "publish-409"] {
         println!(
             "chromium {name}: \"{}\"",
             passed(name)["message"].as_str().unwrap_or("")

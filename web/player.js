@@ -133,7 +133,7 @@ export class WishdPlayer extends HTMLElement {
       let wait;
       if (outcome.played) backoff = 1;
       if (outcome.error) {
-        const { text, retry } = explain(outcome.error, 'play');
+        const { text, retry } = explain(outcome.error, 'play', Boolean(this.token));
         if (retry === null) {
           this.#setState('error', text);
           return;

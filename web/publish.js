@@ -118,7 +118,10 @@ async function start() {
   pc.addEventListener('connectionstatechange', () => {
     const s = pc && pc.connectionState;
     if (s === 'connected') show('live', `Live: publishing “${stream}”.`);
-    else if (s === 'failed' || s === 'closed') show('error', 'The connection to the server was lost. Press Publish to try again.');
+    else if (s === 'failed' || s === 'closed') {
+      end();
+      show('error', 'The connection to the server was lost. Press Publish to try again.');
+    }
     else if (s === 'disconnected') show('connecting', 'The network dropped; trying to recover…');
   });
   show('connecting', 'Connecting…');
@@ -126,7 +129,7 @@ async function start() {
   try {
     session = await negotiate(pc, endpoint, { token });
   } catch (e) {
-    const { text } = explain(e, 'publish');
+    const { text } = explain(e, 'publish', Boolean(token));
     teardown();
     $('start').disabled = false;
     return show('error', text);
@@ -160,13 +163,18 @@ function teardown() {
   pc = null;
 }
 
-async function stop() {
+/** Ends the session (DELETE) and frees the page to publish again. */
+async function end() {
   const url = session;
   session = null;
   teardown();
-  await hangUp(url, state.token);
   $('stop').disabled = true;
   $('start').disabled = false;
+  await hangUp(url, state.token);
+}
+
+async function stop() {
+  await end();
   show('stopped', 'Stopped.');
 }
 

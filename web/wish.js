@@ -110,14 +110,16 @@ export async function hangUp(location, token) {
 }
 
 /** What to tell a person about a failed publish or play. `action` is 'publish' or
- *  'play'. Returns { text, retry } where retry is seconds to wait, or null to stop. */
-export function explain(err, action) {
+ *  'play'; `hadToken` says whether a token was sent. Returns { text, retry } where
+ *  retry is seconds to wait, null to stop, or undefined to back off. */
+export function explain(err, action, hadToken = false) {
   if (!(err instanceof HttpError)) {
     return { text: `Cannot reach the server (${err.message || err})`, retry: undefined };
   }
   const why = err.reason;
   switch (err.status) {
     case 401:
+      if (hadToken) return { text: `The server does not accept this token. (${why})`, retry: null };
       return {
         text: action === 'play'
           ? `This stream needs a play token: enter one and press Play. (${why})`

@@ -20,6 +20,8 @@
 //     "then_token" }
 //       the watch page shows the server's refusal in words (then, with then_token
 //       typed in, plays or waits).
+//   { "kind": "publish-refused", "base", "stream", "token", "expect_text" }
+//       the publish page shows the server's refusal in words and can try again.
 //   { "kind": "reasons", "base" }
 //       wish.js reads a refusal's reason from problem+json and from text/plain.
 //   { "kind": "index-token", "base", "token" }
@@ -289,6 +291,26 @@ async function refused(ctx, browser, sc) {
   return { message: got.message };
 }
 
+async function publishRefused(ctx, browser, sc) {
+  const page = await browser.newPage();
+  ctx.pages.push(page);
+  await step(ctx, 'publish: page loads and opens the fake camera', async () => {
+    await page.goto(`${sc.base}/publish.html?stream=${encodeURIComponent(sc.stream)}`);
+    await until(page, () => window.wishdPublish && window.wishdPublish.state === 'idle');
+  });
+  await page.fill('#token', sc.token || '');
+  await page.click('#start');
+  const message = await step(ctx, 'publish: shows the refusal', () => until(page,
+    () => window.wishdPublish.state === 'error' && window.wishdPublish.message));
+  await step(ctx, 'publish: the message explains', () => {
+    if (!new RegExp(sc.expect_text).test(message)) throw new Error(`the message is "${message}"`);
+  });
+  await step(ctx, 'publish: Publish can be pressed again', async () => {
+    if (await page.isDisabled('#start')) throw new Error('the Publish button stays disabled');
+  });
+  return { message };
+}
+
 async function reasons(ctx, browser, sc) {
   const page = await browser.newPage();
   ctx.pages.push(page);
@@ -339,7 +361,7 @@ function embedSite(html) {
   });
 }
 
-const KINDS = { 'publish-watch': publishWatch, watch: embedded, refused, 'index-token': indexToken, reasons };
+const KINDS = { 'publish-watch': publishWatch, watch: embedded, refused, 'index-token': indexToken, reasons, 'publish-refused': publishRefused };
 
 async function main() {
   const browser = await launch(chromium);
