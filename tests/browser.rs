@@ -1,6 +1,6 @@
 //! wishd's own web pages in headless Chromium (Debian's, driven by playwright-core):
-//! the publish page publishes the fake camera and microphone over WHIP with H.264 and
-//! with VP8, the watch page plays it over WHEP, and the embeddable player on a page
+//! the publish page publishes the fake camera and microphone over WHIP with H.264,
+//! VP8, VP9 and AV1, the watch page plays it over WHEP, and the embeddable player on a page
 //! of another origin plays an ffmpeg RTP camera from wishd's cached keyframe. The
 //! player's refusals (401, 403, 409) are shown in words, and it comes back by itself
 //! after the publisher leaves and returns.
@@ -124,6 +124,10 @@ async fn chromium_publishes_from_the_publish_page_and_plays_on_the_watch_page_an
             { "name": "vp8", "kind": "publish-watch", "base": base, "stream": "web-vp8",
               "codec": "VP8", "resolution": "640x360", "token": PUBLISH_TOKEN,
               "screenshots": true },
+            { "name": "vp9", "kind": "publish-watch", "base": base, "stream": "web-vp9",
+              "codec": "VP9", "resolution": "640x360", "token": PUBLISH_TOKEN },
+            { "name": "av1", "kind": "publish-watch", "base": base, "stream": "web-av1",
+              "codec": "AV1", "resolution": "640x360", "token": PUBLISH_TOKEN },
             { "name": "ffmpeg-camera", "kind": "watch", "base": base, "stream": "cam",
               "expect_width": 640, "expect_height": 360, "screenshot": "embed-camera",
               "watch_screenshot": "watch-camera" },
@@ -152,6 +156,8 @@ async fn chromium_publishes_from_the_publish_page_and_plays_on_the_watch_page_an
     let names = [
         "h264",
         "vp8",
+        "vp9",
+        "av1",
         "ffmpeg-camera",
         "401",
         "403",
@@ -167,7 +173,12 @@ async fn chromium_publishes_from_the_publish_page_and_plays_on_the_watch_page_an
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     let passed = |name| scenario(&report, name).expect("checked above");
 
-    for (name, codec) in [("h264", "H264"), ("vp8", "VP8")] {
+    for (name, codec) in [
+        ("h264", "H264"),
+        ("vp8", "VP8"),
+        ("vp9", "VP9"),
+        ("av1", "AV1"),
+    ] {
         let f = passed(name);
         assert_eq!(f["codec"], codec, "chromium {name}: decoded codec");
         assert_eq!(
