@@ -54,7 +54,7 @@ export class WishdPlayer extends HTMLElement {
     const root = this.attachShadow({ mode: 'open' });
     root.innerHTML = `<style>${STYLE}</style><video playsinline autoplay muted></video>
       <pre class="stats" part="stats"></pre><div class="msg" part="message" role="status"></div>
-      <button type="button" part="unmute">Unmute</button>`;
+      <button type="button" part="unmute" hidden>Unmute</button>`;
     this.#video = root.querySelector('video');
     this.#msg = root.querySelector('.msg');
     this.#stats = root.querySelector('.stats');
@@ -118,6 +118,7 @@ export class WishdPlayer extends HTMLElement {
 
   #setState(state, message) {
     this.state = state;
+    this.#unmute.hidden = state !== 'playing';
     if (message !== undefined) {
       this.#msg.textContent = message;
       if (message) this.message = message;

@@ -138,6 +138,16 @@ async function publishWatch(ctx, browser, sc) {
   });
   if (!sc.watch_first) await openWatch();
   const seen = await assertPlaying(ctx, watch, '#player', 'watch');
+  await step(ctx, 'watch: autoplays muted, and the Unmute button unmutes', async () => {
+    const before = await watch.evaluate(() => {
+      const v = document.getElementById('player').video;
+      return { muted: v.muted, paused: v.paused };
+    });
+    if (!before.muted || before.paused) throw new Error(`video muted=${before.muted} paused=${before.paused}`);
+    await watch.locator('#player button').click();
+    const after = await watch.evaluate(() => document.getElementById('player').video.muted);
+    if (after) throw new Error('still muted after Unmute');
+  });
   await step(ctx, 'watch: resolution and codec match what was published', () => {
     if (seen.width !== w || seen.height !== h) throw new Error(`decoded ${seen.width}x${seen.height}, published ${w}x${h}`);
     if (seen.codec !== sc.codec) throw new Error(`decoded ${seen.codec}, published ${sc.codec}`);

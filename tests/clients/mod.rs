@@ -186,10 +186,10 @@ impl Script {
     }
 }
 
-/// The last 60 lines of `s`.
+/// The last 200 lines of `s`.
 fn tail(s: &str) -> String {
     let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(60)..].join("\n")
+    lines[lines.len().saturating_sub(200)..].join("\n")
 }
 
 /// Runs a client to its end and returns its JSON result.
