@@ -956,6 +956,7 @@ mod tests {
             keyframe_start: false,
             epoch,
             arrival: Instant::now(),
+            wallclock: Instant::now(),
             payload: Arc::from(&[0u8; 10][..]),
         }
     }

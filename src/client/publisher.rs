@@ -39,6 +39,10 @@ pub struct PublisherOptions {
     pub keyframe_interval: Duration,
     /// Send a keyframe right after a PLI/FIR arrives.
     pub answer_keyframe_requests: bool,
+    /// Audio is stamped as captured this long before it is sent (an encoder whose
+    /// audio leaves after the video of the same moment); the publisher's sender
+    /// reports say so. Zero by default.
+    pub audio_capture_lead: Duration,
 }
 
 impl Default for PublisherOptions {
@@ -51,6 +55,7 @@ impl Default for PublisherOptions {
             fps: 30,
             keyframe_interval: Duration::from_secs(2),
             answer_keyframe_requests: true,
+            audio_capture_lead: Duration::ZERO,
         }
     }
 }
@@ -120,6 +125,12 @@ fn build_offer(opts: &PublisherOptions, local: SocketAddr) -> Result<Offer, Clie
         }
         Some(VideoCodec::Vp8) => {
             cfg = cfg.enable_vp8(true);
+        }
+        Some(VideoCodec::Vp9) => {
+            cfg = cfg.enable_vp9(true);
+        }
+        Some(VideoCodec::Av1) => {
+            cfg = cfg.enable_av1(true);
         }
         None => {}
     }
@@ -206,6 +217,8 @@ impl WhipPublisher {
             let codec = match c {
                 VideoCodec::H264 => Codec::H264,
                 VideoCodec::Vp8 => Codec::Vp8,
+                VideoCodec::Vp9 => Codec::Vp9,
+                VideoCodec::Av1 => Codec::Av1,
             };
             negotiated(&rtc, mid, codec).map(|t| (c, t))
         });
@@ -469,11 +482,13 @@ impl PublisherTask {
             .wrapping_add((frame as u32).wrapping_mul(AUDIO_TIMESTAMP_STEP));
         let seq = self.audio_seq;
         self.audio_seq += 1;
+        let now = Instant::now();
+        let captured = now.checked_sub(self.opts.audio_capture_lead).unwrap_or(now);
         let w = RtpWrite::new(
             track.pt,
             seq.into(),
             ts,
-            Instant::now(),
+            captured,
             media::opus_packet(frame),
         );
         if !write_rtp(&mut self.driver.rtc, track.mid, w) {

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::peer::{self, Driver, PeerStatus, Wake};
-use super::{ClientError, VideoCodec, install_crypto_provider};
+use super::{AudioCodec, ClientError, VideoCodec, install_crypto_provider};
 
 /// How a [`WhepViewer`] behaves.
 #[derive(Debug, Clone)]
@@ -28,6 +28,8 @@ pub struct ViewerOptions {
     pub bind_ip: IpAddr,
     /// The video codecs the viewer offers, in order of preference.
     pub video_codecs: Vec<VideoCodec>,
+    /// The audio codecs the viewer offers, in order of preference.
+    pub audio_codecs: Vec<AudioCodec>,
 }
 
 impl Default for ViewerOptions {
@@ -38,6 +40,7 @@ impl Default for ViewerOptions {
             token: None,
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             video_codecs: vec![VideoCodec::H264, VideoCodec::Vp8],
+            audio_codecs: vec![AudioCodec::Opus],
         }
     }
 }
@@ -63,6 +66,34 @@ pub struct ReceivedPacket {
     pub at: Instant,
 }
 
+/// An RTCP sender report the viewer got: the server's wall clock for the RTP clock of
+/// one of its streams (what a player syncs audio and video with).
+#[derive(Debug, Clone, Copy)]
+pub struct ReceivedSenderReport {
+    /// The stream it describes (from its m-line).
+    pub kind: MediaKind,
+    /// The sender's wall clock at the report.
+    pub ntp_time: std::time::SystemTime,
+    /// The RTP timestamp of the same moment.
+    pub rtp_time: u32,
+    /// When the report arrived.
+    pub at: Instant,
+}
+
+impl ReceivedSenderReport {
+    /// The sender's wall clock for RTP timestamp `rtp` of this stream (`clock_rate` Hz).
+    pub fn wallclock_of(&self, rtp: u32, clock_rate: u32) -> std::time::SystemTime {
+        let ticks = i64::from(rtp.wrapping_sub(self.rtp_time) as i32);
+        let nanos = i128::from(ticks) * 1_000_000_000 / i128::from(clock_rate.max(1));
+        let d = Duration::from_nanos(nanos.unsigned_abs() as u64);
+        if nanos >= 0 {
+            self.ntp_time + d
+        } else {
+            self.ntp_time - d
+        }
+    }
+}
+
 enum Command {
     RequestKeyframe,
 }
@@ -78,6 +109,7 @@ pub struct WhepViewer {
     token: Option<String>,
     post_sent_at: Instant,
     received: Arc<Mutex<Vec<ReceivedPacket>>>,
+    sender_reports: Arc<Mutex<Vec<ReceivedSenderReport>>>,
     /// Bumped after every received packet, for [`WhepViewer::wait_for`].
     arrivals: watch::Receiver<u64>,
     status: watch::Receiver<PeerStatus>,
@@ -97,21 +129,30 @@ struct Offer {
 
 fn build_offer(opts: &ViewerOptions, local: SocketAddr) -> Result<Offer, ClientError> {
     let video = opts.video && !opts.video_codecs.is_empty();
-    if !video && !opts.audio {
+    let audio = opts.audio && !opts.audio_codecs.is_empty();
+    if !video && !audio {
         return Err(ClientError::Sdp(
             "viewer with neither audio nor video".into(),
         ));
     }
     install_crypto_provider();
     let mut cfg = RtcConfig::new().clear_codecs().set_rtp_mode(true);
-    if opts.audio {
-        cfg = cfg.enable_opus(true, false);
+    if audio {
+        for c in &opts.audio_codecs {
+            cfg = match c {
+                AudioCodec::Opus => cfg.enable_opus(true, false),
+                AudioCodec::Pcmu => cfg.enable_pcmu(true, false),
+                AudioCodec::Pcma => cfg.enable_pcma(true, false),
+            };
+        }
     }
     if video {
         for c in &opts.video_codecs {
             cfg = match c {
                 VideoCodec::H264 => cfg.enable_h264(true),
                 VideoCodec::Vp8 => cfg.enable_vp8(true),
+                VideoCodec::Vp9 => cfg.enable_vp9(true),
+                VideoCodec::Av1 => cfg.enable_av1(true),
             };
         }
     }
@@ -119,7 +160,7 @@ fn build_offer(opts: &ViewerOptions, local: SocketAddr) -> Result<Offer, ClientE
     let mut rtc = cfg.build(Instant::now());
     peer::add_host_candidate(&mut rtc, local)?;
     let mut api = rtc.sdp_api();
-    if opts.audio {
+    if audio {
         api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
     }
     let video_mid =
@@ -151,6 +192,8 @@ fn negotiated_video(rtc: &Rtc, mid: Mid) -> Option<VideoCodec> {
     match p.spec().codec {
         Codec::H264 => Some(VideoCodec::H264),
         Codec::Vp8 => Some(VideoCodec::Vp8),
+        Codec::Vp9 => Some(VideoCodec::Vp9),
+        Codec::Av1 => Some(VideoCodec::Av1),
         _ => None,
     }
 }
@@ -174,6 +217,7 @@ impl WhepViewer {
         let video_codec = video_mid.and_then(|mid| negotiated_video(&rtc, mid));
 
         let received = Arc::new(Mutex::new(Vec::new()));
+        let sender_reports = Arc::new(Mutex::new(Vec::new()));
         let (arrivals_tx, arrivals_rx) = watch::channel(0u64);
         let (status_tx, status_rx) = watch::channel(PeerStatus::default());
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
@@ -182,6 +226,7 @@ impl WhepViewer {
             driver,
             video_mid,
             received: received.clone(),
+            sender_reports: sender_reports.clone(),
             arrivals: arrivals_tx,
         };
         let task = tokio::spawn(task.run(cmd_rx));
@@ -192,6 +237,7 @@ impl WhepViewer {
             token: opts.token,
             post_sent_at,
             received,
+            sender_reports,
             arrivals: arrivals_rx,
             status: status_rx,
             commands: cmd_tx,
@@ -257,6 +303,14 @@ impl WhepViewer {
     /// packets that arrive afterwards.
     pub fn take_received(&self) -> Vec<ReceivedPacket> {
         std::mem::take(&mut *self.lock())
+    }
+
+    /// The RTCP sender reports received so far, oldest first.
+    pub fn sender_reports(&self) -> Vec<ReceivedSenderReport> {
+        self.sender_reports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Number of packets received so far (cheaper than [`WhepViewer::received`]).
@@ -338,6 +392,7 @@ struct ViewerTask {
     driver: Driver,
     video_mid: Option<Mid>,
     received: Arc<Mutex<Vec<ReceivedPacket>>>,
+    sender_reports: Arc<Mutex<Vec<ReceivedSenderReport>>>,
     arrivals: watch::Sender<u64>,
 }
 
@@ -390,8 +445,24 @@ impl ViewerTask {
         let events = self.driver.drain().await?;
         let mut got = Vec::new();
         for e in events {
-            if let Event::RtpPacket(p) = e {
-                got.push(self.make_received(p));
+            match e {
+                Event::RtpPacket(p) => got.push(self.make_received(p)),
+                Event::SenderFeedback(f) => {
+                    let Some(kind) = self.driver.rtc.media(f.mid).map(|m| m.kind()) else {
+                        continue;
+                    };
+                    let report = ReceivedSenderReport {
+                        kind,
+                        ntp_time: f.sender_info.ntp_time,
+                        rtp_time: f.sender_info.rtp_time.numer() as u32,
+                        at: f.received_at,
+                    };
+                    self.sender_reports
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(report);
+                }
+                _ => {}
             }
         }
         if !got.is_empty() {

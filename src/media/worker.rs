@@ -30,7 +30,7 @@ use super::udp::{BATCH, MAX_DATAGRAM, MediaSocket, Received};
 use super::{MediaCounters, WorkerConfig, stun};
 use crate::core::{
     CodecKind, Fanout, FanoutStats, Forward, KeyframeCache, KeyframeLimiter, KeyframeMode,
-    KeyframeSource, SourcePacket, ViewerId, ViewerTrack, is_keyframe_start,
+    KeyframeSource, SenderClock, SourcePacket, ViewerId, ViewerTrack, is_keyframe_start,
 };
 use crate::metrics::{EndReason, SessionState, StreamStats};
 use crate::registry::{Registry, SessionId, SessionKind, StreamShared};
@@ -199,6 +199,8 @@ enum Role {
         epoch: u32,
         tracks: Vec<PublishedTrack>,
         limiter: KeyframeLimiter,
+        /// The publisher's wall clock from its sender reports (audio/video sync).
+        clock: SenderClock,
         /// Ask this source for keyframes, or start viewers from the cache.
         keyframes: KeyframeSource,
     },
@@ -229,6 +231,8 @@ struct Session {
 enum Deferred {
     Source(Arc<StreamShared>, Arc<SourcePacket>),
     WantKeyframe(Arc<StreamShared>),
+    /// A viewer (by key) asked for a keyframe.
+    ViewerKeyframe(u64, Arc<StreamShared>),
     Connected(u64),
     Close(u64, EndReason),
 }
@@ -301,6 +305,8 @@ impl Worker {
                 .first()
                 .map(|(t, _)| *t)
                 .unwrap_or_else(|| Instant::now() + far);
+            // Paced bursts to viewers (a cached group of pictures) wake the loop too.
+            let next = self.fanout.paced_timeout().map_or(next, |p| p.min(next));
             tokio::select! {
                 biased;
                 msg = self.rx.recv() => {
@@ -415,6 +421,8 @@ impl Worker {
             }
             WorkerMsg::Shutdown { reply } => return Some(reply),
         }
+        // A busy queue must not hold back paced bursts (the timer branch may wait).
+        self.release_paced(now);
         self.run_deferred(now);
         None
     }
@@ -448,6 +456,7 @@ impl Worker {
                     epoch,
                     tracks,
                     limiter: KeyframeLimiter::new(self.cfg.keyframe_request_interval),
+                    clock: SenderClock::default(),
                     keyframes,
                 }
             }
@@ -568,7 +577,21 @@ impl Worker {
         });
     }
 
+    /// Writes the paced packets (cached groups going to viewers) whose turn has come.
+    fn release_paced(&mut self, now: Instant) {
+        if self.fanout.paced_timeout().is_none_or(|t| t > now) {
+            return;
+        }
+        let mut forwards = std::mem::take(&mut self.forwards);
+        forwards.clear();
+        self.fanout.poll_paced(now, &mut forwards);
+        // Paced groups mix streams; they count in the worker totals only.
+        self.write_forwards(&mut forwards, None);
+        self.forwards = forwards;
+    }
+
     fn handle_timers(&mut self, now: Instant) {
+        self.release_paced(now);
         while let Some(&(t, key)) = self.timers.first() {
             if t > now {
                 break;
@@ -702,6 +725,12 @@ impl Worker {
                     }
                     None => {}
                 },
+                Deferred::ViewerKeyframe(key, shared) => {
+                    self.viewer_keyframe(key, &shared, now);
+                    if shared.source_worker().is_some() {
+                        self.deferred.push_back(Deferred::WantKeyframe(shared));
+                    }
+                }
                 Deferred::Connected(key) => self.on_connected(key, now),
                 Deferred::Close(key, reason) => self.close_session(key, reason, now),
             }
@@ -748,12 +777,32 @@ impl Worker {
                     "viewer starts from the keyframe cache"
                 );
             }
-            self.write_forwards(&mut forwards, &shared.stats);
+            self.write_forwards(&mut forwards, Some(&shared.stats));
             self.forwards = forwards;
             if wants_keyframe {
                 self.deferred.push_back(Deferred::WantKeyframe(shared));
             }
         }
+    }
+
+    /// A viewer's keyframe request, when its stream keeps a keyframe cache (a camera,
+    /// which cannot be asked): the viewer gets the cached group again, rate-limited.
+    fn viewer_keyframe(&mut self, key: u64, shared: &StreamShared, now: Instant) {
+        let group = shared.keyframe_snapshot();
+        if group.is_empty() {
+            return;
+        }
+        let mut forwards = std::mem::take(&mut self.forwards);
+        forwards.clear();
+        let r =
+            self.fanout
+                .resync_viewer(ViewerId(key), &group, now, KEYFRAME_RETRY, &mut forwards);
+        if let Some(s) = self.sessions.get(&key) {
+            s.span
+                .in_scope(|| debug!(?r, "keyframe request answered from the cache"));
+        }
+        self.write_forwards(&mut forwards, Some(&shared.stats));
+        self.forwards = forwards;
     }
 
     /// Sends a source packet to every worker with viewers of its stream.
@@ -775,7 +824,7 @@ impl Worker {
         forwards.clear();
         self.fanout.forward(&shared.name, pkt, &mut forwards);
         if !forwards.is_empty() {
-            self.write_forwards(&mut forwards, &shared.stats);
+            self.write_forwards(&mut forwards, Some(&shared.stats));
             // Arrival at the worker to the hand-over for this worker's last viewer.
             self.counters
                 .histograms
@@ -787,10 +836,10 @@ impl Worker {
 
     /// Writes forwards to their viewers. Shared counters get one add per call, not one
     /// per viewer.
-    fn write_forwards(&mut self, forwards: &mut Vec<Forward>, stats: &StreamStats) {
+    fn write_forwards(&mut self, forwards: &mut Vec<Forward>, stats: Option<&StreamStats>) {
         let (mut packets, mut bytes) = (0u64, 0u64);
+        let now = Instant::now();
         for f in forwards.drain(..) {
-            let now = f.wallclock;
             let key = f.viewer.0;
             packets += 1;
             bytes += f.payload.len() as u64;
@@ -819,8 +868,10 @@ impl Worker {
             let c = &self.counters;
             c.forwarded_packets.fetch_add(packets, Ordering::Relaxed);
             c.forwarded_bytes.fetch_add(bytes, Ordering::Relaxed);
-            stats.packets_out.fetch_add(packets, Ordering::Relaxed);
-            stats.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+            if let Some(stats) = stats {
+                stats.packets_out.fetch_add(packets, Ordering::Relaxed);
+                stats.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+            }
         }
     }
 
@@ -1010,6 +1061,7 @@ fn handle_event(
                 epoch,
                 tracks,
                 limiter,
+                clock,
                 keyframes,
             } = &mut s.role
             else {
@@ -1035,6 +1087,12 @@ fn handle_event(
                 keyframe_start,
                 epoch: *epoch,
                 arrival: p.timestamp,
+                wallclock: clock.wallclock(
+                    *p.header.ssrc,
+                    p.header.timestamp,
+                    p.time.denom(),
+                    p.timestamp,
+                ),
                 payload: p.payload,
             });
             if track.kind == MediaKind::Video && keyframes.mode() == KeyframeMode::Cache {
@@ -1044,13 +1102,23 @@ fn handle_event(
             }
             deferred.push_back(Deferred::Source(s.shared.clone(), pkt));
         }
+        Event::SenderFeedback(f) => {
+            if let Role::Publisher { clock, .. } = &mut s.role {
+                let info = f.sender_info;
+                let ns = info
+                    .ntp_time
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as i128);
+                clock.on_sender_report(*info.ssrc, ns, info.rtp_time.numer() as u32, f.received_at);
+            }
+        }
         Event::KeyframeRequest(_) => {
             if matches!(s.role, Role::Viewer { .. }) {
                 s.telemetry
                     .counters
                     .keyframe_requests_received
                     .fetch_add(1, Ordering::Relaxed);
-                deferred.push_back(Deferred::WantKeyframe(s.shared.clone()));
+                deferred.push_back(Deferred::ViewerKeyframe(key, s.shared.clone()));
             }
         }
         Event::Closed => deferred.push_back(Deferred::Close(key, EndReason::PeerClosed)),
