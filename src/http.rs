@@ -387,6 +387,9 @@ async fn dispatch(state: &AppState, req: Request<Incoming>) -> Result<Response<B
         return answer;
     }
     let path = req.uri().path().to_owned();
+    if let Some(page) = crate::web::respond(req.method(), &path, req.headers()) {
+        return page.map_err(ApiError::MethodNotAllowed);
+    }
     let route = route(&path).ok_or(ApiError::NotFound)?;
     match route {
         Route::Endpoint(kind, stream) => {

@@ -21,6 +21,7 @@
 //! | [`metrics`] | lock-free counters and histograms, Prometheus text at `/metrics` |
 //! | [`api`] | the operator's JSON API under `/api/`, `/metrics`, `/healthz`, `/readyz` |
 //! | [`client`] | WHIP/WHEP client peers built on str0m, for tests and tools |
+//! | [`web`] | the embedded web pages: index, publish, watch, `<wishd-player>` |
 //!
 //! Panic policy: input from the network never panics the server. Errors are values;
 //! a panic inside one session's str0m call is caught and drops that session only.
@@ -40,3 +41,4 @@ pub mod registry;
 pub mod sdp;
 pub mod server;
 pub mod tls;
+pub mod web;
