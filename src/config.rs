@@ -25,19 +25,104 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The config file is not valid TOML for wishd (unknown key, wrong type, ...).
-    #[error("invalid config file {path}: {message}")]
+    #[error("{}:{message}", path.display())]
     Parse {
         /// The file.
         path: PathBuf,
-        /// The parser's message, which names the key and position.
+        /// `LINE:COLUMN: what (at `the line`)`, from the parser's span.
         message: String,
     },
-    /// A value is out of range.
+    /// A value wishd cannot use, named by its key.
+    #[error("{at}{key}: {message}")]
+    Value {
+        /// `FILE:LINE:COLUMN: ` when the key is in the config file, else
+        /// `invalid configuration: `.
+        at: String,
+        /// The key, dotted, with indices for arrays of tables (`auth.tokens[0]`).
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Anything else wrong with the settings (a malformed flag).
     #[error("invalid configuration: {0}")]
     Invalid(String),
 }
 
+impl ConfigError {
+    fn value(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Value {
+            at: "invalid configuration: ".into(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Points a [`ConfigError::Value`] at its key in the config file `path`, when
+    /// the key is written there (a value from a flag or the defaults stays as is).
+    pub fn locate(self, path: &Path) -> ConfigError {
+        let ConfigError::Value { at, key, message } = self else {
+            return self;
+        };
+        let at = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| {
+                let offset = key_offset(&text, &key)?;
+                let (line, col) = line_col(&text, offset);
+                Some(format!("{}:{line}:{col}: ", path.display()))
+            })
+            .unwrap_or(at);
+        ConfigError::Value { at, key, message }
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// Where a dotted key (`limits.burst`, `auth.tokens[1].token`, `rtp[0]`) is written in
+/// TOML text: the byte offset of the deepest part of it that is written there.
+fn key_offset(text: &str, key: &str) -> Option<usize> {
+    let doc = toml_edit::ImDocument::parse(text).ok()?;
+    let parts: Vec<(&str, Option<usize>)> = key
+        .split('.')
+        .map(|p| match p.split_once('[') {
+            Some((n, i)) => (n, i.trim_end_matches(']').parse().ok()),
+            None => (p, None),
+        })
+        .collect();
+    find_key(doc.as_table(), &parts)
+}
+
+fn find_key(table: &dyn toml_edit::TableLike, parts: &[(&str, Option<usize>)]) -> Option<usize> {
+    use toml_edit::Item;
+    let ((name, index), rest) = parts.split_first()?;
+    let (k, v) = table.get_key_value(name)?;
+    let mut here = k.span().map(|r| r.start);
+    let child: Option<&dyn toml_edit::TableLike> = match (index, v) {
+        (Some(i), Item::ArrayOfTables(a)) => {
+            let t = a.get(*i)?;
+            here = t.span().map(|r| r.start).or(here);
+            Some(t)
+        }
+        (Some(i), Item::Value(toml_edit::Value::Array(a))) => a
+            .get(*i)
+            .and_then(|v| v.as_inline_table())
+            .map(|t| t as &dyn toml_edit::TableLike),
+        (None, v) => v.as_table_like(),
+        _ => None,
+    };
+    if rest.is_empty() {
+        return here;
+    }
+    child.and_then(|c| find_key(c, rest)).or(here)
+}
+
 /// The whole configuration of a wishd server.
+#[cfg_attr(test, derive(serde::Serialize))]
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -86,11 +171,51 @@ pub struct Config {
     pub plain_http: bool,
     /// Limits for an internet-facing endpoint (the `[limits]` table).
     pub limits: LimitsConfig,
+    /// The URL clients reach this server at, e.g. `https://media.example.com` (behind a
+    /// reverse proxy or TLS terminator). Session `Location`s start with it; without it
+    /// they are built from the request's scheme and `Host`.
+    pub public_url: Option<String>,
+    /// STUN/TURN servers for clients (`[[ice_servers]]`), sent as `Link` headers.
+    pub ice_servers: Vec<crate::http::ice_servers::IceServerConfig>,
+    /// Endpoints that send clients elsewhere with a 307 (`[[redirects]]`).
+    pub redirects: Vec<crate::http::redirect::RedirectConfig>,
+    /// The operator's JSON API and `/metrics` access (the `[api]` table).
+    pub api: ApiConfig,
+    /// Log lines: `human` (the default) or `json` (one JSON object per line).
+    pub log_format: LogFormat,
+}
+
+/// The operator's API.
+#[cfg_attr(test, derive(serde::Serialize))]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// The admin token for `/api/` (at least 16 characters). None (the default)
+    /// turns the admin routes off: they answer 404.
+    pub token: Option<Secret>,
+    /// Or a file holding it.
+    pub token_file: Option<PathBuf>,
+    /// `/metrics` needs the admin token too. Default false: open on the HTTP
+    /// listener, like the health probes.
+    pub metrics_token_required: bool,
+}
+
+/// How log lines are written.
+#[cfg_attr(test, derive(serde::Serialize))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Text for people (tracing's default format).
+    #[default]
+    Human,
+    /// One JSON object per line, with the span fields (stream, session).
+    Json,
 }
 
 /// One RTP ingest entry: a stream fed by plain RTP over UDP. Give either `sdp` (a file
 /// as ffmpeg writes it with `-sdp_file`) or `video`/`audio` field by field; fields given
 /// here win over the file.
+#[cfg_attr(test, derive(serde::Serialize))]
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RtpEntry {
@@ -113,6 +238,7 @@ pub struct RtpEntry {
 }
 
 /// One medium of an [`RtpEntry`], field by field.
+#[cfg_attr(test, derive(serde::Serialize))]
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RtpMediumEntry {
@@ -143,6 +269,7 @@ impl RtpEntry {
 }
 
 /// Whether an action needs a token.
+#[cfg_attr(test, derive(serde::Serialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Policy {
@@ -153,6 +280,7 @@ pub enum Policy {
 }
 
 /// A secret string (a token or an HMAC key): its `Debug` never shows the value.
+#[cfg_attr(test, derive(serde::Serialize))]
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
@@ -175,6 +303,7 @@ impl std::fmt::Debug for Secret {
 }
 
 /// Authorization settings.
+#[cfg_attr(test, derive(serde::Serialize))]
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
@@ -213,6 +342,7 @@ fn default_leeway() -> Duration {
 }
 
 /// One static token, e.g. an OBS stream key.
+#[cfg_attr(test, derive(serde::Serialize))]
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StaticTokenConfig {
@@ -231,6 +361,7 @@ pub struct StaticTokenConfig {
 }
 
 /// JWT verification: one key, which pins the algorithm.
+#[cfg_attr(test, derive(serde::Serialize))]
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JwtConfig {
@@ -273,6 +404,7 @@ impl JwtConfig {
 }
 
 /// The HTTPS listener.
+#[cfg_attr(test, derive(serde::Serialize))]
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpsConfig {
@@ -285,6 +417,7 @@ pub struct HttpsConfig {
 }
 
 /// Limits for an internet-facing endpoint.
+#[cfg_attr(test, derive(serde::Serialize))]
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
@@ -336,6 +469,11 @@ impl Default for Config {
                 max_sessions: 10_000,
                 header_read_timeout: Duration::from_secs(10),
             },
+            public_url: None,
+            ice_servers: Vec::new(),
+            redirects: Vec::new(),
+            api: ApiConfig::default(),
+            log_format: LogFormat::Human,
         }
     }
 }
@@ -364,9 +502,21 @@ impl Config {
         })
     }
 
-    /// Parses TOML text on top of the defaults.
+    /// Parses TOML text on top of the defaults. The error is
+    /// `LINE:COLUMN: message (at `the line`)`, from the parser's span, so it names the
+    /// key (unknown keys are errors in every table).
     pub fn from_toml(text: &str) -> Result<Config, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim().replace('\n', " "))
+        toml::from_str(text).map_err(|e| {
+            let message = e.message().trim().replace('\n', " ");
+            match e.span() {
+                Some(span) => {
+                    let (line, col) = line_col(text, span.start);
+                    let source = text.lines().nth(line - 1).unwrap_or_default().trim();
+                    format!("{line}:{col}: {message} (at `{source}`)")
+                }
+                None => message,
+            }
+        })
     }
 
     /// The number of workers to start: `workers`, or one per core when 0.
@@ -384,68 +534,101 @@ impl Config {
     /// Checks values that would otherwise fail later.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.workers > MAX_WORKERS {
-            return Err(ConfigError::Invalid(format!(
-                "workers = {} is more than the maximum of {MAX_WORKERS}",
-                self.workers
-            )));
+            return Err(ConfigError::value(
+                "workers",
+                format!("{} is more than the maximum of {MAX_WORKERS}", self.workers),
+            ));
         }
         if self.udp.port() != 0 {
             let last = self.udp.port() as usize + self.worker_count() - 1;
             if last > u16::MAX as usize {
-                return Err(ConfigError::Invalid(format!(
-                    "udp port {} + {} workers runs past port 65535",
-                    self.udp.port(),
-                    self.worker_count()
-                )));
+                return Err(ConfigError::value(
+                    "udp",
+                    format!(
+                        "port {} + {} workers runs past port 65535",
+                        self.udp.port(),
+                        self.worker_count()
+                    ),
+                ));
             }
         }
         for ip in &self.public_ips {
             if ip.is_unspecified() || ip.is_multicast() {
-                return Err(ConfigError::Invalid(format!(
-                    "public_ips: {ip} cannot be advertised as an ICE candidate"
-                )));
+                return Err(ConfigError::value(
+                    "public_ips",
+                    format!("{ip} cannot be advertised as an ICE candidate"),
+                ));
             }
         }
         for (n, t) in self.auth.tokens.iter().enumerate() {
             if t.token.is_some() == t.token_file.is_some() {
-                return Err(ConfigError::Invalid(format!(
-                    "auth.tokens[{n}]: give exactly one of token and token_file"
-                )));
+                return Err(ConfigError::value(
+                    format!("auth.tokens[{n}]"),
+                    "give exactly one of token and token_file",
+                ));
             }
         }
         if !self.plain_http && self.https.is_none() {
-            return Err(ConfigError::Invalid(
-                "plain_http = false needs an [https] listener".into(),
+            return Err(ConfigError::value(
+                "plain_http",
+                "false needs an [https] listener",
             ));
         }
         if self.cors_origins.is_empty() {
-            return Err(ConfigError::Invalid(
-                "cors_origins must name at least one origin or \"*\"".into(),
+            return Err(ConfigError::value(
+                "cors_origins",
+                "name at least one origin, or \"*\"",
             ));
         }
         if !self.limits.requests_per_second.is_finite() || self.limits.requests_per_second < 0.0 {
-            return Err(ConfigError::Invalid(
-                "limits.requests_per_second must be 0 or more".into(),
+            return Err(ConfigError::value(
+                "limits.requests_per_second",
+                "must be 0 or more",
             ));
         }
         if self.keyframe_request_interval.is_zero() {
-            return Err(ConfigError::Invalid(
-                "keyframe_request_interval must be more than 0".into(),
+            return Err(ConfigError::value(
+                "keyframe_request_interval",
+                "must be more than 0",
             ));
         }
         let mut names = std::collections::HashSet::new();
-        for e in &self.rtp {
+        for (i, e) in self.rtp.iter().enumerate() {
             if !names.insert(e.stream.as_str()) {
-                return Err(ConfigError::Invalid(format!(
-                    "rtp: stream {:?} is configured twice",
-                    e.stream
-                )));
+                return Err(ConfigError::value(
+                    format!("rtp[{i}].stream"),
+                    format!("stream {:?} is configured twice", e.stream),
+                ));
             }
         }
-        if self.rtp_timeout.is_zero() {
-            return Err(ConfigError::Invalid(
-                "rtp_timeout must be more than 0".into(),
+        if self.api.token.is_some() && self.api.token_file.is_some() {
+            return Err(ConfigError::value(
+                "api.token_file",
+                "give at most one of api.token and api.token_file",
             ));
+        }
+        if let Some(u) = &self.public_url {
+            crate::http::location::check_public_url(u)
+                .map_err(|m| ConfigError::value("public_url", m))?;
+        }
+        crate::http::ice_servers::validate(&self.ice_servers).map_err(
+            |crate::http::ice_servers::IceServerError::Invalid { index, reason }| {
+                ConfigError::value(format!("ice_servers[{index}]"), reason)
+            },
+        )?;
+        crate::http::redirect::validate(&self.redirects)
+            .map_err(|(key, m)| ConfigError::value(key, m))?;
+        if self.api.metrics_token_required
+            && self.api.token.is_none()
+            && self.api.token_file.is_none()
+        {
+            return Err(ConfigError::value(
+                "api.metrics_token_required",
+                "true needs api.token or api.token_file",
+            ));
+        }
+        if self.rtp_timeout.is_zero() {
+            return Err(ConfigError::value("rtp_timeout", "must be more than 0"));
         }
         Ok(())
     }
@@ -560,6 +743,232 @@ max_sessions = 100
         assert!(e.contains("publsh"), "{e}");
         let both = Config::from_toml("[[auth.tokens]]\n").unwrap();
         assert!(both.validate().is_err(), "a token entry needs a value");
+    }
+
+    #[test]
+    fn invalid_values_name_the_key_and_its_position_in_the_file() {
+        let dir = std::env::temp_dir().join(format!("wishd-cfg-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("w.toml");
+        let cases = [
+            ("http = \"127.0.0.1:1\"\nworkers = 65\n", "workers", 2, 1),
+            (
+                "[limits]\nburst = 3\n  requests_per_second = -1\n",
+                "limits.requests_per_second",
+                3,
+                3,
+            ),
+            (
+                "[[auth.tokens]]\ntoken = \"abcdefgh\"\n[[auth.tokens]]\nstreams = [\"x\"]\n",
+                "auth.tokens[1]",
+                3,
+                1,
+            ),
+            (
+                "[api]\nmetrics_token_required = true\n",
+                "api.metrics_token_required",
+                2,
+                1,
+            ),
+        ];
+        for (text, key, line, col) in cases {
+            std::fs::write(&path, text).unwrap();
+            let c = Config::from_file(&path).unwrap();
+            let e = c.validate().unwrap_err().locate(&path).to_string();
+            let want = format!("{}:{line}:{col}: {key}: ", path.display());
+            assert!(e.starts_with(&want), "{e:?} should start with {want:?}");
+        }
+        // A value that did not come from the file keeps no position.
+        let e = Config {
+            workers: 99,
+            ..Config::default()
+        }
+        .validate()
+        .unwrap_err()
+        .locate(&path)
+        .to_string();
+        assert!(e.starts_with("invalid configuration: workers: "), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn parse_errors_give_line_column_and_the_line() {
+        let e = Config::from_toml("http = \"127.0.0.1:9000\"\nworkers = \"many\"\n").unwrap_err();
+        assert!(e.starts_with("2:11: "), "{e}");
+        assert!(e.contains("workers = \"many\""), "{e}");
+        for (text, key, line) in [
+            ("[limits]\nburts = 3\n", "burts", 2),
+            ("[api]\ntokn = \"x\"\n", "tokn", 2),
+            (
+                "[https]\naddr = \"0.0.0.0:1\"\ncert = \"c\"\nkey = \"k\"\nalpn = 1\n",
+                "alpn",
+                5,
+            ),
+            ("[auth.jwt]\nsecret = \"s\"\nleway = \"1s\"\n", "leway", 3),
+            (
+                "[[rtp]]\nstream = \"a\"\n[rtp.video]\nport = 5004\npt = 96\nrtpmap = \"VP8/90000\"\nfmt = \"\"\n",
+                "fmt",
+                7,
+            ),
+            (
+                "[[auth.tokens]]\ntoken = \"abcdefgh\"\nstream = [\"a\"]\n",
+                "stream",
+                3,
+            ),
+        ] {
+            let e = Config::from_toml(text).unwrap_err();
+            assert!(e.starts_with(&format!("{line}:")), "{key}: {e}");
+            assert!(e.contains(&format!("unknown field `{key}`")), "{e}");
+        }
+    }
+
+    const EXAMPLE: &str = include_str!("../wishd.example.toml");
+
+    /// The example with its optional settings switched on: `# key = ...` and
+    /// `# [table]` lines lose their `# `; prose comments stay.
+    fn uncomment(text: &str) -> String {
+        text.lines()
+            .map(|l| {
+                let rest = l.strip_prefix("# ").unwrap_or("");
+                let key = rest.split('=').next().unwrap_or("").trim();
+                let setting = rest.starts_with('[')
+                    || (rest.contains('=')
+                        && !key.is_empty()
+                        && key
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.'));
+                if setting { rest } else { l }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Every key path in a TOML value (arrays of tables without indices).
+    fn keys(v: &toml::Value, prefix: &str, out: &mut std::collections::BTreeSet<String>) {
+        let toml::Value::Table(t) = v else {
+            return;
+        };
+        for (k, v) in t {
+            let path = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            out.insert(path.clone());
+            match v {
+                toml::Value::Table(_) => keys(v, &path, out),
+                toml::Value::Array(a) => a.iter().for_each(|e| keys(e, &path, out)),
+                _ => {}
+            }
+        }
+    }
+
+    /// A configuration with every optional part present. Written out field by field
+    /// (no `..Default::default()`), so a new field does not compile until it is here,
+    /// and then the test below wants it in the example file.
+    fn maximal() -> Config {
+        let d = Config::default();
+        let medium = RtpMediumEntry {
+            port: 5004,
+            pt: 96,
+            rtpmap: "H264/90000".into(),
+            fmtp: String::new(),
+        };
+        Config {
+            http: d.http,
+            udp: d.udp,
+            public_ips: vec!["203.0.113.7".parse().unwrap()],
+            workers: d.workers,
+            publisher_grace: d.publisher_grace,
+            ice_timeout: d.ice_timeout,
+            connect_timeout: d.connect_timeout,
+            keyframe_request_interval: d.keyframe_request_interval,
+            retry_after_secs: d.retry_after_secs,
+            rtp: vec![RtpEntry {
+                stream: "cam".into(),
+                sdp: Some("cam.sdp".into()),
+                bind: Some("127.0.0.1".parse().unwrap()),
+                multicast_group: Some("239.1.1.1".parse().unwrap()),
+                multicast_interface: Some("192.0.2.5".parse().unwrap()),
+                allowed_sender: Some("192.0.2.10".parse().unwrap()),
+                video: Some(medium.clone()),
+                audio: Some(medium),
+            }],
+            rtp_timeout: d.rtp_timeout,
+            auth: AuthConfig {
+                publish: d.auth.publish,
+                play: d.auth.play,
+                query_token: d.auth.query_token,
+                tokens: vec![StaticTokenConfig {
+                    token: Some(Secret::new("t")),
+                    token_file: Some("t".into()),
+                    streams: all_streams(),
+                    actions: all_actions(),
+                }],
+                jwt: Some(JwtConfig {
+                    secret: Some(Secret::new("s")),
+                    secret_file: Some("s".into()),
+                    public_key_file: Some("k".into()),
+                    algorithm: Some("ES256".into()),
+                    issuer: Some("i".into()),
+                    audience: Some("a".into()),
+                    leeway: default_leeway(),
+                }),
+            },
+            cors_origins: d.cors_origins,
+            https: Some(HttpsConfig {
+                addr: "0.0.0.0:8443".parse().unwrap(),
+                cert: "c".into(),
+                key: "k".into(),
+            }),
+            plain_http: d.plain_http,
+            limits: d.limits,
+            api: ApiConfig {
+                token: Some(Secret::new("t")),
+                token_file: Some("t".into()),
+                metrics_token_required: false,
+            },
+            log_format: d.log_format,
+            public_url: Some("https://media.example.com".into()),
+            ice_servers: vec![crate::http::ice_servers::IceServerConfig {
+                urls: vec!["turn:t.example".into()],
+                username: Some("u".into()),
+                credential: Some(Secret::new("c")),
+                static_auth_secret: Some(Secret::new("s")),
+                static_auth_secret_file: Some("s".into()),
+                ttl: crate::http::ice_servers::DEFAULT_TTL,
+            }],
+            redirects: vec![crate::http::redirect::RedirectConfig {
+                stream: "eu-*".into(),
+                kind: crate::http::redirect::RedirectKind::Both,
+                to: "https://eu.example.com/{kind}/{stream}".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn the_example_file_sets_every_key_to_its_default() {
+        let c = Config::from_toml(EXAMPLE).expect("wishd.example.toml parses");
+        assert_eq!(c, Config::default(), "the example documents the defaults");
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn the_example_file_names_every_key() {
+        let full = uncomment(EXAMPLE);
+        // Every key written there is a real key (unknown keys are errors)...
+        Config::from_toml(&full).expect("the example with its optional settings parses");
+        let mut written = std::collections::BTreeSet::new();
+        keys(&toml::from_str(&full).unwrap(), "", &mut written);
+        // ...and every key of the configuration is written there.
+        let mut all = std::collections::BTreeSet::new();
+        keys(&toml::Value::try_from(maximal()).unwrap(), "", &mut all);
+        let missing: Vec<&String> = all.difference(&written).collect();
+        assert!(
+            missing.is_empty(),
+            "keys missing from wishd.example.toml: {missing:?}"
+        );
+        assert!(all.len() > 50, "the walk found the keys: {all:?}");
     }
 
     #[test]

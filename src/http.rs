@@ -7,9 +7,16 @@
 //! | POST | `/whep/{stream}` | create a viewer session from an SDP offer → 201 |
 //! | PATCH | the session URL | trickle ICE → 204, ICE restart → 200 (RFC 9725 §4.3) |
 //! | DELETE | `/whip/{stream}/{session}`, `/whep/{stream}/{session}` | end the session → 200 |
-//! | OPTIONS | any of the above | CORS preflight / discovery → 204 |
+//! | GET, HEAD | endpoint or session | empty 200 (RFC 9725 §4.1; WHEP discoverability: `Content-Type: application/sdp`) |
+//! | OPTIONS | any of the above | CORS preflight / discovery → 200 with `Accept-Post` (endpoint) or `Accept-Patch` (session), `Allow`; ICE servers when authorised |
+//! | GET, DELETE | `/api/…`, `/metrics`, `/healthz`, `/readyz` | answered by [`crate::api`] |
 //!
-//! Every error answer has a one-line `text/plain` reason in its body and is logged once.
+//! Other methods get 405 with `Allow`. A POST whose stream matches a `[[redirects]]`
+//! rule gets 307 ([`redirect`]). A 201 carries an absolute `Location` ([`location`])
+//! and the ICE servers as `Link` headers ([`ice_servers`]).
+//!
+//! Every error answer is an RFC 9457 `application/problem+json` body whose `detail` is
+//! a one-line reason ([`problem`]), and is logged once.
 //!
 //! Before a handler runs: POST/PATCH/DELETE pass the per-address rate limit (429); a
 //! POST is authorized by [`crate::auth`] for its action and stream (401/403/400 per
@@ -36,6 +43,19 @@ use crate::registry::{RegistryError, SessionId, SessionKind};
 use crate::sdp::SdpError;
 use crate::sdp::frag::{MAX_FRAG, parse_fragment};
 
+pub mod ice_servers;
+pub mod location;
+pub mod problem;
+pub mod redirect;
+
+use ice_servers::IceServers;
+use redirect::RedirectConfig;
+
+/// Methods of a WHIP/WHEP endpoint (the `Allow` of its 405 and OPTIONS).
+const ENDPOINT_ALLOW: &str = "POST, OPTIONS, GET, HEAD";
+/// Methods of a session resource.
+const SESSION_ALLOW: &str = "PATCH, DELETE, OPTIONS, GET, HEAD";
+
 /// Largest request body accepted (an SDP offer is a few KiB).
 pub const MAX_BODY: usize = 64 * 1024;
 
@@ -59,6 +79,14 @@ pub struct AppState {
     pub limiter: RateLimiter,
     /// Cap on sessions (0: none).
     pub max_sessions: usize,
+    /// STUN/TURN servers for clients (`Link: rel="ice-server"`).
+    pub ice_servers: IceServers,
+    /// 307 rules for session creation.
+    pub redirects: Vec<RedirectConfig>,
+    /// The configured base of absolute session URLs.
+    pub public_url: Option<String>,
+    /// The operator's API, metrics and readiness ([`crate::api`]).
+    pub ops: Arc<crate::api::Ops>,
 }
 
 /// A refused request: a status plus a one-line reason.
@@ -100,6 +128,9 @@ pub enum ApiError {
     /// The session cap is reached.
     #[error("the server has as many sessions as it may hold")]
     TooManySessions,
+    /// `/readyz`: a listener or worker is not running (the reason says which).
+    #[error("not ready: {0}")]
+    NotReady(String),
 }
 
 impl ApiError {
@@ -121,7 +152,7 @@ impl ApiError {
                 AuthError::InsufficientScope { .. } => StatusCode::FORBIDDEN,
             },
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::TooManySessions => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManySessions | ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Media(e) => match e {
                 MediaError::Sdp(SdpError::Malformed(_)) => StatusCode::BAD_REQUEST,
                 MediaError::Sdp(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -139,8 +170,7 @@ impl ApiError {
 
     fn into_response(self, state: &AppState) -> Response<Body> {
         let status = self.status();
-        let reason = self.to_string().replace(['\r', '\n'], " ");
-        let mut resp = text(status, &reason);
+        let mut resp = problem::response(status, &self.to_string());
         let h = resp.headers_mut();
         match &self {
             ApiError::MethodNotAllowed(allow) => {
@@ -257,9 +287,13 @@ pub async fn handle(
             wait.as_secs_f64().ceil().max(1.0) as u64,
         )),
     };
+    let mut auth_failure = None;
     let mut resp = match result {
         Ok(r) => r,
         Err(e) => {
+            if let ApiError::Auth(a) = &e {
+                auth_failure = Some(a.clone());
+            }
             let status = e.status();
             if status.is_server_error() {
                 warn!(%method, %path, status = status.as_u16(), "{e}");
@@ -275,12 +309,15 @@ pub async fn handle(
         &state.cors_origins,
         preflight,
     );
+    state
+        .ops
+        .observe(&path, resp.status(), auth_failure.as_ref());
     Ok(resp)
 }
 
 /// The bearer token of a request: from `Authorization`, else (when enabled) from a
 /// `?token=` query parameter. A malformed or repeated header is an error.
-fn request_token<'r>(
+pub(crate) fn request_token<'r>(
     state: &AppState,
     req: &'r Request<Incoming>,
 ) -> Result<Option<std::borrow::Cow<'r, str>>, ApiError> {
@@ -346,13 +383,24 @@ fn authorize_session(
 }
 
 async fn dispatch(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    if let Some(answer) = crate::api::dispatch(state, &req).await {
+        return answer;
+    }
     let path = req.uri().path().to_owned();
+    if let Some(page) = crate::web::respond(req.method(), &path, req.headers()) {
+        return page.map_err(ApiError::MethodNotAllowed);
+    }
     let route = route(&path).ok_or(ApiError::NotFound)?;
     match route {
         Route::Endpoint(kind, stream) => {
             check_stream(stream)?;
             match *req.method() {
                 Method::POST => {
+                    if let Some(to) = redirect::target(&state.redirects, kind, stream) {
+                        info!(stream, kind = kind.path_segment(), to, "redirected");
+                        return Ok(redirect_response(&to));
+                    }
+                    let base = location::base(&req, state.public_url.as_deref());
                     let grant = {
                         let token = request_token(state, &req)?;
                         state
@@ -371,10 +419,32 @@ async fn dispatch(state: &AppState, req: Request<Incoming>) -> Result<Response<B
                         SessionKind::Viewer => state.media.play(stream, &offer, grant).await?,
                     };
                     info!(stream, session = %created.id, kind = kind.path_segment(), "session created");
-                    Ok(created_response(kind, stream, created))
+                    let mut r = created_response(&base, kind, stream, created);
+                    add_ice_servers(state, r.headers_mut());
+                    Ok(r)
                 }
-                Method::OPTIONS => Ok(options_response()),
-                _ => Err(ApiError::MethodNotAllowed("POST, OPTIONS")),
+                Method::OPTIONS => {
+                    let mut r = options_response(ENDPOINT_ALLOW);
+                    r.headers_mut()
+                        .insert("accept-post", HeaderValue::from_static("application/sdp"));
+                    // ICE servers (TURN credentials) only for a client that may use the
+                    // endpoint, and never on a CORS preflight (RFC 9725 §4.6).
+                    let preflight = req
+                        .headers()
+                        .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+                    if !preflight
+                        && let Ok(token) = request_token(state, &req)
+                        && state
+                            .auth
+                            .authorize(action_of(kind), stream, token.as_deref())
+                            .is_ok()
+                    {
+                        add_ice_servers(state, r.headers_mut());
+                    }
+                    Ok(r)
+                }
+                Method::GET | Method::HEAD => Ok(discovery_response()),
+                _ => Err(ApiError::MethodNotAllowed(ENDPOINT_ALLOW)),
             }
         }
         Route::Session(kind, stream, id) => {
@@ -391,8 +461,17 @@ async fn dispatch(state: &AppState, req: Request<Incoming>) -> Result<Response<B
                     authorize_session(state, &req, id, kind, stream)?;
                     patch(state, req, kind, stream, id).await
                 }
-                Method::OPTIONS => Ok(options_response()),
-                _ => Err(ApiError::MethodNotAllowed("PATCH, DELETE, OPTIONS")),
+                Method::GET | Method::HEAD => {
+                    authorize_session(state, &req, id, kind, stream)?;
+                    Ok(empty(StatusCode::OK))
+                }
+                Method::OPTIONS => {
+                    let mut r = options_response(SESSION_ALLOW);
+                    r.headers_mut()
+                        .insert("accept-patch", HeaderValue::from_static(SDPFRAG));
+                    Ok(r)
+                }
+                _ => Err(ApiError::MethodNotAllowed(SESSION_ALLOW)),
             }
         }
     }
@@ -502,7 +581,12 @@ fn has_content_type(headers: &HeaderMap, want: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn created_response(kind: SessionKind, stream: &str, created: Created) -> Response<Body> {
+fn created_response(
+    base: &str,
+    kind: SessionKind,
+    stream: &str,
+    created: Created,
+) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(created.answer)));
     *r.status_mut() = StatusCode::CREATED;
     let h = r.headers_mut();
@@ -510,7 +594,7 @@ fn created_response(kind: SessionKind, stream: &str, created: Created) -> Respon
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/sdp"),
     );
-    let location = format!("/{}/{}/{}", kind.path_segment(), stream, created.id);
+    let location = format!("{base}/{}/{}/{}", kind.path_segment(), stream, created.id);
     if let Ok(v) = HeaderValue::from_str(&location) {
         h.insert(header::LOCATION, v);
     }
@@ -521,12 +605,53 @@ fn created_response(kind: SessionKind, stream: &str, created: Created) -> Respon
     r
 }
 
-fn options_response() -> Response<Body> {
+/// An empty answer with `Content-Length: 0` (GET, HEAD, OPTIONS).
+fn empty(status: StatusCode) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::new()));
-    *r.status_mut() = StatusCode::NO_CONTENT;
+    *r.status_mut() = status;
     r.headers_mut()
-        .insert("accept-post", HeaderValue::from_static("application/sdp"));
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
     r
+}
+
+/// OPTIONS: 200 (RFC 9725 §4.2 names "200 OK") with the resource's methods.
+fn options_response(allow: &'static str) -> Response<Body> {
+    let mut r = empty(StatusCode::OK);
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+/// GET and HEAD on an endpoint: an empty 200 that says what the endpoint takes
+/// (RFC 9725 §4.1; WHEP discoverability, editor's copy §4.2).
+fn discovery_response() -> Response<Body> {
+    let mut r = empty(StatusCode::OK);
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/sdp"),
+    );
+    h.insert("accept-post", HeaderValue::from_static("application/sdp"));
+    r
+}
+
+/// 307 to a configured URL: the client re-POSTs its offer there.
+fn redirect_response(to: &str) -> Response<Body> {
+    let mut r = empty(StatusCode::TEMPORARY_REDIRECT);
+    // Checked at start to be printable ASCII; stream names are URL-safe.
+    if let Ok(v) = HeaderValue::from_str(to) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+fn add_ice_servers(state: &AppState, h: &mut HeaderMap) {
+    if state.ice_servers.is_empty() {
+        return;
+    }
+    for link in state.ice_servers.links(auth::now_secs()) {
+        h.append(header::LINK, link);
+    }
 }
 
 /// CORS per the Fetch standard: an allowed `Origin` gets `Access-Control-Allow-Origin`
@@ -555,7 +680,7 @@ fn add_cors(h: &mut HeaderMap, origin: Option<&HeaderValue>, allowed: &[String],
     if preflight {
         h.insert(
             header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("POST, DELETE, PATCH, OPTIONS"),
+            HeaderValue::from_static("POST, DELETE, PATCH, OPTIONS, GET, HEAD"),
         );
         h.insert(
             header::ACCESS_CONTROL_ALLOW_HEADERS,

@@ -18,12 +18,16 @@
 //! | [`auth`] | bearer tokens: header parsing, static tokens, JWT, stream globs, scopes |
 //! | [`ratelimit`] | per-address token buckets for POST/PATCH/DELETE |
 //! | [`tls`] | HTTPS: rustls config with ALPN, certificate reload, dev certificates |
+//! | [`metrics`] | lock-free counters and histograms, Prometheus text at `/metrics` |
+//! | [`api`] | the operator's JSON API under `/api/`, `/metrics`, `/healthz`, `/readyz` |
 //! | [`client`] | WHIP/WHEP client peers built on str0m, for tests and tools |
+//! | [`web`] | the embedded web pages: index, publish, watch, `<wishd-player>` |
 //!
 //! Panic policy: input from the network never panics the server. Errors are values;
 //! a panic inside one session's str0m call is caught and drops that session only.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod auth;
 pub mod client;
 pub mod config;
@@ -31,8 +35,10 @@ pub mod core;
 pub mod http;
 pub mod ingest;
 pub mod media;
+pub mod metrics;
 pub mod ratelimit;
 pub mod registry;
 pub mod sdp;
 pub mod server;
 pub mod tls;
+pub mod web;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use wishd::auth::{self, Action, MintKey};
-use wishd::config::{Config, HttpsConfig, JwtConfig, Policy, Secret, StaticTokenConfig};
+use wishd::config::{Config, HttpsConfig, JwtConfig, LogFormat, Policy, Secret, StaticTokenConfig};
 use wishd::server::Server;
 
 /// wishd: a WebRTC media server. Publishers push with WHIP, viewers pull with WHEP.
@@ -95,6 +95,19 @@ struct Cli {
     /// Serve HTTPS only: no plain-HTTP listener (needs --https).
     #[arg(long)]
     no_http: bool,
+    /// Admin token of the JSON API under /api/ (at least 16 characters). Without one
+    /// the admin routes answer 404.
+    #[arg(
+        long = "api-token",
+        env = "WISHD_API_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    api_token: Option<String>,
+    /// Log line format: human (default) or json (one object per line, with the
+    /// session's stream and id).
+    #[arg(long, env = "WISHD_LOG_FORMAT", value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,6 +135,15 @@ enum Command {
     /// Writes ca.pem, ca.key, server.pem (leaf + CA) and server.key into --out. Trust
     /// ca.pem in the browser or OS, then run with
     /// --https 0.0.0.0:8443 --cert DIR/server.pem --key DIR/server.key.
+    /// Validate a configuration file without starting: parse it (unknown keys are
+    /// errors), check every value, read the token, key, certificate and SDP files it
+    /// names. Exit code 0: valid; 2: invalid or unreadable, with the reason (FILE:LINE:
+    /// COLUMN: key: what) on stderr. Flags and WISHD_* variables are not applied.
+    CheckConfig {
+        /// The TOML file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
     Cert {
         /// DNS name or IP address the certificate is for. Repeatable.
         #[arg(long, default_values_t = ["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()])]
@@ -142,6 +164,27 @@ fn parse_action(s: &str) -> Result<Action, String> {
 
 impl Cli {
     fn into_config(self) -> Result<Config, wishd::config::ConfigError> {
+        let file = self.config.clone();
+        let c = self.apply()?;
+        c.validate().map_err(|e| match &file {
+            // The same error from the file alone: the value is the file's, so it is
+            // reported at its line and column there.
+            Some(path)
+                if Config::from_file(path).is_ok_and(|f| {
+                    f.validate()
+                        .is_err_and(|fe| fe.to_string() == e.to_string())
+                }) =>
+            {
+                e.locate(path)
+            }
+            _ => e,
+        })?;
+        Ok(c)
+    }
+
+    /// The file over the defaults, then each flag (or its WISHD_* variable) over the
+    /// file: flags > WISHD_* environment > file > embedded defaults.
+    fn apply(self) -> Result<Config, wishd::config::ConfigError> {
         let mut c = match &self.config {
             Some(path) => Config::from_file(path)?,
             None => Config::default(),
@@ -205,10 +248,16 @@ impl Cli {
         if self.no_http {
             c.plain_http = false;
         }
+        if let Some(f) = self.log_format {
+            c.log_format = f;
+        }
+        if let Some(t) = self.api_token {
+            c.api.token = Some(Secret::new(t));
+            c.api.token_file = None;
+        }
         if self.dev {
             c.open_everything();
         }
-        c.validate()?;
         Ok(c)
     }
 }
@@ -282,6 +331,9 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::CheckConfig { file }) = &cli.command {
+        return check_config(file);
+    }
     if let Some(Command::Token {
         stream,
         action,
@@ -308,18 +360,6 @@ fn main() -> ExitCode {
         };
     }
     let dev = cli.dev;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    if dev {
-        tracing::warn!(
-            "\n!!! --dev: publishing and playing need NO token. Anyone who can reach this \
-             server can publish and watch any stream. Never use --dev on a public network. !!!"
-        );
-    }
     let config = match cli.into_config() {
         Ok(c) => c,
         Err(e) => {
@@ -327,6 +367,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    init_logging(config.log_format);
+    if dev {
+        tracing::warn!(
+            "\n!!! --dev: publishing and playing need NO token. Anyone who can reach this \
+             server can publish and watch any stream. Never use --dev on a public network. !!!"
+        );
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -349,6 +396,40 @@ fn main() -> ExitCode {
         server.shutdown().await;
         ExitCode::SUCCESS
     })
+}
+
+/// `wishd check-config FILE`: 0 when the file is usable, 2 with the reason otherwise.
+fn check_config(file: &std::path::Path) -> ExitCode {
+    let checked = Config::from_file(file)
+        .and_then(|c| c.validate().map(|()| c).map_err(|e| e.locate(file)))
+        .map_err(|e| e.to_string())
+        .and_then(|c| Server::check(&c).map_err(|e| format!("{}: {e}", file.display())));
+    match checked {
+        Ok(()) => {
+            println!("{}: ok", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("wishd check-config: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Human lines by default; with `json`, one object per line carrying the current
+/// span's fields (a session's stream and id) and the event's fields.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    match format {
+        LogFormat::Human => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_env_filter(filter)
+            .init(),
+    }
 }
 
 async fn wait_for_signal() {

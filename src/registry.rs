@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::auth::Grant;
 use crate::core::{KeyframeCache, SourcePacket};
+use crate::metrics::StreamStats;
 use crate::sdp::ChosenCodec;
 
 /// A session's identifier: 128 random bits, shown as 32 hex digits in the session URL.
@@ -96,9 +97,11 @@ pub struct StreamShared {
     pub name: Arc<str>,
     viewer_workers: AtomicU64,
     source_worker: AtomicUsize,
-    /// The keyframe cache of an RTP source (None for WHIP sources, which are asked
-    /// for keyframes instead).
+    /// The keyframe cache of a source that cannot be asked for keyframes: every RTP
+    /// source, and WHIP sources per [`crate::core::KeyframeSource`] (None otherwise).
     keyframe_cache: Mutex<Option<KeyframeCache>>,
+    /// Packet, byte and loss counters and the picture size, for the API.
+    pub stats: StreamStats,
 }
 
 impl StreamShared {
@@ -108,6 +111,7 @@ impl StreamShared {
             viewer_workers: AtomicU64::new(0),
             source_worker: AtomicUsize::new(NO_WORKER),
             keyframe_cache: Mutex::new(None),
+            stats: StreamStats::default(),
         }
     }
 
@@ -123,6 +127,12 @@ impl StreamShared {
         if let Some(c) = self.cache().as_mut() {
             f(c);
         }
+    }
+
+    /// Gives the stream a keyframe cache (or takes it away): set by the worker of a
+    /// WHIP source when the source starts or when it stops answering keyframe requests.
+    pub fn set_keyframe_cache(&self, cache: Option<KeyframeCache>) {
+        *self.cache() = cache;
     }
 
     /// The packets a new viewer starts from (empty when there is no cache or no
@@ -453,6 +463,87 @@ impl Registry {
             publishers,
             viewers: inner.sessions.len() - publishers,
         }
+    }
+}
+
+/// Where a stream's media comes from, as the API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceView {
+    /// A live WHIP publisher.
+    WhipLive(SessionId),
+    /// The WHIP publisher left; viewers wait until the grace period ends.
+    WhipWaiting,
+    /// A configured RTP ingest.
+    Rtp,
+}
+
+/// One stream as the directory knows it.
+#[derive(Debug, Clone)]
+pub struct StreamView {
+    /// Its lock-free state (counters, picture size).
+    pub shared: Arc<StreamShared>,
+    /// Its source.
+    pub source: SourceView,
+    /// Its codecs, one per kind.
+    pub codecs: Vec<ChosenCodec>,
+    /// Viewer sessions.
+    pub viewers: usize,
+}
+
+/// What [`Registry::stop_stream`] leaves to be done by the workers.
+#[derive(Debug, Clone)]
+pub struct StoppedStream {
+    /// The live publisher to end, if any.
+    pub publisher: Option<SessionInfo>,
+    /// Workers holding viewers of the stream.
+    pub viewer_workers: u64,
+}
+
+impl Registry {
+    fn view(e: &StreamEntry) -> StreamView {
+        StreamView {
+            shared: e.shared.clone(),
+            source: match e.source {
+                SourceState::Live(id) => SourceView::WhipLive(id),
+                SourceState::Gone { .. } => SourceView::WhipWaiting,
+                SourceState::Rtp => SourceView::Rtp,
+            },
+            codecs: e.codecs.clone(),
+            viewers: e.viewers,
+        }
+    }
+
+    /// Every stream, sorted by name.
+    pub fn streams(&self) -> Vec<StreamView> {
+        let inner = self.lock();
+        let mut out: Vec<StreamView> = inner.streams.values().map(Self::view).collect();
+        out.sort_by(|a, b| a.shared.name.cmp(&b.shared.name));
+        out
+    }
+
+    /// One stream.
+    pub fn stream(&self, name: &str) -> Option<StreamView> {
+        self.lock().streams.get(name).map(Self::view)
+    }
+
+    /// Stops a stream now (operator's API): a WHIP stream is forgotten at once, with
+    /// no grace period; a configured RTP ingest stays (its listener is configuration)
+    /// but loses its viewers. The caller ends the returned publisher and viewers.
+    pub fn stop_stream(&self, name: &str) -> Option<StoppedStream> {
+        let mut inner = self.lock();
+        let entry = inner.streams.get(name)?;
+        let viewer_workers = entry.shared.viewer_workers();
+        let publisher = match entry.source {
+            SourceState::Live(id) => inner.sessions.get(&id).cloned(),
+            _ => None,
+        };
+        if !matches!(entry.source, SourceState::Rtp) {
+            inner.streams.remove(name);
+        }
+        Some(StoppedStream {
+            publisher,
+            viewer_workers,
+        })
     }
 }
 

@@ -18,11 +18,13 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
+use crate::api::{Ops, OpsSetupError};
 use crate::auth::{Action, AuthSetupError, Authenticator};
 use crate::config::{Config, ConfigError, Policy, Secret, StaticTokenConfig};
 use crate::http::{self, AppState};
 use crate::ingest::{self, RtpIngest};
 use crate::media::{Media, MediaCounters, WorkerStats};
+use crate::metrics::EndReason;
 use crate::ratelimit::RateLimiter;
 use crate::registry::{Registry, RegistryCounts};
 use crate::tls::{self, CertResolver, TlsError};
@@ -47,6 +49,9 @@ pub enum StartError {
     /// The HTTPS certificate or key cannot be used.
     #[error("HTTPS: {0}")]
     Tls(#[from] TlsError),
+    /// The `[api]` settings cannot be used.
+    #[error(transparent)]
+    Ops(#[from] OpsSetupError),
     /// A socket could not be bound.
     #[error("cannot bind {what} {addr}: {source}")]
     Bind {
@@ -72,6 +77,7 @@ pub struct Server {
     rtp: Vec<RtpIngest>,
     generated_token: Option<String>,
     play_credentials: bool,
+    ops: Arc<Ops>,
 }
 
 /// Everything a leak check needs, summed over the workers.
@@ -94,6 +100,23 @@ pub struct ServerStats {
 }
 
 impl Server {
+    /// Everything [`Server::start`] checks before it binds a socket: values, token
+    /// and key files, the `[api]` token, RTP ingest entries (their SDP files) and the
+    /// HTTPS certificate and key. For `wishd check-config`.
+    pub fn check(config: &Config) -> Result<(), StartError> {
+        config.validate()?;
+        let read = |p: &std::path::Path| std::fs::read(p);
+        Authenticator::new(&config.auth, &read)?;
+        Ops::new(&config.api, Vec::new(), &read)?;
+        for entry in &config.rtp {
+            ingest::resolve(entry).map_err(StartError::Rtp)?;
+        }
+        if let Some(h) = &config.https {
+            CertResolver::load(&h.cert, &h.key)?;
+        }
+        Ok(())
+    }
+
     /// Binds everything and starts serving on the current tokio runtime.
     pub async fn start(mut config: Config) -> Result<Server, StartError> {
         config.validate()?;
@@ -183,6 +206,9 @@ impl Server {
             rtp.push(handle);
             rtp_tasks.push(task);
         }
+        let ice_servers = http::ice_servers::IceServers::new(&config.ice_servers, &read)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let ops = Arc::new(Ops::new(&config.api, rtp.clone(), &read)?);
         let state = Arc::new(AppState {
             media: media.clone(),
             retry_after_secs: config.retry_after_secs,
@@ -190,6 +216,10 @@ impl Server {
             cors_origins: config.cors_origins.clone(),
             limiter: RateLimiter::new(config.limits.requests_per_second, config.limits.burst),
             max_sessions: config.limits.max_sessions,
+            ice_servers,
+            redirects: config.redirects.clone(),
+            public_url: config.public_url.clone(),
+            ops: ops.clone(),
         });
         let header_timeout = config.limits.header_read_timeout;
         let play_credentials = state.auth.has_credentials_for(Action::Play);
@@ -207,6 +237,10 @@ impl Server {
                     None,
                     stop.subscribe(),
                 )));
+                if let Some(t) = tasks.last() {
+                    ops.readiness
+                        .watch(format!("HTTP listener {addr}"), t.abort_handle());
+                }
                 Some(addr)
             }
             None => None,
@@ -220,6 +254,10 @@ impl Server {
                     Some(acceptor),
                     stop.subscribe(),
                 )));
+                if let Some(t) = tasks.last() {
+                    ops.readiness
+                        .watch(format!("HTTPS listener {addr}"), t.abort_handle());
+                }
                 use tokio::signal::unix::{SignalKind, signal};
                 match signal(SignalKind::hangup()) {
                     Ok(hup) => tasks.push(tokio::spawn(reload_on_sighup(
@@ -233,6 +271,15 @@ impl Server {
             }
             None => (None, None),
         };
+        for (w, t) in media.workers().iter().zip(&workers) {
+            let what = format!("media worker {} (UDP {})", w.index, w.bound);
+            ops.readiness.watch(what, t.abort_handle());
+        }
+        for (r, t) in rtp.iter().zip(&rtp_tasks) {
+            let what = format!("RTP ingest {} ({:?})", r.stream, r.bound);
+            ops.readiness.watch(what, t.abort_handle());
+        }
+        ops.readiness.set_started();
         tasks.extend(rtp_tasks);
         let server = Server {
             http_addr,
@@ -246,6 +293,7 @@ impl Server {
             rtp,
             generated_token,
             play_credentials,
+            ops,
         };
         server.log_banner(&config);
         Ok(server)
@@ -371,6 +419,11 @@ impl Server {
         self.media.counters()
     }
 
+    /// The operator's state: HTTP counters, readiness.
+    pub fn ops(&self) -> &Arc<Ops> {
+        &self.ops
+    }
+
     /// The stream and session directory.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
@@ -406,6 +459,7 @@ impl Server {
     /// Stops accepting, closes every session, and returns within about 5 s.
     pub async fn shutdown(self) {
         info!("shutting down");
+        self.ops.readiness.set_stopping();
         let _ = self.stop.send(true);
         let media = self.media.clone();
         let work = async move {
@@ -450,7 +504,13 @@ async fn accept_loop(
                 let _ = stream.set_nodelay(true);
                 let state = state.clone();
                 let ip = peer.ip();
-                let svc = service_fn(move |req| http::handle(state.clone(), ip, req));
+                let https = tls.is_some();
+                let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    if https {
+                        req.extensions_mut().insert(http::location::Https);
+                    }
+                    http::handle(state.clone(), ip, req)
+                });
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
                 match tls.clone() {
@@ -522,7 +582,7 @@ async fn grace_clock(registry: Arc<Registry>, media: Arc<Media>, mut stop: watch
             _ = tick.tick() => {
                 for (stream, mask) in registry.expire(Instant::now()) {
                     info!(%stream, "grace period over: stream ended");
-                    media.broadcast_end(stream, mask);
+                    media.broadcast_end(stream, mask, EndReason::PublisherGone);
                 }
             }
         }

@@ -72,6 +72,7 @@ async fn no_token_is_401_with_a_bare_bearer_challenge() {
     let r = post_with(&format!("{}/whip/s", server.base_url()), None).await;
     assert_eq!(r.status, 401, "{}", r.text());
     assert_eq!(challenge(&r), "Bearer realm=\"wishd\"");
+    assert!(common::problem_detail(&r).contains("token"));
     assert_eq!(server.registry().counts().publishers, 0);
     server.shutdown().await;
 }
@@ -91,6 +92,7 @@ async fn malformed_authorization_is_400_invalid_request() {
         .unwrap();
         assert_eq!(r.status, 400, "{bad}: {}", r.text());
         assert!(challenge(&r).contains("error=\"invalid_request\""));
+        assert!(common::problem_detail(&r).contains("Authorization"));
     }
     server.shutdown().await;
 }
@@ -104,6 +106,7 @@ async fn expect_invalid_token(server: &Server, token: &str) {
         challenge(&r)
     );
     assert!(!r.text().contains(token));
+    assert!(common::problem_detail(&r).starts_with("invalid token"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,6 +212,7 @@ async fn wrong_stream_and_wrong_action_are_403_insufficient_scope() {
     let r = post_with(&format!("{base}/whip/s"), Some(&other_stream)).await;
     assert_eq!(r.status, 403, "{}", r.text());
     assert!(challenge(&r).contains("error=\"insufficient_scope\""));
+    assert!(common::problem_detail(&r).contains("does not allow publish"));
     let play_only = jwt(&["s"], &[Action::Play], now, 60);
     let r = post_with(&format!("{base}/whip/s"), Some(&play_only)).await;
     assert_eq!(r.status, 403, "{}", r.text());
@@ -283,7 +287,8 @@ async fn delete_needs_the_creating_rights_not_another_streams_token() {
     let theirs = jwt(&["b"], &[Action::Publish], now, 600);
     let r = post_with(&format!("{base}/whip/a"), Some(&mine)).await;
     assert_eq!(r.status, 201, "{}", r.text());
-    let url = format!("{base}{}", r.header("location").unwrap());
+    let url = r.header("location").unwrap().to_owned();
+    assert!(url.starts_with(&format!("{base}/whip/a/")), "{url}");
     let del = |auth: Option<String>| {
         let url = url.clone();
         async move {

@@ -100,10 +100,10 @@ async fn tls_request(
     Ok((version, status))
 }
 
-/// A plain-TCP front that opens a TLS connection to wishd for every connection it
-/// accepts, so the HTTP-only test client signals over HTTPS end to end.
-async fn tls_front(server: &Server, ca_dir: &Path) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// A plain-TCP front on `listener` that opens a TLS connection to wishd for every
+/// connection it accepts, so the HTTP-only test client signals over HTTPS end to end.
+/// wishd sees TLS, so its `public_url` must name the front for `Location` to lead back.
+async fn tls_front(listener: TcpListener, server: &Server, ca_dir: &Path) -> String {
     let local = listener.local_addr().unwrap();
     let target = server.https_addr().unwrap();
     let connector = connector(ca_dir, b"http/1.1");
@@ -132,11 +132,11 @@ async fn https_speaks_http11_and_h2_by_alpn_next_to_plain_http() {
     let (v, status) = tls_request(&server, &dir, b"h2", "OPTIONS", "/whip/s")
         .await
         .unwrap();
-    assert_eq!((v, status), (hyper::Version::HTTP_2, 204));
+    assert_eq!((v, status), (hyper::Version::HTTP_2, 200));
     let (v, status) = tls_request(&server, &dir, b"http/1.1", "OPTIONS", "/whep/s")
         .await
         .unwrap();
-    assert_eq!((v, status), (hyper::Version::HTTP_11, 204));
+    assert_eq!((v, status), (hyper::Version::HTTP_11, 200));
     // The plain listener is still there.
     let r = wishd::client::http_request(
         "OPTIONS",
@@ -146,7 +146,7 @@ async fn https_speaks_http11_and_h2_by_alpn_next_to_plain_http() {
     )
     .await
     .unwrap();
-    assert_eq!(r.status, 204);
+    assert_eq!(r.status, 200);
     // A client that does not trust the dev CA fails the handshake.
     let other = cert_dir("untrusted");
     assert!(
@@ -165,8 +165,11 @@ async fn whip_publish_and_whep_view_over_https() {
         cert: dir.join("server.pem"),
         key: dir.join("server.key"),
     };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let front_url = format!("http://{}", listener.local_addr().unwrap());
     let server = common::start_with(|c| {
         c.https = Some(https);
+        c.public_url = Some(front_url.clone());
         c.auth.publish = Policy::Token;
         c.auth.tokens.push(StaticTokenConfig {
             token: Some(Secret::new("https-stream-key")),
@@ -176,7 +179,7 @@ async fn whip_publish_and_whep_view_over_https() {
         });
     })
     .await;
-    let front = tls_front(&server, &dir).await;
+    let front = tls_front(listener, &server, &dir).await;
     let refused =
         match WhipPublisher::connect(&format!("{front}/whip/s"), PublisherOptions::default()).await
         {
@@ -229,9 +232,35 @@ async fn plain_http_can_be_turned_off() {
     let (v, status) = tls_request(&server, &dir, b"h2", "OPTIONS", "/whip/s")
         .await
         .unwrap();
-    assert_eq!((v, status), (hyper::Version::HTTP_2, 204));
+    assert_eq!((v, status), (hyper::Version::HTTP_2, 200));
     // The stats count one accept loop fewer: grace clock, HTTPS, SIGHUP, workers.
     let stats = server.stats().await;
     assert_eq!(stats.server_tasks, 3 + server.udp_addrs().len());
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_str0m_peers_signal_over_https_and_location_says_https() {
+    let dir = cert_dir("peers");
+    let server = start_https(&dir).await;
+    let ca = std::fs::read(dir.join("ca.pem")).unwrap();
+    wishd::client::trust_ca_pem(&ca).unwrap();
+    let base = format!("https://localhost:{}", server.https_addr().unwrap().port());
+    let p = WhipPublisher::connect(&format!("{base}/whip/tls"), PublisherOptions::default())
+        .await
+        .expect("publish over HTTPS");
+    assert!(
+        p.location().starts_with(&format!("{base}/whip/tls/")),
+        "Location names the HTTPS listener: {}",
+        p.location()
+    );
+    let v = WhepViewer::connect(&format!("{base}/whep/tls"), ViewerOptions::default())
+        .await
+        .expect("play over HTTPS");
+    v.wait_for(common::CONNECT, |pk| pk.len() >= 10)
+        .await
+        .expect("media flows");
+    assert_eq!(v.delete().await.unwrap(), 200);
+    assert_eq!(p.delete().await.unwrap(), 200);
     server.shutdown().await;
 }

@@ -71,8 +71,10 @@ async fn patch_without_if_match_is_428_and_with_a_stale_one_412() {
     let frag = "a=end-of-candidates\r\n";
     let r = patch(&loc, &[FRAG], frag).await;
     assert_eq!(r.status, 428);
+    assert!(common::problem_detail(&r).contains("If-Match is required"));
     let r = patch(&loc, &[FRAG, ("if-match", "\"nope\"")], frag).await;
     assert_eq!(r.status, 412);
+    assert!(common::problem_detail(&r).contains("does not match"));
     server.shutdown().await;
 }
 
@@ -93,6 +95,7 @@ async fn patch_with_another_media_type_is_415_with_accept_patch() {
         r.header("accept-patch"),
         Some("application/trickle-ice-sdpfrag")
     );
+    assert!(common::problem_detail(&r).contains("trickle-ice-sdpfrag"));
     server.shutdown().await;
 }
 
@@ -101,6 +104,7 @@ async fn malformed_fragment_is_400() {
     let (server, p, loc) = session().await;
     let r = patch(&loc, &[FRAG, ("if-match", p.etag().unwrap())], "zzz").await;
     assert_eq!(r.status, 400, "{}", r.text());
+    assert!(common::problem_detail(&r).contains("malformed"));
     server.shutdown().await;
 }
 

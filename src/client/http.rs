@@ -1,4 +1,6 @@
-//! Minimal HTTP/1.1 client: one request per connection, whole body in and out.
+//! Minimal HTTP/1.1 client: one request per connection, whole body in and out, over
+//! TCP or TLS (rustls with the system's CA bundle plus any CA added with
+//! [`trust_ca_pem`]).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -33,10 +35,64 @@ impl HttpResponse {
     }
 }
 
-/// Sends one HTTP/1.1 request to an `http://` URL and reads the whole response.
+/// CA bundles tried for `https://`, first found wins (Debian/Ubuntu, Fedora/RHEL,
+/// openSUSE, Alpine).
+const SYSTEM_CA_FILES: [&str; 4] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+
+static EXTRA_CAS: std::sync::Mutex<Vec<rustls::pki_types::CertificateDer<'static>>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Trusts the certificates of a PEM file (a private or development CA) for
+/// `https://` requests from now on, in this process.
+pub fn trust_ca_pem(pem: &[u8]) -> Result<usize, ClientError> {
+    use rustls::pki_types::pem::PemObject;
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| ClientError::Http(format!("CA file: {e}")))?;
+    if certs.is_empty() {
+        return Err(ClientError::Http("CA file holds no certificate".into()));
+    }
+    let n = certs.len();
+    EXTRA_CAS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .extend(certs);
+    Ok(n)
+}
+
+fn tls_connector() -> Result<tokio_rustls::TlsConnector, ClientError> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(bundle) = SYSTEM_CA_FILES.iter().find_map(|p| std::fs::read(p).ok()) {
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&bundle).flatten() {
+            let _ = roots.add(cert);
+        }
+    }
+    for cert in EXTRA_CAS.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        let _ = roots.add(cert.clone());
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Http(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        config,
+    )))
+}
+
+/// Sends one HTTP/1.1 request to an `http://` or `https://` URL and reads the whole
+/// response.
 ///
 /// `headers` are added as given; `Host` is set from the URL. A `Content-Length`
-/// is always sent (0 for an empty body). There is no TLS, redirect following or
+/// is always sent (0 for an empty body). There is no redirect following or
 /// connection reuse: this is a test tool. Gives up after 10 seconds.
 pub async fn http_request(
     method: &str,
@@ -52,6 +108,32 @@ pub async fn http_request(
     .map_err(|_| ClientError::Timeout("HTTP response"))?
 }
 
+/// Like [`http_request`], but a `429 Too Many Requests` with a `Retry-After` of at
+/// most 5 seconds is waited out and the request sent again (up to 5 times): servers
+/// rate-limit POST/PATCH/DELETE (RFC 9725 §5), and a test client should pace itself.
+pub async fn http_request_patient(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Result<HttpResponse, ClientError> {
+    let mut tries = 0;
+    loop {
+        let r = http_request(method, url, headers, body.clone()).await?;
+        let wait = r
+            .header("retry-after")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|s| *s <= 5);
+        match (r.status, wait) {
+            (429, Some(secs)) if tries < 5 => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_secs(secs.max(1))).await;
+            }
+            _ => return Ok(r),
+        }
+    }
+}
+
 async fn request_inner(
     method: &str,
     url: &str,
@@ -61,23 +143,33 @@ async fn request_inner(
     let uri: hyper::Uri = url
         .parse()
         .map_err(|e| ClientError::Http(format!("bad URL {url:?}: {e}")))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(ClientError::Http(format!("only http:// URLs: {url:?}")));
-    }
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => {
+            return Err(ClientError::Http(format!(
+                "only http:// and https:// URLs: {url:?}"
+            )));
+        }
+    };
     let authority = uri
         .authority()
         .ok_or_else(|| ClientError::Http(format!("no host in {url:?}")))?
         .clone();
-    let port = authority.port_u16().unwrap_or(80);
-    let stream = TcpStream::connect((authority.host().trim_matches(['[', ']']), port)).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| ClientError::Http(format!("handshake: {e}")))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!("http client connection: {e}");
-        }
-    });
+    let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let host = authority.host().trim_matches(['[', ']']).to_owned();
+    let stream = TcpStream::connect((host.as_str(), port)).await?;
+    let mut sender = if tls {
+        let name = rustls::pki_types::ServerName::try_from(host.clone())
+            .map_err(|e| ClientError::Http(format!("bad TLS name {host:?}: {e}")))?;
+        let stream = tls_connector()?
+            .connect(name, stream)
+            .await
+            .map_err(|e| ClientError::Http(format!("TLS: {e}")))?;
+        handshake(stream).await?
+    } else {
+        handshake(stream).await?
+    };
 
     let path = uri
         .path_and_query()
@@ -125,6 +217,23 @@ async fn request_inner(
         headers,
         body,
     })
+}
+
+async fn handshake<S>(
+    stream: S,
+) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, ClientError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| ClientError::Http(format!("handshake: {e}")))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("http client connection: {e}");
+        }
+    });
+    Ok(sender)
 }
 
 /// Resolves a (possibly relative) `Location` against the URL of the request.
@@ -249,7 +358,7 @@ mod tests {
             Err(ClientError::Http(_))
         ));
         assert!(matches!(
-            http_request("GET", "https://127.0.0.1:1/", &[], vec![]).await,
+            http_request("GET", "ftp://127.0.0.1:1/", &[], vec![]).await,
             Err(ClientError::Http(_))
         ));
         // Bind then drop to find a port nobody listens on.

@@ -187,6 +187,8 @@ pub fn video_frame_with(
     match codec {
         VideoCodec::H264 => h264_frame(frame, keyframe, packets, packet_size),
         VideoCodec::Vp8 => vp8_frame(frame, keyframe, packets, packet_size),
+        VideoCodec::Vp9 => vp9_frame(frame, keyframe, packets, packet_size),
+        VideoCodec::Av1 => av1_frame(frame, keyframe, packets, packet_size),
     }
 }
 
@@ -311,6 +313,75 @@ fn vp8_frame(frame: u64, keyframe: bool, packets: u16, size: usize) -> Vec<Gener
     with_marker_bit(out)
 }
 
+fn vp9_frame(frame: u64, keyframe: bool, packets: u16, size: usize) -> Vec<GeneratedPacket> {
+    let count = packets.max(1);
+    let picture_id = (frame & 0x7fff) as u16;
+    let mut out = Vec::new();
+    for index in 0..count {
+        // Payload descriptor (RFC 9628), non-flexible mode: I=1, P on inter frames,
+        // B on the first packet, E on the last, then a 15-bit picture id.
+        let mut b0 = 0x80;
+        if !keyframe {
+            b0 |= 0x40;
+        }
+        if index == 0 {
+            b0 |= 0x08;
+        }
+        if index + 1 == count {
+            b0 |= 0x04;
+        }
+        let mut p = vec![b0, 0x80 | (picture_id >> 8) as u8, picture_id as u8];
+        if index == 0 {
+            // Uncompressed header: frame marker 0b10, profile 0, show_existing_frame
+            // 0, frame_type (0 = key), show_frame 1.
+            p.push(if keyframe { 0x82 } else { 0x86 });
+        }
+        let m = PayloadMarker {
+            kind: MediaKind::Video,
+            frame,
+            index,
+            count,
+        };
+        push_marker_and_fill(&mut p, &m, size);
+        out.push(p);
+    }
+    with_marker_bit(out)
+}
+
+fn av1_frame(frame: u64, keyframe: bool, packets: u16, size: usize) -> Vec<GeneratedPacket> {
+    let count = packets.max(1);
+    let mut out = Vec::new();
+    for index in 0..count {
+        // Aggregation header (AV1 RTP spec 4.4): Z continues an OBU from the last
+        // packet, Y continues into the next, W=1 (one OBU element, no length
+        // field), N on the first packet of a coded video sequence (keyframe).
+        let mut h = 0x10;
+        if index > 0 {
+            h |= 0x80;
+        }
+        if index + 1 < count {
+            h |= 0x40;
+        }
+        if keyframe && index == 0 {
+            h |= 0x08;
+        }
+        let mut p = vec![h];
+        if index == 0 {
+            // OBU header: type OBU_FRAME (6), no extension, no size field.
+            p.push(6 << 3);
+        }
+        let m = PayloadMarker {
+            kind: MediaKind::Video,
+            frame,
+            index,
+            count,
+        };
+        push_marker_and_fill(&mut p, &m, size);
+        out.push(p);
+    }
+    with_marker_bit(out)
+}
+
 fn with_marker_bit(payloads: Vec<Vec<u8>>) -> Vec<GeneratedPacket> {
     let n = payloads.len();
     payloads
@@ -346,6 +417,8 @@ pub fn is_keyframe_payload(codec: VideoCodec, payload: &[u8]) -> bool {
     match codec {
         VideoCodec::H264 => str0m::format::detect_h264_keyframe(payload),
         VideoCodec::Vp8 => str0m::format::detect_vp8_keyframe(payload),
+        VideoCodec::Vp9 => crate::core::is_keyframe_start(crate::core::CodecKind::Vp9, payload),
+        VideoCodec::Av1 => str0m::format::detect_av1_keyframe(payload),
     }
 }
 
@@ -416,6 +489,24 @@ mod tests {
         assert_eq!(&key[0].payload[7..10], &[0x9d, 0x01, 0x2a]);
         let delta = video_frame(VideoCodec::Vp8, 4, false);
         assert_eq!(delta[0].payload[4] & 1, 1, "P=1 on delta frames");
+    }
+
+    #[test]
+    fn vp9_and_av1_frames() {
+        for codec in [VideoCodec::Vp9, VideoCodec::Av1] {
+            check_frame(codec, 0, true, 8);
+            check_frame(codec, 1, false, 2);
+            check_frame(codec, 70_000, true, 8);
+        }
+        let key = video_frame(VideoCodec::Vp9, 3, true);
+        assert_eq!(key[0].payload[0] & 0x4c, 0x08, "P=0, B on the first packet");
+        assert_eq!(key[7].payload[0] & 0x0c, 0x04, "E on the last packet");
+        assert_eq!(
+            key[0].payload[3], 0x82,
+            "uncompressed header of a key frame"
+        );
+        let delta = video_frame(VideoCodec::Av1, 4, false);
+        assert_eq!(delta[0].payload[0] & 0x08, 0, "no N bit on a delta frame");
     }
 
     #[test]

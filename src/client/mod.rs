@@ -17,12 +17,13 @@ mod http;
 pub mod media;
 mod peer;
 mod publisher;
+mod restart;
 mod viewer;
 
 pub use error::ClientError;
-pub use http::{HttpResponse, http_request, resolve_url};
+pub use http::{HttpResponse, http_request, http_request_patient, resolve_url, trust_ca_pem};
 pub use publisher::{PublisherOptions, PublisherStats, WhipPublisher, publisher_offer};
-pub use viewer::{ReceivedPacket, ViewerOptions, WhepViewer, viewer_offer};
+pub use viewer::{ReceivedPacket, ReceivedSenderReport, ViewerOptions, WhepViewer, viewer_offer};
 
 use std::sync::Once;
 
@@ -33,6 +34,21 @@ pub enum VideoCodec {
     H264,
     /// VP8.
     Vp8,
+    /// VP9 (profile 0, non-flexible mode).
+    Vp9,
+    /// AV1.
+    Av1,
+}
+
+/// Audio codecs a viewer can offer to receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AudioCodec {
+    /// Opus, 48 kHz stereo.
+    Opus,
+    /// G.711 mu-law (static payload type 0).
+    Pcmu,
+    /// G.711 A-law (static payload type 8).
+    Pcma,
 }
 
 static CRYPTO: Once = Once::new();

@@ -10,7 +10,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig}
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
-use super::{ClientError, http_request, resolve_url};
+use super::{ClientError, http_request_patient, resolve_url};
 
 /// Connection state of a peer, published by its task.
 #[derive(Debug, Clone, Default)]
@@ -91,8 +91,11 @@ pub(crate) struct Signalled {
     pub answer_sdp: String,
 }
 
-/// POSTs `offer_sdp` to `endpoint_url`, expects 201 with an SDP answer, and
-/// applies the answer to `rtc`.
+/// Redirects followed when POSTing an offer.
+const MAX_REDIRECTS: usize = 5;
+
+/// POSTs `offer_sdp` to `endpoint_url` (following 307/308), expects 201 with an SDP
+/// answer, and applies the answer to `rtc`.
 pub(crate) async fn exchange(
     rtc: &mut Rtc,
     pending: SdpPendingOffer,
@@ -105,7 +108,22 @@ pub(crate) async fn exchange(
     if let Some(a) = auth.as_deref() {
         headers.push(("Authorization", a));
     }
-    let resp = http_request("POST", endpoint_url, &headers, offer_sdp.into_bytes()).await?;
+    // Follow 307/308 (a balancer sending the offer elsewhere, RFC 9725 §4.5); the
+    // session URL is resolved against the URL that answered 201.
+    let mut url = endpoint_url.to_owned();
+    let mut hops = 0;
+    let resp = loop {
+        let resp =
+            http_request_patient("POST", &url, &headers, offer_sdp.clone().into_bytes()).await?;
+        match (resp.status, resp.header("location")) {
+            (307 | 308, Some(to)) if hops < MAX_REDIRECTS => {
+                url = resolve_url(&url, to);
+                hops += 1;
+            }
+            _ => break resp,
+        }
+    };
+    let endpoint_url = url.as_str();
     if resp.status != 201 {
         return Err(ClientError::Status {
             status: resp.status,
@@ -141,9 +159,11 @@ pub(crate) async fn delete_session(
     if let Some(a) = auth.as_deref() {
         headers.push(("Authorization", a));
     }
-    Ok(http_request("DELETE", location, &headers, Vec::new())
-        .await?
-        .status)
+    Ok(
+        http_request_patient("DELETE", location, &headers, Vec::new())
+            .await?
+            .status,
+    )
 }
 
 /// What woke the run loop.
@@ -169,6 +189,8 @@ pub(crate) struct Driver {
     pub buf: Vec<u8>,
     pub next_timeout: Instant,
     pub status: watch::Sender<PeerStatus>,
+    /// The remote's current SDP answer (an ICE restart rewrites its credentials).
+    pub remote_sdp: String,
 }
 
 impl Driver {
@@ -185,6 +207,7 @@ impl Driver {
             buf: vec![0; 2048],
             next_timeout: Instant::now(),
             status,
+            remote_sdp: String::new(),
         })
     }
 

@@ -13,8 +13,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
+use super::HttpResponse;
 use super::media::{self, AUDIO_TIMESTAMP_STEP, VIDEO_CLOCK_RATE};
 use super::peer::{self, Driver, PeerStatus, Wake};
+use super::restart::{self, PendingRestart, RestartCommand, RestartStep};
 use super::{ClientError, VideoCodec, install_crypto_provider};
 
 /// Payload types of the one H.264 format the publisher offers, so the answer is
@@ -33,12 +35,22 @@ pub struct PublisherOptions {
     pub token: Option<String>,
     /// Local address to bind the UDP socket to (port chosen by the OS).
     pub bind_ip: IpAddr,
+    /// Local UDP port (0: the OS picks one).
+    pub bind_port: u16,
     /// Video frames per second.
     pub fps: u32,
     /// Time between periodic keyframes.
     pub keyframe_interval: Duration,
     /// Send a keyframe right after a PLI/FIR arrives.
     pub answer_keyframe_requests: bool,
+    /// Rewrites the offer before it is POSTed (conformance checks of how a server
+    /// takes `a=setup:active`, simulcast, ...). The local `Rtc` keeps its own offer,
+    /// so a rewrite must leave the session usable.
+    pub offer_filter: Option<fn(&str) -> String>,
+    /// Audio is stamped as captured this long before it is sent (an encoder whose
+    /// audio leaves after the video of the same moment); the publisher's sender
+    /// reports say so. Zero by default.
+    pub audio_capture_lead: Duration,
 }
 
 impl Default for PublisherOptions {
@@ -48,9 +60,12 @@ impl Default for PublisherOptions {
             audio: true,
             token: None,
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            bind_port: 0,
             fps: 30,
             keyframe_interval: Duration::from_secs(2),
             answer_keyframe_requests: true,
+            offer_filter: None,
+            audio_capture_lead: Duration::ZERO,
         }
     }
 }
@@ -82,6 +97,7 @@ pub struct PublisherStats {
 
 enum Command {
     Keyframe,
+    Restart(RestartCommand),
 }
 
 /// A WHIP publisher: a background task owns the `Rtc` and socket and sends
@@ -89,6 +105,7 @@ enum Command {
 ///
 /// Dropping the handle stops the task without a DELETE, like [`WhipPublisher::abort`].
 pub struct WhipPublisher {
+    offer_sdp: String,
     location: String,
     etag: Option<String>,
     answer_sdp: String,
@@ -120,6 +137,12 @@ fn build_offer(opts: &PublisherOptions, local: SocketAddr) -> Result<Offer, Clie
         }
         Some(VideoCodec::Vp8) => {
             cfg = cfg.enable_vp8(true);
+        }
+        Some(VideoCodec::Vp9) => {
+            cfg = cfg.enable_vp9(true);
+        }
+        Some(VideoCodec::Av1) => {
+            cfg = cfg.enable_av1(true);
         }
         None => {}
     }
@@ -189,7 +212,8 @@ impl WhipPublisher {
     /// applies the answer and starts the media task. Returns once the 201 is in,
     /// without waiting for ICE; see [`WhipPublisher::wait_connected`].
     pub async fn connect(endpoint_url: &str, opts: PublisherOptions) -> Result<Self, ClientError> {
-        let socket = tokio::net::UdpSocket::bind(SocketAddr::new(opts.bind_ip, 0)).await?;
+        let socket =
+            tokio::net::UdpSocket::bind(SocketAddr::new(opts.bind_ip, opts.bind_port)).await?;
         let local_addr = socket.local_addr()?;
         let Offer {
             mut rtc,
@@ -198,6 +222,11 @@ impl WhipPublisher {
             audio_mid,
             video_mid,
         } = build_offer(&opts, local_addr)?;
+        let sdp = match opts.offer_filter {
+            Some(filter) => filter(&sdp),
+            None => sdp,
+        };
+        let offer_sdp = sdp.clone();
         let sig =
             peer::exchange(&mut rtc, pending, sdp, endpoint_url, opts.token.as_deref()).await?;
 
@@ -206,6 +235,8 @@ impl WhipPublisher {
             let codec = match c {
                 VideoCodec::H264 => Codec::H264,
                 VideoCodec::Vp8 => Codec::Vp8,
+                VideoCodec::Vp9 => Codec::Vp9,
+                VideoCodec::Av1 => Codec::Av1,
             };
             negotiated(&rtc, mid, codec).map(|t| (c, t))
         });
@@ -224,7 +255,8 @@ impl WhipPublisher {
         }));
         let (status_tx, status_rx) = watch::channel(PeerStatus::default());
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-        let driver = Driver::new(rtc, socket, status_tx)?;
+        let mut driver = Driver::new(rtc, socket, status_tx)?;
+        driver.remote_sdp = sig.answer_sdp.clone();
         let task = PublisherTask {
             driver,
             opts: opts.clone(),
@@ -239,9 +271,11 @@ impl WhipPublisher {
             audio_frame: 0,
             last_keyframe: None,
             keyframe_wanted: false,
+            restart: None,
         };
         let task = tokio::spawn(task.run(cmd_rx));
         Ok(WhipPublisher {
+            offer_sdp,
             location: sig.location,
             etag: sig.etag,
             answer_sdp: sig.answer_sdp,
@@ -262,6 +296,11 @@ impl WhipPublisher {
     /// The `ETag` of the session, if the server sent one.
     pub fn etag(&self) -> Option<&str> {
         self.etag.as_deref()
+    }
+
+    /// The SDP offer as POSTed (after any `offer_filter`).
+    pub fn offer_sdp(&self) -> &str {
+        &self.offer_sdp
     }
 
     /// The SDP answer from the server.
@@ -294,6 +333,41 @@ impl WhipPublisher {
     /// Forces a keyframe now (sent as soon as the peer is connected).
     pub fn send_keyframe(&self) {
         let _ = self.commands.send(Command::Keyframe);
+    }
+
+    /// Restarts ICE through a PATCH with `If-Match: *` (RFC 9725 §4.3.3): new local
+    /// credentials, and with `new_socket` a new local UDP socket (a new address, as
+    /// after a network change). On a 200 the server's credentials are applied and
+    /// the new ETag kept; the PATCH response is returned for inspection.
+    pub async fn ice_restart(&mut self, new_socket: bool) -> Result<HttpResponse, ClientError> {
+        let frag = self
+            .restart_step(RestartStep::Prepare { new_socket })
+            .await?;
+        let resp = restart::patch(&self.location, self.token.as_deref(), frag).await;
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = self.restart_step(RestartStep::Abandon).await;
+                return Err(e);
+            }
+        };
+        let local = self.restart_step(RestartStep::Apply(resp.text())).await?;
+        if let Ok(addr) = local.parse() {
+            self.local_addr = addr;
+        }
+        if let Some(etag) = resp.header("etag") {
+            self.etag = Some(etag.to_owned());
+        }
+        Ok(resp)
+    }
+
+    async fn restart_step(&self, step: RestartStep) -> Result<String, ClientError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.commands
+            .send(Command::Restart(step.with_reply(reply)))
+            .map_err(|_| ClientError::Closed("peer task ended".into()))?;
+        rx.await
+            .map_err(|_| ClientError::Closed("peer task ended".into()))?
     }
 
     /// Sends DELETE for the session, then stops the task. Returns the DELETE status.
@@ -354,6 +428,8 @@ struct PublisherTask {
     last_keyframe: Option<Instant>,
     /// A keyframe should go out as soon as possible (request or command).
     keyframe_wanted: bool,
+    /// An ICE restart waiting for the server's answer.
+    restart: Option<PendingRestart>,
 }
 
 impl PublisherTask {
@@ -381,6 +457,9 @@ impl PublisherTask {
         let mut audio_iv = tokio::time::interval(Duration::from_millis(20));
         audio_iv.set_missed_tick_behavior(MissedTickBehavior::Skip);
 
+        // str0m starts its ICE agent on the first timeout input; without it a peer
+        // whose DTLS role is passive (no DTLS timer) would never poll again.
+        self.driver.handle_timeout()?;
         loop {
             self.drain().await?;
             if !self.driver.rtc.is_alive() {
@@ -407,6 +486,9 @@ impl PublisherTask {
                 Wake::Timeout => self.driver.handle_timeout()?,
                 Wake::Command(None) => return Ok(()),
                 Wake::Command(Some(Command::Keyframe)) => self.keyframe_wanted = true,
+                Wake::Command(Some(Command::Restart(step))) => {
+                    step.run(&mut self.driver, &mut self.restart).await
+                }
                 Wake::VideoTick => self.send_video_frame(false).await?,
                 Wake::AudioTick => self.send_audio_frame().await?,
             }
@@ -469,11 +551,13 @@ impl PublisherTask {
             .wrapping_add((frame as u32).wrapping_mul(AUDIO_TIMESTAMP_STEP));
         let seq = self.audio_seq;
         self.audio_seq += 1;
+        let now = Instant::now();
+        let captured = now.checked_sub(self.opts.audio_capture_lead).unwrap_or(now);
         let w = RtpWrite::new(
             track.pt,
             seq.into(),
             ts,
-            Instant::now(),
+            captured,
             media::opus_packet(frame),
         );
         if !write_rtp(&mut self.driver.rtc, track.mid, w) {

@@ -12,8 +12,10 @@ use str0m::{Event, Rtc, RtcConfig};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use super::HttpResponse;
 use super::peer::{self, Driver, PeerStatus, Wake};
-use super::{ClientError, VideoCodec, install_crypto_provider};
+use super::restart::{self, PendingRestart, RestartCommand, RestartStep};
+use super::{AudioCodec, ClientError, VideoCodec, install_crypto_provider};
 
 /// How a [`WhepViewer`] behaves.
 #[derive(Debug, Clone)]
@@ -28,6 +30,12 @@ pub struct ViewerOptions {
     pub bind_ip: IpAddr,
     /// The video codecs the viewer offers, in order of preference.
     pub video_codecs: Vec<VideoCodec>,
+    /// Rewrites the offer before it is POSTed (conformance checks of how a server
+    /// takes `a=setup:active`, simulcast, ...). The local `Rtc` keeps its own offer,
+    /// so a rewrite must leave the session usable.
+    pub offer_filter: Option<fn(&str) -> String>,
+    /// The audio codecs the viewer offers, in order of preference.
+    pub audio_codecs: Vec<AudioCodec>,
 }
 
 impl Default for ViewerOptions {
@@ -38,6 +46,8 @@ impl Default for ViewerOptions {
             token: None,
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             video_codecs: vec![VideoCodec::H264, VideoCodec::Vp8],
+            offer_filter: None,
+            audio_codecs: vec![AudioCodec::Opus],
         }
     }
 }
@@ -63,8 +73,37 @@ pub struct ReceivedPacket {
     pub at: Instant,
 }
 
+/// An RTCP sender report the viewer got: the server's wall clock for the RTP clock of
+/// one of its streams (what a player syncs audio and video with).
+#[derive(Debug, Clone, Copy)]
+pub struct ReceivedSenderReport {
+    /// The stream it describes (from its m-line).
+    pub kind: MediaKind,
+    /// The sender's wall clock at the report.
+    pub ntp_time: std::time::SystemTime,
+    /// The RTP timestamp of the same moment.
+    pub rtp_time: u32,
+    /// When the report arrived.
+    pub at: Instant,
+}
+
+impl ReceivedSenderReport {
+    /// The sender's wall clock for RTP timestamp `rtp` of this stream (`clock_rate` Hz).
+    pub fn wallclock_of(&self, rtp: u32, clock_rate: u32) -> std::time::SystemTime {
+        let ticks = i64::from(rtp.wrapping_sub(self.rtp_time) as i32);
+        let nanos = i128::from(ticks) * 1_000_000_000 / i128::from(clock_rate.max(1));
+        let d = Duration::from_nanos(nanos.unsigned_abs() as u64);
+        if nanos >= 0 {
+            self.ntp_time + d
+        } else {
+            self.ntp_time - d
+        }
+    }
+}
+
 enum Command {
     RequestKeyframe,
+    Restart(RestartCommand),
 }
 
 /// A WHEP viewer: a background task owns the `Rtc` and socket and records every
@@ -72,12 +111,14 @@ enum Command {
 ///
 /// Dropping the handle stops the task without a DELETE, like [`WhepViewer::abort`].
 pub struct WhepViewer {
+    offer_sdp: String,
     location: String,
     etag: Option<String>,
     answer_sdp: String,
     token: Option<String>,
     post_sent_at: Instant,
     received: Arc<Mutex<Vec<ReceivedPacket>>>,
+    sender_reports: Arc<Mutex<Vec<ReceivedSenderReport>>>,
     /// Bumped after every received packet, for [`WhepViewer::wait_for`].
     arrivals: watch::Receiver<u64>,
     status: watch::Receiver<PeerStatus>,
@@ -97,21 +138,30 @@ struct Offer {
 
 fn build_offer(opts: &ViewerOptions, local: SocketAddr) -> Result<Offer, ClientError> {
     let video = opts.video && !opts.video_codecs.is_empty();
-    if !video && !opts.audio {
+    let audio = opts.audio && !opts.audio_codecs.is_empty();
+    if !video && !audio {
         return Err(ClientError::Sdp(
             "viewer with neither audio nor video".into(),
         ));
     }
     install_crypto_provider();
     let mut cfg = RtcConfig::new().clear_codecs().set_rtp_mode(true);
-    if opts.audio {
-        cfg = cfg.enable_opus(true, false);
+    if audio {
+        for c in &opts.audio_codecs {
+            cfg = match c {
+                AudioCodec::Opus => cfg.enable_opus(true, false),
+                AudioCodec::Pcmu => cfg.enable_pcmu(true, false),
+                AudioCodec::Pcma => cfg.enable_pcma(true, false),
+            };
+        }
     }
     if video {
         for c in &opts.video_codecs {
             cfg = match c {
                 VideoCodec::H264 => cfg.enable_h264(true),
                 VideoCodec::Vp8 => cfg.enable_vp8(true),
+                VideoCodec::Vp9 => cfg.enable_vp9(true),
+                VideoCodec::Av1 => cfg.enable_av1(true),
             };
         }
     }
@@ -119,7 +169,7 @@ fn build_offer(opts: &ViewerOptions, local: SocketAddr) -> Result<Offer, ClientE
     let mut rtc = cfg.build(Instant::now());
     peer::add_host_candidate(&mut rtc, local)?;
     let mut api = rtc.sdp_api();
-    if opts.audio {
+    if audio {
         api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
     }
     let video_mid =
@@ -151,6 +201,8 @@ fn negotiated_video(rtc: &Rtc, mid: Mid) -> Option<VideoCodec> {
     match p.spec().codec {
         Codec::H264 => Some(VideoCodec::H264),
         Codec::Vp8 => Some(VideoCodec::Vp8),
+        Codec::Vp9 => Some(VideoCodec::Vp9),
+        Codec::Av1 => Some(VideoCodec::Av1),
         _ => None,
     }
 }
@@ -169,29 +221,40 @@ impl WhepViewer {
             video_mid,
         } = build_offer(&opts, local_addr)?;
         let post_sent_at = Instant::now();
+        let sdp = match opts.offer_filter {
+            Some(filter) => filter(&sdp),
+            None => sdp,
+        };
+        let offer_sdp = sdp.clone();
         let sig =
             peer::exchange(&mut rtc, pending, sdp, endpoint_url, opts.token.as_deref()).await?;
         let video_codec = video_mid.and_then(|mid| negotiated_video(&rtc, mid));
 
         let received = Arc::new(Mutex::new(Vec::new()));
+        let sender_reports = Arc::new(Mutex::new(Vec::new()));
         let (arrivals_tx, arrivals_rx) = watch::channel(0u64);
         let (status_tx, status_rx) = watch::channel(PeerStatus::default());
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-        let driver = Driver::new(rtc, socket, status_tx)?;
+        let mut driver = Driver::new(rtc, socket, status_tx)?;
+        driver.remote_sdp = sig.answer_sdp.clone();
         let task = ViewerTask {
             driver,
             video_mid,
             received: received.clone(),
+            sender_reports: sender_reports.clone(),
             arrivals: arrivals_tx,
+            restart: None,
         };
         let task = tokio::spawn(task.run(cmd_rx));
         Ok(WhepViewer {
+            offer_sdp,
             location: sig.location,
             etag: sig.etag,
             answer_sdp: sig.answer_sdp,
             token: opts.token,
             post_sent_at,
             received,
+            sender_reports,
             arrivals: arrivals_rx,
             status: status_rx,
             commands: cmd_tx,
@@ -209,6 +272,11 @@ impl WhepViewer {
     /// The `ETag` of the session, if the server sent one.
     pub fn etag(&self) -> Option<&str> {
         self.etag.as_deref()
+    }
+
+    /// The SDP offer as POSTed (after any `offer_filter`).
+    pub fn offer_sdp(&self) -> &str {
+        &self.offer_sdp
     }
 
     /// The SDP answer from the server.
@@ -259,6 +327,14 @@ impl WhepViewer {
         std::mem::take(&mut *self.lock())
     }
 
+    /// The RTCP sender reports received so far, oldest first.
+    pub fn sender_reports(&self) -> Vec<ReceivedSenderReport> {
+        self.sender_reports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Number of packets received so far (cheaper than [`WhepViewer::received`]).
     pub fn received_count(&self) -> usize {
         self.lock().len()
@@ -304,6 +380,41 @@ impl WhepViewer {
         let _ = self.commands.send(Command::RequestKeyframe);
     }
 
+    /// Restarts ICE through a PATCH with `If-Match: *` (RFC 9725 §4.3.3): new local
+    /// credentials, and with `new_socket` a new local UDP socket (a new address, as
+    /// after a network change). On a 200 the server's credentials are applied and
+    /// the new ETag kept; the PATCH response is returned for inspection.
+    pub async fn ice_restart(&mut self, new_socket: bool) -> Result<HttpResponse, ClientError> {
+        let frag = self
+            .restart_step(RestartStep::Prepare { new_socket })
+            .await?;
+        let resp = restart::patch(&self.location, self.token.as_deref(), frag).await;
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = self.restart_step(RestartStep::Abandon).await;
+                return Err(e);
+            }
+        };
+        let local = self.restart_step(RestartStep::Apply(resp.text())).await?;
+        if let Ok(addr) = local.parse() {
+            self.local_addr = addr;
+        }
+        if let Some(etag) = resp.header("etag") {
+            self.etag = Some(etag.to_owned());
+        }
+        Ok(resp)
+    }
+
+    async fn restart_step(&self, step: RestartStep) -> Result<String, ClientError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.commands
+            .send(Command::Restart(step.with_reply(reply)))
+            .map_err(|_| ClientError::Closed("peer task ended".into()))?;
+        rx.await
+            .map_err(|_| ClientError::Closed("peer task ended".into()))?
+    }
+
     /// Sends DELETE for the session, then stops the task. Returns the DELETE status.
     pub async fn delete(self) -> Result<u16, ClientError> {
         let status = peer::delete_session(&self.location, self.token.as_deref()).await;
@@ -338,7 +449,10 @@ struct ViewerTask {
     driver: Driver,
     video_mid: Option<Mid>,
     received: Arc<Mutex<Vec<ReceivedPacket>>>,
+    sender_reports: Arc<Mutex<Vec<ReceivedSenderReport>>>,
     arrivals: watch::Sender<u64>,
+    /// An ICE restart waiting for the server's answer.
+    restart: Option<PendingRestart>,
 }
 
 impl ViewerTask {
@@ -356,6 +470,9 @@ impl ViewerTask {
         &mut self,
         commands: &mut mpsc::UnboundedReceiver<Command>,
     ) -> Result<(), ClientError> {
+        // str0m starts its ICE agent on the first timeout input; without it a peer
+        // whose DTLS role is passive (no DTLS timer) would never poll again.
+        self.driver.handle_timeout()?;
         loop {
             self.drain().await?;
             if !self.driver.rtc.is_alive() {
@@ -372,6 +489,9 @@ impl ViewerTask {
                 }
                 Wake::Command(None) => return Ok(()),
                 Wake::Command(Some(Command::RequestKeyframe)) => self.request_keyframe(),
+                Wake::Command(Some(Command::Restart(step))) => {
+                    step.run(&mut self.driver, &mut self.restart).await
+                }
             }
         }
     }
@@ -390,8 +510,24 @@ impl ViewerTask {
         let events = self.driver.drain().await?;
         let mut got = Vec::new();
         for e in events {
-            if let Event::RtpPacket(p) = e {
-                got.push(self.make_received(p));
+            match e {
+                Event::RtpPacket(p) => got.push(self.make_received(p)),
+                Event::SenderFeedback(f) => {
+                    let Some(kind) = self.driver.rtc.media(f.mid).map(|m| m.kind()) else {
+                        continue;
+                    };
+                    let report = ReceivedSenderReport {
+                        kind,
+                        ntp_time: f.sender_info.ntp_time,
+                        rtp_time: f.sender_info.rtp_time.numer() as u32,
+                        at: f.received_at,
+                    };
+                    self.sender_reports
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(report);
+                }
+                _ => {}
             }
         }
         if !got.is_empty() {

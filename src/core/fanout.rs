@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use str0m::media::{MediaKind, Mid};
 
+use super::pacer::Pacer;
 use super::packet::{Forward, SourcePacket, ViewerId, ViewerTrack};
 
 /// Counters of a [`Fanout`], since it was created.
@@ -32,6 +33,18 @@ pub struct FanoutStats {
     pub dropped_too_old: u64,
 }
 
+/// What [`Fanout::resync_viewer`] did with a viewer's keyframe request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resync {
+    /// The cached group goes to the viewer again (this many packets, paced).
+    Replayed(usize),
+    /// Too soon after the last one, or one is still going out: nothing sent.
+    RateLimited,
+    /// Nothing to send: unknown viewer, no track of the group's kind, no keyframe
+    /// in the group, or a group of an older source than the viewer follows.
+    Nothing,
+}
+
 /// Where the viewer's numbering stands after the packets forwarded so far.
 #[derive(Debug, Clone, Copy)]
 struct LastOut {
@@ -41,6 +54,8 @@ struct LastOut {
     timestamp: u32,
     /// Arrival of that packet.
     arrival: Instant,
+    /// Capture instant of that packet (what the viewer's sender reports follow).
+    wallclock: Instant,
 }
 
 /// The mapping of one source epoch onto the viewer's numbering.
@@ -53,6 +68,9 @@ struct EpochMapping {
     /// `out_ts = src_ts + ts_offset` (wrapping).
     ts_offset: u32,
 }
+
+/// A packet as the viewer gets it: (payload type, sequence number, timestamp).
+type Rewritten = (u8, u64, u32);
 
 /// Why a packet was not forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,9 +164,79 @@ impl TrackRewriter {
                 seq,
                 timestamp,
                 arrival: pkt.arrival,
+                wallclock: pkt.wallclock,
             });
         }
         Ok((pt, seq, timestamp))
+    }
+
+    /// Maps `group` (a cached group of pictures of one epoch, keyframe first, in
+    /// arrival order) after everything this track has forwarded, for a viewer that
+    /// lost sync: sequence numbers continue at the highest so far plus one, and each
+    /// frame of the group gets a timestamp one tick after the previous one (the
+    /// frames are old: the decoder needs them as references, the player may drop
+    /// them), so timestamps never go backwards. Live packets after the group continue
+    /// from its last frame. Returns (index in `group`, rewritten) per packet to send.
+    ///
+    /// The replayed packets' timestamps sit just after what the viewer had, so they
+    /// are written with the wallclock of the viewer's last packet (returned), not their
+    /// own capture instants: the viewer's sender reports stay as they were.
+    fn replay(
+        &mut self,
+        group: &[Arc<SourcePacket>],
+    ) -> (Vec<(usize, Rewritten)>, Option<Instant>) {
+        let before = self.last.map(|l| l.wallclock);
+        let Some(first) = group.first() else {
+            return (Vec::new(), before);
+        };
+        let of_group = |p: &SourcePacket| p.epoch == first.epoch && p.seq >= first.seq;
+        // Frame timestamps of the group, in the source's order.
+        let mut frames: Vec<u32> = group
+            .iter()
+            .filter(|p| of_group(p))
+            .map(|p| p.timestamp.wrapping_sub(first.timestamp))
+            .collect();
+        frames.sort_unstable();
+        frames.dedup();
+        let (base_seq, base_ts) = match self.last {
+            None => (u64::from(self.track.first_seq), self.track.first_timestamp),
+            Some(last) => (last.seq.saturating_add(1), last.timestamp.wrapping_add(1)),
+        };
+        let mut out = Vec::with_capacity(group.len());
+        let mut highest: Option<(u64, u32, &SourcePacket)> = None;
+        for (i, pkt) in group.iter().enumerate() {
+            if !of_group(pkt) {
+                continue;
+            }
+            let Some(pt) = self.map_pt(pkt.pt) else {
+                continue;
+            };
+            let rank = frames
+                .binary_search(&pkt.timestamp.wrapping_sub(first.timestamp))
+                .unwrap_or(0);
+            let ts = base_ts.wrapping_add(rank as u32);
+            let seq = base_seq + (pkt.seq - first.seq);
+            out.push((i, (pt, seq, ts)));
+            if highest.is_none_or(|(s, ..)| seq > s) {
+                highest = Some((seq, ts, pkt));
+            }
+        }
+        if let Some((seq, ts, last)) = highest {
+            self.epoch = Some(first.epoch);
+            self.mapping = Some(EpochMapping {
+                first_src_seq: first.seq,
+                seq_offset: base_seq.wrapping_sub(first.seq),
+                ts_offset: ts.wrapping_sub(last.timestamp),
+            });
+            self.last = Some(LastOut {
+                seq,
+                timestamp: ts,
+                arrival: last.arrival,
+                wallclock: last.wallclock,
+            });
+            self.prefix_end = Some((first.epoch, last.seq));
+        }
+        (out, before)
     }
 
     /// Maps `pkt`, the first packet forwarded in its epoch, onto the viewer's numbering.
@@ -198,7 +286,7 @@ fn make_forward(
         timestamp,
         marker: pkt.marker,
         nackable: pkt.kind == MediaKind::Video,
-        wallclock: pkt.arrival,
+        wallclock: pkt.wallclock,
         payload: pkt.payload.clone(),
     }
 }
@@ -208,6 +296,8 @@ fn make_forward(
 struct Viewer {
     id: ViewerId,
     tracks: Vec<TrackRewriter>,
+    /// When the viewer was last sent the cached group again (its keyframe request).
+    last_resync: Option<Instant>,
 }
 
 impl Viewer {
@@ -231,6 +321,8 @@ pub struct Fanout {
     /// Viewer -> stream it watches.
     index: HashMap<ViewerId, String>,
     stats: FanoutStats,
+    /// Bursts sent to one viewer (a cached group of pictures) go out paced.
+    pacer: Pacer,
 }
 
 impl Fanout {
@@ -258,6 +350,7 @@ impl Fanout {
         entry.viewers.push(Viewer {
             id: viewer,
             tracks: tracks.into_iter().map(TrackRewriter::new).collect(),
+            last_resync: None,
         });
         if has_video {
             entry.keyframe_asked = Some(now);
@@ -267,8 +360,9 @@ impl Fanout {
     }
 
     /// Adds a viewer like [`add_viewer`](Self::add_viewer) and forwards `prefix` (the
-    /// cached keyframe and what followed it, oldest first) to it alone, appending to
-    /// `out`. Live packets the prefix already covered (same epoch, sequence number up
+    /// cached keyframe and what followed it, oldest first) to it alone: the prefix is
+    /// paced (see [`poll_paced`](Self::poll_paced)), its first burst is appended to
+    /// `out` at once, and the viewer's live video queues behind the rest. Live packets the prefix already covered (same epoch, sequence number up
     /// to its last) are then dropped for this viewer, so its numbering stays continuous
     /// from the cached keyframe into the live stream.
     ///
@@ -297,7 +391,8 @@ impl Fanout {
             match track.rewrite(pkt) {
                 Ok(rewritten) => {
                     self.stats.forwarded += 1;
-                    out.push(make_forward(viewer, track, pkt, rewritten));
+                    self.pacer
+                        .enqueue(make_forward(viewer, track, pkt, rewritten), now);
                 }
                 Err(Drop::NoPt) => self.stats.dropped_no_pt += 1,
                 Err(Drop::WaitingKeyframe) => self.stats.dropped_waiting_keyframe += 1,
@@ -309,11 +404,71 @@ impl Fanout {
                 _ => Some(end),
             };
         }
-        has_video && v.waits_for_keyframe()
+        let waits = has_video && v.waits_for_keyframe();
+        self.pacer.poll(now, out);
+        waits
+    }
+
+    /// Answers a viewer's keyframe request from `group`, the cached group of pictures
+    /// of its stream's source (a camera cannot be asked): the group is sent to this
+    /// viewer again, paced like a start prefix, numbered after what it already got
+    /// (see `TrackRewriter::replay`), and its live video continues from there. At most
+    /// once per `min_interval` per viewer, and not while an earlier burst is still
+    /// going out.
+    pub fn resync_viewer(
+        &mut self,
+        viewer: ViewerId,
+        group: &[Arc<SourcePacket>],
+        now: Instant,
+        min_interval: Duration,
+        out: &mut Vec<Forward>,
+    ) -> Resync {
+        let Some(first) = group.first().filter(|p| p.keyframe_start) else {
+            return Resync::Nothing;
+        };
+        let Some(v) = self.index.get(&viewer).and_then(|stream| {
+            self.streams
+                .get_mut(stream)
+                .and_then(|e| e.viewers.iter_mut().find(|v| v.id == viewer))
+        }) else {
+            return Resync::Nothing;
+        };
+        let recent = v
+            .last_resync
+            .is_some_and(|t| now.saturating_duration_since(t) < min_interval);
+        if recent || self.pacer.is_pacing(viewer) {
+            return Resync::RateLimited;
+        }
+        let Some(track) = v.tracks.iter_mut().find(|t| t.track.kind == first.kind) else {
+            return Resync::Nothing;
+        };
+        if track
+            .epoch
+            .is_some_and(|current| epoch_is_older(first.epoch, current))
+        {
+            return Resync::Nothing;
+        }
+        let (rewritten, wallclock) = track.replay(group);
+        if rewritten.is_empty() {
+            return Resync::Nothing;
+        }
+        v.last_resync = Some(now);
+        let n = rewritten.len();
+        for (i, rw) in rewritten {
+            self.stats.forwarded += 1;
+            let mut f = make_forward(viewer, track, &group[i], rw);
+            if let Some(w) = wallclock {
+                f.wallclock = w;
+            }
+            self.pacer.enqueue(f, now);
+        }
+        self.pacer.poll(now, out);
+        Resync::Replayed(n)
     }
 
     /// Removes a viewer; returns the stream it watched if it was known.
     pub fn remove_viewer(&mut self, viewer: ViewerId) -> Option<String> {
+        self.pacer.remove_viewer(viewer);
         let stream = self.index.remove(&viewer)?;
         if let Some(entry) = self.streams.get_mut(&stream) {
             entry.viewers.retain(|v| v.id != viewer);
@@ -379,13 +534,36 @@ impl Fanout {
             match track.rewrite(pkt) {
                 Ok(rewritten) => {
                     self.stats.forwarded += 1;
-                    out.push(make_forward(viewer.id, track, pkt, rewritten));
+                    let f = make_forward(viewer.id, track, pkt, rewritten);
+                    // Only video is paced (audio is never part of a burst).
+                    if self.pacer.is_idle() || pkt.kind != MediaKind::Video {
+                        out.push(f);
+                    } else if let Some(f) = self.pacer.queue_if_pacing(f) {
+                        out.push(f);
+                    }
                 }
                 Err(Drop::NoPt) => self.stats.dropped_no_pt += 1,
                 Err(Drop::WaitingKeyframe) => self.stats.dropped_waiting_keyframe += 1,
                 Err(Drop::TooOld) => self.stats.dropped_too_old += 1,
             }
         }
+    }
+
+    /// Appends to `out` the paced packets whose turn has come by `now`.
+    pub fn poll_paced(&mut self, now: Instant, out: &mut Vec<Forward>) {
+        if !self.pacer.is_idle() {
+            self.pacer.poll(now, out);
+        }
+    }
+
+    /// When [`poll_paced`](Self::poll_paced) has something to release next.
+    pub fn paced_timeout(&self) -> Option<Instant> {
+        self.pacer.poll_timeout()
+    }
+
+    /// Packets waiting in the pacer, over all viewers.
+    pub fn paced_len(&self) -> usize {
+        self.pacer.queued_len()
     }
 
     /// Streams where at least one video viewer still waits for a keyframe and this
@@ -468,6 +646,7 @@ mod tests {
             keyframe_start,
             epoch: 0,
             arrival,
+            wallclock: arrival,
             payload: Arc::from(&[0x65u8, 0x88][..]),
         }
     }
@@ -482,6 +661,7 @@ mod tests {
             keyframe_start: false,
             epoch: 0,
             arrival,
+            wallclock: arrival,
             payload: Arc::from(&[0xfcu8, 0xff][..]),
         }
     }
@@ -1073,5 +1253,158 @@ mod tests {
         let long = Duration::from_secs(u64::from(u32::MAX) / 90_000 + 1);
         let _ = duration_to_ticks(long, 90_000);
         let _ = duration_to_ticks(Duration::MAX, u32::MAX);
+    }
+
+    #[test]
+    fn a_keyframe_request_replays_the_cached_group_after_what_the_viewer_has() {
+        let clock = Clock::new();
+        let mut fanout = Fanout::new();
+        fanout.add_viewer(
+            STREAM,
+            ViewerId(1),
+            vec![video_track(1_000, 5)],
+            clock.at(0),
+        );
+        let group: Vec<Arc<SourcePacket>> = [
+            (10, 0, true),
+            (11, 0, false),
+            (12, 3_000, false),
+            (13, 6_000, false),
+            (14, 9_000, false),
+        ]
+        .into_iter()
+        .map(|(seq, ts, key)| Arc::new(video(seq, ts, key, clock.at(seq))))
+        .collect();
+        for p in &group {
+            one(&mut fanout, p).unwrap();
+        }
+        let mut out = Vec::new();
+        let r = fanout.resync_viewer(
+            ViewerId(1),
+            &group,
+            clock.at(20),
+            Duration::from_secs(1),
+            &mut out,
+        );
+        assert_eq!(r, Resync::Replayed(5));
+        let got: Vec<(u64, u32)> = out.iter().map(|f| (f.seq, f.timestamp)).collect();
+        // Numbered after seq 1004 / timestamp 9005, one tick per frame.
+        assert_eq!(
+            got,
+            vec![
+                (1_005, 9_006),
+                (1_006, 9_006),
+                (1_007, 9_007),
+                (1_008, 9_008),
+                (1_009, 9_009)
+            ]
+        );
+        // Written with the wallclock of the viewer's last packet, so its sender
+        // reports do not jump back to the group's capture instants.
+        assert!(out.iter().all(|f| f.wallclock == clock.at(14)));
+        // Live continues from the group's last frame; packets it covered are dropped.
+        assert_eq!(
+            one(&mut fanout, &video(14, 9_000, false, clock.at(21))),
+            None
+        );
+        assert_eq!(
+            one(&mut fanout, &video(15, 12_000, false, clock.at(22))),
+            Some((1_010, 12_009))
+        );
+        // Rate-limited per viewer.
+        out.clear();
+        let again = fanout.resync_viewer(
+            ViewerId(1),
+            &group,
+            clock.at(500),
+            Duration::from_secs(1),
+            &mut out,
+        );
+        assert_eq!(again, Resync::RateLimited);
+        assert!(out.is_empty());
+        let later = fanout.resync_viewer(
+            ViewerId(1),
+            &group,
+            clock.at(1_100),
+            Duration::from_secs(1),
+            &mut out,
+        );
+        assert_eq!(later, Resync::Replayed(5));
+        assert_eq!(out[0].seq, 1_011);
+        // A group without a keyframe start, or of an older source, is not sent.
+        let old: Vec<Arc<SourcePacket>> =
+            vec![Arc::new(with_epoch(video(1, 0, true, clock.at(0)), 0))];
+        fanout.forward(
+            STREAM,
+            &with_epoch(video(500, 90_000, true, clock.at(3_000)), 1),
+            &mut Vec::new(),
+        );
+        assert_eq!(
+            fanout.resync_viewer(
+                ViewerId(1),
+                &old,
+                clock.at(5_000),
+                Duration::from_secs(1),
+                &mut out
+            ),
+            Resync::Nothing
+        );
+        assert_eq!(
+            fanout.resync_viewer(
+                ViewerId(1),
+                &group[1..],
+                clock.at(5_000),
+                Duration::from_secs(1),
+                &mut out
+            ),
+            Resync::Nothing
+        );
+        assert_eq!(
+            fanout.resync_viewer(
+                ViewerId(9),
+                &group,
+                clock.at(5_000),
+                Duration::from_secs(1),
+                &mut out
+            ),
+            Resync::Nothing
+        );
+    }
+
+    #[test]
+    fn a_big_prefix_is_paced_and_live_video_queues_behind_it() {
+        let clock = Clock::new();
+        let mut fanout = Fanout::new();
+        let big = |seq: u64, key: bool| {
+            let mut p = video(seq, 0, key, clock.at(0));
+            p.payload = Arc::from(vec![0x41u8; 1_000]);
+            Arc::new(p)
+        };
+        let prefix: Vec<Arc<SourcePacket>> = (0..100).map(|s| big(s, s == 0)).collect();
+        let mut out = Vec::new();
+        fanout.add_viewer_with_prefix(
+            STREAM,
+            ViewerId(1),
+            vec![video_track(0, 0), audio_track(0, 0)],
+            &prefix,
+            clock.at(0),
+            &mut out,
+        );
+        // The first burst at once (16 KiB), the rest later.
+        assert_eq!(out.len(), 16);
+        assert_eq!(fanout.paced_len(), 84);
+        // Live video queues behind the prefix, audio does not.
+        let live = fwd(&mut fanout, STREAM, &big(100, false));
+        assert!(live.is_empty());
+        assert_eq!(fwd(&mut fanout, STREAM, &audio(7, 0, clock.at(1))).len(), 1);
+        let mut seqs: Vec<u64> = out.iter().map(|f| f.seq).collect();
+        while let Some(t) = fanout.paced_timeout() {
+            let mut more = Vec::new();
+            fanout.poll_paced(t, &mut more);
+            seqs.extend(more.iter().map(|f| f.seq));
+        }
+        assert_eq!(seqs, (0..=100).collect::<Vec<u64>>());
+        // Done pacing: live video goes straight out again.
+        assert_eq!(fwd(&mut fanout, STREAM, &big(101, false)).len(), 1);
     }
 }

@@ -28,8 +28,7 @@ pub struct KeyframeCache {
     limit: usize,
     packets: Vec<Arc<SourcePacket>>,
     bytes: usize,
-    sps: Option<Vec<u8>>,
-    pps: Option<Vec<u8>>,
+    sets: H264ParameterSets,
     /// Parameter-set packets put in front of IDRs so far.
     pub injected: u64,
     /// Groups dropped for being over the bound.
@@ -49,17 +48,7 @@ impl KeyframeCache {
 
     /// Takes the H.264 parameter sets of an fmtp's `sprop-parameter-sets`.
     pub fn set_sprop(&mut self, fmtp: &str) {
-        let Some(value) = fmtp.split(';').find_map(|p| {
-            let (k, v) = p.split_once('=')?;
-            k.trim()
-                .eq_ignore_ascii_case("sprop-parameter-sets")
-                .then(|| v.trim())
-        }) else {
-            return;
-        };
-        for nal in value.split(',').filter_map(base64_decode) {
-            self.learn_nal(&nal);
-        }
+        self.sets.set_sprop(fmtp);
     }
 
     /// True when the cache holds a keyframe to start a viewer from.
@@ -77,6 +66,79 @@ impl KeyframeCache {
         self.bytes
     }
 
+    /// Empties the cache until the next keyframe (the source went silent: a viewer
+    /// joining now must not start from a stale picture). Parameter sets are kept.
+    pub fn clear(&mut self) {
+        self.packets.clear();
+        self.bytes = 0;
+    }
+
+    /// Adds a video packet of the source (in arrival order).
+    pub fn push(&mut self, pkt: &Arc<SourcePacket>) {
+        let h264 = self.codec == Some(CodecKind::H264);
+        let has_sps = h264 && self.sets.learn(&pkt.payload);
+        if self.limit == 0 {
+            return;
+        }
+        let same_epoch = self.packets.first().is_none_or(|p| p.epoch == pkt.epoch);
+        let continues_keyframe = self
+            .packets
+            .last()
+            .is_some_and(|p| p.timestamp == pkt.timestamp && same_epoch);
+        if pkt.keyframe_start && !continues_keyframe {
+            self.clear();
+            if h264
+                && !has_sps
+                && let Some(ps) = self.sets.packet_before(pkt)
+            {
+                self.injected += 1;
+                self.bytes += ps.payload.len();
+                self.packets.push(Arc::new(ps));
+            }
+        } else if self.packets.is_empty() || !same_epoch {
+            self.clear();
+            return;
+        }
+        self.bytes += pkt.payload.len();
+        if self.bytes > self.limit {
+            self.overflows += 1;
+            self.clear();
+            return;
+        }
+        self.packets.push(pkt.clone());
+    }
+}
+
+/// The H.264 sequence and picture parameter sets of a source, learned from its
+/// stream (single NAL units or inside STAP-A) and from `sprop-parameter-sets`, and
+/// put as one STAP-A in front of an IDR that lacks them.
+#[derive(Debug, Clone, Default)]
+pub struct H264ParameterSets {
+    sps: Option<Vec<u8>>,
+    pps: Option<Vec<u8>>,
+}
+
+impl H264ParameterSets {
+    /// Takes the parameter sets of an fmtp's `sprop-parameter-sets`.
+    pub fn set_sprop(&mut self, fmtp: &str) {
+        let Some(value) = fmtp.split(';').find_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            k.trim()
+                .eq_ignore_ascii_case("sprop-parameter-sets")
+                .then(|| v.trim())
+        }) else {
+            return;
+        };
+        for nal in value.split(',').filter_map(base64_decode) {
+            self.learn_nal(&nal);
+        }
+    }
+
+    /// True once both an SPS and a PPS are known.
+    pub fn is_known(&self) -> bool {
+        self.sps.is_some() && self.pps.is_some()
+    }
+
     fn learn_nal(&mut self, nal: &[u8]) {
         match nal.first().map(|b| b & 0x1f) {
             Some(NAL_SPS) => self.sps = Some(nal.to_vec()),
@@ -85,8 +147,9 @@ impl KeyframeCache {
         }
     }
 
-    /// Remembers parameter sets in an H.264 payload; returns true if it has an SPS.
-    fn learn_h264(&mut self, payload: &[u8]) -> bool {
+    /// Remembers the parameter sets in an H.264 RTP payload; returns true if it
+    /// carries an SPS.
+    pub fn learn(&mut self, payload: &[u8]) -> bool {
         let Some(&header) = payload.first() else {
             return false;
         };
@@ -111,7 +174,9 @@ impl KeyframeCache {
         }
     }
 
-    fn parameter_sets_packet(&self, idr: &SourcePacket) -> Option<SourcePacket> {
+    /// A STAP-A packet with the SPS and PPS, to go just before `idr`: numbered one
+    /// below it, with its timestamp and times. None until both are known.
+    pub fn packet_before(&self, idr: &SourcePacket) -> Option<SourcePacket> {
         let (sps, pps) = (self.sps.as_ref()?, self.pps.as_ref()?);
         let mut p = Vec::with_capacity(sps.len() + pps.len() + 5);
         // STAP-A header: F=0, NRI of the SPS, type 24.
@@ -127,46 +192,6 @@ impl KeyframeCache {
             payload: Arc::from(p),
             ..idr.clone()
         })
-    }
-
-    fn clear(&mut self) {
-        self.packets.clear();
-        self.bytes = 0;
-    }
-
-    /// Adds a video packet of the source (in arrival order).
-    pub fn push(&mut self, pkt: &Arc<SourcePacket>) {
-        let h264 = self.codec == Some(CodecKind::H264);
-        let has_sps = h264 && self.learn_h264(&pkt.payload);
-        if self.limit == 0 {
-            return;
-        }
-        let same_epoch = self.packets.first().is_none_or(|p| p.epoch == pkt.epoch);
-        let continues_keyframe = self
-            .packets
-            .last()
-            .is_some_and(|p| p.timestamp == pkt.timestamp && same_epoch);
-        if pkt.keyframe_start && !continues_keyframe {
-            self.clear();
-            if h264
-                && !has_sps
-                && let Some(ps) = self.parameter_sets_packet(pkt)
-            {
-                self.injected += 1;
-                self.bytes += ps.payload.len();
-                self.packets.push(Arc::new(ps));
-            }
-        } else if self.packets.is_empty() || !same_epoch {
-            self.clear();
-            return;
-        }
-        self.bytes += pkt.payload.len();
-        if self.bytes > self.limit {
-            self.overflows += 1;
-            self.clear();
-            return;
-        }
-        self.packets.push(pkt.clone());
     }
 }
 
@@ -211,6 +236,7 @@ mod tests {
             keyframe_start,
             epoch: 0,
             arrival: Instant::now(),
+            wallclock: Instant::now(),
             payload: Arc::from(payload),
         })
     }

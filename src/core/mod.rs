@@ -18,10 +18,16 @@
 //! 3. The worker writes each forward with str0m's `StreamTx::write_rtp`, using the
 //!    viewer's `Mid`, payload type, extended sequence number and timestamp as given.
 //!
+//! Bursts: the cached group of pictures a viewer starts from goes through a [`Pacer`]
+//! inside the [`Fanout`]; the worker writes what [`Fanout::poll_paced`] releases and
+//! wakes up at [`Fanout::paced_timeout`].
+//!
 //! Keyframes: [`Fanout::add_viewer`] says when a new viewer needs one, and
 //! [`Fanout::keyframes_wanted`] retries for viewers still waiting. Requests for one
 //! source go through its [`KeyframeLimiter`], which sends the first at once and
-//! coalesces bursts.
+//! coalesces bursts. A source that cannot be asked, or that leaves a request
+//! unanswered, starts its viewers from a [`KeyframeCache`] instead; the
+//! [`KeyframeSource`] decides which.
 //!
 //! # Rewriting rules, per viewer track
 //!
@@ -40,13 +46,21 @@
 
 mod codec;
 mod fanout;
+mod frame_size;
 mod keyframe;
 mod keyframe_cache;
+mod keyframe_source;
+mod pacer;
 mod packet;
+mod sender_clock;
 
 pub use codec::{CodecKind, is_keyframe_start};
-pub use fanout::{Fanout, FanoutStats};
+pub use fanout::{Fanout, FanoutStats, Resync};
+pub use frame_size::frame_size;
 pub use keyframe::KeyframeLimiter;
-pub use keyframe_cache::KeyframeCache;
+pub use keyframe_cache::{H264ParameterSets, KeyframeCache};
+pub use keyframe_source::{ANSWER_WITHIN, CacheReason, KeyframeMode, KeyframeSource};
+pub use pacer::{Pacer, PacerStats};
 pub use packet::{Forward, SourcePacket, ViewerId, ViewerTrack};
+pub use sender_clock::{ANCHOR_MARGIN, REANCHOR_AFTER, SenderClock, ntp_to_nanos};
 pub use str0m::media::MediaKind;

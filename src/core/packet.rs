@@ -31,6 +31,11 @@ pub struct SourcePacket {
     pub epoch: u32,
     /// When the packet arrived from the network.
     pub arrival: Instant,
+    /// When the packet's media was captured, on this server's clock, as far as the
+    /// source's RTCP sender reports tell (its arrival when they do not). Viewers'
+    /// packets are written to str0m with it, so the sender reports wishd sends them
+    /// carry the source's audio/video relationship. Never later than `arrival`.
+    pub wallclock: Instant,
     /// The RTP payload, shared by every viewer without copying.
     pub payload: Arc<[u8]>,
 }
@@ -69,7 +74,7 @@ pub struct Forward {
     pub marker: bool,
     /// True for video (the viewer may NACK it and str0m keeps it for resending).
     pub nackable: bool,
-    /// The packet's arrival.
+    /// The source packet's [`wallclock`](SourcePacket::wallclock) (capture instant).
     pub wallclock: Instant,
     /// The source payload, shared.
     pub payload: Arc<[u8]>,

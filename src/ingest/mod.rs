@@ -7,11 +7,17 @@
 //! feeds the same cross-worker path a WHIP publisher uses: every packet goes as one
 //! `Arc<SourcePacket>` to each worker with viewers of the stream. Video packets also go
 //! into the stream's keyframe cache, from which a new viewer starts at once (a camera
-//! cannot be asked for a keyframe).
+//! cannot be asked for a keyframe). RTCP sender reports set each packet's capture
+//! instant ([`SenderClock`]), which viewers' sender reports then carry (audio/video
+//! sync).
 //!
-//! Parsing ([`rtp`]), sequence handling ([`source`]) and SDP files ([`sdp_file`]) are
-//! sans-IO and unit-tested; nothing here panics on network input.
+//! H.264 IDRs that come without SPS/PPS get them in front ([`h264`]).
+//!
+//! Parsing ([`rtp`]), sequence handling ([`source`]), SDP files ([`sdp_file`]) and the
+//! parameter-set injector ([`h264`]) are sans-IO and unit-tested; nothing here panics
+//! on network input.
 
+pub mod h264;
 pub mod rtp;
 pub mod sdp_file;
 pub mod source;
@@ -27,7 +33,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::config::{RtpEntry, RtpMediumEntry};
-use crate::core::{KeyframeCache, SourcePacket};
+use crate::core::{CodecKind, KeyframeCache, SenderClock, SourcePacket, ntp_to_nanos};
 use crate::media::{MediaCounters, WorkerMsg, codec_kind, send_to_viewer_workers};
 use crate::registry::StreamShared;
 use crate::sdp::{ChosenCodec, OfferedCodec};
@@ -222,6 +228,15 @@ pub struct IngestCounters {
     pub sender_reports: AtomicU64,
     /// True while packets arrive; false after `rtp_timeout` of silence.
     pub online: AtomicBool,
+    /// The address the last accepted packet came from (written only when it changes).
+    pub last_sender: std::sync::Mutex<Option<SocketAddr>>,
+}
+
+impl IngestCounters {
+    /// The address RTP last came from.
+    pub fn sender(&self) -> Option<SocketAddr> {
+        *self.last_sender.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// A running RTP ingest: its counters and bound addresses.
@@ -258,6 +273,8 @@ struct Medium {
     state: MediumState,
     rtp: UdpSocket,
     rtcp: Option<UdpSocket>,
+    /// H.264 video: SPS/PPS in front of IDRs that come without them.
+    h264: Option<h264::ParameterSetInjector>,
 }
 
 /// Binds the sockets of one entry and starts its task.
@@ -284,8 +301,11 @@ pub fn start(
             None => None,
         };
         bound.push((m.kind, rtp.local_addr()?));
+        let codec = codec_kind(&m.codec.name);
         media.push(Medium {
-            state: MediumState::new(m.kind, m.codec.pt, codec_kind(&m.codec.name)),
+            h264: (m.kind == MediaKind::Video && codec == CodecKind::H264)
+                .then(|| h264::ParameterSetInjector::new(&m.codec.fmtp)),
+            state: MediumState::new(m.kind, m.codec.pt, codec),
             spec: m.clone(),
             rtp,
             rtcp,
@@ -306,6 +326,9 @@ pub fn start(
         counters,
         timeout,
         last_packet: None,
+        last_sender: None,
+        clock: SenderClock::default(),
+        batch: Vec::with_capacity(2),
     };
     let join = tokio::spawn(task.run(media, stop));
     Ok((ingest, join))
@@ -319,6 +342,11 @@ struct Task {
     counters: Arc<IngestCounters>,
     timeout: Duration,
     last_packet: Option<Instant>,
+    last_sender: Option<SocketAddr>,
+    /// The sender's wall clock from its RTCP sender reports (audio/video sync).
+    clock: SenderClock,
+    /// Reused: the packets one datagram turns into.
+    batch: Vec<Arc<SourcePacket>>,
 }
 
 async fn recv_opt(s: Option<&UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
@@ -366,6 +394,9 @@ impl Task {
             .is_some_and(|t| now.saturating_duration_since(t) < self.timeout);
         if self.counters.online.swap(online, Ordering::Relaxed) && !online {
             warn!(stream = %self.spec.stream, "RTP source offline: nothing for {:?}", self.timeout);
+            // Viewers stay (the mountpoint is configured) and resume at the camera's
+            // next keyframe; a viewer joining meanwhile gets no stale picture.
+            self.shared.with_keyframe_cache(KeyframeCache::clear);
         }
     }
 
@@ -387,8 +418,12 @@ impl Task {
             return;
         }
         if rtcp_port || rtp::is_rtcp(data) {
-            let n = rtp::sender_reports(data).len() as u64;
-            c.sender_reports.fetch_add(n, Ordering::Relaxed);
+            for sr in rtp::sender_reports(data) {
+                c.sender_reports.fetch_add(1, Ordering::Relaxed);
+                let ns = ntp_to_nanos(sr.ntp);
+                self.clock
+                    .on_sender_report(sr.ssrc, ns, sr.rtp_timestamp, now);
+            }
             return;
         }
         let h = match rtp::parse_rtp(data) {
@@ -401,7 +436,7 @@ impl Task {
         let payload: Arc<[u8]> =
             Arc::from(data.get(h.payload_start..h.payload_end).unwrap_or_default());
         let before = m.state.ssrc_changes;
-        let pkt = match m.state.accept(&h, payload, now) {
+        let mut pkt = match m.state.accept(&h, payload, now) {
             Ok(p) => p,
             Err(r) => {
                 let counter = match r {
@@ -422,13 +457,33 @@ impl Task {
         if !c.online.swap(true, Ordering::Relaxed) {
             info!(stream = %self.spec.stream, "RTP source online");
         }
-        let pkt = Arc::new(pkt);
-        if pkt.kind == MediaKind::Video {
-            // Cache first, then read the viewer mask: a worker sets its bit before it
-            // reads the cache, so every packet reaches a joining viewer one way or both.
-            self.shared.with_keyframe_cache(|cache| cache.push(&pkt));
+        if self.last_sender != Some(from) {
+            self.last_sender = Some(from);
+            *c.last_sender.lock().unwrap_or_else(|e| e.into_inner()) = Some(from);
         }
-        self.distribute(pkt);
+        pkt.wallclock = self
+            .clock
+            .wallclock(h.ssrc, h.timestamp, m.spec.codec.clock_rate, now);
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.clear();
+        match m.h264.as_mut() {
+            Some(injector) => injector.process(pkt, &mut batch),
+            None => batch.push(Arc::new(pkt)),
+        }
+        let kind = codec_kind(&m.spec.codec.name);
+        for pkt in batch.drain(..) {
+            if pkt.keyframe_start {
+                self.shared.stats.keyframe(kind, &pkt.payload);
+            }
+            if pkt.kind == MediaKind::Video {
+                // Cache first, then read the viewer mask: a worker sets its bit before
+                // it reads the cache, so every packet reaches a joining viewer one way
+                // or both.
+                self.shared.with_keyframe_cache(|cache| cache.push(&pkt));
+            }
+            self.distribute(pkt);
+        }
+        self.batch = batch;
     }
 
     fn distribute(&self, pkt: Arc<SourcePacket>) {

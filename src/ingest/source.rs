@@ -140,6 +140,7 @@ impl MediumState {
             keyframe_start: is_keyframe_start(self.codec, &payload),
             epoch: self.epoch,
             arrival,
+            wallclock: arrival,
             payload,
         })
     }

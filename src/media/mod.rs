@@ -10,8 +10,10 @@
 //! every worker, and a source packet is handed (as one `Arc`) to each worker that has
 //! viewers of its stream.
 
+pub mod dtls;
 pub mod outbox;
 pub mod stun;
+mod telemetry;
 pub mod udp;
 mod worker;
 
@@ -31,10 +33,12 @@ use tokio::sync::{mpsc, oneshot};
 use crate::auth::Grant;
 use crate::config::Config;
 use crate::core::{CodecKind, SourcePacket, ViewerTrack};
+use crate::metrics::{EndReason, MediaHistograms, SessionMetrics};
 use crate::registry::{Registry, RegistryError, SessionId, SessionInfo, SessionKind, StreamShared};
 use crate::sdp::frag::IceFragment;
 use crate::sdp::{self, ChosenCodec, SdpError};
 
+pub use telemetry::SessionSnapshot;
 pub use worker::{PatchError, PatchOutcome, WorkerMsg, WorkerStats};
 
 /// Why a session could not be created or found.
@@ -89,6 +93,39 @@ pub struct MediaCounters {
     pub keyframe_requests_sent: AtomicU64,
     /// Sessions dropped because str0m panicked inside them.
     pub session_panics: AtomicU64,
+    /// RTP payload bytes received from sources.
+    pub source_bytes: AtomicU64,
+    /// RTP payload bytes written to viewers.
+    pub forwarded_bytes: AtomicU64,
+    /// UDP bytes received from peers (flushed every 100 ms and at session end).
+    pub udp_bytes_in: AtomicU64,
+    /// UDP bytes sent to peers (flushed every 100 ms and at session end).
+    pub udp_bytes_out: AtomicU64,
+    /// PLIs sent to publishers.
+    pub pli_sent: AtomicU64,
+    /// FIRs sent to publishers.
+    pub fir_sent: AtomicU64,
+    /// Keyframe wishes folded into a request already sent (rate limit).
+    pub keyframe_requests_coalesced: AtomicU64,
+    /// PLI/FIR received from viewers.
+    pub keyframe_requests_received: AtomicU64,
+    /// Viewers started from a stream's keyframe cache (RTP ingest, or a WHIP source
+    /// that cannot be asked for keyframes).
+    pub keyframe_cache_starts: AtomicU64,
+    /// NACKs received from viewers (answered from str0m's send buffer).
+    pub nacks_received: AtomicU64,
+    /// NACKs sent to publishers.
+    pub nacks_sent: AtomicU64,
+    /// Video packets not forwarded to a viewer still waiting for a keyframe.
+    pub dropped_waiting_keyframe: AtomicU64,
+    /// Packets not forwarded because the viewer has no mapping of their payload type.
+    pub dropped_no_pt: AtomicU64,
+    /// Packets not forwarded as older than the viewer's current position.
+    pub dropped_too_old: AtomicU64,
+    /// Sessions by kind and state, created, and ended by reason.
+    pub session_metrics: SessionMetrics,
+    /// Forwarding latency, RTT and loss distributions.
+    pub histograms: MediaHistograms,
 }
 
 /// Settings the workers need, taken from [`Config`].
@@ -218,6 +255,7 @@ impl Media {
         offer_sdp: &str,
         grant: Grant,
     ) -> Result<Created, MediaError> {
+        let offer_sdp = &*sdp::decline_simulcast(offer_sdp);
         let offer = sdp::parse_offer(offer_sdp.as_bytes())?;
         let chosen = sdp::check_publish_offer(&offer)?;
         let worker = self.pick_worker();
@@ -267,7 +305,11 @@ impl Media {
             })
             .collect();
         if grant.end_viewers_on != 0 {
-            self.broadcast_end(grant.shared.name.clone(), grant.end_viewers_on);
+            self.broadcast_end(
+                grant.shared.name.clone(),
+                grant.end_viewers_on,
+                EndReason::CodecChanged,
+            );
         }
         let session = worker::NewSession {
             id,
@@ -291,6 +333,7 @@ impl Media {
         offer_sdp: &str,
         grant: Grant,
     ) -> Result<Created, MediaError> {
+        let offer_sdp = &*sdp::decline_simulcast(offer_sdp);
         let offer = sdp::parse_offer(offer_sdp.as_bytes())?;
         let codecs = self.registry.live_codecs(stream)?;
         let plan = sdp::check_play_offer(&offer, &codecs)?;
@@ -370,6 +413,16 @@ impl Media {
             .session(id)
             .filter(|s| s.kind == kind && &*s.stream == stream)
             .ok_or(RegistryError::UnknownSession)?;
+        self.end_session(&info, EndReason::Delete).await
+    }
+
+    /// Ends a session through the worker's single teardown path, for `reason`.
+    pub async fn end_session(
+        &self,
+        info: &SessionInfo,
+        reason: EndReason,
+    ) -> Result<(), MediaError> {
+        let id = info.id;
         let worker = self
             .workers
             .get(info.worker)
@@ -377,7 +430,7 @@ impl Media {
         let (reply, done) = oneshot::channel();
         worker
             .tx
-            .send(WorkerMsg::Close { id, reply })
+            .send(WorkerMsg::Close { id, reason, reply })
             .await
             .map_err(|_| MediaError::Unavailable)?;
         match done.await {
@@ -415,14 +468,40 @@ impl Media {
     }
 
     /// Tells the workers in `mask` to close their viewers of `stream`.
-    pub fn broadcast_end(&self, stream: Arc<str>, mask: u64) {
+    pub fn broadcast_end(&self, stream: Arc<str>, mask: u64, reason: EndReason) {
         for w in &self.workers {
             if mask & (1 << w.index) != 0 {
                 let _ = w.tx.try_send(WorkerMsg::EndStream {
                     stream: stream.clone(),
+                    reason,
                 });
             }
         }
+    }
+
+    /// The sessions the workers hold (of `stream`, or all; only publishers when
+    /// `publishers_only`), as the API shows them.
+    pub async fn sessions(
+        &self,
+        stream: Option<&str>,
+        publishers_only: bool,
+    ) -> Vec<SessionSnapshot> {
+        let stream: Option<Arc<str>> = stream.map(Arc::from);
+        let mut out = Vec::new();
+        for w in &self.workers {
+            let (reply, rx) = oneshot::channel();
+            let msg = WorkerMsg::Sessions {
+                stream: stream.clone(),
+                publishers_only,
+                reply,
+            };
+            if w.tx.send(msg).await.is_ok()
+                && let Ok(list) = rx.await
+            {
+                out.extend(list);
+            }
+        }
+        out
     }
 
     /// Per-worker internal counts (sessions, routing entries), for leak checks.
@@ -512,19 +591,23 @@ impl Media {
 /// RTP ingests alike. Returns whether `local` has viewers of the stream.
 pub(crate) fn send_to_viewer_workers(
     peers: &[mpsc::Sender<WorkerMsg>],
-    shared: &StreamShared,
+    shared: &Arc<StreamShared>,
     pkt: &Arc<SourcePacket>,
     counters: &MediaCounters,
     local: Option<usize>,
 ) -> bool {
     counters.source_packets.fetch_add(1, Ordering::Relaxed);
+    counters
+        .source_bytes
+        .fetch_add(pkt.payload.len() as u64, Ordering::Relaxed);
+    shared.stats.source_packet(pkt);
     let mask = shared.viewer_workers();
     for (w, tx) in peers.iter().enumerate() {
         if mask & (1 << w) == 0 || Some(w) == local {
             continue;
         }
         let msg = WorkerMsg::Packet {
-            stream: shared.name.clone(),
+            stream: shared.clone(),
             pkt: pkt.clone(),
         };
         if tx.try_send(msg).is_err() {
@@ -560,7 +643,7 @@ pub fn new_etag() -> String {
 }
 
 fn rtc_template() -> std::io::Result<RtcConfig> {
-    let provider = str0m::crypto::from_feature_flags();
+    let provider = dtls::provider();
     let cert: DtlsCert = provider
         .dtls_provider
         .generate_certificate()
@@ -569,6 +652,8 @@ fn rtc_template() -> std::io::Result<RtcConfig> {
         })?;
     Ok(RtcConfig::new()
         .set_crypto_provider(Arc::new(provider))
+        // Once a second: RTT, loss and NACK counts for the API and /metrics.
+        .set_stats_interval(Some(Duration::from_secs(1)))
         .set_rtp_mode(true)
         .set_ice_lite(true)
         .set_dtls_cert(cert))

@@ -26,17 +26,21 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{Span, debug, info, info_span, warn};
 
 use super::outbox::Outbox;
+use super::telemetry::{SessionSnapshot, SessionTelemetry};
 use super::udp::{MediaSocket, Received, RecvBuffers};
 use super::{MediaCounters, WorkerConfig, stun};
 use crate::core::{
-    CodecKind, Fanout, Forward, KeyframeLimiter, SourcePacket, ViewerId, ViewerTrack,
-    is_keyframe_start,
+    CodecKind, Fanout, FanoutStats, Forward, KeyframeCache, KeyframeLimiter, KeyframeMode,
+    KeyframeSource, SenderClock, SourcePacket, ViewerId, ViewerTrack, is_keyframe_start,
 };
-use crate::registry::{Registry, SessionId, StreamShared};
+use crate::metrics::{EndReason, SessionState, StreamStats};
+use crate::registry::{Registry, SessionId, SessionKind, StreamShared};
 use crate::sdp::frag::{IceFragment, first_ufrag, offer_with_credentials, restart_answer_fragment};
 
 /// How often a worker checks connect/ICE timeouts and retries keyframe requests.
 const HOUSEKEEPING: Duration = Duration::from_millis(100);
+/// Remote addresses remembered per session for routing non-STUN datagrams.
+const MAX_ADDRS: usize = 8;
 /// A viewer still waiting for a keyframe asks again after this long.
 const KEYFRAME_RETRY: Duration = Duration::from_secs(1);
 /// A viewer's video resend (NACK) history: 1 s answers any NACK that can still help
@@ -48,10 +52,12 @@ const VIEWER_RTX_AGE: Duration = Duration::from_secs(1);
 pub enum WorkerMsg {
     /// Adopt a negotiated session.
     Add(Box<NewSession>),
-    /// End a session (DELETE); replies whether it existed.
+    /// End a session (DELETE, API kick); replies whether it existed.
     Close {
         /// Which.
         id: SessionId,
+        /// Why, for the summary line and metrics.
+        reason: EndReason,
         /// Answer.
         reply: oneshot::Sender<bool>,
     },
@@ -66,8 +72,8 @@ pub enum WorkerMsg {
     },
     /// A source packet from another worker's publisher.
     Packet {
-        /// Stream name.
-        stream: Arc<str>,
+        /// The stream.
+        stream: Arc<StreamShared>,
         /// The packet, shared.
         pkt: Arc<SourcePacket>,
     },
@@ -76,10 +82,21 @@ pub enum WorkerMsg {
         /// Stream name.
         stream: Arc<str>,
     },
-    /// The stream ended (grace period over): close its viewers here.
+    /// The stream ended (grace period over, stopped): close its viewers here.
     EndStream {
         /// Stream name.
         stream: Arc<str>,
+        /// Why.
+        reason: EndReason,
+    },
+    /// Report the sessions (of one stream, or all).
+    Sessions {
+        /// Only this stream's, when given.
+        stream: Option<Arc<str>>,
+        /// Only publishers.
+        publishers_only: bool,
+        /// Answer.
+        reply: oneshot::Sender<Vec<SessionSnapshot>>,
     },
     /// Report internal counts.
     Stats {
@@ -189,6 +206,10 @@ enum Role {
         epoch: u32,
         tracks: Vec<PublishedTrack>,
         limiter: KeyframeLimiter,
+        /// The publisher's wall clock from its sender reports (audio/video sync).
+        clock: SenderClock,
+        /// Ask this source for keyframes, or start viewers from the cache.
+        keyframes: KeyframeSource,
     },
     Viewer {
         tracks: Vec<ViewerTrack>,
@@ -210,16 +231,17 @@ struct Session {
     disconnected_since: Option<Instant>,
     timer: Instant,
     addrs: Vec<SocketAddr>,
-    bytes_in: u64,
-    packets_out: u64,
+    telemetry: SessionTelemetry,
 }
 
 /// Effects on other sessions, queued while one `Rtc` is drained.
 enum Deferred {
     Source(Arc<StreamShared>, Arc<SourcePacket>),
     WantKeyframe(Arc<StreamShared>),
+    /// A viewer (by key) asked for a keyframe.
+    ViewerKeyframe(u64, Arc<StreamShared>),
     Connected(u64),
-    Close(u64, &'static str),
+    Close(u64, EndReason),
 }
 
 pub(super) struct Worker {
@@ -239,12 +261,16 @@ pub(super) struct Worker {
     timers: BTreeSet<(Instant, u64)>,
     fanout: Fanout,
     deferred: VecDeque<Deferred>,
-    /// Forwards of the source packets handled since the last write (see `write_pending`).
+    /// Forwards of the source packets handled since the last write (see `run_deferred`).
     forwards: Vec<Forward>,
+    /// Arrival of each source packet in `forwards`, for the forwarding latency.
+    pending_arrivals: Vec<Instant>,
     /// Datagrams waiting to leave as one GSO send.
     outbox: Outbox,
     /// Transmits collect in `outbox` until `write_forwards` flushes it.
     batching: bool,
+    /// Fan-out drop counts already added to the shared counters.
+    fanout_flushed: FanoutStats,
 }
 
 impl Worker {
@@ -275,8 +301,10 @@ impl Worker {
             fanout: Fanout::new(),
             deferred: VecDeque::new(),
             forwards: Vec::new(),
+            pending_arrivals: Vec::new(),
             outbox: Outbox::new(),
             batching: false,
+            fanout_flushed: FanoutStats::default(),
         }
     }
 
@@ -293,6 +321,8 @@ impl Worker {
                 .first()
                 .map(|(t, _)| *t)
                 .unwrap_or_else(|| Instant::now() + far);
+            // Paced bursts to viewers (a cached group of pictures) wake the loop too.
+            let next = self.fanout.paced_timeout().map_or(next, |p| p.min(next));
             tokio::select! {
                 biased;
                 msg = self.rx.recv() => {
@@ -303,7 +333,7 @@ impl Worker {
                     let mut handled = 0;
                     while let Some(msg) = next.take() {
                         if let Some(reply) = self.handle_msg(msg) {
-                            self.close_all("server shutdown");
+                            self.close_all(EndReason::Shutdown);
                             let _ = reply.send(());
                             return;
                         }
@@ -313,6 +343,7 @@ impl Worker {
                         }
                     }
                     // Source packets from other workers were fanned out as a batch.
+                    self.release_paced(Instant::now());
                     self.run_deferred(Instant::now());
                     // `biased` serves commands first; a worker that receives a steady
                     // stream of other workers' packets would then never read its socket
@@ -360,10 +391,10 @@ impl Worker {
         let now = Instant::now();
         match msg {
             WorkerMsg::Add(s) => self.add_session(*s, now),
-            WorkerMsg::Close { id, reply } => {
+            WorkerMsg::Close { id, reason, reply } => {
                 let existed = match self.by_id.get(&id) {
                     Some(&key) => {
-                        self.close_session(key, "deleted by client", now);
+                        self.close_session(key, reason, now);
                         true
                     }
                     None => false,
@@ -382,8 +413,25 @@ impl Worker {
                 self.fan_out_local(&stream, &pkt);
                 return None;
             }
+            WorkerMsg::Sessions {
+                stream,
+                publishers_only,
+                reply,
+            } => {
+                let list = self
+                    .sessions
+                    .values_mut()
+                    .filter(|s| stream.as_ref().is_none_or(|n| *n == s.shared.name))
+                    .filter(|s| !publishers_only || matches!(s.role, Role::Publisher { .. }))
+                    .map(|s| {
+                        s.telemetry
+                            .snapshot(s.id, s.shared.name.clone(), s.created, now)
+                    })
+                    .collect();
+                let _ = reply.send(list);
+            }
             WorkerMsg::KeyframeRequest { stream } => self.request_keyframe_local(&stream, now),
-            WorkerMsg::EndStream { stream } => {
+            WorkerMsg::EndStream { stream, reason } => {
                 let keys: Vec<u64> = self
                     .sessions
                     .iter()
@@ -393,7 +441,7 @@ impl Worker {
                     .map(|(k, _)| *k)
                     .collect();
                 for key in keys {
-                    self.close_session(key, "stream ended", now);
+                    self.close_session(key, reason, now);
                 }
             }
             WorkerMsg::Stats { reply } => {
@@ -409,6 +457,8 @@ impl Worker {
             }
             WorkerMsg::Shutdown { reply } => return Some(reply),
         }
+        // A busy queue must not hold back paced bursts (the timer branch may wait).
+        self.release_paced(now);
         self.run_deferred(now);
         None
     }
@@ -423,18 +473,34 @@ impl Worker {
         }
         let key = self.next_key;
         self.next_key += 1;
-        let kind = match new.role {
-            NewRole::Publisher { .. } => "publisher",
-            NewRole::Viewer { .. } => "viewer",
+        let (kind, session_kind) = match new.role {
+            NewRole::Publisher { .. } => ("publisher", SessionKind::Publisher),
+            NewRole::Viewer { .. } => ("viewer", SessionKind::Viewer),
         };
         let span = info_span!("session", id = %new.id, stream = %new.shared.name, kind);
         let role = match new.role {
             NewRole::Publisher { epoch, tracks } => {
                 self.publishers.insert(new.shared.name.clone(), key);
+                let can_be_asked = tracks
+                    .iter()
+                    .any(|t| t.kind == MediaKind::Video && t.keyframe_request.is_some());
+                let keyframes = KeyframeSource::from_offer(can_be_asked);
+                let cache = match keyframes.mode() {
+                    KeyframeMode::Cache => video_keyframe_cache(&tracks),
+                    KeyframeMode::Request => None,
+                };
+                if cache.is_some() {
+                    span.in_scope(|| {
+                        info!("no PLI/FIR offered: viewers start from the keyframe cache")
+                    });
+                }
+                new.shared.set_keyframe_cache(cache);
                 Role::Publisher {
                     epoch,
                     tracks,
                     limiter: KeyframeLimiter::new(self.cfg.keyframe_request_interval),
+                    clock: SenderClock::default(),
+                    keyframes,
                 }
             }
             NewRole::Viewer { tracks } => Role::Viewer {
@@ -461,8 +527,7 @@ impl Worker {
                 disconnected_since: None,
                 timer: now,
                 addrs: Vec::new(),
-                bytes_in: 0,
-                packets_out: 0,
+                telemetry: SessionTelemetry::new(session_kind, self.counters.clone(), now),
             },
         );
         self.counters.sessions.fetch_add(1, Ordering::Relaxed);
@@ -529,10 +594,11 @@ impl Worker {
     }
 
     fn handle_datagram(&mut self, now: Instant, r: Received, data: &[u8]) {
-        let key = match self.by_addr.get(&r.source) {
-            Some(&k) => Some(k),
-            None => stun::local_ufrag(data).and_then(|u| self.by_ufrag.get(u).copied()),
-        };
+        // A STUN request naming one of our ufrags belongs to that session wherever it
+        // comes from: after an ICE restart a client may use a new address, and its
+        // old one may come back as another client's.
+        let by_ufrag = stun::local_ufrag(data).and_then(|u| self.by_ufrag.get(u).copied());
+        let key = by_ufrag.or_else(|| self.by_addr.get(&r.source).copied());
         let Some(key) = key else {
             self.counters
                 .unroutable_datagrams
@@ -543,18 +609,56 @@ impl Worker {
             return;
         };
         if let Some(s) = self.sessions.get_mut(&key) {
-            s.bytes_in += data.len() as u64;
-            if !s.addrs.contains(&r.source) && s.addrs.len() < 16 {
-                s.addrs.push(r.source);
-                self.by_addr.insert(r.source, key);
-            }
+            s.telemetry.bytes_in += data.len() as u64;
+            s.telemetry.peer = Some(r.source);
+        }
+        if by_ufrag.is_some() {
+            self.learn_address(key, r.source);
         }
         self.drive(key, now, move |rtc| {
             rtc.handle_input(Input::Receive(now, recv)).map(|_| ())
         });
     }
 
+    /// Routes `addr` to session `key` from now on. Each session keeps its last
+    /// [`MAX_ADDRS`] addresses; older ones and addresses another session had are
+    /// unlearned, so nothing stale outlives an address change.
+    fn learn_address(&mut self, key: u64, addr: SocketAddr) {
+        if self.by_addr.get(&addr) == Some(&key) {
+            return;
+        }
+        if let Some(prev) = self.by_addr.insert(addr, key)
+            && let Some(other) = self.sessions.get_mut(&prev)
+        {
+            other.addrs.retain(|a| *a != addr);
+        }
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        s.addrs.retain(|a| *a != addr);
+        if s.addrs.len() >= MAX_ADDRS {
+            let old = s.addrs.remove(0);
+            if self.by_addr.get(&old) == Some(&key) {
+                self.by_addr.remove(&old);
+            }
+        }
+        s.addrs.push(addr);
+    }
+
+    /// Writes the paced packets (cached groups going to viewers) whose turn has come.
+    fn release_paced(&mut self, now: Instant) {
+        if self.fanout.paced_timeout().is_none_or(|t| t > now) {
+            return;
+        }
+        // Not `self.forwards`: that holds live forwards still to be written.
+        let mut forwards = Vec::new();
+        self.fanout.poll_paced(now, &mut forwards);
+        // Paced groups mix streams; they count in the worker totals only.
+        self.write_forwards(&mut forwards, None);
+    }
+
     fn handle_timers(&mut self, now: Instant) {
+        self.release_paced(now);
         while let Some(&(t, key)) = self.timers.first() {
             if t > now {
                 break;
@@ -582,17 +686,33 @@ impl Worker {
         let mut expired = Vec::new();
         for (key, s) in &self.sessions {
             if !s.rtc.is_alive() {
-                expired.push((*key, "peer connection closed"));
+                expired.push((*key, EndReason::PeerClosed));
             } else if !s.connected && now.duration_since(s.created) > self.cfg.connect_timeout {
-                expired.push((*key, "ICE/DTLS did not complete in time"));
+                expired.push((*key, EndReason::ConnectTimeout));
             } else if let Some(since) = s.disconnected_since
                 && now.duration_since(since) > self.cfg.ice_timeout
             {
-                expired.push((*key, "ICE consent timed out"));
+                expired.push((*key, EndReason::IceTimeout));
             }
         }
+        for s in self.sessions.values_mut() {
+            s.telemetry.flush();
+        }
+        self.flush_fanout_drops();
         for (key, reason) in expired {
             self.close_session(key, reason, now);
+        }
+        for s in self.sessions.values_mut() {
+            if let Role::Publisher {
+                keyframes, tracks, ..
+            } = &mut s.role
+                && keyframes.handle_timeout(now)
+            {
+                s.span.in_scope(|| {
+                    info!("keyframe request unanswered: viewers start from the keyframe cache")
+                });
+                s.shared.set_keyframe_cache(video_keyframe_cache(tracks));
+            }
         }
         for stream in self.fanout.keyframes_wanted(now, KEYFRAME_RETRY) {
             if let Some(shared) = self.find_stream(&stream) {
@@ -640,7 +760,7 @@ impl Worker {
             Ok(Err(e)) => {
                 s.span.in_scope(|| debug!("rtc error: {e}"));
                 self.deferred
-                    .push_back(Deferred::Close(key, "peer connection failed"));
+                    .push_back(Deferred::Close(key, EndReason::Failed));
                 return;
             }
             Err(_) => {
@@ -648,7 +768,7 @@ impl Worker {
                 s.span
                     .in_scope(|| warn!("str0m panicked; dropping this session only"));
                 self.deferred
-                    .push_back(Deferred::Close(key, "internal error in session"));
+                    .push_back(Deferred::Close(key, EndReason::InternalError));
                 return;
             }
         };
@@ -673,8 +793,15 @@ impl Worker {
             }
             // Writing may queue more deferred effects (a viewer's events).
             let mut forwards = std::mem::take(&mut self.forwards);
-            self.write_forwards(&mut forwards);
+            self.write_forwards(&mut forwards, None);
             self.forwards = forwards;
+            // Arrival at the worker to the hand-over for this worker's last viewer.
+            for arrival in self.pending_arrivals.drain(..) {
+                self.counters
+                    .histograms
+                    .forward_latency
+                    .observe_duration(arrival.elapsed());
+            }
         }
     }
 
@@ -693,6 +820,12 @@ impl Worker {
                     }
                     None => {}
                 },
+                Deferred::ViewerKeyframe(key, shared) => {
+                    self.viewer_keyframe(key, &shared, now);
+                    if shared.source_worker().is_some() {
+                        self.deferred.push_back(Deferred::WantKeyframe(shared));
+                    }
+                }
                 Deferred::Connected(key) => self.on_connected(key, now),
                 Deferred::Close(key, reason) => self.close_session(key, reason, now),
             }
@@ -705,6 +838,7 @@ impl Worker {
         };
         s.connected = true;
         s.disconnected_since = None;
+        s.telemetry.set_state(SessionState::Connected);
         let elapsed = now.duration_since(s.created);
         s.span
             .in_scope(|| info!(setup_ms = elapsed.as_millis() as u64, "connected"));
@@ -730,16 +864,38 @@ impl Worker {
                 &mut forwards,
             );
             if !forwards.is_empty() {
+                self.counters
+                    .keyframe_cache_starts
+                    .fetch_add(1, Ordering::Relaxed);
                 debug!(
                     packets = forwards.len(),
                     "viewer starts from the keyframe cache"
                 );
             }
-            self.write_forwards(&mut forwards);
+            self.write_forwards(&mut forwards, Some(&shared.stats));
             if wants_keyframe {
                 self.deferred.push_back(Deferred::WantKeyframe(shared));
             }
         }
+    }
+
+    /// A viewer's keyframe request, when its stream keeps a keyframe cache (a camera,
+    /// which cannot be asked): the viewer gets the cached group again, rate-limited.
+    fn viewer_keyframe(&mut self, key: u64, shared: &StreamShared, now: Instant) {
+        let group = shared.keyframe_snapshot();
+        if group.is_empty() {
+            return;
+        }
+        // Not `self.forwards`: that holds live forwards still to be written.
+        let mut forwards = Vec::new();
+        let r =
+            self.fanout
+                .resync_viewer(ViewerId(key), &group, now, KEYFRAME_RETRY, &mut forwards);
+        if let Some(s) = self.sessions.get(&key) {
+            s.span
+                .in_scope(|| debug!(?r, "keyframe request answered from the cache"));
+        }
+        self.write_forwards(&mut forwards, Some(&shared.stats));
     }
 
     /// Sends a source packet to every worker with viewers of its stream.
@@ -752,30 +908,42 @@ impl Worker {
             Some(self.index),
         );
         if local {
-            self.fan_out_local(&shared.name, &pkt);
+            self.fan_out_local(shared, &pkt);
         }
     }
 
     /// Queues the forwards of one source packet; `run_deferred` writes them with the
-    /// rest of the batch.
-    fn fan_out_local(&mut self, stream: &str, pkt: &SourcePacket) {
-        self.fanout.forward(stream, pkt, &mut self.forwards);
+    /// rest of the batch. The stream's counters are added here (the batch may mix
+    /// streams), the forwarding latency once the batch is written.
+    fn fan_out_local(&mut self, shared: &StreamShared, pkt: &SourcePacket) {
+        let before = self.forwards.len();
+        self.fanout.forward(&shared.name, pkt, &mut self.forwards);
+        let n = (self.forwards.len() - before) as u64;
+        if n > 0 {
+            shared.stats.packets_out.fetch_add(n, Ordering::Relaxed);
+            shared
+                .stats
+                .bytes_out
+                .fetch_add(n * pkt.payload.len() as u64, Ordering::Relaxed);
+            self.pending_arrivals.push(pkt.arrival);
+        }
     }
 
     /// Writes forwards viewer by viewer (each viewer's in source order), so the
-    /// datagrams of one viewer leave together as GSO sends (see [`Outbox`]).
-    fn write_forwards(&mut self, forwards: &mut Vec<Forward>) {
+    /// datagrams of one viewer leave together as GSO sends (see [`Outbox`]). Shared
+    /// counters get one add per call, not one per viewer.
+    fn write_forwards(&mut self, forwards: &mut Vec<Forward>, stats: Option<&StreamStats>) {
         // Stable: a viewer's packets keep their order.
         forwards.sort_by_key(|f| f.viewer);
         self.batching = true;
+        let (mut packets, mut bytes) = (0u64, 0u64);
+        let now = Instant::now();
         for f in forwards.drain(..) {
-            let now = f.wallclock;
             let key = f.viewer.0;
-            self.counters
-                .forwarded_packets
-                .fetch_add(1, Ordering::Relaxed);
+            packets += 1;
+            bytes += f.payload.len() as u64;
             if let Some(s) = self.sessions.get_mut(&key) {
-                s.packets_out += 1;
+                s.telemetry.packets_out += 1;
             }
             self.drive(key, now, move |rtc| {
                 let mut api = rtc.direct_api();
@@ -797,6 +965,32 @@ impl Worker {
         }
         self.batching = false;
         self.outbox.flush(&self.socket);
+        if packets > 0 {
+            let c = &self.counters;
+            c.forwarded_packets.fetch_add(packets, Ordering::Relaxed);
+            c.forwarded_bytes.fetch_add(bytes, Ordering::Relaxed);
+            if let Some(stats) = stats {
+                stats.packets_out.fetch_add(packets, Ordering::Relaxed);
+                stats.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Adds the fan-out's drop counts since the last flush to the shared counters.
+    fn flush_fanout_drops(&mut self) {
+        let now = self.fanout.stats();
+        let was = std::mem::replace(&mut self.fanout_flushed, now);
+        let c = &self.counters;
+        let add = |a: &std::sync::atomic::AtomicU64, n: u64, w: u64| {
+            a.fetch_add(n.saturating_sub(w), Ordering::Relaxed);
+        };
+        add(
+            &c.dropped_waiting_keyframe,
+            now.dropped_waiting_keyframe,
+            was.dropped_waiting_keyframe,
+        );
+        add(&c.dropped_no_pt, now.dropped_no_pt, was.dropped_no_pt);
+        add(&c.dropped_too_old, now.dropped_too_old, was.dropped_too_old);
     }
 
     fn request_keyframe_local(&mut self, stream: &str, now: Instant) {
@@ -816,6 +1010,9 @@ impl Worker {
             let tracks = tracks.clone();
             self.send_keyframe_request(key, &tracks, now);
         } else {
+            self.counters
+                .keyframe_requests_coalesced
+                .fetch_add(1, Ordering::Relaxed);
             // Coalesced: make sure the session timer covers the limiter's deadline.
             self.drive(key, now, |_| Ok(()));
         }
@@ -826,10 +1023,22 @@ impl Worker {
             let Some(kind) = t.keyframe_request else {
                 continue;
             };
+            if let Some(Session {
+                role: Role::Publisher { keyframes, .. },
+                ..
+            }) = self.sessions.get_mut(&key)
+            {
+                keyframes.request_sent(now);
+            }
             let mid = t.mid;
             self.counters
                 .keyframe_requests_sent
                 .fetch_add(1, Ordering::Relaxed);
+            let by_kind = match kind {
+                KeyframeRequestKind::Fir => &self.counters.fir_sent,
+                _ => &self.counters.pli_sent,
+            };
+            by_kind.fetch_add(1, Ordering::Relaxed);
             self.drive(key, now, move |rtc| {
                 if let Some(rx) = rtc.direct_api().stream_rx_by_mid(mid, None) {
                     rx.request_keyframe(kind);
@@ -839,7 +1048,9 @@ impl Worker {
         }
     }
 
-    fn close_session(&mut self, key: u64, reason: &str, now: Instant) {
+    /// The single teardown path: DELETE, kick, stop, timeouts, peer close, errors,
+    /// grace expiry and shutdown all end a session here.
+    fn close_session(&mut self, key: u64, reason: EndReason, now: Instant) {
         let Some(mut s) = self.sessions.remove(&key) else {
             return;
         };
@@ -886,19 +1097,12 @@ impl Worker {
         self.counters
             .sessions_closed
             .fetch_add(1, Ordering::Relaxed);
-        let secs = now.duration_since(s.created).as_secs_f64();
-        s.span.in_scope(|| {
-            info!(
-                reason,
-                duration_s = format!("{secs:.1}"),
-                bytes_in = s.bytes_in,
-                packets_out = s.packets_out,
-                "session ended"
-            )
-        });
+        let duration = now.saturating_duration_since(s.created);
+        let span = s.span.clone();
+        span.in_scope(|| s.telemetry.end(s.id, &s.shared.name, reason, duration));
     }
 
-    fn close_all(&mut self, reason: &str) {
+    fn close_all(&mut self, reason: EndReason) {
         let now = Instant::now();
         let keys: Vec<u64> = self.sessions.keys().copied().collect();
         for key in keys {
@@ -920,7 +1124,10 @@ fn drain(
     loop {
         match s.rtc.poll_output()? {
             Output::Timeout(t) => return Ok(t.max(now)),
-            Output::Transmit(t) => outbox.push(socket, t.source.ip(), t.destination, &t.contents),
+            Output::Transmit(t) => {
+                s.telemetry.bytes_out += t.contents.len() as u64;
+                outbox.push(socket, t.source.ip(), t.destination, &t.contents)
+            }
             Output::Event(e) => handle_event(key, s, e, deferred, now),
         }
     }
@@ -940,9 +1147,13 @@ fn handle_event(
             match state {
                 IceConnectionState::Disconnected => {
                     s.disconnected_since.get_or_insert(now);
+                    s.telemetry.set_state(SessionState::Disconnected);
                 }
                 IceConnectionState::Connected | IceConnectionState::Completed => {
                     s.disconnected_since = None;
+                    if s.connected {
+                        s.telemetry.set_state(SessionState::Connected);
+                    }
                 }
                 _ => {}
             }
@@ -952,6 +1163,8 @@ fn handle_event(
                 epoch,
                 tracks,
                 limiter,
+                clock,
+                keyframes,
             } = &mut s.role
             else {
                 return;
@@ -963,8 +1176,11 @@ fn handle_event(
             let keyframe_start = is_keyframe_start(track.codec, &p.payload);
             if keyframe_start {
                 limiter.keyframe_received(now);
+                keyframes.keyframe_received(now);
+                s.shared.stats.keyframe(track.codec, &p.payload);
             }
-            let pkt = SourcePacket {
+            s.telemetry.packets_in += 1;
+            let pkt = Arc::new(SourcePacket {
                 kind: track.kind,
                 pt: track.canonical_pt,
                 seq: *p.seq_no,
@@ -973,16 +1189,52 @@ fn handle_event(
                 keyframe_start,
                 epoch: *epoch,
                 arrival: p.timestamp,
+                wallclock: clock.wallclock(
+                    *p.header.ssrc,
+                    p.header.timestamp,
+                    p.time.denom(),
+                    p.timestamp,
+                ),
                 payload: p.payload,
-            };
-            deferred.push_back(Deferred::Source(s.shared.clone(), Arc::new(pkt)));
+            });
+            if track.kind == MediaKind::Video && keyframes.mode() == KeyframeMode::Cache {
+                // Cache first, then (in `distribute`) read the viewer mask: a joining
+                // viewer's worker sets its bit before it reads the cache.
+                s.shared.with_keyframe_cache(|c| c.push(&pkt));
+            }
+            deferred.push_back(Deferred::Source(s.shared.clone(), pkt));
+        }
+        Event::SenderFeedback(f) => {
+            if let Role::Publisher { clock, .. } = &mut s.role {
+                let info = f.sender_info;
+                let ns = info
+                    .ntp_time
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as i128);
+                clock.on_sender_report(*info.ssrc, ns, info.rtp_time.numer() as u32, f.received_at);
+            }
         }
         Event::KeyframeRequest(_) => {
             if matches!(s.role, Role::Viewer { .. }) {
-                deferred.push_back(Deferred::WantKeyframe(s.shared.clone()));
+                s.telemetry
+                    .counters
+                    .keyframe_requests_received
+                    .fetch_add(1, Ordering::Relaxed);
+                deferred.push_back(Deferred::ViewerKeyframe(key, s.shared.clone()));
             }
         }
-        Event::Closed => deferred.push_back(Deferred::Close(key, "closed by peer")),
+        Event::Closed => deferred.push_back(Deferred::Close(key, EndReason::PeerClosed)),
+        e @ (Event::PeerStats(_) | Event::MediaEgressStats(_) | Event::MediaIngressStats(_)) => {
+            s.telemetry.on_event(&e)
+        }
         _ => {}
     }
+}
+
+/// A keyframe cache for the video of a WHIP source (None without video).
+fn video_keyframe_cache(tracks: &[PublishedTrack]) -> Option<KeyframeCache> {
+    tracks
+        .iter()
+        .find(|t| t.kind == MediaKind::Video)
+        .map(|t| KeyframeCache::new(t.codec, crate::ingest::CACHE_BYTES))
 }

@@ -239,6 +239,11 @@ fn match_viewer(media: &OfferedMedia, source: &ChosenCodec) -> Option<(u8, Optio
 /// track of the stream -> Unsupported naming the missing codec(s), e.g. "viewer offer has
 /// no codec for the stream's video: H264 profile-level-id=42e01f packetization-mode=1".
 ///
+/// If the viewer offers H.264 but not in the stream's profile or packetization mode ->
+/// Unsupported saying both, e.g. "viewer offer cannot receive the stream's video: stream
+/// is H.264 Constrained High (640c1f); the offer accepts only Constrained Baseline
+/// (42e01f)" (see [`super::h264`]).
+///
 /// If the viewer offers a kind the stream has but none of the viewer's codecs matches ->
 /// Unsupported naming the codec, e.g. "viewer offer cannot receive the stream's video
 /// codec H264 profile-level-id=42e01f packetization-mode=1 (offered: VP8, VP9)".
@@ -279,6 +284,15 @@ pub fn check_play_offer(offer: &Offer, stream: &[ChosenCodec]) -> Result<Vec<Pla
             .iter()
             .find_map(|l| match_viewer(l.media, source).map(|m| (l, m)));
         let Some((line, (viewer_pt, viewer_rtx_pt))) = found else {
+            if source.codec.codec() == Codec::H264 {
+                let viewer: Vec<&OfferedCodec> =
+                    candidates.iter().flat_map(|l| &l.media.codecs).collect();
+                if let Some(why) = super::h264::mismatch_reason(&source.codec, &viewer) {
+                    return Err(SdpError::Unsupported(format!(
+                        "viewer offer cannot receive the stream's video: {why}"
+                    )));
+                }
+            }
             let offered: Vec<String> = candidates.iter().map(|l| offered_list(l.media)).collect();
             return Err(SdpError::Unsupported(format!(
                 "viewer offer cannot receive the stream's {} codec {} (offered: {})",

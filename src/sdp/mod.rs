@@ -29,7 +29,9 @@
 
 mod check;
 pub mod frag;
+pub mod h264;
 pub(crate) mod parse;
+pub mod simulcast;
 
 #[cfg(test)]
 mod tests;
@@ -39,6 +41,7 @@ use str0m::media::{Frequency, MediaKind, Pt};
 
 pub use check::{check_play_offer, check_publish_offer};
 pub use parse::parse_offer;
+pub use simulcast::decline_simulcast;
 
 /// Why an offer is refused.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]

@@ -636,13 +636,21 @@ fn play_h264_profile_mismatch_follows_str0m_match_params() {
     assert_eq!(same_profile_other_level[0].viewer_rtx_pt, Some(109));
     assert_eq!(same_profile_other_level[0].source_pt, 106);
 
-    let constrained = unsupported(viewer("42e01f", "1"));
-    assert!(
-        constrained.contains("H264 profile-level-id=42001e packetization-mode=1"),
-        "{constrained}"
+    assert_eq!(
+        unsupported(viewer("42e01f", "1")),
+        "viewer offer cannot receive the stream's video: stream is H.264 Baseline (42001e); \
+         the offer accepts only Constrained Baseline (42e01f)"
     );
-    unsupported(viewer("4d001f", "1"));
-    unsupported(viewer("42001f", "0"));
+    assert_eq!(
+        unsupported(viewer("4d001f", "1")),
+        "viewer offer cannot receive the stream's video: stream is H.264 Baseline (42001e); \
+         the offer accepts only Main (4d001f)"
+    );
+    assert_eq!(
+        unsupported(viewer("42001f", "0")),
+        "viewer offer cannot receive the stream's video: stream is H.264 Baseline (42001e) \
+         in packetization-mode 1; the offer accepts H.264 only in packetization-mode 0"
+    );
 }
 
 #[test]

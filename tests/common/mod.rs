@@ -37,3 +37,29 @@ pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Server {
 }
 
 pub const CONNECT: Duration = Duration::from_secs(10);
+
+/// The `detail` of an RFC 9457 problem details body, after checking that the
+/// response is `application/problem+json` with `type`, `title` and the status
+/// repeated. Panics (failing the test) otherwise.
+pub fn problem_detail(r: &wishd::client::HttpResponse) -> String {
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/problem+json"),
+        "status {} body {:?}",
+        r.status,
+        r.text()
+    );
+    let v: serde_json::Value = serde_json::from_slice(&r.body)
+        .unwrap_or_else(|e| panic!("problem body is not JSON ({e}): {:?}", r.text()));
+    assert_eq!(v["status"], r.status, "{v}");
+    assert!(v["type"].is_string() && v["title"].is_string(), "{v}");
+    let detail = v["detail"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        !detail.trim().is_empty(),
+        "status {} without a reason",
+        r.status
+    );
+    assert!(!detail.contains('\n'), "reason is not one line: {detail:?}");
+    detail
+}
+pub mod openapi;

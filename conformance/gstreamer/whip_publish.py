@@ -1,0 +1,268 @@
+#!/usr/bin/python3
+"""GStreamer's own WebRTC stack (webrtcbin + libnice) as a WHIP publisher.
+
+    /usr/bin/python3 conformance/gstreamer/whip_publish.py URL SECONDS [TOKEN]
+
+Publishes a moving test pattern (H.264 from x264enc + Opus) to the WHIP endpoint URL
+for SECONDS (or until SIGTERM), then ends the session with DELETE. Non-trickle: the offer is POSTed once
+ICE gathering is complete. libnice gathers on every interface except loopback, so
+the tests run this inside a network namespace of their own, with a veth carrying
+127.0.0.2 (and wishd's media socket on that address: a libnice socket on the veth
+cannot send to 127.0.0.1).
+Progress goes to stderr; the last line on stdout is one JSON object:
+{ client, version, ok, step, error, figures }.
+"""
+import json
+import re
+import signal
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstWebRTC", "1.0")
+gi.require_version("GstSdp", "1.0")
+from gi.repository import GLib, Gst, GstSdp, GstWebRTC  # noqa: E402
+
+PIPELINE = """
+webrtcbin name=w bundle-policy=max-bundle
+videotestsrc is-live=true pattern=ball ! video/x-raw,width=640,height=360,framerate=30/1
+  ! videoconvert ! queue ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 bframes=0 bitrate=800
+  ! video/x-h264,profile=constrained-baseline ! rtph264pay pt=96 config-interval=-1 aggregate-mode=zero-latency mtu=1200
+  ! application/x-rtp,media=video,encoding-name=H264,payload=96,clock-rate=90000 ! w.
+audiotestsrc is-live=true wave=sine ! audioconvert ! audioresample ! queue ! opusenc bitrate=64000
+  ! rtpopuspay pt=111 mtu=1200 ! application/x-rtp,media=audio,encoding-name=OPUS,payload=111,clock-rate=48000 ! w.
+"""
+
+
+def ecdsa_pem():
+    """A self-signed ECDSA P-256 certificate: its SHA-256 fingerprint, and it with its
+    key in PEM.
+
+    webrtcbin's own DTLS certificate (GStreamer 1.22) is RSA 2048, and str0m's DTLS
+    server (dimpl 0.9, inside wishd) accepts ECDSA client certificates only: with the
+    default certificate the handshake ends in "no client certificate received". Every
+    browser, libdatachannel and ffmpeg use ECDSA already.
+    """
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "webrtcbin")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    fingerprint = ":".join(f"{b:02X}" for b in cert.fingerprint(hashes.SHA256()))
+    return fingerprint, (
+        cert.public_bytes(serialization.Encoding.PEM)
+        + key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    ).decode()
+
+
+def log(*a):
+    print("[gst-whip]", *a, file=sys.stderr, flush=True)
+
+
+class Publisher:
+    def __init__(self, url, seconds, token):
+        self.url, self.seconds, self.token = url, seconds, token
+        self.step = "pipeline"
+        self.error = None
+        self.location = None
+        self.figures = {}
+        self.loop = GLib.MainLoop()
+        self.pipe = Gst.parse_launch(PIPELINE)
+        self.w = self.pipe.get_by_name("w")
+        # No ICE-TCP candidates, no UPnP port mapping (SSDP multicast). PyGObject
+        # drops a reference it does not own when these wrappers are collected, so
+        # they are kept for the life of the process.
+        self.ice = self.w.get_property("ice-agent")
+        self.ice.set_property("ice-tcp", False)
+        self.nice = self.ice.get_property("agent")
+        self.nice.set_property("upnp", False)
+        self.w.connect("on-negotiation-needed", self.on_negotiation_needed)
+        self.w.connect("notify::ice-gathering-state", self.on_gathering)
+        self.w.connect("notify::ice-connection-state", self.on_ice)
+        self.fingerprint, self.pem = ecdsa_pem()
+        self.pipe.connect("deep-element-added", self.on_element)
+        bus = self.pipe.get_bus()
+        bus.add_signal_watch()
+        bus.connect("message::error", self.on_bus_error)
+        self.offered = False
+        self.finished = False
+
+    def fail(self, step, error):
+        if self.error is None:
+            self.step, self.error = step, str(error)
+            log(f"FAILED at {step}: {error}")
+        self.loop.quit()
+
+    def on_bus_error(self, _bus, msg):
+        err, dbg = msg.parse_error()
+        self.fail(self.step, f"{err.message} ({dbg})")
+
+    def on_element(self, _bin, _sub, element):
+        # Before webrtcbin reads the fingerprint for its offer.
+        factory = element.get_factory()
+        if factory is not None and factory.get_name() == "dtlssrtpdec":
+            element.set_property("pem", self.pem)
+
+    def on_negotiation_needed(self, w):
+        self.step = "create offer"
+        # WHIP publishes only: every transceiver sends.
+        i = 0
+        while True:
+            t = w.emit("get-transceiver", i)
+            if t is None:
+                break
+            t.set_property("direction", GstWebRTC.WebRTCRTPTransceiverDirection.SENDONLY)
+            i += 1
+        promise = Gst.Promise.new_with_change_func(self.on_offer, w, None)
+        w.emit("create-offer", None, promise)
+
+    def on_offer(self, promise, w, _data):
+        promise.wait()
+        reply = promise.get_reply()
+        offer = reply.get_value("offer") if reply else None
+        if offer is None:
+            return self.fail("create offer", "webrtcbin made no offer")
+        self.step = "gather ICE candidates"
+        w.emit("set-local-description", offer, Gst.Promise.new())
+        self.t_gather = time.monotonic()
+
+    def on_gathering(self, w, _pspec):
+        state = w.get_property("ice-gathering-state")
+        if state == GstWebRTC.WebRTCICEGatheringState.COMPLETE and not self.offered:
+            self.offered = True
+            self.figures["gather_ms"] = round((time.monotonic() - self.t_gather) * 1000)
+            GLib.idle_add(self.post_offer)
+
+    def post_offer(self):
+        self.step = "WHIP POST"
+        sdp = self.w.get_property("local-description").sdp.as_text()
+        # webrtcbin wrote the fingerprint of the certificate it generated before ours
+        # replaced it: offer the one the handshake will present.
+        sdp = re.sub(r"(?m)^a=fingerprint:.*$", f"a=fingerprint:sha-256 {self.fingerprint}", sdp)
+        headers = {"Content-Type": "application/sdp"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        req = urllib.request.Request(self.url, data=sdp.encode(), headers=headers, method="POST")
+        t0 = time.monotonic()
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                status, answer = resp.status, resp.read().decode()
+                loc = resp.headers.get("Location")
+        except urllib.error.HTTPError as e:
+            body = e.read().decode(errors="replace").strip()
+            return self.fail("WHIP POST", f"{e.code}: {body}")
+        except OSError as e:
+            return self.fail("WHIP POST", e)
+        self.figures["post_ms"] = round((time.monotonic() - t0) * 1000)
+        if status != 201 or not loc:
+            return self.fail("WHIP POST", f"status {status}, Location {loc!r}")
+        self.location = urllib.parse.urljoin(self.url, loc)
+        self.step = "apply the answer"
+        ok, msg = GstSdp.SDPMessage.new_from_text(answer)
+        if ok != GstSdp.SDPResult.OK:
+            return self.fail("apply the answer", "the answer does not parse")
+        desc = GstWebRTC.WebRTCSessionDescription.new(GstWebRTC.WebRTCSDPType.ANSWER, msg)
+        self.w.emit("set-remote-description", desc, Gst.Promise.new())
+        self.step = "ICE connects"
+        self.t_post = t0
+        GLib.timeout_add(8000, self.check_connected)
+        return False
+
+    def on_ice(self, w, _pspec):
+        state = w.get_property("ice-connection-state")
+        if state in (GstWebRTC.WebRTCICEConnectionState.CONNECTED, GstWebRTC.WebRTCICEConnectionState.COMPLETED):
+            if "connected_ms" not in self.figures:
+                self.figures["connected_ms"] = round((time.monotonic() - self.t_post) * 1000)
+                self.step = "publish"
+                log("publishing")
+                GLib.timeout_add(int(self.seconds * 1000), self.finish)
+                GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signal.SIGTERM, self.finish)
+        elif state == GstWebRTC.WebRTCICEConnectionState.FAILED:
+            GLib.idle_add(self.fail, "ICE connects", "ICE failed")
+
+    def check_connected(self):
+        if "connected_ms" not in self.figures:
+            self.fail("ICE connects", "not connected 8 s after the answer")
+        return False
+
+    def finish(self):
+        if self.finished:
+            return False
+        self.finished = True
+        promise = Gst.Promise.new()
+        self.w.emit("get-stats", None, promise)
+        promise.wait()
+        stats = promise.get_reply()
+        sent = []
+        if stats is not None:
+            # One outbound-rtp entry per SSRC (1.22 labels both "audio": go by SSRC).
+            def each(_field, value, _data):
+                if isinstance(value, Gst.Structure) and value.get_name() == "outbound-rtp":
+                    sent.append(value.get_value("packets-sent"))
+                return True
+            stats.foreach(each, None)
+        self.figures["packets_sent"] = sent
+        self.loop.quit()
+        return False
+
+    def run(self):
+        self.pipe.set_state(Gst.State.PLAYING)
+        GLib.timeout_add(int((self.seconds + 20) * 1000), lambda: self.fail(self.step, "overall timeout"))
+        self.loop.run()
+        if self.location:
+            headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+            try:
+                urllib.request.urlopen(urllib.request.Request(self.location, headers=headers, method="DELETE"), timeout=5)
+            except (urllib.error.HTTPError, OSError) as e:
+                log("DELETE:", e)
+        self.pipe.set_state(Gst.State.NULL)
+        return {
+            "client": "gstreamer-webrtcbin",
+            "version": Gst.version_string().replace("GStreamer ", ""),
+            "ok": self.error is None,
+            "step": self.step,
+            "error": self.error,
+            "figures": self.figures,
+        }
+
+
+def main():
+    if len(sys.argv) < 3:
+        sys.exit("usage: whip_publish.py URL SECONDS [TOKEN]")
+    Gst.init(None)
+    for el in ("webrtcbin", "nicesrc", "x264enc", "opusenc", "rtph264pay"):
+        if Gst.ElementFactory.find(el) is None:
+            print(json.dumps({"client": "gstreamer-webrtcbin", "ok": False, "step": "plugins",
+                              "error": f"GStreamer element {el} is missing"}))
+            return 1
+    result = Publisher(sys.argv[1], float(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "").run()
+    print(json.dumps(result), flush=True)
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

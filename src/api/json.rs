@@ -1,0 +1,247 @@
+//! The JSON bodies of the API (described in `openapi.json`, which the tests check
+//! every response against).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::core::MediaKind;
+use crate::http::AppState;
+use crate::media::SessionSnapshot;
+use crate::registry::{SessionId, SessionKind, SourceView, StreamView};
+
+/// `GET /api/streams`.
+#[derive(Debug, Serialize)]
+pub struct StreamList {
+    /// The streams the caller may see, by name.
+    pub streams: Vec<Stream>,
+}
+
+/// One stream.
+#[derive(Debug, Serialize)]
+pub struct Stream {
+    /// Its name.
+    pub name: String,
+    /// Where its media comes from.
+    pub source: Source,
+    /// One track per media kind.
+    pub tracks: Vec<Track>,
+    /// Viewer sessions (connecting or connected).
+    pub viewers: usize,
+    /// Source bits per second (RTP payload), over the last second or so.
+    pub bitrate_in: u64,
+    /// Bits per second to all viewers together (RTP payload).
+    pub bitrate_out: u64,
+    /// Source RTP packets taken in.
+    pub packets_in: u64,
+    /// Source RTP packets lost on the way in.
+    pub packets_lost: u64,
+    /// Seconds since the stream appeared.
+    pub uptime_secs: f64,
+}
+
+/// A stream's source.
+#[derive(Debug, Serialize)]
+pub struct Source {
+    /// `whip` or `rtp`.
+    pub kind: &'static str,
+    /// The address media comes from, when known.
+    pub addr: Option<String>,
+    /// `live`, `offline` (an RTP source sending nothing) or `waiting` (a WHIP
+    /// publisher left; viewers wait for it during the grace period).
+    pub state: &'static str,
+}
+
+/// One track of a stream.
+#[derive(Debug, Serialize)]
+pub struct Track {
+    /// `video` or `audio`.
+    pub kind: &'static str,
+    /// The codec as in `a=rtpmap`, e.g. `H264`, `opus`.
+    pub codec: String,
+    /// RTP clock rate.
+    pub clock_rate: u32,
+    /// Audio channels, when the rtpmap says.
+    pub channels: Option<u8>,
+    /// The `a=fmtp` parameters.
+    pub fmtp: String,
+    /// Picture width from the last keyframe (video, when the codec says).
+    pub width: Option<u32>,
+    /// Picture height from the last keyframe.
+    pub height: Option<u32>,
+}
+
+/// `GET /api/streams/{name}`: the stream and its sessions.
+#[derive(Debug, Serialize)]
+pub struct StreamDetail {
+    /// The stream, as in the list.
+    #[serde(flatten)]
+    pub stream: Stream,
+    /// Its publisher (WHIP) and viewers.
+    pub sessions: Vec<Session>,
+}
+
+/// One session.
+#[derive(Debug, Serialize)]
+pub struct Session {
+    /// The id (last segment of its WHIP/WHEP URL).
+    pub id: String,
+    /// `publisher` or `viewer`.
+    pub kind: &'static str,
+    /// The peer's address, once media arrived.
+    pub peer: Option<String>,
+    /// The codecs it sends or receives.
+    pub codecs: Vec<String>,
+    /// `connecting`, `connected` or `disconnected`.
+    pub state: &'static str,
+    /// UDP bits per second from the peer, over the last second or so.
+    pub bitrate_in: u64,
+    /// UDP bits per second to the peer.
+    pub bitrate_out: u64,
+    /// UDP bytes from the peer.
+    pub bytes_in: u64,
+    /// UDP bytes to the peer.
+    pub bytes_out: u64,
+    /// RTP packets received (publishers).
+    pub packets_in: u64,
+    /// RTP packets sent (viewers).
+    pub packets_out: u64,
+    /// Round-trip time in milliseconds from RTCP, when known.
+    pub rtt_ms: Option<f64>,
+    /// Fraction of packets lost (0..1), when known.
+    pub loss: Option<f64>,
+    /// NACKs from the viewer, or to the publisher.
+    pub nacks: u64,
+    /// Seconds since it was created.
+    pub uptime_secs: f64,
+}
+
+fn round(v: f64, places: i32) -> f64 {
+    let m = 10f64.powi(places);
+    (v * m).round() / m
+}
+
+fn stream(state: &AppState, v: &StreamView, source_addr: Option<SocketAddr>) -> Stream {
+    let stats = &v.shared.stats;
+    let (bitrate_in, bitrate_out) = stats.bitrates(Instant::now());
+    let (kind, addr, source_state) = match v.source {
+        SourceView::WhipLive(_) => ("whip", source_addr, "live"),
+        SourceView::WhipWaiting => ("whip", None, "waiting"),
+        SourceView::Rtp => {
+            let ingest = state.ops.rtp_ingest(&v.shared.name);
+            let online = ingest.is_some_and(|i| i.counters.online.load(Ordering::Relaxed));
+            let addr = ingest.and_then(|i| i.counters.sender());
+            ("rtp", addr, if online { "live" } else { "offline" })
+        }
+    };
+    let size = stats.size();
+    let mut tracks: Vec<Track> = v
+        .codecs
+        .iter()
+        .map(|c| {
+            let video = c.kind == MediaKind::Video;
+            Track {
+                kind: if video { "video" } else { "audio" },
+                codec: c.codec.name.clone(),
+                clock_rate: c.codec.clock_rate,
+                channels: c.codec.channels,
+                fmtp: c.codec.fmtp.clone(),
+                width: size.filter(|_| video).map(|s| s.0),
+                height: size.filter(|_| video).map(|s| s.1),
+            }
+        })
+        .collect();
+    tracks.sort_by_key(|t| t.kind != "video");
+    Stream {
+        name: v.shared.name.to_string(),
+        source: Source {
+            kind,
+            addr: addr.map(|a| a.to_string()),
+            state: source_state,
+        },
+        tracks,
+        viewers: v.viewers,
+        bitrate_in,
+        bitrate_out,
+        packets_in: stats.packets_in.load(Ordering::Relaxed),
+        packets_lost: stats.packets_lost.load(Ordering::Relaxed),
+        uptime_secs: round(stats.created.elapsed().as_secs_f64(), 3),
+    }
+}
+
+/// The list, with each live WHIP publisher's address from its worker.
+pub async fn stream_list(state: &AppState, views: Vec<StreamView>) -> StreamList {
+    let publishers: HashMap<SessionId, Option<SocketAddr>> = if views
+        .iter()
+        .any(|v| matches!(v.source, SourceView::WhipLive(_)))
+    {
+        state
+            .media
+            .sessions(None, true)
+            .await
+            .into_iter()
+            .map(|s| (s.id, s.peer))
+            .collect()
+    } else {
+        HashMap::new()
+    };
+    let streams = views
+        .iter()
+        .map(|v| {
+            let addr = match v.source {
+                SourceView::WhipLive(id) => publishers.get(&id).copied().flatten(),
+                _ => None,
+            };
+            stream(state, v, addr)
+        })
+        .collect();
+    StreamList { streams }
+}
+
+/// One stream with its sessions.
+pub async fn stream_detail(state: &AppState, view: StreamView) -> StreamDetail {
+    let mut snaps = state.media.sessions(Some(&view.shared.name), false).await;
+    // Publisher first, then viewers oldest first.
+    snaps.sort_by(|a, b| {
+        (a.kind == SessionKind::Viewer, std::cmp::Reverse(a.age))
+            .cmp(&(b.kind == SessionKind::Viewer, std::cmp::Reverse(b.age)))
+    });
+    let publisher_addr = match view.source {
+        SourceView::WhipLive(id) => snaps.iter().find(|s| s.id == id).and_then(|s| s.peer),
+        _ => None,
+    };
+    let mut chosen: Vec<_> = view.codecs.iter().collect();
+    chosen.sort_by_key(|c| c.kind != MediaKind::Video);
+    let codecs: Vec<String> = chosen.iter().map(|c| c.codec.name.clone()).collect();
+    let sessions = snaps.iter().map(|s| session(s, codecs.clone())).collect();
+    StreamDetail {
+        stream: stream(state, &view, publisher_addr),
+        sessions,
+    }
+}
+
+fn session(s: &SessionSnapshot, codecs: Vec<String>) -> Session {
+    Session {
+        id: s.id.to_string(),
+        kind: match s.kind {
+            SessionKind::Publisher => "publisher",
+            SessionKind::Viewer => "viewer",
+        },
+        peer: s.peer.map(|a| a.to_string()),
+        codecs,
+        state: s.state.as_str(),
+        bitrate_in: s.bitrate_in,
+        bitrate_out: s.bitrate_out,
+        bytes_in: s.bytes_in,
+        bytes_out: s.bytes_out,
+        packets_in: s.packets_in,
+        packets_out: s.packets_out,
+        rtt_ms: s.rtt.map(|r| round(r.as_secs_f64() * 1000.0, 3)),
+        loss: s.loss.map(|l| round(f64::from(l), 4)),
+        nacks: s.nacks,
+        uptime_secs: round(s.age.as_secs_f64(), 3),
+    }
+}

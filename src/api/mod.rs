@@ -1,0 +1,468 @@
+//! The operator's side of the HTTP listener: the JSON API under `/api/`, Prometheus
+//! text at `/metrics`, and the `/healthz` and `/readyz` probes.
+//!
+//! | method | path | access | result |
+//! | --- | --- | --- | --- |
+//! | GET | `/api/streams` | who may play (see below) | the streams, as JSON |
+//! | GET | `/api/streams/{name}` | admin | one stream with its sessions |
+//! | DELETE | `/api/streams/{name}` | admin | stop it: source and viewers end → 204 |
+//! | DELETE | `/api/sessions/{id}` | admin | kick one session → 204 |
+//! | GET | `/api/openapi.json` | anyone | the OpenAPI 3.1 description of the above |
+//! | GET | `/metrics` | anyone, or admin with `metrics_token_required` | Prometheus text |
+//! | GET | `/healthz` | anyone | 200 `ok` while the process serves HTTP |
+//! | GET | `/readyz` | anyone | 200 when every listener is up, else 503 and why |
+//!
+//! The stream list follows the WHEP policy: with `auth.play = "open"` anyone may read
+//! it; otherwise it needs a token, and shows the streams that token may play (the
+//! admin token shows all). Every other `/api/` route needs the admin token
+//! (`[api] token`), and answers 404 when none is configured, so the API is off by
+//! default. Errors go through [`crate::http::ApiError`], the single error mapping.
+//!
+//! Handlers only read lock-free counters, take the registry's short lock, and ask
+//! each worker once for its sessions: nothing here slows the media path.
+
+mod health;
+mod json;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use subtle::ConstantTimeEq;
+
+pub use health::Readiness;
+
+use crate::auth::{Action, AuthError};
+use crate::config::{ApiConfig, Policy};
+use crate::http::{ApiError, AppState, Body};
+use crate::ingest::RtpIngest;
+use crate::media::MediaError;
+use crate::metrics::{AuthFailure, EndReason, HttpMetrics, HttpRoute};
+use crate::registry::{RegistryError, SessionId};
+
+/// The OpenAPI 3.1 description of the JSON API, served at `/api/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Why the operator settings cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum OpsSetupError {
+    /// The admin token file could not be read.
+    #[error("cannot read api.token_file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The admin token is unusable.
+    #[error("api: {0}")]
+    Invalid(String),
+}
+
+/// What the operator routes share: the admin token, HTTP counters, the RTP ingests and
+/// the readiness of every listener.
+pub struct Ops {
+    /// SHA-256 of the admin token; `None` turns the admin API off.
+    admin: Option<[u8; 32]>,
+    metrics_token_required: bool,
+    /// HTTP request and authentication counters.
+    pub http: HttpMetrics,
+    rtp: Vec<RtpIngest>,
+    /// Listener and worker liveness, for `/readyz`.
+    pub readiness: Readiness,
+}
+
+impl std::fmt::Debug for Ops {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ops")
+            .field("admin_api", &self.admin.is_some())
+            .field("metrics_token_required", &self.metrics_token_required)
+            .finish_non_exhaustive()
+    }
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+impl Ops {
+    /// Builds the operator state from `[api]`, reading a token file with `read`.
+    pub fn new(
+        config: &ApiConfig,
+        rtp: Vec<RtpIngest>,
+        read: &dyn Fn(&Path) -> std::io::Result<Vec<u8>>,
+    ) -> Result<Ops, OpsSetupError> {
+        let token = match (&config.token, &config.token_file) {
+            (Some(t), _) => Some(t.expose().trim().to_owned()),
+            (None, Some(path)) => {
+                let bytes = read(path).map_err(|source| OpsSetupError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| OpsSetupError::Invalid("the token file is not UTF-8".into()))?;
+                Some(text.trim().to_owned())
+            }
+            (None, None) => None,
+        };
+        if let Some(t) = &token
+            && (t.len() < 16
+                || crate::auth::parse_authorization(format!("Bearer {t}").as_bytes()).is_err())
+        {
+            return Err(OpsSetupError::Invalid(
+                "the admin token must be at least 16 characters of A-Z a-z 0-9 - . _ ~ + / ="
+                    .into(),
+            ));
+        }
+        Ok(Ops {
+            admin: token.map(|t| sha256(t.as_bytes())),
+            metrics_token_required: config.metrics_token_required,
+            http: HttpMetrics::default(),
+            rtp,
+            readiness: Readiness::default(),
+        })
+    }
+
+    /// Whether the admin API is on.
+    pub fn admin_enabled(&self) -> bool {
+        self.admin.is_some()
+    }
+
+    fn is_admin(&self, token: Option<&str>) -> bool {
+        match (&self.admin, token) {
+            (Some(digest), Some(t)) => bool::from(digest.ct_eq(&sha256(t.as_bytes()))),
+            _ => false,
+        }
+    }
+
+    /// The admin check: 404 when the admin API is off, 401 without the admin token.
+    fn require_admin(&self, token: Option<&str>) -> Result<(), ApiError> {
+        if self.admin.is_none() {
+            return Err(ApiError::NotFound);
+        }
+        match token {
+            None => Err(AuthError::Missing.into()),
+            Some(_) if self.is_admin(token) => Ok(()),
+            Some(_) => Err(AuthError::InvalidToken("not the admin token".into()).into()),
+        }
+    }
+
+    /// Counts one answered request (and its refused credential, if that was why).
+    pub fn observe(&self, path: &str, status: StatusCode, auth: Option<&AuthError>) {
+        self.http.request(HttpRoute::of(path), status.as_u16());
+        if let Some(e) = auth {
+            self.http.auth_failure(match e {
+                AuthError::Missing => AuthFailure::Missing,
+                AuthError::Malformed(_) => AuthFailure::Malformed,
+                AuthError::InvalidToken(_) => AuthFailure::InvalidToken,
+                AuthError::InsufficientScope { .. } => AuthFailure::InsufficientScope,
+            });
+        }
+    }
+
+    fn rtp_ingest(&self, stream: &str) -> Option<&RtpIngest> {
+        self.rtp.iter().find(|r| &*r.stream == stream)
+    }
+}
+
+/// The operator routes this module answers, by path.
+enum OpsRoute<'a> {
+    Healthz,
+    Readyz,
+    Metrics,
+    OpenApi,
+    Streams,
+    Stream(&'a str),
+    Session(&'a str),
+    OtherApi,
+}
+
+fn ops_route(path: &str) -> Option<OpsRoute<'_>> {
+    match path {
+        "/healthz" => return Some(OpsRoute::Healthz),
+        "/readyz" => return Some(OpsRoute::Readyz),
+        "/metrics" => return Some(OpsRoute::Metrics),
+        "/api/openapi.json" => return Some(OpsRoute::OpenApi),
+        "/api/streams" | "/api/streams/" => return Some(OpsRoute::Streams),
+        _ => {}
+    }
+    let rest = path.strip_prefix("/api")?;
+    if !(rest.is_empty() || rest.starts_with('/')) {
+        return None;
+    }
+    if let Some(name) = rest.strip_prefix("/streams/")
+        && !name.contains('/')
+    {
+        return Some(OpsRoute::Stream(name));
+    }
+    if let Some(id) = rest.strip_prefix("/sessions/")
+        && !id.contains('/')
+    {
+        return Some(OpsRoute::Session(id));
+    }
+    Some(OpsRoute::OtherApi)
+}
+
+/// Answers the operator routes; `None` for every other path (WHIP, WHEP, pages).
+pub async fn dispatch(
+    state: &AppState,
+    req: &Request<Incoming>,
+) -> Option<Result<Response<Body>, ApiError>> {
+    let route = ops_route(req.uri().path())?;
+    Some(answer(state, req, route).await)
+}
+
+fn read_only(method: &Method) -> Result<(), ApiError> {
+    if matches!(*method, Method::GET | Method::HEAD) {
+        Ok(())
+    } else {
+        Err(ApiError::MethodNotAllowed("GET, HEAD"))
+    }
+}
+
+async fn answer(
+    state: &AppState,
+    req: &Request<Incoming>,
+    route: OpsRoute<'_>,
+) -> Result<Response<Body>, ApiError> {
+    let ops = &state.ops;
+    let method = req.method();
+    let token = || crate::http::request_token(state, req);
+    match route {
+        OpsRoute::Healthz => {
+            read_only(method)?;
+            Ok(plain(
+                StatusCode::OK,
+                "text/plain; charset=utf-8",
+                "ok\n".into(),
+            ))
+        }
+        OpsRoute::Readyz => {
+            read_only(method)?;
+            ops.readiness.check().map_err(ApiError::NotReady)?;
+            Ok(plain(
+                StatusCode::OK,
+                "text/plain; charset=utf-8",
+                "ready\n".into(),
+            ))
+        }
+        OpsRoute::Metrics => {
+            read_only(method)?;
+            if ops.metrics_token_required {
+                ops.require_admin(token()?.as_deref())?;
+            }
+            let text = crate::metrics::render(
+                state.media.counters(),
+                &state.media.registry().streams(),
+                &ops.rtp,
+                &ops.http,
+            );
+            Ok(plain(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                text,
+            ))
+        }
+        OpsRoute::OpenApi => {
+            read_only(method)?;
+            Ok(plain(StatusCode::OK, "application/json", OPENAPI.into()))
+        }
+        OpsRoute::Streams => {
+            read_only(method)?;
+            let token = token()?;
+            let visible = visible_streams(state, token.as_deref())?;
+            let list = json::stream_list(state, visible).await;
+            Ok(json_response(&list))
+        }
+        OpsRoute::Stream(name) => {
+            ops.require_admin(token()?.as_deref())?;
+            let view = state
+                .media
+                .registry()
+                .stream(name)
+                .ok_or(ApiError::NotFound)?;
+            match *method {
+                Method::GET | Method::HEAD => {
+                    let detail = json::stream_detail(state, view).await;
+                    Ok(json_response(&detail))
+                }
+                Method::DELETE => {
+                    stop_stream(state, name).await?;
+                    Ok(no_content())
+                }
+                _ => Err(ApiError::MethodNotAllowed("GET, HEAD, DELETE")),
+            }
+        }
+        OpsRoute::Session(id) => {
+            ops.require_admin(token()?.as_deref())?;
+            if *method != Method::DELETE {
+                return Err(ApiError::MethodNotAllowed("DELETE"));
+            }
+            let id: SessionId = id.parse().map_err(|_| ApiError::NotFound)?;
+            let info = state
+                .media
+                .registry()
+                .session(id)
+                .ok_or(MediaError::Registry(RegistryError::UnknownSession))?;
+            state.media.end_session(&info, EndReason::Kicked).await?;
+            tracing::info!(stream = %info.stream, session = %id, "session kicked by the operator");
+            Ok(no_content())
+        }
+        OpsRoute::OtherApi => {
+            ops.require_admin(token()?.as_deref())?;
+            Err(ApiError::NotFound)
+        }
+    }
+}
+
+/// Which streams a caller of `GET /api/streams` may see: all with open play or the
+/// admin token, else those a valid play token grants.
+fn visible_streams(
+    state: &AppState,
+    token: Option<&str>,
+) -> Result<Vec<crate::registry::StreamView>, ApiError> {
+    let all = state.media.registry().streams();
+    if state.ops.is_admin(token) || state.auth.policy(Action::Play) == Policy::Open {
+        return Ok(all);
+    }
+    let token = token.ok_or(AuthError::Missing)?;
+    let rights = state.auth.validate(token)?;
+    if !rights.actions.contains(&Action::Play) {
+        return Err(AuthError::InsufficientScope {
+            action: Action::Play,
+        }
+        .into());
+    }
+    Ok(all
+        .into_iter()
+        .filter(|v| rights.allows(Action::Play, &v.shared.name))
+        .collect())
+}
+
+/// Stops a stream: its publisher and every viewer end now, through each worker's
+/// single teardown path.
+async fn stop_stream(state: &AppState, name: &str) -> Result<(), ApiError> {
+    let stopped = state
+        .media
+        .registry()
+        .stop_stream(name)
+        .ok_or(ApiError::NotFound)?;
+    if let Some(p) = &stopped.publisher {
+        match state.media.end_session(p, EndReason::StreamStopped).await {
+            Ok(()) | Err(MediaError::Registry(RegistryError::UnknownSession)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // Every worker: viewers still connecting are not in the stream's viewer mask yet.
+    state
+        .media
+        .broadcast_end(Arc::from(name), u64::MAX, EndReason::StreamStopped);
+    tracing::info!(stream = name, "stream stopped by the operator");
+    Ok(())
+}
+
+fn plain(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn json_response(value: &impl serde::Serialize) -> Response<Body> {
+    let body = serde_json::to_string(value).unwrap_or_else(|_| "{}".into());
+    plain(StatusCode::OK, "application/json", body)
+}
+
+fn no_content() -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is(path: &str) -> &'static str {
+        match ops_route(path) {
+            None => "none",
+            Some(OpsRoute::Healthz) => "healthz",
+            Some(OpsRoute::Readyz) => "readyz",
+            Some(OpsRoute::Metrics) => "metrics",
+            Some(OpsRoute::OpenApi) => "openapi",
+            Some(OpsRoute::Streams) => "streams",
+            Some(OpsRoute::Stream(_)) => "stream",
+            Some(OpsRoute::Session(_)) => "session",
+            Some(OpsRoute::OtherApi) => "other",
+        }
+    }
+
+    #[test]
+    fn operator_routes_are_split_from_media_routes() {
+        assert_eq!(is("/whip/cam"), "none");
+        assert_eq!(is("/apix"), "none");
+        assert_eq!(is("/api"), "other");
+        assert_eq!(is("/api/streams"), "streams");
+        assert_eq!(is("/api/streams/cam"), "stream");
+        assert_eq!(is("/api/streams/cam/x"), "other");
+        assert_eq!(is("/api/sessions/00ff"), "session");
+        assert_eq!(is("/api/nothing"), "other");
+        assert_eq!(is("/metrics"), "metrics");
+        assert_eq!(is("/readyz"), "readyz");
+    }
+
+    #[test]
+    fn admin_token_is_checked_and_off_without_one() {
+        let read = |_: &Path| Ok(b"  file-token-0123456789\n".to_vec());
+        let off = Ops::new(&ApiConfig::default(), Vec::new(), &read).unwrap();
+        assert!(matches!(
+            off.require_admin(Some("x")),
+            Err(ApiError::NotFound)
+        ));
+        let cfg = ApiConfig {
+            token_file: Some("/etc/wishd/admin.token".into()),
+            ..ApiConfig::default()
+        };
+        let on = Ops::new(&cfg, Vec::new(), &read).unwrap();
+        assert!(on.require_admin(Some("file-token-0123456789")).is_ok());
+        assert!(matches!(
+            on.require_admin(None),
+            Err(ApiError::Auth(AuthError::Missing))
+        ));
+        assert!(matches!(
+            on.require_admin(Some("file-token-012345678")),
+            Err(ApiError::Auth(AuthError::InvalidToken(_)))
+        ));
+        let short = ApiConfig {
+            token: Some(crate::config::Secret::new("short")),
+            ..ApiConfig::default()
+        };
+        assert!(Ops::new(&short, Vec::new(), &read).is_err());
+    }
+
+    #[test]
+    fn the_openapi_file_is_valid_json_naming_every_route() {
+        let v: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        assert!(v["openapi"].as_str().unwrap().starts_with("3.1"));
+        for p in [
+            "/api/streams",
+            "/api/streams/{name}",
+            "/api/sessions/{id}",
+            "/metrics",
+            "/healthz",
+            "/readyz",
+        ] {
+            assert!(v["paths"][p].is_object(), "{p} missing");
+        }
+    }
+}

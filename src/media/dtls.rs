@@ -1,0 +1,177 @@
+//! DTLS timing for a fast handshake.
+//!
+//! str0m's aws-lc-rs backend builds its DTLS engine (dimpl) with dimpl's defaults, whose
+//! first flight retransmission waits 1 s (±25 %). That is RFC 6347's conservative
+//! figure, and it is what a publisher that loses our first flight pays in full:
+//! FFmpeg's WHIP muxer opens its DTLS server only after it has read the ICE answer, and
+//! the datagram that follows (our ClientHello, sent as soon as ICE completes) is read
+//! by its ICE loop and never reaches its DTLS stack. Measured with FFmpeg 9 on
+//! loopback: DTLS 0.76–1.25 s, all of it that one wait.
+//!
+//! This provider is the same engine with the timer browsers use: the first
+//! retransmission after 50 ms, doubling on each retry (with dimpl's jitter), and more
+//! retries so a lossy link still gets about 25 s before the handshake gives up (a
+//! session's `connect_timeout` ends it sooner). Each flight restarts at 50 ms. An extra
+//! copy of a flight on a slow link is harmless: DTLS drops duplicates.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::crypto::dtls::{
+    DtlsCert, DtlsImplError, DtlsInstance, DtlsOutput, DtlsProvider, DtlsVersion, ProtocolVersion,
+};
+use str0m::crypto::{CryptoError, CryptoProvider};
+
+/// First DTLS flight retransmission timeout.
+pub const FLIGHT_START_RTO: Duration = Duration::from_millis(50);
+/// Retransmissions per flight (50 ms doubling nine times: about 25 s in all).
+pub const FLIGHT_RETRIES: usize = 9;
+
+/// The process's crypto provider with [`FastDtls`] as its DTLS factory.
+pub fn provider() -> CryptoProvider {
+    let mut p = str0m::crypto::from_feature_flags();
+    p.dtls_provider = &FAST_DTLS;
+    p
+}
+
+static FAST_DTLS: FastDtls = FastDtls;
+
+/// A DTLS factory: dimpl with the aws-lc-rs backend and short retransmission timers.
+#[derive(Debug)]
+pub struct FastDtls;
+
+impl FastDtls {
+    fn config(mtu: Option<usize>) -> Result<dimpl::Config, CryptoError> {
+        // ICE has proved return routability before DTLS starts, so the server cookie
+        // round trip is skipped (as str0m's own backend does).
+        let mut b = dimpl::Config::builder()
+            .use_server_cookie(false)
+            .flight_start_rto(FLIGHT_START_RTO)
+            .flight_retries(FLIGHT_RETRIES);
+        if let Some(mtu) = mtu {
+            b = b.mtu(mtu);
+        }
+        b.build()
+            .map_err(|e| CryptoError::Other(format!("DTLS configuration: {e}")))
+    }
+}
+
+impl DtlsProvider for FastDtls {
+    fn generate_certificate(&self) -> Option<DtlsCert> {
+        str0m::crypto::from_feature_flags()
+            .dtls_provider
+            .generate_certificate()
+    }
+
+    fn new_dtls(
+        &self,
+        cert: &DtlsCert,
+        now: Instant,
+        dtls_version: DtlsVersion,
+        mtu: Option<usize>,
+    ) -> Result<Box<dyn DtlsInstance>, CryptoError> {
+        let config = Arc::new(Self::config(mtu)?);
+        let cert = cert.clone();
+        let dtls = match dtls_version {
+            DtlsVersion::Dtls12 => dimpl::Dtls::new_12(config, cert, now),
+            DtlsVersion::Dtls13 => dimpl::Dtls::new_13(config, cert, now),
+            DtlsVersion::Auto => dimpl::Dtls::new_auto(config, cert, now),
+            other => {
+                return Err(CryptoError::Other(format!(
+                    "DTLS version {other} is not supported"
+                )));
+            }
+        };
+        Ok(Box::new(Engine(dtls)))
+    }
+}
+
+/// One DTLS session: a thin pass-through to dimpl.
+struct Engine(dimpl::Dtls);
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Engine")
+    }
+}
+
+impl DtlsInstance for Engine {
+    fn set_active(&mut self, active: bool) {
+        self.0.set_active(active);
+    }
+
+    fn handle_packet(&mut self, packet: &[u8]) -> Result<(), DtlsImplError> {
+        self.0.handle_packet(packet)
+    }
+
+    fn poll_output<'a>(&mut self, buf: &'a mut [u8]) -> DtlsOutput<'a> {
+        self.0.poll_output(buf)
+    }
+
+    fn handle_timeout(&mut self, now: Instant) -> Result<(), DtlsImplError> {
+        self.0.handle_timeout(now)
+    }
+
+    fn send_application_data(&mut self, data: &[u8]) -> Result<usize, DtlsImplError> {
+        self.0.send_application_data(data)
+    }
+
+    fn is_active(&self) -> bool {
+        self.0.is_active()
+    }
+
+    fn protocol_version(&self) -> Option<ProtocolVersion> {
+        self.0.protocol_version()
+    }
+
+    fn is_closing(&self) -> bool {
+        self.0.is_closing()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
+
+    fn close(&mut self) -> Result<(), DtlsImplError> {
+        self.0.close()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_carries_the_short_timer() {
+        let c = FastDtls::config(Some(1150)).unwrap();
+        assert_eq!(c.flight_start_rto(), FLIGHT_START_RTO);
+        assert_eq!(c.flight_retries(), FLIGHT_RETRIES);
+        assert_eq!(c.mtu(), 1150);
+    }
+
+    #[test]
+    fn a_client_retransmits_its_first_flight_after_about_50_ms() {
+        let cert = FAST_DTLS.generate_certificate().expect("certificate");
+        let t0 = Instant::now();
+        let mut client = FAST_DTLS
+            .new_dtls(&cert, t0, DtlsVersion::Dtls12, None)
+            .unwrap();
+        client.set_active(true);
+        client.handle_timeout(t0).unwrap();
+        let mut buf = vec![0u8; 2048];
+        let mut first = Vec::new();
+        let next = loop {
+            match client.poll_output(&mut buf) {
+                DtlsOutput::Packet(p) => first.push(p.to_vec()),
+                DtlsOutput::Timeout(t) => break t,
+                _ => {}
+            }
+        };
+        assert!(!first.is_empty(), "the ClientHello goes out at once");
+        let wait = next.duration_since(t0);
+        assert!(
+            wait >= Duration::from_millis(37) && wait <= Duration::from_millis(63),
+            "first retransmission after {wait:?}"
+        );
+    }
+}

@@ -1,0 +1,254 @@
+//! What a worker knows about each of its sessions for operators: state, peer address,
+//! byte and packet counts, RTT and loss from str0m's stats events, and the summary
+//! line logged when the session ends.
+//!
+//! A worker owns these values outright (no atomics): they change on its own loop and
+//! leave it only as [`SessionSnapshot`]s answering a query, or as flushed totals.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use str0m::Event;
+use str0m::media::Mid;
+use tracing::info;
+
+use super::MediaCounters;
+use crate::metrics::{EndReason, SessionState};
+use crate::registry::{SessionId, SessionKind};
+
+/// One session as the API shows it.
+#[derive(Debug, Clone)]
+pub struct SessionSnapshot {
+    /// Its id.
+    pub id: SessionId,
+    /// Publisher or viewer.
+    pub kind: SessionKind,
+    /// Its stream.
+    pub stream: Arc<str>,
+    /// The address its media last came from.
+    pub peer: Option<SocketAddr>,
+    /// Connecting, connected or disconnected.
+    pub state: SessionState,
+    /// Time since it was created.
+    pub age: Duration,
+    /// UDP bytes received from the peer.
+    pub bytes_in: u64,
+    /// UDP bytes sent to the peer.
+    pub bytes_out: u64,
+    /// RTP packets received (publishers).
+    pub packets_in: u64,
+    /// RTP packets written (viewers).
+    pub packets_out: u64,
+    /// Bits per second received, over the last second or so.
+    pub bitrate_in: u64,
+    /// Bits per second sent, over the last second or so.
+    pub bitrate_out: u64,
+    /// Round-trip time from RTCP, when known.
+    pub rtt: Option<Duration>,
+    /// Fraction of packets lost (viewers: as the viewer reports; publishers: as
+    /// received here), when known.
+    pub loss: Option<f32>,
+    /// NACKs received from the peer (viewers) or sent to it (publishers).
+    pub nacks: u64,
+}
+
+/// Per-session telemetry, owned by the worker's `Session`.
+pub(super) struct SessionTelemetry {
+    pub(super) counters: Arc<MediaCounters>,
+    kind: SessionKind,
+    state: SessionState,
+    pub(super) peer: Option<SocketAddr>,
+    pub(super) bytes_in: u64,
+    pub(super) bytes_out: u64,
+    pub(super) packets_in: u64,
+    pub(super) packets_out: u64,
+    rtt: Option<Duration>,
+    loss: Option<f32>,
+    nacks: u64,
+    /// Cumulative NACK counts per m-line as str0m last reported them.
+    nack_marks: Vec<(Mid, u64)>,
+    rate_at: Instant,
+    rate_bytes: (u64, u64),
+    rates: (u64, u64),
+    flushed: (u64, u64),
+}
+
+impl SessionTelemetry {
+    pub(super) fn new(kind: SessionKind, counters: Arc<MediaCounters>, now: Instant) -> Self {
+        counters
+            .session_metrics
+            .created(kind == SessionKind::Viewer);
+        SessionTelemetry {
+            counters,
+            kind,
+            state: SessionState::Connecting,
+            peer: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            packets_in: 0,
+            packets_out: 0,
+            rtt: None,
+            loss: None,
+            nacks: 0,
+            nack_marks: Vec::new(),
+            rate_at: now,
+            rate_bytes: (0, 0),
+            rates: (0, 0),
+            flushed: (0, 0),
+        }
+    }
+
+    fn viewer(&self) -> bool {
+        self.kind == SessionKind::Viewer
+    }
+
+    /// Adds the wire bytes since the last flush to the shared counters.
+    pub(super) fn flush(&mut self) {
+        let c = &self.counters;
+        c.udp_bytes_in
+            .fetch_add(self.bytes_in - self.flushed.0, Ordering::Relaxed);
+        c.udp_bytes_out
+            .fetch_add(self.bytes_out - self.flushed.1, Ordering::Relaxed);
+        self.flushed = (self.bytes_in, self.bytes_out);
+    }
+
+    /// Moves the session to `state` (gauges follow).
+    pub(super) fn set_state(&mut self, state: SessionState) {
+        self.counters
+            .session_metrics
+            .moved(self.viewer(), self.state, state);
+        self.state = state;
+    }
+
+    /// Takes in str0m's periodic statistics events; other events are ignored.
+    pub(super) fn on_event(&mut self, event: &Event) {
+        let c = self.counters.clone();
+        match event {
+            Event::PeerStats(p) => {
+                let loss = if self.viewer() {
+                    p.egress_loss_fraction
+                } else {
+                    p.ingress_loss_fraction
+                };
+                if let Some(l) = loss {
+                    self.loss = Some(l);
+                    c.histograms
+                        .loss
+                        .observe_units((f64::from(l.clamp(0.0, 1.0)) * 1e6) as u64);
+                }
+                if let Some(rtt) = p.rtt {
+                    self.rtt = Some(rtt);
+                    c.histograms.rtt.observe_duration(rtt);
+                }
+            }
+            Event::MediaEgressStats(s) => {
+                if let Some(rtt) = s.rtt {
+                    self.rtt = Some(rtt);
+                }
+                let d = self.nack_delta(s.mid, s.nacks);
+                c.nacks_received.fetch_add(d, Ordering::Relaxed);
+            }
+            Event::MediaIngressStats(s) => {
+                let d = self.nack_delta(s.mid, s.nacks);
+                c.nacks_sent.fetch_add(d, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+
+    fn nack_delta(&mut self, mid: Mid, total: u64) -> u64 {
+        let i = match self.nack_marks.iter().position(|(m, _)| *m == mid) {
+            Some(i) => i,
+            None => {
+                if self.nack_marks.len() >= 8 {
+                    return 0;
+                }
+                self.nack_marks.push((mid, 0));
+                self.nack_marks.len() - 1
+            }
+        };
+        let Some((_, mark)) = self.nack_marks.get_mut(i) else {
+            return 0;
+        };
+        let d = total.saturating_sub(*mark);
+        *mark = (*mark).max(total);
+        self.nacks += d;
+        d
+    }
+
+    /// The session as the API shows it. Rates are over the time since the previous
+    /// snapshot when that is at least a second, else the figures of that snapshot.
+    pub(super) fn snapshot(
+        &mut self,
+        id: SessionId,
+        stream: Arc<str>,
+        created: Instant,
+        now: Instant,
+    ) -> SessionSnapshot {
+        let dt = now.saturating_duration_since(self.rate_at).as_secs_f64();
+        if dt >= 1.0 || (self.rates == (0, 0) && dt > 0.0) {
+            self.rates = (
+                ((self.bytes_in - self.rate_bytes.0.min(self.bytes_in)) as f64 * 8.0 / dt) as u64,
+                ((self.bytes_out - self.rate_bytes.1.min(self.bytes_out)) as f64 * 8.0 / dt) as u64,
+            );
+            if dt >= 1.0 {
+                self.rate_at = now;
+                self.rate_bytes = (self.bytes_in, self.bytes_out);
+            }
+        }
+        SessionSnapshot {
+            id,
+            kind: self.kind,
+            stream,
+            peer: self.peer,
+            state: self.state,
+            age: now.saturating_duration_since(created),
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            packets_in: self.packets_in,
+            packets_out: self.packets_out,
+            bitrate_in: self.rates.0,
+            bitrate_out: self.rates.1,
+            rtt: self.rtt,
+            loss: self.loss,
+            nacks: self.nacks,
+        }
+    }
+
+    /// Counts the end and logs the one summary line of the session (inside its span,
+    /// which carries the stream and session id; they are repeated as fields so a JSON
+    /// log line stands alone).
+    pub(super) fn end(
+        &mut self,
+        id: SessionId,
+        stream: &str,
+        reason: EndReason,
+        duration: Duration,
+    ) {
+        self.flush();
+        self.counters
+            .session_metrics
+            .ended(self.viewer(), self.state, reason);
+        let kind = match self.kind {
+            SessionKind::Publisher => "publisher",
+            SessionKind::Viewer => "viewer",
+        };
+        info!(
+            stream,
+            session = %id,
+            kind,
+            reason = reason.code(),
+            duration_s = format!("{:.1}", duration.as_secs_f64()),
+            bytes_in = self.bytes_in,
+            bytes_out = self.bytes_out,
+            packets_in = self.packets_in,
+            packets_out = self.packets_out,
+            loss = self.loss.map(|l| format!("{l:.3}")),
+            rtt_ms = self.rtt.map(|r| r.as_millis() as u64),
+            nacks = self.nacks,
+            "session ended"
+        );
+    }
+}

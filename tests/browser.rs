@@ -1,0 +1,217 @@
+//! wishd's own web pages in headless Chromium (Debian's, driven by playwright-core):
+//! the publish page publishes the fake camera and microphone over WHIP with H.264,
+//! VP8, VP9 and AV1, the watch page plays it over WHEP, and the embeddable player on a page
+//! of another origin plays an ffmpeg RTP camera from wishd's cached keyframe. The
+//! player's refusals (401, 403, 409) are shown in words, and it comes back by itself
+//! after the publisher leaves and returns.
+//!
+//! One browser runs every scenario (conformance/browser/pages.mjs); its getStats()
+//! readings come back as JSON and are checked here. Screenshots of the pages land in
+//! conformance/out/ (git-ignored).
+
+mod clients;
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wishd::auth::Action;
+use wishd::config::{Policy, RtpEntry, RtpMediumEntry, Secret, StaticTokenConfig};
+
+const PUBLISH_TOKEN: &str = "web-test-publish-token";
+const PLAY_TOKEN: &str = "web-test-play-token";
+
+fn token(value: &str, streams: &[&str], actions: &[Action]) -> StaticTokenConfig {
+    StaticTokenConfig {
+        token: Some(Secret::new(value)),
+        token_file: None,
+        streams: streams.iter().map(|s| s.to_string()).collect(),
+        actions: actions.to_vec(),
+    }
+}
+
+fn camera_entry(stream: &str, vport: u16, aport: u16) -> RtpEntry {
+    RtpEntry {
+        stream: stream.into(),
+        video: Some(RtpMediumEntry {
+            port: vport,
+            pt: 96,
+            rtpmap: "H264/90000".into(),
+            fmtp: "packetization-mode=1".into(),
+        }),
+        audio: Some(RtpMediumEntry {
+            port: aport,
+            pt: 111,
+            rtpmap: "opus/48000/2".into(),
+            fmtp: String::new(),
+        }),
+        ..RtpEntry::default()
+    }
+}
+
+/// The figures of a passed scenario, or why it failed: the client, the scenario and
+/// the step.
+fn scenario<'a>(report: &'a Value, name: &str) -> Result<&'a Value, String> {
+    let results = report["results"]
+        .as_array()
+        .ok_or_else(|| format!("chromium: no results: {report}"))?;
+    let r = results
+        .iter()
+        .find(|r| r["name"] == name)
+        .ok_or_else(|| format!("chromium {name}: the scenario did not run"))?;
+    if r["ok"] == Value::Bool(true) {
+        Ok(&r["figures"])
+    } else {
+        Err(format!(
+            "chromium {name}: failed at step \"{}\": {}",
+            r["step"].as_str().unwrap_or("?"),
+            r["error"].as_str().unwrap_or("?")
+        ))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_publishes_from_the_publish_page_and_plays_on_the_watch_page_and_embedded_player()
+{
+    clients::require_playwright();
+    let (vport, aport) = (clients::free_port_pair(), clients::free_port_pair());
+    // Publishing needs a token (typed into the publish page); playing is open. A short
+    // grace period and Retry-After let the reconnect scenario finish quickly.
+    let open = common::start_with(|c| {
+        c.auth.publish = Policy::Token;
+        c.auth
+            .tokens
+            .push(token(PUBLISH_TOKEN, &["*"], &[Action::Publish]));
+        c.publisher_grace = Duration::from_millis(1500);
+        c.retry_after_secs = 1;
+        c.rtp.push(camera_entry("cam", vport, aport));
+    })
+    .await;
+    // Playing needs a token that is valid for streams "open-*" only.
+    let locked = common::start_with(|c| {
+        c.auth.play = Policy::Token;
+        c.auth
+            .tokens
+            .push(token(PLAY_TOKEN, &["open-*"], &[Action::Play]));
+    })
+    .await;
+
+    // An ffmpeg camera (the README's script) with a keyframe every 2 s; the player
+    // joins between keyframes, so it starts from the one wishd cached.
+    let camera_dir = std::env::temp_dir().join(format!("wishd-browser-{}", std::process::id()));
+    std::fs::create_dir_all(&camera_dir).expect("temp dir");
+    let mut ffmpeg = tokio::process::Command::new(clients::root().join("scripts/camera-ffmpeg.sh"));
+    ffmpeg
+        .args(["127.0.0.1", &vport.to_string(), &aport.to_string(), "60"])
+        .current_dir(&camera_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    let camera = ffmpeg
+        .spawn()
+        .expect("ffmpeg camera starts (apt-get install ffmpeg)");
+
+    let base = open.base_url();
+    let locked_base = locked.base_url();
+    let plan = json!({
+        "out": clients::out_dir(),
+        "scenarios": [
+            { "name": "h264", "kind": "publish-watch", "base": base, "stream": "web-h264",
+              "codec": "H264", "resolution": "640x360", "token": PUBLISH_TOKEN,
+              "watch_first": true, "reconnect": true, "screenshots": true, "index": true },
+            { "name": "vp8", "kind": "publish-watch", "base": base, "stream": "web-vp8",
+              "codec": "VP8", "resolution": "640x360", "token": PUBLISH_TOKEN,
+              "screenshots": true },
+            { "name": "vp9", "kind": "publish-watch", "base": base, "stream": "web-vp9",
+              "codec": "VP9", "resolution": "640x360", "token": PUBLISH_TOKEN },
+            { "name": "av1", "kind": "publish-watch", "base": base, "stream": "web-av1",
+              "codec": "AV1", "resolution": "640x360", "token": PUBLISH_TOKEN },
+            { "name": "ffmpeg-camera", "kind": "watch", "base": base, "stream": "cam",
+              "expect_width": 640, "expect_height": 360, "screenshot": "embed-camera",
+              "watch_screenshot": "watch-camera" },
+            { "name": "401", "kind": "refused", "base": locked_base, "stream": "open-1",
+              "expect_state": "error", "expect_text": "needs a play token",
+              "then_token": PLAY_TOKEN },
+            { "name": "403", "kind": "refused", "base": locked_base, "stream": "closed-1",
+              "token": PLAY_TOKEN, "expect_state": "error", "expect_text": "may not play" },
+            { "name": "index-token", "kind": "index-token", "base": locked_base, "token": PLAY_TOKEN },
+            { "name": "reasons", "kind": "reasons", "base": locked_base },
+            { "name": "publish-401", "kind": "publish-refused", "base": base, "stream": "web-x",
+              "token": "not-a-token", "expect_text": "does not accept this token" },
+            { "name": "publish-409", "kind": "publish-refused", "base": base, "stream": "cam",
+              "token": PUBLISH_TOKEN, "expect_text": "already has a source" },
+        ],
+    });
+    let report = clients::run(
+        "chromium",
+        clients::node(&["conformance/browser/pages.mjs", &plan.to_string()]),
+        Duration::from_secs(150),
+    )
+    .await;
+    drop(camera);
+    let _ = std::fs::remove_dir_all(&camera_dir);
+
+    let names = [
+        "h264",
+        "vp8",
+        "vp9",
+        "av1",
+        "ffmpeg-camera",
+        "401",
+        "403",
+        "index-token",
+        "reasons",
+        "publish-401",
+        "publish-409",
+    ];
+    let failures: Vec<String> = names
+        .iter()
+        .filter_map(|n| scenario(&report, n).err())
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let passed = |name| scenario(&report, name).expect("checked above");
+
+    for (name, codec) in [
+        ("h264", "H264"),
+        ("vp8", "VP8"),
+        ("vp9", "VP9"),
+        ("av1", "AV1"),
+    ] {
+        let f = passed(name);
+        assert_eq!(f["codec"], codec, "chromium {name}: decoded codec");
+        assert_eq!(
+            (f["width"].as_u64(), f["height"].as_u64()),
+            (Some(640), Some(360)),
+            "chromium {name}: decoded resolution"
+        );
+        println!(
+            "chromium {} {codec}: WHEP POST → first decoded frame {} ms; {} frames and {} audio packets in 2 s; encoder {}",
+            report["version"].as_str().unwrap_or("?"),
+            f["first_frame_ms"],
+            f["frames_in_2s"],
+            f["audio_packets_in_2s"],
+            f["encoder"]
+        );
+    }
+    let h264 = passed("h264");
+    println!(
+        "chromium H264: player back {} ms after the publisher restarted (first frame {} ms after its new POST)",
+        h264["reconnect_ms"], h264["reconnect_first_frame_ms"]
+    );
+    println!("chromium index row: {}", h264["index_row"]);
+    let cam = passed("ffmpeg-camera");
+    println!(
+        "chromium ← ffmpeg RTP camera (cached keyframe): WHEP POST → first decoded frame {} ms",
+        cam["first_frame_ms"]
+    );
+    for name in ["401", "403", "publish-401", "publish-409"] {
+        println!(
+            "chromium {name}: \"{}\"",
+            passed(name)["message"].as_str().unwrap_or("")
+        );
+    }
+    locked.shutdown().await;
+    open.shutdown().await;
+}

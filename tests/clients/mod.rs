@@ -1,0 +1,331 @@
+//! Runs third-party WebRTC clients for the integration tests: node scripts driving
+//! headless Chromium, Python scripts driving aiortc and GStreamer's webrtcbin, and
+//! the wishd binary itself inside a network namespace.
+//!
+//! Every client script prints progress on stderr and, as its last stdout line, one
+//! JSON object naming the client, whether it passed, and the step it failed at. A
+//! child is killed when its [`Script`] is dropped, and after a hard timeout.
+#![allow(dead_code)]
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+
+/// The repository root (where `conformance/` is).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `conformance/` + `rel`, absolute.
+pub fn conformance(rel: &str) -> String {
+    root().join("conformance").join(rel).display().to_string()
+}
+
+/// Where clients write screenshots (git-ignored).
+pub fn out_dir() -> PathBuf {
+    root().join("conformance").join("out")
+}
+
+/// Fails with an install hint unless `path` exists.
+pub fn require(path: &str, hint: &str) {
+    assert!(
+        Path::new(path).exists(),
+        "{path} is missing. {hint} (.ci/run installs it)"
+    );
+}
+
+/// Fails with the hint unless conformance/node_modules has playwright-core.
+pub fn require_playwright() {
+    require("/usr/bin/chromium", "apt-get install chromium");
+    require(
+        &conformance("node_modules/playwright-core/package.json"),
+        "Run `npm ci` in conformance/.",
+    );
+}
+
+/// A client process: its output is collected as it comes.
+pub struct Script {
+    client: String,
+    child: Child,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+    started: Instant,
+}
+
+fn collect(stream: Option<impl AsyncRead + Unpin + Send + 'static>, into: Arc<Mutex<String>>) {
+    let Some(stream) = stream else { return };
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stream).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let mut s = into.lock().unwrap_or_else(|e| e.into_inner());
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+}
+
+impl Script {
+    /// Starts `cmd` for `client` (a name used in every failure message).
+    pub fn spawn(client: &str, mut cmd: Command) -> Script {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("{client}: cannot start {cmd:?}: {e}"));
+        let (stdout, stderr) = Default::default();
+        collect(child.stdout.take(), Arc::clone(&stdout));
+        collect(child.stderr.take(), Arc::clone(&stderr));
+        Script {
+            client: client.to_owned(),
+            child,
+            stdout,
+            stderr,
+            started: Instant::now(),
+        }
+    }
+
+    /// Everything the process wrote so far (stdout, then stderr).
+    pub fn output(&self) -> String {
+        let out = self
+            .stdout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let err = self
+            .stderr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        format!("{out}{err}")
+    }
+
+    /// Waits until the output contains `needle`.
+    pub async fn wait_for(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.output().contains(needle) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "{}: exited ({status}) before printing {needle:?}:\n{}",
+                    self.client,
+                    tail(&self.output())
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: no {needle:?} after {timeout:?}:\n{}",
+                self.client,
+                tail(&self.output())
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Asks the client to finish now (SIGTERM): the scripts then end their session
+    /// with DELETE and print their result as usual.
+    pub fn stop(&self) {
+        if let Some(pid) = self.child.id() {
+            // SAFETY: kill(2) with SIGTERM on the PID of a child this Script started
+            // and has not reaped (`ip netns exec` execs, so it is the client itself).
+            let rc = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+            assert_eq!(rc, 0, "{}: cannot signal PID {pid}", self.client);
+        }
+    }
+
+    /// Waits for the process to end (killing it after `timeout`), echoes its stderr
+    /// into the test's output, and returns the JSON object on its last stdout line.
+    pub async fn finish(mut self, timeout: Duration) -> Value {
+        let status = tokio::time::timeout(timeout, self.child.wait()).await;
+        // Let the readers drain the pipes.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let stderr = self
+            .stderr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        eprintln!(
+            "--- {} ({:.1} s) ---\n{}",
+            self.client,
+            self.started.elapsed().as_secs_f64(),
+            tail(&stderr)
+        );
+        let status = match status {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = self.child.kill().await;
+                panic!("{}: still running after {timeout:?}: killed", self.client);
+            }
+        };
+        let stdout = self
+            .stdout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let last = stdout
+            .lines()
+            .rev()
+            .find(|l| l.trim_start().starts_with('{'));
+        let Some(last) = last else {
+            panic!(
+                "{}: exited ({status:?}) without a JSON result line; stdout:\n{}",
+                self.client,
+                tail(&stdout)
+            );
+        };
+        let v: Value = serde_json::from_str(last)
+            .unwrap_or_else(|e| panic!("{}: result line is not JSON ({e}): {last}", self.client));
+        eprintln!("{}: {v}", self.client);
+        v
+    }
+}
+
+/// The last 200 lines of `s`.
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(200)..].join("\n")
+}
+
+/// Runs a client to its end and returns its JSON result.
+pub async fn run(client: &str, cmd: Command, timeout: Duration) -> Value {
+    Script::spawn(client, cmd).finish(timeout).await
+}
+
+/// Fails, naming the client and the step, unless a one-role result says `ok`.
+pub fn assert_ok(v: &Value) {
+    assert!(
+        v["ok"] == Value::Bool(true),
+        "{} {}: failed at step \"{}\": {}",
+        v["client"].as_str().unwrap_or("?"),
+        v["role"].as_str().unwrap_or(""),
+        v["step"].as_str().unwrap_or("?"),
+        v["error"].as_str().unwrap_or("?")
+    );
+}
+
+/// `node` + `args`, from the repository root.
+pub fn node(args: &[&str]) -> Command {
+    let mut c = Command::new("node");
+    c.args(args).current_dir(root());
+    c
+}
+
+/// A network namespace of this test: `lo` up, and a veth pair whose end `v0` has
+/// 127.0.0.2/32. libnice and aioice gather candidates on every interface except
+/// loopback, so inside the namespace they find exactly 127.0.0.2, and their
+/// traffic (UPnP discovery included) cannot leave it. Deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl Netns {
+    /// The namespace's address that peers inside it use for ICE.
+    pub const ICE_ADDR: &str = "127.0.0.2";
+
+    /// Creates the namespace (needs root, as CI runs).
+    pub fn create(tag: &str) -> Netns {
+        let name = format!("wishd-{tag}-{}", std::process::id());
+        let _ = ip(&["netns", "del", &name]);
+        if let Err(e) = ip(&["netns", "add", &name]) {
+            panic!("cannot create network namespace {name} (the test needs root): {e}");
+        }
+        let ns = Netns { name };
+        for args in [
+            &["link", "set", "lo", "up"][..],
+            &["link", "add", "v0", "type", "veth", "peer", "name", "v1"],
+            &["addr", "add", "127.0.0.2/32", "dev", "v0"],
+            &["link", "set", "v0", "up"],
+            &["link", "set", "v1", "up"],
+            // The local table one step later, so a test can cut a path with a
+            // rule before it (`ip rule add pref 5 to ADDR blackhole`).
+            &["rule", "add", "pref", "10", "lookup", "local"],
+            &["rule", "del", "pref", "0"],
+        ] {
+            let mut full = vec!["netns", "exec", &ns.name, "ip"];
+            full.extend_from_slice(args);
+            if let Err(e) = ip(&full) {
+                panic!("setting up network namespace {}: {e}", ns.name);
+            }
+        }
+        ns
+    }
+
+    /// `program` to be run inside the namespace (`ip netns exec` execs it, so the
+    /// child's PID is the program's own).
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program])
+            .current_dir(root());
+        c
+    }
+
+    /// Starts the wishd binary inside the namespace, open for publish and play, HTTP
+    /// on 127.0.0.1:8080 and media on 127.0.0.2 (the address the clients use).
+    /// Returns it once it listens, and its base URL.
+    pub async fn start_wishd(&self) -> (Script, String) {
+        let mut c = self.command(env!("CARGO_BIN_EXE_wishd"));
+        c.args([
+            "--dev",
+            "--http",
+            "127.0.0.1:8080",
+            "--udp",
+            "127.0.0.2:20000",
+            "--workers",
+            "2",
+        ])
+        .env("RUST_LOG", "wishd=info")
+        .env("NO_COLOR", "1");
+        let mut wishd = Script::spawn("wishd (in netns)", c);
+        wishd
+            .wait_for("wishd listening", Duration::from_secs(10))
+            .await;
+        (wishd, "http://127.0.0.1:8080".to_owned())
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.name]);
+    }
+}
+
+/// Two consecutive free UDP ports on loopback (RTP and RTCP), the first even.
+pub fn free_port_pair() -> u16 {
+    for _ in 0..200 {
+        let Ok(s) = UdpSocket::bind("127.0.0.1:0") else {
+            continue;
+        };
+        let Ok(addr) = s.local_addr() else { continue };
+        let p = addr.port() & !1;
+        drop(s);
+        if p > 1024
+            && UdpSocket::bind(("127.0.0.1", p)).is_ok()
+            && UdpSocket::bind(("127.0.0.1", p + 1)).is_ok()
+        {
+            return p;
+        }
+    }
+    panic!("no free UDP port pair on 127.0.0.1");
+}

@@ -1,0 +1,110 @@
+//! How wishd takes the offers the WHIP/WHEP texts single out (checklist WHIP-34…38,
+//! WHIP-48): DTLS role offers (`a=setup:active` from some clients, `a=setup:passive`
+//! from ffmpeg's WHIP muxer), simulcast (declined, answered as one stream), and the
+//! refusals without partial answers (two tracks of a kind, no BUNDLE, no rtcp-mux).
+
+mod common;
+
+use wishd::client::{
+    PublisherOptions, ViewerOptions, WhepViewer, WhipPublisher, http_request, publisher_offer,
+};
+
+const SDP: (&str, &str) = ("content-type", "application/sdp");
+
+fn setup_active(offer: &str) -> String {
+    offer.replace("a=setup:actpass", "a=setup:active")
+}
+
+fn setup_passive(offer: &str) -> String {
+    offer.replace("a=setup:actpass", "a=setup:passive")
+}
+
+/// Asks for three simulcast layers on the video m-line, as Chrome does.
+fn with_simulcast(offer: &str) -> String {
+    let video = offer.find("m=video").unwrap_or(offer.len());
+    let (head, tail) = offer.split_at(video);
+    let tail = tail.replacen(
+        "a=sendonly\r\n",
+        "a=sendonly\r\na=extmap:10 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id\r\n\
+         a=rid:q send\r\na=rid:h send\r\na=rid:f send\r\na=simulcast:send q;h;f\r\n",
+        1,
+    );
+    format!("{head}{tail}")
+}
+
+/// Publishes with `filter` applied to the offer, checks the answer's lines, then that
+/// media reaches a viewer.
+async fn publish_and_watch(filter: fn(&str) -> String, answer_has: &str, answer_lacks: &str) {
+    let server = common::start().await;
+    let base = server.base_url();
+    let p = WhipPublisher::connect(
+        &format!("{base}/whip/s"),
+        PublisherOptions {
+            offer_filter: Some(filter),
+            ..PublisherOptions::default()
+        },
+    )
+    .await
+    .expect("201");
+    assert!(p.answer_sdp().contains(answer_has), "{}", p.answer_sdp());
+    assert!(!p.answer_sdp().contains(answer_lacks), "{}", p.answer_sdp());
+    p.wait_connected(common::CONNECT).await.expect("ICE + DTLS");
+    let v = WhepViewer::connect(&format!("{base}/whep/s"), ViewerOptions::default())
+        .await
+        .unwrap();
+    v.wait_for(common::CONNECT, |pk| {
+        pk.iter().any(|x| x.kind == str0m::media::MediaKind::Video)
+            && pk.iter().any(|x| x.kind == str0m::media::MediaKind::Audio)
+    })
+    .await
+    .expect("audio and video reach the viewer");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_active_offer_gets_a_passive_answer_and_media_flows() {
+    publish_and_watch(setup_active, "a=setup:passive", "a=setup:active").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_passive_offer_gets_an_active_answer_and_media_flows() {
+    publish_and_watch(setup_passive, "a=setup:active", "a=setup:passive").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulcast_offer_is_answered_as_one_stream_and_media_flows() {
+    publish_and_watch(with_simulcast, "m=video", "a=simulcast").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offers_wishd_cannot_take_whole_are_refused_not_answered_in_part() {
+    let server = common::start().await;
+    let url = format!("{}/whip/s", server.base_url());
+    let offer = publisher_offer(&PublisherOptions::default()).unwrap();
+    let video_at = offer.find("m=video").unwrap();
+    let second_video = offer[video_at..].replace("a=mid:1", "a=mid:2");
+    let two_videos = format!("{offer}{second_video}").replace("BUNDLE 0 1", "BUNDLE 0 1 2");
+    let no_bundle: String = offer
+        .lines()
+        .filter(|l| !l.starts_with("a=group:BUNDLE"))
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    let no_mux: String = offer
+        .lines()
+        .filter(|l| !l.starts_with("a=rtcp-mux"))
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    for (name, body, why) in [
+        ("two video m-lines", two_videos, "video m-lines"),
+        ("no BUNDLE", no_bundle, "BUNDLE"),
+        ("no rtcp-mux", no_mux, "rtcp-mux"),
+    ] {
+        let r = http_request("POST", &url, &[SDP], body.into_bytes())
+            .await
+            .unwrap();
+        assert!(r.status == 422 || r.status == 400, "{name}: {}", r.status);
+        assert!(common::problem_detail(&r).contains(why), "{name}");
+    }
+    assert_eq!(server.registry().counts().publishers, 0);
+    server.shutdown().await;
+}

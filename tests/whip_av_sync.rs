@@ -1,0 +1,99 @@
+//! Audio/video sync through wishd for a WHIP publisher: the publisher's RTCP sender
+//! reports (which str0m parses on the publisher's session) decide the wallclock of
+//! each packet written to viewers, so the viewers' sender reports carry the
+//! publisher's audio/video relationship instead of arrival times.
+
+mod common;
+
+use std::time::{Duration, Instant, SystemTime};
+
+use wishd::client::{
+    PublisherOptions, ReceivedSenderReport, ViewerOptions, WhepViewer, WhipPublisher,
+};
+use wishd::core::MediaKind;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publishers_audio_video_offset_reaches_viewers_through_sender_reports() {
+    // The publisher stamps its audio as captured 200 ms before it sends it: by
+    // arrival, audio and video are simultaneous; by its sender reports, audio is
+    // 200 ms ahead of the video that arrives with it.
+    const LEAD: Duration = Duration::from_millis(200);
+    let server = common::start().await;
+    let base = server.base_url();
+    let publisher = WhipPublisher::connect(
+        &format!("{base}/whip/lipsync"),
+        PublisherOptions {
+            audio_capture_lead: LEAD,
+            ..PublisherOptions::default()
+        },
+    )
+    .await
+    .expect("WHIP POST");
+    publisher
+        .wait_connected(common::CONNECT)
+        .await
+        .expect("publisher connects");
+    let viewer = WhepViewer::connect(&format!("{base}/whep/lipsync"), ViewerOptions::default())
+        .await
+        .expect("WHEP POST");
+    viewer
+        .wait_connected(common::CONNECT)
+        .await
+        .expect("viewer connects");
+    // Audio sender reports go every 5 s each way (publisher to wishd, wishd to the
+    // viewer): wait for a viewer audio report that follows the publisher's.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let started = Instant::now();
+    loop {
+        let late_audio = viewer
+            .sender_reports()
+            .iter()
+            .any(|r| r.kind == MediaKind::Audio && r.at > started + Duration::from_secs(6));
+        if late_audio || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let reports = viewer.sender_reports();
+    let last = |kind| -> ReceivedSenderReport {
+        reports
+            .iter()
+            .rev()
+            .find(|r| r.kind == kind)
+            .copied()
+            .unwrap_or_else(|| panic!("no {kind:?} sender report reached the viewer"))
+    };
+    let (v, a) = (last(MediaKind::Video), last(MediaKind::Audio));
+    // Per packet: its wallclock by the viewer's reports minus its arrival (both on
+    // the system clock). A delayed packet (the machine is busy) only makes this
+    // smaller, so the largest value per kind is that kind's true offset; the
+    // difference between audio and video is what a player would shift audio by.
+    let (sys, inst) = (SystemTime::now(), Instant::now());
+    let offsets = |kind, sr: ReceivedSenderReport, rate| -> f64 {
+        let xs: Vec<f64> = viewer
+            .received()
+            .iter()
+            .filter(|p| p.kind == kind && p.at > started + Duration::from_secs(2))
+            .map(|p| {
+                let w = sr.wallclock_of(p.timestamp, rate);
+                let at = sys - inst.duration_since(p.at);
+                match w.duration_since(at) {
+                    Ok(d) => d.as_secs_f64() * 1e3,
+                    Err(e) => -e.duration().as_secs_f64() * 1e3,
+                }
+            })
+            .collect();
+        assert!(xs.len() > 50, "{kind:?}: {} packets", xs.len());
+        xs.iter().copied().fold(f64::MIN, f64::max)
+    };
+    let skew = offsets(MediaKind::Audio, a, 48_000) - offsets(MediaKind::Video, v, 90_000);
+    println!(
+        "WHIP A/V sync at the viewer: audio captured {skew:+.1} ms relative to video arriving with it (publisher says {} ms)",
+        -(LEAD.as_millis() as i64)
+    );
+    assert!(
+        (skew + LEAD.as_millis() as f64).abs() < 40.0,
+        "the viewer sees audio {skew:+.1} ms off video; the publisher says -200 ms"
+    );
+    server.shutdown().await;
+}

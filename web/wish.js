@@ -1,0 +1,181 @@
+// WHIP/WHEP signalling shared by the publish page and the player: one offer/answer
+// exchange over HTTP (RFC 9725, draft-ietf-wish-whep), the session's DELETE, the
+// server's reason for a refusal, and readable numbers from getStats().
+
+/** How long a WHIP/WHEP POST may take before it is abandoned. */
+const POST_TIMEOUT_MS = 10000;
+
+/** A refused WHIP/WHEP request: the HTTP status, the server's one-line reason and
+ *  its Retry-After in seconds (or null). */
+export class HttpError extends Error {
+  constructor(status, reason, retryAfter) {
+    super(`${status}: ${reason}`);
+    this.status = status;
+    this.reason = reason;
+    this.retryAfter = retryAfter;
+  }
+}
+
+/** The one-line reason in an error answer: `detail` (or `title`) of an RFC 9457
+ *  application/problem+json body, else the text/plain body, else the status text. */
+export async function reasonOf(resp) {
+  let text = '';
+  try {
+    text = await resp.text();
+  } catch {
+    // A body that cannot be read leaves the status text.
+  }
+  const type = resp.headers.get('content-type') || '';
+  if (/json/i.test(type) || /^\s*\{/.test(text)) {
+    try {
+      const p = JSON.parse(text);
+      const line = p.detail || p.title;
+      if (line) return String(line).trim();
+    } catch {
+      // Not JSON after all: fall through to the text.
+    }
+  }
+  return text.trim() || resp.statusText || `HTTP ${resp.status}`;
+}
+
+function retryAfterOf(resp) {
+  const v = resp.headers.get('retry-after');
+  if (v === null) return null;
+  const secs = Number(v);
+  if (Number.isFinite(secs)) return Math.max(0, secs);
+  const when = Date.parse(v);
+  return Number.isFinite(when) ? Math.max(0, (when - Date.now()) / 1000) : null;
+}
+
+/** Resolves when ICE gathering is complete or after `ms`, whichever is first. wishd
+ *  is an ICE-lite server that puts its candidates in the answer and learns ours from
+ *  our checks, so an offer without every candidate still connects. */
+export function iceGathered(pc, ms = 1500) {
+  if (pc.iceGatheringState === 'complete') return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      pc.removeEventListener('icegatheringstatechange', check);
+      resolve();
+    };
+    const check = () => {
+      if (pc.iceGatheringState === 'complete') done();
+    };
+    const timer = setTimeout(done, ms);
+    pc.addEventListener('icegatheringstatechange', check);
+  });
+}
+
+/** `signal`, also aborted after `ms` where the browser can combine signals. */
+function withTimeout(signal, ms) {
+  const timeout = AbortSignal.timeout ? AbortSignal.timeout(ms) : undefined;
+  if (!signal) return timeout;
+  return timeout && AbortSignal.any ? AbortSignal.any([signal, timeout]) : signal;
+}
+
+/** Offers `pc`'s transceivers to a WHIP or WHEP endpoint and applies the answer.
+ *  Returns the session URL (absolute) for the DELETE. Throws HttpError on refusal. */
+export async function negotiate(pc, endpoint, { token, signal, onPost } = {}) {
+  await pc.setLocalDescription(await pc.createOffer());
+  await iceGathered(pc);
+  const headers = { 'Content-Type': 'application/sdp' };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  if (onPost) onPost();
+  // A POST lost in a dead network must not hang for minutes: give up after 10 s.
+  const resp = await fetch(endpoint, {
+    method: 'POST',
+    headers,
+    body: pc.localDescription.sdp,
+    signal: withTimeout(signal, POST_TIMEOUT_MS),
+  });
+  if (resp.status !== 201) {
+    throw new HttpError(resp.status, await reasonOf(resp), retryAfterOf(resp));
+  }
+  const location = resp.headers.get('location');
+  const answer = await resp.text();
+  await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+  return location ? new URL(location, endpoint).href : null;
+}
+
+/** Ends a session (DELETE on its URL). A session the server already closed (404)
+ *  or a network error is not worth reporting: the peer connection is gone anyway. */
+export async function hangUp(location, token) {
+  if (!location) return;
+  const headers = token ? { Authorization: `Bearer ${token}` } : {};
+  try {
+    await fetch(location, { method: 'DELETE', headers, keepalive: true });
+  } catch {
+    // Nothing to do: see above.
+  }
+}
+
+/** What to tell a person about a failed publish or play. `action` is 'publish' or
+ *  'play'; `hadToken` says whether a token was sent. Returns { text, retry } where
+ *  retry is seconds to wait, null to stop, or undefined to back off. */
+export function explain(err, action, hadToken = false) {
+  if (!(err instanceof HttpError)) {
+    return { text: `Cannot reach the server (${err.message || err})`, retry: undefined };
+  }
+  const why = err.reason;
+  switch (err.status) {
+    case 401:
+      if (hadToken) return { text: `The server does not accept this token. (${why})`, retry: null };
+      return {
+        text: action === 'play'
+          ? `This stream needs a play token: enter one and press Play. (${why})`
+          : `Publishing needs a token: enter one. (${why})`,
+        retry: null,
+      };
+    case 403:
+      return { text: `This token may not ${action} this stream. (${why})`, retry: null };
+    case 409:
+      return action === 'play'
+        ? { text: 'Nobody is publishing this stream yet. Waiting for it to start…', retry: err.retryAfter ?? 2 }
+        : { text: `This stream already has a source. (${why})`, retry: null };
+    case 422:
+      return { text: `The server cannot take this offer: ${why}`, retry: null };
+    case 429:
+    case 503:
+      return { text: `The server is busy (${why}).`, retry: err.retryAfter ?? 2 };
+    default:
+      return { text: `Refused with ${err.status}: ${why}`, retry: null };
+  }
+}
+
+/** One reading of a peer connection's RTP statistics, with rates computed against
+ *  the previous reading `prev` (or none). Direction is 'inbound' or 'outbound'. */
+export async function readStats(pc, direction, prev) {
+  const report = await pc.getStats();
+  const now = performance.now();
+  const s = { at: now, video: null, audio: null, bytes: 0, codec: null };
+  for (const r of report.values()) {
+    if (r.type !== `${direction}-rtp` || !r.kind) continue;
+    s[r.kind] = r;
+    s.bytes += (direction === 'inbound' ? r.bytesReceived : r.bytesSent) || 0;
+    if (r.kind === 'video' && r.codecId) {
+      const c = report.get(r.codecId);
+      if (c) s.codec = c.mimeType.replace(/^video\//, '');
+    }
+  }
+  const v = s.video || {};
+  const dt = prev ? (now - prev.at) / 1000 : 0;
+  s.width = v.frameWidth || 0;
+  s.height = v.frameHeight || 0;
+  s.kbps = dt > 0 ? Math.max(0, ((s.bytes - prev.bytes) * 8) / dt / 1000) : 0;
+  const frames = direction === 'inbound' ? v.framesDecoded : v.framesEncoded;
+  const pv = (prev && prev.video) || {};
+  const prevFrames = direction === 'inbound' ? pv.framesDecoded : pv.framesEncoded;
+  s.fps = v.framesPerSecond ?? (dt > 0 ? ((frames || 0) - (prevFrames || 0)) / dt : 0);
+  s.frames = frames || 0;
+  if (direction === 'inbound') {
+    s.lost = (v.packetsLost || 0) + ((s.audio && s.audio.packetsLost) || 0);
+    s.audioPackets = (s.audio && s.audio.packetsReceived) || 0;
+    const dDelay = (v.jitterBufferDelay || 0) - (pv.jitterBufferDelay || 0);
+    const dCount = (v.jitterBufferEmittedCount || 0) - (pv.jitterBufferEmittedCount || 0);
+    s.jitterMs = dCount > 0 ? (dDelay / dCount) * 1000 : 0;
+  } else {
+    s.audioPackets = (s.audio && s.audio.packetsSent) || 0;
+    s.encoder = v.encoderImplementation || '';
+  }
+  return s;
+}
