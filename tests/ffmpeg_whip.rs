@@ -406,3 +406,62 @@ async fn ffmpegs_high_profile_passes_through_and_a_baseline_only_viewer_is_told_
     );
     server.shutdown().await;
 }
+
+/// FFmpeg labels x264's baseline output Baseline (`4200xx`) though its SPS says
+/// Constrained Baseline; a viewer that offers only Constrained Baseline (Firefox's
+/// `42e01f`) plays it, answered with the profile it offered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffmpegs_baseline_plays_to_a_constrained_baseline_only_viewer() {
+    let server = common::start_with(with_publish_token).await;
+    let (_ffmpeg, log) = publish(&server, "cb", 5, 30);
+    muxer_ready(&log).await;
+    let plid = offered_plid(&logged_offer(&log.snapshot()));
+    assert!(plid.starts_with("4200"), "FFmpeg signals Baseline: {plid}");
+
+    let opts = ViewerOptions {
+        video_codecs: vec![VideoCodec::H264],
+        h264_profile_level_ids: vec![0x42e01f],
+        ..ViewerOptions::default()
+    };
+    let url = format!("{}/whep/cb", server.base_url());
+    let viewer = interop::view_when_live(&url, opts, Duration::from_secs(5)).await;
+    let answer = viewer.answer_sdp();
+    assert!(answer.contains("profile-level-id=42e01f"), "{answer}");
+    assert!(!answer.contains(&plid), "{answer}");
+    viewer
+        .wait_for(Duration::from_secs(5), |p| {
+            p.iter().any(|p| p.kind == MediaKind::Video && p.marker)
+        })
+        .await
+        .expect("FFmpeg's video reaches the viewer");
+    let video = interop::of_kind(&viewer.received(), MediaKind::Video);
+    interop::assert_starts_sps_pps_idr(&video, "Constrained Baseline viewer");
+    // The bitstream is what lets this through: x264's SPS sets constraint_set1.
+    let sps_constraints = video.iter().find_map(|p| sps_constraint_flags(&p.payload));
+    assert_eq!(
+        sps_constraints.map(|c| c & 0x40 != 0),
+        Some(true),
+        "x264's baseline SPS sets constraint_set1 ({sps_constraints:?})"
+    );
+    server.shutdown().await;
+}
+
+/// The constraint_set byte of an SPS in a single-NAL or STAP-A payload.
+fn sps_constraint_flags(payload: &[u8]) -> Option<u8> {
+    match payload.first()? & 0x1f {
+        7 => payload.get(2).copied(),
+        24 => {
+            let mut rest = payload.get(1..)?;
+            while let [hi, lo, tail @ ..] = rest {
+                let n = usize::from(u16::from_be_bytes([*hi, *lo]));
+                let nal = tail.get(..n)?;
+                if nal.first()? & 0x1f == 7 {
+                    return nal.get(2).copied();
+                }
+                rest = tail.get(n..)?;
+            }
+            None
+        }
+        _ => None,
+    }
+}

@@ -2,6 +2,7 @@
 //! Each test names the behaviour it proves.
 
 mod common;
+mod interop;
 
 use std::time::{Duration, Instant};
 
@@ -434,5 +435,65 @@ async fn audio_only_stream_serves_a_viewer_that_offers_audio_and_video() {
     assert_eq!(count(MediaKind::Video, &v.received()), 0);
     assert!(v.answer_sdp().contains("opus"));
     assert_intact_and_in_order(&of(MediaKind::Audio, &v.received()), "audio-only stream");
+    server.shutdown().await;
+}
+
+/// FFmpeg's WHIP muxer labels x264's Constrained Baseline output Baseline (`42001e`);
+/// Firefox offers only Constrained Baseline (`42e01f`). A viewer like that plays such a
+/// stream: its answer names the profile and payload type it offered, and its video
+/// starts SPS, PPS, IDR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_constrained_baseline_only_viewer_plays_a_stream_labelled_baseline() {
+    let server = common::start().await;
+    let base = server.base_url();
+    let publisher = publish(
+        &base,
+        "ffmpeg-like",
+        PublisherOptions {
+            h264_profile_level_id: 0x42001e,
+            ..PublisherOptions::default()
+        },
+    )
+    .await;
+    assert!(
+        publisher.answer_sdp().contains("profile-level-id=42001e"),
+        "{}",
+        publisher.answer_sdp()
+    );
+    let opts = ViewerOptions {
+        video_codecs: vec![VideoCodec::H264],
+        h264_profile_level_ids: vec![0x42e01f],
+        ..ViewerOptions::default()
+    };
+    let viewer = WhepViewer::connect(&format!("{base}/whep/ffmpeg-like"), opts)
+        .await
+        .expect("a Constrained Baseline viewer is answered (not 422)");
+    let offer = viewer.offer_sdp().to_owned();
+    assert!(
+        offer.contains("profile-level-id=42e01f") && !offer.contains("42001"),
+        "the viewer offers only Constrained Baseline: {offer}"
+    );
+    let answer = viewer.answer_sdp().to_owned();
+    assert!(answer.contains("a=rtpmap:108 H264/90000"), "{answer}");
+    assert!(answer.contains("profile-level-id=42e01f"), "{answer}");
+    assert!(!answer.contains("42001e"), "{answer}");
+    assert_eq!(viewer.video_codec(), Some(VideoCodec::H264));
+    viewer
+        .wait_connected(common::CONNECT)
+        .await
+        .expect("viewer connects");
+    viewer
+        .wait_for(Duration::from_secs(10), |p| {
+            p.iter()
+                .filter(|p| p.kind == MediaKind::Video && p.marker)
+                .count()
+                >= 5
+        })
+        .await
+        .expect("video reaches the viewer");
+    let video = of(MediaKind::Video, &viewer.received());
+    assert!(video.iter().all(|p| p.pt == 108), "the viewer's own PT");
+    interop::assert_starts_sps_pps_idr(&video, "Constrained Baseline viewer");
+    assert_intact_and_in_order(&video, "Constrained Baseline viewer");
     server.shutdown().await;
 }

@@ -51,6 +51,10 @@ pub struct PublisherOptions {
     /// audio leaves after the video of the same moment); the publisher's sender
     /// reports say so. Zero by default.
     pub audio_capture_lead: Duration,
+    /// The `profile-level-id` the H.264 offer signals (the synthetic bitstream stays
+    /// Constrained Baseline): `0x42e01f` by default, `0x42001e` to label it like
+    /// FFmpeg's WHIP muxer.
+    pub h264_profile_level_id: u32,
 }
 
 impl Default for PublisherOptions {
@@ -66,6 +70,7 @@ impl Default for PublisherOptions {
             answer_keyframe_requests: true,
             offer_filter: None,
             audio_capture_lead: Duration::ZERO,
+            h264_profile_level_id: 0x42e01f,
         }
     }
 }
@@ -132,8 +137,12 @@ fn build_offer(opts: &PublisherOptions, local: SocketAddr) -> Result<Offer, Clie
     }
     match opts.video {
         Some(VideoCodec::H264) => {
-            cfg.codec_config()
-                .add_h264(PT_H264.into(), Some(PT_H264_RTX.into()), true, 0x42e01f);
+            cfg.codec_config().add_h264(
+                PT_H264.into(),
+                Some(PT_H264_RTX.into()),
+                true,
+                opts.h264_profile_level_id,
+            );
         }
         Some(VideoCodec::Vp8) => {
             cfg = cfg.enable_vp8(true);

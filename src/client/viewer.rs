@@ -36,6 +36,10 @@ pub struct ViewerOptions {
     pub offer_filter: Option<fn(&str) -> String>,
     /// The audio codecs the viewer offers, in order of preference.
     pub audio_codecs: Vec<AudioCodec>,
+    /// When not empty, H.264 is offered only in these `profile-level-id`s (each in
+    /// packetization-mode 1 with RTX, in this order, at most four), like Firefox's lone
+    /// `0x42e01f`. Empty: str0m's usual set of profiles.
+    pub h264_profile_level_ids: Vec<u32>,
 }
 
 impl Default for ViewerOptions {
@@ -48,6 +52,7 @@ impl Default for ViewerOptions {
             video_codecs: vec![VideoCodec::H264, VideoCodec::Vp8],
             offer_filter: None,
             audio_codecs: vec![AudioCodec::Opus],
+            h264_profile_level_ids: Vec::new(),
         }
     }
 }
@@ -136,6 +141,10 @@ struct Offer {
     video_mid: Option<Mid>,
 }
 
+/// Payload types (and RTX) for [`ViewerOptions::h264_profile_level_ids`]: str0m's own
+/// H.264 numbers, clear of its VP8, VP9 and AV1 ones.
+const H264_PTS: [(u8, u8); 4] = [(108, 109), (127, 121), (123, 119), (114, 115)];
+
 fn build_offer(opts: &ViewerOptions, local: SocketAddr) -> Result<Offer, ClientError> {
     let video = opts.video && !opts.video_codecs.is_empty();
     let audio = opts.audio && !opts.audio_codecs.is_empty();
@@ -155,9 +164,22 @@ fn build_offer(opts: &ViewerOptions, local: SocketAddr) -> Result<Offer, ClientE
             };
         }
     }
+    if opts.h264_profile_level_ids.len() > H264_PTS.len() {
+        return Err(ClientError::Sdp(format!(
+            "at most {} H.264 profiles",
+            H264_PTS.len()
+        )));
+    }
     if video {
         for c in &opts.video_codecs {
             cfg = match c {
+                VideoCodec::H264 if !opts.h264_profile_level_ids.is_empty() => {
+                    for (plid, (pt, rtx)) in opts.h264_profile_level_ids.iter().zip(H264_PTS) {
+                        cfg.codec_config()
+                            .add_h264(pt.into(), Some(rtx.into()), true, *plid);
+                    }
+                    cfg
+                }
                 VideoCodec::H264 => cfg.enable_h264(true),
                 VideoCodec::Vp8 => cfg.enable_vp8(true),
                 VideoCodec::Vp9 => cfg.enable_vp9(true),

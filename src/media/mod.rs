@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use str0m::change::SdpOffer;
 use str0m::config::DtlsCert;
-use str0m::format::{CodecConfig, PayloadParams};
-use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
+use str0m::format::CodecConfig;
+use str0m::media::{KeyframeRequestKind, Mid};
 use str0m::{Candidate, Rtc, RtcConfig};
 use tokio::sync::{mpsc, oneshot};
 
@@ -347,12 +347,7 @@ impl Media {
             let Some(source) = codecs.iter().find(|c| c.kind == t.kind) else {
                 continue;
             };
-            let spec = source.payload_params().spec();
-            let mut p =
-                PayloadParams::new(t.viewer_pt.into(), t.viewer_rtx_pt.map(Into::into), spec);
-            p.set_fb_nack(t.kind == MediaKind::Video);
-            p.set_fb_pli(t.kind == MediaKind::Video);
-            params.push(p);
+            params.push(t.viewer_params(source));
             tracks.push(ViewerTrack {
                 kind: t.kind,
                 mid: Mid::from(t.mid.as_str()),

@@ -239,6 +239,10 @@ fn match_viewer(media: &OfferedMedia, source: &ChosenCodec) -> Option<(u8, Optio
 /// track of the stream -> Unsupported naming the missing codec(s), e.g. "viewer offer has
 /// no codec for the stream's video: H264 profile-level-id=42e01f packetization-mode=1".
 ///
+/// H.264 Baseline and Constrained Baseline stand in for each other when the viewer has
+/// no format str0m matches exactly (see [`super::h264::baseline_stand_in`]); the track
+/// then carries the viewer's own fmtp ([`PlayTrack::viewer_fmtp`]) for the answer.
+///
 /// If the viewer offers H.264 but not in the stream's profile or packetization mode ->
 /// Unsupported saying both, e.g. "viewer offer cannot receive the stream's video: stream
 /// is H.264 Constrained High (640c1f); the offer accepts only Constrained Baseline
@@ -282,8 +286,14 @@ pub fn check_play_offer(offer: &Offer, stream: &[ChosenCodec]) -> Result<Vec<Pla
         }
         let found = candidates
             .iter()
-            .find_map(|l| match_viewer(l.media, source).map(|m| (l, m)));
-        let Some((line, (viewer_pt, viewer_rtx_pt))) = found else {
+            .find_map(|l| match_viewer(l.media, source).map(|(pt, rtx)| (l, pt, rtx, None)))
+            .or_else(|| {
+                candidates.iter().find_map(|l| {
+                    let c = super::h264::baseline_stand_in(&source.codec, &l.media.codecs)?;
+                    Some((l, c.pt, c.rtx_pt, Some(c.fmtp.clone())))
+                })
+            });
+        let Some((line, viewer_pt, viewer_rtx_pt, viewer_fmtp)) = found else {
             if source.codec.codec() == Codec::H264 {
                 let viewer: Vec<&OfferedCodec> =
                     candidates.iter().flat_map(|l| &l.media.codecs).collect();
@@ -308,6 +318,7 @@ pub fn check_play_offer(offer: &Offer, stream: &[ChosenCodec]) -> Result<Vec<Pla
                 mid: line.mid.to_string(),
                 viewer_pt,
                 viewer_rtx_pt,
+                viewer_fmtp,
                 source_pt: source.codec.pt,
                 clock_rate: source.codec.clock_rate,
             },

@@ -70,6 +70,63 @@ impl ProfileLevelId {
     }
 }
 
+/// Baseline (`42001e`) or Constrained Baseline (`42e01f`), the two profiles
+/// [`baseline_stand_in`] lets stand in for each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BaselineKind {
+    Baseline,
+    Constrained,
+}
+
+fn baseline_kind(codec: &OfferedCodec) -> Option<BaselineKind> {
+    // Absent means Baseline level 3.1 (RFC 6184 §8.1), like str0m and libwebrtc read it.
+    let p = match codec.fmtp_param("profile-level-id") {
+        Some(v) => ProfileLevelId::parse(v)?,
+        None => ProfileLevelId::parse("42001f")?,
+    };
+    match p.profile_name().as_str() {
+        "Baseline" => Some(BaselineKind::Baseline),
+        "Constrained Baseline" => Some(BaselineKind::Constrained),
+        _ => None,
+    }
+}
+
+/// The viewer's H.264 format that may carry a Baseline stream although str0m's exact
+/// profile match refused it: the first one of `offered` (the viewer's preference order)
+/// in the stream's packetization mode whose profile is the *other* of Baseline and
+/// Constrained Baseline.
+///
+/// * Stream Constrained Baseline, viewer Baseline: always safe, Constrained Baseline
+///   is the subset of Baseline every Baseline decoder takes.
+/// * Stream Baseline, viewer Constrained Baseline: FFmpeg's WHIP muxer labels x264's
+///   output `42001e`, yet x264's baseline bitstream is Constrained Baseline (its SPS sets
+///   constraint_set1), and Firefox offers only `42e01f`. A genuine Baseline stream
+///   (FMO, ASO or redundant slices) is rare in WebRTC; no browser encoder makes one.
+///
+/// Levels are not compared (a decoder takes higher levels in practice; str0m does not
+/// compare them either). The viewer is answered with its own format, so the answer
+/// carries a `profile-level-id` it offered.
+pub fn baseline_stand_in<'a>(
+    stream: &OfferedCodec,
+    offered: &'a [OfferedCodec],
+) -> Option<&'a OfferedCodec> {
+    if !stream.name.eq_ignore_ascii_case("h264") {
+        return None;
+    }
+    let want = match baseline_kind(stream)? {
+        BaselineKind::Baseline => BaselineKind::Constrained,
+        BaselineKind::Constrained => BaselineKind::Baseline,
+    };
+    let mode = packetization_mode(stream);
+    offered.iter().find(|c| {
+        c.name.eq_ignore_ascii_case("h264")
+            && c.clock_rate == stream.clock_rate
+            && packetization_mode(c) == mode
+            && baseline_kind(c) == Some(want)
+            && c.payload_params().is_some()
+    })
+}
+
 /// A profile as named in messages: "High (640c1f)", as offered.
 fn named(codec: &OfferedCodec) -> String {
     match codec.fmtp_param("profile-level-id") {

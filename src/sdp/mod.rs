@@ -348,10 +348,34 @@ pub struct PlayTrack {
     pub viewer_pt: u8,
     /// The viewer's RTX payload type for that codec, if it offered one.
     pub viewer_rtx_pt: Option<u8>,
+    /// The viewer's own fmtp to answer with, when it differs from the stream's: an
+    /// H.264 Baseline stream to a Constrained Baseline viewer or the other way round
+    /// ([`h264::baseline_stand_in`]). None: the stream's format.
+    pub viewer_fmtp: Option<String>,
     /// The publisher's payload type of the stream's codec.
     pub source_pt: u8,
     /// The codec's RTP clock rate.
     pub clock_rate: u32,
+}
+
+impl PlayTrack {
+    /// str0m params for the viewer's Rtc: the viewer's PT and RTX PT, the stream's codec
+    /// in the viewer's own format when [`PlayTrack::viewer_fmtp`] says so (so the answer
+    /// names a profile the viewer offered), NACK and PLI for video.
+    pub fn viewer_params(&self, source: &ChosenCodec) -> PayloadParams {
+        let mut spec = source.payload_params().spec();
+        if let Some(fmtp) = &self.viewer_fmtp {
+            spec.format = FormatParams::parse_line(fmtp);
+        }
+        let mut p = PayloadParams::new(
+            self.viewer_pt.into(),
+            self.viewer_rtx_pt.map(Into::into),
+            spec,
+        );
+        p.set_fb_nack(self.kind == MediaKind::Video);
+        p.set_fb_pli(self.kind == MediaKind::Video);
+        p
+    }
 }
 
 /// `"audio"` / `"video"` for messages.

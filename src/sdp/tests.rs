@@ -536,6 +536,7 @@ fn play_remaps_payload_types() {
                 mid: "a".into(),
                 viewer_pt: 111,
                 viewer_rtx_pt: None,
+                viewer_fmtp: None,
                 source_pt: 111,
                 clock_rate: 48_000,
             },
@@ -544,6 +545,7 @@ fn play_remaps_payload_types() {
                 mid: "v".into(),
                 viewer_pt: 108,
                 viewer_rtx_pt: Some(109),
+                viewer_fmtp: None,
                 source_pt: 102,
                 clock_rate: 90_000,
             },
@@ -615,7 +617,8 @@ fn play_without_m_line_for_any_stream_kind_names_the_missing_codec() {
 
 /// str0m's `match_params` compares H.264 *profiles* (RFC 6184 table 5) and packetization
 /// mode, not levels: ffmpeg's Baseline 42001e matches a viewer's Baseline 42001f (level
-/// 3.0 vs 3.1), but not Constrained Baseline 42e01f nor Main 4d001f.
+/// 3.0 vs 3.1), but not Main 4d001f (Constrained Baseline 42e01f is let in by wishd's
+/// own rule, [`super::h264::baseline_stand_in`]).
 #[test]
 fn play_h264_profile_mismatch_follows_str0m_match_params() {
     let stream = stream_of(FFMPEG_WHIP); // H264 42001e on 106
@@ -636,11 +639,8 @@ fn play_h264_profile_mismatch_follows_str0m_match_params() {
     assert_eq!(same_profile_other_level[0].viewer_rtx_pt, Some(109));
     assert_eq!(same_profile_other_level[0].source_pt, 106);
 
-    assert_eq!(
-        unsupported(viewer("42e01f", "1")),
-        "viewer offer cannot receive the stream's video: stream is H.264 Baseline (42001e); \
-         the offer accepts only Constrained Baseline (42e01f)"
-    );
+    // Constrained Baseline stands in for Baseline (see the baseline tests below).
+    assert_eq!(viewer("42e01f", "1").unwrap()[0].viewer_pt, 108);
     assert_eq!(
         unsupported(viewer("4d001f", "1")),
         "viewer offer cannot receive the stream's video: stream is H.264 Baseline (42001e); \
@@ -912,4 +912,130 @@ fn str0m_answers_viewer_with_planned_payload_types() {
             assert!(fmt.contains(&rtx.to_string().as_str()), "{answer}");
         }
     }
+}
+
+/// A Firefox-like WHEP offer: video only, H.264 in `plid` twice (packetization-mode 0
+/// first on 97, then mode 1 on 126 with RTX 127), then VP8.
+fn firefox_like_viewer(plid: &str) -> String {
+    let lines = format!(
+        "a=rtpmap:97 H264/90000\na=fmtp:97 profile-level-id={plid};level-asymmetry-allowed=1\n\
+         a=rtcp-fb:97 nack\na=rtcp-fb:97 nack pli\n\
+         a=rtpmap:126 H264/90000\n\
+         a=fmtp:126 profile-level-id={plid};level-asymmetry-allowed=1;packetization-mode=1\n\
+         a=rtcp-fb:126 nack\na=rtcp-fb:126 nack pli\n\
+         a=rtpmap:127 rtx/90000\na=fmtp:127 apt=126\n\
+         a=rtpmap:120 VP8/90000"
+    );
+    format!(
+        "{SESSION}a=group:BUNDLE 0\n{}",
+        video("0", "97 126 127 120", &lines).replace("a=sendonly", "a=recvonly\na=setup:actpass")
+    )
+}
+
+#[test]
+fn play_lets_ffmpegs_baseline_stream_reach_a_constrained_baseline_only_viewer() {
+    let stream = stream_of(FFMPEG_WHIP); // H264 42001e on 106, RTX 105
+    let plan = check_play_offer(&offer(&firefox_like_viewer("42e01f")), &stream).unwrap();
+    let video = plan.iter().find(|t| t.kind == MediaKind::Video).unwrap();
+    assert_eq!((video.viewer_pt, video.viewer_rtx_pt), (126, Some(127)));
+    assert_eq!(video.source_pt, 106);
+    let fmtp = video.viewer_fmtp.as_deref().unwrap();
+    assert!(fmtp.contains("profile-level-id=42e01f"), "{fmtp}");
+    assert!(fmtp.contains("packetization-mode=1"), "{fmtp}");
+
+    // Constrained Baseline written with constraint_set0 and 1 (4240xx is cs1 alone).
+    let plan = check_play_offer(&offer(&firefox_like_viewer("42401f")), &stream).unwrap();
+    assert_eq!(plan[0].viewer_pt, 126);
+}
+
+#[test]
+fn play_lets_a_constrained_baseline_stream_reach_a_baseline_only_viewer() {
+    let stream = h264_stream(); // 42e01f on 102
+    let sdp = firefox_like_viewer("42001f");
+    let plan = check_play_offer(&offer(&sdp), &stream).unwrap();
+    assert_eq!(
+        (plan[0].viewer_pt, plan[0].viewer_rtx_pt, plan[0].source_pt),
+        (126, Some(127), 102)
+    );
+    assert!(plan[0].viewer_fmtp.as_deref().unwrap().contains("42001f"));
+}
+
+#[test]
+fn an_exact_profile_match_is_preferred_over_a_baseline_stand_in() {
+    let stream = stream_of(FFMPEG_WHIP); // 42001e
+    // Constrained Baseline first in the viewer's preference, Baseline later.
+    let lines = "a=rtpmap:100 H264/90000\na=fmtp:100 profile-level-id=42e01f;packetization-mode=1\n\
+                 a=rtpmap:102 H264/90000\na=fmtp:102 profile-level-id=42001f;packetization-mode=1";
+    let sdp = format!(
+        "{SESSION}a=group:BUNDLE 0\n{}",
+        video("0", "100 102", lines).replace("a=sendonly", "a=recvonly")
+    );
+    let plan = check_play_offer(&offer(&sdp), &stream).unwrap();
+    assert_eq!(
+        (plan[0].viewer_pt, plan[0].viewer_fmtp.as_deref()),
+        (102, None)
+    );
+}
+
+#[test]
+fn baseline_stand_in_does_not_bridge_other_profiles_or_modes() {
+    let viewer = |plid: &str, pm: &str| {
+        let lines = format!(
+            "a=rtpmap:108 H264/90000\na=fmtp:108 profile-level-id={plid};packetization-mode={pm}"
+        );
+        let sdp = format!(
+            "{SESSION}a=group:BUNDLE 0\n{}",
+            video("0", "108", &lines).replace("a=sendonly", "a=recvonly")
+        );
+        offer(&sdp)
+    };
+    let ffmpeg = stream_of(FFMPEG_WHIP); // Baseline 42001e
+    assert_eq!(
+        unsupported(check_play_offer(&viewer("42e01f", "0"), &ffmpeg)),
+        "viewer offer cannot receive the stream's video: stream is H.264 Baseline (42001e) \
+         in packetization-mode 1; the offer accepts H.264 only in packetization-mode 0"
+    );
+    assert_eq!(
+        unsupported(check_play_offer(&viewer("640c1f", "1"), &ffmpeg)),
+        "viewer offer cannot receive the stream's video: stream is H.264 Baseline (42001e); \
+         the offer accepts only Constrained High (640c1f)"
+    );
+    // A Main or High stream is not let in by a Baseline-family viewer.
+    let main = stream_of(&FFMPEG_WHIP.replace("42001e", "4d001f"));
+    assert!(unsupported(check_play_offer(&viewer("42e01f", "1"), &main)).contains("Main (4d001f)"));
+    assert!(unsupported(check_play_offer(&viewer("42001f", "1"), &main)).contains("Main (4d001f)"));
+}
+
+/// What the viewer Rtc answers when Constrained Baseline stands in for Baseline: the
+/// profile the viewer offered (not the stream's 42001e) on the PT the viewer chose.
+#[test]
+fn str0m_answers_a_stand_in_viewer_with_its_own_profile_and_payload_type() {
+    use str0m::change::SdpOffer;
+    use str0m::format::CodecConfig;
+
+    let stream = stream_of(FFMPEG_WHIP);
+    let sdp = firefox_like_viewer("42e01f");
+    let plan = check_play_offer(&offer(&sdp), &stream).unwrap();
+    let params = plan
+        .iter()
+        .map(|t| t.viewer_params(stream.iter().find(|c| c.kind == t.kind).unwrap()))
+        .collect();
+    let mut cfg = str0m::Rtc::builder();
+    *cfg.codec_config() = CodecConfig::new_from_payload_params(params);
+    let mut rtc = cfg.build(std::time::Instant::now());
+    let sdp_offer = SdpOffer::from_sdp_string(&crlf(&sdp)).expect("str0m parses");
+    let answer = rtc
+        .sdp_api()
+        .accept_offer(sdp_offer)
+        .expect("str0m accepts")
+        .to_sdp_string();
+    let m_line = answer.lines().find(|l| l.starts_with("m=video")).unwrap();
+    assert!(m_line.ends_with(" 126 127"), "{answer}");
+    assert!(answer.contains("a=rtpmap:126 H264/90000"), "{answer}");
+    let fmtp = answer
+        .lines()
+        .find(|l| l.starts_with("a=fmtp:126 "))
+        .unwrap_or_else(|| panic!("no fmtp for 126:\n{answer}"));
+    assert!(fmtp.contains("profile-level-id=42e01f"), "{answer}");
+    assert!(!answer.contains("42001e"), "{answer}");
 }
