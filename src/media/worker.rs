@@ -23,7 +23,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{Span, debug, info, info_span, warn};
+use tracing::{Instrument, Span, debug, info, info_span, warn};
 
 use super::outbox::Outbox;
 use super::telemetry::{SessionSnapshot, SessionTelemetry};
@@ -308,9 +308,14 @@ impl Worker {
         }
     }
 
-    pub(super) async fn run(mut self) {
+    /// The worker loop, inside its `worker` span. The span is attached to the future
+    /// (not entered across an await), so it never leaks into other tasks' log lines.
+    pub(super) async fn run(self) {
         let span = info_span!("worker", index = self.index);
-        let _enter = span.enter();
+        self.run_loop().instrument(span).await
+    }
+
+    async fn run_loop(mut self) {
         let mut bufs = RecvBuffers::new();
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
