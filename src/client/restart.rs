@@ -200,6 +200,46 @@ fn answer_with(answer: &str, ufrag: &str, pwd: &str, candidates: &[String]) -> S
     out
 }
 
+/// The handle side of a restart, shared by the publisher and the viewer: asks the
+/// peer's task for a fragment, PATCHes it, applies the 200 and keeps the new local
+/// address and ETag. `send` hands a step to the task (`Command::Restart`).
+pub(crate) async fn restart_session(
+    send: impl Fn(RestartCommand) -> bool,
+    location: &str,
+    token: Option<&str>,
+    new_socket: bool,
+    local_addr: &mut SocketAddr,
+    etag: &mut Option<String>,
+) -> Result<HttpResponse, ClientError> {
+    let step = |step: RestartStep| {
+        let (reply, rx) = oneshot::channel();
+        let sent = send(step.with_reply(reply));
+        async move {
+            if !sent {
+                return Err(ClientError::Closed("peer task ended".into()));
+            }
+            rx.await
+                .map_err(|_| ClientError::Closed("peer task ended".into()))?
+        }
+    };
+    let frag = step(RestartStep::Prepare { new_socket }).await?;
+    let resp = match patch(location, token, frag).await {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = step(RestartStep::Abandon).await;
+            return Err(e);
+        }
+    };
+    let local = step(RestartStep::Apply(resp.text())).await?;
+    if let Ok(addr) = local.parse() {
+        *local_addr = addr;
+    }
+    if let Some(tag) = resp.header("etag") {
+        *etag = Some(tag.to_owned());
+    }
+    Ok(resp)
+}
+
 /// PATCHes a restart fragment with `If-Match: *`; a 200 is returned, anything else
 /// is [`ClientError::Status`].
 pub(crate) async fn patch(

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 
 use super::HttpResponse;
 use super::peer::{self, Driver, PeerStatus, Wake};
-use super::restart::{self, PendingRestart, RestartCommand, RestartStep};
+use super::restart::{self, PendingRestart, RestartCommand};
 use super::{AudioCodec, ClientError, VideoCodec, install_crypto_provider};
 
 /// How a [`WhepViewer`] behaves.
@@ -407,34 +407,16 @@ impl WhepViewer {
     /// after a network change). On a 200 the server's credentials are applied and
     /// the new ETag kept; the PATCH response is returned for inspection.
     pub async fn ice_restart(&mut self, new_socket: bool) -> Result<HttpResponse, ClientError> {
-        let frag = self
-            .restart_step(RestartStep::Prepare { new_socket })
-            .await?;
-        let resp = restart::patch(&self.location, self.token.as_deref(), frag).await;
-        let resp = match resp {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = self.restart_step(RestartStep::Abandon).await;
-                return Err(e);
-            }
-        };
-        let local = self.restart_step(RestartStep::Apply(resp.text())).await?;
-        if let Ok(addr) = local.parse() {
-            self.local_addr = addr;
-        }
-        if let Some(etag) = resp.header("etag") {
-            self.etag = Some(etag.to_owned());
-        }
-        Ok(resp)
-    }
-
-    async fn restart_step(&self, step: RestartStep) -> Result<String, ClientError> {
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        self.commands
-            .send(Command::Restart(step.with_reply(reply)))
-            .map_err(|_| ClientError::Closed("peer task ended".into()))?;
-        rx.await
-            .map_err(|_| ClientError::Closed("peer task ended".into()))?
+        let commands = &self.commands;
+        restart::restart_session(
+            |c| commands.send(Command::Restart(c)).is_ok(),
+            &self.location,
+            self.token.as_deref(),
+            new_socket,
+            &mut self.local_addr,
+            &mut self.etag,
+        )
+        .await
     }
 
     /// Sends DELETE for the session, then stops the task. Returns the DELETE status.
