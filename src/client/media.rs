@@ -276,10 +276,8 @@ fn fu_a(out: &mut Vec<Vec<u8>>, nal: u8, frame: u64, first: u16, count: u16, siz
 }
 
 fn vp8_frame(frame: u64, keyframe: bool, packets: u16, size: usize) -> Vec<GeneratedPacket> {
-    let count = packets.max(1);
     let picture_id = (frame & 0x7fff) as u16;
-    let mut out = Vec::new();
-    for index in 0..count {
+    frame_packets(frame, packets, size, |index, _| {
         let first = index == 0;
         // Payload descriptor (RFC 7741): X=1, S on the first packet, PID=0,
         // then I=1 and a 15-bit picture id.
@@ -301,23 +299,13 @@ fn vp8_frame(frame: u64, keyframe: bool, packets: u16, size: usize) -> Vec<Gener
                 p.extend_from_slice(&480u16.to_le_bytes());
             }
         }
-        let m = PayloadMarker {
-            kind: MediaKind::Video,
-            frame,
-            index,
-            count,
-        };
-        push_marker_and_fill(&mut p, &m, size);
-        out.push(p);
-    }
-    with_marker_bit(out)
+        p
+    })
 }
 
 fn vp9_frame(frame: u64, keyframe: bool, packets: u16, size: usize) -> Vec<GeneratedPacket> {
-    let count = packets.max(1);
     let picture_id = (frame & 0x7fff) as u16;
-    let mut out = Vec::new();
-    for index in 0..count {
+    frame_packets(frame, packets, size, |index, count| {
         // Payload descriptor (RFC 9628), non-flexible mode: I=1, P on inter frames,
         // B on the first packet, E on the last, then a 15-bit picture id.
         let mut b0 = 0x80;
@@ -336,22 +324,12 @@ fn vp9_frame(frame: u64, keyframe: bool, packets: u16, size: usize) -> Vec<Gener
             // 0, frame_type (0 = key), show_frame 1.
             p.push(if keyframe { 0x82 } else { 0x86 });
         }
-        let m = PayloadMarker {
-            kind: MediaKind::Video,
-            frame,
-            index,
-            count,
-        };
-        push_marker_and_fill(&mut p, &m, size);
-        out.push(p);
-    }
-    with_marker_bit(out)
+        p
+    })
 }
 
 fn av1_frame(frame: u64, keyframe: bool, packets: u16, size: usize) -> Vec<GeneratedPacket> {
-    let count = packets.max(1);
-    let mut out = Vec::new();
-    for index in 0..count {
+    frame_packets(frame, packets, size, |index, count| {
         // Aggregation header (AV1 RTP spec 4.4): Z continues an OBU from the last
         // packet, Y continues into the next, W=1 (one OBU element, no length
         // field), N on the first packet of a coded video sequence (keyframe).
@@ -370,15 +348,33 @@ fn av1_frame(frame: u64, keyframe: bool, packets: u16, size: usize) -> Vec<Gener
             // OBU header: type OBU_FRAME (6), no extension, no size field.
             p.push(6 << 3);
         }
-        let m = PayloadMarker {
-            kind: MediaKind::Video,
-            frame,
-            index,
-            count,
-        };
-        push_marker_and_fill(&mut p, &m, size);
-        out.push(p);
-    }
+        p
+    })
+}
+
+/// One video frame as `packets` (at least one) payloads of `size` bytes: the codec's
+/// header for packet `(index, count)`, then the marker and filler; RTP marker on the
+/// last.
+fn frame_packets(
+    frame: u64,
+    packets: u16,
+    size: usize,
+    header: impl Fn(u16, u16) -> Vec<u8>,
+) -> Vec<GeneratedPacket> {
+    let count = packets.max(1);
+    let out = (0..count)
+        .map(|index| {
+            let mut p = header(index, count);
+            let m = PayloadMarker {
+                kind: MediaKind::Video,
+                frame,
+                index,
+                count,
+            };
+            push_marker_and_fill(&mut p, &m, size);
+            p
+        })
+        .collect();
     with_marker_bit(out)
 }
 
