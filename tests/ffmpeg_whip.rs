@@ -182,13 +182,7 @@ async fn ffmpeg_whip_with_a_token_reaches_a_viewer_with_a_keyframe_first_and_opu
         Duration::from_secs(5),
     )
     .await;
-    viewer
-        .wait_for(Duration::from_secs(10), |p| {
-            p.iter().filter(|p| p.kind == MediaKind::Video).count() > 60
-                && p.iter().filter(|p| p.kind == MediaKind::Audio).count() > 50
-        })
-        .await
-        .expect("H.264 and Opus reach the viewer");
+    interop::wait_for_video_and_audio(&viewer).await;
     // The publisher's H.264 profile (Baseline, at the level of its picture size)
     // passes through to the viewer's answer.
     let plid = offered_plid(&offer);

@@ -109,13 +109,7 @@ async fn libdatachannel_publishes_like_obs_and_a_viewer_gets_a_keyframe_first_an
         Duration::from_secs(5),
     )
     .await;
-    viewer
-        .wait_for(Duration::from_secs(10), |p| {
-            p.iter().filter(|p| p.kind == MediaKind::Video).count() > 60
-                && p.iter().filter(|p| p.kind == MediaKind::Audio).count() > 50
-        })
-        .await
-        .expect("H.264 and Opus reach the viewer");
+    interop::wait_for_video_and_audio(&viewer).await;
     assert!(
         viewer.answer_sdp().contains("profile-level-id=42e01f"),
         "OBS's profile passes through: {}",

@@ -122,6 +122,18 @@ pub async fn view_when_live(url: &str, opts: ViewerOptions, timeout: Duration) -
     }
 }
 
+/// Waits until a viewer has two seconds of a publisher's media: more than 60 video
+/// and 50 audio packets (H.264 and Opus from the interop publishers).
+pub async fn wait_for_video_and_audio(viewer: &WhepViewer) {
+    viewer
+        .wait_for(Duration::from_secs(10), |p| {
+            p.iter().filter(|p| p.kind == MediaKind::Video).count() > 60
+                && p.iter().filter(|p| p.kind == MediaKind::Audio).count() > 50
+        })
+        .await
+        .expect("H.264 and Opus reach the viewer");
+}
+
 /// The H.264 NAL unit types in a viewer's video payloads, in order (STAP-A opened,
 /// FU-A counted once at its start fragment).
 pub fn nal_types(video: &[ReceivedPacket]) -> Vec<u8> {
