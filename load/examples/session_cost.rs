@@ -40,12 +40,14 @@ fn main() {
             offers.push(offer);
         }
     }
-    let provider = str0m::crypto::from_feature_flags();
+    // wishd's provider: dimpl with one configuration shared by every session.
+    let provider = wishd::media::dtls::provider();
     let Some(cert) = provider.dtls_provider.generate_certificate() else {
         eprintln!("no DTLS certificate");
         return;
     };
     let server = RtcConfig::new()
+        .set_crypto_provider(std::sync::Arc::new(provider))
         .set_rtp_mode(true)
         .set_ice_lite(true)
         .set_dtls_cert(cert);

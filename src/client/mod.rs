@@ -53,14 +53,17 @@ pub enum AudioCodec {
 
 static CRYPTO: Once = Once::new();
 
-/// Installs str0m's aws-lc-rs crypto provider once per process (idempotent).
+/// Installs the crypto provider once per process (idempotent): str0m's aws-lc-rs
+/// backend with wishd's DTLS factory (`media::dtls`), whose short first retransmission
+/// and per-process DTLS configuration make a client peer as cheap and quick to
+/// connect as the server's sessions.
 ///
 /// The crate builds str0m without default features, so some code must install a
 /// provider before the first `Rtc` is built. Both the server and the client peers
 /// call this; extra calls are no-ops.
 pub fn install_crypto_provider() {
     CRYPTO.call_once(|| {
-        str0m::crypto::from_feature_flags().install_process_default();
+        crate::media::dtls::provider().install_process_default();
     });
 }
 

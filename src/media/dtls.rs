@@ -14,7 +14,7 @@
 //! session's `connect_timeout` ends it sooner). Each flight restarts at 50 ms. An extra
 //! copy of a flight on a slow link is harmless: DTLS drops duplicates.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use str0m::crypto::dtls::{
@@ -56,6 +56,30 @@ impl FastDtls {
     }
 }
 
+impl FastDtls {
+    /// The configuration for `mtu`, built once per process. Building a dimpl
+    /// `Config` validates the crypto provider (a key exchange round trip on every
+    /// group, P-384 included): about 1.3 ms of CPU, which per session was most of
+    /// what a WHEP/WHIP POST cost.
+    fn shared_config(mtu: Option<usize>) -> Result<Arc<dimpl::Config>, CryptoError> {
+        static CONFIGS: Mutex<Vec<(Option<usize>, Arc<dimpl::Config>)>> = Mutex::new(Vec::new());
+        let lookup = |list: &[(Option<usize>, Arc<dimpl::Config>)]| {
+            list.iter().find(|(m, _)| *m == mtu).map(|(_, c)| c.clone())
+        };
+        if let Some(c) = lookup(&CONFIGS.lock().unwrap_or_else(|e| e.into_inner())) {
+            return Ok(c);
+        }
+        // Built outside the lock; a racing builder's copy is as good as ours.
+        let built = Arc::new(Self::config(mtu)?);
+        let mut list = CONFIGS.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = lookup(&list) {
+            return Ok(c);
+        }
+        list.push((mtu, built.clone()));
+        Ok(built)
+    }
+}
+
 impl DtlsProvider for FastDtls {
     fn generate_certificate(&self) -> Option<DtlsCert> {
         str0m::crypto::from_feature_flags()
@@ -70,7 +94,7 @@ impl DtlsProvider for FastDtls {
         dtls_version: DtlsVersion,
         mtu: Option<usize>,
     ) -> Result<Box<dyn DtlsInstance>, CryptoError> {
-        let config = Arc::new(Self::config(mtu)?);
+        let config = Self::shared_config(mtu)?;
         let cert = cert.clone();
         let dtls = match dtls_version {
             DtlsVersion::Dtls12 => dimpl::Dtls::new_12(config, cert, now),
@@ -147,6 +171,16 @@ mod tests {
         assert_eq!(c.flight_start_rto(), FLIGHT_START_RTO);
         assert_eq!(c.flight_retries(), FLIGHT_RETRIES);
         assert_eq!(c.mtu(), 1150);
+    }
+
+    #[test]
+    fn sessions_share_one_config_per_mtu() {
+        let a = FastDtls::shared_config(Some(1150)).unwrap();
+        let b = FastDtls::shared_config(Some(1150)).unwrap();
+        let c = FastDtls::shared_config(None).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &c));
+        assert_eq!(c.flight_start_rto(), FLIGHT_START_RTO);
     }
 
     #[test]
