@@ -147,14 +147,11 @@ impl Server {
         let media = Arc::new(media);
         let mut plain = None;
         if config.plain_http {
-            let listener =
-                TcpListener::bind(config.http)
-                    .await
-                    .map_err(|source| StartError::Bind {
-                        what: "HTTP",
-                        addr: config.http,
-                        source,
-                    })?;
+            let listener = bind_listener(config.http).map_err(|source| StartError::Bind {
+                what: "HTTP",
+                addr: config.http,
+                source,
+            })?;
             let addr = listener.local_addr().map_err(|source| StartError::Bind {
                 what: "HTTP",
                 addr: config.http,
@@ -166,13 +163,11 @@ impl Server {
         if let Some(h) = &config.https {
             let resolver = Arc::new(CertResolver::load(&h.cert, &h.key)?);
             let acceptor = TlsAcceptor::from(tls::server_config(resolver.clone())?);
-            let l = TcpListener::bind(h.addr)
-                .await
-                .map_err(|source| StartError::Bind {
-                    what: "HTTPS",
-                    addr: h.addr,
-                    source,
-                })?;
+            let l = bind_listener(h.addr).map_err(|source| StartError::Bind {
+                what: "HTTPS",
+                addr: h.addr,
+                source,
+            })?;
             let addr = l.local_addr().map_err(|source| StartError::Bind {
                 what: "HTTPS",
                 addr: h.addr,
@@ -472,6 +467,25 @@ impl Server {
             warn!("shutdown deadline passed; exiting anyway");
         }
     }
+}
+
+/// Connections the kernel queues for `accept` (the kernel caps it at
+/// `net.core.somaxconn`). The standard library's 128 overflows when a few hundred
+/// viewers press play together: the extra SYNs are dropped and their clients retry
+/// after the TCP retransmission timeout, a full second later.
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// A TCP listener on `addr` with address reuse and [`LISTEN_BACKLOG`].
+fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    // As the standard library's `bind`: address reuse on, IPv6 sockets as the
+    // system's default (dual-stack on Linux).
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    TcpListener::from_std(socket.into())
 }
 
 async fn accept_loop(
