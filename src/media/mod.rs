@@ -28,7 +28,7 @@ use str0m::config::DtlsCert;
 use str0m::format::CodecConfig;
 use str0m::media::{KeyframeRequestKind, Mid};
 use str0m::{Candidate, Rtc, RtcConfig};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::auth::Grant;
 use crate::config::Config;
@@ -159,14 +159,24 @@ pub struct Media {
     counters: Arc<MediaCounters>,
     template: RtcConfig,
     next_worker: AtomicUsize,
+    /// Dropped with `Media`: the worker threads see it and stop (a server dropped
+    /// without `shutdown`, as tests do, must not leave its threads behind).
+    _alive: watch::Sender<()>,
 }
 
 /// Capacity of a worker's command queue (commands and cross-worker packets).
 const QUEUE: usize = 8192;
 
 impl Media {
-    /// Binds one UDP socket per worker and starts the workers on the current tokio
-    /// runtime. Returns the joined handles so shutdown can wait for them.
+    /// Binds one UDP socket per worker and starts each worker on a thread of its own
+    /// (a single-threaded tokio runtime). Returns handles that finish when the workers
+    /// have stopped, so shutdown can wait for them.
+    ///
+    /// Own threads, not tasks on the server's runtime: a worker fanning a keyframe out
+    /// to hundreds of viewers runs for milliseconds without yielding, and on the shared
+    /// runtime the HTTP requests (a burst of viewers joining) queued behind it. As
+    /// threads, the kernel shares the cores between them, and a request that wakes up
+    /// runs at once.
     pub fn start(
         config: &Config,
         registry: Arc<Registry>,
@@ -179,7 +189,7 @@ impl Media {
             } else {
                 config.udp.port() + n as u16
             };
-            sockets.push(udp::MediaSocket::bind(SocketAddr::new(
+            sockets.push(udp::BoundSocket::bind(SocketAddr::new(
                 config.udp.ip(),
                 port,
             ))?);
@@ -198,6 +208,7 @@ impl Media {
             connect_timeout: config.connect_timeout,
             keyframe_request_interval: config.keyframe_request_interval,
         };
+        let (alive, alive_rx) = watch::channel(());
         let mut workers = Vec::with_capacity(count);
         let mut joins = Vec::with_capacity(count);
         for (index, (socket, rx)) in sockets.into_iter().zip(rxs).enumerate() {
@@ -209,16 +220,31 @@ impl Media {
                 bound,
                 candidates,
             });
-            let w = worker::Worker::new(
-                index,
-                socket,
-                rx,
-                peers.clone(),
-                registry.clone(),
-                counters.clone(),
-                wcfg.clone(),
-            );
-            joins.push(tokio::spawn(w.run()));
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let links = worker::WorkerLinks {
+                peers: peers.clone(),
+                registry: registry.clone(),
+                counters: counters.clone(),
+                cfg: wcfg.clone(),
+                alive: alive_rx.clone(),
+            };
+            let (done, finished) = oneshot::channel::<()>();
+            std::thread::Builder::new()
+                .name(format!("wishd-media-{index}"))
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        match socket.register() {
+                            Ok(socket) => worker::Worker::new(index, socket, rx, links).run().await,
+                            Err(e) => tracing::error!(index, "media worker cannot start: {e}"),
+                        }
+                    });
+                    let _ = done.send(());
+                })?;
+            joins.push(tokio::spawn(async move {
+                let _ = finished.await;
+            }));
         }
         let template = rtc_template()?;
         Ok((
@@ -228,6 +254,7 @@ impl Media {
                 counters,
                 template,
                 next_worker: AtomicUsize::new(0),
+                _alive: alive,
             },
             joins,
         ))

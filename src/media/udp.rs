@@ -79,9 +79,19 @@ pub struct Received {
     pub len: usize,
 }
 
-impl MediaSocket {
+/// A bound UDP socket not yet registered with a tokio runtime: a media worker binds
+/// in `Media::start` (so a bind error is the caller's) and registers the socket on its
+/// own thread's runtime.
+#[derive(Debug)]
+pub struct BoundSocket {
+    socket: std::net::UdpSocket,
+    state: UdpSocketState,
+    local: SocketAddr,
+}
+
+impl BoundSocket {
     /// Binds `addr` (port 0 picks one).
-    pub fn bind(addr: SocketAddr) -> io::Result<MediaSocket> {
+    pub fn bind(addr: SocketAddr) -> io::Result<BoundSocket> {
         let domain = socket2::Domain::for_address(addr);
         let sock =
             socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
@@ -91,18 +101,38 @@ impl MediaSocket {
         }
         sock.set_nonblocking(true)?;
         sock.bind(&addr.into())?;
-        let std_sock: std::net::UdpSocket = sock.into();
-        let state = UdpSocketState::new((&std_sock).into())?;
+        let socket: std::net::UdpSocket = sock.into();
+        let state = UdpSocketState::new((&socket).into())?;
         // Bigger kernel buffers absorb bursts (a keyframe is tens of packets).
-        let _ = state.set_recv_buffer_size((&std_sock).into(), 4 << 20);
-        let _ = state.set_send_buffer_size((&std_sock).into(), 4 << 20);
-        let socket = UdpSocket::from_std(std_sock)?;
+        let _ = state.set_recv_buffer_size((&socket).into(), 4 << 20);
+        let _ = state.set_send_buffer_size((&socket).into(), 4 << 20);
         let local = socket.local_addr()?;
-        Ok(MediaSocket {
+        Ok(BoundSocket {
             socket,
             state,
             local,
         })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Registers the socket with the current tokio runtime.
+    pub fn register(self) -> io::Result<MediaSocket> {
+        Ok(MediaSocket {
+            socket: UdpSocket::from_std(self.socket)?,
+            state: self.state,
+            local: self.local,
+        })
+    }
+}
+
+impl MediaSocket {
+    /// Binds `addr` (port 0 picks one) on the current tokio runtime.
+    pub fn bind(addr: SocketAddr) -> io::Result<MediaSocket> {
+        BoundSocket::bind(addr)?.register()
     }
 
     /// The bound address.
