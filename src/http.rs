@@ -396,6 +396,7 @@ async fn dispatch(state: &AppState, req: Request<Incoming>) -> Result<Response<B
             check_stream(stream)?;
             match *req.method() {
                 Method::POST => {
+                    let started = std::time::Instant::now();
                     if let Some(to) = redirect::target(&state.redirects, kind, stream) {
                         info!(stream, kind = kind.path_segment(), to, "redirected");
                         return Ok(redirect_response(&to));
@@ -418,6 +419,12 @@ async fn dispatch(state: &AppState, req: Request<Incoming>) -> Result<Response<B
                         }
                         SessionKind::Viewer => state.media.play(stream, &offer, grant).await?,
                     };
+                    state
+                        .media
+                        .counters()
+                        .histograms
+                        .session_setup
+                        .observe_duration(started.elapsed());
                     info!(stream, session = %created.id, kind = kind.path_segment(), "session created");
                     let mut r = created_response(&base, kind, stream, created);
                     add_ice_servers(state, r.headers_mut());

@@ -152,6 +152,8 @@ pub struct MediaHistograms {
     pub rtt: Histogram,
     /// Loss fractions reported by str0m per session, once a second.
     pub loss: Histogram,
+    /// WHIP/WHEP POST: request handed to the handler to the 201 ready, in seconds.
+    pub session_setup: Histogram,
 }
 
 impl Default for MediaHistograms {
@@ -160,6 +162,7 @@ impl Default for MediaHistograms {
             forward_latency: Histogram::latency(),
             rtt: Histogram::new(RTT_BOUNDS_US, 1e6),
             loss: Histogram::new(LOSS_BOUNDS_PPM, 1e6),
+            session_setup: Histogram::latency(),
         }
     }
 }
@@ -866,6 +869,12 @@ pub fn render(
         "Source packet arrival at the worker to the hand-over to the socket for the \
          worker's last viewer of it.",
         &c.histograms.forward_latency,
+    );
+    e.histogram(
+        "wishd_session_setup_seconds",
+        "WHIP and WHEP POSTs answered 201: request read to answer ready (token check, \
+         offer checks, the session's negotiation and its hand-over to a worker).",
+        &c.histograms.session_setup,
     );
     e.histogram(
         "wishd_rtt_seconds",

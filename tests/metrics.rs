@@ -124,6 +124,7 @@ async fn counters_move_by_the_expected_amounts_across_publish_view_delete_and_st
         );
     }
     assert_eq!(before.get("wishd_forward_latency_seconds_count"), 0.0);
+    assert_eq!(before.get("wishd_session_setup_seconds_count"), 0.0);
 
     let publisher =
         WhipPublisher::connect(&format!("{base}/whip/cam"), PublisherOptions::default())
@@ -195,6 +196,16 @@ async fn counters_move_by_the_expected_amounts_across_publish_view_delete_and_st
     assert_eq!(
         live.get("wishd_http_requests_total{route=\"whep\",status=\"201\"}"),
         3.0
+    );
+    assert_eq!(
+        live.get("wishd_session_setup_seconds_count"),
+        4.0,
+        "one setup time per POST answered 201 (1 publisher, 3 viewers)"
+    );
+    let setup_p99 = quantile(&live, "wishd_session_setup_seconds", 0.99);
+    println!(
+        "session setup (debug build): p99 <= {:.1} ms",
+        setup_p99 * 1e3
     );
     let p50 = quantile(&live, "wishd_forward_latency_seconds", 0.5);
     let p99 = quantile(&live, "wishd_forward_latency_seconds", 0.99);

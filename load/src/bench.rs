@@ -22,6 +22,8 @@ use crate::swarm::{Swarm, SwarmConfig};
 
 /// The histogram the server exports for its forwarding latency.
 pub const FORWARD_HISTOGRAM: &str = "wishd_forward_latency_seconds";
+/// The server's own POST→201 histogram (wishd's name).
+pub const SETUP_HISTOGRAM: &str = "wishd_session_setup_seconds";
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -117,6 +119,15 @@ pub struct Burst {
     pub post_p50_ms: Option<f64>,
     /// 99th percentile, ms.
     pub post_p99_ms: Option<f64>,
+    /// The HTTP floor: the same number of OPTIONS requests on the WHEP endpoint at
+    /// once, each on a new connection (TCP and HTTP without a session), p50 ms.
+    pub options_p50_ms: Option<f64>,
+    /// 99th percentile, ms.
+    pub options_p99_ms: Option<f64>,
+    /// POST handling inside the server (its own histogram, bucket upper bounds), ms.
+    pub server_post_p50_ms: Option<f64>,
+    /// 99th percentile, ms.
+    pub server_post_p99_ms: Option<f64>,
     /// POST→connected, ms.
     pub connect_p50_ms: Option<f64>,
     /// 99th percentile, ms.
@@ -265,7 +276,7 @@ pub async fn bench(cfg: BenchConfig, progress: impl Fn(&str)) -> Result<BenchRep
     let burst = if cfg.burst > 0 {
         tokio::time::sleep(Duration::from_secs(2)).await;
         progress(&format!("burst: {} viewers at once", cfg.burst));
-        Some(run_burst(&swarm, cfg.burst).await)
+        Some(run_burst(&swarm, cfg.burst, cfg.metrics_url.as_deref()).await)
     } else {
         None
     };
@@ -362,7 +373,35 @@ fn make_step(
     }
 }
 
-async fn run_burst(swarm: &Arc<Swarm>, n: usize) -> Burst {
+/// `n` OPTIONS requests on `url` at once, each on its own connection: what TCP and
+/// HTTP alone cost a burst on this machine. Milliseconds, sorted; failures left out.
+async fn options_burst(url: &str, n: usize) -> Vec<f64> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let url = url.to_owned();
+            tokio::spawn(async move {
+                let t = Instant::now();
+                let r = wishd::client::http_request("OPTIONS", &url, &[], Vec::new()).await;
+                r.ok().map(|_| t.elapsed().as_secs_f64() * 1e3)
+            })
+        })
+        .collect();
+    let mut ms = Vec::with_capacity(n);
+    for t in tasks {
+        if let Ok(Some(v)) = t.await {
+            ms.push(v);
+        }
+    }
+    ms
+}
+
+async fn run_burst(swarm: &Arc<Swarm>, n: usize, metrics_url: Option<&str>) -> Burst {
+    let mut options = options_burst(swarm.url(), n).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let setup_before = match metrics_url {
+        Some(u) => metrics::scrape(u, SETUP_HISTOGRAM).await,
+        None => None,
+    };
     // Offers first (clients build them on their own machines), then every POST at once.
     let prepared: Vec<_> = (0..n).map(|_| swarm.prepare()).collect();
     let t0 = Instant::now();
@@ -396,7 +435,18 @@ async fn run_burst(swarm: &Arc<Swarm>, n: usize) -> Burst {
     let mut post: Vec<f64> = reports.iter().filter_map(|r| r.post_ms).collect();
     let mut conn: Vec<f64> = reports.iter().filter_map(|r| r.connect_ms).collect();
     let failed: Vec<&ViewerReport> = reports.iter().filter(|r| r.error.is_some()).collect();
+    let setup = match (metrics_url, setup_before) {
+        (Some(u), Some(before)) => metrics::scrape(u, SETUP_HISTOGRAM)
+            .await
+            .map(|after| after.since(&before)),
+        _ => None,
+    };
+    let server_q = |q: f64| setup.as_ref().and_then(|b| b.quantile(q)).map(|s| s * 1e3);
     Burst {
+        options_p50_ms: percentile(&mut options, 0.5),
+        options_p99_ms: percentile(&mut options, 0.99),
+        server_post_p50_ms: server_q(0.5),
+        server_post_p99_ms: server_q(0.99),
         viewers: n,
         connected,
         seconds,
@@ -476,13 +526,18 @@ pub fn print(r: &BenchReport) {
     println!("stepping stopped: {}", r.stopped);
     if let Some(b) = &r.burst {
         println!(
-            "burst of {}: {} connected in {:.2} s = {:.0} sessions/s; POST→201 p50 {} ms p99 {} ms; POST→connected p50 {} ms p99 {} ms; {} failed{}",
+            "burst of {}: {} connected in {:.2} s = {:.0} sessions/s; POST→201 p50 {} ms p99 {} ms (inside the server: p50 ≤ {} ms, p99 ≤ {} ms; {} OPTIONS at once: p50 {} ms p99 {} ms); POST→connected p50 {} ms p99 {} ms; {} failed{}",
             b.viewers,
             b.connected,
             b.seconds,
             b.sessions_per_s,
             fmt_opt(b.post_p50_ms, 1),
             fmt_opt(b.post_p99_ms, 1),
+            fmt_opt(b.server_post_p50_ms, 2),
+            fmt_opt(b.server_post_p99_ms, 2),
+            b.viewers,
+            fmt_opt(b.options_p50_ms, 1),
+            fmt_opt(b.options_p99_ms, 1),
             fmt_opt(b.connect_p50_ms, 0),
             fmt_opt(b.connect_p99_ms, 0),
             b.failed,

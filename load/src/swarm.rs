@@ -120,6 +120,11 @@ pub struct Swarm {
 }
 
 impl Swarm {
+    /// The WHEP endpoint the viewers POST to.
+    pub fn url(&self) -> &str {
+        &self.cfg.url
+    }
+
     /// Binds one socket per shard and starts their loops on the current runtime.
     pub fn new(cfg: SwarmConfig, table: Arc<SendTable>) -> std::io::Result<Swarm> {
         wishd::client::install_crypto_provider();
