@@ -98,12 +98,15 @@ async fn chromium_publishes_from_the_publish_page_and_plays_on_the_watch_page_an
     .await;
 
     // An ffmpeg camera (the README's script) with a keyframe every 2 s; the player
-    // joins between keyframes, so it starts from the one wishd cached.
+    // joins between keyframes, so it starts from the one wishd cached. It plays for at
+    // most 4 minutes (killed with the test): its scenario comes after the four
+    // publish-watch ones, which took up to a minute on a busy machine, and a 60 s
+    // camera once stopped just as the player was checked.
     let camera_dir = std::env::temp_dir().join(format!("wishd-browser-{}", std::process::id()));
     std::fs::create_dir_all(&camera_dir).expect("temp dir");
     let mut ffmpeg = tokio::process::Command::new(clients::root().join("scripts/camera-ffmpeg.sh"));
     ffmpeg
-        .args(["127.0.0.1", &vport.to_string(), &aport.to_string(), "60"])
+        .args(["127.0.0.1", &vport.to_string(), &aport.to_string(), "240"])
         .current_dir(&camera_dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
