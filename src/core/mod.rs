@@ -50,6 +50,7 @@ mod frame_size;
 mod keyframe;
 mod keyframe_cache;
 mod keyframe_source;
+mod nack_history;
 mod pacer;
 mod packet;
 mod sender_clock;
@@ -60,6 +61,9 @@ pub use frame_size::frame_size;
 pub use keyframe::KeyframeLimiter;
 pub use keyframe_cache::{H264ParameterSets, KeyframeCache};
 pub use keyframe_source::{ANSWER_WITHIN, CacheReason, KeyframeMode, KeyframeSource};
+pub use nack_history::{
+    NACK_HISTORY_INITIAL, NACK_HISTORY_MAX, NACK_HISTORY_MIN, NACK_HISTORY_PACKETS, NackHistory,
+};
 pub use pacer::{Pacer, PacerStats};
 pub use packet::{Forward, SourcePacket, ViewerId, ViewerTrack};
 pub use sender_clock::{ANCHOR_MARGIN, REANCHOR_AFTER, SenderClock, ntp_to_nanos};

@@ -31,7 +31,8 @@ use super::udp::{MediaSocket, Received, RecvBuffers};
 use super::{MediaCounters, WorkerConfig, stun};
 use crate::core::{
     CodecKind, Fanout, FanoutStats, Forward, KeyframeCache, KeyframeLimiter, KeyframeMode,
-    KeyframeSource, SenderClock, SourcePacket, ViewerId, ViewerTrack, is_keyframe_start,
+    KeyframeSource, NACK_HISTORY_PACKETS, NackHistory, SenderClock, SourcePacket, ViewerId,
+    ViewerTrack, is_keyframe_start,
 };
 use crate::metrics::{EndReason, SessionState, StreamStats};
 use crate::registry::{Registry, SessionId, SessionKind, StreamShared};
@@ -43,10 +44,6 @@ const HOUSEKEEPING: Duration = Duration::from_millis(100);
 const MAX_ADDRS: usize = 8;
 /// A viewer still waiting for a keyframe asks again after this long.
 const KEYFRAME_RETRY: Duration = Duration::from_secs(1);
-/// A viewer's video resend (NACK) history: 1 s answers any NACK that can still help
-/// (str0m's default of 3 s and 2000 packets costs a few hundred KiB per viewer).
-const VIEWER_RTX_PACKETS: usize = 512;
-const VIEWER_RTX_AGE: Duration = Duration::from_secs(1);
 
 /// Commands to a worker.
 pub enum WorkerMsg {
@@ -214,6 +211,8 @@ enum Role {
     Viewer {
         tracks: Vec<ViewerTrack>,
         joined: bool,
+        /// The video resend window, following the viewer's round-trip time.
+        nack: NackHistory,
     },
 }
 
@@ -494,11 +493,9 @@ impl Worker {
 
     fn add_session(&mut self, mut new: NewSession, now: Instant) {
         if let NewRole::Viewer { tracks } = &new.role {
-            for t in tracks.iter().filter(|t| t.kind == MediaKind::Video) {
-                if let Some(tx) = new.rtc.direct_api().stream_tx_by_mid(t.mid, None) {
-                    tx.set_rtx_cache(VIEWER_RTX_PACKETS, VIEWER_RTX_AGE, Some(0.15));
-                }
-            }
+            // str0m's default resend history (3 s, 2000 packets) costs a few hundred
+            // KiB per viewer; see `NackHistory`.
+            set_nack_history(&mut new.rtc, tracks, NackHistory::default().window());
         }
         let key = self.next_key;
         self.next_key += 1;
@@ -535,6 +532,7 @@ impl Worker {
             NewRole::Viewer { tracks } => Role::Viewer {
                 tracks,
                 joined: false,
+                nack: NackHistory::default(),
             },
         };
         span.in_scope(|| info!("session created on worker {}", self.index));
@@ -871,7 +869,7 @@ impl Worker {
         let elapsed = now.duration_since(s.created);
         s.span
             .in_scope(|| info!(setup_ms = elapsed.as_millis() as u64, "connected"));
-        if let Role::Viewer { tracks, joined } = &mut s.role {
+        if let Role::Viewer { tracks, joined, .. } = &mut s.role {
             if *joined {
                 return;
             }
@@ -1267,9 +1265,30 @@ fn handle_event(
         }
         Event::Closed => deferred.push_back(Deferred::Close(key, EndReason::PeerClosed)),
         e @ (Event::PeerStats(_) | Event::MediaEgressStats(_) | Event::MediaIngressStats(_)) => {
+            if let (Event::MediaEgressStats(stats), Role::Viewer { tracks, nack, .. }) =
+                (&e, &mut s.role)
+                && let Some(rtt) = stats.rtt
+                && let Some(window) = nack.on_rtt(rtt)
+            {
+                set_nack_history(&mut s.rtc, tracks, window);
+                debug!(
+                    rtt_ms = rtt.as_millis() as u64,
+                    window_ms = window.as_millis() as u64,
+                    "NACK history resized"
+                );
+            }
             s.telemetry.on_event(&e)
         }
         _ => {}
+    }
+}
+
+/// Keeps `window` of a viewer's sent video for resending (see [`NackHistory`]).
+fn set_nack_history(rtc: &mut Rtc, tracks: &[ViewerTrack], window: Duration) {
+    for t in tracks.iter().filter(|t| t.kind == MediaKind::Video) {
+        if let Some(tx) = rtc.direct_api().stream_tx_by_mid(t.mid, None) {
+            tx.set_rtx_cache(NACK_HISTORY_PACKETS, window, Some(0.15));
+        }
     }
 }
 
