@@ -27,6 +27,7 @@ use str0m::change::SdpOffer;
 use str0m::config::DtlsCert;
 use str0m::format::CodecConfig;
 use str0m::media::{KeyframeRequestKind, Mid};
+use str0m::rtp::{Extension, ExtensionMap};
 use str0m::{Candidate, Rtc, RtcConfig};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -158,6 +159,8 @@ pub struct Media {
     registry: Arc<Registry>,
     counters: Arc<MediaCounters>,
     template: RtcConfig,
+    /// The template for viewers: `template` with the mid header extension only.
+    viewer_template: RtcConfig,
     next_worker: AtomicUsize,
     /// Dropped with `Media`: the worker threads see it and stop (a server dropped
     /// without `shutdown`, as tests do, must not leave its threads behind).
@@ -247,12 +250,14 @@ impl Media {
             }));
         }
         let template = rtc_template()?;
+        let viewer_template = template.clone().set_extension_map(viewer_extensions());
         Ok((
             Media {
                 workers,
                 registry,
                 counters,
                 template,
+                viewer_template,
                 next_worker: AtomicUsize::new(0),
                 _alive: alive,
             },
@@ -298,7 +303,7 @@ impl Media {
             chosen.clone(),
             grant,
         )?;
-        let built = self.negotiate(worker, offer_sdp, publisher_codecs(&chosen));
+        let built = self.negotiate(&self.template, worker, offer_sdp, publisher_codecs(&chosen));
         let (rtc, answer, ufrag) = match built {
             Ok(b) => b,
             Err(e) => {
@@ -385,6 +390,7 @@ impl Media {
             });
         }
         let (rtc, answer, ufrag) = self.negotiate(
+            &self.viewer_template,
             worker,
             offer_sdp,
             CodecConfig::new_from_payload_params(params),
@@ -554,13 +560,14 @@ impl Media {
     /// str0m is guarded against panics: a malformed offer must not take the server down.
     fn negotiate(
         &self,
+        template: &RtcConfig,
         worker: &WorkerHandle,
         offer_sdp: &str,
         codecs: CodecConfig,
     ) -> Result<(Rtc, String, String), MediaError> {
         let offer =
             SdpOffer::from_sdp_string(offer_sdp).map_err(|e| SdpError::Malformed(e.to_string()))?;
-        let mut cfg = self.template.clone();
+        let mut cfg = template.clone();
         *cfg.codec_config() = codecs;
         let candidates = worker.candidates.clone();
         let result = std::panic::catch_unwind(AssertUnwindSafe(move || {
@@ -662,6 +669,22 @@ pub fn codec_kind(name: &str) -> CodecKind {
 /// A strong entity-tag for a new ICE session.
 pub fn new_etag() -> String {
     format!("\"{:016x}\"", rand::random::<u64>())
+}
+
+/// The RTP header extensions a viewer's answer accepts: the mid only (BUNDLE
+/// demultiplexing before the SSRCs are known).
+///
+/// wishd does not estimate a viewer's bandwidth (it forwards one encoding, with no
+/// layers to switch), so transport-wide sequence numbers and abs-send-time would only
+/// cost: str0m writes both into every packet and keeps a register of the last 1000
+/// sends per viewer for feedback no one reads, and the viewer sends that feedback.
+/// Forwarded packets carry no audio level or orientation values (the source's header
+/// extensions are not copied), so those are not offered either. Publishers keep the
+/// full set: their transport-cc feedback drives the sender's bandwidth estimate.
+fn viewer_extensions() -> ExtensionMap {
+    let mut exts = ExtensionMap::empty();
+    exts.set(4, Extension::RtpMid);
+    exts
 }
 
 fn rtc_template() -> std::io::Result<RtcConfig> {

@@ -69,6 +69,9 @@ pub(super) struct SessionTelemetry {
     nacks: u64,
     /// Cumulative NACK counts per m-line as str0m last reported them.
     nack_marks: Vec<(Mid, u64)>,
+    /// The m-line whose receiver reports give a viewer's RTT and loss histograms
+    /// (one sample a second per session, not one per m-line).
+    report_mid: Option<Mid>,
     rate_at: Instant,
     rate_bytes: (u64, u64),
     rates: (u64, u64),
@@ -93,6 +96,7 @@ impl SessionTelemetry {
             loss: None,
             nacks: 0,
             nack_marks: Vec::new(),
+            report_mid: None,
             rate_at: now,
             rate_bytes: (0, 0),
             rates: (0, 0),
@@ -144,8 +148,22 @@ impl SessionTelemetry {
                 }
             }
             Event::MediaEgressStats(s) => {
+                // A viewer's transport figures come from its receiver reports (wishd
+                // does not negotiate transport-cc with viewers, see `media`).
+                let sampled = *self.report_mid.get_or_insert(s.mid) == s.mid;
                 if let Some(rtt) = s.rtt {
                     self.rtt = Some(rtt);
+                    if sampled && self.viewer() {
+                        c.histograms.rtt.observe_duration(rtt);
+                    }
+                }
+                if let (Some(l), true) = (s.loss, self.viewer()) {
+                    self.loss = Some(l);
+                    if sampled {
+                        c.histograms
+                            .loss
+                            .observe_units((f64::from(l.clamp(0.0, 1.0)) * 1e6) as u64);
+                    }
                 }
                 let d = self.nack_delta(s.mid, s.nacks);
                 c.nacks_received.fetch_add(d, Ordering::Relaxed);
