@@ -147,6 +147,8 @@ pub struct BenchReport {
     pub floor: Floor,
     /// The stream: video bits/s and packets/s, audio packets/s.
     pub video_bitrate: f64,
+    /// Video pacing as a multiple of the bit rate (None: frames sent back to back).
+    pub pacing: Option<f64>,
     /// Video packets per second.
     pub video_pps: f64,
     /// Audio packets per second.
@@ -289,6 +291,7 @@ pub async fn bench(cfg: BenchConfig, progress: impl Fn(&str)) -> Result<BenchRep
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         floor,
         video_bitrate: cfg.publisher.shape.bitrate(),
+        pacing: cfg.publisher.pacing,
         video_pps: cfg.publisher.shape.packets_per_second(),
         audio_pps: cfg.publisher.audio_pps,
         idle_server_cpu: idle_cpu,
@@ -464,9 +467,13 @@ async fn run_burst(swarm: &Arc<Swarm>, n: usize, metrics_url: Option<&str>) -> B
 pub fn print(r: &BenchReport) {
     floor::print(&r.floor);
     println!(
-        "stream: {:.2} Mbit/s video at {:.0} packets/s + {} audio packets/s; server with the publisher alone: {:.3} CPU s/s, {:.1} MiB",
+        "stream: {:.2} Mbit/s video at {:.0} packets/s ({}) + {} audio packets/s; server with the publisher alone: {:.3} CPU s/s, {:.1} MiB",
         r.video_bitrate / 1e6,
         r.video_pps,
+        r.pacing.map_or_else(
+            || "frames sent back to back".to_owned(),
+            |f| format!("paced at {f}× the bit rate")
+        ),
         r.audio_pps,
         r.idle_server_cpu,
         r.idle_server_rss_mib

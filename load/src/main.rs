@@ -53,6 +53,11 @@ struct Peers {
     /// Answer PLI/FIR with a keyframe (at most once a second).
     #[arg(long)]
     honor_pli: bool,
+    /// Video pacing rate as a multiple of the video bit rate (2.5: libwebrtc's pacer,
+    /// as browsers send); 0 sends each frame's packets back to back (FFmpeg's WHIP
+    /// muxer).
+    #[arg(long, default_value_t = wishd_load::publisher::LIBWEBRTC_PACING)]
+    pacing: f64,
     /// Viewer sockets (one loop each).
     #[arg(long, default_value_t = 2)]
     shards: usize,
@@ -78,6 +83,7 @@ impl Peers {
         p.token = self.token.clone();
         p.shape = VideoShape::for_bitrate(self.bitrate, self.fps, self.gop, 6, self.packet_size);
         p.honor_keyframe_requests = self.honor_pli;
+        p.pacing = (self.pacing > 0.0).then_some(self.pacing);
         Some(p)
     }
 

@@ -5,6 +5,7 @@
 //! [`SendTable`] under the packet's sequence number (read from the clear RTP header),
 //! so viewers in the same process measure one-way delay without decrypting.
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,6 +29,9 @@ use crate::signal::{self, SetupError};
 const PT_H264: u8 = 108;
 const PT_H264_RTX: u8 = 109;
 
+/// libwebrtc's pacing factor: video leaves at 2.5× the target bit rate.
+pub const LIBWEBRTC_PACING: f64 = 2.5;
+
 /// How the publisher behaves.
 #[derive(Debug, Clone)]
 pub struct PublisherConfig {
@@ -43,6 +47,10 @@ pub struct PublisherConfig {
     pub audio_size: usize,
     /// Send a keyframe when the server asks (PLI/FIR), at most once a second.
     pub honor_keyframe_requests: bool,
+    /// Video pacing rate as a multiple of the video bit rate (libwebrtc's pacer sends
+    /// at 2.5×, so a keyframe takes tens of milliseconds); `None` sends each frame's
+    /// packets back to back, as FFmpeg's WHIP muxer does. Audio is never paced.
+    pub pacing: Option<f64>,
 }
 
 impl PublisherConfig {
@@ -56,6 +64,7 @@ impl PublisherConfig {
             audio_pps: 50,
             audio_size: 80,
             honor_keyframe_requests: false,
+            pacing: Some(LIBWEBRTC_PACING),
         }
     }
 }
@@ -144,6 +153,8 @@ impl Publisher {
             last_keyframe: None,
             keyframe_wanted: false,
             next_timeout: Instant::now(),
+            paced: VecDeque::new(),
+            next_paced: Instant::now(),
         };
         let task = tokio::spawn(task.run(stop_rx));
         Ok(Publisher {
@@ -228,6 +239,11 @@ struct Task {
     last_keyframe: Option<Instant>,
     keyframe_wanted: bool,
     next_timeout: Instant,
+    /// Paced video packets waiting for their turn: (payload, timestamp, capture
+    /// instant, marker).
+    paced: VecDeque<(Vec<u8>, u32, Instant, bool)>,
+    /// When the next paced packet may leave.
+    next_paced: Instant,
 }
 
 impl Task {
@@ -265,6 +281,9 @@ impl Task {
                     }
                 }
                 _ = video_iv.tick(), if connected => self.send_video_frame().await?,
+                _ = tokio::time::sleep_until(self.next_paced.into()), if !self.paced.is_empty() => {
+                    self.send_paced().await?
+                }
                 _ = audio_iv.tick(), if audio_on => self.send_audio().await?,
                 _ = tokio::time::sleep_until(self.next_timeout.into()) => {
                     self.rtc
@@ -296,25 +315,56 @@ impl Task {
             .ts_base
             .wrapping_add((self.frame as u32).wrapping_mul(step));
         self.frame += 1;
-        let payloads =
-            payload::video_frame(&self.cfg.shape, keyframe, self.video_seq, clock::now_ns());
+        let first_seq = self.video_seq + self.paced.len() as u64;
+        let payloads = payload::video_frame(&self.cfg.shape, keyframe, first_seq, clock::now_ns());
         let n = payloads.len();
-        let t = self.video;
         for (i, p) in payloads.into_iter().enumerate() {
-            let seq = self.video_seq;
-            self.video_seq += 1;
-            let w = RtpWrite::new(t.pt, seq.into(), ts, now, p)
-                .marker(i + 1 == n)
-                .nackable(true);
-            if let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(t.mid, None) {
-                self.video.ssrc = *tx.ssrc();
-                tx.write_rtp(w);
-            }
-            self.drain().await?;
+            self.paced.push_back((p, ts, now, i + 1 == n));
         }
-        self.counters
-            .video_packets
-            .fetch_add(n as u64, Ordering::Relaxed);
+        if self.cfg.pacing.is_none() {
+            while let Some((p, ts, at, marker)) = self.paced.pop_front() {
+                self.write_video(p, ts, at, marker).await?;
+            }
+        } else if self.next_paced < now {
+            self.next_paced = now;
+        }
+        Ok(())
+    }
+
+    /// Sends the paced packets whose turn has come; each one moves the next turn on by
+    /// its size at the pacing rate.
+    async fn send_paced(&mut self) -> Result<(), SetupError> {
+        let rate = self.cfg.pacing.unwrap_or(LIBWEBRTC_PACING).max(0.1)
+            * self.cfg.shape.bitrate().max(1.0);
+        let now = Instant::now();
+        while self.next_paced <= now
+            && let Some((p, ts, at, marker)) = self.paced.pop_front()
+        {
+            self.next_paced += pace_interval(p.len(), rate);
+            self.write_video(p, ts, at, marker).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_video(
+        &mut self,
+        p: Vec<u8>,
+        ts: u32,
+        at: Instant,
+        marker: bool,
+    ) -> Result<(), SetupError> {
+        let t = self.video;
+        let seq = self.video_seq;
+        self.video_seq += 1;
+        let w = RtpWrite::new(t.pt, seq.into(), ts, at, p)
+            .marker(marker)
+            .nackable(true);
+        if let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(t.mid, None) {
+            self.video.ssrc = *tx.ssrc();
+            tx.write_rtp(w);
+        }
+        self.drain().await?;
+        self.counters.video_packets.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -389,6 +439,12 @@ impl Task {
 }
 
 /// The extended sequence number (at most `next - 1`) whose low 16 bits are `seq16`.
+/// The time a packet with `payload` bytes occupies at `rate` bits/s (RTP, UDP and IP
+/// headers included).
+fn pace_interval(payload: usize, rate: f64) -> Duration {
+    Duration::from_secs_f64((payload + 40) as f64 * 8.0 / rate.max(1.0))
+}
+
 fn unwrap_seq(next: u64, seq16: u16) -> u64 {
     let last = next.saturating_sub(1);
     last - u64::from((last as u16).wrapping_sub(seq16))
@@ -396,7 +452,25 @@ fn unwrap_seq(next: u64, seq16: u16) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::unwrap_seq;
+    use super::*;
+
+    #[test]
+    fn a_paced_keyframe_takes_tens_of_milliseconds_like_libwebrtcs() {
+        let shape = VideoShape::for_bitrate(2_500_000, 30, 2.0, 6, 1200);
+        let rate = LIBWEBRTC_PACING * shape.bitrate();
+        let keyframe: Duration = (0..shape.keyframe_packets)
+            .map(|_| pace_interval(shape.packet_size, rate))
+            .sum();
+        let delta: Duration = (0..shape.delta_packets)
+            .map(|_| pace_interval(shape.packet_size, rate))
+            .sum();
+        assert!(
+            keyframe > Duration::from_millis(60) && keyframe < Duration::from_millis(90),
+            "{keyframe:?}"
+        );
+        // A delta frame leaves well within its 33 ms frame interval.
+        assert!(delta < Duration::from_millis(20), "{delta:?}");
+    }
 
     #[test]
     fn unwraps_recent_sequence_numbers() {
