@@ -176,10 +176,7 @@ struct Snap {
 }
 
 async fn snap(cfg: &BenchConfig) -> Snap {
-    let hist = match &cfg.metrics_url {
-        Some(u) => metrics::scrape(u, FORWARD_HISTOGRAM).await,
-        None => None,
-    };
+    let hist = metrics::scrape_from(cfg.metrics_url.as_deref(), FORWARD_HISTOGRAM).await;
     Snap {
         at: Instant::now(),
         server: procfs::usage(Some(cfg.server_pid)),
@@ -401,10 +398,7 @@ async fn options_burst(url: &str, n: usize) -> Vec<f64> {
 async fn run_burst(swarm: &Arc<Swarm>, n: usize, metrics_url: Option<&str>) -> Burst {
     let mut options = options_burst(swarm.url(), n).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let setup_before = match metrics_url {
-        Some(u) => metrics::scrape(u, SETUP_HISTOGRAM).await,
-        None => None,
-    };
+    let setup_before = metrics::scrape_from(metrics_url, SETUP_HISTOGRAM).await;
     // Offers first (clients build them on their own machines), then every POST at once.
     let prepared: Vec<_> = (0..n).map(|_| swarm.prepare()).collect();
     let t0 = Instant::now();
@@ -438,11 +432,11 @@ async fn run_burst(swarm: &Arc<Swarm>, n: usize, metrics_url: Option<&str>) -> B
     let mut post: Vec<f64> = reports.iter().filter_map(|r| r.post_ms).collect();
     let mut conn: Vec<f64> = reports.iter().filter_map(|r| r.connect_ms).collect();
     let failed: Vec<&ViewerReport> = reports.iter().filter(|r| r.error.is_some()).collect();
-    let setup = match (metrics_url, setup_before) {
-        (Some(u), Some(before)) => metrics::scrape(u, SETUP_HISTOGRAM)
+    let setup = match setup_before {
+        Some(before) => metrics::scrape_from(metrics_url, SETUP_HISTOGRAM)
             .await
             .map(|after| after.since(&before)),
-        _ => None,
+        None => None,
     };
     let server_q = |q: f64| setup.as_ref().and_then(|b| b.quantile(q)).map(|s| s * 1e3);
     Burst {

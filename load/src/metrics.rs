@@ -115,6 +115,14 @@ fn label<'a>(labels: &'a str, name: &str) -> Option<&'a str> {
     None
 }
 
+/// [`scrape`] when there is a metrics URL.
+pub async fn scrape_from(url: Option<&str>, name: &str) -> Option<Buckets> {
+    match url {
+        Some(u) => scrape(u, name).await,
+        None => None,
+    }
+}
+
 /// Scrapes `url` and returns the histogram `name`, if the server exports it.
 pub async fn scrape(url: &str, name: &str) -> Option<Buckets> {
     let r = http_request("GET", url, &[], Vec::new()).await.ok()?;

@@ -438,13 +438,13 @@ impl Task {
     }
 }
 
-/// The extended sequence number (at most `next - 1`) whose low 16 bits are `seq16`.
 /// The time a packet with `payload` bytes occupies at `rate` bits/s (RTP, UDP and IP
 /// headers included).
 fn pace_interval(payload: usize, rate: f64) -> Duration {
     Duration::from_secs_f64((payload + 40) as f64 * 8.0 / rate.max(1.0))
 }
 
+/// The extended sequence number (at most `next - 1`) whose low 16 bits are `seq16`.
 fn unwrap_seq(next: u64, seq16: u16) -> u64 {
     let last = next.saturating_sub(1);
     last - u64::from((last as u16).wrapping_sub(seq16))

@@ -54,9 +54,7 @@ impl FastDtls {
         b.build()
             .map_err(|e| CryptoError::Other(format!("DTLS configuration: {e}")))
     }
-}
 
-impl FastDtls {
     /// The configuration for `mtu`, built once per process. Building a dimpl
     /// `Config` validates the crypto provider (a key exchange round trip on every
     /// group, P-384 included): about 1.3 ms of CPU, which per session was most of

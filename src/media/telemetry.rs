@@ -126,6 +126,25 @@ impl SessionTelemetry {
         self.state = state;
     }
 
+    /// Keeps the latest loss fraction; `sample` also adds it to the histogram.
+    fn record_loss(&mut self, l: f32, sample: bool) {
+        self.loss = Some(l);
+        if sample {
+            self.counters
+                .histograms
+                .loss
+                .observe_units((f64::from(l.clamp(0.0, 1.0)) * 1e6) as u64);
+        }
+    }
+
+    /// Keeps the latest round-trip time; `sample` also adds it to the histogram.
+    fn record_rtt(&mut self, rtt: Duration, sample: bool) {
+        self.rtt = Some(rtt);
+        if sample {
+            self.counters.histograms.rtt.observe_duration(rtt);
+        }
+    }
+
     /// Takes in str0m's periodic statistics events; other events are ignored.
     pub(super) fn on_event(&mut self, event: &Event) {
         let c = self.counters.clone();
@@ -137,33 +156,21 @@ impl SessionTelemetry {
                     p.ingress_loss_fraction
                 };
                 if let Some(l) = loss {
-                    self.loss = Some(l);
-                    c.histograms
-                        .loss
-                        .observe_units((f64::from(l.clamp(0.0, 1.0)) * 1e6) as u64);
+                    self.record_loss(l, true);
                 }
                 if let Some(rtt) = p.rtt {
-                    self.rtt = Some(rtt);
-                    c.histograms.rtt.observe_duration(rtt);
+                    self.record_rtt(rtt, true);
                 }
             }
             Event::MediaEgressStats(s) => {
                 // A viewer's transport figures come from its receiver reports (wishd
                 // does not negotiate transport-cc with viewers, see `media`).
-                let sampled = *self.report_mid.get_or_insert(s.mid) == s.mid;
+                let sampled = *self.report_mid.get_or_insert(s.mid) == s.mid && self.viewer();
                 if let Some(rtt) = s.rtt {
-                    self.rtt = Some(rtt);
-                    if sampled && self.viewer() {
-                        c.histograms.rtt.observe_duration(rtt);
-                    }
+                    self.record_rtt(rtt, sampled);
                 }
                 if let (Some(l), true) = (s.loss, self.viewer()) {
-                    self.loss = Some(l);
-                    if sampled {
-                        c.histograms
-                            .loss
-                            .observe_units((f64::from(l.clamp(0.0, 1.0)) * 1e6) as u64);
-                    }
+                    self.record_loss(l, sampled);
                 }
                 let d = self.nack_delta(s.mid, s.nacks);
                 c.nacks_received.fetch_add(d, Ordering::Relaxed);
