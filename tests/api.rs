@@ -14,7 +14,7 @@ use wishd::client::{
 use wishd::config::{Policy, Secret, StaticTokenConfig};
 use wishd::core::MediaKind;
 
-use common::openapi;
+use common::{openapi, publish, view};
 
 const ADMIN: &str = "admin-token-0123456789abcdef";
 
@@ -44,29 +44,6 @@ fn session_id(location: &str) -> String {
     location.rsplit('/').next().unwrap_or_default().to_owned()
 }
 
-async fn publish(base: &str, stream: &str) -> WhipPublisher {
-    let p = WhipPublisher::connect(
-        &format!("{base}/whip/{stream}"),
-        PublisherOptions::default(),
-    )
-    .await
-    .expect("publish");
-    p.wait_connected(common::CONNECT)
-        .await
-        .expect("publisher connects");
-    p
-}
-
-async fn view(base: &str, stream: &str) -> WhepViewer {
-    let v = WhepViewer::connect(&format!("{base}/whep/{stream}"), ViewerOptions::default())
-        .await
-        .expect("view");
-    v.wait_connected(common::CONNECT)
-        .await
-        .expect("viewer connects");
-    v
-}
-
 async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -83,7 +60,7 @@ async fn api_shows_the_live_state_of_a_publish_with_three_viewers_as_the_openapi
     let server = common::start_with(|c| c.api.token = Some(Secret::new(ADMIN))).await;
     let base = server.base_url();
     let spec = openapi::spec();
-    let publisher = publish(&base, "cam").await;
+    let publisher = publish(&base, "cam", PublisherOptions::default()).await;
     let mut viewers = Vec::new();
     for _ in 0..3 {
         viewers.push(view(&base, "cam").await);
@@ -200,7 +177,7 @@ async fn kicking_a_session_ends_it_and_the_viewer_sees_the_end() {
     let server = common::start_with(|c| c.api.token = Some(Secret::new(ADMIN))).await;
     let base = server.base_url();
     let spec = openapi::spec();
-    let _publisher = publish(&base, "cam").await;
+    let _publisher = publish(&base, "cam", PublisherOptions::default()).await;
     let kicked = view(&base, "cam").await;
     let stays = view(&base, "cam").await;
     let id = session_id(kicked.location());
@@ -249,9 +226,9 @@ async fn stopping_a_stream_ends_its_publisher_and_every_viewer() {
     let server = common::start_with(|c| c.api.token = Some(Secret::new(ADMIN))).await;
     let base = server.base_url();
     let spec = openapi::spec();
-    let publisher = publish(&base, "cam").await;
+    let publisher = publish(&base, "cam", PublisherOptions::default()).await;
     let viewers = [view(&base, "cam").await, view(&base, "cam").await];
-    let _other = publish(&base, "other").await;
+    let _other = publish(&base, "other", PublisherOptions::default()).await;
 
     let r = request("DELETE", &format!("{base}/api/streams/cam"), Some(ADMIN)).await;
     assert_eq!(r.status, 204, "{}", r.text());
@@ -300,7 +277,7 @@ async fn admin_routes_are_404_without_an_admin_token() {
     let server = common::start().await;
     let base = server.base_url();
     let spec = openapi::spec();
-    let _p = publish(&base, "cam").await;
+    let _p = publish(&base, "cam", PublisherOptions::default()).await;
     for (method, path, template) in [
         ("GET", "/api/streams/cam", "/api/streams/{name}"),
         ("DELETE", "/api/streams/cam", "/api/streams/{name}"),

@@ -137,16 +137,6 @@ fn first_keyframe_complete(video: &[ReceivedPacket]) -> Option<Instant> {
         .map(|p| p.at)
 }
 
-async fn view(url: &str) -> WhepViewer {
-    let v = WhepViewer::connect(url, ViewerOptions::default())
-        .await
-        .expect("WHEP POST");
-    v.wait_connected(common::CONNECT)
-        .await
-        .expect("viewer connects");
-    v
-}
-
 /// The viewer's H.264 starts decodable: SPS first, then PPS, then the first picture
 /// slice is an IDR (access unit delimiters and SEI may sit in between, as x264 and
 /// GStreamer send them).
@@ -278,7 +268,7 @@ async fn ffmpeg_camera_late_viewers_start_at_once_from_the_cache_without_loss() 
     let started = Instant::now();
 
     // The first viewer joins as the camera starts.
-    let first = view(&url).await;
+    let first = common::view_url(&url).await;
     first
         .wait_for(Duration::from_secs(10), |p| {
             p.iter().filter(|p| p.kind == MediaKind::Video).count() > 30
@@ -386,7 +376,7 @@ async fn gstreamer_camera_reaches_a_viewer_with_sps_pps_idr_and_opus() {
         .spawn()
         .expect("gst-launch-1.0 starts");
     let _gst = Tool(gst);
-    let v = view(&format!("{}/whep/gst", server.base_url())).await;
+    let v = common::view_url(&format!("{}/whep/gst", server.base_url())).await;
     v.wait_for(Duration::from_secs(10), |p| {
         p.iter().filter(|p| p.kind == MediaKind::Video).count() > 30
             && p.iter().filter(|p| p.kind == MediaKind::Audio).count() > 20
@@ -496,7 +486,7 @@ async fn crafted_camera_loss_reorder_duplicates_garbage_bursts_wrong_sender_and_
     for p in cam.frame(true) {
         cam.send_raw(&p);
     }
-    let v = view(&url).await;
+    let v = common::view_url(&url).await;
     // Live frames with loss (a dropped packet), reordering, duplicates and junk.
     for i in 0..40 {
         let frame = cam.frame(false);
@@ -607,7 +597,7 @@ async fn a_silent_source_goes_offline_keeps_its_viewers_and_comes_back_by_itself
     let counters = server.rtp_ingests()[0].counters.clone();
     assert!(!counters.online.load(Ordering::Relaxed), "nothing sent yet");
     // A viewer joins before the camera sends anything: 201, and it waits.
-    let early = view(&url).await;
+    let early = common::view_url(&url).await;
     let to: SocketAddr = ([127, 0, 0, 1], vport).into();
     let live = LiveCamera::start(Camera::new("127.0.0.1:0", to, 9, 1), 10);
     early
@@ -629,7 +619,7 @@ async fn a_silent_source_goes_offline_keeps_its_viewers_and_comes_back_by_itself
         "viewers stay while the camera is offline"
     );
     // A viewer joining now is accepted and gets no stale picture from the cache.
-    let during = view(&url).await;
+    let during = common::view_url(&url).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(during.received_count(), 0, "no stale cached picture");
 
@@ -692,7 +682,7 @@ async fn camera_sender_reports_reach_viewers_so_audio_and_video_stay_in_sync() {
     let (vport, aport) = (free_port_pair(), free_port_pair());
     let server = common::start_with(|c| c.rtp.push(h264_opus_entry("sync", vport, aport))).await;
     let counters = server.rtp_ingests()[0].counters.clone();
-    let viewer = view(&format!("{}/whep/sync", server.base_url())).await;
+    let viewer = common::view_url(&format!("{}/whep/sync", server.base_url())).await;
 
     // A camera whose audio leaves 150 ms after the video of the same moment (an
     // encoder with a deeper audio buffer): by arrival, audio would play 150 ms late.
@@ -868,7 +858,7 @@ async fn a_viewer_keyframe_request_is_answered_from_the_cache_at_most_once_a_sec
     // keyframe interval): only the cache can answer a viewer that lost sync.
     let cam = Camera::new("127.0.0.1:0", ([127, 0, 0, 1], vport).into(), 0x77, 40_000);
     let _live = LiveCamera::start(cam, 0);
-    let v = view(&format!("{}/whep/pli", server.base_url())).await;
+    let v = common::view_url(&format!("{}/whep/pli", server.base_url())).await;
     v.wait_for(Duration::from_secs(5), |p| p.len() >= 30)
         .await
         .expect("video reaches the viewer");
@@ -948,7 +938,7 @@ async fn a_camera_sending_to_a_multicast_group_reaches_viewers() {
         c.rtp.push(e);
     })
     .await;
-    let v = view(&format!("{}/whep/mcast", server.base_url())).await;
+    let v = common::view_url(&format!("{}/whep/mcast", server.base_url())).await;
 
     let socket = socket2::Socket::new(
         socket2::Domain::IPV4,
@@ -1003,7 +993,7 @@ async fn sprop_parameter_sets_reach_viewers_before_every_idr_live_and_from_the_c
     .await;
     let url = format!("{}/whep/sprop", server.base_url());
     // Viewer A joins before any keyframe: it starts live at the camera's first IDR.
-    let a = view(&url).await;
+    let a = common::view_url(&url).await;
     let mut cam = Camera::new("127.0.0.1:0", ([127, 0, 0, 1], vport).into(), 0x5b, 9);
     cam.bare_idr = true;
     let _live = LiveCamera::start(cam, 8);
@@ -1011,7 +1001,7 @@ async fn sprop_parameter_sets_reach_viewers_before_every_idr_live_and_from_the_c
         .await
         .expect("video reaches the live viewer");
     // Viewer B joins mid-group: it starts from the keyframe cache.
-    let b = view(&url).await;
+    let b = common::view_url(&url).await;
     b.wait_for(Duration::from_secs(5), |p| p.len() >= 10)
         .await
         .expect("video reaches the cached viewer");

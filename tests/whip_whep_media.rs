@@ -7,10 +7,10 @@ mod interop;
 use std::time::{Duration, Instant};
 
 use wishd::client::media::{check_filler, decode_marker};
-use wishd::client::{
-    PublisherOptions, ReceivedPacket, VideoCodec, ViewerOptions, WhepViewer, WhipPublisher,
-};
+use wishd::client::{PublisherOptions, ReceivedPacket, VideoCodec, ViewerOptions, WhepViewer};
 use wishd::core::MediaKind;
+
+use common::{publish, view};
 
 fn of(kind: MediaKind, got: &[ReceivedPacket]) -> Vec<ReceivedPacket> {
     got.iter().filter(|p| p.kind == kind).cloned().collect()
@@ -47,26 +47,6 @@ fn assert_intact_and_in_order(packets: &[ReceivedPacket], what: &str) {
         }
         last = Some((m.frame, m.index));
     }
-}
-
-async fn publish(base: &str, stream: &str, opts: PublisherOptions) -> WhipPublisher {
-    let p = WhipPublisher::connect(&format!("{base}/whip/{stream}"), opts)
-        .await
-        .expect("publish");
-    p.wait_connected(common::CONNECT)
-        .await
-        .expect("publisher connects");
-    p
-}
-
-async fn view(base: &str, stream: &str) -> WhepViewer {
-    let v = WhepViewer::connect(&format!("{base}/whep/{stream}"), ViewerOptions::default())
-        .await
-        .expect("view");
-    v.wait_connected(common::CONNECT)
-        .await
-        .expect("viewer connects");
-    v
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use wishd::client::{PublisherOptions, ViewerOptions, WhepViewer, WhipPublisher};
 use wishd::config::Config;
 use wishd::server::Server;
 
@@ -37,6 +38,29 @@ pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Server {
 }
 
 pub const CONNECT: Duration = Duration::from_secs(10);
+
+/// A str0m publisher on `base`/whip/`stream`, connected (ICE and DTLS up).
+pub async fn publish(base: &str, stream: &str, opts: PublisherOptions) -> WhipPublisher {
+    let p = WhipPublisher::connect(&format!("{base}/whip/{stream}"), opts)
+        .await
+        .expect("publish");
+    p.wait_connected(CONNECT).await.expect("publisher connects");
+    p
+}
+
+/// A str0m viewer of the WHEP endpoint `url`, connected (ICE and DTLS up).
+pub async fn view_url(url: &str) -> WhepViewer {
+    let v = WhepViewer::connect(url, ViewerOptions::default())
+        .await
+        .expect("WHEP POST");
+    v.wait_connected(CONNECT).await.expect("viewer connects");
+    v
+}
+
+/// A str0m viewer of `base`/whep/`stream`, connected.
+pub async fn view(base: &str, stream: &str) -> WhepViewer {
+    view_url(&format!("{base}/whep/{stream}")).await
+}
 
 /// The `detail` of an RFC 9457 problem details body, after checking that the
 /// response is `application/problem+json` with `type`, `title` and the status
