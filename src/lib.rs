@@ -25,7 +25,11 @@
 //!
 //! Panic policy: input from the network never panics the server. Errors are values;
 //! a panic inside one session's str0m call is caught and drops that session only.
-#![forbid(unsafe_code)]
+//!
+//! Unsafe code: none, except the one `sendmmsg` call in `media::udp`
+//! (`MediaSocket::try_sendmmsg`), which no safe crate offers with a control message
+//! per datagram; it is allowed there alone.
+#![deny(unsafe_code)]
 
 pub mod api;
 pub mod auth;

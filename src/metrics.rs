@@ -795,6 +795,18 @@ pub fn render(
         "UDP bytes sent to WebRTC peers.",
         load(&c.udp_bytes_out),
     );
+    e.single(
+        "wishd_udp_datagrams_out_total",
+        "counter",
+        "UDP datagrams sent to WebRTC peers.",
+        load(&c.udp_datagrams_out),
+    );
+    e.single(
+        "wishd_udp_send_calls_total",
+        "counter",
+        "System calls that sent them (sendmmsg and GSO batch datagrams: datagrams per call is the batching factor).",
+        load(&c.udp_send_calls),
+    );
     e.family(
         "wishd_dropped_packets_total",
         "counter",

@@ -179,6 +179,16 @@ async fn counters_move_by_the_expected_amounts_across_publish_view_delete_and_st
     assert!(live.get("wishd_rtp_bytes_out_total") > live.get("wishd_rtp_bytes_in_total"));
     assert!(live.get("wishd_udp_bytes_out_total") > 0.0);
     assert!(live.get("wishd_udp_bytes_in_total") > 0.0);
+    // Three viewers of one stream: a frame's packets go out as GSO runs and one
+    // packet's copies to the viewers of a worker as one sendmmsg.
+    let (datagrams, calls) = (
+        live.get("wishd_udp_datagrams_out_total"),
+        live.get("wishd_udp_send_calls_total"),
+    );
+    assert!(
+        calls > 0.0 && calls < datagrams,
+        "{datagrams} datagrams in {calls} send calls"
+    );
     let latency_count = live.get("wishd_forward_latency_seconds_count");
     assert!(
         latency_count > 0.0,

@@ -102,6 +102,10 @@ pub struct MediaCounters {
     pub udp_bytes_in: AtomicU64,
     /// UDP bytes sent to peers (flushed every 100 ms and at session end).
     pub udp_bytes_out: AtomicU64,
+    /// UDP datagrams sent to peers (flushed every housekeeping tick).
+    pub udp_datagrams_out: AtomicU64,
+    /// System calls that sent them: datagrams per call is the send batching factor.
+    pub udp_send_calls: AtomicU64,
     /// PLIs sent to publishers.
     pub pli_sent: AtomicU64,
     /// FIRs sent to publishers.

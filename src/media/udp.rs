@@ -18,6 +18,28 @@ pub const MAX_DATAGRAM: usize = 2048;
 /// Bytes of one receive buffer: room for a GRO batch (at most 64 segments, 64 KiB).
 pub const RECV_BUFFER: usize = 65_536;
 
+/// Messages one [`MediaSocket::send_many`] system call carries at most.
+pub const MAX_MESSAGES: usize = 32;
+
+/// One message of a [`MediaSocket::send_many`]: `len` bytes at `start` of the shared
+/// buffer, sent from `source` to `destination` as datagrams of `segment` bytes (the
+/// last may be shorter) when `segments` is more than one (GSO), else as one datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Our address to send from.
+    pub source: IpAddr,
+    /// The peer.
+    pub destination: SocketAddr,
+    /// Offset in the buffer.
+    pub start: usize,
+    /// Bytes, all segments together.
+    pub len: usize,
+    /// Bytes per segment.
+    pub segment: usize,
+    /// Datagrams in the message.
+    pub segments: usize,
+}
+
 /// Receive buffers for [`MediaSocket::try_recv`] and the datagrams last read into them.
 pub struct RecvBuffers {
     bufs: Vec<Box<[u8]>>,
@@ -212,6 +234,146 @@ impl MediaSocket {
         self.send_transmit(source, destination, contents, Some(segment_size));
     }
 
+    /// Sends every message of `messages` (each `len` bytes at `start` in `buf`) with
+    /// as few system calls as it can: `sendmmsg` carries up to [`MAX_MESSAGES`] of
+    /// them, to different viewers, in one call on Linux, each message still a GSO run
+    /// of one viewer's datagrams. A message the batch call refuses goes alone, the
+    /// portable way (which also learns when the kernel lacks GSO). When the send
+    /// buffer is full, the rest is dropped, as UDP loss. Returns the system calls made.
+    pub fn send_many(&self, buf: &[u8], messages: &[Outgoing]) -> u64 {
+        let mut rest = messages;
+        let mut calls = 0;
+        while let Some(first) = rest.first() {
+            calls += 1;
+            #[cfg(target_os = "linux")]
+            if rest.len() > 1 {
+                match self.try_sendmmsg(buf, rest) {
+                    Ok(n) if n > 0 => {
+                        rest = &rest[n..];
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        tracing::trace!(messages = rest.len(), "udp send dropped: {e}");
+                        return calls;
+                    }
+                    // The first message failed: it goes alone below.
+                    _ => {}
+                }
+            }
+            let contents = &buf[first.start..first.start + first.len];
+            let segment = (first.segments > 1).then_some(first.segment);
+            self.send_transmit(first.source, first.destination, contents, segment);
+            rest = &rest[1..];
+        }
+        calls
+    }
+
+    /// One `sendmmsg` of the first [`MAX_MESSAGES`] of `messages`: how many the
+    /// kernel took.
+    #[cfg(target_os = "linux")]
+    #[allow(unsafe_code)]
+    fn try_sendmmsg(&self, buf: &[u8], messages: &[Outgoing]) -> io::Result<usize> {
+        use std::mem::{size_of, size_of_val, zeroed};
+        use std::os::fd::AsRawFd;
+        let n = messages.len().min(MAX_MESSAGES);
+        // SAFETY: these are plain C structs for which all-zero bytes are valid values.
+        let mut names: [libc::sockaddr_storage; MAX_MESSAGES] = unsafe { zeroed() };
+        let mut iovs: [libc::iovec; MAX_MESSAGES] = unsafe { zeroed() };
+        let mut headers: [libc::mmsghdr; MAX_MESSAGES] = unsafe { zeroed() };
+        // Room for UDP_SEGMENT and an IPv6 source address, aligned for `cmsghdr`.
+        let mut controls = [[0u64; 12]; MAX_MESSAGES];
+        for (i, m) in messages[..n].iter().enumerate() {
+            let name = socket2::SockAddr::from(m.destination);
+            let bytes = &buf[m.start..m.start + m.len];
+            // SAFETY: `name` holds `name.len()` valid bytes of a socket address, and
+            // `sockaddr_storage` is large enough for any.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    name.as_ptr().cast::<u8>(),
+                    (&mut names[i] as *mut libc::sockaddr_storage).cast::<u8>(),
+                    name.len() as usize,
+                );
+            }
+            iovs[i] = libc::iovec {
+                iov_base: bytes.as_ptr().cast_mut().cast(),
+                iov_len: bytes.len(),
+            };
+            let h = &mut headers[i].msg_hdr;
+            h.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = name.len();
+            h.msg_iov = &mut iovs[i];
+            h.msg_iovlen = 1;
+            h.msg_control = controls[i].as_mut_ptr().cast();
+            h.msg_controllen = size_of_val(&controls[i]);
+            let mut used = 0usize;
+            // SAFETY: the control buffer is aligned and large enough for both
+            // messages (checked by CMSG_NXTHDR against msg_controllen), and each
+            // header is written before its data.
+            unsafe {
+                let mut c = libc::CMSG_FIRSTHDR(h);
+                if m.segments > 1 && !c.is_null() {
+                    (*c).cmsg_level = libc::SOL_UDP;
+                    (*c).cmsg_type = libc::UDP_SEGMENT;
+                    (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
+                    std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), m.segment as u16);
+                    used += libc::CMSG_SPACE(size_of::<u16>() as u32) as usize;
+                    c = libc::CMSG_NXTHDR(h, c);
+                }
+                match self.explicit_source(m.source) {
+                    Some(IpAddr::V4(ip)) if !c.is_null() => {
+                        let info = libc::in_pktinfo {
+                            ipi_ifindex: 0,
+                            ipi_spec_dst: libc::in_addr {
+                                s_addr: u32::from_ne_bytes(ip.octets()),
+                            },
+                            ipi_addr: libc::in_addr { s_addr: 0 },
+                        };
+                        (*c).cmsg_level = libc::IPPROTO_IP;
+                        (*c).cmsg_type = libc::IP_PKTINFO;
+                        (*c).cmsg_len = libc::CMSG_LEN(size_of_val(&info) as u32) as _;
+                        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast(), info);
+                        used += libc::CMSG_SPACE(size_of_val(&info) as u32) as usize;
+                    }
+                    Some(IpAddr::V6(ip)) if !c.is_null() => {
+                        let info = libc::in6_pktinfo {
+                            ipi6_addr: libc::in6_addr {
+                                s6_addr: ip.octets(),
+                            },
+                            ipi6_ifindex: 0,
+                        };
+                        (*c).cmsg_level = libc::IPPROTO_IPV6;
+                        (*c).cmsg_type = libc::IPV6_PKTINFO;
+                        (*c).cmsg_len = libc::CMSG_LEN(size_of_val(&info) as u32) as _;
+                        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast(), info);
+                        used += libc::CMSG_SPACE(size_of_val(&info) as u32) as usize;
+                    }
+                    _ => {}
+                }
+            }
+            h.msg_controllen = used as _;
+            if used == 0 {
+                h.msg_control = std::ptr::null_mut();
+            }
+        }
+        let fd = self.socket.as_raw_fd();
+        self.socket.try_io(Interest::WRITABLE, || {
+            // SAFETY: `headers[..n]` point into `names`, `iovs`, `controls` and `buf`,
+            // which all outlive the call.
+            let sent = unsafe { libc::sendmmsg(fd, headers.as_mut_ptr(), n as libc::c_uint, 0) };
+            if sent < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(sent as usize)
+            }
+        })
+    }
+
+    /// The source address a datagram must name: none when the socket's own address
+    /// (or any) will do.
+    fn explicit_source(&self, source: IpAddr) -> Option<IpAddr> {
+        (!source.is_unspecified() && source != self.local.ip()).then_some(source)
+    }
+
     fn send_transmit(
         &self,
         source: IpAddr,
@@ -224,11 +386,7 @@ impl MediaSocket {
             ecn: None,
             contents,
             segment_size,
-            src_ip: if source.is_unspecified() || source == self.local.ip() {
-                None
-            } else {
-                Some(source)
-            },
+            src_ip: self.explicit_source(source),
         };
         if let Err(e) = self.socket.try_io(Interest::WRITABLE, || {
             self.state.send((&self.socket).into(), &transmit)

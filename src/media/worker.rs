@@ -276,9 +276,10 @@ pub(super) struct Worker {
     forwards: Vec<Forward>,
     /// Arrival of each source packet in `forwards`, for the forwarding latency.
     pending_arrivals: Vec<Instant>,
-    /// Datagrams waiting to leave as one GSO send.
+    /// Datagrams waiting to leave as GSO runs in one `sendmmsg`.
     outbox: Outbox,
-    /// Transmits collect in `outbox` until `write_forwards` flushes it.
+    /// Transmits collect in `outbox` until `write_forwards` or `handle_timers`
+    /// flushes it (or it fills up).
     batching: bool,
     /// Fan-out drop counts already added to the shared counters.
     fanout_flushed: FanoutStats,
@@ -686,6 +687,8 @@ impl Worker {
 
     fn handle_timers(&mut self, now: Instant) {
         self.release_paced(now);
+        // The due sessions' datagrams (RTCP reports, STUN checks) leave together.
+        self.batching = true;
         while let Some(&(t, key)) = self.timers.first() {
             if t > now {
                 break;
@@ -706,6 +709,8 @@ impl Worker {
                 rtc.handle_input(Input::Timeout(now)).map(|_| ())
             });
         }
+        self.batching = false;
+        self.outbox.flush(&self.socket);
         self.run_deferred(now);
     }
 
@@ -726,6 +731,11 @@ impl Worker {
             s.telemetry.flush();
         }
         self.flush_fanout_drops();
+        let sent = self.outbox.take_sent();
+        let c = &self.counters;
+        c.udp_datagrams_out
+            .fetch_add(sent.datagrams, Ordering::Relaxed);
+        c.udp_send_calls.fetch_add(sent.calls, Ordering::Relaxed);
         for (key, reason) in expired {
             self.close_session(key, reason, now);
         }
@@ -959,7 +969,8 @@ impl Worker {
     /// Writes forwards viewer by viewer (each viewer's in source order): one `drive`
     /// per viewer writes all its packets of the batch and hands str0m the time at once
     /// (str0m releases written packets only on a timeout input), so the datagrams of
-    /// one viewer leave together as GSO sends (see [`Outbox`]) without a trip through
+    /// one viewer leave together as a GSO run, and the runs of many viewers in one
+    /// `sendmmsg` (see [`Outbox`]), without a trip through
     /// the timer set per packet. Shared counters get one add per call, not one per
     /// viewer.
     fn write_forwards(&mut self, forwards: &mut Vec<Forward>, stats: Option<&StreamStats>) {
