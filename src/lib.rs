@@ -27,8 +27,8 @@
 //! a panic inside one session's str0m call is caught and drops that session only.
 //!
 //! Unsafe code: none, except the one `sendmmsg` call in `media::udp`
-//! (`MediaSocket::try_sendmmsg`), which no safe crate offers with a control message
-//! per datagram; it is allowed there alone.
+//! (`MediaSocket::try_sendmmsg` and its `put_cmsg`), which no safe crate offers with
+//! a control message per datagram; it is allowed there alone.
 #![deny(unsafe_code)]
 
 pub mod api;

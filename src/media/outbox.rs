@@ -31,8 +31,6 @@ pub struct Outbox {
     messages: Vec<Outgoing>,
     /// The last message's last segment was shorter: nothing may join it.
     closed: bool,
-    /// Datagrams pending.
-    count: usize,
     /// Datagrams handed to the kernel, and the system calls that took them, since
     /// the last [`Outbox::take_sent`].
     sent: SendCounts,
@@ -90,29 +88,27 @@ impl Outbox {
             self.closed = contents.is_empty();
         }
         self.buf.extend_from_slice(contents);
-        self.count += 1;
     }
 
     /// Sends whatever is pending.
     pub fn flush(&mut self, socket: &MediaSocket) {
         if !self.messages.is_empty() {
             self.sent.calls += socket.send_many(&self.buf, &self.messages);
-            self.sent.datagrams += self.count as u64;
+            self.sent.datagrams += self.len() as u64;
         }
         self.buf.clear();
         self.messages.clear();
         self.closed = false;
-        self.count = 0;
     }
 
     /// Datagrams pending.
     pub fn len(&self) -> usize {
-        self.count
+        self.messages.iter().map(|m| m.segments).sum()
     }
 
     /// Nothing pending.
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.messages.is_empty()
     }
 
     /// What was sent since the last call.

@@ -217,21 +217,10 @@ impl MediaSocket {
         self.send_transmit(source, destination, contents, None);
     }
 
-    /// How many datagrams one [`MediaSocket::send_segments`] may carry (1: no GSO).
+    /// How many datagrams one GSO message of [`MediaSocket::send_many`] may carry
+    /// (1: no GSO).
     pub fn max_segments(&self) -> usize {
         self.state.max_gso_segments()
-    }
-
-    /// Sends `contents` as datagrams of `segment_size` bytes (the last may be shorter)
-    /// in one system call (GSO). See [`MediaSocket::max_segments`].
-    pub fn send_segments(
-        &self,
-        source: IpAddr,
-        destination: SocketAddr,
-        contents: &[u8],
-        segment_size: usize,
-    ) {
-        self.send_transmit(source, destination, contents, Some(segment_size));
     }
 
     /// Sends every message of `messages` (each `len` bytes at `start` in `buf`) with
@@ -273,7 +262,7 @@ impl MediaSocket {
     #[cfg(target_os = "linux")]
     #[allow(unsafe_code)]
     fn try_sendmmsg(&self, buf: &[u8], messages: &[Outgoing]) -> io::Result<usize> {
-        use std::mem::{size_of, size_of_val, zeroed};
+        use std::mem::{size_of_val, zeroed};
         use std::os::fd::AsRawFd;
         let n = messages.len().min(MAX_MESSAGES);
         // SAFETY: these are plain C structs for which all-zero bytes are valid values.
@@ -307,16 +296,12 @@ impl MediaSocket {
             h.msg_controllen = size_of_val(&controls[i]);
             let mut used = 0usize;
             // SAFETY: the control buffer is aligned and large enough for both
-            // messages (checked by CMSG_NXTHDR against msg_controllen), and each
-            // header is written before its data.
+            // messages (`put_cmsg` is only handed a header CMSG_FIRSTHDR/NXTHDR
+            // found within msg_controllen).
             unsafe {
                 let mut c = libc::CMSG_FIRSTHDR(h);
                 if m.segments > 1 && !c.is_null() {
-                    (*c).cmsg_level = libc::SOL_UDP;
-                    (*c).cmsg_type = libc::UDP_SEGMENT;
-                    (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
-                    std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), m.segment as u16);
-                    used += libc::CMSG_SPACE(size_of::<u16>() as u32) as usize;
+                    used += put_cmsg(c, libc::SOL_UDP, libc::UDP_SEGMENT, m.segment as u16);
                     c = libc::CMSG_NXTHDR(h, c);
                 }
                 match self.explicit_source(m.source) {
@@ -328,11 +313,7 @@ impl MediaSocket {
                             },
                             ipi_addr: libc::in_addr { s_addr: 0 },
                         };
-                        (*c).cmsg_level = libc::IPPROTO_IP;
-                        (*c).cmsg_type = libc::IP_PKTINFO;
-                        (*c).cmsg_len = libc::CMSG_LEN(size_of_val(&info) as u32) as _;
-                        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast(), info);
-                        used += libc::CMSG_SPACE(size_of_val(&info) as u32) as usize;
+                        used += put_cmsg(c, libc::IPPROTO_IP, libc::IP_PKTINFO, info);
                     }
                     Some(IpAddr::V6(ip)) if !c.is_null() => {
                         let info = libc::in6_pktinfo {
@@ -341,11 +322,7 @@ impl MediaSocket {
                             },
                             ipi6_ifindex: 0,
                         };
-                        (*c).cmsg_level = libc::IPPROTO_IPV6;
-                        (*c).cmsg_type = libc::IPV6_PKTINFO;
-                        (*c).cmsg_len = libc::CMSG_LEN(size_of_val(&info) as u32) as _;
-                        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast(), info);
-                        used += libc::CMSG_SPACE(size_of_val(&info) as u32) as usize;
+                        used += put_cmsg(c, libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, info);
                     }
                     _ => {}
                 }
@@ -393,6 +370,31 @@ impl MediaSocket {
         }) {
             tracing::trace!(%destination, "udp send dropped: {e}");
         }
+    }
+}
+
+/// Writes one control message (`level`, `kind`, `value`) at `c`; returns the control
+/// buffer space it took.
+///
+/// # Safety
+/// `c` points to a `cmsghdr` inside a control buffer with room for the header and
+/// `value` (as CMSG_FIRSTHDR/CMSG_NXTHDR hand out).
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+unsafe fn put_cmsg<T>(
+    c: *mut libc::cmsghdr,
+    level: libc::c_int,
+    kind: libc::c_int,
+    value: T,
+) -> usize {
+    let len = std::mem::size_of::<T>() as u32;
+    // SAFETY: the caller guarantees the header and its data fit at `c`.
+    unsafe {
+        (*c).cmsg_level = level;
+        (*c).cmsg_type = kind;
+        (*c).cmsg_len = libc::CMSG_LEN(len) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<T>(), value);
+        libc::CMSG_SPACE(len) as usize
     }
 }
 
