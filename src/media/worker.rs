@@ -263,7 +263,9 @@ pub(super) struct Worker {
     registry: Arc<Registry>,
     counters: Arc<MediaCounters>,
     cfg: WorkerConfig,
-    sessions: HashMap<u64, Session>,
+    /// Boxed: a session is about 11 KiB inline, so the map's spare slots and its
+    /// rehash copies would otherwise cost that much per empty or moved slot.
+    sessions: HashMap<u64, Box<Session>>,
     next_key: u64,
     by_id: HashMap<SessionId, u64>,
     by_addr: HashMap<SocketAddr, u64>,
@@ -541,7 +543,7 @@ impl Worker {
         self.by_ufrag.insert(new.ufrag.clone(), key);
         self.sessions.insert(
             key,
-            Session {
+            Box::new(Session {
                 id: new.id,
                 rtc: new.rtc,
                 role,
@@ -556,7 +558,7 @@ impl Worker {
                 timer: now,
                 addrs: Vec::new(),
                 telemetry: SessionTelemetry::new(session_kind, self.counters.clone(), now),
-            },
+            }),
         );
         self.counters.sessions.fetch_add(1, Ordering::Relaxed);
         self.counters
@@ -699,7 +701,7 @@ impl Worker {
                     limiter, tracks, ..
                 },
                 ..
-            }) = self.sessions.get_mut(&key)
+            }) = self.sessions.get_mut(&key).map(Box::as_mut)
                 && limiter.handle_timeout(now)
             {
                 let tracks = tracks.clone();
@@ -1053,7 +1055,7 @@ impl Worker {
                 limiter, tracks, ..
             },
             ..
-        }) = self.sessions.get_mut(&key)
+        }) = self.sessions.get_mut(&key).map(Box::as_mut)
         else {
             return;
         };
@@ -1077,7 +1079,7 @@ impl Worker {
             if let Some(Session {
                 role: Role::Publisher { keyframes, .. },
                 ..
-            }) = self.sessions.get_mut(&key)
+            }) = self.sessions.get_mut(&key).map(Box::as_mut)
             {
                 keyframes.request_sent(now);
             }
