@@ -323,9 +323,9 @@ pub struct StreamStats {
     pub packets_in: AtomicU64,
     /// Source RTP payload bytes taken in.
     pub bytes_in: AtomicU64,
-    /// RTP packets written to viewers (flushed by workers every 100 ms).
+    /// RTP packets written to viewers.
     pub packets_out: AtomicU64,
-    /// RTP payload bytes written to viewers (flushed by workers every 100 ms).
+    /// RTP payload bytes written to viewers (live and from the keyframe cache).
     pub bytes_out: AtomicU64,
     /// Source packets lost: gaps in sequence numbers, less those filled late
     /// (RFC 3550 §6.4.1 cumulative loss, per track and source epoch, never negative).
@@ -377,6 +377,12 @@ impl Default for StreamStats {
 }
 
 impl StreamStats {
+    /// RTP packets and payload bytes written to viewers.
+    pub fn add_out(&self, packets: u64, bytes: u64) {
+        self.packets_out.fetch_add(packets, Ordering::Relaxed);
+        self.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+    }
+
     /// Counts one source packet (called by the stream's single source).
     pub fn source_packet(&self, pkt: &SourcePacket) {
         self.packets_in.fetch_add(1, Ordering::Relaxed);

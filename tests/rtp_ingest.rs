@@ -401,6 +401,8 @@ struct Camera {
     ts: u32,
     /// Keyframes are a bare IDR (SPS/PPS only in the SDP's sprop-parameter-sets).
     bare_idr: bool,
+    /// P-frame slices are padded to this many bytes (0: a few bytes).
+    slice_bytes: usize,
 }
 
 impl Camera {
@@ -413,6 +415,7 @@ impl Camera {
             seq,
             ts: 1000,
             bare_idr: false,
+            slice_bytes: 0,
         }
     }
 
@@ -440,7 +443,11 @@ impl Camera {
                 vec![0x65, 0x88, 0x84, 0x21],
             ]
         } else {
-            vec![vec![0x41, 0x9a, 0x02], vec![0x41, 0x1a, 0x04]]
+            let mut slices = vec![vec![0x41, 0x9a, 0x02], vec![0x41, 0x1a, 0x04]];
+            for slice in &mut slices {
+                slice.resize(slice.len().max(self.slice_bytes), 0x5a);
+            }
+            slices
         };
         let n = nals.len();
         let out = nals
@@ -912,6 +919,81 @@ async fn a_viewer_keyframe_request_is_answered_from_the_cache_at_most_once_a_sec
     server.shutdown().await;
 }
 
+/// The stream's totals in `GET /api/streams` count every packet a viewer was sent,
+/// including the cached group a late viewer starts from (paced, apart from the live
+/// forwards).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_viewers_cached_start_counts_in_the_streams_packets_out() {
+    let vport = free_port_pair();
+    let server = common::start_with(|c| {
+        c.rtp
+            .push(h264_opus_entry("tally", vport, free_port_pair()))
+    })
+    .await;
+    // One keyframe, then P-frames: after a second the cache holds about 60 packets.
+    // Slices of 1000 bytes: the group (about 60 KB) is well past what the pacer lets
+    // out at once, so most of it goes through the paced path.
+    let mut cam = Camera::new("127.0.0.1:0", ([127, 0, 0, 1], vport).into(), 0x78, 7_000);
+    cam.slice_bytes = 1000;
+    let live = LiveCamera::start(cam, 0);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let v = common::view_url(&format!("{}/whep/tally", server.base_url())).await;
+    v.wait_for(Duration::from_secs(5), |p| p.len() >= 80)
+        .await
+        .expect("the cached group and live video reach the viewer");
+    drop(live);
+    // Let the last live packets land before both sides are counted.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let video = video_of(&v.received());
+    assert_eq!(
+        keyframe_starts(&video).first(),
+        Some(&0),
+        "starts at the keyframe"
+    );
+    // Sent in the camera's first 0.8 s (90 kHz clock), before the viewer existed.
+    let cached = video
+        .iter()
+        .filter(|p| p.timestamp.wrapping_sub(video[0].timestamp) < 72_000)
+        .count();
+    assert!(
+        cached >= 40,
+        "the viewer got the cached group ({cached} packets)"
+    );
+    let bytes: usize = video.iter().map(|p| p.payload.len()).sum();
+
+    let r = wishd::client::http_request(
+        "GET",
+        &format!("{}/api/streams", server.base_url()),
+        &[],
+        Vec::new(),
+    )
+    .await
+    .expect("HTTP answer");
+    assert_eq!(r.status, 200);
+    let list: serde_json::Value = serde_json::from_slice(&r.body).expect("JSON");
+    let stream = &list["streams"][0];
+    let packets_out = stream["packets_out"].as_u64().expect("packets_out");
+    let bytes_out = stream["bytes_out"].as_u64().expect("bytes_out");
+    println!(
+        "viewer got {} packets ({cached} from the cache), {bytes} payload bytes; stream says {packets_out} packets, {bytes_out} bytes out",
+        video.len()
+    );
+    assert!(
+        packets_out >= video.len() as u64,
+        "packets_out {packets_out} < {} the viewer received",
+        video.len()
+    );
+    assert!(
+        bytes_out >= bytes as u64,
+        "bytes_out {bytes_out} < {bytes} received"
+    );
+    assert!(
+        stream["bytes_in"].as_u64().expect("bytes_in") > 0,
+        "bytes_in counts the camera"
+    );
+    server.shutdown().await;
+}
+
 /// Multicast on the loopback interface: the kernel delivers a group joined on
 /// 127.0.0.1 to a sender whose multicast interface is 127.0.0.1, and nothing leaves
 /// the host. The group is picked per run so parallel runs do not hear each other.
@@ -960,6 +1042,7 @@ async fn a_camera_sending_to_a_multicast_group_reaches_viewers() {
         seq: 1,
         ts: 0,
         bare_idr: false,
+        slice_bytes: 0,
     };
     let _live = LiveCamera::start(cam, 10);
     v.wait_for(Duration::from_secs(5), |p| p.len() >= 20)

@@ -39,6 +39,12 @@ pub struct Stream {
     pub packets_in: u64,
     /// Source RTP packets lost on the way in.
     pub packets_lost: u64,
+    /// Source RTP payload bytes taken in.
+    pub bytes_in: u64,
+    /// RTP packets written to viewers, all together (live and from the keyframe cache).
+    pub packets_out: u64,
+    /// RTP payload bytes written to viewers, all together.
+    pub bytes_out: u64,
     /// Seconds since the stream appeared.
     pub uptime_secs: f64,
 }
@@ -168,6 +174,9 @@ fn stream(state: &AppState, v: &StreamView, source_addr: Option<SocketAddr>) -> 
         bitrate_out,
         packets_in: stats.packets_in.load(Ordering::Relaxed),
         packets_lost: stats.packets_lost.load(Ordering::Relaxed),
+        bytes_in: stats.bytes_in.load(Ordering::Relaxed),
+        packets_out: stats.packets_out.load(Ordering::Relaxed),
+        bytes_out: stats.bytes_out.load(Ordering::Relaxed),
         uptime_secs: round(stats.created.elapsed().as_secs_f64(), 3),
     }
 }

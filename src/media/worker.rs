@@ -233,6 +233,17 @@ struct Session {
     telemetry: SessionTelemetry,
 }
 
+/// Which stream's `packets_out`/`bytes_out` a batch of forwards adds to.
+#[derive(Clone, Copy)]
+enum StreamCount<'a> {
+    /// Already counted when the forwards were made (`fan_out_local`).
+    Counted,
+    /// All of one stream.
+    Stream(&'a StreamStats),
+    /// Paced groups mix streams: each viewer's run counts for the stream it watches.
+    PerViewer,
+}
+
 /// Effects on other sessions, queued while one `Rtc` is drained.
 enum Deferred {
     Source(Arc<StreamShared>, Arc<SourcePacket>),
@@ -683,8 +694,8 @@ impl Worker {
         // Not `self.forwards`: that holds live forwards still to be written.
         let mut forwards = Vec::new();
         self.fanout.poll_paced(now, &mut forwards);
-        // Paced groups mix streams; they count in the worker totals only.
-        self.write_forwards(&mut forwards, None);
+        // Paced groups mix streams: each viewer's packets count for its own stream.
+        self.write_forwards(&mut forwards, StreamCount::PerViewer);
     }
 
     fn handle_timers(&mut self, now: Instant) {
@@ -832,7 +843,7 @@ impl Worker {
             }
             // Writing may queue more deferred effects (a viewer's events).
             let mut forwards = std::mem::take(&mut self.forwards);
-            self.write_forwards(&mut forwards, None);
+            self.write_forwards(&mut forwards, StreamCount::Counted);
             self.forwards = forwards;
             // Arrival at the worker to the hand-over for this worker's last viewer.
             for arrival in self.pending_arrivals.drain(..) {
@@ -911,7 +922,7 @@ impl Worker {
                     "viewer starts from the keyframe cache"
                 );
             }
-            self.write_forwards(&mut forwards, Some(&shared.stats));
+            self.write_forwards(&mut forwards, StreamCount::Stream(&shared.stats));
             if wants_keyframe {
                 self.deferred.push_back(Deferred::WantKeyframe(shared));
             }
@@ -934,7 +945,7 @@ impl Worker {
             s.span
                 .in_scope(|| debug!(?r, "keyframe request answered from the cache"));
         }
-        self.write_forwards(&mut forwards, Some(&shared.stats));
+        self.write_forwards(&mut forwards, StreamCount::Stream(&shared.stats));
     }
 
     /// Sends a source packet to every worker with viewers of its stream.
@@ -959,11 +970,7 @@ impl Worker {
         self.fanout.forward(&shared.name, pkt, &mut self.forwards);
         let n = (self.forwards.len() - before) as u64;
         if n > 0 {
-            shared.stats.packets_out.fetch_add(n, Ordering::Relaxed);
-            shared
-                .stats
-                .bytes_out
-                .fetch_add(n * pkt.payload.len() as u64, Ordering::Relaxed);
+            shared.stats.add_out(n, n * pkt.payload.len() as u64);
             self.pending_arrivals.push(pkt.arrival);
         }
     }
@@ -975,7 +982,7 @@ impl Worker {
     /// `sendmmsg` (see [`Outbox`]), without a trip through
     /// the timer set per packet. Shared counters get one add per call, not one per
     /// viewer.
-    fn write_forwards(&mut self, forwards: &mut Vec<Forward>, stats: Option<&StreamStats>) {
+    fn write_forwards(&mut self, forwards: &mut Vec<Forward>, count: StreamCount<'_>) {
         // Stable: a viewer's packets keep their order.
         forwards.sort_by_key(|f| f.viewer);
         self.batching = true;
@@ -993,6 +1000,10 @@ impl Worker {
             bytes += run.iter().map(|f| f.payload.len() as u64).sum::<u64>();
             if let Some(s) = self.sessions.get_mut(&key) {
                 s.telemetry.packets_out += run.len() as u64;
+                if let StreamCount::PerViewer = count {
+                    let bytes = run.iter().map(|f| f.payload.len() as u64).sum::<u64>();
+                    s.shared.stats.add_out(run.len() as u64, bytes);
+                }
             }
             let run = &mut run;
             self.drive(key, now, move |rtc| {
@@ -1022,9 +1033,8 @@ impl Worker {
             let c = &self.counters;
             c.forwarded_packets.fetch_add(packets, Ordering::Relaxed);
             c.forwarded_bytes.fetch_add(bytes, Ordering::Relaxed);
-            if let Some(stats) = stats {
-                stats.packets_out.fetch_add(packets, Ordering::Relaxed);
-                stats.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+            if let StreamCount::Stream(stats) = count {
+                stats.add_out(packets, bytes);
             }
         }
     }
