@@ -1126,7 +1126,9 @@ impl Worker {
             }
         }
         // Tell the peer (DTLS close_notify, RTCP BYE) when we can; a panicking or dead
-        // Rtc is just dropped.
+        // Rtc is just dropped. Datagrams still batched in the outbox (this peer's among
+        // them) leave first, so the goodbye is the last thing the peer gets.
+        self.outbox.flush(&self.socket);
         let socket = &self.socket;
         let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
             if s.rtc.is_alive() && s.rtc.close().is_ok() {
