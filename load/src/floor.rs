@@ -52,10 +52,14 @@ pub struct Floor {
     pub floor_ns: f64,
     /// Floor with batched sends: SRTP + the cheaper of sendmmsg and GSO.
     pub floor_batched_ns: f64,
+    /// Not part of the floor: what str0m's send path costs per packet without a
+    /// socket (see [`crate::stack`]), to split wishd's CPU into kernel, cipher and
+    /// stack. `None` if the in-memory pair did not connect.
+    pub stack: Option<crate::stack::Stack>,
 }
 
 /// The sending thread's CPU time so far, ns (wall time where unavailable).
-fn thread_cpu_ns(wall_start: Instant) -> u64 {
+pub(crate) fn thread_cpu_ns(wall_start: Instant) -> u64 {
     std::fs::read_to_string("/proc/thread-self/schedstat")
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse().ok())
@@ -164,14 +168,14 @@ pub fn srtp_cm_sha1(budget: Duration) -> f64 {
 }
 
 /// A loopback receiver drained by a thread until dropped.
-struct Sink {
-    addr: SocketAddr,
+pub(crate) struct Sink {
+    pub(crate) addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Sink {
-    fn new() -> std::io::Result<Sink> {
+    pub(crate) fn new() -> std::io::Result<Sink> {
         let sock = UdpSocket::bind("127.0.0.1:0")?;
         sock.set_read_timeout(Some(Duration::from_millis(50)))?;
         let s2 = socket2::SockRef::from(&sock);
@@ -297,6 +301,7 @@ pub fn measure(budget: Duration) -> std::io::Result<Floor> {
     let mmsg = udp_sendmmsg(budget)?;
     let gso = udp_gso(budget)?;
     let best_batch = [mmsg, gso].into_iter().flatten().fold(send, f64::min);
+    let stack = crate::stack::measure(budget);
     Ok(Floor {
         srtp_aes256gcm_ns: srtp256,
         srtp_aes128gcm_ns: srtp128,
@@ -307,6 +312,7 @@ pub fn measure(budget: Duration) -> std::io::Result<Floor> {
         negotiated: "AEAD_AES_256_GCM",
         floor_ns: srtp256 + send,
         floor_batched_ns: srtp256 + best_batch,
+        stack,
     })
 }
 
@@ -327,6 +333,18 @@ pub fn print(f: &Floor) {
         "floor = SRTP ({}) + one send: {:.0} ns; with batched sends: {:.0} ns",
         f.negotiated, f.floor_ns, f.floor_batched_ns
     );
+    if let Some(st) = &f.stack {
+        println!(
+            "str0m's send path without a socket (write, timeout, poll; SRTP included): one session \
+             {:.0} ns per packet one at a time, {:.0} ns eight at a time; {} sessions in turn {:.0} ns, \
+             {:.0} ns with a sendto per datagram",
+            st.str0m_single_ns,
+            st.str0m_frame_ns,
+            crate::stack::MANY,
+            st.str0m_many_single_ns,
+            st.str0m_many_sendto_ns,
+        );
+    }
 }
 
 #[cfg(test)]

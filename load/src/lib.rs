@@ -9,6 +9,7 @@
 //! | [`run`] | one load run: publisher + N viewers for a while, a report |
 //! | [`bench`] | the stepped fan-out benchmark, its table and JSON |
 //! | [`floor`] | the physical floor: SRTP protect + UDP send per packet |
+//! | [`stack`] | str0m's own send path per packet, two peers in memory (beside the floor) |
 //! | [`metrics`], [`procfs`] | the server's `/metrics` histogram, CPU and memory from /proc |
 //! | [`clock`], [`rtp`], [`signal`] | shared clock, RTP header peeking, WHIP/WHEP HTTP |
 
@@ -24,5 +25,6 @@ pub mod publisher;
 pub mod rtp;
 pub mod run;
 pub mod signal;
+pub mod stack;
 pub mod stats;
 pub mod swarm;

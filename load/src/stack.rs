@@ -1,0 +1,309 @@
+//! What the WebRTC stack itself costs per forwarded packet, without a socket: two
+//! str0m peers connected in memory, one configured as wishd configures a viewer's
+//! session (RTP mode, ICE lite, the mid as the only header extension, a NACK history
+//! of 200 ms with a 15 % resend cap, stats once a second), the other a receiving
+//! player. Per packet the server side does what wishd's worker does: `write_rtp`,
+//! `handle_input(Timeout)`, then `poll_output` until the next timeout; the datagrams
+//! go to the player in memory.
+//!
+//! Measured on two paces: one packet per call (a paced source, each packet handled
+//! as it arrives) and eight per call (a delta frame sent back to back). Subtracting
+//! the floor's SRTP figure leaves the stack's own bookkeeping per packet, the share
+//! of wishd's CPU that neither the cipher nor the kernel explains. Time is simulated
+//! (310 packets per second of the benchmark's stream) so timers fire at their real
+//! rates; CPU is measured on the server side only, with the monotonic clock around
+//! its calls (the thread does nothing else).
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use str0m::change::SdpOffer;
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{Extension, ExtensionMap, RtpWrite};
+use str0m::{Candidate, Input, Output, Rtc, RtcConfig};
+
+use crate::floor::{PAYLOAD, thread_cpu_ns};
+
+/// The stack's figures, nanoseconds per packet (server side only).
+#[derive(Debug, Clone, Serialize)]
+pub struct Stack {
+    /// One packet per write/timeout/poll round.
+    pub str0m_single_ns: f64,
+    /// Eight packets per round (one delta frame at once).
+    pub str0m_frame_ns: f64,
+    /// One packet per round to each of [`MANY`] sessions in turn: the same work with
+    /// a worker's working set (each session's state is cold again by its turn).
+    pub str0m_many_single_ns: f64,
+    /// The same with each datagram sent (`sendto` on loopback, to a drained socket):
+    /// what a str0m-based server spends per packet before any code of its own.
+    pub str0m_many_sendto_ns: f64,
+}
+
+const SERVER: &str = "127.0.0.1:5000";
+const PLAYER: &str = "127.0.0.1:6000";
+/// The benchmark stream's packet rate: simulated time between packets.
+const PACKET_INTERVAL: Duration = Duration::from_micros(3226);
+
+struct Pair {
+    server: Rtc,
+    player: Rtc,
+    now: Instant,
+    mid: Mid,
+    pt: str0m::format::PayloadParams,
+    /// Next sequence number (continuous over rounds: SRTP's rollover counter follows).
+    seq: u64,
+    out: Vec<str0m::net::Transmit>,
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+/// Hands a datagram from one peer to the other.
+fn deliver(to: &mut Rtc, now: Instant, t: &str0m::net::Transmit) {
+    if let Ok(r) = Receive::new(Protocol::Udp, t.source, t.destination, &t.contents) {
+        let _ = to.handle_input(Input::Receive(now, r));
+    }
+}
+
+/// Drains `from` until its next timeout, delivering its datagrams to `to`. Returns the
+/// timeout, or `None` if the peer failed.
+fn drain(from: &mut Rtc, to: &mut Rtc, now: Instant) -> Option<Instant> {
+    loop {
+        match from.poll_output().ok()? {
+            Output::Transmit(t) => deliver(to, now, &t),
+            Output::Event(_) => {}
+            Output::Timeout(t) => return Some(t),
+        }
+    }
+}
+
+impl Pair {
+    /// Negotiates and connects the pair (ICE, DTLS, SRTP) in simulated time.
+    fn connect() -> Option<Pair> {
+        wishd::client::install_crypto_provider();
+        let start = Instant::now();
+        let mut exts = ExtensionMap::empty();
+        exts.set(4, Extension::RtpMid);
+        let mut server = RtcConfig::new()
+            .clear_codecs()
+            .enable_h264(true)
+            .enable_opus(true, false)
+            .set_rtp_mode(true)
+            .set_ice_lite(true)
+            .set_stats_interval(Some(Duration::from_secs(1)))
+            .set_extension_map(exts)
+            .build(start);
+        let mut player = RtcConfig::new()
+            .clear_codecs()
+            .enable_h264(true)
+            .enable_opus(true, false)
+            .set_rtp_mode(true)
+            .build(start);
+        server.add_local_candidate(Candidate::host(addr(SERVER), "udp").ok()?);
+        player.add_local_candidate(Candidate::host(addr(PLAYER), "udp").ok()?);
+
+        let mut api = player.sdp_api();
+        api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        let mid = api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+        let (offer, pending) = api.apply()?;
+        let offer = SdpOffer::from_sdp_string(&offer.to_sdp_string()).ok()?;
+        let answer = server.sdp_api().accept_offer(offer).ok()?;
+        player.sdp_api().accept_answer(pending, answer).ok()?;
+
+        let mut now = start;
+        let mut connected = false;
+        for _ in 0..2000 {
+            let ts = drain(&mut server, &mut player, now)?;
+            let tp = drain(&mut player, &mut server, now)?;
+            connected = connected || server.is_connected() && player.is_connected();
+            if connected && server.direct_api().stream_tx_by_mid(mid, None).is_some() {
+                break;
+            }
+            now = ts.min(tp).max(now + Duration::from_millis(1));
+            server.handle_input(Input::Timeout(now)).ok()?;
+            player.handle_input(Input::Timeout(now)).ok()?;
+        }
+        if !connected {
+            return None;
+        }
+        let pt = server
+            .codec_config()
+            .iter()
+            .find(|p| p.spec().codec == Codec::H264)?
+            .clone();
+        let mut api = server.direct_api();
+        let tx = api.stream_tx_by_mid(mid, None)?;
+        tx.set_rtx_cache(2048, Duration::from_millis(200), Some(0.15));
+        Some(Pair {
+            server,
+            player,
+            now,
+            mid,
+            pt,
+            seq: 1,
+            out: Vec::new(),
+        })
+    }
+
+    /// The server's write/timeout/poll of `per_call` packets at `now` (sending the
+    /// datagrams to `send` when given). Returns whether every packet left as a
+    /// datagram and when the server's timer is due next.
+    fn send(
+        &mut self,
+        per_call: usize,
+        now: Instant,
+        payload: &Arc<[u8]>,
+        send: Option<&(UdpSocket, SocketAddr)>,
+    ) -> Option<(bool, Instant)> {
+        let pt = self.pt.pt();
+        let mut api = self.server.direct_api();
+        let tx = api.stream_tx_by_mid(self.mid, None)?;
+        for i in 0..per_call {
+            tx.write_rtp(
+                RtpWrite::new(
+                    pt,
+                    self.seq.into(),
+                    (self.seq * 375) as u32,
+                    now,
+                    payload.clone(),
+                )
+                .marker(i + 1 == per_call)
+                .nackable(true),
+            );
+            self.seq += 1;
+        }
+        self.server.handle_input(Input::Timeout(now)).ok()?;
+        let mut sent = 0;
+        let next = loop {
+            match self.server.poll_output().ok()? {
+                Output::Transmit(t) => {
+                    sent += 1;
+                    if let Some((socket, to)) = send {
+                        let _ = socket.send_to(&t.contents, to);
+                    }
+                    self.out.push(t)
+                }
+                Output::Event(_) => {}
+                Output::Timeout(t) => break t,
+            }
+        };
+        Some((sent >= per_call, next))
+    }
+
+    /// The player takes the datagrams and answers (RTCP, STUN); its timer runs.
+    fn play(&mut self, now: Instant) -> Option<()> {
+        for t in self.out.drain(..) {
+            deliver(&mut self.player, now, &t);
+        }
+        self.player.handle_input(Input::Timeout(now)).ok()?;
+        drain(&mut self.player, &mut self.server, now)?;
+        Some(())
+    }
+
+    /// The server's own timer (reports, ICE, stats), as wishd runs it when due; its
+    /// datagrams wait for the player like the media.
+    fn tick(&mut self, now: Instant) -> Option<()> {
+        self.server.handle_input(Input::Timeout(now)).ok()?;
+        loop {
+            match self.server.poll_output().ok()? {
+                Output::Transmit(t) => self.out.push(t),
+                Output::Event(_) => {}
+                Output::Timeout(_) => break,
+            }
+        }
+        self.server.is_connected().then_some(())
+    }
+}
+
+/// Server rounds per timed block: the CPU clock is read per block, and a read costs
+/// a few microseconds, so a block holds enough rounds to make that a rounding error.
+const ROUNDS_PER_BLOCK: usize = 64;
+
+/// ns per packet per session of the servers' work, `per_call` packets a round to
+/// every session in turn (as a worker forwards one source packet to all its viewers),
+/// until `budget` of server CPU has passed. Blocks of rounds (sends and due timers)
+/// are timed by the thread's CPU clock; between blocks the players take what they
+/// were sent and answer, untimed (the server's handling of their few RTCP and STUN
+/// answers is not counted).
+fn per_packet(
+    pairs: &mut [Pair],
+    per_call: usize,
+    budget: Duration,
+    send: Option<&(UdpSocket, SocketAddr)>,
+) -> Option<f64> {
+    let payload: Arc<[u8]> = (0..PAYLOAD).map(|i| i as u8).collect::<Vec<_>>().into();
+    let mut now = pairs.iter().map(|p| p.now).max()?;
+    let rounds = ROUNDS_PER_BLOCK.div_ceil(pairs.len());
+    let wall = Instant::now();
+    let (mut spent, mut packets) = (0u64, 0u64);
+    while spent < budget.as_nanos() as u64 {
+        let c0 = thread_cpu_ns(wall);
+        for _ in 0..rounds {
+            now += PACKET_INTERVAL * per_call as u32;
+            for p in pairs.iter_mut() {
+                p.now = now;
+                let (all_sent, next) = p.send(per_call, now, &payload, send)?;
+                if !all_sent {
+                    return None;
+                }
+                if next <= now {
+                    p.tick(now)?;
+                }
+            }
+            packets += (per_call * pairs.len()) as u64;
+        }
+        spent += thread_cpu_ns(wall).saturating_sub(c0);
+        for p in pairs.iter_mut() {
+            p.play(now)?;
+        }
+    }
+    Some(spent as f64 / packets.max(1) as f64)
+}
+
+/// Sessions a worker holds at 100 viewers on two workers: the many-session figure.
+pub const MANY: usize = 50;
+
+/// Measures both paces with one session, and one packet at a time with [`MANY`]
+/// sessions, without and with the sends; `budget` of server time each. `None` if an
+/// in-memory pair did not connect.
+pub fn measure(budget: Duration) -> Option<Stack> {
+    let mut one = vec![Pair::connect()?];
+    // Warm up (the first writes set up the stream's state and history).
+    per_packet(&mut one, 1, budget / 10, None)?;
+    let single = per_packet(&mut one, 1, budget, None)?;
+    let frame = per_packet(&mut one, 8, budget, None)?;
+    let mut many = (0..MANY)
+        .map(|_| Pair::connect())
+        .collect::<Option<Vec<_>>>()?;
+    per_packet(&mut many, 1, budget / 10, None)?;
+    let many_single = per_packet(&mut many, 1, budget, None)?;
+    let sink = crate::floor::Sink::new().ok()?;
+    let socket = UdpSocket::bind("127.0.0.1:0").ok()?;
+    let many_sendto = per_packet(&mut many, 1, budget, Some(&(socket, sink.addr)))?;
+    Some(Stack {
+        str0m_single_ns: single,
+        str0m_frame_ns: frame,
+        str0m_many_single_ns: many_single,
+        str0m_many_sendto_ns: many_sendto,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_in_memory_pair_connects_and_the_send_path_costs_something() {
+        let s = measure(Duration::from_millis(30)).expect("the pair connects");
+        assert!(s.str0m_single_ns.is_finite() && s.str0m_single_ns > 0.0);
+        assert!(s.str0m_frame_ns.is_finite() && s.str0m_frame_ns > 0.0);
+        assert!(s.str0m_many_single_ns.is_finite() && s.str0m_many_single_ns > 0.0);
+        assert!(s.str0m_many_sendto_ns.is_finite() && s.str0m_many_sendto_ns > 0.0);
+    }
+}
