@@ -132,11 +132,10 @@ impl Pair {
         if !connected {
             return None;
         }
-        let pt = server
+        let pt = *server
             .codec_config()
             .iter()
-            .find(|p| p.spec().codec == Codec::H264)?
-            .clone();
+            .find(|p| p.spec().codec == Codec::H264)?;
         let mut api = server.direct_api();
         let tx = api.stream_tx_by_mid(mid, None)?;
         tx.set_rtx_cache(2048, Duration::from_millis(200), Some(0.15));
