@@ -307,6 +307,61 @@ fn public_key_jwt_pins_the_algorithm_against_hs256_confusion() {
     ));
 }
 
+/// RS256 and EdDSA work end to end like ES256 above: the configured public key picks
+/// the algorithm, tokens minted with its private key pass, tokens of another key of
+/// the same kind do not.
+#[test]
+fn rs256_and_eddsa_public_keys_verify_their_own_tokens_only() {
+    for (alg, want) in [
+        (&rcgen::PKCS_RSA_SHA256, Algorithm::RS256),
+        (&rcgen::PKCS_ED25519, Algorithm::EdDSA),
+    ] {
+        let kp = rcgen::KeyPair::generate_for(alg).unwrap();
+        let other = rcgen::KeyPair::generate_for(alg).unwrap();
+        let mut c = Config::default().auth;
+        c.jwt = Some(JwtConfig {
+            secret_file: None,
+            public_key_file: Some(PathBuf::from("/pub.pem")),
+            ..JwtConfig::with_secret_file(PathBuf::new())
+        });
+        let public = kp.public_key_pem();
+        let read = move |_: &Path| Ok(public.clone().into_bytes());
+        let a = Authenticator::new(&c, &read).unwrap();
+        let now = now_secs();
+        let token = |pem: String| {
+            let key = MintKey::from_private_pem(pem.into_bytes()).unwrap();
+            assert!(
+                matches!(&key, MintKey::Private(a, _) if *a == want),
+                "{want:?} key recognised"
+            );
+            mint(
+                &key,
+                vec!["s".into()],
+                vec![Action::Publish],
+                now,
+                60,
+                None,
+                None,
+            )
+            .unwrap()
+        };
+        let good = token(kp.serialize_pem());
+        assert!(
+            a.authorize(Action::Publish, "s", Some(&good)).is_ok(),
+            "{want:?}"
+        );
+        let forged = token(other.serialize_pem());
+        assert!(
+            matches!(
+                a.authorize(Action::Publish, "s", Some(&forged)),
+                Err(AuthError::InvalidToken(_))
+            ),
+            "{want:?} token of another key: {:?}",
+            a.authorize(Action::Publish, "s", Some(&forged))
+        );
+    }
+}
+
 #[test]
 fn session_checks_need_the_same_rights() {
     let a = with_jwt(jwt_secret());
