@@ -428,9 +428,14 @@ pub struct LimitsConfig {
     pub burst: u32,
     /// Maximum number of sessions; further POSTs get 503. 0 means no cap.
     pub max_sessions: usize,
-    /// A request's headers must arrive within this time.
+    /// A request's headers must arrive within this time; so must a new connection's
+    /// first byte.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// An HTTP connection (HTTP/1 or HTTP/2, plain or TLS) with no byte in either
+    /// direction for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
 }
 
 impl Default for LimitsConfig {
@@ -468,6 +473,7 @@ impl Default for Config {
                 burst: 20,
                 max_sessions: 10_000,
                 header_read_timeout: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(60),
             },
             public_url: None,
             ice_servers: Vec::new(),
@@ -629,6 +635,17 @@ impl Config {
         }
         if self.rtp_timeout.is_zero() {
             return Err(ConfigError::value("rtp_timeout", "must be more than 0"));
+        }
+        for (key, d) in [
+            (
+                "limits.header_read_timeout",
+                self.limits.header_read_timeout,
+            ),
+            ("limits.idle_timeout", self.limits.idle_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::value(key, "must be more than 0"));
+            }
         }
         Ok(())
     }
@@ -978,5 +995,24 @@ max_sessions = 100
             ..Config::default()
         };
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn zero_connection_timeouts_are_refused_by_name() {
+        for toml in [
+            "[limits]\nidle_timeout = \"0s\"\n",
+            "[limits]\nheader_read_timeout = \"0s\"\n",
+        ] {
+            let c = Config::from_toml(toml).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            let key = if toml.contains("idle") {
+                "limits.idle_timeout"
+            } else {
+                "limits.header_read_timeout"
+            };
+            assert!(e.contains(key), "{e}");
+        }
+        let c = Config::from_toml("[limits]\nidle_timeout = \"90s\"\n").unwrap();
+        assert_eq!(c.limits.idle_timeout, Duration::from_secs(90));
     }
 }

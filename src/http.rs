@@ -13,7 +13,9 @@
 //!
 //! Other methods get 405 with `Allow`. A POST whose stream matches a `[[redirects]]`
 //! rule gets 307 ([`redirect`]). A 201 carries an absolute `Location` ([`location`])
-//! and the ICE servers as `Link` headers ([`ice_servers`]).
+//! and the ICE servers as `Link` headers ([`ice_servers`]). Below hyper, every
+//! connection's bytes have deadlines ([`idle`]): the first within the header timeout,
+//! then none silent past the idle timeout.
 //!
 //! Every error answer is an RFC 9457 `application/problem+json` body whose `detail` is
 //! a one-line reason ([`problem`]), and is logged once.
@@ -44,6 +46,7 @@ use crate::sdp::SdpError;
 use crate::sdp::frag::{MAX_FRAG, parse_fragment};
 
 pub mod ice_servers;
+pub mod idle;
 pub mod location;
 pub mod problem;
 pub mod redirect;

@@ -217,6 +217,7 @@ impl Server {
             ops: ops.clone(),
         });
         let header_timeout = config.limits.header_read_timeout;
+        let idle_timeout = config.limits.idle_timeout;
         let play_credentials = state.auth.has_credentials_for(Action::Play);
         let mut tasks = vec![tokio::spawn(grace_clock(
             registry.clone(),
@@ -228,7 +229,7 @@ impl Server {
                 tasks.push(tokio::spawn(accept_loop(
                     listener,
                     state.clone(),
-                    header_timeout,
+                    (header_timeout, idle_timeout),
                     None,
                     stop.subscribe(),
                 )));
@@ -245,7 +246,7 @@ impl Server {
                 tasks.push(tokio::spawn(accept_loop(
                     l,
                     state,
-                    header_timeout,
+                    (header_timeout, idle_timeout),
                     Some(acceptor),
                     stop.subscribe(),
                 )));
@@ -491,7 +492,7 @@ fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
 async fn accept_loop(
     listener: TcpListener,
     state: Arc<AppState>,
-    header_timeout: Duration,
+    (header_timeout, idle_timeout): (Duration, Duration),
     tls: Option<TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -516,6 +517,9 @@ async fn accept_loop(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                // The first byte within the header timeout, then never silent past the
+                // idle timeout (hyper has no timer for either; see `http::idle`).
+                let stream = http::idle::Deadlines::new(stream, header_timeout, idle_timeout);
                 let state = state.clone();
                 let ip = peer.ip();
                 let https = tls.is_some();

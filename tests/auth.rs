@@ -503,3 +503,70 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
     );
     server.shutdown().await;
 }
+
+/// Reads until the server closes the connection; how long that took, or `None` if it
+/// was still open after `within`.
+async fn closed_after(
+    tcp: &mut tokio::net::TcpStream,
+    within: std::time::Duration,
+) -> Option<std::time::Duration> {
+    use tokio::io::AsyncReadExt;
+    let start = std::time::Instant::now();
+    let mut buf = Vec::new();
+    tokio::time::timeout(within, tcp.read_to_end(&mut buf))
+        .await
+        .ok()
+        .map(|_| start.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_connects_and_sends_nothing_is_cut_off() {
+    let server = common::start_with(|c| {
+        c.limits.header_read_timeout = std::time::Duration::from_millis(300);
+    })
+    .await;
+    let mut tcp = tokio::net::TcpStream::connect(server.http_addr())
+        .await
+        .unwrap();
+    let took = closed_after(&mut tcp, std::time::Duration::from_secs(5)).await;
+    assert!(
+        took.is_some(),
+        "a silent connection was still open after 5 s"
+    );
+    // The server itself is fine.
+    let r = wishd::client::http_request(
+        "GET",
+        &format!("{}/healthz", server.base_url()),
+        &[],
+        Vec::new(),
+    )
+    .await
+    .expect("HTTP answer");
+    assert_eq!(r.status, 200);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_http2_connection_is_closed_after_the_idle_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let server = common::start_with(|c| {
+        c.limits.idle_timeout = std::time::Duration::from_millis(600);
+    })
+    .await;
+    let mut tcp = tokio::net::TcpStream::connect(server.http_addr())
+        .await
+        .unwrap();
+    // The HTTP/2 preface and an empty SETTINGS frame, then nothing.
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    tcp.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+    let took = closed_after(&mut tcp, std::time::Duration::from_secs(5))
+        .await
+        .expect("a silent HTTP/2 connection was still open after 5 s");
+    assert!(
+        took >= std::time::Duration::from_millis(500),
+        "closed after {took:?}, before the idle timeout"
+    );
+    server.shutdown().await;
+}
