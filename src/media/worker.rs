@@ -996,13 +996,13 @@ impl Worker {
             while let Some(f) = rest.next_if(|f| f.viewer.0 == key) {
                 run.push(f);
             }
+            let run_bytes = run.iter().map(|f| f.payload.len() as u64).sum::<u64>();
             packets += run.len() as u64;
-            bytes += run.iter().map(|f| f.payload.len() as u64).sum::<u64>();
+            bytes += run_bytes;
             if let Some(s) = self.sessions.get_mut(&key) {
                 s.telemetry.packets_out += run.len() as u64;
                 if let StreamCount::PerViewer = count {
-                    let bytes = run.iter().map(|f| f.payload.len() as u64).sum::<u64>();
-                    s.shared.stats.add_out(run.len() as u64, bytes);
+                    s.shared.stats.add_out(run.len() as u64, run_bytes);
                 }
             }
             let run = &mut run;
