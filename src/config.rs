@@ -152,6 +152,11 @@ pub struct Config {
     /// requests from viewers inside this window are coalesced. Default 500 ms.
     #[serde(with = "humantime_serde")]
     pub keyframe_request_interval: Duration,
+    /// A source packet that waited longer than this between its arrival and a media
+    /// worker's fan-out (a worker behind on its queue) is dropped for that worker's
+    /// viewers and counted, instead of reaching them late. Default 500 ms.
+    #[serde(with = "humantime_serde")]
+    pub forward_max_delay: Duration,
     /// Seconds a WHEP client is told to wait (`Retry-After`) when the stream has no
     /// source yet. Default 2.
     pub retry_after_secs: u32,
@@ -455,6 +460,7 @@ impl Default for Config {
             ice_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(15),
             keyframe_request_interval: Duration::from_millis(500),
+            forward_max_delay: Duration::from_millis(500),
             retry_after_secs: 2,
             rtp: Vec::new(),
             rtp_timeout: Duration::from_secs(5),
@@ -637,6 +643,7 @@ impl Config {
             return Err(ConfigError::value("rtp_timeout", "must be more than 0"));
         }
         for (key, d) in [
+            ("forward_max_delay", self.forward_max_delay),
             (
                 "limits.header_read_timeout",
                 self.limits.header_read_timeout,
@@ -900,6 +907,7 @@ max_sessions = 100
             ice_timeout: d.ice_timeout,
             connect_timeout: d.connect_timeout,
             keyframe_request_interval: d.keyframe_request_interval,
+            forward_max_delay: d.forward_max_delay,
             retry_after_secs: d.retry_after_secs,
             rtp: vec![RtpEntry {
                 stream: "cam".into(),

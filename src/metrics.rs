@@ -821,8 +821,9 @@ pub fn render(
     let sum = |f: fn(&IngestCounters) -> &AtomicU64| -> u64 {
         ingests.iter().map(|i| load(f(&i.counters))).sum()
     };
-    let drops: [(&str, u64); 12] = [
+    let drops: [(&str, u64); 13] = [
         ("worker_queue_full", load(&c.cross_worker_drops)),
+        ("worker_queue_stale", load(&c.stale_source_packets)),
         ("unroutable_datagram", load(&c.unroutable_datagrams)),
         ("waiting_for_keyframe", load(&c.dropped_waiting_keyframe)),
         ("unmapped_payload_type", load(&c.dropped_no_pt)),

@@ -225,6 +225,11 @@ async fn counters_move_by_the_expected_amounts_across_publish_view_delete_and_st
         p99 * 1e6
     );
     assert!(p99 < 0.1, "p99 forwarding latency under 100 ms");
+    assert_eq!(
+        live.get("wishd_dropped_packets_total{reason=\"worker_queue_stale\"}"),
+        0.0,
+        "nothing waits past forward_max_delay in normal operation"
+    );
 
     // Refused credentials are counted by reason.
     let api = format!("{base}/api/streams/cam");
@@ -295,6 +300,58 @@ async fn counters_move_by_the_expected_amounts_across_publish_view_delete_and_st
         1.0
     );
     assert!(after.get("wishd_http_requests_total{route=\"metrics\",status=\"200\"}") >= 2.0);
+    server.shutdown().await;
+}
+
+/// A worker that is behind drops source packets that waited past `forward_max_delay`
+/// instead of forwarding them late. A limit of 1 µs makes every packet that crosses
+/// to the other worker stale: the viewers there get no live video (at most the
+/// cached start of the group), the publisher's worker's viewers get all of it, and
+/// the drops are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packets_that_waited_past_forward_max_delay_are_dropped_and_counted() {
+    let server = common::start_with(|c| c.forward_max_delay = Duration::from_micros(1)).await;
+    let base = server.base_url();
+    let publisher =
+        WhipPublisher::connect(&format!("{base}/whip/late"), PublisherOptions::default())
+            .await
+            .unwrap();
+    publisher.wait_connected(common::CONNECT).await.unwrap();
+    // Sessions go to the workers round robin: four viewers sit on both.
+    let mut viewers = Vec::new();
+    for _ in 0..4 {
+        let v = WhepViewer::connect(&format!("{base}/whep/late"), ViewerOptions::default())
+            .await
+            .unwrap();
+        v.wait_connected(common::CONNECT).await.unwrap();
+        viewers.push(v);
+    }
+    let video = |v: &WhepViewer| {
+        v.received()
+            .iter()
+            .filter(|p| p.kind == MediaKind::Video)
+            .count()
+    };
+    let start: Vec<usize> = viewers.iter().map(video).collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let gained: Vec<usize> = viewers
+        .iter()
+        .zip(&start)
+        .map(|(v, s)| video(v) - s)
+        .collect();
+    let live = scrape(&base, None).await;
+    let stale = live.get("wishd_dropped_packets_total{reason=\"worker_queue_stale\"}");
+    println!("live video packets per viewer over 2 s: {gained:?}; stale drops {stale}");
+    assert!(stale > 0.0, "stale drops are counted");
+    let most = *gained.iter().max().unwrap();
+    assert!(
+        most > 30,
+        "viewers on the publisher's worker get live video"
+    );
+    assert!(
+        gained.contains(&0),
+        "viewers on the other worker get no late video: {gained:?}"
+    );
     server.shutdown().await;
 }
 

@@ -90,6 +90,8 @@ pub struct MediaCounters {
     pub unroutable_datagrams: AtomicU64,
     /// Packets dropped between workers because a worker's queue was full.
     pub cross_worker_drops: AtomicU64,
+    /// Source packets a worker dropped for waiting longer than `forward_max_delay`.
+    pub stale_source_packets: AtomicU64,
     /// Keyframe requests sent to publishers.
     pub keyframe_requests_sent: AtomicU64,
     /// Sessions dropped because str0m panicked inside them.
@@ -142,6 +144,8 @@ pub struct WorkerConfig {
     pub connect_timeout: Duration,
     /// Minimum time between keyframe requests to one publisher.
     pub keyframe_request_interval: Duration,
+    /// Source packets from other workers older than this are dropped, not forwarded.
+    pub forward_max_delay: Duration,
 }
 
 /// One worker as seen from outside.
@@ -171,7 +175,8 @@ pub struct Media {
     _alive: watch::Sender<()>,
 }
 
-/// Capacity of a worker's command queue (commands and cross-worker packets).
+/// Capacity of a worker's command queue (commands and cross-worker packets). Packets
+/// are also bounded by age: a worker drops those older than `forward_max_delay`.
 const QUEUE: usize = 8192;
 
 impl Media {
@@ -214,6 +219,7 @@ impl Media {
             ice_timeout: config.ice_timeout,
             connect_timeout: config.connect_timeout,
             keyframe_request_interval: config.keyframe_request_interval,
+            forward_max_delay: config.forward_max_delay,
         };
         let (alive, alive_rx) = watch::channel(());
         let mut workers = Vec::with_capacity(count);

@@ -451,6 +451,14 @@ impl Worker {
                 let _ = reply.send(result);
             }
             WorkerMsg::Packet { stream, pkt } => {
+                // A worker behind on its queue drops what waited too long rather than
+                // making every viewer ever later (the queue holds seconds of media).
+                if now.saturating_duration_since(pkt.arrival) > self.cfg.forward_max_delay {
+                    self.counters
+                        .stale_source_packets
+                        .fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
                 // Written with the rest of the batch by the run loop's `run_deferred`.
                 self.fan_out_local(&stream, &pkt);
                 return None;
