@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 
 use crate::api::{Ops, OpsSetupError};
 use crate::auth::{Action, AuthSetupError, Authenticator};
-use crate::config::{Config, ConfigError, Policy, Secret, StaticTokenConfig};
+use crate::config::{Config, ConfigError, LimitsConfig, Policy, Secret, StaticTokenConfig};
 use crate::http::{self, AppState};
 use crate::ingest::{self, RtpIngest};
 use crate::media::{Media, MediaCounters, WorkerStats};
@@ -216,8 +216,6 @@ impl Server {
             public_url: config.public_url.clone(),
             ops: ops.clone(),
         });
-        let header_timeout = config.limits.header_read_timeout;
-        let idle_timeout = config.limits.idle_timeout;
         let play_credentials = state.auth.has_credentials_for(Action::Play);
         let mut tasks = vec![tokio::spawn(grace_clock(
             registry.clone(),
@@ -229,7 +227,7 @@ impl Server {
                 tasks.push(tokio::spawn(accept_loop(
                     listener,
                     state.clone(),
-                    (header_timeout, idle_timeout),
+                    config.limits.clone(),
                     None,
                     stop.subscribe(),
                 )));
@@ -246,7 +244,7 @@ impl Server {
                 tasks.push(tokio::spawn(accept_loop(
                     l,
                     state,
-                    (header_timeout, idle_timeout),
+                    config.limits.clone(),
                     Some(acceptor),
                     stop.subscribe(),
                 )));
@@ -492,10 +490,11 @@ fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
 async fn accept_loop(
     listener: TcpListener,
     state: Arc<AppState>,
-    (header_timeout, idle_timeout): (Duration, Duration),
+    limits: LimitsConfig,
     tls: Option<TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let header_timeout = limits.header_read_timeout;
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -519,7 +518,7 @@ async fn accept_loop(
                 let _ = stream.set_nodelay(true);
                 // The first byte within the header timeout, then never silent past the
                 // idle timeout (hyper has no timer for either; see `http::idle`).
-                let stream = http::idle::Deadlines::new(stream, header_timeout, idle_timeout);
+                let stream = http::idle::Deadlines::new(stream, header_timeout, limits.idle_timeout);
                 let state = state.clone();
                 let ip = peer.ip();
                 let https = tls.is_some();
