@@ -147,7 +147,7 @@ impl Pair {
     }
 
     /// The server's write/timeout/poll of `per_call` packets at `now` (sending the
-    /// datagrams to `send` when given). Returns whether every packet left as a
+    /// datagrams to `socket` when given). Returns whether every packet left as a
     /// datagram and when the server's timer is due next.
     #[inline(never)] // keeps the server's and the player's side apart in a profile
     fn send(
@@ -155,7 +155,7 @@ impl Pair {
         per_call: usize,
         now: Instant,
         payload: &Arc<[u8]>,
-        send: Option<&(UdpSocket, SocketAddr)>,
+        socket: Option<&(UdpSocket, SocketAddr)>,
     ) -> Option<(bool, Instant)> {
         let pt = self.pt.pt();
         let mut api = self.server.direct_api();
@@ -174,22 +174,33 @@ impl Pair {
             );
             self.seq += 1;
         }
+        let (sent, next) = self.release(now, socket)?;
+        Some((sent >= per_call, next))
+    }
+
+    /// The server's timeout input at `now`, then its output up to the next timeout:
+    /// datagrams kept for the player (and sent to `socket` when given). Returns how
+    /// many datagrams and when the next timeout is due.
+    fn release(
+        &mut self,
+        now: Instant,
+        socket: Option<&(UdpSocket, SocketAddr)>,
+    ) -> Option<(usize, Instant)> {
         self.server.handle_input(Input::Timeout(now)).ok()?;
         let mut sent = 0;
-        let next = loop {
+        loop {
             match self.server.poll_output().ok()? {
                 Output::Transmit(t) => {
                     sent += 1;
-                    if let Some((socket, to)) = send {
+                    if let Some((socket, to)) = socket {
                         let _ = socket.send_to(&t.contents, to);
                     }
                     self.out.push(t)
                 }
                 Output::Event(_) => {}
-                Output::Timeout(t) => break t,
+                Output::Timeout(next) => return Some((sent, next)),
             }
-        };
-        Some((sent >= per_call, next))
+        }
     }
 
     /// The player takes the datagrams and answers (RTCP, STUN); its timer runs.
@@ -207,14 +218,7 @@ impl Pair {
     /// datagrams wait for the player like the media.
     #[inline(never)] // keeps the server's and the player's side apart in a profile
     fn tick(&mut self, now: Instant) -> Option<()> {
-        self.server.handle_input(Input::Timeout(now)).ok()?;
-        loop {
-            match self.server.poll_output().ok()? {
-                Output::Transmit(t) => self.out.push(t),
-                Output::Event(_) => {}
-                Output::Timeout(_) => break,
-            }
-        }
+        self.release(now, None)?;
         self.server.is_connected().then_some(())
     }
 }
