@@ -1007,17 +1007,16 @@ max_sessions = 100
 
     #[test]
     fn zero_connection_timeouts_are_refused_by_name() {
-        for toml in [
-            "[limits]\nidle_timeout = \"0s\"\n",
-            "[limits]\nheader_read_timeout = \"0s\"\n",
+        for (toml, key) in [
+            ("[limits]\nidle_timeout = \"0s\"\n", "limits.idle_timeout"),
+            (
+                "[limits]\nheader_read_timeout = \"0s\"\n",
+                "limits.header_read_timeout",
+            ),
+            ("forward_max_delay = \"0s\"\n", "forward_max_delay"),
         ] {
             let c = Config::from_toml(toml).unwrap();
             let e = c.validate().unwrap_err().to_string();
-            let key = if toml.contains("idle") {
-                "limits.idle_timeout"
-            } else {
-                "limits.header_read_timeout"
-            };
             assert!(e.contains(key), "{e}");
         }
         let c = Config::from_toml("[limits]\nidle_timeout = \"90s\"\n").unwrap();
