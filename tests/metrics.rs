@@ -312,19 +312,11 @@ async fn counters_move_by_the_expected_amounts_across_publish_view_delete_and_st
 async fn packets_that_waited_past_forward_max_delay_are_dropped_and_counted() {
     let server = common::start_with(|c| c.forward_max_delay = Duration::from_micros(1)).await;
     let base = server.base_url();
-    let publisher =
-        WhipPublisher::connect(&format!("{base}/whip/late"), PublisherOptions::default())
-            .await
-            .unwrap();
-    publisher.wait_connected(common::CONNECT).await.unwrap();
+    let _publisher = common::publish(&base, "late", PublisherOptions::default()).await;
     // Sessions go to the workers round robin: four viewers sit on both.
     let mut viewers = Vec::new();
     for _ in 0..4 {
-        let v = WhepViewer::connect(&format!("{base}/whep/late"), ViewerOptions::default())
-            .await
-            .unwrap();
-        v.wait_connected(common::CONNECT).await.unwrap();
-        viewers.push(v);
+        viewers.push(common::view(&base, "late").await);
     }
     let video = |v: &WhepViewer| {
         v.received()
