@@ -14,6 +14,7 @@
 //! session's `connect_timeout` ends it sooner). Each flight restarts at 50 ms. An extra
 //! copy of a flight on a slow link is harmless: DTLS drops duplicates.
 
+use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,54 @@ pub fn provider() -> CryptoProvider {
 }
 
 static FAST_DTLS: FastDtls = FastDtls;
+
+/// The SRTP keying material a DTLS handshake exported (RFC 5764 §4.2), for wishd's own
+/// egress path (`media::srtp`).
+#[derive(Clone)]
+pub struct ExportedKeys {
+    pub profile: dimpl::SrtpProfile,
+    pub material: Vec<u8>,
+    /// Whether we were the DTLS client: the client's key is the first half.
+    pub dtls_client: bool,
+}
+
+impl std::fmt::Debug for ExportedKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key bytes stay out of logs.
+        write!(f, "ExportedKeys({:?})", self.profile)
+    }
+}
+
+/// Where one session's DTLS engine leaves its exported keys. str0m builds the engine
+/// inside `RtcConfig::build` and keeps the keys to itself; a slot handed in with
+/// [`with_key_slot`] around that call gets a copy.
+#[derive(Clone, Default, Debug)]
+pub struct KeySlot(Arc<Mutex<Option<ExportedKeys>>>);
+
+impl KeySlot {
+    /// The exported keys, once the handshake has exported them.
+    pub fn get(&self) -> Option<ExportedKeys> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, keys: ExportedKeys) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(keys);
+    }
+}
+
+thread_local! {
+    /// The slot the next DTLS engine built on this thread reports to.
+    static NEXT_SLOT: RefCell<Option<KeySlot>> = const { RefCell::new(None) };
+}
+
+/// Runs `build` (which builds one `Rtc`) with `slot` as the place its DTLS engine
+/// reports the exported SRTP keys to. Engines built outside such a call keep none.
+pub fn with_key_slot<T>(slot: &KeySlot, build: impl FnOnce() -> T) -> T {
+    NEXT_SLOT.with(|s| *s.borrow_mut() = Some(slot.clone()));
+    let out = build();
+    NEXT_SLOT.with(|s| s.borrow_mut().take());
+    out
+}
 
 /// A DTLS factory: dimpl with the aws-lc-rs backend and short retransmission timers.
 #[derive(Debug)]
@@ -104,12 +153,14 @@ impl DtlsProvider for FastDtls {
                 )));
             }
         };
-        Ok(Box::new(Engine(dtls)))
+        let slot = NEXT_SLOT.with(|s| s.borrow_mut().take());
+        Ok(Box::new(Engine(dtls, slot)))
     }
 }
 
-/// One DTLS session: a thin pass-through to dimpl.
-struct Engine(dimpl::Dtls);
+/// One DTLS session: a thin pass-through to dimpl that copies the exported SRTP keys
+/// to its [`KeySlot`], if it has one.
+struct Engine(dimpl::Dtls, Option<KeySlot>);
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -127,7 +178,15 @@ impl DtlsInstance for Engine {
     }
 
     fn poll_output<'a>(&mut self, buf: &'a mut [u8]) -> DtlsOutput<'a> {
-        self.0.poll_output(buf)
+        let out = self.0.poll_output(buf);
+        if let (DtlsOutput::KeyingMaterial(km, profile), Some(slot)) = (&out, &self.1) {
+            slot.set(ExportedKeys {
+                profile: *profile,
+                material: km.to_vec(),
+                dtls_client: self.0.is_active(),
+            });
+        }
+        out
     }
 
     fn handle_timeout(&mut self, now: Instant) -> Result<(), DtlsImplError> {

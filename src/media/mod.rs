@@ -11,7 +11,9 @@
 //! viewers of its stream.
 
 pub mod dtls;
+pub mod egress;
 pub mod outbox;
+pub mod srtp;
 pub mod stun;
 mod telemetry;
 pub mod udp;
