@@ -24,7 +24,10 @@ use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{Extension, ExtensionMap, RtpWrite};
-use str0m::{Candidate, Input, Output, Rtc, RtcConfig};
+use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
+use wishd::media::dtls::{KeySlot, with_key_slot};
+use wishd::media::egress::{self, Header};
+use wishd::media::srtp::{Profile, Srtp, split_export};
 
 use crate::floor::{PAYLOAD, thread_cpu_ns};
 
@@ -41,6 +44,13 @@ pub struct Stack {
     /// The same with each datagram sent (`sendto` on loopback, to a drained socket):
     /// what a str0m-based server spends per packet before any code of its own.
     pub str0m_many_sendto_ns: f64,
+    /// [`MANY`] sessions in turn, one packet each, built and protected by wishd's own
+    /// egress path (`wishd::media::egress`) with the session's DTLS keys instead of
+    /// str0m's send path; str0m runs only when its timer is due. The players decrypt
+    /// every packet (checked).
+    pub direct_many_single_ns: f64,
+    /// The same with each datagram sent, like `str0m_many_sendto_ns`.
+    pub direct_many_sendto_ns: f64,
 }
 
 /// The peers' addresses: labels only, nothing is sent to them.
@@ -58,6 +68,22 @@ struct Pair {
     /// Next sequence number (continuous over rounds: SRTP's rollover counter follows).
     seq: u64,
     out: Vec<str0m::net::Transmit>,
+    /// When the server's timer is due next.
+    next: Instant,
+    /// The direct egress path's state for this session.
+    direct: Direct,
+    /// Media packets the player has decrypted.
+    received: u64,
+}
+
+/// What wishd's own egress path keeps per session: the SRTP context and the header
+/// fields the session negotiated, plus reused buffers.
+struct Direct {
+    srtp: Srtp,
+    ssrc: u32,
+    mid: String,
+    scratch: Vec<u8>,
+    datagram: Vec<u8>,
 }
 
 /// Hands a datagram from one peer to the other.
@@ -68,13 +94,15 @@ fn deliver(to: &mut Rtc, now: Instant, t: &str0m::net::Transmit) {
 }
 
 /// Drains `from` until its next timeout, delivering its datagrams to `to`. Returns the
-/// timeout, or `None` if the peer failed.
-fn drain(from: &mut Rtc, to: &mut Rtc, now: Instant) -> Option<Instant> {
+/// timeout and how many media packets `from` received, or `None` if the peer failed.
+fn drain(from: &mut Rtc, to: &mut Rtc, now: Instant) -> Option<(Instant, u64)> {
+    let mut media = 0;
     loop {
         match from.poll_output().ok()? {
             Output::Transmit(t) => deliver(to, now, &t),
+            Output::Event(Event::RtpPacket(_)) => media += 1,
             Output::Event(_) => {}
-            Output::Timeout(t) => return Some(t),
+            Output::Timeout(t) => return Some((t, media)),
         }
     }
 }
@@ -86,15 +114,18 @@ impl Pair {
         let start = Instant::now();
         let mut exts = ExtensionMap::empty();
         exts.set(4, Extension::RtpMid);
-        let mut server = RtcConfig::new()
-            .clear_codecs()
-            .enable_h264(true)
-            .enable_opus(true, false)
-            .set_rtp_mode(true)
-            .set_ice_lite(true)
-            .set_stats_interval(Some(Duration::from_secs(1)))
-            .set_extension_map(exts)
-            .build(start);
+        let slot = KeySlot::default();
+        let mut server = with_key_slot(&slot, || {
+            RtcConfig::new()
+                .clear_codecs()
+                .enable_h264(true)
+                .enable_opus(true, false)
+                .set_rtp_mode(true)
+                .set_ice_lite(true)
+                .set_stats_interval(Some(Duration::from_secs(1)))
+                .set_extension_map(exts)
+                .build(start)
+        });
         let mut player = RtcConfig::new()
             .clear_codecs()
             .enable_h264(true)
@@ -115,8 +146,8 @@ impl Pair {
         let mut now = start;
         let mut connected = false;
         for _ in 0..2000 {
-            let ts = drain(&mut server, &mut player, now)?;
-            let tp = drain(&mut player, &mut server, now)?;
+            let (ts, _) = drain(&mut server, &mut player, now)?;
+            let (tp, _) = drain(&mut player, &mut server, now)?;
             connected = connected || server.is_connected() && player.is_connected();
             if connected && server.direct_api().stream_tx_by_mid(mid, None).is_some() {
                 break;
@@ -135,6 +166,18 @@ impl Pair {
         let mut api = server.direct_api();
         let tx = api.stream_tx_by_mid(mid, None)?;
         tx.set_rtx_cache(2048, Duration::from_millis(200), Some(0.15));
+        let ssrc = *tx.ssrc();
+        let keys = slot.get()?;
+        let profile = Profile::from_dtls(keys.profile).ok()?;
+        let (local, _) = split_export(profile, &keys.material, keys.dtls_client).ok()?;
+        let provider = str0m::crypto::CryptoProvider::get_default()?;
+        let direct = Direct {
+            srtp: Srtp::new(provider, &local, true).ok()?,
+            ssrc,
+            mid: mid.to_string(),
+            scratch: Vec::with_capacity(64),
+            datagram: Vec::with_capacity(1500),
+        };
         Some(Pair {
             server,
             player,
@@ -143,7 +186,53 @@ impl Pair {
             pt,
             seq: 1,
             out: Vec::new(),
+            next: now,
+            direct,
+            received: 0,
         })
+    }
+
+    /// The direct path's `per_call` packets: header, SRTP, and the send when
+    /// `socket` is given; the datagrams are kept for the player like str0m's.
+    #[inline(never)] // keeps the server's and the player's side apart in a profile
+    fn send_direct(
+        &mut self,
+        per_call: usize,
+        payload: &Arc<[u8]>,
+        socket: Option<&(UdpSocket, SocketAddr)>,
+    ) -> Option<(bool, Instant)> {
+        let pt = *self.pt.pt();
+        let d = &mut self.direct;
+        for i in 0..per_call {
+            let header = Header {
+                marker: i + 1 == per_call,
+                pt,
+                seq: self.seq,
+                timestamp: (self.seq * 375) as u32,
+                ssrc: d.ssrc,
+                mid: Some((4, &d.mid)),
+            };
+            d.datagram.clear();
+            egress::protect(
+                &mut d.srtp,
+                &header,
+                payload,
+                &mut d.scratch,
+                &mut d.datagram,
+            )
+            .ok()?;
+            if let Some((socket, to)) = socket {
+                let _ = socket.send_to(&d.datagram, to);
+            }
+            self.out.push(str0m::net::Transmit {
+                proto: Protocol::Udp,
+                source: SERVER,
+                destination: PLAYER,
+                contents: d.datagram.clone().into(),
+            });
+            self.seq += 1;
+        }
+        Some((true, self.next))
     }
 
     /// The server's write/timeout/poll of `per_call` packets at `now` (sending the
@@ -198,7 +287,10 @@ impl Pair {
                     self.out.push(t)
                 }
                 Output::Event(_) => {}
-                Output::Timeout(next) => return Some((sent, next)),
+                Output::Timeout(next) => {
+                    self.next = next;
+                    return Some((sent, next));
+                }
             }
         }
     }
@@ -206,11 +298,16 @@ impl Pair {
     /// The player takes the datagrams and answers (RTCP, STUN); its timer runs.
     #[inline(never)] // keeps the server's and the player's side apart in a profile
     fn play(&mut self, now: Instant) -> Option<()> {
-        for t in self.out.drain(..) {
+        // One datagram per input, drained before the next (str0m's run-loop rule:
+        // an undrained input's events are lost).
+        for t in std::mem::take(&mut self.out) {
             deliver(&mut self.player, now, &t);
+            let (_, media) = drain(&mut self.player, &mut self.server, now)?;
+            self.received += media;
         }
         self.player.handle_input(Input::Timeout(now)).ok()?;
-        drain(&mut self.player, &mut self.server, now)?;
+        let (_, media) = drain(&mut self.player, &mut self.server, now)?;
+        self.received += media;
         Some(())
     }
 
@@ -238,6 +335,7 @@ fn per_packet(
     per_call: usize,
     budget: Duration,
     send: Option<&(UdpSocket, SocketAddr)>,
+    path: Path,
 ) -> Option<f64> {
     let payload: Arc<[u8]> = (0..PAYLOAD).map(|i| i as u8).collect::<Vec<_>>().into();
     let mut now = pairs.iter().map(|p| p.now).max()?;
@@ -250,7 +348,10 @@ fn per_packet(
             now += PACKET_INTERVAL * per_call as u32;
             for p in pairs.iter_mut() {
                 p.now = now;
-                let (all_sent, next) = p.send(per_call, now, &payload, send)?;
+                let (all_sent, next) = match path {
+                    Path::Str0m => p.send(per_call, now, &payload, send)?,
+                    Path::Direct => p.send_direct(per_call, &payload, send)?,
+                };
                 if !all_sent {
                     return None;
                 }
@@ -268,6 +369,15 @@ fn per_packet(
     Some(spent as f64 / packets.max(1) as f64)
 }
 
+/// Which send path a measurement drives.
+#[derive(Clone, Copy)]
+enum Path {
+    /// `write_rtp`, timeout, poll: str0m's send path, as wishd's worker uses it.
+    Str0m,
+    /// wishd's own egress path (`wishd::media::egress`).
+    Direct,
+}
+
 /// Sessions a worker holds at 100 viewers on two workers: the many-session figure.
 pub const MANY: usize = 50;
 
@@ -277,22 +387,38 @@ pub const MANY: usize = 50;
 pub fn measure(budget: Duration) -> Option<Stack> {
     let mut one = vec![Pair::connect()?];
     // Warm up (the first writes set up the stream's state and history).
-    per_packet(&mut one, 1, budget / 10, None)?;
-    let single = per_packet(&mut one, 1, budget, None)?;
-    let frame = per_packet(&mut one, 8, budget, None)?;
-    let mut many = (0..MANY)
-        .map(|_| Pair::connect())
-        .collect::<Option<Vec<_>>>()?;
-    per_packet(&mut many, 1, budget / 10, None)?;
-    let many_single = per_packet(&mut many, 1, budget, None)?;
+    use Path::{Direct, Str0m};
+    per_packet(&mut one, 1, budget / 10, None, Str0m)?;
+    let single = per_packet(&mut one, 1, budget, None, Str0m)?;
+    let frame = per_packet(&mut one, 8, budget, None, Str0m)?;
+    let connect_many = || {
+        (0..MANY)
+            .map(|_| Pair::connect())
+            .collect::<Option<Vec<_>>>()
+    };
+    let mut many = connect_many()?;
+    per_packet(&mut many, 1, budget / 10, None, Str0m)?;
+    let many_single = per_packet(&mut many, 1, budget, None, Str0m)?;
     let sink = crate::floor::Sink::new().ok()?;
-    let socket = UdpSocket::bind("127.0.0.1:0").ok()?;
-    let many_sendto = per_packet(&mut many, 1, budget, Some(&(socket, sink.addr)))?;
+    let socket = (UdpSocket::bind("127.0.0.1:0").ok()?, sink.addr);
+    let many_sendto = per_packet(&mut many, 1, budget, Some(&socket), Str0m)?;
+    // Fresh sessions: a stream's sequence and SRTP state belong to one path.
+    drop(many);
+    let mut direct = connect_many()?;
+    per_packet(&mut direct, 1, budget / 10, None, Direct)?;
+    let direct_single = per_packet(&mut direct, 1, budget, None, Direct)?;
+    let direct_sendto = per_packet(&mut direct, 1, budget, Some(&socket), Direct)?;
+    // The direct path is only a figure if the players read every packet of it.
+    if direct.iter().any(|p| p.received != p.seq - 1) {
+        return None;
+    }
     Some(Stack {
         str0m_single_ns: single,
         str0m_frame_ns: frame,
         str0m_many_single_ns: many_single,
         str0m_many_sendto_ns: many_sendto,
+        direct_many_single_ns: direct_single,
+        direct_many_sendto_ns: direct_sendto,
     })
 }
 
@@ -307,5 +433,7 @@ mod tests {
         assert!(s.str0m_frame_ns.is_finite() && s.str0m_frame_ns > 0.0);
         assert!(s.str0m_many_single_ns.is_finite() && s.str0m_many_single_ns > 0.0);
         assert!(s.str0m_many_sendto_ns.is_finite() && s.str0m_many_sendto_ns > 0.0);
+        assert!(s.direct_many_single_ns.is_finite() && s.direct_many_single_ns > 0.0);
+        assert!(s.direct_many_sendto_ns.is_finite() && s.direct_many_sendto_ns > 0.0);
     }
 }
