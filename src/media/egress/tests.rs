@@ -82,58 +82,116 @@ fn connected_pair() -> (Rtc, Rtc, KeySlot, Mid, Instant) {
     panic!("the pair did not connect");
 }
 
-#[test]
-fn a_str0m_player_reads_what_the_direct_path_protects_across_a_rollover() {
-    let (mut server, mut player, slot, mid, now) = connected_pair();
-    let keys = slot.get().unwrap();
-    let profile = Profile::from_dtls(keys.profile).unwrap();
-    let (local, remote) = split_export(profile, &keys.material, keys.dtls_client).unwrap();
-    let provider = dtls::provider();
-    let mut tx = Srtp::new(&provider, &local, true).unwrap();
-    let mut rx = Srtp::new(&provider, &remote, false).unwrap();
-    let ssrc = *server
-        .direct_api()
-        .stream_tx_by_mid(mid, None)
-        .unwrap()
-        .ssrc();
-    let pt = *server
-        .codec_config()
-        .iter()
-        .find(|p| p.spec().codec == Codec::H264)
-        .unwrap()
-        .pt();
-    let mid_str = mid.to_string();
+/// A connected pair with the server's side of the direct path set up from its DTLS
+/// keys: what a viewer's session on the direct path holds.
+struct Fixture {
+    player: Rtc,
+    tx: Srtp,
+    rx: Srtp,
+    ssrc: u32,
+    pt: u8,
+    mid: Mid,
+    now: Instant,
+}
 
-    // Twelve packets from 65 530 on: the last six carry rollover counter 1.
-    let (mut scratch, mut got) = (Vec::new(), Vec::new());
-    for seq in 65_530u64..65_542 {
-        let header = Header {
-            marker: seq % 3 == 0,
-            pt,
-            seq,
-            timestamp: (seq * 3000) as u32,
+impl Fixture {
+    fn new() -> Fixture {
+        let (mut server, player, slot, mid, now) = connected_pair();
+        let keys = slot.get().unwrap();
+        let profile = Profile::from_dtls(keys.profile).unwrap();
+        let (local, remote) = split_export(profile, &keys.material, keys.dtls_client).unwrap();
+        let provider = dtls::provider();
+        let ssrc = *server
+            .direct_api()
+            .stream_tx_by_mid(mid, None)
+            .unwrap()
+            .ssrc();
+        let pt = *server
+            .codec_config()
+            .iter()
+            .find(|p| p.spec().codec == Codec::H264)
+            .unwrap()
+            .pt();
+        Fixture {
+            player,
+            tx: Srtp::new(&provider, &local, true).unwrap(),
+            rx: Srtp::new(&provider, &remote, false).unwrap(),
             ssrc,
-            mid: Some((MID_EXT, &mid_str)),
-        };
-        let payload = vec![seq as u8; 1000];
-        let mut datagram = Vec::new();
-        protect(&mut tx, &header, &payload, &mut scratch, &mut datagram).unwrap();
+            pt,
+            mid,
+            now,
+        }
+    }
+
+    /// Hands the player one datagram and returns the media packets it read:
+    /// (extended sequence number, marker, payload).
+    fn deliver_to_player(&mut self, datagram: Vec<u8>) -> Vec<(u64, bool, Vec<u8>)> {
         let t = Transmit {
             proto: Protocol::Udp,
             source: SERVER,
             destination: PLAYER,
             contents: datagram.into(),
         };
-        deliver(&mut player, now, &t);
-        let (_, events, _) = drain(&mut player);
-        for e in events {
-            if let Event::RtpPacket(p) = e {
-                got.push((*p.seq_no, p.header.marker, p.payload.to_vec()));
-            }
-        }
+        deliver(&mut self.player, self.now, &t);
+        let (_, events, _) = drain(&mut self.player);
+        events
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::RtpPacket(p) => Some((*p.seq_no, p.header.marker, p.payload.to_vec())),
+                _ => None,
+            })
+            .collect()
     }
+
+    /// Sends packet `seq` (1000 bytes of its low byte) through the direct path.
+    fn send(&mut self, seq: u64) -> Vec<(u64, bool, Vec<u8>)> {
+        let mid = self.mid.to_string();
+        let header = Header {
+            marker: seq.is_multiple_of(3),
+            pt: self.pt,
+            seq,
+            timestamp: (seq * 3000) as u32,
+            ssrc: self.ssrc,
+            mid: Some((MID_EXT, &mid)),
+        };
+        let (mut scratch, mut datagram) = (Vec::new(), Vec::new());
+        protect(
+            &mut self.tx,
+            &header,
+            &[seq as u8; 1000],
+            &mut scratch,
+            &mut datagram,
+        )
+        .unwrap();
+        self.deliver_to_player(datagram)
+    }
+
+    /// Runs the player's clock `ms` on and returns the plain RTCP it sent.
+    fn player_rtcp(&mut self, ms: u64) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for _ in 0..ms {
+            self.now += Duration::from_millis(1);
+            self.player.handle_input(Input::Timeout(self.now)).unwrap();
+            out.extend(drain(&mut self.player).0);
+        }
+        out.iter()
+            .filter(|t| is_rtcp(&t.contents))
+            .map(|t| self.rx.unprotect_rtcp(&t.contents).unwrap().0)
+            .collect()
+    }
+}
+
+fn is_rtcp(d: &[u8]) -> bool {
+    d.len() >= 8 && (128..192).contains(&d[0]) && (192..224).contains(&d[1])
+}
+
+#[test]
+fn a_str0m_player_reads_what_the_direct_path_protects_across_a_rollover() {
+    let mut f = Fixture::new();
+    // Twelve packets from 65 530 on: the last six carry rollover counter 1.
+    let got: Vec<_> = (65_530u64..65_542).flat_map(|seq| f.send(seq)).collect();
     let want: Vec<_> = (65_530u64..65_542)
-        .map(|s| (s, s % 3 == 0, vec![s as u8; 1000]))
+        .map(|s| (s, s.is_multiple_of(3), vec![s as u8; 1000]))
         .collect();
     assert_eq!(
         got, want,
@@ -141,47 +199,70 @@ fn a_str0m_player_reads_what_the_direct_path_protects_across_a_rollover() {
     );
 
     // And back: the player's keyframe request reads with the remote key.
-    player
+    f.player
         .direct_api()
-        .stream_rx_by_mid(mid, None)
+        .stream_rx_by_mid(f.mid, None)
         .expect("the player took the SSRC")
         .request_keyframe(KeyframeRequestKind::Pli);
-    // str0m sends its feedback on its next timeout.
-    let mut out = Vec::new();
-    for ms in 1..=100 {
-        let t = now + Duration::from_millis(ms);
-        player.handle_input(Input::Timeout(t)).unwrap();
-        out.extend(drain(&mut player).0);
-    }
-    let mut read = 0;
-    let pli = out.iter().filter(|t| is_rtcp(&t.contents)).any(|t| {
-        let (plain, _) = rx.unprotect_rtcp(&t.contents).unwrap();
-        read += 1;
-        compound(&plain)
-            .any(|(pt, fmt, body)| pt == 206 && fmt == 1 && body[4..8] == ssrc.to_be_bytes())
+    let ssrc = f.ssrc.to_be_bytes();
+    let pli = f.player_rtcp(100).iter().any(|plain| {
+        rtcp_packets(plain).any(|(pt, fmt, body)| pt == 206 && fmt == 1 && body[4..8] == ssrc)
     });
+    assert!(pli, "the PLI for our SSRC was read");
+}
+
+#[test]
+fn a_lost_packet_comes_back_as_a_nack_for_its_sequence_number() {
+    let mut f = Fixture::new();
+    for seq in (100u64..130).filter(|s| *s != 117) {
+        f.send(seq);
+    }
+    let asked: Vec<(u32, u16)> = f
+        .player_rtcp(300)
+        .iter()
+        .flat_map(|p| nacks(p).collect::<Vec<_>>())
+        .collect();
+    assert!(!asked.is_empty(), "the player sent a NACK");
+    assert!(asked.iter().all(|&a| a == (f.ssrc, 117)), "{asked:?}");
+}
+
+#[test]
+fn our_sender_report_reaches_the_player_and_its_report_gives_the_round_trip() {
+    let mut f = Fixture::new();
+    for seq in 1u64..20 {
+        f.send(seq);
+    }
+    let ntp = ntp_time(std::time::SystemTime::now());
+    let sr = SenderReport {
+        ssrc: f.ssrc,
+        ntp,
+        rtp_time: 57_000,
+        packets: 19,
+        octets: 19_000,
+    };
+    let (mut plain, mut datagram) = (Vec::new(), Vec::new());
+    sr.write("wishd", &mut plain);
+    f.tx.protect_rtcp(&plain, &mut datagram).unwrap();
+    assert!(f.deliver_to_player(datagram).is_empty());
+    // The player's next receiver report refers to ours (str0m reports video each second).
+    let blocks: Vec<ReportBlock> = f
+        .player_rtcp(1500)
+        .iter()
+        .flat_map(|p| report_blocks(p).collect::<Vec<_>>())
+        .filter(|b| b.ssrc == f.ssrc)
+        .collect();
+    let last = blocks.last().expect("a report block about our SSRC");
+    assert_eq!(last.last_sr, (ntp >> 16) as u32, "it names our report");
+    assert_eq!(last.highest_seq, 19);
+    assert_eq!(last.cumulative_lost, 0);
+    // Read "now" as the report's own reference plus its stated delay plus 20 ms.
+    let delay = u64::from(last.delay_since_last_sr) << 16;
+    let now = ntp + delay + (20u64 << 32) / 1000;
+    let rtt = last.round_trip(now).unwrap();
     assert!(
-        pli,
-        "the PLI for our SSRC was read ({read} RTCP packets read)"
+        rtt.as_micros().abs_diff(20_000) < 100,
+        "round trip {rtt:?} from the block"
     );
-}
-
-fn is_rtcp(d: &[u8]) -> bool {
-    d.len() >= 8 && (128..192).contains(&d[0]) && (192..224).contains(&d[1])
-}
-
-/// (packet type, count/format, body after the 4-byte header) of each packet of a
-/// compound RTCP packet.
-fn compound(mut p: &[u8]) -> impl Iterator<Item = (u8, u8, &[u8])> {
-    std::iter::from_fn(move || {
-        if p.len() < 4 {
-            return None;
-        }
-        let len = (u16::from_be_bytes([p[2], p[3]]) as usize + 1) * 4;
-        let (one, rest) = p.split_at(len.min(p.len()));
-        p = rest;
-        Some((one[1], one[0] & 0x1f, &one[4..]))
-    })
 }
 
 #[test]
@@ -226,4 +307,63 @@ fn the_header_carries_the_mid_in_a_one_byte_extension() {
     let without = Header { mid: None, ..h };
     assert_eq!(without.write(&mut plain), 12);
     assert_eq!(plain[0], 0x80);
+}
+
+#[test]
+fn a_nack_bitmask_names_the_packets_after_its_id_and_wraps() {
+    // One generic NACK: sender 1, media 0xabcd, PID 65534 with bits 0 and 2 set.
+    let nack = [
+        0x81,
+        205,
+        0,
+        3,
+        0,
+        0,
+        0,
+        1,
+        0,
+        0,
+        0xab,
+        0xcd,
+        0xff,
+        0xfe,
+        0b0000_0000,
+        0b0000_0101,
+    ];
+    let asked: Vec<_> = nacks(&nack).collect();
+    assert_eq!(asked, [(0xabcd, 65534), (0xabcd, 65535), (0xabcd, 1)]);
+}
+
+#[test]
+fn malformed_rtcp_yields_nothing_and_does_not_panic() {
+    let sr = {
+        let mut out = Vec::new();
+        SenderReport {
+            ssrc: 7,
+            ntp: 1 << 32,
+            rtp_time: 0,
+            packets: 0,
+            octets: 0,
+        }
+        .write("x", &mut out);
+        out
+    };
+    for n in 0..sr.len() {
+        let _ = rtcp_packets(&sr[..n]).count();
+        assert_eq!(nacks(&sr[..n]).count(), 0);
+        assert_eq!(report_blocks(&sr[..n]).count(), 0);
+    }
+    // A length field past the end, and a count with no blocks behind it.
+    assert_eq!(
+        rtcp_packets(&[0x80, 201, 0xff, 0xff, 0, 0, 0, 1]).count(),
+        0
+    );
+    assert_eq!(report_blocks(&[0x9f, 201, 0, 1, 0, 0, 0, 1]).count(), 0);
+    // A negative cumulative loss (duplicates) reads as negative.
+    let mut rr = vec![0x81, 201, 0, 7, 0, 0, 0, 1];
+    rr.extend_from_slice(&[0, 0, 0, 9, 0, 0xff, 0xff, 0xfe]);
+    rr.extend_from_slice(&[0; 16]);
+    let b: Vec<_> = report_blocks(&rr).collect();
+    assert_eq!((b[0].ssrc, b[0].cumulative_lost), (9, -2));
+    assert_eq!(b[0].round_trip(1 << 40), None, "no report referred to");
 }
