@@ -14,8 +14,8 @@
 
 use str0m::crypto::dtls::SrtpProfile;
 use str0m::crypto::{
-    AeadAes128Gcm, AeadAes128GcmCipher, AeadAes256Gcm, AeadAes256GcmCipher, Aes128CmSha1_80,
-    Aes128CmSha1_80Cipher, CryptoProvider, Sha1HmacProvider,
+    AeadAes128Gcm, AeadAes128GcmCipher, AeadAes256GcmCipher, Aes128CmSha1_80,
+    Aes128CmSha1_80Cipher, CryptoError, CryptoProvider, Sha1HmacProvider,
 };
 
 /// Why a packet could not be protected or unprotected.
@@ -182,15 +182,57 @@ enum Cipher {
         salt: [u8; 14],
         hmac: &'static dyn Sha1HmacProvider,
     },
-    Gcm128 {
-        cipher: Box<dyn AeadAes128GcmCipher>,
-        salt: [u8; 12],
-    },
-    Gcm256 {
-        cipher: Box<dyn AeadAes256GcmCipher>,
+    /// Either key size: RFC 7714 forms the IV and the AAD the same way for both.
+    Gcm {
+        cipher: Box<dyn Gcm>,
         salt: [u8; 12],
     },
 }
+
+/// AES-GCM of either key size behind one face (str0m has a trait for each).
+trait Gcm: Send + Sync {
+    fn seal(
+        &mut self,
+        iv: &[u8; 12],
+        aad: &[u8],
+        input: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), CryptoError>;
+    fn open(
+        &mut self,
+        iv: &[u8; 12],
+        aads: &[&[u8]],
+        input: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, CryptoError>;
+}
+
+macro_rules! gcm_for {
+    ($t:ty) => {
+        impl Gcm for Box<$t> {
+            fn seal(
+                &mut self,
+                iv: &[u8; 12],
+                aad: &[u8],
+                input: &[u8],
+                out: &mut [u8],
+            ) -> Result<(), CryptoError> {
+                self.encrypt(iv, aad, input, out)
+            }
+            fn open(
+                &mut self,
+                iv: &[u8; 12],
+                aads: &[&[u8]],
+                input: &[u8],
+                out: &mut [u8],
+            ) -> Result<usize, CryptoError> {
+                self.decrypt(iv, aads, input, out)
+            }
+        }
+    };
+}
+gcm_for!(dyn AeadAes128GcmCipher);
+gcm_for!(dyn AeadAes256GcmCipher);
 
 impl Cipher {
     fn new(
@@ -218,8 +260,8 @@ impl Cipher {
                 let (mut key, mut salt) = ([0u8; 16], [0u8; 12]);
                 derive(provider, master, enc_label, &mut key)?;
                 derive(provider, master, salt_label, &mut salt)?;
-                Cipher::Gcm128 {
-                    cipher: srtp.aead_aes_128_gcm().create_cipher(key, encrypt),
+                Cipher::Gcm {
+                    cipher: Box::new(srtp.aead_aes_128_gcm().create_cipher(key, encrypt)),
                     salt,
                 }
             }
@@ -227,8 +269,8 @@ impl Cipher {
                 let (mut key, mut salt) = ([0u8; 32], [0u8; 12]);
                 derive(provider, master, enc_label, &mut key)?;
                 derive(provider, master, salt_label, &mut salt)?;
-                Cipher::Gcm256 {
-                    cipher: srtp.aead_aes_256_gcm().create_cipher(key, encrypt),
+                Cipher::Gcm {
+                    cipher: Box::new(srtp.aead_aes_256_gcm().create_cipher(key, encrypt)),
                     salt,
                 }
             }
@@ -246,16 +288,18 @@ impl Cipher {
     ) -> Self {
         let srtp = provider.srtp_provider;
         match profile {
-            Profile::AeadAes128Gcm => Cipher::Gcm128 {
-                cipher: srtp
-                    .aead_aes_128_gcm()
-                    .create_cipher(key.try_into().unwrap(), encrypt),
+            Profile::AeadAes128Gcm => Cipher::Gcm {
+                cipher: Box::new(
+                    srtp.aead_aes_128_gcm()
+                        .create_cipher(key.try_into().unwrap(), encrypt),
+                ),
                 salt: salt.try_into().unwrap(),
             },
-            Profile::AeadAes256Gcm => Cipher::Gcm256 {
-                cipher: srtp
-                    .aead_aes_256_gcm()
-                    .create_cipher(key.try_into().unwrap(), encrypt),
+            Profile::AeadAes256Gcm => Cipher::Gcm {
+                cipher: Box::new(
+                    srtp.aead_aes_256_gcm()
+                        .create_cipher(key.try_into().unwrap(), encrypt),
+                ),
                 salt: salt.try_into().unwrap(),
             },
             Profile::Aes128CmSha1_80 => unimplemented!("RFC 7714 vectors are GCM only"),
@@ -355,19 +399,10 @@ impl Srtp {
                     tag_at,
                 );
             }
-            Cipher::Gcm128 { cipher, salt } => {
+            Cipher::Gcm { cipher, salt } => {
                 let iv = AeadAes128Gcm::rtp_iv(*salt, ssrc, roc, seq);
                 let (aad, rest) = out[start..].split_at_mut(header.len());
-                cipher
-                    .encrypt(&iv, aad, payload, rest)
-                    .map_err(cipher_err)?;
-            }
-            Cipher::Gcm256 { cipher, salt } => {
-                let iv = AeadAes256Gcm::rtp_iv(*salt, ssrc, roc, seq);
-                let (aad, rest) = out[start..].split_at_mut(header.len());
-                cipher
-                    .encrypt(&iv, aad, payload, rest)
-                    .map_err(cipher_err)?;
+                cipher.seal(&iv, aad, payload, rest).map_err(cipher_err)?;
             }
         }
         Ok(())
@@ -414,24 +449,11 @@ impl Srtp {
                     .decrypt(&iv, body, &mut out[header_len..])
                     .map_err(cipher_err)?;
             }
-            Cipher::Gcm128 { cipher, salt } => {
+            Cipher::Gcm { cipher, salt } => {
                 let iv = AeadAes128Gcm::rtp_iv(*salt, ssrc, roc, seq);
                 out.resize(packet.len(), 0);
                 let n = cipher
-                    .decrypt(
-                        &iv,
-                        &[&packet[..header_len]],
-                        &packet[header_len..],
-                        &mut out[header_len..],
-                    )
-                    .map_err(|_| SrtpError::Authentication)?;
-                out.truncate(header_len + n);
-            }
-            Cipher::Gcm256 { cipher, salt } => {
-                let iv = AeadAes256Gcm::rtp_iv(*salt, ssrc, roc, seq);
-                out.resize(packet.len(), 0);
-                let n = cipher
-                    .decrypt(
+                    .open(
                         &iv,
                         &[&packet[..header_len]],
                         &packet[header_len..],
@@ -480,25 +502,14 @@ impl Srtp {
                     tag_at,
                 );
             }
-            Cipher::Gcm128 { cipher, salt } => {
+            Cipher::Gcm { cipher, salt } => {
                 out.resize(at + body.len() + AeadAes128Gcm::TAG_LEN, 0);
                 let iv = AeadAes128Gcm::rtcp_iv(*salt, ssrc, index);
                 let mut aad = [0u8; 12];
                 aad[..8].copy_from_slice(&plain[..8]);
                 aad[8..].copy_from_slice(&e_index);
                 cipher
-                    .encrypt(&iv, &aad, body, &mut out[at..])
-                    .map_err(cipher_err)?;
-                out.extend_from_slice(&e_index);
-            }
-            Cipher::Gcm256 { cipher, salt } => {
-                out.resize(at + body.len() + AeadAes256Gcm::TAG_LEN, 0);
-                let iv = AeadAes256Gcm::rtcp_iv(*salt, ssrc, index);
-                let mut aad = [0u8; 12];
-                aad[..8].copy_from_slice(&plain[..8]);
-                aad[8..].copy_from_slice(&e_index);
-                cipher
-                    .encrypt(&iv, &aad, body, &mut out[at..])
+                    .seal(&iv, &aad, body, &mut out[at..])
                     .map_err(cipher_err)?;
                 out.extend_from_slice(&e_index);
             }
@@ -542,47 +553,26 @@ impl Srtp {
                 }
                 Ok((out, index))
             }
-            Cipher::Gcm128 { .. } | Cipher::Gcm256 { .. } => {
+            Cipher::Gcm { cipher, salt } => {
                 let (rest, word) = packet.split_at(packet.len() - 4);
                 let word_bytes: [u8; 4] = [word[0], word[1], word[2], word[3]];
                 let word = u32::from_be_bytes(word_bytes);
                 let index = word & 0x7fff_ffff;
-                let encrypted = word & 0x8000_0000 != 0;
+                let iv = AeadAes128Gcm::rtcp_iv(*salt, ssrc, index);
                 let mut out = vec![0u8; rest.len()];
                 out[..8].copy_from_slice(&rest[..8]);
-                let n = if encrypted {
+                let n = if word & 0x8000_0000 != 0 {
                     // AAD: the first 8 octets and the E|index word (RFC 7714 §9.1).
-                    let aads: [&[u8]; 2] = [&rest[..8], &word_bytes];
-                    match &mut self.rtcp {
-                        Cipher::Gcm128 { cipher, salt } => {
-                            let iv = AeadAes128Gcm::rtcp_iv(*salt, ssrc, index);
-                            cipher.decrypt(&iv, &aads, &rest[8..], &mut out[8..])
-                        }
-                        Cipher::Gcm256 { cipher, salt } => {
-                            let iv = AeadAes256Gcm::rtcp_iv(*salt, ssrc, index);
-                            cipher.decrypt(&iv, &aads, &rest[8..], &mut out[8..])
-                        }
-                        Cipher::Cm { .. } => unreachable!("matched GCM above"),
-                    }
-                    .map_err(|_| SrtpError::Authentication)?
+                    cipher
+                        .open(&iv, &[&rest[..8], &word_bytes], &rest[8..], &mut out[8..])
+                        .map_err(|_| SrtpError::Authentication)?
                 } else {
                     // Authenticated only: the whole packet and the word are the AAD,
                     // the tag the "ciphertext" (RFC 7714 §9.2).
                     let body = rest.len() - tag_len;
-                    let aads: [&[u8]; 2] = [&rest[..body], &word_bytes];
-                    let mut scratch = [0u8; 16];
-                    match &mut self.rtcp {
-                        Cipher::Gcm128 { cipher, salt } => {
-                            let iv = AeadAes128Gcm::rtcp_iv(*salt, ssrc, index);
-                            cipher.decrypt(&iv, &aads, &rest[body..], &mut scratch)
-                        }
-                        Cipher::Gcm256 { cipher, salt } => {
-                            let iv = AeadAes256Gcm::rtcp_iv(*salt, ssrc, index);
-                            cipher.decrypt(&iv, &aads, &rest[body..], &mut scratch)
-                        }
-                        Cipher::Cm { .. } => unreachable!("matched GCM above"),
-                    }
-                    .map_err(|_| SrtpError::Authentication)?;
+                    cipher
+                        .open(&iv, &[&rest[..body], &word_bytes], &rest[body..], &mut [])
+                        .map_err(|_| SrtpError::Authentication)?;
                     out[8..body].copy_from_slice(&rest[8..body]);
                     body - 8
                 };
