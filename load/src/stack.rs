@@ -27,7 +27,7 @@ use str0m::rtp::{Extension, ExtensionMap, RtpWrite};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use wishd::media::dtls::{KeySlot, with_key_slot};
 use wishd::media::egress::{self, Header};
-use wishd::media::srtp::{Profile, Srtp, split_export};
+use wishd::media::srtp::{Srtp, contexts};
 
 use crate::floor::{PAYLOAD, thread_cpu_ns};
 
@@ -167,12 +167,10 @@ impl Pair {
         let tx = api.stream_tx_by_mid(mid, None)?;
         tx.set_rtx_cache(2048, Duration::from_millis(200), Some(0.15));
         let ssrc = *tx.ssrc();
-        let keys = slot.get()?;
-        let profile = Profile::from_dtls(keys.profile).ok()?;
-        let (local, _) = split_export(profile, &keys.material, keys.dtls_client).ok()?;
         let provider = str0m::crypto::CryptoProvider::get_default()?;
+        let (srtp, _) = contexts(provider, &slot.get()?).ok()?;
         let direct = Direct {
-            srtp: Srtp::new(provider, &local, true).ok()?,
+            srtp,
             ssrc,
             mid: mid.to_string(),
             scratch: Vec::with_capacity(64),

@@ -13,6 +13,8 @@
 //! test vectors.
 
 use str0m::crypto::dtls::SrtpProfile;
+
+use super::dtls::ExportedKeys;
 use str0m::crypto::{
     AeadAes128Gcm, AeadAes128GcmCipher, AeadAes256GcmCipher, Aes128CmSha1_80,
     Aes128CmSha1_80Cipher, CryptoError, CryptoProvider, Sha1HmacProvider,
@@ -55,7 +57,6 @@ impl Profile {
             SrtpProfile::AES128_CM_SHA1_80 => Ok(Self::Aes128CmSha1_80),
             SrtpProfile::AEAD_AES_128_GCM => Ok(Self::AeadAes128Gcm),
             SrtpProfile::AEAD_AES_256_GCM => Ok(Self::AeadAes256Gcm),
-            #[allow(unreachable_patterns)]
             other => Err(SrtpError::UnsupportedProfile(format!("{other:?}"))),
         }
     }
@@ -136,6 +137,17 @@ pub fn split_export(
     } else {
         (server, client)
     })
+}
+
+/// The two contexts of a session from its DTLS export: ours to protect what we send,
+/// the peer's to read what it sends.
+pub fn contexts(provider: &CryptoProvider, keys: &ExportedKeys) -> Result<(Srtp, Srtp), SrtpError> {
+    let profile = Profile::from_dtls(keys.profile)?;
+    let (local, remote) = split_export(profile, &keys.material, keys.dtls_client)?;
+    Ok((
+        Srtp::new(provider, &local, true)?,
+        Srtp::new(provider, &remote, false)?,
+    ))
 }
 
 /// RFC 3711 §4.3.1 key derivation with a key derivation rate of zero: the AES-CM

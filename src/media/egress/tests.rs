@@ -11,7 +11,7 @@ use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 
 use super::*;
 use crate::media::dtls::{self, KeySlot};
-use crate::media::srtp::{Profile, split_export};
+use crate::media::srtp::contexts;
 
 const SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5000);
 const PLAYER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 6000);
@@ -97,10 +97,7 @@ struct Fixture {
 impl Fixture {
     fn new() -> Fixture {
         let (mut server, player, slot, mid, now) = connected_pair();
-        let keys = slot.get().unwrap();
-        let profile = Profile::from_dtls(keys.profile).unwrap();
-        let (local, remote) = split_export(profile, &keys.material, keys.dtls_client).unwrap();
-        let provider = dtls::provider();
+        let (tx, rx) = contexts(&dtls::provider(), &slot.get().unwrap()).unwrap();
         let ssrc = *server
             .direct_api()
             .stream_tx_by_mid(mid, None)
@@ -114,8 +111,8 @@ impl Fixture {
             .pt();
         Fixture {
             player,
-            tx: Srtp::new(&provider, &local, true).unwrap(),
-            rx: Srtp::new(&provider, &remote, false).unwrap(),
+            tx,
+            rx,
             ssrc,
             pt,
             mid,

@@ -113,17 +113,18 @@ fn pair(profile: Profile) -> (Srtp, Srtp) {
     let material: Vec<u8> = (0..2 * (profile.key_len() + profile.salt_len()))
         .map(|i| (i as u8).wrapping_mul(7).wrapping_add(3))
         .collect();
-    let (ours, theirs) = split_export(profile, &material, true).unwrap();
-    let (their_view_of_us, _) = {
-        let (local, remote) = split_export(profile, &material, false).unwrap();
-        assert_eq!(remote, ours, "the server reads with the client's key");
-        assert_eq!(local, theirs);
-        (remote, local)
-    };
+    // The DTLS client protects; the server, reading the same export, unprotects.
+    let (client_local, client_remote) = split_export(profile, &material, true).unwrap();
+    let (server_local, server_remote) = split_export(profile, &material, false).unwrap();
+    assert_eq!(
+        server_remote, client_local,
+        "the server reads with the client's key"
+    );
+    assert_eq!(server_local, client_remote);
     let p = provider();
     (
-        Srtp::new(&p, &ours, true).unwrap(),
-        Srtp::new(&p, &their_view_of_us, false).unwrap(),
+        Srtp::new(&p, &client_local, true).unwrap(),
+        Srtp::new(&p, &server_remote, false).unwrap(),
     )
 }
 
