@@ -79,10 +79,17 @@ thread_local! {
 /// Runs `build` (which builds one `Rtc`) with `slot` as the place its DTLS engine
 /// reports the exported SRTP keys to. Engines built outside such a call keep none.
 pub fn with_key_slot<T>(slot: &KeySlot, build: impl FnOnce() -> T) -> T {
+    /// Clears the thread's slot when `build` returns or panics (str0m's `build`
+    /// panics on an unusable config), so no later engine reports to it.
+    struct Clear;
+    impl Drop for Clear {
+        fn drop(&mut self) {
+            NEXT_SLOT.with(|s| s.borrow_mut().take());
+        }
+    }
     NEXT_SLOT.with(|s| *s.borrow_mut() = Some(slot.clone()));
-    let out = build();
-    NEXT_SLOT.with(|s| s.borrow_mut().take());
-    out
+    let _clear = Clear;
+    build()
 }
 
 /// A DTLS factory: dimpl with the aws-lc-rs backend and short retransmission timers.
@@ -238,6 +245,16 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b));
         assert!(!Arc::ptr_eq(&a, &c));
         assert_eq!(c.flight_start_rto(), FLIGHT_START_RTO);
+    }
+
+    #[test]
+    fn a_panicking_build_leaves_no_slot_for_the_next_engine() {
+        let slot = KeySlot::default();
+        let r = std::panic::catch_unwind(|| with_key_slot(&slot, || panic!("bad config")));
+        assert!(r.is_err());
+        assert!(NEXT_SLOT.with(|s| s.borrow().is_none()));
+        with_key_slot(&slot, || ());
+        assert!(NEXT_SLOT.with(|s| s.borrow().is_none()));
     }
 
     #[test]
