@@ -157,6 +157,10 @@ pub struct Config {
     /// viewers and counted, instead of reaching them late. Default 500 ms.
     #[serde(with = "humantime_serde")]
     pub forward_max_delay: Duration,
+    /// How forwarded RTP leaves for viewers: `direct` (wishd builds, protects and
+    /// sends it, answers NACKs and writes the sender reports) or `str0m` (str0m's own
+    /// per-viewer send path, the one before the seventh session). Default `direct`.
+    pub egress: Egress,
     /// Seconds a WHEP client is told to wait (`Retry-After`) when the stream has no
     /// source yet. Default 2.
     pub retry_after_secs: u32,
@@ -215,6 +219,19 @@ pub enum LogFormat {
     Human,
     /// One JSON object per line, with the span fields (stream, session).
     Json,
+}
+
+/// Which send path forwarded RTP takes to viewers (see `media::direct`).
+#[cfg_attr(test, derive(serde::Serialize))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Egress {
+    /// wishd's own: packets protected with the session's DTLS-exported keys and sent
+    /// in batches, NACKs answered from a shared-payload history, sender reports.
+    #[default]
+    Direct,
+    /// str0m's per-viewer send path (its packet queue, history and reports).
+    Str0m,
 }
 
 /// One RTP ingest entry: a stream fed by plain RTP over UDP. Give either `sdp` (a file
@@ -461,6 +478,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(15),
             keyframe_request_interval: Duration::from_millis(500),
             forward_max_delay: Duration::from_millis(500),
+            egress: Egress::Direct,
             retry_after_secs: 2,
             rtp: Vec::new(),
             rtp_timeout: Duration::from_secs(5),
@@ -908,6 +926,7 @@ max_sessions = 100
             connect_timeout: d.connect_timeout,
             keyframe_request_interval: d.keyframe_request_interval,
             forward_max_delay: d.forward_max_delay,
+            egress: Egress::Str0m,
             retry_after_secs: d.retry_after_secs,
             rtp: vec![RtpEntry {
                 stream: "cam".into(),

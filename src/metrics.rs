@@ -878,6 +878,12 @@ pub fn render(
         load(&c.nacks_sent),
     );
     e.single(
+        "wishd_packets_resent_total",
+        "counter",
+        "Packets resent to viewers answering their NACKs (direct egress path).",
+        load(&c.packets_resent),
+    );
+    e.single(
         "wishd_rtp_ssrc_changes_total",
         "counter",
         "SSRC changes of RTP ingest sources (camera restarts).",

@@ -11,7 +11,8 @@
 //! - reading a viewer's RTCP: its NACKs (RFC 4585 §6.2.1) and the report blocks of
 //!   its receiver reports, with the round trip they give.
 //!
-//! The worker does not use this path yet.
+//! `media::direct` puts them together for one viewer session; the worker sends what
+//! it returns.
 
 use super::srtp::{Srtp, SrtpError};
 
@@ -228,4 +229,4 @@ pub fn report_blocks(plain: &[u8]) -> impl Iterator<Item = ReportBlock> + '_ {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

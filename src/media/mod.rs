@@ -10,6 +10,7 @@
 //! every worker, and a source packet is handed (as one `Arc`) to each worker that has
 //! viewers of its stream.
 
+pub mod direct;
 pub mod dtls;
 pub mod egress;
 pub mod outbox;
@@ -123,6 +124,8 @@ pub struct MediaCounters {
     pub keyframe_cache_starts: AtomicU64,
     /// NACKs received from viewers (answered from str0m's send buffer).
     pub nacks_received: AtomicU64,
+    /// Packets resent to viewers on the direct egress path, answering their NACKs.
+    pub packets_resent: AtomicU64,
     /// NACKs sent to publishers.
     pub nacks_sent: AtomicU64,
     /// Video packets not forwarded to a viewer still waiting for a keyframe.
@@ -148,6 +151,8 @@ pub struct WorkerConfig {
     pub keyframe_request_interval: Duration,
     /// Source packets from other workers older than this are dropped, not forwarded.
     pub forward_max_delay: Duration,
+    /// Viewers get forwarded RTP through wishd's own path (`direct`), not str0m's.
+    pub direct_egress: bool,
 }
 
 /// One worker as seen from outside.
@@ -161,6 +166,8 @@ pub struct WorkerHandle {
     pub bound: SocketAddr,
     /// The addresses put in answers as host candidates.
     pub candidates: Vec<SocketAddr>,
+    /// Its viewers take the direct egress path.
+    pub direct_egress: bool,
 }
 
 /// The media side of the server: workers plus session setup.
@@ -180,6 +187,9 @@ pub struct Media {
 /// Capacity of a worker's command queue (commands and cross-worker packets). Packets
 /// are also bounded by age: a worker drops those older than `forward_max_delay`.
 const QUEUE: usize = 8192;
+
+/// A report interval that never comes round (ten years): str0m's sender reports off.
+const NO_REPORTS: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 impl Media {
     /// Binds one UDP socket per worker and starts each worker on a thread of its own
@@ -222,6 +232,7 @@ impl Media {
             connect_timeout: config.connect_timeout,
             keyframe_request_interval: config.keyframe_request_interval,
             forward_max_delay: config.forward_max_delay,
+            direct_egress: config.egress == crate::config::Egress::Direct,
         };
         let (alive, alive_rx) = watch::channel(());
         let mut workers = Vec::with_capacity(count);
@@ -234,6 +245,7 @@ impl Media {
                 tx: txs[index].clone(),
                 bound,
                 candidates,
+                direct_egress: wcfg.direct_egress,
             });
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -262,7 +274,15 @@ impl Media {
             }));
         }
         let template = rtc_template()?;
-        let viewer_template = template.clone().set_extension_map(viewer_extensions());
+        let mut viewer_template = template.clone().set_extension_map(viewer_extensions());
+        if wcfg.direct_egress {
+            // The direct path writes each SSRC's sender reports; str0m would otherwise
+            // send its own (with zero counts) for the same SSRCs. Its receiver reports
+            // are unaffected: a viewer session receives no media.
+            viewer_template = viewer_template
+                .set_rtcp_report_interval_audio(NO_REPORTS)
+                .set_rtcp_report_interval_video(NO_REPORTS);
+        }
         Ok((
             Media {
                 workers,
@@ -315,7 +335,13 @@ impl Media {
             chosen.clone(),
             grant,
         )?;
-        let built = self.negotiate(&self.template, worker, offer_sdp, publisher_codecs(&chosen));
+        let built = self.negotiate(
+            &self.template,
+            worker,
+            offer_sdp,
+            publisher_codecs(&chosen),
+            None,
+        );
         let (rtc, answer, ufrag) = match built {
             Ok(b) => b,
             Err(e) => {
@@ -401,11 +427,14 @@ impl Media {
                 first_timestamp: rand::random(),
             });
         }
+        // The direct egress path needs the keys the session's DTLS exports.
+        let keys = worker.direct_egress.then(dtls::KeySlot::default);
         let (rtc, answer, ufrag) = self.negotiate(
             &self.viewer_template,
             worker,
             offer_sdp,
             CodecConfig::new_from_payload_params(params),
+            keys.as_ref(),
         )?;
         let shared = self
             .registry
@@ -416,7 +445,7 @@ impl Media {
             ufrag,
             offer: offer_sdp.to_owned(),
             shared,
-            role: worker::NewRole::Viewer { tracks },
+            role: worker::NewRole::Viewer { tracks, keys },
         };
         self.hand_over(worker, session, id).await?;
         Ok(Created { id, answer, etag })
@@ -576,6 +605,7 @@ impl Media {
         worker: &WorkerHandle,
         offer_sdp: &str,
         codecs: CodecConfig,
+        keys: Option<&dtls::KeySlot>,
     ) -> Result<(Rtc, String, String), MediaError> {
         let offer =
             SdpOffer::from_sdp_string(offer_sdp).map_err(|e| SdpError::Malformed(e.to_string()))?;
@@ -583,7 +613,10 @@ impl Media {
         *cfg.codec_config() = codecs;
         let candidates = worker.candidates.clone();
         let result = std::panic::catch_unwind(AssertUnwindSafe(move || {
-            let mut rtc = cfg.build(Instant::now());
+            let mut rtc = match keys {
+                Some(slot) => dtls::with_key_slot(slot, || cfg.build(Instant::now())),
+                None => cfg.build(Instant::now()),
+            };
             for addr in candidates {
                 if let Ok(c) = Candidate::host(addr, "udp") {
                     rtc.add_local_candidate(c);

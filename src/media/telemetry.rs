@@ -72,6 +72,8 @@ pub(super) struct SessionTelemetry {
     /// The m-line whose receiver reports give a viewer's RTT and loss histograms
     /// (one sample a second per session, not one per m-line).
     report_mid: Option<Mid>,
+    /// When a direct-path receiver report last went into the histograms.
+    sampled_at: Option<Instant>,
     rate_at: Instant,
     rate_bytes: (u64, u64),
     rates: (u64, u64),
@@ -97,6 +99,7 @@ impl SessionTelemetry {
             nacks: 0,
             nack_marks: Vec::new(),
             report_mid: None,
+            sampled_at: None,
             rate_at: now,
             rate_bytes: (0, 0),
             rates: (0, 0),
@@ -181,6 +184,35 @@ impl SessionTelemetry {
             }
             _ => {}
         }
+    }
+
+    /// What a viewer's RTCP said on the direct egress path (`media::direct`): its
+    /// round trip and loss (into the histograms at most once a second, as str0m's
+    /// stats are) and the NACKs it sent.
+    pub(super) fn on_receiver_report(
+        &mut self,
+        rtt: Option<Duration>,
+        loss: Option<f32>,
+        nacks: u64,
+        now: Instant,
+    ) {
+        let sample = (rtt.is_some() || loss.is_some())
+            && self
+                .sampled_at
+                .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1));
+        if sample {
+            self.sampled_at = Some(now);
+        }
+        if let Some(rtt) = rtt {
+            self.record_rtt(rtt, sample);
+        }
+        if let Some(l) = loss {
+            self.record_loss(l, sample);
+        }
+        self.nacks += nacks;
+        self.counters
+            .nacks_received
+            .fetch_add(nacks, Ordering::Relaxed);
     }
 
     fn nack_delta(&mut self, mid: Mid, total: u64) -> u64 {

@@ -11,7 +11,7 @@
 //! run afterwards, so no two `Rtc`s are borrowed at once.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -25,6 +25,8 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{Instrument, Span, debug, info, info_span, warn};
 
+use super::direct::{self, DirectEgress, RtcpSummary};
+use super::dtls::KeySlot;
 use super::outbox::Outbox;
 use super::telemetry::{SessionSnapshot, SessionTelemetry};
 use super::udp::{MediaSocket, Received, RecvBuffers};
@@ -179,6 +181,9 @@ pub enum NewRole {
     Viewer {
         /// Rewriting set-up per track.
         tracks: Vec<ViewerTrack>,
+        /// Where its DTLS engine leaves the SRTP keys, for the direct egress path
+        /// (None: str0m's send path).
+        keys: Option<KeySlot>,
     },
 }
 
@@ -231,6 +236,13 @@ struct Session {
     timer: Instant,
     addrs: Vec<SocketAddr>,
     telemetry: SessionTelemetry,
+    /// Viewers on the direct egress path: its keys until connected, then its state.
+    keys: Option<KeySlot>,
+    direct: Option<Box<DirectEgress>>,
+    /// Our address and the peer's on the candidate pair in use: where the peer's
+    /// latest DTLS or SRTP came from and str0m's latest went to (str0m does not
+    /// expose its nominated pair).
+    path: Option<(IpAddr, SocketAddr)>,
 }
 
 /// Which stream's `packets_out`/`bytes_out` a batch of forwards adds to.
@@ -296,6 +308,8 @@ pub(super) struct Worker {
     batching: bool,
     /// Fan-out drop counts already added to the shared counters.
     fanout_flushed: FanoutStats,
+    /// One protected datagram of the direct egress path at a time.
+    datagram: Vec<u8>,
     /// Closed when `Media` is dropped: the worker stops.
     alive: watch::Receiver<()>,
 }
@@ -336,6 +350,7 @@ impl Worker {
             outbox: Outbox::new(),
             batching: false,
             fanout_flushed: FanoutStats::default(),
+            datagram: Vec::with_capacity(1500),
             alive,
         }
     }
@@ -514,9 +529,9 @@ impl Worker {
     }
 
     fn add_session(&mut self, mut new: NewSession, now: Instant) {
-        if let NewRole::Viewer { tracks } = &new.role {
+        if let NewRole::Viewer { tracks, keys: None } = &new.role {
             // str0m's default resend history (3 s, 2000 packets) costs a few hundred
-            // KiB per viewer; see `NackHistory`.
+            // KiB per viewer; see `NackHistory`. The direct path keeps its own.
             set_nack_history(&mut new.rtc, tracks, NackHistory::default().window());
         }
         let key = self.next_key;
@@ -526,6 +541,7 @@ impl Worker {
             NewRole::Viewer { .. } => ("viewer", SessionKind::Viewer),
         };
         let span = info_span!("session", id = %new.id, stream = %new.shared.name, kind);
+        let mut keys = None;
         let role = match new.role {
             NewRole::Publisher { epoch, tracks } => {
                 self.publishers.insert(new.shared.name.clone(), key);
@@ -551,11 +567,14 @@ impl Worker {
                     keyframes,
                 }
             }
-            NewRole::Viewer { tracks } => Role::Viewer {
-                tracks,
-                joined: false,
-                nack: NackHistory::default(),
-            },
+            NewRole::Viewer { tracks, keys: k } => {
+                keys = k;
+                Role::Viewer {
+                    tracks,
+                    joined: false,
+                    nack: NackHistory::default(),
+                }
+            }
         };
         span.in_scope(|| info!("session created on worker {}", self.index));
         self.by_id.insert(new.id, key);
@@ -577,6 +596,9 @@ impl Worker {
                 timer: now,
                 addrs: Vec::new(),
                 telemetry: SessionTelemetry::new(session_kind, self.counters.clone(), now),
+                keys,
+                direct: None,
+                path: None,
             }),
         );
         self.counters.sessions.fetch_add(1, Ordering::Relaxed);
@@ -660,6 +682,12 @@ impl Worker {
         if let Some(s) = self.sessions.get_mut(&key) {
             s.telemetry.bytes_in += data.len() as u64;
             s.telemetry.peer = Some(r.source);
+            if direct::is_media_path(data) {
+                s.path = Some((r.destination.ip(), r.source));
+            }
+            if s.direct.is_some() && direct::is_rtcp(data) {
+                direct_rtcp(s, data, now, &self.socket, &mut self.outbox, &self.counters);
+            }
         }
         if by_ufrag.is_some() {
             self.learn_address(key, r.source);
@@ -725,6 +753,20 @@ impl Worker {
             {
                 let tracks = tracks.clone();
                 self.send_keyframe_request(key, &tracks, now);
+            }
+            if let Some(s) = self.sessions.get_mut(&key)
+                && let Some(d) = s.direct.as_deref_mut()
+                && d.poll_timeout() <= now
+            {
+                let (socket, outbox, path) = (&self.socket, &mut self.outbox, s.path);
+                let mut bytes = 0;
+                d.handle_timeout(now, |dg| {
+                    if let Some((src, dst)) = path {
+                        bytes += dg.len() as u64;
+                        outbox.push(socket, src, dst, dg);
+                    }
+                });
+                s.telemetry.bytes_out += bytes;
             }
             self.drive(key, now, |rtc| {
                 rtc.handle_input(Input::Timeout(now)).map(|_| ())
@@ -836,6 +878,9 @@ impl Worker {
         {
             next = next.min(t);
         }
+        if let Some(d) = &s.direct {
+            next = next.min(d.poll_timeout().max(now));
+        }
         if next != s.timer {
             self.timers.remove(&(s.timer, key));
             s.timer = next;
@@ -900,6 +945,7 @@ impl Worker {
         let elapsed = now.duration_since(s.created);
         s.span
             .in_scope(|| info!(setup_ms = elapsed.as_millis() as u64, "connected"));
+        start_direct(s, now);
         if let Role::Viewer { tracks, joined, .. } = &mut s.role {
             if *joined {
                 return;
@@ -1011,6 +1057,19 @@ impl Worker {
                 s.telemetry.packets_out += run.len() as u64;
                 if let StreamCount::PerViewer = count {
                     s.shared.stats.add_out(run.len() as u64, run_bytes);
+                }
+                // The direct path: protected here, batched in the outbox, no `Rtc`.
+                if let (Some(d), Some((src, dst))) = (s.direct.as_deref_mut(), s.path) {
+                    for f in run.drain(..) {
+                        match d.send(&f, now, &mut self.datagram) {
+                            Ok(()) => {
+                                s.telemetry.bytes_out += self.datagram.len() as u64;
+                                self.outbox.push(&self.socket, src, dst, &self.datagram);
+                            }
+                            Err(e) => s.span.in_scope(|| debug!("direct send refused: {e}")),
+                        }
+                    }
+                    continue;
                 }
             }
             let run = &mut run;
@@ -1199,6 +1258,9 @@ fn drain(
             Output::Timeout(t) => return Ok(t.max(now)),
             Output::Transmit(t) => {
                 s.telemetry.bytes_out += t.contents.len() as u64;
+                if direct::is_media_path(&t.contents) {
+                    s.path = Some((t.source.ip(), t.destination));
+                }
                 outbox.push(socket, t.source.ip(), t.destination, &t.contents)
             }
             Output::Event(e) => handle_event(key, s, e, deferred, now),
@@ -1297,6 +1359,9 @@ fn handle_event(
             }
         }
         Event::Closed => deferred.push_back(Deferred::Close(key, EndReason::PeerClosed)),
+        // A viewer on the direct path has its figures from `direct_rtcp`: str0m sends
+        // nothing there, so its egress figures would be empty or double counted.
+        Event::PeerStats(_) | Event::MediaEgressStats(_) if s.direct.is_some() => {}
         e @ (Event::PeerStats(_) | Event::MediaEgressStats(_) | Event::MediaIngressStats(_)) => {
             if let (Event::MediaEgressStats(stats), Role::Viewer { tracks, nack, .. }) =
                 (&e, &mut s.role)
@@ -1313,6 +1378,69 @@ fn handle_event(
             s.telemetry.on_event(&e)
         }
         _ => {}
+    }
+}
+
+/// Moves a connected viewer onto the direct egress path, once its DTLS has exported
+/// the keys; without them (or with an m-line str0m has no stream for) it stays on
+/// str0m's send path.
+fn start_direct(s: &mut Session, now: Instant) {
+    let Role::Viewer { tracks, nack, .. } = &s.role else {
+        return;
+    };
+    let Some(slot) = s.keys.take() else {
+        return;
+    };
+    let started = match slot.get() {
+        Some(keys) => DirectEgress::new(&mut s.rtc, &keys, tracks, now).map_err(|e| e.to_string()),
+        None => Err("DTLS exported no keys".into()),
+    };
+    match started {
+        Ok(mut d) => {
+            d.set_window(nack.window());
+            s.direct = Some(Box::new(d));
+        }
+        Err(e) => {
+            s.span
+                .in_scope(|| warn!("direct egress unavailable, str0m sends instead: {e}"));
+            let (tracks, window) = (tracks.clone(), nack.window());
+            set_nack_history(&mut s.rtc, &tracks, window);
+        }
+    }
+}
+
+/// A viewer's SRTCP on the direct path: NACKed packets still in the window are resent
+/// on the session's path, and its reports give the RTT (which sizes the window) and
+/// loss. str0m reads the same datagram afterwards (keyframe requests).
+fn direct_rtcp(
+    s: &mut Session,
+    data: &[u8],
+    now: Instant,
+    socket: &MediaSocket,
+    outbox: &mut Outbox,
+    counters: &MediaCounters,
+) {
+    let Some(d) = s.direct.as_deref_mut() else {
+        return;
+    };
+    let path = s.path;
+    let mut bytes = 0;
+    let summary: RtcpSummary = d.on_rtcp(data, now, |dg| {
+        if let Some((src, dst)) = path {
+            bytes += dg.len() as u64;
+            outbox.push(socket, src, dst, dg);
+        }
+    });
+    s.telemetry.bytes_out += bytes;
+    counters
+        .packets_resent
+        .fetch_add(summary.resent, Ordering::Relaxed);
+    s.telemetry
+        .on_receiver_report(summary.rtt, summary.loss, summary.nacks, now);
+    if let (Some(rtt), Role::Viewer { nack, .. }) = (summary.rtt, &mut s.role)
+        && let Some(window) = nack.on_rtt(rtt)
+    {
+        d.set_window(window);
     }
 }
 

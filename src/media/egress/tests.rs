@@ -13,17 +13,17 @@ use super::*;
 use crate::media::dtls::{self, KeySlot};
 use crate::media::srtp::contexts;
 
-const SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5000);
-const PLAYER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 6000);
-const MID_EXT: u8 = 4;
+pub(crate) const SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5000);
+pub(crate) const PLAYER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 6000);
+pub(crate) const MID_EXT: u8 = 4;
 
-fn deliver(to: &mut Rtc, now: Instant, t: &Transmit) {
+pub(crate) fn deliver(to: &mut Rtc, now: Instant, t: &Transmit) {
     let r = Receive::new(Protocol::Udp, t.source, t.destination, &t.contents).unwrap();
     to.handle_input(Input::Receive(now, r)).unwrap();
 }
 
 /// Drains `rtc` to its next timeout: its datagrams and its events.
-fn drain(rtc: &mut Rtc) -> (Vec<Transmit>, Vec<Event>, Instant) {
+pub(crate) fn drain(rtc: &mut Rtc) -> (Vec<Transmit>, Vec<Event>, Instant) {
     let (mut out, mut events) = (Vec::new(), Vec::new());
     loop {
         match rtc.poll_output().unwrap() {
@@ -37,7 +37,7 @@ fn drain(rtc: &mut Rtc) -> (Vec<Transmit>, Vec<Event>, Instant) {
 /// A server configured as wishd's viewer sessions are (RTP mode, ICE lite, the mid as
 /// the only extension), connected in memory to a str0m player; the server's DTLS
 /// engine reports to the returned slot.
-fn connected_pair() -> (Rtc, Rtc, KeySlot, Mid, Instant) {
+pub(crate) fn connected_pair() -> (Rtc, Rtc, KeySlot, Mid, Instant) {
     let start = Instant::now();
     let mut exts = ExtensionMap::empty();
     exts.set(MID_EXT, Extension::RtpMid);

@@ -1,0 +1,362 @@
+//! One viewer session's direct egress: the forwarded RTP it gets, built and protected
+//! by wishd instead of str0m's per-viewer send path (BENCHMARKS.md, sixth and seventh
+//! sessions). str0m keeps ICE, DTLS and the keyframe requests it reads; this keeps
+//! what a sender owes for each SSRC it sends:
+//!
+//! - the packets, protected with the session's DTLS-exported keys ([`super::srtp`]);
+//! - a resend history of the video, answering the viewer's NACKs for as long as its
+//!   [`NackHistory`] window says a resend still helps (the payloads are the `Arc`s
+//!   every viewer of the stream shares; an entry costs 40 bytes);
+//! - a sender report per SSRC once a second (RFC 3550 §6.4.1), which the viewer needs
+//!   to line audio up with video and which its receiver reports answer;
+//! - the round trip and loss those receiver reports give.
+//!
+//! Sans-IO: it takes forwards, the viewer's SRTCP and the time, and appends datagrams
+//! to a buffer the worker sends; where to send them is the worker's (see its `path`).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use str0m::Rtc;
+use str0m::media::{MediaKind, Mid};
+use str0m::rtp::Extension;
+
+use super::dtls::{self, ExportedKeys};
+use super::egress::{self, Header, SenderReport};
+use super::srtp::{self, Srtp, SrtpError};
+use crate::core::{Forward, NACK_HISTORY_PACKETS, NackHistory, ViewerTrack};
+
+/// How often each SSRC's sender report goes out (str0m's default for video; audio
+/// gets the same, so a viewer can sync within a second of joining).
+pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How many times one packet is resent at most, however often it is NACKed.
+const MAX_RESENDS: u8 = 2;
+
+/// Why a session cannot use the direct path.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectError {
+    #[error("the m-line {0} has no send stream")]
+    NoStream(Mid),
+    #[error("no track on the m-line {0}")]
+    NoTrack(Mid),
+    #[error(transparent)]
+    Srtp(#[from] SrtpError),
+}
+
+/// What one RTCP datagram from the viewer held.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct RtcpSummary {
+    /// Packets the viewer NACKed.
+    pub nacks: u64,
+    /// Of those, packets resent (appended to the output).
+    pub resent: u64,
+    /// The round trip from a report block answering one of our sender reports.
+    pub rtt: Option<Duration>,
+    /// The loss fraction of the first track's report block.
+    pub loss: Option<f32>,
+}
+
+/// One sent video packet, kept for resending.
+struct Sent {
+    seq: u64,
+    timestamp: u32,
+    pt: u8,
+    marker: bool,
+    resends: u8,
+    at: Instant,
+    payload: Arc<[u8]>,
+}
+
+struct Track {
+    mid: Mid,
+    /// The negotiated id of the mid header extension.
+    mid_ext: Option<u8>,
+    ssrc: u32,
+    clock_rate: u32,
+    packets: u32,
+    octets: u32,
+    /// The RTP timestamp and capture instant of the last packet, for the reports.
+    last: Option<(u32, Instant)>,
+    /// Video only.
+    history: Option<VecDeque<Sent>>,
+}
+
+/// The direct egress state of one viewer session.
+pub struct DirectEgress {
+    /// Ours, protecting what we send.
+    tx: Srtp,
+    /// The viewer's, reading its SRTCP.
+    rx: Srtp,
+    cname: String,
+    tracks: Vec<Track>,
+    window: Duration,
+    next_report: Instant,
+    scratch: Vec<u8>,
+    plain: Vec<u8>,
+}
+
+impl std::fmt::Debug for DirectEgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DirectEgress({} tracks)", self.tracks.len())
+    }
+}
+
+impl DirectEgress {
+    /// The state for a connected viewer session: SSRCs, mid extension and CNAME as
+    /// `rtc` negotiated them, contexts from its DTLS export.
+    pub fn new(
+        rtc: &mut Rtc,
+        keys: &ExportedKeys,
+        tracks: &[ViewerTrack],
+        now: Instant,
+    ) -> Result<Self, DirectError> {
+        let (tx, rx) = srtp::contexts(&dtls::provider(), keys)?;
+        let mut out = Vec::with_capacity(tracks.len());
+        let mut cname = String::new();
+        for t in tracks {
+            let (mid_ext, media_cname) = match rtc.media(t.mid) {
+                Some(m) => (
+                    m.remote_extmap().id_of(Extension::RtpMid),
+                    m.cname().to_owned(),
+                ),
+                None => (None, String::new()),
+            };
+            if cname.is_empty() {
+                cname = media_cname;
+            }
+            let ssrc = rtc
+                .direct_api()
+                .stream_tx_by_mid(t.mid, None)
+                .map(|s| *s.ssrc())
+                .ok_or(DirectError::NoStream(t.mid))?;
+            out.push(Track {
+                mid: t.mid,
+                mid_ext,
+                ssrc,
+                clock_rate: t.clock_rate.max(1),
+                packets: 0,
+                octets: 0,
+                last: None,
+                history: (t.kind == MediaKind::Video).then(VecDeque::new),
+            });
+        }
+        Ok(DirectEgress {
+            tx,
+            rx,
+            cname,
+            tracks: out,
+            window: NackHistory::default().window(),
+            next_report: now + REPORT_INTERVAL,
+            scratch: Vec::with_capacity(64),
+            plain: Vec::new(),
+        })
+    }
+
+    /// The SSRC the session sends on `mid`, if it has that track.
+    pub fn ssrc(&self, mid: Mid) -> Option<u32> {
+        self.tracks.iter().find(|t| t.mid == mid).map(|t| t.ssrc)
+    }
+
+    /// The resend window: how long sent video stays available (see [`NackHistory`]).
+    pub fn set_window(&mut self, window: Duration) {
+        self.window = window;
+    }
+
+    /// Appends the protected datagram of `f` to `out` (cleared first) and keeps video
+    /// for resending. A forward for an m-line the session lacks is refused.
+    pub fn send(
+        &mut self,
+        f: &Forward,
+        now: Instant,
+        out: &mut Vec<u8>,
+    ) -> Result<(), DirectError> {
+        out.clear();
+        let Some(track) = self.tracks.iter_mut().find(|t| t.mid == f.mid) else {
+            return Err(DirectError::NoTrack(f.mid));
+        };
+        let header = Header {
+            marker: f.marker,
+            pt: f.pt,
+            seq: f.seq,
+            timestamp: f.timestamp,
+            ssrc: track.ssrc,
+            mid: track.mid_ext.map(|id| (id, &*track.mid)),
+        };
+        egress::protect(&mut self.tx, &header, &f.payload, &mut self.scratch, out)?;
+        track.packets = track.packets.wrapping_add(1);
+        track.octets = track.octets.wrapping_add(f.payload.len() as u32);
+        track.last = Some((f.timestamp, f.wallclock));
+        if let (Some(h), true) = (&mut track.history, f.nackable) {
+            while h.len() >= NACK_HISTORY_PACKETS
+                || h.front()
+                    .is_some_and(|s| now.duration_since(s.at) > self.window)
+            {
+                h.pop_front();
+            }
+            h.push_back(Sent {
+                seq: f.seq,
+                timestamp: f.timestamp,
+                pt: f.pt,
+                marker: f.marker,
+                resends: 0,
+                at: now,
+                payload: f.payload.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads one SRTCP datagram from the viewer: resends what it NACKed that is still
+    /// in the window (each resend is handed to `emit`) and returns the round trip and
+    /// loss its reports give. What does not authenticate yields nothing.
+    pub fn on_rtcp(
+        &mut self,
+        datagram: &[u8],
+        now: Instant,
+        mut emit: impl FnMut(&[u8]),
+    ) -> RtcpSummary {
+        let mut summary = RtcpSummary::default();
+        let Ok((plain, _)) = self.rx.unprotect_rtcp(datagram) else {
+            return summary;
+        };
+        self.plain = plain;
+        let now_ntp = egress::ntp_time(wall_time(now));
+        let first_ssrc = self.tracks.first().map(|t| t.ssrc);
+        for block in egress::report_blocks(&self.plain) {
+            if !self.tracks.iter().any(|t| t.ssrc == block.ssrc) {
+                continue;
+            }
+            if let Some(rtt) = block.round_trip(now_ntp) {
+                summary.rtt = Some(summary.rtt.map_or(rtt, |r: Duration| r.min(rtt)));
+            }
+            if Some(block.ssrc) == first_ssrc {
+                summary.loss = Some(f32::from(block.fraction_lost) / 256.0);
+            }
+        }
+        let mut out = Vec::new();
+        for (ssrc, seq) in egress::nacks(&self.plain) {
+            summary.nacks += 1;
+            let Some(track) = self.tracks.iter_mut().find(|t| t.ssrc == ssrc) else {
+                continue;
+            };
+            let Some(h) = &mut track.history else {
+                continue;
+            };
+            let Some(newest) = h.back().map(|s| s.seq) else {
+                continue;
+            };
+            // The NACK names 16 bits: the newest sent packet with those bits.
+            let back = (newest as u16).wrapping_sub(seq);
+            let Some(want) = newest.checked_sub(u64::from(back)) else {
+                continue;
+            };
+            let Ok(i) = h.binary_search_by_key(&want, |s| s.seq) else {
+                continue;
+            };
+            let Some(s) = h.get_mut(i) else { continue };
+            if s.resends >= MAX_RESENDS || now.duration_since(s.at) > self.window {
+                continue;
+            }
+            s.resends += 1;
+            let header = Header {
+                marker: s.marker,
+                pt: s.pt,
+                seq: s.seq,
+                timestamp: s.timestamp,
+                ssrc,
+                mid: track.mid_ext.map(|id| (id, &*track.mid)),
+            };
+            out.clear();
+            if egress::protect(
+                &mut self.tx,
+                &header,
+                &s.payload,
+                &mut self.scratch,
+                &mut out,
+            )
+            .is_ok()
+            {
+                summary.resent += 1;
+                emit(&out);
+            }
+        }
+        summary
+    }
+
+    /// When the next sender reports are due.
+    pub fn poll_timeout(&self) -> Instant {
+        self.next_report
+    }
+
+    /// Hands `emit` the sender reports due at `now`, one SRTCP datagram per SSRC that
+    /// has sent anything.
+    pub fn handle_timeout(&mut self, now: Instant, mut emit: impl FnMut(&[u8])) {
+        if now < self.next_report {
+            return;
+        }
+        self.next_report = now + REPORT_INTERVAL;
+        let wall = wall_time(now);
+        let ntp = egress::ntp_time(wall);
+        let mut plain = Vec::with_capacity(64);
+        let mut out = Vec::with_capacity(96);
+        for t in &self.tracks {
+            let Some((ts, at)) = t.last else { continue };
+            // The RTP time of `now` on the track's clock, from its last packet.
+            let ticks = if now >= at {
+                (now.duration_since(at).as_secs_f64() * f64::from(t.clock_rate)) as i64
+            } else {
+                -((at.duration_since(now).as_secs_f64() * f64::from(t.clock_rate)) as i64)
+            };
+            let sr = SenderReport {
+                ssrc: t.ssrc,
+                ntp,
+                rtp_time: ts.wrapping_add(ticks as u32),
+                packets: t.packets,
+                octets: t.octets,
+            };
+            plain.clear();
+            sr.write(&self.cname, &mut plain);
+            out.clear();
+            if self.tx.protect_rtcp(&plain, &mut out).is_ok() {
+                emit(&out);
+            }
+        }
+    }
+
+    /// Packets kept for resending (for tests and memory figures).
+    pub fn history_len(&self) -> usize {
+        self.tracks
+            .iter()
+            .filter_map(|t| t.history.as_ref())
+            .map(VecDeque::len)
+            .sum()
+    }
+}
+
+/// The wallclock time of `at`, from the current offset between the two clocks.
+fn wall_time(at: Instant) -> SystemTime {
+    let (now, wall) = (Instant::now(), SystemTime::now());
+    if at <= now {
+        wall - now.duration_since(at)
+    } else {
+        wall + at.duration_since(now)
+    }
+}
+
+/// Whether a datagram is RTCP (RFC 5761 §4: RTP version 2, packet type 192–223).
+pub fn is_rtcp(datagram: &[u8]) -> bool {
+    datagram.len() >= 8 && datagram[0] >> 6 == 2 && (192..=223).contains(&datagram[1])
+}
+
+/// Whether a datagram is DTLS, RTP or RTCP rather than STUN (RFC 7983 §7): what a
+/// peer sends only on its selected candidate pair.
+pub fn is_media_path(datagram: &[u8]) -> bool {
+    datagram
+        .first()
+        .is_some_and(|b| (20..=63).contains(b) || (128..=191).contains(b))
+}
+
+#[cfg(test)]
+mod tests;

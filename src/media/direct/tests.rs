@@ -1,0 +1,266 @@
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::format::Codec;
+use str0m::media::{MediaKind, Mid};
+use str0m::net::{Protocol, Transmit};
+use str0m::{Event, Input, Rtc};
+
+use super::*;
+use crate::core::{Forward, ViewerId, ViewerTrack};
+use crate::media::egress::tests::{PLAYER, SERVER, connected_pair, deliver, drain};
+
+/// A viewer session on the direct path, connected in memory to a str0m player.
+struct Viewer {
+    direct: DirectEgress,
+    player: Rtc,
+    mid: Mid,
+    pt: u8,
+    now: Instant,
+}
+
+impl Viewer {
+    fn new() -> Viewer {
+        let (mut server, player, slot, mid, now) = connected_pair();
+        let pt = *server
+            .codec_config()
+            .iter()
+            .find(|p| p.spec().codec == Codec::H264)
+            .unwrap()
+            .pt();
+        let track = ViewerTrack {
+            kind: MediaKind::Video,
+            mid,
+            clock_rate: 90_000,
+            pt_map: vec![(pt, pt)],
+            first_seq: 0,
+            first_timestamp: 0,
+        };
+        let direct = DirectEgress::new(&mut server, &slot.get().unwrap(), &[track], now).unwrap();
+        Viewer {
+            direct,
+            player,
+            mid,
+            pt,
+            now,
+        }
+    }
+
+    fn forward(&self, seq: u64) -> Forward {
+        Forward {
+            viewer: ViewerId(1),
+            mid: self.mid,
+            pt: self.pt,
+            seq,
+            timestamp: (seq * 3000) as u32,
+            marker: true,
+            nackable: true,
+            wallclock: self.now,
+            payload: Arc::from(vec![seq as u8; 800]),
+        }
+    }
+
+    /// Sends `seq` through the direct path; delivers it to the player unless `lose`.
+    fn send(&mut self, seq: u64, lose: bool) -> Vec<u64> {
+        let mut out = Vec::new();
+        self.direct
+            .send(&self.forward(seq), self.now, &mut out)
+            .unwrap();
+        if lose {
+            return Vec::new();
+        }
+        self.give_player(out)
+    }
+
+    /// Hands the player one datagram; returns the sequence numbers it read.
+    fn give_player(&mut self, datagram: Vec<u8>) -> Vec<u64> {
+        let t = Transmit {
+            proto: Protocol::Udp,
+            source: SERVER,
+            destination: PLAYER,
+            contents: datagram.into(),
+        };
+        deliver(&mut self.player, self.now, &t);
+        drain(&mut self.player)
+            .1
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::RtpPacket(p) => {
+                    assert_eq!(*p.payload, vec![*p.seq_no as u8; 800], "payload intact");
+                    Some(*p.seq_no)
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Runs the player's clock `ms` on; returns the RTCP it sent.
+    fn player_rtcp(&mut self, ms: u64) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for _ in 0..ms {
+            self.now += Duration::from_millis(1);
+            self.player.handle_input(Input::Timeout(self.now)).unwrap();
+            out.extend(
+                drain(&mut self.player)
+                    .0
+                    .into_iter()
+                    .map(|t| t.contents.to_vec())
+                    .filter(|d| is_rtcp(d)),
+            );
+        }
+        out
+    }
+
+    /// Feeds the player's RTCP to the direct path; the resends go to the player.
+    fn answer(&mut self, rtcp: &[Vec<u8>]) -> (RtcpSummary, Vec<u64>) {
+        let mut total = RtcpSummary::default();
+        let mut resent = Vec::new();
+        for d in rtcp {
+            let mut emitted = Vec::new();
+            let s = self
+                .direct
+                .on_rtcp(d, self.now, |r| emitted.push(r.to_vec()));
+            total.nacks += s.nacks;
+            total.resent += s.resent;
+            total.rtt = s.rtt.or(total.rtt);
+            total.loss = s.loss.or(total.loss);
+            for r in emitted {
+                resent.extend(self.give_player(r));
+            }
+        }
+        (total, resent)
+    }
+}
+
+#[test]
+fn a_str0m_player_reads_direct_packets_on_the_negotiated_ssrc_and_mid() {
+    let mut v = Viewer::new();
+    let got: Vec<u64> = (65_530..65_540).flat_map(|s| v.send(s, false)).collect();
+    assert_eq!(
+        got,
+        (65_530..65_540).collect::<Vec<_>>(),
+        "across the rollover"
+    );
+    assert!(v.direct.ssrc(v.mid).is_some());
+}
+
+#[test]
+fn a_nacked_packet_is_resent_from_the_history_and_the_player_fills_its_gap() {
+    let mut v = Viewer::new();
+    for seq in 100..130 {
+        v.send(seq, seq == 117);
+        v.now += Duration::from_millis(5);
+    }
+    let rtcp = v.player_rtcp(100);
+    let (summary, resent) = v.answer(&rtcp);
+    assert!(summary.nacks >= 1, "{summary:?}");
+    assert_eq!(summary.resent, 1, "{summary:?}");
+    assert_eq!(resent, vec![117], "the player read the resent packet");
+    assert!(v.direct.history_len() >= 29);
+}
+
+#[test]
+fn a_nack_that_comes_after_the_window_is_not_answered() {
+    let mut v = Viewer::new();
+    v.direct.set_window(Duration::from_millis(200));
+    for seq in 100..130 {
+        v.send(seq, seq == 117);
+    }
+    let rtcp = v.player_rtcp(100);
+    v.now += Duration::from_millis(250);
+    let (summary, resent) = v.answer(&rtcp);
+    assert!(summary.nacks >= 1, "{summary:?}");
+    assert_eq!((summary.resent, resent.len()), (0, 0), "{summary:?}");
+}
+
+#[test]
+fn one_packet_is_resent_at_most_twice() {
+    let mut v = Viewer::new();
+    for seq in 100..130 {
+        v.send(seq, seq == 117);
+    }
+    let rtcp = v.player_rtcp(100);
+    let (mut nacks, mut resent) = (0, 0);
+    for _ in 0..4 {
+        for d in &rtcp {
+            let s = v.direct.on_rtcp(d, v.now, |_| {});
+            (nacks, resent) = (nacks + s.nacks, resent + s.resent);
+        }
+    }
+    assert!(nacks >= 4, "{nacks}");
+    assert_eq!(resent, 2);
+}
+
+#[test]
+fn sender_reports_are_answered_with_the_round_trip() {
+    let mut v = Viewer::new();
+    for seq in 1..20 {
+        v.send(seq, false);
+    }
+    let mut reports = Vec::new();
+    let due = v.direct.poll_timeout();
+    assert!(due > v.now, "no report before the interval");
+    v.now = due;
+    v.direct.handle_timeout(v.now, |d| reports.push(d.to_vec()));
+    assert_eq!(reports.len(), 1, "one report for the one SSRC that sent");
+    // 10 ms to the player, its next receiver report, 10 ms back.
+    v.now += Duration::from_millis(10);
+    for r in reports {
+        v.give_player(r);
+    }
+    let mut rtt = None;
+    for _ in 0..30 {
+        let rtcp = v.player_rtcp(100);
+        if !rtcp.is_empty() {
+            v.now += Duration::from_millis(10);
+            rtt = v.answer(&rtcp).0.rtt.or(rtt);
+            if rtt.is_some() {
+                break;
+            }
+        }
+    }
+    let rtt = rtt.expect("a receiver report with our LSR");
+    let ms = rtt.as_secs_f64() * 1000.0;
+    assert!((19.5..20.5).contains(&ms), "rtt {ms} ms");
+}
+
+#[test]
+fn rtcp_that_does_not_authenticate_yields_nothing() {
+    let mut v = Viewer::new();
+    v.send(1, false);
+    let mut garbage = vec![0x81, 201, 0, 7];
+    garbage.extend_from_slice(&[0x55; 40]);
+    let s = v
+        .direct
+        .on_rtcp(&garbage, v.now, |_| panic!("nothing to resend"));
+    assert_eq!(s, RtcpSummary::default());
+    for n in 0..8 {
+        let s = v
+            .direct
+            .on_rtcp(&garbage[..n], v.now, |_| panic!("nothing"));
+        assert_eq!(s, RtcpSummary::default());
+    }
+}
+
+#[test]
+fn a_forward_for_an_m_line_the_session_lacks_is_refused() {
+    let mut v = Viewer::new();
+    let mut f = v.forward(1);
+    f.mid = Mid::from("zz");
+    let mut out = Vec::new();
+    assert!(matches!(
+        v.direct.send(&f, v.now, &mut out),
+        Err(DirectError::NoTrack(_))
+    ));
+}
+
+#[test]
+fn datagrams_are_told_apart_by_their_first_bytes() {
+    assert!(is_rtcp(&[0x81, 201, 0, 1, 0, 0, 0, 0]));
+    assert!(!is_rtcp(&[0x80, 96, 0, 1, 0, 0, 0, 0]), "RTP");
+    assert!(!is_rtcp(&[0x81, 201, 0]), "short");
+    assert!(is_media_path(&[22, 254, 253]), "DTLS");
+    assert!(is_media_path(&[0x80]), "RTP");
+    assert!(!is_media_path(&[0, 1]), "STUN");
+    assert!(!is_media_path(&[]));
+}
