@@ -477,3 +477,74 @@ async fn a_constrained_baseline_only_viewer_plays_a_stream_labelled_baseline() {
     assert_intact_and_in_order(&video, "Constrained Baseline viewer");
     server.shutdown().await;
 }
+
+/// A viewer losing every 20th RTP datagram on arrival: its stack NACKs each video gap
+/// and the server resends the packet, so the video it ends up with has no hole (audio
+/// is not resent: a late audio packet is useless to a player).
+async fn lost_video_comes_back_after_a_nack(egress: wishd::config::Egress) {
+    let server = common::start_with(|c| c.egress = egress).await;
+    let base = server.base_url();
+    let _publisher = publish(&base, "lossy", PublisherOptions::default()).await;
+    let opts = ViewerOptions {
+        lose_every: 20,
+        ..ViewerOptions::default()
+    };
+    let viewer = WhepViewer::connect(&format!("{base}/whep/lossy"), opts)
+        .await
+        .expect("viewer connects");
+    viewer
+        .wait_for(Duration::from_secs(20), |p| {
+            count(MediaKind::Video, p) > 400
+        })
+        .await
+        .expect("video arrives");
+    // Resends of the last losses may still be on their way: leave the newest out.
+    let video = of(MediaKind::Video, &viewer.received());
+    let late = video.windows(2).filter(|w| w[1].seq < w[0].seq).count();
+    let mut seqs: Vec<u64> = video.iter().map(|p| p.seq).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    let (first, newest) = (seqs[0], seqs[seqs.len() - 1]);
+    let missing: Vec<u64> = (first..newest.saturating_sub(50))
+        .filter(|s| seqs.binary_search(s).is_err())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{egress:?}: video packets never resent: {missing:?}"
+    );
+    assert!(
+        late >= 5,
+        "{egress:?}: only {late} packets came back late: was anything lost?"
+    );
+    for p in &video {
+        assert!(
+            check_filler(&p.payload),
+            "{egress:?}: a resent payload is corrupted"
+        );
+    }
+    let metrics = wishd::client::http_request("GET", &format!("{base}/metrics"), &[], Vec::new())
+        .await
+        .expect("metrics")
+        .text();
+    let resent: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("wishd_packets_resent_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("wishd_packets_resent_total");
+    match egress {
+        wishd::config::Egress::Direct => assert!(resent >= late as f64, "{resent} < {late}"),
+        // str0m's own send path answers from its own history, uncounted.
+        wishd::config::Egress::Str0m => assert_eq!(resent, 0.0),
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_egress_resends_every_video_packet_a_lossy_viewer_nacks() {
+    lost_video_comes_back_after_a_nack(wishd::config::Egress::Direct).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn str0m_egress_still_resends_what_a_lossy_viewer_nacks() {
+    lost_video_comes_back_after_a_nack(wishd::config::Egress::Str0m).await;
+}

@@ -40,6 +40,9 @@ pub struct ViewerOptions {
     /// packetization-mode 1 with RTX, in this order, at most four), like Firefox's lone
     /// `0x42e01f`. Empty: str0m's usual set of profiles.
     pub h264_profile_level_ids: Vec<u32>,
+    /// Loses every n-th RTP datagram that arrives (0: none) before the stack sees it,
+    /// like a lossy link would: the stack NACKs the gap and the server may resend.
+    pub lose_every: u32,
 }
 
 impl Default for ViewerOptions {
@@ -53,6 +56,7 @@ impl Default for ViewerOptions {
             offer_filter: None,
             audio_codecs: vec![AudioCodec::Opus],
             h264_profile_level_ids: Vec::new(),
+            lose_every: 0,
         }
     }
 }
@@ -266,6 +270,8 @@ impl WhepViewer {
             sender_reports: sender_reports.clone(),
             arrivals: arrivals_tx,
             restart: None,
+            lose_every: opts.lose_every,
+            rtp_seen: 0,
         };
         let task = tokio::spawn(task.run(cmd_rx));
         Ok(WhepViewer {
@@ -457,6 +463,9 @@ struct ViewerTask {
     arrivals: watch::Sender<u64>,
     /// An ICE restart waiting for the server's answer.
     restart: Option<PendingRestart>,
+    /// See [`ViewerOptions::lose_every`].
+    lose_every: u32,
+    rtp_seen: u64,
 }
 
 impl ViewerTask {
@@ -487,7 +496,11 @@ impl ViewerTask {
             let wake =
                 peer::next_wake(&d.socket, &mut d.buf, d.next_timeout, commands, None, None).await;
             match wake {
-                Wake::Datagram(n, src) => self.driver.handle_wake_input(n, src)?,
+                Wake::Datagram(n, src) => {
+                    if !self.loses(n) {
+                        self.driver.handle_wake_input(n, src)?
+                    }
+                }
                 Wake::Timeout | Wake::VideoTick | Wake::AudioTick => {
                     self.driver.handle_timeout()?
                 }
@@ -498,6 +511,18 @@ impl ViewerTask {
                 }
             }
         }
+    }
+
+    /// Whether the datagram of `n` bytes just read is one [`ViewerOptions::lose_every`]
+    /// loses: RTP (RFC 7983: first byte 128–191, and not RTCP's types 192–223).
+    fn loses(&mut self, n: usize) -> bool {
+        let d = &self.driver.buf[..n];
+        let rtp = n >= 12 && d[0] >> 6 == 2 && !(192..=223).contains(&d[1]);
+        if self.lose_every == 0 || !rtp {
+            return false;
+        }
+        self.rtp_seen += 1;
+        self.rtp_seen.is_multiple_of(u64::from(self.lose_every))
     }
 
     fn request_keyframe(&mut self) {
