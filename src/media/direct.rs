@@ -54,7 +54,7 @@ pub struct RtcpSummary {
     pub resent: u64,
     /// The round trip from a report block answering one of our sender reports.
     pub rtt: Option<Duration>,
-    /// The loss fraction of the first track's report block.
+    /// The loss fraction the viewer reports for the video (else the first track).
     pub loss: Option<f32>,
 }
 
@@ -223,7 +223,13 @@ impl DirectEgress {
         };
         self.plain = plain;
         let now_ntp = egress::ntp_time(wall_time(now));
-        let first_ssrc = self.tracks.first().map(|t| t.ssrc);
+        // Loss is the video's when there is video (what a NACK-less audio gap hides).
+        let loss_ssrc = self
+            .tracks
+            .iter()
+            .find(|t| t.history.is_some())
+            .or(self.tracks.first())
+            .map(|t| t.ssrc);
         for block in egress::report_blocks(&self.plain) {
             if !self.tracks.iter().any(|t| t.ssrc == block.ssrc) {
                 continue;
@@ -231,7 +237,7 @@ impl DirectEgress {
             if let Some(rtt) = block.round_trip(now_ntp) {
                 summary.rtt = Some(summary.rtt.map_or(rtt, |r: Duration| r.min(rtt)));
             }
-            if Some(block.ssrc) == first_ssrc {
+            if Some(block.ssrc) == loss_ssrc {
                 summary.loss = Some(f32::from(block.fraction_lost) / 256.0);
             }
         }
