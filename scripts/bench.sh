@@ -29,13 +29,16 @@ if [ -w "$rmem" ] && [ "$(cat "$rmem")" -lt 33554432 ]; then
 fi
 # BENCH_NICE=-5 runs server and tool ahead of other work on a shared machine.
 nice=${BENCH_NICE:-0}
+# BENCH_EGRESS=str0m measures str0m's send path instead of wishd's own (an A/B).
+egress=${BENCH_EGRESS:-direct}
 
 cat >"$out/wishd.toml" <<TOML
 # Written by scripts/bench.sh: loopback on free ports, open policies (no tokens), no
-# request rate limit, no session cap, one media worker per core.
+# request rate limit, no session cap, one media worker per core, the chosen egress.
 http = "127.0.0.1:0"
 udp = "127.0.0.1:0"
 workers = 0
+egress = "$egress"
 
 [auth]
 publish = "open"
