@@ -1,14 +1,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use str0m::format::Codec;
+use str0m::Rtc;
 use str0m::media::{MediaKind, Mid};
-use str0m::net::{Protocol, Transmit};
-use str0m::{Event, Input, Rtc};
 
 use super::*;
 use crate::core::{Forward, ViewerId, ViewerTrack};
-use crate::media::egress::tests::{PLAYER, SERVER, connected_pair, deliver, drain};
+use crate::media::egress::tests::{connected_pair, give_player, h264_pt, player_rtcp};
 
 /// A viewer session on the direct path, connected in memory to a str0m player.
 struct Viewer {
@@ -22,12 +20,7 @@ struct Viewer {
 impl Viewer {
     fn new() -> Viewer {
         let (mut server, player, slot, mid, now) = connected_pair();
-        let pt = *server
-            .codec_config()
-            .iter()
-            .find(|p| p.spec().codec == Codec::H264)
-            .unwrap()
-            .pt();
+        let pt = h264_pt(&server);
         let track = ViewerTrack {
             kind: MediaKind::Video,
             mid,
@@ -74,41 +67,18 @@ impl Viewer {
 
     /// Hands the player one datagram; returns the sequence numbers it read.
     fn give_player(&mut self, datagram: Vec<u8>) -> Vec<u64> {
-        let t = Transmit {
-            proto: Protocol::Udp,
-            source: SERVER,
-            destination: PLAYER,
-            contents: datagram.into(),
-        };
-        deliver(&mut self.player, self.now, &t);
-        drain(&mut self.player)
-            .1
+        give_player(&mut self.player, self.now, datagram)
             .into_iter()
-            .filter_map(|e| match e {
-                Event::RtpPacket(p) => {
-                    assert_eq!(*p.payload, vec![*p.seq_no as u8; 800], "payload intact");
-                    Some(*p.seq_no)
-                }
-                _ => None,
+            .map(|p| {
+                assert_eq!(*p.payload, vec![*p.seq_no as u8; 800], "payload intact");
+                *p.seq_no
             })
             .collect()
     }
 
     /// Runs the player's clock `ms` on; returns the RTCP it sent.
     fn player_rtcp(&mut self, ms: u64) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        for _ in 0..ms {
-            self.now += Duration::from_millis(1);
-            self.player.handle_input(Input::Timeout(self.now)).unwrap();
-            out.extend(
-                drain(&mut self.player)
-                    .0
-                    .into_iter()
-                    .map(|t| t.contents.to_vec())
-                    .filter(|d| is_rtcp(d)),
-            );
-        }
-        out
+        player_rtcp(&mut self.player, &mut self.now, ms)
     }
 
     /// Feeds the player's RTCP to the direct path; the resends go to the player.

@@ -6,10 +6,11 @@ use str0m::change::SdpOffer;
 use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
 use str0m::net::{Protocol, Receive, Transmit};
-use str0m::rtp::{Extension, ExtensionMap};
+use str0m::rtp::{Extension, ExtensionMap, RtpPacket};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 
 use super::*;
+use crate::media::direct::is_rtcp;
 use crate::media::dtls::{self, KeySlot};
 use crate::media::srtp::contexts;
 
@@ -82,6 +83,52 @@ pub(crate) fn connected_pair() -> (Rtc, Rtc, KeySlot, Mid, Instant) {
     panic!("the pair did not connect");
 }
 
+/// The payload type the server's H.264 has.
+pub(crate) fn h264_pt(server: &Rtc) -> u8 {
+    *server
+        .codec_config()
+        .iter()
+        .find(|p| p.spec().codec == Codec::H264)
+        .unwrap()
+        .pt()
+}
+
+/// Hands `player` one datagram from the server; returns the RTP packets it read.
+pub(crate) fn give_player(player: &mut Rtc, now: Instant, datagram: Vec<u8>) -> Vec<RtpPacket> {
+    let t = Transmit {
+        proto: Protocol::Udp,
+        source: SERVER,
+        destination: PLAYER,
+        contents: datagram.into(),
+    };
+    deliver(player, now, &t);
+    drain(player)
+        .1
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::RtpPacket(p) => Some(p),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Runs the player's clock `ms` on from `now`; returns the (protected) RTCP it sent.
+pub(crate) fn player_rtcp(player: &mut Rtc, now: &mut Instant, ms: u64) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for _ in 0..ms {
+        *now += Duration::from_millis(1);
+        player.handle_input(Input::Timeout(*now)).unwrap();
+        out.extend(
+            drain(player)
+                .0
+                .into_iter()
+                .map(|t| t.contents.to_vec())
+                .filter(|d| is_rtcp(d)),
+        );
+    }
+    out
+}
+
 /// A connected pair with the server's side of the direct path set up from its DTLS
 /// keys: what a viewer's session on the direct path holds.
 struct Fixture {
@@ -103,12 +150,7 @@ impl Fixture {
             .stream_tx_by_mid(mid, None)
             .unwrap()
             .ssrc();
-        let pt = *server
-            .codec_config()
-            .iter()
-            .find(|p| p.spec().codec == Codec::H264)
-            .unwrap()
-            .pt();
+        let pt = h264_pt(&server);
         Fixture {
             player,
             tx,
@@ -123,20 +165,9 @@ impl Fixture {
     /// Hands the player one datagram and returns the media packets it read:
     /// (extended sequence number, marker, payload).
     fn deliver_to_player(&mut self, datagram: Vec<u8>) -> Vec<(u64, bool, Vec<u8>)> {
-        let t = Transmit {
-            proto: Protocol::Udp,
-            source: SERVER,
-            destination: PLAYER,
-            contents: datagram.into(),
-        };
-        deliver(&mut self.player, self.now, &t);
-        let (_, events, _) = drain(&mut self.player);
-        events
+        give_player(&mut self.player, self.now, datagram)
             .into_iter()
-            .filter_map(|e| match e {
-                Event::RtpPacket(p) => Some((*p.seq_no, p.header.marker, p.payload.to_vec())),
-                _ => None,
-            })
+            .map(|p| (*p.seq_no, p.header.marker, p.payload.to_vec()))
             .collect()
     }
 
@@ -165,21 +196,11 @@ impl Fixture {
 
     /// Runs the player's clock `ms` on and returns the plain RTCP it sent.
     fn player_rtcp(&mut self, ms: u64) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        for _ in 0..ms {
-            self.now += Duration::from_millis(1);
-            self.player.handle_input(Input::Timeout(self.now)).unwrap();
-            out.extend(drain(&mut self.player).0);
-        }
-        out.iter()
-            .filter(|t| is_rtcp(&t.contents))
-            .map(|t| self.rx.unprotect_rtcp(&t.contents).unwrap().0)
+        player_rtcp(&mut self.player, &mut self.now, ms)
+            .iter()
+            .map(|d| self.rx.unprotect_rtcp(d).unwrap().0)
             .collect()
     }
-}
-
-fn is_rtcp(d: &[u8]) -> bool {
-    d.len() >= 8 && (128..192).contains(&d[0]) && (192..224).contains(&d[1])
 }
 
 #[test]
