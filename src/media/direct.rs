@@ -37,6 +37,8 @@ const MAX_RESENDS: u8 = 2;
 /// Why a session cannot use the direct path.
 #[derive(Debug, thiserror::Error)]
 pub enum DirectError {
+    #[error("DTLS exported no keys")]
+    NoKeys,
     #[error("the m-line {0} has no send stream")]
     NoStream(Mid),
     #[error("no track on the m-line {0}")]
@@ -83,6 +85,20 @@ struct Track {
     history: Option<VecDeque<Sent>>,
 }
 
+impl Track {
+    /// The header of one of this track's packets.
+    fn header(&self, marker: bool, pt: u8, seq: u64, timestamp: u32) -> Header<'_> {
+        Header {
+            marker,
+            pt,
+            seq,
+            timestamp,
+            ssrc: self.ssrc,
+            mid: self.mid_ext.map(|id| (id, &*self.mid)),
+        }
+    }
+}
+
 /// The direct egress state of one viewer session.
 pub struct DirectEgress {
     /// Ours, protecting what we send.
@@ -94,7 +110,6 @@ pub struct DirectEgress {
     window: Duration,
     next_report: Instant,
     scratch: Vec<u8>,
-    plain: Vec<u8>,
 }
 
 impl std::fmt::Debug for DirectEgress {
@@ -150,7 +165,6 @@ impl DirectEgress {
             window: NackHistory::default().window(),
             next_report: now + REPORT_INTERVAL,
             scratch: Vec::with_capacity(64),
-            plain: Vec::new(),
         })
     }
 
@@ -176,14 +190,7 @@ impl DirectEgress {
         let Some(track) = self.tracks.iter_mut().find(|t| t.mid == f.mid) else {
             return Err(DirectError::NoTrack(f.mid));
         };
-        let header = Header {
-            marker: f.marker,
-            pt: f.pt,
-            seq: f.seq,
-            timestamp: f.timestamp,
-            ssrc: track.ssrc,
-            mid: track.mid_ext.map(|id| (id, &*track.mid)),
-        };
+        let header = track.header(f.marker, f.pt, f.seq, f.timestamp);
         egress::protect(&mut self.tx, &header, &f.payload, &mut self.scratch, out)?;
         track.packets = track.packets.wrapping_add(1);
         track.octets = track.octets.wrapping_add(f.payload.len() as u32);
@@ -221,7 +228,6 @@ impl DirectEgress {
         let Ok((plain, _)) = self.rx.unprotect_rtcp(datagram) else {
             return summary;
         };
-        self.plain = plain;
         let now_ntp = egress::ntp_time(wall_time(now));
         // Loss is the video's when there is video (what a NACK-less audio gap hides).
         let loss_ssrc = self
@@ -230,7 +236,7 @@ impl DirectEgress {
             .find(|t| t.history.is_some())
             .or(self.tracks.first())
             .map(|t| t.ssrc);
-        for block in egress::report_blocks(&self.plain) {
+        for block in egress::report_blocks(&plain) {
             if !self.tracks.iter().any(|t| t.ssrc == block.ssrc) {
                 continue;
             }
@@ -242,7 +248,7 @@ impl DirectEgress {
             }
         }
         let mut out = Vec::new();
-        for (ssrc, seq) in egress::nacks(&self.plain) {
+        for (ssrc, seq) in egress::nacks(&plain) {
             summary.nacks += 1;
             let Some(track) = self.tracks.iter_mut().find(|t| t.ssrc == ssrc) else {
                 continue;
@@ -266,23 +272,11 @@ impl DirectEgress {
                 continue;
             }
             s.resends += 1;
-            let header = Header {
-                marker: s.marker,
-                pt: s.pt,
-                seq: s.seq,
-                timestamp: s.timestamp,
-                ssrc,
-                mid: track.mid_ext.map(|id| (id, &*track.mid)),
-            };
+            let (marker, pt, seq, timestamp) = (s.marker, s.pt, s.seq, s.timestamp);
+            let payload = s.payload.clone();
+            let header = track.header(marker, pt, seq, timestamp);
             out.clear();
-            if egress::protect(
-                &mut self.tx,
-                &header,
-                &s.payload,
-                &mut self.scratch,
-                &mut out,
-            )
-            .is_ok()
+            if egress::protect(&mut self.tx, &header, &payload, &mut self.scratch, &mut out).is_ok()
             {
                 summary.resent += 1;
                 emit(&out);
@@ -349,11 +343,6 @@ fn wall_time(at: Instant) -> SystemTime {
     } else {
         wall + at.duration_since(now)
     }
-}
-
-/// Whether a datagram is RTCP (RFC 5761 §4: RTP version 2, packet type 192–223).
-pub fn is_rtcp(datagram: &[u8]) -> bool {
-    datagram.len() >= 8 && datagram[0] >> 6 == 2 && (192..=223).contains(&datagram[1])
 }
 
 /// Whether a datagram is DTLS, RTP or RTCP rather than STUN (RFC 7983 §7): what a

@@ -151,8 +151,6 @@ pub struct WorkerConfig {
     pub keyframe_request_interval: Duration,
     /// Source packets from other workers older than this are dropped, not forwarded.
     pub forward_max_delay: Duration,
-    /// Viewers get forwarded RTP through wishd's own path (`direct`), not str0m's.
-    pub direct_egress: bool,
 }
 
 /// One worker as seen from outside.
@@ -166,8 +164,6 @@ pub struct WorkerHandle {
     pub bound: SocketAddr,
     /// The addresses put in answers as host candidates.
     pub candidates: Vec<SocketAddr>,
-    /// Its viewers take the direct egress path.
-    pub direct_egress: bool,
 }
 
 /// The media side of the server: workers plus session setup.
@@ -178,6 +174,8 @@ pub struct Media {
     template: RtcConfig,
     /// The template for viewers: `template` with the mid header extension only.
     viewer_template: RtcConfig,
+    /// Viewers take the direct egress path (their DTLS keys are kept for it).
+    direct_egress: bool,
     next_worker: AtomicUsize,
     /// Dropped with `Media`: the worker threads see it and stop (a server dropped
     /// without `shutdown`, as tests do, must not leave its threads behind).
@@ -232,7 +230,6 @@ impl Media {
             connect_timeout: config.connect_timeout,
             keyframe_request_interval: config.keyframe_request_interval,
             forward_max_delay: config.forward_max_delay,
-            direct_egress: config.egress == crate::config::Egress::Direct,
         };
         let (alive, alive_rx) = watch::channel(());
         let mut workers = Vec::with_capacity(count);
@@ -245,7 +242,6 @@ impl Media {
                 tx: txs[index].clone(),
                 bound,
                 candidates,
-                direct_egress: wcfg.direct_egress,
             });
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -275,7 +271,8 @@ impl Media {
         }
         let template = rtc_template()?;
         let mut viewer_template = template.clone().set_extension_map(viewer_extensions());
-        if wcfg.direct_egress {
+        let direct_egress = config.egress == crate::config::Egress::Direct;
+        if direct_egress {
             // The direct path writes each SSRC's sender reports; str0m would otherwise
             // send its own (with zero counts) for the same SSRCs. Its receiver reports
             // are unaffected: a viewer session receives no media.
@@ -290,6 +287,7 @@ impl Media {
                 counters,
                 template,
                 viewer_template,
+                direct_egress,
                 next_worker: AtomicUsize::new(0),
                 _alive: alive,
             },
@@ -428,7 +426,7 @@ impl Media {
             });
         }
         // The direct egress path needs the keys the session's DTLS exports.
-        let keys = worker.direct_egress.then(dtls::KeySlot::default);
+        let keys = self.direct_egress.then(dtls::KeySlot::default);
         let (rtc, answer, ufrag) = self.negotiate(
             &self.viewer_template,
             worker,

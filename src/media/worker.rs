@@ -685,7 +685,7 @@ impl Worker {
             if direct::is_media_path(data) {
                 s.path = Some((r.destination.ip(), r.source));
             }
-            if s.direct.is_some() && direct::is_rtcp(data) {
+            if s.direct.is_some() && crate::ingest::rtp::is_rtcp(data) {
                 direct_rtcp(s, data, now, &self.socket, &mut self.outbox, &self.counters);
             }
         }
@@ -758,14 +758,11 @@ impl Worker {
                 && let Some(d) = s.direct.as_deref_mut()
                 && d.poll_timeout() <= now
             {
-                let (socket, outbox, path) = (&self.socket, &mut self.outbox, s.path);
                 let mut bytes = 0;
-                d.handle_timeout(now, |dg| {
-                    if let Some((src, dst)) = path {
-                        bytes += dg.len() as u64;
-                        outbox.push(socket, src, dst, dg);
-                    }
-                });
+                d.handle_timeout(
+                    now,
+                    on_path(s.path, &self.socket, &mut self.outbox, &mut bytes),
+                );
                 s.telemetry.bytes_out += bytes;
             }
             self.drive(key, now, |rtc| {
@@ -1392,8 +1389,8 @@ fn start_direct(s: &mut Session, now: Instant) {
         return;
     };
     let started = match slot.get() {
-        Some(keys) => DirectEgress::new(&mut s.rtc, &keys, tracks, now).map_err(|e| e.to_string()),
-        None => Err("DTLS exported no keys".into()),
+        Some(keys) => DirectEgress::new(&mut s.rtc, &keys, tracks, now),
+        None => Err(direct::DirectError::NoKeys),
     };
     match started {
         Ok(mut d) => {
@@ -1423,14 +1420,8 @@ fn direct_rtcp(
     let Some(d) = s.direct.as_deref_mut() else {
         return;
     };
-    let path = s.path;
     let mut bytes = 0;
-    let summary: RtcpSummary = d.on_rtcp(data, now, |dg| {
-        if let Some((src, dst)) = path {
-            bytes += dg.len() as u64;
-            outbox.push(socket, src, dst, dg);
-        }
-    });
+    let summary: RtcpSummary = d.on_rtcp(data, now, on_path(s.path, socket, outbox, &mut bytes));
     s.telemetry.bytes_out += bytes;
     counters
         .packets_resent
@@ -1441,6 +1432,22 @@ fn direct_rtcp(
         && let Some(window) = nack.on_rtt(rtt)
     {
         d.set_window(window);
+    }
+}
+
+/// Where the direct path's resends and reports go: queued on the session's current
+/// path (dropped while it has none), their bytes added to `bytes`.
+fn on_path<'a>(
+    path: Option<(IpAddr, SocketAddr)>,
+    socket: &'a MediaSocket,
+    outbox: &'a mut Outbox,
+    bytes: &'a mut u64,
+) -> impl FnMut(&[u8]) + 'a {
+    move |dg| {
+        if let Some((src, dst)) = path {
+            *bytes += dg.len() as u64;
+            outbox.push(socket, src, dst, dg);
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use str0m::rtp::{Extension, ExtensionMap, RtpPacket};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 
 use super::*;
-use crate::media::direct::is_rtcp;
+use crate::ingest::rtp::is_rtcp;
 use crate::media::dtls::{self, KeySlot};
 use crate::media::srtp::contexts;
 
