@@ -1,15 +1,18 @@
 //! One viewer session's direct egress: the forwarded RTP it gets, built and protected
 //! by wishd instead of str0m's per-viewer send path (BENCHMARKS.md, sixth and seventh
-//! sessions). str0m keeps ICE, DTLS and the keyframe requests it reads; this keeps
-//! what a sender owes for each SSRC it sends:
+//! sessions). str0m keeps ICE and DTLS; once the session is connected its SRTCP is
+//! read here only, and this keeps what a sender owes for each SSRC it sends:
 //!
 //! - the packets, protected with the session's DTLS-exported keys ([`super::srtp`]);
 //! - a resend history of the video, answering the viewer's NACKs for as long as its
 //!   [`NackHistory`] window says a resend still helps (the payloads are the `Arc`s
-//!   every viewer of the stream shares; an entry costs 40 bytes);
+//!   every viewer of the stream shares; an entry costs 32 bytes, and the history is
+//!   trimmed to its window every second, so a join burst or a stalled source does not
+//!   keep memory);
 //! - a sender report per SSRC once a second (RFC 3550 §6.4.1), which the viewer needs
 //!   to line audio up with video and which its receiver reports answer;
-//! - the round trip and loss those receiver reports give.
+//! - the round trip and loss those receiver reports give, and the keyframe requests
+//!   (PLI, FIR) the viewer sends.
 //!
 //! Sans-IO: it takes forwards, the viewer's SRTCP and the time, and appends datagrams
 //! to a buffer the worker sends; where to send them is the worker's (see its `path`).
@@ -19,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use str0m::Rtc;
-use str0m::media::{MediaKind, Mid};
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
 use str0m::rtp::Extension;
 
 use super::dtls::{self, ExportedKeys};
@@ -58,17 +61,61 @@ pub struct RtcpSummary {
     pub rtt: Option<Duration>,
     /// The loss fraction the viewer reports for the video (else the first track).
     pub loss: Option<f32>,
+    /// A keyframe request for our video, the last one if several.
+    pub keyframe: Option<KeyframeRequestKind>,
 }
 
-/// One sent video packet, kept for resending.
+/// One sent video packet, kept for resending. 32 bytes: the sequence number is its
+/// low 32 bits (the history's newest keeps all 64) and the send time is in
+/// milliseconds since the session's [`DirectEgress::epoch`].
 struct Sent {
-    seq: u64,
+    seq: u32,
     timestamp: u32,
+    at_ms: u32,
     pt: u8,
     marker: bool,
     resends: u8,
-    at: Instant,
     payload: Arc<[u8]>,
+}
+
+/// The video sent within the resend window, oldest first.
+#[derive(Default)]
+struct History {
+    sent: VecDeque<Sent>,
+    /// The extended sequence number of the newest entry.
+    newest: u64,
+}
+
+impl History {
+    /// Drops what left the window (or past the count bound), then gives spare room
+    /// back: a join burst or a keyframe can grow the queue far past what the window
+    /// holds afterwards.
+    fn trim(&mut self, now_ms: u32, window_ms: u32, shrink: bool) {
+        while self.sent.len() >= NACK_HISTORY_PACKETS
+            || self
+                .sent
+                .front()
+                .is_some_and(|s| now_ms.wrapping_sub(s.at_ms) > window_ms)
+        {
+            self.sent.pop_front();
+        }
+        if shrink && self.sent.capacity() > 4 * self.sent.len().max(16) {
+            self.sent.shrink_to(2 * self.sent.len());
+        }
+    }
+
+    /// The entry for a NACKed 16-bit sequence number: the newest sent with those bits.
+    fn find(&mut self, seq: u16) -> Option<(u64, &mut Sent)> {
+        let newest = self.sent.back()?.seq;
+        let back = u32::from((newest as u16).wrapping_sub(seq));
+        // Distances from the newest fall from front to back, across a 32-bit wrap too.
+        let i = self
+            .sent
+            .binary_search_by(|s| back.cmp(&newest.wrapping_sub(s.seq)))
+            .ok()?;
+        let full = self.newest.checked_sub(u64::from(back))?;
+        self.sent.get_mut(i).map(|s| (full, s))
+    }
 }
 
 struct Track {
@@ -82,7 +129,7 @@ struct Track {
     /// The RTP timestamp and capture instant of the last packet, for the reports.
     last: Option<(u32, Instant)>,
     /// Video only.
-    history: Option<VecDeque<Sent>>,
+    history: Option<History>,
 }
 
 impl Track {
@@ -109,6 +156,8 @@ pub struct DirectEgress {
     tracks: Vec<Track>,
     window: Duration,
     next_report: Instant,
+    /// What the history's send times count from.
+    epoch: Instant,
     scratch: Vec<u8>,
 }
 
@@ -154,7 +203,7 @@ impl DirectEgress {
                 packets: 0,
                 octets: 0,
                 last: None,
-                history: (t.kind == MediaKind::Video).then(VecDeque::new),
+                history: (t.kind == MediaKind::Video).then(History::default),
             });
         }
         Ok(DirectEgress {
@@ -164,6 +213,7 @@ impl DirectEgress {
             tracks: out,
             window: NackHistory::default().window(),
             next_report: now + REPORT_INTERVAL,
+            epoch: now,
             scratch: Vec::with_capacity(64),
         })
     }
@@ -187,6 +237,7 @@ impl DirectEgress {
         out: &mut Vec<u8>,
     ) -> Result<(), DirectError> {
         out.clear();
+        let (now_ms, window_ms) = (self.ms(now), self.window.as_millis() as u32);
         let Some(track) = self.tracks.iter_mut().find(|t| t.mid == f.mid) else {
             return Err(DirectError::NoTrack(f.mid));
         };
@@ -196,21 +247,17 @@ impl DirectEgress {
         track.octets = track.octets.wrapping_add(f.payload.len() as u32);
         track.last = Some((f.timestamp, f.wallclock));
         if let (Some(h), true) = (&mut track.history, f.nackable) {
-            while h.len() >= NACK_HISTORY_PACKETS
-                || h.front()
-                    .is_some_and(|s| now.duration_since(s.at) > self.window)
-            {
-                h.pop_front();
-            }
-            h.push_back(Sent {
-                seq: f.seq,
+            h.trim(now_ms, window_ms, false);
+            h.sent.push_back(Sent {
+                seq: f.seq as u32,
                 timestamp: f.timestamp,
+                at_ms: now_ms,
                 pt: f.pt,
                 marker: f.marker,
                 resends: 0,
-                at: now,
                 payload: f.payload.clone(),
             });
+            h.newest = f.seq;
         }
         Ok(())
     }
@@ -247,32 +294,30 @@ impl DirectEgress {
                 summary.loss = Some(f32::from(block.fraction_lost) / 256.0);
             }
         }
+        for (ssrc, kind) in egress::keyframe_requests(&plain) {
+            if self
+                .tracks
+                .iter()
+                .any(|t| t.ssrc == ssrc && t.history.is_some())
+            {
+                summary.keyframe = Some(kind);
+            }
+        }
+        let (now_ms, window_ms) = (self.ms(now), self.window.as_millis() as u32);
         let mut out = Vec::new();
         for (ssrc, seq) in egress::nacks(&plain) {
             summary.nacks += 1;
             let Some(track) = self.tracks.iter_mut().find(|t| t.ssrc == ssrc) else {
                 continue;
             };
-            let Some(h) = &mut track.history else {
+            let Some((seq, s)) = track.history.as_mut().and_then(|h| h.find(seq)) else {
                 continue;
             };
-            let Some(newest) = h.back().map(|s| s.seq) else {
-                continue;
-            };
-            // The NACK names 16 bits: the newest sent packet with those bits.
-            let back = (newest as u16).wrapping_sub(seq);
-            let Some(want) = newest.checked_sub(u64::from(back)) else {
-                continue;
-            };
-            let Ok(i) = h.binary_search_by_key(&want, |s| s.seq) else {
-                continue;
-            };
-            let Some(s) = h.get_mut(i) else { continue };
-            if s.resends >= MAX_RESENDS || now.duration_since(s.at) > self.window {
+            if s.resends >= MAX_RESENDS || now_ms.wrapping_sub(s.at_ms) > window_ms {
                 continue;
             }
             s.resends += 1;
-            let (marker, pt, seq, timestamp) = (s.marker, s.pt, s.seq, s.timestamp);
+            let (marker, pt, timestamp) = (s.marker, s.pt, s.timestamp);
             let payload = s.payload.clone();
             let header = track.header(marker, pt, seq, timestamp);
             out.clear();
@@ -297,6 +342,10 @@ impl DirectEgress {
             return;
         }
         self.next_report = now + REPORT_INTERVAL;
+        let (now_ms, window_ms) = (self.ms(now), self.window.as_millis() as u32);
+        for h in self.tracks.iter_mut().filter_map(|t| t.history.as_mut()) {
+            h.trim(now_ms, window_ms, true);
+        }
         let wall = wall_time(now);
         let ntp = egress::ntp_time(wall);
         let mut plain = Vec::with_capacity(64);
@@ -330,8 +379,23 @@ impl DirectEgress {
         self.tracks
             .iter()
             .filter_map(|t| t.history.as_ref())
-            .map(VecDeque::len)
+            .map(|h| h.sent.len())
             .sum()
+    }
+
+    /// Room the history holds (for tests and memory figures).
+    pub fn history_capacity(&self) -> usize {
+        self.tracks
+            .iter()
+            .filter_map(|t| t.history.as_ref())
+            .map(|h| h.sent.capacity())
+            .sum()
+    }
+
+    /// Milliseconds since [`epoch`](Self::epoch), wrapping after 49 days: entries are
+    /// compared by differences, and none lives longer than a second.
+    fn ms(&self, now: Instant) -> u32 {
+        now.saturating_duration_since(self.epoch).as_millis() as u32
     }
 }
 

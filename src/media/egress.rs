@@ -14,6 +14,8 @@
 //! `media::direct` puts them together for one viewer session; the worker sends what
 //! it returns.
 
+use str0m::media::KeyframeRequestKind;
+
 use super::srtp::{Srtp, SrtpError};
 
 /// The one-byte header extension profile (RFC 8285 §4.2).
@@ -163,6 +165,23 @@ pub fn nacks(plain: &[u8]) -> impl Iterator<Item = (u32, u16)> + '_ {
                     )
                     .map(move |seq| (ssrc, seq))
             })
+        })
+}
+
+/// The media SSRCs a viewer asks a keyframe of, with how it asked: a Picture Loss
+/// Indication names it in its header (RFC 4585 §6.3.1), a Full Intra Request in each
+/// of its entries (RFC 5104 §4.3.1, where the header's media SSRC is 0).
+pub fn keyframe_requests(plain: &[u8]) -> impl Iterator<Item = (u32, KeyframeRequestKind)> + '_ {
+    rtcp_packets(plain)
+        .filter(|(pt, fmt, body)| *pt == 206 && (*fmt == 1 || *fmt == 4) && body.len() >= 8)
+        .flat_map(|(_, fmt, body)| {
+            let be32 = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+            let pli = (fmt == 1).then(|| (be32(&body[4..8]), KeyframeRequestKind::Pli));
+            let firs = body[8..]
+                .chunks_exact(8)
+                .filter(move |_| fmt == 4)
+                .map(move |fci| (be32(fci), KeyframeRequestKind::Fir));
+            pli.into_iter().chain(firs)
         })
 }
 

@@ -685,8 +685,19 @@ impl Worker {
             if direct::is_media_path(data) {
                 s.path = Some((r.destination.ip(), r.source));
             }
+            // A connected viewer's SRTCP is read by the direct path only: str0m would
+            // decrypt and parse it a second time for nothing it still needs.
             if s.direct.is_some() && crate::ingest::rtp::is_rtcp(data) {
-                direct_rtcp(s, data, now, &self.socket, &mut self.outbox, &self.counters);
+                let keyframe =
+                    direct_rtcp(s, data, now, &self.socket, &mut self.outbox, &self.counters);
+                if keyframe {
+                    self.deferred
+                        .push_back(Deferred::ViewerKeyframe(key, s.shared.clone()));
+                }
+                if !self.batching {
+                    self.outbox.flush(&self.socket);
+                }
+                return;
             }
         }
         if by_ufrag.is_some() {
@@ -1406,9 +1417,10 @@ fn start_direct(s: &mut Session, now: Instant) {
     }
 }
 
-/// A viewer's SRTCP on the direct path: NACKed packets still in the window are resent
-/// on the session's path, and its reports give the RTT (which sizes the window) and
-/// loss. str0m reads the same datagram afterwards (keyframe requests).
+/// A viewer's SRTCP on the direct path (str0m does not see it): NACKed packets still
+/// in the window are resent on the session's path, and its reports give the RTT
+/// (which sizes the window) and loss. Returns true when it asked for a keyframe
+/// (counted here; the caller asks the source).
 fn direct_rtcp(
     s: &mut Session,
     data: &[u8],
@@ -1416,9 +1428,9 @@ fn direct_rtcp(
     socket: &MediaSocket,
     outbox: &mut Outbox,
     counters: &MediaCounters,
-) {
+) -> bool {
     let Some(d) = s.direct.as_deref_mut() else {
-        return;
+        return false;
     };
     let mut bytes = 0;
     let summary: RtcpSummary = d.on_rtcp(data, now, on_path(s.path, socket, outbox, &mut bytes));
@@ -1433,6 +1445,13 @@ fn direct_rtcp(
     {
         d.set_window(window);
     }
+    if summary.keyframe.is_some() {
+        s.telemetry
+            .counters
+            .keyframe_requests_received
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    summary.keyframe.is_some()
 }
 
 /// Where the direct path's resends and reports go: queued on the session's current

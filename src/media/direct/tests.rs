@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::Rtc;
-use str0m::media::{MediaKind, Mid};
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
 
 use super::*;
 use crate::core::{Forward, ViewerId, ViewerTrack};
@@ -94,6 +94,7 @@ impl Viewer {
             total.resent += s.resent;
             total.rtt = s.rtt.or(total.rtt);
             total.loss = s.loss.or(total.loss);
+            total.keyframe = s.keyframe.or(total.keyframe);
             for r in emitted {
                 resent.extend(self.give_player(r));
             }
@@ -159,6 +160,79 @@ fn one_packet_is_resent_at_most_twice() {
     }
     assert!(nacks >= 4, "{nacks}");
     assert_eq!(resent, 2);
+}
+
+#[test]
+fn the_players_keyframe_requests_are_read_from_its_srtcp() {
+    let mut v = Viewer::new();
+    for seq in 1..10 {
+        v.send(seq, false);
+    }
+    let rtcp = v.player_rtcp(100);
+    let (quiet, _) = v.answer(&rtcp);
+    assert_eq!(quiet.keyframe, None, "no request yet");
+    for kind in [KeyframeRequestKind::Pli, KeyframeRequestKind::Fir] {
+        v.player
+            .direct_api()
+            .stream_rx_by_mid(v.mid, None)
+            .expect("the player took the SSRC")
+            .request_keyframe(kind);
+        let rtcp = v.player_rtcp(100);
+        let (summary, _) = v.answer(&rtcp);
+        assert_eq!(summary.keyframe, Some(kind), "{summary:?}");
+    }
+}
+
+#[test]
+fn the_history_keeps_its_window_only_and_gives_back_a_bursts_room() {
+    let mut v = Viewer::new();
+    v.direct.set_window(Duration::from_millis(200));
+    // A join burst: 600 packets at once (a cached group of pictures).
+    for seq in 0..600 {
+        v.send(seq, true);
+    }
+    assert_eq!(v.direct.history_len(), 600);
+    let burst_room = v.direct.history_capacity();
+    // Then a paced source: 10 packets 20 ms apart, and the second's report tick.
+    for seq in 600..610 {
+        v.now += Duration::from_millis(20);
+        v.send(seq, true);
+    }
+    v.now += Duration::from_secs(1);
+    v.direct.handle_timeout(v.now, |_| {});
+    assert_eq!(v.direct.history_len(), 0, "all of it left the window");
+    assert!(
+        v.direct.history_capacity() * 8 <= burst_room,
+        "{} of {burst_room} kept",
+        v.direct.history_capacity()
+    );
+    assert_eq!(std::mem::size_of::<Sent>(), 32);
+}
+
+#[test]
+fn a_nack_finds_its_packet_across_the_32_bit_wrap_of_the_stored_numbers() {
+    let mut h = History::default();
+    let first = (1u64 << 32) - 3;
+    for full in first..first + 6 {
+        h.sent.push_back(Sent {
+            seq: full as u32,
+            timestamp: 0,
+            at_ms: 0,
+            pt: 96,
+            marker: false,
+            resends: 0,
+            payload: Arc::from(vec![full as u8]),
+        });
+        h.newest = full;
+    }
+    for full in first..first + 6 {
+        let (found, s) = h.find(full as u16).expect("in the history");
+        assert_eq!((found, &*s.payload), (full, &[full as u8][..]));
+    }
+    assert!(
+        h.find((first - 1) as u16).is_none(),
+        "older than the history"
+    );
 }
 
 #[test]

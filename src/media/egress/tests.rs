@@ -216,17 +216,49 @@ fn a_str0m_player_reads_what_the_direct_path_protects_across_a_rollover() {
         "every packet decrypted, in order, past the rollover"
     );
 
-    // And back: the player's keyframe request reads with the remote key.
-    f.player
-        .direct_api()
-        .stream_rx_by_mid(f.mid, None)
-        .expect("the player took the SSRC")
-        .request_keyframe(KeyframeRequestKind::Pli);
-    let ssrc = f.ssrc.to_be_bytes();
-    let pli = f.player_rtcp(100).iter().any(|plain| {
-        rtcp_packets(plain).any(|(pt, fmt, body)| pt == 206 && fmt == 1 && body[4..8] == ssrc)
-    });
-    assert!(pli, "the PLI for our SSRC was read");
+    // And back: the player's keyframe requests read with the remote key, PLI and FIR.
+    for kind in [KeyframeRequestKind::Pli, KeyframeRequestKind::Fir] {
+        f.player
+            .direct_api()
+            .stream_rx_by_mid(f.mid, None)
+            .expect("the player took the SSRC")
+            .request_keyframe(kind);
+        let asked: Vec<_> = f
+            .player_rtcp(100)
+            .iter()
+            .flat_map(|plain| keyframe_requests(plain).collect::<Vec<_>>())
+            .collect();
+        assert_eq!(
+            asked,
+            [(f.ssrc, kind)],
+            "the player's {kind:?} for our SSRC"
+        );
+    }
+}
+
+#[test]
+fn a_fir_asks_for_each_ssrc_it_lists_and_a_pli_for_the_one_in_its_header() {
+    #[rustfmt::skip]
+    let compound = [
+        // FIR from 1, header media SSRC 0, entries for 0xaa and 0xbb.
+        0x84, 206, 0, 6, 0, 0, 0, 1, 0, 0, 0, 0,
+        0, 0, 0, 0xaa, 5, 0, 0, 0,
+        0, 0, 0, 0xbb, 6, 0, 0, 0,
+        // PLI from 1 for 0xcc.
+        0x81, 206, 0, 2, 0, 0, 0, 1, 0, 0, 0, 0xcc,
+        // A NACK (205) and a truncated PLI are no keyframe requests.
+        0x81, 205, 0, 3, 0, 0, 0, 1, 0, 0, 0, 0xdd, 0, 1, 0, 0,
+        0x81, 206, 0, 1, 0, 0, 0, 1,
+    ];
+    let asked: Vec<_> = keyframe_requests(&compound).collect();
+    assert_eq!(
+        asked,
+        [
+            (0xaa, KeyframeRequestKind::Fir),
+            (0xbb, KeyframeRequestKind::Fir),
+            (0xcc, KeyframeRequestKind::Pli),
+        ]
+    );
 }
 
 #[test]
@@ -370,6 +402,21 @@ fn malformed_rtcp_yields_nothing_and_does_not_panic() {
         let _ = rtcp_packets(&sr[..n]).count();
         assert_eq!(nacks(&sr[..n]).count(), 0);
         assert_eq!(report_blocks(&sr[..n]).count(), 0);
+        assert_eq!(keyframe_requests(&sr[..n]).count(), 0);
+    }
+    // Every cut of a FIR with two entries reads whole entries only.
+    #[rustfmt::skip]
+    let fir = [
+        0x84, 206, 0, 6, 0, 0, 0, 1, 0, 0, 0, 0,
+        0, 0, 0, 0xaa, 5, 0, 0, 0, 0, 0, 0, 0xbb, 6, 0, 0, 0,
+    ];
+    for n in 0..fir.len() {
+        let mut cut = fir[..n].to_vec();
+        if n >= 4 {
+            // Its length field says what is there, so the walk reaches it.
+            cut[3] = (n / 4).saturating_sub(1) as u8;
+        }
+        assert!(keyframe_requests(&cut).count() <= 2);
     }
     // A length field past the end, and a count with no blocks behind it.
     assert_eq!(
