@@ -29,6 +29,9 @@ if [ -w "$rmem" ] && [ "$(cat "$rmem")" -lt 33554432 ]; then
 fi
 # BENCH_NICE=-5 runs server and tool ahead of other work on a shared machine.
 nice=${BENCH_NICE:-0}
+# BENCH_TOOL_NICE sets the tool's apart (default: the server's), e.g. 10 to see how
+# much of the delay tail is the tool taking a core from the server.
+tool_nice=${BENCH_TOOL_NICE:-$nice}
 # BENCH_EGRESS=str0m measures str0m's send path instead of wishd's own (an A/B).
 egress=${BENCH_EGRESS:-direct}
 
@@ -77,6 +80,6 @@ if [ -z "$http" ]; then
 fi
 
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
-nice -n "$nice" "$bin/wishd-load" bench --base "http://$http" --server-pid "$pid" \
+nice -n "$tool_nice" "$bin/wishd-load" bench --base "http://$http" --server-pid "$pid" \
     --json "$out/bench-$stamp.json" "$@" | tee "$out/bench-$stamp.txt"
 echo "wrote $out/bench-$stamp.json and $out/bench-$stamp.txt"
