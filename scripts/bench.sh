@@ -34,14 +34,18 @@ nice=${BENCH_NICE:-0}
 tool_nice=${BENCH_TOOL_NICE:-$nice}
 # BENCH_EGRESS=str0m measures str0m's send path instead of wishd's own (an A/B).
 egress=${BENCH_EGRESS:-direct}
+# BENCH_HOLD=5ms holds forwards that long so each viewer's leave as GSO runs.
+hold=${BENCH_HOLD:-0ms}
 
 cat >"$out/wishd.toml" <<TOML
 # Written by scripts/bench.sh: loopback on free ports, open policies (no tokens), no
-# request rate limit, no session cap, one media worker per core, the chosen egress.
+# request rate limit, no session cap, one media worker per core, the chosen egress
+# and forward hold.
 http = "127.0.0.1:0"
 udp = "127.0.0.1:0"
 workers = 0
 egress = "$egress"
+forward_hold = "$hold"
 
 [auth]
 publish = "open"

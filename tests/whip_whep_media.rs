@@ -522,15 +522,7 @@ async fn lost_video_comes_back_after_a_nack(egress: wishd::config::Egress) {
             "{egress:?}: a resent payload is corrupted"
         );
     }
-    let metrics = wishd::client::http_request("GET", &format!("{base}/metrics"), &[], Vec::new())
-        .await
-        .expect("metrics")
-        .text();
-    let resent: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("wishd_packets_resent_total "))
-        .and_then(|v| v.parse().ok())
-        .expect("wishd_packets_resent_total");
+    let resent = common::metric(&base, "wishd_packets_resent_total").await;
     match egress {
         wishd::config::Egress::Direct => assert!(resent >= late as f64, "{resent} < {late}"),
         // str0m's own send path answers from its own history, uncounted.
@@ -547,4 +539,54 @@ async fn direct_egress_resends_every_video_packet_a_lossy_viewer_nacks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn str0m_egress_still_resends_what_a_lossy_viewer_nacks() {
     lost_video_comes_back_after_a_nack(wishd::config::Egress::Str0m).await;
+}
+
+/// With `forward_hold`, a worker writes what arrived during the hold together: a
+/// paced source's packets (here Opus, one every 20 ms) leave several per system
+/// call, each a little later, and all of them arrive intact and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forward_hold_sends_a_paced_sources_packets_together_and_loses_none() {
+    let hold = Duration::from_millis(40);
+    let server = common::start_with(|c| c.forward_hold = hold).await;
+    let base = server.base_url();
+    let opts = PublisherOptions {
+        video: None,
+        ..PublisherOptions::default()
+    };
+    let _publisher = publish(&base, "held", opts).await;
+    let viewer = view(&base, "held").await;
+    // Counted from here: the connection's own datagrams (STUN, DTLS) went one by one.
+    let (datagrams0, calls0) = (
+        common::metric(&base, "wishd_udp_datagrams_out_total").await,
+        common::metric(&base, "wishd_udp_send_calls_total").await,
+    );
+    let start = count(MediaKind::Audio, &viewer.received());
+    viewer
+        .wait_for(Duration::from_secs(10), |p| {
+            count(MediaKind::Audio, p) >= start + 100
+        })
+        .await
+        .expect("audio reaches the viewer");
+    // The counters are flushed every 100 ms.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let datagrams = common::metric(&base, "wishd_udp_datagrams_out_total").await - datagrams0;
+    let calls = common::metric(&base, "wishd_udp_send_calls_total").await - calls0;
+    // 50 packets a second held 40 ms: about two per call, sender reports and STUN
+    // answers alone. Without the hold every packet is a call of its own.
+    assert!(
+        datagrams >= 1.5 * calls,
+        "{datagrams} datagrams in {calls} send calls"
+    );
+    // The hold shows in the forwarding latency: every packet waits part of it.
+    let (sum, n) = (
+        common::metric(&base, "wishd_forward_latency_seconds_sum").await,
+        common::metric(&base, "wishd_forward_latency_seconds_count").await,
+    );
+    assert!(
+        n > 0.0 && sum / n >= hold.as_secs_f64() / 4.0,
+        "mean forwarding latency {} ms",
+        1000.0 * sum / n.max(1.0)
+    );
+    assert_intact_and_in_order(&of(MediaKind::Audio, &viewer.received()), "held audio");
+    server.shutdown().await;
 }

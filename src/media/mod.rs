@@ -151,6 +151,8 @@ pub struct WorkerConfig {
     pub keyframe_request_interval: Duration,
     /// Source packets from other workers older than this are dropped, not forwarded.
     pub forward_max_delay: Duration,
+    /// How long forwards are held to leave as per-viewer GSO runs (0: not held).
+    pub forward_hold: Duration,
 }
 
 /// One worker as seen from outside.
@@ -230,6 +232,7 @@ impl Media {
             connect_timeout: config.connect_timeout,
             keyframe_request_interval: config.keyframe_request_interval,
             forward_max_delay: config.forward_max_delay,
+            forward_hold: config.forward_hold,
         };
         let (alive, alive_rx) = watch::channel(());
         let mut workers = Vec::with_capacity(count);

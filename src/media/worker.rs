@@ -301,6 +301,8 @@ pub(super) struct Worker {
     forwards: Vec<Forward>,
     /// Arrival of each source packet in `forwards`, for the forwarding latency.
     pending_arrivals: Vec<Instant>,
+    /// When the forwards now held began to wait (`forward_hold`).
+    held_since: Option<Instant>,
     /// Datagrams waiting to leave as GSO runs in one `sendmmsg`.
     outbox: Outbox,
     /// Transmits collect in `outbox` until `write_forwards` or `handle_timers`
@@ -347,6 +349,7 @@ impl Worker {
             deferred: VecDeque::new(),
             forwards: Vec::new(),
             pending_arrivals: Vec::new(),
+            held_since: None,
             outbox: Outbox::new(),
             batching: false,
             fanout_flushed: FanoutStats::default(),
@@ -373,8 +376,12 @@ impl Worker {
                 .first()
                 .map(|(t, _)| *t)
                 .unwrap_or_else(|| Instant::now() + far);
-            // Paced bursts to viewers (a cached group of pictures) wake the loop too.
+            // Paced bursts to viewers (a cached group of pictures) wake the loop too,
+            // and so does the end of a forward hold.
             let next = self.fanout.paced_timeout().map_or(next, |p| p.min(next));
+            let next = self
+                .held_since
+                .map_or(next, |h| (h + self.cfg.forward_hold).min(next));
             tokio::select! {
                 biased;
                 msg = self.rx.recv() => {
@@ -430,6 +437,7 @@ impl Worker {
                 }
                 _ = tokio::time::sleep_until(next.into()) => {
                     self.handle_timers(Instant::now());
+                    self.run_deferred(Instant::now());
                 }
                 _ = housekeeping.tick() => {
                     if self.alive.has_changed().is_err() {
@@ -901,6 +909,15 @@ impl Worker {
             self.run_deferred_once(now);
             if self.forwards.is_empty() {
                 return;
+            }
+            // With a hold, forwards wait for it to end (the loop's timer comes back),
+            // and each viewer's packets of that time leave as one GSO run.
+            if !self.cfg.forward_hold.is_zero() {
+                let since = *self.held_since.get_or_insert(now);
+                if Instant::now() < since + self.cfg.forward_hold {
+                    return;
+                }
+                self.held_since = None;
             }
             // Writing may queue more deferred effects (a viewer's events).
             let mut forwards = std::mem::take(&mut self.forwards);

@@ -62,6 +62,17 @@ pub async fn view(base: &str, stream: &str) -> WhepViewer {
     view_url(&format!("{base}/whep/{stream}")).await
 }
 
+/// The value of the unlabelled series `name` in the server's `/metrics`.
+pub async fn metric(base: &str, name: &str) -> f64 {
+    let text = wishd::client::http_request("GET", &format!("{base}/metrics"), &[], Vec::new())
+        .await
+        .expect("metrics")
+        .text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} is not in /metrics"))
+}
+
 /// The `detail` of an RFC 9457 problem details body, after checking that the
 /// response is `application/problem+json` with `type`, `title` and the status
 /// repeated. Panics (failing the test) otherwise.
