@@ -1,6 +1,6 @@
 //! The pieces of wishd's own egress path for forwarded RTP: the packet a viewer
 //! gets, built and protected here instead of in str0m's per-viewer send path (see
-//! BENCHMARKS.md, "Next"). str0m keeps ICE, DTLS and the RTCP it reads.
+//! BENCHMARKS.md). str0m keeps ICE and DTLS.
 //!
 //! So far, each proven against a str0m peer in the tests:
 //! - the RTP header as a viewer's session negotiated it (payload type, its sequence
@@ -8,8 +8,9 @@
 //!   protected datagram from it;
 //! - the sender report the path owes for each SSRC it sends (RFC 3550 §6.4.1, with
 //!   the SDES CNAME a compound packet carries);
-//! - reading a viewer's RTCP: its NACKs (RFC 4585 §6.2.1) and the report blocks of
-//!   its receiver reports, with the round trip they give.
+//! - reading a viewer's RTCP: its NACKs (RFC 4585 §6.2.1), its keyframe requests
+//!   (PLI, FIR) and the report blocks of its receiver reports, with the round trip
+//!   they give.
 //!
 //! `media::direct` puts them together for one viewer session; the worker sends what
 //! it returns.
