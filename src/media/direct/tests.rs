@@ -6,7 +6,9 @@ use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
 
 use super::*;
 use crate::core::{Forward, ViewerId, ViewerTrack};
-use crate::media::egress::tests::{connected_pair, give_player, h264_pt, player_rtcp};
+use crate::media::egress::tests::{
+    ask_keyframe, connected_pair, give_player, h264_pt, player_rtcp,
+};
 
 /// A viewer session on the direct path, connected in memory to a str0m player.
 struct Viewer {
@@ -172,11 +174,7 @@ fn the_players_keyframe_requests_are_read_from_its_srtcp() {
     let (quiet, _) = v.answer(&rtcp);
     assert_eq!(quiet.keyframe, None, "no request yet");
     for kind in [KeyframeRequestKind::Pli, KeyframeRequestKind::Fir] {
-        v.player
-            .direct_api()
-            .stream_rx_by_mid(v.mid, None)
-            .expect("the player took the SSRC")
-            .request_keyframe(kind);
+        ask_keyframe(&mut v.player, v.mid, kind);
         let rtcp = v.player_rtcp(100);
         let (summary, _) = v.answer(&rtcp);
         assert_eq!(summary.keyframe, Some(kind), "{summary:?}");

@@ -129,6 +129,15 @@ pub(crate) fn player_rtcp(player: &mut Rtc, now: &mut Instant, ms: u64) -> Vec<V
     out
 }
 
+/// The player asks the server for a keyframe of the stream it receives on `mid`.
+pub(crate) fn ask_keyframe(player: &mut Rtc, mid: Mid, kind: KeyframeRequestKind) {
+    player
+        .direct_api()
+        .stream_rx_by_mid(mid, None)
+        .expect("the player took the SSRC")
+        .request_keyframe(kind);
+}
+
 /// A connected pair with the server's side of the direct path set up from its DTLS
 /// keys: what a viewer's session on the direct path holds.
 struct Fixture {
@@ -218,11 +227,7 @@ fn a_str0m_player_reads_what_the_direct_path_protects_across_a_rollover() {
 
     // And back: the player's keyframe requests read with the remote key, PLI and FIR.
     for kind in [KeyframeRequestKind::Pli, KeyframeRequestKind::Fir] {
-        f.player
-            .direct_api()
-            .stream_rx_by_mid(f.mid, None)
-            .expect("the player took the SSRC")
-            .request_keyframe(kind);
+        ask_keyframe(&mut f.player, f.mid, kind);
         let asked: Vec<_> = f
             .player_rtcp(100)
             .iter()
