@@ -436,8 +436,8 @@ impl Worker {
                     }
                 }
                 _ = tokio::time::sleep_until(next.into()) => {
+                    // Ends in `run_deferred`, which writes held forwards once due.
                     self.handle_timers(Instant::now());
-                    self.run_deferred(Instant::now());
                 }
                 _ = housekeeping.tick() => {
                     if self.alive.has_changed().is_err() {
@@ -696,11 +696,8 @@ impl Worker {
             // A connected viewer's SRTCP is read by the direct path only: str0m would
             // decrypt and parse it a second time for nothing it still needs.
             if s.direct.is_some() && crate::ingest::rtp::is_rtcp(data) {
-                let keyframe =
-                    direct_rtcp(s, data, now, &self.socket, &mut self.outbox, &self.counters);
-                if keyframe {
-                    self.deferred
-                        .push_back(Deferred::ViewerKeyframe(key, s.shared.clone()));
+                if direct_rtcp(s, data, now, &self.socket, &mut self.outbox, &self.counters) {
+                    viewer_asked_keyframe(key, s, &mut self.deferred);
                 }
                 if !self.batching {
                     self.outbox.flush(&self.socket);
@@ -1376,11 +1373,7 @@ fn handle_event(
         }
         Event::KeyframeRequest(_) => {
             if matches!(s.role, Role::Viewer { .. }) {
-                s.telemetry
-                    .counters
-                    .keyframe_requests_received
-                    .fetch_add(1, Ordering::Relaxed);
-                deferred.push_back(Deferred::ViewerKeyframe(key, s.shared.clone()));
+                viewer_asked_keyframe(key, s, deferred);
             }
         }
         Event::Closed => deferred.push_back(Deferred::Close(key, EndReason::PeerClosed)),
@@ -1434,10 +1427,19 @@ fn start_direct(s: &mut Session, now: Instant) {
     }
 }
 
+/// A viewer asked for a keyframe (str0m read it, or the direct path): counted, and
+/// its stream's source is asked once the deferred effects run.
+fn viewer_asked_keyframe(key: u64, s: &Session, deferred: &mut VecDeque<Deferred>) {
+    s.telemetry
+        .counters
+        .keyframe_requests_received
+        .fetch_add(1, Ordering::Relaxed);
+    deferred.push_back(Deferred::ViewerKeyframe(key, s.shared.clone()));
+}
+
 /// A viewer's SRTCP on the direct path (str0m does not see it): NACKed packets still
 /// in the window are resent on the session's path, and its reports give the RTT
-/// (which sizes the window) and loss. Returns true when it asked for a keyframe
-/// (counted here; the caller asks the source).
+/// (which sizes the window) and loss. Returns true when it asked for a keyframe.
 fn direct_rtcp(
     s: &mut Session,
     data: &[u8],
@@ -1461,12 +1463,6 @@ fn direct_rtcp(
         && let Some(window) = nack.on_rtt(rtt)
     {
         d.set_window(window);
-    }
-    if summary.keyframe.is_some() {
-        s.telemetry
-            .counters
-            .keyframe_requests_received
-            .fetch_add(1, Ordering::Relaxed);
     }
     summary.keyframe.is_some()
 }
