@@ -376,20 +376,18 @@ impl DirectEgress {
 
     /// Packets kept for resending (for tests and memory figures).
     pub fn history_len(&self) -> usize {
-        self.tracks
-            .iter()
-            .filter_map(|t| t.history.as_ref())
-            .map(|h| h.sent.len())
-            .sum()
+        self.histories().map(VecDeque::len).sum()
     }
 
     /// Room the history holds (for tests and memory figures).
     pub fn history_capacity(&self) -> usize {
+        self.histories().map(VecDeque::capacity).sum()
+    }
+
+    fn histories(&self) -> impl Iterator<Item = &VecDeque<Sent>> {
         self.tracks
             .iter()
-            .filter_map(|t| t.history.as_ref())
-            .map(|h| h.sent.capacity())
-            .sum()
+            .filter_map(|t| t.history.as_ref().map(|h| &h.sent))
     }
 
     /// Milliseconds since [`epoch`](Self::epoch), wrapping after 49 days: entries are
