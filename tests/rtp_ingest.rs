@@ -330,13 +330,7 @@ async fn ffmpeg_camera_late_viewers_start_at_once_from_the_cache_without_loss() 
         // packet the viewer had to NACK would arrive out of order; count those too.
         let seqs: Vec<u64> = video.iter().map(|p| p.seq).collect();
         let reordered = seqs.windows(2).filter(|w| w[1] != w[0] + 1).count();
-        let mut sorted = seqs.clone();
-        sorted.sort_unstable();
-        sorted.dedup();
-        let (lo, hi) = (sorted[0], sorted[sorted.len() - 1]);
-        let missing: Vec<u64> = (lo..hi.saturating_sub(20))
-            .filter(|s| sorted.binary_search(s).is_err())
-            .collect();
+        let missing = common::missing_seqs(&seqs, 20);
         println!(
             "late viewer {i}: {} video packets, {reordered} out of order (NACK repairs), {} missing",
             seqs.len(),

@@ -501,13 +501,8 @@ async fn lost_video_comes_back_after_a_nack(egress: wishd::config::Egress) {
     // Resends of the last losses may still be on their way: leave the newest out.
     let video = of(MediaKind::Video, &viewer.received());
     let late = video.windows(2).filter(|w| w[1].seq < w[0].seq).count();
-    let mut seqs: Vec<u64> = video.iter().map(|p| p.seq).collect();
-    seqs.sort_unstable();
-    seqs.dedup();
-    let (first, newest) = (seqs[0], seqs[seqs.len() - 1]);
-    let missing: Vec<u64> = (first..newest.saturating_sub(50))
-        .filter(|s| seqs.binary_search(s).is_err())
-        .collect();
+    let seqs: Vec<u64> = video.iter().map(|p| p.seq).collect();
+    let missing = common::missing_seqs(&seqs, 50);
     assert!(
         missing.is_empty(),
         "{egress:?}: video packets never resent: {missing:?}"

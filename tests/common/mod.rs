@@ -62,6 +62,21 @@ pub async fn view(base: &str, stream: &str) -> WhepViewer {
     view_url(&format!("{base}/whep/{stream}")).await
 }
 
+/// The sequence numbers missing from `seqs` (any order, repeats allowed) between the
+/// lowest and the highest less `spare`: the newest `spare` may still be on their way
+/// (a resend, a late packet). No packets at all fails the test.
+pub fn missing_seqs(seqs: &[u64], spare: u64) -> Vec<u64> {
+    let mut sorted = seqs.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let (Some(&lo), Some(&hi)) = (sorted.first(), sorted.last()) else {
+        panic!("no packets arrived at all");
+    };
+    (lo..hi.saturating_sub(spare))
+        .filter(|s| sorted.binary_search(s).is_err())
+        .collect()
+}
+
 /// The value of the unlabelled series `name` in the server's `/metrics`.
 pub async fn metric(base: &str, name: &str) -> f64 {
     let text = wishd::client::http_request("GET", &format!("{base}/metrics"), &[], Vec::new())
