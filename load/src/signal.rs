@@ -36,20 +36,18 @@ pub enum SetupError {
 pub struct Signalled {
     /// The absolute session URL.
     pub location: String,
+    /// The SDP answer, not yet applied.
+    pub answer: String,
     /// POST sent → response read.
     pub post_time: Duration,
     /// When the POST was sent.
     pub sent_at: Instant,
 }
 
-/// POSTs `offer` to `url` and applies the answer to `rtc`.
-pub async fn post_offer(
-    rtc: &mut Rtc,
-    pending: SdpPendingOffer,
-    offer: String,
-    url: &str,
-    token: Option<&str>,
-) -> Result<Signalled, SetupError> {
+/// POSTs `offer` to `url`: the HTTP exchange alone. The answer is applied apart
+/// ([`apply_answer`]) so that a burst of POSTs in one runtime is not timed behind
+/// each other's SDP work.
+pub async fn post(offer: String, url: &str, token: Option<&str>) -> Result<Signalled, SetupError> {
     let auth = token.map(|t| format!("Bearer {t}"));
     let mut headers = vec![("Content-Type", "application/sdp")];
     if let Some(a) = auth.as_deref() {
@@ -70,17 +68,39 @@ pub async fn post_offer(
         .header("location")
         .map(|l| resolve_url(url, l))
         .ok_or_else(|| SetupError::Http("201 without Location".into()))?;
-    let answer = SdpAnswer::from_sdp_string(&resp.text())
+    Ok(Signalled {
+        location,
+        answer: resp.text(),
+        post_time,
+        sent_at: start,
+    })
+}
+
+/// Applies a server's SDP answer to the peer that made the offer.
+pub fn apply_answer(
+    rtc: &mut Rtc,
+    pending: SdpPendingOffer,
+    answer: &str,
+) -> Result<(), SetupError> {
+    let answer = SdpAnswer::from_sdp_string(answer)
         .map_err(|e| SetupError::Sdp(format!("unparseable answer: {e}")))?;
     rtc.sdp_api()
         .accept_answer(pending, answer)
         .map_err(|e| SetupError::Sdp(format!("answer refused: {e}")))?;
-    drain_offline(rtc)?;
-    Ok(Signalled {
-        location,
-        post_time,
-        sent_at: start,
-    })
+    drain_offline(rtc)
+}
+
+/// POSTs `offer` to `url` and applies the answer to `rtc`.
+pub async fn post_offer(
+    rtc: &mut Rtc,
+    pending: SdpPendingOffer,
+    offer: String,
+    url: &str,
+    token: Option<&str>,
+) -> Result<Signalled, SetupError> {
+    let sig = post(offer, url, token).await?;
+    apply_answer(rtc, pending, &sig.answer)?;
+    Ok(sig)
 }
 
 /// DELETEs a session; returns the status.

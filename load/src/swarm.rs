@@ -100,6 +100,9 @@ pub struct Prepared {
 struct NewViewer {
     id: u32,
     rtc: Rtc,
+    /// The offer still open: the shard applies `answer` to it.
+    pending: str0m::change::SdpPendingOffer,
+    answer: String,
     location: String,
     post_sent: Instant,
     post_time: Duration,
@@ -218,24 +221,21 @@ impl Swarm {
     pub async fn post(&self, p: Prepared) -> u32 {
         let Prepared {
             id,
-            mut rtc,
+            rtc,
             pending,
             offer,
         } = p;
         let shard = &self.shards[id as usize % self.shards.len()];
-        let res = signal::post_offer(
-            &mut rtc,
-            pending,
-            offer,
-            &self.cfg.url,
-            self.cfg.token.as_deref(),
-        )
-        .await;
+        // HTTP only here: the answer is applied on the shard's thread, so that the
+        // POSTs of a burst are not timed behind each other's SDP work.
+        let res = signal::post(offer, &self.cfg.url, self.cfg.token.as_deref()).await;
         match res {
             Ok(sig) => {
                 let _ = shard.tx.send(Cmd::Add(Box::new(NewViewer {
                     id,
                     rtc,
+                    pending,
+                    answer: sig.answer,
                     location: sig.location,
                     post_sent: sig.sent_at,
                     post_time: sig.post_time,
@@ -510,18 +510,35 @@ impl Shard {
     }
 
     fn add(&mut self, n: NewViewer) {
-        let slot = self.slot(n.id);
+        let NewViewer {
+            id,
+            mut rtc,
+            pending,
+            answer,
+            location,
+            post_sent,
+            post_time,
+        } = n;
+        if let Err(e) = signal::apply_answer(&mut rtc, pending, &answer) {
+            self.failed.push(ViewerReport {
+                id,
+                error: Some(e.to_string()),
+                ..Default::default()
+            });
+            return;
+        }
+        let slot = self.slot(id);
         if self.viewers.len() <= slot {
             self.viewers.resize_with(slot + 1, || None);
         }
         let now = Instant::now();
         self.viewers[slot] = Some(Box::new(Viewer {
-            id: n.id,
-            rtc: n.rtc,
-            location: n.location,
-            post_sent: n.post_sent,
-            post_sent_ns: clock::at_ns(n.post_sent),
-            post_time: n.post_time,
+            id,
+            rtc,
+            location,
+            post_sent,
+            post_sent_ns: clock::at_ns(post_sent),
+            post_time,
             connected_at: None,
             join_at: None,
             up: false,
@@ -530,8 +547,8 @@ impl Shard {
             delay: Histogram::default(),
             timer: now,
         }));
-        self.timers.insert((now, n.id));
-        self.drive(n.id, now, |rtc| rtc.handle_input(Input::Timeout(now)));
+        self.timers.insert((now, id));
+        self.drive(id, now, |rtc| rtc.handle_input(Input::Timeout(now)));
     }
 
     fn datagram(
