@@ -17,6 +17,8 @@ mkdir -p "$out"
 
 cargo build --release -q -p wishd --bin wishd -p wishd-load --bin wishd-load
 bin=$CARGO_TARGET_DIR/release
+# BENCH_WISHD=/path/to/wishd benchmarks another build of the server (an A/B).
+wishd=${BENCH_WISHD:-$bin/wishd}
 
 # The viewers' sockets receive a GSO batch (a video frame) as one buffer; a 4 MiB cap
 # (Debian's default rmem_max here) overflows when the tool's threads wait for a core,
@@ -36,14 +38,16 @@ tool_nice=${BENCH_TOOL_NICE:-$nice}
 egress=${BENCH_EGRESS:-direct}
 # BENCH_HOLD=5ms holds forwards that long so each viewer's leave as GSO runs.
 hold=${BENCH_HOLD:-0ms}
+# BENCH_WORKERS=1 runs one media worker instead of one per core (0).
+workers=${BENCH_WORKERS:-0}
 
 cat >"$out/wishd.toml" <<TOML
 # Written by scripts/bench.sh: loopback on free ports, open policies (no tokens), no
-# request rate limit, no session cap, one media worker per core, the chosen egress
+# request rate limit, no session cap, the chosen media workers (0: one per core), egress
 # and forward hold.
 http = "127.0.0.1:0"
 udp = "127.0.0.1:0"
-workers = 0
+workers = $workers
 egress = "$egress"
 forward_hold = "$hold"
 
@@ -58,7 +62,7 @@ TOML
 
 # Empty the log first: the banner read below must not come from a previous run.
 : >"$out/wishd.log"
-RUST_LOG=${RUST_LOG:-info} nice -n "$nice" "$bin/wishd" --config "$out/wishd.toml" >"$out/wishd.log" 2>&1 &
+RUST_LOG=${RUST_LOG:-info} nice -n "$nice" "$wishd" --config "$out/wishd.toml" >"$out/wishd.log" 2>&1 &
 pid=$!
 cleanup() {
     kill "$pid" 2>/dev/null || true

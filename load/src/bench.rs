@@ -132,6 +132,13 @@ pub struct Burst {
     pub connect_p50_ms: Option<f64>,
     /// 99th percentile, ms.
     pub connect_p99_ms: Option<f64>,
+    /// The server's CPU from the first POST until [`BURST_TAIL`] after every viewer
+    /// settled, per viewer connected, ms: what a joining viewer costs it (HTTP, SDP,
+    /// ICE, DTLS, the cached group of pictures it starts with, and the live stream
+    /// to every viewer in that time).
+    pub server_cpu_ms_per_session: Option<f64>,
+    /// The same for this tool.
+    pub tool_cpu_ms_per_session: Option<f64>,
     /// Viewers that failed and the first reason.
     pub failed: usize,
     /// The first failure reason, if any.
@@ -275,7 +282,7 @@ pub async fn bench(cfg: BenchConfig, progress: impl Fn(&str)) -> Result<BenchRep
     let burst = if cfg.burst > 0 {
         tokio::time::sleep(Duration::from_secs(2)).await;
         progress(&format!("burst: {} viewers at once", cfg.burst));
-        Some(run_burst(&swarm, cfg.burst, cfg.metrics_url.as_deref()).await)
+        Some(run_burst(&swarm, cfg.burst, &cfg).await)
     } else {
         None
     };
@@ -395,12 +402,17 @@ async fn options_burst(url: &str, n: usize) -> Vec<f64> {
     ms
 }
 
-async fn run_burst(swarm: &Arc<Swarm>, n: usize, metrics_url: Option<&str>) -> Burst {
+/// How long the burst's CPU figures run on after the last viewer connected.
+pub const BURST_TAIL: Duration = Duration::from_secs(1);
+
+async fn run_burst(swarm: &Arc<Swarm>, n: usize, cfg: &BenchConfig) -> Burst {
+    let metrics_url = cfg.metrics_url.as_deref();
     let mut options = options_burst(swarm.url(), n).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let setup_before = metrics::scrape_from(metrics_url, SETUP_HISTOGRAM).await;
     // Offers first (clients build them on their own machines), then every POST at once.
     let prepared: Vec<_> = (0..n).map(|_| swarm.prepare()).collect();
+    let (server0, tool0) = (procfs::usage(Some(cfg.server_pid)), procfs::usage(None));
     let t0 = Instant::now();
     for p in prepared {
         let s = swarm.clone();
@@ -429,6 +441,15 @@ async fn run_burst(swarm: &Arc<Swarm>, n: usize, metrics_url: Option<&str>) -> B
     }
     let seconds = t0.elapsed().as_secs_f64();
     let connected = reports.iter().filter(|r| r.connected).count();
+    // The cached group of pictures each viewer starts with is paced out over a few
+    // hundred milliseconds after it connects: part of what the burst costs.
+    tokio::time::sleep(BURST_TAIL).await;
+    let (server1, tool1) = (procfs::usage(Some(cfg.server_pid)), procfs::usage(None));
+    let per_session = |a: Option<procfs::Usage>, b: Option<procfs::Usage>| {
+        a.zip(b)
+            .filter(|_| connected > 0)
+            .map(|(a, b)| (b.cpu_s - a.cpu_s) * 1e3 / connected as f64)
+    };
     let mut post: Vec<f64> = reports.iter().filter_map(|r| r.post_ms).collect();
     let mut conn: Vec<f64> = reports.iter().filter_map(|r| r.connect_ms).collect();
     let failed: Vec<&ViewerReport> = reports.iter().filter(|r| r.error.is_some()).collect();
@@ -452,6 +473,8 @@ async fn run_burst(swarm: &Arc<Swarm>, n: usize, metrics_url: Option<&str>) -> B
         post_p99_ms: percentile(&mut post, 0.99),
         connect_p50_ms: percentile(&mut conn, 0.5),
         connect_p99_ms: percentile(&mut conn, 0.99),
+        server_cpu_ms_per_session: per_session(server0, server1),
+        tool_cpu_ms_per_session: per_session(tool0, tool1),
         failed: failed.len(),
         first_error: failed.first().and_then(|r| r.error.clone()),
     }
@@ -527,7 +550,7 @@ pub fn print(r: &BenchReport) {
     println!("stepping stopped: {}", r.stopped);
     if let Some(b) = &r.burst {
         println!(
-            "burst of {}: {} connected in {:.2} s = {:.0} sessions/s; POST→201 p50 {} ms p99 {} ms (inside the server: p50 ≤ {} ms, p99 ≤ {} ms; {} OPTIONS at once: p50 {} ms p99 {} ms); POST→connected p50 {} ms p99 {} ms; {} failed{}",
+            "burst of {}: {} connected in {:.2} s = {:.0} sessions/s; POST→201 p50 {} ms p99 {} ms (inside the server: p50 ≤ {} ms, p99 ≤ {} ms; {} OPTIONS at once: p50 {} ms p99 {} ms); POST→connected p50 {} ms p99 {} ms; CPU per session: server {} ms, tool {} ms; {} failed{}",
             b.viewers,
             b.connected,
             b.seconds,
@@ -541,6 +564,8 @@ pub fn print(r: &BenchReport) {
             fmt_opt(b.options_p99_ms, 1),
             fmt_opt(b.connect_p50_ms, 0),
             fmt_opt(b.connect_p99_ms, 0),
+            fmt_opt(b.server_cpu_ms_per_session, 2),
+            fmt_opt(b.tool_cpu_ms_per_session, 2),
             b.failed,
             b.first_error
                 .as_deref()
