@@ -52,6 +52,55 @@ fn main() {
         .set_ice_lite(true)
         .set_dtls_cert(cert);
     let count = offers.len();
+    // What a POST does with the offer text before str0m builds anything: wishd's own
+    // inspection (sdp-types) and str0m's parse of the same text.
+    let texts: Vec<String> = offers.iter().map(|o| o.to_sdp_string()).collect();
+    let t = Instant::now();
+    let ours = texts
+        .iter()
+        .filter(|o| wishd::sdp::parse_offer(o.as_bytes()).is_ok())
+        .count();
+    let ours_us = t.elapsed().as_secs_f64() * 1e6 / count.max(1) as f64;
+    let t = Instant::now();
+    let theirs = texts
+        .iter()
+        .filter(|o| str0m::change::SdpOffer::from_sdp_string(o).is_ok())
+        .count();
+    let str0m_us = t.elapsed().as_secs_f64() * 1e6 / count.max(1) as f64;
+    let bytes = texts.iter().map(String::len).sum::<usize>() / count.max(1);
+    println!(
+        "offer text ({bytes} bytes): wishd's inspection {ours_us:.0} µs ({ours} ok), str0m's parse {str0m_us:.0} µs ({theirs} ok)"
+    );
+    // What str0m reads since wishd keeps only the chosen codecs (`sdp::trim`): the
+    // first codec of each m-line and its RTX.
+    let trimmed: Vec<String> = texts
+        .iter()
+        .filter_map(|text| {
+            let offer = wishd::sdp::parse_offer(text.as_bytes()).ok()?;
+            let keep: Vec<_> = offer
+                .media
+                .iter()
+                .filter_map(|m| {
+                    let c = m.codecs.first()?;
+                    Some(wishd::sdp::trim::Keep {
+                        mid: m.mid.as_deref()?,
+                        pts: [Some(c.pt), c.rtx_pt].into_iter().flatten().collect(),
+                    })
+                })
+                .collect();
+            Some(wishd::sdp::trim::keep_codecs(text, &keep))
+        })
+        .collect();
+    let t = Instant::now();
+    let ok = trimmed
+        .iter()
+        .filter(|o| str0m::change::SdpOffer::from_sdp_string(o).is_ok())
+        .count();
+    let trimmed_us = t.elapsed().as_secs_f64() * 1e6 / trimmed.len().max(1) as f64;
+    let trimmed_bytes = trimmed.iter().map(String::len).sum::<usize>() / trimmed.len().max(1);
+    println!(
+        "trimmed to one codec per m-line ({trimmed_bytes} bytes): str0m's parse {trimmed_us:.0} µs ({ok} ok)"
+    );
     let rss0 = rss();
     let t0 = Instant::now();
     let mut rtcs = Vec::with_capacity(count);

@@ -40,7 +40,7 @@ use crate::core::{CodecKind, SourcePacket, ViewerTrack};
 use crate::metrics::{EndReason, MediaHistograms, SessionMetrics};
 use crate::registry::{Registry, RegistryError, SessionId, SessionInfo, SessionKind, StreamShared};
 use crate::sdp::frag::IceFragment;
-use crate::sdp::{self, ChosenCodec, SdpError};
+use crate::sdp::{self, ChosenCodec, SdpError, trim};
 
 pub use telemetry::SessionSnapshot;
 pub use worker::{PatchError, PatchOutcome, WorkerMsg, WorkerStats};
@@ -336,10 +336,22 @@ impl Media {
             chosen.clone(),
             grant,
         )?;
+        // str0m reads only the chosen codecs (see `sdp::trim`).
+        let keep: Vec<_> = chosen
+            .iter()
+            .map(|c| trim::Keep {
+                mid: &c.mid,
+                pts: [Some(c.codec.pt), c.codec.rtx_pt]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
+            })
+            .collect();
+        let offer_sdp = trim::keep_codecs(offer_sdp, &keep);
         let built = self.negotiate(
             &self.template,
             worker,
-            offer_sdp,
+            &offer_sdp,
             publisher_codecs(&chosen),
             None,
         );
@@ -386,7 +398,7 @@ impl Media {
             id,
             rtc,
             ufrag,
-            offer: offer_sdp.to_owned(),
+            offer: offer_sdp,
             shared: grant.shared,
             role: worker::NewRole::Publisher {
                 epoch: grant.epoch,
@@ -428,12 +440,24 @@ impl Media {
                 first_timestamp: rand::random(),
             });
         }
+        // str0m reads only the codecs the viewer gets (see `sdp::trim`).
+        let keep: Vec<_> = plan
+            .iter()
+            .map(|t| trim::Keep {
+                mid: &t.mid,
+                pts: [Some(t.viewer_pt), t.viewer_rtx_pt]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
+            })
+            .collect();
+        let offer_sdp = trim::keep_codecs(offer_sdp, &keep);
         // The direct egress path needs the keys the session's DTLS exports.
         let keys = self.direct_egress.then(dtls::KeySlot::default);
         let (rtc, answer, ufrag) = self.negotiate(
             &self.viewer_template,
             worker,
-            offer_sdp,
+            &offer_sdp,
             CodecConfig::new_from_payload_params(params),
             keys.as_ref(),
         )?;
@@ -444,7 +468,7 @@ impl Media {
             id,
             rtc,
             ufrag,
-            offer: offer_sdp.to_owned(),
+            offer: offer_sdp,
             shared,
             role: worker::NewRole::Viewer { tracks, keys },
         };
