@@ -82,10 +82,11 @@ fn main() {
                 .iter()
                 .filter_map(|m| {
                     let c = m.codecs.first()?;
-                    Some(wishd::sdp::trim::Keep {
-                        mid: m.mid.as_deref()?,
-                        pts: [Some(c.pt), c.rtx_pt].into_iter().flatten().collect(),
-                    })
+                    Some(wishd::sdp::trim::Keep::codec(
+                        m.mid.as_deref()?,
+                        c.pt,
+                        c.rtx_pt,
+                    ))
                 })
                 .collect();
             Some(wishd::sdp::trim::keep_codecs(text, &keep))

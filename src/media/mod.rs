@@ -339,13 +339,7 @@ impl Media {
         // str0m reads only the chosen codecs (see `sdp::trim`).
         let keep: Vec<_> = chosen
             .iter()
-            .map(|c| trim::Keep {
-                mid: &c.mid,
-                pts: [Some(c.codec.pt), c.codec.rtx_pt]
-                    .into_iter()
-                    .flatten()
-                    .collect(),
-            })
+            .map(|c| trim::Keep::codec(&c.mid, c.codec.pt, c.codec.rtx_pt))
             .collect();
         let offer_sdp = trim::keep_codecs(offer_sdp, &keep);
         let built = self.negotiate(
@@ -443,13 +437,7 @@ impl Media {
         // str0m reads only the codecs the viewer gets (see `sdp::trim`).
         let keep: Vec<_> = plan
             .iter()
-            .map(|t| trim::Keep {
-                mid: &t.mid,
-                pts: [Some(t.viewer_pt), t.viewer_rtx_pt]
-                    .into_iter()
-                    .flatten()
-                    .collect(),
-            })
+            .map(|t| trim::Keep::codec(&t.mid, t.viewer_pt, t.viewer_rtx_pt))
             .collect();
         let offer_sdp = trim::keep_codecs(offer_sdp, &keep);
         // The direct egress path needs the keys the session's DTLS exports.

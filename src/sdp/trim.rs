@@ -23,6 +23,16 @@ pub struct Keep<'a> {
     pub pts: Vec<u8>,
 }
 
+impl<'a> Keep<'a> {
+    /// The section `mid` keeps one codec, `pt`, and its RTX if it has one.
+    pub fn codec(mid: &'a str, pt: u8, rtx_pt: Option<u8>) -> Self {
+        Keep {
+            mid,
+            pts: [Some(pt), rtx_pt].into_iter().flatten().collect(),
+        }
+    }
+}
+
 /// The offer without the codecs that `keep` leaves out; lines end in CRLF.
 pub fn keep_codecs(offer: &str, keep: &[Keep<'_>]) -> String {
     let mut out = String::with_capacity(offer.len());
