@@ -34,7 +34,10 @@ pub struct Histogram {
     count: AtomicU64,
 }
 
-/// Forwarding latency bounds, nanoseconds: 1 µs to 100 ms.
+/// Latency bounds (forwarding, session setup), nanoseconds: 1 µs to 100 ms. The
+/// 1-2.5-5 series, with steps of 50–250 µs from 100 µs to 2 ms and finer ones up to
+/// 25 ms: a quantile is interpolated inside its bucket, and the delay targets sit
+/// between 1 and 5 ms, where 1 → 2.5 ms alone would put a p99 anywhere in between.
 pub const LATENCY_BOUNDS_NS: &[u64] = &[
     1_000,
     2_500,
@@ -43,12 +46,29 @@ pub const LATENCY_BOUNDS_NS: &[u64] = &[
     25_000,
     50_000,
     100_000,
+    150_000,
+    200_000,
     250_000,
+    300_000,
+    400_000,
     500_000,
+    600_000,
+    700_000,
+    800_000,
+    900_000,
     1_000_000,
+    1_250_000,
+    1_500_000,
+    1_750_000,
+    2_000_000,
     2_500_000,
+    3_000_000,
+    4_000_000,
     5_000_000,
+    7_500_000,
     10_000_000,
+    15_000_000,
+    20_000_000,
     25_000_000,
     50_000_000,
     100_000_000,
@@ -958,6 +978,25 @@ mod tests {
         }
         assert_eq!(h.count(), 40_000);
         assert_eq!(h.cumulative().last().unwrap().1, 40_000);
+    }
+
+    #[test]
+    fn latency_buckets_resolve_the_range_of_the_delay_targets_in_steps_of_250_us() {
+        assert!(
+            LATENCY_BOUNDS_NS.windows(2).all(|w| w[0] < w[1]),
+            "ascending"
+        );
+        for w in LATENCY_BOUNDS_NS.windows(2) {
+            if (100_000..2_000_000).contains(&w[0]) {
+                assert!(w[1] - w[0] <= 250_000, "{} → {} ns", w[0], w[1]);
+            }
+        }
+        // A 1.2 ms forward lands in (1, 1.25] ms, not anywhere in (1, 2.5] ms.
+        let h = Histogram::latency();
+        h.observe_duration(Duration::from_micros(1200));
+        let c = h.cumulative();
+        let first = c.iter().find(|(_, n)| *n == 1).expect("observed");
+        assert!((first.0 - 0.00125).abs() < 1e-12, "bucket le={}", first.0);
     }
 
     #[test]
