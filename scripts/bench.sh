@@ -40,6 +40,8 @@ egress=${BENCH_EGRESS:-direct}
 hold=${BENCH_HOLD:-0ms}
 # BENCH_WORKERS=1 runs one media worker instead of one per core (0).
 workers=${BENCH_WORKERS:-0}
+# BENCH_PREFIX runs the server under another command, e.g. "chrt -f 10" (real-time
+# scheduling for all its threads) or "taskset -c 1".
 
 cat >"$out/wishd.toml" <<TOML
 # Written by scripts/bench.sh: loopback on free ports, open policies (no tokens), no
@@ -62,7 +64,7 @@ TOML
 
 # Empty the log first: the banner read below must not come from a previous run.
 : >"$out/wishd.log"
-RUST_LOG=${RUST_LOG:-info} nice -n "$nice" "$wishd" --config "$out/wishd.toml" >"$out/wishd.log" 2>&1 &
+RUST_LOG=${RUST_LOG:-info} ${BENCH_PREFIX:-} nice -n "$nice" "$wishd" --config "$out/wishd.toml" >"$out/wishd.log" 2>&1 &
 pid=$!
 cleanup() {
     kill "$pid" 2>/dev/null || true

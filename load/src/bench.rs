@@ -4,6 +4,13 @@
 //! memory (from /proc), the viewers' loss and delay, POST→201 and join times, the
 //! server's own forwarding latency (from `/metrics`, when exported) and this tool's
 //! CPU, and relates the server's CPU per forwarded packet to the physical floor.
+//!
+//! Two floors are measured beside the server under the same load, because two of
+//! the targets are latencies that the machine itself bounds: the hand-over floor
+//! ([`crate::wake`]: a thread's wake-up after a channel send, which every forward from
+//! one worker to another starts with) in every step, and, before the burst, a burst
+//! of POSTs that are never connected, whose server CPU per POST bounds how soon the
+//! last of them can be answered on this many cores.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,9 +23,14 @@ use crate::metrics::{self, Buckets};
 use crate::procfs;
 use crate::publisher::{Publisher, PublisherConfig};
 use crate::run::{ramp, wait_connected};
-use crate::signal::SetupError;
+use crate::signal::{self, SetupError};
 use crate::stats::{self, ViewerReport, fmt_opt, percentile};
 use crate::swarm::{Swarm, SwarmConfig};
+use crate::wake::WakeProbe;
+
+/// One hand-over of the wake probe every this long (500 a second: a 10 s step
+/// gives 5000 samples, and the probe costs the machine little).
+pub const WAKE_INTERVAL: Duration = Duration::from_millis(2);
 
 /// The histogram the server exports for its forwarding latency.
 pub const FORWARD_HISTOGRAM: &str = "wishd_forward_latency_seconds";
@@ -102,7 +114,36 @@ pub struct Step {
     pub tool_cpu: f64,
     /// Host-wide UDP receive-buffer drops in the window.
     pub udp_rcvbuf_drops: Option<u64>,
+    /// The hand-over floor in the window ([`crate::wake`]), µs.
+    pub wake_p50_us: Option<f64>,
+    /// 99th percentile, µs.
+    pub wake_p99_us: Option<f64>,
 }
+
+/// A burst of POSTs whose sessions are deleted unconnected: what answering an offer
+/// alone costs the server, and the latency that cost implies for a burst.
+#[derive(Debug, Clone, Serialize)]
+pub struct PostOnly {
+    /// POSTs sent at once.
+    pub posts: usize,
+    /// POSTs answered with a 201.
+    pub created: usize,
+    /// POST→201, ms.
+    pub post_p50_ms: Option<f64>,
+    /// 99th percentile, ms.
+    pub post_p99_ms: Option<f64>,
+    /// The server's CPU from the first POST to the last 201, per 201, ms.
+    pub server_cpu_ms_per_post: Option<f64>,
+    /// The queueing bound on the p99: the ⌈0.99·n⌉-th answer cannot leave before that
+    /// many POSTs' CPU has been spent on `cpus` cores, ms.
+    pub p99_bound_ms: Option<f64>,
+    /// The server CPU per POST at which a burst of this size could have a p99 of
+    /// [`POST_TARGET`] on this many cores, µs.
+    pub cpu_for_target_us: f64,
+}
+
+/// The POST→201 p99 the issue asks for under a burst.
+pub const POST_TARGET: Duration = Duration::from_millis(5);
 
 /// The burst's figures.
 #[derive(Debug, Clone, Serialize)]
@@ -139,6 +180,8 @@ pub struct Burst {
     pub server_cpu_ms_per_session: Option<f64>,
     /// The same for this tool.
     pub tool_cpu_ms_per_session: Option<f64>,
+    /// The same number of POSTs, never connected, just before.
+    pub post_only: Option<PostOnly>,
     /// Viewers that failed and the first reason.
     pub failed: usize,
     /// The first failure reason, if any.
@@ -164,6 +207,10 @@ pub struct BenchReport {
     pub idle_server_cpu: f64,
     /// RSS with the publisher alone, MiB.
     pub idle_server_rss_mib: f64,
+    /// The hand-over floor with the publisher alone ([`crate::wake`]), µs.
+    pub idle_wake_p50_us: Option<f64>,
+    /// 99th percentile, µs.
+    pub idle_wake_p99_us: Option<f64>,
     /// The steps run.
     pub steps: Vec<Step>,
     /// Why stepping stopped.
@@ -215,9 +262,12 @@ pub async fn bench(cfg: BenchConfig, progress: impl Fn(&str)) -> Result<BenchRep
         return Err(SetupError::Rtc("the publisher did not connect".into()));
     }
     progress("publisher connected; measuring the server with the publisher alone");
+    let probe = WakeProbe::start(WAKE_INTERVAL)?;
     let a = snap(&cfg).await;
+    probe.take();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let b = snap(&cfg).await;
+    let idle_wake = probe.take();
     let idle_cpu = cpu(&a, &b, |s| s.server);
     let idle_rss = b.server.map_or(0, |u| u.rss);
     let server_histogram = b.hist.is_some();
@@ -244,11 +294,13 @@ pub async fn bench(cfg: BenchConfig, progress: impl Fn(&str)) -> Result<BenchRep
         swarm.reset_window().await;
         let sent0 = sent(&publisher);
         let s0 = snap(&cfg).await;
+        probe.take();
         tokio::time::sleep(cfg.step_window).await;
         let s1 = snap(&cfg).await;
+        let wake = probe.take();
         let source_packets = sent(&publisher) - sent0;
         let reports = swarm.reports().await;
-        let step = make_step(
+        let mut step = make_step(
             n,
             &reports,
             first_new,
@@ -257,6 +309,8 @@ pub async fn bench(cfg: BenchConfig, progress: impl Fn(&str)) -> Result<BenchRep
             idle_rss,
             &floor,
         );
+        step.wake_p50_us = wake_us(&wake, 0.5);
+        step.wake_p99_us = wake_us(&wake, 0.99);
         progress(&format!(
             "step {n}: {} connected, server CPU {:.3} s/s, loss {:.3} %",
             step.connected, step.server_cpu, step.loss_pct
@@ -287,6 +341,7 @@ pub async fn bench(cfg: BenchConfig, progress: impl Fn(&str)) -> Result<BenchRep
         None
     };
     swarm.clear(16).await;
+    probe.stop();
     publisher.stop().await;
     if let Ok(s) = Arc::try_unwrap(swarm) {
         s.stop();
@@ -300,11 +355,18 @@ pub async fn bench(cfg: BenchConfig, progress: impl Fn(&str)) -> Result<BenchRep
         audio_pps: cfg.publisher.audio_pps,
         idle_server_cpu: idle_cpu,
         idle_server_rss_mib: idle_rss as f64 / 1048576.0,
+        idle_wake_p50_us: wake_us(&idle_wake, 0.5),
+        idle_wake_p99_us: wake_us(&idle_wake, 0.99),
         steps,
         stopped,
         burst,
         server_histogram,
     })
+}
+
+/// A quantile of the wake probe's nanoseconds, in µs.
+fn wake_us(h: &crate::stats::Histogram, q: f64) -> Option<f64> {
+    h.quantile(q).map(|ns| ns as f64 / 1e3)
 }
 
 async fn swarm_next_id(swarm: &Swarm) -> u32 {
@@ -377,6 +439,8 @@ fn make_step(
         join_p99_ms: fresh.join_p99_ms,
         tool_cpu: cpu(s0, s1, |s| s.tool),
         udp_rcvbuf_drops: s0.drops.zip(s1.drops).map(|(a, b)| b.saturating_sub(a)),
+        wake_p50_us: None,
+        wake_p99_us: None,
     }
 }
 
@@ -405,9 +469,66 @@ async fn options_burst(url: &str, n: usize) -> Vec<f64> {
 /// How long the burst's CPU figures run on after the last viewer connected.
 pub const BURST_TAIL: Duration = Duration::from_secs(1);
 
+/// The ⌈0.99·`n`⌉-th of `n` answers needs that many POSTs' CPU (`cpu_ms` each) spent
+/// on `cpus` cores before it can leave, and at least its own on one core: a lower
+/// bound on the p99, ms.
+pub fn p99_bound_ms(n: usize, cpu_ms: f64, cpus: usize) -> f64 {
+    let rank = (0.99 * n as f64).ceil();
+    (rank * cpu_ms / cpus.max(1) as f64).max(cpu_ms)
+}
+
+/// `n` POSTs at once whose sessions are deleted without connecting.
+async fn post_only_burst(swarm: &Swarm, n: usize, cfg: &BenchConfig) -> PostOnly {
+    let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let token = cfg.swarm.token.clone();
+    let offers: Vec<String> = (0..n)
+        .filter_map(|_| swarm.prepare().ok().map(|p| p.into_offer()))
+        .collect();
+    let server0 = procfs::usage(Some(cfg.server_pid));
+    let tasks: Vec<_> = offers
+        .into_iter()
+        .map(|offer| {
+            let (url, token) = (swarm.url().to_owned(), token.clone());
+            tokio::spawn(async move { signal::post(offer, &url, token.as_deref()).await })
+        })
+        .collect();
+    let mut answered = Vec::with_capacity(n);
+    for t in tasks {
+        if let Ok(Ok(sig)) = t.await {
+            answered.push(sig);
+        }
+    }
+    let server1 = procfs::usage(Some(cfg.server_pid));
+    let created = answered.len();
+    let mut post: Vec<f64> = answered
+        .iter()
+        .map(|s| s.post_time.as_secs_f64() * 1e3)
+        .collect();
+    for s in &answered {
+        let _ = signal::delete(&s.location, token.as_deref()).await;
+    }
+    let cpu_ms = server0
+        .zip(server1)
+        .filter(|_| created > 0)
+        .map(|(a, b)| (b.cpu_s - a.cpu_s) * 1e3 / created as f64);
+    let rank = (0.99 * n as f64).ceil().max(1.0);
+    let target_us = POST_TARGET.as_secs_f64() * 1e6;
+    PostOnly {
+        posts: n,
+        created,
+        post_p50_ms: percentile(&mut post, 0.5),
+        post_p99_ms: percentile(&mut post, 0.99),
+        server_cpu_ms_per_post: cpu_ms,
+        p99_bound_ms: cpu_ms.map(|c| p99_bound_ms(n, c, cpus)),
+        cpu_for_target_us: (target_us * cpus as f64 / rank).min(target_us),
+    }
+}
+
 async fn run_burst(swarm: &Arc<Swarm>, n: usize, cfg: &BenchConfig) -> Burst {
     let metrics_url = cfg.metrics_url.as_deref();
     let mut options = options_burst(swarm.url(), n).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let post_only = post_only_burst(swarm, n, cfg).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let setup_before = metrics::scrape_from(metrics_url, SETUP_HISTOGRAM).await;
     // Offers first (clients build them on their own machines), then every POST at once.
@@ -475,6 +596,7 @@ async fn run_burst(swarm: &Arc<Swarm>, n: usize, cfg: &BenchConfig) -> Burst {
         connect_p99_ms: percentile(&mut conn, 0.99),
         server_cpu_ms_per_session: per_session(server0, server1),
         tool_cpu_ms_per_session: per_session(tool0, tool1),
+        post_only: Some(post_only),
         failed: failed.len(),
         first_error: failed.first().and_then(|r| r.error.clone()),
     }
@@ -495,9 +617,15 @@ pub fn print(r: &BenchReport) {
         r.idle_server_cpu,
         r.idle_server_rss_mib
     );
+    println!(
+        "hand-over floor (a thread's wake-up after a channel send, every {} ms; column \"wake\" per step): p50 {} µs, p99 {} µs with the publisher alone",
+        WAKE_INTERVAL.as_millis(),
+        fmt_opt(r.idle_wake_p50_us, 0),
+        fmt_opt(r.idle_wake_p99_us, 0)
+    );
     println!();
     println!(
-        "{:>6} {:>6} {:>8} {:>7} {:>8} {:>9} {:>7} {:>6} {:>7} {:>15} {:>15} {:>13} {:>9} {:>8} {:>6}",
+        "{:>6} {:>6} {:>8} {:>7} {:>8} {:>9} {:>7} {:>6} {:>7} {:>15} {:>15} {:>11} {:>13} {:>9} {:>8} {:>6}",
         "viewers",
         "conn",
         "srv CPU",
@@ -509,6 +637,7 @@ pub fn print(r: &BenchReport) {
         "loss %",
         "e2e p50/p99 µs",
         "srv fwd p50/p99",
+        "wake p50/p99",
         "POST p50/p99",
         "join p50",
         "tool CPU",
@@ -516,7 +645,7 @@ pub fn print(r: &BenchReport) {
     );
     for s in &r.steps {
         println!(
-            "{:>7} {:>6} {:>8.3} {:>7.1} {:>8} {:>9.0} {:>7} {:>6} {:>7.3} {:>15} {:>15} {:>13} {:>9} {:>8.3} {:>6}",
+            "{:>7} {:>6} {:>8.3} {:>7.1} {:>8} {:>9.0} {:>7} {:>6} {:>7.3} {:>15} {:>15} {:>11} {:>13} {:>9} {:>8.3} {:>6}",
             s.viewers,
             s.connected,
             s.server_cpu,
@@ -535,6 +664,11 @@ pub fn print(r: &BenchReport) {
                 "{}/{}",
                 fmt_opt(s.server_forward_p50_us, 0),
                 fmt_opt(s.server_forward_p99_us, 0)
+            ),
+            format!(
+                "{}/{}",
+                fmt_opt(s.wake_p50_us, 0),
+                fmt_opt(s.wake_p99_us, 0)
             ),
             format!(
                 "{}/{}",
@@ -572,7 +706,38 @@ pub fn print(r: &BenchReport) {
                 .map_or_else(String::new, |e| format!(" (first: {e})"))
         );
     }
+    if let Some(p) = r.burst.as_ref().and_then(|b| b.post_only.as_ref()) {
+        println!(
+            "{} POSTs at once, never connected: {} created; POST→201 p50 {} ms p99 {} ms; server CPU {} ms per POST, so the p99 cannot be under {} ms on {} cores (a {} ms p99 needs ≤ {:.0} µs per POST)",
+            p.posts,
+            p.created,
+            fmt_opt(p.post_p50_ms, 1),
+            fmt_opt(p.post_p99_ms, 1),
+            fmt_opt(p.server_cpu_ms_per_post, 2),
+            fmt_opt(p.p99_bound_ms, 1),
+            r.cpus,
+            POST_TARGET.as_millis(),
+            p.cpu_for_target_us
+        );
+    }
     if !r.server_histogram {
         println!("server forwarding latency: n/a (no {FORWARD_HISTOGRAM} at /metrics)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_p99_of_a_burst_waits_for_the_cpu_of_the_answers_before_it() {
+        // 200 POSTs of 1 ms on 2 cores: the 198th answer needs 198 ms of CPU, 99 ms.
+        assert!((p99_bound_ms(200, 1.0, 2) - 99.0).abs() < 1e-9);
+        // One POST: its own CPU, however many cores (one request runs on one).
+        assert!((p99_bound_ms(1, 0.3, 4) - 0.3).abs() < 1e-9);
+        assert!(
+            (p99_bound_ms(10, 0.5, 0) - 5.0).abs() < 1e-9,
+            "zero cores counts as one"
+        );
     }
 }

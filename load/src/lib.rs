@@ -11,6 +11,7 @@
 //! | [`floor`] | the physical floor: SRTP protect + UDP send per packet |
 //! | [`stack`] | str0m's own send path per packet, two peers in memory (beside the floor) |
 //! | [`metrics`], [`procfs`] | the server's `/metrics` histogram, CPU and memory from /proc |
+//! | [`wake`] | the hand-over floor: a thread's wake-up after a channel send, under load |
 //! | [`clock`], [`rtp`], [`signal`] | shared clock, RTP header peeking, WHIP/WHEP HTTP |
 
 #![deny(unsafe_code)]
@@ -28,3 +29,4 @@ pub mod signal;
 pub mod stack;
 pub mod stats;
 pub mod swarm;
+pub mod wake;

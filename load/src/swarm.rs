@@ -97,6 +97,14 @@ pub struct Prepared {
     offer: String,
 }
 
+impl Prepared {
+    /// The offer alone, for a POST whose session is not connected (the peer is
+    /// dropped).
+    pub fn into_offer(self) -> String {
+        self.offer
+    }
+}
+
 struct NewViewer {
     id: u32,
     rtc: Rtc,
