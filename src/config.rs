@@ -160,9 +160,9 @@ pub struct Config {
     /// How long a media worker holds the packets it forwards before it writes them,
     /// so that each viewer's packets of that time leave as one GSO run instead of one
     /// system-call message each: less CPU per packet for up to this much more delay.
-    /// Default 0 (each source packet is written as soon as it arrives).
-    #[serde(with = "humantime_serde")]
-    pub forward_hold: Duration,
+    /// A duration, or `"auto"`: none while the worker is idle, growing with its load
+    /// to 20 ms. Default 0 (each source packet is written as soon as it arrives).
+    pub forward_hold: ForwardHold,
     /// How forwarded RTP leaves for viewers: `direct` (wishd builds, protects and
     /// sends it, answers NACKs and writes the sender reports) or `str0m` (str0m's own
     /// per-viewer send path, the one before the seventh session). Default `direct`.
@@ -225,6 +225,57 @@ pub enum LogFormat {
     Human,
     /// One JSON object per line, with the span fields (stream, session).
     Json,
+}
+
+/// `forward_hold`: a fixed time, or `"auto"` (see `core::hold`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardHold {
+    /// Always this long (zero: not held).
+    Fixed(Duration),
+    /// Following each worker's load, from none up to `core::hold::AUTO_MAX`.
+    Auto,
+}
+
+impl Default for ForwardHold {
+    fn default() -> Self {
+        ForwardHold::Fixed(Duration::ZERO)
+    }
+}
+
+impl std::str::FromStr for ForwardHold {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.trim().eq_ignore_ascii_case("auto") {
+            return Ok(ForwardHold::Auto);
+        }
+        humantime::parse_duration(s)
+            .map(ForwardHold::Fixed)
+            .map_err(|e| format!("{e} (a duration such as \"5ms\", or \"auto\")"))
+    }
+}
+
+impl std::fmt::Display for ForwardHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ForwardHold::Fixed(d) => write!(f, "{}", humantime::format_duration(*d)),
+            ForwardHold::Auto => f.write_str("auto"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ForwardHold {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+impl serde::Serialize for ForwardHold {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 /// Which send path forwarded RTP takes to viewers (see `media::direct`).
@@ -484,7 +535,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(15),
             keyframe_request_interval: Duration::from_millis(500),
             forward_max_delay: Duration::from_millis(500),
-            forward_hold: Duration::ZERO,
+            forward_hold: ForwardHold::Fixed(Duration::ZERO),
             egress: Egress::Direct,
             retry_after_secs: 2,
             rtp: Vec::new(),
@@ -670,7 +721,7 @@ impl Config {
         if self.rtp_timeout.is_zero() {
             return Err(ConfigError::value("rtp_timeout", "must be more than 0"));
         }
-        if self.forward_hold > MAX_FORWARD_HOLD {
+        if matches!(self.forward_hold, ForwardHold::Fixed(d) if d > MAX_FORWARD_HOLD) {
             return Err(ConfigError::value(
                 "forward_hold",
                 "must be at most 50ms (it adds that much delay to every packet)",
@@ -942,7 +993,7 @@ max_sessions = 100
             connect_timeout: d.connect_timeout,
             keyframe_request_interval: d.keyframe_request_interval,
             forward_max_delay: d.forward_max_delay,
-            forward_hold: Duration::from_millis(5),
+            forward_hold: ForwardHold::Fixed(Duration::from_millis(5)),
             egress: Egress::Str0m,
             retry_after_secs: d.retry_after_secs,
             rtp: vec![RtpEntry {
@@ -1043,13 +1094,27 @@ max_sessions = 100
 
     #[test]
     fn a_forward_hold_past_50ms_is_refused_by_name_and_defaults_to_none() {
-        assert_eq!(Config::default().forward_hold, Duration::ZERO);
+        assert_eq!(
+            Config::default().forward_hold,
+            ForwardHold::Fixed(Duration::ZERO)
+        );
         let c = Config::from_toml("forward_hold = \"51ms\"\n").unwrap();
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("forward_hold"), "{e}");
         let c = Config::from_toml("forward_hold = \"5ms\"\n").unwrap();
         c.validate().unwrap();
-        assert_eq!(c.forward_hold, Duration::from_millis(5));
+        assert_eq!(c.forward_hold, ForwardHold::Fixed(Duration::from_millis(5)));
+    }
+
+    #[test]
+    fn a_forward_hold_of_auto_follows_the_load_and_other_words_are_refused() {
+        let c = Config::from_toml("forward_hold = \"auto\"\n").unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.forward_hold, ForwardHold::Auto);
+        let e = Config::from_toml("forward_hold = \"sometimes\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("forward_hold") && e.contains("auto"), "{e}");
     }
 
     #[test]

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use wishd::client::media::{check_filler, decode_marker};
 use wishd::client::{PublisherOptions, ReceivedPacket, VideoCodec, ViewerOptions, WhepViewer};
-use wishd::core::MediaKind;
+use wishd::config::ForwardHold;
+use wishd::core::{MediaKind, hold};
 
 use common::{publish, view};
 
@@ -536,13 +537,69 @@ async fn str0m_egress_still_resends_what_a_lossy_viewer_nacks() {
     lost_video_comes_back_after_a_nack(wishd::config::Egress::Str0m).await;
 }
 
+/// With `forward_hold = "auto"`, a worker that is mostly idle holds nothing: each
+/// packet leaves when it arrives. The workers export their load and hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_automatic_hold_holds_nothing_while_the_workers_are_idle() {
+    let server = common::start_with(|c| c.forward_hold = ForwardHold::Auto).await;
+    let base = server.base_url();
+    let opts = PublisherOptions {
+        video: None,
+        ..PublisherOptions::default()
+    };
+    let _publisher = publish(&base, "auto", opts).await;
+    let viewer = view(&base, "auto").await;
+    let (datagrams0, calls0) = (
+        common::metric(&base, "wishd_udp_datagrams_out_total").await,
+        common::metric(&base, "wishd_udp_send_calls_total").await,
+    );
+    let start = count(MediaKind::Audio, &viewer.received());
+    viewer
+        .wait_for(Duration::from_secs(10), |p| {
+            count(MediaKind::Audio, p) >= start + 100
+        })
+        .await
+        .expect("audio reaches the viewer");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let datagrams = common::metric(&base, "wishd_udp_datagrams_out_total").await - datagrams0;
+    let calls = common::metric(&base, "wishd_udp_send_calls_total").await - calls0;
+    assert!(
+        datagrams < 1.2 * calls,
+        "{datagrams} datagrams in {calls} send calls: packets were held"
+    );
+    let text = wishd::client::http_request("GET", &format!("{base}/metrics"), &[], Vec::new())
+        .await
+        .expect("metrics")
+        .text();
+    let gauges = |name: &str| -> Vec<f64> {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{worker=")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect()
+    };
+    let (busy, holds) = (
+        gauges("wishd_worker_busy_ratio"),
+        gauges("wishd_forward_hold_seconds"),
+    );
+    assert!(!busy.is_empty() && busy.len() == holds.len(), "{text}");
+    assert!(holds.iter().all(|&h| h == 0.0), "holds {holds:?}");
+    // Forwarding one Opus stream keeps a worker busy a little, far from the hold's
+    // threshold.
+    assert!(
+        busy.iter().any(|&b| b > 0.0) && busy.iter().all(|&b| b < hold::LOAD_LOW),
+        "busy {busy:?}"
+    );
+    assert_intact_and_in_order(&of(MediaKind::Audio, &viewer.received()), "audio");
+    server.shutdown().await;
+}
+
 /// With `forward_hold`, a worker writes what arrived during the hold together: a
 /// paced source's packets (here Opus, one every 20 ms) leave several per system
 /// call, each a little later, and all of them arrive intact and in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forward_hold_sends_a_paced_sources_packets_together_and_loses_none() {
     let hold = Duration::from_millis(40);
-    let server = common::start_with(|c| c.forward_hold = hold).await;
+    let server = common::start_with(|c| c.forward_hold = ForwardHold::Fixed(hold)).await;
     let base = server.base_url();
     let opts = PublisherOptions {
         video: None,

@@ -47,6 +47,7 @@
 mod codec;
 mod fanout;
 mod frame_size;
+pub mod hold;
 mod keyframe;
 mod keyframe_cache;
 mod keyframe_source;
@@ -58,6 +59,7 @@ mod sender_clock;
 pub use codec::{CodecKind, is_keyframe_start};
 pub use fanout::{Fanout, FanoutStats, Resync};
 pub use frame_size::frame_size;
+pub use hold::HoldControl;
 pub use keyframe::KeyframeLimiter;
 pub use keyframe_cache::{H264ParameterSets, KeyframeCache};
 pub use keyframe_source::{ANSWER_WITHIN, CacheReason, KeyframeMode, KeyframeSource};

@@ -138,6 +138,34 @@ pub struct MediaCounters {
     pub session_metrics: SessionMetrics,
     /// Forwarding latency, RTT and loss distributions.
     pub histograms: MediaHistograms,
+    /// Each worker's load and forward hold.
+    pub workers: WorkerGauges,
+}
+
+/// Per-worker gauges, indexed by worker, written at each worker's housekeeping.
+#[derive(Debug)]
+pub struct WorkerGauges {
+    /// Workers running (the entries below that are in use).
+    pub count: AtomicUsize,
+    /// Time busy out of time run, smoothed (see `core::hold`), parts per million.
+    pub load_ppm: Box<[AtomicU64]>,
+    /// The forward hold now, nanoseconds.
+    pub hold_ns: Box<[AtomicU64]>,
+}
+
+impl Default for WorkerGauges {
+    fn default() -> Self {
+        let zeros = || {
+            (0..crate::config::MAX_WORKERS)
+                .map(|_| AtomicU64::new(0))
+                .collect()
+        };
+        WorkerGauges {
+            count: AtomicUsize::new(0),
+            load_ppm: zeros(),
+            hold_ns: zeros(),
+        }
+    }
 }
 
 /// Settings the workers need, taken from [`Config`].
@@ -151,8 +179,8 @@ pub struct WorkerConfig {
     pub keyframe_request_interval: Duration,
     /// Source packets from other workers older than this are dropped, not forwarded.
     pub forward_max_delay: Duration,
-    /// How long forwards are held to leave as per-viewer GSO runs (0: not held).
-    pub forward_hold: Duration,
+    /// How long forwards are held to leave as per-viewer GSO runs.
+    pub forward_hold: crate::config::ForwardHold,
 }
 
 /// One worker as seen from outside.
@@ -227,6 +255,7 @@ impl Media {
         }
         let peers: Arc<[mpsc::Sender<WorkerMsg>]> = txs.clone().into();
         let counters = Arc::new(MediaCounters::default());
+        counters.workers.count.store(count, Ordering::Relaxed);
         let wcfg = WorkerConfig {
             ice_timeout: config.ice_timeout,
             connect_timeout: config.connect_timeout,

@@ -31,10 +31,11 @@ use super::outbox::Outbox;
 use super::telemetry::{SessionSnapshot, SessionTelemetry};
 use super::udp::{MediaSocket, Received, RecvBuffers};
 use super::{MediaCounters, WorkerConfig, stun};
+use crate::config::ForwardHold;
 use crate::core::{
-    CodecKind, Fanout, FanoutStats, Forward, KeyframeCache, KeyframeLimiter, KeyframeMode,
-    KeyframeSource, NACK_HISTORY_PACKETS, NackHistory, SenderClock, SourcePacket, ViewerId,
-    ViewerTrack, is_keyframe_start,
+    CodecKind, Fanout, FanoutStats, Forward, HoldControl, KeyframeCache, KeyframeLimiter,
+    KeyframeMode, KeyframeSource, NACK_HISTORY_PACKETS, NackHistory, SenderClock, SourcePacket,
+    ViewerId, ViewerTrack, hold, is_keyframe_start,
 };
 use crate::metrics::{EndReason, SessionState, StreamStats};
 use crate::registry::{Registry, SessionId, SessionKind, StreamShared};
@@ -303,6 +304,8 @@ pub(super) struct Worker {
     pending_arrivals: Vec<Instant>,
     /// When the forwards now held began to wait (`forward_hold`).
     held_since: Option<Instant>,
+    /// How long they wait: fixed, or following this worker's load.
+    hold: HoldControl,
     /// Datagrams waiting to leave as GSO runs in one `sendmmsg`.
     outbox: Outbox,
     /// Transmits collect in `outbox` until `write_forwards` or `handle_timers`
@@ -330,6 +333,10 @@ impl Worker {
             cfg,
             alive,
         } = links;
+        let hold = match cfg.forward_hold {
+            ForwardHold::Fixed(d) => HoldControl::fixed(d),
+            ForwardHold::Auto => HoldControl::following_load(hold::AUTO_MAX),
+        };
         Worker {
             index,
             socket,
@@ -350,6 +357,7 @@ impl Worker {
             forwards: Vec::new(),
             pending_arrivals: Vec::new(),
             held_since: None,
+            hold,
             outbox: Outbox::new(),
             batching: false,
             fanout_flushed: FanoutStats::default(),
@@ -381,10 +389,13 @@ impl Worker {
             let next = self.fanout.paced_timeout().map_or(next, |p| p.min(next));
             let next = self
                 .held_since
-                .map_or(next, |h| (h + self.cfg.forward_hold).min(next));
+                .map_or(next, |h| (h + self.hold.hold()).min(next));
+            // From each wake-up to the next wait: the load the hold follows.
+            let woke: Instant;
             tokio::select! {
                 biased;
                 msg = self.rx.recv() => {
+                    woke = Instant::now();
                     let Some(msg) = msg else { break };
                     // Take what else is queued (up to 64 more) without going back to
                     // the scheduler.
@@ -420,6 +431,7 @@ impl Worker {
                     }
                 }
                 r = self.socket.readable() => {
+                    woke = Instant::now();
                     if r.is_err() { continue; }
                     loop {
                         match self.socket.try_recv(&mut bufs) {
@@ -436,10 +448,12 @@ impl Worker {
                     }
                 }
                 _ = tokio::time::sleep_until(next.into()) => {
+                    woke = Instant::now();
                     // Ends in `run_deferred`, which writes held forwards once due.
                     self.handle_timers(Instant::now());
                 }
                 _ = housekeeping.tick() => {
+                    woke = Instant::now();
                     if self.alive.has_changed().is_err() {
                         // `Media` is gone (dropped without a shutdown).
                         self.close_all(EndReason::Shutdown);
@@ -448,6 +462,7 @@ impl Worker {
                     self.housekeeping(Instant::now());
                 }
             }
+            self.hold.busy(woke, Instant::now());
         }
     }
 
@@ -812,6 +827,12 @@ impl Worker {
         c.udp_datagrams_out
             .fetch_add(sent.datagrams, Ordering::Relaxed);
         c.udp_send_calls.fetch_add(sent.calls, Ordering::Relaxed);
+        let w = &c.workers;
+        if let (Some(load), Some(hold)) = (w.load_ppm.get(self.index), w.hold_ns.get(self.index)) {
+            load.store((self.hold.load() * 1e6) as u64, Ordering::Relaxed);
+            let ns = u64::try_from(self.hold.hold().as_nanos()).unwrap_or(u64::MAX);
+            hold.store(ns, Ordering::Relaxed);
+        }
         for (key, reason) in expired {
             self.close_session(key, reason, now);
         }
@@ -909,13 +930,14 @@ impl Worker {
             }
             // With a hold, forwards wait for it to end (the loop's timer comes back),
             // and each viewer's packets of that time leave as one GSO run.
-            if !self.cfg.forward_hold.is_zero() {
+            let hold = self.hold.hold();
+            if !hold.is_zero() {
                 let since = *self.held_since.get_or_insert(now);
-                if Instant::now() < since + self.cfg.forward_hold {
+                if Instant::now() < since + hold {
                     return;
                 }
-                self.held_since = None;
             }
+            self.held_since = None;
             // Writing may queue more deferred effects (a viewer's events).
             let mut forwards = std::mem::take(&mut self.forwards);
             self.write_forwards(&mut forwards, StreamCount::Counted);
