@@ -36,6 +36,10 @@ pub const WAKE_INTERVAL: Duration = Duration::from_millis(2);
 pub const FORWARD_HISTOGRAM: &str = "wishd_forward_latency_seconds";
 /// The server's own POST→201 histogram (wishd's name).
 pub const SETUP_HISTOGRAM: &str = "wishd_session_setup_seconds";
+/// wishd's per-worker busy share (gauge).
+pub const BUSY_GAUGE: &str = "wishd_worker_busy_ratio";
+/// wishd's per-worker forward hold (gauge, seconds).
+pub const HOLD_GAUGE: &str = "wishd_forward_hold_seconds";
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -114,6 +118,10 @@ pub struct Step {
     pub tool_cpu: f64,
     /// Host-wide UDP receive-buffer drops in the window.
     pub udp_rcvbuf_drops: Option<u64>,
+    /// The busiest media worker's busy share at the window's end (wishd's gauge).
+    pub worker_busy: Option<f64>,
+    /// The longest forward hold of a worker at the window's end, ms (wishd's gauge).
+    pub hold_ms: Option<f64>,
     /// The hand-over floor in the window ([`crate::wake`]), µs.
     pub wake_p50_us: Option<f64>,
     /// 99th percentile, µs.
@@ -227,16 +235,24 @@ struct Snap {
     tool: Option<procfs::Usage>,
     drops: Option<u64>,
     hist: Option<Buckets>,
+    busy: Option<f64>,
+    hold_s: Option<f64>,
 }
 
 async fn snap(cfg: &BenchConfig) -> Snap {
-    let hist = metrics::scrape_from(cfg.metrics_url.as_deref(), FORWARD_HISTOGRAM).await;
+    let text = match cfg.metrics_url.as_deref() {
+        Some(url) => metrics::scrape_text(url).await,
+        None => None,
+    };
+    let text = text.as_deref().unwrap_or_default();
     Snap {
         at: Instant::now(),
         server: procfs::usage(Some(cfg.server_pid)),
         tool: procfs::usage(None),
         drops: procfs::udp_rcvbuf_errors(),
-        hist,
+        hist: metrics::parse_histogram(text, FORWARD_HISTOGRAM),
+        busy: metrics::parse_gauge_max(text, BUSY_GAUGE),
+        hold_s: metrics::parse_gauge_max(text, HOLD_GAUGE),
     }
 }
 
@@ -439,6 +455,8 @@ fn make_step(
         join_p99_ms: fresh.join_p99_ms,
         tool_cpu: cpu(s0, s1, |s| s.tool),
         udp_rcvbuf_drops: s0.drops.zip(s1.drops).map(|(a, b)| b.saturating_sub(a)),
+        worker_busy: s1.busy,
+        hold_ms: s1.hold_s.map(|s| s * 1e3),
         wake_p50_us: None,
         wake_p99_us: None,
     }
@@ -625,7 +643,7 @@ pub fn print(r: &BenchReport) {
     );
     println!();
     println!(
-        "{:>6} {:>6} {:>8} {:>7} {:>8} {:>9} {:>7} {:>6} {:>7} {:>15} {:>15} {:>11} {:>13} {:>9} {:>8} {:>6}",
+        "{:>6} {:>6} {:>8} {:>7} {:>8} {:>9} {:>7} {:>6} {:>7} {:>15} {:>15} {:>11} {:>9} {:>13} {:>9} {:>8} {:>6}",
         "viewers",
         "conn",
         "srv CPU",
@@ -638,6 +656,7 @@ pub fn print(r: &BenchReport) {
         "e2e p50/p99 µs",
         "srv fwd p50/p99",
         "wake p50/p99",
+        "busy/hold",
         "POST p50/p99",
         "join p50",
         "tool CPU",
@@ -645,7 +664,7 @@ pub fn print(r: &BenchReport) {
     );
     for s in &r.steps {
         println!(
-            "{:>7} {:>6} {:>8.3} {:>7.1} {:>8} {:>9.0} {:>7} {:>6} {:>7.3} {:>15} {:>15} {:>11} {:>13} {:>9} {:>8.3} {:>6}",
+            "{:>7} {:>6} {:>8.3} {:>7.1} {:>8} {:>9.0} {:>7} {:>6} {:>7.3} {:>15} {:>15} {:>11} {:>9} {:>13} {:>9} {:>8.3} {:>6}",
             s.viewers,
             s.connected,
             s.server_cpu,
@@ -670,6 +689,7 @@ pub fn print(r: &BenchReport) {
                 fmt_opt(s.wake_p50_us, 0),
                 fmt_opt(s.wake_p99_us, 0)
             ),
+            format!("{}/{}", fmt_opt(s.worker_busy, 2), fmt_opt(s.hold_ms, 1)),
             format!(
                 "{}/{}",
                 fmt_opt(s.post_p50_ms, 1),

@@ -1,5 +1,6 @@
-//! Reading a Prometheus histogram from a server's `/metrics` (text exposition
-//! format), to report the server's own forwarding latency beside the tool's figures.
+//! Reading a Prometheus histogram and gauges from a server's `/metrics` (text
+//! exposition format), to report the server's own forwarding latency (and wishd's
+//! worker load and forward hold) beside the tool's figures.
 
 use wishd::client::http_request;
 
@@ -105,6 +106,21 @@ pub fn parse_histogram(text: &str, name: &str) -> Option<Buckets> {
     Some(Buckets { le })
 }
 
+/// The largest value of the gauge `name` over its label sets; `None` when absent.
+pub fn parse_gauge_max(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.trim().strip_prefix(name)?;
+            // `name{labels} value` or `name value`, not a longer name.
+            let rest = match rest.strip_prefix('{') {
+                Some(r) => &r[r.find('}')? + 1..],
+                None => rest.strip_prefix(' ')?,
+            };
+            rest.split_whitespace().next()?.parse::<f64>().ok()
+        })
+        .reduce(f64::max)
+}
+
 fn label<'a>(labels: &'a str, name: &str) -> Option<&'a str> {
     for part in labels.split(',') {
         let (k, v) = part.split_once('=')?;
@@ -117,19 +133,13 @@ fn label<'a>(labels: &'a str, name: &str) -> Option<&'a str> {
 
 /// [`scrape`] when there is a metrics URL.
 pub async fn scrape_from(url: Option<&str>, name: &str) -> Option<Buckets> {
-    match url {
-        Some(u) => scrape(u, name).await,
-        None => None,
-    }
+    parse_histogram(&scrape_text(url?).await?, name)
 }
 
-/// Scrapes `url` and returns the histogram `name`, if the server exports it.
-pub async fn scrape(url: &str, name: &str) -> Option<Buckets> {
+/// The exposition text at `url`, if it answers 200.
+pub async fn scrape_text(url: &str) -> Option<String> {
     let r = http_request("GET", url, &[], Vec::new()).await.ok()?;
-    if r.status != 200 {
-        return None;
-    }
-    parse_histogram(&r.text(), name)
+    (r.status == 200).then(|| r.text())
 }
 
 #[cfg(test)]
@@ -167,5 +177,13 @@ wishd_other_bucket{le="1"} 5
         };
         assert_eq!(later.since(&h), h);
         assert_eq!(Buckets::default().quantile(0.5), None);
+    }
+
+    #[test]
+    fn a_gauge_is_the_largest_of_its_label_sets_and_not_a_longer_name() {
+        let text = "# TYPE g gauge\ng{worker=\"0\"} 0.25\ng{worker=\"1\"} 0.5\ng_total 9\nh 1\n";
+        assert_eq!(parse_gauge_max(text, "g"), Some(0.5));
+        assert_eq!(parse_gauge_max("g 3\n", "g"), Some(3.0));
+        assert_eq!(parse_gauge_max(text, "absent"), None);
     }
 }
