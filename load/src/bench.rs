@@ -36,6 +36,9 @@ pub const WAKE_INTERVAL: Duration = Duration::from_millis(2);
 pub const FORWARD_HISTOGRAM: &str = "wishd_forward_latency_seconds";
 /// The server's own POST→201 histogram (wishd's name).
 pub const SETUP_HISTOGRAM: &str = "wishd_session_setup_seconds";
+/// The server threads whose run-queue wait is reported (wishd's media workers; a
+/// server without such threads is measured over all its threads).
+pub const MEDIA_THREADS: &str = "wishd-media";
 /// wishd's per-worker busy share (gauge).
 pub const BUSY_GAUGE: &str = "wishd_worker_busy_ratio";
 /// wishd's per-worker forward hold (gauge, seconds).
@@ -118,6 +121,9 @@ pub struct Step {
     pub tool_cpu: f64,
     /// Host-wide UDP receive-buffer drops in the window.
     pub udp_rcvbuf_drops: Option<u64>,
+    /// The server's media threads' time waiting for a core (runnable, not running)
+    /// per second of their time on one: how much scheduling stretched their work.
+    pub media_wait_per_run: Option<f64>,
     /// The busiest media worker's busy share at the window's end (wishd's gauge).
     pub worker_busy: Option<f64>,
     /// The longest forward hold of a worker at the window's end, ms (wishd's gauge).
@@ -237,6 +243,7 @@ struct Snap {
     hist: Option<Buckets>,
     busy: Option<f64>,
     hold_s: Option<f64>,
+    sched: Option<procfs::Sched>,
 }
 
 async fn snap(cfg: &BenchConfig) -> Snap {
@@ -253,6 +260,7 @@ async fn snap(cfg: &BenchConfig) -> Snap {
         hist: metrics::parse_histogram(text, FORWARD_HISTOGRAM),
         busy: metrics::parse_gauge_max(text, BUSY_GAUGE),
         hold_s: metrics::parse_gauge_max(text, HOLD_GAUGE),
+        sched: procfs::sched(cfg.server_pid, MEDIA_THREADS),
     }
 }
 
@@ -455,6 +463,10 @@ fn make_step(
         join_p99_ms: fresh.join_p99_ms,
         tool_cpu: cpu(s0, s1, |s| s.tool),
         udp_rcvbuf_drops: s0.drops.zip(s1.drops).map(|(a, b)| b.saturating_sub(a)),
+        media_wait_per_run: s0.sched.zip(s1.sched).and_then(|(a, b)| {
+            let run = b.run_s - a.run_s;
+            (run > 0.0).then(|| (b.wait_s - a.wait_s).max(0.0) / run)
+        }),
         worker_busy: s1.busy,
         hold_ms: s1.hold_s.map(|s| s * 1e3),
         wake_p50_us: None,
@@ -643,7 +655,7 @@ pub fn print(r: &BenchReport) {
     );
     println!();
     println!(
-        "{:>6} {:>6} {:>8} {:>7} {:>8} {:>9} {:>7} {:>6} {:>7} {:>15} {:>15} {:>11} {:>9} {:>13} {:>9} {:>8} {:>6}",
+        "{:>6} {:>6} {:>8} {:>7} {:>8} {:>9} {:>7} {:>6} {:>7} {:>15} {:>15} {:>11} {:>5} {:>9} {:>13} {:>9} {:>8} {:>6}",
         "viewers",
         "conn",
         "srv CPU",
@@ -656,6 +668,7 @@ pub fn print(r: &BenchReport) {
         "e2e p50/p99 µs",
         "srv fwd p50/p99",
         "wake p50/p99",
+        "wait",
         "busy/hold",
         "POST p50/p99",
         "join p50",
@@ -664,7 +677,7 @@ pub fn print(r: &BenchReport) {
     );
     for s in &r.steps {
         println!(
-            "{:>7} {:>6} {:>8.3} {:>7.1} {:>8} {:>9.0} {:>7} {:>6} {:>7.3} {:>15} {:>15} {:>11} {:>9} {:>13} {:>9} {:>8.3} {:>6}",
+            "{:>7} {:>6} {:>8.3} {:>7.1} {:>8} {:>9.0} {:>7} {:>6} {:>7.3} {:>15} {:>15} {:>11} {:>5} {:>9} {:>13} {:>9} {:>8.3} {:>6}",
             s.viewers,
             s.connected,
             s.server_cpu,
@@ -689,6 +702,7 @@ pub fn print(r: &BenchReport) {
                 fmt_opt(s.wake_p50_us, 0),
                 fmt_opt(s.wake_p99_us, 0)
             ),
+            fmt_opt(s.media_wait_per_run, 2),
             format!("{}/{}", fmt_opt(s.worker_busy, 2), fmt_opt(s.hold_ms, 1)),
             format!(
                 "{}/{}",

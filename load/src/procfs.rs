@@ -45,6 +45,55 @@ pub fn parse_rss(status: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Time on a CPU and time runnable but waiting for one, summed over threads.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Sched {
+    /// Seconds on a CPU.
+    pub run_s: f64,
+    /// Seconds ready to run, waiting in a run queue.
+    pub wait_s: f64,
+}
+
+/// [`Sched`] of the threads of `pid` whose name starts with `prefix` (all threads
+/// when none does), from `/proc/PID/task/TID/schedstat`. Threads that exited since
+/// an earlier reading are missing from a later one, so compare readings of threads
+/// that live through the window (a server's worker threads).
+pub fn sched(pid: u32, prefix: &str) -> Option<Sched> {
+    let dir = format!("/proc/{pid}/task");
+    let mut all = Sched::default();
+    let mut named = Sched::default();
+    let mut any_named = false;
+    for entry in std::fs::read_dir(&dir).ok()?.flatten() {
+        let path = entry.path();
+        let Some(s) = std::fs::read_to_string(path.join("schedstat"))
+            .ok()
+            .and_then(|t| parse_schedstat(&t))
+        else {
+            continue;
+        };
+        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        all.run_s += s.run_s;
+        all.wait_s += s.wait_s;
+        if name.starts_with(prefix) {
+            any_named = true;
+            named.run_s += s.run_s;
+            named.wait_s += s.wait_s;
+        }
+    }
+    Some(if any_named { named } else { all })
+}
+
+/// The first two fields of a `schedstat` line (nanoseconds), in seconds.
+pub fn parse_schedstat(text: &str) -> Option<Sched> {
+    let mut f = text.split_whitespace();
+    let run: u64 = f.next()?.parse().ok()?;
+    let wait: u64 = f.next()?.parse().ok()?;
+    Some(Sched {
+        run_s: run as f64 / 1e9,
+        wait_s: wait as f64 / 1e9,
+    })
+}
+
 /// `RcvbufErrors` of UDP from `/proc/net/snmp` (datagrams dropped because a socket's
 /// receive buffer was full, anywhere on the host).
 pub fn udp_rcvbuf_errors() -> Option<u64> {
@@ -77,5 +126,14 @@ mod tests {
         assert_eq!(parse_udp_counter(snmp, "RcvbufErrors"), Some(7));
         let me = usage(None).expect("own /proc");
         assert!(me.rss > 0 && me.cpu_s >= 0.0);
+        assert_eq!(
+            parse_schedstat("2000000000 500000000 42\n"),
+            Some(Sched {
+                run_s: 2.0,
+                wait_s: 0.5
+            })
+        );
+        let own = sched(std::process::id(), "no thread has this name").expect("own tasks");
+        assert!(own.run_s > 0.0, "{own:?}");
     }
 }
