@@ -743,23 +743,26 @@ pub fn render_sessions(e: &mut Exposition, s: &SessionMetrics) {
 /// Renders each media worker's load and forward hold.
 pub fn render_workers(e: &mut Exposition, w: &crate::media::WorkerGauges) {
     let n = w.count.load(Ordering::Relaxed);
-    e.family(
-        "wishd_worker_busy_ratio",
-        "gauge",
-        "Share of the time a media worker was busy (not waiting for work), smoothed over about a second.",
-    );
-    for (i, v) in w.load_ppm.iter().take(n).enumerate() {
-        let ratio = v.load(Ordering::Relaxed) as f64 / 1e6;
-        e.sample("wishd_worker_busy_ratio", &format!("worker=\"{i}\""), ratio);
-    }
-    e.family(
-        "wishd_forward_hold_seconds",
-        "gauge",
-        "How long a media worker holds forwards to send each viewer's as one run (forward_hold; with \"auto\" it follows the worker's load).",
-    );
-    for (i, v) in w.hold_ns.iter().take(n).enumerate() {
-        let s = v.load(Ordering::Relaxed) as f64 / 1e9;
-        e.sample("wishd_forward_hold_seconds", &format!("worker=\"{i}\""), s);
+    let gauges: [(&str, &str, &[AtomicU64], f64); 2] = [
+        (
+            "wishd_worker_busy_ratio",
+            "Share of the time a media worker was busy (not waiting for work), smoothed over about a second.",
+            &w.load_ppm,
+            1e6,
+        ),
+        (
+            "wishd_forward_hold_seconds",
+            "How long a media worker holds forwards to send each viewer's as one run (forward_hold; with \"auto\" it follows the worker's load).",
+            &w.hold_ns,
+            1e9,
+        ),
+    ];
+    for (name, help, values, per) in gauges {
+        e.family(name, "gauge", help);
+        for (i, v) in values.iter().take(n).enumerate() {
+            let value = v.load(Ordering::Relaxed) as f64 / per;
+            e.sample(name, &format!("worker=\"{i}\""), value);
+        }
     }
 }
 

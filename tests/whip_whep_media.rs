@@ -537,21 +537,23 @@ async fn str0m_egress_still_resends_what_a_lossy_viewer_nacks() {
     lost_video_comes_back_after_a_nack(wishd::config::Egress::Str0m).await;
 }
 
-/// With `forward_hold = "auto"`, a worker that is mostly idle holds nothing: each
-/// packet leaves when it arrives. The workers export their load and hold.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_automatic_hold_holds_nothing_while_the_workers_are_idle() {
-    let server = common::start_with(|c| c.forward_hold = ForwardHold::Auto).await;
-    let base = server.base_url();
+/// Publishes Opus alone as `stream` and plays it; returns both peers and the UDP
+/// datagrams the server sent and the send calls that carried them while 100 audio
+/// packets reached the viewer (counted after the connection's own STUN and DTLS,
+/// which go one by one).
+async fn audio_sends_per_call(
+    base: &str,
+    stream: &str,
+) -> (wishd::client::WhipPublisher, WhepViewer, f64, f64) {
     let opts = PublisherOptions {
         video: None,
         ..PublisherOptions::default()
     };
-    let _publisher = publish(&base, "auto", opts).await;
-    let viewer = view(&base, "auto").await;
+    let publisher = publish(base, stream, opts).await;
+    let viewer = view(base, stream).await;
     let (datagrams0, calls0) = (
-        common::metric(&base, "wishd_udp_datagrams_out_total").await,
-        common::metric(&base, "wishd_udp_send_calls_total").await,
+        common::metric(base, "wishd_udp_datagrams_out_total").await,
+        common::metric(base, "wishd_udp_send_calls_total").await,
     );
     let start = count(MediaKind::Audio, &viewer.received());
     viewer
@@ -560,9 +562,20 @@ async fn an_automatic_hold_holds_nothing_while_the_workers_are_idle() {
         })
         .await
         .expect("audio reaches the viewer");
+    // The counters are flushed every 100 ms.
     tokio::time::sleep(Duration::from_millis(250)).await;
-    let datagrams = common::metric(&base, "wishd_udp_datagrams_out_total").await - datagrams0;
-    let calls = common::metric(&base, "wishd_udp_send_calls_total").await - calls0;
+    let datagrams = common::metric(base, "wishd_udp_datagrams_out_total").await - datagrams0;
+    let calls = common::metric(base, "wishd_udp_send_calls_total").await - calls0;
+    (publisher, viewer, datagrams, calls)
+}
+
+/// With `forward_hold = "auto"`, a worker that is mostly idle holds nothing: each
+/// packet leaves when it arrives. The workers export their load and hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_automatic_hold_holds_nothing_while_the_workers_are_idle() {
+    let server = common::start_with(|c| c.forward_hold = ForwardHold::Auto).await;
+    let base = server.base_url();
+    let (_publisher, viewer, datagrams, calls) = audio_sends_per_call(&base, "auto").await;
     assert!(
         datagrams < 1.2 * calls,
         "{datagrams} datagrams in {calls} send calls: packets were held"
@@ -601,28 +614,7 @@ async fn a_forward_hold_sends_a_paced_sources_packets_together_and_loses_none() 
     let hold = Duration::from_millis(40);
     let server = common::start_with(|c| c.forward_hold = ForwardHold::Fixed(hold)).await;
     let base = server.base_url();
-    let opts = PublisherOptions {
-        video: None,
-        ..PublisherOptions::default()
-    };
-    let _publisher = publish(&base, "held", opts).await;
-    let viewer = view(&base, "held").await;
-    // Counted from here: the connection's own datagrams (STUN, DTLS) went one by one.
-    let (datagrams0, calls0) = (
-        common::metric(&base, "wishd_udp_datagrams_out_total").await,
-        common::metric(&base, "wishd_udp_send_calls_total").await,
-    );
-    let start = count(MediaKind::Audio, &viewer.received());
-    viewer
-        .wait_for(Duration::from_secs(10), |p| {
-            count(MediaKind::Audio, p) >= start + 100
-        })
-        .await
-        .expect("audio reaches the viewer");
-    // The counters are flushed every 100 ms.
-    tokio::time::sleep(Duration::from_millis(250)).await;
-    let datagrams = common::metric(&base, "wishd_udp_datagrams_out_total").await - datagrams0;
-    let calls = common::metric(&base, "wishd_udp_send_calls_total").await - calls0;
+    let (_publisher, viewer, datagrams, calls) = audio_sends_per_call(&base, "held").await;
     // 50 packets a second held 40 ms: about two per call, sender reports and STUN
     // answers alone. Without the hold every packet is a call of its own.
     assert!(
