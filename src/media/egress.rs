@@ -148,13 +148,18 @@ pub fn rtcp_packets(mut p: &[u8]) -> impl Iterator<Item = (u8, u8, &[u8])> {
     })
 }
 
+/// The big-endian 32-bit word at `at` (the caller has checked the length).
+fn be32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
 /// The (media SSRC, sequence number) pairs a viewer's generic NACKs ask for
 /// (RFC 4585 §6.2.1: a packet ID and a bitmask of the 16 after it).
 pub fn nacks(plain: &[u8]) -> impl Iterator<Item = (u32, u16)> + '_ {
     rtcp_packets(plain)
         .filter(|(pt, fmt, body)| *pt == 205 && *fmt == 1 && body.len() >= 8)
         .flat_map(|(_, _, body)| {
-            let ssrc = u32::from_be_bytes([body[4], body[5], body[6], body[7]]);
+            let ssrc = be32(body, 4);
             body[8..].chunks_exact(4).flat_map(move |fci| {
                 let pid = u16::from_be_bytes([fci[0], fci[1]]);
                 let blp = u16::from_be_bytes([fci[2], fci[3]]);
@@ -176,12 +181,11 @@ pub fn keyframe_requests(plain: &[u8]) -> impl Iterator<Item = (u32, KeyframeReq
     rtcp_packets(plain)
         .filter(|(pt, fmt, body)| *pt == 206 && (*fmt == 1 || *fmt == 4) && body.len() >= 8)
         .flat_map(|(_, fmt, body)| {
-            let be32 = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-            let pli = (fmt == 1).then(|| (be32(&body[4..8]), KeyframeRequestKind::Pli));
+            let pli = (fmt == 1).then(|| (be32(body, 4), KeyframeRequestKind::Pli));
             let firs = body[8..]
                 .chunks_exact(8)
                 .filter(move |_| fmt == 4)
-                .map(move |fci| (be32(fci), KeyframeRequestKind::Fir));
+                .map(move |fci| (be32(fci, 0), KeyframeRequestKind::Fir));
             pli.into_iter().chain(firs)
         })
 }
@@ -231,7 +235,7 @@ pub fn report_blocks(plain: &[u8]) -> impl Iterator<Item = ReportBlock> + '_ {
         })
         .flat_map(|(count, blocks)| {
             blocks.chunks_exact(24).take(usize::from(count)).map(|b| {
-                let word = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+                let word = |i: usize| be32(b, i);
                 let lost = word(4) & 0x00ff_ffff;
                 // 24-bit two's complement.
                 let cumulative_lost = ((lost << 8) as i32) >> 8;
