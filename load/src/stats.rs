@@ -216,6 +216,17 @@ pub struct ViewerReport {
     pub delay: Option<Histogram>,
 }
 
+impl ViewerReport {
+    /// A viewer that could not be set up, and why.
+    pub fn failed(id: u32, why: impl std::fmt::Display) -> ViewerReport {
+        ViewerReport {
+            id,
+            error: Some(why.to_string()),
+            ..Default::default()
+        }
+    }
+}
+
 /// Many viewers summed up.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Aggregate {

@@ -257,11 +257,7 @@ impl Swarm {
     /// Records a viewer that could not be set up.
     pub fn fail(&self, id: u32, e: SetupError) {
         let shard = &self.shards[id as usize % self.shards.len()];
-        let _ = shard.tx.send(Cmd::Failed(ViewerReport {
-            id,
-            error: Some(e.to_string()),
-            ..Default::default()
-        }));
+        let _ = shard.tx.send(Cmd::Failed(ViewerReport::failed(id, e)));
     }
 
     /// Every viewer's report (window figures since the last [`Swarm::reset_window`]).
@@ -528,11 +524,7 @@ impl Shard {
             post_time,
         } = n;
         if let Err(e) = signal::apply_answer(&mut rtc, pending, &answer) {
-            self.failed.push(ViewerReport {
-                id,
-                error: Some(e.to_string()),
-                ..Default::default()
-            });
+            self.failed.push(ViewerReport::failed(id, e));
             return;
         }
         let slot = self.slot(id);
