@@ -371,7 +371,7 @@ pub async fn bench(cfg: BenchConfig, progress: impl Fn(&str)) -> Result<BenchRep
         s.stop();
     }
     Ok(BenchReport {
-        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cpus: cpus(),
         floor,
         video_bitrate: cfg.publisher.shape.bitrate(),
         pacing: cfg.publisher.pacing,
@@ -499,17 +499,32 @@ async fn options_burst(url: &str, n: usize) -> Vec<f64> {
 /// How long the burst's CPU figures run on after the last viewer connected.
 pub const BURST_TAIL: Duration = Duration::from_secs(1);
 
+/// The rank of the p99 among `n` answers: ⌈0.99·`n`⌉, at least 1.
+fn p99_rank(n: usize) -> f64 {
+    (0.99 * n as f64).ceil().max(1.0)
+}
+
 /// The ⌈0.99·`n`⌉-th of `n` answers needs that many POSTs' CPU (`cpu_ms` each) spent
 /// on `cpus` cores before it can leave, and at least its own on one core: a lower
 /// bound on the p99, ms.
 pub fn p99_bound_ms(n: usize, cpu_ms: f64, cpus: usize) -> f64 {
-    let rank = (0.99 * n as f64).ceil();
-    (rank * cpu_ms / cpus.max(1) as f64).max(cpu_ms)
+    (p99_rank(n) * cpu_ms / cpus.max(1) as f64).max(cpu_ms)
+}
+
+/// The inverse of [`p99_bound_ms`]: the most CPU per POST with which `n` POSTs at
+/// once could have a p99 of `target` on `cpus` cores (same unit as `target`).
+pub fn cpu_for_p99(n: usize, target: f64, cpus: usize) -> f64 {
+    (target * cpus.max(1) as f64 / p99_rank(n)).min(target)
+}
+
+/// CPUs of this machine.
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// `n` POSTs at once whose sessions are deleted without connecting.
 async fn post_only_burst(swarm: &Swarm, n: usize, cfg: &BenchConfig) -> PostOnly {
-    let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let cpus = cpus();
     let token = cfg.swarm.token.clone();
     let offers: Vec<String> = (0..n)
         .filter_map(|_| swarm.prepare().ok().map(|p| p.into_offer()))
@@ -541,8 +556,6 @@ async fn post_only_burst(swarm: &Swarm, n: usize, cfg: &BenchConfig) -> PostOnly
         .zip(server1)
         .filter(|_| created > 0)
         .map(|(a, b)| (b.cpu_s - a.cpu_s) * 1e3 / created as f64);
-    let rank = (0.99 * n as f64).ceil().max(1.0);
-    let target_us = POST_TARGET.as_secs_f64() * 1e6;
     PostOnly {
         posts: n,
         created,
@@ -550,7 +563,7 @@ async fn post_only_burst(swarm: &Swarm, n: usize, cfg: &BenchConfig) -> PostOnly
         post_p99_ms: percentile(&mut post, 0.99),
         server_cpu_ms_per_post: cpu_ms,
         p99_bound_ms: cpu_ms.map(|c| p99_bound_ms(n, c, cpus)),
-        cpu_for_target_us: (target_us * cpus as f64 / rank).min(target_us),
+        cpu_for_target_us: cpu_for_p99(n, POST_TARGET.as_secs_f64() * 1e6, cpus),
     }
 }
 
@@ -772,6 +785,15 @@ mod tests {
         assert!(
             (p99_bound_ms(10, 0.5, 0) - 5.0).abs() < 1e-9,
             "zero cores counts as one"
+        );
+        // The inverse: 5 ms for 200 on 2 cores needs 10 ms / 198 of CPU per POST, and
+        // that CPU gives back the 5 ms.
+        let cpu = cpu_for_p99(200, 5.0, 2);
+        assert!((cpu - 10.0 / 198.0).abs() < 1e-12, "{cpu}");
+        assert!((p99_bound_ms(200, cpu, 2) - 5.0).abs() < 1e-9);
+        assert!(
+            (cpu_for_p99(1, 5.0, 4) - 5.0).abs() < 1e-12,
+            "one POST: its own time"
         );
     }
 }
