@@ -42,6 +42,9 @@ hold=${BENCH_HOLD:-0ms}
 workers=${BENCH_WORKERS:-0}
 # BENCH_PREFIX runs the server under another command, e.g. "chrt -f 10" (real-time
 # scheduling for all its threads) or "taskset -c 1".
+# BENCH_TOOL_PREFIX does the same for the tool, e.g. "chrt -i 0": SCHED_IDLE, so the
+# tool runs only on time the server leaves, the nearest this host comes to the tool on
+# a machine of its own. Its own delay figures (e2e) then include its waiting.
 
 cat >"$out/wishd.toml" <<TOML
 # Written by scripts/bench.sh: loopback on free ports, open policies (no tokens), no
@@ -90,6 +93,6 @@ if [ -z "$http" ]; then
 fi
 
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
-nice -n "$tool_nice" "$bin/wishd-load" bench --base "http://$http" --server-pid "$pid" \
+${BENCH_TOOL_PREFIX:-} nice -n "$tool_nice" "$bin/wishd-load" bench --base "http://$http" --server-pid "$pid" \
     --json "$out/bench-$stamp.json" "$@" | tee "$out/bench-$stamp.txt"
 echo "wrote $out/bench-$stamp.json and $out/bench-$stamp.txt"

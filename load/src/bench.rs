@@ -132,6 +132,9 @@ pub struct Step {
     pub wake_p50_us: Option<f64>,
     /// 99th percentile, µs.
     pub wake_p99_us: Option<f64>,
+    /// The share of all CPUs' time the hypervisor took in the window, percent: time
+    /// in which a virtual CPU, and whatever thread was on it, stood still.
+    pub steal_pct: Option<f64>,
 }
 
 /// A burst of POSTs whose sessions are deleted unconnected: what answering an offer
@@ -225,6 +228,8 @@ pub struct BenchReport {
     pub idle_wake_p50_us: Option<f64>,
     /// 99th percentile, µs.
     pub idle_wake_p99_us: Option<f64>,
+    /// The hypervisor's steal with the publisher alone, percent of all CPUs' time.
+    pub idle_steal_pct: Option<f64>,
     /// The steps run.
     pub steps: Vec<Step>,
     /// Why stepping stopped.
@@ -244,6 +249,7 @@ struct Snap {
     busy: Option<f64>,
     hold_s: Option<f64>,
     sched: Option<procfs::Sched>,
+    host: Option<procfs::HostCpu>,
 }
 
 async fn snap(cfg: &BenchConfig) -> Snap {
@@ -261,7 +267,13 @@ async fn snap(cfg: &BenchConfig) -> Snap {
         busy: metrics::parse_gauge_max(text, BUSY_GAUGE),
         hold_s: metrics::parse_gauge_max(text, HOLD_GAUGE),
         sched: procfs::sched(cfg.server_pid, MEDIA_THREADS),
+        host: procfs::host_cpu(),
     }
+}
+
+/// The hypervisor's steal between two snapshots, percent.
+fn steal(a: &Snap, b: &Snap) -> Option<f64> {
+    a.host.zip(b.host).and_then(|(x, y)| x.steal_pct(&y))
 }
 
 fn cpu(a: &Snap, b: &Snap, who: fn(&Snap) -> Option<procfs::Usage>) -> f64 {
@@ -381,6 +393,7 @@ pub async fn bench(cfg: BenchConfig, progress: impl Fn(&str)) -> Result<BenchRep
         idle_server_rss_mib: idle_rss as f64 / 1048576.0,
         idle_wake_p50_us: wake_us(&idle_wake, 0.5),
         idle_wake_p99_us: wake_us(&idle_wake, 0.99),
+        idle_steal_pct: steal(&a, &b),
         steps,
         stopped,
         burst,
@@ -471,6 +484,7 @@ fn make_step(
         hold_ms: s1.hold_s.map(|s| s * 1e3),
         wake_p50_us: None,
         wake_p99_us: None,
+        steal_pct: steal(s0, s1),
     }
 }
 
@@ -661,14 +675,15 @@ pub fn print(r: &BenchReport) {
         r.idle_server_rss_mib
     );
     println!(
-        "hand-over floor (a thread's wake-up after a channel send, every {} ms; column \"wake\" per step): p50 {} µs, p99 {} µs with the publisher alone",
+        "hand-over floor (a thread's wake-up after a channel send, every {} ms; column \"wake\" per step): p50 {} µs, p99 {} µs with the publisher alone; the hypervisor's steal (column \"steal\"): {} % of the CPUs' time",
         WAKE_INTERVAL.as_millis(),
         fmt_opt(r.idle_wake_p50_us, 0),
-        fmt_opt(r.idle_wake_p99_us, 0)
+        fmt_opt(r.idle_wake_p99_us, 0),
+        fmt_opt(r.idle_steal_pct, 1)
     );
     println!();
     println!(
-        "{:>6} {:>6} {:>8} {:>7} {:>8} {:>9} {:>7} {:>6} {:>7} {:>15} {:>15} {:>11} {:>5} {:>9} {:>13} {:>9} {:>8} {:>6}",
+        "{:>6} {:>6} {:>8} {:>7} {:>8} {:>9} {:>7} {:>6} {:>7} {:>15} {:>15} {:>11} {:>5} {:>5} {:>9} {:>13} {:>9} {:>8} {:>6}",
         "viewers",
         "conn",
         "srv CPU",
@@ -682,6 +697,7 @@ pub fn print(r: &BenchReport) {
         "srv fwd p50/p99",
         "wake p50/p99",
         "wait",
+        "steal",
         "busy/hold",
         "POST p50/p99",
         "join p50",
@@ -690,7 +706,7 @@ pub fn print(r: &BenchReport) {
     );
     for s in &r.steps {
         println!(
-            "{:>7} {:>6} {:>8.3} {:>7.1} {:>8} {:>9.0} {:>7} {:>6} {:>7.3} {:>15} {:>15} {:>11} {:>5} {:>9} {:>13} {:>9} {:>8.3} {:>6}",
+            "{:>7} {:>6} {:>8.3} {:>7.1} {:>8} {:>9.0} {:>7} {:>6} {:>7.3} {:>15} {:>15} {:>11} {:>5} {:>5} {:>9} {:>13} {:>9} {:>8.3} {:>6}",
             s.viewers,
             s.connected,
             s.server_cpu,
@@ -716,6 +732,7 @@ pub fn print(r: &BenchReport) {
                 fmt_opt(s.wake_p99_us, 0)
             ),
             fmt_opt(s.media_wait_per_run, 2),
+            fmt_opt(s.steal_pct, 1),
             format!("{}/{}", fmt_opt(s.worker_busy, 2), fmt_opt(s.hold_ms, 1)),
             format!(
                 "{}/{}",

@@ -94,6 +94,46 @@ pub fn parse_schedstat(text: &str) -> Option<Sched> {
     })
 }
 
+/// The whole host's CPU time, summed over CPUs, in clock ticks (`/proc/stat`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostCpu {
+    /// All ticks: user, nice, system, idle, iowait, irq, softirq and steal.
+    pub total: u64,
+    /// Ticks the hypervisor ran something else while a virtual CPU wanted to run.
+    pub steal: u64,
+}
+
+impl HostCpu {
+    /// The share of all CPUs' time the hypervisor took between `self` and `later`,
+    /// percent (`None` when no time passed).
+    pub fn steal_pct(&self, later: &HostCpu) -> Option<f64> {
+        let total = later.total.checked_sub(self.total).filter(|t| *t > 0)?;
+        let steal = later.steal.saturating_sub(self.steal);
+        Some(steal as f64 * 100.0 / total as f64)
+    }
+}
+
+/// [`HostCpu`] now.
+pub fn host_cpu() -> Option<HostCpu> {
+    parse_host_cpu(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// The `cpu` line of a `/proc/stat` text. Guest time is already counted in user and
+/// nice, so the first eight fields are the whole.
+pub fn parse_host_cpu(stat: &str) -> Option<HostCpu> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    Some(HostCpu {
+        total: ticks.iter().sum(),
+        steal: *ticks.get(7)?,
+    })
+}
+
 /// `RcvbufErrors` of UDP from `/proc/net/snmp` (datagrams dropped because a socket's
 /// receive buffer was full, anywhere on the host).
 pub fn udp_rcvbuf_errors() -> Option<u64> {
@@ -133,6 +173,23 @@ mod tests {
                 wait_s: 0.5
             })
         );
+        let stat = "cpu  100 0 50 800 0 0 10 40 0 0\ncpu0 50 0 25 400 0 0 5 20 0 0\n";
+        let a = parse_host_cpu(stat).expect("a cpu line");
+        assert_eq!(
+            a,
+            HostCpu {
+                total: 1000,
+                steal: 40
+            }
+        );
+        let b = HostCpu {
+            total: 1200,
+            steal: 70,
+        };
+        assert_eq!(a.steal_pct(&b), Some(15.0));
+        assert_eq!(a.steal_pct(&a), None);
+        assert!(parse_host_cpu("cpu0 1 2 3\n").is_none());
+        assert!(host_cpu().is_some_and(|h| h.total > 0));
         let own = sched(std::process::id(), "no thread has this name").expect("own tasks");
         assert!(own.run_s > 0.0, "{own:?}");
     }

@@ -107,6 +107,8 @@ async fn a_small_bench_reports_steps_the_hand_over_floor_and_both_bursts() {
         assert_eq!(s.connected, s.viewers, "step {}", s.viewers);
         // 2 s of hand-overs every 2 ms: a p50 and a p99 in every step.
         assert!(s.wake_p50_us.is_some() && s.wake_p99_us >= s.wake_p50_us);
+        // /proc/stat of a Linux host: the steal share is a share.
+        assert!(s.steal_pct.is_some_and(|p| (0.0..=100.0).contains(&p)));
         // wishd's worker gauges: busy a little, and no hold by default.
         assert!(s.worker_busy.is_some_and(|b| (0.0..=1.0).contains(&b)));
         assert_eq!(s.hold_ms, Some(0.0));
