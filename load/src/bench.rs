@@ -276,6 +276,14 @@ fn steal(a: &Snap, b: &Snap) -> Option<f64> {
     a.host.zip(b.host).and_then(|(x, y)| x.steal_pct(&y))
 }
 
+/// CPU milliseconds spent between readings `a` and `b`, per one of `n` things done
+/// in between (`None` without both readings or when nothing was done).
+fn cpu_ms_per(a: Option<procfs::Usage>, b: Option<procfs::Usage>, n: usize) -> Option<f64> {
+    a.zip(b)
+        .filter(|_| n > 0)
+        .map(|(a, b)| (b.cpu_s - a.cpu_s) * 1e3 / n as f64)
+}
+
 fn cpu(a: &Snap, b: &Snap, who: fn(&Snap) -> Option<procfs::Usage>) -> f64 {
     let dt = b.at.duration_since(a.at).as_secs_f64().max(1e-3);
     match (who(a), who(b)) {
@@ -566,10 +574,7 @@ async fn post_only_burst(swarm: &Swarm, n: usize, cfg: &BenchConfig) -> PostOnly
     for s in &answered {
         let _ = signal::delete(&s.location, token.as_deref()).await;
     }
-    let cpu_ms = server0
-        .zip(server1)
-        .filter(|_| created > 0)
-        .map(|(a, b)| (b.cpu_s - a.cpu_s) * 1e3 / created as f64);
+    let cpu_ms = cpu_ms_per(server0, server1, created);
     PostOnly {
         posts: n,
         created,
@@ -623,11 +628,6 @@ async fn run_burst(swarm: &Arc<Swarm>, n: usize, cfg: &BenchConfig) -> Burst {
     // hundred milliseconds after it connects: part of what the burst costs.
     tokio::time::sleep(BURST_TAIL).await;
     let (server1, tool1) = (procfs::usage(Some(cfg.server_pid)), procfs::usage(None));
-    let per_session = |a: Option<procfs::Usage>, b: Option<procfs::Usage>| {
-        a.zip(b)
-            .filter(|_| connected > 0)
-            .map(|(a, b)| (b.cpu_s - a.cpu_s) * 1e3 / connected as f64)
-    };
     let mut post: Vec<f64> = reports.iter().filter_map(|r| r.post_ms).collect();
     let mut conn: Vec<f64> = reports.iter().filter_map(|r| r.connect_ms).collect();
     let failed: Vec<&ViewerReport> = reports.iter().filter(|r| r.error.is_some()).collect();
@@ -651,8 +651,8 @@ async fn run_burst(swarm: &Arc<Swarm>, n: usize, cfg: &BenchConfig) -> Burst {
         post_p99_ms: percentile(&mut post, 0.99),
         connect_p50_ms: percentile(&mut conn, 0.5),
         connect_p99_ms: percentile(&mut conn, 0.99),
-        server_cpu_ms_per_session: per_session(server0, server1),
-        tool_cpu_ms_per_session: per_session(tool0, tool1),
+        server_cpu_ms_per_session: cpu_ms_per(server0, server1, connected),
+        tool_cpu_ms_per_session: cpu_ms_per(tool0, tool1, connected),
         post_only: Some(post_only),
         failed: failed.len(),
         first_error: failed.first().and_then(|r| r.error.clone()),
