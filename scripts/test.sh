@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 # The conformance runner against wishd runs last, uncaptured, so its tables (one row
 # per checklist requirement) are in the CI output.
 cargo test --workspace --all-targets "$@" -- --skip every_applicable_
-cargo test -p wishd-conformance --test against_wishd "$@" -- --nocapture --test-threads 1
+# --workspace keeps the features the first command built with, so the binary is reused.
+cargo test --workspace --test against_wishd "$@" -- --nocapture --test-threads 1
