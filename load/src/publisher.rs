@@ -131,8 +131,10 @@ impl Publisher {
             cfg.token.as_deref(),
         )
         .await?;
-        let video = track(&rtc, video_mid, Codec::H264)
-            .ok_or_else(|| SetupError::Sdp("the answer refused H.264 video".into()))?;
+        let Some(video) = track(&rtc, video_mid, Codec::H264) else {
+            let _ = signal::delete(&sig.location, cfg.token.as_deref()).await;
+            return Err(SetupError::Sdp("the answer refused H.264 video".into()));
+        };
         let audio = audio_mid.and_then(|m| track(&rtc, m, Codec::Opus));
         let counters = Arc::new(PublisherCounters::default());
         let (stop, stop_rx) = watch::channel(false);

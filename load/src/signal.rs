@@ -90,7 +90,8 @@ pub fn apply_answer(
     drain_offline(rtc)
 }
 
-/// POSTs `offer` to `url` and applies the answer to `rtc`.
+/// POSTs `offer` to `url` and applies the answer to `rtc`. A session whose answer
+/// is refused here is DELETEd, so that the server does not keep it until it times out.
 pub async fn post_offer(
     rtc: &mut Rtc,
     pending: SdpPendingOffer,
@@ -99,7 +100,10 @@ pub async fn post_offer(
     token: Option<&str>,
 ) -> Result<Signalled, SetupError> {
     let sig = post(offer, url, token).await?;
-    apply_answer(rtc, pending, &sig.answer)?;
+    if let Err(e) = apply_answer(rtc, pending, &sig.answer) {
+        let _ = delete(&sig.location, token).await;
+        return Err(e);
+    }
     Ok(sig)
 }
 

@@ -155,6 +155,7 @@ impl Swarm {
                 table: table.clone(),
                 full_decrypt: cfg.full_decrypt,
                 failed: Vec::new(),
+                orphans: Vec::new(),
                 counters: counters.clone(),
             };
             let poll = cfg.poll;
@@ -285,7 +286,8 @@ impl Swarm {
         }
     }
 
-    /// Drops every viewer and DELETEs its session (at most `parallel` at a time).
+    /// Drops every viewer and DELETEs its session, and the sessions whose answer was
+    /// refused (at most `parallel` at a time).
     pub async fn clear(&self, parallel: usize) {
         let mut locations = Vec::new();
         for s in &self.shards {
@@ -432,6 +434,9 @@ struct Shard {
     table: Arc<SendTable>,
     full_decrypt: bool,
     failed: Vec<ViewerReport>,
+    /// Sessions the server created whose answer this side refused: DELETEd by
+    /// [`Swarm::clear`] with the rest.
+    orphans: Vec<String>,
     counters: Arc<SwarmCounters>,
 }
 
@@ -499,12 +504,13 @@ impl Shard {
                 let _ = reply.send(());
             }
             Cmd::Clear(reply) => {
-                let locations = self
+                let mut locations: Vec<String> = self
                     .viewers
                     .iter_mut()
                     .filter_map(Option::take)
                     .map(|v| v.location)
                     .collect();
+                locations.append(&mut self.orphans);
                 self.viewers.clear();
                 self.timers.clear();
                 self.failed.clear();
@@ -525,6 +531,7 @@ impl Shard {
         } = n;
         if let Err(e) = signal::apply_answer(&mut rtc, pending, &answer) {
             self.failed.push(ViewerReport::failed(id, e));
+            self.orphans.push(location);
             return;
         }
         let slot = self.slot(id);

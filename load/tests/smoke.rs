@@ -132,3 +132,113 @@ async fn a_small_bench_reports_steps_the_hand_over_floor_and_both_bursts() {
     assert!(posts.cpu_for_target_us > 0.0 && posts.cpu_for_target_us <= 5000.0);
     server.shutdown().await;
 }
+
+/// A server that answers every POST with a 201, a `Location` and an answer no peer
+/// can apply, and records the paths it is asked to DELETE.
+async fn refusing_server() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let deleted = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = deleted.clone();
+    tokio::spawn(async move {
+        let posts = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let (seen, posts) = (seen.clone(), posts.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let head_end = loop {
+                    let Ok(n) = conn.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                while buf.len() < head_end + length {
+                    let Ok(n) = conn.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                let mut words = head.split_whitespace();
+                let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+                let reply = if method == "POST" {
+                    let next = posts.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    let body = "v=0\r\nthis is no answer\r\n";
+                    format!(
+                        "HTTP/1.1 201 Created\r\nLocation: /session/{next}\r\n\
+                         Content-Type: application/sdp\r\nContent-Length: {}\r\n\
+                         Connection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                } else {
+                    if method == "DELETE" {
+                        seen.lock().unwrap().push(path.to_string());
+                    }
+                    "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()
+                };
+                let _ = conn.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    (base, deleted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_answer_the_tool_refuses_is_deleted() {
+    use wishd_load::clock::SendTable;
+    use wishd_load::publisher::Publisher;
+    use wishd_load::swarm::Swarm;
+    let (base, deleted) = refusing_server().await;
+    let table = std::sync::Arc::new(SendTable::default());
+
+    // The publisher refuses the answer at once and DELETEs what it was given.
+    let publisher = Publisher::start(
+        PublisherConfig::standard(format!("{base}/whip/x")),
+        table.clone(),
+    )
+    .await;
+    assert!(
+        publisher.is_err(),
+        "an unusable answer must fail the publisher"
+    );
+    assert_eq!(*deleted.lock().unwrap(), vec!["/session/1".to_string()]);
+
+    // A viewer's answer is refused on its shard; clearing the swarm DELETEs it too.
+    let swarm = Swarm::new(swarm(format!("{base}/whep/x")), table).unwrap();
+    let id = swarm.add_viewer().await;
+    let mut failed = false;
+    for _ in 0..100 {
+        let reports = swarm.reports().await;
+        if reports.iter().any(|r| r.id == id && r.error.is_some()) {
+            failed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(failed, "the viewer's report must carry the refusal");
+    swarm.clear(4).await;
+    assert_eq!(
+        *deleted.lock().unwrap(),
+        vec!["/session/1".to_string(), "/session/2".to_string()]
+    );
+    swarm.stop();
+}
