@@ -3,7 +3,16 @@
 //! miniature. Generous bounds only: this proves the tool works end to end, not how
 //! fast anything is.
 
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
 
 use wishd::config::Config;
 use wishd::server::Server;
@@ -135,68 +144,40 @@ async fn a_small_bench_reports_steps_the_hand_over_floor_and_both_bursts() {
 
 /// A server that answers every POST with a 201, a `Location` and an answer no peer
 /// can apply, and records the paths it is asked to DELETE.
-async fn refusing_server() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+async fn refusing_server() -> (String, Arc<Mutex<Vec<String>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let deleted = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let deleted = Arc::new(Mutex::new(Vec::new()));
     let seen = deleted.clone();
+    let posts = Arc::new(AtomicU32::new(0));
     tokio::spawn(async move {
-        let posts = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
-        while let Ok((mut conn, _)) = listener.accept().await {
+        while let Ok((stream, _)) = listener.accept().await {
             let (seen, posts) = (seen.clone(), posts.clone());
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                let head_end = loop {
-                    let Ok(n) = conn.read(&mut chunk).await else {
-                        return;
+            let svc = service_fn(move |req: hyper::Request<Incoming>| {
+                let (seen, posts) = (seen.clone(), posts.clone());
+                async move {
+                    let resp = hyper::Response::builder();
+                    let resp = match *req.method() {
+                        hyper::Method::POST => {
+                            let next = posts.fetch_add(1, Ordering::Relaxed) + 1;
+                            resp.status(201)
+                                .header("Location", format!("/session/{next}"))
+                                .header("Content-Type", "application/sdp")
+                                .body(Full::new(Bytes::from("v=0\r\nthis is no answer\r\n")))
+                        }
+                        hyper::Method::DELETE => {
+                            seen.lock().unwrap().push(req.uri().path().to_string());
+                            resp.status(200).body(Full::new(Bytes::new()))
+                        }
+                        _ => resp.status(405).body(Full::new(Bytes::new())),
                     };
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        break i + 4;
-                    }
-                };
-                let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("content-length")
-                            .then(|| v.trim().parse().ok())?
-                    })
-                    .unwrap_or(0);
-                while buf.len() < head_end + length {
-                    let Ok(n) = conn.read(&mut chunk).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
+                    Ok::<_, Infallible>(resp.unwrap())
                 }
-                let mut words = head.split_whitespace();
-                let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-                let reply = if method == "POST" {
-                    let next = posts.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                    let body = "v=0\r\nthis is no answer\r\n";
-                    format!(
-                        "HTTP/1.1 201 Created\r\nLocation: /session/{next}\r\n\
-                         Content-Type: application/sdp\r\nContent-Length: {}\r\n\
-                         Connection: close\r\n\r\n{body}",
-                        body.len()
-                    )
-                } else {
-                    if method == "DELETE" {
-                        seen.lock().unwrap().push(path.to_string());
-                    }
-                    "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()
-                };
-                let _ = conn.write_all(reply.as_bytes()).await;
             });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc),
+            );
         }
     });
     (base, deleted)
@@ -208,7 +189,7 @@ async fn a_session_whose_answer_the_tool_refuses_is_deleted() {
     use wishd_load::publisher::Publisher;
     use wishd_load::swarm::Swarm;
     let (base, deleted) = refusing_server().await;
-    let table = std::sync::Arc::new(SendTable::default());
+    let table = Arc::new(SendTable::default());
 
     // The publisher refuses the answer at once and DELETEs what it was given.
     let publisher = Publisher::start(
