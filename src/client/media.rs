@@ -41,6 +41,47 @@ pub const AUDIO_CLOCK_RATE: u32 = 48_000;
 /// RTP timestamp step of one 20 ms Opus frame.
 pub const AUDIO_TIMESTAMP_STEP: u32 = 960;
 
+/// The RTP clock of one synthetic capture device: a frame's timestamp follows from
+/// the instant it was captured, so a stall of the sending task (frames dropped, as a
+/// camera drops them) never shifts RTP time against the wall clock. Each sender report
+/// then pairs the two the same way, for audio and video alike.
+#[derive(Debug, Clone)]
+pub struct CaptureClock {
+    base: u32,
+    rate: u32,
+    /// The first frame's capture instant.
+    first: Option<std::time::Instant>,
+    /// Ticks of the last frame since the first (unwrapped).
+    last: Option<u64>,
+}
+
+impl CaptureClock {
+    /// A clock of `rate` Hz whose first frame gets the timestamp `base`.
+    pub fn new(rate: u32, base: u32) -> Self {
+        Self {
+            base,
+            rate,
+            first: None,
+            last: None,
+        }
+    }
+
+    /// The RTP timestamp of a frame captured at `at`: the time since the first frame,
+    /// rounded to the clock, and at least one tick after the previous frame.
+    pub fn timestamp(&mut self, at: std::time::Instant) -> u32 {
+        let first = *self.first.get_or_insert(at);
+        let nanos = at.saturating_duration_since(first).as_nanos();
+        let ticks = (nanos * u128::from(self.rate) + 500_000_000) / 1_000_000_000;
+        let ticks = u64::try_from(ticks).unwrap_or(u64::MAX);
+        let ticks = match self.last {
+            Some(last) if ticks <= last => last + 1,
+            _ => ticks,
+        };
+        self.last = Some(ticks);
+        self.base.wrapping_add(ticks as u32)
+    }
+}
+
 /// Scanning for the magic stops after this many bytes (the longest codec header
 /// we produce is far shorter).
 const SCAN_LIMIT: usize = 64;
@@ -421,6 +462,39 @@ pub fn is_keyframe_payload(codec: VideoCodec, payload: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stalled_capture_keeps_rtp_time_on_the_wall_clock() {
+        let t0 = std::time::Instant::now();
+        let ms = std::time::Duration::from_millis;
+        let mut audio = CaptureClock::new(AUDIO_CLOCK_RATE, u32::MAX - 1000);
+        assert_eq!(audio.timestamp(t0), u32::MAX - 1000);
+        assert_eq!(
+            audio.timestamp(t0 + ms(20)),
+            (u32::MAX - 1000).wrapping_add(960)
+        );
+        // The task stalled 130 ms: the next frame is stamped when it was captured,
+        // not one step after the last one sent.
+        assert_eq!(
+            audio.timestamp(t0 + ms(160)),
+            (u32::MAX - 1000).wrapping_add(8 * 960)
+        );
+        let mut video = CaptureClock::new(VIDEO_CLOCK_RATE, 0);
+        let period = std::time::Duration::from_secs(1) / 30;
+        for k in 0..1000u32 {
+            assert_eq!(video.timestamp(t0 + period * k), k * 3000);
+        }
+    }
+
+    #[test]
+    fn frames_captured_at_once_still_get_rising_timestamps() {
+        let t0 = std::time::Instant::now();
+        let mut video = CaptureClock::new(VIDEO_CLOCK_RATE, 7);
+        assert_eq!(video.timestamp(t0), 7);
+        assert_eq!(video.timestamp(t0), 8);
+        // An instant before the first one (a tick's deadline after a forced frame).
+        assert_eq!(video.timestamp(t0 - std::time::Duration::from_millis(5)), 9);
+    }
 
     fn check_frame(codec: VideoCodec, frame: u64, keyframe: bool, expect_packets: usize) {
         let pkts = video_frame(codec, frame, keyframe);

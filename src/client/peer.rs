@@ -174,10 +174,10 @@ pub(crate) enum Wake<C> {
     Timeout,
     /// An application command (or `None` when all handles are gone).
     Command(Option<C>),
-    /// The video timer ticked.
-    VideoTick,
-    /// The audio timer ticked.
-    AudioTick,
+    /// The video timer ticked; the instant it was due (a frame's capture time).
+    VideoTick(Instant),
+    /// The audio timer ticked; the instant it was due.
+    AudioTick(Instant),
 }
 
 /// Owns the `Rtc` and socket of one peer and follows str0m's run-loop rule: after
@@ -304,7 +304,7 @@ pub(crate) async fn next_wake<C>(
             }
         },
         _ = tokio::time::sleep_until(deadline.into()) => Wake::Timeout,
-        _ = video_tick, if video_on => Wake::VideoTick,
-        _ = audio_tick, if audio_on => Wake::AudioTick,
+        t = video_tick, if video_on => Wake::VideoTick(t.into_std()),
+        t = audio_tick, if audio_on => Wake::AudioTick(t.into_std()),
     }
 }

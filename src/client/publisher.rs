@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use super::HttpResponse;
-use super::media::{self, AUDIO_TIMESTAMP_STEP, VIDEO_CLOCK_RATE};
+use super::media::{self, AUDIO_CLOCK_RATE, CaptureClock, VIDEO_CLOCK_RATE};
 use super::peer::{self, Driver, PeerStatus, Wake};
 use super::restart::{self, PendingRestart, RestartCommand};
 use super::{ClientError, VideoCodec, install_crypto_provider};
@@ -274,8 +274,8 @@ impl WhipPublisher {
             stats: stats.clone(),
             video_seq: rand::random_range(0..30_000),
             audio_seq: rand::random_range(0..30_000),
-            video_ts_base: rand::random(),
-            audio_ts_base: rand::random(),
+            video_clock: CaptureClock::new(VIDEO_CLOCK_RATE, rand::random()),
+            audio_clock: CaptureClock::new(AUDIO_CLOCK_RATE, rand::random()),
             video_frame: 0,
             audio_frame: 0,
             last_keyframe: None,
@@ -412,8 +412,8 @@ struct PublisherTask {
     stats: Arc<Mutex<PublisherStats>>,
     video_seq: u64,
     audio_seq: u64,
-    video_ts_base: u32,
-    audio_ts_base: u32,
+    video_clock: CaptureClock,
+    audio_clock: CaptureClock,
     video_frame: u64,
     audio_frame: u64,
     last_keyframe: Option<Instant>,
@@ -451,6 +451,7 @@ impl PublisherTask {
         // str0m starts its ICE agent on the first timeout input; without it a peer
         // whose DTLS role is passive (no DTLS timer) would never poll again.
         self.driver.handle_timeout()?;
+        let mut ticking = false;
         loop {
             self.drain().await?;
             if !self.driver.rtc.is_alive() {
@@ -458,8 +459,14 @@ impl PublisherTask {
                 return Ok(());
             }
             let connected = self.driver.rtc.is_connected();
+            if connected && !ticking {
+                // Capture starts now, not at the deadline the timers were made with.
+                ticking = true;
+                video_iv.reset_immediately();
+                audio_iv.reset_immediately();
+            }
             if self.keyframe_wanted && connected && self.video.is_some() {
-                self.send_video_frame(true).await?;
+                self.send_video_frame(true, Instant::now()).await?;
             }
 
             let d = &mut self.driver;
@@ -480,19 +487,18 @@ impl PublisherTask {
                 Wake::Command(Some(Command::Restart(step))) => {
                     step.run(&mut self.driver, &mut self.restart).await
                 }
-                Wake::VideoTick => self.send_video_frame(false).await?,
-                Wake::AudioTick => self.send_audio_frame().await?,
+                Wake::VideoTick(at) => self.send_video_frame(false, at).await?,
+                Wake::AudioTick(at) => self.send_audio_frame(at).await?,
             }
         }
     }
 
-    /// Writes one video frame, draining after every packet. `force` makes it a keyframe;
-    /// so do the first frame and the keyframe interval.
-    async fn send_video_frame(&mut self, force: bool) -> Result<(), ClientError> {
+    /// Writes one video frame captured at `now`, draining after every packet. `force`
+    /// makes it a keyframe; so do the first frame and the keyframe interval.
+    async fn send_video_frame(&mut self, force: bool, now: Instant) -> Result<(), ClientError> {
         let Some((codec, track)) = self.video else {
             return Ok(());
         };
-        let now = Instant::now();
         let wanted = std::mem::take(&mut self.keyframe_wanted);
         let keyframe = force
             || wanted
@@ -501,10 +507,7 @@ impl PublisherTask {
                 .is_none_or(|t| now.duration_since(t) >= self.opts.keyframe_interval);
         let frame = self.video_frame;
         self.video_frame += 1;
-        let step = VIDEO_CLOCK_RATE / self.opts.fps.max(1);
-        let ts = self
-            .video_ts_base
-            .wrapping_add((frame as u32).wrapping_mul(step));
+        let ts = self.video_clock.timestamp(now);
         let packets = media::video_frame(codec, frame, keyframe);
         let n = packets.len() as u64;
         for p in packets {
@@ -531,19 +534,17 @@ impl PublisherTask {
         Ok(())
     }
 
-    async fn send_audio_frame(&mut self) -> Result<(), ClientError> {
+    /// Writes one 20 ms Opus frame due at `due` (captured `audio_capture_lead` before).
+    async fn send_audio_frame(&mut self, due: Instant) -> Result<(), ClientError> {
         let Some(track) = self.audio else {
             return Ok(());
         };
         let frame = self.audio_frame;
         self.audio_frame += 1;
-        let ts = self
-            .audio_ts_base
-            .wrapping_add((frame as u32).wrapping_mul(AUDIO_TIMESTAMP_STEP));
+        let ts = self.audio_clock.timestamp(due);
         let seq = self.audio_seq;
         self.audio_seq += 1;
-        let now = Instant::now();
-        let captured = now.checked_sub(self.opts.audio_capture_lead).unwrap_or(now);
+        let captured = due.checked_sub(self.opts.audio_capture_lead).unwrap_or(due);
         let w = RtpWrite::new(
             track.pt,
             seq.into(),

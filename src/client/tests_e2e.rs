@@ -146,7 +146,7 @@ async fn serve_peer(mut d: Driver, whep: bool, seen: Arc<Mutex<Seen>>) {
         .await;
         match w {
             Wake::Datagram(n, src) => d.handle_wake_input(n, src).unwrap(),
-            Wake::VideoTick => {
+            Wake::VideoTick(_) => {
                 let mid = video_mid.unwrap();
                 let rtc = &mut d.rtc;
                 let pt = rtc

@@ -501,7 +501,7 @@ impl ViewerTask {
                         self.driver.handle_wake_input(n, src)?
                     }
                 }
-                Wake::Timeout | Wake::VideoTick | Wake::AudioTick => {
+                Wake::Timeout | Wake::VideoTick(_) | Wake::AudioTick(_) => {
                     self.driver.handle_timeout()?
                 }
                 Wake::Command(None) => return Ok(()),
