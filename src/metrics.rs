@@ -861,6 +861,18 @@ pub fn render(
         load(&c.udp_send_calls),
     );
     e.family(
+        "wishd_offer_templates_total",
+        "counter",
+        "Offers by how str0m got them: parsed, or copied from a template parsed for an \
+         earlier offer that differed only in credentials, fingerprint and candidates.",
+    );
+    for (how, n) in [
+        ("parsed", load(&c.offer_templates_parsed)),
+        ("copied", load(&c.offer_templates_copied)),
+    ] {
+        e.sample("wishd_offer_templates_total", &format!("how=\"{how}\""), n);
+    }
+    e.family(
         "wishd_dropped_packets_total",
         "counter",
         "Packets dropped, by reason.",

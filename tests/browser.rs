@@ -215,6 +215,15 @@ async fn chromium_publishes_from_the_publish_page_and_plays_on_the_watch_page_an
             passed(name)["message"].as_str().unwrap_or("")
         );
     }
+    let copied = common::metric(&base, "wishd_offer_templates_total{how=\"copied\"}").await;
+    let parsed = common::metric(&base, "wishd_offer_templates_total{how=\"parsed\"}").await;
+    println!("chromium offers: {parsed} templates parsed, {copied} copied");
+    // The H.264 scenario plays one stream several times from the same page: str0m
+    // parses the player's offer once and copies it after (`sdp::template`).
+    assert!(
+        copied >= 1.0,
+        "no chromium offer reused a parsed template ({parsed} parsed)"
+    );
     locked.shutdown().await;
     open.shutdown().await;
 }

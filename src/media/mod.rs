@@ -26,7 +26,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use str0m::change::SdpOffer;
 use str0m::config::DtlsCert;
 use str0m::format::CodecConfig;
 use str0m::media::{KeyframeRequestKind, Mid};
@@ -40,6 +39,7 @@ use crate::core::{CodecKind, SourcePacket, ViewerTrack};
 use crate::metrics::{EndReason, MediaHistograms, SessionMetrics};
 use crate::registry::{Registry, RegistryError, SessionId, SessionInfo, SessionKind, StreamShared};
 use crate::sdp::frag::IceFragment;
+use crate::sdp::template::Templates;
 use crate::sdp::{self, ChosenCodec, SdpError, trim};
 
 pub use telemetry::SessionSnapshot;
@@ -93,6 +93,10 @@ pub struct MediaCounters {
     pub unroutable_datagrams: AtomicU64,
     /// Packets dropped between workers because a worker's queue was full.
     pub cross_worker_drops: AtomicU64,
+    /// Offers whose template str0m parsed (`sdp::template`).
+    pub offer_templates_parsed: AtomicU64,
+    /// Offers whose template was parsed before and copied.
+    pub offer_templates_copied: AtomicU64,
     /// Source packets a worker dropped for waiting longer than `forward_max_delay`.
     pub stale_source_packets: AtomicU64,
     /// Keyframe requests sent to publishers.
@@ -206,6 +210,8 @@ pub struct Media {
     viewer_template: RtcConfig,
     /// Viewers take the direct egress path (their DTLS keys are kept for it).
     direct_egress: bool,
+    /// Offers as str0m reads them, parsed once per template (`sdp::template`).
+    offer_templates: Templates,
     next_worker: AtomicUsize,
     /// Dropped with `Media`: the worker threads see it and stop (a server dropped
     /// without `shutdown`, as tests do, must not leave its threads behind).
@@ -320,6 +326,7 @@ impl Media {
                 template,
                 viewer_template,
                 direct_egress,
+                offer_templates: Templates::default(),
                 next_worker: AtomicUsize::new(0),
                 _alive: alive,
             },
@@ -649,8 +656,14 @@ impl Media {
         codecs: CodecConfig,
         keys: Option<&dtls::KeySlot>,
     ) -> Result<(Rtc, String, String), MediaError> {
-        let offer =
-            SdpOffer::from_sdp_string(offer_sdp).map_err(|e| SdpError::Malformed(e.to_string()))?;
+        let sdp::template::TemplateOffer { offer, own, copied } =
+            self.offer_templates.offer(offer_sdp)?;
+        let how = if copied {
+            &self.counters.offer_templates_copied
+        } else {
+            &self.counters.offer_templates_parsed
+        };
+        how.fetch_add(1, Ordering::Relaxed);
         let mut cfg = template.clone();
         *cfg.codec_config() = codecs;
         let candidates = worker.candidates.clone();
@@ -664,10 +677,12 @@ impl Media {
                     rtc.add_local_candidate(c);
                 }
             }
+            own.apply_before(&mut rtc);
             let answer = rtc
                 .sdp_api()
                 .accept_offer(offer)
                 .map_err(|e| MediaError::Negotiation(e.to_string()))?;
+            own.apply_after(&mut rtc);
             let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
             Ok((rtc, answer.to_sdp_string(), ufrag))
         }));

@@ -32,6 +32,7 @@ pub mod frag;
 pub mod h264;
 pub(crate) mod parse;
 pub mod simulcast;
+pub mod template;
 pub mod trim;
 
 #[cfg(test)]

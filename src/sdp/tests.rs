@@ -1039,3 +1039,56 @@ fn str0m_answers_a_stand_in_viewer_with_its_own_profile_and_payload_type() {
     assert!(fmtp.contains("profile-level-id=42e01f"), "{answer}");
     assert!(!answer.contains("42001e"), "{answer}");
 }
+
+/// The premise of `sdp::template`: str0m answers a template, with the client's own
+/// values put on the `Rtc` around `accept_offer`, as it answers the whole offer.
+/// Lines that differ between any two answers (local credentials, SSRCs, ids) aside.
+#[test]
+fn str0m_answers_a_template_as_it_answers_the_whole_offer() {
+    use str0m::change::SdpOffer;
+
+    fn negotiated(answer: &str) -> Vec<&str> {
+        let own = [
+            "o=",
+            "a=ice-ufrag",
+            "a=ice-pwd",
+            "a=fingerprint",
+            "a=ssrc",
+            "a=msid",
+            "a=candidate",
+        ];
+        answer
+            .lines()
+            .filter(|l| !own.iter().any(|p| l.starts_with(p)))
+            .collect()
+    }
+    let templates = template::Templates::default();
+    for fixture in [CHROME_WHIP, FFMPEG_WHIP, BROWSER_WHEP] {
+        let text = crlf(fixture);
+        let mut whole = str0m::Rtc::builder().build(std::time::Instant::now());
+        let expect = whole
+            .sdp_api()
+            .accept_offer(SdpOffer::from_sdp_string(&text).expect("str0m parses"))
+            .expect("str0m accepts")
+            .to_sdp_string();
+        // Twice: parsed, then copied from the cache.
+        for copied in [false, true] {
+            let template::TemplateOffer {
+                offer,
+                own,
+                copied: was,
+            } = templates.offer(&text).expect("template parses");
+            assert_eq!(was, copied);
+            let mut rtc = str0m::Rtc::builder().build(std::time::Instant::now());
+            own.apply_before(&mut rtc);
+            let got = rtc
+                .sdp_api()
+                .accept_offer(offer)
+                .expect("str0m accepts")
+                .to_sdp_string();
+            own.apply_after(&mut rtc);
+            assert_eq!(negotiated(&got), negotiated(&expect), "{fixture}");
+            assert!(own.ice.is_some() && own.fingerprint.is_some(), "{fixture}");
+        }
+    }
+}

@@ -1,0 +1,405 @@
+//! The offer as str0m parses it, split in two: a *template*, the part that every
+//! client of one player sends alike, and the values that are each client's own.
+//!
+//! str0m's SDP parser is the largest cost of a POST (BENCHMARKS.md, eleventh
+//! session: 31 % of the HTTP threads' time in a burst, 96–149 µs per trimmed offer).
+//! Viewers that join together usually run the same player in the same browser, and
+//! their offers differ only in
+//!
+//! - the ICE credentials (`a=ice-ufrag`, `a=ice-pwd`) and the DTLS fingerprint
+//!   (`a=fingerprint`), which [`split`] replaces with fixed placeholders;
+//! - the candidates (`a=candidate`), which it takes out;
+//! - the origin line (`o=`, a random session id), the stream ids of
+//!   `a=msid-semantic`, and the default candidate's address (the port of the `m=`
+//!   line unless it is 0, `c=`, `a=rtcp`), which str0m does not use and which it
+//!   writes as constants;
+//! - the SSRCs of m-sections the client only receives on (`a=ssrc`, `a=ssrc-group`
+//!   where the section is `recvonly` or `inactive`): str0m reads a remote SSRC only
+//!   to expect media from it, and takes none on a section it only sends on.
+//!
+//! [`Templates`] parses each template once and hands out copies (a copy costs about
+//! 6 µs against about 280 µs for the parse of a whole str0m offer here). The caller
+//! puts the client's own values on the `Rtc` directly ([`OwnValues::apply_before`]
+//! before `accept_offer`, [`OwnValues::apply_after`] after it), so every session takes
+//! the same path whether its template was cached or not. What the `Rtc` ends up with
+//! is what str0m would have taken from the whole offer: the same precedence for
+//! credentials and fingerprint (session level, else the first m-section that has
+//! them; among several fingerprints, SHA-256 first), and every candidate.
+
+use std::collections::HashMap;
+use std::ops::Deref;
+use std::sync::{Arc, Mutex};
+
+use str0m::change::SdpOffer;
+use str0m::config::Fingerprint;
+use str0m::{Candidate, IceCreds, Rtc};
+
+use super::SdpError;
+
+/// ICE username fragment of every template.
+const UFRAG: &str = "tmpl";
+/// ICE password of every template (22 characters or more, as RFC 8839 asks).
+const PWD: &str = "templatetemplatetemplate";
+/// DTLS fingerprint of every template.
+const FINGERPRINT: &str = "sha-256 00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00";
+/// Origin line of every template.
+const ORIGIN: &str = "o=- 0 0 IN IP4 127.0.0.1";
+/// Connection line of every template.
+const CONNECTION: &str = "c=IN IP4 0.0.0.0";
+/// RTCP address of every template.
+const RTCP: &str = "a=rtcp:9 IN IP4 0.0.0.0";
+/// Templates kept; past this, one is forgotten for each new one.
+pub const CAPACITY: usize = 64;
+
+/// What one client's offer has of its own, as str0m would have taken it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct OwnValues {
+    /// ICE username fragment and password.
+    pub ice: Option<(String, String)>,
+    /// The DTLS fingerprint str0m would pick (`<hash> <hex>`).
+    pub fingerprint: Option<String>,
+    /// The values of the `a=candidate` lines (`candidate:...`).
+    pub candidates: Vec<String>,
+}
+
+impl OwnValues {
+    /// Before `accept_offer`: the fingerprint (str0m keeps a fingerprint that is
+    /// already set, and takes the template's only when none is).
+    pub fn apply_before(&self, rtc: &mut Rtc) {
+        if let Some(f) = self
+            .fingerprint
+            .as_deref()
+            .and_then(|f| f.parse::<Fingerprint>().ok())
+        {
+            rtc.direct_api().set_remote_fingerprint(f);
+        }
+    }
+
+    /// After `accept_offer`: the ICE credentials (replacing the template's) and the
+    /// candidates. A candidate str0m cannot read is skipped, as in a trickled one.
+    pub fn apply_after(&self, rtc: &mut Rtc) {
+        if let Some((ufrag, pass)) = &self.ice {
+            rtc.direct_api().set_remote_ice_credentials(IceCreds {
+                ufrag: ufrag.clone(),
+                pass: pass.clone(),
+            });
+        }
+        for line in &self.candidates {
+            if let Ok(c) = Candidate::from_sdp_string(line) {
+                rtc.add_remote_candidate(c);
+            }
+        }
+    }
+}
+
+/// What one section (the session part, or one m-section) holds of the client's own.
+#[derive(Default)]
+struct SectionValues<'a> {
+    ufrag: Option<&'a str>,
+    pwd: Option<&'a str>,
+    /// The preferred fingerprint so far and its rank (lower is better).
+    fingerprint: Option<(u8, &'a str)>,
+}
+
+/// RFC 8122 §5.1 as str0m ranks it: SHA-256, then SHA-1, then anything else.
+fn hash_rank(fingerprint: &str) -> u8 {
+    let hash = fingerprint.split(' ').next().unwrap_or("");
+    if hash.eq_ignore_ascii_case("sha-256") {
+        0
+    } else if hash.eq_ignore_ascii_case("sha-1") {
+        1
+    } else {
+        2
+    }
+}
+
+/// The template of `offer` (lines end in CRLF) and the client's own values.
+pub fn split(offer: &str) -> (String, OwnValues) {
+    let lines: Vec<&str> = offer.lines().map(|l| l.trim_end_matches('\r')).collect();
+    let mut template = String::with_capacity(offer.len());
+    let mut own = OwnValues::default();
+    let mut sections: Vec<SectionValues<'_>> = Vec::new();
+    let mut start = 0;
+    while start < lines.len() {
+        let end = lines[start + 1..]
+            .iter()
+            .position(|l| l.starts_with("m="))
+            .map_or(lines.len(), |p| start + 1 + p);
+        let section = &lines[start..end];
+        let is_media = section.first().is_some_and(|l| l.starts_with("m="));
+        // str0m takes a remote SSRC only on a section where it receives.
+        let only_receives = is_media
+            && section
+                .iter()
+                .any(|l| *l == "a=recvonly" || *l == "a=inactive");
+        let mut values = SectionValues::default();
+        for line in section {
+            if let Some(v) = line.strip_prefix("a=ice-ufrag:") {
+                values.ufrag.get_or_insert(v.trim());
+                push_line(&mut template, &format!("a=ice-ufrag:{UFRAG}"));
+            } else if let Some(v) = line.strip_prefix("a=ice-pwd:") {
+                values.pwd.get_or_insert(v.trim());
+                push_line(&mut template, &format!("a=ice-pwd:{PWD}"));
+            } else if let Some(v) = line.strip_prefix("a=fingerprint:") {
+                let v = v.trim();
+                let rank = hash_rank(v);
+                if values.fingerprint.is_none_or(|(r, _)| rank < r) {
+                    values.fingerprint = Some((rank, v));
+                }
+                push_line(&mut template, &format!("a=fingerprint:{FINGERPRINT}"));
+            } else if let Some(v) = line.strip_prefix("a=candidate:") {
+                own.candidates.push(format!("candidate:{v}"));
+            } else if line.starts_with("a=msid-semantic:") && !is_media {
+                push_line(&mut template, "a=msid-semantic: WMS");
+            } else if only_receives
+                && (line.starts_with("a=ssrc:") || line.starts_with("a=ssrc-group:"))
+            {
+                continue;
+            } else if line.starts_with("o=") && !is_media {
+                push_line(&mut template, ORIGIN);
+            } else if line.starts_with("c=") {
+                push_line(&mut template, CONNECTION);
+            } else if line.starts_with("a=rtcp:") {
+                push_line(&mut template, RTCP);
+            } else if let Some(m) = line.strip_prefix("m=") {
+                push_line(&mut template, &m_line(m));
+            } else {
+                push_line(&mut template, line);
+            }
+        }
+        sections.push(values);
+        start = end;
+    }
+    own.ice = sections.iter().find_map(|s| match (s.ufrag, s.pwd) {
+        (Some(u), Some(p)) => Some((u.to_owned(), p.to_owned())),
+        _ => None,
+    });
+    own.fingerprint = sections
+        .iter()
+        .find_map(|s| s.fingerprint.map(|(_, f)| f.to_owned()));
+    (template, own)
+}
+
+/// An m-line with the port 9 unless it is 0 (a rejected m-section, which str0m
+/// tells by its port; any other port is the client's default candidate).
+fn m_line(rest: &str) -> String {
+    match rest.split_once(' ') {
+        Some((media, after)) => match after.split_once(' ') {
+            Some((port, tail)) if port != "0" => format!("m={media} 9 {tail}"),
+            _ => format!("m={rest}"),
+        },
+        None => format!("m={rest}"),
+    }
+}
+
+fn push_line(out: &mut String, line: &str) {
+    if !line.is_empty() {
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+}
+
+/// Parsed templates, shared by the HTTP threads.
+#[derive(Debug, Default)]
+pub struct Templates {
+    parsed: Mutex<HashMap<String, Arc<SdpOffer>>>,
+}
+
+/// One client's offer as str0m gets it.
+#[derive(Debug)]
+pub struct TemplateOffer {
+    /// The template, parsed.
+    pub offer: SdpOffer,
+    /// The client's own values, for the `Rtc`.
+    pub own: OwnValues,
+    /// The template was parsed before, and this is a copy.
+    pub copied: bool,
+}
+
+impl Templates {
+    /// The offer for str0m (the template of `offer`, parsed or copied) and the
+    /// client's own values to put on the `Rtc` around `accept_offer`.
+    pub fn offer(&self, offer: &str) -> Result<TemplateOffer, SdpError> {
+        let (template, own) = split(offer);
+        let known = self.lock().get(&template).cloned();
+        if let Some(parsed) = known {
+            return Ok(TemplateOffer {
+                offer: SdpOffer::from(parsed.deref().deref().clone()),
+                own,
+                copied: true,
+            });
+        }
+        let parsed =
+            SdpOffer::from_sdp_string(&template).map_err(|e| SdpError::Malformed(e.to_string()))?;
+        let copy = SdpOffer::from(parsed.deref().clone());
+        let mut map = self.lock();
+        if map.len() >= CAPACITY
+            && let Some(old) = map.keys().next().cloned()
+        {
+            map.remove(&old);
+        }
+        map.insert(template, Arc::new(copy));
+        Ok(TemplateOffer {
+            offer: parsed,
+            own,
+            copied: false,
+        })
+    }
+
+    /// Templates kept now.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True when none is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<SdpOffer>>> {
+        self.parsed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A player's offer: what changes from one client to the next is a parameter.
+    fn player_offer(ufrag: &str, fp_byte: &str, session: &str, ssrc: u32, host: &str) -> String {
+        let fp = [fp_byte; 32].join(":");
+        format!(
+            "v=0\r\n\
+o=- {session} 2 IN IP4 127.0.0.1\r\n\
+s=-\r\n\
+t=0 0\r\n\
+a=group:BUNDLE 0 1\r\n\
+a=msid-semantic: WMS {session}\r\n\
+m=audio 5000{ssrc} UDP/TLS/RTP/SAVPF 111\r\n\
+c=IN IP4 {host}\r\n\
+a=rtcp:9 IN IP4 {host}\r\n\
+a=candidate:1 1 udp 2122260223 {host} 50000 typ host\r\n\
+a=end-of-candidates\r\n\
+a=ice-ufrag:{ufrag}\r\n\
+a=ice-pwd:{ufrag}{ufrag}{ufrag}{ufrag}{ufrag}{ufrag}\r\n\
+a=fingerprint:sha-1 {sha1}\r\n\
+a=fingerprint:sha-256 {fp}\r\n\
+a=setup:actpass\r\n\
+a=mid:0\r\n\
+a=recvonly\r\n\
+a=rtcp-mux\r\n\
+a=rtpmap:111 opus/48000/2\r\n\
+a=ssrc:{ssrc} cname:c{ssrc}\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96\r\n\
+c=IN IP4 0.0.0.0\r\n\
+a=ice-ufrag:{ufrag}\r\n\
+a=ice-pwd:{ufrag}{ufrag}{ufrag}{ufrag}{ufrag}{ufrag}\r\n\
+a=fingerprint:sha-256 {fp}\r\n\
+a=setup:actpass\r\n\
+a=mid:1\r\n\
+a=recvonly\r\n\
+a=rtcp-mux\r\n\
+a=rtpmap:96 H264/90000\r\n\
+a=fmtp:96 packetization-mode=1;profile-level-id=42e01f\r\n\
+a=ssrc-group:FID {ssrc} 7\r\n\
+a=ssrc:{ssrc} cname:c{ssrc}\r\n",
+            sha1 = ["11"; 20].join(":"),
+        )
+    }
+
+    #[test]
+    fn clients_of_one_player_share_a_template_and_keep_their_own_values() {
+        let (a, own_a) = split(&player_offer("aaaa", "AA", "9001", 5, "10.0.0.1"));
+        let (b, own_b) = split(&player_offer("bbbb", "BB", "9002", 6, "10.0.0.2"));
+        assert_eq!(a, b);
+        for gone in [
+            "aaaa",
+            "AA:AA",
+            "9001",
+            "a=candidate",
+            "a=ssrc",
+            "10.0.0",
+            "50005",
+        ] {
+            assert!(!a.contains(gone), "{gone} in\n{a}");
+        }
+        assert!(a.contains("a=end-of-candidates\r\n"), "{a}");
+        assert_eq!(
+            own_a,
+            OwnValues {
+                ice: Some(("aaaa".into(), "aaaa".repeat(6))),
+                // str0m prefers SHA-256 to the SHA-1 listed before it.
+                fingerprint: Some(format!("sha-256 {}", ["AA"; 32].join(":"))),
+                candidates: vec!["candidate:1 1 udp 2122260223 10.0.0.1 50000 typ host".into()],
+            }
+        );
+        assert_eq!(own_b.ice, Some(("bbbb".into(), "bbbb".repeat(6))));
+    }
+
+    #[test]
+    fn session_level_values_come_before_the_m_sections() {
+        let offer = player_offer("mmmm", "CC", "1", 5, "10.0.0.1").replacen(
+            "t=0 0\r\n",
+            "t=0 0\r\na=ice-ufrag:ssss\r\na=ice-pwd:ssssssssssssssssssssssss\r\na=fingerprint:sha-256 DD:DD\r\n",
+            1,
+        );
+        let (_, own) = split(&offer);
+        assert_eq!(own.ice, Some(("ssss".into(), "s".repeat(24))));
+        assert_eq!(own.fingerprint.as_deref(), Some("sha-256 DD:DD"));
+        // A session part with a ufrag but no password does not count (str0m wants both).
+        let offer = player_offer("mmmm", "CC", "1", 5, "10.0.0.1").replacen(
+            "t=0 0\r\n",
+            "t=0 0\r\na=ice-ufrag:ssss\r\n",
+            1,
+        );
+        assert_eq!(split(&offer).1.ice, Some(("mmmm".into(), "mmmm".repeat(6))));
+    }
+
+    #[test]
+    fn a_rejected_m_line_keeps_its_port_0() {
+        assert_eq!(
+            m_line("video 0 UDP/TLS/RTP/SAVPF 96"),
+            "m=video 0 UDP/TLS/RTP/SAVPF 96"
+        );
+        assert_eq!(
+            m_line("video 61234 UDP/TLS/RTP/SAVPF 96"),
+            "m=video 9 UDP/TLS/RTP/SAVPF 96"
+        );
+        assert_eq!(m_line("video"), "m=video");
+    }
+
+    #[test]
+    fn a_publishers_ssrcs_stay_in_its_template() {
+        let offer =
+            player_offer("aaaa", "AA", "1", 5, "10.0.0.1").replace("a=recvonly", "a=sendonly");
+        let (template, _) = split(&offer);
+        assert!(template.contains("a=ssrc:5 cname:c5\r\n"), "{template}");
+        assert!(template.contains("a=ssrc-group:FID 5 7\r\n"), "{template}");
+    }
+
+    #[test]
+    fn a_template_is_parsed_once_and_copied_after() {
+        let templates = Templates::default();
+        for (n, ufrag) in ["aaaa", "bbbb", "cccc"].iter().enumerate() {
+            let offer = player_offer(ufrag, "AB", &n.to_string(), n as u32, "10.0.0.1");
+            let t = templates.offer(&offer).expect("str0m parses the template");
+            assert_eq!(t.offer.to_sdp_string().matches("m=").count(), 2);
+            assert_eq!(t.own.ice.map(|(u, _)| u).as_deref(), Some(*ufrag));
+            assert_eq!(t.copied, n > 0);
+        }
+        assert_eq!(templates.len(), 1);
+        assert!(templates.offer("v=0\r\nnot sdp\r\n").is_err());
+    }
+
+    #[test]
+    fn the_cache_keeps_at_most_its_capacity() {
+        let templates = Templates::default();
+        for n in 0..CAPACITY + 10 {
+            let offer = player_offer("aaaa", "AB", "1", 1, "10.0.0.1")
+                .replace("a=mid:1", &format!("a=mid:v{n}"))
+                .replace("BUNDLE 0 1", &format!("BUNDLE 0 v{n}"));
+            templates.offer(&offer).expect("parses");
+        }
+        assert_eq!(templates.len(), CAPACITY);
+    }
+}
