@@ -131,3 +131,36 @@ async fn viewer_skew(stream: &str, stall: bool) -> f64 {
     server.shutdown().await;
     skew
 }
+
+/// A player syncs audio with video only within one media stream (libwebrtc's sync
+/// group is the `a=msid` stream id). A receive-only offer names none, so wishd's
+/// answer gives both of the viewer's tracks the stream's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewers_audio_and_video_are_one_media_stream() {
+    let server = common::start().await;
+    let base = server.base_url();
+    let publisher =
+        WhipPublisher::connect(&format!("{base}/whip/lips"), PublisherOptions::default())
+            .await
+            .expect("WHIP POST");
+    publisher
+        .wait_connected(common::CONNECT)
+        .await
+        .expect("publisher connects");
+    let viewer = WhepViewer::connect(&format!("{base}/whep/lips"), ViewerOptions::default())
+        .await
+        .expect("WHEP POST");
+    let answer = viewer.answer_sdp();
+    let streams: Vec<&str> = answer
+        .lines()
+        .filter_map(|l| l.strip_prefix("a=msid:"))
+        .filter_map(|v| v.split(' ').next())
+        .collect();
+    assert_eq!(streams, ["lips", "lips"], "{answer}");
+    assert!(answer.contains("a=msid-semantic: WMS lips\r\n"), "{answer}");
+    viewer
+        .wait_connected(common::CONNECT)
+        .await
+        .expect("the viewer connects with the rewritten answer");
+    server.shutdown().await;
+}

@@ -485,6 +485,8 @@ impl Media {
             CodecConfig::new_from_payload_params(params),
             keys.as_ref(),
         )?;
+        // Audio and video in one media stream, so the player syncs them.
+        let answer = sdp::msid::one_stream(&answer, stream);
         let shared = self
             .registry
             .join_viewer(stream, id, worker.index, etag.clone(), grant)?;

@@ -30,6 +30,7 @@
 mod check;
 pub mod frag;
 pub mod h264;
+pub mod msid;
 pub(crate) mod parse;
 pub mod simulcast;
 pub mod template;
