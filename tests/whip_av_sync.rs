@@ -47,26 +47,7 @@ async fn a_stalling_publisher_keeps_its_audio_video_offset() {
 async fn viewer_skew(stream: &str, stall: bool) -> f64 {
     let server = common::start().await;
     let base = server.base_url();
-    let publisher = WhipPublisher::connect(
-        &format!("{base}/whip/{stream}"),
-        PublisherOptions {
-            audio_capture_lead: LEAD,
-            ..PublisherOptions::default()
-        },
-    )
-    .await
-    .expect("WHIP POST");
-    publisher
-        .wait_connected(common::CONNECT)
-        .await
-        .expect("publisher connects");
-    let viewer = WhepViewer::connect(&format!("{base}/whep/{stream}"), ViewerOptions::default())
-        .await
-        .expect("WHEP POST");
-    viewer
-        .wait_connected(common::CONNECT)
-        .await
-        .expect("viewer connects");
+    let (_publisher, viewer) = publish_and_watch(&base, stream, LEAD).await;
     if stall {
         tokio::spawn(async {
             tokio::time::sleep(Duration::from_secs(3)).await;
@@ -139,17 +120,8 @@ async fn viewer_skew(stream: &str, stall: bool) -> f64 {
 async fn a_viewers_audio_and_video_are_one_media_stream() {
     let server = common::start().await;
     let base = server.base_url();
-    let publisher =
-        WhipPublisher::connect(&format!("{base}/whip/lips"), PublisherOptions::default())
-            .await
-            .expect("WHIP POST");
-    publisher
-        .wait_connected(common::CONNECT)
-        .await
-        .expect("publisher connects");
-    let viewer = WhepViewer::connect(&format!("{base}/whep/lips"), ViewerOptions::default())
-        .await
-        .expect("WHEP POST");
+    let lead = PublisherOptions::default().audio_capture_lead;
+    let (_publisher, viewer) = publish_and_watch(&base, "lips", lead).await;
     let answer = viewer.answer_sdp();
     let streams: Vec<&str> = answer
         .lines()
@@ -158,9 +130,35 @@ async fn a_viewers_audio_and_video_are_one_media_stream() {
         .collect();
     assert_eq!(streams, ["lips", "lips"], "{answer}");
     assert!(answer.contains("a=msid-semantic: WMS lips\r\n"), "{answer}");
+    server.shutdown().await;
+}
+
+/// A publisher of `stream` whose audio is captured `lead` before it is sent, and a
+/// viewer of it, both connected (the viewer with wishd's answer as it is).
+async fn publish_and_watch(
+    base: &str,
+    stream: &str,
+    lead: Duration,
+) -> (WhipPublisher, WhepViewer) {
+    let publisher = WhipPublisher::connect(
+        &format!("{base}/whip/{stream}"),
+        PublisherOptions {
+            audio_capture_lead: lead,
+            ..PublisherOptions::default()
+        },
+    )
+    .await
+    .expect("WHIP POST");
+    publisher
+        .wait_connected(common::CONNECT)
+        .await
+        .expect("publisher connects");
+    let viewer = WhepViewer::connect(&format!("{base}/whep/{stream}"), ViewerOptions::default())
+        .await
+        .expect("WHEP POST");
     viewer
         .wait_connected(common::CONNECT)
         .await
-        .expect("the viewer connects with the rewritten answer");
-    server.shutdown().await;
+        .expect("viewer connects");
+    (publisher, viewer)
 }

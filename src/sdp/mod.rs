@@ -46,6 +46,36 @@ pub use check::{check_play_offer, check_publish_offer};
 pub use parse::parse_offer;
 pub use simulcast::decline_simulcast;
 
+/// The lines of an SDP text, without their line ends.
+pub(crate) fn sdp_lines(sdp: &str) -> Vec<&str> {
+    sdp.lines().map(|l| l.trim_end_matches('\r')).collect()
+}
+
+/// The sections of `lines`: the session part, then each m-section from its `m=` line.
+pub(crate) fn sections<'a>(lines: &'a [&'a str]) -> impl Iterator<Item = &'a [&'a str]> {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        if start >= lines.len() {
+            return None;
+        }
+        let end = lines[start + 1..]
+            .iter()
+            .position(|l| l.starts_with("m="))
+            .map_or(lines.len(), |p| start + 1 + p);
+        let section = &lines[start..end];
+        start = end;
+        Some(section)
+    })
+}
+
+/// Appends `line` and CRLF to `out`, unless the line is empty.
+pub(crate) fn push_line(out: &mut String, line: &str) {
+    if !line.is_empty() {
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+}
+
 /// Why an offer is refused.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum SdpError {

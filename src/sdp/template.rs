@@ -34,7 +34,7 @@ use str0m::change::SdpOffer;
 use str0m::config::Fingerprint;
 use str0m::{Candidate, IceCreds, Rtc};
 
-use super::SdpError;
+use super::{SdpError, push_line, sdp_lines, sections};
 
 /// ICE username fragment of every template.
 const UFRAG: &str = "tmpl";
@@ -115,17 +115,11 @@ fn hash_rank(fingerprint: &str) -> u8 {
 
 /// The template of `offer` (lines end in CRLF) and the client's own values.
 pub fn split(offer: &str) -> (String, OwnValues) {
-    let lines: Vec<&str> = offer.lines().map(|l| l.trim_end_matches('\r')).collect();
+    let lines = sdp_lines(offer);
     let mut template = String::with_capacity(offer.len());
     let mut own = OwnValues::default();
-    let mut sections: Vec<SectionValues<'_>> = Vec::new();
-    let mut start = 0;
-    while start < lines.len() {
-        let end = lines[start + 1..]
-            .iter()
-            .position(|l| l.starts_with("m="))
-            .map_or(lines.len(), |p| start + 1 + p);
-        let section = &lines[start..end];
+    let mut found: Vec<SectionValues<'_>> = Vec::new();
+    for section in sections(&lines) {
         let is_media = section.first().is_some_and(|l| l.starts_with("m="));
         // str0m takes a remote SSRC only on a section where it receives.
         let only_receives = is_media
@@ -167,14 +161,13 @@ pub fn split(offer: &str) -> (String, OwnValues) {
                 push_line(&mut template, line);
             }
         }
-        sections.push(values);
-        start = end;
+        found.push(values);
     }
-    own.ice = sections.iter().find_map(|s| match (s.ufrag, s.pwd) {
+    own.ice = found.iter().find_map(|s| match (s.ufrag, s.pwd) {
         (Some(u), Some(p)) => Some((u.to_owned(), p.to_owned())),
         _ => None,
     });
-    own.fingerprint = sections
+    own.fingerprint = found
         .iter()
         .find_map(|s| s.fingerprint.map(|(_, f)| f.to_owned()));
     (template, own)
@@ -189,13 +182,6 @@ fn m_line(rest: &str) -> String {
             _ => format!("m={rest}"),
         },
         None => format!("m={rest}"),
-    }
-}
-
-fn push_line(out: &mut String, line: &str) {
-    if !line.is_empty() {
-        out.push_str(line);
-        out.push_str("\r\n");
     }
 }
 

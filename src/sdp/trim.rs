@@ -14,6 +14,8 @@
 //! whole one (RFC 3264 §6: an answer names a subset of the offered formats). A section
 //! not named in `keep`, or where nothing would be left, is passed through untouched.
 
+use super::{push_line, sdp_lines, sections};
+
 /// One m-section's kept payload types: its mid and the payload types to keep.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keep<'a> {
@@ -36,14 +38,8 @@ impl<'a> Keep<'a> {
 /// The offer without the codecs that `keep` leaves out; lines end in CRLF.
 pub fn keep_codecs(offer: &str, keep: &[Keep<'_>]) -> String {
     let mut out = String::with_capacity(offer.len());
-    let lines: Vec<&str> = offer.lines().map(|l| l.trim_end_matches('\r')).collect();
-    let mut i = 0;
-    while i < lines.len() {
-        let end = lines[i + 1..]
-            .iter()
-            .position(|l| l.starts_with("m="))
-            .map_or(lines.len(), |p| i + 1 + p);
-        let section = &lines[i..end];
+    let lines = sdp_lines(offer);
+    for section in sections(&lines) {
         let kept = section
             .iter()
             .find_map(|l| l.strip_prefix("a=mid:"))
@@ -62,16 +58,8 @@ pub fn keep_codecs(offer: &str, keep: &[Keep<'_>]) -> String {
             },
             _ => section.iter().for_each(|l| push_line(&mut out, l)),
         }
-        i = end;
     }
     out
-}
-
-fn push_line(out: &mut String, line: &str) {
-    if !line.is_empty() {
-        out.push_str(line);
-        out.push_str("\r\n");
-    }
 }
 
 /// `m=<media> <port> <proto> <fmt> ...` with only the formats in `pts`; None when
