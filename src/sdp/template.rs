@@ -113,6 +113,18 @@ fn hash_rank(fingerprint: &str) -> u8 {
     }
 }
 
+/// `<hash> XX:XX:...`, as str0m's parser reads a fingerprint: a hash name, one
+/// space, and bytes of exactly two hex digits separated by colons. str0m keeps any
+/// other `a=fingerprint` line as an attribute it does not know.
+fn well_formed(fingerprint: &str) -> bool {
+    fingerprint.split_once(' ').is_some_and(|(hash, hex)| {
+        !hash.is_empty()
+            && hex
+                .split(':')
+                .all(|b| b.len() == 2 && b.bytes().all(|c| c.is_ascii_hexdigit()))
+    })
+}
+
 /// The template of `offer` (lines end in CRLF) and the client's own values.
 pub fn split(offer: &str) -> (String, OwnValues) {
     let lines = sdp_lines(offer);
@@ -134,8 +146,12 @@ pub fn split(offer: &str) -> (String, OwnValues) {
             } else if let Some(v) = line.strip_prefix("a=ice-pwd:") {
                 values.pwd.get_or_insert(v.trim());
                 push_line(&mut template, &format!("a=ice-pwd:{PWD}"));
-            } else if let Some(v) = line.strip_prefix("a=fingerprint:") {
-                let v = v.trim();
+            } else if let Some(v) = line
+                .strip_prefix("a=fingerprint:")
+                .map(str::trim)
+                .filter(|v| well_formed(v))
+            {
+                // One str0m cannot read is an unknown line to it, and stays as it is.
                 let rank = hash_rank(v);
                 if values.fingerprint.is_none_or(|(r, _)| rank < r) {
                     values.fingerprint = Some((rank, v));
@@ -375,6 +391,26 @@ a=ssrc:{ssrc} cname:c{ssrc}\r\n",
         }
         assert_eq!(templates.len(), 1);
         assert!(templates.offer("v=0\r\nnot sdp\r\n").is_err());
+    }
+
+    #[test]
+    fn a_fingerprint_str0m_cannot_read_is_passed_over_as_str0m_passes_it_over() {
+        let offer = player_offer("aaaa", "AB", "1", 1, "10.0.0.1");
+        let bad = offer.replacen("a=fingerprint:sha-256 AB:", "a=fingerprint:sha-256 XYZ:", 1);
+        // str0m reads the offer and takes the audio section's SHA-1 fingerprint.
+        assert!(str0m::change::SdpOffer::from_sdp_string(&bad).is_ok());
+        let (template, own) = split(&bad);
+        assert_eq!(
+            own.fingerprint,
+            Some(format!("sha-1 {}", ["11"; 20].join(":")))
+        );
+        assert!(
+            template.contains("a=fingerprint:sha-256 XYZ:"),
+            "{template}"
+        );
+        assert!(well_formed("sha-256 0A:FF"));
+        assert!(!well_formed("sha-256"));
+        assert!(!well_formed("sha-256 A:FF"));
     }
 
     #[test]
