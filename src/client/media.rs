@@ -38,9 +38,6 @@ pub const VIDEO_CLOCK_RATE: u32 = 90_000;
 /// RTP clock rate of Opus.
 pub const AUDIO_CLOCK_RATE: u32 = 48_000;
 
-/// RTP timestamp step of one 20 ms Opus frame.
-pub const AUDIO_TIMESTAMP_STEP: u32 = 960;
-
 /// The RTP clock of one synthetic capture device: a frame's timestamp follows from
 /// the instant it was captured, so a stall of the sending task (frames dropped, as a
 /// camera drops them) never shifts RTP time against the wall clock. Each sender report

@@ -10,6 +10,8 @@
 //! token characters (`http::valid_stream_name`) and fits the 64 characters
 //! RFC 8830 allows, or `wishd` when it is longer.
 
+use super::{push_line, sdp_lines};
+
 /// The answer with every `a=msid` (and `a=ssrc:N msid:`) naming the stream `name`,
 /// and the session's `a=msid-semantic` listing only it. Track ids and every other
 /// line stay as they are.
@@ -20,26 +22,16 @@ pub fn one_stream(answer: &str, name: &str) -> String {
         "wishd"
     };
     let mut out = String::with_capacity(answer.len());
-    for line in answer.lines().map(|l| l.trim_end_matches('\r')) {
+    for line in sdp_lines(answer) {
         if line.starts_with("a=msid-semantic:") {
-            out.push_str("a=msid-semantic: WMS ");
-            out.push_str(id);
+            push_line(&mut out, &format!("a=msid-semantic: WMS {id}"));
         } else if let Some(track) = line.strip_prefix("a=msid:").and_then(track_id) {
-            out.push_str("a=msid:");
-            out.push_str(id);
-            out.push(' ');
-            out.push_str(track);
+            push_line(&mut out, &format!("a=msid:{id} {track}"));
         } else if let Some((ssrc, track)) = ssrc_msid(line) {
-            out.push_str("a=ssrc:");
-            out.push_str(ssrc);
-            out.push_str(" msid:");
-            out.push_str(id);
-            out.push(' ');
-            out.push_str(track);
+            push_line(&mut out, &format!("a=ssrc:{ssrc} msid:{id} {track}"));
         } else {
-            out.push_str(line);
+            push_line(&mut out, line);
         }
-        out.push_str("\r\n");
     }
     out
 }

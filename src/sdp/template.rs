@@ -37,11 +37,11 @@ use str0m::{Candidate, IceCreds, Rtc};
 use super::{SdpError, push_line, sdp_lines, sections};
 
 /// ICE username fragment of every template.
-const UFRAG: &str = "tmpl";
+const UFRAG: &str = "a=ice-ufrag:tmpl";
 /// ICE password of every template (22 characters or more, as RFC 8839 asks).
-const PWD: &str = "templatetemplatetemplate";
+const PWD: &str = "a=ice-pwd:templatetemplatetemplate";
 /// DTLS fingerprint of every template.
-const FINGERPRINT: &str = "sha-256 00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00";
+const FINGERPRINT: &str = "a=fingerprint:sha-256 00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00";
 /// Origin line of every template.
 const ORIGIN: &str = "o=- 0 0 IN IP4 127.0.0.1";
 /// Connection line of every template.
@@ -142,10 +142,10 @@ pub fn split(offer: &str) -> (String, OwnValues) {
         for line in section {
             if let Some(v) = line.strip_prefix("a=ice-ufrag:") {
                 values.ufrag.get_or_insert(v.trim());
-                push_line(&mut template, &format!("a=ice-ufrag:{UFRAG}"));
+                push_line(&mut template, UFRAG);
             } else if let Some(v) = line.strip_prefix("a=ice-pwd:") {
                 values.pwd.get_or_insert(v.trim());
-                push_line(&mut template, &format!("a=ice-pwd:{PWD}"));
+                push_line(&mut template, PWD);
             } else if let Some(v) = line
                 .strip_prefix("a=fingerprint:")
                 .map(str::trim)
@@ -156,7 +156,7 @@ pub fn split(offer: &str) -> (String, OwnValues) {
                 if values.fingerprint.is_none_or(|(r, _)| rank < r) {
                     values.fingerprint = Some((rank, v));
                 }
-                push_line(&mut template, &format!("a=fingerprint:{FINGERPRINT}"));
+                push_line(&mut template, FINGERPRINT);
             } else if let Some(v) = line.strip_prefix("a=candidate:") {
                 own.candidates.push(format!("candidate:{v}"));
             } else if line.starts_with("a=msid-semantic:") && !is_media {
