@@ -157,6 +157,27 @@ pub struct PostOnly {
     /// The server CPU per POST at which a burst of this size could have a p99 of
     /// [`POST_TARGET`] on this many cores, µs.
     pub cpu_for_target_us: f64,
+    /// Of these offers, how many the server parsed and how many it answered from a
+    /// template it had parsed before (wishd's `wishd_offer_templates_total`);
+    /// `None` for a server without that counter.
+    pub templates_parsed: Option<f64>,
+    /// See `templates_parsed`.
+    pub templates_copied: Option<f64>,
+}
+
+/// wishd's count of offers parsed and answered from a known template.
+const TEMPLATES_COUNTER: &str = "wishd_offer_templates_total";
+
+/// (parsed, copied) so far, from the server's `/metrics`.
+async fn templates(metrics_url: Option<&str>) -> (Option<f64>, Option<f64>) {
+    let Some(text) = metrics_url.map(metrics::scrape_text) else {
+        return (None, None);
+    };
+    let Some(text) = text.await else {
+        return (None, None);
+    };
+    let how = |h| metrics::parse_counter_with(&text, TEMPLATES_COUNTER, "how", h);
+    (how("parsed"), how("copied"))
 }
 
 /// The POST→201 p99 the issue asks for under a burst.
@@ -551,6 +572,7 @@ async fn post_only_burst(swarm: &Swarm, n: usize, cfg: &BenchConfig) -> PostOnly
     let offers: Vec<String> = (0..n)
         .filter_map(|_| swarm.prepare().ok().map(|p| p.into_offer()))
         .collect();
+    let templates0 = templates(cfg.metrics_url.as_deref()).await;
     let server0 = procfs::usage(Some(cfg.server_pid));
     let tasks: Vec<_> = offers
         .into_iter()
@@ -566,6 +588,8 @@ async fn post_only_burst(swarm: &Swarm, n: usize, cfg: &BenchConfig) -> PostOnly
         }
     }
     let server1 = procfs::usage(Some(cfg.server_pid));
+    let templates1 = templates(cfg.metrics_url.as_deref()).await;
+    let since = |a: Option<f64>, b: Option<f64>| Some(b? - a.unwrap_or(0.0));
     let created = answered.len();
     let mut post: Vec<f64> = answered
         .iter()
@@ -583,6 +607,8 @@ async fn post_only_burst(swarm: &Swarm, n: usize, cfg: &BenchConfig) -> PostOnly
         server_cpu_ms_per_post: cpu_ms,
         p99_bound_ms: cpu_ms.map(|c| p99_bound_ms(n, c, cpus)),
         cpu_for_target_us: cpu_for_p99(n, POST_TARGET.as_secs_f64() * 1e6, cpus),
+        templates_parsed: since(templates0.0, templates1.0),
+        templates_copied: since(templates0.1, templates1.1),
     }
 }
 
@@ -783,6 +809,11 @@ pub fn print(r: &BenchReport) {
             POST_TARGET.as_millis(),
             p.cpu_for_target_us
         );
+        if let (Some(parsed), Some(copied)) = (p.templates_parsed, p.templates_copied) {
+            println!(
+                "  of these offers the server parsed {parsed:.0} and answered {copied:.0} from a template parsed before"
+            );
+        }
     }
     if !r.server_histogram {
         println!("server forwarding latency: n/a (no {FORWARD_HISTOGRAM} at /metrics)");

@@ -5,6 +5,7 @@
 //! | [`payload`] | the synthetic media: H.264-like train, Opus-like audio, the marker |
 //! | [`publisher`] | the WHIP publisher (one str0m peer) and its send-time table |
 //! | [`swarm`] | the WHEP viewer swarm: many str0m peers over a few sockets |
+//! | [`offer`] | a viewer's offer as a browser's player writes it (fixed mids, no receive-only msid) |
 //! | [`stats`] | loss/duplicate/reorder accounting, delay histograms, aggregation |
 //! | [`run`] | one load run: publisher + N viewers for a while, a report |
 //! | [`bench`] | the stepped fan-out benchmark, its table and JSON |
@@ -20,6 +21,7 @@ pub mod bench;
 pub mod clock;
 pub mod floor;
 pub mod metrics;
+pub mod offer;
 pub mod payload;
 pub mod procfs;
 pub mod publisher;

@@ -68,6 +68,10 @@ struct Peers {
     /// to measured delays; spares the server loopback wake-ups of this process).
     #[arg(long, default_value_t = 500)]
     poll_us: u64,
+    /// Viewers send str0m's own offers (a random mid, msid and SSRCs per m-line)
+    /// instead of offers written the way a browser's player writes them.
+    #[arg(long)]
+    str0m_offers: bool,
 }
 
 impl Peers {
@@ -97,6 +101,7 @@ impl Peers {
             shards: self.shards,
             full_decrypt: self.full_decrypt,
             poll: Duration::from_micros(self.poll_us.clamp(20, 100_000)),
+            str0m_offers: self.str0m_offers,
         }
     }
 }

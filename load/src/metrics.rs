@@ -121,6 +121,23 @@ pub fn parse_gauge_max(text: &str, name: &str) -> Option<f64> {
         .reduce(f64::max)
 }
 
+/// The value of the counter `name` whose label `key` is `value`, summed over its
+/// other labels; `None` when no such series is there.
+pub fn parse_counter_with(text: &str, name: &str, key: &str, value: &str) -> Option<f64> {
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.trim().strip_prefix(name)?.strip_prefix('{')?;
+            let close = rest.find('}')?;
+            (label(&rest[..close], key)? == value).then_some(())?;
+            rest[close + 1..]
+                .split_whitespace()
+                .next()?
+                .parse::<f64>()
+                .ok()
+        })
+        .reduce(|a, b| a + b)
+}
+
 fn label<'a>(labels: &'a str, name: &str) -> Option<&'a str> {
     for part in labels.split(',') {
         let (k, v) = part.split_once('=')?;
@@ -185,5 +202,20 @@ wishd_other_bucket{le="1"} 5
         assert_eq!(parse_gauge_max(text, "g"), Some(0.5));
         assert_eq!(parse_gauge_max("g 3\n", "g"), Some(3.0));
         assert_eq!(parse_gauge_max(text, "absent"), None);
+    }
+
+    #[test]
+    fn a_counter_is_read_by_one_label_value() {
+        let text =
+            "c_total{how=\"parsed\"} 3\nc_total{how=\"copied\"} 197\nc_totally{how=\"copied\"} 1\n";
+        assert_eq!(
+            parse_counter_with(text, "c_total", "how", "copied"),
+            Some(197.0)
+        );
+        assert_eq!(
+            parse_counter_with(text, "c_total", "how", "parsed"),
+            Some(3.0)
+        );
+        assert_eq!(parse_counter_with(text, "c_total", "how", "other"), None);
     }
 }

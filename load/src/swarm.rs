@@ -29,6 +29,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig}
 use tokio::sync::oneshot;
 
 use crate::clock::{self, SendTable};
+use crate::offer::{MidMap, browser_like};
 use crate::payload::{self, AUDIO, VIDEO};
 use crate::rtp::{Class, classify};
 use crate::signal::{self, SetupError};
@@ -50,6 +51,9 @@ pub struct SwarmConfig {
     /// (on loopback the sender pays for the receiver's wake-up, which a server sending
     /// to remote viewers never does); it adds up to this much to the measured delay.
     pub poll: Duration,
+    /// Send str0m's own offers (a random mid, msid and SSRCs per m-line) instead of
+    /// browser-like ones ([`crate::offer`]).
+    pub str0m_offers: bool,
 }
 
 /// The first viewer IP is `127.2.0.1`; viewer `n` is that plus `n`.
@@ -95,6 +99,8 @@ pub struct Prepared {
     rtc: Rtc,
     pending: str0m::change::SdpPendingOffer,
     offer: String,
+    /// str0m's mids, where the offer sent is browser-like.
+    mids: Option<MidMap>,
 }
 
 impl Prepared {
@@ -111,6 +117,7 @@ struct NewViewer {
     /// The offer still open: the shard applies `answer` to it.
     pending: str0m::change::SdpPendingOffer,
     answer: String,
+    mids: Option<MidMap>,
     location: String,
     post_sent: Instant,
     post_time: Duration,
@@ -216,11 +223,19 @@ impl Swarm {
                 .apply()
                 .ok_or_else(|| SetupError::Sdp("no offer".into()))?;
             signal::drain_offline(&mut rtc)?;
+            let offer = offer.to_sdp_string();
+            let (offer, mids) = if self.cfg.str0m_offers {
+                (offer, None)
+            } else {
+                let (offer, mids) = browser_like(&offer);
+                (offer, Some(mids))
+            };
             Ok(Prepared {
                 id,
                 rtc,
                 pending,
-                offer: offer.to_sdp_string(),
+                offer,
+                mids,
             })
         };
         build().map_err(|e| (id, e))
@@ -233,6 +248,7 @@ impl Swarm {
             rtc,
             pending,
             offer,
+            mids,
         } = p;
         let shard = &self.shards[id as usize % self.shards.len()];
         // HTTP only here: the answer is applied on the shard's thread, so that the
@@ -245,6 +261,7 @@ impl Swarm {
                     rtc,
                     pending,
                     answer: sig.answer,
+                    mids,
                     location: sig.location,
                     post_sent: sig.sent_at,
                     post_time: sig.post_time,
@@ -525,10 +542,15 @@ impl Shard {
             mut rtc,
             pending,
             answer,
+            mids,
             location,
             post_sent,
             post_time,
         } = n;
+        let answer = match &mids {
+            Some(m) => m.answer_for_str0m(&answer),
+            None => answer,
+        };
         if let Err(e) = signal::apply_answer(&mut rtc, pending, &answer) {
             self.failed.push(ViewerReport::failed(id, e));
             self.orphans.push(location);

@@ -42,6 +42,7 @@ fn swarm(url: String) -> SwarmConfig {
         shards: 2,
         full_decrypt: false,
         poll: Duration::from_micros(500),
+        str0m_offers: false,
     }
 }
 
@@ -139,6 +140,13 @@ async fn a_small_bench_reports_steps_the_hand_over_floor_and_both_bursts() {
         "bound {bound} ms below one POST's CPU {cpu} ms"
     );
     assert!(posts.cpu_for_target_us > 0.0 && posts.cpu_for_target_us <= 5000.0);
+    // The viewers' offers are written as a browser's player writes them, so they
+    // differ only in their own values, and wishd parsed their template before (the
+    // steps' viewers): every POST of the burst is answered from it.
+    assert_eq!(
+        (posts.templates_parsed, posts.templates_copied),
+        (Some(0.0), Some(5.0))
+    );
     server.shutdown().await;
 }
 

@@ -1,0 +1,187 @@
+//! A viewer's offer as a browser's player writes it.
+//!
+//! str0m names each m-line with a random `a=mid` and gives even a receive-only
+//! m-line an `a=msid` and SSRCs. A browser's WHEP player (`addTransceiver(kind,
+//! {direction: "recvonly"})`) numbers its m-lines `0`, `1`, … and sends no stream
+//! ids or SSRCs where it only receives. Servers that cache what repeats between the
+//! offers of one player (wishd's `sdp::template`) see that only with browser-like
+//! offers, so the swarm sends those unless told otherwise: [`browser_like`] rewrites
+//! str0m's offer, and [`MidMap::answer_for_str0m`] puts str0m's own mids back into
+//! the server's answer before the peer applies it.
+
+/// The m-lines' mids of the offer str0m made, in order: the wire mid of the n-th
+/// m-line is `n`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MidMap {
+    str0m: Vec<String>,
+}
+
+impl MidMap {
+    /// The server's answer to a [`browser_like`] offer, with str0m's mids again.
+    pub fn answer_for_str0m(&self, answer: &str) -> String {
+        let mut out = String::with_capacity(answer.len() + 16 * self.str0m.len());
+        for line in lines(answer) {
+            if let Some(mid) = line.strip_prefix("a=mid:") {
+                out.push_str("a=mid:");
+                out.push_str(self.to_str0m(mid));
+            } else if let Some(mids) = line.strip_prefix("a=group:BUNDLE") {
+                out.push_str("a=group:BUNDLE");
+                for mid in mids.split_whitespace() {
+                    out.push(' ');
+                    out.push_str(self.to_str0m(mid));
+                }
+            } else {
+                out.push_str(line);
+            }
+            out.push_str("\r\n");
+        }
+        out
+    }
+
+    fn to_str0m<'a>(&'a self, wire: &'a str) -> &'a str {
+        wire.parse::<usize>()
+            .ok()
+            .and_then(|n| self.str0m.get(n))
+            .map_or(wire, String::as_str)
+    }
+
+    fn to_wire(&self, mid: &str) -> String {
+        self.str0m
+            .iter()
+            .position(|m| m == mid)
+            .map_or_else(|| mid.to_owned(), |n| n.to_string())
+    }
+}
+
+/// str0m's `offer` rewritten as a browser writes it: mids `0`, `1`, … (in the
+/// BUNDLE group too), and no `a=msid`, `a=ssrc` or `a=ssrc-group` on receive-only
+/// m-lines, and no stream ids after `a=msid-semantic`. Everything else is str0m's.
+pub fn browser_like(offer: &str) -> (String, MidMap) {
+    let sections = split_sections(offer);
+    let map = MidMap {
+        str0m: sections[1..]
+            .iter()
+            .filter_map(|s| {
+                s.iter()
+                    .find_map(|l| l.strip_prefix("a=mid:"))
+                    .map(str::to_owned)
+            })
+            .collect(),
+    };
+    let mut out = String::with_capacity(offer.len());
+    for (n, section) in sections.iter().enumerate() {
+        let receive_only = n > 0 && section.contains(&"a=recvonly");
+        for line in section {
+            let own_stream = line.starts_with("a=msid:")
+                || line.starts_with("a=ssrc:")
+                || line.starts_with("a=ssrc-group:");
+            if receive_only && own_stream {
+                continue;
+            }
+            if let Some(mid) = line.strip_prefix("a=mid:") {
+                out.push_str("a=mid:");
+                out.push_str(&map.to_wire(mid));
+            } else if let Some(mids) = line.strip_prefix("a=group:BUNDLE") {
+                out.push_str("a=group:BUNDLE");
+                for mid in mids.split_whitespace() {
+                    out.push(' ');
+                    out.push_str(&map.to_wire(mid));
+                }
+            } else if line.starts_with("a=msid-semantic:") {
+                out.push_str("a=msid-semantic: WMS");
+            } else {
+                out.push_str(line);
+            }
+            out.push_str("\r\n");
+        }
+    }
+    (out, map)
+}
+
+fn lines(sdp: &str) -> impl Iterator<Item = &str> {
+    sdp.lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.is_empty())
+}
+
+/// The session part, then one list of lines per m-line.
+fn split_sections(sdp: &str) -> Vec<Vec<&str>> {
+    let mut sections = vec![Vec::new()];
+    for line in lines(sdp) {
+        if line.starts_with("m=") {
+            sections.push(Vec::new());
+        }
+        if let Some(s) = sections.last_mut() {
+            s.push(line);
+        }
+    }
+    sections
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use str0m::change::{SdpAnswer, SdpOffer};
+    use str0m::media::{Direction, MediaKind};
+    use str0m::{Candidate, Rtc, RtcConfig};
+
+    use super::*;
+
+    fn str0m_viewer() -> (Rtc, str0m::change::SdpPendingOffer, String) {
+        wishd::client::install_crypto_provider();
+        let mut rtc = RtcConfig::new()
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_h264(true)
+            .build(Instant::now());
+        let addr = "127.0.0.2:5000".parse().expect("address");
+        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
+        let mut api = rtc.sdp_api();
+        api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+        let (offer, pending) = api.apply().expect("an offer");
+        (rtc, pending, offer.to_sdp_string())
+    }
+
+    #[test]
+    fn two_viewers_send_the_same_offer_but_for_their_own_values() {
+        let own = |l: &&str| {
+            ["o=", "a=ice-", "a=fingerprint:", "a=candidate:"]
+                .iter()
+                .any(|p| l.starts_with(p))
+        };
+        let (_, _, a) = str0m_viewer();
+        let (_, _, b) = str0m_viewer();
+        let (a, b) = (browser_like(&a).0, browser_like(&b).0);
+        let a: Vec<_> = lines(&a).filter(|l| !own(l)).collect();
+        let b: Vec<_> = lines(&b).filter(|l| !own(l)).collect();
+        assert_eq!(a, b);
+        assert!(a.contains(&"a=group:BUNDLE 0 1"), "{a:?}");
+        assert!(a.contains(&"a=mid:0") && a.contains(&"a=mid:1"));
+        assert!(!a.iter().any(|l| l.starts_with("a=msid:")));
+        assert!(!a.iter().any(|l| l.starts_with("a=ssrc")));
+    }
+
+    #[test]
+    fn the_answer_to_a_browser_like_offer_connects_the_str0m_peer() {
+        let (mut viewer, pending, offer) = str0m_viewer();
+        let (wire, map) = browser_like(&offer);
+        let mut server = RtcConfig::new()
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_h264(true)
+            .build(Instant::now());
+        let offer = SdpOffer::from_sdp_string(&wire).expect("the rewritten offer parses");
+        let answer = server.sdp_api().accept_offer(offer).expect("accepted");
+        let answer = answer.to_sdp_string();
+        assert!(answer.contains("a=mid:0"), "{answer}");
+        let back = map.answer_for_str0m(&answer);
+        assert!(!back.contains("a=mid:0\r\n"));
+        let back = SdpAnswer::from_sdp_string(&back).expect("the mapped answer parses");
+        viewer
+            .sdp_api()
+            .accept_answer(pending, back)
+            .expect("str0m takes the answer with its own mids");
+    }
+}
