@@ -475,7 +475,7 @@ impl Server {
 const LISTEN_BACKLOG: i32 = 4096;
 
 /// A TCP listener on `addr` with address reuse and [`LISTEN_BACKLOG`].
-fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     // As the standard library's `bind`: address reuse on, IPv6 sockets as the

@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use crate::clock::SendTable;
 use crate::floor::{self, Floor};
+use crate::http_floor;
 use crate::metrics::{self, Buckets};
 use crate::procfs;
 use crate::publisher::{Publisher, PublisherConfig};
@@ -203,6 +204,12 @@ pub struct Burst {
     pub options_p50_ms: Option<f64>,
     /// 99th percentile, ms.
     pub options_p99_ms: Option<f64>,
+    /// The same number of requests at once to a server in the tool that answers
+    /// `204` and does nothing else ([`crate::http_floor`]): what no HTTP server can
+    /// beat on this machine, p50 ms.
+    pub empty_p50_ms: Option<f64>,
+    /// 99th percentile, ms.
+    pub empty_p99_ms: Option<f64>,
     /// POST handling inside the server (its own histogram, bucket upper bounds), ms.
     pub server_post_p50_ms: Option<f64>,
     /// 99th percentile, ms.
@@ -517,28 +524,6 @@ fn make_step(
     }
 }
 
-/// `n` OPTIONS requests on `url` at once, each on its own connection: what TCP and
-/// HTTP alone cost a burst on this machine. Milliseconds, sorted; failures left out.
-async fn options_burst(url: &str, n: usize) -> Vec<f64> {
-    let tasks: Vec<_> = (0..n)
-        .map(|_| {
-            let url = url.to_owned();
-            tokio::spawn(async move {
-                let t = Instant::now();
-                let r = wishd::client::http_request("OPTIONS", &url, &[], Vec::new()).await;
-                r.ok().map(|_| t.elapsed().as_secs_f64() * 1e3)
-            })
-        })
-        .collect();
-    let mut ms = Vec::with_capacity(n);
-    for t in tasks {
-        if let Ok(Some(v)) = t.await {
-            ms.push(v);
-        }
-    }
-    ms
-}
-
 /// How long the burst's CPU figures run on after the last viewer connected.
 pub const BURST_TAIL: Duration = Duration::from_secs(1);
 
@@ -614,7 +599,9 @@ async fn post_only_burst(swarm: &Swarm, n: usize, cfg: &BenchConfig) -> PostOnly
 
 async fn run_burst(swarm: &Arc<Swarm>, n: usize, cfg: &BenchConfig) -> Burst {
     let metrics_url = cfg.metrics_url.as_deref();
-    let mut options = options_burst(swarm.url(), n).await;
+    let mut empty = http_floor::measure(n, cpus()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut options = http_floor::requests_at_once(swarm.url(), n).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let post_only = post_only_burst(swarm, n, cfg).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -667,6 +654,8 @@ async fn run_burst(swarm: &Arc<Swarm>, n: usize, cfg: &BenchConfig) -> Burst {
     Burst {
         options_p50_ms: percentile(&mut options, 0.5),
         options_p99_ms: percentile(&mut options, 0.99),
+        empty_p50_ms: percentile(&mut empty, 0.5),
+        empty_p99_ms: percentile(&mut empty, 0.99),
         server_post_p50_ms: server_q(0.5),
         server_post_p99_ms: server_q(0.99),
         viewers: n,
@@ -774,7 +763,7 @@ pub fn print(r: &BenchReport) {
     println!("stepping stopped: {}", r.stopped);
     if let Some(b) = &r.burst {
         println!(
-            "burst of {}: {} connected in {:.2} s = {:.0} sessions/s; POST→201 p50 {} ms p99 {} ms (inside the server: p50 ≤ {} ms, p99 ≤ {} ms; {} OPTIONS at once: p50 {} ms p99 {} ms); POST→connected p50 {} ms p99 {} ms; CPU per session: server {} ms, tool {} ms; {} failed{}",
+            "burst of {}: {} connected in {:.2} s = {:.0} sessions/s; POST→201 p50 {} ms p99 {} ms (inside the server: p50 ≤ {} ms, p99 ≤ {} ms; {} OPTIONS at once: p50 {} ms p99 {} ms; to an empty server: p50 {} ms p99 {} ms); POST→connected p50 {} ms p99 {} ms; CPU per session: server {} ms, tool {} ms; {} failed{}",
             b.viewers,
             b.connected,
             b.seconds,
@@ -786,6 +775,8 @@ pub fn print(r: &BenchReport) {
             b.viewers,
             fmt_opt(b.options_p50_ms, 1),
             fmt_opt(b.options_p99_ms, 1),
+            fmt_opt(b.empty_p50_ms, 1),
+            fmt_opt(b.empty_p99_ms, 1),
             fmt_opt(b.connect_p50_ms, 0),
             fmt_opt(b.connect_p99_ms, 0),
             fmt_opt(b.server_cpu_ms_per_session, 2),
@@ -796,9 +787,13 @@ pub fn print(r: &BenchReport) {
                 .map_or_else(String::new, |e| format!(" (first: {e})"))
         );
     }
-    if let Some(p) = r.burst.as_ref().and_then(|b| b.post_only.as_ref()) {
+    if let Some((b, p)) = r
+        .burst
+        .as_ref()
+        .and_then(|b| Some((b, b.post_only.as_ref()?)))
+    {
         println!(
-            "{} POSTs at once, never connected: {} created; POST→201 p50 {} ms p99 {} ms; server CPU {} ms per POST, so the p99 cannot be under {} ms on {} cores (a {} ms p99 needs ≤ {:.0} µs per POST)",
+            "{} POSTs at once, never connected: {} created; POST→201 p50 {} ms p99 {} ms; server CPU {} ms per POST, so the p99 cannot be under {} ms on {} cores (a {} ms p99 needs ≤ {:.0} µs per POST, and a server that does nothing answers {} at once with p99 {} ms here)",
             p.posts,
             p.created,
             fmt_opt(p.post_p50_ms, 1),
@@ -807,7 +802,9 @@ pub fn print(r: &BenchReport) {
             fmt_opt(p.p99_bound_ms, 1),
             r.cpus,
             POST_TARGET.as_millis(),
-            p.cpu_for_target_us
+            p.cpu_for_target_us,
+            p.posts,
+            fmt_opt(b.empty_p99_ms, 1),
         );
         if let (Some(parsed), Some(copied)) = (p.templates_parsed, p.templates_copied) {
             println!(

@@ -10,6 +10,7 @@
 //! | [`run`] | one load run: publisher + N viewers for a while, a report |
 //! | [`bench`] | the stepped fan-out benchmark, its table and JSON |
 //! | [`floor`] | the physical floor: SRTP protect + UDP send per packet |
+//! | [`http_floor`] | the HTTP floor: a burst of requests to a server that does nothing |
 //! | [`stack`] | str0m's own send path per packet, two peers in memory (beside the floor) |
 //! | [`metrics`], [`procfs`] | the server's `/metrics` histogram, CPU and memory from /proc |
 //! | [`wake`] | the hand-over floor: a thread's wake-up after a channel send, under load |
@@ -20,6 +21,7 @@
 pub mod bench;
 pub mod clock;
 pub mod floor;
+pub mod http_floor;
 pub mod metrics;
 pub mod offer;
 pub mod payload;

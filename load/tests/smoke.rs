@@ -126,6 +126,8 @@ async fn a_small_bench_reports_steps_the_hand_over_floor_and_both_bursts() {
     assert!(report.idle_wake_p50_us.is_some());
     let burst = report.burst.expect("a burst");
     assert_eq!(burst.connected, 5, "first error: {:?}", burst.first_error);
+    // The HTTP floor beside it: five requests at once to a server that does nothing.
+    assert!(burst.empty_p99_ms.is_some() && burst.empty_p99_ms >= burst.empty_p50_ms);
     let posts = burst.post_only.expect("the POST-only burst");
     assert_eq!((posts.posts, posts.created), (5, 5));
     assert!(posts.post_p99_ms.is_some());
