@@ -205,8 +205,8 @@ pub struct Burst {
     /// 99th percentile, ms.
     pub options_p99_ms: Option<f64>,
     /// The same number of requests at once to a server in the tool that answers
-    /// `204` and does nothing else ([`crate::http_floor`]): what no HTTP server can
-    /// beat on this machine, p50 ms.
+    /// `204` and does nothing else ([`crate::http_floor`]): what the connections and
+    /// the client cost a burst on this machine, whatever the server, p50 ms.
     pub empty_p50_ms: Option<f64>,
     /// 99th percentile, ms.
     pub empty_p99_ms: Option<f64>,

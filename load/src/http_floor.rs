@@ -6,9 +6,11 @@
 //! response cost the client, the kernel and any server on the same cores. The second
 //! bound is measured here: a server in this process, on a runtime of its own with one
 //! thread per core (as wishd's HTTP side), that reads each request's head and answers
-//! `204` without parsing it, and the same client code the bench's bursts use. No HTTP
-//! server can answer a burst of that size faster on this machine, so a burst target
-//! below this floor is a target for another machine.
+//! `204` without parsing it, and the same client code the bench's bursts use. What it
+//! measures is the connections, the kernel's TCP and the client on the same cores: a
+//! real server's burst of the same size can hardly be faster here (wishd's own OPTIONS
+//! comes out in the same range), so a burst target far below this figure is a target
+//! for another machine.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
