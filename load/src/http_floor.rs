@@ -88,6 +88,9 @@ impl Drop for EmptyServer {
 async fn accept_loop(listener: TcpListener) {
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
+            // Out of file descriptors (a burst larger than `ulimit -n` allows): back
+            // off instead of spinning; those clients' requests fail and are left out.
+            tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
         let _ = stream.set_nodelay(true);
