@@ -9,6 +9,8 @@
 //! str0m's offer, and [`MidMap::answer_for_str0m`] puts str0m's own mids back into
 //! the server's answer before the peer applies it.
 
+use wishd::sdp::{push_line, sdp_lines, sections};
+
 /// The m-lines' mids of the offer str0m made, in order: the wire mid of the n-th
 /// m-line is `n`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -20,20 +22,11 @@ impl MidMap {
     /// The server's answer to a [`browser_like`] offer, with str0m's mids again.
     pub fn answer_for_str0m(&self, answer: &str) -> String {
         let mut out = String::with_capacity(answer.len() + 16 * self.str0m.len());
-        for line in lines(answer) {
-            if let Some(mid) = line.strip_prefix("a=mid:") {
-                out.push_str("a=mid:");
-                out.push_str(self.to_str0m(mid));
-            } else if let Some(mids) = line.strip_prefix("a=group:BUNDLE") {
-                out.push_str("a=group:BUNDLE");
-                for mid in mids.split_whitespace() {
-                    out.push(' ');
-                    out.push_str(self.to_str0m(mid));
-                }
-            } else {
-                out.push_str(line);
+        for line in sdp_lines(answer) {
+            match rename_mids(line, |mid| self.to_str0m(mid).to_owned()) {
+                Some(renamed) => push_line(&mut out, &renamed),
+                None => push_line(&mut out, line),
             }
-            out.push_str("\r\n");
         }
         out
     }
@@ -53,24 +46,37 @@ impl MidMap {
     }
 }
 
+/// A line that names mids (`a=mid:`, `a=group:BUNDLE`) with each one renamed;
+/// `None` for any other line.
+fn rename_mids(line: &str, rename: impl Fn(&str) -> String) -> Option<String> {
+    if let Some(mid) = line.strip_prefix("a=mid:") {
+        return Some(format!("a=mid:{}", rename(mid)));
+    }
+    let mids = line.strip_prefix("a=group:BUNDLE")?;
+    let mut out = String::from("a=group:BUNDLE");
+    for mid in mids.split_whitespace() {
+        out.push(' ');
+        out.push_str(&rename(mid));
+    }
+    Some(out)
+}
+
 /// str0m's `offer` rewritten as a browser writes it: mids `0`, `1`, … (in the
 /// BUNDLE group too), and no `a=msid`, `a=ssrc` or `a=ssrc-group` on receive-only
 /// m-lines, and no stream ids after `a=msid-semantic`. Everything else is str0m's.
 pub fn browser_like(offer: &str) -> (String, MidMap) {
-    let sections = split_sections(offer);
+    let lines = sdp_lines(offer);
     let map = MidMap {
-        str0m: sections[1..]
+        str0m: lines
             .iter()
-            .filter_map(|s| {
-                s.iter()
-                    .find_map(|l| l.strip_prefix("a=mid:"))
-                    .map(str::to_owned)
-            })
+            .filter_map(|l| l.strip_prefix("a=mid:"))
+            .map(str::to_owned)
             .collect(),
     };
     let mut out = String::with_capacity(offer.len());
-    for (n, section) in sections.iter().enumerate() {
-        let receive_only = n > 0 && section.contains(&"a=recvonly");
+    for section in sections(&lines) {
+        let receive_only =
+            section.first().is_some_and(|l| l.starts_with("m=")) && section.contains(&"a=recvonly");
         for line in section {
             let own_stream = line.starts_with("a=msid:")
                 || line.starts_with("a=ssrc:")
@@ -78,44 +84,16 @@ pub fn browser_like(offer: &str) -> (String, MidMap) {
             if receive_only && own_stream {
                 continue;
             }
-            if let Some(mid) = line.strip_prefix("a=mid:") {
-                out.push_str("a=mid:");
-                out.push_str(&map.to_wire(mid));
-            } else if let Some(mids) = line.strip_prefix("a=group:BUNDLE") {
-                out.push_str("a=group:BUNDLE");
-                for mid in mids.split_whitespace() {
-                    out.push(' ');
-                    out.push_str(&map.to_wire(mid));
-                }
+            if let Some(renamed) = rename_mids(line, |mid| map.to_wire(mid)) {
+                push_line(&mut out, &renamed);
             } else if line.starts_with("a=msid-semantic:") {
-                out.push_str("a=msid-semantic: WMS");
+                push_line(&mut out, "a=msid-semantic: WMS");
             } else {
-                out.push_str(line);
+                push_line(&mut out, line);
             }
-            out.push_str("\r\n");
         }
     }
     (out, map)
-}
-
-fn lines(sdp: &str) -> impl Iterator<Item = &str> {
-    sdp.lines()
-        .map(|l| l.trim_end_matches('\r'))
-        .filter(|l| !l.is_empty())
-}
-
-/// The session part, then one list of lines per m-line.
-fn split_sections(sdp: &str) -> Vec<Vec<&str>> {
-    let mut sections = vec![Vec::new()];
-    for line in lines(sdp) {
-        if line.starts_with("m=") {
-            sections.push(Vec::new());
-        }
-        if let Some(s) = sections.last_mut() {
-            s.push(line);
-        }
-    }
-    sections
 }
 
 #[cfg(test)]
@@ -154,8 +132,8 @@ mod tests {
         let (_, _, a) = str0m_viewer();
         let (_, _, b) = str0m_viewer();
         let (a, b) = (browser_like(&a).0, browser_like(&b).0);
-        let a: Vec<_> = lines(&a).filter(|l| !own(l)).collect();
-        let b: Vec<_> = lines(&b).filter(|l| !own(l)).collect();
+        let a: Vec<_> = sdp_lines(&a).into_iter().filter(|l| !own(l)).collect();
+        let b: Vec<_> = sdp_lines(&b).into_iter().filter(|l| !own(l)).collect();
         assert_eq!(a, b);
         assert!(a.contains(&"a=group:BUNDLE 0 1"), "{a:?}");
         assert!(a.contains(&"a=mid:0") && a.contains(&"a=mid:1"));

@@ -47,12 +47,12 @@ pub use parse::parse_offer;
 pub use simulcast::decline_simulcast;
 
 /// The lines of an SDP text, without their line ends.
-pub(crate) fn sdp_lines(sdp: &str) -> Vec<&str> {
+pub fn sdp_lines(sdp: &str) -> Vec<&str> {
     sdp.lines().map(|l| l.trim_end_matches('\r')).collect()
 }
 
 /// The sections of `lines`: the session part, then each m-section from its `m=` line.
-pub(crate) fn sections<'a>(lines: &'a [&'a str]) -> impl Iterator<Item = &'a [&'a str]> {
+pub fn sections<'a>(lines: &'a [&'a str]) -> impl Iterator<Item = &'a [&'a str]> {
     let mut start = 0;
     std::iter::from_fn(move || {
         if start >= lines.len() {
@@ -69,7 +69,7 @@ pub(crate) fn sections<'a>(lines: &'a [&'a str]) -> impl Iterator<Item = &'a [&'
 }
 
 /// Appends `line` and CRLF to `out`, unless the line is empty.
-pub(crate) fn push_line(out: &mut String, line: &str) {
+pub fn push_line(out: &mut String, line: &str) {
     if !line.is_empty() {
         out.push_str(line);
         out.push_str("\r\n");
