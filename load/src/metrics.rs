@@ -70,24 +70,7 @@ impl Buckets {
 pub fn parse_histogram(text: &str, name: &str) -> Option<Buckets> {
     let prefix = format!("{name}_bucket");
     let mut le: Vec<(f64, f64)> = Vec::new();
-    for line in text.lines() {
-        let line = line.trim();
-        let Some(rest) = line.strip_prefix(&prefix) else {
-            continue;
-        };
-        let Some(rest) = rest.strip_prefix('{') else {
-            continue;
-        };
-        let Some(close) = rest.find('}') else {
-            continue;
-        };
-        let labels = &rest[..close];
-        let Some(value) = rest[close + 1..].split_whitespace().next() else {
-            continue;
-        };
-        let Ok(value) = value.parse::<f64>() else {
-            continue;
-        };
+    for (labels, value) in series(text, &prefix) {
         let Some(bound) = label(labels, "le").and_then(|b| match b {
             "+Inf" => Some(f64::INFINITY),
             b => b.parse::<f64>().ok(),
@@ -108,34 +91,33 @@ pub fn parse_histogram(text: &str, name: &str) -> Option<Buckets> {
 
 /// The largest value of the gauge `name` over its label sets; `None` when absent.
 pub fn parse_gauge_max(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .filter_map(|line| {
-            let rest = line.trim().strip_prefix(name)?;
-            // `name{labels} value` or `name value`, not a longer name.
-            let rest = match rest.strip_prefix('{') {
-                Some(r) => &r[r.find('}')? + 1..],
-                None => rest.strip_prefix(' ')?,
-            };
-            rest.split_whitespace().next()?.parse::<f64>().ok()
-        })
-        .reduce(f64::max)
+    series(text, name).map(|(_, v)| v).reduce(f64::max)
 }
 
 /// The value of the counter `name` whose label `key` is `value`, summed over its
 /// other labels; `None` when no such series is there.
 pub fn parse_counter_with(text: &str, name: &str, key: &str, value: &str) -> Option<f64> {
-    text.lines()
-        .filter_map(|line| {
-            let rest = line.trim().strip_prefix(name)?.strip_prefix('{')?;
-            let close = rest.find('}')?;
-            (label(&rest[..close], key)? == value).then_some(())?;
-            rest[close + 1..]
-                .split_whitespace()
-                .next()?
-                .parse::<f64>()
-                .ok()
-        })
+    series(text, name)
+        .filter(|(labels, _)| label(labels, key) == Some(value))
+        .map(|(_, v)| v)
         .reduce(|a, b| a + b)
+}
+
+/// The samples of `name` in exposition text, `name{labels} value` or `name value`
+/// (labels empty), as (labels, value); a longer name that starts with `name` is not
+/// one of them.
+fn series<'a>(text: &'a str, name: &'a str) -> impl Iterator<Item = (&'a str, f64)> + 'a {
+    text.lines().filter_map(move |line| {
+        let rest = line.trim().strip_prefix(name)?;
+        let (labels, rest) = match rest.strip_prefix('{') {
+            Some(r) => {
+                let close = r.find('}')?;
+                (&r[..close], &r[close + 1..])
+            }
+            None => ("", rest.strip_prefix(' ')?),
+        };
+        Some((labels, rest.split_whitespace().next()?.parse::<f64>().ok()?))
+    })
 }
 
 fn label<'a>(labels: &'a str, name: &str) -> Option<&'a str> {
