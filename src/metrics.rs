@@ -240,13 +240,16 @@ pub enum EndReason {
     PublisherGone,
     /// A returning publisher brought other codecs than the viewers negotiated.
     CodecChanged,
+    /// A returning publisher brought a kind of media the viewer offered but could not
+    /// get before (answered inactive): closed so that its player joins again with it.
+    TracksChanged,
     /// The server is shutting down.
     Shutdown,
 }
 
 impl EndReason {
     /// All reasons, in counter order.
-    pub const ALL: [EndReason; 11] = [
+    pub const ALL: [EndReason; 12] = [
         EndReason::Delete,
         EndReason::Kicked,
         EndReason::StreamStopped,
@@ -257,6 +260,7 @@ impl EndReason {
         EndReason::InternalError,
         EndReason::PublisherGone,
         EndReason::CodecChanged,
+        EndReason::TracksChanged,
         EndReason::Shutdown,
     ];
 
@@ -273,6 +277,7 @@ impl EndReason {
             EndReason::InternalError => "internal-error",
             EndReason::PublisherGone => "publisher-gone",
             EndReason::CodecChanged => "codec-changed",
+            EndReason::TracksChanged => "tracks-changed",
             EndReason::Shutdown => "shutdown",
         }
     }

@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use str0m::media::MediaKind;
+
 use crate::auth::Grant;
 use crate::core::{KeyframeCache, SourcePacket};
 use crate::metrics::StreamStats;
@@ -86,6 +88,10 @@ pub struct SessionInfo {
     pub etag: String,
     /// How it was authorized: the rights later requests on it are checked against.
     pub grant: Grant,
+    /// A viewer's kinds of media that it offered but the stream lacked when it joined
+    /// (answered inactive): a source that brings one of them closes the viewer, so
+    /// that its player joins again and gets it.
+    pub idle_kinds: Vec<MediaKind>,
 }
 
 const NO_WORKER: usize = usize::MAX;
@@ -199,7 +205,12 @@ enum SourceState {
 struct StreamEntry {
     shared: Arc<StreamShared>,
     source: SourceState,
+    /// The current source's codecs, one per kind, numbered as in `known`.
     codecs: Vec<ChosenCodec>,
+    /// Every codec the stream's viewers may have negotiated, one per kind: a source
+    /// that lacks a kind leaves it here, so that one bringing it back with the same
+    /// codec keeps its viewers and their payload type.
+    known: Vec<ChosenCodec>,
     epoch: u32,
     viewers: usize,
 }
@@ -220,6 +231,10 @@ pub struct PublishGrant {
     /// Workers whose viewers must be closed because the returning publisher's codecs
     /// differ from what they negotiated (bit mask, usually 0).
     pub end_viewers_on: u64,
+    /// Viewers to close because the publisher brings a kind of media they offered but
+    /// were answered inactive (see [`SessionInfo::idle_kinds`]): their players join
+    /// again and get it. Empty when `end_viewers_on` closes them all anyway.
+    pub rejoin: Vec<SessionInfo>,
     /// The stream's codecs as viewers know them. A publisher returning with the same
     /// codecs under other payload type numbers keeps the first numbering, so the
     /// publisher maps its own payload types onto these.
@@ -267,7 +282,10 @@ impl Registry {
 
     /// Makes `id` the source of `stream`. Fails when another publisher is live.
     /// A publisher arriving during the grace period takes the stream over: its
-    /// viewers stay and see a new epoch.
+    /// viewers stay and see a new epoch. It may bring fewer kinds of media than the
+    /// last one (viewers keep the others, quiet) or more (viewers that offered the
+    /// new kind are closed to join again, see [`PublishGrant::rejoin`]); a codec
+    /// other than the one viewers negotiated for a kind closes every viewer.
     pub fn begin_publish(
         &self,
         stream: &str,
@@ -288,6 +306,7 @@ impl Registry {
                     deadline: Instant::now(),
                 },
                 codecs: Vec::new(),
+                known: Vec::new(),
                 epoch: 0,
                 viewers: 0,
             });
@@ -296,24 +315,56 @@ impl Registry {
             SourceState::Rtp => return Err(RegistryError::RtpSource(stream.to_owned())),
             SourceState::Gone { .. } => {}
         }
+        let conflict = codecs.iter().any(|c| {
+            entry
+                .known
+                .iter()
+                .any(|k| k.kind == c.kind && !same_codec(k, c))
+        });
         let mut end_viewers_on = 0;
-        if entry.viewers > 0 && same_codecs(&entry.codecs, &codecs) {
-            // Keep the numbering the viewers were set up with.
-        } else {
+        if entry.viewers == 0 || conflict {
             if entry.viewers > 0 {
                 end_viewers_on = entry.shared.viewer_workers();
             }
-            entry.codecs = codecs;
+            entry.known = codecs.clone();
+        } else {
+            // Keep the numbering the viewers were set up with; learn new kinds.
+            for c in &codecs {
+                if !entry.known.iter().any(|k| k.kind == c.kind) {
+                    entry.known.push(c.clone());
+                }
+            }
         }
+        entry.codecs = entry
+            .known
+            .iter()
+            .filter(|k| codecs.iter().any(|c| c.kind == k.kind))
+            .cloned()
+            .collect();
         entry.source = SourceState::Live(id);
         entry.epoch = entry.epoch.wrapping_add(1);
         entry.shared.source_worker.store(worker, Ordering::Release);
-        let grant = PublishGrant {
+        let grant_codecs = entry.codecs.clone();
+        let mut grant = PublishGrant {
             shared: entry.shared.clone(),
             epoch: entry.epoch,
             end_viewers_on,
-            canonical: entry.codecs.clone(),
+            rejoin: Vec::new(),
+            canonical: grant_codecs,
         };
+        if end_viewers_on == 0 {
+            grant.rejoin = inner
+                .sessions
+                .values()
+                .filter(|s| s.kind == SessionKind::Viewer && *s.stream == *name)
+                .filter(|s| {
+                    s.idle_kinds
+                        .iter()
+                        .any(|k| grant.canonical.iter().any(|c| c.kind == *k))
+                })
+                .cloned()
+                .collect();
+        }
         inner.sessions.insert(
             id,
             SessionInfo {
@@ -323,6 +374,7 @@ impl Registry {
                 worker,
                 etag,
                 grant: auth,
+                idle_kinds: Vec::new(),
             },
         );
         Ok(grant)
@@ -348,6 +400,7 @@ impl Registry {
             StreamEntry {
                 shared: shared.clone(),
                 source: SourceState::Rtp,
+                known: codecs.clone(),
                 codecs,
                 epoch: 0,
                 viewers: 0,
@@ -365,7 +418,8 @@ impl Registry {
         }
     }
 
-    /// Adds a viewer of a stream that has a live source.
+    /// Adds a viewer of a stream that has a live source. `idle_kinds`: the kinds it
+    /// offered that the stream lacks (see [`SessionInfo::idle_kinds`]).
     pub fn join_viewer(
         &self,
         stream: &str,
@@ -373,6 +427,7 @@ impl Registry {
         worker: usize,
         etag: String,
         auth: Grant,
+        idle_kinds: Vec<MediaKind>,
     ) -> Result<Arc<StreamShared>, RegistryError> {
         let mut inner = self.lock();
         let entry = match inner.streams.get_mut(stream) {
@@ -390,6 +445,7 @@ impl Registry {
                 worker,
                 etag,
                 grant: auth,
+                idle_kinds,
             },
         );
         Ok(shared)
@@ -547,18 +603,13 @@ impl Registry {
     }
 }
 
-/// Same codecs (per kind: name, clock rate, channels, fmtp); payload type numbers may differ.
-fn same_codecs(a: &[ChosenCodec], b: &[ChosenCodec]) -> bool {
-    a.len() == b.len()
-        && a.iter().all(|x| {
-            b.iter().any(|y| {
-                y.kind == x.kind
-                    && y.codec.name.eq_ignore_ascii_case(&x.codec.name)
-                    && y.codec.clock_rate == x.codec.clock_rate
-                    && y.codec.channels == x.codec.channels
-                    && y.codec.fmtp == x.codec.fmtp
-            })
-        })
+/// The same codec (name, clock rate, channels, fmtp); payload type numbers may differ.
+fn same_codec(a: &ChosenCodec, b: &ChosenCodec) -> bool {
+    a.kind == b.kind
+        && a.codec.name.eq_ignore_ascii_case(&b.codec.name)
+        && a.codec.clock_rate == b.codec.clock_rate
+        && a.codec.channels == b.codec.channels
+        && a.codec.fmtp == b.codec.fmtp
 }
 
 #[cfg(test)]
@@ -601,7 +652,7 @@ mod tests {
             RegistryError::RtpSource("cam".into())
         );
         let s = r
-            .join_viewer("cam", SessionId(2), 0, "e".into(), Grant::Open)
+            .join_viewer("cam", SessionId(2), 0, "e".into(), Grant::Open, vec![])
             .unwrap();
         assert!(Arc::ptr_eq(&s, &shared));
         assert_eq!(s.source_worker(), None);
@@ -617,13 +668,13 @@ mod tests {
     fn viewer_needs_a_live_source() {
         let r = reg();
         assert!(matches!(
-            r.join_viewer("a", SessionId(9), 0, "e".into(), Grant::Open),
+            r.join_viewer("a", SessionId(9), 0, "e".into(), Grant::Open, vec![]),
             Err(RegistryError::NoSource(_))
         ));
         r.begin_publish("a", SessionId(1), 1, "e".into(), vec![], Grant::Open)
             .unwrap();
         let shared = r
-            .join_viewer("a", SessionId(9), 0, "e".into(), Grant::Open)
+            .join_viewer("a", SessionId(9), 0, "e".into(), Grant::Open, vec![])
             .unwrap();
         assert_eq!(shared.source_worker(), Some(1));
     }
@@ -635,7 +686,7 @@ mod tests {
         let g1 = r
             .begin_publish("a", SessionId(1), 0, "e".into(), vec![], Grant::Open)
             .unwrap();
-        r.join_viewer("a", SessionId(9), 0, "e".into(), Grant::Open)
+        r.join_viewer("a", SessionId(9), 0, "e".into(), Grant::Open, vec![])
             .unwrap();
         r.remove_session(SessionId(1), t0);
         assert_eq!(g1.shared.source_worker(), None);
@@ -669,11 +720,172 @@ mod tests {
         let t0 = Instant::now();
         r.begin_publish("a", SessionId(1), 0, "e".into(), vec![], Grant::Open)
             .unwrap();
-        r.join_viewer("a", SessionId(2), 0, "e".into(), Grant::Open)
+        r.join_viewer("a", SessionId(2), 0, "e".into(), Grant::Open, vec![])
             .unwrap();
         r.remove_session(SessionId(2), t0);
         r.remove_session(SessionId(1), t0);
         r.expire(t0 + Duration::from_secs(31));
         assert_eq!(r.counts(), RegistryCounts::default());
+    }
+
+    fn codec(kind: MediaKind, name: &str, pt: u8) -> ChosenCodec {
+        let (clock_rate, channels) = match kind {
+            MediaKind::Audio => (48_000, Some(2)),
+            MediaKind::Video => (90_000, None),
+        };
+        ChosenCodec {
+            kind,
+            mid: "0".into(),
+            codec: crate::sdp::OfferedCodec {
+                pt,
+                name: name.into(),
+                clock_rate,
+                channels,
+                fmtp: String::new(),
+                rtx_pt: None,
+                nack: false,
+                pli: false,
+                fir: false,
+                transport_cc: false,
+            },
+        }
+    }
+
+    fn kinds(codecs: &[ChosenCodec]) -> Vec<(MediaKind, u8)> {
+        codecs.iter().map(|c| (c.kind, c.codec.pt)).collect()
+    }
+
+    #[test]
+    fn a_returning_source_with_fewer_kinds_keeps_the_viewers() {
+        let r = reg();
+        let t0 = Instant::now();
+        let av = vec![
+            codec(MediaKind::Audio, "opus", 111),
+            codec(MediaKind::Video, "VP8", 96),
+        ];
+        r.begin_publish("a", SessionId(1), 0, "e".into(), av, Grant::Open)
+            .unwrap();
+        r.join_viewer("a", SessionId(9), 0, "e".into(), Grant::Open, vec![])
+            .unwrap();
+        r.remove_session(SessionId(1), t0);
+        let video_only = vec![codec(MediaKind::Video, "VP8", 100)];
+        let g = r
+            .begin_publish("a", SessionId(2), 0, "e".into(), video_only, Grant::Open)
+            .unwrap();
+        assert_eq!(g.end_viewers_on, 0);
+        assert!(g.rejoin.is_empty());
+        // The viewers' numbering stays; new viewers are offered video alone.
+        assert_eq!(kinds(&g.canonical), vec![(MediaKind::Video, 96)]);
+        assert_eq!(
+            kinds(&r.live_codecs("a").unwrap()),
+            vec![(MediaKind::Video, 96)]
+        );
+    }
+
+    #[test]
+    fn a_returning_source_that_brings_a_kind_back_closes_only_the_viewers_that_lacked_it() {
+        let r = reg();
+        let t0 = Instant::now();
+        let audio = codec(MediaKind::Audio, "opus", 111);
+        let video = codec(MediaKind::Video, "VP8", 96);
+        r.begin_publish(
+            "a",
+            SessionId(1),
+            0,
+            "e".into(),
+            vec![audio.clone(), video.clone()],
+            Grant::Open,
+        )
+        .unwrap();
+        // Viewer 9 joined with both kinds.
+        r.join_viewer("a", SessionId(9), 0, "e".into(), Grant::Open, vec![])
+            .unwrap();
+        r.remove_session(SessionId(1), t0);
+        r.begin_publish(
+            "a",
+            SessionId(2),
+            0,
+            "e".into(),
+            vec![video.clone()],
+            Grant::Open,
+        )
+        .unwrap();
+        // Viewer 10 joined the video-only stream, its audio answered inactive.
+        r.join_viewer(
+            "a",
+            SessionId(10),
+            1,
+            "e".into(),
+            Grant::Open,
+            vec![MediaKind::Audio],
+        )
+        .unwrap();
+        r.remove_session(SessionId(2), t0);
+        let mut audio_again = audio.clone();
+        audio_again.codec.pt = 109;
+        let g = r
+            .begin_publish(
+                "a",
+                SessionId(3),
+                0,
+                "e".into(),
+                vec![audio_again, video],
+                Grant::Open,
+            )
+            .unwrap();
+        assert_eq!(g.end_viewers_on, 0);
+        let rejoin: Vec<(SessionId, usize)> = g.rejoin.iter().map(|s| (s.id, s.worker)).collect();
+        assert_eq!(rejoin, vec![(SessionId(10), 1)]);
+        // Audio is numbered as viewer 9 negotiated it.
+        assert_eq!(
+            kinds(&g.canonical),
+            vec![(MediaKind::Audio, 111), (MediaKind::Video, 96)]
+        );
+    }
+
+    #[test]
+    fn a_returning_source_with_another_codec_for_a_kind_closes_every_viewer() {
+        let r = reg();
+        let t0 = Instant::now();
+        let g1 = r
+            .begin_publish(
+                "a",
+                SessionId(1),
+                0,
+                "e".into(),
+                vec![codec(MediaKind::Video, "VP8", 96)],
+                Grant::Open,
+            )
+            .unwrap();
+        r.join_viewer(
+            "a",
+            SessionId(9),
+            0,
+            "e".into(),
+            Grant::Open,
+            vec![MediaKind::Audio],
+        )
+        .unwrap();
+        g1.shared.set_viewer_worker(0, true);
+        r.remove_session(SessionId(1), t0);
+        let g = r
+            .begin_publish(
+                "a",
+                SessionId(2),
+                0,
+                "e".into(),
+                vec![
+                    codec(MediaKind::Audio, "opus", 111),
+                    codec(MediaKind::Video, "H264", 102),
+                ],
+                Grant::Open,
+            )
+            .unwrap();
+        assert_eq!(g.end_viewers_on, 0b1);
+        assert!(g.rejoin.is_empty(), "every viewer is closed anyway");
+        assert_eq!(
+            kinds(&g.canonical),
+            vec![(MediaKind::Audio, 111), (MediaKind::Video, 102)]
+        );
     }
 }

@@ -308,6 +308,80 @@ async fn publisher_returning_within_grace_resumes_media_to_the_same_viewers_seam
     server.shutdown().await;
 }
 
+/// A publisher that returns within the grace period with another set of tracks: its
+/// viewers keep what it still sends; a viewer that offered audio to the video-only
+/// stream (answered inactive) is closed when audio comes back, so its player joins
+/// again and gets it; a viewer that had audio all along keeps its session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_returning_with_other_tracks_keeps_its_viewers_or_lets_them_rejoin() {
+    let server = common::start().await;
+    let base = server.base_url();
+    let video_only = || PublisherOptions {
+        audio: false,
+        ..PublisherOptions::default()
+    };
+    let first = publish(&base, "tracks", PublisherOptions::default()).await;
+    let had_audio = view(&base, "tracks").await;
+    had_audio
+        .wait_for(Duration::from_secs(10), |p| count(MediaKind::Audio, p) > 20)
+        .await
+        .expect("audio arrives");
+    first.delete().await.unwrap();
+
+    // Back without audio: the viewer stays and its video resumes.
+    let second = publish(&base, "tracks", video_only()).await;
+    let before = count(MediaKind::Video, &had_audio.received());
+    had_audio
+        .wait_for(Duration::from_secs(10), |p| {
+            count(MediaKind::Video, p) > before + 60
+        })
+        .await
+        .expect("video resumes to the viewer that had audio");
+    let lacked_audio = view(&base, "tracks").await;
+    assert_eq!(
+        answer_directions(lacked_audio.answer_sdp())[0],
+        ("audio".to_owned(), "inactive")
+    );
+    lacked_audio
+        .wait_for(Duration::from_secs(10), |p| count(MediaKind::Video, p) > 30)
+        .await
+        .expect("video reaches the viewer that joined the video-only stream");
+    second.delete().await.unwrap();
+
+    // Back with audio: the viewer that lacked it is closed to join again.
+    let _third = publish(&base, "tracks", PublisherOptions::default()).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lacked_audio.is_connected() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !lacked_audio.is_connected(),
+        "the viewer without audio was not closed"
+    );
+    let audio_before = count(MediaKind::Audio, &had_audio.received());
+    had_audio
+        .wait_for(Duration::from_secs(10), |p| {
+            count(MediaKind::Audio, p) > audio_before + 20
+        })
+        .await
+        .expect("audio resumes to the viewer that had it");
+    assert!(had_audio.is_connected());
+    let again = view(&base, "tracks").await;
+    again
+        .wait_for(Duration::from_secs(10), |p| count(MediaKind::Audio, p) > 20)
+        .await
+        .expect("a viewer joining again gets audio");
+    assert_eq!(
+        common::metric(
+            &base,
+            "wishd_sessions_ended_total{reason=\"tracks-changed\"}"
+        )
+        .await,
+        1.0
+    );
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewers_are_closed_when_the_grace_period_ends_without_a_publisher() {
     let server = common::start_with(|c| c.publisher_grace = Duration::from_millis(800)).await;
@@ -415,7 +489,69 @@ async fn audio_only_stream_serves_a_viewer_that_offers_audio_and_video() {
         .expect("audio arrives");
     assert_eq!(count(MediaKind::Video, &v.received()), 0);
     assert!(v.answer_sdp().contains("opus"));
+    // The video m-line stays bundled, inactive: browsers refuse an answer that
+    // rejects a bundled m-line with port 0.
+    assert_eq!(
+        answer_directions(v.answer_sdp()),
+        [("audio", "sendonly"), ("video", "inactive")].map(|(m, d)| (m.to_owned(), d))
+    );
     assert_intact_and_in_order(&of(MediaKind::Audio, &v.received()), "audio-only stream");
+    server.shutdown().await;
+}
+
+/// Each m-section of an answer as (media, direction), after checking that none is
+/// rejected (port 0) and that the BUNDLE group lists every mid.
+fn answer_directions(answer: &str) -> Vec<(String, &'static str)> {
+    let lines = wishd::sdp::sdp_lines(answer);
+    let mut mids = Vec::new();
+    let mut out = Vec::new();
+    for section in wishd::sdp::sections(&lines).skip(1) {
+        let mut m = section[0].split(' ');
+        let media = m.next().unwrap_or("").trim_start_matches("m=");
+        assert_ne!(m.next(), Some("0"), "a rejected m-line:\n{answer}");
+        let find = |p: &str| section.iter().find_map(|l| l.strip_prefix(p));
+        mids.push(find("a=mid:").unwrap_or("?"));
+        let dir = ["sendonly", "recvonly", "sendrecv", "inactive"]
+            .into_iter()
+            .find(|d| section.iter().any(|l| l.strip_prefix("a=") == Some(*d)))
+            .unwrap_or("sendrecv");
+        out.push((media.to_owned(), dir));
+    }
+    let bundle = format!("a=group:BUNDLE {}", mids.join(" "));
+    assert!(
+        lines.contains(&bundle.as_str()),
+        "expected {bundle}:\n{answer}"
+    );
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn video_only_stream_answers_a_viewers_audio_inactive_and_bundled() {
+    let server = common::start().await;
+    let base = server.base_url();
+    let publisher = publish(
+        &base,
+        "silent-cam",
+        PublisherOptions {
+            audio: false,
+            ..PublisherOptions::default()
+        },
+    )
+    .await;
+    // The publisher's own answer: one video m-line, received.
+    assert_eq!(
+        answer_directions(publisher.answer_sdp()),
+        [("video".to_owned(), "recvonly")]
+    );
+    let v = view(&base, "silent-cam").await;
+    assert_eq!(
+        answer_directions(v.answer_sdp()),
+        [("audio", "inactive"), ("video", "sendonly")].map(|(m, d)| (m.to_owned(), d))
+    );
+    v.wait_for(Duration::from_secs(10), |p| count(MediaKind::Video, p) > 50)
+        .await
+        .expect("video arrives");
+    assert_eq!(count(MediaKind::Audio, &v.received()), 0);
     server.shutdown().await;
 }
 

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use str0m::config::DtlsCert;
 use str0m::format::CodecConfig;
-use str0m::media::{KeyframeRequestKind, Mid};
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
 use str0m::rtp::{Extension, ExtensionMap};
 use str0m::{Candidate, Rtc, RtcConfig};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -372,17 +372,23 @@ impl Media {
             chosen.clone(),
             grant,
         )?;
-        // str0m reads only the chosen codecs (see `sdp::trim`).
+        // str0m reads only the chosen codecs (see `sdp::trim`); an m-line that sends
+        // nothing is answered inactive.
+        let used: Vec<&str> = chosen.iter().map(|c| c.mid.as_str()).collect();
+        let idle = sdp::idle_lines(&offer, &used);
         let keep: Vec<_> = chosen
             .iter()
             .map(|c| trim::Keep::codec(&c.mid, c.codec.pt, c.codec.rtx_pt))
+            .chain(idle.iter().map(|l| trim::Keep::idle(&l.mid, l.codec.pt)))
             .collect();
         let offer_sdp = trim::keep_codecs(offer_sdp, &keep);
+        let mut params: Vec<_> = chosen.iter().map(ChosenCodec::payload_params).collect();
+        params.extend(idle.iter().map(sdp::IdleLine::payload_params));
         let built = self.negotiate(
             &self.template,
             worker,
             &offer_sdp,
-            publisher_codecs(&chosen),
+            CodecConfig::new_from_payload_params(params),
             None,
         );
         let (rtc, answer, ufrag) = match built {
@@ -423,6 +429,9 @@ impl Media {
                 grant.end_viewers_on,
                 EndReason::CodecChanged,
             );
+        }
+        for viewer in &grant.rejoin {
+            self.close_soon(viewer, EndReason::TracksChanged);
         }
         let session = worker::NewSession {
             id,
@@ -470,10 +479,15 @@ impl Media {
                 first_timestamp: rand::random(),
             });
         }
-        // str0m reads only the codecs the viewer gets (see `sdp::trim`).
+        // str0m reads only the codecs the viewer gets (see `sdp::trim`); an m-line of
+        // a kind the stream lacks is answered inactive.
+        let used: Vec<&str> = plan.iter().map(|t| t.mid.as_str()).collect();
+        let idle = sdp::idle_lines(&offer, &used);
+        params.extend(idle.iter().map(sdp::IdleLine::payload_params));
         let keep: Vec<_> = plan
             .iter()
             .map(|t| trim::Keep::codec(&t.mid, t.viewer_pt, t.viewer_rtx_pt))
+            .chain(idle.iter().map(|l| trim::Keep::idle(&l.mid, l.codec.pt)))
             .collect();
         let offer_sdp = trim::keep_codecs(offer_sdp, &keep);
         // The direct egress path needs the keys the session's DTLS exports.
@@ -487,9 +501,14 @@ impl Media {
         )?;
         // Audio and video in one media stream, so the player syncs them.
         let answer = sdp::msid::one_stream(&answer, stream);
-        let shared = self
-            .registry
-            .join_viewer(stream, id, worker.index, etag.clone(), grant)?;
+        let waiting: Vec<MediaKind> = idle
+            .iter()
+            .map(|l| l.kind)
+            .filter(|k| !codecs.iter().any(|c| c.kind == *k))
+            .collect();
+        let shared =
+            self.registry
+                .join_viewer(stream, id, worker.index, etag.clone(), grant, waiting)?;
         let session = worker::NewSession {
             id,
             rtc,
@@ -557,6 +576,18 @@ impl Media {
             Ok(true) => Ok(()),
             Ok(false) => Err(RegistryError::UnknownSession.into()),
             Err(_) => Err(MediaError::Unavailable),
+        }
+    }
+
+    /// Asks the session's worker to end it for `reason`, without waiting for it.
+    fn close_soon(&self, info: &SessionInfo, reason: EndReason) {
+        if let Some(worker) = self.workers.get(info.worker) {
+            let (reply, _) = oneshot::channel();
+            let _ = worker.tx.try_send(WorkerMsg::Close {
+                id: info.id,
+                reason,
+                reply,
+            });
         }
     }
 
@@ -748,12 +779,6 @@ pub(crate) fn send_to_viewer_workers(
         }
     }
     local.is_some_and(|w| mask & (1 << w) != 0)
-}
-
-/// The codec configuration of a publisher's `Rtc`: exactly the chosen codecs, so the
-/// answer names one codec per m-line.
-fn publisher_codecs(chosen: &[ChosenCodec]) -> CodecConfig {
-    CodecConfig::new_from_payload_params(chosen.iter().map(|c| c.payload_params()).collect())
 }
 
 /// The codec family of an rtpmap name.

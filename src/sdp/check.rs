@@ -146,7 +146,7 @@ fn publishable(codec: &OfferedCodec, kind: MediaKind) -> bool {
     }
 }
 
-/// Checks a WHIP offer and chooses one codec per m-line.
+/// Checks a WHIP offer and chooses one codec per m-line that sends.
 ///
 /// The choice is the first codec in the offer's preference order that wishd supports:
 /// H264 with packetization-mode=1 (and a `profile-level-id` str0m can classify), VP8, VP9,
@@ -154,14 +154,17 @@ fn publishable(codec: &OfferedCodec, kind: MediaKind) -> bool {
 /// PT and rtcp-fb flags.
 ///
 /// Errors (Unsupported unless noted): no audio/video m-line ("offer has no audio or
-/// video"); only a data channel; more than one audio or more than one video m-line; an
-/// m-line recvonly or inactive ("WHIP offer must send media: m-line 0 is recvonly"); no
-/// supported codec on an m-line (naming the codecs offered and the ones wishd supports);
+/// video"); only a data channel; more than one sending audio or video m-line; no m-line
+/// that sends ("WHIP offer must send media: m-line 0 is recvonly"); no supported codec on
+/// a sending m-line (naming the codecs offered and the ones wishd supports);
 /// no BUNDLE group covering all media m-lines; missing ice-ufrag/ice-pwd or fingerprint
 /// -> Malformed; missing a=rtcp-mux -> Unsupported; a=mid missing -> Malformed.
 ///
-/// Data-channel m-lines beside audio/video are ignored (str0m will reject them in the
-/// answer; that is fine), as are rejected m-lines (port 0 without `a=bundle-only`).
+/// A recvonly or inactive m-line beside one that sends carries nothing into the stream:
+/// it is answered inactive ([`idle_lines`]), so a client that keeps an audio m-line
+/// with its microphone off still publishes its video. Data-channel m-lines beside
+/// audio/video are ignored (str0m will reject them in the answer; that is fine), as are
+/// rejected m-lines (port 0 without `a=bundle-only`).
 pub fn check_publish_offer(offer: &Offer) -> Result<Vec<ChosenCodec>, SdpError> {
     let lines = check_transport(offer)?;
     let protocol = Role::Publish.protocol();
@@ -169,7 +172,7 @@ pub fn check_publish_offer(offer: &Offer) -> Result<Vec<ChosenCodec>, SdpError> 
     for kind in [MediaKind::Audio, MediaKind::Video] {
         let idx: Vec<String> = lines
             .iter()
-            .filter(|l| l.kind == kind)
+            .filter(|l| l.kind == kind && l.media.direction.sends())
             .map(|l| l.index.to_string())
             .collect();
         if idx.len() > 1 {
@@ -182,15 +185,20 @@ pub fn check_publish_offer(offer: &Offer) -> Result<Vec<ChosenCodec>, SdpError> 
         }
     }
 
+    // An m-line that sends nothing is answered inactive (`idle_lines`); an offer where
+    // no m-line sends cannot feed a stream.
+    if let Some(quiet) = lines.iter().find(|l| !l.media.direction.sends())
+        && lines.iter().all(|l| !l.media.direction.sends())
+    {
+        return Err(SdpError::Unsupported(format!(
+            "{protocol} offer must send media: m-line {} is {}",
+            quiet.index,
+            quiet.media.direction.as_str()
+        )));
+    }
+
     let mut chosen = Vec::with_capacity(lines.len());
-    for line in &lines {
-        if !line.media.direction.sends() {
-            return Err(SdpError::Unsupported(format!(
-                "{protocol} offer must send media: m-line {} is {}",
-                line.index,
-                line.media.direction.as_str()
-            )));
-        }
+    for line in lines.iter().filter(|l| l.media.direction.sends()) {
         let Some(codec) = line.media.codecs.iter().find(|c| publishable(c, line.kind)) else {
             let supported = match line.kind {
                 MediaKind::Audio => AUDIO_SUPPORTED,
@@ -234,8 +242,8 @@ fn match_viewer(media: &OfferedMedia, source: &ChosenCodec) -> Option<(u8, Optio
 ///
 /// For each kind of the stream, the first viewer m-line of that kind with a codec that
 /// str0m's `CodecConfig::match_params` pairs with the stream's codec is planned (tracks
-/// come back in m-line order). A kind the stream does not have is left out (str0m answers
-/// that m-line inactive; not an error) — but if NO m-line of the offer can carry any
+/// come back in m-line order). A kind the stream does not have is left out (answered
+/// inactive, see [`idle_lines`]; not an error) — but if NO m-line of the offer can carry any
 /// track of the stream -> Unsupported naming the missing codec(s), e.g. "viewer offer has
 /// no codec for the stream's video: H264 profile-level-id=42e01f packetization-mode=1".
 ///
@@ -337,4 +345,55 @@ pub fn check_play_offer(offer: &Offer, stream: &[ChosenCodec]) -> Result<Vec<Pla
     }
     planned.sort_by_key(|(i, _)| *i);
     Ok(planned.into_iter().map(|(_, t)| t).collect())
+}
+
+/// An offered audio/video m-line that no media will flow on: a viewer's m-line of a
+/// kind the stream lacks, or a publisher's m-line that does not send. wishd answers it
+/// `a=inactive` with one of the offer's own codecs and keeps it in the BUNDLE group.
+///
+/// Rejecting it with port 0 would take it out of the group. RFC 8843 §7.3.3 limits what
+/// an answerer may reject of a BUNDLE group, and browsers, which tag their first m-line
+/// (audio, for every browser player), refuse an answer that rejects it ("Failed to
+/// setup RTCP mux" in Chromium): no browser could play a video-only stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdleLine {
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// The offer's mid for this m-line.
+    pub mid: String,
+    /// The codec the answer names (the first of the m-line's codecs str0m can answer).
+    pub codec: OfferedCodec,
+}
+
+impl IdleLine {
+    /// str0m params for the answer: the offer's own payload type and format.
+    pub fn payload_params(&self) -> PayloadParams {
+        self.codec.build_params()
+    }
+}
+
+/// The offer's active audio/video m-lines whose mid is not in `used`, each with a codec
+/// to answer it inactive with (see [`IdleLine`]). An m-line without any codec str0m can
+/// answer is left out; str0m then rejects it with port 0, the only answer left.
+pub fn idle_lines(offer: &Offer, used: &[&str]) -> Vec<IdleLine> {
+    offer
+        .media
+        .iter()
+        .filter(|m| m.is_active())
+        .filter_map(|m| {
+            let kind = m.kind?;
+            let mid = m.mid.as_deref()?;
+            if used.contains(&mid) {
+                return None;
+            }
+            let codec = m.codecs.iter().find(|c| {
+                c.codec().kind() == kind && c.payload_params().is_some_and(str0m_can_match)
+            })?;
+            Some(IdleLine {
+                kind,
+                mid: mid.to_owned(),
+                codec: codec.clone(),
+            })
+        })
+        .collect()
 }

@@ -42,7 +42,7 @@ mod tests;
 use str0m::format::{Codec, CodecSpec, FormatParams, PayloadParams};
 use str0m::media::{Frequency, MediaKind, Pt};
 
-pub use check::{check_play_offer, check_publish_offer};
+pub use check::{IdleLine, check_play_offer, check_publish_offer, idle_lines};
 pub use parse::parse_offer;
 pub use simulcast::decline_simulcast;
 

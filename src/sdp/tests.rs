@@ -427,14 +427,56 @@ fn publish_rejects_two_video_m_lines() {
 }
 
 #[test]
-fn publish_rejects_recvonly_m_line() {
-    let sdp = CHROME_WHIP.replacen("a=sendonly", "a=recvonly", 1);
+fn publish_rejects_an_offer_where_no_m_line_sends() {
+    let sdp = CHROME_WHIP.replace("a=sendonly", "a=recvonly");
     let msg = unsupported(check_publish_offer(&offer(&sdp)));
     assert_eq!(msg, "WHIP offer must send media: m-line 0 is recvonly");
 
     let sdp = CHROME_WHIP.replace("a=sendonly", "a=inactive");
     let msg = unsupported(check_publish_offer(&offer(&sdp)));
     assert_eq!(msg, "WHIP offer must send media: m-line 0 is inactive");
+}
+
+#[test]
+fn publish_takes_the_sending_m_line_and_leaves_a_quiet_one_idle() {
+    for quiet in ["a=recvonly", "a=inactive"] {
+        let sdp = CHROME_WHIP.replacen("a=sendonly", quiet, 1);
+        let parsed = offer(&sdp);
+        let chosen = check_publish_offer(&parsed).unwrap();
+        assert_eq!(chosen.len(), 1, "{quiet}");
+        assert_eq!(
+            (chosen[0].kind, chosen[0].mid.as_str()),
+            (MediaKind::Video, "1")
+        );
+        let idle = idle_lines(&parsed, &["1"]);
+        assert_eq!(idle.len(), 1, "{quiet}");
+        assert_eq!(
+            (idle[0].kind, idle[0].mid.as_str()),
+            (MediaKind::Audio, "0")
+        );
+        assert_eq!(idle[0].codec.name, "opus");
+    }
+}
+
+#[test]
+fn idle_lines_are_the_unused_active_av_m_lines_with_a_codec_str0m_answers() {
+    let parsed = offer(BROWSER_WHEP);
+    assert!(idle_lines(&parsed, &["a", "v"]).is_empty());
+    let idle = idle_lines(&parsed, &["a"]);
+    assert_eq!(idle.len(), 1);
+    assert_eq!(
+        (idle[0].kind, idle[0].mid.as_str()),
+        (MediaKind::Video, "v")
+    );
+    assert!(idle[0].codec.payload_params().is_some());
+    // A video m-line offering only H.265 has nothing str0m answers for wishd: left out.
+    let h265 = video(
+        "v",
+        "100",
+        "a=rtpmap:100 H265/90000\na=fmtp:100 profile-id=1;tier-flag=0;level-id=93\n",
+    );
+    let only_h265 = format!("{SESSION}{h265}");
+    assert!(idle_lines(&offer(&only_h265), &[]).is_empty());
 }
 
 #[test]
@@ -910,6 +952,110 @@ fn str0m_answers_viewer_with_planned_payload_types() {
         );
         if let Some(rtx) = track.viewer_rtx_pt {
             assert!(fmt.contains(&rtx.to_string().as_str()), "{answer}");
+        }
+    }
+}
+
+/// The answer str0m writes for `offer` when `plan` feeds some m-lines and the rest are
+/// idle, the way the media server builds it: trimmed offer, viewer params and idle params.
+fn answer_with_idle_lines(offer_sdp: &str, stream: &[ChosenCodec]) -> String {
+    use str0m::change::SdpOffer;
+    use str0m::format::CodecConfig;
+
+    let parsed = offer(offer_sdp);
+    let plan = check_play_offer(&parsed, stream).unwrap();
+    let used: Vec<&str> = plan.iter().map(|t| t.mid.as_str()).collect();
+    let idle = idle_lines(&parsed, &used);
+    let mut params: Vec<_> = plan
+        .iter()
+        .map(|t| t.viewer_params(stream.iter().find(|c| c.kind == t.kind).unwrap()))
+        .collect();
+    params.extend(idle.iter().map(IdleLine::payload_params));
+    let mut keep: Vec<_> = plan
+        .iter()
+        .map(|t| trim::Keep::codec(&t.mid, t.viewer_pt, t.viewer_rtx_pt))
+        .collect();
+    keep.extend(idle.iter().map(|l| trim::Keep::idle(&l.mid, l.codec.pt)));
+    let trimmed = trim::keep_codecs(&crlf(offer_sdp), &keep);
+    let mut cfg = str0m::Rtc::builder();
+    *cfg.codec_config() = CodecConfig::new_from_payload_params(params);
+    let mut rtc = cfg.build(std::time::Instant::now());
+    let sdp_offer = SdpOffer::from_sdp_string(&trimmed).expect("str0m parses");
+    rtc.sdp_api()
+        .accept_offer(sdp_offer)
+        .expect("str0m accepts")
+        .to_sdp_string()
+}
+
+/// Each m-section of `answer`: (its m= line, its mid, its direction).
+fn answered_sections(answer: &str) -> Vec<(String, String, String)> {
+    let lines = sdp_lines(answer);
+    sections(&lines)
+        .skip(1)
+        .map(|s| {
+            let attr = |names: &[&str]| {
+                s.iter()
+                    .find_map(|l| {
+                        names
+                            .iter()
+                            .find(|n| l.starts_with(*n))
+                            .map(|_| l.to_string())
+                    })
+                    .unwrap_or_default()
+            };
+            (
+                s[0].to_string(),
+                attr(&["a=mid:"]).trim_start_matches("a=mid:").to_string(),
+                attr(&["a=sendonly", "a=recvonly", "a=sendrecv", "a=inactive"]),
+            )
+        })
+        .collect()
+}
+
+/// A browser player offers audio and video (in either order); a stream that has only
+/// one of them answers the other inactive, inside the BUNDLE group, never with port 0.
+#[test]
+fn a_kind_the_stream_lacks_is_answered_inactive_and_stays_bundled() {
+    let video_first = {
+        let a = BROWSER_WHEP.find("m=audio").unwrap();
+        let v = BROWSER_WHEP.find("m=video").unwrap();
+        format!(
+            "{}{}{}",
+            &BROWSER_WHEP[..a],
+            &BROWSER_WHEP[v..],
+            &BROWSER_WHEP[a..v]
+        )
+        .replace("a=group:BUNDLE a v", "a=group:BUNDLE v a")
+    };
+    let video_only: Vec<ChosenCodec> = h264_stream()
+        .into_iter()
+        .filter(|c| c.kind == MediaKind::Video)
+        .collect();
+    let audio_only: Vec<ChosenCodec> = h264_stream()
+        .into_iter()
+        .filter(|c| c.kind == MediaKind::Audio)
+        .collect();
+    for (viewer, order) in [(BROWSER_WHEP.to_string(), "a v"), (video_first, "v a")] {
+        for (stream, fed) in [(&video_only, "v"), (&audio_only, "a")] {
+            let answer = answer_with_idle_lines(&viewer, stream);
+            assert!(
+                answer.contains(&format!("a=group:BUNDLE {order}\r\n")),
+                "{answer}"
+            );
+            let sections = answered_sections(&answer);
+            assert_eq!(sections.len(), 2, "{answer}");
+            for (m, mid, dir) in sections {
+                assert!(
+                    m.split(' ').nth(1) != Some("0"),
+                    "rejected m-line: {m}\n{answer}"
+                );
+                let want = if mid == fed {
+                    "a=sendonly"
+                } else {
+                    "a=inactive"
+                };
+                assert_eq!(dir, want, "mid {mid} of a stream feeding {fed}\n{answer}");
+            }
         }
     }
 }

@@ -13,6 +13,10 @@
 //! other line is kept as it is. An answer to the trimmed offer is an answer to the
 //! whole one (RFC 3264 §6: an answer names a subset of the offered formats). A section
 //! not named in `keep`, or where nothing would be left, is passed through untouched.
+//!
+//! A section kept [`Keep::idle`] also says `a=inactive` in place of its direction, so
+//! str0m answers it inactive: an m-line nothing will flow on stays in the BUNDLE group
+//! instead of being rejected (see [`super::IdleLine`]).
 
 use super::{push_line, sdp_lines, sections};
 
@@ -23,6 +27,8 @@ pub struct Keep<'a> {
     pub mid: &'a str,
     /// The payload types to keep (a codec and its RTX).
     pub pts: Vec<u8>,
+    /// The section is to be answered `a=inactive`.
+    pub inactive: bool,
 }
 
 impl<'a> Keep<'a> {
@@ -31,9 +37,22 @@ impl<'a> Keep<'a> {
         Keep {
             mid,
             pts: [Some(pt), rtx_pt].into_iter().flatten().collect(),
+            inactive: false,
+        }
+    }
+
+    /// The section `mid` keeps one codec, `pt`, and becomes `a=inactive`.
+    pub fn idle(mid: &'a str, pt: u8) -> Self {
+        Keep {
+            mid,
+            pts: vec![pt],
+            inactive: true,
         }
     }
 }
+
+/// The media direction attributes (RFC 3264 §5.1).
+const DIRECTIONS: [&str; 4] = ["a=sendrecv", "a=sendonly", "a=recvonly", "a=inactive"];
 
 /// The offer without the codecs that `keep` leaves out; lines end in CRLF.
 pub fn keep_codecs(offer: &str, keep: &[Keep<'_>]) -> String {
@@ -49,9 +68,15 @@ pub fn keep_codecs(offer: &str, keep: &[Keep<'_>]) -> String {
                 Some(m) => {
                     push_line(&mut out, &m);
                     for l in &section[1..] {
-                        if format_line_pt(l).is_none_or(|pt| k.pts.contains(&pt)) {
+                        let direction = DIRECTIONS.contains(l);
+                        if format_line_pt(l).is_none_or(|pt| k.pts.contains(&pt))
+                            && !(k.inactive && direction)
+                        {
                             push_line(&mut out, l);
                         }
+                    }
+                    if k.inactive {
+                        push_line(&mut out, "a=inactive");
                     }
                 }
                 None => section.iter().for_each(|l| push_line(&mut out, l)),
@@ -127,14 +152,8 @@ a=sctp-port:5000\r\n";
     #[test]
     fn only_the_chosen_codec_and_its_rtx_reach_str0m_and_every_other_line_stays() {
         let keep = [
-            Keep {
-                mid: "0",
-                pts: vec![111],
-            },
-            Keep {
-                mid: "1",
-                pts: vec![102, 103],
-            },
+            Keep::codec("0", 111, None),
+            Keep::codec("1", 102, Some(103)),
         ];
         let trimmed = keep_codecs(OFFER, &keep);
         // The offer with two m-lines shortened and the other codecs' lines gone.
@@ -160,10 +179,7 @@ a=sctp-port:5000\r\n";
     #[test]
     fn a_section_not_named_or_left_empty_passes_through_untouched() {
         // mid 1 names a PT the offer does not list: nothing would be left.
-        let keep = [Keep {
-            mid: "1",
-            pts: vec![45],
-        }];
+        let keep = [Keep::codec("1", 45, None)];
         assert_eq!(keep_codecs(OFFER, &keep), OFFER);
         assert_eq!(keep_codecs(OFFER, &[]), OFFER);
     }
@@ -172,10 +188,7 @@ a=sctp-port:5000\r\n";
     fn bare_newlines_and_a_missing_last_newline_are_read_too() {
         let offer = OFFER.replace("\r\n", "\n");
         let offer = offer.trim_end();
-        let keep = [Keep {
-            mid: "0",
-            pts: vec![0],
-        }];
+        let keep = [Keep::codec("0", 0, None)];
         let trimmed = keep_codecs(offer, &keep);
         assert!(
             trimmed.contains(
@@ -185,5 +198,23 @@ a=sctp-port:5000\r\n";
             "{trimmed}"
         );
         assert!(trimmed.ends_with("a=sctp-port:5000\r\n"));
+    }
+
+    #[test]
+    fn an_idle_section_keeps_one_codec_and_says_inactive_instead_of_its_direction() {
+        let offer = OFFER.replace("a=mid:0\r\n", "a=mid:0\r\na=recvonly\r\n");
+        let trimmed = keep_codecs(&offer, &[Keep::idle("0", 111)]);
+        let audio: Vec<&str> = trimmed
+            .split("m=video")
+            .next()
+            .unwrap()
+            .lines()
+            .skip_while(|l| !l.starts_with("m=audio"))
+            .collect();
+        assert_eq!(audio[0], "m=audio 9 UDP/TLS/RTP/SAVPF 111");
+        assert!(!audio.contains(&"a=recvonly"), "{trimmed}");
+        assert_eq!(audio.last(), Some(&"a=inactive"), "{trimmed}");
+        // The other sections are untouched.
+        assert!(trimmed.ends_with(&OFFER[OFFER.find("m=video").unwrap()..]));
     }
 }
