@@ -227,3 +227,114 @@ async fn chromium_publishes_from_the_publish_page_and_plays_on_the_watch_page_an
     locked.shutdown().await;
     open.shutdown().await;
 }
+
+/// Streams that lack a kind, as cameras without a microphone, radio feeds and a
+/// browser publishing its camera alone make them, play in Chromium: a bare
+/// `RTCPeerConnection` offering audio then video (as every browser player does) and
+/// one offering video then audio accept wishd's answer and decode what exists, and so
+/// do wishd's watch page and embedded player.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_plays_streams_that_have_only_video_or_only_audio() {
+    clients::require_playwright();
+    let (vport, aport) = (clients::free_port_pair(), clients::free_port_pair());
+    let server = common::start_with(|c| {
+        let mut video_only = camera_entry("cam-video", vport, 0);
+        video_only.audio = None;
+        let mut audio_only = camera_entry("cam-audio", 0, aport);
+        audio_only.video = None;
+        c.rtp.extend([video_only, audio_only]);
+    })
+    .await;
+    let base = server.base_url();
+
+    // One ffmpeg camera without a microphone, one audio source without a picture.
+    let dir = std::env::temp_dir().join(format!("wishd-partial-{}", std::process::id()));
+    let sources: Vec<_> = [
+        (vport.to_string(), "none".to_string(), "video"),
+        ("none".to_string(), aport.to_string(), "audio"),
+    ]
+    .into_iter()
+    .map(|(v, a, name)| {
+        let cwd = dir.join(name);
+        std::fs::create_dir_all(&cwd).expect("temp dir");
+        tokio::process::Command::new(clients::root().join("scripts/camera-ffmpeg.sh"))
+            .args(["127.0.0.1", &v, &a, "120"])
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("ffmpeg starts (apt-get install ffmpeg)")
+    })
+    .collect();
+
+    let plain = |name: &str, stream: &str, order: [&str; 2], video: bool, audio: bool| {
+        json!({ "name": name, "kind": "plain-view", "base": base, "stream": stream,
+                "order": order, "video": video, "audio": audio })
+    };
+    let av = ["audio", "video"];
+    let va = ["video", "audio"];
+    let plan = json!({
+        "out": clients::out_dir(),
+        "scenarios": [
+            plain("rtp-video a+v", "cam-video", av, true, false),
+            plain("rtp-video v+a", "cam-video", va, true, false),
+            plain("rtp-audio a+v", "cam-audio", av, false, true),
+            plain("rtp-audio v+a", "cam-audio", va, false, true),
+            { "name": "watch rtp-video", "kind": "watch-page", "base": base, "stream": "cam-video",
+              "video": true, "audio": false },
+            { "name": "embed rtp-audio", "kind": "watch", "base": base, "stream": "cam-audio",
+              "video": false, "audio": true, "screenshot": "embed-audio-only" },
+            // The publish page with "No microphone", watched on the watch page; then
+            // bare players of the same stream.
+            { "name": "whip-camera-only", "kind": "publish-watch", "base": base,
+              "stream": "web-camera-only", "codec": "H264", "resolution": "640x360",
+              "microphone": "none", "keep_publishing": true },
+            plain("whip-video a+v", "web-camera-only", av, true, false),
+            plain("whip-video v+a", "web-camera-only", va, true, false),
+        ],
+    });
+    let report = clients::run(
+        "chromium",
+        clients::node(&["conformance/browser/pages.mjs", &plan.to_string()]),
+        Duration::from_secs(150),
+    )
+    .await;
+    drop(sources);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let names = [
+        "rtp-video a+v",
+        "rtp-video v+a",
+        "rtp-audio a+v",
+        "rtp-audio v+a",
+        "watch rtp-video",
+        "embed rtp-audio",
+        "whip-camera-only",
+        "whip-video a+v",
+        "whip-video v+a",
+    ];
+    let failures: Vec<String> = names
+        .iter()
+        .filter_map(|n| scenario(&report, n).err())
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    for name in names {
+        let f = scenario(&report, name).expect("checked above");
+        println!(
+            "chromium {name}: WHEP POST → first {} {} ms; {} frames and {} audio packets in 2 s",
+            if name.contains("audio") {
+                "audio packet"
+            } else {
+                "decoded frame"
+            },
+            f.get("first_media_ms")
+                .or(f.get("first_frame_ms"))
+                .unwrap_or(&Value::Null),
+            f["frames_in_2s"],
+            f["audio_packets_in_2s"],
+        );
+    }
+    server.shutdown().await;
+}

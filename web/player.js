@@ -5,11 +5,14 @@
 //
 // Attributes: src (the WHEP endpoint), token (bearer token, optional), stats (show
 // the live statistics overlay). It starts muted (browsers only autoplay muted video)
-// with an unmute button, reconnects with backoff when the stream ends or the network
+// with an unmute button, plays what the stream has (a camera without a microphone as
+// video alone, a radio stream as audio with an "Audio only" card), reconnects with
+// backoff when the stream ends or the network
 // drops, waits for a stream nobody publishes yet (409 + Retry-After), and says why
 // when the server refuses (401, 403, 422). Events: `statechange` (detail: { state,
-// message }). Read `metrics` for the time to the first frame and `lastStats` for the
-// latest statistics.
+// message }). Read `metrics` for the time to the first frame (the first audio packet
+// of an audio-only stream), `kinds` for what the session carries and `lastStats` for
+// the latest statistics.
 
 import { explain, hangUp, negotiate, readStats } from './wish.js';
 
@@ -26,6 +29,9 @@ video { width: 100%; height: 100%; object-fit: contain; display: block; }
 button { position: absolute; top: 8px; right: 8px; border: 0; border-radius: 4px; padding: 6px 10px;
   background: rgba(255,255,255,.9); color: #000; font: inherit; cursor: pointer; }
 button[hidden] { display: none; }
+.card { position: absolute; inset: 0; display: grid; place-items: center; font-size: 20px;
+  letter-spacing: .04em; color: #ddd; pointer-events: none; }
+.card[hidden] { display: none; }
 `;
 
 /** Time from the WHEP POST without frames after which a stalled session is replaced. */
@@ -48,23 +54,29 @@ export class WishdPlayer extends HTMLElement {
   #msg;
   #stats;
   #unmute;
+  #card;
 
   constructor() {
     super();
     const root = this.attachShadow({ mode: 'open' });
     root.innerHTML = `<style>${STYLE}</style><video playsinline autoplay muted></video>
       <pre class="stats" part="stats"></pre><div class="msg" part="message" role="status"></div>
+      <div class="card" part="audio-only" hidden>♪ Audio only</div>
       <button type="button" part="unmute" hidden>Unmute</button>`;
     this.#video = root.querySelector('video');
     this.#msg = root.querySelector('.msg');
     this.#stats = root.querySelector('.stats');
     this.#unmute = root.querySelector('button');
+    this.#card = root.querySelector('.card');
     this.#unmute.addEventListener('click', () => this.#toggleMute());
     /** Figures for tests and dashboards: the time from the WHEP POST to the first
      *  decoded frame of the current connection, and how many connections were made. */
     this.metrics = { firstFrameMs: null, connects: 0, postAt: null };
     /** The latest statistics (see readStats in wish.js), or null. */
     this.lastStats = null;
+    /** The kinds of media the current session carries: the server answers a kind the
+     *  stream lacks inactive, e.g. ['video'] for a camera without a microphone. */
+    this.kinds = [];
     /** 'idle' | 'connecting' | 'playing' | 'waiting' | 'retrying' | 'error' | 'stopped' */
     this.state = 'idle';
     /** The last message shown, also when it is no longer on screen. */
@@ -118,7 +130,8 @@ export class WishdPlayer extends HTMLElement {
 
   #setState(state, message) {
     this.state = state;
-    this.#unmute.hidden = state !== 'playing';
+    // Nothing to unmute in a stream without audio.
+    this.#unmute.hidden = state !== 'playing' || !this.kinds.includes('audio');
     if (message !== undefined) {
       this.#msg.textContent = message;
       if (message) this.message = message;
@@ -173,6 +186,8 @@ export class WishdPlayer extends HTMLElement {
         onPost: () => { this.metrics.postAt = performance.now(); },
       });
       this.metrics.connects += 1;
+      this.kinds = fedKinds(pc);
+      this.#card.hidden = this.kinds.includes('video') || !this.kinds.includes('audio');
       const why = await this.#watch(pc, signal, () => { played = true; });
       return { played, why };
     } catch (error) {
@@ -181,6 +196,7 @@ export class WishdPlayer extends HTMLElement {
     } finally {
       pc.close();
       this.#video.srcObject = null;
+      this.#card.hidden = true;
       hangUp(location, token);
     }
   }
@@ -190,6 +206,8 @@ export class WishdPlayer extends HTMLElement {
     return new Promise((resolve) => {
       let prev = null;
       let lastFrames = 0;
+      // Decoded frames tell progress; without video, audio packets do.
+      const progress = this.kinds.includes('video') ? (s) => s.frames : (s) => s.audioPackets;
       let lastProgress = performance.now();
       let disconnectedSince = null;
       let timer = null;
@@ -215,12 +233,12 @@ export class WishdPlayer extends HTMLElement {
         } catch {
           return finish('The connection was lost');
         }
-        if (s.frames > lastFrames) {
+        if (progress(s) > lastFrames) {
           if (lastFrames === 0 && this.metrics.firstFrameMs === null) {
             this.metrics.firstFrameMs = Math.round(now - this.metrics.postAt);
             this.#video.play().catch(() => this.#setState('playing', 'Press play to start'));
           }
-          lastFrames = s.frames;
+          lastFrames = progress(s);
           lastProgress = now;
           if (this.state !== 'playing') {
             onPlaying();
@@ -244,6 +262,14 @@ export class WishdPlayer extends HTMLElement {
   }
 }
 
+/** The kinds the answer lets flow: a transceiver the server answered inactive (a kind
+ *  the stream lacks) carries nothing. */
+function fedKinds(pc) {
+  return pc.getTransceivers()
+    .filter((t) => t.currentDirection === 'recvonly' || t.currentDirection === 'sendrecv')
+    .map((t) => t.receiver.track.kind);
+}
+
 /** A session that ended by itself (not a 409/429/503 with Retry-After) backs off. */
 function retryIsBackoff(outcome) {
   return !outcome.error || outcome.error.retryAfter == null;
@@ -252,7 +278,7 @@ function retryIsBackoff(outcome) {
 function formatStats(s) {
   const ms = (v) => `${v.toFixed(0)} ms`;
   return [
-    `${s.codec || '?'} ${s.width}×${s.height} @ ${s.fps.toFixed(0)} fps`,
+    s.video ? `${s.codec || '?'} ${s.width}×${s.height} @ ${s.fps.toFixed(0)} fps` : `${s.audioCodec || '?'} audio only`,
     `${s.kbps.toFixed(0)} kbit/s`,
     `lost ${s.lost} packets`,
     `jitter buffer ${ms(s.jitterMs)}`,

@@ -147,15 +147,14 @@ export function explain(err, action, hadToken = false) {
 export async function readStats(pc, direction, prev) {
   const report = await pc.getStats();
   const now = performance.now();
-  const s = { at: now, video: null, audio: null, bytes: 0, codec: null };
+  const s = { at: now, video: null, audio: null, bytes: 0, codec: null, audioCodec: null };
   for (const r of report.values()) {
     if (r.type !== `${direction}-rtp` || !r.kind) continue;
     s[r.kind] = r;
     s.bytes += (direction === 'inbound' ? r.bytesReceived : r.bytesSent) || 0;
-    if (r.kind === 'video' && r.codecId) {
-      const c = report.get(r.codecId);
-      if (c) s.codec = c.mimeType.replace(/^video\//, '');
-    }
+    const c = r.codecId && report.get(r.codecId);
+    if (c && r.kind === 'video') s.codec = c.mimeType.replace(/^video\//, '');
+    if (c && r.kind === 'audio') s.audioCodec = c.mimeType.replace(/^audio\//, '');
   }
   const v = s.video || {};
   const dt = prev ? (now - prev.at) / 1000 : 0;
@@ -170,8 +169,11 @@ export async function readStats(pc, direction, prev) {
   if (direction === 'inbound') {
     s.lost = (v.packetsLost || 0) + ((s.audio && s.audio.packetsLost) || 0);
     s.audioPackets = (s.audio && s.audio.packetsReceived) || 0;
-    const dDelay = (v.jitterBufferDelay || 0) - (pv.jitterBufferDelay || 0);
-    const dCount = (v.jitterBufferEmittedCount || 0) - (pv.jitterBufferEmittedCount || 0);
+    // The video's jitter buffer, or the audio's in a stream without video.
+    const jb = s.video ? v : s.audio || {};
+    const pjb = (prev && (s.video ? prev.video : prev.audio)) || {};
+    const dDelay = (jb.jitterBufferDelay || 0) - (pjb.jitterBufferDelay || 0);
+    const dCount = (jb.jitterBufferEmittedCount || 0) - (pjb.jitterBufferEmittedCount || 0);
     s.jitterMs = dCount > 0 ? (dDelay / dCount) * 1000 : 0;
   } else {
     s.audioPackets = (s.audio && s.audio.packetsSent) || 0;

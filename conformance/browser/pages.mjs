@@ -5,17 +5,29 @@
 //
 // The plan: { "out": "conformance/out", "scenarios": [ ... ] }, each scenario one of
 //   { "kind": "publish-watch", "base", "stream", "codec", "resolution", "token",
-//     "watch_first": bool, "reconnect": bool, "screenshots": bool }
+//     "watch_first": bool, "reconnect": bool, "screenshots": bool, "microphone": "none" }
 //       the publish page publishes, the watch page plays (started before the publisher
 //       when watch_first: the player must wait through 409s); with reconnect, the
 //       publisher stops and starts again and the player must come back by itself.
+//       With "microphone": "none", the page publishes its camera alone; with
+//       "keep_publishing", it goes on publishing for the scenarios after this one.
 //   { "kind": "watch", "base", "stream", "expect_width", "expect_height", "screenshot",
-//     "watch_screenshot", "drop_network_ms" }
+//     "watch_screenshot", "drop_network_ms", "video": bool, "audio": bool }
 //       a <wishd-player> embedded, as the README's snippet says, in a page of another
 //       origin plays a stream some other client publishes (and, with
 //       watch_screenshot, the watch page too, for a screenshot). With
 //       "drop_network_ms", the media path is then cut for that long (only inside a
-//       test's own network namespace) and the player must recover.
+//       test's own network namespace) and the player must recover. "video" and
+//       "audio" (default true) say what the stream has: the player must play that
+//       and nothing else.
+//   { "kind": "watch-page", "base", "stream", "video": bool, "audio": bool, "screenshot" }
+//       wishd's watch page plays a stream some other client publishes.
+//   { "kind": "plain-view", "base", "stream", "order": ["audio", "video"], "video": bool,
+//     "audio": bool }
+//       a bare RTCPeerConnection on a page of another origin offers recvonly
+//       transceivers in `order`, applies the server's answer (the step a browser
+//       refuses when an answer rejects a bundled m-line) and must decode what the
+//       stream has: frames when "video", audio packets when "audio".
 //   { "kind": "refused", "base", "stream", "token", "expect_state", "expect_text",
 //     "then_token" }
 //       the watch page shows the server's refusal in words (then, with then_token
@@ -43,6 +55,8 @@ const out = plan.out || 'conformance/out';
 mkdirSync(out, { recursive: true });
 
 const log = (...a) => console.error('[pages]', ...a);
+/** Pages that outlive their scenario (a publisher later scenarios watch). */
+const kept = [];
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** Runs `fn`, naming `step` in the error if it throws. */
@@ -74,29 +88,42 @@ function playerFigures(page, sel) {
   }, sel);
 }
 
-/** The player plays: frames decoded keep growing, audio packets keep arriving. Two
- *  readings 2 s apart; returns the second, with the growth. */
-async function assertPlaying(ctx, page, sel, label) {
-  await step(ctx, `${label}: first decoded frame`, () => until(page,
-    (sel) => { const p = document.querySelector(sel); return p && p.state === 'playing' && p.lastStats && p.lastStats.frames > 0; },
-    sel, 20000));
+/** The player plays what the stream has: frames decoded keep growing (when `video`),
+ *  audio packets keep arriving (when `audio`), and a kind the stream lacks brings
+ *  nothing. Two readings 2 s apart; returns the second, with the growth. */
+async function assertPlaying(ctx, page, sel, label, { video = true, audio = true } = {}) {
+  await step(ctx, `${label}: first ${video ? 'decoded frame' : 'audio packet'}`, () => until(page,
+    ([sel, video]) => {
+      const p = document.querySelector(sel);
+      const s = p && p.lastStats;
+      return p.state === 'playing' && s && (video ? s.frames : s.audioPackets) > 0;
+    }, [sel, video], 20000));
   const a = await playerFigures(page, sel);
   await sleep(2000);
   const b = await playerFigures(page, sel);
-  await step(ctx, `${label}: framesDecoded grows`, () => {
-    if (!(b.frames > a.frames + 10)) throw new Error(`framesDecoded ${a.frames} → ${b.frames} in 2 s`);
+  await step(ctx, `${label}: framesDecoded ${video ? 'grows' : 'stays 0 (no video)'}`, () => {
+    if (video && !(b.frames > a.frames + 10)) throw new Error(`framesDecoded ${a.frames} → ${b.frames} in 2 s`);
+    if (!video && b.frames !== 0) throw new Error(`framesDecoded ${b.frames} from a stream without video`);
   });
-  await step(ctx, `${label}: audio packets arrive`, () => {
-    if (!(b.audioPackets > a.audioPackets)) throw new Error(`audio packetsReceived ${a.audioPackets} → ${b.audioPackets} in 2 s`);
+  await step(ctx, `${label}: audio packets ${audio ? 'arrive' : 'stay 0 (no audio)'}`, () => {
+    if (audio && !(b.audioPackets > a.audioPackets)) throw new Error(`audio packetsReceived ${a.audioPackets} → ${b.audioPackets} in 2 s`);
+    if (!audio && b.audioPackets !== 0) throw new Error(`${b.audioPackets} audio packets from a stream without audio`);
+  });
+  const kinds = await page.evaluate((sel) => document.querySelector(sel).kinds, sel);
+  await step(ctx, `${label}: the player knows the stream's kinds`, () => {
+    const want = [video && 'video', audio && 'audio'].filter(Boolean).sort().join();
+    if ([...kinds].sort().join() !== want) throw new Error(`player.kinds is ${JSON.stringify(kinds)}`);
   });
   return { ...b, framesIn2s: b.frames - a.frames, audioPacketsIn2s: b.audioPackets - a.audioPackets };
 }
 
 async function publishWatch(ctx, browser, sc) {
   const [w, h] = (sc.resolution || '640x360').split('x').map(Number);
+  const audio = sc.microphone !== 'none';
   const pub = await browser.newPage();
   const watch = await browser.newPage();
-  ctx.pages.push(pub, watch);
+  ctx.pages.push(watch);
+  (sc.keep_publishing ? kept : ctx.pages).push(pub);
   let index = null;
   if (sc.index) {
     // Opened before the stream exists: its row must appear without a reload.
@@ -118,6 +145,15 @@ async function publishWatch(ctx, browser, sc) {
     await pub.goto(`${sc.base}/publish.html?stream=${encodeURIComponent(sc.stream)}&codec=${sc.codec}&resolution=${w}x${h}`);
     await until(pub, () => window.wishdPublish && window.wishdPublish.state === 'idle');
   });
+  if (!audio) {
+    await step(ctx, 'publish: microphone off, the camera alone', async () => {
+      await pub.selectOption('#microphone', 'none');
+      await until(pub, () => {
+        const m = document.getElementById('preview').srcObject;
+        return m && m.getAudioTracks().length === 0 && m.getVideoTracks().length === 1;
+      });
+    });
+  }
   const offered = await pub.evaluate(() => [...document.getElementById('codec').options].map((o) => o.value));
   await step(ctx, `publish: offers ${sc.codec}`, () => {
     if (!offered.includes(sc.codec)) throw new Error(`the codec list has ${offered.join(', ')}`);
@@ -131,14 +167,18 @@ async function publishWatch(ctx, browser, sc) {
     if (pubState.state !== 'live') throw new Error(`the page says: ${pubState.message}`);
   });
   const sent = await step(ctx, 'publish: frames go out', () => until(pub,
-    () => { const s = window.wishdPublish.stats; return s && s.frames > 5 && s.audioPackets > 0 && s; }));
+    (audio) => { const s = window.wishdPublish.stats; return s && s.frames > 5 && (s.audioPackets > 0) === audio && s; }, audio));
   await step(ctx, `publish: sends ${sc.codec} at ${w}x${h}`, () => {
     if (sent.codec !== sc.codec) throw new Error(`outbound codec is ${sent.codec}`);
     if (sent.width !== w || sent.height !== h) throw new Error(`outbound resolution is ${sent.width}x${sent.height}`);
   });
   if (!sc.watch_first) await openWatch();
-  const seen = await assertPlaying(ctx, watch, '#player', 'watch');
-  await step(ctx, 'watch: autoplays muted, and the Unmute button unmutes', async () => {
+  const seen = await assertPlaying(ctx, watch, '#player', 'watch', { audio });
+  if (!audio) {
+    await step(ctx, 'watch: no Unmute button for a stream without audio', async () => {
+      if (await watch.locator('#player button').isVisible()) throw new Error('the Unmute button shows');
+    });
+  } else await step(ctx, 'watch: autoplays muted, and the Unmute button unmutes', async () => {
     const before = await watch.evaluate(() => {
       const v = document.getElementById('player').video;
       return { muted: v.muted, paused: v.paused };
@@ -170,7 +210,7 @@ async function publishWatch(ctx, browser, sc) {
     await step(ctx, 'index: the row matches', () => {
       if (!row[1].startsWith('WHIP')) throw new Error(`source is "${row[1]}"`);
       if (row[2] !== `${sc.codec} ${w}×${h}`) throw new Error(`video is "${row[2]}"`);
-      if (!/opus/i.test(row[3])) throw new Error(`audio is "${row[3]}"`);
+      if (audio !== /opus/i.test(row[3])) throw new Error(`audio is "${row[3]}"`);
     });
     if (sc.screenshots) await index.screenshot({ path: join(out, 'index.png') });
   }
@@ -192,7 +232,7 @@ async function publishWatch(ctx, browser, sc) {
     await step(ctx, 'watch: reconnects by itself', () => until(watch,
       () => { const p = document.getElementById('player'); return p.metrics.connects >= 2 && p.state === 'playing'; }, null, 20000));
     figures.reconnect_ms = Date.now() - t0;
-    const again = await assertPlaying(ctx, watch, '#player', 'watch after reconnect');
+    const again = await assertPlaying(ctx, watch, '#player', 'watch after reconnect', { audio });
     figures.reconnect_first_frame_ms = again.firstFrameMs;
   }
   return figures;
@@ -213,7 +253,14 @@ async function embedded(ctx, browser, sc) {
     await page.goto(site.url);
     await until(page, () => customElements.get('wishd-player') !== undefined);
   });
-  const seen = await assertPlaying(ctx, page, 'wishd-player', 'embedded player');
+  const kinds = { video: sc.video ?? true, audio: sc.audio ?? true };
+  const seen = await assertPlaying(ctx, page, 'wishd-player', 'embedded player', kinds);
+  if (!kinds.video) {
+    await step(ctx, 'embedded player: shows "Audio only"', async () => {
+      const card = page.locator('wishd-player').locator('.card');
+      if (!(await card.isVisible())) throw new Error('no "Audio only" card');
+    });
+  }
   await step(ctx, 'embedded player: resolution', () => {
     if (sc.expect_width && (seen.width !== sc.expect_width || seen.height !== sc.expect_height)) {
       throw new Error(`decoded ${seen.width}x${seen.height}, expected ${sc.expect_width}x${sc.expect_height}`);
@@ -271,6 +318,78 @@ async function dropNetwork(ctx, page, sel, ms) {
   const after = await playerFigures(page, sel);
   const messages = await page.evaluate(() => window.seenMessages);
   return { recovered_ms: Date.now() - restored, reconnected: after.connects > before.connects, drop_messages: messages };
+}
+
+async function watchPage(ctx, browser, sc) {
+  const page = await browser.newPage();
+  ctx.pages.push(page);
+  await step(ctx, 'watch page: loads', () => page.goto(`${sc.base}/watch.html?stream=${encodeURIComponent(sc.stream)}`));
+  const seen = await assertPlaying(ctx, page, '#player', 'watch page', { video: sc.video ?? true, audio: sc.audio ?? true });
+  if (sc.screenshot) await page.screenshot({ path: join(out, `${sc.screenshot}.png`) });
+  return {
+    first_media_ms: seen.firstFrameMs, frames_in_2s: seen.framesIn2s, audio_packets_in_2s: seen.audioPacketsIn2s,
+    width: seen.width, height: seen.height,
+  };
+}
+
+/** A bare RTCPeerConnection, as any site would write one, offers recvonly transceivers
+ *  in `sc.order` and must decode what the stream has. */
+async function plainView(ctx, browser, sc) {
+  const page = await browser.newPage();
+  ctx.pages.push(page);
+  const site = await embedSite('<!doctype html><title>plain</title>');
+  ctx.cleanup.push(() => site.close());
+  const want = { video: sc.video ?? true, audio: sc.audio ?? true };
+  await step(ctx, 'page of another origin loads', () => page.goto(site.url));
+  const answered = await step(ctx, `offer ${sc.order.join('+')}, POST, apply the answer`, () => page.evaluate(async ({ endpoint, order }) => {
+    const pc = new RTCPeerConnection();
+    for (const kind of order) pc.addTransceiver(kind, { direction: 'recvonly' });
+    await pc.setLocalDescription(await pc.createOffer());
+    await new Promise((resolve) => {
+      if (pc.iceGatheringState === 'complete') return resolve();
+      pc.addEventListener('icegatheringstatechange', () => pc.iceGatheringState === 'complete' && resolve());
+      setTimeout(resolve, 1500);
+    });
+    const postAt = performance.now();
+    const resp = await fetch(endpoint, { method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp });
+    if (resp.status !== 201) throw new Error(`POST → ${resp.status}: ${(await resp.text()).trim()}`);
+    const location = new URL(resp.headers.get('location'), endpoint).href;
+    const answer = await resp.text();
+    window.plain = { pc, postAt, hangUp: () => { pc.close(); return fetch(location, { method: 'DELETE' }); } };
+    await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+    return pc.getTransceivers().map((t) => `${t.receiver.track.kind}:${t.currentDirection}`);
+  }, { endpoint: `${sc.base}/whep/${encodeURIComponent(sc.stream)}`, order: sc.order }));
+  const read = () => page.evaluate(async () => {
+    const out = { frames: 0, audioPackets: 0, videoInbound: false, audioInbound: false, at: performance.now() - window.plain.postAt };
+    for (const r of (await window.plain.pc.getStats()).values()) {
+      if (r.type !== 'inbound-rtp') continue;
+      if (r.kind === 'video') { out.videoInbound = true; out.frames = r.framesDecoded || 0; }
+      if (r.kind === 'audio') { out.audioInbound = true; out.audioPackets = r.packetsReceived || 0; }
+    }
+    return out;
+  });
+  const first = await step(ctx, `first ${want.video ? 'decoded frame' : 'audio packet'}`, async () => {
+    const deadline = Date.now() + 20000;
+    for (;;) {
+      const r = await read();
+      if ((want.video ? r.frames : r.audioPackets) > 0) return r;
+      if (Date.now() > deadline) throw new Error(`nothing decoded in 20 s: ${JSON.stringify(r)}; connection ${await page.evaluate(() => window.plain.pc.connectionState)}`);
+      await sleep(25);
+    }
+  });
+  await sleep(2000);
+  const after = await read();
+  await step(ctx, 'decodes what the stream has, nothing else', () => {
+    if (want.video && !(after.frames > first.frames + 10)) throw new Error(`framesDecoded ${first.frames} → ${after.frames} in 2 s`);
+    if (want.audio && !(after.audioPackets > first.audioPackets)) throw new Error(`audio packets ${first.audioPackets} → ${after.audioPackets} in 2 s`);
+    if (!want.video && (after.videoInbound || after.frames)) throw new Error(`video from a stream without video: ${JSON.stringify(after)}`);
+    if (!want.audio && (after.audioInbound || after.audioPackets)) throw new Error(`audio from a stream without audio: ${JSON.stringify(after)}`);
+  });
+  await step(ctx, 'DELETE the session', () => page.evaluate(() => window.plain.hangUp()));
+  return {
+    transceivers: answered, first_media_ms: Math.round(first.at),
+    frames_in_2s: after.frames - first.frames, audio_packets_in_2s: after.audioPackets - first.audioPackets,
+  };
 }
 
 async function refused(ctx, browser, sc) {
@@ -371,7 +490,10 @@ function embedSite(html) {
   });
 }
 
-const KINDS = { 'publish-watch': publishWatch, watch: embedded, refused, 'index-token': indexToken, reasons, 'publish-refused': publishRefused };
+const KINDS = {
+  'publish-watch': publishWatch, watch: embedded, 'watch-page': watchPage, 'plain-view': plainView,
+  refused, 'index-token': indexToken, reasons, 'publish-refused': publishRefused,
+};
 
 async function main() {
   const browser = await launch(chromium);
@@ -397,6 +519,7 @@ async function main() {
       for (const c of ctx.cleanup) await c().catch(() => {});
     }
   }
+  for (const p of kept) await p.close().catch(() => {});
   await browser.close();
   console.log(JSON.stringify({ client: 'chromium', version, results }));
 }
