@@ -141,6 +141,7 @@ pub async fn run(opts: &Options) -> Report {
     rows::http::run(&mut ctx, &mut report).await;
     if opts.media {
         rows::media::run(&mut ctx, &mut report).await;
+        rows::media::missing_kind(&mut ctx, &mut report).await;
     }
     ctx.stop_source().await;
     report

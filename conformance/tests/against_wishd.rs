@@ -95,6 +95,16 @@ async fn every_applicable_whep_row_passes_against_wishd() {
         let row = report.row(id).unwrap_or_else(|| panic!("{id} did not run"));
         assert_eq!(row.outcome, Outcome::Pass, "{id}: {}", row.detail);
     }
+    // A browser can play a stream without audio: the player's audio m-line is
+    // answered inactive and stays bundled.
+    let missing_kind = report
+        .with_outcome(Outcome::Pass)
+        .find(|r| r.id == "WHEP-20" && r.requirement.contains("kind the stream lacks"));
+    assert!(
+        missing_kind.is_some(),
+        "the video-only row did not pass: {:?}",
+        report.table()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

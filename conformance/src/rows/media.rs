@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use str0m::media::MediaKind;
 use wishd::client::media::decode_marker;
-use wishd::client::{ClientError, HttpResponse, ReceivedPacket, WhepViewer, WhipPublisher};
+use wishd::client::{
+    ClientError, HttpResponse, PublisherOptions, ReceivedPacket, WhepViewer, WhipPublisher,
+};
 
-use super::{Context, attr_values};
+use super::{Context, attr_values, m_sections};
 use crate::{Level, Mode, Outcome, Report};
 
 /// A peer of either kind, as far as these rows care.
@@ -329,4 +331,89 @@ pub async fn run(ctx: &mut Context<'_>, report: &mut Report) {
         let _ = w.delete().await;
     }
     let _ = b.delete().await;
+}
+
+/// WHEP with `--publish-url`: a stream with video alone, played by an offer of audio
+/// and video as every browser player makes it. The audio m-line must stay in the
+/// BUNDLE group, answered `a=inactive`: browsers tag their first m-line and refuse an
+/// answer that rejects a bundled m-line with port 0 (RFC 8843 §7.3.3), so a server
+/// that rejects it cannot serve a camera without a microphone to any browser. The
+/// runner republishes its usual source afterwards.
+pub async fn missing_kind(ctx: &mut Context<'_>, report: &mut Report) {
+    const REQ: &str =
+        "an offered kind the stream lacks stays bundled, answered inactive (never port 0)";
+    if ctx.opts.mode != Mode::Whep || ctx.opts.publish_url.is_none() {
+        return;
+    }
+    ctx.stop_source().await;
+    let video_alone = PublisherOptions {
+        audio: false,
+        ..PublisherOptions::default()
+    };
+    if let Err(e) = ctx.start_source_with(video_alone).await {
+        report.push(
+            "WHEP-20",
+            Level::Should,
+            REQ,
+            Outcome::Skip,
+            format!("could not publish video alone: {e}"),
+        );
+        let _ = ctx.start_source().await;
+        return;
+    }
+    let (outcome, detail) = match ctx.create().await {
+        Ok(s) => {
+            let verdict = bundled_inactive_audio(&s.answer);
+            ctx.delete(&s).await;
+            match verdict {
+                Ok(d) => (Outcome::Pass, d),
+                Err(d) => (Outcome::Fail, d),
+            }
+        }
+        Err(e) => (Outcome::Fail, e.reason),
+    };
+    report.push("WHEP-20", Level::Should, REQ, outcome, detail);
+    ctx.stop_source().await;
+    if let Err(e) = ctx.start_source().await {
+        report.note(format!("republishing at --publish-url failed: {e}"));
+    }
+}
+
+/// The answer to an audio+video offer for a video-only stream: Ok with a summary when
+/// the audio m-line is inactive with a port, the video one sends, and the BUNDLE group
+/// lists both; Err saying what is wrong.
+fn bundled_inactive_audio(answer: &str) -> Result<String, String> {
+    let mut seen = Vec::new();
+    let mut mids = Vec::new();
+    for m in m_sections(answer) {
+        let mut words = m[0].trim_start_matches("m=").split(' ');
+        let media = words.next().unwrap_or("?");
+        let port = words.next().unwrap_or("?");
+        let dir = ["sendonly", "sendrecv", "recvonly", "inactive"]
+            .into_iter()
+            .find(|d| m.iter().any(|l| l.strip_prefix("a=") == Some(*d)))
+            .unwrap_or("sendrecv");
+        if let Some(mid) = m.iter().find_map(|l| l.strip_prefix("a=mid:")) {
+            mids.push(mid.to_owned());
+        }
+        seen.push(format!("{media} port {port} {dir}"));
+    }
+    let bundle: Vec<&str> = attr_values(answer, "group")
+        .into_iter()
+        .find_map(|g| g.strip_prefix("BUNDLE "))
+        .map(|g| g.split_ascii_whitespace().collect())
+        .unwrap_or_default();
+    let summary = format!("{}; BUNDLE {}", seen.join(", "), bundle.join(" "));
+    let audio_ok = seen
+        .iter()
+        .any(|s| s.starts_with("audio ") && !s.contains(" port 0 ") && s.ends_with(" inactive"));
+    let video_ok = seen
+        .iter()
+        .any(|s| s.starts_with("video ") && (s.ends_with(" sendonly") || s.ends_with(" sendrecv")));
+    let bundled = mids.len() == 2 && mids.iter().all(|m| bundle.contains(&m.as_str()));
+    if audio_ok && video_ok && bundled {
+        Ok(summary)
+    } else {
+        Err(summary)
+    }
 }

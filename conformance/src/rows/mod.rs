@@ -63,6 +63,11 @@ impl<'a> Context<'a> {
 
     /// WHEP mode with `--publish-url`: publish first so the stream has a source.
     pub async fn start_source(&mut self) -> Result<(), ClientError> {
+        self.start_source_with(PublisherOptions::default()).await
+    }
+
+    /// WHEP mode with `--publish-url`: publish with `opts` (and the publish token).
+    pub async fn start_source_with(&mut self, opts: PublisherOptions) -> Result<(), ClientError> {
         let (Mode::Whep, Some(url)) = (self.opts.mode, &self.opts.publish_url) else {
             return Ok(());
         };
@@ -74,7 +79,7 @@ impl<'a> Context<'a> {
                     .publish_token
                     .clone()
                     .or_else(|| self.opts.token.clone()),
-                ..PublisherOptions::default()
+                ..opts
             },
         )
         .await?;
