@@ -284,6 +284,8 @@ async fn chromium_plays_streams_that_have_only_video_or_only_audio() {
             plain("rtp-audio v+a", "cam-audio", va, false, true),
             { "name": "watch rtp-video", "kind": "watch-page", "base": base, "stream": "cam-video",
               "video": true, "audio": false },
+            { "name": "watch rtp-audio", "kind": "watch-page", "base": base, "stream": "cam-audio",
+              "video": false, "audio": true },
             { "name": "embed rtp-audio", "kind": "watch", "base": base, "stream": "cam-audio",
               "video": false, "audio": true, "screenshot": "embed-audio-only" },
             // The publish page with "No microphone", watched on the watch page; then
@@ -310,6 +312,7 @@ async fn chromium_plays_streams_that_have_only_video_or_only_audio() {
         "rtp-audio a+v",
         "rtp-audio v+a",
         "watch rtp-video",
+        "watch rtp-audio",
         "embed rtp-audio",
         "whip-camera-only",
         "whip-video a+v",
