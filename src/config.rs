@@ -140,6 +140,18 @@ pub struct Config {
     /// publisher to come back to the stream. Default 30 s.
     #[serde(with = "humantime_serde")]
     pub publisher_grace: Duration,
+    /// Whether a WHIP publisher may take a stream from the one it has: `never` (a
+    /// second publisher gets 409), `when-silent` (the default: when the current one
+    /// has sent nothing for `source_silence`, as after a crash or a lost network) or
+    /// `always` (the newest publisher wins). The new publisher's token must allow
+    /// publishing the stream, as for any publisher.
+    pub publisher_takeover: Takeover,
+    /// A source that has sent nothing this long is silent: the API says so, viewers'
+    /// keyframe requests wait for it (they are not answered with a stale picture from
+    /// the keyframe cache), and with `publisher_takeover = "when-silent"` a new
+    /// publisher may replace it. Default 1 s.
+    #[serde(with = "humantime_serde")]
+    pub source_silence: Duration,
     /// A session whose ICE agent has seen no consent (STUN) for this long is closed.
     /// Default 10 s.
     #[serde(with = "humantime_serde")]
@@ -276,6 +288,20 @@ impl serde::Serialize for ForwardHold {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
     }
+}
+
+/// `publisher_takeover`: when a new WHIP publisher may replace the current one.
+#[cfg_attr(test, derive(serde::Serialize))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Takeover {
+    /// Never: a stream with a publisher refuses others (409).
+    Never,
+    /// When the current publisher has sent nothing for `source_silence`.
+    #[default]
+    WhenSilent,
+    /// Always: the newest publisher replaces the current one.
+    Always,
 }
 
 /// Which send path forwarded RTP takes to viewers (see `media::direct`).
@@ -531,6 +557,8 @@ impl Default for Config {
             public_ips: Vec::new(),
             workers: 0,
             publisher_grace: Duration::from_secs(30),
+            publisher_takeover: Takeover::WhenSilent,
+            source_silence: Duration::from_secs(1),
             ice_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(15),
             keyframe_request_interval: Duration::from_millis(500),
@@ -721,6 +749,9 @@ impl Config {
         if self.rtp_timeout.is_zero() {
             return Err(ConfigError::value("rtp_timeout", "must be more than 0"));
         }
+        if self.source_silence.is_zero() {
+            return Err(ConfigError::value("source_silence", "must be more than 0"));
+        }
         if matches!(self.forward_hold, ForwardHold::Fixed(d) if d > MAX_FORWARD_HOLD) {
             return Err(ConfigError::value(
                 "forward_hold",
@@ -766,6 +797,24 @@ mod tests {
         assert_eq!(c.publisher_grace, Duration::from_secs(5));
         assert_eq!(c.public_ips, vec!["203.0.113.7".parse::<IpAddr>().unwrap()]);
         assert_eq!(c.udp.port(), 8189);
+    }
+
+    #[test]
+    fn takeover_policy_and_silence_read_as_text_and_a_zero_silence_is_refused() {
+        assert_eq!(Config::default().publisher_takeover, Takeover::WhenSilent);
+        for (text, want) in [
+            ("never", Takeover::Never),
+            ("when-silent", Takeover::WhenSilent),
+            ("always", Takeover::Always),
+        ] {
+            let c = Config::from_toml(&format!("publisher_takeover = \"{text}\"\n")).unwrap();
+            assert_eq!(c.publisher_takeover, want);
+        }
+        assert!(Config::from_toml("publisher_takeover = \"sometimes\"\n").is_err());
+        let c = Config::from_toml("source_silence = \"250ms\"\n").unwrap();
+        assert_eq!(c.source_silence, Duration::from_millis(250));
+        let zero = Config::from_toml("source_silence = \"0s\"\n");
+        assert!(zero.is_err() || zero.unwrap().validate().is_err());
     }
 
     #[test]
@@ -989,6 +1038,8 @@ max_sessions = 100
             public_ips: vec!["203.0.113.7".parse().unwrap()],
             workers: d.workers,
             publisher_grace: d.publisher_grace,
+            publisher_takeover: Takeover::Always,
+            source_silence: d.source_silence,
             ice_timeout: d.ice_timeout,
             connect_timeout: d.connect_timeout,
             keyframe_request_interval: d.keyframe_request_interval,

@@ -45,6 +45,14 @@ struct Cli {
     /// How long viewers wait for a publisher to come back, e.g. "30s".
     #[arg(long, env = "WISHD_PUBLISHER_GRACE", value_name = "DURATION", value_parser = humantime::parse_duration)]
     publisher_grace: Option<Duration>,
+    /// When a new WHIP publisher may take a stream that has one.
+    #[arg(
+        long,
+        env = "WISHD_PUBLISHER_TAKEOVER",
+        value_name = "POLICY",
+        value_enum
+    )]
+    publisher_takeover: Option<wishd::config::Takeover>,
     /// Feed stream STREAM from plain RTP described by an SDP file (as ffmpeg writes it
     /// with -sdp_file). Repeatable, one per stream; adds to the config file's [[rtp]].
     #[arg(long = "rtp", value_name = "STREAM=FILE.sdp")]
@@ -203,6 +211,9 @@ impl Cli {
         }
         if let Some(v) = self.publisher_grace {
             c.publisher_grace = v;
+        }
+        if let Some(v) = self.publisher_takeover {
+            c.publisher_takeover = v;
         }
         for flag in &self.rtp {
             let entry = wishd::config::RtpEntry::from_flag(flag)

@@ -243,13 +243,15 @@ pub enum EndReason {
     /// A returning publisher brought a kind of media the viewer offered but could not
     /// get before (answered inactive): closed so that its player joins again with it.
     TracksChanged,
+    /// A new publisher took the stream over (`publisher_takeover`).
+    Replaced,
     /// The server is shutting down.
     Shutdown,
 }
 
 impl EndReason {
     /// All reasons, in counter order.
-    pub const ALL: [EndReason; 12] = [
+    pub const ALL: [EndReason; 13] = [
         EndReason::Delete,
         EndReason::Kicked,
         EndReason::StreamStopped,
@@ -261,6 +263,7 @@ impl EndReason {
         EndReason::PublisherGone,
         EndReason::CodecChanged,
         EndReason::TracksChanged,
+        EndReason::Replaced,
         EndReason::Shutdown,
     ];
 
@@ -278,6 +281,7 @@ impl EndReason {
             EndReason::PublisherGone => "publisher-gone",
             EndReason::CodecChanged => "codec-changed",
             EndReason::TracksChanged => "tracks-changed",
+            EndReason::Replaced => "replaced",
             EndReason::Shutdown => "shutdown",
         }
     }
@@ -362,6 +366,8 @@ pub struct StreamStats {
     pub width: AtomicU32,
     /// Picture height from the last keyframe that said (0: unknown).
     pub height: AtomicU32,
+    /// When the source last sent a packet (or began), as nanoseconds after `created`.
+    last_in: AtomicU64,
     rate: Mutex<RateSample>,
 }
 
@@ -389,6 +395,7 @@ impl Default for StreamStats {
             epoch: Default::default(),
             width: AtomicU32::new(0),
             height: AtomicU32::new(0),
+            last_in: AtomicU64::new(0),
             rate: Mutex::new(RateSample {
                 at: now,
                 bytes_in: 0,
@@ -408,8 +415,32 @@ impl StreamStats {
         self.bytes_out.fetch_add(bytes, Ordering::Relaxed);
     }
 
+    /// A source begins (a publisher was granted the stream): its silence counts from
+    /// `now` until its first packet.
+    pub fn source_started(&self, now: Instant) {
+        self.mark_in(now);
+    }
+
+    fn mark_in(&self, at: Instant) {
+        let ns = at.saturating_duration_since(self.created).as_nanos();
+        self.last_in
+            .fetch_max(u64::try_from(ns).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// When the source last sent a packet (or began, if it has sent none since).
+    pub fn last_in(&self) -> Instant {
+        self.created + Duration::from_nanos(self.last_in.load(Ordering::Relaxed))
+    }
+
+    /// The instant the source fell silent, when it has sent nothing for `silence`.
+    pub fn silent_since(&self, now: Instant, silence: Duration) -> Option<Instant> {
+        let last = self.last_in();
+        (now.saturating_duration_since(last) >= silence).then_some(last)
+    }
+
     /// Counts one source packet (called by the stream's single source).
     pub fn source_packet(&self, pkt: &SourcePacket) {
+        self.mark_in(pkt.arrival);
         self.packets_in.fetch_add(1, Ordering::Relaxed);
         self.bytes_in
             .fetch_add(pkt.payload.len() as u64, Ordering::Relaxed);
@@ -911,13 +942,15 @@ pub fn render(
         "wishd_keyframe_requests_total",
         "counter",
         "Keyframe requests: sent to publishers (pli, fir), received from viewers, \
-         coalesced into one already sent, and viewers started from the keyframe cache.",
+         coalesced into one already sent, held while the source is silent, and viewers \
+         started from the keyframe cache.",
     );
     for (what, n) in [
         ("pli_sent", load(&c.pli_sent)),
         ("fir_sent", load(&c.fir_sent)),
         ("received", load(&c.keyframe_requests_received)),
         ("coalesced", load(&c.keyframe_requests_coalesced)),
+        ("held_while_silent", load(&c.keyframe_requests_held)),
         ("served_from_cache", load(&c.keyframe_cache_starts)),
     ] {
         e.sample(

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use str0m::media::MediaKind;
 
 use crate::auth::Grant;
+use crate::config::Takeover;
 use crate::core::{KeyframeCache, SourcePacket};
 use crate::metrics::StreamStats;
 use crate::sdp::ChosenCodec;
@@ -141,12 +142,13 @@ impl StreamShared {
         *self.cache() = cache;
     }
 
-    /// The packets a new viewer starts from (empty when there is no cache or no
-    /// keyframe yet). A worker calls this *after* setting its viewer bit.
-    pub fn keyframe_snapshot(&self) -> Vec<Arc<SourcePacket>> {
+    /// The packets a new viewer starts from at `now` (empty when there is no cache,
+    /// no keyframe yet, or the source has fallen silent since). A worker calls this
+    /// *after* setting its viewer bit.
+    pub fn keyframe_snapshot(&self, now: Instant) -> Vec<Arc<SourcePacket>> {
         self.cache()
             .as_ref()
-            .map(KeyframeCache::snapshot)
+            .map(|c| c.snapshot(now))
             .unwrap_or_default()
     }
 
@@ -235,6 +237,9 @@ pub struct PublishGrant {
     /// were answered inactive (see [`SessionInfo::idle_kinds`]): their players join
     /// again and get it. Empty when `end_viewers_on` closes them all anyway.
     pub rejoin: Vec<SessionInfo>,
+    /// The publisher this one took the stream from (see [`Takeover`]): it must be
+    /// closed. Its end starts no grace period: the stream is already this one's.
+    pub replaced: Option<SessionInfo>,
     /// The stream's codecs as viewers know them. A publisher returning with the same
     /// codecs under other payload type numbers keeps the first numbering, so the
     /// publisher maps its own payload types onto these.
@@ -263,14 +268,60 @@ struct Inner {
 pub struct Registry {
     inner: Mutex<Inner>,
     grace: Duration,
+    takeover: Takeover,
+    silence: Duration,
 }
 
 impl Registry {
-    /// A directory whose streams wait `grace` for a publisher to come back.
-    pub fn new(grace: Duration) -> Registry {
+    /// A directory whose streams wait `grace` for a publisher to come back, whose
+    /// sources are silent after `silence` without a packet, and where a new publisher
+    /// may replace a live one as `takeover` says.
+    pub fn new(grace: Duration, takeover: Takeover, silence: Duration) -> Registry {
         Registry {
             inner: Mutex::new(Inner::default()),
             grace,
+            takeover,
+            silence,
+        }
+    }
+
+    /// How long a source may send nothing before it is silent.
+    pub fn silence(&self) -> Duration {
+        self.silence
+    }
+
+    /// Whether a new publisher may take a stream whose live source is `shared`.
+    fn may_take_over(&self, shared: &StreamShared, now: Instant) -> bool {
+        match self.takeover {
+            Takeover::Never => false,
+            Takeover::Always => true,
+            Takeover::WhenSilent => shared.stats.silent_since(now, self.silence).is_some(),
+        }
+    }
+
+    /// A quick look before the work of a WHIP offer: the error `begin_publish` would
+    /// give now, if any (it decides again, under the same lock as the grant).
+    pub fn check_publish(&self, stream: &str, now: Instant) -> Result<(), RegistryError> {
+        let inner = self.lock();
+        match inner.streams.get(stream) {
+            Some(e) => self.refusal(e, stream, now),
+            None => Ok(()),
+        }
+    }
+
+    /// Why `entry` cannot take a new publisher now, if it cannot.
+    fn refusal(
+        &self,
+        entry: &StreamEntry,
+        stream: &str,
+        now: Instant,
+    ) -> Result<(), RegistryError> {
+        match entry.source {
+            SourceState::Live(_) if !self.may_take_over(&entry.shared, now) => {
+                Err(RegistryError::SourceLive(stream.to_owned()))
+            }
+            SourceState::Rtp => Err(RegistryError::RtpSource(stream.to_owned())),
+            _ => Ok(()),
         }
     }
 
@@ -280,9 +331,11 @@ impl Registry {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Makes `id` the source of `stream`. Fails when another publisher is live.
-    /// A publisher arriving during the grace period takes the stream over: its
-    /// viewers stay and see a new epoch. It may bring fewer kinds of media than the
+    /// Makes `id` the source of `stream`. Fails when another publisher is live and may
+    /// not be replaced ([`Takeover`]); one that may is named in
+    /// [`PublishGrant::replaced`]. A publisher arriving during the grace period (or
+    /// replacing a silent one) takes the stream over: its viewers stay and see a new
+    /// epoch. It may bring fewer kinds of media than the
     /// last one (viewers keep the others, quiet) or more (viewers that offered the
     /// new kind are closed to join again, see [`PublishGrant::rejoin`]); a codec
     /// other than the one viewers negotiated for a kind closes every viewer.
@@ -295,6 +348,7 @@ impl Registry {
         codecs: Vec<ChosenCodec>,
         auth: Grant,
     ) -> Result<PublishGrant, RegistryError> {
+        let now = Instant::now();
         let mut inner = self.lock();
         let name: Arc<str> = Arc::from(stream);
         let entry = inner
@@ -310,11 +364,11 @@ impl Registry {
                 epoch: 0,
                 viewers: 0,
             });
-        match entry.source {
-            SourceState::Live(_) => return Err(RegistryError::SourceLive(stream.to_owned())),
-            SourceState::Rtp => return Err(RegistryError::RtpSource(stream.to_owned())),
-            SourceState::Gone { .. } => {}
-        }
+        self.refusal(entry, stream, now)?;
+        let replaced = match entry.source {
+            SourceState::Live(old) => Some(old),
+            _ => None,
+        };
         let conflict = codecs.iter().any(|c| {
             entry
                 .known
@@ -344,12 +398,14 @@ impl Registry {
         entry.source = SourceState::Live(id);
         entry.epoch = entry.epoch.wrapping_add(1);
         entry.shared.source_worker.store(worker, Ordering::Release);
+        entry.shared.stats.source_started(now);
         let grant_codecs = entry.codecs.clone();
         let mut grant = PublishGrant {
             shared: entry.shared.clone(),
             epoch: entry.epoch,
             end_viewers_on,
             rejoin: Vec::new(),
+            replaced: replaced.and_then(|old| inner.sessions.get(&old).cloned()),
             canonical: grant_codecs,
         };
         if end_viewers_on == 0 {
@@ -544,6 +600,9 @@ pub struct StreamView {
     pub codecs: Vec<ChosenCodec>,
     /// Viewer sessions.
     pub viewers: usize,
+    /// When its live source fell silent, if it has sent nothing for the registry's
+    /// silence (None while it sends, and for a stream waiting for its publisher).
+    pub silent_since: Option<Instant>,
 }
 
 /// What [`Registry::stop_stream`] leaves to be done by the workers.
@@ -556,8 +615,12 @@ pub struct StoppedStream {
 }
 
 impl Registry {
-    fn view(e: &StreamEntry) -> StreamView {
+    fn view(&self, e: &StreamEntry, now: Instant) -> StreamView {
         StreamView {
+            silent_since: e
+                .is_live()
+                .then(|| e.shared.stats.silent_since(now, self.silence))
+                .flatten(),
             shared: e.shared.clone(),
             source: match e.source {
                 SourceState::Live(id) => SourceView::WhipLive(id),
@@ -571,15 +634,17 @@ impl Registry {
 
     /// Every stream, sorted by name.
     pub fn streams(&self) -> Vec<StreamView> {
+        let now = Instant::now();
         let inner = self.lock();
-        let mut out: Vec<StreamView> = inner.streams.values().map(Self::view).collect();
+        let mut out: Vec<StreamView> = inner.streams.values().map(|e| self.view(e, now)).collect();
         out.sort_by(|a, b| a.shared.name.cmp(&b.shared.name));
         out
     }
 
     /// One stream.
     pub fn stream(&self, name: &str) -> Option<StreamView> {
-        self.lock().streams.get(name).map(Self::view)
+        let now = Instant::now();
+        self.lock().streams.get(name).map(|e| self.view(e, now))
     }
 
     /// Stops a stream now (operator's API): a WHIP stream is forgotten at once, with
@@ -617,7 +682,11 @@ mod tests {
     use super::*;
 
     fn reg() -> Registry {
-        Registry::new(Duration::from_secs(30))
+        Registry::new(
+            Duration::from_secs(30),
+            Takeover::Never,
+            Duration::from_secs(1),
+        )
     }
 
     #[test]
@@ -661,7 +730,7 @@ mod tests {
             r.expire(Instant::now() + Duration::from_secs(3600))
                 .is_empty()
         );
-        assert!(s.keyframe_snapshot().is_empty());
+        assert!(s.keyframe_snapshot(Instant::now()).is_empty());
     }
 
     #[test]
@@ -887,5 +956,66 @@ mod tests {
             kinds(&g.canonical),
             vec![(MediaKind::Audio, 111), (MediaKind::Video, 102)]
         );
+    }
+
+    fn with_takeover(takeover: Takeover, silence: Duration) -> Registry {
+        Registry::new(Duration::from_secs(30), takeover, silence)
+    }
+
+    #[test]
+    fn a_new_publisher_replaces_one_that_fell_silent_when_the_policy_allows() {
+        // A silence of zero: the first publisher is silent at once.
+        for (takeover, silence, replaces) in [
+            (Takeover::WhenSilent, Duration::ZERO, true),
+            (Takeover::WhenSilent, Duration::from_secs(3600), false),
+            (Takeover::Always, Duration::from_secs(3600), true),
+            (Takeover::Never, Duration::ZERO, false),
+        ] {
+            let r = with_takeover(takeover, silence);
+            let g1 = r
+                .begin_publish("a", SessionId(1), 0, "e".into(), vec![], Grant::Open)
+                .unwrap();
+            r.join_viewer("a", SessionId(9), 1, "e".into(), Grant::Open, vec![])
+                .unwrap();
+            assert_eq!(r.check_publish("a", Instant::now()).is_ok(), replaces);
+            let second = r.begin_publish("a", SessionId(2), 1, "e".into(), vec![], Grant::Open);
+            if !replaces {
+                assert_eq!(
+                    second.unwrap_err(),
+                    RegistryError::SourceLive("a".into()),
+                    "{takeover:?}"
+                );
+                continue;
+            }
+            let g2 = second.unwrap();
+            assert_eq!(
+                g2.replaced.map(|s| (s.id, s.worker)),
+                Some((SessionId(1), 0))
+            );
+            assert!(Arc::ptr_eq(&g1.shared, &g2.shared));
+            assert_eq!(g2.epoch, g1.epoch + 1);
+            assert_eq!(g2.shared.source_worker(), Some(1));
+            // The replaced session's end starts no grace period: the stream is the new
+            // publisher's.
+            r.remove_session(SessionId(1), Instant::now());
+            assert!(matches!(
+                r.stream("a").unwrap().source,
+                SourceView::WhipLive(SessionId(2))
+            ));
+            assert_eq!(r.counts().publishers, 1);
+            assert_eq!(r.counts().viewers, 1);
+        }
+    }
+
+    #[test]
+    fn a_silent_source_shows_since_when_it_fell_silent() {
+        let r = with_takeover(Takeover::Never, Duration::from_millis(50));
+        let g = r
+            .begin_publish("a", SessionId(1), 0, "e".into(), vec![], Grant::Open)
+            .unwrap();
+        assert_eq!(r.stream("a").unwrap().silent_since, None);
+        let started = g.shared.stats.last_in();
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(r.stream("a").unwrap().silent_since, Some(started));
     }
 }

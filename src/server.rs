@@ -137,7 +137,11 @@ impl Server {
             auth = Authenticator::new(&config.auth, &read)?;
             generated_token = Some(token);
         }
-        let registry = Arc::new(Registry::new(config.publisher_grace));
+        let registry = Arc::new(Registry::new(
+            config.publisher_grace,
+            config.publisher_takeover,
+            config.source_silence,
+        ));
         let (media, workers) =
             Media::start(&config, registry.clone()).map_err(|source| StartError::Bind {
                 what: "UDP",
@@ -182,7 +186,11 @@ impl Server {
         for entry in &config.rtp {
             let spec = ingest::resolve(entry).map_err(StartError::Rtp)?;
             let shared = registry
-                .register_rtp_source(&spec.stream, spec.chosen_codecs(), spec.keyframe_cache())
+                .register_rtp_source(
+                    &spec.stream,
+                    spec.chosen_codecs(),
+                    spec.keyframe_cache(config.source_silence),
+                )
                 .map_err(|e| StartError::Rtp(e.to_string()))?;
             let addr = SocketAddr::new(spec.bind, spec.media.first().map_or(0, |m| m.port));
             let (handle, task) = ingest::start(

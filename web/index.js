@@ -41,7 +41,10 @@ function row(s) {
   dot.title = state;
   name.append(dot, s.name);
   const tracks = s.tracks || [];
-  const source = s.source ? `${s.source.kind === 'rtp' ? 'RTP camera' : 'WHIP'} · ${state}` : '–';
+  // A silent or offline source says since when: a crashed publisher or a camera
+  // that lost its network shows here while its viewers keep the last picture.
+  const since = s.source && s.source.silent_since ? ` since ${new Date(s.source.silent_since).toLocaleTimeString()}` : '';
+  const source = s.source ? `${s.source.kind === 'rtp' ? 'RTP camera' : 'WHIP'} · ${state}${since}` : '–';
   const link = document.createElement('a');
   link.href = `watch.html?stream=${encodeURIComponent(s.name)}`;
   link.textContent = 'Watch';

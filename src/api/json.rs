@@ -56,9 +56,12 @@ pub struct Source {
     pub kind: &'static str,
     /// The address media comes from, when known.
     pub addr: Option<String>,
-    /// `live`, `offline` (an RTP source sending nothing) or `waiting` (a WHIP
-    /// publisher left; viewers wait for it during the grace period).
+    /// `live`, `silent` (sending nothing for `source_silence`: crashed, cut off or
+    /// paused), `offline` (an RTP source sending nothing for `rtp_timeout`) or
+    /// `waiting` (a WHIP publisher left; viewers wait for it during the grace period).
     pub state: &'static str,
+    /// When a silent or offline source sent its last packet (RFC 3339, UTC).
+    pub silent_since: Option<String>,
 }
 
 /// One track of a stream.
@@ -125,6 +128,15 @@ pub struct Session {
     pub uptime_secs: f64,
 }
 
+/// An instant of this process as a UTC wall-clock time, RFC 3339 with milliseconds.
+fn wall_clock(at: Instant) -> String {
+    let ago = Instant::now().saturating_duration_since(at);
+    let when = std::time::SystemTime::now()
+        .checked_sub(ago)
+        .unwrap_or(std::time::UNIX_EPOCH);
+    humantime::format_rfc3339_millis(when).to_string()
+}
+
 fn round(v: f64, places: i32) -> f64 {
     let m = 10f64.powi(places);
     (v * m).round() / m
@@ -133,16 +145,25 @@ fn round(v: f64, places: i32) -> f64 {
 fn stream(state: &AppState, v: &StreamView, source_addr: Option<SocketAddr>) -> Stream {
     let stats = &v.shared.stats;
     let (bitrate_in, bitrate_out) = stats.bitrates(Instant::now());
+    let live = if v.silent_since.is_some() {
+        "silent"
+    } else {
+        "live"
+    };
     let (kind, addr, source_state) = match v.source {
-        SourceView::WhipLive(_) => ("whip", source_addr, "live"),
+        SourceView::WhipLive(_) => ("whip", source_addr, live),
         SourceView::WhipWaiting => ("whip", None, "waiting"),
         SourceView::Rtp => {
             let ingest = state.ops.rtp_ingest(&v.shared.name);
             let online = ingest.is_some_and(|i| i.counters.online.load(Ordering::Relaxed));
             let addr = ingest.and_then(|i| i.counters.sender());
-            ("rtp", addr, if online { "live" } else { "offline" })
+            ("rtp", addr, if online { live } else { "offline" })
         }
     };
+    let silent_since = v
+        .silent_since
+        .filter(|_| source_state == "silent" || source_state == "offline")
+        .map(wall_clock);
     let size = stats.size();
     let mut tracks: Vec<Track> = v
         .codecs
@@ -167,6 +188,7 @@ fn stream(state: &AppState, v: &StreamView, source_addr: Option<SocketAddr>) -> 
             kind,
             addr: addr.map(|a| a.to_string()),
             state: source_state,
+            silent_since,
         },
         tracks,
         viewers: v.viewers,

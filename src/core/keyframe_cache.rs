@@ -7,12 +7,19 @@
 //! group grows over the bound the cache empties until the next keyframe (viewers then
 //! wait for it, as they would without a cache).
 //!
+//! A group is only as good as it is recent: once the source has sent nothing for
+//! [`KeyframeCache::stale_after`], the cache gives nothing (a viewer asking for a
+//! keyframe during the silence would otherwise be shown the same old half second
+//! again and again), and the first packet after the silence empties it until the next
+//! keyframe, so no stale picture is mixed with new frames.
+//!
 //! H.264: SPS and PPS seen in the stream (single NAL units or inside STAP-A) or given
 //! as `sprop-parameter-sets` are remembered; when a keyframe starts with an IDR without
 //! an SPS in front, a STAP-A with the remembered SPS and PPS is put before it, numbered
 //! one below the IDR's sequence number and with its timestamp.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::codec::CodecKind;
 use super::packet::SourcePacket;
@@ -33,6 +40,8 @@ pub struct KeyframeCache {
     pub injected: u64,
     /// Groups dropped for being over the bound.
     pub overflows: u64,
+    /// A silence of the source this long makes the group stale (None: never).
+    stale_after: Option<Duration>,
 }
 
 impl KeyframeCache {
@@ -46,6 +55,21 @@ impl KeyframeCache {
         }
     }
 
+    /// The cache gives nothing once the source has been silent for `silence`, and
+    /// starts over at the next keyframe after it (see the module doc).
+    pub fn stale_after(mut self, silence: Duration) -> Self {
+        self.stale_after = Some(silence);
+        self
+    }
+
+    /// True when `pkt` (or the instant `at`) comes a stale silence after the group.
+    fn is_stale_at(&self, at: Instant) -> bool {
+        match (self.stale_after, self.packets.last()) {
+            (Some(silence), Some(last)) => at.saturating_duration_since(last.arrival) >= silence,
+            _ => false,
+        }
+    }
+
     /// Takes the H.264 parameter sets of an fmtp's `sprop-parameter-sets`.
     pub fn set_sprop(&mut self, fmtp: &str) {
         self.sets.set_sprop(fmtp);
@@ -56,8 +80,12 @@ impl KeyframeCache {
         !self.packets.is_empty()
     }
 
-    /// The packets a new viewer starts with (shared, not copied).
-    pub fn snapshot(&self) -> Vec<Arc<SourcePacket>> {
+    /// The packets a new viewer starts with at `now` (shared, not copied): none once
+    /// the group is stale.
+    pub fn snapshot(&self, now: Instant) -> Vec<Arc<SourcePacket>> {
+        if self.is_stale_at(now) {
+            return Vec::new();
+        }
         self.packets.clone()
     }
 
@@ -79,6 +107,9 @@ impl KeyframeCache {
         let has_sps = h264 && self.sets.learn(&pkt.payload);
         if self.limit == 0 {
             return;
+        }
+        if self.is_stale_at(pkt.arrival) {
+            self.clear();
         }
         let same_epoch = self.packets.first().is_none_or(|p| p.epoch == pkt.epoch);
         let continues_keyframe = self
@@ -241,6 +272,45 @@ mod tests {
         })
     }
 
+    fn now() -> Instant {
+        Instant::now()
+    }
+
+    fn at(mut p: SourcePacket, t: Instant) -> Arc<SourcePacket> {
+        p.arrival = t;
+        Arc::new(p)
+    }
+
+    #[test]
+    fn a_silent_source_leaves_nothing_to_replay_and_starts_over_at_its_next_keyframe() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut c = KeyframeCache::new(CodecKind::Vp8, 1 << 20).stale_after(Duration::from_secs(1));
+        c.push(&at((*pkt(1, 0, &[1], true)).clone(), ms(0)));
+        c.push(&at((*pkt(2, 3000, &[1], false)).clone(), ms(33)));
+        assert_eq!(c.snapshot(ms(999)).len(), 2, "fresh until the silence");
+        assert!(
+            c.snapshot(ms(1033)).is_empty(),
+            "stale after 1 s of silence"
+        );
+        // The source comes back with a frame that depends on the stale group: nothing
+        // to start from until its next keyframe.
+        c.push(&at((*pkt(3, 6000, &[1], false)).clone(), ms(3000)));
+        assert!(!c.is_ready());
+        c.push(&at((*pkt(4, 9000, &[1], true)).clone(), ms(3033)));
+        assert_eq!(
+            c.snapshot(ms(3040))
+                .iter()
+                .map(|p| p.seq)
+                .collect::<Vec<_>>(),
+            vec![4]
+        );
+        // Without a bound, a group never goes stale.
+        let mut forever = KeyframeCache::new(CodecKind::Vp8, 1 << 20);
+        forever.push(&at((*pkt(1, 0, &[1], true)).clone(), ms(0)));
+        assert_eq!(forever.snapshot(ms(60_000)).len(), 1);
+    }
+
     #[test]
     fn keeps_the_group_from_the_last_keyframe() {
         let mut c = KeyframeCache::new(CodecKind::Vp8, 1 << 20);
@@ -250,12 +320,12 @@ mod tests {
         c.push(&pkt(3, 0, &[1], false));
         c.push(&pkt(4, 3000, &[1], false));
         assert_eq!(
-            c.snapshot().iter().map(|p| p.seq).collect::<Vec<_>>(),
+            c.snapshot(now()).iter().map(|p| p.seq).collect::<Vec<_>>(),
             vec![2, 3, 4]
         );
         c.push(&pkt(5, 6000, &[1], true));
         assert_eq!(
-            c.snapshot().iter().map(|p| p.seq).collect::<Vec<_>>(),
+            c.snapshot(now()).iter().map(|p| p.seq).collect::<Vec<_>>(),
             vec![5]
         );
     }
@@ -265,7 +335,7 @@ mod tests {
         let mut c = KeyframeCache::new(CodecKind::H264, 1 << 20);
         c.push(&pkt(10, 0, &[0x78, 0, 2, 0x67, 1, 0, 1, 0x68], true)); // STAP-A SPS+PPS
         c.push(&pkt(11, 0, &[0x65, 0x88], true)); // IDR, same frame
-        assert_eq!(c.snapshot().len(), 2);
+        assert_eq!(c.snapshot(now()).len(), 2);
         assert_eq!(c.injected, 0);
     }
 
@@ -297,7 +367,7 @@ mod tests {
         let mut c = KeyframeCache::new(CodecKind::H264, 1 << 20);
         c.set_sprop("packetization-mode=1; sprop-parameter-sets=Z0LAHtkA,aMuDyyA=");
         c.push(&pkt(100, 9000, &[0x65, 0x88, 1], true));
-        let s = c.snapshot();
+        let s = c.snapshot(now());
         assert_eq!(s.len(), 2);
         assert_eq!(
             (s[0].seq, s[0].timestamp, s[0].keyframe_start),
@@ -321,7 +391,7 @@ mod tests {
         c.push(&pkt(50, 90_000, &[0x65, 0x88], true));
         assert_eq!(c.injected, 1);
         assert_eq!(
-            &c.snapshot()[0].payload[..],
+            &c.snapshot(now())[0].payload[..],
             &[0x78, 0, 2, 0x67, 0x42, 0, 2, 0x68, 0xce]
         );
     }

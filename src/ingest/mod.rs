@@ -74,11 +74,13 @@ pub struct RtpSourceSpec {
 }
 
 impl RtpSourceSpec {
-    /// The keyframe cache for this source's video (a zero-sized one for audio only).
-    pub fn keyframe_cache(&self) -> KeyframeCache {
+    /// The keyframe cache for this source's video (a zero-sized one for audio only),
+    /// stale after `silence`.
+    pub fn keyframe_cache(&self, silence: Duration) -> KeyframeCache {
         match self.media.iter().find(|m| m.kind == MediaKind::Video) {
             Some(v) => {
-                let mut c = KeyframeCache::new(codec_kind(&v.codec.name), CACHE_BYTES);
+                let mut c =
+                    KeyframeCache::new(codec_kind(&v.codec.name), CACHE_BYTES).stale_after(silence);
                 c.set_sprop(&v.codec.fmtp);
                 c
             }

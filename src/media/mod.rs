@@ -121,6 +121,9 @@ pub struct MediaCounters {
     pub fir_sent: AtomicU64,
     /// Keyframe wishes folded into a request already sent (rate limit).
     pub keyframe_requests_coalesced: AtomicU64,
+    /// Viewers' keyframe requests held while their source is silent (neither a
+    /// stale picture from the cache nor a request to a source that sends nothing).
+    pub keyframe_requests_held: AtomicU64,
     /// PLI/FIR received from viewers.
     pub keyframe_requests_received: AtomicU64,
     /// Viewers started from a stream's keyframe cache (RTP ingest, or a WHIP source
@@ -185,6 +188,8 @@ pub struct WorkerConfig {
     pub forward_max_delay: Duration,
     /// How long forwards are held to leave as per-viewer GSO runs.
     pub forward_hold: crate::config::ForwardHold,
+    /// A source that sent nothing this long is silent (see `Config::source_silence`).
+    pub source_silence: Duration,
 }
 
 /// One worker as seen from outside.
@@ -268,6 +273,7 @@ impl Media {
             keyframe_request_interval: config.keyframe_request_interval,
             forward_max_delay: config.forward_max_delay,
             forward_hold: config.forward_hold,
+            source_silence: config.source_silence,
         };
         let (alive, alive_rx) = watch::channel(());
         let mut workers = Vec::with_capacity(count);
@@ -359,19 +365,12 @@ impl Media {
         let offer_sdp = &*sdp::decline_simulcast(offer_sdp);
         let offer = sdp::parse_offer(offer_sdp.as_bytes())?;
         let chosen = sdp::check_publish_offer(&offer)?;
+        // A second publisher is refused before any work; the grant below decides again.
+        self.registry.check_publish(stream, Instant::now())?;
         let worker = self.pick_worker();
         let id = SessionId::random();
         let etag = new_etag();
 
-        // Reserve the stream first: a second publisher is refused before any work.
-        let grant = self.registry.begin_publish(
-            stream,
-            id,
-            worker.index,
-            etag.clone(),
-            chosen.clone(),
-            grant,
-        )?;
         // str0m reads only the chosen codecs (see `sdp::trim`); an m-line that sends
         // nothing is answered inactive.
         let used: Vec<&str> = chosen.iter().map(|c| c.mid.as_str()).collect();
@@ -384,20 +383,28 @@ impl Media {
         let offer_sdp = trim::keep_codecs(offer_sdp, &keep);
         let mut params: Vec<_> = chosen.iter().map(ChosenCodec::payload_params).collect();
         params.extend(idle.iter().map(sdp::IdleLine::payload_params));
-        let built = self.negotiate(
+        let (rtc, answer, ufrag) = self.negotiate(
             &self.template,
             worker,
             &offer_sdp,
             CodecConfig::new_from_payload_params(params),
             None,
-        );
-        let (rtc, answer, ufrag) = match built {
-            Ok(b) => b,
-            Err(e) => {
-                self.registry.remove_session(id, Instant::now());
-                return Err(e);
-            }
-        };
+        )?;
+        // The stream is granted only to a session that is ready to run, so a publisher
+        // that takes it over never leaves it without a source.
+        let grant = self.registry.begin_publish(
+            stream,
+            id,
+            worker.index,
+            etag.clone(),
+            chosen.clone(),
+            grant,
+        )?;
+        if let Some(old) = &grant.replaced {
+            tracing::info!(stream, old = %old.id, new = %id, "a new publisher takes the stream over");
+            // Its worker drops it before it could take the new one (same queue).
+            let _ = self.end_session(old, EndReason::Replaced).await;
+        }
         let tracks = chosen
             .iter()
             .map(|c| {

@@ -10,7 +10,7 @@
 //! keyframe request reaching its publisher) are queued while one `Rtc` is drained and
 //! run afterwards, so no two `Rtc`s are borrowed at once.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -315,6 +315,9 @@ pub(super) struct Worker {
     fanout_flushed: FanoutStats,
     /// One protected datagram of the direct egress path at a time.
     datagram: Vec<u8>,
+    /// Streams where a viewer asked for a keyframe while the source was silent: the
+    /// source is asked when its next packet arrives here.
+    held_keyframes: HashSet<Arc<str>>,
     /// Closed when `Media` is dropped: the worker stops.
     alive: watch::Receiver<()>,
 }
@@ -362,6 +365,7 @@ impl Worker {
             batching: false,
             fanout_flushed: FanoutStats::default(),
             datagram: Vec::with_capacity(1500),
+            held_keyframes: HashSet::new(),
             alive,
         }
     }
@@ -573,7 +577,7 @@ impl Worker {
                     .any(|t| t.kind == MediaKind::Video && t.keyframe_request.is_some());
                 let keyframes = KeyframeSource::from_offer(can_be_asked);
                 let cache = match keyframes.mode() {
-                    KeyframeMode::Cache => video_keyframe_cache(&tracks),
+                    KeyframeMode::Cache => video_keyframe_cache(&tracks, self.cfg.source_silence),
                     KeyframeMode::Request => None,
                 };
                 if cache.is_some() {
@@ -845,7 +849,8 @@ impl Worker {
                 s.span.in_scope(|| {
                     info!("keyframe request unanswered: viewers start from the keyframe cache")
                 });
-                s.shared.set_keyframe_cache(video_keyframe_cache(tracks));
+                s.shared
+                    .set_keyframe_cache(video_keyframe_cache(tracks, self.cfg.source_silence));
             }
         }
         for stream in self.fanout.keyframes_wanted(now, KEYFRAME_RETRY) {
@@ -968,6 +973,21 @@ impl Worker {
                     None => {}
                 },
                 Deferred::ViewerKeyframe(key, shared) => {
+                    if shared
+                        .stats
+                        .silent_since(now, self.cfg.source_silence)
+                        .is_some()
+                    {
+                        // The viewer keeps its last picture: no stale one from the
+                        // cache, no request to a source that sends nothing. The
+                        // source is asked when it sends again; a new source starts
+                        // the viewer at its first keyframe anyway.
+                        self.counters
+                            .keyframe_requests_held
+                            .fetch_add(1, Ordering::Relaxed);
+                        self.held_keyframes.insert(shared.name.clone());
+                        continue;
+                    }
                     self.viewer_keyframe(key, &shared, now);
                     if shared.source_worker().is_some() {
                         self.deferred.push_back(Deferred::WantKeyframe(shared));
@@ -1000,7 +1020,7 @@ impl Worker {
             // Bit first, cache second (see `StreamShared::keyframe_snapshot`): every
             // source packet then reaches this viewer from the cache, live, or both.
             shared.set_viewer_worker(self.index, true);
-            let prefix = shared.keyframe_snapshot();
+            let prefix = shared.keyframe_snapshot(now);
             // Not `self.forwards`: that holds live forwards still to be written.
             let mut forwards = Vec::new();
             let wants_keyframe = self.fanout.add_viewer_with_prefix(
@@ -1030,7 +1050,7 @@ impl Worker {
     /// A viewer's keyframe request, when its stream keeps a keyframe cache (a camera,
     /// which cannot be asked): the viewer gets the cached group again, rate-limited.
     fn viewer_keyframe(&mut self, key: u64, shared: &StreamShared, now: Instant) {
-        let group = shared.keyframe_snapshot();
+        let group = shared.keyframe_snapshot(now);
         if group.is_empty() {
             return;
         }
@@ -1063,7 +1083,11 @@ impl Worker {
     /// Queues the forwards of one source packet; `run_deferred` writes them with the
     /// rest of the batch. The stream's counters are added here (the batch may mix
     /// streams), the forwarding latency once the batch is written.
-    fn fan_out_local(&mut self, shared: &StreamShared, pkt: &SourcePacket) {
+    fn fan_out_local(&mut self, shared: &Arc<StreamShared>, pkt: &SourcePacket) {
+        if !self.held_keyframes.is_empty() && self.held_keyframes.remove(&shared.name) {
+            self.deferred
+                .push_back(Deferred::WantKeyframe(shared.clone()));
+        }
         let before = self.forwards.len();
         self.fanout.forward(&shared.name, pkt, &mut self.forwards);
         let n = (self.forwards.len() - before) as u64;
@@ -1514,10 +1538,11 @@ fn set_nack_history(rtc: &mut Rtc, tracks: &[ViewerTrack], window: Duration) {
     }
 }
 
-/// A keyframe cache for the video of a WHIP source (None without video).
-fn video_keyframe_cache(tracks: &[PublishedTrack]) -> Option<KeyframeCache> {
+/// A keyframe cache for the video of a WHIP source (None without video), stale after
+/// `silence`.
+fn video_keyframe_cache(tracks: &[PublishedTrack], silence: Duration) -> Option<KeyframeCache> {
     tracks
         .iter()
         .find(|t| t.kind == MediaKind::Video)
-        .map(|t| KeyframeCache::new(t.codec, crate::ingest::CACHE_BYTES))
+        .map(|t| KeyframeCache::new(t.codec, crate::ingest::CACHE_BYTES).stale_after(silence))
 }
