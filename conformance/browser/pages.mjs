@@ -28,6 +28,14 @@
 //       transceivers in `order`, applies the server's answer (the step a browser
 //       refuses when an answer rejects a bundled m-line) and must decode what the
 //       stream has: frames when "video", audio packets when "audio".
+//   { "kind": "timeline", "base", "stream", "stop_file", "max_seconds", "index": bool }
+//       a bare RTCPeerConnection (audio + video) plays the stream and reads its
+//       getStats() every 100 ms until the file `stop_file` exists (at most
+//       max_seconds): the figures are the samples { t (Unix ms), frames (decoded),
+//       audio (packets), state (connectionState) }, for a test that restarts the
+//       stream's publisher meanwhile and judges what the viewer saw. With "index",
+//       the index page is open meanwhile and `index_sources` lists each text its
+//       Source cell showed for the stream.
 //   { "kind": "refused", "base", "stream", "token", "expect_state", "expect_text",
 //     "then_token" }
 //       the watch page shows the server's refusal in words (then, with then_token
@@ -43,7 +51,7 @@
 // One browser serves every scenario. Progress goes to stderr; the last line on stdout
 // is one JSON object: { client, version, results: [ { name, ok, step, error, figures } ] }.
 
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
@@ -341,39 +349,15 @@ async function plainView(ctx, browser, sc) {
   ctx.cleanup.push(() => site.close());
   const want = { video: sc.video ?? true, audio: sc.audio ?? true };
   await step(ctx, 'page of another origin loads', () => page.goto(site.url));
-  const answered = await step(ctx, `offer ${sc.order.join('+')}, POST, apply the answer`, () => page.evaluate(async ({ endpoint, order }) => {
-    const pc = new RTCPeerConnection();
-    for (const kind of order) pc.addTransceiver(kind, { direction: 'recvonly' });
-    await pc.setLocalDescription(await pc.createOffer());
-    await new Promise((resolve) => {
-      if (pc.iceGatheringState === 'complete') return resolve();
-      pc.addEventListener('icegatheringstatechange', () => pc.iceGatheringState === 'complete' && resolve());
-      setTimeout(resolve, 1500);
-    });
-    const postAt = performance.now();
-    const resp = await fetch(endpoint, { method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp });
-    if (resp.status !== 201) throw new Error(`POST → ${resp.status}: ${(await resp.text()).trim()}`);
-    const location = new URL(resp.headers.get('location'), endpoint).href;
-    const answer = await resp.text();
-    window.plain = { pc, postAt, hangUp: () => { pc.close(); return fetch(location, { method: 'DELETE' }); } };
-    await pc.setRemoteDescription({ type: 'answer', sdp: answer });
-    return pc.getTransceivers().map((t) => `${t.receiver.track.kind}:${t.currentDirection}`);
-  }, { endpoint: `${sc.base}/whep/${encodeURIComponent(sc.stream)}`, order: sc.order }));
-  const read = () => page.evaluate(async () => {
-    const out = { frames: 0, audioPackets: 0, videoInbound: false, audioInbound: false, at: performance.now() - window.plain.postAt };
-    for (const r of (await window.plain.pc.getStats()).values()) {
-      if (r.type !== 'inbound-rtp') continue;
-      if (r.kind === 'video') { out.videoInbound = true; out.frames = r.framesDecoded || 0; }
-      if (r.kind === 'audio') { out.audioInbound = true; out.audioPackets = r.packetsReceived || 0; }
-    }
-    return out;
-  });
+  const answered = await step(ctx, `offer ${sc.order.join('+')}, POST, apply the answer`, () =>
+    plainConnect(page, `${sc.base}/whep/${encodeURIComponent(sc.stream)}`, sc.order));
+  const read = () => plainRead(page);
   const first = await step(ctx, `first ${want.video ? 'decoded frame' : 'audio packet'}`, async () => {
     const deadline = Date.now() + 20000;
     for (;;) {
       const r = await read();
       if ((want.video ? r.frames : r.audioPackets) > 0) return r;
-      if (Date.now() > deadline) throw new Error(`nothing decoded in 20 s: ${JSON.stringify(r)}; connection ${await page.evaluate(() => window.plain.pc.connectionState)}`);
+      if (Date.now() > deadline) throw new Error(`nothing decoded in 20 s: ${JSON.stringify(r)}`);
       await sleep(25);
     }
   });
@@ -390,6 +374,85 @@ async function plainView(ctx, browser, sc) {
     transceivers: answered, first_media_ms: Math.round(first.at),
     frames_in_2s: after.frames - first.frames, audio_packets_in_2s: after.audioPackets - first.audioPackets,
   };
+}
+
+/** A bare RTCPeerConnection on a page of another origin: offers recvonly
+ *  transceivers in `order`, POSTs to `endpoint`, applies the answer. Leaves
+ *  `window.plain` = { pc, postAt, hangUp } and returns the transceivers' directions. */
+async function plainConnect(page, endpoint, order) {
+  return page.evaluate(async ({ endpoint, order }) => {
+    const pc = new RTCPeerConnection();
+    for (const kind of order) pc.addTransceiver(kind, { direction: 'recvonly' });
+    await pc.setLocalDescription(await pc.createOffer());
+    await new Promise((resolve) => {
+      if (pc.iceGatheringState === 'complete') return resolve();
+      pc.addEventListener('icegatheringstatechange', () => pc.iceGatheringState === 'complete' && resolve());
+      setTimeout(resolve, 1500);
+    });
+    const postAt = performance.now();
+    const resp = await fetch(endpoint, { method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp });
+    if (resp.status !== 201) throw new Error(`POST → ${resp.status}: ${(await resp.text()).trim()}`);
+    const location = new URL(resp.headers.get('location'), endpoint).href;
+    const answer = await resp.text();
+    window.plain = { pc, postAt, hangUp: () => { pc.close(); return fetch(location, { method: 'DELETE' }); } };
+    await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+    return pc.getTransceivers().map((t) => `${t.receiver.track.kind}:${t.currentDirection}`);
+  }, { endpoint, order });
+}
+
+/** The viewer's decoded frames and audio packets, read by a bare peer connection. */
+function plainRead(page) {
+  return page.evaluate(async () => {
+    const out = { frames: 0, audioPackets: 0, videoInbound: false, audioInbound: false, at: performance.now() - window.plain.postAt };
+    for (const r of (await window.plain.pc.getStats()).values()) {
+      if (r.type !== 'inbound-rtp') continue;
+      if (r.kind === 'video') { out.videoInbound = true; out.frames = r.framesDecoded || 0; }
+      if (r.kind === 'audio') { out.audioInbound = true; out.audioPackets = r.packetsReceived || 0; }
+    }
+    out.state = window.plain.pc.connectionState;
+    out.t = Date.now();
+    return out;
+  });
+}
+
+async function timeline(ctx, browser, sc) {
+  const page = await browser.newPage();
+  ctx.pages.push(page);
+  const site = await embedSite('<!doctype html><title>timeline</title>');
+  ctx.cleanup.push(() => site.close());
+  await step(ctx, 'page of another origin loads', () => page.goto(site.url));
+  await step(ctx, 'offer audio+video, POST, apply the answer', () =>
+    plainConnect(page, `${sc.base}/whep/${encodeURIComponent(sc.stream)}`, ['audio', 'video']));
+  let index = null;
+  const indexSources = [];
+  if (sc.index) {
+    index = await browser.newPage();
+    ctx.pages.push(index);
+    await step(ctx, 'index: page loads', () => index.goto(`${sc.base}/`));
+  }
+  const samples = [];
+  const end = Date.now() + (sc.max_seconds || 60) * 1000;
+  await step(ctx, 'sample until told to stop', async () => {
+    let first = true;
+    while (Date.now() < end && !existsSync(sc.stop_file)) {
+      const r = await plainRead(page);
+      samples.push({ t: r.t, frames: r.frames, audio: r.audioPackets, state: r.state });
+      if (index) {
+        const source = await index.evaluate((name) => {
+          const tr = document.querySelector(`tr[data-stream="${name}"]`);
+          return tr ? tr.cells[1].innerText.trim() : null;
+        }, sc.stream);
+        if (source && source !== indexSources[indexSources.length - 1]) indexSources.push(source);
+      }
+      if (first && r.frames > 0) {
+        first = false;
+        log(`${ctx.name}: first decoded frame`);
+      }
+      await sleep(100);
+    }
+  });
+  await step(ctx, 'DELETE the session', () => page.evaluate(() => window.plain.hangUp()));
+  return { samples, index_sources: indexSources };
 }
 
 async function refused(ctx, browser, sc) {
@@ -491,7 +554,7 @@ function embedSite(html) {
 }
 
 const KINDS = {
-  'publish-watch': publishWatch, watch: embedded, 'watch-page': watchPage, 'plain-view': plainView,
+  'publish-watch': publishWatch, watch: embedded, 'watch-page': watchPage, 'plain-view': plainView, timeline,
   refused, 'index-token': indexToken, reasons, 'publish-refused': publishRefused,
 };
 
