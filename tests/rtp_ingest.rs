@@ -653,6 +653,63 @@ async fn a_silent_source_goes_offline_keeps_its_viewers_and_comes_back_by_itself
     server.shutdown().await;
 }
 
+/// A camera that stops (before `rtp_timeout`) and comes back rebooted, with a new
+/// SSRC: while it is silent its viewer's keyframe requests replay nothing from the
+/// cache (they used to show the same old group again on every request), the API says
+/// since when it is silent, and the viewer plays on from the rebooted camera's first
+/// keyframe in the same session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_that_stops_and_reboots_replays_nothing_while_silent_and_resumes() {
+    let vport = free_port_pair();
+    let server = common::start_with(|c| {
+        c.rtp
+            .push(h264_opus_entry("reboot", vport, free_port_pair()))
+    })
+    .await;
+    let base = server.base_url();
+    let to: SocketAddr = ([127, 0, 0, 1], vport).into();
+    let live = LiveCamera::start(Camera::new("127.0.0.1:0", to, 0x51, 1), 30);
+    let viewer = common::view_url(&format!("{base}/whep/reboot")).await;
+    viewer
+        .wait_for(Duration::from_secs(5), |p| p.len() >= 30)
+        .await
+        .expect("the viewer plays the camera");
+    drop(live);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let r = wishd::client::http_request("GET", &format!("{base}/api/streams"), &[], Vec::new())
+        .await
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let source = &list["streams"][0]["source"];
+    assert_eq!(source["state"], "silent", "{list}");
+    assert!(source["silent_since"].is_string(), "{list}");
+    let silent_from = viewer.received_count();
+    for _ in 0..3 {
+        viewer.request_keyframe();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    assert_eq!(
+        viewer.received_count(),
+        silent_from,
+        "the viewer got packets while the camera was silent"
+    );
+    // Rebooted: new SSRC, new numbering. The viewer goes on at its first keyframe,
+    // its own numbering continuous.
+    let _back = LiveCamera::start(Camera::new("127.0.0.1:0", to, 0x52, 30_000), 30);
+    viewer
+        .wait_for(Duration::from_secs(5), |p| p.len() >= silent_from + 30)
+        .await
+        .expect("the viewer plays the rebooted camera");
+    let video = video_of(&viewer.received());
+    let before = video_of(&viewer.received()[..silent_from]).len();
+    assert_starts_sps_pps_idr(&video[before..], "after the reboot");
+    for w in video.windows(2) {
+        assert_eq!(w[1].seq, w[0].seq + 1, "the viewer's numbering jumped");
+    }
+    assert!(viewer.is_connected());
+    server.shutdown().await;
+}
+
 /// An RTCP sender report (RFC 3550 §6.4.1) without report blocks.
 fn sender_report(ssrc: u32, ntp: u64, rtp: u32) -> Vec<u8> {
     let mut v = vec![0x80, 200, 0, 6];
