@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::auth::Action;
+use crate::model::Role;
 
 /// Errors while loading or validating the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -439,8 +439,8 @@ fn policy_open() -> Policy {
 fn all_streams() -> Vec<String> {
     vec!["*".into()]
 }
-fn all_actions() -> Vec<Action> {
-    vec![Action::Publish, Action::Play]
+fn all_actions() -> Vec<Role> {
+    vec![Role::Publisher, Role::Viewer]
 }
 fn default_leeway() -> Duration {
     Duration::from_secs(30)
@@ -462,7 +462,7 @@ pub struct StaticTokenConfig {
     pub streams: Vec<String>,
     /// Actions it allows. Default both.
     #[serde(default = "all_actions")]
-    pub actions: Vec<Action>,
+    pub actions: Vec<Role>,
 }
 
 /// JWT verification: one key, which pins the algorithm.
@@ -885,11 +885,11 @@ max_sessions = 100
         c.validate().unwrap();
         assert_eq!(c.auth.publish, Policy::Token, "default kept");
         assert_eq!(c.auth.play, Policy::Token);
-        assert_eq!(c.auth.tokens[0].actions, vec![Action::Publish]);
+        assert_eq!(c.auth.tokens[0].actions, vec![Role::Publisher]);
         assert_eq!(c.auth.tokens[1].streams, vec!["*".to_string()]);
         assert_eq!(
             c.auth.tokens[1].actions,
-            vec![Action::Publish, Action::Play]
+            vec![Role::Publisher, Role::Viewer]
         );
         let jwt = c.auth.jwt.as_ref().unwrap();
         assert_eq!(jwt.leeway, Duration::from_secs(10));

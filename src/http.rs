@@ -38,10 +38,11 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use tracing::{info, warn};
 
-use crate::auth::{self, Action, AuthError, Authenticator};
+use crate::auth::{self, AuthError, Authenticator};
 use crate::media::{Created, Media, MediaError, PatchOutcome, new_etag};
+use crate::model::{Role, SessionId};
 use crate::ratelimit::RateLimiter;
-use crate::registry::{RegistryError, SessionId, SessionKind};
+use crate::registry::RegistryError;
 use crate::sdp::SdpError;
 use crate::sdp::frag::{MAX_FRAG, parse_fragment};
 
@@ -225,16 +226,16 @@ fn text(status: StatusCode, body: &str) -> Response<Body> {
 /// The routes wishd knows.
 #[derive(Debug, PartialEq, Eq)]
 enum Route<'a> {
-    Endpoint(SessionKind, &'a str),
-    Session(SessionKind, &'a str, &'a str),
+    Endpoint(Role, &'a str),
+    Session(Role, &'a str, &'a str),
 }
 
 fn route(path: &str) -> Option<Route<'_>> {
     let rest = path.strip_prefix('/')?;
     let mut parts = rest.split('/');
     let kind = match parts.next()? {
-        "whip" => SessionKind::Publisher,
-        "whep" => SessionKind::Viewer,
+        "whip" => Role::Publisher,
+        "whep" => Role::Viewer,
         _ => return None,
     };
     let stream = parts.next()?;
@@ -245,23 +246,11 @@ fn route(path: &str) -> Option<Route<'_>> {
     }
 }
 
-/// Stream names: 1 to 128 characters of letters, digits, `-`, `_`, `.` and `~`.
-pub fn valid_stream_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && s != "."
-        && s != ".."
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
-}
-
 fn check_stream(stream: &str) -> Result<(), ApiError> {
-    if valid_stream_name(stream) {
+    if crate::model::valid_stream_name(stream) {
         Ok(())
     } else {
-        Err(ApiError::BadRequest(
-            "stream names are 1 to 128 characters of A-Z a-z 0-9 - _ . ~".into(),
-        ))
+        Err(ApiError::BadRequest(crate::model::STREAM_NAME_RULE.into()))
     }
 }
 
@@ -361,27 +350,20 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-fn action_of(kind: SessionKind) -> Action {
-    match kind {
-        SessionKind::Publisher => Action::Publish,
-        SessionKind::Viewer => Action::Play,
-    }
-}
-
-/// Checks a request on an existing session (DELETE now, PATCH later) against the
+/// Checks a request on an existing session (DELETE, PATCH, GET) against the
 /// rights the session was created with. Unknown sessions are 404 first.
 fn authorize_session(
     state: &AppState,
     req: &Request<Incoming>,
     id: SessionId,
-    kind: SessionKind,
+    kind: Role,
     stream: &str,
 ) -> Result<(), ApiError> {
     let token = request_token(state, req)?;
     let info = state.media.session(id, kind, stream)?;
     state
         .auth
-        .authorize_session(&info.grant, action_of(kind), stream, token.as_deref())?;
+        .authorize_session(&info.grant, kind, stream, token.as_deref())?;
     Ok(())
 }
 
@@ -407,9 +389,7 @@ async fn dispatch(state: &AppState, req: Request<Incoming>) -> Result<Response<B
                     let base = location::base(&req, state.public_url.as_deref());
                     let grant = {
                         let token = request_token(state, &req)?;
-                        state
-                            .auth
-                            .authorize(action_of(kind), stream, token.as_deref())?
+                        state.auth.authorize(kind, stream, token.as_deref())?
                     };
                     if state.max_sessions != 0 && state.media.session_count() >= state.max_sessions
                     {
@@ -417,10 +397,8 @@ async fn dispatch(state: &AppState, req: Request<Incoming>) -> Result<Response<B
                     }
                     let offer = read_sdp(req).await?;
                     let created = match kind {
-                        SessionKind::Publisher => {
-                            state.media.publish(stream, &offer, grant).await?
-                        }
-                        SessionKind::Viewer => state.media.play(stream, &offer, grant).await?,
+                        Role::Publisher => state.media.publish(stream, &offer, grant).await?,
+                        Role::Viewer => state.media.play(stream, &offer, grant).await?,
                     };
                     state
                         .media
@@ -444,10 +422,7 @@ async fn dispatch(state: &AppState, req: Request<Incoming>) -> Result<Response<B
                         .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
                     if !preflight
                         && let Ok(token) = request_token(state, &req)
-                        && state
-                            .auth
-                            .authorize(action_of(kind), stream, token.as_deref())
-                            .is_ok()
+                        && state.auth.authorize(kind, stream, token.as_deref()).is_ok()
                     {
                         add_ice_servers(state, r.headers_mut());
                     }
@@ -492,7 +467,7 @@ async fn dispatch(state: &AppState, req: Request<Incoming>) -> Result<Response<B
 async fn patch(
     state: &AppState,
     req: Request<Incoming>,
-    kind: SessionKind,
+    kind: Role,
     stream: &str,
     id: SessionId,
 ) -> Result<Response<Body>, ApiError> {
@@ -591,12 +566,7 @@ fn has_content_type(headers: &HeaderMap, want: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn created_response(
-    base: &str,
-    kind: SessionKind,
-    stream: &str,
-    created: Created,
-) -> Response<Body> {
+fn created_response(base: &str, kind: Role, stream: &str, created: Created) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(created.answer)));
     *r.status_mut() = StatusCode::CREATED;
     let h = r.headers_mut();
@@ -727,28 +697,19 @@ mod tests {
     fn routes_split_endpoint_and_session() {
         assert_eq!(
             route("/whip/cam1"),
-            Some(Route::Endpoint(SessionKind::Publisher, "cam1"))
+            Some(Route::Endpoint(Role::Publisher, "cam1"))
         );
         assert_eq!(
             route("/whep/cam1/"),
-            Some(Route::Endpoint(SessionKind::Viewer, "cam1"))
+            Some(Route::Endpoint(Role::Viewer, "cam1"))
         );
         assert_eq!(
             route("/whep/cam1/abc"),
-            Some(Route::Session(SessionKind::Viewer, "cam1", "abc"))
+            Some(Route::Session(Role::Viewer, "cam1", "abc"))
         );
         assert_eq!(route("/whip/a/b/c"), None);
         assert_eq!(route("/other/a"), None);
         assert_eq!(route(""), None);
-    }
-
-    #[test]
-    fn stream_names_are_restricted_to_url_safe_characters() {
-        assert!(valid_stream_name("cam-1_a.b~c"));
-        assert!(!valid_stream_name(""));
-        assert!(!valid_stream_name(".."));
-        assert!(!valid_stream_name("a%20b"));
-        assert!(!valid_stream_name(&"a".repeat(129)));
     }
 
     #[test]
@@ -766,7 +727,7 @@ mod tests {
             (AuthError::Malformed("x").into(), 400),
             (
                 AuthError::InsufficientScope {
-                    action: Action::Play,
+                    action: Role::Viewer,
                 }
                 .into(),
                 403,

@@ -40,6 +40,7 @@ pub mod http;
 pub mod ingest;
 pub mod media;
 pub mod metrics;
+pub mod model;
 pub mod ratelimit;
 pub mod registry;
 pub mod sdp;

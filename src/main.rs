@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use wishd::auth::{self, Action, MintKey};
+use wishd::auth::{self, MintKey};
 use wishd::config::{Config, HttpsConfig, JwtConfig, LogFormat, Policy, Secret, StaticTokenConfig};
+use wishd::model::Role;
 use wishd::server::Server;
 
 /// wishd: a WebRTC media server. Publishers push with WHIP, viewers pull with WHEP.
@@ -128,9 +129,9 @@ enum Command {
         /// Stream name or glob the token grants. Repeatable.
         #[arg(long, required = true, value_name = "NAME")]
         stream: Vec<String>,
-        /// Action the token grants: publish or play. Repeatable; default both.
+        /// Role the token grants: publish or play. Repeatable; default both.
         #[arg(long, value_name = "ACTION", value_parser = parse_action)]
-        action: Vec<Action>,
+        action: Vec<Role>,
         /// How long the token is valid, e.g. "1h".
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         lifetime: Duration,
@@ -162,10 +163,10 @@ enum Command {
     },
 }
 
-fn parse_action(s: &str) -> Result<Action, String> {
+fn parse_action(s: &str) -> Result<Role, String> {
     match s {
-        "publish" => Ok(Action::Publish),
-        "play" => Ok(Action::Play),
+        "publish" => Ok(Role::Publisher),
+        "play" => Ok(Role::Viewer),
         _ => Err(format!("{s:?} is not publish or play")),
     }
 }
@@ -225,7 +226,7 @@ impl Cli {
                 token: Some(Secret::new(t)),
                 token_file: None,
                 streams: vec!["*".into()],
-                actions: vec![Action::Publish],
+                actions: vec![Role::Publisher],
             });
         }
         if !self.play_token.is_empty() {
@@ -236,7 +237,7 @@ impl Cli {
                 token: Some(Secret::new(t)),
                 token_file: None,
                 streams: vec!["*".into()],
-                actions: vec![Action::Play],
+                actions: vec![Role::Viewer],
             });
         }
         if let Some(path) = self.jwt_secret_file {
@@ -276,12 +277,12 @@ impl Cli {
 fn mint_token(
     config: &Config,
     streams: Vec<String>,
-    mut actions: Vec<Action>,
+    mut actions: Vec<Role>,
     lifetime: Duration,
     private_key: Option<PathBuf>,
 ) -> Result<String, String> {
     if actions.is_empty() {
-        actions = vec![Action::Publish, Action::Play];
+        actions = vec![Role::Publisher, Role::Viewer];
     }
     let jwt = config.auth.jwt.as_ref();
     let key = match private_key {
@@ -479,8 +480,8 @@ mod tests {
             "play-token-1",
         ]);
         assert_eq!(c.auth.tokens.len(), 3);
-        assert_eq!(c.auth.tokens[0].actions, vec![Action::Publish]);
-        assert_eq!(c.auth.tokens[2].actions, vec![Action::Play]);
+        assert_eq!(c.auth.tokens[0].actions, vec![Role::Publisher]);
+        assert_eq!(c.auth.tokens[2].actions, vec![Role::Viewer]);
         assert_eq!(c.auth.tokens[2].streams, vec!["*".to_string()]);
         assert_eq!(c.auth.publish, Policy::Token);
         assert_eq!(c.auth.play, Policy::Token, "a play token closes play");

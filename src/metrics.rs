@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use crate::core::{MediaKind, SourcePacket};
 use crate::ingest::{IngestCounters, RtpIngest};
 use crate::media::MediaCounters;
+use crate::model::{EndReason, Role, SessionState};
 use crate::registry::{SourceView, StreamView};
 
 /// A histogram with fixed bucket bounds and atomic counts: `observe` is a search in a
@@ -187,114 +188,7 @@ impl Default for MediaHistograms {
     }
 }
 
-/// The lifecycle state of a session, for the gauges and the API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SessionState {
-    /// Created, ICE/DTLS not done yet.
-    Connecting = 0,
-    /// ICE and DTLS are up.
-    Connected = 1,
-    /// ICE lost consent; closed after `ice_timeout` unless it comes back.
-    Disconnected = 2,
-}
-
-impl SessionState {
-    /// All states, in gauge order.
-    pub const ALL: [SessionState; 3] = [
-        SessionState::Connecting,
-        SessionState::Connected,
-        SessionState::Disconnected,
-    ];
-
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SessionState::Connecting => "connecting",
-            SessionState::Connected => "connected",
-            SessionState::Disconnected => "disconnected",
-        }
-    }
-}
-
-/// Why a session ended: the `reason` of the summary log line and of
-/// `wishd_sessions_ended_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EndReason {
-    /// The client sent DELETE on its session URL.
-    Delete,
-    /// An operator ended it through `DELETE /api/sessions/{id}`.
-    Kicked,
-    /// An operator stopped its stream through `DELETE /api/streams/{name}`.
-    StreamStopped,
-    /// ICE consent was lost for longer than `ice_timeout`.
-    IceTimeout,
-    /// ICE/DTLS did not complete within `connect_timeout`.
-    ConnectTimeout,
-    /// The peer closed DTLS or the peer connection.
-    PeerClosed,
-    /// The peer connection failed (str0m reported an error).
-    Failed,
-    /// str0m panicked inside this session; only it was dropped.
-    InternalError,
-    /// The stream's publisher did not come back within `publisher_grace`.
-    PublisherGone,
-    /// A returning publisher brought other codecs than the viewers negotiated.
-    CodecChanged,
-    /// A returning publisher brought a kind of media the viewer offered but could not
-    /// get before (answered inactive): closed so that its player joins again with it.
-    TracksChanged,
-    /// A new publisher took the stream over (`publisher_takeover`).
-    Replaced,
-    /// The server is shutting down.
-    Shutdown,
-}
-
-impl EndReason {
-    /// All reasons, in counter order.
-    pub const ALL: [EndReason; 13] = [
-        EndReason::Delete,
-        EndReason::Kicked,
-        EndReason::StreamStopped,
-        EndReason::IceTimeout,
-        EndReason::ConnectTimeout,
-        EndReason::PeerClosed,
-        EndReason::Failed,
-        EndReason::InternalError,
-        EndReason::PublisherGone,
-        EndReason::CodecChanged,
-        EndReason::TracksChanged,
-        EndReason::Replaced,
-        EndReason::Shutdown,
-    ];
-
-    /// The stable code used in logs and metrics.
-    pub fn code(self) -> &'static str {
-        match self {
-            EndReason::Delete => "delete",
-            EndReason::Kicked => "kicked",
-            EndReason::StreamStopped => "stream-stopped",
-            EndReason::IceTimeout => "ice-timeout",
-            EndReason::ConnectTimeout => "connect-timeout",
-            EndReason::PeerClosed => "peer-closed",
-            EndReason::Failed => "failed",
-            EndReason::InternalError => "internal-error",
-            EndReason::PublisherGone => "publisher-gone",
-            EndReason::CodecChanged => "codec-changed",
-            EndReason::TracksChanged => "tracks-changed",
-            EndReason::Replaced => "replaced",
-            EndReason::Shutdown => "shutdown",
-        }
-    }
-
-    fn index(self) -> usize {
-        EndReason::ALL
-            .iter()
-            .position(|r| *r == self)
-            .unwrap_or_default()
-    }
-}
-
-/// Session counts by kind (0 publisher, 1 viewer) and state, and ends by reason.
+/// Session counts by role and state, and ends by reason.
 #[derive(Debug, Default)]
 pub struct SessionMetrics {
     created: [AtomicU64; 2],
@@ -303,32 +197,31 @@ pub struct SessionMetrics {
 }
 
 impl SessionMetrics {
-    /// A session of kind `viewer` (false: publisher) was created, connecting.
-    pub fn created(&self, viewer: bool) {
-        let k = usize::from(viewer);
+    /// A session of `role` was created, connecting.
+    pub fn created(&self, role: Role) {
+        let k = role.index();
         self.created[k].fetch_add(1, Ordering::Relaxed);
         self.states[k][SessionState::Connecting as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// A session moved from one state to another.
-    pub fn moved(&self, viewer: bool, from: SessionState, to: SessionState) {
+    pub fn moved(&self, role: Role, from: SessionState, to: SessionState) {
         if from != to {
-            let k = usize::from(viewer);
+            let k = role.index();
             self.states[k][from as usize].fetch_sub(1, Ordering::Relaxed);
             self.states[k][to as usize].fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// A session in `state` ended for `reason`.
-    pub fn ended(&self, viewer: bool, state: SessionState, reason: EndReason) {
-        let k = usize::from(viewer);
-        self.states[k][state as usize].fetch_sub(1, Ordering::Relaxed);
+    pub fn ended(&self, role: Role, state: SessionState, reason: EndReason) {
+        self.states[role.index()][state as usize].fetch_sub(1, Ordering::Relaxed);
         self.ended[reason.index()].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Sessions ever created of a kind.
-    pub fn created_total(&self, viewer: bool) -> u64 {
-        self.created[usize::from(viewer)].load(Ordering::Relaxed)
+    /// Sessions ever created of a role.
+    pub fn created_total(&self, role: Role) -> u64 {
+        self.created[role.index()].load(Ordering::Relaxed)
     }
 
     /// Sessions ended for a reason.
@@ -336,9 +229,9 @@ impl SessionMetrics {
         self.ended[reason.index()].load(Ordering::Relaxed)
     }
 
-    /// Sessions of a kind now in a state.
-    pub fn in_state(&self, viewer: bool, state: SessionState) -> i64 {
-        self.states[usize::from(viewer)][state as usize].load(Ordering::Relaxed)
+    /// Sessions of a role now in a state.
+    pub fn in_state(&self, role: Role, state: SessionState) -> i64 {
+        self.states[role.index()][state as usize].load(Ordering::Relaxed)
     }
 }
 
@@ -741,12 +634,12 @@ pub fn render_sessions(e: &mut Exposition, s: &SessionMetrics) {
         "gauge",
         "Sessions now, by kind (publisher, viewer) and state.",
     );
-    for (k, kind) in ["publisher", "viewer"].iter().enumerate() {
+    for role in Role::ALL {
         for st in SessionState::ALL {
             e.sample(
                 "wishd_sessions",
-                &format!("kind=\"{kind}\",state=\"{}\"", st.as_str()),
-                s.states[k][st as usize].load(Ordering::Relaxed).max(0),
+                &format!("kind=\"{}\",state=\"{}\"", role.noun(), st.as_str()),
+                s.in_state(role, st).max(0),
             );
         }
     }
@@ -755,11 +648,11 @@ pub fn render_sessions(e: &mut Exposition, s: &SessionMetrics) {
         "counter",
         "Sessions created, by kind.",
     );
-    for (k, kind) in ["publisher", "viewer"].iter().enumerate() {
+    for role in Role::ALL {
         e.sample(
             "wishd_sessions_created_total",
-            &format!("kind=\"{kind}\""),
-            s.created[k].load(Ordering::Relaxed),
+            &format!("kind=\"{}\"", role.noun()),
+            s.created_total(role),
         );
     }
     e.family(
@@ -771,7 +664,7 @@ pub fn render_sessions(e: &mut Exposition, s: &SessionMetrics) {
         e.sample(
             "wishd_sessions_ended_total",
             &format!("reason=\"{}\"", r.code()),
-            s.ended[r.index()].load(Ordering::Relaxed),
+            s.ended_total(r),
         );
     }
 }

@@ -8,8 +8,6 @@
 //! Time is passed in (`now`), so the grace-period logic is tested without a clock.
 
 use std::collections::HashMap;
-use std::fmt;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -20,59 +18,8 @@ use crate::auth::Grant;
 use crate::config::Takeover;
 use crate::core::{KeyframeCache, SourcePacket};
 use crate::metrics::StreamStats;
+use crate::model::{Role, SessionId};
 use crate::sdp::ChosenCodec;
-
-/// A session's identifier: 128 random bits, shown as 32 hex digits in the session URL.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SessionId(pub u128);
-
-impl SessionId {
-    /// A new random, unguessable id.
-    pub fn random() -> SessionId {
-        SessionId(rand::random())
-    }
-}
-
-impl fmt::Display for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
-    }
-}
-
-impl fmt::Debug for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{self}")
-    }
-}
-
-impl FromStr for SessionId {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(());
-        }
-        u128::from_str_radix(s, 16).map(SessionId).map_err(|_| ())
-    }
-}
-
-/// What a session does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SessionKind {
-    /// A WHIP publisher: the source of its stream.
-    Publisher,
-    /// A WHEP viewer.
-    Viewer,
-}
-
-impl SessionKind {
-    /// `whip` or `whep`, as in the URL.
-    pub fn path_segment(self) -> &'static str {
-        match self {
-            SessionKind::Publisher => "whip",
-            SessionKind::Viewer => "whep",
-        }
-    }
-}
 
 /// What the directory knows of one session.
 #[derive(Debug, Clone)]
@@ -80,7 +27,7 @@ pub struct SessionInfo {
     /// Its id.
     pub id: SessionId,
     /// Publisher or viewer.
-    pub kind: SessionKind,
+    pub kind: Role,
     /// The stream it publishes or watches.
     pub stream: Arc<str>,
     /// The media worker that owns its `Rtc`.
@@ -412,7 +359,7 @@ impl Registry {
             grant.rejoin = inner
                 .sessions
                 .values()
-                .filter(|s| s.kind == SessionKind::Viewer && *s.stream == *name)
+                .filter(|s| s.kind == Role::Viewer && *s.stream == *name)
                 .filter(|s| {
                     s.idle_kinds
                         .iter()
@@ -425,7 +372,7 @@ impl Registry {
             id,
             SessionInfo {
                 id,
-                kind: SessionKind::Publisher,
+                kind: Role::Publisher,
                 stream: name,
                 worker,
                 etag,
@@ -496,7 +443,7 @@ impl Registry {
             id,
             SessionInfo {
                 id,
-                kind: SessionKind::Viewer,
+                kind: Role::Viewer,
                 stream: shared.name.clone(),
                 worker,
                 etag,
@@ -514,8 +461,8 @@ impl Registry {
         let grace = self.grace;
         if let Some(entry) = inner.streams.get_mut(&info.stream) {
             match info.kind {
-                SessionKind::Viewer => entry.viewers = entry.viewers.saturating_sub(1),
-                SessionKind::Publisher => {
+                Role::Viewer => entry.viewers = entry.viewers.saturating_sub(1),
+                Role::Publisher => {
                     if matches!(entry.source, SourceState::Live(live) if live == id) {
                         entry.source = SourceState::Gone {
                             deadline: now + grace,
@@ -568,7 +515,7 @@ impl Registry {
         let publishers = inner
             .sessions
             .values()
-            .filter(|s| s.kind == SessionKind::Publisher)
+            .filter(|s| s.kind == Role::Publisher)
             .count();
         RegistryCounts {
             streams: inner.streams.len(),
@@ -687,14 +634,6 @@ mod tests {
             Takeover::Never,
             Duration::from_secs(1),
         )
-    }
-
-    #[test]
-    fn session_id_round_trips_through_its_text_form() {
-        let id = SessionId::random();
-        assert_eq!(id.to_string().parse::<SessionId>(), Ok(id));
-        assert!("xyz".parse::<SessionId>().is_err());
-        assert!("0".repeat(33).parse::<SessionId>().is_err());
     }
 
     #[test]

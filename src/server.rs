@@ -19,12 +19,13 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use crate::api::{Ops, OpsSetupError};
-use crate::auth::{Action, AuthSetupError, Authenticator};
+use crate::auth::{AuthSetupError, Authenticator};
 use crate::config::{Config, ConfigError, LimitsConfig, Policy, Secret, StaticTokenConfig};
 use crate::http::{self, AppState};
 use crate::ingest::{self, RtpIngest};
 use crate::media::{Media, MediaCounters, WorkerStats};
-use crate::metrics::EndReason;
+use crate::model::EndReason;
+use crate::model::Role;
 use crate::ratelimit::RateLimiter;
 use crate::registry::{Registry, RegistryCounts};
 use crate::tls::{self, CertResolver, TlsError};
@@ -124,15 +125,15 @@ impl Server {
         let mut auth = Authenticator::new(&config.auth, &read)?;
         // Secure by default: publishing needs a token, so make one when none is set.
         let mut generated_token = None;
-        if auth.policy(Action::Publish) == Policy::Token
-            && !auth.has_credentials_for(Action::Publish)
+        if auth.policy(Role::Publisher) == Policy::Token
+            && !auth.has_credentials_for(Role::Publisher)
         {
             let token = crate::auth::random_token();
             config.auth.tokens.push(StaticTokenConfig {
                 token: Some(Secret::new(token.clone())),
                 token_file: None,
                 streams: vec!["*".into()],
-                actions: vec![Action::Publish],
+                actions: vec![Role::Publisher],
             });
             auth = Authenticator::new(&config.auth, &read)?;
             generated_token = Some(token);
@@ -224,7 +225,7 @@ impl Server {
             public_url: config.public_url.clone(),
             ops: ops.clone(),
         });
-        let play_credentials = state.auth.has_credentials_for(Action::Play);
+        let play_credentials = state.auth.has_credentials_for(Role::Viewer);
         let mut tasks = vec![tokio::spawn(grace_clock(
             registry.clone(),
             media.clone(),

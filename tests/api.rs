@@ -212,7 +212,7 @@ async fn kicking_a_session_ends_it_and_the_viewer_sees_the_end() {
         server
             .counters()
             .session_metrics
-            .ended_total(wishd::metrics::EndReason::Kicked),
+            .ended_total(wishd::model::EndReason::Kicked),
         1
     );
     // A malformed id is simply unknown.
@@ -266,7 +266,7 @@ async fn stopping_a_stream_ends_its_publisher_and_every_viewer() {
     let c = server.counters();
     assert_eq!(
         c.session_metrics
-            .ended_total(wishd::metrics::EndReason::StreamStopped),
+            .ended_total(wishd::model::EndReason::StreamStopped),
         3
     );
     server.shutdown().await;
@@ -309,7 +309,7 @@ async fn the_stream_list_needs_a_play_token_when_play_does_and_shows_what_it_may
             token: Some(Secret::new(play_a)),
             token_file: None,
             streams: vec!["a*".into()],
-            actions: vec![wishd::auth::Action::Play],
+            actions: vec![wishd::model::Role::Viewer],
         });
     })
     .await;

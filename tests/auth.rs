@@ -6,18 +6,19 @@ mod common;
 
 use std::path::PathBuf;
 
-use wishd::auth::{Action, MintKey, mint, now_secs};
+use wishd::auth::{MintKey, mint, now_secs};
 use wishd::client::{
     HttpResponse, PublisherOptions, ViewerOptions, WhepViewer, WhipPublisher, http_request,
     publisher_offer,
 };
 use wishd::config::{Config, JwtConfig, Policy, Secret, StaticTokenConfig};
+use wishd::model::Role;
 use wishd::server::Server;
 
 const SECRET: &str = "test-secret-0123456789abcdef-0123";
 const SDP: (&str, &str) = ("content-type", "application/sdp");
 
-fn jwt(streams: &[&str], actions: &[Action], nbf: u64, life: u64) -> String {
+fn jwt(streams: &[&str], actions: &[Role], nbf: u64, life: u64) -> String {
     mint(
         &MintKey::Secret(SECRET.as_bytes().to_vec()),
         streams.iter().map(|s| s.to_string()).collect(),
@@ -42,7 +43,7 @@ fn secured(c: &mut Config) {
         token: Some(Secret::new("obs-key-for-studio")),
         token_file: None,
         streams: vec!["studio".into()],
-        actions: vec![Action::Publish],
+        actions: vec![Role::Publisher],
     });
 }
 
@@ -116,7 +117,7 @@ async fn wrong_signature_expired_and_not_yet_valid_are_401_invalid_token() {
     let wrong_sig = mint(
         &MintKey::Secret(b"not-the-configured-secret-at-all".to_vec()),
         vec!["s".into()],
-        vec![Action::Publish],
+        vec![Role::Publisher],
         now,
         60,
         None,
@@ -124,8 +125,8 @@ async fn wrong_signature_expired_and_not_yet_valid_are_401_invalid_token() {
     )
     .unwrap();
     expect_invalid_token(&server, &wrong_sig).await;
-    expect_invalid_token(&server, &jwt(&["s"], &[Action::Publish], now - 7200, 60)).await;
-    expect_invalid_token(&server, &jwt(&["s"], &[Action::Publish], now + 7200, 60)).await;
+    expect_invalid_token(&server, &jwt(&["s"], &[Role::Publisher], now - 7200, 60)).await;
+    expect_invalid_token(&server, &jwt(&["s"], &[Role::Publisher], now + 7200, 60)).await;
     expect_invalid_token(&server, "unknown-static-token").await;
     server.shutdown().await;
 }
@@ -178,7 +179,7 @@ async fn es256_key_accepts_its_tokens_and_refuses_hs256_signed_with_the_public_k
     let good = mint(
         &key,
         vec!["s".into()],
-        vec![Action::Publish],
+        vec![Role::Publisher],
         now,
         60,
         None,
@@ -190,7 +191,7 @@ async fn es256_key_accepts_its_tokens_and_refuses_hs256_signed_with_the_public_k
     let confused = mint(
         &MintKey::Secret(public.into_bytes()),
         vec!["s2".into()],
-        vec![Action::Publish],
+        vec![Role::Publisher],
         now,
         60,
         None,
@@ -208,12 +209,12 @@ async fn wrong_stream_and_wrong_action_are_403_insufficient_scope() {
     let server = start_secured().await;
     let base = server.base_url();
     let now = now_secs();
-    let other_stream = jwt(&["other"], &[Action::Publish], now, 60);
+    let other_stream = jwt(&["other"], &[Role::Publisher], now, 60);
     let r = post_with(&format!("{base}/whip/s"), Some(&other_stream)).await;
     assert_eq!(r.status, 403, "{}", r.text());
     assert!(challenge(&r).contains("error=\"insufficient_scope\""));
     assert!(common::problem_detail(&r).contains("does not allow publish"));
-    let play_only = jwt(&["s"], &[Action::Play], now, 60);
+    let play_only = jwt(&["s"], &[Role::Viewer], now, 60);
     let r = post_with(&format!("{base}/whip/s"), Some(&play_only)).await;
     assert_eq!(r.status, 403, "{}", r.text());
     // The static token is for "studio" and publish only.
@@ -227,7 +228,7 @@ async fn glob_jwt_and_static_token_publish_and_a_play_token_views() {
     let server = start_secured().await;
     let base = server.base_url();
     let now = now_secs();
-    let glob = jwt(&["cam-*"], &[Action::Publish], now, 600);
+    let glob = jwt(&["cam-*"], &[Role::Publisher], now, 600);
     let publisher = WhipPublisher::connect(
         &format!("{base}/whip/cam-7"),
         PublisherOptions {
@@ -249,7 +250,7 @@ async fn glob_jwt_and_static_token_publish_and_a_play_token_views() {
     let viewer = WhepViewer::connect(
         &format!("{base}/whep/cam-7"),
         ViewerOptions {
-            token: Some(jwt(&["cam-7"], &[Action::Play], now, 600)),
+            token: Some(jwt(&["cam-7"], &[Role::Viewer], now, 600)),
             ..ViewerOptions::default()
         },
     )
@@ -264,7 +265,7 @@ async fn glob_jwt_and_static_token_publish_and_a_play_token_views() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_token_is_accepted_only_when_enabled() {
     let now = now_secs();
-    let token = jwt(&["s"], &[Action::Publish], now, 600);
+    let token = jwt(&["s"], &[Role::Publisher], now, 600);
     for enabled in [false, true] {
         let server = common::start_with(|c| {
             secured(c);
@@ -283,8 +284,8 @@ async fn delete_needs_the_creating_rights_not_another_streams_token() {
     let server = start_secured().await;
     let base = server.base_url();
     let now = now_secs();
-    let mine = jwt(&["a"], &[Action::Publish], now, 600);
-    let theirs = jwt(&["b"], &[Action::Publish], now, 600);
+    let mine = jwt(&["a"], &[Role::Publisher], now, 600);
+    let theirs = jwt(&["b"], &[Role::Publisher], now, 600);
     let r = post_with(&format!("{base}/whip/a"), Some(&mine)).await;
     assert_eq!(r.status, 201, "{}", r.text());
     let url = r.header("location").unwrap().to_owned();
@@ -320,7 +321,7 @@ async fn delete_needs_the_creating_rights_not_another_streams_token() {
     assert_eq!(r.status, 401, "{}", r.text());
     assert_eq!(server.registry().counts().publishers, 1, "still there");
     // A different token with the same rights may end it.
-    let same_rights = jwt(&["a"], &[Action::Publish], now, 300);
+    let same_rights = jwt(&["a"], &[Role::Publisher], now, 300);
     let r = del(Some(same_rights)).await;
     assert_eq!(r.status, 200, "{}", r.text());
     server.shutdown().await;

@@ -5,9 +5,10 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use wishd::auth::{Action, MintKey, mint, now_secs};
+use wishd::auth::{MintKey, mint, now_secs};
 use wishd::client::{PublisherOptions, WhipPublisher, http_request, publisher_offer};
 use wishd::config::{Config, JwtConfig, Policy, Secret, StaticTokenConfig};
+use wishd::model::Role;
 use wishd::server::Server;
 
 #[derive(Clone, Default)]
@@ -54,7 +55,7 @@ async fn tokens_never_appear_in_the_logs() {
         token: Some(Secret::new(STATIC)),
         token_file: None,
         streams: vec!["*".into()],
-        actions: vec![Action::Publish],
+        actions: vec![Role::Publisher],
     });
     tracing::info!(?config, "starting with");
     let server = Server::start(config).await.unwrap();
@@ -64,7 +65,7 @@ async fn tokens_never_appear_in_the_logs() {
     let good = mint(
         &key,
         vec!["s".into()],
-        vec![Action::Publish],
+        vec![Role::Publisher],
         now,
         60,
         None,
@@ -74,7 +75,7 @@ async fn tokens_never_appear_in_the_logs() {
     let expired = mint(
         &key,
         vec!["s".into()],
-        vec![Action::Publish],
+        vec![Role::Publisher],
         now - 9000,
         60,
         None,
@@ -84,7 +85,7 @@ async fn tokens_never_appear_in_the_logs() {
     let wrong_stream = mint(
         &key,
         vec!["x".into()],
-        vec![Action::Publish],
+        vec![Role::Publisher],
         now,
         60,
         None,

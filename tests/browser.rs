@@ -16,13 +16,13 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use wishd::auth::Action;
 use wishd::config::{Policy, RtpEntry, RtpMediumEntry, Secret, StaticTokenConfig};
+use wishd::model::Role;
 
 const PUBLISH_TOKEN: &str = "web-test-publish-token";
 const PLAY_TOKEN: &str = "web-test-play-token";
 
-fn token(value: &str, streams: &[&str], actions: &[Action]) -> StaticTokenConfig {
+fn token(value: &str, streams: &[&str], actions: &[Role]) -> StaticTokenConfig {
     StaticTokenConfig {
         token: Some(Secret::new(value)),
         token_file: None,
@@ -82,7 +82,7 @@ async fn chromium_publishes_from_the_publish_page_and_plays_on_the_watch_page_an
         c.auth.publish = Policy::Token;
         c.auth
             .tokens
-            .push(token(PUBLISH_TOKEN, &["*"], &[Action::Publish]));
+            .push(token(PUBLISH_TOKEN, &["*"], &[Role::Publisher]));
         c.publisher_grace = Duration::from_millis(1500);
         c.retry_after_secs = 1;
         c.rtp.push(camera_entry("cam", vport, aport));
@@ -93,7 +93,7 @@ async fn chromium_publishes_from_the_publish_page_and_plays_on_the_watch_page_an
         c.auth.play = Policy::Token;
         c.auth
             .tokens
-            .push(token(PLAY_TOKEN, &["open-*"], &[Action::Play]));
+            .push(token(PLAY_TOKEN, &["open-*"], &[Role::Viewer]));
     })
     .await;
 

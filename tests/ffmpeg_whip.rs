@@ -15,10 +15,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use interop::{Lines, Tool};
-use wishd::auth::Action;
 use wishd::client::{VideoCodec, ViewerOptions, http_request, viewer_offer};
 use wishd::config::{Config, Policy, Secret, StaticTokenConfig};
 use wishd::core::MediaKind;
+use wishd::model::Role;
 use wishd::server::Server;
 
 const TOKEN: &str = "ffmpeg-whip-key-7c1d2e";
@@ -29,7 +29,7 @@ fn with_publish_token(c: &mut Config) {
         token: Some(Secret::new(TOKEN)),
         token_file: None,
         streams: vec!["*".into()],
-        actions: vec![Action::Publish],
+        actions: vec![Role::Publisher],
     });
 }
 

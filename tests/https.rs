@@ -15,9 +15,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
-use wishd::auth::Action;
 use wishd::client::{PublisherOptions, ViewerOptions, WhepViewer, WhipPublisher};
 use wishd::config::{HttpsConfig, Policy, Secret, StaticTokenConfig};
+use wishd::model::Role;
 use wishd::server::Server;
 use wishd::tls::{generate_dev_certs, write_dev_certs};
 
@@ -175,7 +175,7 @@ async fn whip_publish_and_whep_view_over_https() {
             token: Some(Secret::new("https-stream-key")),
             token_file: None,
             streams: vec!["s".into()],
-            actions: vec![Action::Publish],
+            actions: vec![Role::Publisher],
         });
     })
     .await;

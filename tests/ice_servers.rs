@@ -6,9 +6,10 @@ mod common;
 
 use aws_lc_rs::hmac;
 use base64::Engine;
-use wishd::auth::{Action, now_secs};
+use wishd::auth::now_secs;
 use wishd::client::{HttpResponse, PublisherOptions, http_request, publisher_offer};
 use wishd::config::{Config, Policy, Secret, StaticTokenConfig};
+use wishd::model::Role;
 use wishd::server::Server;
 
 const TOML: &str = r#"
@@ -43,7 +44,7 @@ async fn start() -> Server {
             token: Some(Secret::new("pub-key-0001")),
             token_file: None,
             streams: vec!["*".into()],
-            actions: vec![Action::Publish],
+            actions: vec![Role::Publisher],
         });
     })
     .await

@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use interop::{Lines, Tool};
 use serde_json::Value;
-use wishd::auth::Action;
 use wishd::client::ViewerOptions;
 use wishd::config::{Config, Policy, Secret, StaticTokenConfig};
 use wishd::core::MediaKind;
+use wishd::model::Role;
 use wishd::server::Server;
 
 const KEY: &str = "obs-stream-key-5b7f3a91";
@@ -27,7 +27,7 @@ fn with_stream_key(c: &mut Config) {
         token: Some(Secret::new(KEY)),
         token_file: None,
         streams: vec!["*".into()],
-        actions: vec![Action::Publish],
+        actions: vec![Role::Publisher],
     });
 }
 

@@ -4,12 +4,12 @@
 
 mod common;
 
-use wishd::auth::Action;
 use wishd::client::{
     PublisherOptions, ViewerOptions, WhepViewer, WhipPublisher, http_request, publisher_offer,
 };
 use wishd::config::{Policy, Secret, StaticTokenConfig};
 use wishd::http::redirect::{RedirectConfig, RedirectKind};
+use wishd::model::Role;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn matching_posts_are_307_to_the_rule_target_and_clients_land_there() {
@@ -21,7 +21,7 @@ async fn matching_posts_are_307_to_the_rule_target_and_clients_land_there() {
             token: Some(Secret::new("front-key")),
             token_file: None,
             streams: vec!["*".into()],
-            actions: vec![Action::Publish],
+            actions: vec![Role::Publisher],
         });
         c.redirects = vec![
             RedirectConfig {

@@ -15,7 +15,7 @@ use wishd::client::{
 };
 use wishd::config::{Policy, Secret, StaticTokenConfig, Takeover};
 use wishd::core::MediaKind;
-use wishd::metrics::EndReason;
+use wishd::model::EndReason;
 
 use common::{publish, view};
 
@@ -158,7 +158,7 @@ async fn a_token_without_publish_rights_for_the_stream_cannot_take_it_over() {
         token: Some(Secret::new(value)),
         token_file: None,
         streams: streams.iter().map(|s| s.to_string()).collect(),
-        actions: vec![wishd::auth::Action::Publish],
+        actions: vec![wishd::model::Role::Publisher],
     };
     let server = common::start_with(|c| {
         c.auth.publish = Policy::Token;

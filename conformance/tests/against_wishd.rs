@@ -1,9 +1,9 @@
 //! The runner against a real wishd started in-process: every applicable row passes.
 //! The tables are printed (run with `--nocapture` to see them in CI output).
 
-use wishd::auth::Action;
 use wishd::config::{Config, Policy, Secret, StaticTokenConfig};
 use wishd::http::ice_servers::IceServerConfig;
+use wishd::model::Role;
 use wishd::server::Server;
 use wishd_conformance::{Mode, Options, Outcome, Report, run};
 
@@ -21,7 +21,7 @@ async fn start() -> Server {
     c.limits.requests_per_second = 0.0;
     c.auth.publish = Policy::Token;
     c.auth.play = Policy::Token;
-    for (token, action) in [(PUBLISH, Action::Publish), (PLAY, Action::Play)] {
+    for (token, action) in [(PUBLISH, Role::Publisher), (PLAY, Role::Viewer)] {
         c.auth.tokens.push(StaticTokenConfig {
             token: Some(Secret::new(token)),
             token_file: None,

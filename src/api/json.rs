@@ -11,7 +11,8 @@ use serde::Serialize;
 use crate::core::MediaKind;
 use crate::http::AppState;
 use crate::media::SessionSnapshot;
-use crate::registry::{SessionId, SessionKind, SourceView, StreamView};
+use crate::model::{Role, SessionId};
+use crate::registry::{SourceView, StreamView};
 
 /// `GET /api/streams`.
 #[derive(Debug, Serialize)]
@@ -237,8 +238,8 @@ pub async fn stream_detail(state: &AppState, view: StreamView) -> StreamDetail {
     let mut snaps = state.media.sessions(Some(&view.shared.name), false).await;
     // Publisher first, then viewers oldest first.
     snaps.sort_by(|a, b| {
-        (a.kind == SessionKind::Viewer, std::cmp::Reverse(a.age))
-            .cmp(&(b.kind == SessionKind::Viewer, std::cmp::Reverse(b.age)))
+        (a.kind == Role::Viewer, std::cmp::Reverse(a.age))
+            .cmp(&(b.kind == Role::Viewer, std::cmp::Reverse(b.age)))
     });
     let publisher_addr = match view.source {
         SourceView::WhipLive(id) => snaps.iter().find(|s| s.id == id).and_then(|s| s.peer),
@@ -257,10 +258,7 @@ pub async fn stream_detail(state: &AppState, view: StreamView) -> StreamDetail {
 fn session(s: &SessionSnapshot, codecs: Vec<String>) -> Session {
     Session {
         id: s.id.to_string(),
-        kind: match s.kind {
-            SessionKind::Publisher => "publisher",
-            SessionKind::Viewer => "viewer",
-        },
+        kind: s.kind.noun(),
         peer: s.peer.map(|a| a.to_string()),
         codecs,
         state: s.state.as_str(),

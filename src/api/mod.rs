@@ -36,13 +36,16 @@ use subtle::ConstantTimeEq;
 
 pub use health::Readiness;
 
-use crate::auth::{Action, AuthError};
+use crate::auth::AuthError;
 use crate::config::{ApiConfig, Policy};
 use crate::http::{ApiError, AppState, Body};
 use crate::ingest::RtpIngest;
 use crate::media::MediaError;
-use crate::metrics::{AuthFailure, EndReason, HttpMetrics, HttpRoute};
-use crate::registry::{RegistryError, SessionId};
+use crate::metrics::{AuthFailure, HttpMetrics, HttpRoute};
+use crate::model::EndReason;
+use crate::model::Role;
+use crate::model::SessionId;
+use crate::registry::RegistryError;
 
 /// The OpenAPI 3.1 description of the JSON API, served at `/api/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -329,20 +332,20 @@ fn visible_streams(
     token: Option<&str>,
 ) -> Result<Vec<crate::registry::StreamView>, ApiError> {
     let all = state.media.registry().streams();
-    if state.ops.is_admin(token) || state.auth.policy(Action::Play) == Policy::Open {
+    if state.ops.is_admin(token) || state.auth.policy(Role::Viewer) == Policy::Open {
         return Ok(all);
     }
     let token = token.ok_or(AuthError::Missing)?;
     let rights = state.auth.validate(token)?;
-    if !rights.actions.contains(&Action::Play) {
+    if !rights.actions.contains(&Role::Viewer) {
         return Err(AuthError::InsufficientScope {
-            action: Action::Play,
+            action: Role::Viewer,
         }
         .into());
     }
     Ok(all
         .into_iter()
-        .filter(|v| rights.allows(Action::Play, &v.shared.name))
+        .filter(|v| rights.allows(Role::Viewer, &v.shared.name))
         .collect())
 }
 

@@ -18,25 +18,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use crate::config::{AuthConfig, JwtConfig, Policy};
-
-/// What a request wants to do to a stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    /// WHIP: be the source of the stream.
-    Publish,
-    /// WHEP: watch the stream.
-    Play,
-}
-
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Action::Publish => "publish",
-            Action::Play => "play",
-        })
-    }
-}
+use crate::model::Role;
 
 /// A refused authorization. The messages never contain the token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,7 +38,7 @@ pub enum AuthError {
     #[error("the token does not allow {action} on this stream")]
     InsufficientScope {
         /// What was asked.
-        action: Action,
+        action: Role,
     },
 }
 
@@ -148,12 +130,12 @@ pub struct Rights {
     /// Stream names or globs.
     pub streams: Vec<String>,
     /// Allowed actions.
-    pub actions: Vec<Action>,
+    pub actions: Vec<Role>,
 }
 
 impl Rights {
     /// Whether `action` on `stream` is allowed.
-    pub fn allows(&self, action: Action, stream: &str) -> bool {
+    pub fn allows(&self, action: Role, stream: &str) -> bool {
         self.actions.contains(&action) && self.streams.iter().any(|p| glob_match(p, stream))
     }
 }
@@ -210,7 +192,7 @@ pub struct Claims {
     pub streams: OneOrMany<String>,
     /// The actions the token grants: `publish`, `play`, or a list of them.
     #[serde(default)]
-    pub actions: OneOrMany<Action>,
+    pub actions: OneOrMany<Role>,
 }
 
 /// A claim that is either one value or a list of them.
@@ -430,10 +412,10 @@ impl Authenticator {
     }
 
     /// The policy of an action.
-    pub fn policy(&self, action: Action) -> Policy {
+    pub fn policy(&self, action: Role) -> Policy {
         match action {
-            Action::Publish => self.publish,
-            Action::Play => self.play,
+            Role::Publisher => self.publish,
+            Role::Viewer => self.play,
         }
     }
 
@@ -443,7 +425,7 @@ impl Authenticator {
     }
 
     /// Whether some static token or a JWT key can authorize `action`.
-    pub fn has_credentials_for(&self, action: Action) -> bool {
+    pub fn has_credentials_for(&self, action: Role) -> bool {
         self.jwt.is_some()
             || self
                 .statics
@@ -482,7 +464,7 @@ impl Authenticator {
     /// Authorizes a new session: `action` on `stream` with an optional bearer token.
     pub fn authorize(
         &self,
-        action: Action,
+        action: Role,
         stream: &str,
         token: Option<&str>,
     ) -> Result<Grant, AuthError> {
@@ -504,7 +486,7 @@ impl Authenticator {
     pub fn authorize_session(
         &self,
         grant: &Grant,
-        action: Action,
+        action: Role,
         stream: &str,
         token: Option<&str>,
     ) -> Result<(), AuthError> {
@@ -544,7 +526,7 @@ fn jwt_reason(e: &jsonwebtoken::errors::Error) -> String {
 pub fn mint(
     key: &MintKey,
     streams: Vec<String>,
-    actions: Vec<Action>,
+    actions: Vec<Role>,
     now: u64,
     lifetime_secs: u64,
     issuer: Option<String>,

@@ -26,7 +26,7 @@ fn with_jwt(jwt: JwtConfig) -> Authenticator {
     Authenticator::new(&c, &no_files).unwrap()
 }
 
-fn hs(streams: &[&str], actions: &[Action], now: u64, life: u64) -> String {
+fn hs(streams: &[&str], actions: &[Role], now: u64, life: u64) -> String {
     mint(
         &MintKey::Secret(SECRET.as_bytes().to_vec()),
         streams.iter().map(|s| s.to_string()).collect(),
@@ -85,13 +85,13 @@ fn static_tokens_grant_their_streams_and_actions_only() {
         token: Some(Secret::new("obs-stream-key-1")),
         token_file: None,
         streams: vec!["studio-*".into()],
-        actions: vec![Action::Publish],
+        actions: vec![Role::Publisher],
     });
     c.tokens.push(StaticTokenConfig {
         token: None,
         token_file: Some(PathBuf::from("/key")),
         streams: vec!["*".into()],
-        actions: vec![Action::Play],
+        actions: vec![Role::Viewer],
     });
     let read = |p: &Path| {
         if p == Path::new("/key") {
@@ -102,38 +102,38 @@ fn static_tokens_grant_their_streams_and_actions_only() {
     };
     let a = Authenticator::new(&c, &read).unwrap();
     assert!(
-        a.authorize(Action::Publish, "studio-a", Some("obs-stream-key-1"))
+        a.authorize(Role::Publisher, "studio-a", Some("obs-stream-key-1"))
             .is_ok()
     );
     assert_eq!(
-        a.authorize(Action::Publish, "other", Some("obs-stream-key-1")),
+        a.authorize(Role::Publisher, "other", Some("obs-stream-key-1")),
         Err(AuthError::InsufficientScope {
-            action: Action::Publish
+            action: Role::Publisher
         })
     );
     assert!(matches!(
-        a.authorize(Action::Publish, "studio-a", Some("obs-stream-key-2")),
+        a.authorize(Role::Publisher, "studio-a", Some("obs-stream-key-2")),
         Err(AuthError::InvalidToken(_))
     ));
     assert_eq!(
-        a.authorize(Action::Publish, "studio-a", None),
+        a.authorize(Role::Publisher, "studio-a", None),
         Err(AuthError::Missing)
     );
     // Play is open by default, so no token is needed; the file token has play rights.
-    assert_eq!(a.authorize(Action::Play, "x", None), Ok(Grant::Open));
+    assert_eq!(a.authorize(Role::Viewer, "x", None), Ok(Grant::Open));
     assert!(
         a.validate("file-token-xyz")
             .unwrap()
-            .allows(Action::Play, "x")
+            .allows(Role::Viewer, "x")
     );
 }
 
 #[test]
 fn errors_never_contain_the_token() {
     let a = with_jwt(jwt_secret());
-    let token = hs(&["s"], &[Action::Publish], now_secs() - 1000, 10);
+    let token = hs(&["s"], &[Role::Publisher], now_secs() - 1000, 10);
     for t in [token.as_str(), "secret-value-123", "a.b.c"] {
-        let e = a.authorize(Action::Publish, "s", Some(t)).unwrap_err();
+        let e = a.authorize(Role::Publisher, "s", Some(t)).unwrap_err();
         assert!(!e.to_string().contains(t), "{e}");
         assert!(!format!("{e:?}").contains(t), "{e:?}");
     }
@@ -155,26 +155,26 @@ fn errors_never_contain_the_token() {
 fn hs256_jwt_checks_exp_nbf_scope() {
     let a = with_jwt(jwt_secret());
     let now = now_secs();
-    let ok = hs(&["cam-*"], &[Action::Publish, Action::Play], now, 60);
-    assert!(a.authorize(Action::Publish, "cam-1", Some(&ok)).is_ok());
+    let ok = hs(&["cam-*"], &[Role::Publisher, Role::Viewer], now, 60);
+    assert!(a.authorize(Role::Publisher, "cam-1", Some(&ok)).is_ok());
     assert!(matches!(
-        a.authorize(Action::Publish, "other", Some(&ok)),
+        a.authorize(Role::Publisher, "other", Some(&ok)),
         Err(AuthError::InsufficientScope { .. })
     ));
-    let play_only = hs(&["cam-1"], &[Action::Play], now, 60);
+    let play_only = hs(&["cam-1"], &[Role::Viewer], now, 60);
     assert!(matches!(
-        a.authorize(Action::Publish, "cam-1", Some(&play_only)),
+        a.authorize(Role::Publisher, "cam-1", Some(&play_only)),
         Err(AuthError::InsufficientScope { .. })
     ));
-    let expired = hs(&["cam-1"], &[Action::Publish], now - 3600, 60);
+    let expired = hs(&["cam-1"], &[Role::Publisher], now - 3600, 60);
     assert_eq!(
-        a.authorize(Action::Publish, "cam-1", Some(&expired)),
+        a.authorize(Role::Publisher, "cam-1", Some(&expired)),
         Err(AuthError::InvalidToken("the token has expired".into()))
     );
     let future = mint(
         &MintKey::Secret(SECRET.as_bytes().to_vec()),
         vec!["cam-1".into()],
-        vec![Action::Publish],
+        vec![Role::Publisher],
         now + 3600,
         60,
         None,
@@ -182,17 +182,17 @@ fn hs256_jwt_checks_exp_nbf_scope() {
     )
     .unwrap();
     assert_eq!(
-        a.authorize(Action::Publish, "cam-1", Some(&future)),
+        a.authorize(Role::Publisher, "cam-1", Some(&future)),
         Err(AuthError::InvalidToken("the token is not valid yet".into()))
     );
     // Inside the leeway: an exp 10 s ago is still accepted.
-    let just = hs(&["cam-1"], &[Action::Publish], now - 70, 60);
-    assert!(a.authorize(Action::Publish, "cam-1", Some(&just)).is_ok());
+    let just = hs(&["cam-1"], &[Role::Publisher], now - 70, 60);
+    assert!(a.authorize(Role::Publisher, "cam-1", Some(&just)).is_ok());
     // Wrong secret.
     let other = mint(
         &MintKey::Secret(b"another-secret-of-32-bytes-long!".to_vec()),
         vec!["cam-1".into()],
-        vec![Action::Publish],
+        vec![Role::Publisher],
         now,
         60,
         None,
@@ -200,7 +200,7 @@ fn hs256_jwt_checks_exp_nbf_scope() {
     )
     .unwrap();
     assert_eq!(
-        a.authorize(Action::Publish, "cam-1", Some(&other)),
+        a.authorize(Role::Publisher, "cam-1", Some(&other)),
         Err(AuthError::InvalidToken("bad signature".into()))
     );
 }
@@ -217,7 +217,7 @@ fn a_jwt_without_exp_is_refused() {
     )
     .unwrap();
     assert!(matches!(
-        a.authorize(Action::Publish, "s", Some(&t)),
+        a.authorize(Role::Publisher, "s", Some(&t)),
         Err(AuthError::InvalidToken(_))
     ));
 }
@@ -237,7 +237,7 @@ fn alg_none_is_refused() {
     for header in [r#"{"alg":"none","typ":"JWT"}"#, r#"{"alg":"None"}"#] {
         let t = format!("{}.{}.", b64(header.as_bytes()), b64(claims.as_bytes()));
         assert!(matches!(
-            a.authorize(Action::Publish, "s", Some(&t)),
+            a.authorize(Role::Publisher, "s", Some(&t)),
             Err(AuthError::InvalidToken(_))
         ));
     }
@@ -268,18 +268,18 @@ fn public_key_jwt_pins_the_algorithm_against_hs256_confusion() {
     let good = mint(
         &key,
         vec!["s".into()],
-        vec![Action::Publish],
+        vec![Role::Publisher],
         now,
         60,
         Some("https://example.test".into()),
         Some("wishd".into()),
     )
     .unwrap();
-    assert!(a.authorize(Action::Publish, "s", Some(&good)).is_ok());
+    assert!(a.authorize(Role::Publisher, "s", Some(&good)).is_ok());
     let wrong_aud = mint(
         &key,
         vec!["s".into()],
-        vec![Action::Publish],
+        vec![Role::Publisher],
         now,
         60,
         Some("https://example.test".into()),
@@ -287,14 +287,14 @@ fn public_key_jwt_pins_the_algorithm_against_hs256_confusion() {
     )
     .unwrap();
     assert!(matches!(
-        a.authorize(Action::Publish, "s", Some(&wrong_aud)),
+        a.authorize(Role::Publisher, "s", Some(&wrong_aud)),
         Err(AuthError::InvalidToken(_))
     ));
     // HS256 signed with the public key's PEM text as the HMAC secret.
     let confused = mint(
         &MintKey::Secret(public.into_bytes()),
         vec!["s".into()],
-        vec![Action::Publish],
+        vec![Role::Publisher],
         now,
         60,
         Some("https://example.test".into()),
@@ -302,7 +302,7 @@ fn public_key_jwt_pins_the_algorithm_against_hs256_confusion() {
     )
     .unwrap();
     assert!(matches!(
-        a.authorize(Action::Publish, "s", Some(&confused)),
+        a.authorize(Role::Publisher, "s", Some(&confused)),
         Err(AuthError::InvalidToken(_))
     ));
 }
@@ -337,7 +337,7 @@ fn rs256_and_eddsa_public_keys_verify_their_own_tokens_only() {
             mint(
                 &key,
                 vec!["s".into()],
-                vec![Action::Publish],
+                vec![Role::Publisher],
                 now,
                 60,
                 None,
@@ -347,17 +347,17 @@ fn rs256_and_eddsa_public_keys_verify_their_own_tokens_only() {
         };
         let good = token(kp.serialize_pem());
         assert!(
-            a.authorize(Action::Publish, "s", Some(&good)).is_ok(),
+            a.authorize(Role::Publisher, "s", Some(&good)).is_ok(),
             "{want:?}"
         );
         let forged = token(other.serialize_pem());
         assert!(
             matches!(
-                a.authorize(Action::Publish, "s", Some(&forged)),
+                a.authorize(Role::Publisher, "s", Some(&forged)),
                 Err(AuthError::InvalidToken(_))
             ),
             "{want:?} token of another key: {:?}",
-            a.authorize(Action::Publish, "s", Some(&forged))
+            a.authorize(Role::Publisher, "s", Some(&forged))
         );
     }
 }
@@ -366,23 +366,23 @@ fn rs256_and_eddsa_public_keys_verify_their_own_tokens_only() {
 fn session_checks_need_the_same_rights() {
     let a = with_jwt(jwt_secret());
     let now = now_secs();
-    let mine = hs(&["a"], &[Action::Publish], now, 60);
-    let theirs = hs(&["b"], &[Action::Publish], now, 60);
-    let grant = a.authorize(Action::Publish, "a", Some(&mine)).unwrap();
+    let mine = hs(&["a"], &[Role::Publisher], now, 60);
+    let theirs = hs(&["b"], &[Role::Publisher], now, 60);
+    let grant = a.authorize(Role::Publisher, "a", Some(&mine)).unwrap();
     assert!(
-        a.authorize_session(&grant, Action::Publish, "a", Some(&mine))
+        a.authorize_session(&grant, Role::Publisher, "a", Some(&mine))
             .is_ok()
     );
     assert!(matches!(
-        a.authorize_session(&grant, Action::Publish, "a", Some(&theirs)),
+        a.authorize_session(&grant, Role::Publisher, "a", Some(&theirs)),
         Err(AuthError::InsufficientScope { .. })
     ));
     assert_eq!(
-        a.authorize_session(&grant, Action::Publish, "a", None),
+        a.authorize_session(&grant, Role::Publisher, "a", None),
         Err(AuthError::Missing)
     );
     assert!(
-        a.authorize_session(&Grant::Open, Action::Publish, "a", None)
+        a.authorize_session(&Grant::Open, Role::Publisher, "a", None)
             .is_ok()
     );
 }

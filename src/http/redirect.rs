@@ -12,7 +12,7 @@
 use serde::Deserialize;
 
 use crate::auth::glob_match;
-use crate::registry::SessionKind;
+use crate::model::Role;
 
 /// Which endpoints a rule applies to.
 #[cfg_attr(test, derive(serde::Serialize))]
@@ -67,14 +67,14 @@ pub fn validate(rules: &[RedirectConfig]) -> Result<(), (String, String)> {
 
 /// The URL a POST to the `kind` endpoint of `stream` is redirected to, if a rule
 /// matches (the first matching rule wins).
-pub fn target(rules: &[RedirectConfig], kind: SessionKind, stream: &str) -> Option<String> {
+pub fn target(rules: &[RedirectConfig], kind: Role, stream: &str) -> Option<String> {
     rules
         .iter()
         .find(|r| {
             let kind_ok = match r.kind {
                 RedirectKind::Both => true,
-                RedirectKind::Whip => kind == SessionKind::Publisher,
-                RedirectKind::Whep => kind == SessionKind::Viewer,
+                RedirectKind::Whip => kind == Role::Publisher,
+                RedirectKind::Whep => kind == Role::Viewer,
             };
             kind_ok && glob_match(&r.stream, stream)
         })
@@ -107,14 +107,14 @@ mod tests {
             ),
         ];
         assert_eq!(
-            target(&rules, SessionKind::Viewer, "cam-1").as_deref(),
+            target(&rules, Role::Viewer, "cam-1").as_deref(),
             Some("https://edge/whep/cam-1")
         );
         assert_eq!(
-            target(&rules, SessionKind::Publisher, "cam-1").as_deref(),
+            target(&rules, Role::Publisher, "cam-1").as_deref(),
             Some("https://origin/whip/cam-1")
         );
-        assert_eq!(target(&rules, SessionKind::Publisher, "studio"), None);
+        assert_eq!(target(&rules, Role::Publisher, "studio"), None);
     }
 
     #[test]

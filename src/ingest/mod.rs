@@ -146,7 +146,7 @@ fn medium_from_entry(kind: MediaKind, e: &RtpMediumEntry) -> Result<MediumSpec, 
 /// Turns a configuration entry into what the listener needs (reads the SDP file).
 pub fn resolve(entry: &RtpEntry) -> Result<RtpSourceSpec, String> {
     let err = |e: String| format!("rtp stream {:?}: {e}", entry.stream);
-    if !crate::http::valid_stream_name(&entry.stream) {
+    if !crate::model::valid_stream_name(&entry.stream) {
         return Err(err("not a valid stream name".into()));
     }
     let mut media = Vec::new();

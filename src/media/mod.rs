@@ -36,8 +36,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::auth::Grant;
 use crate::config::Config;
 use crate::core::{CodecKind, SourcePacket, ViewerTrack};
-use crate::metrics::{EndReason, MediaHistograms, SessionMetrics};
-use crate::registry::{Registry, RegistryError, SessionId, SessionInfo, SessionKind, StreamShared};
+use crate::metrics::{MediaHistograms, SessionMetrics};
+use crate::model::EndReason;
+use crate::model::{Role, SessionId};
+use crate::registry::{Registry, RegistryError, SessionInfo, StreamShared};
 use crate::sdp::frag::IceFragment;
 use crate::sdp::template::Templates;
 use crate::sdp::{self, ChosenCodec, SdpError, trim};
@@ -532,7 +534,7 @@ impl Media {
     pub fn session(
         &self,
         id: SessionId,
-        kind: SessionKind,
+        kind: Role,
         stream: &str,
     ) -> Result<SessionInfo, MediaError> {
         self.registry
@@ -548,12 +550,7 @@ impl Media {
     }
 
     /// Ends a session (DELETE). `kind` and `stream` must match its URL.
-    pub async fn close(
-        &self,
-        id: SessionId,
-        kind: SessionKind,
-        stream: &str,
-    ) -> Result<(), MediaError> {
+    pub async fn close(&self, id: SessionId, kind: Role, stream: &str) -> Result<(), MediaError> {
         let info = self
             .registry
             .session(id)

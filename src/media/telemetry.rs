@@ -15,8 +15,8 @@ use str0m::media::Mid;
 use tracing::info;
 
 use super::MediaCounters;
-use crate::metrics::{EndReason, SessionState};
-use crate::registry::{SessionId, SessionKind};
+use crate::model::{EndReason, SessionState};
+use crate::model::{Role, SessionId};
 
 /// One session as the API shows it.
 #[derive(Debug, Clone)]
@@ -24,7 +24,7 @@ pub struct SessionSnapshot {
     /// Its id.
     pub id: SessionId,
     /// Publisher or viewer.
-    pub kind: SessionKind,
+    pub kind: Role,
     /// Its stream.
     pub stream: Arc<str>,
     /// The address its media last came from.
@@ -57,7 +57,7 @@ pub struct SessionSnapshot {
 /// Per-session telemetry, owned by the worker's `Session`.
 pub(super) struct SessionTelemetry {
     pub(super) counters: Arc<MediaCounters>,
-    kind: SessionKind,
+    kind: Role,
     state: SessionState,
     pub(super) peer: Option<SocketAddr>,
     pub(super) bytes_in: u64,
@@ -81,10 +81,8 @@ pub(super) struct SessionTelemetry {
 }
 
 impl SessionTelemetry {
-    pub(super) fn new(kind: SessionKind, counters: Arc<MediaCounters>, now: Instant) -> Self {
-        counters
-            .session_metrics
-            .created(kind == SessionKind::Viewer);
+    pub(super) fn new(kind: Role, counters: Arc<MediaCounters>, now: Instant) -> Self {
+        counters.session_metrics.created(kind);
         SessionTelemetry {
             counters,
             kind,
@@ -108,7 +106,7 @@ impl SessionTelemetry {
     }
 
     fn viewer(&self) -> bool {
-        self.kind == SessionKind::Viewer
+        self.kind == Role::Viewer
     }
 
     /// Adds the wire bytes since the last flush to the shared counters.
@@ -125,7 +123,7 @@ impl SessionTelemetry {
     pub(super) fn set_state(&mut self, state: SessionState) {
         self.counters
             .session_metrics
-            .moved(self.viewer(), self.state, state);
+            .moved(self.kind, self.state, state);
         self.state = state;
     }
 
@@ -287,11 +285,8 @@ impl SessionTelemetry {
         self.flush();
         self.counters
             .session_metrics
-            .ended(self.viewer(), self.state, reason);
-        let kind = match self.kind {
-            SessionKind::Publisher => "publisher",
-            SessionKind::Viewer => "viewer",
-        };
+            .ended(self.kind, self.state, reason);
+        let kind = self.kind.noun();
         info!(
             stream,
             session = %id,

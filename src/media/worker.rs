@@ -37,8 +37,10 @@ use crate::core::{
     KeyframeMode, KeyframeSource, NACK_HISTORY_PACKETS, NackHistory, SenderClock, SourcePacket,
     ViewerId, ViewerTrack, hold, is_keyframe_start,
 };
-use crate::metrics::{EndReason, SessionState, StreamStats};
-use crate::registry::{Registry, SessionId, SessionKind, StreamShared};
+use crate::metrics::StreamStats;
+use crate::model::{EndReason, SessionState};
+use crate::model::{Role, SessionId};
+use crate::registry::{Registry, StreamShared};
 use crate::sdp::frag::{IceFragment, first_ufrag, offer_with_credentials, restart_answer_fragment};
 
 /// How often a worker checks connect/ICE timeouts and retries keyframe requests.
@@ -204,7 +206,7 @@ pub struct NewSession {
     pub role: NewRole,
 }
 
-enum Role {
+enum RoleState {
     Publisher {
         epoch: u32,
         tracks: Vec<PublishedTrack>,
@@ -225,7 +227,7 @@ enum Role {
 struct Session {
     id: SessionId,
     rtc: Rtc,
-    role: Role,
+    role: RoleState,
     shared: Arc<StreamShared>,
     ufrag: String,
     offer: String,
@@ -514,7 +516,7 @@ impl Worker {
                     .sessions
                     .values_mut()
                     .filter(|s| stream.as_ref().is_none_or(|n| *n == s.shared.name))
-                    .filter(|s| !publishers_only || matches!(s.role, Role::Publisher { .. }))
+                    .filter(|s| !publishers_only || matches!(s.role, RoleState::Publisher { .. }))
                     .map(|s| {
                         s.telemetry
                             .snapshot(s.id, s.shared.name.clone(), s.created, now)
@@ -528,7 +530,7 @@ impl Worker {
                     .sessions
                     .iter()
                     .filter(|(_, s)| {
-                        matches!(s.role, Role::Viewer { .. }) && s.shared.name == stream
+                        matches!(s.role, RoleState::Viewer { .. }) && s.shared.name == stream
                     })
                     .map(|(k, _)| *k)
                     .collect();
@@ -563,10 +565,11 @@ impl Worker {
         }
         let key = self.next_key;
         self.next_key += 1;
-        let (kind, session_kind) = match new.role {
-            NewRole::Publisher { .. } => ("publisher", SessionKind::Publisher),
-            NewRole::Viewer { .. } => ("viewer", SessionKind::Viewer),
+        let session_kind = match new.role {
+            NewRole::Publisher { .. } => Role::Publisher,
+            NewRole::Viewer { .. } => Role::Viewer,
         };
+        let kind = session_kind.noun();
         let span = info_span!("session", id = %new.id, stream = %new.shared.name, kind);
         let mut keys = None;
         let role = match new.role {
@@ -586,7 +589,7 @@ impl Worker {
                     });
                 }
                 new.shared.set_keyframe_cache(cache);
-                Role::Publisher {
+                RoleState::Publisher {
                     epoch,
                     tracks,
                     limiter: KeyframeLimiter::new(self.cfg.keyframe_request_interval),
@@ -596,7 +599,7 @@ impl Worker {
             }
             NewRole::Viewer { tracks, keys: k } => {
                 keys = k;
-                Role::Viewer {
+                RoleState::Viewer {
                     tracks,
                     joined: false,
                     nack: NackHistory::default(),
@@ -779,9 +782,10 @@ impl Worker {
             }
             self.timers.remove(&(t, key));
             if let Some(Session {
-                role: Role::Publisher {
-                    limiter, tracks, ..
-                },
+                role:
+                    RoleState::Publisher {
+                        limiter, tracks, ..
+                    },
                 ..
             }) = self.sessions.get_mut(&key).map(Box::as_mut)
                 && limiter.handle_timeout(now)
@@ -841,7 +845,7 @@ impl Worker {
             self.close_session(key, reason, now);
         }
         for s in self.sessions.values_mut() {
-            if let Role::Publisher {
+            if let RoleState::Publisher {
                 keyframes, tracks, ..
             } = &mut s.role
                 && keyframes.handle_timeout(now)
@@ -912,7 +916,7 @@ impl Worker {
             }
         };
         let mut next = next;
-        if let Role::Publisher { limiter, .. } = &s.role
+        if let RoleState::Publisher { limiter, .. } = &s.role
             && let Some(t) = limiter.poll_timeout()
         {
             next = next.min(t);
@@ -1010,7 +1014,7 @@ impl Worker {
         s.span
             .in_scope(|| info!(setup_ms = elapsed.as_millis() as u64, "connected"));
         start_direct(s, now);
-        if let Role::Viewer { tracks, joined, .. } = &mut s.role {
+        if let RoleState::Viewer { tracks, joined, .. } = &mut s.role {
             if *joined {
                 return;
             }
@@ -1196,7 +1200,7 @@ impl Worker {
             return;
         };
         let Some(Session {
-            role: Role::Publisher {
+            role: RoleState::Publisher {
                 limiter, tracks, ..
             },
             ..
@@ -1222,7 +1226,7 @@ impl Worker {
                 continue;
             };
             if let Some(Session {
-                role: Role::Publisher { keyframes, .. },
+                role: RoleState::Publisher { keyframes, .. },
                 ..
             }) = self.sessions.get_mut(&key).map(Box::as_mut)
             {
@@ -1279,12 +1283,12 @@ impl Worker {
             }
         }));
         match &s.role {
-            Role::Publisher { .. } => {
+            RoleState::Publisher { .. } => {
                 if self.publishers.get(&s.shared.name) == Some(&key) {
                     self.publishers.remove(&s.shared.name);
                 }
             }
-            Role::Viewer { .. } => {
+            RoleState::Viewer { .. } => {
                 if self.fanout.remove_viewer(ViewerId(key)).is_some()
                     && self.fanout.viewer_count(&s.shared.name) == 0
                 {
@@ -1362,7 +1366,7 @@ fn handle_event(
             }
         }
         Event::RtpPacket(p) => {
-            let Role::Publisher {
+            let RoleState::Publisher {
                 epoch,
                 tracks,
                 limiter,
@@ -1408,7 +1412,7 @@ fn handle_event(
             deferred.push_back(Deferred::Source(s.shared.clone(), pkt));
         }
         Event::SenderFeedback(f) => {
-            if let Role::Publisher { clock, .. } = &mut s.role {
+            if let RoleState::Publisher { clock, .. } = &mut s.role {
                 let info = f.sender_info;
                 let ns = info
                     .ntp_time
@@ -1418,7 +1422,7 @@ fn handle_event(
             }
         }
         Event::KeyframeRequest(_) => {
-            if matches!(s.role, Role::Viewer { .. }) {
+            if matches!(s.role, RoleState::Viewer { .. }) {
                 viewer_asked_keyframe(key, s, deferred);
             }
         }
@@ -1427,7 +1431,7 @@ fn handle_event(
         // nothing there, so its egress figures would be empty or double counted.
         Event::PeerStats(_) | Event::MediaEgressStats(_) if s.direct.is_some() => {}
         e @ (Event::PeerStats(_) | Event::MediaEgressStats(_) | Event::MediaIngressStats(_)) => {
-            if let (Event::MediaEgressStats(stats), Role::Viewer { tracks, nack, .. }) =
+            if let (Event::MediaEgressStats(stats), RoleState::Viewer { tracks, nack, .. }) =
                 (&e, &mut s.role)
                 && let Some(rtt) = stats.rtt
                 && let Some(window) = nack.on_rtt(rtt)
@@ -1449,7 +1453,7 @@ fn handle_event(
 /// the keys; without them (or with an m-line str0m has no stream for) it stays on
 /// str0m's send path.
 fn start_direct(s: &mut Session, now: Instant) {
-    let Role::Viewer { tracks, nack, .. } = &s.role else {
+    let RoleState::Viewer { tracks, nack, .. } = &s.role else {
         return;
     };
     let Some(slot) = s.keys.take() else {
@@ -1505,7 +1509,7 @@ fn direct_rtcp(
         .fetch_add(summary.resent, Ordering::Relaxed);
     s.telemetry
         .on_receiver_report(summary.rtt, summary.loss, summary.nacks, now);
-    if let (Some(rtt), Role::Viewer { nack, .. }) = (summary.rtt, &mut s.role)
+    if let (Some(rtt), RoleState::Viewer { nack, .. }) = (summary.rtt, &mut s.role)
         && let Some(window) = nack.on_rtt(rtt)
     {
         d.set_window(window);

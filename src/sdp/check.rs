@@ -3,7 +3,8 @@
 use str0m::format::{Codec, CodecConfig, PayloadParams};
 use str0m::media::MediaKind;
 
-use super::{ChosenCodec, Offer, OfferedCodec, OfferedMedia, PlayTrack, Role, SdpError, kind_name};
+use super::{ChosenCodec, Offer, OfferedCodec, OfferedMedia, PlayTrack, SdpError, kind_name};
+use crate::model::Role;
 
 /// What wishd accepts from publishers, for error messages.
 const VIDEO_SUPPORTED: &str = "H264 packetization-mode=1, VP8, VP9, AV1";
@@ -167,7 +168,7 @@ fn publishable(codec: &OfferedCodec, kind: MediaKind) -> bool {
 /// rejected m-lines (port 0 without `a=bundle-only`).
 pub fn check_publish_offer(offer: &Offer) -> Result<Vec<ChosenCodec>, SdpError> {
     let lines = check_transport(offer)?;
-    let protocol = Role::Publish.protocol();
+    let protocol = Role::Publisher.protocol();
 
     for kind in [MediaKind::Audio, MediaKind::Video] {
         let idx: Vec<String> = lines
@@ -263,7 +264,7 @@ fn match_viewer(media: &OfferedMedia, source: &ChosenCodec) -> Option<(u8, Optio
 /// Same BUNDLE / rtcp-mux / ice / fingerprint checks as publish.
 pub fn check_play_offer(offer: &Offer, stream: &[ChosenCodec]) -> Result<Vec<PlayTrack>, SdpError> {
     let lines = check_transport(offer)?;
-    let protocol = Role::Play.protocol();
+    let protocol = Role::Viewer.protocol();
 
     for line in &lines {
         if !line.media.direction.receives() {

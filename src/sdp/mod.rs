@@ -94,25 +94,6 @@ impl SdpError {
     }
 }
 
-/// Which side of wishd an offer comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// A WHIP publisher: sends media to wishd.
-    Publish,
-    /// A WHEP viewer: receives media from wishd.
-    Play,
-}
-
-impl Role {
-    /// The protocol name used in error messages: `"WHIP"` or `"WHEP"`.
-    pub fn protocol(self) -> &'static str {
-        match self {
-            Role::Publish => "WHIP",
-            Role::Play => "WHEP",
-        }
-    }
-}
-
 /// One codec as offered.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OfferedCodec {
