@@ -47,3 +47,4 @@ pub mod sdp;
 pub mod server;
 pub mod tls;
 pub mod web;
+pub mod wire;

@@ -93,31 +93,10 @@ fn h264_opus_entry(stream: &str, vport: u16, aport: u16) -> RtpEntry {
 /// The H.264 NAL unit types in a viewer's video payloads, in order (STAP-A opened,
 /// FU-A counted once at its start fragment).
 fn nal_types(video: &[ReceivedPacket]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for p in video {
-        let pl = &p.payload[..];
-        match pl.first().map(|b| b & 0x1f) {
-            Some(24) => {
-                let mut rest = &pl[1..];
-                while rest.len() >= 2 {
-                    let n = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
-                    if let Some(nal) = rest.get(2..2 + n) {
-                        if let Some(h) = nal.first() {
-                            out.push(h & 0x1f);
-                        }
-                        rest = &rest[2 + n..];
-                    } else {
-                        break;
-                    }
-                }
-            }
-            Some(28) if pl.get(1).is_some_and(|h| h & 0x80 != 0) => out.push(pl[1] & 0x1f),
-            Some(28) => {}
-            Some(t) => out.push(t),
-            None => {}
-        }
-    }
-    out
+    video
+        .iter()
+        .flat_map(|p| wishd::wire::h264::nal_units(&p.payload).map(|n| n.kind))
+        .collect()
 }
 
 fn video_of(got: &[ReceivedPacket]) -> Vec<ReceivedPacket> {

@@ -26,8 +26,9 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::{Extension, ExtensionMap, RtpWrite};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use wishd::media::dtls::{KeySlot, with_key_slot};
-use wishd::media::egress::{self, Header};
+use wishd::media::egress;
 use wishd::media::srtp::{Srtp, contexts};
+use wishd::wire::rtp::OutHeader;
 
 use crate::floor::{PAYLOAD, thread_cpu_ns};
 
@@ -202,7 +203,7 @@ impl Pair {
         let pt = *self.pt.pt();
         let d = &mut self.direct;
         for i in 0..per_call {
-            let header = Header {
+            let header = OutHeader {
                 marker: i + 1 == per_call,
                 pt,
                 seq: self.seq,

@@ -517,7 +517,7 @@ impl ViewerTask {
     /// loses: RTP (RFC 7983: first byte 128–191, and not RTCP's types 192–223).
     fn loses(&mut self, n: usize) -> bool {
         let d = &self.driver.buf[..n];
-        let rtp = n >= 12 && d[0] >> 6 == 2 && !crate::ingest::rtp::is_rtcp(d);
+        let rtp = n >= 12 && d[0] >> 6 == 2 && !crate::wire::demux::is_rtcp(d);
         if self.lose_every == 0 || !rtp {
             return false;
         }

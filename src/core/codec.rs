@@ -8,16 +8,7 @@
 use str0m::format::Codec;
 use str0m::media::MediaKind;
 
-/// H.264 NAL unit type of an IDR slice.
-const H264_NAL_IDR: u8 = 5;
-/// H.264 NAL unit type of a sequence parameter set.
-const H264_NAL_SPS: u8 = 7;
-/// H.264 RTP aggregation packet, single-time (RFC 6184 §5.7.1).
-const H264_NAL_STAP_A: u8 = 24;
-/// H.264 RTP fragmentation unit A (RFC 6184 §5.8).
-const H264_NAL_FU_A: u8 = 28;
-/// Mask of the NAL unit type in an H.264 NAL header.
-const H264_NAL_TYPE_MASK: u8 = 0x1F;
+use crate::wire::h264::{NAL_IDR, NAL_SPS, nal_units};
 
 /// The codec family of a track, enough to detect keyframes in RTP payloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,16 +84,6 @@ pub fn is_keyframe_start(codec: CodecKind, payload: &[u8]) -> bool {
     }
 }
 
-/// True when a complete H.264 NAL unit (header byte first) is an SPS or the first
-/// slice of an IDR picture.
-fn h264_nal_starts_keyframe(nal: &[u8]) -> bool {
-    match nal.first().map(|b| b & H264_NAL_TYPE_MASK) {
-        Some(H264_NAL_SPS) => true,
-        Some(H264_NAL_IDR) => h264_slice_is_first(nal.get(1..).unwrap_or_default()),
-        _ => false,
-    }
-}
-
 /// A slice header starts with `first_mb_in_slice` as ue(v); the value 0 is coded as a
 /// single `1` bit. A missing header byte (truncated packet) is accepted as a start,
 /// since the NAL type alone already says IDR.
@@ -110,44 +91,15 @@ fn h264_slice_is_first(slice_header: &[u8]) -> bool {
     slice_header.first().is_none_or(|b| b & 0x80 != 0)
 }
 
+/// An SPS, or the first slice of an IDR picture, in any NAL unit of the payload (an
+/// FU-A start's bytes begin at its FU header, so the slice header is one byte later,
+/// as in a whole unit).
 fn h264_keyframe_start(payload: &[u8]) -> bool {
-    let Some(&header) = payload.first() else {
-        return false;
-    };
-    match header & H264_NAL_TYPE_MASK {
-        1..=23 => h264_nal_starts_keyframe(payload),
-        H264_NAL_STAP_A => {
-            // STAP-A header, then repeated (16-bit size, NAL unit).
-            let mut rest = payload.get(1..).unwrap_or_default();
-            while let [hi, lo, tail @ ..] = rest {
-                let size = usize::from(u16::from_be_bytes([*hi, *lo]));
-                let Some(nal) = tail.get(..size) else {
-                    // Truncated aggregate: look at what is there, then stop.
-                    return h264_nal_starts_keyframe(tail);
-                };
-                if h264_nal_starts_keyframe(nal) {
-                    return true;
-                }
-                rest = tail.get(size..).unwrap_or_default();
-            }
-            false
-        }
-        H264_NAL_FU_A => {
-            // FU indicator, FU header (S|E|R|type), then the fragment.
-            let Some(&fu_header) = payload.get(1) else {
-                return false;
-            };
-            if fu_header & 0x80 == 0 {
-                return false;
-            }
-            match fu_header & H264_NAL_TYPE_MASK {
-                H264_NAL_SPS => true,
-                H264_NAL_IDR => h264_slice_is_first(payload.get(2..).unwrap_or_default()),
-                _ => false,
-            }
-        }
+    nal_units(payload).any(|nal| match nal.kind {
+        NAL_SPS => true,
+        NAL_IDR => h264_slice_is_first(nal.bytes.get(1..).unwrap_or_default()),
         _ => false,
-    }
+    })
 }
 
 fn vp9_keyframe_start(payload: &[u8]) -> bool {

@@ -11,10 +11,8 @@
 //! * Other codecs: not known (`None`).
 
 use super::CodecKind;
+use crate::wire::h264::{NAL_SPS, nal_units};
 
-const NAL_SPS: u8 = 7;
-const STAP_A: u8 = 24;
-const FU_A: u8 = 28;
 /// Larger pictures than this are taken as a misparse.
 const MAX_DIMENSION: u32 = 16_384;
 
@@ -29,31 +27,13 @@ pub fn frame_size(codec: CodecKind, payload: &[u8]) -> Option<(u32, u32)> {
     (size.0 > 0 && size.1 > 0 && size.0 <= MAX_DIMENSION && size.1 <= MAX_DIMENSION).then_some(size)
 }
 
-/// The SPS NAL unit (header byte included, possibly truncated) in an RTP payload.
+/// The SPS NAL unit (header byte included, possibly truncated) in an RTP payload. For
+/// the start of an FU-A it begins at the FU header, which the SPS parser skips as it
+/// skips a NAL header.
 fn h264_sps_in_payload(payload: &[u8]) -> Option<&[u8]> {
-    let header = *payload.first()?;
-    match header & 0x1f {
-        NAL_SPS => Some(payload),
-        STAP_A => {
-            let mut rest = payload.get(1..)?;
-            while let [hi, lo, tail @ ..] = rest {
-                let size = usize::from(u16::from_be_bytes([*hi, *lo]));
-                let nal = tail.get(..size).unwrap_or(tail);
-                if nal.first().is_some_and(|b| b & 0x1f == NAL_SPS) {
-                    return Some(nal);
-                }
-                rest = tail.get(size..)?;
-            }
-            None
-        }
-        FU_A => {
-            let fu = *payload.get(1)?;
-            // A start fragment of an SPS: rebuild nothing, just skip the FU header;
-            // the parser below skips the NAL header byte, so point one before the body.
-            (fu & 0x80 != 0 && fu & 0x1f == NAL_SPS).then(|| payload.get(1..))?
-        }
-        _ => None,
-    }
+    nal_units(payload)
+        .find(|n| n.kind == NAL_SPS)
+        .map(|n| n.bytes)
 }
 
 /// Reads bits of an RBSP, skipping emulation prevention bytes (`00 00 03`).

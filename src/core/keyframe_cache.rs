@@ -23,10 +23,7 @@ use std::time::{Duration, Instant};
 
 use super::codec::CodecKind;
 use super::packet::SourcePacket;
-
-const NAL_SPS: u8 = 7;
-const NAL_PPS: u8 = 8;
-const NAL_STAP_A: u8 = 24;
+use crate::wire::h264::{NAL_PPS, NAL_SPS, NAL_STAP_A, nal_units};
 
 /// Bounded cache of the last group of pictures of one video source.
 #[derive(Debug, Clone, Default)]
@@ -181,28 +178,12 @@ impl H264ParameterSets {
     /// Remembers the parameter sets in an H.264 RTP payload; returns true if it
     /// carries an SPS.
     pub fn learn(&mut self, payload: &[u8]) -> bool {
-        let Some(&header) = payload.first() else {
-            return false;
-        };
-        match header & 0x1f {
-            NAL_SPS | NAL_PPS => {
-                self.learn_nal(payload);
-                header & 0x1f == NAL_SPS
-            }
-            NAL_STAP_A => {
-                let mut has_sps = false;
-                let mut rest = payload.get(1..).unwrap_or_default();
-                while let [hi, lo, tail @ ..] = rest {
-                    let size = usize::from(u16::from_be_bytes([*hi, *lo]));
-                    let Some(nal) = tail.get(..size) else { break };
-                    has_sps |= nal.first().is_some_and(|b| b & 0x1f == NAL_SPS);
-                    self.learn_nal(nal);
-                    rest = tail.get(size..).unwrap_or_default();
-                }
-                has_sps
-            }
-            _ => false,
+        let mut has_sps = false;
+        for nal in nal_units(payload).filter(|n| n.whole) {
+            has_sps |= nal.kind == NAL_SPS;
+            self.learn_nal(nal.bytes);
         }
+        has_sps
     }
 
     /// A STAP-A packet with the SPS and PPS, to go just before `idr`: numbered one

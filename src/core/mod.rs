@@ -68,5 +68,5 @@ pub use nack_history::{
 };
 pub use pacer::{Pacer, PacerStats};
 pub use packet::{Forward, SourcePacket, ViewerId, ViewerTrack};
-pub use sender_clock::{ANCHOR_MARGIN, REANCHOR_AFTER, SenderClock, ntp_to_nanos};
+pub use sender_clock::{ANCHOR_MARGIN, REANCHOR_AFTER, SenderClock};
 pub use str0m::media::MediaKind;

@@ -51,13 +51,6 @@ pub struct SenderClock {
     pub anchors: u64,
 }
 
-/// A 64-bit NTP timestamp (32.32 fixed point seconds) in nanoseconds.
-pub fn ntp_to_nanos(ntp: u64) -> i128 {
-    let secs = i128::from(ntp >> 32);
-    let frac = i128::from(ntp & 0xffff_ffff);
-    secs * 1_000_000_000 + ((frac * 1_000_000_000) >> 32)
-}
-
 impl SenderClock {
     /// Takes a sender report: `ssrc`'s RTP timestamp `rtp` was the sender's wall
     /// clock `sender_ns` (nanoseconds, any fixed epoch), received at `arrival`.
@@ -162,12 +155,6 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
-    }
-
-    #[test]
-    fn ntp_fixed_point_to_nanoseconds() {
-        assert_eq!(ntp_to_nanos(0x0000_0001_8000_0000), 1_500_000_000);
-        assert_eq!(ntp_to_nanos(3 << 32), 3_000_000_000);
     }
 
     #[test]

@@ -18,7 +18,6 @@
 //! on network input.
 
 pub mod h264;
-pub mod rtp;
 pub mod sdp_file;
 pub mod source;
 
@@ -33,10 +32,12 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::config::{RtpEntry, RtpMediumEntry};
-use crate::core::{CodecKind, KeyframeCache, SenderClock, SourcePacket, ntp_to_nanos};
+use crate::core::{CodecKind, KeyframeCache, SenderClock, SourcePacket};
 use crate::media::{MediaCounters, WorkerMsg, codec_kind, send_to_viewer_workers};
 use crate::registry::StreamShared;
 use crate::sdp::{ChosenCodec, OfferedCodec};
+use crate::wire::ntp::ntp_to_nanos;
+use crate::wire::{demux, rtcp, rtp};
 use source::{MediumState, Reject};
 
 /// Largest datagram accepted; bigger ones are dropped as oversized (a viewer's packet
@@ -419,12 +420,11 @@ impl Task {
             c.dropped_oversized.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        if rtcp_port || rtp::is_rtcp(data) {
-            for sr in rtp::sender_reports(data) {
+        if rtcp_port || demux::is_rtcp(data) {
+            for sr in rtcp::sender_reports(data) {
                 c.sender_reports.fetch_add(1, Ordering::Relaxed);
                 let ns = ntp_to_nanos(sr.ntp);
-                self.clock
-                    .on_sender_report(sr.ssrc, ns, sr.rtp_timestamp, now);
+                self.clock.on_sender_report(sr.ssrc, ns, sr.rtp_time, now);
             }
             return;
         }

@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use str0m::media::MediaKind;
 
-use super::rtp::RtpHeader;
 use crate::core::{CodecKind, SourcePacket, is_keyframe_start};
+use crate::wire::rtp::RtpHeader;
 
 /// Packets this far or further behind the highest sequence number are too late (the
 /// reorder window, about a second of 1 Mbit/s video).

@@ -26,9 +26,12 @@ use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
 use str0m::rtp::Extension;
 
 use super::dtls::{self, ExportedKeys};
-use super::egress::{self, Header, SenderReport};
+use super::egress;
 use super::srtp::{self, Srtp, SrtpError};
 use crate::core::{Forward, NACK_HISTORY_PACKETS, NackHistory, ViewerTrack};
+use crate::wire::ntp::ntp_time;
+use crate::wire::rtcp::{self, SenderReport};
+use crate::wire::rtp::OutHeader;
 
 /// How often each SSRC's sender report goes out (str0m's default for video; audio
 /// gets the same, so a viewer can sync within a second of joining).
@@ -134,8 +137,8 @@ struct Track {
 
 impl Track {
     /// The header of one of this track's packets.
-    fn header(&self, marker: bool, pt: u8, seq: u64, timestamp: u32) -> Header<'_> {
-        Header {
+    fn header(&self, marker: bool, pt: u8, seq: u64, timestamp: u32) -> OutHeader<'_> {
+        OutHeader {
             marker,
             pt,
             seq,
@@ -275,7 +278,7 @@ impl DirectEgress {
         let Ok((plain, _)) = self.rx.unprotect_rtcp(datagram) else {
             return summary;
         };
-        let now_ntp = egress::ntp_time(wall_time(now));
+        let now_ntp = ntp_time(wall_time(now));
         // Loss is the video's when there is video (what a NACK-less audio gap hides).
         let loss_ssrc = self
             .tracks
@@ -283,7 +286,7 @@ impl DirectEgress {
             .find(|t| t.history.is_some())
             .or(self.tracks.first())
             .map(|t| t.ssrc);
-        for block in egress::report_blocks(&plain) {
+        for block in rtcp::report_blocks(&plain) {
             if !self.tracks.iter().any(|t| t.ssrc == block.ssrc) {
                 continue;
             }
@@ -294,7 +297,7 @@ impl DirectEgress {
                 summary.loss = Some(f32::from(block.fraction_lost) / 256.0);
             }
         }
-        for (ssrc, kind) in egress::keyframe_requests(&plain) {
+        for (ssrc, kind) in rtcp::keyframe_requests(&plain) {
             if self
                 .tracks
                 .iter()
@@ -305,7 +308,7 @@ impl DirectEgress {
         }
         let (now_ms, window_ms) = (self.ms(now), self.window.as_millis() as u32);
         let mut out = Vec::new();
-        for (ssrc, seq) in egress::nacks(&plain) {
+        for (ssrc, seq) in rtcp::nacks(&plain) {
             summary.nacks += 1;
             let Some(track) = self.tracks.iter_mut().find(|t| t.ssrc == ssrc) else {
                 continue;
@@ -347,7 +350,7 @@ impl DirectEgress {
             h.trim(now_ms, window_ms, true);
         }
         let wall = wall_time(now);
-        let ntp = egress::ntp_time(wall);
+        let ntp = ntp_time(wall);
         let mut plain = Vec::with_capacity(64);
         let mut out = Vec::with_capacity(96);
         for t in &self.tracks {
@@ -405,14 +408,6 @@ fn wall_time(at: Instant) -> SystemTime {
     } else {
         wall + at.duration_since(now)
     }
-}
-
-/// Whether a datagram is DTLS, RTP or RTCP rather than STUN (RFC 7983 §7): what a
-/// peer sends only on its selected candidate pair.
-pub fn is_media_path(datagram: &[u8]) -> bool {
-    datagram
-        .first()
-        .is_some_and(|b| (20..=63).contains(b) || (128..=191).contains(b))
 }
 
 #[cfg(test)]

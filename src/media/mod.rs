@@ -15,7 +15,6 @@ pub mod dtls;
 pub mod egress;
 pub mod outbox;
 pub mod srtp;
-pub mod stun;
 mod telemetry;
 pub mod udp;
 mod worker;

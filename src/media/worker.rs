@@ -30,7 +30,7 @@ use super::dtls::KeySlot;
 use super::outbox::Outbox;
 use super::telemetry::{SessionSnapshot, SessionTelemetry};
 use super::udp::{MediaSocket, Received, RecvBuffers};
-use super::{MediaCounters, WorkerConfig, stun};
+use super::{MediaCounters, WorkerConfig};
 use crate::config::ForwardHold;
 use crate::core::{
     CodecKind, Fanout, FanoutStats, Forward, HoldControl, KeyframeCache, KeyframeLimiter,
@@ -42,6 +42,7 @@ use crate::model::{EndReason, SessionState};
 use crate::model::{Role, SessionId};
 use crate::registry::{Registry, StreamShared};
 use crate::sdp::frag::{IceFragment, first_ufrag, offer_with_credentials, restart_answer_fragment};
+use crate::wire::{demux, stun};
 
 /// How often a worker checks connect/ICE timeouts and retries keyframe requests.
 const HOUSEKEEPING: Duration = Duration::from_millis(100);
@@ -712,12 +713,12 @@ impl Worker {
         if let Some(s) = self.sessions.get_mut(&key) {
             s.telemetry.bytes_in += data.len() as u64;
             s.telemetry.peer = Some(r.source);
-            if direct::is_media_path(data) {
+            if demux::is_media_path(data) {
                 s.path = Some((r.destination.ip(), r.source));
             }
             // A connected viewer's SRTCP is read by the direct path only: str0m would
             // decrypt and parse it a second time for nothing it still needs.
-            if s.direct.is_some() && crate::ingest::rtp::is_rtcp(data) {
+            if s.direct.is_some() && demux::is_rtcp(data) {
                 if direct_rtcp(s, data, now, &self.socket, &mut self.outbox, &self.counters) {
                     viewer_asked_keyframe(key, s, &mut self.deferred);
                 }
@@ -1330,7 +1331,7 @@ fn drain(
             Output::Timeout(t) => return Ok(t.max(now)),
             Output::Transmit(t) => {
                 s.telemetry.bytes_out += t.contents.len() as u64;
-                if direct::is_media_path(&t.contents) {
+                if demux::is_media_path(&t.contents) {
                     s.path = Some((t.source.ip(), t.destination));
                 }
                 outbox.push(socket, t.source.ip(), t.destination, &t.contents)

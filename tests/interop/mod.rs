@@ -145,23 +145,7 @@ pub fn nal_types(video: &[ReceivedPacket]) -> Vec<u8> {
 }
 
 fn payload_nal_types(pl: &[u8], out: &mut Vec<u8>) {
-    match pl.first().map(|b| b & 0x1f) {
-        Some(24) => {
-            let mut rest = &pl[1..];
-            while rest.len() >= 2 {
-                let n = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
-                let Some(nal) = rest.get(2..2 + n) else { break };
-                if let Some(h) = nal.first() {
-                    out.push(h & 0x1f);
-                }
-                rest = &rest[2 + n..];
-            }
-        }
-        Some(28) if pl.get(1).is_some_and(|h| h & 0x80 != 0) => out.push(pl[1] & 0x1f),
-        Some(28) => {}
-        Some(t) => out.push(t),
-        None => {}
-    }
+    out.extend(wishd::wire::h264::nal_units(pl).map(|n| n.kind));
 }
 
 /// True if the payload starts an H.264 IDR picture or carries an SPS (a keyframe's

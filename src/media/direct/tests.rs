@@ -295,11 +295,3 @@ fn a_forward_for_an_m_line_the_session_lacks_is_refused() {
         Err(DirectError::NoTrack(_))
     ));
 }
-
-#[test]
-fn datagrams_are_told_apart_by_their_first_bytes() {
-    assert!(is_media_path(&[22, 254, 253]), "DTLS");
-    assert!(is_media_path(&[0x80]), "RTP");
-    assert!(!is_media_path(&[0, 1]), "STUN");
-    assert!(!is_media_path(&[]));
-}

@@ -10,9 +10,14 @@ use str0m::rtp::{Extension, ExtensionMap, RtpPacket};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 
 use super::*;
-use crate::ingest::rtp::is_rtcp;
 use crate::media::dtls::{self, KeySlot};
 use crate::media::srtp::contexts;
+use crate::wire::demux::is_rtcp;
+use crate::wire::ntp::ntp_time;
+use crate::wire::rtcp::{
+    ReportBlock, SenderReport, keyframe_requests, nacks, packets, report_blocks,
+};
+use crate::wire::rtp::OutHeader;
 
 pub(crate) const SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5000);
 pub(crate) const PLAYER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 6000);
@@ -183,7 +188,7 @@ impl Fixture {
     /// Sends packet `seq` (1000 bytes of its low byte) through the direct path.
     fn send(&mut self, seq: u64) -> Vec<(u64, bool, Vec<u8>)> {
         let mid = self.mid.to_string();
-        let header = Header {
+        let header = OutHeader {
             marker: seq.is_multiple_of(3),
             pt: self.pt,
             seq,
@@ -330,7 +335,7 @@ fn our_sender_report_reaches_the_player_and_its_report_gives_the_round_trip() {
 #[test]
 fn the_header_carries_the_mid_in_a_one_byte_extension() {
     let mut out = Vec::new();
-    let h = Header {
+    let h = OutHeader {
         marker: true,
         pt: 102,
         seq: 0x1_0002,
@@ -366,7 +371,7 @@ fn the_header_carries_the_mid_in_a_one_byte_extension() {
     );
     assert_eq!(h.roc(), 1);
     let mut plain = Vec::new();
-    let without = Header { mid: None, ..h };
+    let without = OutHeader { mid: None, ..h };
     assert_eq!(without.write(&mut plain), 12);
     assert_eq!(plain[0], 0x80);
 }
@@ -411,7 +416,7 @@ fn malformed_rtcp_yields_nothing_and_does_not_panic() {
         out
     };
     for n in 0..sr.len() {
-        let _ = rtcp_packets(&sr[..n]).count();
+        let _ = packets(&sr[..n]).count();
         assert_eq!(nacks(&sr[..n]).count(), 0);
         assert_eq!(report_blocks(&sr[..n]).count(), 0);
         assert_eq!(keyframe_requests(&sr[..n]).count(), 0);
@@ -431,10 +436,7 @@ fn malformed_rtcp_yields_nothing_and_does_not_panic() {
         assert!(keyframe_requests(&cut).count() <= 2);
     }
     // A length field past the end, and a count with no blocks behind it.
-    assert_eq!(
-        rtcp_packets(&[0x80, 201, 0xff, 0xff, 0, 0, 0, 1]).count(),
-        0
-    );
+    assert_eq!(packets(&[0x80, 201, 0xff, 0xff, 0, 0, 0, 1]).count(), 0);
     assert_eq!(report_blocks(&[0x9f, 201, 0, 1, 0, 0, 0, 1]).count(), 0);
     // A negative cumulative loss (duplicates) reads as negative.
     let mut rr = vec![0x81, 201, 0, 7, 0, 0, 0, 1];

@@ -1,5 +1,5 @@
-//! RTP and RTCP header parsing on untrusted datagrams (str0m does not expose its
-//! parser). Every function reads through `get`/slice patterns and never panics.
+//! RTP headers (RFC 3550 §5.1): parsing an untrusted one (str0m does not expose its
+//! parser) and writing the one a viewer's forwarded packet gets.
 
 /// Why a datagram is not a usable RTP packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,12 +31,6 @@ pub struct RtpHeader {
     pub payload_start: usize,
     /// Payload end offset (padding excluded).
     pub payload_end: usize,
-}
-
-/// True when a datagram on an RTP port is RTCP (RFC 5761 §4: the second byte, read as
-/// marker + payload type, falls in 192..=223, i.e. RTCP packet types 192 to 223).
-pub fn is_rtcp(data: &[u8]) -> bool {
-    matches!(data.get(1), Some(192..=223)) && data.first().is_some_and(|b| b >> 6 == 2)
 }
 
 /// Parses an RTP header (RFC 3550 §5.1): CSRCs, a header extension and padding are
@@ -80,42 +74,52 @@ pub fn parse_rtp(data: &[u8]) -> Result<RtpHeader, RtpError> {
     })
 }
 
-/// The timing part of an RTCP sender report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SenderReport {
-    /// Sender SSRC.
+/// The one-byte header extension profile (RFC 8285 §4.2).
+const ONE_BYTE_PROFILE: [u8; 2] = [0xbe, 0xde];
+
+/// The fields of one outgoing RTP packet's header.
+#[derive(Debug, Clone, Copy)]
+pub struct OutHeader<'a> {
+    pub marker: bool,
+    pub pt: u8,
+    /// The extended sequence number in the viewer's space: its low 16 bits go on the
+    /// wire, the rest is SRTP's rollover counter.
+    pub seq: u64,
+    pub timestamp: u32,
     pub ssrc: u32,
-    /// NTP timestamp (32.32 fixed point seconds since 1900).
-    pub ntp: u64,
-    /// The RTP timestamp matching `ntp`.
-    pub rtp_timestamp: u32,
+    /// The negotiated mid extension id (1–14) and the mid, when the session has one.
+    pub mid: Option<(u8, &'a str)>,
 }
 
-/// The sender reports in a (compound) RTCP datagram; anything malformed ends the walk.
-pub fn sender_reports(mut data: &[u8]) -> Vec<SenderReport> {
-    let mut out = Vec::new();
-    while let [b0, pt, l0, l1, ..] = *data {
-        if b0 >> 6 != 2 {
-            break;
+impl OutHeader<'_> {
+    /// Appends the header to `out` and returns its length. A mid that does not fit a
+    /// one-byte extension element (1–16 bytes, id 1–14) is left out.
+    pub fn write(&self, out: &mut Vec<u8>) -> usize {
+        let start = out.len();
+        let mid = self
+            .mid
+            .filter(|(id, m)| (1..=14).contains(id) && (1..=16).contains(&m.len()));
+        let x = if mid.is_some() { 0x10 } else { 0 };
+        out.push(0x80 | x);
+        out.push(((self.marker as u8) << 7) | (self.pt & 0x7f));
+        out.extend_from_slice(&(self.seq as u16).to_be_bytes());
+        out.extend_from_slice(&self.timestamp.to_be_bytes());
+        out.extend_from_slice(&self.ssrc.to_be_bytes());
+        if let Some((id, m)) = mid {
+            let words = (1 + m.len()).div_ceil(4);
+            out.extend_from_slice(&ONE_BYTE_PROFILE);
+            out.extend_from_slice(&(words as u16).to_be_bytes());
+            out.push((id << 4) | (m.len() as u8 - 1));
+            out.extend_from_slice(m.as_bytes());
+            out.resize(start + 16 + words * 4, 0);
         }
-        let len = 4 * (usize::from(u16::from_be_bytes([l0, l1])) + 1);
-        let Some(packet) = data.get(..len) else {
-            break;
-        };
-        if pt == 200
-            && let Some(body) = packet.get(4..24)
-        {
-            let word =
-                |i: usize| u32::from_be_bytes([body[i], body[i + 1], body[i + 2], body[i + 3]]);
-            out.push(SenderReport {
-                ssrc: word(0),
-                ntp: (u64::from(word(4)) << 32) | u64::from(word(8)),
-                rtp_timestamp: word(12),
-            });
-        }
-        data = data.get(len..).unwrap_or_default();
+        out.len() - start
     }
-    out
+
+    /// The SRTP rollover counter of this packet.
+    pub fn roc(&self) -> u32 {
+        (self.seq >> 16) as u32
+    }
 }
 
 #[cfg(test)]
@@ -148,7 +152,7 @@ mod tests {
             (96, 513, 90_000, 0xdead_beef, true)
         );
         assert_eq!(&d[h.payload_start..h.payload_end], &[0x65, 1, 2]);
-        assert!(!is_rtcp(&d));
+        assert!(!super::super::demux::is_rtcp(&d));
     }
 
     #[test]
@@ -180,28 +184,6 @@ mod tests {
         for len in 0..64 {
             let junk: Vec<u8> = (0..len).map(|i| (i * 37 + 0x91) as u8).collect();
             let _ = parse_rtp(&junk);
-            let _ = sender_reports(&junk);
-            let _ = is_rtcp(&junk);
         }
-    }
-
-    #[test]
-    fn reads_sender_reports_from_a_compound_packet() {
-        let mut d = vec![0x80, 200, 0, 6];
-        d.extend_from_slice(&7u32.to_be_bytes());
-        d.extend_from_slice(&0x0000_0001_8000_0000u64.to_be_bytes());
-        d.extend_from_slice(&4_500u32.to_be_bytes());
-        d.extend_from_slice(&[0; 8]);
-        d.extend_from_slice(&[0x81, 202, 0, 1, 0, 0, 0, 7]); // SDES
-        assert!(is_rtcp(&d));
-        assert_eq!(
-            sender_reports(&d),
-            vec![SenderReport {
-                ssrc: 7,
-                ntp: 0x0000_0001_8000_0000,
-                rtp_timestamp: 4_500
-            }]
-        );
-        assert!(sender_reports(&d[..10]).is_empty());
     }
 }

@@ -1,0 +1,14 @@
+//! Byte formats, and nothing with state: RTP and RTCP packets, STUN's USERNAME, the
+//! first-byte demultiplexing of one UDP port, H.264 NAL units in RTP payloads, NTP
+//! times.
+//!
+//! Everything here reads untrusted bytes from the network through `get` and slice
+//! patterns and never panics; it allocates only where it builds a packet. A leaf: it
+//! imports nothing of the crate.
+
+pub mod demux;
+pub mod h264;
+pub mod ntp;
+pub mod rtcp;
+pub mod rtp;
+pub mod stun;
