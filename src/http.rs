@@ -52,8 +52,8 @@ pub mod location;
 pub mod problem;
 pub mod redirect;
 
+use crate::config::RedirectConfig;
 use ice_servers::IceServers;
-use redirect::RedirectConfig;
 
 /// Methods of a WHIP/WHEP endpoint (the `Allow` of its 405 and OPTIONS).
 const ENDPOINT_ALLOW: &str = "POST, OPTIONS, GET, HEAD";

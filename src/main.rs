@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use wishd::auth::{self, MintKey};
 use wishd::config::{Config, HttpsConfig, JwtConfig, LogFormat, Policy, Secret, StaticTokenConfig};
 use wishd::model::Role;
-use wishd::server::Server;
+use wishd::server::{Server, prepare};
 
 /// wishd: a WebRTC media server. Publishers push with WHIP, viewers pull with WHEP.
 ///
@@ -129,7 +129,7 @@ enum Command {
         /// Stream name or glob the token grants. Repeatable.
         #[arg(long, required = true, value_name = "NAME")]
         stream: Vec<String>,
-        /// Role the token grants: publish or play. Repeatable; default both.
+        /// Action the token grants: publish or play. Repeatable; default both.
         #[arg(long, value_name = "ACTION", value_parser = parse_action)]
         action: Vec<Role>,
         /// How long the token is valid, e.g. "1h".
@@ -139,20 +139,22 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         private_key: Option<PathBuf>,
     },
-    /// Generate a local development CA and a server certificate signed by it.
+    /// Validate a configuration file without starting.
     ///
-    /// Writes ca.pem, ca.key, server.pem (leaf + CA) and server.key into --out. Trust
-    /// ca.pem in the browser or OS, then run with
-    /// --https 0.0.0.0:8443 --cert DIR/server.pem --key DIR/server.key.
-    /// Validate a configuration file without starting: parse it (unknown keys are
-    /// errors), check every value, read the token, key, certificate and SDP files it
-    /// names. Exit code 0: valid; 2: invalid or unreadable, with the reason (FILE:LINE:
+    /// Parses it (unknown keys are errors), checks every value, and reads every file
+    /// it names as start would: token, key, certificate, SDP and TURN secret files.
+    /// Exit code 0: valid; 2: invalid or unreadable, with the reason (FILE:LINE:
     /// COLUMN: key: what) on stderr. Flags and WISHD_* variables are not applied.
     CheckConfig {
         /// The TOML file.
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Generate a local development CA and a server certificate signed by it.
+    ///
+    /// Writes ca.pem, ca.key, server.pem (leaf + CA) and server.key into --out. Trust
+    /// ca.pem in the browser or OS, then run with
+    /// --https 0.0.0.0:8443 --cert DIR/server.pem --key DIR/server.key.
     Cert {
         /// DNS name or IP address the certificate is for. Repeatable.
         #[arg(long, default_values_t = ["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()])]
@@ -396,8 +398,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let prepared = match config.validated().map_err(Into::into).and_then(prepare) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("wishd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     runtime.block_on(async move {
-        let server = match Server::start(config).await {
+        let server = match Server::run(prepared).await {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("wishd: {e}");
@@ -413,9 +422,13 @@ fn main() -> ExitCode {
 /// `wishd check-config FILE`: 0 when the file is usable, 2 with the reason otherwise.
 fn check_config(file: &std::path::Path) -> ExitCode {
     let checked = Config::from_file(file)
-        .and_then(|c| c.validate().map(|()| c).map_err(|e| e.locate(file)))
+        .and_then(|c| c.validated().map_err(|e| e.locate(file)))
         .map_err(|e| e.to_string())
-        .and_then(|c| Server::check(&c).map_err(|e| format!("{}: {e}", file.display())));
+        .and_then(|c| {
+            prepare(c)
+                .map(drop)
+                .map_err(|e| format!("{}: {e}", file.display()))
+        });
     match checked {
         Ok(()) => {
             println!("{}: ok", file.display());

@@ -18,9 +18,10 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
-use crate::api::{Ops, OpsSetupError};
+use crate::api::{Ops, OpsSettings, OpsSetupError};
 use crate::auth::{AuthSetupError, Authenticator};
-use crate::config::{Config, ConfigError, LimitsConfig, Policy, Secret, StaticTokenConfig};
+use crate::config::{Config, ConfigError, LimitsConfig, Policy, Secret, StaticTokenConfig, Valid};
+use crate::http::ice_servers::IceServers;
 use crate::http::{self, AppState};
 use crate::ingest::{self, RtpIngest};
 use crate::media::{Media, MediaCounters, WorkerStats};
@@ -100,44 +101,89 @@ pub struct ServerStats {
     pub server_tasks: usize,
 }
 
+/// A configuration with every file it names read and every part built that can be
+/// built before a socket is bound: what `check-config` stops at and [`Server::run`]
+/// starts from. Both go through [`prepare`], so a file start would fail on fails
+/// `check-config` too.
+pub struct Prepared {
+    config: Valid<Config>,
+    auth: Authenticator,
+    generated_token: Option<String>,
+    ops: OpsSettings,
+    rtp: Vec<ingest::RtpSourceSpec>,
+    https: Option<(Arc<CertResolver>, TlsAcceptor)>,
+    ice_servers: IceServers,
+}
+
+/// Reads and checks everything a valid configuration names: token and key files, the
+/// `[api]` token, RTP ingest entries (their SDP files), the HTTPS certificate and key,
+/// and TURN secret files. When publishing needs a token and none is configured, one
+/// is made for this run (secure by default).
+pub fn prepare(config: Valid<Config>) -> Result<Prepared, StartError> {
+    let read = |p: &std::path::Path| std::fs::read(p);
+    let mut auth = Authenticator::new(&config.auth, &read)?;
+    let mut generated_token = None;
+    let mut config = config;
+    if auth.policy(Role::Publisher) == Policy::Token && !auth.has_credentials_for(Role::Publisher) {
+        let token = crate::auth::random_token();
+        let mut c = config.into_inner();
+        c.auth.tokens.push(StaticTokenConfig {
+            token: Some(Secret::new(token.clone())),
+            token_file: None,
+            streams: vec!["*".into()],
+            actions: vec![Role::Publisher],
+        });
+        config = c.validated()?;
+        auth = Authenticator::new(&config.auth, &read)?;
+        generated_token = Some(token);
+    }
+    let ops = OpsSettings::read(&config.api, &read)?;
+    let rtp = config
+        .rtp
+        .iter()
+        .map(ingest::resolve)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(StartError::Rtp)?;
+    let https = match &config.https {
+        Some(h) => {
+            let resolver = Arc::new(CertResolver::load(&h.cert, &h.key)?);
+            let acceptor = TlsAcceptor::from(tls::server_config(resolver.clone())?);
+            Some((resolver, acceptor))
+        }
+        None => None,
+    };
+    let ice_servers = IceServers::new(&config.ice_servers, &read)
+        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    Ok(Prepared {
+        config,
+        auth,
+        generated_token,
+        ops,
+        rtp,
+        https,
+        ice_servers,
+    })
+}
+
 impl Server {
-    /// Everything [`Server::start`] checks before it binds a socket: values, token
-    /// and key files, the `[api]` token, RTP ingest entries (their SDP files) and the
-    /// HTTPS certificate and key. For `wishd check-config`.
-    pub fn check(config: &Config) -> Result<(), StartError> {
-        config.validate()?;
-        let read = |p: &std::path::Path| std::fs::read(p);
-        Authenticator::new(&config.auth, &read)?;
-        Ops::new(&config.api, Vec::new(), &read)?;
-        for entry in &config.rtp {
-            ingest::resolve(entry).map_err(StartError::Rtp)?;
-        }
-        if let Some(h) = &config.https {
-            CertResolver::load(&h.cert, &h.key)?;
-        }
-        Ok(())
+    /// Validates and prepares `config`, then binds everything and starts serving on
+    /// the current tokio runtime (what tests call).
+    pub async fn start(config: Config) -> Result<Server, StartError> {
+        Self::run(prepare(config.validated()?)?).await
     }
 
-    /// Binds everything and starts serving on the current tokio runtime.
-    pub async fn start(mut config: Config) -> Result<Server, StartError> {
-        config.validate()?;
-        let read = |p: &std::path::Path| std::fs::read(p);
-        let mut auth = Authenticator::new(&config.auth, &read)?;
-        // Secure by default: publishing needs a token, so make one when none is set.
-        let mut generated_token = None;
-        if auth.policy(Role::Publisher) == Policy::Token
-            && !auth.has_credentials_for(Role::Publisher)
-        {
-            let token = crate::auth::random_token();
-            config.auth.tokens.push(StaticTokenConfig {
-                token: Some(Secret::new(token.clone())),
-                token_file: None,
-                streams: vec!["*".into()],
-                actions: vec![Role::Publisher],
-            });
-            auth = Authenticator::new(&config.auth, &read)?;
-            generated_token = Some(token);
-        }
+    /// Binds everything a prepared configuration describes and starts serving on the
+    /// current tokio runtime.
+    pub async fn run(prepared: Prepared) -> Result<Server, StartError> {
+        let Prepared {
+            config,
+            auth,
+            generated_token,
+            ops: ops_settings,
+            rtp: rtp_specs,
+            https: tls_parts,
+            ice_servers,
+        } = prepared;
         let registry = Arc::new(Registry::new(
             config.publisher_grace,
             config.publisher_takeover,
@@ -165,9 +211,7 @@ impl Server {
             plain = Some((listener, addr));
         }
         let mut https = None;
-        if let Some(h) = &config.https {
-            let resolver = Arc::new(CertResolver::load(&h.cert, &h.key)?);
-            let acceptor = TlsAcceptor::from(tls::server_config(resolver.clone())?);
+        if let (Some(h), Some((resolver, acceptor))) = (&config.https, tls_parts) {
             let l = bind_listener(h.addr).map_err(|source| StartError::Bind {
                 what: "HTTPS",
                 addr: h.addr,
@@ -184,8 +228,7 @@ impl Server {
         let mut rtp = Vec::new();
         let mut rtp_tasks = Vec::new();
         let peers: Vec<_> = media.workers().iter().map(|w| w.tx.clone()).collect();
-        for entry in &config.rtp {
-            let spec = ingest::resolve(entry).map_err(StartError::Rtp)?;
+        for spec in rtp_specs {
             let shared = registry
                 .register_rtp_source(
                     &spec.stream,
@@ -210,9 +253,7 @@ impl Server {
             rtp.push(handle);
             rtp_tasks.push(task);
         }
-        let ice_servers = http::ice_servers::IceServers::new(&config.ice_servers, &read)
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        let ops = Arc::new(Ops::new(&config.api, rtp.clone(), &read)?);
+        let ops = Arc::new(Ops::new(ops_settings, rtp.clone()));
         let state = Arc::new(AppState {
             media: media.clone(),
             retry_after_secs: config.retry_after_secs,

@@ -110,6 +110,59 @@ fn help_documents_every_flag() {
     }
 }
 
+/// Each subcommand's help says what that subcommand does: the list in `wishd help`
+/// names each with its own first line, and `wishd help NAME` shows its text and its
+/// options (the check-config line once showed the cert text, and cert none).
+#[test]
+fn help_of_every_subcommand_describes_that_subcommand() {
+    let help = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_wishd"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "wishd {args:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let list = help(&["help"]);
+    let cases = [
+        (
+            "token",
+            "Mint a JWT",
+            &["--stream", "--action", "--lifetime", "--private-key"][..],
+        ),
+        (
+            "check-config",
+            "Validate a configuration file",
+            &["FILE", "TURN secret"][..],
+        ),
+        (
+            "cert",
+            "development CA and a server certificate",
+            &["--host", "--out"][..],
+        ),
+    ];
+    for (name, first, details) in cases {
+        let line = list
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("`wishd help` lists no {name}:\n{list}"));
+        assert!(line.contains(first), "`wishd help` says for {name}: {line}");
+        let own = help(&["help", name]);
+        assert!(own.contains(first), "`wishd help {name}`:\n{own}");
+        for d in details {
+            assert!(own.contains(d), "`wishd help {name}` lacks {d}:\n{own}");
+        }
+        for (other, other_first, _) in cases {
+            if other != name {
+                assert!(
+                    !own.contains(other_first),
+                    "`wishd help {name}` shows {other}'s text:\n{own}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn bad_config_file_is_refused_naming_the_key() {
     let dir = std::env::temp_dir().join(format!("wishd-cfg-{}", std::process::id()));

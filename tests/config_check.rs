@@ -101,6 +101,35 @@ fn check_config_exits_2_naming_the_key_and_its_position() {
     );
 }
 
+/// check-config reads every file start reads: a TURN secret file that cannot be read
+/// used to pass check-config and then fail the start.
+#[test]
+fn check_config_reads_the_turn_secret_file_as_start_does() {
+    let path = write(
+        "turn-secret.toml",
+        "[[ice_servers]]\nurls = [\"turn:turn.example.net\"]\n\
+         static_auth_secret_file = \"/nonexistent/wishd/turn.secret\"\n",
+    );
+    let out = check(&path);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("ice_servers[0]")
+            && err.contains("cannot read /nonexistent/wishd/turn.secret"),
+        "{err}"
+    );
+    let readable = write("turn.secret", "s3cret\n");
+    let path = write(
+        "turn-secret-ok.toml",
+        &format!(
+            "[[ice_servers]]\nurls = [\"turn:turn.example.net\"]\nstatic_auth_secret_file = {:?}\n",
+            readable.display().to_string()
+        ),
+    );
+    let out = check(&path);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
 #[test]
 fn serving_with_an_invalid_file_gives_the_same_positioned_error() {
     let path = write("serve-range.toml", "workers = 65\n");

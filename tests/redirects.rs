@@ -7,8 +7,7 @@ mod common;
 use wishd::client::{
     PublisherOptions, ViewerOptions, WhepViewer, WhipPublisher, http_request, publisher_offer,
 };
-use wishd::config::{Policy, Secret, StaticTokenConfig};
-use wishd::http::redirect::{RedirectConfig, RedirectKind};
+use wishd::config::{Policy, RedirectConfig, RedirectKind, Secret, StaticTokenConfig};
 use wishd::model::Role;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,8 @@
 //! The runner against a real wishd started in-process: every applicable row passes.
 //! The tables are printed (run with `--nocapture` to see them in CI output).
 
+use wishd::config::IceServerConfig;
 use wishd::config::{Config, Policy, Secret, StaticTokenConfig};
-use wishd::http::ice_servers::IceServerConfig;
 use wishd::model::Role;
 use wishd::server::Server;
 use wishd_conformance::{Mode, Options, Outcome, Report, run};

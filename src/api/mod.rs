@@ -66,6 +66,49 @@ pub enum OpsSetupError {
     Invalid(String),
 }
 
+/// The `[api]` settings with the admin token read and checked (what start and
+/// `check-config` both need before anything runs).
+#[derive(Clone)]
+pub struct OpsSettings {
+    admin: Option<[u8; 32]>,
+    metrics_token_required: bool,
+}
+
+impl OpsSettings {
+    /// Reads the admin token (from the table or its file, through `read`) and checks it.
+    pub fn read(
+        config: &ApiConfig,
+        read: &dyn Fn(&Path) -> std::io::Result<Vec<u8>>,
+    ) -> Result<OpsSettings, OpsSetupError> {
+        let token = match (&config.token, &config.token_file) {
+            (Some(t), _) => Some(t.expose().trim().to_owned()),
+            (None, Some(path)) => {
+                let bytes = read(path).map_err(|source| OpsSetupError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| OpsSetupError::Invalid("the token file is not UTF-8".into()))?;
+                Some(text.trim().to_owned())
+            }
+            (None, None) => None,
+        };
+        if let Some(t) = &token
+            && (t.len() < 16
+                || crate::auth::parse_authorization(format!("Bearer {t}").as_bytes()).is_err())
+        {
+            return Err(OpsSetupError::Invalid(
+                "the admin token must be at least 16 characters of A-Z a-z 0-9 - . _ ~ + / ="
+                    .into(),
+            ));
+        }
+        Ok(OpsSettings {
+            admin: token.map(|t| sha256(t.as_bytes())),
+            metrics_token_required: config.metrics_token_required,
+        })
+    }
+}
+
 /// What the operator routes share: the admin token, HTTP counters, the RTP ingests and
 /// the readiness of every listener.
 pub struct Ops {
@@ -96,41 +139,16 @@ fn sha256(data: &[u8]) -> [u8; 32] {
 }
 
 impl Ops {
-    /// Builds the operator state from `[api]`, reading a token file with `read`.
-    pub fn new(
-        config: &ApiConfig,
-        rtp: Vec<RtpIngest>,
-        read: &dyn Fn(&Path) -> std::io::Result<Vec<u8>>,
-    ) -> Result<Ops, OpsSetupError> {
-        let token = match (&config.token, &config.token_file) {
-            (Some(t), _) => Some(t.expose().trim().to_owned()),
-            (None, Some(path)) => {
-                let bytes = read(path).map_err(|source| OpsSetupError::Read {
-                    path: path.display().to_string(),
-                    source,
-                })?;
-                let text = String::from_utf8(bytes)
-                    .map_err(|_| OpsSetupError::Invalid("the token file is not UTF-8".into()))?;
-                Some(text.trim().to_owned())
-            }
-            (None, None) => None,
-        };
-        if let Some(t) = &token
-            && (t.len() < 16
-                || crate::auth::parse_authorization(format!("Bearer {t}").as_bytes()).is_err())
-        {
-            return Err(OpsSetupError::Invalid(
-                "the admin token must be at least 16 characters of A-Z a-z 0-9 - . _ ~ + / ="
-                    .into(),
-            ));
-        }
-        Ok(Ops {
-            admin: token.map(|t| sha256(t.as_bytes())),
-            metrics_token_required: config.metrics_token_required,
+    /// The operator routes from their settings (read by `OpsSettings::read`) and the
+    /// running RTP ingests.
+    pub fn new(settings: OpsSettings, rtp: Vec<RtpIngest>) -> Ops {
+        Ops {
+            admin: settings.admin,
+            metrics_token_required: settings.metrics_token_required,
             http: HttpMetrics::default(),
             rtp,
             readiness: Readiness::default(),
-        })
+        }
     }
 
     /// Whether the admin API is on.
@@ -427,7 +445,10 @@ mod tests {
     #[test]
     fn admin_token_is_checked_and_off_without_one() {
         let read = |_: &Path| Ok(b"  file-token-0123456789\n".to_vec());
-        let off = Ops::new(&ApiConfig::default(), Vec::new(), &read).unwrap();
+        let off = Ops::new(
+            OpsSettings::read(&ApiConfig::default(), &read).unwrap(),
+            Vec::new(),
+        );
         assert!(matches!(
             off.require_admin(Some("x")),
             Err(ApiError::NotFound)
@@ -436,7 +457,7 @@ mod tests {
             token_file: Some("/etc/wishd/admin.token".into()),
             ..ApiConfig::default()
         };
-        let on = Ops::new(&cfg, Vec::new(), &read).unwrap();
+        let on = Ops::new(OpsSettings::read(&cfg, &read).unwrap(), Vec::new());
         assert!(on.require_admin(Some("file-token-0123456789")).is_ok());
         assert!(matches!(
             on.require_admin(None),
@@ -450,7 +471,7 @@ mod tests {
             token: Some(crate::config::Secret::new("short")),
             ..ApiConfig::default()
         };
-        assert!(Ops::new(&short, Vec::new(), &read).is_err());
+        assert!(OpsSettings::read(&short, &read).is_err());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! Nothing here touches the network or the clock of a request path except through
 //! `jsonwebtoken`'s expiry check; key and token files are read by the caller (through
 //! the `read` function given to [`Authenticator::new`]). Errors are the typed
-//! [`AuthError`]; [`crate::http`] maps them to statuses (RFC 6750 §3.1).
+//! [`AuthError`]; the HTTP edge maps them to statuses (RFC 6750 §3.1).
 //!
 //! Token values never appear in an error message or a `Debug` output.
 

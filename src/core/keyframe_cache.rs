@@ -25,6 +25,10 @@ use super::codec::CodecKind;
 use super::packet::SourcePacket;
 use crate::wire::h264::{NAL_PPS, NAL_SPS, NAL_STAP_A, nal_units};
 
+/// The bound of a stream's keyframe cache: a group of pictures of a few seconds at
+/// several Mbit/s; a bigger one empties the cache until the next keyframe.
+pub const CACHE_BYTES: usize = 2 * 1024 * 1024;
+
 /// Bounded cache of the last group of pictures of one video source.
 #[derive(Debug, Clone, Default)]
 pub struct KeyframeCache {

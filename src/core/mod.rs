@@ -61,7 +61,7 @@ pub use fanout::{Fanout, FanoutStats, Resync};
 pub use frame_size::frame_size;
 pub use hold::HoldControl;
 pub use keyframe::KeyframeLimiter;
-pub use keyframe_cache::{H264ParameterSets, KeyframeCache};
+pub use keyframe_cache::{CACHE_BYTES, H264ParameterSets, KeyframeCache};
 pub use keyframe_source::{ANSWER_WITHIN, CacheReason, KeyframeMode, KeyframeSource};
 pub use nack_history::{
     NACK_HISTORY_INITIAL, NACK_HISTORY_MAX, NACK_HISTORY_MIN, NACK_HISTORY_PACKETS, NackHistory,

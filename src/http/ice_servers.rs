@@ -13,47 +13,13 @@
 //! Link parameters follow RFC 9725 (`username`, `credential`); `credential-type =
 //! "password"` is added for clients written against the drafts, which required it.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use aws_lc_rs::hmac;
 use base64::Engine;
 use hyper::header::HeaderValue;
-use serde::Deserialize;
 
-use crate::config::Secret;
-
-/// Default lifetime of minted TURN credentials.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
-
-/// One `[[ice_servers]]` table.
-#[cfg_attr(test, derive(serde::Serialize))]
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IceServerConfig {
-    /// `stun:`, `stuns:`, `turn:` or `turns:` URIs (RFC 7064, RFC 7065), one Link each.
-    pub urls: Vec<String>,
-    /// TURN long-term username; with a `static_auth_secret`, the `<user>` part of the
-    /// minted username (default `wishd`).
-    #[serde(default)]
-    pub username: Option<String>,
-    /// TURN long-term password.
-    #[serde(default)]
-    pub credential: Option<Secret>,
-    /// Secret shared with the TURN server (coturn `static-auth-secret`).
-    #[serde(default)]
-    pub static_auth_secret: Option<Secret>,
-    /// A file holding that secret (trailing whitespace ignored).
-    #[serde(default)]
-    pub static_auth_secret_file: Option<PathBuf>,
-    /// Lifetime of minted credentials. Default 24 h.
-    #[serde(default = "default_ttl", with = "humantime_serde")]
-    pub ttl: Duration,
-}
-
-fn default_ttl() -> Duration {
-    DEFAULT_TTL
-}
+use crate::config::IceServerConfig;
 
 /// Why `[[ice_servers]]` cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -113,84 +79,12 @@ fn invalid(index: usize, reason: impl Into<String>) -> IceServerError {
     }
 }
 
-/// True for a value that can sit in a quoted-string without breaking the header.
-fn printable(s: &str) -> bool {
-    s.chars().all(|c| (' '..='~').contains(&c))
-}
-
-/// Checks the shape of every entry (no files read): what `Config::validate` calls.
-pub fn validate(entries: &[IceServerConfig]) -> Result<(), IceServerError> {
-    for (index, e) in entries.iter().enumerate() {
-        if e.urls.is_empty() {
-            return Err(invalid(index, "urls is empty"));
-        }
-        let mut turn = false;
-        for url in &e.urls {
-            let scheme = url.split(':').next().unwrap_or("").to_ascii_lowercase();
-            match scheme.as_str() {
-                "stun" | "stuns" => {}
-                "turn" | "turns" => turn = true,
-                _ => {
-                    return Err(invalid(
-                        index,
-                        format!("{url:?} is not a stun:, stuns:, turn: or turns: URI"),
-                    ));
-                }
-            }
-            let ok = url.len() > scheme.len() + 1
-                && url
-                    .chars()
-                    .all(|c| c.is_ascii_graphic() && !matches!(c, '<' | '>' | '"' | '\\'));
-            if !ok {
-                return Err(invalid(index, format!("{url:?} is not a valid URI")));
-            }
-        }
-        let secret = e.static_auth_secret.is_some() || e.static_auth_secret_file.is_some();
-        if e.static_auth_secret.is_some() && e.static_auth_secret_file.is_some() {
-            return Err(invalid(
-                index,
-                "give at most one of static_auth_secret and static_auth_secret_file",
-            ));
-        }
-        if secret && e.credential.is_some() {
-            return Err(invalid(
-                index,
-                "give either credential or a static auth secret, not both",
-            ));
-        }
-        if turn && !secret && (e.username.is_none() || e.credential.is_none()) {
-            return Err(invalid(
-                index,
-                "turn: URIs need username and credential, or a static_auth_secret",
-            ));
-        }
-        if !turn && (secret || e.credential.is_some()) {
-            return Err(invalid(index, "credentials are for turn: URIs only"));
-        }
-        if secret && e.ttl.is_zero() {
-            return Err(invalid(index, "ttl must be more than 0"));
-        }
-        let texts = [
-            e.username.as_deref(),
-            e.credential.as_ref().map(Secret::expose),
-        ];
-        if texts.into_iter().flatten().any(|t| !printable(t)) {
-            return Err(invalid(
-                index,
-                "username and credential must be printable ASCII",
-            ));
-        }
-    }
-    Ok(())
-}
-
 impl IceServers {
     /// Builds the entries, reading secret files through `read`.
     pub fn new(
         entries: &[IceServerConfig],
         read: &dyn Fn(&std::path::Path) -> std::io::Result<Vec<u8>>,
     ) -> Result<IceServers, IceServerError> {
-        validate(entries)?;
         let mut out = Vec::with_capacity(entries.len());
         for (index, e) in entries.iter().enumerate() {
             let secret = match (&e.static_auth_secret, &e.static_auth_secret_file) {
@@ -297,6 +191,7 @@ fn quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{DEFAULT_TTL, Secret};
 
     fn entry(urls: &[&str]) -> IceServerConfig {
         IceServerConfig {
@@ -375,29 +270,7 @@ mod tests {
     }
 
     #[test]
-    fn bad_entries_are_refused_naming_the_entry() {
-        let bad = [
-            entry(&[]),
-            entry(&["http://x"]),
-            entry(&["stun:a b"]),
-            entry(&["stun:"]),
-            entry(&["turn:t.example"]),
-            {
-                let mut e = entry(&["stun:s.example"]);
-                e.credential = Some(Secret::new("x"));
-                e
-            },
-            {
-                let mut e = entry(&["turn:t.example"]);
-                e.username = Some("u\n".into());
-                e.credential = Some(Secret::new("p"));
-                e
-            },
-        ];
-        for e in bad {
-            let err = validate(std::slice::from_ref(&e)).unwrap_err();
-            assert!(err.to_string().starts_with("ice_servers[0]"), "{err}");
-        }
+    fn an_unreadable_secret_file_is_refused() {
         let mut e = entry(&["turn:t.example"]);
         e.static_auth_secret_file = Some("/missing".into());
         assert!(IceServers::new(&[e], &no_files).is_err());

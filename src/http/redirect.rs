@@ -9,61 +9,9 @@
 //! the token, and this one may not know it (a balancer in front of nodes with their
 //! own keys). The per-address rate limit still applies.
 
-use serde::Deserialize;
-
 use crate::auth::glob_match;
+use crate::config::{RedirectConfig, RedirectKind};
 use crate::model::Role;
-
-/// Which endpoints a rule applies to.
-#[cfg_attr(test, derive(serde::Serialize))]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RedirectKind {
-    /// WHIP (publish) endpoints only.
-    Whip,
-    /// WHEP (play) endpoints only.
-    Whep,
-    /// Both.
-    #[default]
-    Both,
-}
-
-/// One `[[redirects]]` table.
-#[cfg_attr(test, derive(serde::Serialize))]
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RedirectConfig {
-    /// Stream name or glob (`*`, `?`).
-    pub stream: String,
-    /// `whip`, `whep` or `both` (default).
-    #[serde(default)]
-    pub kind: RedirectKind,
-    /// The absolute `http://` or `https://` URL to send the client to; `{stream}` is
-    /// replaced by the stream name and `{kind}` by `whip` or `whep`.
-    pub to: String,
-}
-
-/// Checks every rule (what `Config::validate` calls); an error names the key
-/// (`redirects[0].to`) and what is wrong.
-pub fn validate(rules: &[RedirectConfig]) -> Result<(), (String, String)> {
-    for (n, r) in rules.iter().enumerate() {
-        if r.stream.is_empty() {
-            return Err((format!("redirects[{n}].stream"), "is empty".into()));
-        }
-        let rest =
-            r.to.strip_prefix("https://")
-                .or_else(|| r.to.strip_prefix("http://"));
-        let ok = rest.is_some_and(|h| !h.is_empty() && !h.starts_with('/'))
-            && r.to.chars().all(|c| c.is_ascii_graphic());
-        if !ok {
-            return Err((
-                format!("redirects[{n}].to"),
-                format!("{:?} must be an absolute http:// or https:// URL", r.to),
-            ));
-        }
-    }
-    Ok(())
-}
 
 /// The URL a POST to the `kind` endpoint of `stream` is redirected to, if a rule
 /// matches (the first matching rule wins).
@@ -115,22 +63,5 @@ mod tests {
             Some("https://origin/whip/cam-1")
         );
         assert_eq!(target(&rules, Role::Publisher, "studio"), None);
-    }
-
-    #[test]
-    fn targets_must_be_absolute_http_urls() {
-        for to in [
-            "/whip/x",
-            "ftp://h/x",
-            "https://",
-            "https:///x",
-            "https://a b",
-        ] {
-            assert!(
-                validate(&[rule("*", RedirectKind::Both, to)]).is_err(),
-                "{to}"
-            );
-        }
-        assert!(validate(&[rule("*", RedirectKind::Both, "http://h:1/whip/{stream}")]).is_ok());
     }
 }

@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::config::{RtpEntry, RtpMediumEntry};
-use crate::core::{CodecKind, KeyframeCache, SenderClock, SourcePacket};
+use crate::core::{CACHE_BYTES, CodecKind, KeyframeCache, SenderClock, SourcePacket};
 use crate::media::{MediaCounters, WorkerMsg, codec_kind, send_to_viewer_workers};
 use crate::registry::StreamShared;
 use crate::sdp::{ChosenCodec, OfferedCodec};
@@ -43,8 +43,6 @@ use source::{MediumState, Reject};
 /// Largest datagram accepted; bigger ones are dropped as oversized (a viewer's packet
 /// adds SRTP overhead to the payload and must still fit a 1500-byte path).
 pub const MAX_DATAGRAM: usize = 1472;
-/// Keyframe cache bound per stream.
-pub const CACHE_BYTES: usize = 2 * 1024 * 1024;
 
 /// One medium to listen for.
 #[derive(Debug, Clone, PartialEq)]

@@ -1549,5 +1549,5 @@ fn video_keyframe_cache(tracks: &[PublishedTrack], silence: Duration) -> Option<
     tracks
         .iter()
         .find(|t| t.kind == MediaKind::Video)
-        .map(|t| KeyframeCache::new(t.codec, crate::ingest::CACHE_BYTES).stale_after(silence))
+        .map(|t| KeyframeCache::new(t.codec, crate::core::CACHE_BYTES).stale_after(silence))
 }

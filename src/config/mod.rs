@@ -203,13 +203,74 @@ pub struct Config {
     /// they are built from the request's scheme and `Host`.
     pub public_url: Option<String>,
     /// STUN/TURN servers for clients (`[[ice_servers]]`), sent as `Link` headers.
-    pub ice_servers: Vec<crate::http::ice_servers::IceServerConfig>,
+    pub ice_servers: Vec<IceServerConfig>,
     /// Endpoints that send clients elsewhere with a 307 (`[[redirects]]`).
-    pub redirects: Vec<crate::http::redirect::RedirectConfig>,
+    pub redirects: Vec<RedirectConfig>,
     /// The operator's JSON API and `/metrics` access (the `[api]` table).
     pub api: ApiConfig,
     /// Log lines: `human` (the default) or `json` (one JSON object per line).
     pub log_format: LogFormat,
+}
+
+/// Default lifetime of minted TURN credentials.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// One `[[ice_servers]]` table.
+#[cfg_attr(test, derive(serde::Serialize))]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IceServerConfig {
+    /// `stun:`, `stuns:`, `turn:` or `turns:` URIs (RFC 7064, RFC 7065), one Link each.
+    pub urls: Vec<String>,
+    /// TURN long-term username; with a `static_auth_secret`, the `<user>` part of the
+    /// minted username (default `wishd`).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// TURN long-term password.
+    #[serde(default)]
+    pub credential: Option<Secret>,
+    /// Secret shared with the TURN server (coturn `static-auth-secret`).
+    #[serde(default)]
+    pub static_auth_secret: Option<Secret>,
+    /// A file holding that secret (trailing whitespace ignored).
+    #[serde(default)]
+    pub static_auth_secret_file: Option<PathBuf>,
+    /// Lifetime of minted credentials. Default 24 h.
+    #[serde(default = "default_ttl", with = "humantime_serde")]
+    pub ttl: Duration,
+}
+
+fn default_ttl() -> Duration {
+    DEFAULT_TTL
+}
+
+/// Which endpoints a rule applies to.
+#[cfg_attr(test, derive(serde::Serialize))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedirectKind {
+    /// WHIP (publish) endpoints only.
+    Whip,
+    /// WHEP (play) endpoints only.
+    Whep,
+    /// Both.
+    #[default]
+    Both,
+}
+
+/// One `[[redirects]]` table.
+#[cfg_attr(test, derive(serde::Serialize))]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectConfig {
+    /// Stream name or glob (`*`, `?`).
+    pub stream: String,
+    /// `whip`, `whep` or `both` (default).
+    #[serde(default)]
+    pub kind: RedirectKind,
+    /// The absolute `http://` or `https://` URL to send the client to; `{stream}` is
+    /// replaced by the stream name and `{kind}` by `whip` or `whep`.
+    pub to: String,
 }
 
 /// The operator's API.
@@ -649,130 +710,11 @@ impl Config {
             self.workers
         }
     }
-
-    /// Checks values that would otherwise fail later.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.workers > MAX_WORKERS {
-            return Err(ConfigError::value(
-                "workers",
-                format!("{} is more than the maximum of {MAX_WORKERS}", self.workers),
-            ));
-        }
-        if self.udp.port() != 0 {
-            let last = self.udp.port() as usize + self.worker_count() - 1;
-            if last > u16::MAX as usize {
-                return Err(ConfigError::value(
-                    "udp",
-                    format!(
-                        "port {} + {} workers runs past port 65535",
-                        self.udp.port(),
-                        self.worker_count()
-                    ),
-                ));
-            }
-        }
-        for ip in &self.public_ips {
-            if ip.is_unspecified() || ip.is_multicast() {
-                return Err(ConfigError::value(
-                    "public_ips",
-                    format!("{ip} cannot be advertised as an ICE candidate"),
-                ));
-            }
-        }
-        for (n, t) in self.auth.tokens.iter().enumerate() {
-            if t.token.is_some() == t.token_file.is_some() {
-                return Err(ConfigError::value(
-                    format!("auth.tokens[{n}]"),
-                    "give exactly one of token and token_file",
-                ));
-            }
-        }
-        if !self.plain_http && self.https.is_none() {
-            return Err(ConfigError::value(
-                "plain_http",
-                "false needs an [https] listener",
-            ));
-        }
-        if self.cors_origins.is_empty() {
-            return Err(ConfigError::value(
-                "cors_origins",
-                "name at least one origin, or \"*\"",
-            ));
-        }
-        if !self.limits.requests_per_second.is_finite() || self.limits.requests_per_second < 0.0 {
-            return Err(ConfigError::value(
-                "limits.requests_per_second",
-                "must be 0 or more",
-            ));
-        }
-        if self.keyframe_request_interval.is_zero() {
-            return Err(ConfigError::value(
-                "keyframe_request_interval",
-                "must be more than 0",
-            ));
-        }
-        let mut names = std::collections::HashSet::new();
-        for (i, e) in self.rtp.iter().enumerate() {
-            if !names.insert(e.stream.as_str()) {
-                return Err(ConfigError::value(
-                    format!("rtp[{i}].stream"),
-                    format!("stream {:?} is configured twice", e.stream),
-                ));
-            }
-        }
-        if self.api.token.is_some() && self.api.token_file.is_some() {
-            return Err(ConfigError::value(
-                "api.token_file",
-                "give at most one of api.token and api.token_file",
-            ));
-        }
-        if let Some(u) = &self.public_url {
-            crate::http::location::check_public_url(u)
-                .map_err(|m| ConfigError::value("public_url", m))?;
-        }
-        crate::http::ice_servers::validate(&self.ice_servers).map_err(
-            |crate::http::ice_servers::IceServerError::Invalid { index, reason }| {
-                ConfigError::value(format!("ice_servers[{index}]"), reason)
-            },
-        )?;
-        crate::http::redirect::validate(&self.redirects)
-            .map_err(|(key, m)| ConfigError::value(key, m))?;
-        if self.api.metrics_token_required
-            && self.api.token.is_none()
-            && self.api.token_file.is_none()
-        {
-            return Err(ConfigError::value(
-                "api.metrics_token_required",
-                "true needs api.token or api.token_file",
-            ));
-        }
-        if self.rtp_timeout.is_zero() {
-            return Err(ConfigError::value("rtp_timeout", "must be more than 0"));
-        }
-        if self.source_silence.is_zero() {
-            return Err(ConfigError::value("source_silence", "must be more than 0"));
-        }
-        if matches!(self.forward_hold, ForwardHold::Fixed(d) if d > MAX_FORWARD_HOLD) {
-            return Err(ConfigError::value(
-                "forward_hold",
-                "must be at most 50ms (it adds that much delay to every packet)",
-            ));
-        }
-        for (key, d) in [
-            ("forward_max_delay", self.forward_max_delay),
-            (
-                "limits.header_read_timeout",
-                self.limits.header_read_timeout,
-            ),
-            ("limits.idle_timeout", self.limits.idle_timeout),
-        ] {
-            if d.is_zero() {
-                return Err(ConfigError::value(key, "must be more than 0"));
-            }
-        }
-        Ok(())
-    }
 }
+
+mod validate;
+
+pub use validate::{Valid, check_public_url};
 
 #[cfg(test)]
 mod tests {
@@ -980,7 +922,7 @@ max_sessions = 100
         }
     }
 
-    const EXAMPLE: &str = include_str!("../wishd.example.toml");
+    const EXAMPLE: &str = include_str!("../../wishd.example.toml");
 
     /// The example with its optional settings switched on: `# key = ...` and
     /// `# [table]` lines lose their `# `; prose comments stay.
@@ -1093,17 +1035,17 @@ max_sessions = 100
             },
             log_format: d.log_format,
             public_url: Some("https://media.example.com".into()),
-            ice_servers: vec![crate::http::ice_servers::IceServerConfig {
+            ice_servers: vec![IceServerConfig {
                 urls: vec!["turn:t.example".into()],
                 username: Some("u".into()),
                 credential: Some(Secret::new("c")),
                 static_auth_secret: Some(Secret::new("s")),
                 static_auth_secret_file: Some("s".into()),
-                ttl: crate::http::ice_servers::DEFAULT_TTL,
+                ttl: DEFAULT_TTL,
             }],
-            redirects: vec![crate::http::redirect::RedirectConfig {
+            redirects: vec![RedirectConfig {
                 stream: "eu-*".into(),
-                kind: crate::http::redirect::RedirectKind::Both,
+                kind: RedirectKind::Both,
                 to: "https://eu.example.com/{kind}/{stream}".into(),
             }],
         }

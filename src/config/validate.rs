@@ -1,0 +1,369 @@
+//! Every check of a configuration, once: [`Config::validate`] says what is wrong
+//! with one (naming the key), and [`Config::validated`] turns a good one into a
+//! [`Valid<Config>`], which is what the server prepares and starts from. Files the
+//! configuration names are read later, by the server's `prepare`, which start and
+//! `check-config` share.
+
+use std::ops::Deref;
+
+use hyper::http::uri::Authority;
+
+use super::*;
+
+/// A value that passed its checks: only [`Config::validated`] makes one.
+#[derive(Debug, Clone)]
+pub struct Valid<T>(T);
+
+impl<T> Deref for Valid<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> Valid<T> {
+    /// The checked value.
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl Config {
+    /// The configuration, checked ([`Config::validate`]).
+    pub fn validated(self) -> Result<Valid<Config>, ConfigError> {
+        self.validate()?;
+        Ok(Valid(self))
+    }
+
+    /// Checks every value that would otherwise fail later, naming the first wrong key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.workers > MAX_WORKERS {
+            return Err(ConfigError::value(
+                "workers",
+                format!("{} is more than the maximum of {MAX_WORKERS}", self.workers),
+            ));
+        }
+        if self.udp.port() != 0 {
+            let last = self.udp.port() as usize + self.worker_count() - 1;
+            if last > u16::MAX as usize {
+                return Err(ConfigError::value(
+                    "udp",
+                    format!(
+                        "port {} + {} workers runs past port 65535",
+                        self.udp.port(),
+                        self.worker_count()
+                    ),
+                ));
+            }
+        }
+        for ip in &self.public_ips {
+            if ip.is_unspecified() || ip.is_multicast() {
+                return Err(ConfigError::value(
+                    "public_ips",
+                    format!("{ip} cannot be advertised as an ICE candidate"),
+                ));
+            }
+        }
+        for (n, t) in self.auth.tokens.iter().enumerate() {
+            if t.token.is_some() == t.token_file.is_some() {
+                return Err(ConfigError::value(
+                    format!("auth.tokens[{n}]"),
+                    "give exactly one of token and token_file",
+                ));
+            }
+        }
+        if !self.plain_http && self.https.is_none() {
+            return Err(ConfigError::value(
+                "plain_http",
+                "false needs an [https] listener",
+            ));
+        }
+        if self.cors_origins.is_empty() {
+            return Err(ConfigError::value(
+                "cors_origins",
+                "name at least one origin, or \"*\"",
+            ));
+        }
+        if !self.limits.requests_per_second.is_finite() || self.limits.requests_per_second < 0.0 {
+            return Err(ConfigError::value(
+                "limits.requests_per_second",
+                "must be 0 or more",
+            ));
+        }
+        if self.keyframe_request_interval.is_zero() {
+            return Err(ConfigError::value(
+                "keyframe_request_interval",
+                "must be more than 0",
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, e) in self.rtp.iter().enumerate() {
+            if !names.insert(e.stream.as_str()) {
+                return Err(ConfigError::value(
+                    format!("rtp[{i}].stream"),
+                    format!("stream {:?} is configured twice", e.stream),
+                ));
+            }
+        }
+        if self.api.token.is_some() && self.api.token_file.is_some() {
+            return Err(ConfigError::value(
+                "api.token_file",
+                "give at most one of api.token and api.token_file",
+            ));
+        }
+        if let Some(u) = &self.public_url {
+            check_public_url(u).map_err(|m| ConfigError::value("public_url", m))?;
+        }
+        check_ice_servers(&self.ice_servers)
+            .map_err(|(index, m)| ConfigError::value(format!("ice_servers[{index}]"), m))?;
+        check_redirects(&self.redirects).map_err(|(key, m)| ConfigError::value(key, m))?;
+        if self.api.metrics_token_required
+            && self.api.token.is_none()
+            && self.api.token_file.is_none()
+        {
+            return Err(ConfigError::value(
+                "api.metrics_token_required",
+                "true needs api.token or api.token_file",
+            ));
+        }
+        if self.rtp_timeout.is_zero() {
+            return Err(ConfigError::value("rtp_timeout", "must be more than 0"));
+        }
+        if self.source_silence.is_zero() {
+            return Err(ConfigError::value("source_silence", "must be more than 0"));
+        }
+        if matches!(self.forward_hold, ForwardHold::Fixed(d) if d > MAX_FORWARD_HOLD) {
+            return Err(ConfigError::value(
+                "forward_hold",
+                "must be at most 50ms (it adds that much delay to every packet)",
+            ));
+        }
+        for (key, d) in [
+            ("forward_max_delay", self.forward_max_delay),
+            (
+                "limits.header_read_timeout",
+                self.limits.header_read_timeout,
+            ),
+            ("limits.idle_timeout", self.limits.idle_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::value(key, "must be more than 0"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks a configured `public_url`: `http://` or `https://`, a host, an optional
+/// path prefix, no query or fragment.
+pub fn check_public_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    let authority = rest.map(|r| r.split('/').next().unwrap_or(""));
+    let ok = authority.is_some_and(|a| !a.is_empty() && a.parse::<Authority>().is_ok())
+        && !url.contains(['?', '#'])
+        && url.chars().all(|c| c.is_ascii_graphic());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{url:?} must be an http:// or https:// URL without query"
+        ))
+    }
+}
+
+/// True for a value that can sit in a quoted-string without breaking the header.
+fn printable(s: &str) -> bool {
+    s.chars().all(|c| (' '..='~').contains(&c))
+}
+
+/// Checks the shape of every `[[ice_servers]]` entry (no files read); an error is the
+/// entry's index and what is wrong.
+fn check_ice_servers(entries: &[IceServerConfig]) -> Result<(), (usize, String)> {
+    for (index, e) in entries.iter().enumerate() {
+        if e.urls.is_empty() {
+            return Err(invalid(index, "urls is empty"));
+        }
+        let mut turn = false;
+        for url in &e.urls {
+            let scheme = url.split(':').next().unwrap_or("").to_ascii_lowercase();
+            match scheme.as_str() {
+                "stun" | "stuns" => {}
+                "turn" | "turns" => turn = true,
+                _ => {
+                    return Err((
+                        index,
+                        format!("{url:?} is not a stun:, stuns:, turn: or turns: URI"),
+                    ));
+                }
+            }
+            let ok = url.len() > scheme.len() + 1
+                && url
+                    .chars()
+                    .all(|c| c.is_ascii_graphic() && !matches!(c, '<' | '>' | '"' | '\\'));
+            if !ok {
+                return Err(invalid(index, format!("{url:?} is not a valid URI")));
+            }
+        }
+        let secret = e.static_auth_secret.is_some() || e.static_auth_secret_file.is_some();
+        if e.static_auth_secret.is_some() && e.static_auth_secret_file.is_some() {
+            return Err(invalid(
+                index,
+                "give at most one of static_auth_secret and static_auth_secret_file",
+            ));
+        }
+        if secret && e.credential.is_some() {
+            return Err(invalid(
+                index,
+                "give either credential or a static auth secret, not both",
+            ));
+        }
+        if turn && !secret && (e.username.is_none() || e.credential.is_none()) {
+            return Err(invalid(
+                index,
+                "turn: URIs need username and credential, or a static_auth_secret",
+            ));
+        }
+        if !turn && (secret || e.credential.is_some()) {
+            return Err(invalid(index, "credentials are for turn: URIs only"));
+        }
+        if secret && e.ttl.is_zero() {
+            return Err(invalid(index, "ttl must be more than 0"));
+        }
+        let texts = [
+            e.username.as_deref(),
+            e.credential.as_ref().map(Secret::expose),
+        ];
+        if texts.into_iter().flatten().any(|t| !printable(t)) {
+            return Err(invalid(
+                index,
+                "username and credential must be printable ASCII",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn invalid(index: usize, reason: impl Into<String>) -> (usize, String) {
+    (index, reason.into())
+}
+
+/// Checks every `[[redirects]]` rule; an error names the key (`redirects[0].to`) and
+/// what is wrong.
+fn check_redirects(rules: &[RedirectConfig]) -> Result<(), (String, String)> {
+    for (n, r) in rules.iter().enumerate() {
+        if r.stream.is_empty() {
+            return Err((format!("redirects[{n}].stream"), "is empty".into()));
+        }
+        let rest =
+            r.to.strip_prefix("https://")
+                .or_else(|| r.to.strip_prefix("http://"));
+        let ok = rest.is_some_and(|h| !h.is_empty() && !h.starts_with('/'))
+            && r.to.chars().all(|c| c.is_ascii_graphic());
+        if !ok {
+            return Err((
+                format!("redirects[{n}].to"),
+                format!("{:?} must be an absolute http:// or https:// URL", r.to),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(urls: &[&str]) -> IceServerConfig {
+        IceServerConfig {
+            urls: urls.iter().map(|u| u.to_string()).collect(),
+            username: None,
+            credential: None,
+            static_auth_secret: None,
+            static_auth_secret_file: None,
+            ttl: DEFAULT_TTL,
+        }
+    }
+
+    #[test]
+    fn bad_ice_servers_are_refused_naming_the_entry() {
+        let bad = [
+            entry(&[]),
+            entry(&["http://x"]),
+            entry(&["stun:a b"]),
+            entry(&["stun:"]),
+            entry(&["turn:t.example"]),
+            {
+                let mut e = entry(&["stun:s.example"]);
+                e.credential = Some(Secret::new("x"));
+                e
+            },
+            {
+                let mut e = entry(&["turn:t.example"]);
+                e.username = Some("u\n".into());
+                e.credential = Some(Secret::new("p"));
+                e
+            },
+        ];
+        for e in bad {
+            let c = Config {
+                ice_servers: vec![e],
+                ..Config::default()
+            };
+            let err = c.validate().unwrap_err();
+            assert!(err.to_string().contains("ice_servers[0]"), "{err}");
+        }
+    }
+
+    fn rule(stream: &str, kind: RedirectKind, to: &str) -> RedirectConfig {
+        RedirectConfig {
+            stream: stream.into(),
+            kind,
+            to: to.into(),
+        }
+    }
+
+    #[test]
+    fn redirect_targets_must_be_absolute_http_urls() {
+        for to in [
+            "/whip/x",
+            "ftp://h/x",
+            "https://",
+            "https:///x",
+            "https://a b",
+        ] {
+            assert!(
+                check_redirects(&[rule("*", RedirectKind::Both, to)]).is_err(),
+                "{to}"
+            );
+        }
+        let ok = rule("*", RedirectKind::Both, "http://h:1/whip/{stream}");
+        assert!(check_redirects(&[ok]).is_ok());
+    }
+
+    #[test]
+    fn public_url_must_be_an_http_url() {
+        assert!(check_public_url("https://media.example").is_ok());
+        assert!(check_public_url("http://10.0.0.1:8080/wishd").is_ok());
+        for bad in [
+            "media.example",
+            "https://",
+            "https://a b",
+            "https://h/?x=1",
+            "ftp://h",
+        ] {
+            assert!(check_public_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_a_configuration_that_passes_every_check_becomes_valid() {
+        assert!(Config::default().validated().is_ok());
+        let bad = Config {
+            source_silence: Duration::ZERO,
+            ..Config::default()
+        };
+        assert!(bad.validated().is_err());
+    }
+}
