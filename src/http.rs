@@ -39,10 +39,10 @@ use hyper::{Method, Request, Response, StatusCode};
 use tracing::{info, warn};
 
 use crate::auth::{self, AuthError, Authenticator};
+use crate::directory::DirectoryError;
 use crate::media::{Created, Media, MediaError, PatchOutcome, new_etag};
 use crate::model::{Role, SessionId};
 use crate::ratelimit::RateLimiter;
-use crate::registry::RegistryError;
 use crate::sdp::SdpError;
 use crate::sdp::frag::{MAX_FRAG, parse_fragment};
 
@@ -160,10 +160,10 @@ impl ApiError {
             ApiError::Media(e) => match e {
                 MediaError::Sdp(SdpError::Malformed(_)) => StatusCode::BAD_REQUEST,
                 MediaError::Sdp(_) => StatusCode::UNPROCESSABLE_ENTITY,
-                MediaError::Registry(RegistryError::SourceLive(_)) => StatusCode::CONFLICT,
-                MediaError::Registry(RegistryError::RtpSource(_)) => StatusCode::CONFLICT,
-                MediaError::Registry(RegistryError::NoSource(_)) => StatusCode::CONFLICT,
-                MediaError::Registry(RegistryError::UnknownSession) => StatusCode::NOT_FOUND,
+                MediaError::Directory(DirectoryError::SourceLive(_)) => StatusCode::CONFLICT,
+                MediaError::Directory(DirectoryError::RtpSource(_)) => StatusCode::CONFLICT,
+                MediaError::Directory(DirectoryError::NoSource(_)) => StatusCode::CONFLICT,
+                MediaError::Directory(DirectoryError::UnknownSession) => StatusCode::NOT_FOUND,
                 MediaError::Negotiation(_) | MediaError::RestartFailed(_) => {
                     StatusCode::UNPROCESSABLE_ENTITY
                 }
@@ -186,7 +186,7 @@ impl ApiError {
             ApiError::UnsupportedPatchType => {
                 h.insert("accept-patch", HeaderValue::from_static(SDPFRAG));
             }
-            ApiError::Media(MediaError::Registry(RegistryError::NoSource(_))) => {
+            ApiError::Media(MediaError::Directory(DirectoryError::NoSource(_))) => {
                 h.insert(
                     header::RETRY_AFTER,
                     HeaderValue::from(state.retry_after_secs),
@@ -498,7 +498,7 @@ async fn patch(
         }
         PatchOutcome::Restarted { fragment } => {
             let etag = new_etag();
-            state.media.registry().set_etag(id, etag.clone())?;
+            state.media.directory().set_etag(id, etag.clone())?;
             info!(stream, session = %id, "ICE restart");
             let mut r = Response::new(Full::new(Bytes::from(fragment)));
             let h = r.headers_mut();
@@ -683,8 +683,8 @@ impl From<SdpError> for ApiError {
     }
 }
 
-impl From<RegistryError> for ApiError {
-    fn from(e: RegistryError) -> Self {
+impl From<DirectoryError> for ApiError {
+    fn from(e: DirectoryError) -> Self {
         ApiError::Media(e.into())
     }
 }
@@ -717,9 +717,9 @@ mod tests {
         let cases: Vec<(ApiError, u16)> = vec![
             (SdpError::Malformed("x".into()).into(), 400),
             (SdpError::Unsupported("x".into()).into(), 422),
-            (RegistryError::SourceLive("a".into()).into(), 409),
-            (RegistryError::NoSource("a".into()).into(), 409),
-            (RegistryError::UnknownSession.into(), 404),
+            (DirectoryError::SourceLive("a".into()).into(), 409),
+            (DirectoryError::NoSource("a".into()).into(), 409),
+            (DirectoryError::UnknownSession.into(), 404),
             (ApiError::UnsupportedMediaType, 415),
             (ApiError::PayloadTooLarge, 413),
             (AuthError::Missing.into(), 401),

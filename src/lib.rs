@@ -13,7 +13,7 @@
 //! | [`ingest`] | RTP ingest from cameras and encoders: UDP listeners, RTP/RTCP parsing |
 //! | [`media`] | media workers: UDP sockets, str0m `Rtc`s, timers |
 //! | [`core`] | the sans-IO forwarding core: per-viewer rewriting, keyframe requests |
-//! | [`registry`] | the directory of streams and sessions shared by HTTP and workers |
+//! | [`directory`] | the directory of streams and sessions shared by HTTP and workers |
 //! | [`server`] | wiring it all together: `Server::start` and graceful shutdown |
 //! | [`auth`] | bearer tokens: header parsing, static tokens, JWT, stream globs, scopes |
 //! | [`ratelimit`] | per-address token buckets for POST/PATCH/DELETE |
@@ -36,13 +36,14 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod core;
+pub mod directory;
 pub mod http;
 pub mod ingest;
 pub mod media;
 pub mod metrics;
 pub mod model;
 pub mod ratelimit;
-pub mod registry;
+
 pub mod sdp;
 pub mod server;
 pub mod tls;

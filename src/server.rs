@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 use crate::api::{Ops, OpsSettings, OpsSetupError};
 use crate::auth::{AuthSetupError, Authenticator};
 use crate::config::{Config, ConfigError, LimitsConfig, Policy, Secret, StaticTokenConfig, Valid};
+use crate::directory::{Directory, DirectoryCounts};
 use crate::http::ice_servers::IceServers;
 use crate::http::{self, AppState};
 use crate::ingest::{self, RtpIngest};
@@ -28,7 +29,6 @@ use crate::media::{Media, MediaCounters, WorkerStats};
 use crate::model::EndReason;
 use crate::model::Role;
 use crate::ratelimit::RateLimiter;
-use crate::registry::{Registry, RegistryCounts};
 use crate::tls::{self, CertResolver, TlsError};
 
 /// How long shutdown waits for HTTP connections and workers before giving up.
@@ -72,7 +72,7 @@ pub struct Server {
     https_addr: Option<SocketAddr>,
     tls: Option<Arc<CertResolver>>,
     media: Arc<Media>,
-    registry: Arc<Registry>,
+    directory: Arc<Directory>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
@@ -86,7 +86,7 @@ pub struct Server {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServerStats {
     /// Directory counts.
-    pub registry: RegistryCounts,
+    pub directory: DirectoryCounts,
     /// Sessions owned by workers.
     pub worker_sessions: usize,
     /// Routing entries left in workers.
@@ -184,13 +184,13 @@ impl Server {
             https: tls_parts,
             ice_servers,
         } = prepared;
-        let registry = Arc::new(Registry::new(
+        let directory = Arc::new(Directory::new(
             config.publisher_grace,
             config.publisher_takeover,
             config.source_silence,
         ));
         let (media, workers) =
-            Media::start(&config, registry.clone()).map_err(|source| StartError::Bind {
+            Media::start(&config, directory.clone()).map_err(|source| StartError::Bind {
                 what: "UDP",
                 addr: config.udp,
                 source,
@@ -229,7 +229,7 @@ impl Server {
         let mut rtp_tasks = Vec::new();
         let peers: Vec<_> = media.workers().iter().map(|w| w.tx.clone()).collect();
         for spec in rtp_specs {
-            let shared = registry
+            let shared = directory
                 .register_rtp_source(
                     &spec.stream,
                     spec.chosen_codecs(),
@@ -268,7 +268,7 @@ impl Server {
         });
         let play_credentials = state.auth.has_credentials_for(Role::Viewer);
         let mut tasks = vec![tokio::spawn(grace_clock(
-            registry.clone(),
+            directory.clone(),
             media.clone(),
             stop_rx,
         ))];
@@ -330,7 +330,7 @@ impl Server {
             https_addr,
             tls,
             media,
-            registry,
+            directory,
             stop,
             tasks,
             workers,
@@ -469,8 +469,8 @@ impl Server {
     }
 
     /// The stream and session directory.
-    pub fn registry(&self) -> &Arc<Registry> {
-        &self.registry
+    pub fn directory(&self) -> &Arc<Directory> {
+        &self.directory
     }
 
     /// Per-worker internals.
@@ -481,7 +481,7 @@ impl Server {
     /// Counts of everything that must go back to zero when no session is left.
     pub async fn stats(&self) -> ServerStats {
         let mut s = ServerStats {
-            registry: self.registry.counts(),
+            directory: self.directory.counts(),
             ..ServerStats::default()
         };
         for w in self.media.worker_stats().await {
@@ -641,13 +641,17 @@ async fn reload_on_sighup(
     }
 }
 
-async fn grace_clock(registry: Arc<Registry>, media: Arc<Media>, mut stop: watch::Receiver<bool>) {
+async fn grace_clock(
+    directory: Arc<Directory>,
+    media: Arc<Media>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(GRACE_TICK);
     loop {
         tokio::select! {
             _ = stop.changed() => break,
             _ = tick.tick() => {
-                for (stream, mask) in registry.expire(Instant::now()) {
+                for (stream, mask) in directory.expire(Instant::now()) {
                     info!(%stream, "grace period over: stream ended");
                     media.broadcast_end(stream, mask, EndReason::PublisherGone);
                 }

@@ -74,7 +74,7 @@ async fn no_token_is_401_with_a_bare_bearer_challenge() {
     assert_eq!(r.status, 401, "{}", r.text());
     assert_eq!(challenge(&r), "Bearer realm=\"wishd\"");
     assert!(common::problem_detail(&r).contains("token"));
-    assert_eq!(server.registry().counts().publishers, 0);
+    assert_eq!(server.directory().counts().publishers, 0);
     server.shutdown().await;
 }
 
@@ -319,7 +319,7 @@ async fn delete_needs_the_creating_rights_not_another_streams_token() {
     assert_eq!(r.status, 403, "{}", r.text());
     let r = del(Some("garbage-token".into())).await;
     assert_eq!(r.status, 401, "{}", r.text());
-    assert_eq!(server.registry().counts().publishers, 1, "still there");
+    assert_eq!(server.directory().counts().publishers, 1, "still there");
     // A different token with the same rights may end it.
     let same_rights = jwt(&["a"], &[Role::Publisher], now, 300);
     let r = del(Some(same_rights)).await;

@@ -226,11 +226,11 @@ async fn ffmpeg_whip_with_a_token_reaches_a_viewer_with_a_keyframe_first_and_opu
         "ffmpeg ends"
     );
     let gone = Instant::now() + Duration::from_secs(2);
-    while server.registry().counts().publishers > 0 && Instant::now() < gone {
+    while server.directory().counts().publishers > 0 && Instant::now() < gone {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(
-        server.registry().counts().publishers,
+        server.directory().counts().publishers,
         0,
         "the DELETE ended the publisher"
     );
@@ -263,7 +263,7 @@ async fn ffmpeg_whip_without_the_token_is_refused_with_401() {
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "ffmpeg must fail:\n{log}");
     assert!(log.contains("401"), "ffmpeg reports the 401:\n{log}");
-    assert_eq!(server.registry().counts().publishers, 0);
+    assert_eq!(server.directory().counts().publishers, 0);
     server.shutdown().await;
 }
 

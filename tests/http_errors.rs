@@ -33,7 +33,7 @@ async fn wrong_content_type_is_415_with_accept_post() {
     assert_eq!(r.header("accept-post"), Some("application/sdp"));
     one_line_reason(&r);
     assert_eq!(
-        server.registry().counts().publishers,
+        server.directory().counts().publishers,
         0,
         "a session was created"
     );
@@ -80,7 +80,7 @@ a=setup:actpass\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 
     let r = post(&format!("{base}/whip/s"), &[SDP], dc).await;
     assert_eq!(r.status, 422, "{}", r.text());
     one_line_reason(&r);
-    assert_eq!(server.registry().counts().publishers, 0);
+    assert_eq!(server.directory().counts().publishers, 0);
     server.shutdown().await;
 }
 
@@ -97,7 +97,7 @@ async fn second_publisher_on_a_live_stream_is_409_and_the_first_keeps_going() {
     assert_eq!(r.status, 409);
     one_line_reason(&r);
     assert!(first.is_connected());
-    assert_eq!(server.registry().counts().publishers, 1);
+    assert_eq!(server.directory().counts().publishers, 1);
     server.shutdown().await;
 }
 
@@ -150,7 +150,7 @@ async fn deleting_with_another_streams_url_is_404_and_keeps_the_session() {
         .await
         .unwrap();
     assert_eq!(r.status, 404);
-    assert_eq!(server.registry().counts().publishers, 1);
+    assert_eq!(server.directory().counts().publishers, 1);
     assert_eq!(p.delete().await.unwrap(), 200);
     server.shutdown().await;
 }

@@ -90,7 +90,7 @@ async fn media_flows_across_ice_restarts_with_the_same_and_a_new_address() {
     .await
     .unwrap();
     assert_eq!(stale.status, 412);
-    let c = server.registry().counts();
+    let c = server.directory().counts();
     assert_eq!((c.publishers, c.viewers), (1, 1));
     assert_eq!(v.delete().await.unwrap(), 200);
     assert_eq!(p.delete().await.unwrap(), 200);

@@ -132,7 +132,7 @@ async fn libdatachannel_publishes_like_obs_and_a_viewer_gets_a_keyframe_first_an
     println!("libdatachannel publisher: {stopped}");
     assert_eq!(stopped["delete_status"], 200, "{stopped}");
     assert!(node.wait_exit(Duration::from_secs(5)).await);
-    assert_eq!(server.registry().counts().publishers, 0);
+    assert_eq!(server.directory().counts().publishers, 0);
     server.shutdown().await;
 }
 
@@ -143,7 +143,7 @@ async fn libdatachannel_with_a_wrong_stream_key_is_refused_with_401() {
     let refused = event(&out, "refused", Duration::from_secs(10)).await;
     assert_eq!(refused["status"], 401, "{refused}");
     assert!(node.wait_exit(Duration::from_secs(5)).await);
-    assert_eq!(server.registry().counts().publishers, 0);
+    assert_eq!(server.directory().counts().publishers, 0);
     server.shutdown().await;
 }
 

@@ -81,8 +81,8 @@ async fn two_hundred_create_delete_cycles_leave_no_session_task_or_socket() {
     assert_eq!(s.worker_timers, 0, "timers left: {s:?}");
     assert_eq!(s.worker_viewers, 0, "fan-out viewers left: {s:?}");
     assert_eq!(s.worker_publishers, 0, "publishers left: {s:?}");
-    assert_eq!(s.registry.viewers, 0);
-    assert_eq!(s.registry.publishers, 0);
+    assert_eq!(s.directory.viewers, 0);
+    assert_eq!(s.directory.publishers, 0);
     assert_eq!(s.server_tasks, tasks_at_start, "server tasks grew");
     let c = server.counters();
     let created = c

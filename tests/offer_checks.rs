@@ -105,6 +105,6 @@ async fn offers_wishd_cannot_take_whole_are_refused_not_answered_in_part() {
         assert!(r.status == 422 || r.status == 400, "{name}: {}", r.status);
         assert!(common::problem_detail(&r).contains(why), "{name}");
     }
-    assert_eq!(server.registry().counts().publishers, 0);
+    assert_eq!(server.directory().counts().publishers, 0);
     server.shutdown().await;
 }

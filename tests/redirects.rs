@@ -54,7 +54,7 @@ async fn matching_posts_are_307_to_the_rule_target_and_clients_land_there() {
         Some(format!("{target}/whip/moved-1").as_str())
     );
     assert!(r.body.is_empty());
-    assert_eq!(front.registry().counts().publishers, 0);
+    assert_eq!(front.directory().counts().publishers, 0);
 
     // A WHIP-kind request does not match a WHEP-only rule: it meets this server's auth.
     let r = http_request(
@@ -86,8 +86,8 @@ async fn matching_posts_are_307_to_the_rule_target_and_clients_land_there() {
     v.wait_for(common::CONNECT, |pk| pk.len() >= 10)
         .await
         .expect("media through the redirected publisher");
-    assert_eq!(other.registry().counts().publishers, 1);
-    assert_eq!(front.registry().counts().publishers, 0);
+    assert_eq!(other.directory().counts().publishers, 1);
+    assert_eq!(front.directory().counts().publishers, 0);
     assert_eq!(p.delete().await.unwrap(), 200);
     front.shutdown().await;
     other.shutdown().await;

@@ -23,7 +23,7 @@ async fn get_and_head_on_endpoints_are_empty_200_with_application_sdp() {
             assert_eq!(r.header("accept-post"), Some("application/sdp"));
         }
     }
-    assert_eq!(server.registry().counts().publishers, 0);
+    assert_eq!(server.directory().counts().publishers, 0);
     server.shutdown().await;
 }
 

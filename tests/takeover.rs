@@ -98,7 +98,7 @@ async fn a_new_publisher_takes_the_stream_of_one_that_crashed_and_viewers_carry_
         wishd::core::CodecKind::H264,
         &v[switch + 1].payload
     ));
-    assert_eq!(server.registry().counts().publishers, 1);
+    assert_eq!(server.directory().counts().publishers, 1);
     let live = stream_json(&base, "crash").await;
     assert_eq!(live["source"]["state"], "live", "{live}");
     assert_eq!(live["source"]["silent_since"], Value::Null);
@@ -134,7 +134,7 @@ async fn a_sending_publisher_keeps_its_stream_unless_takeover_is_always() {
         } else {
             assert!(first.is_connected());
         }
-        assert_eq!(server.registry().counts().publishers, 1);
+        assert_eq!(server.directory().counts().publishers, 1);
         server.shutdown().await;
     }
 }
@@ -184,9 +184,9 @@ async fn a_token_without_publish_rights_for_the_stream_cannot_take_it_over() {
     let r = post_offer(&url, Some("guest-token-00001")).await;
     assert_eq!(r.status, 403, "{}", r.text());
     // The silent publisher keeps the stream.
-    let stream = server.registry().stream("studio").unwrap();
+    let stream = server.directory().stream("studio").unwrap();
     assert!(
-        matches!(stream.source, wishd::registry::SourceView::WhipLive(s) if s.to_string() == id)
+        matches!(stream.source, wishd::directory::SourceView::WhipLive(s) if s.to_string() == id)
     );
     let r = post_offer(&url, Some("studio-token-0001")).await;
     assert_eq!(r.status, 201, "{}", r.text());

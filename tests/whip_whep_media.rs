@@ -393,15 +393,15 @@ async fn viewers_are_closed_when_the_grace_period_ends_without_a_publisher() {
         .unwrap();
     p.delete().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while server.registry().counts().viewers > 0 && Instant::now() < deadline {
+    while server.directory().counts().viewers > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(
-        server.registry().counts().viewers,
+        server.directory().counts().viewers,
         0,
         "viewer outlived the grace period"
     );
-    assert_eq!(server.registry().counts().streams, 0);
+    assert_eq!(server.directory().counts().streams, 0);
     server.shutdown().await;
 }
 
@@ -410,14 +410,14 @@ async fn publisher_that_vanishes_without_delete_is_dropped_after_the_ice_timeout
     let server = common::start_with(|c| c.ice_timeout = Duration::from_secs(2)).await;
     let base = server.base_url();
     let p = publish(&base, "crash", PublisherOptions::default()).await;
-    assert_eq!(server.registry().counts().publishers, 1);
+    assert_eq!(server.directory().counts().publishers, 1);
     p.abort();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while server.registry().counts().publishers > 0 && Instant::now() < deadline {
+    while server.directory().counts().publishers > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(
-        server.registry().counts().publishers,
+        server.directory().counts().publishers,
         0,
         "dead publisher kept"
     );

@@ -9,10 +9,10 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::core::MediaKind;
+use crate::directory::{SourceView, StreamView};
 use crate::http::AppState;
 use crate::media::SessionSnapshot;
 use crate::model::{Role, SessionId};
-use crate::registry::{SourceView, StreamView};
 
 /// `GET /api/streams`.
 #[derive(Debug, Serialize)]

@@ -18,11 +18,12 @@
 //! (`[api] token`), and answers 404 when none is configured, so the API is off by
 //! default. Errors go through [`crate::http::ApiError`], the single error mapping.
 //!
-//! Handlers only read lock-free counters, take the registry's short lock, and ask
+//! Handlers only read lock-free counters, take the directory's short lock, and ask
 //! each worker once for its sessions: nothing here slows the media path.
 
 mod health;
 mod json;
+mod metrics_page;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -38,6 +39,7 @@ pub use health::Readiness;
 
 use crate::auth::AuthError;
 use crate::config::{ApiConfig, Policy};
+use crate::directory::DirectoryError;
 use crate::http::{ApiError, AppState, Body};
 use crate::ingest::RtpIngest;
 use crate::media::MediaError;
@@ -45,7 +47,6 @@ use crate::metrics::{AuthFailure, HttpMetrics, HttpRoute};
 use crate::model::EndReason;
 use crate::model::Role;
 use crate::model::SessionId;
-use crate::registry::RegistryError;
 
 /// The OpenAPI 3.1 description of the JSON API, served at `/api/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -279,9 +280,9 @@ async fn answer(
             if ops.metrics_token_required {
                 ops.require_admin(token()?.as_deref())?;
             }
-            let text = crate::metrics::render(
+            let text = metrics_page::render(
                 state.media.counters(),
-                &state.media.registry().streams(),
+                &state.media.directory().streams(),
                 &ops.rtp,
                 &ops.http,
             );
@@ -306,7 +307,7 @@ async fn answer(
             ops.require_admin(token()?.as_deref())?;
             let view = state
                 .media
-                .registry()
+                .directory()
                 .stream(name)
                 .ok_or(ApiError::NotFound)?;
             match *method {
@@ -329,9 +330,9 @@ async fn answer(
             let id: SessionId = id.parse().map_err(|_| ApiError::NotFound)?;
             let info = state
                 .media
-                .registry()
+                .directory()
                 .session(id)
-                .ok_or(MediaError::Registry(RegistryError::UnknownSession))?;
+                .ok_or(MediaError::Directory(DirectoryError::UnknownSession))?;
             state.media.end_session(&info, EndReason::Kicked).await?;
             tracing::info!(stream = %info.stream, session = %id, "session kicked by the operator");
             Ok(no_content())
@@ -348,8 +349,8 @@ async fn answer(
 fn visible_streams(
     state: &AppState,
     token: Option<&str>,
-) -> Result<Vec<crate::registry::StreamView>, ApiError> {
-    let all = state.media.registry().streams();
+) -> Result<Vec<crate::directory::StreamView>, ApiError> {
+    let all = state.media.directory().streams();
     if state.ops.is_admin(token) || state.auth.policy(Role::Viewer) == Policy::Open {
         return Ok(all);
     }
@@ -372,12 +373,12 @@ fn visible_streams(
 async fn stop_stream(state: &AppState, name: &str) -> Result<(), ApiError> {
     let stopped = state
         .media
-        .registry()
+        .directory()
         .stop_stream(name)
         .ok_or(ApiError::NotFound)?;
     if let Some(p) = &stopped.publisher {
         match state.media.end_session(p, EndReason::StreamStopped).await {
-            Ok(()) | Err(MediaError::Registry(RegistryError::UnknownSession)) => {}
+            Ok(()) | Err(MediaError::Directory(DirectoryError::UnknownSession)) => {}
             Err(e) => return Err(e.into()),
         }
     }

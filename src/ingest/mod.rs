@@ -3,7 +3,7 @@
 //!
 //! Each configured stream gets one tokio task ([`RtpIngest`]) owning its UDP sockets
 //! (RTP per medium, RTCP on port + 1 when it can be bound, RTCP muxed always accepted).
-//! The task is the stream's source in the [`Registry`] (a WHIP publisher gets 409) and
+//! The task is the stream's source in the [`Directory`] (a WHIP publisher gets 409) and
 //! feeds the same cross-worker path a WHIP publisher uses: every packet goes as one
 //! `Arc<SourcePacket>` to each worker with viewers of the stream. Video packets also go
 //! into the stream's keyframe cache, from which a new viewer starts at once (a camera
@@ -33,8 +33,8 @@ use tracing::{info, warn};
 
 use crate::config::{RtpEntry, RtpMediumEntry};
 use crate::core::{CACHE_BYTES, CodecKind, KeyframeCache, SenderClock, SourcePacket};
+use crate::directory::Stream;
 use crate::media::{MediaCounters, WorkerMsg, codec_kind, send_to_viewer_workers};
-use crate::registry::StreamShared;
 use crate::sdp::{ChosenCodec, OfferedCodec};
 use crate::wire::ntp::ntp_to_nanos;
 use crate::wire::{demux, rtcp, rtp};
@@ -87,7 +87,7 @@ impl RtpSourceSpec {
         }
     }
 
-    /// The codecs viewers must match, in the registry's form.
+    /// The codecs viewers must match, in the directory's form.
     pub fn chosen_codecs(&self) -> Vec<ChosenCodec> {
         self.media
             .iter()
@@ -281,7 +281,7 @@ struct Medium {
 /// Binds the sockets of one entry and starts its task.
 pub fn start(
     spec: RtpSourceSpec,
-    shared: Arc<StreamShared>,
+    shared: Arc<Stream>,
     peers: Vec<mpsc::Sender<WorkerMsg>>,
     media_counters: Arc<MediaCounters>,
     timeout: Duration,
@@ -337,7 +337,7 @@ pub fn start(
 
 struct Task {
     spec: RtpSourceSpec,
-    shared: Arc<StreamShared>,
+    shared: Arc<Stream>,
     peers: Vec<mpsc::Sender<WorkerMsg>>,
     media_counters: Arc<MediaCounters>,
     counters: Arc<IngestCounters>,
@@ -396,8 +396,9 @@ impl Task {
         if self.counters.online.swap(online, Ordering::Relaxed) && !online {
             warn!(stream = %self.spec.stream, "RTP source offline: nothing for {:?}", self.timeout);
             // Viewers stay (the mountpoint is configured) and resume at the camera's
-            // next keyframe; a viewer joining meanwhile gets no stale picture.
-            self.shared.with_keyframe_cache(KeyframeCache::clear);
+            // next keyframe; a viewer joining meanwhile gets no stale picture (the
+            // cache goes stale by itself after `source_silence`, which may be longer).
+            self.shared.clear_keyframe_cache();
         }
     }
 
@@ -474,12 +475,6 @@ impl Task {
         for pkt in batch.drain(..) {
             if pkt.keyframe_start {
                 self.shared.stats.keyframe(kind, &pkt.payload);
-            }
-            if pkt.kind == MediaKind::Video {
-                // Cache first, then read the viewer mask: a worker sets its bit before
-                // it reads the cache, so every packet reaches a joining viewer one way
-                // or both.
-                self.shared.with_keyframe_cache(|cache| cache.push(&pkt));
             }
             self.distribute(pkt);
         }

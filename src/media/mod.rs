@@ -3,7 +3,7 @@
 //! between publishers and viewers through the sans-IO [`crate::core`].
 //!
 //! [`Media`] is the face the HTTP edge talks to: it checks a stream's state in the
-//! [`Registry`], builds and negotiates the `Rtc` for a new session (on the HTTP task,
+//! [`Directory`], builds and negotiates the `Rtc` for a new session (on the HTTP task,
 //! so a worker's loop never pays for setup), then hands it to a worker.
 //!
 //! Sessions are spread over workers round robin; the viewers of one stream can sit on
@@ -35,10 +35,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::auth::Grant;
 use crate::config::Config;
 use crate::core::{CodecKind, SourcePacket, ViewerTrack};
+use crate::directory::{Directory, DirectoryError, SessionInfo, Stream};
 use crate::metrics::{MediaHistograms, SessionMetrics};
 use crate::model::EndReason;
 use crate::model::{Role, SessionId};
-use crate::registry::{Registry, RegistryError, SessionInfo, StreamShared};
 use crate::sdp::frag::IceFragment;
 use crate::sdp::template::Templates;
 use crate::sdp::{self, ChosenCodec, SdpError, trim};
@@ -54,7 +54,7 @@ pub enum MediaError {
     Sdp(#[from] SdpError),
     /// The stream's state forbids it (409) or the session is unknown (404).
     #[error(transparent)]
-    Registry(#[from] RegistryError),
+    Directory(#[from] DirectoryError),
     /// str0m could not negotiate the offer.
     #[error("cannot negotiate the offer: {0}")]
     Negotiation(String),
@@ -209,7 +209,7 @@ pub struct WorkerHandle {
 /// The media side of the server: workers plus session setup.
 pub struct Media {
     workers: Vec<WorkerHandle>,
-    registry: Arc<Registry>,
+    directory: Arc<Directory>,
     counters: Arc<MediaCounters>,
     template: RtcConfig,
     /// The template for viewers: `template` with the mid header extension only.
@@ -243,7 +243,7 @@ impl Media {
     /// runs at once.
     pub fn start(
         config: &Config,
-        registry: Arc<Registry>,
+        directory: Arc<Directory>,
     ) -> std::io::Result<(Media, Vec<tokio::task::JoinHandle<()>>)> {
         let count = config.worker_count();
         let mut sockets = Vec::with_capacity(count);
@@ -293,7 +293,7 @@ impl Media {
                 .build()?;
             let links = worker::WorkerLinks {
                 peers: peers.clone(),
-                registry: registry.clone(),
+                directory: directory.clone(),
                 counters: counters.clone(),
                 cfg: wcfg.clone(),
                 alive: alive_rx.clone(),
@@ -328,7 +328,7 @@ impl Media {
         Ok((
             Media {
                 workers,
-                registry,
+                directory,
                 counters,
                 template,
                 viewer_template,
@@ -367,7 +367,7 @@ impl Media {
         let offer = sdp::parse_offer(offer_sdp.as_bytes())?;
         let chosen = sdp::check_publish_offer(&offer)?;
         // A second publisher is refused before any work; the grant below decides again.
-        self.registry.check_publish(stream, Instant::now())?;
+        self.directory.check_publish(stream, Instant::now())?;
         let worker = self.pick_worker();
         let id = SessionId::random();
         let etag = new_etag();
@@ -393,7 +393,7 @@ impl Media {
         )?;
         // The stream is granted only to a session that is ready to run, so a publisher
         // that takes it over never leaves it without a source.
-        let grant = self.registry.begin_publish(
+        let grant = self.directory.begin_publish(
             stream,
             id,
             worker.index,
@@ -465,7 +465,7 @@ impl Media {
     ) -> Result<Created, MediaError> {
         let offer_sdp = &*sdp::decline_simulcast(offer_sdp);
         let offer = sdp::parse_offer(offer_sdp.as_bytes())?;
-        let codecs = self.registry.live_codecs(stream)?;
+        let codecs = self.directory.live_codecs(stream)?;
         let plan = sdp::check_play_offer(&offer, &codecs)?;
         let worker = self.pick_worker();
         let id = SessionId::random();
@@ -515,7 +515,7 @@ impl Media {
             .filter(|k| !codecs.iter().any(|c| c.kind == *k))
             .collect();
         let shared =
-            self.registry
+            self.directory
                 .join_viewer(stream, id, worker.index, etag.clone(), grant, waiting)?;
         let session = worker::NewSession {
             id,
@@ -536,25 +536,25 @@ impl Media {
         kind: Role,
         stream: &str,
     ) -> Result<SessionInfo, MediaError> {
-        self.registry
+        self.directory
             .session(id)
             .filter(|s| s.kind == kind && &*s.stream == stream)
-            .ok_or(MediaError::Registry(RegistryError::UnknownSession))
+            .ok_or(MediaError::Directory(DirectoryError::UnknownSession))
     }
 
     /// Number of sessions in the directory (publishers and viewers).
     pub fn session_count(&self) -> usize {
-        let c = self.registry.counts();
+        let c = self.directory.counts();
         c.publishers + c.viewers
     }
 
     /// Ends a session (DELETE). `kind` and `stream` must match its URL.
     pub async fn close(&self, id: SessionId, kind: Role, stream: &str) -> Result<(), MediaError> {
         let info = self
-            .registry
+            .directory
             .session(id)
             .filter(|s| s.kind == kind && &*s.stream == stream)
-            .ok_or(RegistryError::UnknownSession)?;
+            .ok_or(DirectoryError::UnknownSession)?;
         self.end_session(&info, EndReason::Delete).await
     }
 
@@ -577,7 +577,7 @@ impl Media {
             .map_err(|_| MediaError::Unavailable)?;
         match done.await {
             Ok(true) => Ok(()),
-            Ok(false) => Err(RegistryError::UnknownSession.into()),
+            Ok(false) => Err(DirectoryError::UnknownSession.into()),
             Err(_) => Err(MediaError::Unavailable),
         }
     }
@@ -610,15 +610,15 @@ impl Media {
             .map_err(|_| MediaError::Unavailable)?;
         match done.await {
             Ok(Ok(o)) => Ok(o),
-            Ok(Err(PatchError::UnknownSession)) => Err(RegistryError::UnknownSession.into()),
+            Ok(Err(PatchError::UnknownSession)) => Err(DirectoryError::UnknownSession.into()),
             Ok(Err(PatchError::RestartFailed(why))) => Err(MediaError::RestartFailed(why)),
             Err(_) => Err(MediaError::Unavailable),
         }
     }
 
     /// The directory.
-    pub fn registry(&self) -> &Arc<Registry> {
-        &self.registry
+    pub fn directory(&self) -> &Arc<Directory> {
+        &self.directory
     }
 
     /// Tells the workers in `mask` to close their viewers of `stream`.
@@ -745,7 +745,7 @@ impl Media {
             .await
             .is_err()
         {
-            self.registry.remove_session(id, Instant::now());
+            self.directory.remove_session(id, Instant::now());
             return Err(MediaError::Unavailable);
         }
         Ok(())
@@ -758,7 +758,7 @@ impl Media {
 /// RTP ingests alike. Returns whether `local` has viewers of the stream.
 pub(crate) fn send_to_viewer_workers(
     peers: &[mpsc::Sender<WorkerMsg>],
-    shared: &Arc<StreamShared>,
+    shared: &Arc<Stream>,
     pkt: &Arc<SourcePacket>,
     counters: &MediaCounters,
     local: Option<usize>,
@@ -767,8 +767,7 @@ pub(crate) fn send_to_viewer_workers(
     counters
         .source_bytes
         .fetch_add(pkt.payload.len() as u64, Ordering::Relaxed);
-    shared.stats.source_packet(pkt);
-    let mask = shared.viewer_workers();
+    let mask = shared.publish(pkt);
     for (w, tx) in peers.iter().enumerate() {
         if mask & (1 << w) == 0 || Some(w) == local {
             continue;

@@ -37,10 +37,10 @@ use crate::core::{
     KeyframeMode, KeyframeSource, NACK_HISTORY_PACKETS, NackHistory, SenderClock, SourcePacket,
     ViewerId, ViewerTrack, hold, is_keyframe_start,
 };
-use crate::metrics::StreamStats;
+use crate::directory::StreamStats;
+use crate::directory::{Directory, Stream};
 use crate::model::{EndReason, SessionState};
 use crate::model::{Role, SessionId};
-use crate::registry::{Registry, StreamShared};
 use crate::sdp::frag::{IceFragment, first_ufrag, offer_with_credentials, restart_answer_fragment};
 use crate::wire::{demux, stun};
 
@@ -76,7 +76,7 @@ pub enum WorkerMsg {
     /// A source packet from another worker's publisher.
     Packet {
         /// The stream.
-        stream: Arc<StreamShared>,
+        stream: Arc<Stream>,
         /// The packet, shared.
         pkt: Arc<SourcePacket>,
     },
@@ -202,7 +202,7 @@ pub struct NewSession {
     /// The client's offer, kept to renegotiate an ICE restart.
     pub offer: String,
     /// Its stream.
-    pub shared: Arc<StreamShared>,
+    pub shared: Arc<Stream>,
     /// Publisher or viewer.
     pub role: NewRole,
 }
@@ -229,7 +229,7 @@ struct Session {
     id: SessionId,
     rtc: Rtc,
     role: RoleState,
-    shared: Arc<StreamShared>,
+    shared: Arc<Stream>,
     ufrag: String,
     offer: String,
     remote_ufrag: String,
@@ -262,10 +262,10 @@ enum StreamCount<'a> {
 
 /// Effects on other sessions, queued while one `Rtc` is drained.
 enum Deferred {
-    Source(Arc<StreamShared>, Arc<SourcePacket>),
-    WantKeyframe(Arc<StreamShared>),
+    Source(Arc<Stream>, Arc<SourcePacket>),
+    WantKeyframe(Arc<Stream>),
     /// A viewer (by key) asked for a keyframe.
-    ViewerKeyframe(u64, Arc<StreamShared>),
+    ViewerKeyframe(u64, Arc<Stream>),
     Connected(u64),
     Close(u64, EndReason),
 }
@@ -275,7 +275,7 @@ enum Deferred {
 pub(super) struct WorkerLinks {
     /// Every worker's command queue, by index.
     pub peers: Arc<[mpsc::Sender<WorkerMsg>]>,
-    pub registry: Arc<Registry>,
+    pub directory: Arc<Directory>,
     pub counters: Arc<MediaCounters>,
     pub cfg: WorkerConfig,
     /// Closed when `Media` is dropped.
@@ -287,7 +287,7 @@ pub(super) struct Worker {
     socket: MediaSocket,
     rx: mpsc::Receiver<WorkerMsg>,
     peers: Arc<[mpsc::Sender<WorkerMsg>]>,
-    registry: Arc<Registry>,
+    directory: Arc<Directory>,
     counters: Arc<MediaCounters>,
     cfg: WorkerConfig,
     /// Boxed: a session is about 11 KiB inline, so the map's spare slots and its
@@ -334,7 +334,7 @@ impl Worker {
     ) -> Worker {
         let WorkerLinks {
             peers,
-            registry,
+            directory,
             counters,
             cfg,
             alive,
@@ -348,7 +348,7 @@ impl Worker {
             socket,
             rx,
             peers,
-            registry,
+            directory,
             counters,
             cfg,
             sessions: HashMap::new(),
@@ -866,7 +866,7 @@ impl Worker {
         self.run_deferred(now);
     }
 
-    fn find_stream(&self, name: &str) -> Option<Arc<StreamShared>> {
+    fn find_stream(&self, name: &str) -> Option<Arc<Stream>> {
         self.sessions
             .values()
             .find(|s| &*s.shared.name == name)
@@ -884,7 +884,7 @@ impl Worker {
         let socket = &self.socket;
         let deferred = &mut self.deferred;
         let outbox = &mut self.outbox;
-        // Entering the session span costs a registry lookup per packet and viewer; only
+        // Entering the session span costs a subscriber registry lookup per packet and viewer; only
         // debug logging (str0m's included) needs it.
         let span = (tracing::level_filters::LevelFilter::current()
             >= tracing::level_filters::LevelFilter::DEBUG)
@@ -1022,10 +1022,9 @@ impl Worker {
             *joined = true;
             let shared = s.shared.clone();
             let tracks = tracks.clone();
-            // Bit first, cache second (see `StreamShared::keyframe_snapshot`): every
-            // source packet then reaches this viewer from the cache, live, or both.
-            shared.set_viewer_worker(self.index, true);
-            let prefix = shared.keyframe_snapshot(now);
+            // Every source packet reaches this viewer from the cache, live, or both
+            // (the ordering rule of `Stream`).
+            let prefix = shared.join(self.index, now);
             // Not `self.forwards`: that holds live forwards still to be written.
             let mut forwards = Vec::new();
             let wants_keyframe = self.fanout.add_viewer_with_prefix(
@@ -1054,8 +1053,8 @@ impl Worker {
 
     /// A viewer's keyframe request, when its stream keeps a keyframe cache (a camera,
     /// which cannot be asked): the viewer gets the cached group again, rate-limited.
-    fn viewer_keyframe(&mut self, key: u64, shared: &StreamShared, now: Instant) {
-        let group = shared.keyframe_snapshot(now);
+    fn viewer_keyframe(&mut self, key: u64, shared: &Stream, now: Instant) {
+        let group = shared.keyframe_group(now);
         if group.is_empty() {
             return;
         }
@@ -1072,7 +1071,7 @@ impl Worker {
     }
 
     /// Sends a source packet to every worker with viewers of its stream.
-    fn distribute(&mut self, shared: &Arc<StreamShared>, pkt: Arc<SourcePacket>) {
+    fn distribute(&mut self, shared: &Arc<Stream>, pkt: Arc<SourcePacket>) {
         let local = super::send_to_viewer_workers(
             &self.peers,
             shared,
@@ -1088,7 +1087,7 @@ impl Worker {
     /// Queues the forwards of one source packet; `run_deferred` writes them with the
     /// rest of the batch. The stream's counters are added here (the batch may mix
     /// streams), the forwarding latency once the batch is written.
-    fn fan_out_local(&mut self, shared: &Arc<StreamShared>, pkt: &SourcePacket) {
+    fn fan_out_local(&mut self, shared: &Arc<Stream>, pkt: &SourcePacket) {
         if !self.held_keyframes.is_empty() && self.held_keyframes.remove(&shared.name) {
             self.deferred
                 .push_back(Deferred::WantKeyframe(shared.clone()));
@@ -1293,11 +1292,11 @@ impl Worker {
                 if self.fanout.remove_viewer(ViewerId(key)).is_some()
                     && self.fanout.viewer_count(&s.shared.name) == 0
                 {
-                    s.shared.set_viewer_worker(self.index, false);
+                    s.shared.leave(self.index);
                 }
             }
         }
-        self.registry.remove_session(s.id, now);
+        self.directory.remove_session(s.id, now);
         self.counters.sessions.fetch_sub(1, Ordering::Relaxed);
         self.counters
             .sessions_closed
@@ -1405,11 +1404,6 @@ fn handle_event(
                 ),
                 payload: p.payload,
             });
-            if track.kind == MediaKind::Video && keyframes.mode() == KeyframeMode::Cache {
-                // Cache first, then (in `distribute`) read the viewer mask: a joining
-                // viewer's worker sets its bit before it reads the cache.
-                s.shared.with_keyframe_cache(|c| c.push(&pkt));
-            }
             deferred.push_back(Deferred::Source(s.shared.clone(), pkt));
         }
         Event::SenderFeedback(f) => {

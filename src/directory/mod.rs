@@ -3,12 +3,15 @@
 //! It answers "who is the source of stream X", "which worker holds session Y" and "which
 //! workers have viewers of X". It holds a `std::sync::Mutex` only for short map
 //! operations, never across an `.await`, and never on the per-packet path: the packet
-//! path reads the atomics of [`StreamShared`] instead.
+//! path reads the atomics of [`Stream`] instead.
 //!
 //! Time is passed in (`now`), so the grace-period logic is tested without a clock.
 
+mod stream;
+
+pub use stream::{Stream, StreamStats};
+
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -16,8 +19,7 @@ use str0m::media::MediaKind;
 
 use crate::auth::Grant;
 use crate::config::Takeover;
-use crate::core::{KeyframeCache, SourcePacket};
-use crate::metrics::StreamStats;
+use crate::core::KeyframeCache;
 use crate::model::{Role, SessionId};
 use crate::sdp::ChosenCodec;
 
@@ -42,90 +44,9 @@ pub struct SessionInfo {
     pub idle_kinds: Vec<MediaKind>,
 }
 
-const NO_WORKER: usize = usize::MAX;
-
-/// Per-stream state read on the packet path without a lock.
-#[derive(Debug)]
-pub struct StreamShared {
-    /// The stream's name.
-    pub name: Arc<str>,
-    viewer_workers: AtomicU64,
-    source_worker: AtomicUsize,
-    /// The keyframe cache of a source that cannot be asked for keyframes: every RTP
-    /// source, and WHIP sources per [`crate::core::KeyframeSource`] (None otherwise).
-    keyframe_cache: Mutex<Option<KeyframeCache>>,
-    /// Packet, byte and loss counters and the picture size, for the API.
-    pub stats: StreamStats,
-}
-
-impl StreamShared {
-    fn new(name: Arc<str>) -> StreamShared {
-        StreamShared {
-            name,
-            viewer_workers: AtomicU64::new(0),
-            source_worker: AtomicUsize::new(NO_WORKER),
-            keyframe_cache: Mutex::new(None),
-            stats: StreamStats::default(),
-        }
-    }
-
-    fn cache(&self) -> MutexGuard<'_, Option<KeyframeCache>> {
-        self.keyframe_cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Runs `f` on the keyframe cache, if the stream has one. The source calls this
-    /// for each video packet *before* reading [`viewer_workers`](Self::viewer_workers).
-    pub fn with_keyframe_cache(&self, f: impl FnOnce(&mut KeyframeCache)) {
-        if let Some(c) = self.cache().as_mut() {
-            f(c);
-        }
-    }
-
-    /// Gives the stream a keyframe cache (or takes it away): set by the worker of a
-    /// WHIP source when the source starts or when it stops answering keyframe requests.
-    pub fn set_keyframe_cache(&self, cache: Option<KeyframeCache>) {
-        *self.cache() = cache;
-    }
-
-    /// The packets a new viewer starts from at `now` (empty when there is no cache,
-    /// no keyframe yet, or the source has fallen silent since). A worker calls this
-    /// *after* setting its viewer bit.
-    pub fn keyframe_snapshot(&self, now: Instant) -> Vec<Arc<SourcePacket>> {
-        self.cache()
-            .as_ref()
-            .map(|c| c.snapshot(now))
-            .unwrap_or_default()
-    }
-
-    /// Bit *n* is set when worker *n* has at least one viewer of this stream.
-    pub fn viewer_workers(&self) -> u64 {
-        self.viewer_workers.load(Ordering::Acquire)
-    }
-
-    /// A worker reports that it now has (or no longer has) viewers of this stream.
-    pub fn set_viewer_worker(&self, worker: usize, has_viewers: bool) {
-        let bit = 1u64 << worker;
-        if has_viewers {
-            self.viewer_workers.fetch_or(bit, Ordering::AcqRel);
-        } else {
-            self.viewer_workers.fetch_and(!bit, Ordering::AcqRel);
-        }
-    }
-
-    /// The worker holding the live source, if any.
-    pub fn source_worker(&self) -> Option<usize> {
-        match self.source_worker.load(Ordering::Acquire) {
-            NO_WORKER => None,
-            w => Some(w),
-        }
-    }
-}
-
 /// Why the directory refused a request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RegistryError {
+pub enum DirectoryError {
     /// The stream already has a live publisher.
     #[error("stream {0} already has a publisher")]
     SourceLive(String),
@@ -152,7 +73,7 @@ enum SourceState {
 
 #[derive(Debug)]
 struct StreamEntry {
-    shared: Arc<StreamShared>,
+    shared: Arc<Stream>,
     source: SourceState,
     /// The current source's codecs, one per kind, numbered as in `known`.
     codecs: Vec<ChosenCodec>,
@@ -174,7 +95,7 @@ impl StreamEntry {
 #[derive(Debug, Clone)]
 pub struct PublishGrant {
     /// The stream's lock-free state, kept by the publisher's session.
-    pub shared: Arc<StreamShared>,
+    pub shared: Arc<Stream>,
     /// The source generation: viewers see a new epoch as a source switch.
     pub epoch: u32,
     /// Workers whose viewers must be closed because the returning publisher's codecs
@@ -195,7 +116,7 @@ pub struct PublishGrant {
 
 /// Counts for tests and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RegistryCounts {
+pub struct DirectoryCounts {
     /// Streams known (live or in their grace period).
     pub streams: usize,
     /// Publisher sessions.
@@ -210,21 +131,21 @@ struct Inner {
     sessions: HashMap<SessionId, SessionInfo>,
 }
 
-/// The directory. One per server, shared as `Arc<Registry>`.
+/// The directory. One per server, shared as `Arc<Directory>`.
 #[derive(Debug)]
-pub struct Registry {
+pub struct Directory {
     inner: Mutex<Inner>,
     grace: Duration,
     takeover: Takeover,
     silence: Duration,
 }
 
-impl Registry {
+impl Directory {
     /// A directory whose streams wait `grace` for a publisher to come back, whose
     /// sources are silent after `silence` without a packet, and where a new publisher
     /// may replace a live one as `takeover` says.
-    pub fn new(grace: Duration, takeover: Takeover, silence: Duration) -> Registry {
-        Registry {
+    pub fn new(grace: Duration, takeover: Takeover, silence: Duration) -> Directory {
+        Directory {
             inner: Mutex::new(Inner::default()),
             grace,
             takeover,
@@ -238,7 +159,7 @@ impl Registry {
     }
 
     /// Whether a new publisher may take a stream whose live source is `shared`.
-    fn may_take_over(&self, shared: &StreamShared, now: Instant) -> bool {
+    fn may_take_over(&self, shared: &Stream, now: Instant) -> bool {
         match self.takeover {
             Takeover::Never => false,
             Takeover::Always => true,
@@ -248,7 +169,7 @@ impl Registry {
 
     /// A quick look before the work of a WHIP offer: the error `begin_publish` would
     /// give now, if any (it decides again, under the same lock as the grant).
-    pub fn check_publish(&self, stream: &str, now: Instant) -> Result<(), RegistryError> {
+    pub fn check_publish(&self, stream: &str, now: Instant) -> Result<(), DirectoryError> {
         let inner = self.lock();
         match inner.streams.get(stream) {
             Some(e) => self.refusal(e, stream, now),
@@ -262,12 +183,12 @@ impl Registry {
         entry: &StreamEntry,
         stream: &str,
         now: Instant,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<(), DirectoryError> {
         match entry.source {
             SourceState::Live(_) if !self.may_take_over(&entry.shared, now) => {
-                Err(RegistryError::SourceLive(stream.to_owned()))
+                Err(DirectoryError::SourceLive(stream.to_owned()))
             }
-            SourceState::Rtp => Err(RegistryError::RtpSource(stream.to_owned())),
+            SourceState::Rtp => Err(DirectoryError::RtpSource(stream.to_owned())),
             _ => Ok(()),
         }
     }
@@ -294,7 +215,7 @@ impl Registry {
         etag: String,
         codecs: Vec<ChosenCodec>,
         auth: Grant,
-    ) -> Result<PublishGrant, RegistryError> {
+    ) -> Result<PublishGrant, DirectoryError> {
         let now = Instant::now();
         let mut inner = self.lock();
         let name: Arc<str> = Arc::from(stream);
@@ -302,7 +223,7 @@ impl Registry {
             .streams
             .entry(name.clone())
             .or_insert_with(|| StreamEntry {
-                shared: Arc::new(StreamShared::new(name.clone())),
+                shared: Arc::new(Stream::new(name.clone())),
                 source: SourceState::Gone {
                     deadline: Instant::now(),
                 },
@@ -344,7 +265,7 @@ impl Registry {
             .collect();
         entry.source = SourceState::Live(id);
         entry.epoch = entry.epoch.wrapping_add(1);
-        entry.shared.source_worker.store(worker, Ordering::Release);
+        entry.shared.set_source_worker(Some(worker));
         entry.shared.stats.source_started(now);
         let grant_codecs = entry.codecs.clone();
         let mut grant = PublishGrant {
@@ -390,14 +311,14 @@ impl Registry {
         stream: &str,
         codecs: Vec<ChosenCodec>,
         cache: KeyframeCache,
-    ) -> Result<Arc<StreamShared>, RegistryError> {
+    ) -> Result<Arc<Stream>, DirectoryError> {
         let mut inner = self.lock();
         let name: Arc<str> = Arc::from(stream);
         if inner.streams.contains_key(stream) {
-            return Err(RegistryError::SourceLive(stream.to_owned()));
+            return Err(DirectoryError::SourceLive(stream.to_owned()));
         }
-        let shared = Arc::new(StreamShared::new(name.clone()));
-        *shared.cache() = Some(cache);
+        let shared = Arc::new(Stream::new(name.clone()));
+        shared.set_keyframe_cache(Some(cache));
         inner.streams.insert(
             name,
             StreamEntry {
@@ -413,11 +334,11 @@ impl Registry {
     }
 
     /// The codecs of the stream's live source, if it has one.
-    pub fn live_codecs(&self, stream: &str) -> Result<Vec<ChosenCodec>, RegistryError> {
+    pub fn live_codecs(&self, stream: &str) -> Result<Vec<ChosenCodec>, DirectoryError> {
         let inner = self.lock();
         match inner.streams.get(stream) {
             Some(e) if e.is_live() => Ok(e.codecs.clone()),
-            _ => Err(RegistryError::NoSource(stream.to_owned())),
+            _ => Err(DirectoryError::NoSource(stream.to_owned())),
         }
     }
 
@@ -431,11 +352,11 @@ impl Registry {
         etag: String,
         auth: Grant,
         idle_kinds: Vec<MediaKind>,
-    ) -> Result<Arc<StreamShared>, RegistryError> {
+    ) -> Result<Arc<Stream>, DirectoryError> {
         let mut inner = self.lock();
         let entry = match inner.streams.get_mut(stream) {
             Some(e) if e.is_live() => e,
-            _ => return Err(RegistryError::NoSource(stream.to_owned())),
+            _ => return Err(DirectoryError::NoSource(stream.to_owned())),
         };
         entry.viewers += 1;
         let shared = entry.shared.clone();
@@ -467,10 +388,7 @@ impl Registry {
                         entry.source = SourceState::Gone {
                             deadline: now + grace,
                         };
-                        entry
-                            .shared
-                            .source_worker
-                            .store(NO_WORKER, Ordering::Release);
+                        entry.shared.set_source_worker(None);
                     }
                 }
             }
@@ -499,25 +417,25 @@ impl Registry {
     }
 
     /// Replaces a session's entity-tag (after an ICE restart).
-    pub fn set_etag(&self, id: SessionId, etag: String) -> Result<(), RegistryError> {
+    pub fn set_etag(&self, id: SessionId, etag: String) -> Result<(), DirectoryError> {
         let mut inner = self.lock();
         let s = inner
             .sessions
             .get_mut(&id)
-            .ok_or(RegistryError::UnknownSession)?;
+            .ok_or(DirectoryError::UnknownSession)?;
         s.etag = etag;
         Ok(())
     }
 
     /// Counts of streams and sessions.
-    pub fn counts(&self) -> RegistryCounts {
+    pub fn counts(&self) -> DirectoryCounts {
         let inner = self.lock();
         let publishers = inner
             .sessions
             .values()
             .filter(|s| s.kind == Role::Publisher)
             .count();
-        RegistryCounts {
+        DirectoryCounts {
             streams: inner.streams.len(),
             publishers,
             viewers: inner.sessions.len() - publishers,
@@ -540,19 +458,19 @@ pub enum SourceView {
 #[derive(Debug, Clone)]
 pub struct StreamView {
     /// Its lock-free state (counters, picture size).
-    pub shared: Arc<StreamShared>,
+    pub shared: Arc<Stream>,
     /// Its source.
     pub source: SourceView,
     /// Its codecs, one per kind.
     pub codecs: Vec<ChosenCodec>,
     /// Viewer sessions.
     pub viewers: usize,
-    /// When its live source fell silent, if it has sent nothing for the registry's
+    /// When its live source fell silent, if it has sent nothing for the directory's
     /// silence (None while it sends, and for a stream waiting for its publisher).
     pub silent_since: Option<Instant>,
 }
 
-/// What [`Registry::stop_stream`] leaves to be done by the workers.
+/// What [`Directory::stop_stream`] leaves to be done by the workers.
 #[derive(Debug, Clone)]
 pub struct StoppedStream {
     /// The live publisher to end, if any.
@@ -561,7 +479,7 @@ pub struct StoppedStream {
     pub viewer_workers: u64,
 }
 
-impl Registry {
+impl Directory {
     fn view(&self, e: &StreamEntry, now: Instant) -> StreamView {
         StreamView {
             silent_since: e
@@ -628,8 +546,8 @@ fn same_codec(a: &ChosenCodec, b: &ChosenCodec) -> bool {
 mod tests {
     use super::*;
 
-    fn reg() -> Registry {
-        Registry::new(
+    fn reg() -> Directory {
+        Directory::new(
             Duration::from_secs(30),
             Takeover::Never,
             Duration::from_secs(1),
@@ -644,7 +562,7 @@ mod tests {
         assert_eq!(
             r.begin_publish("a", SessionId(2), 0, "e".into(), vec![], Grant::Open)
                 .unwrap_err(),
-            RegistryError::SourceLive("a".into())
+            DirectoryError::SourceLive("a".into())
         );
     }
 
@@ -657,7 +575,7 @@ mod tests {
         assert_eq!(
             r.begin_publish("cam", SessionId(1), 0, "e".into(), vec![], Grant::Open)
                 .unwrap_err(),
-            RegistryError::RtpSource("cam".into())
+            DirectoryError::RtpSource("cam".into())
         );
         let s = r
             .join_viewer("cam", SessionId(2), 0, "e".into(), Grant::Open, vec![])
@@ -669,7 +587,7 @@ mod tests {
             r.expire(Instant::now() + Duration::from_secs(3600))
                 .is_empty()
         );
-        assert!(s.keyframe_snapshot(Instant::now()).is_empty());
+        assert!(s.keyframe_group(Instant::now()).is_empty());
     }
 
     #[test]
@@ -677,7 +595,7 @@ mod tests {
         let r = reg();
         assert!(matches!(
             r.join_viewer("a", SessionId(9), 0, "e".into(), Grant::Open, vec![]),
-            Err(RegistryError::NoSource(_))
+            Err(DirectoryError::NoSource(_))
         ));
         r.begin_publish("a", SessionId(1), 1, "e".into(), vec![], Grant::Open)
             .unwrap();
@@ -715,7 +633,7 @@ mod tests {
         let g = r
             .begin_publish("a", SessionId(1), 0, "e".into(), vec![], Grant::Open)
             .unwrap();
-        g.shared.set_viewer_worker(1, true);
+        g.shared.join(1, Instant::now());
         r.remove_session(SessionId(1), t0);
         let ended = r.expire(t0 + Duration::from_secs(30));
         assert_eq!(ended, vec![(Arc::from("a"), 0b10)]);
@@ -733,7 +651,7 @@ mod tests {
         r.remove_session(SessionId(2), t0);
         r.remove_session(SessionId(1), t0);
         r.expire(t0 + Duration::from_secs(31));
-        assert_eq!(r.counts(), RegistryCounts::default());
+        assert_eq!(r.counts(), DirectoryCounts::default());
     }
 
     fn codec(kind: MediaKind, name: &str, pt: u8) -> ChosenCodec {
@@ -874,7 +792,7 @@ mod tests {
             vec![MediaKind::Audio],
         )
         .unwrap();
-        g1.shared.set_viewer_worker(0, true);
+        g1.shared.join(0, Instant::now());
         r.remove_session(SessionId(1), t0);
         let g = r
             .begin_publish(
@@ -897,8 +815,8 @@ mod tests {
         );
     }
 
-    fn with_takeover(takeover: Takeover, silence: Duration) -> Registry {
-        Registry::new(Duration::from_secs(30), takeover, silence)
+    fn with_takeover(takeover: Takeover, silence: Duration) -> Directory {
+        Directory::new(Duration::from_secs(30), takeover, silence)
     }
 
     #[test]
@@ -921,7 +839,7 @@ mod tests {
             if !replaces {
                 assert_eq!(
                     second.unwrap_err(),
-                    RegistryError::SourceLive("a".into()),
+                    DirectoryError::SourceLive("a".into()),
                     "{takeover:?}"
                 );
                 continue;
