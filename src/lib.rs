@@ -31,7 +31,6 @@
 //! a control message per datagram; it is allowed there alone.
 #![deny(unsafe_code)]
 
-pub mod api;
 pub mod auth;
 pub mod client;
 pub mod config;
@@ -42,10 +41,7 @@ pub mod ingest;
 pub mod media;
 pub mod metrics;
 pub mod model;
-pub mod ratelimit;
 
 pub mod sdp;
 pub mod server;
-pub mod tls;
-pub mod web;
 pub mod wire;

@@ -323,10 +323,10 @@ fn mint_token(
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
     if let Some(Command::Cert { host, out }) = &cli.command {
-        let written = wishd::tls::generate_dev_certs(host)
+        let written = wishd::http::tls::generate_dev_certs(host)
             .map_err(|e| e.to_string())
             .and_then(|c| {
-                wishd::tls::write_dev_certs(out, &c)
+                wishd::http::tls::write_dev_certs(out, &c)
                     .map_err(|e| format!("cannot write into {}: {e}", out.display()))
             });
         return match written {

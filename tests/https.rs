@@ -17,9 +17,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
 use wishd::client::{PublisherOptions, ViewerOptions, WhepViewer, WhipPublisher};
 use wishd::config::{HttpsConfig, Policy, Secret, StaticTokenConfig};
+use wishd::http::tls::{generate_dev_certs, write_dev_certs};
 use wishd::model::Role;
 use wishd::server::Server;
-use wishd::tls::{generate_dev_certs, write_dev_certs};
 
 fn cert_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("wishd-https-{}-{name}", std::process::id()));

@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use wishd::client::{PublisherOptions, ViewerOptions, WhepViewer, WhipPublisher};
 use wishd::config::HttpsConfig;
-use wishd::tls::{generate_dev_certs, write_dev_certs};
+use wishd::http::tls::{generate_dev_certs, write_dev_certs};
 
 fn fresh_certs(dir: &Path) {
     let certs = generate_dev_certs(&["localhost".into()]).unwrap();

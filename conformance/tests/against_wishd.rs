@@ -128,8 +128,8 @@ async fn every_applicable_whep_row_passes_against_wishd_without_a_source() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_applicable_whip_row_passes_over_https() {
     let dir = std::env::temp_dir().join(format!("wishd-conformance-tls-{}", std::process::id()));
-    let certs = wishd::tls::generate_dev_certs(&["localhost".into()]).unwrap();
-    wishd::tls::write_dev_certs(&dir, &certs).unwrap();
+    let certs = wishd::http::tls::generate_dev_certs(&["localhost".into()]).unwrap();
+    wishd::http::tls::write_dev_certs(&dir, &certs).unwrap();
     wishd::client::trust_ca_pem(&std::fs::read(dir.join("ca.pem")).unwrap()).unwrap();
     wishd::client::install_crypto_provider();
     let mut c = Config {

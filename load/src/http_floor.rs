@@ -45,7 +45,7 @@ impl EmptyServer {
         // SYNs of a larger burst, and their clients would retry a second later.
         let listener = {
             let _runtime = runtime.enter();
-            wishd::server::bind_listener(SocketAddr::from(([127, 0, 0, 1], 0)))?
+            wishd::http::serve::bind_listener(SocketAddr::from(([127, 0, 0, 1], 0)))?
         };
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel();

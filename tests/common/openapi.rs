@@ -10,7 +10,7 @@ use serde_json::Value;
 
 /// The spec, as the server serves it.
 pub fn spec() -> Value {
-    serde_json::from_str(wishd::api::OPENAPI).expect("openapi.json is JSON")
+    serde_json::from_str(wishd::http::ops::OPENAPI).expect("openapi.json is JSON")
 }
 
 fn resolve<'a>(spec: &'a Value, v: &'a Value) -> Result<&'a Value, String> {

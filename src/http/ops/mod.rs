@@ -16,7 +16,7 @@
 //! it; otherwise it needs a token, and shows the streams that token may play (the
 //! admin token shows all). Every other `/api/` route needs the admin token
 //! (`[api] token`), and answers 404 when none is configured, so the API is off by
-//! default. Errors go through [`crate::http::ApiError`], the single error mapping.
+//! default. Errors go through [`super::error::ApiError`], the single error mapping.
 //!
 //! Handlers only read lock-free counters, take the directory's short lock, and ask
 //! each worker once for its sessions: nothing here slows the media path.
@@ -37,10 +37,13 @@ use subtle::ConstantTimeEq;
 
 pub use health::Readiness;
 
+use super::error::ApiError;
+use super::router::Route;
+use super::whip_whep::request_token;
+use super::{AppState, Body};
 use crate::auth::AuthError;
 use crate::config::{ApiConfig, Policy};
 use crate::directory::DirectoryError;
-use crate::http::{ApiError, AppState, Body};
 use crate::ingest::RtpIngest;
 use crate::media::MediaError;
 use crate::metrics::{AuthFailure, HttpMetrics, HttpRoute};
@@ -177,8 +180,8 @@ impl Ops {
     }
 
     /// Counts one answered request (and its refused credential, if that was why).
-    pub fn observe(&self, path: &str, status: StatusCode, auth: Option<&AuthError>) {
-        self.http.request(HttpRoute::of(path), status.as_u16());
+    pub fn observe(&self, route: HttpRoute, status: StatusCode, auth: Option<&AuthError>) {
+        self.http.request(route, status.as_u16());
         if let Some(e) = auth {
             self.http.auth_failure(match e {
                 AuthError::Missing => AuthFailure::Missing,
@@ -194,53 +197,6 @@ impl Ops {
     }
 }
 
-/// The operator routes this module answers, by path.
-enum OpsRoute<'a> {
-    Healthz,
-    Readyz,
-    Metrics,
-    OpenApi,
-    Streams,
-    Stream(&'a str),
-    Session(&'a str),
-    OtherApi,
-}
-
-fn ops_route(path: &str) -> Option<OpsRoute<'_>> {
-    match path {
-        "/healthz" => return Some(OpsRoute::Healthz),
-        "/readyz" => return Some(OpsRoute::Readyz),
-        "/metrics" => return Some(OpsRoute::Metrics),
-        "/api/openapi.json" => return Some(OpsRoute::OpenApi),
-        "/api/streams" | "/api/streams/" => return Some(OpsRoute::Streams),
-        _ => {}
-    }
-    let rest = path.strip_prefix("/api")?;
-    if !(rest.is_empty() || rest.starts_with('/')) {
-        return None;
-    }
-    if let Some(name) = rest.strip_prefix("/streams/")
-        && !name.contains('/')
-    {
-        return Some(OpsRoute::Stream(name));
-    }
-    if let Some(id) = rest.strip_prefix("/sessions/")
-        && !id.contains('/')
-    {
-        return Some(OpsRoute::Session(id));
-    }
-    Some(OpsRoute::OtherApi)
-}
-
-/// Answers the operator routes; `None` for every other path (WHIP, WHEP, pages).
-pub async fn dispatch(
-    state: &AppState,
-    req: &Request<Incoming>,
-) -> Option<Result<Response<Body>, ApiError>> {
-    let route = ops_route(req.uri().path())?;
-    Some(answer(state, req, route).await)
-}
-
 fn read_only(method: &Method) -> Result<(), ApiError> {
     if matches!(*method, Method::GET | Method::HEAD) {
         Ok(())
@@ -249,16 +205,18 @@ fn read_only(method: &Method) -> Result<(), ApiError> {
     }
 }
 
-async fn answer(
+/// Answers an operator route (`/api/…`, `/metrics`, `/healthz`, `/readyz`); any other
+/// route is not this module's and gets 404.
+pub(super) async fn answer(
     state: &AppState,
     req: &Request<Incoming>,
-    route: OpsRoute<'_>,
+    route: Route<'_>,
 ) -> Result<Response<Body>, ApiError> {
     let ops = &state.ops;
     let method = req.method();
-    let token = || crate::http::request_token(state, req);
+    let token = || request_token(state, req);
     match route {
-        OpsRoute::Healthz => {
+        Route::Healthz => {
             read_only(method)?;
             Ok(plain(
                 StatusCode::OK,
@@ -266,7 +224,7 @@ async fn answer(
                 "ok\n".into(),
             ))
         }
-        OpsRoute::Readyz => {
+        Route::Readyz => {
             read_only(method)?;
             ops.readiness.check().map_err(ApiError::NotReady)?;
             Ok(plain(
@@ -275,7 +233,7 @@ async fn answer(
                 "ready\n".into(),
             ))
         }
-        OpsRoute::Metrics => {
+        Route::Metrics => {
             read_only(method)?;
             if ops.metrics_token_required {
                 ops.require_admin(token()?.as_deref())?;
@@ -292,18 +250,18 @@ async fn answer(
                 text,
             ))
         }
-        OpsRoute::OpenApi => {
+        Route::OpenApi => {
             read_only(method)?;
             Ok(plain(StatusCode::OK, "application/json", OPENAPI.into()))
         }
-        OpsRoute::Streams => {
+        Route::Streams => {
             read_only(method)?;
             let token = token()?;
             let visible = visible_streams(state, token.as_deref())?;
             let list = json::stream_list(state, visible).await;
             Ok(json_response(&list))
         }
-        OpsRoute::Stream(name) => {
+        Route::Stream(name) => {
             ops.require_admin(token()?.as_deref())?;
             let view = state
                 .media
@@ -322,7 +280,7 @@ async fn answer(
                 _ => Err(ApiError::MethodNotAllowed("GET, HEAD, DELETE")),
             }
         }
-        OpsRoute::Session(id) => {
+        Route::ApiSession(id) => {
             ops.require_admin(token()?.as_deref())?;
             if *method != Method::DELETE {
                 return Err(ApiError::MethodNotAllowed("DELETE"));
@@ -337,10 +295,11 @@ async fn answer(
             tracing::info!(stream = %info.stream, session = %id, "session kicked by the operator");
             Ok(no_content())
         }
-        OpsRoute::OtherApi => {
+        Route::OtherApi => {
             ops.require_admin(token()?.as_deref())?;
             Err(ApiError::NotFound)
         }
+        _ => Err(ApiError::NotFound),
     }
 }
 
@@ -414,34 +373,6 @@ fn no_content() -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn is(path: &str) -> &'static str {
-        match ops_route(path) {
-            None => "none",
-            Some(OpsRoute::Healthz) => "healthz",
-            Some(OpsRoute::Readyz) => "readyz",
-            Some(OpsRoute::Metrics) => "metrics",
-            Some(OpsRoute::OpenApi) => "openapi",
-            Some(OpsRoute::Streams) => "streams",
-            Some(OpsRoute::Stream(_)) => "stream",
-            Some(OpsRoute::Session(_)) => "session",
-            Some(OpsRoute::OtherApi) => "other",
-        }
-    }
-
-    #[test]
-    fn operator_routes_are_split_from_media_routes() {
-        assert_eq!(is("/whip/cam"), "none");
-        assert_eq!(is("/apix"), "none");
-        assert_eq!(is("/api"), "other");
-        assert_eq!(is("/api/streams"), "streams");
-        assert_eq!(is("/api/streams/cam"), "stream");
-        assert_eq!(is("/api/streams/cam/x"), "other");
-        assert_eq!(is("/api/sessions/00ff"), "session");
-        assert_eq!(is("/api/nothing"), "other");
-        assert_eq!(is("/metrics"), "metrics");
-        assert_eq!(is("/readyz"), "readyz");
-    }
 
     #[test]
     fn admin_token_is_checked_and_off_without_one() {

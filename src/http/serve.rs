@@ -1,0 +1,144 @@
+//! The listeners: a TCP accept loop per HTTP or HTTPS address serving HTTP/1.1 and
+//! HTTP/2 through [`super::handle`], and the certificate reload on SIGHUP.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info, warn};
+
+use super::AppState;
+use super::tls::CertResolver;
+use crate::config::LimitsConfig;
+
+/// Connections the kernel queues for `accept` (the kernel caps it at
+/// `net.core.somaxconn`). The standard library's 128 overflows when a few hundred
+/// viewers press play together: the extra SYNs are dropped and their clients retry
+/// after the TCP retransmission timeout, a full second later.
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// A TCP listener on `addr` with address reuse and [`LISTEN_BACKLOG`].
+pub fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    // As the standard library's `bind`: address reuse on, IPv6 sockets as the
+    // system's default (dual-stack on Linux).
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Serves `listener` until `stop` changes: each connection gets byte deadlines,
+/// an optional TLS handshake, and HTTP/1.1 or HTTP/2 through [`super::handle`].
+pub async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    limits: LimitsConfig,
+    tls: Option<TlsAcceptor>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let header_timeout = limits.header_read_timeout;
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    builder.http2().timer(TokioTimer::new());
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                // The first byte within the header timeout, then never silent past the
+                // idle timeout (hyper has no timer for either; see `super::idle`).
+                let stream = super::idle::Deadlines::new(stream, header_timeout, limits.idle_timeout);
+                let state = state.clone();
+                let ip = peer.ip();
+                let https = tls.is_some();
+                let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    if https {
+                        req.extensions_mut().insert(super::location::Https);
+                    }
+                    super::handle(state.clone(), ip, req)
+                });
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
+                match tls.clone() {
+                    None => {
+                        tokio::spawn(async move {
+                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                            if let Err(e) = watcher.watch(conn).await {
+                                debug!(%peer, "http connection ended: {e}");
+                            }
+                        });
+                    }
+                    Some(acceptor) => {
+                        tokio::spawn(async move {
+                            // The handshake gets the same deadline as a request's headers.
+                            let tls = match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                                Ok(Ok(s)) => s,
+                                Ok(Err(e)) => {
+                                    debug!(%peer, "TLS handshake failed: {e}");
+                                    return;
+                                }
+                                Err(_) => {
+                                    debug!(%peer, "TLS handshake timed out");
+                                    return;
+                                }
+                            };
+                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
+                            if let Err(e) = watcher.watch(conn).await {
+                                debug!(%peer, "https connection ended: {e}");
+                            }
+                        });
+                    }
+                }
+            }
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(2), graceful.shutdown()).await;
+}
+
+/// Reloads the certificate and key on SIGHUP; sessions and connections are untouched.
+/// The handler is installed before `Server::start` returns, so a SIGHUP sent right
+/// after start is not lost (nor does it end the process).
+pub async fn reload_on_sighup(
+    resolver: Arc<CertResolver>,
+    mut hup: tokio::signal::unix::Signal,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            got = hup.recv() => {
+                if got.is_none() {
+                    break;
+                }
+                match resolver.reload() {
+                    Ok(()) => info!("SIGHUP: TLS certificate reloaded"),
+                    Err(e) => warn!("SIGHUP: certificate not reloaded, keeping the old one: {e}"),
+                }
+            }
+        }
+    }
+}
