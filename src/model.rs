@@ -1,6 +1,7 @@
 //! The vocabulary every part of wishd shares, and nothing else: who a session is
 //! ([`Role`]), its identity ([`SessionId`]), stream names, its lifecycle
-//! ([`SessionState`]) and why it ended ([`EndReason`]).
+//! ([`SessionState`]), why it ended ([`EndReason`]), and the codec families wishd
+//! forwards ([`CodecKind`], the one map of codec names).
 //!
 //! A leaf: it imports nothing of the crate.
 
@@ -8,6 +9,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use str0m::format::Codec;
+use str0m::media::MediaKind;
 
 /// Which side of a stream a session, a token's right or a request is on.
 ///
@@ -239,6 +242,77 @@ impl EndReason {
     }
 }
 
+/// The codec family of a track, enough to detect keyframes in RTP payloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodecKind {
+    /// H.264 / AVC (RFC 6184 packetization).
+    H264,
+    /// VP8 (RFC 7741 packetization).
+    Vp8,
+    /// VP9 (RFC 9628 packetization).
+    Vp9,
+    /// AV1 (AOM RTP specification).
+    Av1,
+    /// Opus audio.
+    Opus,
+    /// G.711 µ-law audio.
+    Pcmu,
+    /// G.711 A-law audio.
+    Pcma,
+    /// Anything else: forwarded as is, never treated as a keyframe.
+    Other,
+}
+
+impl CodecKind {
+    /// The media kind the codec family belongs to ([`CodecKind::Other`] counts as audio,
+    /// since nothing in it can ever start a keyframe).
+    pub fn media_kind(self) -> MediaKind {
+        match self {
+            CodecKind::H264 | CodecKind::Vp8 | CodecKind::Vp9 | CodecKind::Av1 => MediaKind::Video,
+            CodecKind::Opus | CodecKind::Pcmu | CodecKind::Pcma | CodecKind::Other => {
+                MediaKind::Audio
+            }
+        }
+    }
+}
+
+impl CodecKind {
+    /// The family of an `a=rtpmap` encoding name (case-insensitive).
+    pub fn of_name(name: &str) -> CodecKind {
+        Codec::from(name).into()
+    }
+
+    /// The canonical name: `"H264"`, `"VP8"`, `"VP9"`, `"AV1"`, `"opus"`, `"PCMU"`,
+    /// `"PCMA"`, or `None` for [`CodecKind::Other`].
+    pub fn name(self) -> Option<&'static str> {
+        match self {
+            CodecKind::H264 => Some("H264"),
+            CodecKind::Vp8 => Some("VP8"),
+            CodecKind::Vp9 => Some("VP9"),
+            CodecKind::Av1 => Some("AV1"),
+            CodecKind::Opus => Some("opus"),
+            CodecKind::Pcmu => Some("PCMU"),
+            CodecKind::Pcma => Some("PCMA"),
+            CodecKind::Other => None,
+        }
+    }
+}
+
+impl From<Codec> for CodecKind {
+    fn from(codec: Codec) -> Self {
+        match codec {
+            Codec::H264 => CodecKind::H264,
+            Codec::Vp8 => CodecKind::Vp8,
+            Codec::Vp9 => CodecKind::Vp9,
+            Codec::Av1 => CodecKind::Av1,
+            Codec::Opus => CodecKind::Opus,
+            Codec::PCMU => CodecKind::Pcmu,
+            Codec::PCMA => CodecKind::Pcma,
+            _ => CodecKind::Other,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,5 +346,17 @@ mod tests {
             (Role::Publisher.protocol(), Role::Viewer.path_segment()),
             ("WHIP", "whep")
         );
+    }
+
+    #[test]
+    fn codec_kind_maps_str0m_codecs() {
+        assert_eq!(CodecKind::from(Codec::H264), CodecKind::H264);
+        assert_eq!(CodecKind::from(Codec::Opus), CodecKind::Opus);
+        assert_eq!(CodecKind::from(Codec::G722), CodecKind::Other);
+        assert_eq!(CodecKind::H264.media_kind(), MediaKind::Video);
+        assert_eq!(CodecKind::Pcma.media_kind(), MediaKind::Audio);
+        assert_eq!(CodecKind::of_name("h264"), CodecKind::H264);
+        assert_eq!(CodecKind::of_name("OPUS").name(), Some("opus"));
+        assert_eq!(CodecKind::of_name("H265").name(), None);
     }
 }

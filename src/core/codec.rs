@@ -1,63 +1,12 @@
-//! Codec families and keyframe detection on RTP payloads.
+//! Keyframe detection on RTP payloads, per codec family ([`CodecKind`]).
 //!
 //! A viewer that joins a running stream can only start decoding video at a
 //! keyframe, so the core must recognise the *first packet* of a keyframe access
 //! unit in the raw RTP payload. Every parser here works on untrusted bytes from
 //! the network: it only reads through `get`/slice patterns and never panics.
 
-use str0m::format::Codec;
-use str0m::media::MediaKind;
-
+use crate::model::CodecKind;
 use crate::wire::h264::{NAL_IDR, NAL_SPS, nal_units};
-
-/// The codec family of a track, enough to detect keyframes in RTP payloads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CodecKind {
-    /// H.264 / AVC (RFC 6184 packetization).
-    H264,
-    /// VP8 (RFC 7741 packetization).
-    Vp8,
-    /// VP9 (RFC 9628 packetization).
-    Vp9,
-    /// AV1 (AOM RTP specification).
-    Av1,
-    /// Opus audio.
-    Opus,
-    /// G.711 µ-law audio.
-    Pcmu,
-    /// G.711 A-law audio.
-    Pcma,
-    /// Anything else: forwarded as is, never treated as a keyframe.
-    Other,
-}
-
-impl CodecKind {
-    /// The media kind the codec family belongs to ([`CodecKind::Other`] counts as audio,
-    /// since nothing in it can ever start a keyframe).
-    pub fn media_kind(self) -> MediaKind {
-        match self {
-            CodecKind::H264 | CodecKind::Vp8 | CodecKind::Vp9 | CodecKind::Av1 => MediaKind::Video,
-            CodecKind::Opus | CodecKind::Pcmu | CodecKind::Pcma | CodecKind::Other => {
-                MediaKind::Audio
-            }
-        }
-    }
-}
-
-impl From<Codec> for CodecKind {
-    fn from(codec: Codec) -> Self {
-        match codec {
-            Codec::H264 => CodecKind::H264,
-            Codec::Vp8 => CodecKind::Vp8,
-            Codec::Vp9 => CodecKind::Vp9,
-            Codec::Av1 => CodecKind::Av1,
-            Codec::Opus => CodecKind::Opus,
-            Codec::PCMU => CodecKind::Pcmu,
-            Codec::PCMA => CodecKind::Pcma,
-            _ => CodecKind::Other,
-        }
-    }
-}
 
 /// Detects whether an RTP payload starts a decodable keyframe, per codec.
 ///
@@ -308,14 +257,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn codec_kind_maps_str0m_codecs() {
-        assert_eq!(CodecKind::from(Codec::H264), CodecKind::H264);
-        assert_eq!(CodecKind::from(Codec::Opus), CodecKind::Opus);
-        assert_eq!(CodecKind::from(Codec::G722), CodecKind::Other);
-        assert_eq!(CodecKind::H264.media_kind(), MediaKind::Video);
-        assert_eq!(CodecKind::Pcma.media_kind(), MediaKind::Audio);
     }
 }

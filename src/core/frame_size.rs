@@ -10,7 +10,7 @@
 //!   §9.1): start code `9d 01 2a`, then 14-bit width and height.
 //! * Other codecs: not known (`None`).
 
-use super::CodecKind;
+use crate::model::CodecKind;
 use crate::wire::h264::{NAL_SPS, nal_units};
 
 /// Larger pictures than this are taken as a misparse.

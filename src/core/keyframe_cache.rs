@@ -21,8 +21,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::codec::CodecKind;
 use super::packet::SourcePacket;
+use crate::model::CodecKind;
 use crate::wire::h264::{NAL_PPS, NAL_SPS, NAL_STAP_A, nal_units};
 
 /// The bound of a stream's keyframe cache: a group of pictures of a few seconds at

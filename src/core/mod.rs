@@ -56,7 +56,8 @@ mod pacer;
 mod packet;
 mod sender_clock;
 
-pub use codec::{CodecKind, is_keyframe_start};
+pub use crate::model::CodecKind;
+pub use codec::is_keyframe_start;
 pub use fanout::{Fanout, FanoutStats, Resync};
 pub use frame_size::frame_size;
 pub use hold::HoldControl;

@@ -14,7 +14,7 @@ use tracing::info;
 use super::error::{ApiError, text};
 use super::{AppState, Body, location, redirect};
 use crate::auth::{self, AuthError};
-use crate::media::{Created, PatchOutcome, new_etag};
+use crate::media::{Created, PatchOutcome};
 use crate::model::{Role, SessionId};
 use crate::sdp::SdpError;
 use crate::sdp::frag::{MAX_FRAG, parse_fragment};
@@ -122,9 +122,20 @@ pub(super) async fn endpoint(
                 return Err(ApiError::TooManySessions);
             }
             let offer = read_sdp(req).await?;
+            let etag = new_etag();
             let created = match kind {
-                Role::Publisher => state.media.publish(stream, &offer, grant).await?,
-                Role::Viewer => state.media.play(stream, &offer, grant).await?,
+                Role::Publisher => {
+                    state
+                        .media
+                        .publish(stream, &offer, grant, etag.clone())
+                        .await?
+                }
+                Role::Viewer => {
+                    state
+                        .media
+                        .play(stream, &offer, grant, etag.clone())
+                        .await?
+                }
             };
             state
                 .media
@@ -133,7 +144,7 @@ pub(super) async fn endpoint(
                 .session_setup
                 .observe_duration(started.elapsed());
             info!(stream, session = %created.id, kind = kind.path_segment(), "session created");
-            let mut r = created_response(&base, kind, stream, created);
+            let mut r = created_response(&base, kind, stream, created, &etag);
             add_ice_servers(state, r.headers_mut());
             Ok(r)
         }
@@ -298,7 +309,13 @@ fn has_content_type(headers: &HeaderMap, want: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn created_response(base: &str, kind: Role, stream: &str, created: Created) -> Response<Body> {
+fn created_response(
+    base: &str,
+    kind: Role,
+    stream: &str,
+    created: Created,
+    etag: &str,
+) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(created.answer)));
     *r.status_mut() = StatusCode::CREATED;
     let h = r.headers_mut();
@@ -310,7 +327,7 @@ fn created_response(base: &str, kind: Role, stream: &str, created: Created) -> R
     if let Ok(v) = HeaderValue::from_str(&location) {
         h.insert(header::LOCATION, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&created.etag) {
+    if let Ok(v) = HeaderValue::from_str(etag) {
         h.insert(header::ETAG, v);
     }
     h.insert("accept-patch", HeaderValue::from_static(SDPFRAG));
@@ -364,4 +381,10 @@ fn add_ice_servers(state: &AppState, h: &mut HeaderMap) {
     for link in state.ice_servers.links(auth::now_secs()) {
         h.append(header::LINK, link);
     }
+}
+
+/// A strong entity-tag for a new ICE session (RFC 9725 §4.3.1: it changes with every
+/// ICE restart, and PATCH names it in `If-Match`).
+pub(super) fn new_etag() -> String {
+    format!("\"{:016x}\"", rand::random::<u64>())
 }

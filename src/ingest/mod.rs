@@ -34,7 +34,7 @@ use tracing::{info, warn};
 use crate::config::{RtpEntry, RtpMediumEntry};
 use crate::core::{CACHE_BYTES, CodecKind, KeyframeCache, SenderClock, SourcePacket};
 use crate::directory::Stream;
-use crate::media::{MediaCounters, WorkerMsg, codec_kind, send_to_viewer_workers};
+use crate::media::{MediaCounters, WorkerMsg, send_to_viewer_workers};
 use crate::sdp::{ChosenCodec, OfferedCodec};
 use crate::wire::ntp::ntp_to_nanos;
 use crate::wire::{demux, rtcp, rtp};
@@ -78,8 +78,8 @@ impl RtpSourceSpec {
     pub fn keyframe_cache(&self, silence: Duration) -> KeyframeCache {
         match self.media.iter().find(|m| m.kind == MediaKind::Video) {
             Some(v) => {
-                let mut c =
-                    KeyframeCache::new(codec_kind(&v.codec.name), CACHE_BYTES).stale_after(silence);
+                let mut c = KeyframeCache::new(CodecKind::of_name(&v.codec.name), CACHE_BYTES)
+                    .stale_after(silence);
                 c.set_sprop(&v.codec.fmtp);
                 c
             }
@@ -302,7 +302,7 @@ pub fn start(
             None => None,
         };
         bound.push((m.kind, rtp.local_addr()?));
-        let codec = codec_kind(&m.codec.name);
+        let codec = CodecKind::of_name(&m.codec.name);
         media.push(Medium {
             h264: (m.kind == MediaKind::Video && codec == CodecKind::H264)
                 .then(|| h264::ParameterSetInjector::new(&m.codec.fmtp)),
@@ -471,7 +471,7 @@ impl Task {
             Some(injector) => injector.process(pkt, &mut batch),
             None => batch.push(Arc::new(pkt)),
         }
-        let kind = codec_kind(&m.spec.codec.name);
+        let kind = CodecKind::of_name(&m.spec.codec.name);
         for pkt in batch.drain(..) {
             if pkt.keyframe_start {
                 self.shared.stats.keyframe(kind, &pkt.payload);

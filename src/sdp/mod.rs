@@ -42,6 +42,8 @@ mod tests;
 use str0m::format::{Codec, CodecSpec, FormatParams, PayloadParams};
 use str0m::media::{Frequency, MediaKind, Pt};
 
+use crate::model::CodecKind;
+
 pub use check::{IdleLine, check_play_offer, check_publish_offer, idle_lines};
 pub use parse::parse_offer;
 pub use simulcast::decline_simulcast;
@@ -337,16 +339,12 @@ impl ChosenCodec {
     /// The canonical codec name: `"H264"`, `"VP8"`, `"VP9"`, `"AV1"`, `"opus"`, `"PCMU"`,
     /// `"PCMA"` (the offered name for anything else).
     pub fn codec_kind_name(&self) -> &str {
-        match self.codec.codec() {
-            Codec::H264 => "H264",
-            Codec::Vp8 => "VP8",
-            Codec::Vp9 => "VP9",
-            Codec::Av1 => "AV1",
-            Codec::Opus => "opus",
-            Codec::PCMU => "PCMU",
-            Codec::PCMA => "PCMA",
-            _ => &self.codec.name,
-        }
+        self.kind().name().unwrap_or(&self.codec.name)
+    }
+
+    /// The codec family.
+    pub fn kind(&self) -> CodecKind {
+        self.codec.codec().into()
     }
 }
 

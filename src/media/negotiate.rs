@@ -1,0 +1,284 @@
+//! Sessions from offers: a WHIP or WHEP offer is checked ([`crate::sdp`]), trimmed to
+//! the codecs wishd will answer, given to a new str0m `Rtc` built from a template (the
+//! DTLS certificate made once), and answered; the stream is granted in the directory
+//! and the session handed to a worker. All of it runs on the HTTP task, so a worker's
+//! loop never pays for a session's setup.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use str0m::config::DtlsCert;
+use str0m::format::CodecConfig;
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
+use str0m::rtp::{Extension, ExtensionMap};
+use str0m::{Candidate, Rtc, RtcConfig};
+
+use super::worker;
+use super::{Created, Media, MediaError, WorkerHandle, dtls};
+use crate::auth::Grant;
+use crate::core::{CodecKind, ViewerTrack};
+use crate::model::{EndReason, SessionId};
+use crate::sdp::{self, ChosenCodec, trim};
+
+impl Media {
+    /// Creates a publisher session for `stream` from a WHIP offer; `etag` names its
+    /// first ICE session.
+    pub async fn publish(
+        &self,
+        stream: &str,
+        offer_sdp: &str,
+        grant: Grant,
+        etag: String,
+    ) -> Result<Created, MediaError> {
+        let offer_sdp = &*sdp::decline_simulcast(offer_sdp);
+        let offer = sdp::parse_offer(offer_sdp.as_bytes())?;
+        let chosen = sdp::check_publish_offer(&offer)?;
+        // A second publisher is refused before any work; the grant below decides again.
+        self.directory.check_publish(stream, Instant::now())?;
+        let worker = self.pick_worker();
+        let id = SessionId::random();
+
+        // str0m reads only the chosen codecs (see `sdp::trim`); an m-line that sends
+        // nothing is answered inactive.
+        let used: Vec<&str> = chosen.iter().map(|c| c.mid.as_str()).collect();
+        let idle = sdp::idle_lines(&offer, &used);
+        let keep: Vec<_> = chosen
+            .iter()
+            .map(|c| trim::Keep::codec(&c.mid, c.codec.pt, c.codec.rtx_pt))
+            .chain(idle.iter().map(|l| trim::Keep::idle(&l.mid, l.codec.pt)))
+            .collect();
+        let offer_sdp = trim::keep_codecs(offer_sdp, &keep);
+        let mut params: Vec<_> = chosen.iter().map(ChosenCodec::payload_params).collect();
+        params.extend(idle.iter().map(sdp::IdleLine::payload_params));
+        let (rtc, answer, ufrag) = self.negotiate(
+            &self.template,
+            worker,
+            &offer_sdp,
+            CodecConfig::new_from_payload_params(params),
+            None,
+        )?;
+        // The stream is granted only to a session that is ready to run, so a publisher
+        // that takes it over never leaves it without a source.
+        let grant = self.directory.begin_publish(
+            stream,
+            id,
+            worker.index,
+            etag.clone(),
+            chosen.clone(),
+            grant,
+        )?;
+        if let Some(old) = &grant.replaced {
+            tracing::info!(stream, old = %old.id, new = %id, "a new publisher takes the stream over");
+            // Its worker drops it before it could take the new one (same queue).
+            let _ = self.end_session(old, EndReason::Replaced).await;
+        }
+        let tracks = chosen
+            .iter()
+            .map(|c| {
+                let canonical = grant
+                    .canonical
+                    .iter()
+                    .find(|g| g.kind == c.kind)
+                    .map(|g| g.codec.pt)
+                    .unwrap_or(c.codec.pt);
+                worker::PublishedTrack {
+                    kind: c.kind,
+                    mid: Mid::from(c.mid.as_str()),
+                    pt: c.codec.pt,
+                    canonical_pt: canonical,
+                    codec: CodecKind::of_name(&c.codec.name),
+                    keyframe_request: if c.codec.pli {
+                        Some(KeyframeRequestKind::Pli)
+                    } else if c.codec.fir {
+                        Some(KeyframeRequestKind::Fir)
+                    } else {
+                        None
+                    },
+                }
+            })
+            .collect();
+        if grant.end_viewers_on != 0 {
+            self.broadcast_end(
+                grant.shared.name.clone(),
+                grant.end_viewers_on,
+                EndReason::CodecChanged,
+            );
+        }
+        for viewer in &grant.rejoin {
+            self.close_soon(viewer, EndReason::TracksChanged);
+        }
+        let session = worker::NewSession {
+            id,
+            rtc,
+            ufrag,
+            offer: offer_sdp,
+            shared: grant.shared,
+            role: worker::NewRole::Publisher {
+                epoch: grant.epoch,
+                tracks,
+            },
+        };
+        self.hand_over(worker, session, id).await?;
+        Ok(Created { id, answer })
+    }
+
+    /// Creates a viewer session of `stream` from a WHEP offer; `etag` names its first
+    /// ICE session.
+    pub async fn play(
+        &self,
+        stream: &str,
+        offer_sdp: &str,
+        grant: Grant,
+        etag: String,
+    ) -> Result<Created, MediaError> {
+        let offer_sdp = &*sdp::decline_simulcast(offer_sdp);
+        let offer = sdp::parse_offer(offer_sdp.as_bytes())?;
+        let codecs = self.directory.live_codecs(stream)?;
+        let plan = sdp::check_play_offer(&offer, &codecs)?;
+        let worker = self.pick_worker();
+        let id = SessionId::random();
+
+        let mut params = Vec::new();
+        let mut tracks = Vec::new();
+        for t in &plan {
+            let Some(source) = codecs.iter().find(|c| c.kind == t.kind) else {
+                continue;
+            };
+            params.push(t.viewer_params(source));
+            tracks.push(ViewerTrack {
+                kind: t.kind,
+                mid: Mid::from(t.mid.as_str()),
+                clock_rate: t.clock_rate,
+                pt_map: vec![(t.source_pt, t.viewer_pt)],
+                first_seq: rand::random::<u16>() & 0x7fff,
+                first_timestamp: rand::random(),
+            });
+        }
+        // str0m reads only the codecs the viewer gets (see `sdp::trim`); an m-line of
+        // a kind the stream lacks is answered inactive.
+        let used: Vec<&str> = plan.iter().map(|t| t.mid.as_str()).collect();
+        let idle = sdp::idle_lines(&offer, &used);
+        params.extend(idle.iter().map(sdp::IdleLine::payload_params));
+        let keep: Vec<_> = plan
+            .iter()
+            .map(|t| trim::Keep::codec(&t.mid, t.viewer_pt, t.viewer_rtx_pt))
+            .chain(idle.iter().map(|l| trim::Keep::idle(&l.mid, l.codec.pt)))
+            .collect();
+        let offer_sdp = trim::keep_codecs(offer_sdp, &keep);
+        // The direct egress path needs the keys the session's DTLS exports.
+        let keys = self.direct_egress.then(dtls::KeySlot::default);
+        let (rtc, answer, ufrag) = self.negotiate(
+            &self.viewer_template,
+            worker,
+            &offer_sdp,
+            CodecConfig::new_from_payload_params(params),
+            keys.as_ref(),
+        )?;
+        // Audio and video in one media stream, so the player syncs them.
+        let answer = sdp::msid::one_stream(&answer, stream);
+        let waiting: Vec<MediaKind> = idle
+            .iter()
+            .map(|l| l.kind)
+            .filter(|k| !codecs.iter().any(|c| c.kind == *k))
+            .collect();
+        let shared =
+            self.directory
+                .join_viewer(stream, id, worker.index, etag.clone(), grant, waiting)?;
+        let session = worker::NewSession {
+            id,
+            rtc,
+            ufrag,
+            offer: offer_sdp,
+            shared,
+            role: worker::NewRole::Viewer { tracks, keys },
+        };
+        self.hand_over(worker, session, id).await?;
+        Ok(Created { id, answer })
+    }
+
+    /// Builds an `Rtc` for one offer on `worker`: candidates first, then the answer.
+    /// str0m is guarded against panics: a malformed offer must not take the server down.
+    fn negotiate(
+        &self,
+        template: &RtcConfig,
+        worker: &WorkerHandle,
+        offer_sdp: &str,
+        codecs: CodecConfig,
+        keys: Option<&dtls::KeySlot>,
+    ) -> Result<(Rtc, String, String), MediaError> {
+        let sdp::template::TemplateOffer { offer, own, copied } =
+            self.offer_templates.offer(offer_sdp)?;
+        let how = if copied {
+            &self.counters.offer_templates_copied
+        } else {
+            &self.counters.offer_templates_parsed
+        };
+        how.fetch_add(1, Ordering::Relaxed);
+        let mut cfg = template.clone();
+        *cfg.codec_config() = codecs;
+        let candidates = worker.candidates.clone();
+        let result = std::panic::catch_unwind(AssertUnwindSafe(move || {
+            let mut rtc = match keys {
+                Some(slot) => dtls::with_key_slot(slot, || cfg.build(Instant::now())),
+                None => cfg.build(Instant::now()),
+            };
+            for addr in candidates {
+                if let Ok(c) = Candidate::host(addr, "udp") {
+                    rtc.add_local_candidate(c);
+                }
+            }
+            own.apply_before(&mut rtc);
+            let answer = rtc
+                .sdp_api()
+                .accept_offer(offer)
+                .map_err(|e| MediaError::Negotiation(e.to_string()))?;
+            own.apply_after(&mut rtc);
+            let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+            Ok((rtc, answer.to_sdp_string(), ufrag))
+        }));
+        match result {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::warn!("str0m panicked while negotiating an offer; refused");
+                Err(MediaError::Negotiation(
+                    "the offer could not be negotiated".into(),
+                ))
+            }
+        }
+    }
+}
+
+/// The RTP header extensions a viewer's answer accepts: the mid only (BUNDLE
+/// demultiplexing before the SSRCs are known).
+///
+/// wishd does not estimate a viewer's bandwidth (it forwards one encoding, with no
+/// layers to switch), so transport-wide sequence numbers and abs-send-time would only
+/// cost: str0m writes both into every packet and keeps a register of the last 1000
+/// sends per viewer for feedback no one reads, and the viewer sends that feedback.
+/// Forwarded packets carry no audio level or orientation values (the source's header
+/// extensions are not copied), so those are not offered either. Publishers keep the
+/// full set: their transport-cc feedback drives the sender's bandwidth estimate.
+pub(super) fn viewer_extensions() -> ExtensionMap {
+    let mut exts = ExtensionMap::empty();
+    exts.set(4, Extension::RtpMid);
+    exts
+}
+
+pub(super) fn rtc_template() -> std::io::Result<RtcConfig> {
+    let provider = dtls::provider();
+    let cert: DtlsCert = provider
+        .dtls_provider
+        .generate_certificate()
+        .ok_or_else(|| {
+            std::io::Error::other("the crypto provider could not make a DTLS certificate")
+        })?;
+    Ok(RtcConfig::new()
+        .set_crypto_provider(Arc::new(provider))
+        // Once a second: RTT, loss and NACK counts for the API and /metrics.
+        .set_stats_interval(Some(Duration::from_secs(1)))
+        .set_rtp_mode(true)
+        .set_ice_lite(true)
+        .set_dtls_cert(cert))
+}

@@ -1,0 +1,421 @@
+//! The worker pool: one thread and one UDP socket per worker, sessions spread over
+//! them round robin, and the one cross-worker send ([`send_to_viewer_workers`]) by
+//! which a source's packet reaches every worker with viewers of its stream, as one
+//! shared `Arc`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use str0m::RtcConfig;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::worker::{self, PatchError, PatchOutcome, WorkerMsg, WorkerStats};
+use super::{MediaCounters, MediaError, SessionSnapshot, WorkerConfig, negotiate, udp};
+use crate::config::Config;
+use crate::core::SourcePacket;
+use crate::directory::{Directory, DirectoryError, SessionInfo, Stream};
+use crate::model::{EndReason, Role, SessionId};
+use crate::sdp::frag::IceFragment;
+use crate::sdp::template::Templates;
+
+/// One worker as seen from outside.
+#[derive(Debug, Clone)]
+pub struct WorkerHandle {
+    /// Its index (also its bit in the viewer masks).
+    pub index: usize,
+    /// Its command queue.
+    pub tx: mpsc::Sender<WorkerMsg>,
+    /// Its socket's bound address.
+    pub bound: SocketAddr,
+    /// The addresses put in answers as host candidates.
+    pub candidates: Vec<SocketAddr>,
+}
+
+/// The media side of the server: workers plus session setup.
+pub struct Media {
+    pub(super) workers: Vec<WorkerHandle>,
+    pub(super) directory: Arc<Directory>,
+    pub(super) counters: Arc<MediaCounters>,
+    pub(super) template: RtcConfig,
+    /// The template for viewers: `template` with the mid header extension only.
+    pub(super) viewer_template: RtcConfig,
+    /// Viewers take the direct egress path (their DTLS keys are kept for it).
+    pub(super) direct_egress: bool,
+    /// Offers as str0m reads them, parsed once per template (`sdp::template`).
+    pub(super) offer_templates: Templates,
+    pub(super) next_worker: AtomicUsize,
+    /// Dropped with `Media`: the worker threads see it and stop (a server dropped
+    /// without `shutdown`, as tests do, must not leave its threads behind).
+    pub(super) _alive: watch::Sender<()>,
+}
+
+/// Capacity of a worker's command queue (commands and cross-worker packets). Packets
+/// are also bounded by age: a worker drops those older than `forward_max_delay`.
+const QUEUE: usize = 8192;
+
+/// A report interval that never comes round (ten years): str0m's sender reports off.
+const NO_REPORTS: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+impl Media {
+    /// Binds one UDP socket per worker and starts each worker on a thread of its own
+    /// (a single-threaded tokio runtime). Returns handles that finish when the workers
+    /// have stopped, so shutdown can wait for them.
+    ///
+    /// Own threads, not tasks on the server's runtime: a worker fanning a keyframe out
+    /// to hundreds of viewers runs for milliseconds without yielding, and on the shared
+    /// runtime the HTTP requests (a burst of viewers joining) queued behind it. As
+    /// threads, the kernel shares the cores between them, and a request that wakes up
+    /// runs at once.
+    pub fn start(
+        config: &Config,
+        directory: Arc<Directory>,
+    ) -> std::io::Result<(Media, Vec<tokio::task::JoinHandle<()>>)> {
+        let count = config.worker_count();
+        let mut sockets = Vec::with_capacity(count);
+        for n in 0..count {
+            let port = if config.udp.port() == 0 {
+                0
+            } else {
+                config.udp.port() + n as u16
+            };
+            sockets.push(udp::BoundSocket::bind(SocketAddr::new(
+                config.udp.ip(),
+                port,
+            ))?);
+        }
+        let mut txs = Vec::with_capacity(count);
+        let mut rxs = Vec::with_capacity(count);
+        for _ in 0..count {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            txs.push(tx);
+            rxs.push(rx);
+        }
+        let peers: Arc<[mpsc::Sender<WorkerMsg>]> = txs.clone().into();
+        let counters = Arc::new(MediaCounters::default());
+        counters.workers.count.store(count, Ordering::Relaxed);
+        let wcfg = WorkerConfig {
+            ice_timeout: config.ice_timeout,
+            connect_timeout: config.connect_timeout,
+            keyframe_request_interval: config.keyframe_request_interval,
+            forward_max_delay: config.forward_max_delay,
+            forward_hold: config.forward_hold,
+            source_silence: config.source_silence,
+        };
+        let (alive, alive_rx) = watch::channel(());
+        let mut workers = Vec::with_capacity(count);
+        let mut joins = Vec::with_capacity(count);
+        for (index, (socket, rx)) in sockets.into_iter().zip(rxs).enumerate() {
+            let bound = socket.local_addr();
+            let candidates = candidate_addrs(bound, &config.public_ips);
+            workers.push(WorkerHandle {
+                index,
+                tx: txs[index].clone(),
+                bound,
+                candidates,
+            });
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let links = worker::WorkerLinks {
+                peers: peers.clone(),
+                directory: directory.clone(),
+                counters: counters.clone(),
+                cfg: wcfg.clone(),
+                alive: alive_rx.clone(),
+            };
+            let (done, finished) = oneshot::channel::<()>();
+            std::thread::Builder::new()
+                .name(format!("wishd-media-{index}"))
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        match socket.register() {
+                            Ok(socket) => worker::Worker::new(index, socket, rx, links).run().await,
+                            Err(e) => tracing::error!(index, "media worker cannot start: {e}"),
+                        }
+                    });
+                    let _ = done.send(());
+                })?;
+            joins.push(tokio::spawn(async move {
+                let _ = finished.await;
+            }));
+        }
+        let template = negotiate::rtc_template()?;
+        let mut viewer_template = template
+            .clone()
+            .set_extension_map(negotiate::viewer_extensions());
+        let direct_egress = config.egress == crate::config::Egress::Direct;
+        if direct_egress {
+            // The direct path writes each SSRC's sender reports; str0m would otherwise
+            // send its own (with zero counts) for the same SSRCs. Its receiver reports
+            // are unaffected: a viewer session receives no media.
+            viewer_template = viewer_template
+                .set_rtcp_report_interval_audio(NO_REPORTS)
+                .set_rtcp_report_interval_video(NO_REPORTS);
+        }
+        Ok((
+            Media {
+                workers,
+                directory,
+                counters,
+                template,
+                viewer_template,
+                direct_egress,
+                offer_templates: Templates::default(),
+                next_worker: AtomicUsize::new(0),
+                _alive: alive,
+            },
+            joins,
+        ))
+    }
+
+    /// The workers (addresses for logs and tests).
+    pub fn workers(&self) -> &[WorkerHandle] {
+        &self.workers
+    }
+
+    /// Shared counters.
+    pub fn counters(&self) -> &Arc<MediaCounters> {
+        &self.counters
+    }
+
+    pub(super) fn pick_worker(&self) -> &WorkerHandle {
+        let n = self.next_worker.fetch_add(1, Ordering::Relaxed);
+        &self.workers[n % self.workers.len()]
+    }
+
+    /// The session at a URL: `kind` and `stream` must match it, else it is unknown.
+    pub fn session(
+        &self,
+        id: SessionId,
+        kind: Role,
+        stream: &str,
+    ) -> Result<SessionInfo, MediaError> {
+        self.directory
+            .session(id)
+            .filter(|s| s.kind == kind && &*s.stream == stream)
+            .ok_or(MediaError::Directory(DirectoryError::UnknownSession))
+    }
+
+    /// Number of sessions in the directory (publishers and viewers).
+    pub fn session_count(&self) -> usize {
+        let c = self.directory.counts();
+        c.publishers + c.viewers
+    }
+
+    /// Ends a session (DELETE). `kind` and `stream` must match its URL.
+    pub async fn close(&self, id: SessionId, kind: Role, stream: &str) -> Result<(), MediaError> {
+        let info = self
+            .directory
+            .session(id)
+            .filter(|s| s.kind == kind && &*s.stream == stream)
+            .ok_or(DirectoryError::UnknownSession)?;
+        self.end_session(&info, EndReason::Delete).await
+    }
+
+    /// Ends a session through the worker's single teardown path, for `reason`.
+    pub async fn end_session(
+        &self,
+        info: &SessionInfo,
+        reason: EndReason,
+    ) -> Result<(), MediaError> {
+        let id = info.id;
+        let worker = self
+            .workers
+            .get(info.worker)
+            .ok_or(MediaError::Unavailable)?;
+        let (reply, done) = oneshot::channel();
+        worker
+            .tx
+            .send(WorkerMsg::Close { id, reason, reply })
+            .await
+            .map_err(|_| MediaError::Unavailable)?;
+        match done.await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(DirectoryError::UnknownSession.into()),
+            Err(_) => Err(MediaError::Unavailable),
+        }
+    }
+
+    /// Asks the session's worker to end it for `reason`, without waiting for it.
+    pub(super) fn close_soon(&self, info: &SessionInfo, reason: EndReason) {
+        if let Some(worker) = self.workers.get(info.worker) {
+            let (reply, _) = oneshot::channel();
+            let _ = worker.tx.try_send(WorkerMsg::Close {
+                id: info.id,
+                reason,
+                reply,
+            });
+        }
+    }
+
+    /// Applies a PATCH (trickle ICE or ICE restart) to a session whose URL matched.
+    pub async fn patch(
+        &self,
+        id: SessionId,
+        worker: usize,
+        frag: IceFragment,
+    ) -> Result<PatchOutcome, MediaError> {
+        let worker = self.workers.get(worker).ok_or(MediaError::Unavailable)?;
+        let (reply, done) = oneshot::channel();
+        worker
+            .tx
+            .send(WorkerMsg::Patch { id, frag, reply })
+            .await
+            .map_err(|_| MediaError::Unavailable)?;
+        match done.await {
+            Ok(Ok(o)) => Ok(o),
+            Ok(Err(PatchError::UnknownSession)) => Err(DirectoryError::UnknownSession.into()),
+            Ok(Err(PatchError::RestartFailed(why))) => Err(MediaError::RestartFailed(why)),
+            Err(_) => Err(MediaError::Unavailable),
+        }
+    }
+
+    /// The directory.
+    pub fn directory(&self) -> &Arc<Directory> {
+        &self.directory
+    }
+
+    /// Tells the workers in `mask` to close their viewers of `stream`.
+    pub fn broadcast_end(&self, stream: Arc<str>, mask: u64, reason: EndReason) {
+        for w in &self.workers {
+            if mask & (1 << w.index) != 0 {
+                let _ = w.tx.try_send(WorkerMsg::EndStream {
+                    stream: stream.clone(),
+                    reason,
+                });
+            }
+        }
+    }
+
+    /// The sessions the workers hold (of `stream`, or all; only publishers when
+    /// `publishers_only`), as the API shows them.
+    pub async fn sessions(
+        &self,
+        stream: Option<&str>,
+        publishers_only: bool,
+    ) -> Vec<SessionSnapshot> {
+        let stream: Option<Arc<str>> = stream.map(Arc::from);
+        let mut out = Vec::new();
+        for w in &self.workers {
+            let (reply, rx) = oneshot::channel();
+            let msg = WorkerMsg::Sessions {
+                stream: stream.clone(),
+                publishers_only,
+                reply,
+            };
+            if w.tx.send(msg).await.is_ok()
+                && let Ok(list) = rx.await
+            {
+                out.extend(list);
+            }
+        }
+        out
+    }
+
+    /// Per-worker internal counts (sessions, routing entries), for leak checks.
+    pub async fn worker_stats(&self) -> Vec<WorkerStats> {
+        let mut out = Vec::new();
+        for w in &self.workers {
+            let (reply, rx) = oneshot::channel();
+            if w.tx.send(WorkerMsg::Stats { reply }).await.is_ok()
+                && let Ok(s) = rx.await
+            {
+                out.push(s);
+            }
+        }
+        out
+    }
+
+    /// Closes every session and stops the workers.
+    pub async fn shutdown(&self) {
+        for w in &self.workers {
+            let (reply, rx) = oneshot::channel();
+            if w.tx.send(WorkerMsg::Shutdown { reply }).await.is_ok() {
+                let _ = rx.await;
+            }
+        }
+    }
+
+    pub(super) async fn hand_over(
+        &self,
+        worker: &WorkerHandle,
+        session: worker::NewSession,
+        id: SessionId,
+    ) -> Result<(), MediaError> {
+        if worker
+            .tx
+            .send(WorkerMsg::Add(Box::new(session)))
+            .await
+            .is_err()
+        {
+            self.directory.remove_session(id, Instant::now());
+            return Err(MediaError::Unavailable);
+        }
+        Ok(())
+    }
+}
+
+/// Hands a source packet to every worker with viewers of its stream, except `local`
+/// (the caller's own worker, which fans out itself). Counts the packet once as a
+/// source packet and each full worker queue as a drop. Used by WHIP publishers and
+/// RTP ingests alike. Returns whether `local` has viewers of the stream.
+pub(crate) fn send_to_viewer_workers(
+    peers: &[mpsc::Sender<WorkerMsg>],
+    shared: &Arc<Stream>,
+    pkt: &Arc<SourcePacket>,
+    counters: &MediaCounters,
+    local: Option<usize>,
+) -> bool {
+    counters.source_packets.fetch_add(1, Ordering::Relaxed);
+    counters
+        .source_bytes
+        .fetch_add(pkt.payload.len() as u64, Ordering::Relaxed);
+    let mask = shared.publish(pkt);
+    for (w, tx) in peers.iter().enumerate() {
+        if mask & (1 << w) == 0 || Some(w) == local {
+            continue;
+        }
+        let msg = WorkerMsg::Packet {
+            stream: shared.clone(),
+            pkt: pkt.clone(),
+        };
+        if tx.try_send(msg).is_err() {
+            counters.cross_worker_drops.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    local.is_some_and(|w| mask & (1 << w) != 0)
+}
+
+/// Host candidates for a socket bound to `bound`: the address itself, or every usable
+/// interface address of its family when bound to the unspecified address; plus the
+/// configured public addresses on the same port.
+pub fn candidate_addrs(bound: SocketAddr, public_ips: &[IpAddr]) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    if bound.ip().is_unspecified() {
+        if let Ok(ifaces) = if_addrs::get_if_addrs() {
+            for iface in ifaces {
+                let ip = iface.ip();
+                let usable = match ip {
+                    IpAddr::V4(v4) => bound.is_ipv4() && !v4.is_link_local(),
+                    IpAddr::V6(v6) => {
+                        bound.is_ipv6() && !v6.is_unicast_link_local() && !v6.is_loopback()
+                    }
+                };
+                if usable {
+                    out.push(SocketAddr::new(ip, bound.port()));
+                }
+            }
+        }
+    } else {
+        out.push(bound);
+    }
+    for ip in public_ips {
+        let a = SocketAddr::new(*ip, bound.port());
+        if !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    out
+}

@@ -1,0 +1,108 @@
+//! Keyframes: a viewer's request answered from the keyframe cache (a source that
+//! cannot be asked) or carried to the source's worker, and the requests sent to a
+//! publisher, rate-limited by its [`KeyframeLimiter`](crate::core::KeyframeLimiter).
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use str0m::media::{KeyframeRequestKind, MediaKind};
+use tracing::debug;
+
+use super::forward::StreamCount;
+use super::session::{PublishedTrack, RoleState, Session};
+use super::{KEYFRAME_RETRY, Worker};
+use crate::core::{KeyframeCache, ViewerId};
+use crate::directory::Stream;
+
+/// A keyframe cache for the video of a WHIP source (None without video), stale after
+/// `silence`.
+pub(super) fn video_keyframe_cache(
+    tracks: &[PublishedTrack],
+    silence: Duration,
+) -> Option<KeyframeCache> {
+    tracks
+        .iter()
+        .find(|t| t.kind == MediaKind::Video)
+        .map(|t| KeyframeCache::new(t.codec, crate::core::CACHE_BYTES).stale_after(silence))
+}
+
+impl Worker {
+    /// A viewer's keyframe request, when its stream keeps a keyframe cache (a camera,
+    /// which cannot be asked): the viewer gets the cached group again, rate-limited.
+    pub(super) fn viewer_keyframe(&mut self, key: u64, shared: &Stream, now: Instant) {
+        let group = shared.keyframe_group(now);
+        if group.is_empty() {
+            return;
+        }
+        // Not `self.forwards`: that holds live forwards still to be written.
+        let mut forwards = Vec::new();
+        let r =
+            self.fanout
+                .resync_viewer(ViewerId(key), &group, now, KEYFRAME_RETRY, &mut forwards);
+        if let Some(s) = self.sessions.get(&key) {
+            s.span
+                .in_scope(|| debug!(?r, "keyframe request answered from the cache"));
+        }
+        self.write_forwards(&mut forwards, StreamCount::Stream(&shared.stats));
+    }
+
+    pub(super) fn request_keyframe_local(&mut self, stream: &str, now: Instant) {
+        let Some(&key) = self.publishers.get(stream) else {
+            return;
+        };
+        let Some(Session {
+            role: RoleState::Publisher {
+                limiter, tracks, ..
+            },
+            ..
+        }) = self.sessions.get_mut(&key).map(Box::as_mut)
+        else {
+            return;
+        };
+        if limiter.request(now) {
+            let tracks = tracks.clone();
+            self.send_keyframe_request(key, &tracks, now);
+        } else {
+            self.counters
+                .keyframe_requests_coalesced
+                .fetch_add(1, Ordering::Relaxed);
+            // Coalesced: make sure the session timer covers the limiter's deadline.
+            self.drive(key, now, |_| Ok(()));
+        }
+    }
+
+    pub(super) fn send_keyframe_request(
+        &mut self,
+        key: u64,
+        tracks: &[PublishedTrack],
+        now: Instant,
+    ) {
+        for t in tracks.iter().filter(|t| t.kind == MediaKind::Video) {
+            let Some(kind) = t.keyframe_request else {
+                continue;
+            };
+            if let Some(Session {
+                role: RoleState::Publisher { keyframes, .. },
+                ..
+            }) = self.sessions.get_mut(&key).map(Box::as_mut)
+            {
+                keyframes.request_sent(now);
+            }
+            let mid = t.mid;
+            self.counters
+                .keyframe_requests_sent
+                .fetch_add(1, Ordering::Relaxed);
+            let by_kind = match kind {
+                KeyframeRequestKind::Fir => &self.counters.fir_sent,
+                _ => &self.counters.pli_sent,
+            };
+            by_kind.fetch_add(1, Ordering::Relaxed);
+            self.drive(key, now, move |rtc| {
+                if let Some(rx) = rtc.direct_api().stream_rx_by_mid(mid, None) {
+                    rx.request_keyframe(kind);
+                }
+                Ok(())
+            });
+        }
+    }
+}

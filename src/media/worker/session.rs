@@ -1,0 +1,535 @@
+//! One session as its worker holds it: its `Rtc`, its role's state, and the str0m
+//! output that concerns other sessions, queued as [`Deferred`] effects. Adding,
+//! patching (trickle ICE, ICE restart) and the single teardown path live here.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use str0m::change::SdpOffer;
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use tracing::{Span, debug, info, info_span, warn};
+
+use super::super::MediaCounters;
+use super::super::direct::{self, DirectEgress, RtcpSummary};
+use super::super::dtls::KeySlot;
+use super::super::outbox::Outbox;
+use super::super::telemetry::SessionTelemetry;
+use super::super::udp::MediaSocket;
+use super::keyframes::video_keyframe_cache;
+use super::{Deferred, PatchError, PatchOutcome, Worker};
+use crate::core::{
+    CodecKind, KeyframeLimiter, KeyframeMode, KeyframeSource, NACK_HISTORY_PACKETS, NackHistory,
+    SenderClock, SourcePacket, ViewerId, ViewerTrack, is_keyframe_start,
+};
+use crate::directory::Stream;
+use crate::model::{EndReason, Role, SessionId, SessionState};
+use crate::sdp::frag::{IceFragment, first_ufrag, offer_with_credentials, restart_answer_fragment};
+use crate::wire::demux;
+
+/// A publisher track as the worker needs it.
+#[derive(Debug, Clone)]
+pub struct PublishedTrack {
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// Its mid in the publisher's session.
+    pub mid: Mid,
+    /// The payload type the publisher uses.
+    pub pt: u8,
+    /// The payload type the stream's viewers know this codec by.
+    pub canonical_pt: u8,
+    /// Codec family, for keyframe detection.
+    pub codec: CodecKind,
+    /// How to ask this publisher for a keyframe, if it negotiated a way.
+    pub keyframe_request: Option<KeyframeRequestKind>,
+}
+
+/// What a new session is.
+pub enum NewRole {
+    /// The source of its stream.
+    Publisher {
+        /// Source generation.
+        epoch: u32,
+        /// Its tracks.
+        tracks: Vec<PublishedTrack>,
+    },
+    /// A viewer.
+    Viewer {
+        /// Rewriting set-up per track.
+        tracks: Vec<ViewerTrack>,
+        /// Where its DTLS engine leaves the SRTP keys, for the direct egress path
+        /// (None: str0m's send path).
+        keys: Option<KeySlot>,
+    },
+}
+
+/// A negotiated session handed to a worker.
+pub struct NewSession {
+    /// Id.
+    pub id: SessionId,
+    /// The negotiated `Rtc`.
+    pub rtc: Rtc,
+    /// Our ICE ufrag, to route the first STUN request.
+    pub ufrag: String,
+    /// The client's offer, kept to renegotiate an ICE restart.
+    pub offer: String,
+    /// Its stream.
+    pub shared: Arc<Stream>,
+    /// Publisher or viewer.
+    pub role: NewRole,
+}
+
+pub(super) enum RoleState {
+    Publisher {
+        epoch: u32,
+        tracks: Vec<PublishedTrack>,
+        limiter: KeyframeLimiter,
+        /// The publisher's wall clock from its sender reports (audio/video sync).
+        clock: SenderClock,
+        /// Ask this source for keyframes, or start viewers from the cache.
+        keyframes: KeyframeSource,
+    },
+    Viewer {
+        tracks: Vec<ViewerTrack>,
+        joined: bool,
+        /// The video resend window, following the viewer's round-trip time.
+        nack: NackHistory,
+    },
+}
+
+pub(super) struct Session {
+    pub(super) id: SessionId,
+    pub(super) rtc: Rtc,
+    pub(super) role: RoleState,
+    pub(super) shared: Arc<Stream>,
+    pub(super) ufrag: String,
+    pub(super) offer: String,
+    pub(super) remote_ufrag: String,
+    pub(super) span: Span,
+    pub(super) created: Instant,
+    pub(super) connected: bool,
+    pub(super) disconnected_since: Option<Instant>,
+    pub(super) timer: Instant,
+    pub(super) telemetry: SessionTelemetry,
+    /// Viewers on the direct egress path: its keys until connected, then its state.
+    pub(super) keys: Option<KeySlot>,
+    pub(super) direct: Option<Box<DirectEgress>>,
+    /// Our address and the peer's on the candidate pair in use: where the peer's
+    /// latest DTLS or SRTP came from and str0m's latest went to (str0m does not
+    /// expose its nominated pair).
+    pub(super) path: Option<(IpAddr, SocketAddr)>,
+}
+
+/// Polls one `Rtc` until it asks for a timeout, sending its datagrams and queueing the
+/// events that concern other sessions. Returns the next timeout.
+pub(super) fn drain(
+    key: u64,
+    s: &mut Session,
+    socket: &MediaSocket,
+    outbox: &mut Outbox,
+    deferred: &mut VecDeque<Deferred>,
+    now: Instant,
+) -> Result<Instant, str0m::RtcError> {
+    loop {
+        match s.rtc.poll_output()? {
+            Output::Timeout(t) => return Ok(t.max(now)),
+            Output::Transmit(t) => {
+                s.telemetry.bytes_out += t.contents.len() as u64;
+                if demux::is_media_path(&t.contents) {
+                    s.path = Some((t.source.ip(), t.destination));
+                }
+                outbox.push(socket, t.source.ip(), t.destination, &t.contents)
+            }
+            Output::Event(e) => handle_event(key, s, e, deferred, now),
+        }
+    }
+}
+
+pub(super) fn handle_event(
+    key: u64,
+    s: &mut Session,
+    event: Event,
+    deferred: &mut VecDeque<Deferred>,
+    now: Instant,
+) {
+    match event {
+        Event::Connected => deferred.push_back(Deferred::Connected(key)),
+        Event::IceConnectionStateChange(state) => {
+            debug!(?state, "ice state");
+            match state {
+                IceConnectionState::Disconnected => {
+                    s.disconnected_since.get_or_insert(now);
+                    s.telemetry.set_state(SessionState::Disconnected);
+                }
+                IceConnectionState::Connected | IceConnectionState::Completed => {
+                    s.disconnected_since = None;
+                    if s.connected {
+                        s.telemetry.set_state(SessionState::Connected);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Event::RtpPacket(p) => {
+            let RoleState::Publisher {
+                epoch,
+                tracks,
+                limiter,
+                clock,
+                keyframes,
+            } = &mut s.role
+            else {
+                return;
+            };
+            let pt = *p.header.payload_type;
+            let Some(track) = tracks.iter().find(|t| t.pt == pt) else {
+                return;
+            };
+            let keyframe_start = is_keyframe_start(track.codec, &p.payload);
+            if keyframe_start {
+                limiter.keyframe_received(now);
+                keyframes.keyframe_received(now);
+                s.shared.stats.keyframe(track.codec, &p.payload);
+            }
+            s.telemetry.packets_in += 1;
+            let pkt = Arc::new(SourcePacket {
+                kind: track.kind,
+                pt: track.canonical_pt,
+                seq: *p.seq_no,
+                timestamp: p.header.timestamp,
+                marker: p.header.marker,
+                keyframe_start,
+                epoch: *epoch,
+                arrival: p.timestamp,
+                wallclock: clock.wallclock(
+                    *p.header.ssrc,
+                    p.header.timestamp,
+                    p.time.denom(),
+                    p.timestamp,
+                ),
+                payload: p.payload,
+            });
+            deferred.push_back(Deferred::Source(s.shared.clone(), pkt));
+        }
+        Event::SenderFeedback(f) => {
+            if let RoleState::Publisher { clock, .. } = &mut s.role {
+                let info = f.sender_info;
+                let ns = info
+                    .ntp_time
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as i128);
+                clock.on_sender_report(*info.ssrc, ns, info.rtp_time.numer() as u32, f.received_at);
+            }
+        }
+        Event::KeyframeRequest(_) => {
+            if matches!(s.role, RoleState::Viewer { .. }) {
+                viewer_asked_keyframe(key, s, deferred);
+            }
+        }
+        Event::Closed => deferred.push_back(Deferred::Close(key, EndReason::PeerClosed)),
+        // A viewer on the direct path has its figures from `direct_rtcp`: str0m sends
+        // nothing there, so its egress figures would be empty or double counted.
+        Event::PeerStats(_) | Event::MediaEgressStats(_) if s.direct.is_some() => {}
+        e @ (Event::PeerStats(_) | Event::MediaEgressStats(_) | Event::MediaIngressStats(_)) => {
+            if let (Event::MediaEgressStats(stats), RoleState::Viewer { tracks, nack, .. }) =
+                (&e, &mut s.role)
+                && let Some(rtt) = stats.rtt
+                && let Some(window) = nack.on_rtt(rtt)
+            {
+                set_nack_history(&mut s.rtc, tracks, window);
+                debug!(
+                    rtt_ms = rtt.as_millis() as u64,
+                    window_ms = window.as_millis() as u64,
+                    "NACK history resized"
+                );
+            }
+            s.telemetry.on_event(&e)
+        }
+        _ => {}
+    }
+}
+
+/// Moves a connected viewer onto the direct egress path, once its DTLS has exported
+/// the keys; without them (or with an m-line str0m has no stream for) it stays on
+/// str0m's send path.
+pub(super) fn start_direct(s: &mut Session, now: Instant) {
+    let RoleState::Viewer { tracks, nack, .. } = &s.role else {
+        return;
+    };
+    let Some(slot) = s.keys.take() else {
+        return;
+    };
+    let started = match slot.get() {
+        Some(keys) => DirectEgress::new(&mut s.rtc, &keys, tracks, now),
+        None => Err(direct::DirectError::NoKeys),
+    };
+    match started {
+        Ok(mut d) => {
+            d.set_window(nack.window());
+            s.direct = Some(Box::new(d));
+        }
+        Err(e) => {
+            s.span
+                .in_scope(|| warn!("direct egress unavailable, str0m sends instead: {e}"));
+            let (tracks, window) = (tracks.clone(), nack.window());
+            set_nack_history(&mut s.rtc, &tracks, window);
+        }
+    }
+}
+
+/// A viewer asked for a keyframe (str0m read it, or the direct path): counted, and
+/// its stream's source is asked once the deferred effects run.
+pub(super) fn viewer_asked_keyframe(key: u64, s: &Session, deferred: &mut VecDeque<Deferred>) {
+    s.telemetry
+        .counters
+        .keyframe_requests_received
+        .fetch_add(1, Ordering::Relaxed);
+    deferred.push_back(Deferred::ViewerKeyframe(key, s.shared.clone()));
+}
+
+/// A viewer's SRTCP on the direct path (str0m does not see it): NACKed packets still
+/// in the window are resent on the session's path, and its reports give the RTT
+/// (which sizes the window) and loss. Returns true when it asked for a keyframe.
+pub(super) fn direct_rtcp(
+    s: &mut Session,
+    data: &[u8],
+    now: Instant,
+    socket: &MediaSocket,
+    outbox: &mut Outbox,
+    counters: &MediaCounters,
+) -> bool {
+    let Some(d) = s.direct.as_deref_mut() else {
+        return false;
+    };
+    let mut bytes = 0;
+    let summary: RtcpSummary = d.on_rtcp(data, now, on_path(s.path, socket, outbox, &mut bytes));
+    s.telemetry.bytes_out += bytes;
+    counters
+        .packets_resent
+        .fetch_add(summary.resent, Ordering::Relaxed);
+    s.telemetry
+        .on_receiver_report(summary.rtt, summary.loss, summary.nacks, now);
+    if let (Some(rtt), RoleState::Viewer { nack, .. }) = (summary.rtt, &mut s.role)
+        && let Some(window) = nack.on_rtt(rtt)
+    {
+        d.set_window(window);
+    }
+    summary.keyframe.is_some()
+}
+
+/// Where the direct path's resends and reports go: queued on the session's current
+/// path (dropped while it has none), their bytes added to `bytes`.
+pub(super) fn on_path<'a>(
+    path: Option<(IpAddr, SocketAddr)>,
+    socket: &'a MediaSocket,
+    outbox: &'a mut Outbox,
+    bytes: &'a mut u64,
+) -> impl FnMut(&[u8]) + 'a {
+    move |dg| {
+        if let Some((src, dst)) = path {
+            *bytes += dg.len() as u64;
+            outbox.push(socket, src, dst, dg);
+        }
+    }
+}
+
+/// Keeps `window` of a viewer's sent video for resending (see [`NackHistory`]).
+pub(super) fn set_nack_history(rtc: &mut Rtc, tracks: &[ViewerTrack], window: Duration) {
+    for t in tracks.iter().filter(|t| t.kind == MediaKind::Video) {
+        if let Some(tx) = rtc.direct_api().stream_tx_by_mid(t.mid, None) {
+            tx.set_rtx_cache(NACK_HISTORY_PACKETS, window, Some(0.15));
+        }
+    }
+}
+
+impl Worker {
+    pub(super) fn add_session(&mut self, mut new: NewSession, now: Instant) {
+        if let NewRole::Viewer { tracks, keys: None } = &new.role {
+            // str0m's default resend history (3 s, 2000 packets) costs a few hundred
+            // KiB per viewer; see `NackHistory`. The direct path keeps its own.
+            set_nack_history(&mut new.rtc, tracks, NackHistory::default().window());
+        }
+        let key = self.next_key;
+        self.next_key += 1;
+        let session_kind = match new.role {
+            NewRole::Publisher { .. } => Role::Publisher,
+            NewRole::Viewer { .. } => Role::Viewer,
+        };
+        let kind = session_kind.noun();
+        let span = info_span!("session", id = %new.id, stream = %new.shared.name, kind);
+        let mut keys = None;
+        let role = match new.role {
+            NewRole::Publisher { epoch, tracks } => {
+                self.publishers.insert(new.shared.name.clone(), key);
+                let can_be_asked = tracks
+                    .iter()
+                    .any(|t| t.kind == MediaKind::Video && t.keyframe_request.is_some());
+                let keyframes = KeyframeSource::from_offer(can_be_asked);
+                let cache = match keyframes.mode() {
+                    KeyframeMode::Cache => video_keyframe_cache(&tracks, self.cfg.source_silence),
+                    KeyframeMode::Request => None,
+                };
+                if cache.is_some() {
+                    span.in_scope(|| {
+                        info!("no PLI/FIR offered: viewers start from the keyframe cache")
+                    });
+                }
+                new.shared.set_keyframe_cache(cache);
+                RoleState::Publisher {
+                    epoch,
+                    tracks,
+                    limiter: KeyframeLimiter::new(self.cfg.keyframe_request_interval),
+                    clock: SenderClock::default(),
+                    keyframes,
+                }
+            }
+            NewRole::Viewer { tracks, keys: k } => {
+                keys = k;
+                RoleState::Viewer {
+                    tracks,
+                    joined: false,
+                    nack: NackHistory::default(),
+                }
+            }
+        };
+        span.in_scope(|| info!("session created on worker {}", self.index));
+        self.by_id.insert(new.id, key);
+        self.routes.add(key, &new.ufrag);
+        self.sessions.insert(
+            key,
+            Box::new(Session {
+                id: new.id,
+                rtc: new.rtc,
+                role,
+                shared: new.shared,
+                ufrag: new.ufrag,
+                remote_ufrag: first_ufrag(&new.offer).unwrap_or_default().to_owned(),
+                offer: new.offer,
+                span,
+                created: now,
+                connected: false,
+                disconnected_since: None,
+                timer: now,
+                telemetry: SessionTelemetry::new(session_kind, self.counters.clone(), now),
+                keys,
+                direct: None,
+                path: None,
+            }),
+        );
+        self.counters.sessions.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .sessions_created
+            .fetch_add(1, Ordering::Relaxed);
+        self.timers.insert((now, key));
+        self.drive(key, now, |rtc| {
+            rtc.handle_input(Input::Timeout(now)).map(|_| ())
+        });
+    }
+
+    /// Trickle ICE or an ICE restart on one session (RFC 9725 §4.3).
+    pub(super) fn patch(
+        &mut self,
+        key: u64,
+        frag: IceFragment,
+        now: Instant,
+    ) -> Result<PatchOutcome, PatchError> {
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return Err(PatchError::UnknownSession);
+        };
+        let restart = frag.is_restart(&s.remote_ufrag);
+        let mut outcome = PatchOutcome::Trickled;
+        if restart {
+            let (Some(ufrag), Some(pwd)) = (frag.ufrag.clone(), frag.pwd.clone()) else {
+                return Err(PatchError::RestartFailed("no credentials".into()));
+            };
+            let new_offer = offer_with_credentials(&s.offer, &ufrag, &pwd);
+            let offer = SdpOffer::from_sdp_string(&new_offer)
+                .map_err(|e| PatchError::RestartFailed(e.to_string()))?;
+            let rtc = &mut s.rtc;
+            let answer = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                rtc.sdp_api().accept_offer(offer).map(|a| a.to_sdp_string())
+            }))
+            .map_err(|_| PatchError::RestartFailed("internal error".into()))?
+            .map_err(|e| PatchError::RestartFailed(e.to_string()))?;
+            let local = s.rtc.direct_api().local_ice_credentials().ufrag;
+            self.routes.rename(key, &s.ufrag, &local);
+            s.ufrag = local;
+            s.remote_ufrag = ufrag;
+            s.offer = new_offer;
+            s.span.in_scope(|| info!("ICE restarted"));
+            outcome = PatchOutcome::Restarted {
+                fragment: restart_answer_fragment(&answer),
+            };
+        }
+        for line in frag.candidates {
+            // Unusable candidates (mDNS names, TCP, unknown types) are dropped silently.
+            let Ok(c) = Candidate::from_sdp_string(&line) else {
+                continue;
+            };
+            self.drive(key, now, move |rtc| {
+                rtc.add_remote_candidate(c);
+                Ok(())
+            });
+        }
+        self.drive(key, now, |rtc| {
+            rtc.handle_input(Input::Timeout(now)).map(|_| ())
+        });
+        self.run_deferred(now);
+        Ok(outcome)
+    }
+
+    /// The single teardown path: DELETE, kick, stop, timeouts, peer close, errors,
+    /// grace expiry and shutdown all end a session here.
+    pub(super) fn close_session(&mut self, key: u64, reason: EndReason, now: Instant) {
+        let Some(mut s) = self.sessions.remove(&key) else {
+            return;
+        };
+        self.timers.remove(&(s.timer, key));
+        self.by_id.remove(&s.id);
+        self.routes.remove(key, &s.ufrag);
+        // Tell the peer (DTLS close_notify, RTCP BYE) when we can; a panicking or dead
+        // Rtc is just dropped. Datagrams still batched in the outbox (this peer's among
+        // them) leave first, so the goodbye is the last thing the peer gets.
+        self.outbox.flush(&self.socket);
+        let socket = &self.socket;
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            if s.rtc.is_alive() && s.rtc.close().is_ok() {
+                for _ in 0..32 {
+                    match s.rtc.poll_output() {
+                        Ok(Output::Transmit(t)) => {
+                            socket.send(t.source.ip(), t.destination, &t.contents)
+                        }
+                        Ok(Output::Event(_)) => {}
+                        _ => break,
+                    }
+                }
+            }
+        }));
+        match &s.role {
+            RoleState::Publisher { .. } => {
+                if self.publishers.get(&s.shared.name) == Some(&key) {
+                    self.publishers.remove(&s.shared.name);
+                }
+            }
+            RoleState::Viewer { .. } => {
+                if self.fanout.remove_viewer(ViewerId(key)).is_some()
+                    && self.fanout.viewer_count(&s.shared.name) == 0
+                {
+                    s.shared.leave(self.index);
+                }
+            }
+        }
+        self.directory.remove_session(s.id, now);
+        self.counters.sessions.fetch_sub(1, Ordering::Relaxed);
+        self.counters
+            .sessions_closed
+            .fetch_add(1, Ordering::Relaxed);
+        let duration = now.saturating_duration_since(s.created);
+        let span = s.span.clone();
+        span.in_scope(|| s.telemetry.end(s.id, &s.shared.name, reason, duration));
+    }
+}
