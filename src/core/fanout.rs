@@ -597,6 +597,7 @@ impl Fanout {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::CodecKind;
 
     const VIDEO_PT: u8 = 96;
     const AUDIO_PT: u8 = 111;
@@ -639,6 +640,7 @@ mod tests {
     fn video(seq: u64, timestamp: u32, keyframe_start: bool, arrival: Instant) -> SourcePacket {
         SourcePacket {
             kind: MediaKind::Video,
+            codec: CodecKind::H264,
             pt: VIDEO_PT,
             seq,
             timestamp,
@@ -654,6 +656,7 @@ mod tests {
     fn audio(seq: u64, timestamp: u32, arrival: Instant) -> SourcePacket {
         SourcePacket {
             kind: MediaKind::Audio,
+            codec: CodecKind::Opus,
             pt: AUDIO_PT,
             seq,
             timestamp,

@@ -245,6 +245,7 @@ mod tests {
     fn pkt(seq: u64, ts: u32, payload: &[u8], keyframe_start: bool) -> Arc<SourcePacket> {
         Arc::new(SourcePacket {
             kind: MediaKind::Video,
+            codec: CodecKind::H264,
             pt: 96,
             seq,
             timestamp: ts,

@@ -55,6 +55,7 @@ mod nack_history;
 mod pacer;
 mod packet;
 mod sender_clock;
+mod source;
 
 pub use crate::model::CodecKind;
 pub use codec::is_keyframe_start;
@@ -70,4 +71,5 @@ pub use nack_history::{
 pub use pacer::{Pacer, PacerStats};
 pub use packet::{Forward, SourcePacket, ViewerId, ViewerTrack};
 pub use sender_clock::{ANCHOR_MARGIN, REANCHOR_AFTER, SenderClock};
+pub use source::{RtpIn, Source, SourceTrack};
 pub use str0m::media::MediaKind;

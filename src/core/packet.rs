@@ -5,6 +5,8 @@ use std::time::Instant;
 
 use str0m::media::{MediaKind, Mid};
 
+use crate::model::CodecKind;
+
 /// Identifies a viewer session inside one worker (the worker maps it to its Rtc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ViewerId(pub u64);
@@ -14,6 +16,8 @@ pub struct ViewerId(pub u64);
 pub struct SourcePacket {
     /// Audio or video; selects the viewer track the packet goes to.
     pub kind: MediaKind,
+    /// The codec family (keyframes, picture sizes).
+    pub codec: CodecKind,
     /// Payload type as the source numbers it.
     pub pt: u8,
     /// Extended sequence number in the source's numbering.

@@ -53,11 +53,15 @@ impl Stream {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The source's side of the ordering rule: counts the packet, puts a video packet
-    /// in the keyframe cache (when the stream has one), and only then returns the mask
-    /// of the workers it must reach (bit *n*: worker *n* has viewers of the stream).
+    /// The source's side of the ordering rule: counts the packet (and the picture size
+    /// a keyframe announces), puts a video packet in the keyframe cache (when the
+    /// stream has one), and only then returns the mask of the workers it must reach
+    /// (bit *n*: worker *n* has viewers of the stream).
     pub fn publish(&self, pkt: &Arc<SourcePacket>) -> u64 {
         self.stats.source_packet(pkt);
+        if pkt.keyframe_start {
+            self.stats.keyframe(pkt.codec, &pkt.payload);
+        }
         if pkt.kind == MediaKind::Video
             && let Some(c) = self.cache().as_mut()
         {
@@ -292,10 +296,12 @@ impl StreamStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::CodecKind;
 
     fn pkt(kind: MediaKind, seq: u64, epoch: u32) -> SourcePacket {
         SourcePacket {
             kind,
+            codec: CodecKind::Other,
             pt: 96,
             seq,
             timestamp: 0,

@@ -114,6 +114,7 @@ mod tests {
         let now = Instant::now();
         SourcePacket {
             kind: MediaKind::Video,
+            codec: CodecKind::H264,
             pt: 96,
             seq,
             timestamp: ts,

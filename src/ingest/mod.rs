@@ -18,8 +18,8 @@
 //! on network input.
 
 pub mod h264;
+pub mod numbering;
 pub mod sdp_file;
-pub mod source;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -32,13 +32,15 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::config::{RtpEntry, RtpMediumEntry};
-use crate::core::{CACHE_BYTES, CodecKind, KeyframeCache, SenderClock, SourcePacket};
+use crate::core::{
+    CACHE_BYTES, CodecKind, KeyframeCache, RtpIn, Source, SourcePacket, SourceTrack,
+};
 use crate::directory::Stream;
 use crate::media::{MediaCounters, WorkerMsg, send_to_viewer_workers};
 use crate::sdp::{ChosenCodec, OfferedCodec};
 use crate::wire::ntp::ntp_to_nanos;
 use crate::wire::{demux, rtcp, rtp};
-use source::{MediumState, Reject};
+use numbering::{MediumState, Reject};
 
 /// Largest datagram accepted; bigger ones are dropped as oversized (a viewer's packet
 /// adds SRTP overhead to the payload and must still fit a 1500-byte path).
@@ -271,6 +273,8 @@ fn bind_udp(addr: SocketAddr, spec: &RtpSourceSpec) -> std::io::Result<UdpSocket
 
 struct Medium {
     spec: MediumSpec,
+    /// The medium as its stream's viewers know it.
+    track: SourceTrack,
     state: MediumState,
     rtp: UdpSocket,
     rtcp: Option<UdpSocket>,
@@ -306,7 +310,13 @@ pub fn start(
         media.push(Medium {
             h264: (m.kind == MediaKind::Video && codec == CodecKind::H264)
                 .then(|| h264::ParameterSetInjector::new(&m.codec.fmtp)),
-            state: MediumState::new(m.kind, m.codec.pt, codec),
+            track: SourceTrack {
+                kind: m.kind,
+                codec,
+                pt: m.codec.pt,
+                clock_rate: m.codec.clock_rate,
+            },
+            state: MediumState::new(m.codec.pt),
             spec: m.clone(),
             rtp,
             rtcp,
@@ -328,7 +338,7 @@ pub fn start(
         timeout,
         last_packet: None,
         last_sender: None,
-        clock: SenderClock::default(),
+        source: Source::default(),
         batch: Vec::with_capacity(2),
     };
     let join = tokio::spawn(task.run(media, stop));
@@ -344,8 +354,8 @@ struct Task {
     timeout: Duration,
     last_packet: Option<Instant>,
     last_sender: Option<SocketAddr>,
-    /// The sender's wall clock from its RTCP sender reports (audio/video sync).
-    clock: SenderClock,
+    /// The source pipeline (the sender's wall clock from its RTCP sender reports).
+    source: Source,
     /// Reused: the packets one datagram turns into.
     batch: Vec<Arc<SourcePacket>>,
 }
@@ -423,7 +433,7 @@ impl Task {
             for sr in rtcp::sender_reports(data) {
                 c.sender_reports.fetch_add(1, Ordering::Relaxed);
                 let ns = ntp_to_nanos(sr.ntp);
-                self.clock.on_sender_report(sr.ssrc, ns, sr.rtp_time, now);
+                self.source.sender_report(sr.ssrc, ns, sr.rtp_time, now);
             }
             return;
         }
@@ -437,8 +447,8 @@ impl Task {
         let payload: Arc<[u8]> =
             Arc::from(data.get(h.payload_start..h.payload_end).unwrap_or_default());
         let before = m.state.ssrc_changes;
-        let mut pkt = match m.state.accept(&h, payload, now) {
-            Ok(p) => p,
+        let (seq, epoch) = match m.state.accept(&h) {
+            Ok(numbered) => numbered,
             Err(r) => {
                 let counter = match r {
                     Reject::Duplicate => &c.dropped_duplicate,
@@ -462,20 +472,23 @@ impl Task {
             self.last_sender = Some(from);
             *c.last_sender.lock().unwrap_or_else(|e| e.into_inner()) = Some(from);
         }
-        pkt.wallclock = self
-            .clock
-            .wallclock(h.ssrc, h.timestamp, m.spec.codec.clock_rate, now);
+        let rtp = RtpIn {
+            ssrc: h.ssrc,
+            seq,
+            timestamp: h.timestamp,
+            marker: h.marker,
+            epoch,
+            arrival: now,
+            payload,
+        };
+        let pkt = self.source.packet(&m.track, rtp);
         let mut batch = std::mem::take(&mut self.batch);
         batch.clear();
         match m.h264.as_mut() {
             Some(injector) => injector.process(pkt, &mut batch),
             None => batch.push(Arc::new(pkt)),
         }
-        let kind = CodecKind::of_name(&m.spec.codec.name);
         for pkt in batch.drain(..) {
-            if pkt.keyframe_start {
-                self.shared.stats.keyframe(kind, &pkt.payload);
-            }
             self.distribute(pkt);
         }
         self.batch = batch;

@@ -18,7 +18,7 @@ use str0m::{Candidate, Rtc, RtcConfig};
 use super::worker;
 use super::{Created, Media, MediaError, WorkerHandle, dtls};
 use crate::auth::Grant;
-use crate::core::{CodecKind, ViewerTrack};
+use crate::core::{SourceTrack, ViewerTrack};
 use crate::model::{EndReason, SessionId};
 use crate::sdp::{self, ChosenCodec, trim};
 
@@ -84,11 +84,14 @@ impl Media {
                     .map(|g| g.codec.pt)
                     .unwrap_or(c.codec.pt);
                 worker::PublishedTrack {
-                    kind: c.kind,
                     mid: Mid::from(c.mid.as_str()),
                     pt: c.codec.pt,
-                    canonical_pt: canonical,
-                    codec: CodecKind::of_name(&c.codec.name),
+                    source: SourceTrack {
+                        kind: c.kind,
+                        codec: c.family(),
+                        pt: canonical,
+                        clock_rate: c.codec.clock_rate,
+                    },
                     keyframe_request: if c.codec.pli {
                         Some(KeyframeRequestKind::Pli)
                     } else if c.codec.fir {

@@ -339,11 +339,11 @@ impl ChosenCodec {
     /// The canonical codec name: `"H264"`, `"VP8"`, `"VP9"`, `"AV1"`, `"opus"`, `"PCMU"`,
     /// `"PCMA"` (the offered name for anything else).
     pub fn codec_kind_name(&self) -> &str {
-        self.kind().name().unwrap_or(&self.codec.name)
+        self.family().name().unwrap_or(&self.codec.name)
     }
 
     /// The codec family.
-    pub fn kind(&self) -> CodecKind {
+    pub fn family(&self) -> CodecKind {
         self.codec.codec().into()
     }
 }

@@ -22,8 +22,8 @@ pub(super) fn video_keyframe_cache(
 ) -> Option<KeyframeCache> {
     tracks
         .iter()
-        .find(|t| t.kind == MediaKind::Video)
-        .map(|t| KeyframeCache::new(t.codec, crate::core::CACHE_BYTES).stale_after(silence))
+        .find(|t| t.source.kind == MediaKind::Video)
+        .map(|t| KeyframeCache::new(t.source.codec, crate::core::CACHE_BYTES).stale_after(silence))
 }
 
 impl Worker {
@@ -77,7 +77,7 @@ impl Worker {
         tracks: &[PublishedTrack],
         now: Instant,
     ) {
-        for t in tracks.iter().filter(|t| t.kind == MediaKind::Video) {
+        for t in tracks.iter().filter(|t| t.source.kind == MediaKind::Video) {
             let Some(kind) = t.keyframe_request else {
                 continue;
             };

@@ -23,8 +23,8 @@ use super::super::udp::MediaSocket;
 use super::keyframes::video_keyframe_cache;
 use super::{Deferred, PatchError, PatchOutcome, Worker};
 use crate::core::{
-    CodecKind, KeyframeLimiter, KeyframeMode, KeyframeSource, NACK_HISTORY_PACKETS, NackHistory,
-    SenderClock, SourcePacket, ViewerId, ViewerTrack, is_keyframe_start,
+    KeyframeLimiter, KeyframeMode, KeyframeSource, NACK_HISTORY_PACKETS, NackHistory, RtpIn,
+    Source, SourceTrack, ViewerId, ViewerTrack,
 };
 use crate::directory::Stream;
 use crate::model::{EndReason, Role, SessionId, SessionState};
@@ -34,16 +34,12 @@ use crate::wire::demux;
 /// A publisher track as the worker needs it.
 #[derive(Debug, Clone)]
 pub struct PublishedTrack {
-    /// Audio or video.
-    pub kind: MediaKind,
     /// Its mid in the publisher's session.
     pub mid: Mid,
     /// The payload type the publisher uses.
     pub pt: u8,
-    /// The payload type the stream's viewers know this codec by.
-    pub canonical_pt: u8,
-    /// Codec family, for keyframe detection.
-    pub codec: CodecKind,
+    /// The track as the stream's viewers know it (kind, codec, their payload type).
+    pub source: SourceTrack,
     /// How to ask this publisher for a keyframe, if it negotiated a way.
     pub keyframe_request: Option<KeyframeRequestKind>,
 }
@@ -88,8 +84,8 @@ pub(super) enum RoleState {
         epoch: u32,
         tracks: Vec<PublishedTrack>,
         limiter: KeyframeLimiter,
-        /// The publisher's wall clock from its sender reports (audio/video sync).
-        clock: SenderClock,
+        /// The source pipeline (the publisher's wall clock from its sender reports).
+        source: Source,
         /// Ask this source for keyframes, or start viewers from the cache.
         keyframes: KeyframeSource,
     },
@@ -179,7 +175,7 @@ pub(super) fn handle_event(
                 epoch,
                 tracks,
                 limiter,
-                clock,
+                source,
                 keyframes,
             } = &mut s.role
             else {
@@ -189,40 +185,35 @@ pub(super) fn handle_event(
             let Some(track) = tracks.iter().find(|t| t.pt == pt) else {
                 return;
             };
-            let keyframe_start = is_keyframe_start(track.codec, &p.payload);
-            if keyframe_start {
+            s.telemetry.packets_in += 1;
+            let pkt = source.packet(
+                &track.source,
+                RtpIn {
+                    ssrc: *p.header.ssrc,
+                    seq: *p.seq_no,
+                    timestamp: p.header.timestamp,
+                    marker: p.header.marker,
+                    epoch: *epoch,
+                    arrival: p.timestamp,
+                    payload: p.payload,
+                },
+            );
+            if pkt.keyframe_start {
                 limiter.keyframe_received(now);
                 keyframes.keyframe_received(now);
-                s.shared.stats.keyframe(track.codec, &p.payload);
             }
-            s.telemetry.packets_in += 1;
-            let pkt = Arc::new(SourcePacket {
-                kind: track.kind,
-                pt: track.canonical_pt,
-                seq: *p.seq_no,
-                timestamp: p.header.timestamp,
-                marker: p.header.marker,
-                keyframe_start,
-                epoch: *epoch,
-                arrival: p.timestamp,
-                wallclock: clock.wallclock(
-                    *p.header.ssrc,
-                    p.header.timestamp,
-                    p.time.denom(),
-                    p.timestamp,
-                ),
-                payload: p.payload,
-            });
-            deferred.push_back(Deferred::Source(s.shared.clone(), pkt));
+            deferred.push_back(Deferred::Source(s.shared.clone(), Arc::new(pkt)));
         }
         Event::SenderFeedback(f) => {
-            if let RoleState::Publisher { clock, .. } = &mut s.role {
+            if let RoleState::Publisher { source, .. } = &mut s.role {
                 let info = f.sender_info;
+                // Since the Unix epoch, while cameras' reports count from NTP's: one
+                // source's reports all count from the same one, which is what matters.
                 let ns = info
                     .ntp_time
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_nanos() as i128);
-                clock.on_sender_report(*info.ssrc, ns, info.rtp_time.numer() as u32, f.received_at);
+                source.sender_report(*info.ssrc, ns, info.rtp_time.numer() as u32, f.received_at);
             }
         }
         Event::KeyframeRequest(_) => {
@@ -367,7 +358,7 @@ impl Worker {
                 self.publishers.insert(new.shared.name.clone(), key);
                 let can_be_asked = tracks
                     .iter()
-                    .any(|t| t.kind == MediaKind::Video && t.keyframe_request.is_some());
+                    .any(|t| t.source.kind == MediaKind::Video && t.keyframe_request.is_some());
                 let keyframes = KeyframeSource::from_offer(can_be_asked);
                 let cache = match keyframes.mode() {
                     KeyframeMode::Cache => video_keyframe_cache(&tracks, self.cfg.source_silence),
@@ -383,7 +374,7 @@ impl Worker {
                     epoch,
                     tracks,
                     limiter: KeyframeLimiter::new(self.cfg.keyframe_request_interval),
-                    clock: SenderClock::default(),
+                    source: Source::default(),
                     keyframes,
                 }
             }

@@ -1,15 +1,11 @@
-//! Sans-IO state of one RTP source medium: sequence extension, duplicate and late
-//! packet filtering, SSRC changes (a camera reboot) as new epochs.
+//! How the packets of one RTP camera medium are numbered: sequence extension,
+//! duplicate and late packet filtering, SSRC changes (a camera reboot) and numbering
+//! restarts as new epochs. Sans-IO; the rest of a packet's way is the one source
+//! pipeline's ([`crate::core::Source`]).
 //!
 //! Extended sequence numbers start at 2^16 + the first sequence number, so the core
 //! may number a synthetic packet just before the first one without going below zero.
 
-use std::sync::Arc;
-use std::time::Instant;
-
-use str0m::media::MediaKind;
-
-use crate::core::{CodecKind, SourcePacket, is_keyframe_start};
 use crate::wire::rtp::RtpHeader;
 
 /// Packets this far or further behind the highest sequence number are too late (the
@@ -19,7 +15,7 @@ const WINDOW: u64 = 128;
 /// its numbering (same SSRC, new sequence) and a new epoch begins.
 const RESYNC_AFTER: u32 = 16;
 
-/// Why a packet was not turned into a source packet.
+/// Why a packet is dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reject {
     /// Same sequence number seen recently.
@@ -33,9 +29,7 @@ pub enum Reject {
 /// One configured medium of an RTP source.
 #[derive(Debug, Clone)]
 pub struct MediumState {
-    kind: MediaKind,
     pt: u8,
-    codec: CodecKind,
     ssrc: Option<u32>,
     epoch: u32,
     /// Highest extended sequence number so far.
@@ -48,12 +42,10 @@ pub struct MediumState {
 }
 
 impl MediumState {
-    /// A medium carrying payload type `pt` of codec family `codec`.
-    pub fn new(kind: MediaKind, pt: u8, codec: CodecKind) -> Self {
+    /// A medium carrying payload type `pt`.
+    pub fn new(pt: u8) -> Self {
         Self {
-            kind,
             pt,
-            codec,
             ssrc: None,
             epoch: 0,
             highest: 0,
@@ -102,13 +94,9 @@ impl MediumState {
         Ok(ext)
     }
 
-    /// Turns one parsed RTP packet into a [`SourcePacket`] (payload already cut out).
-    pub fn accept(
-        &mut self,
-        h: &RtpHeader,
-        payload: Arc<[u8]>,
-        arrival: Instant,
-    ) -> Result<SourcePacket, Reject> {
+    /// Numbers one parsed RTP packet: its extended sequence number and epoch, or why
+    /// it must be dropped.
+    pub fn accept(&mut self, h: &RtpHeader) -> Result<(u64, u32), Reject> {
         if h.pt != self.pt {
             return Err(Reject::UnknownPt);
         }
@@ -131,18 +119,7 @@ impl MediumState {
                 self.highest
             }
         };
-        Ok(SourcePacket {
-            kind: self.kind,
-            pt: self.pt,
-            seq,
-            timestamp: h.timestamp,
-            marker: h.marker,
-            keyframe_start: is_keyframe_start(self.codec, &payload),
-            epoch: self.epoch,
-            arrival,
-            wallclock: arrival,
-            payload,
-        })
+        Ok((seq, self.epoch))
     }
 }
 
@@ -163,13 +140,12 @@ mod tests {
     }
 
     fn run(m: &mut MediumState, seq: u16, ssrc: u32) -> Result<(u64, u32), Reject> {
-        m.accept(&hdr(seq, ssrc), Arc::from(&[1u8][..]), Instant::now())
-            .map(|p| (p.seq, p.epoch))
+        m.accept(&hdr(seq, ssrc))
     }
 
     #[test]
     fn extends_across_wraparound_and_keeps_reordering() {
-        let mut m = MediumState::new(MediaKind::Video, 96, CodecKind::H264);
+        let mut m = MediumState::new(96);
         let base = 1 << 16;
         assert_eq!(run(&mut m, 65_534, 1), Ok((base + 65_534, 0)));
         assert_eq!(run(&mut m, 0, 1), Ok((base + 65_536, 0)));
@@ -179,7 +155,7 @@ mod tests {
 
     #[test]
     fn duplicates_and_late_packets_are_rejected() {
-        let mut m = MediumState::new(MediaKind::Video, 96, CodecKind::H264);
+        let mut m = MediumState::new(96);
         for s in 100..400u16 {
             run(&mut m, s, 1).unwrap();
         }
@@ -192,16 +168,12 @@ mod tests {
         );
         let mut p = hdr(400, 1);
         p.pt = 97;
-        assert_eq!(
-            m.accept(&p, Arc::from(&[1u8][..]), Instant::now())
-                .map(|p| p.seq),
-            Err(Reject::UnknownPt)
-        );
+        assert_eq!(m.accept(&p).map(|(seq, _)| seq), Err(Reject::UnknownPt));
     }
 
     #[test]
     fn a_late_packet_that_was_lost_fills_its_gap() {
-        let mut m = MediumState::new(MediaKind::Audio, 96, CodecKind::Opus);
+        let mut m = MediumState::new(96);
         run(&mut m, 10, 1).unwrap();
         run(&mut m, 12, 1).unwrap();
         assert_eq!(run(&mut m, 11, 1), Ok(((1 << 16) + 11, 0)));
@@ -209,7 +181,7 @@ mod tests {
 
     #[test]
     fn ssrc_change_starts_a_new_epoch() {
-        let mut m = MediumState::new(MediaKind::Video, 96, CodecKind::H264);
+        let mut m = MediumState::new(96);
         run(&mut m, 5_000, 1).unwrap();
         assert_eq!(run(&mut m, 7, 2), Ok(((1 << 16) + 7, 1)));
         assert_eq!(m.ssrc_changes, 1);
@@ -218,7 +190,7 @@ mod tests {
 
     #[test]
     fn numbering_restart_with_the_same_ssrc_resyncs_after_a_few_packets() {
-        let mut m = MediumState::new(MediaKind::Video, 96, CodecKind::H264);
+        let mut m = MediumState::new(96);
         run(&mut m, 30_000, 1).unwrap();
         let mut last = Err(Reject::TooLate);
         for s in 0..RESYNC_AFTER as u16 {
