@@ -54,6 +54,7 @@ mod keyframe_source;
 mod nack_history;
 mod pacer;
 mod packet;
+mod rewriter;
 mod sender_clock;
 mod source;
 

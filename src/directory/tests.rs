@@ -1,0 +1,331 @@
+use super::*;
+
+fn reg() -> Directory {
+    Directory::new(
+        Duration::from_secs(30),
+        Takeover::Never,
+        Duration::from_secs(1),
+    )
+}
+
+#[test]
+fn second_publisher_on_a_live_stream_is_refused() {
+    let r = reg();
+    r.begin_publish("a", SessionId(1), 0, "e".into(), vec![], Grant::Open)
+        .unwrap();
+    assert_eq!(
+        r.begin_publish("a", SessionId(2), 0, "e".into(), vec![], Grant::Open)
+            .unwrap_err(),
+        DirectoryError::SourceLive("a".into())
+    );
+}
+
+#[test]
+fn rtp_streams_refuse_whip_and_take_viewers() {
+    let r = reg();
+    let shared = r
+        .register_rtp_source("cam", vec![], KeyframeCache::default())
+        .unwrap();
+    assert_eq!(
+        r.begin_publish("cam", SessionId(1), 0, "e".into(), vec![], Grant::Open)
+            .unwrap_err(),
+        DirectoryError::RtpSource("cam".into())
+    );
+    let s = r
+        .join_viewer("cam", SessionId(2), 0, "e".into(), Grant::Open, vec![])
+        .unwrap();
+    assert!(Arc::ptr_eq(&s, &shared));
+    assert_eq!(s.source_worker(), None);
+    r.remove_session(SessionId(2), Instant::now());
+    assert!(
+        r.expire(Instant::now() + Duration::from_secs(3600))
+            .is_empty()
+    );
+    assert!(s.keyframe_group(Instant::now()).is_empty());
+}
+
+#[test]
+fn viewer_needs_a_live_source() {
+    let r = reg();
+    assert!(matches!(
+        r.join_viewer("a", SessionId(9), 0, "e".into(), Grant::Open, vec![]),
+        Err(DirectoryError::NoSource(_))
+    ));
+    r.begin_publish("a", SessionId(1), 1, "e".into(), vec![], Grant::Open)
+        .unwrap();
+    let shared = r
+        .join_viewer("a", SessionId(9), 0, "e".into(), Grant::Open, vec![])
+        .unwrap();
+    assert_eq!(shared.source_worker(), Some(1));
+}
+
+#[test]
+fn publisher_returning_within_grace_gets_a_new_epoch_of_the_same_stream() {
+    let r = reg();
+    let t0 = Instant::now();
+    let g1 = r
+        .begin_publish("a", SessionId(1), 0, "e".into(), vec![], Grant::Open)
+        .unwrap();
+    r.join_viewer("a", SessionId(9), 0, "e".into(), Grant::Open, vec![])
+        .unwrap();
+    r.remove_session(SessionId(1), t0);
+    assert_eq!(g1.shared.source_worker(), None);
+    assert!(r.expire(t0 + Duration::from_secs(29)).is_empty());
+    let g2 = r
+        .begin_publish("a", SessionId(2), 1, "e".into(), vec![], Grant::Open)
+        .unwrap();
+    assert!(Arc::ptr_eq(&g1.shared, &g2.shared));
+    assert_eq!(g2.epoch, g1.epoch + 1);
+    assert_eq!(g2.end_viewers_on, 0);
+    assert!(r.expire(t0 + Duration::from_secs(31)).is_empty());
+}
+
+#[test]
+fn stream_ends_after_the_grace_period_and_names_the_viewer_workers() {
+    let r = reg();
+    let t0 = Instant::now();
+    let g = r
+        .begin_publish("a", SessionId(1), 0, "e".into(), vec![], Grant::Open)
+        .unwrap();
+    g.shared.join(1, Instant::now());
+    r.remove_session(SessionId(1), t0);
+    let ended = r.expire(t0 + Duration::from_secs(30));
+    assert_eq!(ended, vec![(Arc::from("a"), 0b10)]);
+    assert_eq!(r.counts().streams, 0);
+}
+
+#[test]
+fn removing_sessions_leaves_nothing_behind() {
+    let r = reg();
+    let t0 = Instant::now();
+    r.begin_publish("a", SessionId(1), 0, "e".into(), vec![], Grant::Open)
+        .unwrap();
+    r.join_viewer("a", SessionId(2), 0, "e".into(), Grant::Open, vec![])
+        .unwrap();
+    r.remove_session(SessionId(2), t0);
+    r.remove_session(SessionId(1), t0);
+    r.expire(t0 + Duration::from_secs(31));
+    assert_eq!(r.counts(), DirectoryCounts::default());
+}
+
+fn codec(kind: MediaKind, name: &str, pt: u8) -> ChosenCodec {
+    let (clock_rate, channels) = match kind {
+        MediaKind::Audio => (48_000, Some(2)),
+        MediaKind::Video => (90_000, None),
+    };
+    ChosenCodec {
+        kind,
+        mid: "0".into(),
+        codec: crate::sdp::OfferedCodec {
+            pt,
+            name: name.into(),
+            clock_rate,
+            channels,
+            fmtp: String::new(),
+            rtx_pt: None,
+            nack: false,
+            pli: false,
+            fir: false,
+            transport_cc: false,
+        },
+    }
+}
+
+fn kinds(codecs: &[ChosenCodec]) -> Vec<(MediaKind, u8)> {
+    codecs.iter().map(|c| (c.kind, c.codec.pt)).collect()
+}
+
+#[test]
+fn a_returning_source_with_fewer_kinds_keeps_the_viewers() {
+    let r = reg();
+    let t0 = Instant::now();
+    let av = vec![
+        codec(MediaKind::Audio, "opus", 111),
+        codec(MediaKind::Video, "VP8", 96),
+    ];
+    r.begin_publish("a", SessionId(1), 0, "e".into(), av, Grant::Open)
+        .unwrap();
+    r.join_viewer("a", SessionId(9), 0, "e".into(), Grant::Open, vec![])
+        .unwrap();
+    r.remove_session(SessionId(1), t0);
+    let video_only = vec![codec(MediaKind::Video, "VP8", 100)];
+    let g = r
+        .begin_publish("a", SessionId(2), 0, "e".into(), video_only, Grant::Open)
+        .unwrap();
+    assert_eq!(g.end_viewers_on, 0);
+    assert!(g.rejoin.is_empty());
+    // The viewers' numbering stays; new viewers are offered video alone.
+    assert_eq!(kinds(&g.canonical), vec![(MediaKind::Video, 96)]);
+    assert_eq!(
+        kinds(&r.live_codecs("a").unwrap()),
+        vec![(MediaKind::Video, 96)]
+    );
+}
+
+#[test]
+fn a_returning_source_that_brings_a_kind_back_closes_only_the_viewers_that_lacked_it() {
+    let r = reg();
+    let t0 = Instant::now();
+    let audio = codec(MediaKind::Audio, "opus", 111);
+    let video = codec(MediaKind::Video, "VP8", 96);
+    r.begin_publish(
+        "a",
+        SessionId(1),
+        0,
+        "e".into(),
+        vec![audio.clone(), video.clone()],
+        Grant::Open,
+    )
+    .unwrap();
+    // Viewer 9 joined with both kinds.
+    r.join_viewer("a", SessionId(9), 0, "e".into(), Grant::Open, vec![])
+        .unwrap();
+    r.remove_session(SessionId(1), t0);
+    r.begin_publish(
+        "a",
+        SessionId(2),
+        0,
+        "e".into(),
+        vec![video.clone()],
+        Grant::Open,
+    )
+    .unwrap();
+    // Viewer 10 joined the video-only stream, its audio answered inactive.
+    r.join_viewer(
+        "a",
+        SessionId(10),
+        1,
+        "e".into(),
+        Grant::Open,
+        vec![MediaKind::Audio],
+    )
+    .unwrap();
+    r.remove_session(SessionId(2), t0);
+    let mut audio_again = audio.clone();
+    audio_again.codec.pt = 109;
+    let g = r
+        .begin_publish(
+            "a",
+            SessionId(3),
+            0,
+            "e".into(),
+            vec![audio_again, video],
+            Grant::Open,
+        )
+        .unwrap();
+    assert_eq!(g.end_viewers_on, 0);
+    let rejoin: Vec<(SessionId, usize)> = g.rejoin.iter().map(|s| (s.id, s.worker)).collect();
+    assert_eq!(rejoin, vec![(SessionId(10), 1)]);
+    // Audio is numbered as viewer 9 negotiated it.
+    assert_eq!(
+        kinds(&g.canonical),
+        vec![(MediaKind::Audio, 111), (MediaKind::Video, 96)]
+    );
+}
+
+#[test]
+fn a_returning_source_with_another_codec_for_a_kind_closes_every_viewer() {
+    let r = reg();
+    let t0 = Instant::now();
+    let g1 = r
+        .begin_publish(
+            "a",
+            SessionId(1),
+            0,
+            "e".into(),
+            vec![codec(MediaKind::Video, "VP8", 96)],
+            Grant::Open,
+        )
+        .unwrap();
+    r.join_viewer(
+        "a",
+        SessionId(9),
+        0,
+        "e".into(),
+        Grant::Open,
+        vec![MediaKind::Audio],
+    )
+    .unwrap();
+    g1.shared.join(0, Instant::now());
+    r.remove_session(SessionId(1), t0);
+    let g = r
+        .begin_publish(
+            "a",
+            SessionId(2),
+            0,
+            "e".into(),
+            vec![
+                codec(MediaKind::Audio, "opus", 111),
+                codec(MediaKind::Video, "H264", 102),
+            ],
+            Grant::Open,
+        )
+        .unwrap();
+    assert_eq!(g.end_viewers_on, 0b1);
+    assert!(g.rejoin.is_empty(), "every viewer is closed anyway");
+    assert_eq!(
+        kinds(&g.canonical),
+        vec![(MediaKind::Audio, 111), (MediaKind::Video, 102)]
+    );
+}
+
+fn with_takeover(takeover: Takeover, silence: Duration) -> Directory {
+    Directory::new(Duration::from_secs(30), takeover, silence)
+}
+
+#[test]
+fn a_new_publisher_replaces_one_that_fell_silent_when_the_policy_allows() {
+    // A silence of zero: the first publisher is silent at once.
+    for (takeover, silence, replaces) in [
+        (Takeover::WhenSilent, Duration::ZERO, true),
+        (Takeover::WhenSilent, Duration::from_secs(3600), false),
+        (Takeover::Always, Duration::from_secs(3600), true),
+        (Takeover::Never, Duration::ZERO, false),
+    ] {
+        let r = with_takeover(takeover, silence);
+        let g1 = r
+            .begin_publish("a", SessionId(1), 0, "e".into(), vec![], Grant::Open)
+            .unwrap();
+        r.join_viewer("a", SessionId(9), 1, "e".into(), Grant::Open, vec![])
+            .unwrap();
+        assert_eq!(r.check_publish("a", Instant::now()).is_ok(), replaces);
+        let second = r.begin_publish("a", SessionId(2), 1, "e".into(), vec![], Grant::Open);
+        if !replaces {
+            assert_eq!(
+                second.unwrap_err(),
+                DirectoryError::SourceLive("a".into()),
+                "{takeover:?}"
+            );
+            continue;
+        }
+        let g2 = second.unwrap();
+        assert_eq!(
+            g2.replaced.map(|s| (s.id, s.worker)),
+            Some((SessionId(1), 0))
+        );
+        assert!(Arc::ptr_eq(&g1.shared, &g2.shared));
+        assert_eq!(g2.epoch, g1.epoch + 1);
+        assert_eq!(g2.shared.source_worker(), Some(1));
+        // The replaced session's end starts no grace period: the stream is the new
+        // publisher's.
+        r.remove_session(SessionId(1), Instant::now());
+        assert!(matches!(
+            r.stream("a").unwrap().source,
+            SourceView::WhipLive(SessionId(2))
+        ));
+        assert_eq!(r.counts().publishers, 1);
+        assert_eq!(r.counts().viewers, 1);
+    }
+}
+
+#[test]
+fn a_silent_source_shows_since_when_it_fell_silent() {
+    let r = with_takeover(Takeover::Never, Duration::from_millis(50));
+    let g = r
+        .begin_publish("a", SessionId(1), 0, "e".into(), vec![], Grant::Open)
+        .unwrap();
+    assert_eq!(r.stream("a").unwrap().silent_since, None);
+    let started = g.shared.stats.last_in();
+    std::thread::sleep(Duration::from_millis(60));
+    assert_eq!(r.stream("a").unwrap().silent_since, Some(started));
+}
