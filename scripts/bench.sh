@@ -34,8 +34,6 @@ nice=${BENCH_NICE:-0}
 # BENCH_TOOL_NICE sets the tool's apart (default: the server's), e.g. 10 to see how
 # much of the delay tail is the tool taking a core from the server.
 tool_nice=${BENCH_TOOL_NICE:-$nice}
-# BENCH_EGRESS=str0m measures str0m's send path instead of wishd's own (an A/B).
-egress=${BENCH_EGRESS:-direct}
 # BENCH_HOLD=5ms holds forwards that long so each viewer's leave as GSO runs.
 hold=${BENCH_HOLD:-0ms}
 # BENCH_WORKERS=1 runs one media worker instead of one per core (0).
@@ -48,12 +46,11 @@ workers=${BENCH_WORKERS:-0}
 
 cat >"$out/wishd.toml" <<TOML
 # Written by scripts/bench.sh: loopback on free ports, open policies (no tokens), no
-# request rate limit, no session cap, the chosen media workers (0: one per core), egress
-# and forward hold.
+# request rate limit, no session cap, the chosen media workers (0: one per core) and
+# forward hold.
 http = "127.0.0.1:0"
 udp = "127.0.0.1:0"
 workers = $workers
-egress = "$egress"
 forward_hold = "$hold"
 
 [auth]

@@ -3,25 +3,27 @@
 //! Publishers push media with WHIP (RFC 9725), viewers pull it with WHEP, and every
 //! source of a named stream reaches every viewer of it without transcoding.
 //!
-//! The crate is laid out one concern per module:
+//! The crate is laid out one concern per module, leaves first: each module imports only
+//! modules above it in this table (`scripts/check-arrows.sh` checks it).
 //!
 //! | module | owns |
 //! | --- | --- |
-//! | [`config`] | the configuration tree: embedded defaults, TOML file, flags, `WISHD_*` |
-//! | [`http`] | HTTP routing, status mapping, the WHIP/WHEP resources |
+//! | [`model`] | the shared vocabulary: `Role`, `SessionId`, stream names, `EndReason`, codec families |
+//! | [`wire`] | byte formats: RTP, RTCP, STUN, the one-port demux, H.264 NAL units, NTP |
+//! | [`config`] | the configuration tree (file, flags, `WISHD_*`), validated once into `Valid<Config>` |
+//! | [`metrics`] | lock-free counters and histograms, and the Prometheus text format |
 //! | [`sdp`] | inspecting offers before str0m sees them, codec choice and matching |
-//! | [`ingest`] | RTP ingest from cameras and encoders: UDP listeners, RTP/RTCP parsing |
-//! | [`media`] | media workers: UDP sockets, str0m `Rtc`s, timers |
-//! | [`core`] | the sans-IO forwarding core: per-viewer rewriting, keyframe requests |
-//! | [`directory`] | the directory of streams and sessions shared by HTTP and workers |
-//! | [`server`] | wiring it all together: `Server::start` and graceful shutdown |
 //! | [`auth`] | bearer tokens: header parsing, static tokens, JWT, stream globs, scopes |
-//! | [`ratelimit`] | per-address token buckets for POST/PATCH/DELETE |
-//! | [`tls`] | HTTPS: rustls config with ALPN, certificate reload, dev certificates |
-//! | [`metrics`] | lock-free counters and histograms, Prometheus text at `/metrics` |
-//! | [`api`] | the operator's JSON API under `/api/`, `/metrics`, `/healthz`, `/readyz` |
+//! | [`core`] | the sans-IO forwarding core: the source pipeline, fan-out, rewriting, keyframes |
+//! | [`directory`] | streams and sessions shared by HTTP and workers, and each stream's lock-free state |
+//! | [`media`] | negotiation, the worker pool, the worker loops, the viewers' send path |
+//! | [`ingest`] | RTP cameras and encoders: UDP listeners feeding the source pipeline |
+//! | [`http`] | the HTTP edge: router, status map, WHIP/WHEP, the operator's routes, pages, TLS |
+//! | [`server`] | wiring: `prepare` (every file read once), `Server::run`, shutdown |
 //! | [`client`] | WHIP/WHEP client peers built on str0m, for tests and tools |
-//! | [`web`] | the embedded web pages: index, publish, watch, `<wishd-player>` |
+//!
+//! Items are `pub(crate)` unless the binary, the load tool, the conformance runner or
+//! the tests use them, so the compiler points at dead code.
 //!
 //! Panic policy: input from the network never panics the server. Errors are values;
 //! a panic inside one session's str0m call is caught and drops that session only.
@@ -41,7 +43,6 @@ pub mod ingest;
 pub mod media;
 pub mod metrics;
 pub mod model;
-
 pub mod sdp;
 pub mod server;
 pub mod wire;

@@ -21,7 +21,7 @@ use crate::model::{EndReason, Role, SessionState};
 /// A histogram with fixed bucket bounds and atomic counts: `observe` is a search in a
 /// short constant array and three relaxed atomic adds.
 #[derive(Debug)]
-pub struct Histogram {
+pub(crate) struct Histogram {
     /// Upper bounds in integer units (nanoseconds, microseconds, parts per million).
     bounds: &'static [u64],
     /// Units per second (or per whole, for ratios), for rendering: dividing keeps
@@ -37,7 +37,7 @@ pub struct Histogram {
 /// 1-2.5-5 series, with steps of 50–250 µs from 100 µs to 2 ms and finer ones up to
 /// 25 ms: a quantile is interpolated inside its bucket, and the delay targets sit
 /// between 1 and 5 ms, where 1 → 2.5 ms alone would put a p99 anywhere in between.
-pub const LATENCY_BOUNDS_NS: &[u64] = &[
+pub(crate) const LATENCY_BOUNDS_NS: &[u64] = &[
     1_000,
     2_500,
     5_000,
@@ -73,18 +73,18 @@ pub const LATENCY_BOUNDS_NS: &[u64] = &[
     100_000_000,
 ];
 /// Round-trip time bounds, microseconds: 1 ms to 5 s.
-pub const RTT_BOUNDS_US: &[u64] = &[
+pub(crate) const RTT_BOUNDS_US: &[u64] = &[
     1_000, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 5_000_000,
 ];
 /// Loss fraction bounds, parts per million: 0 to 100 %.
-pub const LOSS_BOUNDS_PPM: &[u64] = &[
+pub(crate) const LOSS_BOUNDS_PPM: &[u64] = &[
     0, 1_000, 5_000, 10_000, 20_000, 50_000, 100_000, 250_000, 1_000_000,
 ];
 
 impl Histogram {
     /// A histogram over `bounds` (ascending, in units; `per` units make one second,
     /// or one whole).
-    pub fn new(bounds: &'static [u64], per: f64) -> Histogram {
+    pub(crate) fn new(bounds: &'static [u64], per: f64) -> Histogram {
         Histogram {
             bounds,
             per,
@@ -95,12 +95,12 @@ impl Histogram {
     }
 
     /// Forwarding latency in seconds, observed as nanoseconds.
-    pub fn latency() -> Histogram {
+    pub(crate) fn latency() -> Histogram {
         Histogram::new(LATENCY_BOUNDS_NS, 1e9)
     }
 
     /// Records one value in units.
-    pub fn observe_units(&self, v: u64) {
+    pub(crate) fn observe_units(&self, v: u64) {
         let i = self.bounds.partition_point(|&b| b < v);
         if let Some(c) = self.counts.get(i) {
             c.fetch_add(1, Ordering::Relaxed);
@@ -110,23 +110,23 @@ impl Histogram {
     }
 
     /// Records a duration in the histogram's unit.
-    pub fn observe_duration(&self, d: Duration) {
+    pub(crate) fn observe_duration(&self, d: Duration) {
         let units = d.as_secs_f64() * self.per;
         self.observe_units(units.min(u64::MAX as f64) as u64);
     }
 
     /// Number of observations.
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
     }
 
     /// Sum of observations, in the rendered unit (seconds or ratio).
-    pub fn sum(&self) -> f64 {
+    pub(crate) fn sum(&self) -> f64 {
         self.sum.load(Ordering::Relaxed) as f64 / self.per
     }
 
     /// Cumulative counts per upper bound (rendered unit), ending with +Inf.
-    pub fn cumulative(&self) -> Vec<(f64, u64)> {
+    pub(crate) fn cumulative(&self) -> Vec<(f64, u64)> {
         let mut acc = 0;
         let mut out = Vec::with_capacity(self.counts.len());
         for (i, c) in self.counts.iter().enumerate() {
@@ -166,13 +166,13 @@ impl Histogram {
 pub struct MediaHistograms {
     /// Source packet arrival to the hand-over to the socket for the last viewer of it
     /// on a worker, in seconds.
-    pub forward_latency: Histogram,
+    pub(crate) forward_latency: Histogram,
     /// Round-trip times reported by str0m per session, once a second, in seconds.
-    pub rtt: Histogram,
+    pub(crate) rtt: Histogram,
     /// Loss fractions reported by str0m per session, once a second.
-    pub loss: Histogram,
+    pub(crate) loss: Histogram,
     /// WHIP/WHEP POST: request handed to the handler to the 201 ready, in seconds.
-    pub session_setup: Histogram,
+    pub(crate) session_setup: Histogram,
 }
 
 impl Default for MediaHistograms {
@@ -196,14 +196,14 @@ pub struct SessionMetrics {
 
 impl SessionMetrics {
     /// A session of `role` was created, connecting.
-    pub fn created(&self, role: Role) {
+    pub(crate) fn created(&self, role: Role) {
         let k = role.index();
         self.created[k].fetch_add(1, Ordering::Relaxed);
         self.states[k][SessionState::Connecting as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// A session moved from one state to another.
-    pub fn moved(&self, role: Role, from: SessionState, to: SessionState) {
+    pub(crate) fn moved(&self, role: Role, from: SessionState, to: SessionState) {
         if from != to {
             let k = role.index();
             self.states[k][from as usize].fetch_sub(1, Ordering::Relaxed);
@@ -212,13 +212,13 @@ impl SessionMetrics {
     }
 
     /// A session in `state` ended for `reason`.
-    pub fn ended(&self, role: Role, state: SessionState, reason: EndReason) {
+    pub(crate) fn ended(&self, role: Role, state: SessionState, reason: EndReason) {
         self.states[role.index()][state as usize].fetch_sub(1, Ordering::Relaxed);
         self.ended[reason.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Sessions ever created of a role.
-    pub fn created_total(&self, role: Role) -> u64 {
+    pub(crate) fn created_total(&self, role: Role) -> u64 {
         self.created[role.index()].load(Ordering::Relaxed)
     }
 
@@ -228,14 +228,14 @@ impl SessionMetrics {
     }
 
     /// Sessions of a role now in a state.
-    pub fn in_state(&self, role: Role, state: SessionState) -> i64 {
+    pub(crate) fn in_state(&self, role: Role, state: SessionState) -> i64 {
         self.states[role.index()][state as usize].load(Ordering::Relaxed)
     }
 }
 
 /// The route label of an HTTP request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HttpRoute {
+pub(crate) enum HttpRoute {
     /// `/whip/{stream}`
     Whip,
     /// `/whip/{stream}/{session}`
@@ -265,23 +265,6 @@ impl HttpRoute {
         HttpRoute::Health,
         HttpRoute::Other,
     ];
-
-    /// The route of a request path.
-    pub fn of(path: &str) -> HttpRoute {
-        let mut parts = path.trim_start_matches('/').split('/');
-        let first = parts.next().unwrap_or_default();
-        let session = parts.nth(1).is_some_and(|s| !s.is_empty());
-        match first {
-            "whip" if session => HttpRoute::WhipSession,
-            "whip" => HttpRoute::Whip,
-            "whep" if session => HttpRoute::WhepSession,
-            "whep" => HttpRoute::Whep,
-            "api" => HttpRoute::Api,
-            "metrics" => HttpRoute::Metrics,
-            "healthz" | "readyz" => HttpRoute::Health,
-            _ => HttpRoute::Other,
-        }
-    }
 
     fn as_str(self) -> &'static str {
         match self {
@@ -320,7 +303,7 @@ pub struct HttpMetrics {
 
 /// Why a bearer token was refused, for `wishd_auth_failures_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthFailure {
+pub(crate) enum AuthFailure {
     /// No token where one is needed.
     Missing,
     /// A malformed `Authorization` header.
@@ -333,7 +316,7 @@ pub enum AuthFailure {
 
 impl HttpMetrics {
     /// Counts one answered request.
-    pub fn request(&self, route: HttpRoute, status: u16) {
+    pub(crate) fn request(&self, route: HttpRoute, status: u16) {
         let r = HttpRoute::ALL
             .iter()
             .position(|x| *x == route)
@@ -346,27 +329,14 @@ impl HttpMetrics {
     }
 
     /// Counts one refused credential.
-    pub fn auth_failure(&self, why: AuthFailure) {
+    pub(crate) fn auth_failure(&self, why: AuthFailure) {
         self.auth_failures[why as usize].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Requests answered on a route with a status so far.
-    pub fn requests(&self, route: HttpRoute, status: u16) -> u64 {
-        let r = HttpRoute::ALL
-            .iter()
-            .position(|x| *x == route)
-            .unwrap_or_default();
-        let s = STATUSES
-            .iter()
-            .position(|x| *x == status)
-            .unwrap_or(STATUSES.len());
-        self.requests[r][s].load(Ordering::Relaxed)
     }
 }
 
 /// Writes Prometheus exposition text: a small builder that emits `# HELP`/`# TYPE`
 /// once per metric family.
-pub struct Exposition {
+pub(crate) struct Exposition {
     out: String,
 }
 
@@ -378,20 +348,25 @@ impl Default for Exposition {
 
 impl Exposition {
     /// An empty page.
-    pub fn new() -> Exposition {
+    pub(crate) fn new() -> Exposition {
         Exposition {
             out: String::with_capacity(16 * 1024),
         }
     }
 
     /// Starts a family.
-    pub fn family(&mut self, name: &str, kind: &str, help: &str) -> &mut Self {
+    pub(crate) fn family(&mut self, name: &str, kind: &str, help: &str) -> &mut Self {
         let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         self
     }
 
     /// One sample; `labels` is `key="value",...` or empty.
-    pub fn sample(&mut self, name: &str, labels: &str, value: impl std::fmt::Display) -> &mut Self {
+    pub(crate) fn sample(
+        &mut self,
+        name: &str,
+        labels: &str,
+        value: impl std::fmt::Display,
+    ) -> &mut Self {
         if labels.is_empty() {
             let _ = writeln!(self.out, "{name} {value}");
         } else {
@@ -401,7 +376,7 @@ impl Exposition {
     }
 
     /// A family with one unlabelled sample.
-    pub fn single(
+    pub(crate) fn single(
         &mut self,
         name: &str,
         kind: &str,
@@ -412,19 +387,19 @@ impl Exposition {
     }
 
     /// A histogram family.
-    pub fn histogram(&mut self, name: &str, help: &str, h: &Histogram) -> &mut Self {
+    pub(crate) fn histogram(&mut self, name: &str, help: &str, h: &Histogram) -> &mut Self {
         h.render(&mut self.out, name, help, "");
         self
     }
 
     /// The page.
-    pub fn finish(self) -> String {
+    pub(crate) fn finish(self) -> String {
         self.out
     }
 }
 
 /// Renders the HTTP counters.
-pub fn render_http(e: &mut Exposition, http: &HttpMetrics) {
+pub(crate) fn render_http(e: &mut Exposition, http: &HttpMetrics) {
     e.family(
         "wishd_http_requests_total",
         "counter",
@@ -461,7 +436,7 @@ pub fn render_http(e: &mut Exposition, http: &HttpMetrics) {
 }
 
 /// Renders the session gauges and counters.
-pub fn render_sessions(e: &mut Exposition, s: &SessionMetrics) {
+pub(crate) fn render_sessions(e: &mut Exposition, s: &SessionMetrics) {
     e.family(
         "wishd_sessions",
         "gauge",
@@ -584,15 +559,5 @@ mod tests {
         );
         assert!(text.contains("x_seconds_bucket{le=\"+Inf\"} 1"));
         assert!(text.contains("x_seconds_count 1"));
-    }
-
-    #[test]
-    fn routes_are_labelled_by_shape_not_by_name() {
-        assert_eq!(HttpRoute::of("/whip/cam"), HttpRoute::Whip);
-        assert_eq!(HttpRoute::of("/whip/cam/"), HttpRoute::Whip);
-        assert_eq!(HttpRoute::of("/whep/cam/abc"), HttpRoute::WhepSession);
-        assert_eq!(HttpRoute::of("/api/streams"), HttpRoute::Api);
-        assert_eq!(HttpRoute::of("/readyz"), HttpRoute::Health);
-        assert_eq!(HttpRoute::of("/favicon.ico"), HttpRoute::Other);
     }
 }

@@ -23,7 +23,7 @@ use crate::http::ratelimit::RateLimiter;
 use crate::http::serve::{accept_loop, bind_listener, reload_on_sighup};
 use crate::http::tls::{self, CertResolver, TlsError};
 use crate::ingest::{self, RtpIngest};
-use crate::media::{Media, MediaCounters, WorkerStats};
+use crate::media::{Media, MediaCounters};
 use crate::model::{EndReason, Role};
 
 /// How long shutdown waits for HTTP connections and workers before giving up.
@@ -65,7 +65,6 @@ pub enum StartError {
 pub struct Server {
     http_addr: Option<SocketAddr>,
     https_addr: Option<SocketAddr>,
-    tls: Option<Arc<CertResolver>>,
     media: Arc<Media>,
     directory: Arc<Directory>,
     stop: watch::Sender<bool>,
@@ -284,7 +283,7 @@ impl Server {
             }
             None => None,
         };
-        let (https_addr, tls) = match https {
+        let https_addr = match https {
             Some((l, addr, acceptor, resolver)) => {
                 tasks.push(tokio::spawn(accept_loop(
                     l,
@@ -306,9 +305,9 @@ impl Server {
                     ))),
                     Err(e) => warn!("cannot listen for SIGHUP, certificate reload is off: {e}"),
                 }
-                (Some(addr), Some(resolver))
+                Some(addr)
             }
-            None => (None, None),
+            None => None,
         };
         for (w, t) in media.workers().iter().zip(&workers) {
             let what = format!("media worker {} (UDP {})", w.index, w.bound);
@@ -323,7 +322,6 @@ impl Server {
         let server = Server {
             http_addr,
             https_addr,
-            tls,
             media,
             directory,
             stop,
@@ -416,14 +414,6 @@ impl Server {
         self.https_addr
     }
 
-    /// Reloads the HTTPS certificate and key from their files (what SIGHUP does).
-    pub fn reload_tls(&self) -> Result<(), TlsError> {
-        match &self.tls {
-            Some(r) => r.reload(),
-            None => Ok(()),
-        }
-    }
-
     /// The bound plain-HTTP address; the HTTPS one when plain HTTP is off.
     pub fn http_addr(&self) -> SocketAddr {
         match (self.http_addr, self.https_addr) {
@@ -466,11 +456,6 @@ impl Server {
     /// The stream and session directory.
     pub fn directory(&self) -> &Arc<Directory> {
         &self.directory
-    }
-
-    /// Per-worker internals.
-    pub async fn worker_stats(&self) -> Vec<WorkerStats> {
-        self.media.worker_stats().await
     }
 
     /// Counts of everything that must go back to zero when no session is left.

@@ -22,7 +22,7 @@ use crate::model::Role;
 
 /// A refused authorization. The messages never contain the token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
+pub(crate) enum AuthError {
     /// No credentials where a token is required (401, no error code).
     #[error("a bearer token is required")]
     Missing,
@@ -44,7 +44,7 @@ pub enum AuthError {
 
 impl AuthError {
     /// The RFC 6750 `error` code, if this error has one (a missing token has none).
-    pub fn bearer_error(&self) -> Option<&'static str> {
+    pub(crate) fn bearer_error(&self) -> Option<&'static str> {
         match self {
             AuthError::Missing => None,
             AuthError::Malformed(_) => Some("invalid_request"),
@@ -74,7 +74,7 @@ pub enum AuthSetupError {
 
 /// Parses an `Authorization` header value into its bearer token (RFC 6750 §2.1).
 /// The scheme is case-insensitive; the token must be a `b64token` (token68).
-pub fn parse_authorization(value: &[u8]) -> Result<&str, AuthError> {
+pub(crate) fn parse_authorization(value: &[u8]) -> Result<&str, AuthError> {
     let value = std::str::from_utf8(value).map_err(|_| AuthError::Malformed("not ASCII"))?;
     let (scheme, token) = value
         .split_once(' ')
@@ -101,7 +101,7 @@ pub fn parse_authorization(value: &[u8]) -> Result<&str, AuthError> {
 
 /// Glob match of a stream name: `*` is any run of characters (also empty), `?` is one
 /// character; everything else matches itself.
-pub fn glob_match(pattern: &str, name: &str) -> bool {
+pub(crate) fn glob_match(pattern: &str, name: &str) -> bool {
     let p = pattern.as_bytes();
     let n = name.as_bytes();
     let (mut pi, mut ni) = (0, 0);
@@ -126,16 +126,16 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
 
 /// What a token allows: actions on streams matching any of its patterns.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rights {
+pub(crate) struct Rights {
     /// Stream names or globs.
-    pub streams: Vec<String>,
+    pub(crate) streams: Vec<String>,
     /// Allowed actions.
-    pub actions: Vec<Role>,
+    pub(crate) actions: Vec<Role>,
 }
 
 impl Rights {
     /// Whether `action` on `stream` is allowed.
-    pub fn allows(&self, action: Role, stream: &str) -> bool {
+    pub(crate) fn allows(&self, action: Role, stream: &str) -> bool {
         self.actions.contains(&action) && self.streams.iter().any(|p| glob_match(p, stream))
     }
 }
@@ -143,7 +143,7 @@ impl Rights {
 /// How a session was authorized: kept with the session to check later requests on it
 /// (DELETE now, PATCH later). Holds rights, never the token.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Grant {
+pub(crate) enum Grant {
     /// Created under an open policy: the session URL is the only capability.
     #[default]
     Open,
@@ -172,33 +172,33 @@ struct Jwt {
 /// The token claims wishd reads. `exp` is required by the validation; `nbf` is
 /// honoured when present.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct Claims {
+pub(crate) struct Claims {
     /// Expiry, seconds since the epoch.
-    pub exp: u64,
+    pub(crate) exp: u64,
     /// Not before, seconds since the epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nbf: Option<u64>,
+    pub(crate) nbf: Option<u64>,
     /// Issued at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iat: Option<u64>,
+    pub(crate) iat: Option<u64>,
     /// Issuer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iss: Option<String>,
+    pub(crate) iss: Option<String>,
     /// Audience.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+    pub(crate) aud: Option<String>,
     /// The stream names or globs the token grants: one string or a list.
     #[serde(default)]
-    pub streams: OneOrMany<String>,
+    pub(crate) streams: OneOrMany<String>,
     /// The actions the token grants: `publish`, `play`, or a list of them.
     #[serde(default)]
-    pub actions: OneOrMany<Role>,
+    pub(crate) actions: OneOrMany<Role>,
 }
 
 /// A claim that is either one value or a list of them.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(untagged)]
-pub enum OneOrMany<T> {
+pub(crate) enum OneOrMany<T> {
     /// One value.
     One(T),
     /// A list.
@@ -221,7 +221,7 @@ impl<T> OneOrMany<T> {
 }
 
 /// Decides who may do what. Built once at start from [`AuthConfig`].
-pub struct Authenticator {
+pub(crate) struct Authenticator {
     publish: Policy,
     play: Policy,
     query_token: bool,
@@ -242,7 +242,7 @@ impl fmt::Debug for Authenticator {
 }
 
 /// Reads a file: [`std::fs::read`] in the server, anything in tests.
-pub type ReadFile<'a> = &'a dyn Fn(&Path) -> std::io::Result<Vec<u8>>;
+pub(crate) type ReadFile<'a> = &'a dyn Fn(&Path) -> std::io::Result<Vec<u8>>;
 
 fn read_text(
     read: ReadFile<'_>,
@@ -348,7 +348,10 @@ fn decoding_key(alg: Algorithm, pem: &[u8]) -> Result<DecodingKey, AuthSetupErro
 
 impl Authenticator {
     /// Builds the authenticator, reading token and key files through `read`.
-    pub fn new(config: &AuthConfig, read: ReadFile<'_>) -> Result<Authenticator, AuthSetupError> {
+    pub(crate) fn new(
+        config: &AuthConfig,
+        read: ReadFile<'_>,
+    ) -> Result<Authenticator, AuthSetupError> {
         let mut statics = Vec::new();
         for (n, t) in config.tokens.iter().enumerate() {
             let value = match (&t.token, &t.token_file) {
@@ -412,7 +415,7 @@ impl Authenticator {
     }
 
     /// The policy of an action.
-    pub fn policy(&self, action: Role) -> Policy {
+    pub(crate) fn policy(&self, action: Role) -> Policy {
         match action {
             Role::Publisher => self.publish,
             Role::Viewer => self.play,
@@ -420,12 +423,12 @@ impl Authenticator {
     }
 
     /// Whether a `?token=` query parameter is accepted.
-    pub fn query_token(&self) -> bool {
+    pub(crate) fn query_token(&self) -> bool {
         self.query_token
     }
 
     /// Whether some static token or a JWT key can authorize `action`.
-    pub fn has_credentials_for(&self, action: Role) -> bool {
+    pub(crate) fn has_credentials_for(&self, action: Role) -> bool {
         self.jwt.is_some()
             || self
                 .statics
@@ -434,7 +437,7 @@ impl Authenticator {
     }
 
     /// The rights of a presented token, or why it is not valid.
-    pub fn validate(&self, token: &str) -> Result<Arc<Rights>, AuthError> {
+    pub(crate) fn validate(&self, token: &str) -> Result<Arc<Rights>, AuthError> {
         let digest = sha256(token.as_bytes());
         let mut found: Option<&Arc<Rights>> = None;
         for s in &self.statics {
@@ -462,7 +465,7 @@ impl Authenticator {
     }
 
     /// Authorizes a new session: `action` on `stream` with an optional bearer token.
-    pub fn authorize(
+    pub(crate) fn authorize(
         &self,
         action: Role,
         stream: &str,
@@ -483,7 +486,7 @@ impl Authenticator {
     /// Authorizes a request on an existing session (DELETE, later PATCH): the session's
     /// own grant decides. A session created with a token needs a token that has the
     /// right to the same action on the same stream; another stream's token is refused.
-    pub fn authorize_session(
+    pub(crate) fn authorize_session(
         &self,
         grant: &Grant,
         action: Role,
@@ -589,7 +592,7 @@ impl MintKey {
 }
 
 /// A random token of 32 URL-safe characters (about 190 bits).
-pub fn random_token() -> String {
+pub(crate) fn random_token() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     (0..32)
         .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)

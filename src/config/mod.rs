@@ -175,9 +175,9 @@ pub struct Config {
     /// A duration, or `"auto"`: none while the worker is idle, growing with its load
     /// to 20 ms. Default 0 (each source packet is written as soon as it arrives).
     pub forward_hold: ForwardHold,
-    /// How forwarded RTP leaves for viewers: `direct` (wishd builds, protects and
-    /// sends it, answers NACKs and writes the sender reports) or `str0m` (str0m's own
-    /// per-viewer send path, the one before the seventh session). Default `direct`.
+    /// How forwarded RTP leaves for viewers. Only `direct` (wishd builds, protects
+    /// and sends it, answers NACKs and writes the sender reports); the key is kept so
+    /// that configs naming it still load.
     pub egress: Egress,
     /// Seconds a WHEP client is told to wait (`Retry-After`) when the stream has no
     /// source yet. Default 2.
@@ -374,8 +374,6 @@ pub enum Egress {
     /// in batches, NACKs answered from a shared-payload history, sender reports.
     #[default]
     Direct,
-    /// str0m's per-viewer send path (its packet queue, history and reports).
-    Str0m,
 }
 
 /// One RTP ingest entry: a stream fed by plain RTP over UDP. Give either `sdp` (a file

@@ -267,7 +267,7 @@ fn maximal() -> Config {
         keyframe_request_interval: d.keyframe_request_interval,
         forward_max_delay: d.forward_max_delay,
         forward_hold: ForwardHold::Fixed(Duration::from_millis(5)),
-        egress: Egress::Str0m,
+        egress: Egress::Direct,
         retry_after_secs: d.retry_after_secs,
         rtp: vec![RtpEntry {
             stream: "cam".into(),
@@ -354,6 +354,15 @@ fn the_example_file_names_every_key() {
         "keys missing from wishd.example.toml: {missing:?}"
     );
     assert!(all.len() > 50, "the walk found the keys: {all:?}");
+}
+
+#[test]
+fn the_removed_str0m_egress_is_refused_and_direct_still_loads() {
+    let e = Config::from_toml("egress = \"str0m\"\n").unwrap_err();
+    assert!(e.to_string().contains("egress"), "{e}");
+    assert!(e.to_string().contains("direct"), "{e}");
+    let c = Config::from_toml("egress = \"direct\"\n").unwrap();
+    assert_eq!(c.egress, Egress::Direct);
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use str0m::media::{MediaKind, Mid};
+use str0m::media::MediaKind;
 
 use super::pacer::Pacer;
 use super::packet::{Forward, SourcePacket, ViewerId, ViewerTrack};
@@ -15,21 +15,21 @@ use super::rewriter::{Drop, TrackRewriter, epoch_is_older, make_forward};
 
 /// Counters of a [`Fanout`], since it was created.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FanoutStats {
+pub(crate) struct FanoutStats {
     /// Packets handed to viewers (one per viewer track).
-    pub forwarded: u64,
+    pub(crate) forwarded: u64,
     /// Packets dropped because the viewer track has no mapping for their payload type.
-    pub dropped_no_pt: u64,
+    pub(crate) dropped_no_pt: u64,
     /// Video packets dropped because the viewer track waits for a keyframe.
-    pub dropped_waiting_keyframe: u64,
+    pub(crate) dropped_waiting_keyframe: u64,
     /// Packets dropped as too old: older than the first forwarded packet of their
     /// epoch, or from an epoch older than the one the viewer already follows.
-    pub dropped_too_old: u64,
+    pub(crate) dropped_too_old: u64,
 }
 
 /// What [`Fanout::resync_viewer`] did with a viewer's keyframe request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Resync {
+pub(crate) enum Resync {
     /// The cached group goes to the viewer again (this many packets, paced).
     Replayed(usize),
     /// Too soon after the last one, or one is still going out: nothing sent.
@@ -64,7 +64,7 @@ struct StreamViewers {
 
 /// Per-worker fan-out: viewers grouped by stream name, with per-viewer rewriting state.
 #[derive(Debug, Default)]
-pub struct Fanout {
+pub(crate) struct Fanout {
     streams: HashMap<String, StreamViewers>,
     /// Viewer -> stream it watches.
     index: HashMap<ViewerId, String>,
@@ -75,7 +75,7 @@ pub struct Fanout {
 
 impl Fanout {
     /// An empty fan-out.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
@@ -85,7 +85,7 @@ impl Fanout {
     /// The caller is expected to ask right away, so `now` counts as the time a
     /// keyframe was last asked for this stream (see [`keyframes_wanted`](Self::keyframes_wanted)).
     /// A viewer id that is already known is replaced (and may move to another stream).
-    pub fn add_viewer(
+    pub(crate) fn add_viewer(
         &mut self,
         stream: &str,
         viewer: ViewerId,
@@ -115,7 +115,7 @@ impl Fanout {
     /// from the cached keyframe into the live stream.
     ///
     /// Returns true when the viewer still waits for a video keyframe (no usable prefix).
-    pub fn add_viewer_with_prefix(
+    pub(crate) fn add_viewer_with_prefix(
         &mut self,
         stream: &str,
         viewer: ViewerId,
@@ -163,7 +163,7 @@ impl Fanout {
     /// (see `TrackRewriter::replay`), and its live video continues from there. At most
     /// once per `min_interval` per viewer, and not while an earlier burst is still
     /// going out.
-    pub fn resync_viewer(
+    pub(crate) fn resync_viewer(
         &mut self,
         viewer: ViewerId,
         group: &[Arc<SourcePacket>],
@@ -215,7 +215,7 @@ impl Fanout {
     }
 
     /// Removes a viewer; returns the stream it watched if it was known.
-    pub fn remove_viewer(&mut self, viewer: ViewerId) -> Option<String> {
+    pub(crate) fn remove_viewer(&mut self, viewer: ViewerId) -> Option<String> {
         self.pacer.remove_viewer(viewer);
         let stream = self.index.remove(&viewer)?;
         if let Some(entry) = self.streams.get_mut(&stream) {
@@ -228,30 +228,33 @@ impl Fanout {
     }
 
     /// Number of viewers of a stream on this worker.
-    pub fn viewer_count(&self, stream: &str) -> usize {
+    pub(crate) fn viewer_count(&self, stream: &str) -> usize {
         self.streams.get(stream).map_or(0, |s| s.viewers.len())
     }
 
     /// Total viewers.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.index.len()
     }
 
+    #[cfg(test)]
     /// True when there is no viewer at all.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.index.is_empty()
     }
 
+    #[cfg(test)]
     /// Viewers of a stream (for closing them when the stream ends).
-    pub fn viewers_of(&self, stream: &str) -> Vec<ViewerId> {
+    pub(crate) fn viewers_of(&self, stream: &str) -> Vec<ViewerId> {
         self.streams
             .get(stream)
             .map(|s| s.viewers.iter().map(|v| v.id).collect())
             .unwrap_or_default()
     }
 
+    #[cfg(test)]
     /// The outgoing m-lines of a viewer, with their kinds.
-    pub fn viewer_mids(&self, viewer: ViewerId) -> Vec<(MediaKind, Mid)> {
+    pub(crate) fn viewer_mids(&self, viewer: ViewerId) -> Vec<(MediaKind, str0m::media::Mid)> {
         self.index
             .get(&viewer)
             .and_then(|stream| self.streams.get(stream))
@@ -271,7 +274,7 @@ impl Fanout {
     /// A packet goes to the first track of each viewer whose kind matches; viewers
     /// without such a track are skipped (not counted as a drop). No allocation
     /// happens here besides the growth of `out`.
-    pub fn forward(&mut self, stream: &str, pkt: &SourcePacket, out: &mut Vec<Forward>) {
+    pub(crate) fn forward(&mut self, stream: &str, pkt: &SourcePacket, out: &mut Vec<Forward>) {
         let Some(entry) = self.streams.get_mut(stream) else {
             return;
         };
@@ -298,26 +301,27 @@ impl Fanout {
     }
 
     /// Appends to `out` the paced packets whose turn has come by `now`.
-    pub fn poll_paced(&mut self, now: Instant, out: &mut Vec<Forward>) {
+    pub(crate) fn poll_paced(&mut self, now: Instant, out: &mut Vec<Forward>) {
         if !self.pacer.is_idle() {
             self.pacer.poll(now, out);
         }
     }
 
     /// When [`poll_paced`](Self::poll_paced) has something to release next.
-    pub fn paced_timeout(&self) -> Option<Instant> {
+    pub(crate) fn paced_timeout(&self) -> Option<Instant> {
         self.pacer.poll_timeout()
     }
 
+    #[cfg(test)]
     /// Packets waiting in the pacer, over all viewers.
-    pub fn paced_len(&self) -> usize {
+    pub(crate) fn paced_len(&self) -> usize {
         self.pacer.queued_len()
     }
 
     /// Streams where at least one video viewer still waits for a keyframe and this
     /// Fanout has not asked for one in the last `retry` (so a lost PLI is retried).
     /// Marks them as asked at `now`.
-    pub fn keyframes_wanted(&mut self, now: Instant, retry: Duration) -> Vec<String> {
+    pub(crate) fn keyframes_wanted(&mut self, now: Instant, retry: Duration) -> Vec<String> {
         let mut wanted = Vec::new();
         for (name, entry) in &mut self.streams {
             if !entry.viewers.iter().any(Viewer::waits_for_keyframe) {
@@ -337,7 +341,7 @@ impl Fanout {
 
     /// Counters: packets forwarded, dropped because no PT mapping, dropped while
     /// waiting for a keyframe, dropped as too old.
-    pub fn stats(&self) -> FanoutStats {
+    pub(crate) fn stats(&self) -> FanoutStats {
         self.stats
     }
 }

@@ -19,11 +19,11 @@ use std::time::{Duration, Instant};
 /// Below this busy fraction the hold is zero.
 pub const LOAD_LOW: f64 = 0.3;
 /// At and above this busy fraction the hold is at its maximum.
-pub const LOAD_HIGH: f64 = 0.7;
+pub(crate) const LOAD_HIGH: f64 = 0.7;
 /// The load is measured over windows this long.
-pub const WINDOW: Duration = Duration::from_millis(250);
+pub(crate) const WINDOW: Duration = Duration::from_millis(250);
 /// The maximum of `forward_hold = "auto"`.
-pub const AUTO_MAX: Duration = Duration::from_millis(20);
+pub(crate) const AUTO_MAX: Duration = Duration::from_millis(20);
 
 /// A worker's hold, fixed or following its load.
 #[derive(Debug, Clone)]
@@ -39,7 +39,7 @@ pub struct HoldControl {
 
 impl HoldControl {
     /// Always `hold` (zero: forwards are written as soon as they are made).
-    pub fn fixed(hold: Duration) -> HoldControl {
+    pub(crate) fn fixed(hold: Duration) -> HoldControl {
         HoldControl {
             max: hold,
             follows_load: false,
@@ -51,7 +51,7 @@ impl HoldControl {
     }
 
     /// Zero while the worker is idle enough, up to `max` when it is busy.
-    pub fn following_load(max: Duration) -> HoldControl {
+    pub(crate) fn following_load(max: Duration) -> HoldControl {
         HoldControl {
             follows_load: true,
             hold: Duration::ZERO,
@@ -65,13 +65,13 @@ impl HoldControl {
     }
 
     /// The smoothed busy fraction, 0 to 1.
-    pub fn load(&self) -> f64 {
+    pub(crate) fn load(&self) -> f64 {
         self.load
     }
 
     /// The worker was busy from `start` to `end` (handling datagrams, messages,
     /// timers, writing forwards).
-    pub fn busy(&mut self, start: Instant, end: Instant) {
+    pub(crate) fn busy(&mut self, start: Instant, end: Instant) {
         self.busy += end.saturating_duration_since(start);
         let window_start = *self.window_start.get_or_insert(start);
         let elapsed = end.saturating_duration_since(window_start);

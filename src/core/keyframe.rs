@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 /// [`request`](Self::request) or [`handle_timeout`](Self::handle_timeout) returns true,
 /// and calls `handle_timeout` at [`poll_timeout`](Self::poll_timeout).
 #[derive(Debug, Clone)]
-pub struct KeyframeLimiter {
+pub(crate) struct KeyframeLimiter {
     min_interval: Duration,
     last_sent: Option<Instant>,
     pending: bool,
@@ -25,7 +25,7 @@ pub struct KeyframeLimiter {
 
 impl KeyframeLimiter {
     /// A limiter that sends at most one request per `min_interval`.
-    pub fn new(min_interval: Duration) -> Self {
+    pub(crate) fn new(min_interval: Duration) -> Self {
         Self {
             min_interval,
             last_sent: None,
@@ -40,7 +40,7 @@ impl KeyframeLimiter {
     /// The first request is sent at once; requests within `min_interval` of the last
     /// one sent are coalesced into a single request sent when the interval ends (see
     /// [`poll_timeout`](Self::poll_timeout) / [`handle_timeout`](Self::handle_timeout)).
-    pub fn request(&mut self, now: Instant) -> bool {
+    pub(crate) fn request(&mut self, now: Instant) -> bool {
         if self.interval_over(now) {
             // Also covers a pending request whose timeout the owner has not
             // handled yet: this send satisfies it.
@@ -54,12 +54,12 @@ impl KeyframeLimiter {
     }
 
     /// A keyframe arrived from the source: a pending (coalesced) request is no longer needed.
-    pub fn keyframe_received(&mut self, _now: Instant) {
+    pub(crate) fn keyframe_received(&mut self, _now: Instant) {
         self.pending = false;
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must be called next, if a request is pending.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         // A request only becomes pending after one was sent, so `last_sent` is set.
         self.last_sent
             .filter(|_| self.pending)
@@ -67,7 +67,7 @@ impl KeyframeLimiter {
     }
 
     /// Returns true when the pending request must be sent now.
-    pub fn handle_timeout(&mut self, now: Instant) -> bool {
+    pub(crate) fn handle_timeout(&mut self, now: Instant) -> bool {
         if self.pending && self.interval_over(now) {
             self.pending = false;
             self.send(now);
@@ -76,14 +76,16 @@ impl KeyframeLimiter {
         false
     }
 
+    #[cfg(test)]
     /// Requests sent upstream so far.
-    pub fn sent_count(&self) -> u64 {
+    pub(crate) fn sent_count(&self) -> u64 {
         self.sent
     }
 
+    #[cfg(test)]
     /// Requests that were not sent at once but folded into a pending request
     /// (whether that one was later sent or cancelled by a keyframe).
-    pub fn coalesced_count(&self) -> u64 {
+    pub(crate) fn coalesced_count(&self) -> u64 {
         self.coalesced
     }
 

@@ -27,20 +27,20 @@ use crate::wire::h264::{NAL_PPS, NAL_SPS, NAL_STAP_A, nal_units};
 
 /// The bound of a stream's keyframe cache: a group of pictures of a few seconds at
 /// several Mbit/s; a bigger one empties the cache until the next keyframe.
-pub const CACHE_BYTES: usize = 2 * 1024 * 1024;
+pub(crate) const CACHE_BYTES: usize = 2 * 1024 * 1024;
 
 /// Bounded cache of the last group of pictures of one video source.
 #[derive(Debug, Clone, Default)]
-pub struct KeyframeCache {
+pub(crate) struct KeyframeCache {
     codec: Option<CodecKind>,
     limit: usize,
     packets: Vec<Arc<SourcePacket>>,
     bytes: usize,
     sets: H264ParameterSets,
     /// Parameter-set packets put in front of IDRs so far.
-    pub injected: u64,
+    pub(crate) injected: u64,
     /// Groups dropped for being over the bound.
-    pub overflows: u64,
+    pub(crate) overflows: u64,
     /// A silence of the source this long makes the group stale (None: never).
     stale_after: Option<Duration>,
 }
@@ -48,7 +48,7 @@ pub struct KeyframeCache {
 impl KeyframeCache {
     /// A cache for a source of `codec`, holding at most `limit` payload bytes. A limit
     /// of 0 keeps nothing.
-    pub fn new(codec: CodecKind, limit: usize) -> Self {
+    pub(crate) fn new(codec: CodecKind, limit: usize) -> Self {
         Self {
             codec: Some(codec),
             limit,
@@ -58,7 +58,7 @@ impl KeyframeCache {
 
     /// The cache gives nothing once the source has been silent for `silence`, and
     /// starts over at the next keyframe after it (see the module doc).
-    pub fn stale_after(mut self, silence: Duration) -> Self {
+    pub(crate) fn stale_after(mut self, silence: Duration) -> Self {
         self.stale_after = Some(silence);
         self
     }
@@ -72,38 +72,34 @@ impl KeyframeCache {
     }
 
     /// Takes the H.264 parameter sets of an fmtp's `sprop-parameter-sets`.
-    pub fn set_sprop(&mut self, fmtp: &str) {
+    pub(crate) fn set_sprop(&mut self, fmtp: &str) {
         self.sets.set_sprop(fmtp);
     }
 
+    #[cfg(test)]
     /// True when the cache holds a keyframe to start a viewer from.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         !self.packets.is_empty()
     }
 
     /// The packets a new viewer starts with at `now` (shared, not copied): none once
     /// the group is stale.
-    pub fn snapshot(&self, now: Instant) -> Vec<Arc<SourcePacket>> {
+    pub(crate) fn snapshot(&self, now: Instant) -> Vec<Arc<SourcePacket>> {
         if self.is_stale_at(now) {
             return Vec::new();
         }
         self.packets.clone()
     }
 
-    /// Payload bytes held.
-    pub fn bytes(&self) -> usize {
-        self.bytes
-    }
-
     /// Empties the cache until the next keyframe (the source went silent: a viewer
     /// joining now must not start from a stale picture). Parameter sets are kept.
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.packets.clear();
         self.bytes = 0;
     }
 
     /// Adds a video packet of the source (in arrival order).
-    pub fn push(&mut self, pkt: &Arc<SourcePacket>) {
+    pub(crate) fn push(&mut self, pkt: &Arc<SourcePacket>) {
         let h264 = self.codec == Some(CodecKind::H264);
         let has_sps = h264 && self.sets.learn(&pkt.payload);
         if self.limit == 0 {
@@ -145,14 +141,14 @@ impl KeyframeCache {
 /// stream (single NAL units or inside STAP-A) and from `sprop-parameter-sets`, and
 /// put as one STAP-A in front of an IDR that lacks them.
 #[derive(Debug, Clone, Default)]
-pub struct H264ParameterSets {
+pub(crate) struct H264ParameterSets {
     sps: Option<Vec<u8>>,
     pps: Option<Vec<u8>>,
 }
 
 impl H264ParameterSets {
     /// Takes the parameter sets of an fmtp's `sprop-parameter-sets`.
-    pub fn set_sprop(&mut self, fmtp: &str) {
+    pub(crate) fn set_sprop(&mut self, fmtp: &str) {
         let Some(value) = fmtp.split(';').find_map(|p| {
             let (k, v) = p.split_once('=')?;
             k.trim()
@@ -167,7 +163,7 @@ impl H264ParameterSets {
     }
 
     /// True once both an SPS and a PPS are known.
-    pub fn is_known(&self) -> bool {
+    pub(crate) fn is_known(&self) -> bool {
         self.sps.is_some() && self.pps.is_some()
     }
 
@@ -181,7 +177,7 @@ impl H264ParameterSets {
 
     /// Remembers the parameter sets in an H.264 RTP payload; returns true if it
     /// carries an SPS.
-    pub fn learn(&mut self, payload: &[u8]) -> bool {
+    pub(crate) fn learn(&mut self, payload: &[u8]) -> bool {
         let mut has_sps = false;
         for nal in nal_units(payload).filter(|n| n.whole) {
             has_sps |= nal.kind == NAL_SPS;
@@ -192,7 +188,7 @@ impl H264ParameterSets {
 
     /// A STAP-A packet with the SPS and PPS, to go just before `idr`: numbered one
     /// below it, with its timestamp and times. None until both are known.
-    pub fn packet_before(&self, idr: &SourcePacket) -> Option<SourcePacket> {
+    pub(crate) fn packet_before(&self, idr: &SourcePacket) -> Option<SourcePacket> {
         let (sps, pps) = (self.sps.as_ref()?, self.pps.as_ref()?);
         let mut p = Vec::with_capacity(sps.len() + pps.len() + 5);
         // STAP-A header: F=0, NRI of the SPS, type 24.

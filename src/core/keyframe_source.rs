@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 
 /// How long a source may take to answer a keyframe request before its viewers are
 /// started from the cache instead.
-pub const ANSWER_WITHIN: Duration = Duration::from_secs(1);
+pub(crate) const ANSWER_WITHIN: Duration = Duration::from_secs(1);
 
 /// Where a joining viewer's first keyframe comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyframeMode {
+pub(crate) enum KeyframeMode {
     /// Ask the source (PLI/FIR) when a viewer joins.
     Request,
     /// Start viewers from the cached last keyframe and what followed it.
@@ -31,7 +31,7 @@ pub enum KeyframeMode {
 
 /// Why a source uses the cache (for logs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheReason {
+pub(crate) enum CacheReason {
     /// Its offer advertised neither PLI nor FIR.
     CannotBeAsked,
     /// It left a keyframe request unanswered for [`ANSWER_WITHIN`].
@@ -40,7 +40,7 @@ pub enum CacheReason {
 
 /// The keyframe-start decision for one source.
 #[derive(Debug, Clone)]
-pub struct KeyframeSource {
+pub(crate) struct KeyframeSource {
     mode: KeyframeMode,
     reason: Option<CacheReason>,
     answer_within: Duration,
@@ -50,12 +50,12 @@ pub struct KeyframeSource {
 impl KeyframeSource {
     /// The decision for a source whose offer does (`can_be_asked`) or does not
     /// advertise a keyframe request (`rtcp-fb pli` or `ccm fir` on its video).
-    pub fn from_offer(can_be_asked: bool) -> Self {
+    pub(crate) fn from_offer(can_be_asked: bool) -> Self {
         Self::with_answer_time(can_be_asked, ANSWER_WITHIN)
     }
 
     /// Like [`from_offer`](Self::from_offer) with another answer time.
-    pub fn with_answer_time(can_be_asked: bool, answer_within: Duration) -> Self {
+    pub(crate) fn with_answer_time(can_be_asked: bool, answer_within: Duration) -> Self {
         KeyframeSource {
             mode: if can_be_asked {
                 KeyframeMode::Request
@@ -69,35 +69,36 @@ impl KeyframeSource {
     }
 
     /// The current mode.
-    pub fn mode(&self) -> KeyframeMode {
+    pub(crate) fn mode(&self) -> KeyframeMode {
         self.mode
     }
 
+    #[cfg(test)]
     /// Why the source uses the cache, if it does.
-    pub fn cache_reason(&self) -> Option<CacheReason> {
+    pub(crate) fn cache_reason(&self) -> Option<CacheReason> {
         self.reason
     }
 
     /// A keyframe request (PLI/FIR) was sent to the source.
-    pub fn request_sent(&mut self, now: Instant) {
+    pub(crate) fn request_sent(&mut self, now: Instant) {
         if self.mode == KeyframeMode::Request {
             self.oldest_open_request.get_or_insert(now);
         }
     }
 
     /// A keyframe arrived from the source: it answers every open request.
-    pub fn keyframe_received(&mut self, _now: Instant) {
+    pub(crate) fn keyframe_received(&mut self, _now: Instant) {
         self.oldest_open_request = None;
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must run next, if a request is open.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         self.oldest_open_request
             .and_then(|t| t.checked_add(self.answer_within))
     }
 
     /// Returns true when the source has just been moved to the cache (once).
-    pub fn handle_timeout(&mut self, now: Instant) -> bool {
+    pub(crate) fn handle_timeout(&mut self, now: Instant) -> bool {
         let Some(deadline) = self.poll_timeout() else {
             return false;
         };

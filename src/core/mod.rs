@@ -1,4 +1,24 @@
-//! The sans-IO forwarding core: per-viewer rewriting and keyframe requests.
+//! The sans-IO forwarding core: what happens to a source's packets between the socket
+//! they came in on and the sockets of the viewers.
+//!
+//! # Glossary
+//!
+//! * **Stream**: a named thing viewers watch; at most one source feeds it at a time
+//!   (its lock-free shared state is `directory::Stream`).
+//! * **Source**: what feeds a stream: a WHIP publisher or an RTP camera. Its packets go
+//!   through the one source pipeline, [`Source`], into [`SourcePacket`]s. A source
+//!   that replaces another starts a new **epoch**.
+//! * **Viewer track**: one m-line of a viewer's session, with its own sequence-number
+//!   and timestamp space ([`ViewerTrack`]).
+//! * **Rewriter**: maps a source's numbering into a viewer track's, across epochs and
+//!   replays (`rewriter`).
+//! * **Fanout**: one worker's viewers of every stream, each track with its rewriter,
+//!   turning a source packet into one [`Forward`] per viewer track ([`Fanout`]).
+//! * **Pipe**: the hand-over of a source packet to another worker with viewers of its
+//!   stream (one shared `Arc`, `media::send_to_viewer_workers`); between servers, a
+//!   relay, later.
+//! * **Keyframes**: asked of a source through its [`KeyframeLimiter`], or served from
+//!   its [`KeyframeCache`] when it cannot be asked ([`KeyframeSource`] decides).
 //!
 //! # Contract
 //!
@@ -9,20 +29,20 @@
 //! Each media worker (one per CPU core) owns one [`Fanout`] and one
 //! [`KeyframeLimiter`] per source it hosts, and drives them from its loop:
 //!
-//! 1. A source RTP packet is parsed once into a [`SourcePacket`]; the worker sets
-//!    `keyframe_start` with [`is_keyframe_start`] and bumps `epoch` whenever the
-//!    source is replaced (publisher reconnect, SSRC change).
+//! 1. A source's RTP packet goes through [`Source::packet`] once: the payload type
+//!    viewers know, `keyframe_start` ([`is_keyframe_start`]), the capture instant
+//!    from the sender's reports, and the `epoch` its receiver numbered it in.
 //! 2. [`Fanout::forward`] appends one [`Forward`] per interested viewer track into a
 //!    caller-owned, reused `Vec`. Every forward shares the source's `Arc<[u8]>`
 //!    payload: there is no per-viewer copy or allocation.
-//! 3. The worker writes each forward with str0m's `StreamTx::write_rtp`, using the
-//!    viewer's `Mid`, payload type, extended sequence number and timestamp as given.
+//! 3. The worker writes each forward on the viewer's send path, using the viewer's
+//!    `Mid`, payload type, extended sequence number and timestamp as given.
 //!
-//! Bursts: the cached group of pictures a viewer starts from goes through a [`Pacer`]
+//! Bursts: the cached group of pictures a viewer starts from goes through a pacer
 //! inside the [`Fanout`]; the worker writes what [`Fanout::poll_paced`] releases and
 //! wakes up at [`Fanout::paced_timeout`].
 //!
-//! Keyframes: [`Fanout::add_viewer`] says when a new viewer needs one, and
+//! Keyframes: [`Fanout::add_viewer_with_prefix`] says when a new viewer needs one, and
 //! [`Fanout::keyframes_wanted`] retries for viewers still waiting. Requests for one
 //! source go through its [`KeyframeLimiter`], which sends the first at once and
 //! coalesces bursts. A source that cannot be asked, or that leaves a request
@@ -60,17 +80,14 @@ mod source;
 
 pub use crate::model::CodecKind;
 pub use codec::is_keyframe_start;
-pub use fanout::{Fanout, FanoutStats, Resync};
+pub(crate) use fanout::{Fanout, FanoutStats};
 pub use frame_size::frame_size;
 pub use hold::HoldControl;
-pub use keyframe::KeyframeLimiter;
-pub use keyframe_cache::{CACHE_BYTES, H264ParameterSets, KeyframeCache};
-pub use keyframe_source::{ANSWER_WITHIN, CacheReason, KeyframeMode, KeyframeSource};
-pub use nack_history::{
-    NACK_HISTORY_INITIAL, NACK_HISTORY_MAX, NACK_HISTORY_MIN, NACK_HISTORY_PACKETS, NackHistory,
-};
-pub use pacer::{Pacer, PacerStats};
-pub use packet::{Forward, SourcePacket, ViewerId, ViewerTrack};
-pub use sender_clock::{ANCHOR_MARGIN, REANCHOR_AFTER, SenderClock};
-pub use source::{RtpIn, Source, SourceTrack};
+pub(crate) use keyframe::KeyframeLimiter;
+pub(crate) use keyframe_cache::{CACHE_BYTES, H264ParameterSets, KeyframeCache};
+pub(crate) use keyframe_source::{KeyframeMode, KeyframeSource};
+pub(crate) use nack_history::{NACK_HISTORY_PACKETS, NackHistory};
+pub(crate) use packet::{Forward, SourcePacket, ViewerId, ViewerTrack};
+pub(crate) use sender_clock::SenderClock;
+pub(crate) use source::{RtpIn, Source, SourceTrack};
 pub use str0m::media::MediaKind;

@@ -15,20 +15,20 @@
 use std::time::Duration;
 
 /// Shortest history kept.
-pub const NACK_HISTORY_MIN: Duration = Duration::from_millis(200);
+pub(crate) const NACK_HISTORY_MIN: Duration = Duration::from_millis(200);
 /// Longest history kept.
-pub const NACK_HISTORY_MAX: Duration = Duration::from_secs(1);
+pub(crate) const NACK_HISTORY_MAX: Duration = Duration::from_secs(1);
 /// History before the viewer's first round-trip time report.
-pub const NACK_HISTORY_INITIAL: Duration = Duration::from_millis(300);
+pub(crate) const NACK_HISTORY_INITIAL: Duration = Duration::from_millis(300);
 /// Slack added to the round-trip time.
 const MARGIN: Duration = Duration::from_millis(100);
 /// Upper bound on remembered packets whatever the window (about 1 s at 16 Mbit/s);
 /// str0m only grows its buffer to what the window needs.
-pub const NACK_HISTORY_PACKETS: usize = 2048;
+pub(crate) const NACK_HISTORY_PACKETS: usize = 2048;
 
 /// The resend window of one viewer, following its round-trip time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NackHistory {
+pub(crate) struct NackHistory {
     window: Duration,
 }
 
@@ -42,18 +42,18 @@ impl Default for NackHistory {
 
 impl NackHistory {
     /// The window in use.
-    pub fn window(&self) -> Duration {
+    pub(crate) fn window(&self) -> Duration {
         self.window
     }
 
     /// The window for a round-trip time: RTT + 100 ms within [200 ms, 1 s].
-    pub fn window_for(rtt: Duration) -> Duration {
+    pub(crate) fn window_for(rtt: Duration) -> Duration {
         (rtt + MARGIN).clamp(NACK_HISTORY_MIN, NACK_HISTORY_MAX)
     }
 
     /// A round-trip time report. Returns the new window when it should be applied
     /// (more than a quarter away from the current one).
-    pub fn on_rtt(&mut self, rtt: Duration) -> Option<Duration> {
+    pub(crate) fn on_rtt(&mut self, rtt: Duration) -> Option<Duration> {
         let want = Self::window_for(rtt);
         let (a, b) = (want.as_micros(), self.window.as_micros());
         if a.abs_diff(b) * 4 <= b {

@@ -27,15 +27,15 @@ use super::packet::{Forward, ViewerId};
 /// a burst). A keyframe of 100 KB (1080p) goes out in about 100 ms, a cached 3 s group
 /// of a 1 Mbit/s camera (375 KB) in under 400 ms; live video is slower than this, so
 /// the queue drains and the viewer is live soon after.
-pub const DEFAULT_RATE: u64 = 1_000_000;
+pub(crate) const DEFAULT_RATE: u64 = 1_000_000;
 /// Default burst: bytes released at once before the rate applies (about 13 full packets).
-pub const DEFAULT_BURST: u64 = 16 * 1024;
+pub(crate) const DEFAULT_BURST: u64 = 16 * 1024;
 /// Default release quantum: eight full packets, 10 ms at the default rate.
-pub const DEFAULT_QUANTUM: u64 = 10 * 1024;
+pub(crate) const DEFAULT_QUANTUM: u64 = 10 * 1024;
 /// Packets queued per viewer at most; past it the oldest are dropped (and counted).
 /// The cached group is bounded far below this, and the queue drains faster than a
 /// live stream fills it, so this only stops a viewer from growing without bound.
-pub const MAX_QUEUE: usize = 8192;
+pub(crate) const MAX_QUEUE: usize = 8192;
 
 #[derive(Debug)]
 struct Queue {
@@ -60,16 +60,16 @@ impl Queue {
 
 /// Counters of a [`Pacer`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PacerStats {
+pub(crate) struct PacerStats {
     /// Packets that went through a queue (released or still queued).
-    pub queued: u64,
+    pub(crate) queued: u64,
     /// Packets dropped because a viewer's queue was full.
-    pub dropped: u64,
+    pub(crate) dropped: u64,
 }
 
 /// Per-viewer token-bucket queues for bursts of video.
 #[derive(Debug)]
-pub struct Pacer {
+pub(crate) struct Pacer {
     rate: u64,
     burst: u64,
     quantum: u64,
@@ -88,7 +88,7 @@ impl Default for Pacer {
 impl Pacer {
     /// A pacer releasing `burst` bytes at once and then `rate` bytes per second per
     /// viewer. A zero rate is taken as 1 byte per second.
-    pub fn new(rate: u64, burst: u64) -> Self {
+    pub(crate) fn new(rate: u64, burst: u64) -> Self {
         Pacer {
             rate: rate.max(1),
             burst,
@@ -100,24 +100,24 @@ impl Pacer {
 
     /// Releases a viewer's packets only once `quantum` bytes (at most the burst) may
     /// go, or all it has queued: runs of packets instead of one at a time.
-    pub fn with_quantum(mut self, quantum: u64) -> Self {
+    pub(crate) fn with_quantum(mut self, quantum: u64) -> Self {
         self.quantum = quantum;
         self
     }
 
     /// True when `viewer` has packets waiting: its new packets must queue behind them.
-    pub fn is_pacing(&self, viewer: ViewerId) -> bool {
+    pub(crate) fn is_pacing(&self, viewer: ViewerId) -> bool {
         self.queues.contains_key(&viewer)
     }
 
     /// True when no viewer is being paced (the packet path's fast check).
-    pub fn is_idle(&self) -> bool {
+    pub(crate) fn is_idle(&self) -> bool {
         self.queues.is_empty()
     }
 
     /// Queues `f` behind its viewer's earlier packets if that viewer is being paced;
     /// otherwise hands it back to be written at once.
-    pub fn queue_if_pacing(&mut self, f: Forward) -> Option<Forward> {
+    pub(crate) fn queue_if_pacing(&mut self, f: Forward) -> Option<Forward> {
         match self.queues.get_mut(&f.viewer) {
             Some(q) => {
                 if q.packets.len() >= MAX_QUEUE
@@ -137,7 +137,7 @@ impl Pacer {
 
     /// Queues a packet behind the viewer's earlier ones. A viewer that was not paced
     /// starts with a full bucket (`burst` bytes) at `now`.
-    pub fn enqueue(&mut self, f: Forward, now: Instant) {
+    pub(crate) fn enqueue(&mut self, f: Forward, now: Instant) {
         if let Some(f) = self.queue_if_pacing(f) {
             self.queues.insert(
                 f.viewer,
@@ -154,7 +154,7 @@ impl Pacer {
 
     /// Appends to `out` every packet whose turn has come by `now`, oldest first per
     /// viewer. Viewers whose queue ran empty are no longer paced.
-    pub fn poll(&mut self, now: Instant, out: &mut Vec<Forward>) {
+    pub(crate) fn poll(&mut self, now: Instant, out: &mut Vec<Forward>) {
         let (rate, burst, quantum) = (self.rate, self.burst, self.quantum);
         for q in self.queues.values_mut() {
             let elapsed = now.saturating_duration_since(q.updated);
@@ -190,7 +190,7 @@ impl Pacer {
     }
 
     /// When [`poll`](Self::poll) will next release something, if anything is queued.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         self.queues
             .values()
             .filter_map(|q| {
@@ -207,17 +207,19 @@ impl Pacer {
     }
 
     /// Forgets a viewer's queue (the viewer left).
-    pub fn remove_viewer(&mut self, viewer: ViewerId) {
+    pub(crate) fn remove_viewer(&mut self, viewer: ViewerId) {
         self.queues.remove(&viewer);
     }
 
+    #[cfg(test)]
     /// Packets waiting, over all viewers.
-    pub fn queued_len(&self) -> usize {
+    pub(crate) fn queued_len(&self) -> usize {
         self.queues.values().map(|q| q.packets.len()).sum()
     }
 
+    #[cfg(test)]
     /// Counters since creation.
-    pub fn stats(&self) -> PacerStats {
+    pub(crate) fn stats(&self) -> PacerStats {
         self.stats
     }
 }

@@ -22,12 +22,12 @@ use std::time::{Duration, Instant};
 
 /// Sender and server clocks that disagree by more than this (a jump of the camera's
 /// NTP clock, or drift over hours) are anchored again at the next report.
-pub const REANCHOR_AFTER: Duration = Duration::from_secs(1);
+pub(crate) const REANCHOR_AFTER: Duration = Duration::from_secs(1);
 /// A report's NTP time is mapped this far before its arrival: a packet usually
 /// leaves the sender after the moment its timestamp stands for, but a report delayed
 /// on its way more than the packets would map them into the future (clamped to their
 /// arrival, which loses their relationship). Only the absolute capture instants move.
-pub const ANCHOR_MARGIN: Duration = Duration::from_millis(50);
+pub(crate) const ANCHOR_MARGIN: Duration = Duration::from_millis(50);
 /// Reports remembered (one per SSRC; a source has one per medium).
 const MAX_SSRCS: usize = 8;
 
@@ -43,18 +43,24 @@ struct Report {
 
 /// Maps RTP timestamps of one source's SSRCs to instants on this server's clock.
 #[derive(Debug, Clone, Default)]
-pub struct SenderClock {
+pub(crate) struct SenderClock {
     /// (our instant, sender ns) taken to be the same moment.
     anchor: Option<(Instant, i128)>,
     reports: Vec<Report>,
     /// Times the anchor was set.
-    pub anchors: u64,
+    pub(crate) anchors: u64,
 }
 
 impl SenderClock {
     /// Takes a sender report: `ssrc`'s RTP timestamp `rtp` was the sender's wall
     /// clock `sender_ns` (nanoseconds, any fixed epoch), received at `arrival`.
-    pub fn on_sender_report(&mut self, ssrc: u32, sender_ns: i128, rtp: u32, arrival: Instant) {
+    pub(crate) fn on_sender_report(
+        &mut self,
+        ssrc: u32,
+        sender_ns: i128,
+        rtp: u32,
+        arrival: Instant,
+    ) {
         let reanchor = match self.anchor {
             None => true,
             Some((at, ns)) => {
@@ -84,13 +90,15 @@ impl SenderClock {
         }
     }
 
+    #[cfg(test)]
     /// Forgets an SSRC's report (the SSRC is gone: the camera restarted).
-    pub fn forget(&mut self, ssrc: u32) {
+    pub(crate) fn forget(&mut self, ssrc: u32) {
         self.reports.retain(|r| r.ssrc != ssrc);
     }
 
+    #[cfg(test)]
     /// True when `ssrc` has a report.
-    pub fn knows(&self, ssrc: u32) -> bool {
+    pub(crate) fn knows(&self, ssrc: u32) -> bool {
         self.reports.iter().any(|r| r.ssrc == ssrc)
     }
 
@@ -98,7 +106,13 @@ impl SenderClock {
     /// `rtp` (of a `clock_rate` Hz clock) was captured, never later than `arrival`;
     /// `arrival` itself when the SSRC has no report yet. A packet that would map
     /// later than its arrival moves the anchor earlier (see the module doc).
-    pub fn wallclock(&mut self, ssrc: u32, rtp: u32, clock_rate: u32, arrival: Instant) -> Instant {
+    pub(crate) fn wallclock(
+        &mut self,
+        ssrc: u32,
+        rtp: u32,
+        clock_rate: u32,
+        arrival: Instant,
+    ) -> Instant {
         let (Some((at, anchor_ns)), Some(r)) =
             (self.anchor, self.reports.iter().find(|r| r.ssrc == ssrc))
         else {

@@ -19,52 +19,58 @@ use crate::model::CodecKind;
 
 /// One track of a source, as its packets are described to viewers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SourceTrack {
+pub(crate) struct SourceTrack {
     /// Audio or video.
-    pub kind: MediaKind,
+    pub(crate) kind: MediaKind,
     /// The codec family, for keyframes and picture sizes.
-    pub codec: CodecKind,
+    pub(crate) codec: CodecKind,
     /// The payload type the stream's viewers know the codec by.
-    pub pt: u8,
+    pub(crate) pt: u8,
     /// The RTP clock rate.
-    pub clock_rate: u32,
+    pub(crate) clock_rate: u32,
 }
 
 /// One RTP packet of a source, parsed and numbered by whoever received it.
 #[derive(Debug, Clone)]
-pub struct RtpIn {
+pub(crate) struct RtpIn {
     /// Its SSRC (sender reports are per SSRC).
-    pub ssrc: u32,
+    pub(crate) ssrc: u32,
     /// The extended sequence number in the source's numbering.
-    pub seq: u64,
+    pub(crate) seq: u64,
     /// The RTP timestamp.
-    pub timestamp: u32,
+    pub(crate) timestamp: u32,
     /// The marker bit.
-    pub marker: bool,
+    pub(crate) marker: bool,
     /// The source generation it belongs to.
-    pub epoch: u32,
+    pub(crate) epoch: u32,
     /// When it arrived.
-    pub arrival: Instant,
+    pub(crate) arrival: Instant,
     /// The payload.
-    pub payload: Arc<[u8]>,
+    pub(crate) payload: Arc<[u8]>,
 }
 
 /// A source's pipeline state: its sender's wall clock.
 #[derive(Debug, Clone, Default)]
-pub struct Source {
+pub(crate) struct Source {
     clock: SenderClock,
 }
 
 impl Source {
     /// A sender report: `ssrc`'s RTP time `rtp_time` was the sender's wall clock
     /// `sender_ns` (nanoseconds since the NTP epoch), received at `arrival`.
-    pub fn sender_report(&mut self, ssrc: u32, sender_ns: i128, rtp_time: u32, arrival: Instant) {
+    pub(crate) fn sender_report(
+        &mut self,
+        ssrc: u32,
+        sender_ns: i128,
+        rtp_time: u32,
+        arrival: Instant,
+    ) {
         self.clock
             .on_sender_report(ssrc, sender_ns, rtp_time, arrival);
     }
 
     /// The packet as the fan-out takes it.
-    pub fn packet(&mut self, track: &SourceTrack, rtp: RtpIn) -> SourcePacket {
+    pub(crate) fn packet(&mut self, track: &SourceTrack, rtp: RtpIn) -> SourcePacket {
         SourcePacket {
             kind: track.kind,
             codec: track.codec,
@@ -80,11 +86,6 @@ impl Source {
                 .wallclock(rtp.ssrc, rtp.timestamp, track.clock_rate, rtp.arrival),
             payload: rtp.payload,
         }
-    }
-
-    /// The sender clock, for tests and diagnostics.
-    pub fn clock(&self) -> &SenderClock {
-        &self.clock
     }
 }
 

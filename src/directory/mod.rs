@@ -25,28 +25,28 @@ use crate::sdp::ChosenCodec;
 
 /// What the directory knows of one session.
 #[derive(Debug, Clone)]
-pub struct SessionInfo {
+pub(crate) struct SessionInfo {
     /// Its id.
-    pub id: SessionId,
+    pub(crate) id: SessionId,
     /// Publisher or viewer.
-    pub kind: Role,
+    pub(crate) kind: Role,
     /// The stream it publishes or watches.
-    pub stream: Arc<str>,
+    pub(crate) stream: Arc<str>,
     /// The media worker that owns its `Rtc`.
-    pub worker: usize,
+    pub(crate) worker: usize,
     /// The entity-tag of its current ICE session.
-    pub etag: String,
+    pub(crate) etag: String,
     /// How it was authorized: the rights later requests on it are checked against.
-    pub grant: Grant,
+    pub(crate) grant: Grant,
     /// A viewer's kinds of media that it offered but the stream lacked when it joined
     /// (answered inactive): a source that brings one of them closes the viewer, so
     /// that its player joins again and gets it.
-    pub idle_kinds: Vec<MediaKind>,
+    pub(crate) idle_kinds: Vec<MediaKind>,
 }
 
 /// Why the directory refused a request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DirectoryError {
+pub(crate) enum DirectoryError {
     /// The stream already has a live publisher.
     #[error("stream {0} already has a publisher")]
     SourceLive(String),
@@ -93,25 +93,25 @@ impl StreamEntry {
 
 /// What a publisher gets when its stream is granted.
 #[derive(Debug, Clone)]
-pub struct PublishGrant {
+pub(crate) struct PublishGrant {
     /// The stream's lock-free state, kept by the publisher's session.
-    pub shared: Arc<Stream>,
+    pub(crate) shared: Arc<Stream>,
     /// The source generation: viewers see a new epoch as a source switch.
-    pub epoch: u32,
+    pub(crate) epoch: u32,
     /// Workers whose viewers must be closed because the returning publisher's codecs
     /// differ from what they negotiated (bit mask, usually 0).
-    pub end_viewers_on: u64,
+    pub(crate) end_viewers_on: u64,
     /// Viewers to close because the publisher brings a kind of media they offered but
     /// were answered inactive (see [`SessionInfo::idle_kinds`]): their players join
     /// again and get it. Empty when `end_viewers_on` closes them all anyway.
-    pub rejoin: Vec<SessionInfo>,
+    pub(crate) rejoin: Vec<SessionInfo>,
     /// The publisher this one took the stream from (see [`Takeover`]): it must be
     /// closed. Its end starts no grace period: the stream is already this one's.
-    pub replaced: Option<SessionInfo>,
+    pub(crate) replaced: Option<SessionInfo>,
     /// The stream's codecs as viewers know them. A publisher returning with the same
     /// codecs under other payload type numbers keeps the first numbering, so the
     /// publisher maps its own payload types onto these.
-    pub canonical: Vec<ChosenCodec>,
+    pub(crate) canonical: Vec<ChosenCodec>,
 }
 
 /// Counts for tests and metrics.
@@ -144,18 +144,13 @@ impl Directory {
     /// A directory whose streams wait `grace` for a publisher to come back, whose
     /// sources are silent after `silence` without a packet, and where a new publisher
     /// may replace a live one as `takeover` says.
-    pub fn new(grace: Duration, takeover: Takeover, silence: Duration) -> Directory {
+    pub(crate) fn new(grace: Duration, takeover: Takeover, silence: Duration) -> Directory {
         Directory {
             inner: Mutex::new(Inner::default()),
             grace,
             takeover,
             silence,
         }
-    }
-
-    /// How long a source may send nothing before it is silent.
-    pub fn silence(&self) -> Duration {
-        self.silence
     }
 
     /// Whether a new publisher may take a stream whose live source is `shared`.
@@ -169,7 +164,7 @@ impl Directory {
 
     /// A quick look before the work of a WHIP offer: the error `begin_publish` would
     /// give now, if any (it decides again, under the same lock as the grant).
-    pub fn check_publish(&self, stream: &str, now: Instant) -> Result<(), DirectoryError> {
+    pub(crate) fn check_publish(&self, stream: &str, now: Instant) -> Result<(), DirectoryError> {
         let inner = self.lock();
         match inner.streams.get(stream) {
             Some(e) => self.refusal(e, stream, now),
@@ -207,7 +202,7 @@ impl Directory {
     /// last one (viewers keep the others, quiet) or more (viewers that offered the
     /// new kind are closed to join again, see [`PublishGrant::rejoin`]); a codec
     /// other than the one viewers negotiated for a kind closes every viewer.
-    pub fn begin_publish(
+    pub(crate) fn begin_publish(
         &self,
         stream: &str,
         id: SessionId,
@@ -306,7 +301,7 @@ impl Directory {
 
     /// Makes a configured RTP ingest the permanent source of `stream`, with a keyframe
     /// cache (filled by the ingest, read by workers when a viewer joins).
-    pub fn register_rtp_source(
+    pub(crate) fn register_rtp_source(
         &self,
         stream: &str,
         codecs: Vec<ChosenCodec>,
@@ -334,7 +329,7 @@ impl Directory {
     }
 
     /// The codecs of the stream's live source, if it has one.
-    pub fn live_codecs(&self, stream: &str) -> Result<Vec<ChosenCodec>, DirectoryError> {
+    pub(crate) fn live_codecs(&self, stream: &str) -> Result<Vec<ChosenCodec>, DirectoryError> {
         let inner = self.lock();
         match inner.streams.get(stream) {
             Some(e) if e.is_live() => Ok(e.codecs.clone()),
@@ -344,7 +339,7 @@ impl Directory {
 
     /// Adds a viewer of a stream that has a live source. `idle_kinds`: the kinds it
     /// offered that the stream lacks (see [`SessionInfo::idle_kinds`]).
-    pub fn join_viewer(
+    pub(crate) fn join_viewer(
         &self,
         stream: &str,
         id: SessionId,
@@ -376,7 +371,7 @@ impl Directory {
     }
 
     /// Forgets a session. For a live publisher this starts the stream's grace period.
-    pub fn remove_session(&self, id: SessionId, now: Instant) -> Option<SessionInfo> {
+    pub(crate) fn remove_session(&self, id: SessionId, now: Instant) -> Option<SessionInfo> {
         let mut inner = self.lock();
         let info = inner.sessions.remove(&id)?;
         let grace = self.grace;
@@ -398,7 +393,7 @@ impl Directory {
 
     /// Ends the streams whose grace period is over. Returns each ended stream with the
     /// mask of workers that still hold viewers of it (they must close them).
-    pub fn expire(&self, now: Instant) -> Vec<(Arc<str>, u64)> {
+    pub(crate) fn expire(&self, now: Instant) -> Vec<(Arc<str>, u64)> {
         let mut inner = self.lock();
         let mut ended = Vec::new();
         inner.streams.retain(|name, e| match e.source {
@@ -412,12 +407,12 @@ impl Directory {
     }
 
     /// What is known of a session.
-    pub fn session(&self, id: SessionId) -> Option<SessionInfo> {
+    pub(crate) fn session(&self, id: SessionId) -> Option<SessionInfo> {
         self.lock().sessions.get(&id).cloned()
     }
 
     /// Replaces a session's entity-tag (after an ICE restart).
-    pub fn set_etag(&self, id: SessionId, etag: String) -> Result<(), DirectoryError> {
+    pub(crate) fn set_etag(&self, id: SessionId, etag: String) -> Result<(), DirectoryError> {
         let mut inner = self.lock();
         let s = inner
             .sessions
@@ -472,11 +467,9 @@ pub struct StreamView {
 
 /// What [`Directory::stop_stream`] leaves to be done by the workers.
 #[derive(Debug, Clone)]
-pub struct StoppedStream {
+pub(crate) struct StoppedStream {
     /// The live publisher to end, if any.
-    pub publisher: Option<SessionInfo>,
-    /// Workers holding viewers of the stream.
-    pub viewer_workers: u64,
+    pub(crate) publisher: Option<SessionInfo>,
 }
 
 impl Directory {
@@ -498,7 +491,7 @@ impl Directory {
     }
 
     /// Every stream, sorted by name.
-    pub fn streams(&self) -> Vec<StreamView> {
+    pub(crate) fn streams(&self) -> Vec<StreamView> {
         let now = Instant::now();
         let inner = self.lock();
         let mut out: Vec<StreamView> = inner.streams.values().map(|e| self.view(e, now)).collect();
@@ -515,10 +508,9 @@ impl Directory {
     /// Stops a stream now (operator's API): a WHIP stream is forgotten at once, with
     /// no grace period; a configured RTP ingest stays (its listener is configuration)
     /// but loses its viewers. The caller ends the returned publisher and viewers.
-    pub fn stop_stream(&self, name: &str) -> Option<StoppedStream> {
+    pub(crate) fn stop_stream(&self, name: &str) -> Option<StoppedStream> {
         let mut inner = self.lock();
         let entry = inner.streams.get(name)?;
-        let viewer_workers = entry.shared.viewer_workers();
         let publisher = match entry.source {
             SourceState::Live(id) => inner.sessions.get(&id).cloned(),
             _ => None,
@@ -526,10 +518,7 @@ impl Directory {
         if !matches!(entry.source, SourceState::Rtp) {
             inner.streams.remove(name);
         }
-        Some(StoppedStream {
-            publisher,
-            viewer_workers,
-        })
+        Some(StoppedStream { publisher })
     }
 }
 

@@ -26,14 +26,14 @@ const NO_WORKER: usize = usize::MAX;
 #[derive(Debug)]
 pub struct Stream {
     /// The stream's name.
-    pub name: Arc<str>,
+    pub(crate) name: Arc<str>,
     viewer_workers: AtomicU64,
     source_worker: AtomicUsize,
     /// The keyframe cache of a source that cannot be asked for keyframes: every RTP
     /// source, and WHIP sources per [`crate::core::KeyframeSource`] (None otherwise).
     keyframe_cache: Mutex<Option<KeyframeCache>>,
     /// Packet, byte and loss counters and the picture size, for the API.
-    pub stats: StreamStats,
+    pub(crate) stats: StreamStats,
 }
 
 impl Stream {
@@ -57,7 +57,7 @@ impl Stream {
     /// a keyframe announces), puts a video packet in the keyframe cache (when the
     /// stream has one), and only then returns the mask of the workers it must reach
     /// (bit *n*: worker *n* has viewers of the stream).
-    pub fn publish(&self, pkt: &Arc<SourcePacket>) -> u64 {
+    pub(crate) fn publish(&self, pkt: &Arc<SourcePacket>) -> u64 {
         self.stats.source_packet(pkt);
         if pkt.keyframe_start {
             self.stats.keyframe(pkt.codec, &pkt.payload);
@@ -73,21 +73,21 @@ impl Stream {
     /// The viewer's side of the ordering rule: marks `worker` as having viewers of the
     /// stream, and only then returns the packets a new viewer starts from at `now`
     /// (empty when there is no cache, no keyframe yet, or the source has fallen silent).
-    pub fn join(&self, worker: usize, now: Instant) -> Vec<Arc<SourcePacket>> {
+    pub(crate) fn join(&self, worker: usize, now: Instant) -> Vec<Arc<SourcePacket>> {
         self.viewer_workers
             .fetch_or(1u64 << worker, Ordering::AcqRel);
         self.keyframe_group(now)
     }
 
     /// `worker` has no viewer of the stream left.
-    pub fn leave(&self, worker: usize) {
+    pub(crate) fn leave(&self, worker: usize) {
         self.viewer_workers
             .fetch_and(!(1u64 << worker), Ordering::AcqRel);
     }
 
     /// The cached group of pictures at `now`, to answer a viewer's keyframe request
     /// (empty as for [`Stream::join`]).
-    pub fn keyframe_group(&self, now: Instant) -> Vec<Arc<SourcePacket>> {
+    pub(crate) fn keyframe_group(&self, now: Instant) -> Vec<Arc<SourcePacket>> {
         self.cache()
             .as_ref()
             .map(|c| c.snapshot(now))
@@ -96,25 +96,25 @@ impl Stream {
 
     /// Gives the stream a keyframe cache (or takes it away): set by the worker of a
     /// WHIP source when the source starts or when it stops answering keyframe requests.
-    pub fn set_keyframe_cache(&self, cache: Option<KeyframeCache>) {
+    pub(crate) fn set_keyframe_cache(&self, cache: Option<KeyframeCache>) {
         *self.cache() = cache;
     }
 
     /// Empties the keyframe cache until the source's next keyframe (a source that is
     /// offline has nothing a new viewer should start from).
-    pub fn clear_keyframe_cache(&self) {
+    pub(crate) fn clear_keyframe_cache(&self) {
         if let Some(c) = self.cache().as_mut() {
             c.clear();
         }
     }
 
     /// The workers with viewers of the stream now (to close them when it ends).
-    pub fn viewer_workers(&self) -> u64 {
+    pub(crate) fn viewer_workers(&self) -> u64 {
         self.viewer_workers.load(Ordering::Acquire)
     }
 
     /// The worker holding the live source, if any.
-    pub fn source_worker(&self) -> Option<usize> {
+    pub(crate) fn source_worker(&self) -> Option<usize> {
         match self.source_worker.load(Ordering::Acquire) {
             NO_WORKER => None,
             w => Some(w),
@@ -133,25 +133,25 @@ impl Stream {
 #[derive(Debug)]
 pub struct StreamStats {
     /// When the stream appeared.
-    pub created: Instant,
+    pub(crate) created: Instant,
     /// Source RTP packets taken in.
-    pub packets_in: AtomicU64,
+    pub(crate) packets_in: AtomicU64,
     /// Source RTP payload bytes taken in.
-    pub bytes_in: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
     /// RTP packets written to viewers.
-    pub packets_out: AtomicU64,
+    pub(crate) packets_out: AtomicU64,
     /// RTP payload bytes written to viewers (live and from the keyframe cache).
-    pub bytes_out: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
     /// Source packets lost: gaps in sequence numbers, less those filled late
     /// (RFC 3550 §6.4.1 cumulative loss, per track and source epoch, never negative).
-    pub packets_lost: AtomicU64,
+    pub(crate) packets_lost: AtomicU64,
     /// Highest extended sequence number + 1 per track (audio, video); 0 = none yet.
     highest: [AtomicU64; 2],
     epoch: [AtomicU32; 2],
     /// Picture width from the last keyframe that said (0: unknown).
-    pub width: AtomicU32,
+    pub(crate) width: AtomicU32,
     /// Picture height from the last keyframe that said (0: unknown).
-    pub height: AtomicU32,
+    pub(crate) height: AtomicU32,
     /// When the source last sent a packet (or began), as nanoseconds after `created`.
     last_in: AtomicU64,
     rate: Mutex<RateSample>,
@@ -196,14 +196,14 @@ impl Default for StreamStats {
 
 impl StreamStats {
     /// RTP packets and payload bytes written to viewers.
-    pub fn add_out(&self, packets: u64, bytes: u64) {
+    pub(crate) fn add_out(&self, packets: u64, bytes: u64) {
         self.packets_out.fetch_add(packets, Ordering::Relaxed);
         self.bytes_out.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// A source begins (a publisher was granted the stream): its silence counts from
     /// `now` until its first packet.
-    pub fn source_started(&self, now: Instant) {
+    pub(crate) fn source_started(&self, now: Instant) {
         self.mark_in(now);
     }
 
@@ -214,18 +214,18 @@ impl StreamStats {
     }
 
     /// When the source last sent a packet (or began, if it has sent none since).
-    pub fn last_in(&self) -> Instant {
+    pub(crate) fn last_in(&self) -> Instant {
         self.created + Duration::from_nanos(self.last_in.load(Ordering::Relaxed))
     }
 
     /// The instant the source fell silent, when it has sent nothing for `silence`.
-    pub fn silent_since(&self, now: Instant, silence: Duration) -> Option<Instant> {
+    pub(crate) fn silent_since(&self, now: Instant, silence: Duration) -> Option<Instant> {
         let last = self.last_in();
         (now.saturating_duration_since(last) >= silence).then_some(last)
     }
 
     /// Counts one source packet (called by the stream's single source).
-    pub fn source_packet(&self, pkt: &SourcePacket) {
+    pub(crate) fn source_packet(&self, pkt: &SourcePacket) {
         self.mark_in(pkt.arrival);
         self.packets_in.fetch_add(1, Ordering::Relaxed);
         self.bytes_in
@@ -253,7 +253,7 @@ impl StreamStats {
     }
 
     /// Takes the picture size a keyframe announces, if it does.
-    pub fn keyframe(&self, codec: crate::core::CodecKind, payload: &[u8]) {
+    pub(crate) fn keyframe(&self, codec: crate::core::CodecKind, payload: &[u8]) {
         if let Some((w, h)) = crate::core::frame_size(codec, payload) {
             self.width.store(w, Ordering::Relaxed);
             self.height.store(h, Ordering::Relaxed);
@@ -261,7 +261,7 @@ impl StreamStats {
     }
 
     /// Width and height, when a keyframe said.
-    pub fn size(&self) -> Option<(u32, u32)> {
+    pub(crate) fn size(&self) -> Option<(u32, u32)> {
         let (w, h) = (
             self.width.load(Ordering::Relaxed),
             self.height.load(Ordering::Relaxed),
@@ -272,7 +272,7 @@ impl StreamStats {
     /// Bits per second in and out: over the time since the previous sample when it is
     /// at least a second old (then a new sample is taken), else the last figures (the
     /// average since the stream started, for the first second).
-    pub fn bitrates(&self, now: Instant) -> (u64, u64) {
+    pub(crate) fn bitrates(&self, now: Instant) -> (u64, u64) {
         let bytes_in = self.bytes_in.load(Ordering::Relaxed);
         let bytes_out = self.bytes_out.load(Ordering::Relaxed);
         let mut s = self.rate.lock().unwrap_or_else(|e| e.into_inner());

@@ -16,7 +16,7 @@ use crate::sdp::SdpError;
 
 /// A refused request: a status plus a one-line reason.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// No route.
     #[error("no such resource")]
     NotFound,
@@ -60,7 +60,7 @@ pub enum ApiError {
 
 impl ApiError {
     /// The status code for this error: the single mapping of errors to HTTP.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,

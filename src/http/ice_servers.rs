@@ -23,7 +23,7 @@ use crate::config::IceServerConfig;
 
 /// Why `[[ice_servers]]` cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum IceServerError {
+pub(crate) enum IceServerError {
     /// A configuration mistake; the text names the entry.
     #[error("ice_servers[{index}]: {reason}")]
     Invalid {
@@ -57,7 +57,7 @@ struct Entry {
 
 /// The configured ICE servers, ready to be written as `Link` headers.
 #[derive(Clone, Default)]
-pub struct IceServers {
+pub(crate) struct IceServers {
     entries: Vec<Entry>,
 }
 
@@ -81,7 +81,7 @@ fn invalid(index: usize, reason: impl Into<String>) -> IceServerError {
 
 impl IceServers {
     /// Builds the entries, reading secret files through `read`.
-    pub fn new(
+    pub(crate) fn new(
         entries: &[IceServerConfig],
         read: &dyn Fn(&std::path::Path) -> std::io::Result<Vec<u8>>,
     ) -> Result<IceServers, IceServerError> {
@@ -126,12 +126,12 @@ impl IceServers {
     }
 
     /// True when no server is configured.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
     /// One `Link` value per URI, with credentials minted for `now_unix` (seconds).
-    pub fn links(&self, now_unix: u64) -> Vec<HeaderValue> {
+    pub(crate) fn links(&self, now_unix: u64) -> Vec<HeaderValue> {
         let mut out = Vec::new();
         for e in &self.entries {
             let creds = match &e.credentials {

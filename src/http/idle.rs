@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 /// A stream whose reads fail once its deadline passes without traffic.
-pub struct Deadlines<S> {
+pub(crate) struct Deadlines<S> {
     inner: S,
     idle: Duration,
     /// When the connection times out unless bytes move before.
@@ -32,7 +32,7 @@ pub struct Deadlines<S> {
 
 impl<S> Deadlines<S> {
     /// Wraps a freshly accepted stream.
-    pub fn new(inner: S, first_byte: Duration, idle: Duration) -> Deadlines<S> {
+    pub(crate) fn new(inner: S, first_byte: Duration, idle: Duration) -> Deadlines<S> {
         let deadline = Instant::now() + first_byte;
         Deadlines {
             inner,

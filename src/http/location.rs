@@ -13,11 +13,11 @@ use hyper::http::uri::Authority;
 
 /// Marks a request that arrived over TLS (set by the HTTPS accept loop).
 #[derive(Debug, Clone, Copy)]
-pub struct Https;
+pub(crate) struct Https;
 
 /// The part of a session URL before `/whip/...`: `public_url` without its trailing
 /// slash, else `scheme://authority` of the request, else `""` (relative).
-pub fn base<B>(req: &Request<B>, public_url: Option<&str>) -> String {
+pub(crate) fn base<B>(req: &Request<B>, public_url: Option<&str>) -> String {
     if let Some(u) = public_url {
         return u.trim_end_matches('/').to_owned();
     }

@@ -46,55 +46,54 @@ use crate::config::RedirectConfig;
 use crate::media::Media;
 
 mod cors;
-pub mod error;
-pub mod ice_servers;
-pub mod idle;
-pub mod location;
+pub(crate) mod error;
+pub(crate) mod ice_servers;
+pub(crate) mod idle;
+pub(crate) mod location;
 pub mod ops;
-pub mod problem;
-pub mod ratelimit;
-pub mod redirect;
-pub mod router;
+pub(crate) mod problem;
+pub(crate) mod ratelimit;
+pub(crate) mod redirect;
+pub(crate) mod router;
 pub mod serve;
 pub mod tls;
-pub mod web;
+pub(crate) mod web;
 mod whip_whep;
 
-pub use error::ApiError;
+pub(crate) use error::ApiError;
 use ice_servers::IceServers;
 use ratelimit::RateLimiter;
 use router::Route;
-pub use whip_whep::{MAX_BODY, SDPFRAG};
 
 /// The response body type.
-pub type Body = Full<Bytes>;
+pub(crate) type Body = Full<Bytes>;
 
 /// What the handlers share.
-pub struct AppState {
+pub(crate) struct AppState {
     /// Session setup and teardown.
-    pub media: Arc<Media>,
+    pub(crate) media: Arc<Media>,
     /// Seconds in `Retry-After` when a WHEP stream has no source.
-    pub retry_after_secs: u32,
+    pub(crate) retry_after_secs: u32,
     /// Who may publish and play.
-    pub auth: Authenticator,
+    pub(crate) auth: Authenticator,
     /// Origins allowed by CORS (`*` allows all).
-    pub cors_origins: Vec<String>,
+    pub(crate) cors_origins: Vec<String>,
     /// Per-address limit on POST/PATCH/DELETE.
-    pub limiter: RateLimiter,
+    pub(crate) limiter: RateLimiter,
     /// Cap on sessions (0: none).
-    pub max_sessions: usize,
+    pub(crate) max_sessions: usize,
     /// STUN/TURN servers for clients (`Link: rel="ice-server"`).
-    pub ice_servers: IceServers,
+    pub(crate) ice_servers: IceServers,
     /// 307 rules for session creation.
-    pub redirects: Vec<RedirectConfig>,
+    pub(crate) redirects: Vec<RedirectConfig>,
     /// The configured base of absolute session URLs.
-    pub public_url: Option<String>,
+    pub(crate) public_url: Option<String>,
     /// The operator's API, metrics and readiness ([`ops`]).
-    pub ops: Arc<ops::Ops>,
+    pub(crate) ops: Arc<ops::Ops>,
 }
 
 /// Handles one request. Never fails: errors become responses here.
-pub async fn handle(
+pub(crate) async fn handle(
     state: Arc<AppState>,
     peer: IpAddr,
     req: Request<Incoming>,

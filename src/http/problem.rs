@@ -11,25 +11,25 @@ use hyper::{Response, StatusCode};
 use serde::Serialize;
 
 /// The media type of problem details (RFC 9457 §3).
-pub const PROBLEM_JSON: &str = "application/problem+json";
+pub(crate) const PROBLEM_JSON: &str = "application/problem+json";
 
 /// One problem details object.
 #[derive(Debug, Serialize)]
-pub struct Problem<'a> {
+pub(crate) struct Problem<'a> {
     /// The problem type: `about:blank` (the status says it all).
     #[serde(rename = "type")]
-    pub kind: &'static str,
+    pub(crate) kind: &'static str,
     /// The status's reason phrase.
-    pub title: &'static str,
+    pub(crate) title: &'static str,
     /// The HTTP status code, repeated for clients that lose it.
-    pub status: u16,
+    pub(crate) status: u16,
     /// The one-line reason of this occurrence.
-    pub detail: &'a str,
+    pub(crate) detail: &'a str,
 }
 
 impl<'a> Problem<'a> {
     /// The problem of `status` with `detail`.
-    pub fn new(status: StatusCode, detail: &'a str) -> Self {
+    pub(crate) fn new(status: StatusCode, detail: &'a str) -> Self {
         Problem {
             kind: "about:blank",
             title: status.canonical_reason().unwrap_or("Error"),
@@ -41,7 +41,7 @@ impl<'a> Problem<'a> {
 
 /// A response with status `status` and a problem details body. Line breaks in `detail`
 /// become spaces so the reason stays one line.
-pub fn response(status: StatusCode, detail: &str) -> Response<Full<Bytes>> {
+pub(crate) fn response(status: StatusCode, detail: &str) -> Response<Full<Bytes>> {
     let detail = detail.replace(['\r', '\n'], " ");
     // Serializing a struct of strings and a number cannot fail; fall back to a fixed
     // body all the same rather than panic on the error path.

@@ -17,7 +17,7 @@ struct Bucket {
 
 /// A token bucket per client address: `rate` requests per second, `burst` at once.
 #[derive(Debug)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     rate: f64,
     burst: f64,
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
@@ -25,7 +25,7 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     /// A limiter; a `rate` of 0 lets everything through.
-    pub fn new(rate: f64, burst: u32) -> RateLimiter {
+    pub(crate) fn new(rate: f64, burst: u32) -> RateLimiter {
         RateLimiter {
             rate,
             burst: f64::from(burst.max(1)),
@@ -34,7 +34,7 @@ impl RateLimiter {
     }
 
     /// Takes one request from `addr`'s bucket. `Err` holds how long to wait.
-    pub fn check(&self, addr: IpAddr, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn check(&self, addr: IpAddr, now: Instant) -> Result<(), Duration> {
         if self.rate <= 0.0 {
             return Ok(());
         }

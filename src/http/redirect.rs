@@ -15,7 +15,7 @@ use crate::model::Role;
 
 /// The URL a POST to the `kind` endpoint of `stream` is redirected to, if a rule
 /// matches (the first matching rule wins).
-pub fn target(rules: &[RedirectConfig], kind: Role, stream: &str) -> Option<String> {
+pub(crate) fn target(rules: &[RedirectConfig], kind: Role, stream: &str) -> Option<String> {
     rules
         .iter()
         .find(|r| {

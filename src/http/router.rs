@@ -7,7 +7,7 @@ use crate::model::Role;
 
 /// Every resource wishd serves over HTTP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route<'a> {
+pub(crate) enum Route<'a> {
     /// `/whip/{stream}` or `/whep/{stream}` (a trailing slash allowed).
     Endpoint(Role, &'a str),
     /// `/whip/{stream}/{session}` or `/whep/{stream}/{session}`.
@@ -36,7 +36,7 @@ pub enum Route<'a> {
 
 impl<'a> Route<'a> {
     /// The resource `path` names.
-    pub fn of(path: &'a str) -> Route<'a> {
+    pub(crate) fn of(path: &'a str) -> Route<'a> {
         match path {
             "/healthz" => return Route::Healthz,
             "/readyz" => return Route::Readyz,
@@ -82,7 +82,7 @@ impl<'a> Route<'a> {
     }
 
     /// The label of the route in the HTTP metrics (by shape, never by stream name).
-    pub fn metric(&self) -> HttpRoute {
+    pub(crate) fn metric(&self) -> HttpRoute {
         match self {
             Route::Endpoint(Role::Publisher, _) => HttpRoute::Whip,
             Route::Session(Role::Publisher, _, _) => HttpRoute::WhipSession,

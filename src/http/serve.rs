@@ -39,7 +39,7 @@ pub fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Serves `listener` until `stop` changes: each connection gets byte deadlines,
 /// an optional TLS handshake, and HTTP/1.1 or HTTP/2 through [`super::handle`].
-pub async fn accept_loop(
+pub(crate) async fn accept_loop(
     listener: TcpListener,
     state: Arc<AppState>,
     limits: LimitsConfig,
@@ -122,7 +122,7 @@ pub async fn accept_loop(
 /// Reloads the certificate and key on SIGHUP; sessions and connections are untouched.
 /// The handler is installed before `Server::start` returns, so a SIGHUP sent right
 /// after start is not lost (nor does it end the process).
-pub async fn reload_on_sighup(
+pub(crate) async fn reload_on_sighup(
     resolver: Arc<CertResolver>,
     mut hup: tokio::signal::unix::Signal,
     mut stop: watch::Receiver<bool>,

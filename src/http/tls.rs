@@ -31,7 +31,7 @@ pub enum TlsError {
 
 /// Builds a rustls certified key from PEM text (sans-IO): the certificate chain, leaf
 /// first, and a PKCS#8, PKCS#1 or SEC1 private key.
-pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, TlsError> {
+pub(crate) fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, TlsError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| TlsError::Invalid(format!("certificate PEM: {e}")))?;
@@ -47,7 +47,7 @@ pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, Tl
 }
 
 /// The certificate in use, swappable without locks on the handshake path.
-pub struct CertResolver {
+pub(crate) struct CertResolver {
     current: ArcSwap<CertifiedKey>,
     cert_path: PathBuf,
     key_path: PathBuf,
@@ -71,7 +71,7 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 
 impl CertResolver {
     /// Loads the certificate and key files.
-    pub fn load(cert_path: &Path, key_path: &Path) -> Result<CertResolver, TlsError> {
+    pub(crate) fn load(cert_path: &Path, key_path: &Path) -> Result<CertResolver, TlsError> {
         let ck = certified_key(&read(cert_path)?, &read(key_path)?)?;
         Ok(CertResolver {
             current: ArcSwap::from_pointee(ck),
@@ -82,14 +82,15 @@ impl CertResolver {
 
     /// Reads the files again and swaps the certificate in for new handshakes. On error
     /// the old certificate stays in use.
-    pub fn reload(&self) -> Result<(), TlsError> {
+    pub(crate) fn reload(&self) -> Result<(), TlsError> {
         let ck = certified_key(&read(&self.cert_path)?, &read(&self.key_path)?)?;
         self.current.store(Arc::new(ck));
         Ok(())
     }
 
+    #[cfg(test)]
     /// The certificate chain in use (leaf first).
-    pub fn chain(&self) -> Vec<CertificateDer<'static>> {
+    pub(crate) fn chain(&self) -> Vec<CertificateDer<'static>> {
         self.current.load().cert.clone()
     }
 }
@@ -102,7 +103,7 @@ impl ResolvesServerCert for CertResolver {
 
 /// A rustls server configuration with the aws-lc-rs provider (as str0m) and ALPN for
 /// HTTP/2 and HTTP/1.1.
-pub fn server_config(resolver: Arc<CertResolver>) -> Result<Arc<ServerConfig>, TlsError> {
+pub(crate) fn server_config(resolver: Arc<CertResolver>) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -116,13 +117,13 @@ pub fn server_config(resolver: Arc<CertResolver>) -> Result<Arc<ServerConfig>, T
 /// A development CA and a server certificate it signed, all PEM.
 pub struct DevCerts {
     /// The CA certificate: what browsers, OBS or test clients are told to trust.
-    pub ca_cert: String,
+    pub(crate) ca_cert: String,
     /// The CA's private key (to sign more server certificates).
-    pub ca_key: String,
+    pub(crate) ca_key: String,
     /// The server certificate chain: the leaf, then the CA.
-    pub server_cert: String,
+    pub(crate) server_cert: String,
     /// The server's private key.
-    pub server_key: String,
+    pub(crate) server_key: String,
 }
 
 /// Makes a development CA and a server certificate for `hosts` (DNS names or IP

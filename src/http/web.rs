@@ -87,13 +87,13 @@ static ASSETS: &[Asset] = &[
 /// The pages' answer for `path`, or `None` when `path` is not a page (the caller
 /// routes it elsewhere). `Err` carries the methods allowed on a page path.
 /// Whether `path` is one of the pages or files served here.
-pub fn serves(path: &str) -> bool {
+pub(crate) fn serves(path: &str) -> bool {
     ASSETS.iter().any(|a| a.path == path)
 }
 
 /// The answer for `path`: None when it is not served here, the `Allow` value for a
 /// method other than GET and HEAD.
-pub fn respond(
+pub(crate) fn respond(
     method: &Method,
     path: &str,
     headers: &HeaderMap,

@@ -25,10 +25,10 @@ const ENDPOINT_ALLOW: &str = "POST, OPTIONS, GET, HEAD";
 const SESSION_ALLOW: &str = "PATCH, DELETE, OPTIONS, GET, HEAD";
 
 /// Largest request body accepted (an SDP offer is a few KiB).
-pub const MAX_BODY: usize = 64 * 1024;
+pub(crate) const MAX_BODY: usize = 64 * 1024;
 
 /// The media type of PATCH bodies (RFC 8840).
-pub const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
+pub(crate) const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
 
 fn check_stream(stream: &str) -> Result<(), ApiError> {
     if crate::model::valid_stream_name(stream) {

@@ -23,7 +23,7 @@ const WINDOW: u64 = 128;
 
 /// Puts the known SPS/PPS in front of IDRs that come without them.
 #[derive(Debug, Clone, Default)]
-pub struct ParameterSetInjector {
+pub(crate) struct ParameterSetInjector {
     sets: H264ParameterSets,
     /// Timestamp (with epoch) of the last picture an SPS came with.
     sps_picture: Option<(u32, u32)>,
@@ -34,12 +34,12 @@ pub struct ParameterSetInjector {
     points: VecDeque<u64>,
     highest: u64,
     /// Parameter-set packets inserted so far.
-    pub injected: u64,
+    pub(crate) injected: u64,
 }
 
 impl ParameterSetInjector {
     /// An injector knowing the parameter sets of `fmtp`'s `sprop-parameter-sets`.
-    pub fn new(fmtp: &str) -> Self {
+    pub(crate) fn new(fmtp: &str) -> Self {
         let mut sets = H264ParameterSets::default();
         sets.set_sprop(fmtp);
         ParameterSetInjector {
@@ -56,7 +56,7 @@ impl ParameterSetInjector {
     /// Takes one video packet of the source (in arrival order) and appends what to
     /// forward to `out`: the packet renumbered, with a parameter-set packet in front
     /// when it starts an IDR picture that no SPS came with.
-    pub fn process(&mut self, mut pkt: SourcePacket, out: &mut Vec<Arc<SourcePacket>>) {
+    pub(crate) fn process(&mut self, mut pkt: SourcePacket, out: &mut Vec<Arc<SourcePacket>>) {
         if pkt.epoch != self.epoch {
             // A new source numbering: start over (parameter sets stay known).
             self.epoch = pkt.epoch;

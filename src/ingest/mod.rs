@@ -17,9 +17,9 @@
 //! parameter-set injector ([`h264`]) are sans-IO and unit-tested; nothing here panics
 //! on network input.
 
-pub mod h264;
-pub mod numbering;
-pub mod sdp_file;
+pub(crate) mod h264;
+pub(crate) mod numbering;
+pub(crate) mod sdp_file;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -44,40 +44,40 @@ use numbering::{MediumState, Reject};
 
 /// Largest datagram accepted; bigger ones are dropped as oversized (a viewer's packet
 /// adds SRTP overhead to the payload and must still fit a 1500-byte path).
-pub const MAX_DATAGRAM: usize = 1472;
+pub(crate) const MAX_DATAGRAM: usize = 1472;
 
 /// One medium to listen for.
 #[derive(Debug, Clone, PartialEq)]
-pub struct MediumSpec {
+pub(crate) struct MediumSpec {
     /// Audio or video.
-    pub kind: MediaKind,
+    pub(crate) kind: MediaKind,
     /// UDP port of RTP.
-    pub port: u16,
+    pub(crate) port: u16,
     /// Payload type, rtpmap and fmtp.
-    pub codec: OfferedCodec,
+    pub(crate) codec: OfferedCodec,
 }
 
 /// A resolved RTP ingest entry.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RtpSourceSpec {
+pub(crate) struct RtpSourceSpec {
     /// Stream name.
-    pub stream: String,
+    pub(crate) stream: String,
     /// Address to bind.
-    pub bind: IpAddr,
+    pub(crate) bind: IpAddr,
     /// Multicast group to join.
-    pub multicast_group: Option<Ipv4Addr>,
+    pub(crate) multicast_group: Option<Ipv4Addr>,
     /// Interface to join it on.
-    pub multicast_interface: Option<Ipv4Addr>,
+    pub(crate) multicast_interface: Option<Ipv4Addr>,
     /// Only this sender is accepted.
-    pub allowed_sender: Option<IpAddr>,
+    pub(crate) allowed_sender: Option<IpAddr>,
     /// The media.
-    pub media: Vec<MediumSpec>,
+    pub(crate) media: Vec<MediumSpec>,
 }
 
 impl RtpSourceSpec {
     /// The keyframe cache for this source's video (a zero-sized one for audio only),
     /// stale after `silence`.
-    pub fn keyframe_cache(&self, silence: Duration) -> KeyframeCache {
+    pub(crate) fn keyframe_cache(&self, silence: Duration) -> KeyframeCache {
         match self.media.iter().find(|m| m.kind == MediaKind::Video) {
             Some(v) => {
                 let mut c = KeyframeCache::new(CodecKind::of_name(&v.codec.name), CACHE_BYTES)
@@ -90,7 +90,7 @@ impl RtpSourceSpec {
     }
 
     /// The codecs viewers must match, in the directory's form.
-    pub fn chosen_codecs(&self) -> Vec<ChosenCodec> {
+    pub(crate) fn chosen_codecs(&self) -> Vec<ChosenCodec> {
         self.media
             .iter()
             .enumerate()
@@ -145,7 +145,7 @@ fn medium_from_entry(kind: MediaKind, e: &RtpMediumEntry) -> Result<MediumSpec, 
 }
 
 /// Turns a configuration entry into what the listener needs (reads the SDP file).
-pub fn resolve(entry: &RtpEntry) -> Result<RtpSourceSpec, String> {
+pub(crate) fn resolve(entry: &RtpEntry) -> Result<RtpSourceSpec, String> {
     let err = |e: String| format!("rtp stream {:?}: {e}", entry.stream);
     if !crate::model::valid_stream_name(&entry.stream) {
         return Err(err("not a valid stream name".into()));
@@ -237,7 +237,7 @@ pub struct IngestCounters {
 
 impl IngestCounters {
     /// The address RTP last came from.
-    pub fn sender(&self) -> Option<SocketAddr> {
+    pub(crate) fn sender(&self) -> Option<SocketAddr> {
         *self.last_sender.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -283,7 +283,7 @@ struct Medium {
 }
 
 /// Binds the sockets of one entry and starts its task.
-pub fn start(
+pub(crate) fn start(
     spec: RtpSourceSpec,
     shared: Arc<Stream>,
     peers: Vec<mpsc::Sender<WorkerMsg>>,

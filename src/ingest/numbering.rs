@@ -17,7 +17,7 @@ const RESYNC_AFTER: u32 = 16;
 
 /// Why a packet is dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reject {
+pub(crate) enum Reject {
     /// Same sequence number seen recently.
     Duplicate,
     /// Older than the reorder window.
@@ -28,7 +28,7 @@ pub enum Reject {
 
 /// One configured medium of an RTP source.
 #[derive(Debug, Clone)]
-pub struct MediumState {
+pub(crate) struct MediumState {
     pt: u8,
     ssrc: Option<u32>,
     epoch: u32,
@@ -38,12 +38,12 @@ pub struct MediumState {
     seen: u128,
     late_in_a_row: u32,
     /// SSRC changes seen.
-    pub ssrc_changes: u64,
+    pub(crate) ssrc_changes: u64,
 }
 
 impl MediumState {
     /// A medium carrying payload type `pt`.
-    pub fn new(pt: u8) -> Self {
+    pub(crate) fn new(pt: u8) -> Self {
         Self {
             pt,
             ssrc: None,
@@ -53,11 +53,6 @@ impl MediumState {
             late_in_a_row: 0,
             ssrc_changes: 0,
         }
-    }
-
-    /// The current epoch (bumped on every SSRC change or numbering restart).
-    pub fn epoch(&self) -> u32 {
-        self.epoch
     }
 
     fn restart(&mut self, seq: u16) {
@@ -96,7 +91,7 @@ impl MediumState {
 
     /// Numbers one parsed RTP packet: its extended sequence number and epoch, or why
     /// it must be dropped.
-    pub fn accept(&mut self, h: &RtpHeader) -> Result<(u64, u32), Reject> {
+    pub(crate) fn accept(&mut self, h: &RtpHeader) -> Result<(u64, u32), Reject> {
         if h.pt != self.pt {
             return Err(Reject::UnknownPt);
         }

@@ -17,11 +17,11 @@ use crate::sdp::parse::{codecs_of, normalise};
 
 /// What an SDP file describes.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SdpFile {
+pub(crate) struct SdpFile {
     /// The `c=` address (without a `/ttl` suffix), if any.
-    pub address: Option<IpAddr>,
+    pub(crate) address: Option<IpAddr>,
     /// One entry per audio or video m-line.
-    pub media: Vec<MediumSpec>,
+    pub(crate) media: Vec<MediumSpec>,
 }
 
 fn connection_ip(c: &Connection) -> Result<IpAddr, String> {
@@ -31,7 +31,7 @@ fn connection_ip(c: &Connection) -> Result<IpAddr, String> {
 }
 
 /// Parses the text of an SDP file. Errors are one line naming the problem.
-pub fn parse_sdp_file(text: &str) -> Result<SdpFile, String> {
+pub(crate) fn parse_sdp_file(text: &str) -> Result<SdpFile, String> {
     if text.len() > 64 * 1024 {
         return Err("SDP file larger than 64 KiB".into());
     }

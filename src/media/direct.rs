@@ -35,14 +35,14 @@ use crate::wire::rtp::OutHeader;
 
 /// How often each SSRC's sender report goes out (str0m's default for video; audio
 /// gets the same, so a viewer can sync within a second of joining).
-pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How many times one packet is resent at most, however often it is NACKed.
 const MAX_RESENDS: u8 = 2;
 
 /// Why a session cannot use the direct path.
 #[derive(Debug, thiserror::Error)]
-pub enum DirectError {
+pub(crate) enum DirectError {
     #[error("DTLS exported no keys")]
     NoKeys,
     #[error("the m-line {0} has no send stream")]
@@ -55,17 +55,17 @@ pub enum DirectError {
 
 /// What one RTCP datagram from the viewer held.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
-pub struct RtcpSummary {
+pub(crate) struct RtcpSummary {
     /// Packets the viewer NACKed.
-    pub nacks: u64,
+    pub(crate) nacks: u64,
     /// Of those, packets resent (appended to the output).
-    pub resent: u64,
+    pub(crate) resent: u64,
     /// The round trip from a report block answering one of our sender reports.
-    pub rtt: Option<Duration>,
+    pub(crate) rtt: Option<Duration>,
     /// The loss fraction the viewer reports for the video (else the first track).
-    pub loss: Option<f32>,
+    pub(crate) loss: Option<f32>,
     /// A keyframe request for our video, the last one if several.
-    pub keyframe: Option<KeyframeRequestKind>,
+    pub(crate) keyframe: Option<KeyframeRequestKind>,
 }
 
 /// One sent video packet, kept for resending. 32 bytes: the sequence number is its
@@ -150,7 +150,7 @@ impl Track {
 }
 
 /// The direct egress state of one viewer session.
-pub struct DirectEgress {
+pub(crate) struct DirectEgress {
     /// Ours, protecting what we send.
     tx: Srtp,
     /// The viewer's, reading its SRTCP.
@@ -173,7 +173,7 @@ impl std::fmt::Debug for DirectEgress {
 impl DirectEgress {
     /// The state for a connected viewer session: SSRCs, mid extension and CNAME as
     /// `rtc` negotiated them, contexts from its DTLS export.
-    pub fn new(
+    pub(crate) fn new(
         rtc: &mut Rtc,
         keys: &ExportedKeys,
         tracks: &[ViewerTrack],
@@ -221,19 +221,20 @@ impl DirectEgress {
         })
     }
 
+    #[cfg(test)]
     /// The SSRC the session sends on `mid`, if it has that track.
-    pub fn ssrc(&self, mid: Mid) -> Option<u32> {
+    pub(crate) fn ssrc(&self, mid: Mid) -> Option<u32> {
         self.tracks.iter().find(|t| t.mid == mid).map(|t| t.ssrc)
     }
 
     /// The resend window: how long sent video stays available (see [`NackHistory`]).
-    pub fn set_window(&mut self, window: Duration) {
+    pub(crate) fn set_window(&mut self, window: Duration) {
         self.window = window;
     }
 
     /// Appends the protected datagram of `f` to `out` (cleared first) and keeps video
     /// for resending. A forward for an m-line the session lacks is refused.
-    pub fn send(
+    pub(crate) fn send(
         &mut self,
         f: &Forward,
         now: Instant,
@@ -268,7 +269,7 @@ impl DirectEgress {
     /// Reads one SRTCP datagram from the viewer: resends what it NACKed that is still
     /// in the window (each resend is handed to `emit`) and returns the round trip and
     /// loss its reports give. What does not authenticate yields nothing.
-    pub fn on_rtcp(
+    pub(crate) fn on_rtcp(
         &mut self,
         datagram: &[u8],
         now: Instant,
@@ -334,13 +335,13 @@ impl DirectEgress {
     }
 
     /// When the next sender reports are due.
-    pub fn poll_timeout(&self) -> Instant {
+    pub(crate) fn poll_timeout(&self) -> Instant {
         self.next_report
     }
 
     /// Hands `emit` the sender reports due at `now`, one SRTCP datagram per SSRC that
     /// has sent anything.
-    pub fn handle_timeout(&mut self, now: Instant, mut emit: impl FnMut(&[u8])) {
+    pub(crate) fn handle_timeout(&mut self, now: Instant, mut emit: impl FnMut(&[u8])) {
         if now < self.next_report {
             return;
         }
@@ -377,16 +378,19 @@ impl DirectEgress {
         }
     }
 
+    #[cfg(test)]
     /// Packets kept for resending (for tests and memory figures).
-    pub fn history_len(&self) -> usize {
+    pub(crate) fn history_len(&self) -> usize {
         self.histories().map(VecDeque::len).sum()
     }
 
+    #[cfg(test)]
     /// Room the history holds (for tests and memory figures).
-    pub fn history_capacity(&self) -> usize {
+    pub(crate) fn history_capacity(&self) -> usize {
         self.histories().map(VecDeque::capacity).sum()
     }
 
+    #[cfg(test)]
     fn histories(&self) -> impl Iterator<Item = &VecDeque<Sent>> {
         self.tracks
             .iter()

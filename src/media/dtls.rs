@@ -24,9 +24,9 @@ use str0m::crypto::dtls::{
 use str0m::crypto::{CryptoError, CryptoProvider};
 
 /// First DTLS flight retransmission timeout.
-pub const FLIGHT_START_RTO: Duration = Duration::from_millis(50);
+pub(crate) const FLIGHT_START_RTO: Duration = Duration::from_millis(50);
 /// Retransmissions per flight (50 ms doubling nine times: about 25 s in all).
-pub const FLIGHT_RETRIES: usize = 9;
+pub(crate) const FLIGHT_RETRIES: usize = 9;
 
 /// The process's crypto provider with [`FastDtls`] as its DTLS factory.
 pub fn provider() -> CryptoProvider {
@@ -41,10 +41,10 @@ static FAST_DTLS: FastDtls = FastDtls;
 /// egress path (`media::srtp`).
 #[derive(Clone)]
 pub struct ExportedKeys {
-    pub profile: dimpl::SrtpProfile,
-    pub material: Vec<u8>,
+    pub(crate) profile: dimpl::SrtpProfile,
+    pub(crate) material: Vec<u8>,
     /// Whether we were the DTLS client: the client's key is the first half.
-    pub dtls_client: bool,
+    pub(crate) dtls_client: bool,
 }
 
 impl std::fmt::Debug for ExportedKeys {
@@ -94,7 +94,7 @@ pub fn with_key_slot<T>(slot: &KeySlot, build: impl FnOnce() -> T) -> T {
 
 /// A DTLS factory: dimpl with the aws-lc-rs backend and short retransmission timers.
 #[derive(Debug)]
-pub struct FastDtls;
+pub(crate) struct FastDtls;
 
 impl FastDtls {
     fn config(mtu: Option<usize>) -> Result<dimpl::Config, CryptoError> {

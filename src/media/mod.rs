@@ -11,15 +11,15 @@
 //! viewers' own send path, `udp` and `outbox` the socket and its batched sends, and
 //! `telemetry` a session's figures. Nothing here knows HTTP.
 
-pub mod direct;
+pub(crate) mod direct;
 pub mod dtls;
 pub mod egress;
 mod negotiate;
-pub mod outbox;
+pub(crate) mod outbox;
 mod pool;
 pub mod srtp;
 mod telemetry;
-pub mod udp;
+pub(crate) mod udp;
 mod worker;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize};
@@ -31,13 +31,14 @@ use crate::model::SessionId;
 use crate::sdp::SdpError;
 
 pub(crate) use pool::send_to_viewer_workers;
-pub use pool::{Media, WorkerHandle, candidate_addrs};
-pub use telemetry::SessionSnapshot;
-pub use worker::{PatchError, PatchOutcome, WorkerMsg, WorkerStats};
+pub(crate) use pool::{Media, WorkerHandle};
+pub(crate) use telemetry::SessionSnapshot;
+pub use worker::WorkerStats;
+pub(crate) use worker::{PatchOutcome, WorkerMsg};
 
 /// Why a session could not be created or found.
 #[derive(Debug, thiserror::Error)]
-pub enum MediaError {
+pub(crate) enum MediaError {
     /// The offer was refused by inspection (400 or 422).
     #[error(transparent)]
     Sdp(#[from] SdpError),
@@ -57,11 +58,11 @@ pub enum MediaError {
 
 /// A session just created.
 #[derive(Debug, Clone)]
-pub struct Created {
+pub(crate) struct Created {
     /// Its id (the last segment of its URL).
-    pub id: SessionId,
+    pub(crate) id: SessionId,
     /// The SDP answer.
-    pub answer: String,
+    pub(crate) answer: String,
 }
 
 /// Counters shared by all workers, read by tests and (later) by metrics.
@@ -141,11 +142,11 @@ pub struct MediaCounters {
 #[derive(Debug)]
 pub struct WorkerGauges {
     /// Workers running (the entries below that are in use).
-    pub count: AtomicUsize,
+    pub(crate) count: AtomicUsize,
     /// Time busy out of time run, smoothed (see `core::hold`), parts per million.
-    pub load_ppm: Box<[AtomicU64]>,
+    pub(crate) load_ppm: Box<[AtomicU64]>,
     /// The forward hold now, nanoseconds.
-    pub hold_ns: Box<[AtomicU64]>,
+    pub(crate) hold_ns: Box<[AtomicU64]>,
 }
 
 impl Default for WorkerGauges {
@@ -165,17 +166,17 @@ impl Default for WorkerGauges {
 
 /// Settings the workers need, taken from [`Config`].
 #[derive(Debug, Clone)]
-pub struct WorkerConfig {
+pub(crate) struct WorkerConfig {
     /// Close a session whose ICE has been disconnected this long.
-    pub ice_timeout: Duration,
+    pub(crate) ice_timeout: Duration,
     /// Close a session not connected this long after creation.
-    pub connect_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     /// Minimum time between keyframe requests to one publisher.
-    pub keyframe_request_interval: Duration,
+    pub(crate) keyframe_request_interval: Duration,
     /// Source packets from other workers older than this are dropped, not forwarded.
-    pub forward_max_delay: Duration,
+    pub(crate) forward_max_delay: Duration,
     /// How long forwards are held to leave as per-viewer GSO runs.
-    pub forward_hold: crate::config::ForwardHold,
+    pub(crate) forward_hold: crate::config::ForwardHold,
     /// A source that sent nothing this long is silent (see `Config::source_silence`).
-    pub source_silence: Duration,
+    pub(crate) source_silence: Duration,
 }

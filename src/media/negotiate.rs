@@ -25,7 +25,7 @@ use crate::sdp::{self, ChosenCodec, trim};
 impl Media {
     /// Creates a publisher session for `stream` from a WHIP offer; `etag` names its
     /// first ICE session.
-    pub async fn publish(
+    pub(crate) async fn publish(
         &self,
         stream: &str,
         offer_sdp: &str,
@@ -129,7 +129,7 @@ impl Media {
 
     /// Creates a viewer session of `stream` from a WHEP offer; `etag` names its first
     /// ICE session.
-    pub async fn play(
+    pub(crate) async fn play(
         &self,
         stream: &str,
         offer_sdp: &str,
@@ -170,14 +170,14 @@ impl Media {
             .chain(idle.iter().map(|l| trim::Keep::idle(&l.mid, l.codec.pt)))
             .collect();
         let offer_sdp = trim::keep_codecs(offer_sdp, &keep);
-        // The direct egress path needs the keys the session's DTLS exports.
-        let keys = self.direct_egress.then(dtls::KeySlot::default);
+        // The viewer's egress protects with the keys its DTLS exports.
+        let keys = dtls::KeySlot::default();
         let (rtc, answer, ufrag) = self.negotiate(
             &self.viewer_template,
             worker,
             &offer_sdp,
             CodecConfig::new_from_payload_params(params),
-            keys.as_ref(),
+            Some(&keys),
         )?;
         // Audio and video in one media stream, so the player syncs them.
         let answer = sdp::msid::one_stream(&answer, stream);

@@ -26,7 +26,7 @@ const MAX_BATCH_BYTES: usize = 65_000;
 
 /// Datagrams waiting to be sent, as messages over one buffer.
 #[derive(Debug, Default)]
-pub struct Outbox {
+pub(crate) struct Outbox {
     buf: Vec<u8>,
     messages: Vec<Outgoing>,
     /// The last message's last segment was shorter: nothing may join it.
@@ -38,21 +38,21 @@ pub struct Outbox {
 
 /// What an [`Outbox`] sent: datagrams over system calls is its batching factor.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct SendCounts {
+pub(crate) struct SendCounts {
     /// Datagrams.
-    pub datagrams: u64,
+    pub(crate) datagrams: u64,
     /// System calls.
-    pub calls: u64,
+    pub(crate) calls: u64,
 }
 
 impl Outbox {
     /// An empty outbox.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Queues one datagram, sending what was pending first when the outbox is full.
-    pub fn push(
+    pub(crate) fn push(
         &mut self,
         socket: &MediaSocket,
         source: IpAddr,
@@ -91,7 +91,7 @@ impl Outbox {
     }
 
     /// Sends whatever is pending.
-    pub fn flush(&mut self, socket: &MediaSocket) {
+    pub(crate) fn flush(&mut self, socket: &MediaSocket) {
         if !self.messages.is_empty() {
             self.sent.calls += socket.send_many(&self.buf, &self.messages);
             self.sent.datagrams += self.len() as u64;
@@ -102,17 +102,18 @@ impl Outbox {
     }
 
     /// Datagrams pending.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.messages.iter().map(|m| m.segments).sum()
     }
 
+    #[cfg(test)]
     /// Nothing pending.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.messages.is_empty()
     }
 
     /// What was sent since the last call.
-    pub fn take_sent(&mut self) -> SendCounts {
+    pub(crate) fn take_sent(&mut self) -> SendCounts {
         std::mem::take(&mut self.sent)
     }
 }

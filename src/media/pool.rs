@@ -22,27 +22,25 @@ use crate::sdp::template::Templates;
 
 /// One worker as seen from outside.
 #[derive(Debug, Clone)]
-pub struct WorkerHandle {
+pub(crate) struct WorkerHandle {
     /// Its index (also its bit in the viewer masks).
-    pub index: usize,
+    pub(crate) index: usize,
     /// Its command queue.
-    pub tx: mpsc::Sender<WorkerMsg>,
+    pub(crate) tx: mpsc::Sender<WorkerMsg>,
     /// Its socket's bound address.
-    pub bound: SocketAddr,
+    pub(crate) bound: SocketAddr,
     /// The addresses put in answers as host candidates.
-    pub candidates: Vec<SocketAddr>,
+    pub(crate) candidates: Vec<SocketAddr>,
 }
 
 /// The media side of the server: workers plus session setup.
-pub struct Media {
+pub(crate) struct Media {
     pub(super) workers: Vec<WorkerHandle>,
     pub(super) directory: Arc<Directory>,
     pub(super) counters: Arc<MediaCounters>,
     pub(super) template: RtcConfig,
     /// The template for viewers: `template` with the mid header extension only.
     pub(super) viewer_template: RtcConfig,
-    /// Viewers take the direct egress path (their DTLS keys are kept for it).
-    pub(super) direct_egress: bool,
     /// Offers as str0m reads them, parsed once per template (`sdp::template`).
     pub(super) offer_templates: Templates,
     pub(super) next_worker: AtomicUsize,
@@ -68,7 +66,7 @@ impl Media {
     /// runtime the HTTP requests (a burst of viewers joining) queued behind it. As
     /// threads, the kernel shares the cores between them, and a request that wakes up
     /// runs at once.
-    pub fn start(
+    pub(crate) fn start(
         config: &Config,
         directory: Arc<Directory>,
     ) -> std::io::Result<(Media, Vec<tokio::task::JoinHandle<()>>)> {
@@ -142,18 +140,14 @@ impl Media {
             }));
         }
         let template = negotiate::rtc_template()?;
-        let mut viewer_template = template
+        // The egress writes each SSRC's sender reports; str0m would otherwise send
+        // its own (with zero counts) for the same SSRCs. Its receiver reports are
+        // unaffected: a viewer session receives no media.
+        let viewer_template = template
             .clone()
-            .set_extension_map(negotiate::viewer_extensions());
-        let direct_egress = config.egress == crate::config::Egress::Direct;
-        if direct_egress {
-            // The direct path writes each SSRC's sender reports; str0m would otherwise
-            // send its own (with zero counts) for the same SSRCs. Its receiver reports
-            // are unaffected: a viewer session receives no media.
-            viewer_template = viewer_template
-                .set_rtcp_report_interval_audio(NO_REPORTS)
-                .set_rtcp_report_interval_video(NO_REPORTS);
-        }
+            .set_extension_map(negotiate::viewer_extensions())
+            .set_rtcp_report_interval_audio(NO_REPORTS)
+            .set_rtcp_report_interval_video(NO_REPORTS);
         Ok((
             Media {
                 workers,
@@ -161,7 +155,6 @@ impl Media {
                 counters,
                 template,
                 viewer_template,
-                direct_egress,
                 offer_templates: Templates::default(),
                 next_worker: AtomicUsize::new(0),
                 _alive: alive,
@@ -171,12 +164,12 @@ impl Media {
     }
 
     /// The workers (addresses for logs and tests).
-    pub fn workers(&self) -> &[WorkerHandle] {
+    pub(crate) fn workers(&self) -> &[WorkerHandle] {
         &self.workers
     }
 
     /// Shared counters.
-    pub fn counters(&self) -> &Arc<MediaCounters> {
+    pub(crate) fn counters(&self) -> &Arc<MediaCounters> {
         &self.counters
     }
 
@@ -186,7 +179,7 @@ impl Media {
     }
 
     /// The session at a URL: `kind` and `stream` must match it, else it is unknown.
-    pub fn session(
+    pub(crate) fn session(
         &self,
         id: SessionId,
         kind: Role,
@@ -199,13 +192,18 @@ impl Media {
     }
 
     /// Number of sessions in the directory (publishers and viewers).
-    pub fn session_count(&self) -> usize {
+    pub(crate) fn session_count(&self) -> usize {
         let c = self.directory.counts();
         c.publishers + c.viewers
     }
 
     /// Ends a session (DELETE). `kind` and `stream` must match its URL.
-    pub async fn close(&self, id: SessionId, kind: Role, stream: &str) -> Result<(), MediaError> {
+    pub(crate) async fn close(
+        &self,
+        id: SessionId,
+        kind: Role,
+        stream: &str,
+    ) -> Result<(), MediaError> {
         let info = self
             .directory
             .session(id)
@@ -215,7 +213,7 @@ impl Media {
     }
 
     /// Ends a session through the worker's single teardown path, for `reason`.
-    pub async fn end_session(
+    pub(crate) async fn end_session(
         &self,
         info: &SessionInfo,
         reason: EndReason,
@@ -251,7 +249,7 @@ impl Media {
     }
 
     /// Applies a PATCH (trickle ICE or ICE restart) to a session whose URL matched.
-    pub async fn patch(
+    pub(crate) async fn patch(
         &self,
         id: SessionId,
         worker: usize,
@@ -273,12 +271,12 @@ impl Media {
     }
 
     /// The directory.
-    pub fn directory(&self) -> &Arc<Directory> {
+    pub(crate) fn directory(&self) -> &Arc<Directory> {
         &self.directory
     }
 
     /// Tells the workers in `mask` to close their viewers of `stream`.
-    pub fn broadcast_end(&self, stream: Arc<str>, mask: u64, reason: EndReason) {
+    pub(crate) fn broadcast_end(&self, stream: Arc<str>, mask: u64, reason: EndReason) {
         for w in &self.workers {
             if mask & (1 << w.index) != 0 {
                 let _ = w.tx.try_send(WorkerMsg::EndStream {
@@ -291,7 +289,7 @@ impl Media {
 
     /// The sessions the workers hold (of `stream`, or all; only publishers when
     /// `publishers_only`), as the API shows them.
-    pub async fn sessions(
+    pub(crate) async fn sessions(
         &self,
         stream: Option<&str>,
         publishers_only: bool,
@@ -315,7 +313,7 @@ impl Media {
     }
 
     /// Per-worker internal counts (sessions, routing entries), for leak checks.
-    pub async fn worker_stats(&self) -> Vec<WorkerStats> {
+    pub(crate) async fn worker_stats(&self) -> Vec<WorkerStats> {
         let mut out = Vec::new();
         for w in &self.workers {
             let (reply, rx) = oneshot::channel();
@@ -329,7 +327,7 @@ impl Media {
     }
 
     /// Closes every session and stops the workers.
-    pub async fn shutdown(&self) {
+    pub(crate) async fn shutdown(&self) {
         for w in &self.workers {
             let (reply, rx) = oneshot::channel();
             if w.tx.send(WorkerMsg::Shutdown { reply }).await.is_ok() {
@@ -391,7 +389,7 @@ pub(crate) fn send_to_viewer_workers(
 /// Host candidates for a socket bound to `bound`: the address itself, or every usable
 /// interface address of its family when bound to the unspecified address; plus the
 /// configured public addresses on the same port.
-pub fn candidate_addrs(bound: SocketAddr, public_ips: &[IpAddr]) -> Vec<SocketAddr> {
+pub(crate) fn candidate_addrs(bound: SocketAddr, public_ips: &[IpAddr]) -> Vec<SocketAddr> {
     let mut out = Vec::new();
     if bound.ip().is_unspecified() {
         if let Ok(ifaces) = if_addrs::get_if_addrs() {

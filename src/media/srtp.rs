@@ -52,7 +52,7 @@ pub enum Profile {
 
 impl Profile {
     /// The profile a DTLS handshake negotiated.
-    pub fn from_dtls(p: SrtpProfile) -> Result<Self, SrtpError> {
+    pub(crate) fn from_dtls(p: SrtpProfile) -> Result<Self, SrtpError> {
         match p {
             SrtpProfile::AES128_CM_SHA1_80 => Ok(Self::Aes128CmSha1_80),
             SrtpProfile::AEAD_AES_128_GCM => Ok(Self::AeadAes128Gcm),
@@ -62,7 +62,7 @@ impl Profile {
     }
 
     /// Master (and session) key length.
-    pub fn key_len(self) -> usize {
+    pub(crate) fn key_len(self) -> usize {
         match self {
             Self::Aes128CmSha1_80 | Self::AeadAes128Gcm => 16,
             Self::AeadAes256Gcm => 32,
@@ -70,7 +70,7 @@ impl Profile {
     }
 
     /// Master (and session) salt length.
-    pub fn salt_len(self) -> usize {
+    pub(crate) fn salt_len(self) -> usize {
         match self {
             Self::Aes128CmSha1_80 => Aes128CmSha1_80::SALT_LEN,
             Self::AeadAes128Gcm | Self::AeadAes256Gcm => AeadAes128Gcm::SALT_LEN,
@@ -78,25 +78,26 @@ impl Profile {
     }
 
     /// Bytes a protected RTP packet has beyond the plain one.
-    pub fn rtp_overhead(self) -> usize {
+    pub(crate) fn rtp_overhead(self) -> usize {
         match self {
             Self::Aes128CmSha1_80 => Aes128CmSha1_80::HMAC_TAG_LEN,
             Self::AeadAes128Gcm | Self::AeadAes256Gcm => AeadAes128Gcm::TAG_LEN,
         }
     }
 
+    #[cfg(test)]
     /// Bytes a protected RTCP packet has beyond the plain one (tag and index word).
-    pub fn rtcp_overhead(self) -> usize {
+    pub(crate) fn rtcp_overhead(self) -> usize {
         self.rtp_overhead() + 4
     }
 }
 
 /// One direction's master key and salt.
 #[derive(Clone, PartialEq, Eq)]
-pub struct MasterKey {
-    pub profile: Profile,
-    pub key: Vec<u8>,
-    pub salt: Vec<u8>,
+pub(crate) struct MasterKey {
+    pub(crate) profile: Profile,
+    pub(crate) key: Vec<u8>,
+    pub(crate) salt: Vec<u8>,
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -108,7 +109,7 @@ impl std::fmt::Debug for MasterKey {
 
 /// The two directions of a DTLS-SRTP export: what we send with and what the peer
 /// sends with (RFC 5764 §4.2: client key, server key, client salt, server salt).
-pub fn split_export(
+pub(crate) fn split_export(
     profile: Profile,
     material: &[u8],
     dtls_client: bool,
@@ -344,7 +345,7 @@ impl std::fmt::Debug for Srtp {
 
 impl Srtp {
     /// The context for `master`: `encrypt` for what we send, not for what we read.
-    pub fn new(
+    pub(crate) fn new(
         provider: &CryptoProvider,
         master: &MasterKey,
         encrypt: bool,
@@ -367,14 +368,10 @@ impl Srtp {
         })
     }
 
-    pub fn profile(&self) -> Profile {
-        self.profile
-    }
-
     /// Appends the protected form of the RTP packet `header` + `payload` to `out`.
     /// `roc` is the rollover counter of the packet's sequence number (the sender
     /// keeps it: the index is `roc << 16 | seq`).
-    pub fn protect_rtp(
+    pub(crate) fn protect_rtp(
         &mut self,
         header: &[u8],
         payload: &[u8],
@@ -420,10 +417,11 @@ impl Srtp {
         Ok(())
     }
 
+    #[cfg(test)]
     /// The plain RTP packet of `packet`, whose header is `header_len` bytes long and
     /// whose rollover counter is `roc`. For tests and tools: a server reads no RTP
     /// through this path.
-    pub fn unprotect_rtp(
+    pub(crate) fn unprotect_rtp(
         &mut self,
         packet: &[u8],
         header_len: usize,
@@ -480,7 +478,11 @@ impl Srtp {
 
     /// Appends the protected (encrypted) form of the compound RTCP packet `plain` to
     /// `out`, with the next SRTCP index.
-    pub fn protect_rtcp(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<(), SrtpError> {
+    pub(crate) fn protect_rtcp(
+        &mut self,
+        plain: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), SrtpError> {
         if plain.len() < 8 {
             return Err(SrtpError::TooShort(plain.len()));
         }
@@ -531,7 +533,7 @@ impl Srtp {
 
     /// The plain compound RTCP packet of the SRTCP packet `packet`, and its index.
     /// Unencrypted SRTCP (E clear) is authenticated and returned as it is.
-    pub fn unprotect_rtcp(&mut self, packet: &[u8]) -> Result<(Vec<u8>, u32), SrtpError> {
+    pub(crate) fn unprotect_rtcp(&mut self, packet: &[u8]) -> Result<(Vec<u8>, u32), SrtpError> {
         let tag_len = self.profile.rtp_overhead();
         if packet.len() < 8 + 4 + tag_len {
             return Err(SrtpError::TooShort(packet.len()));

@@ -20,38 +20,36 @@ use crate::model::{Role, SessionId};
 
 /// One session as the API shows it.
 #[derive(Debug, Clone)]
-pub struct SessionSnapshot {
+pub(crate) struct SessionSnapshot {
     /// Its id.
-    pub id: SessionId,
+    pub(crate) id: SessionId,
     /// Publisher or viewer.
-    pub kind: Role,
-    /// Its stream.
-    pub stream: Arc<str>,
+    pub(crate) kind: Role,
     /// The address its media last came from.
-    pub peer: Option<SocketAddr>,
+    pub(crate) peer: Option<SocketAddr>,
     /// Connecting, connected or disconnected.
-    pub state: SessionState,
+    pub(crate) state: SessionState,
     /// Time since it was created.
-    pub age: Duration,
+    pub(crate) age: Duration,
     /// UDP bytes received from the peer.
-    pub bytes_in: u64,
+    pub(crate) bytes_in: u64,
     /// UDP bytes sent to the peer.
-    pub bytes_out: u64,
+    pub(crate) bytes_out: u64,
     /// RTP packets received (publishers).
-    pub packets_in: u64,
+    pub(crate) packets_in: u64,
     /// RTP packets written (viewers).
-    pub packets_out: u64,
+    pub(crate) packets_out: u64,
     /// Bits per second received, over the last second or so.
-    pub bitrate_in: u64,
+    pub(crate) bitrate_in: u64,
     /// Bits per second sent, over the last second or so.
-    pub bitrate_out: u64,
+    pub(crate) bitrate_out: u64,
     /// Round-trip time from RTCP, when known.
-    pub rtt: Option<Duration>,
+    pub(crate) rtt: Option<Duration>,
     /// Fraction of packets lost (viewers: as the viewer reports; publishers: as
     /// received here), when known.
-    pub loss: Option<f32>,
+    pub(crate) loss: Option<f32>,
     /// NACKs received from the peer (viewers) or sent to it (publishers).
-    pub nacks: u64,
+    pub(crate) nacks: u64,
 }
 
 /// Per-session telemetry, owned by the worker's `Session`.
@@ -238,7 +236,6 @@ impl SessionTelemetry {
     pub(super) fn snapshot(
         &mut self,
         id: SessionId,
-        stream: Arc<str>,
         created: Instant,
         now: Instant,
     ) -> SessionSnapshot {
@@ -256,7 +253,6 @@ impl SessionTelemetry {
         SessionSnapshot {
             id,
             kind: self.kind,
-            stream,
             peer: self.peer,
             state: self.state,
             age: now.saturating_duration_since(created),

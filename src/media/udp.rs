@@ -10,38 +10,38 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 /// Datagrams read per system call at most.
-pub const BATCH: usize = 32;
+pub(crate) const BATCH: usize = 32;
 /// Largest datagram we accept; anything longer is cut to this length (and then fails
 /// to parse or authenticate).
-pub const MAX_DATAGRAM: usize = 2048;
+pub(crate) const MAX_DATAGRAM: usize = 2048;
 
 /// Bytes of one receive buffer: room for a GRO batch (at most 64 segments, 64 KiB).
-pub const RECV_BUFFER: usize = 65_536;
+pub(crate) const RECV_BUFFER: usize = 65_536;
 
 /// Messages one [`MediaSocket::send_many`] system call carries at most.
-pub const MAX_MESSAGES: usize = 32;
+pub(crate) const MAX_MESSAGES: usize = 32;
 
 /// One message of a [`MediaSocket::send_many`]: `len` bytes at `start` of the shared
 /// buffer, sent from `source` to `destination` as datagrams of `segment` bytes (the
 /// last may be shorter) when `segments` is more than one (GSO), else as one datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Outgoing {
+pub(crate) struct Outgoing {
     /// Our address to send from.
-    pub source: IpAddr,
+    pub(crate) source: IpAddr,
     /// The peer.
-    pub destination: SocketAddr,
+    pub(crate) destination: SocketAddr,
     /// Offset in the buffer.
-    pub start: usize,
+    pub(crate) start: usize,
     /// Bytes, all segments together.
-    pub len: usize,
+    pub(crate) len: usize,
     /// Bytes per segment.
-    pub segment: usize,
+    pub(crate) segment: usize,
     /// Datagrams in the message.
-    pub segments: usize,
+    pub(crate) segments: usize,
 }
 
 /// Receive buffers for [`MediaSocket::try_recv`] and the datagrams last read into them.
-pub struct RecvBuffers {
+pub(crate) struct RecvBuffers {
     bufs: Vec<Box<[u8]>>,
     /// (addresses and length, buffer index, offset in the buffer)
     received: Vec<(Received, usize, usize)>,
@@ -60,31 +60,21 @@ impl Default for RecvBuffers {
 
 impl RecvBuffers {
     /// [`BATCH`] buffers of [`RECV_BUFFER`] bytes.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// The datagrams of the last read, in arrival order.
-    pub fn datagrams(&self) -> impl Iterator<Item = (Received, &[u8])> {
+    pub(crate) fn datagrams(&self) -> impl Iterator<Item = (Received, &[u8])> {
         self.received
             .iter()
             .map(|&(r, b, off)| (r, &self.bufs[b][off..off + r.len]))
-    }
-
-    /// Number of datagrams of the last read.
-    pub fn len(&self) -> usize {
-        self.received.len()
-    }
-
-    /// True when the last read gave nothing.
-    pub fn is_empty(&self) -> bool {
-        self.received.is_empty()
     }
 }
 
 /// A bound, non-blocking UDP socket.
 #[derive(Debug)]
-pub struct MediaSocket {
+pub(crate) struct MediaSocket {
     socket: UdpSocket,
     state: UdpSocketState,
     local: SocketAddr,
@@ -92,20 +82,20 @@ pub struct MediaSocket {
 
 /// One received datagram's addresses.
 #[derive(Debug, Clone, Copy)]
-pub struct Received {
+pub(crate) struct Received {
     /// Sender.
-    pub source: SocketAddr,
+    pub(crate) source: SocketAddr,
     /// Our address it was sent to.
-    pub destination: SocketAddr,
+    pub(crate) destination: SocketAddr,
     /// Bytes in the buffer.
-    pub len: usize,
+    pub(crate) len: usize,
 }
 
 /// A bound UDP socket not yet registered with a tokio runtime: a media worker binds
 /// in `Media::start` (so a bind error is the caller's) and registers the socket on its
 /// own thread's runtime.
 #[derive(Debug)]
-pub struct BoundSocket {
+pub(crate) struct BoundSocket {
     socket: std::net::UdpSocket,
     state: UdpSocketState,
     local: SocketAddr,
@@ -113,7 +103,7 @@ pub struct BoundSocket {
 
 impl BoundSocket {
     /// Binds `addr` (port 0 picks one).
-    pub fn bind(addr: SocketAddr) -> io::Result<BoundSocket> {
+    pub(crate) fn bind(addr: SocketAddr) -> io::Result<BoundSocket> {
         let domain = socket2::Domain::for_address(addr);
         let sock =
             socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
@@ -137,12 +127,12 @@ impl BoundSocket {
     }
 
     /// The bound address.
-    pub fn local_addr(&self) -> SocketAddr {
+    pub(crate) fn local_addr(&self) -> SocketAddr {
         self.local
     }
 
     /// Registers the socket with the current tokio runtime.
-    pub fn register(self) -> io::Result<MediaSocket> {
+    pub(crate) fn register(self) -> io::Result<MediaSocket> {
         Ok(MediaSocket {
             socket: UdpSocket::from_std(self.socket)?,
             state: self.state,
@@ -153,17 +143,19 @@ impl BoundSocket {
 
 impl MediaSocket {
     /// Binds `addr` (port 0 picks one) on the current tokio runtime.
-    pub fn bind(addr: SocketAddr) -> io::Result<MediaSocket> {
+    #[cfg(test)]
+    pub(crate) fn bind(addr: SocketAddr) -> io::Result<MediaSocket> {
         BoundSocket::bind(addr)?.register()
     }
 
     /// The bound address.
-    pub fn local_addr(&self) -> SocketAddr {
+    #[cfg(test)]
+    pub(crate) fn local_addr(&self) -> SocketAddr {
         self.local
     }
 
     /// Waits until a datagram can be read.
-    pub async fn readable(&self) -> io::Result<()> {
+    pub(crate) async fn readable(&self) -> io::Result<()> {
         self.socket.readable().await
     }
 
@@ -173,7 +165,7 @@ impl MediaSocket {
     /// quinn-udp turns UDP GRO on, so the kernel may hand over several datagrams of
     /// one flow in one buffer (a burst from a publisher, or a peer's GSO send): they
     /// are split again by the reported segment size, so every datagram comes out whole.
-    pub fn try_recv(&self, bufs: &mut RecvBuffers) -> io::Result<()> {
+    pub(crate) fn try_recv(&self, bufs: &mut RecvBuffers) -> io::Result<()> {
         bufs.received.clear();
         let mut metas = [RecvMeta::default(); BATCH];
         let n = bufs.bufs.len().min(BATCH);
@@ -213,13 +205,13 @@ impl MediaSocket {
 
     /// Sends one datagram from `source` (our address) to `destination`. Errors other
     /// than a full buffer are logged by quinn-udp and ignored, as UDP loss is normal.
-    pub fn send(&self, source: IpAddr, destination: SocketAddr, contents: &[u8]) {
+    pub(crate) fn send(&self, source: IpAddr, destination: SocketAddr, contents: &[u8]) {
         self.send_transmit(source, destination, contents, None);
     }
 
     /// How many datagrams one GSO message of [`MediaSocket::send_many`] may carry
     /// (1: no GSO).
-    pub fn max_segments(&self) -> usize {
+    pub(crate) fn max_segments(&self) -> usize {
         self.state.max_gso_segments()
     }
 
@@ -229,7 +221,7 @@ impl MediaSocket {
     /// of one viewer's datagrams. A message the batch call refuses goes alone, the
     /// portable way (which also learns when the kernel lacks GSO). When the send
     /// buffer is full, the rest is dropped, as UDP loss. Returns the system calls made.
-    pub fn send_many(&self, buf: &[u8], messages: &[Outgoing]) -> u64 {
+    pub(crate) fn send_many(&self, buf: &[u8], messages: &[Outgoing]) -> u64 {
         let mut rest = messages;
         let mut calls = 0;
         while let Some(first) = rest.first() {

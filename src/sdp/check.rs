@@ -166,7 +166,7 @@ fn publishable(codec: &OfferedCodec, kind: MediaKind) -> bool {
 /// with its microphone off still publishes its video. Data-channel m-lines beside
 /// audio/video are ignored (str0m will reject them in the answer; that is fine), as are
 /// rejected m-lines (port 0 without `a=bundle-only`).
-pub fn check_publish_offer(offer: &Offer) -> Result<Vec<ChosenCodec>, SdpError> {
+pub(crate) fn check_publish_offer(offer: &Offer) -> Result<Vec<ChosenCodec>, SdpError> {
     let lines = check_transport(offer)?;
     let protocol = Role::Publisher.protocol();
 
@@ -262,7 +262,10 @@ fn match_viewer(media: &OfferedMedia, source: &ChosenCodec) -> Option<(u8, Optio
 /// codec H264 profile-level-id=42e01f packetization-mode=1 (offered: VP8, VP9)".
 ///
 /// Same BUNDLE / rtcp-mux / ice / fingerprint checks as publish.
-pub fn check_play_offer(offer: &Offer, stream: &[ChosenCodec]) -> Result<Vec<PlayTrack>, SdpError> {
+pub(crate) fn check_play_offer(
+    offer: &Offer,
+    stream: &[ChosenCodec],
+) -> Result<Vec<PlayTrack>, SdpError> {
     let lines = check_transport(offer)?;
     let protocol = Role::Viewer.protocol();
 
@@ -357,18 +360,18 @@ pub fn check_play_offer(offer: &Offer, stream: &[ChosenCodec]) -> Result<Vec<Pla
 /// (audio, for every browser player), refuse an answer that rejects it ("Failed to
 /// setup RTCP mux" in Chromium): no browser could play a video-only stream.
 #[derive(Debug, Clone, PartialEq)]
-pub struct IdleLine {
+pub(crate) struct IdleLine {
     /// Audio or video.
-    pub kind: MediaKind,
+    pub(crate) kind: MediaKind,
     /// The offer's mid for this m-line.
-    pub mid: String,
+    pub(crate) mid: String,
     /// The codec the answer names (the first of the m-line's codecs str0m can answer).
-    pub codec: OfferedCodec,
+    pub(crate) codec: OfferedCodec,
 }
 
 impl IdleLine {
     /// str0m params for the answer: the offer's own payload type and format.
-    pub fn payload_params(&self) -> PayloadParams {
+    pub(crate) fn payload_params(&self) -> PayloadParams {
         self.codec.build_params()
     }
 }
@@ -376,7 +379,7 @@ impl IdleLine {
 /// The offer's active audio/video m-lines whose mid is not in `used`, each with a codec
 /// to answer it inactive with (see [`IdleLine`]). An m-line without any codec str0m can
 /// answer is left out; str0m then rejects it with port 0, the only answer left.
-pub fn idle_lines(offer: &Offer, used: &[&str]) -> Vec<IdleLine> {
+pub(crate) fn idle_lines(offer: &Offer, used: &[&str]) -> Vec<IdleLine> {
     offer
         .media
         .iter()

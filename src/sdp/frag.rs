@@ -5,27 +5,27 @@
 use super::SdpError;
 
 /// The largest fragment accepted.
-pub const MAX_FRAG: usize = 16 * 1024;
+pub(crate) const MAX_FRAG: usize = 16 * 1024;
 
 /// What a fragment says.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct IceFragment {
+pub(crate) struct IceFragment {
     /// `a=ice-ufrag`, at session or media level.
-    pub ufrag: Option<String>,
+    pub(crate) ufrag: Option<String>,
     /// `a=ice-pwd`.
-    pub pwd: Option<String>,
+    pub(crate) pwd: Option<String>,
     /// The values of `a=candidate:` lines (without the `a=` prefix), in order.
-    pub candidates: Vec<String>,
+    pub(crate) candidates: Vec<String>,
     /// `a=end-of-candidates` was present.
-    pub end_of_candidates: bool,
+    pub(crate) end_of_candidates: bool,
     /// The `a=mid` values of the m-sections.
-    pub mids: Vec<String>,
+    pub(crate) mids: Vec<String>,
 }
 
 impl IceFragment {
     /// True when the fragment carries credentials different from `current` (the
     /// client's ufrag we know): an ICE restart (RFC 9725 §4.3.3).
-    pub fn is_restart(&self, current_remote_ufrag: &str) -> bool {
+    pub(crate) fn is_restart(&self, current_remote_ufrag: &str) -> bool {
         matches!(&self.ufrag, Some(u) if u != current_remote_ufrag)
     }
 }
@@ -33,7 +33,7 @@ impl IceFragment {
 /// Parses a fragment. Every non-empty line must be `<letter>=<value>`; anything else
 /// is [`SdpError::Malformed`]. Candidate lines are kept as text: whether one is
 /// usable is decided later, and unusable ones are dropped silently.
-pub fn parse_fragment(body: &[u8]) -> Result<IceFragment, SdpError> {
+pub(crate) fn parse_fragment(body: &[u8]) -> Result<IceFragment, SdpError> {
     if body.len() > MAX_FRAG {
         return Err(SdpError::Malformed("the fragment is too large".into()));
     }
@@ -137,7 +137,7 @@ a=candidate:2 1 udp 2122260223 abc.local 61765 typ host\r\na=end-of-candidates\r
 /// Builds the body of a 200 answer to an ICE restart from str0m's new SDP answer:
 /// the session's `ice-lite` and `ice-options` lines, then the first m-section's
 /// line, mid, new credentials and candidates (RFC 9725 §4.3.3, RFC 8840 §4.4).
-pub fn restart_answer_fragment(answer_sdp: &str) -> String {
+pub(crate) fn restart_answer_fragment(answer_sdp: &str) -> String {
     let mut session = Vec::new();
     let mut media = Vec::new();
     let mut in_first_media = false;
@@ -186,7 +186,7 @@ pub fn restart_answer_fragment(answer_sdp: &str) -> String {
 
 /// Replaces every `a=ice-ufrag` / `a=ice-pwd` of an offer with new values, for
 /// renegotiating a restart through str0m's offer/answer path.
-pub fn offer_with_credentials(offer_sdp: &str, ufrag: &str, pwd: &str) -> String {
+pub(crate) fn offer_with_credentials(offer_sdp: &str, ufrag: &str, pwd: &str) -> String {
     let mut out = String::with_capacity(offer_sdp.len());
     for line in offer_sdp.lines() {
         let t = line.trim_end();
@@ -208,7 +208,7 @@ pub fn offer_with_credentials(offer_sdp: &str, ufrag: &str, pwd: &str) -> String
 }
 
 /// The first `a=ice-ufrag` value of an SDP.
-pub fn first_ufrag(sdp: &str) -> Option<&str> {
+pub(crate) fn first_ufrag(sdp: &str) -> Option<&str> {
     sdp.lines()
         .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
         .map(str::trim)

@@ -12,18 +12,18 @@ use super::OfferedCodec;
 
 /// A parsed `profile-level-id`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProfileLevelId {
+pub(crate) struct ProfileLevelId {
     /// `profile_idc`.
-    pub profile_idc: u8,
+    pub(crate) profile_idc: u8,
     /// `profile-iop`: constraint_set0..5 flags, cs0 in the top bit.
-    pub iop: u8,
+    pub(crate) iop: u8,
     /// `level_idc` (ten times the level, e.g. 31 for 3.1).
-    pub level_idc: u8,
+    pub(crate) level_idc: u8,
 }
 
 impl ProfileLevelId {
     /// Parses six hex digits; None for anything else.
-    pub fn parse(s: &str) -> Option<ProfileLevelId> {
+    pub(crate) fn parse(s: &str) -> Option<ProfileLevelId> {
         let s = s.trim();
         if s.len() != 6 || !s.is_ascii() {
             return None;
@@ -37,7 +37,7 @@ impl ProfileLevelId {
     }
 
     /// The profile's name ("Constrained Baseline", "High", ...).
-    pub fn profile_name(&self) -> String {
+    pub(crate) fn profile_name(&self) -> String {
         let cs = |n: u8| self.iop & (0x80 >> n) != 0;
         let name = match self.profile_idc {
             0x42 if cs(1) => "Constrained Baseline",
@@ -60,8 +60,9 @@ impl ProfileLevelId {
         name.to_owned()
     }
 
+    #[cfg(test)]
     /// The level as written in the standard ("3.1", "1b").
-    pub fn level_name(&self) -> String {
+    pub(crate) fn level_name(&self) -> String {
         let baseline_family = matches!(self.profile_idc, 0x42 | 0x4d | 0x58);
         if self.level_idc == 11 && baseline_family && self.iop & 0x10 != 0 {
             return "1b".into();
@@ -106,7 +107,7 @@ fn baseline_kind(codec: &OfferedCodec) -> Option<BaselineKind> {
 /// Levels are not compared (a decoder takes higher levels in practice; str0m does not
 /// compare them either). The viewer is answered with its own format, so the answer
 /// carries a `profile-level-id` it offered.
-pub fn baseline_stand_in<'a>(
+pub(crate) fn baseline_stand_in<'a>(
     stream: &OfferedCodec,
     offered: &'a [OfferedCodec],
 ) -> Option<&'a OfferedCodec> {
@@ -149,7 +150,7 @@ fn packetization_mode(codec: &OfferedCodec) -> u8 {
 /// to match the stream's H.264 cannot take it, in one line: e.g. "stream is H.264
 /// High (640c1f); the offer accepts only Constrained Baseline (42e01f)". None when the
 /// viewer offered no H.264 at all (the general message then names the codec).
-pub fn mismatch_reason(stream: &OfferedCodec, offered: &[&OfferedCodec]) -> Option<String> {
+pub(crate) fn mismatch_reason(stream: &OfferedCodec, offered: &[&OfferedCodec]) -> Option<String> {
     let h264: Vec<&&OfferedCodec> = offered
         .iter()
         .filter(|c| c.name.eq_ignore_ascii_case("h264"))

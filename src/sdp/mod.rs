@@ -28,12 +28,12 @@
 //! [`CodecConfig::match_params`]: str0m::format::CodecConfig::match_params
 
 mod check;
-pub mod frag;
-pub mod h264;
-pub mod msid;
+pub(crate) mod frag;
+pub(crate) mod h264;
+pub(crate) mod msid;
 pub(crate) mod parse;
-pub mod simulcast;
-pub mod template;
+pub(crate) mod simulcast;
+pub(crate) mod template;
 pub mod trim;
 
 #[cfg(test)]
@@ -44,9 +44,9 @@ use str0m::media::{Frequency, MediaKind, Pt};
 
 use crate::model::CodecKind;
 
-pub use check::{IdleLine, check_play_offer, check_publish_offer, idle_lines};
+pub(crate) use check::{IdleLine, check_play_offer, check_publish_offer, idle_lines};
 pub use parse::parse_offer;
-pub use simulcast::decline_simulcast;
+pub(crate) use simulcast::decline_simulcast;
 
 /// The lines of an SDP text, without their line ends.
 pub fn sdp_lines(sdp: &str) -> Vec<&str> {
@@ -90,8 +90,9 @@ pub enum SdpError {
 }
 
 impl SdpError {
+    #[cfg(test)]
     /// True for [`SdpError::Malformed`] (answer 400), false for [`SdpError::Unsupported`] (422).
-    pub fn is_malformed(&self) -> bool {
+    pub(crate) fn is_malformed(&self) -> bool {
         matches!(self, SdpError::Malformed(_))
     }
 }
@@ -151,13 +152,13 @@ impl OfferedCodec {
 
     /// True for the codec families wishd forwards (H264, VP8, VP9, AV1, Opus, PCMU, PCMA).
     /// Says nothing about the format parameters; see [`check_publish_offer`] for those.
-    pub fn is_supported(&self) -> bool {
+    pub(crate) fn is_supported(&self) -> bool {
         SUPPORTED.contains(&self.codec())
     }
 
     /// True for payloads that carry media themselves; false for RTX, RED, ULPFEC,
     /// FlexFEC, telephone-event and comfort noise.
-    pub fn is_media(&self) -> bool {
+    pub(crate) fn is_media(&self) -> bool {
         let codec = self.codec();
         match codec {
             Codec::Tele | Codec::Rtx | Codec::Red | Codec::CN | Codec::Null => false,
@@ -170,7 +171,7 @@ impl OfferedCodec {
     }
 
     /// The value of one fmtp parameter (key matched case-insensitively), trimmed.
-    pub fn fmtp_param(&self, key: &str) -> Option<&str> {
+    pub(crate) fn fmtp_param(&self, key: &str) -> Option<&str> {
         self.fmtp.split(';').find_map(|pair| {
             let (k, v) = pair.split_once('=')?;
             k.trim().eq_ignore_ascii_case(key).then(|| v.trim())
@@ -180,7 +181,7 @@ impl OfferedCodec {
     /// str0m view of this codec (None for codecs str0m does not know / wishd does not support,
     /// and for rtx/red/ulpfec/telephone-event). Carries `resend` = [`OfferedCodec::rtx_pt`]
     /// and the offered rtcp-fb flags (REMB always off: wishd uses transport-cc).
-    pub fn payload_params(&self) -> Option<PayloadParams> {
+    pub(crate) fn payload_params(&self) -> Option<PayloadParams> {
         if !self.is_supported() || self.pt > 127 || self.rtx_pt.is_some_and(|p| p > 127) {
             return None;
         }
@@ -210,7 +211,7 @@ impl OfferedCodec {
     ///
     /// Video codecs are named with the format parameters that decide compatibility (as
     /// offered; absent ones are left out), audio codecs as `name/clock[/channels]`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let codec = self.codec();
         let is_audio = codec.is_audio()
             || (!codec.is_video() && (self.channels.is_some() || self.clock_rate != 90_000));
@@ -248,7 +249,7 @@ pub enum Direction {
 
 impl Direction {
     /// The SDP attribute name, e.g. `"recvonly"`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Direction::SendRecv => "sendrecv",
             Direction::SendOnly => "sendonly",
@@ -258,12 +259,12 @@ impl Direction {
     }
 
     /// True if the offerer sends media on this m-line.
-    pub fn sends(self) -> bool {
+    pub(crate) fn sends(self) -> bool {
         matches!(self, Direction::SendRecv | Direction::SendOnly)
     }
 
     /// True if the offerer receives media on this m-line.
-    pub fn receives(self) -> bool {
+    pub(crate) fn receives(self) -> bool {
         matches!(self, Direction::SendRecv | Direction::RecvOnly)
     }
 }
@@ -300,7 +301,7 @@ pub struct OfferedMedia {
 
 impl OfferedMedia {
     /// False for an m-line with port 0 that is not `a=bundle-only` (a rejected m-line).
-    pub fn is_active(&self) -> bool {
+    pub(crate) fn is_active(&self) -> bool {
         !self.port_zero || self.bundle_only
     }
 }
@@ -323,27 +324,28 @@ pub struct Offer {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChosenCodec {
     /// Audio or video.
-    pub kind: MediaKind,
+    pub(crate) kind: MediaKind,
     /// The publisher's mid for this m-line.
-    pub mid: String,
+    pub(crate) mid: String,
     /// The chosen codec, with its RTX PT and feedback flags.
-    pub codec: OfferedCodec,
+    pub(crate) codec: OfferedCodec,
 }
 
 impl ChosenCodec {
     /// str0m params for the publisher's Rtc: PT, resend = RTX PT, offered rtcp-fb flags.
-    pub fn payload_params(&self) -> PayloadParams {
+    pub(crate) fn payload_params(&self) -> PayloadParams {
         self.codec.build_params()
     }
 
+    #[cfg(test)]
     /// The canonical codec name: `"H264"`, `"VP8"`, `"VP9"`, `"AV1"`, `"opus"`, `"PCMU"`,
     /// `"PCMA"` (the offered name for anything else).
-    pub fn codec_kind_name(&self) -> &str {
+    pub(crate) fn codec_kind_name(&self) -> &str {
         self.family().name().unwrap_or(&self.codec.name)
     }
 
     /// The codec family.
-    pub fn family(&self) -> CodecKind {
+    pub(crate) fn family(&self) -> CodecKind {
         self.codec.codec().into()
     }
 }
@@ -351,30 +353,30 @@ impl ChosenCodec {
 /// A WHEP viewer track plan: for each viewer m-line carrying a kind the stream has,
 /// the viewer's PT (and RTX PT) for the stream's codec.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PlayTrack {
+pub(crate) struct PlayTrack {
     /// Audio or video.
-    pub kind: MediaKind,
+    pub(crate) kind: MediaKind,
     /// The viewer's mid for this m-line.
-    pub mid: String,
+    pub(crate) mid: String,
     /// The viewer's payload type for the stream's codec.
-    pub viewer_pt: u8,
+    pub(crate) viewer_pt: u8,
     /// The viewer's RTX payload type for that codec, if it offered one.
-    pub viewer_rtx_pt: Option<u8>,
+    pub(crate) viewer_rtx_pt: Option<u8>,
     /// The viewer's own fmtp to answer with, when it differs from the stream's: an
     /// H.264 Baseline stream to a Constrained Baseline viewer or the other way round
     /// ([`h264::baseline_stand_in`]). None: the stream's format.
-    pub viewer_fmtp: Option<String>,
+    pub(crate) viewer_fmtp: Option<String>,
     /// The publisher's payload type of the stream's codec.
-    pub source_pt: u8,
+    pub(crate) source_pt: u8,
     /// The codec's RTP clock rate.
-    pub clock_rate: u32,
+    pub(crate) clock_rate: u32,
 }
 
 impl PlayTrack {
     /// str0m params for the viewer's Rtc: the viewer's PT and RTX PT, the stream's codec
     /// in the viewer's own format when [`PlayTrack::viewer_fmtp`] says so (so the answer
     /// names a profile the viewer offered), NACK and PLI for video.
-    pub fn viewer_params(&self, source: &ChosenCodec) -> PayloadParams {
+    pub(crate) fn viewer_params(&self, source: &ChosenCodec) -> PayloadParams {
         let mut spec = source.payload_params().spec();
         if let Some(fmtp) = &self.viewer_fmtp {
             spec.format = FormatParams::parse_line(fmtp);

@@ -15,7 +15,7 @@ use super::{push_line, sdp_lines};
 /// The answer with every `a=msid` (and `a=ssrc:N msid:`) naming the stream `name`,
 /// and the session's `a=msid-semantic` listing only it. Track ids and every other
 /// line stay as they are.
-pub fn one_stream(answer: &str, name: &str) -> String {
+pub(crate) fn one_stream(answer: &str, name: &str) -> String {
     let id = if (1..=64).contains(&name.len()) {
         name
     } else {

@@ -24,14 +24,14 @@ fn is_simulcast_line(line: &str) -> bool {
 }
 
 /// True when the offer asks for simulcast.
-pub fn offers_simulcast(sdp: &str) -> bool {
+pub(crate) fn offers_simulcast(sdp: &str) -> bool {
     sdp.lines().any(|l| l.trim().starts_with("a=simulcast:"))
 }
 
 /// The offer without simulcast: `a=simulcast`, `a=rid` and the RID header extension
 /// lines removed, everything else byte for byte. Offers without simulcast come back
 /// borrowed.
-pub fn decline_simulcast(sdp: &str) -> Cow<'_, str> {
+pub(crate) fn decline_simulcast(sdp: &str) -> Cow<'_, str> {
     if !offers_simulcast(sdp) {
         return Cow::Borrowed(sdp);
     }

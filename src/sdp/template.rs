@@ -49,23 +49,23 @@ const CONNECTION: &str = "c=IN IP4 0.0.0.0";
 /// RTCP address of every template.
 const RTCP: &str = "a=rtcp:9 IN IP4 0.0.0.0";
 /// Templates kept; past this, one is forgotten for each new one.
-pub const CAPACITY: usize = 64;
+pub(crate) const CAPACITY: usize = 64;
 
 /// What one client's offer has of its own, as str0m would have taken it.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct OwnValues {
+pub(crate) struct OwnValues {
     /// ICE username fragment and password.
-    pub ice: Option<(String, String)>,
+    pub(crate) ice: Option<(String, String)>,
     /// The DTLS fingerprint str0m would pick (`<hash> <hex>`).
-    pub fingerprint: Option<String>,
+    pub(crate) fingerprint: Option<String>,
     /// The values of the `a=candidate` lines (`candidate:...`).
-    pub candidates: Vec<String>,
+    pub(crate) candidates: Vec<String>,
 }
 
 impl OwnValues {
     /// Before `accept_offer`: the fingerprint (str0m keeps a fingerprint that is
     /// already set, and takes the template's only when none is).
-    pub fn apply_before(&self, rtc: &mut Rtc) {
+    pub(crate) fn apply_before(&self, rtc: &mut Rtc) {
         if let Some(f) = self
             .fingerprint
             .as_deref()
@@ -77,7 +77,7 @@ impl OwnValues {
 
     /// After `accept_offer`: the ICE credentials (replacing the template's) and the
     /// candidates. A candidate str0m cannot read is skipped, as in a trickled one.
-    pub fn apply_after(&self, rtc: &mut Rtc) {
+    pub(crate) fn apply_after(&self, rtc: &mut Rtc) {
         if let Some((ufrag, pass)) = &self.ice {
             rtc.direct_api().set_remote_ice_credentials(IceCreds {
                 ufrag: ufrag.clone(),
@@ -126,7 +126,7 @@ fn well_formed(fingerprint: &str) -> bool {
 }
 
 /// The template of `offer` (lines end in CRLF) and the client's own values.
-pub fn split(offer: &str) -> (String, OwnValues) {
+pub(crate) fn split(offer: &str) -> (String, OwnValues) {
     let lines = sdp_lines(offer);
     let mut template = String::with_capacity(offer.len());
     let mut own = OwnValues::default();
@@ -203,25 +203,25 @@ fn m_line(rest: &str) -> String {
 
 /// Parsed templates, shared by the HTTP threads.
 #[derive(Debug, Default)]
-pub struct Templates {
+pub(crate) struct Templates {
     parsed: Mutex<HashMap<String, Arc<SdpOffer>>>,
 }
 
 /// One client's offer as str0m gets it.
 #[derive(Debug)]
-pub struct TemplateOffer {
+pub(crate) struct TemplateOffer {
     /// The template, parsed.
-    pub offer: SdpOffer,
+    pub(crate) offer: SdpOffer,
     /// The client's own values, for the `Rtc`.
-    pub own: OwnValues,
+    pub(crate) own: OwnValues,
     /// The template was parsed before, and this is a copy.
-    pub copied: bool,
+    pub(crate) copied: bool,
 }
 
 impl Templates {
     /// The offer for str0m (the template of `offer`, parsed or copied) and the
     /// client's own values to put on the `Rtc` around `accept_offer`.
-    pub fn offer(&self, offer: &str) -> Result<TemplateOffer, SdpError> {
+    pub(crate) fn offer(&self, offer: &str) -> Result<TemplateOffer, SdpError> {
         let (template, own) = split(offer);
         let known = self.lock().get(&template).cloned();
         if let Some(parsed) = known {
@@ -248,14 +248,10 @@ impl Templates {
         })
     }
 
+    #[cfg(test)]
     /// Templates kept now.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().len()
-    }
-
-    /// True when none is kept.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<SdpOffer>>> {

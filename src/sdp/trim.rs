@@ -24,11 +24,11 @@ use super::{push_line, sdp_lines, sections};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keep<'a> {
     /// The section's `a=mid`.
-    pub mid: &'a str,
+    pub(crate) mid: &'a str,
     /// The payload types to keep (a codec and its RTX).
-    pub pts: Vec<u8>,
+    pub(crate) pts: Vec<u8>,
     /// The section is to be answered `a=inactive`.
-    pub inactive: bool,
+    pub(crate) inactive: bool,
 }
 
 impl<'a> Keep<'a> {
@@ -42,7 +42,7 @@ impl<'a> Keep<'a> {
     }
 
     /// The section `mid` keeps one codec, `pt`, and becomes `a=inactive`.
-    pub fn idle(mid: &'a str, pt: u8) -> Self {
+    pub(crate) fn idle(mid: &'a str, pt: u8) -> Self {
         Keep {
             mid,
             pts: vec![pt],

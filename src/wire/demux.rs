@@ -3,13 +3,13 @@
 
 /// True when a datagram on an RTP port is RTCP: the second byte, read as marker and
 /// payload type, falls in 192..=223, i.e. RTCP packet types 192 to 223 (RFC 5761 §4).
-pub fn is_rtcp(data: &[u8]) -> bool {
+pub(crate) fn is_rtcp(data: &[u8]) -> bool {
     matches!(data.get(1), Some(192..=223)) && data.first().is_some_and(|b| b >> 6 == 2)
 }
 
 /// Whether a datagram is DTLS, RTP or RTCP rather than STUN (RFC 7983 §7): what a
 /// peer sends only on its selected candidate pair.
-pub fn is_media_path(datagram: &[u8]) -> bool {
+pub(crate) fn is_media_path(datagram: &[u8]) -> bool {
     datagram
         .first()
         .is_some_and(|b| (20..=63).contains(b) || (128..=191).contains(b))

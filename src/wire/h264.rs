@@ -3,19 +3,17 @@
 //! detection, picture sizes and parameter-set learning.
 
 /// NAL unit type of an IDR slice.
-pub const NAL_IDR: u8 = 5;
+pub(crate) const NAL_IDR: u8 = 5;
 /// NAL unit type of a sequence parameter set.
-pub const NAL_SPS: u8 = 7;
+pub(crate) const NAL_SPS: u8 = 7;
 /// NAL unit type of a picture parameter set.
-pub const NAL_PPS: u8 = 8;
-/// NAL unit type of an access unit delimiter.
-pub const NAL_AUD: u8 = 9;
+pub(crate) const NAL_PPS: u8 = 8;
 /// Single-time aggregation packet (RFC 6184 §5.7.1).
-pub const NAL_STAP_A: u8 = 24;
+pub(crate) const NAL_STAP_A: u8 = 24;
 /// Fragmentation unit A (RFC 6184 §5.8).
-pub const NAL_FU_A: u8 = 28;
+pub(crate) const NAL_FU_A: u8 = 28;
 /// Mask of the NAL unit type in a NAL header byte.
-pub const NAL_TYPE_MASK: u8 = 0x1f;
+pub(crate) const NAL_TYPE_MASK: u8 = 0x1f;
 
 /// One NAL unit (or the start of one) found in an RTP payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

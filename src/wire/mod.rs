@@ -6,9 +6,9 @@
 //! patterns and never panics; it allocates only where it builds a packet. A leaf: it
 //! imports nothing of the crate.
 
-pub mod demux;
+pub(crate) mod demux;
 pub mod h264;
-pub mod ntp;
-pub mod rtcp;
+pub(crate) mod ntp;
+pub(crate) mod rtcp;
 pub mod rtp;
-pub mod stun;
+pub(crate) mod stun;

@@ -5,7 +5,7 @@
 const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
 
 /// A wallclock time as a 64-bit NTP timestamp (RFC 3550 §4).
-pub fn ntp_time(t: std::time::SystemTime) -> u64 {
+pub(crate) fn ntp_time(t: std::time::SystemTime) -> u64 {
     let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs() + NTP_UNIX_OFFSET;
     let frac = (u64::from(d.subsec_nanos()) << 32) / 1_000_000_000;
@@ -13,7 +13,7 @@ pub fn ntp_time(t: std::time::SystemTime) -> u64 {
 }
 
 /// A 64-bit NTP timestamp in nanoseconds since the NTP epoch.
-pub fn ntp_to_nanos(ntp: u64) -> i128 {
+pub(crate) fn ntp_to_nanos(ntp: u64) -> i128 {
     let secs = i128::from(ntp >> 32);
     let frac = i128::from(ntp & 0xffff_ffff);
     secs * 1_000_000_000 + ((frac * 1_000_000_000) >> 32)

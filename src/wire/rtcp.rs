@@ -6,20 +6,20 @@ use str0m::media::KeyframeRequestKind;
 
 /// What one sender report states (RFC 3550 §6.4.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SenderReport {
-    pub ssrc: u32,
+pub(crate) struct SenderReport {
+    pub(crate) ssrc: u32,
     /// When the report is sent, as an NTP timestamp ([`super::ntp::ntp_time`]).
-    pub ntp: u64,
+    pub(crate) ntp: u64,
     /// The RTP timestamp that corresponds to `ntp` in the stream's clock.
-    pub rtp_time: u32,
-    pub packets: u32,
-    pub octets: u32,
+    pub(crate) rtp_time: u32,
+    pub(crate) packets: u32,
+    pub(crate) octets: u32,
 }
 
 impl SenderReport {
     /// Appends the compound packet (SR without report blocks, then SDES with the
     /// CNAME) to `out`. A CNAME longer than 255 bytes is cut.
-    pub fn write(&self, cname: &str, out: &mut Vec<u8>) {
+    pub(crate) fn write(&self, cname: &str, out: &mut Vec<u8>) {
         // SR: header, SSRC, NTP (8), RTP time, packets, octets: 7 words, length 6.
         out.extend_from_slice(&[0x80, 200, 0, 6]);
         out.extend_from_slice(&self.ssrc.to_be_bytes());
@@ -44,7 +44,7 @@ impl SenderReport {
 
 /// The packets of a compound RTCP packet: (packet type, count or format, the bytes
 /// after the 4-byte header). A length past the end ends the walk.
-pub fn packets(mut p: &[u8]) -> impl Iterator<Item = (u8, u8, &[u8])> {
+pub(crate) fn packets(mut p: &[u8]) -> impl Iterator<Item = (u8, u8, &[u8])> {
     std::iter::from_fn(move || {
         if p.len() < 4 || p[0] >> 6 != 2 {
             return None;
@@ -66,7 +66,7 @@ fn be32(b: &[u8], at: usize) -> u32 {
 
 /// The (media SSRC, sequence number) pairs a viewer's generic NACKs ask for
 /// (RFC 4585 §6.2.1: a packet ID and a bitmask of the 16 after it).
-pub fn nacks(plain: &[u8]) -> impl Iterator<Item = (u32, u16)> + '_ {
+pub(crate) fn nacks(plain: &[u8]) -> impl Iterator<Item = (u32, u16)> + '_ {
     packets(plain)
         .filter(|(pt, fmt, body)| *pt == 205 && *fmt == 1 && body.len() >= 8)
         .flat_map(|(_, _, body)| {
@@ -88,7 +88,9 @@ pub fn nacks(plain: &[u8]) -> impl Iterator<Item = (u32, u16)> + '_ {
 /// The media SSRCs a viewer asks a keyframe of, with how it asked: a Picture Loss
 /// Indication names it in its header (RFC 4585 §6.3.1), a Full Intra Request in each
 /// of its entries (RFC 5104 §4.3.1, where the header's media SSRC is 0).
-pub fn keyframe_requests(plain: &[u8]) -> impl Iterator<Item = (u32, KeyframeRequestKind)> + '_ {
+pub(crate) fn keyframe_requests(
+    plain: &[u8],
+) -> impl Iterator<Item = (u32, KeyframeRequestKind)> + '_ {
     packets(plain)
         .filter(|(pt, fmt, body)| *pt == 206 && (*fmt == 1 || *fmt == 4) && body.len() >= 8)
         .flat_map(|(_, fmt, body)| {
@@ -103,22 +105,22 @@ pub fn keyframe_requests(plain: &[u8]) -> impl Iterator<Item = (u32, KeyframeReq
 
 /// One report block of a viewer's receiver (or sender) report (RFC 3550 §6.4.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReportBlock {
-    pub ssrc: u32,
-    pub fraction_lost: u8,
-    pub cumulative_lost: i32,
-    pub highest_seq: u32,
-    pub jitter: u32,
+pub(crate) struct ReportBlock {
+    pub(crate) ssrc: u32,
+    pub(crate) fraction_lost: u8,
+    pub(crate) cumulative_lost: i32,
+    pub(crate) highest_seq: u32,
+    pub(crate) jitter: u32,
     /// The middle 32 bits of the NTP time of our last sender report (0: none yet).
-    pub last_sr: u32,
+    pub(crate) last_sr: u32,
     /// The delay since that report, in 1/65536 s.
-    pub delay_since_last_sr: u32,
+    pub(crate) delay_since_last_sr: u32,
 }
 
 impl ReportBlock {
     /// The round trip this block measures, received at NTP time `now`
     /// (RFC 3550 §6.4.1, A = now, RTT = A - LSR - DLSR), if it refers to a report.
-    pub fn round_trip(&self, now: u64) -> Option<std::time::Duration> {
+    pub(crate) fn round_trip(&self, now: u64) -> Option<std::time::Duration> {
         if self.last_sr == 0 {
             return None;
         }
@@ -133,7 +135,7 @@ impl ReportBlock {
 }
 
 /// The report blocks of every RR and SR in a compound RTCP packet.
-pub fn report_blocks(plain: &[u8]) -> impl Iterator<Item = ReportBlock> + '_ {
+pub(crate) fn report_blocks(plain: &[u8]) -> impl Iterator<Item = ReportBlock> + '_ {
     packets(plain)
         .filter_map(|(pt, count, body)| {
             match pt {
@@ -165,7 +167,7 @@ pub fn report_blocks(plain: &[u8]) -> impl Iterator<Item = ReportBlock> + '_ {
 
 /// The sender reports in a (compound) RTCP packet, without their report blocks; a
 /// malformed packet ends the walk.
-pub fn sender_reports(data: &[u8]) -> impl Iterator<Item = SenderReport> + '_ {
+pub(crate) fn sender_reports(data: &[u8]) -> impl Iterator<Item = SenderReport> + '_ {
     packets(data)
         .filter(|(pt, _, _)| *pt == 200)
         .filter_map(|(_, _, body)| {

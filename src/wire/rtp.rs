@@ -3,7 +3,7 @@
 
 /// Why a datagram is not a usable RTP packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RtpError {
+pub(crate) enum RtpError {
     /// Shorter than its own header says (or than 12 bytes).
     Truncated,
     /// Not RTP version 2.
@@ -16,26 +16,26 @@ pub enum RtpError {
 
 /// The fields of an RTP header wishd needs, and where the payload is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RtpHeader {
+pub(crate) struct RtpHeader {
     /// Marker bit.
-    pub marker: bool,
+    pub(crate) marker: bool,
     /// Payload type (0..=127).
-    pub pt: u8,
+    pub(crate) pt: u8,
     /// 16-bit sequence number.
-    pub seq: u16,
+    pub(crate) seq: u16,
     /// RTP timestamp.
-    pub timestamp: u32,
+    pub(crate) timestamp: u32,
     /// Synchronization source.
-    pub ssrc: u32,
+    pub(crate) ssrc: u32,
     /// Payload start offset in the datagram.
-    pub payload_start: usize,
+    pub(crate) payload_start: usize,
     /// Payload end offset (padding excluded).
-    pub payload_end: usize,
+    pub(crate) payload_end: usize,
 }
 
 /// Parses an RTP header (RFC 3550 §5.1): CSRCs, a header extension and padding are
 /// skipped.
-pub fn parse_rtp(data: &[u8]) -> Result<RtpHeader, RtpError> {
+pub(crate) fn parse_rtp(data: &[u8]) -> Result<RtpHeader, RtpError> {
     let [b0, b1, s0, s1, t0, t1, t2, t3, c0, c1, c2, c3, ..] = *data else {
         return Err(RtpError::Truncated);
     };
@@ -94,7 +94,7 @@ pub struct OutHeader<'a> {
 impl OutHeader<'_> {
     /// Appends the header to `out` and returns its length. A mid that does not fit a
     /// one-byte extension element (1–16 bytes, id 1–14) is left out.
-    pub fn write(&self, out: &mut Vec<u8>) -> usize {
+    pub(crate) fn write(&self, out: &mut Vec<u8>) -> usize {
         let start = out.len();
         let mid = self
             .mid
@@ -117,7 +117,7 @@ impl OutHeader<'_> {
     }
 
     /// The SRTP rollover counter of this packet.
-    pub fn roc(&self) -> u32 {
+    pub(crate) fn roc(&self) -> u32 {
         (self.seq >> 16) as u32
     }
 }

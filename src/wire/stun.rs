@@ -5,12 +5,12 @@ const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
 const ATTR_USERNAME: u16 = 0x0006;
 
 /// True when the datagram looks like STUN (RFC 7983 demultiplexing plus the cookie).
-pub fn is_stun(buf: &[u8]) -> bool {
+pub(crate) fn is_stun(buf: &[u8]) -> bool {
     buf.len() >= 20 && buf[0] < 2 && buf[4..8] == MAGIC_COOKIE
 }
 
 /// The local ufrag named by a STUN message's USERNAME attribute, if any.
-pub fn local_ufrag(buf: &[u8]) -> Option<&str> {
+pub(crate) fn local_ufrag(buf: &[u8]) -> Option<&str> {
     if !is_stun(buf) {
         return None;
     }

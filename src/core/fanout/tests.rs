@@ -1,6 +1,7 @@
 use super::*;
 use crate::core::rewriter::duration_to_ticks;
 use crate::model::CodecKind;
+use str0m::media::Mid;
 
 const VIDEO_PT: u8 = 96;
 const AUDIO_PT: u8 = 111;

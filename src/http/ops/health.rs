@@ -20,12 +20,12 @@ pub struct Readiness {
 
 impl Readiness {
     /// Adds a running task that must stay up, named for the 503 reason.
-    pub fn watch(&self, what: impl Into<String>, task: AbortHandle) {
+    pub(crate) fn watch(&self, what: impl Into<String>, task: AbortHandle) {
         self.lock().push((what.into(), task));
     }
 
     /// Everything is bound and spawned.
-    pub fn set_started(&self) {
+    pub(crate) fn set_started(&self) {
         self.started.store(true, Ordering::Release);
     }
 
@@ -39,7 +39,7 @@ impl Readiness {
     }
 
     /// `Ok` when ready, else a one-line reason.
-    pub fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), String> {
         if self.stopping.load(Ordering::Acquire) {
             return Err("shutting down".into());
         }

@@ -16,117 +16,117 @@ use crate::model::{Role, SessionId};
 
 /// `GET /api/streams`.
 #[derive(Debug, Serialize)]
-pub struct StreamList {
+pub(crate) struct StreamList {
     /// The streams the caller may see, by name.
-    pub streams: Vec<Stream>,
+    pub(crate) streams: Vec<Stream>,
 }
 
 /// One stream.
 #[derive(Debug, Serialize)]
-pub struct Stream {
+pub(crate) struct Stream {
     /// Its name.
-    pub name: String,
+    pub(crate) name: String,
     /// Where its media comes from.
-    pub source: Source,
+    pub(crate) source: Source,
     /// One track per media kind.
-    pub tracks: Vec<Track>,
+    pub(crate) tracks: Vec<Track>,
     /// Viewer sessions (connecting or connected).
-    pub viewers: usize,
+    pub(crate) viewers: usize,
     /// Source bits per second (RTP payload), over the last second or so.
-    pub bitrate_in: u64,
+    pub(crate) bitrate_in: u64,
     /// Bits per second to all viewers together (RTP payload).
-    pub bitrate_out: u64,
+    pub(crate) bitrate_out: u64,
     /// Source RTP packets taken in.
-    pub packets_in: u64,
+    pub(crate) packets_in: u64,
     /// Source RTP packets lost on the way in.
-    pub packets_lost: u64,
+    pub(crate) packets_lost: u64,
     /// Source RTP payload bytes taken in.
-    pub bytes_in: u64,
+    pub(crate) bytes_in: u64,
     /// RTP packets written to viewers, all together (live and from the keyframe cache).
-    pub packets_out: u64,
+    pub(crate) packets_out: u64,
     /// RTP payload bytes written to viewers, all together.
-    pub bytes_out: u64,
+    pub(crate) bytes_out: u64,
     /// Seconds since the stream appeared.
-    pub uptime_secs: f64,
+    pub(crate) uptime_secs: f64,
 }
 
 /// A stream's source.
 #[derive(Debug, Serialize)]
-pub struct Source {
+pub(crate) struct Source {
     /// `whip` or `rtp`.
-    pub kind: &'static str,
+    pub(crate) kind: &'static str,
     /// The address media comes from, when known.
-    pub addr: Option<String>,
+    pub(crate) addr: Option<String>,
     /// `live`, `silent` (sending nothing for `source_silence`: crashed, cut off or
     /// paused), `offline` (an RTP source sending nothing for `rtp_timeout`) or
     /// `waiting` (a WHIP publisher left; viewers wait for it during the grace period).
-    pub state: &'static str,
+    pub(crate) state: &'static str,
     /// When a silent or offline source sent its last packet (RFC 3339, UTC).
-    pub silent_since: Option<String>,
+    pub(crate) silent_since: Option<String>,
 }
 
 /// One track of a stream.
 #[derive(Debug, Serialize)]
-pub struct Track {
+pub(crate) struct Track {
     /// `video` or `audio`.
-    pub kind: &'static str,
+    pub(crate) kind: &'static str,
     /// The codec as in `a=rtpmap`, e.g. `H264`, `opus`.
-    pub codec: String,
+    pub(crate) codec: String,
     /// RTP clock rate.
-    pub clock_rate: u32,
+    pub(crate) clock_rate: u32,
     /// Audio channels, when the rtpmap says.
-    pub channels: Option<u8>,
+    pub(crate) channels: Option<u8>,
     /// The `a=fmtp` parameters.
-    pub fmtp: String,
+    pub(crate) fmtp: String,
     /// Picture width from the last keyframe (video, when the codec says).
-    pub width: Option<u32>,
+    pub(crate) width: Option<u32>,
     /// Picture height from the last keyframe.
-    pub height: Option<u32>,
+    pub(crate) height: Option<u32>,
 }
 
 /// `GET /api/streams/{name}`: the stream and its sessions.
 #[derive(Debug, Serialize)]
-pub struct StreamDetail {
+pub(crate) struct StreamDetail {
     /// The stream, as in the list.
     #[serde(flatten)]
-    pub stream: Stream,
+    pub(crate) stream: Stream,
     /// Its publisher (WHIP) and viewers.
-    pub sessions: Vec<Session>,
+    pub(crate) sessions: Vec<Session>,
 }
 
 /// One session.
 #[derive(Debug, Serialize)]
-pub struct Session {
+pub(crate) struct Session {
     /// The id (last segment of its WHIP/WHEP URL).
-    pub id: String,
+    pub(crate) id: String,
     /// `publisher` or `viewer`.
-    pub kind: &'static str,
+    pub(crate) kind: &'static str,
     /// The peer's address, once media arrived.
-    pub peer: Option<String>,
+    pub(crate) peer: Option<String>,
     /// The codecs it sends or receives.
-    pub codecs: Vec<String>,
+    pub(crate) codecs: Vec<String>,
     /// `connecting`, `connected` or `disconnected`.
-    pub state: &'static str,
+    pub(crate) state: &'static str,
     /// UDP bits per second from the peer, over the last second or so.
-    pub bitrate_in: u64,
+    pub(crate) bitrate_in: u64,
     /// UDP bits per second to the peer.
-    pub bitrate_out: u64,
+    pub(crate) bitrate_out: u64,
     /// UDP bytes from the peer.
-    pub bytes_in: u64,
+    pub(crate) bytes_in: u64,
     /// UDP bytes to the peer.
-    pub bytes_out: u64,
+    pub(crate) bytes_out: u64,
     /// RTP packets received (publishers).
-    pub packets_in: u64,
+    pub(crate) packets_in: u64,
     /// RTP packets sent (viewers).
-    pub packets_out: u64,
+    pub(crate) packets_out: u64,
     /// Round-trip time in milliseconds from RTCP, when known.
-    pub rtt_ms: Option<f64>,
+    pub(crate) rtt_ms: Option<f64>,
     /// Fraction of packets lost (0..1), when known.
-    pub loss: Option<f64>,
+    pub(crate) loss: Option<f64>,
     /// NACKs from the viewer, or to the publisher.
-    pub nacks: u64,
+    pub(crate) nacks: u64,
     /// Seconds since it was created.
-    pub uptime_secs: f64,
+    pub(crate) uptime_secs: f64,
 }
 
 /// An instant of this process as a UTC wall-clock time, RFC 3339 with milliseconds.
@@ -205,7 +205,7 @@ fn stream(state: &AppState, v: &StreamView, source_addr: Option<SocketAddr>) -> 
 }
 
 /// The list, with each live WHIP publisher's address from its worker.
-pub async fn stream_list(state: &AppState, views: Vec<StreamView>) -> StreamList {
+pub(crate) async fn stream_list(state: &AppState, views: Vec<StreamView>) -> StreamList {
     let publishers: HashMap<SessionId, Option<SocketAddr>> = if views
         .iter()
         .any(|v| matches!(v.source, SourceView::WhipLive(_)))
@@ -234,7 +234,7 @@ pub async fn stream_list(state: &AppState, views: Vec<StreamView>) -> StreamList
 }
 
 /// One stream with its sessions.
-pub async fn stream_detail(state: &AppState, view: StreamView) -> StreamDetail {
+pub(crate) async fn stream_detail(state: &AppState, view: StreamView) -> StreamDetail {
     let mut snaps = state.media.sessions(Some(&view.shared.name), false).await;
     // Publisher first, then viewers oldest first.
     snaps.sort_by(|a, b| {

@@ -35,7 +35,7 @@ fn render_workers(e: &mut Exposition, w: &WorkerGauges) {
 }
 
 /// The whole `/metrics` page.
-pub fn render(
+pub(crate) fn render(
     c: &MediaCounters,
     streams: &[StreamView],
     ingests: &[RtpIngest],

@@ -73,14 +73,14 @@ pub enum OpsSetupError {
 /// The `[api]` settings with the admin token read and checked (what start and
 /// `check-config` both need before anything runs).
 #[derive(Clone)]
-pub struct OpsSettings {
+pub(crate) struct OpsSettings {
     admin: Option<[u8; 32]>,
     metrics_token_required: bool,
 }
 
 impl OpsSettings {
     /// Reads the admin token (from the table or its file, through `read`) and checks it.
-    pub fn read(
+    pub(crate) fn read(
         config: &ApiConfig,
         read: &dyn Fn(&Path) -> std::io::Result<Vec<u8>>,
     ) -> Result<OpsSettings, OpsSetupError> {
@@ -145,7 +145,7 @@ fn sha256(data: &[u8]) -> [u8; 32] {
 impl Ops {
     /// The operator routes from their settings (read by `OpsSettings::read`) and the
     /// running RTP ingests.
-    pub fn new(settings: OpsSettings, rtp: Vec<RtpIngest>) -> Ops {
+    pub(crate) fn new(settings: OpsSettings, rtp: Vec<RtpIngest>) -> Ops {
         Ops {
             admin: settings.admin,
             metrics_token_required: settings.metrics_token_required,
@@ -153,11 +153,6 @@ impl Ops {
             rtp,
             readiness: Readiness::default(),
         }
-    }
-
-    /// Whether the admin API is on.
-    pub fn admin_enabled(&self) -> bool {
-        self.admin.is_some()
     }
 
     fn is_admin(&self, token: Option<&str>) -> bool {
@@ -180,7 +175,7 @@ impl Ops {
     }
 
     /// Counts one answered request (and its refused credential, if that was why).
-    pub fn observe(&self, route: HttpRoute, status: StatusCode, auth: Option<&AuthError>) {
+    pub(crate) fn observe(&self, route: HttpRoute, status: StatusCode, auth: Option<&AuthError>) {
         self.http.request(route, status.as_u16());
         if let Some(e) = auth {
             self.http.auth_failure(match e {

@@ -1,14 +1,11 @@
 //! Forwarding: a source packet to this worker's viewers (through the [`Fanout`]) and
 //! to the other workers with viewers of its stream, and the writes of a batch of
-//! forwards, viewer by viewer, on the direct egress path or str0m's.
+//! forwards, viewer by viewer, on the direct egress path.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use str0m::Input;
-use str0m::media::Pt;
-use str0m::rtp::RtpWrite;
 use tracing::debug;
 
 use super::{Deferred, Worker};
@@ -70,72 +67,48 @@ impl Worker {
         }
     }
 
-    /// Writes forwards viewer by viewer (each viewer's in source order): one `drive`
-    /// per viewer writes all its packets of the batch and hands str0m the time at once
-    /// (str0m releases written packets only on a timeout input), so the datagrams of
-    /// one viewer leave together as a GSO run, and the runs of many viewers in one
-    /// `sendmmsg` (see [`Outbox`]), without a trip through
-    /// the timer set per packet. Shared counters get one add per call, not one per
-    /// viewer.
+    /// Writes forwards viewer by viewer (each viewer's in source order), protected
+    /// with that viewer's keys and queued in the [`Outbox`], so the datagrams of one
+    /// viewer leave together as a GSO run and the runs of many viewers in one
+    /// `sendmmsg`. Shared counters get one add per call, not one per viewer.
     pub(super) fn write_forwards(&mut self, forwards: &mut Vec<Forward>, count: StreamCount<'_>) {
         // Stable: a viewer's packets keep their order.
         forwards.sort_by_key(|f| f.viewer);
-        self.batching = true;
         let (mut packets, mut bytes) = (0u64, 0u64);
         let now = Instant::now();
         let mut rest = forwards.drain(..).peekable();
-        let mut run = Vec::new();
         while let Some(first) = rest.next() {
             let key = first.viewer.0;
-            run.push(first);
-            while let Some(f) = rest.next_if(|f| f.viewer.0 == key) {
-                run.push(f);
-            }
-            let run_bytes = run.iter().map(|f| f.payload.len() as u64).sum::<u64>();
-            packets += run.len() as u64;
-            bytes += run_bytes;
-            if let Some(s) = self.sessions.get_mut(&key) {
-                s.telemetry.packets_out += run.len() as u64;
-                if let StreamCount::PerViewer = count {
-                    s.shared.stats.add_out(run.len() as u64, run_bytes);
-                }
-                // The direct path: protected here, batched in the outbox, no `Rtc`.
-                if let (Some(d), Some((src, dst))) = (s.direct.as_deref_mut(), s.path) {
-                    for f in run.drain(..) {
-                        match d.send(&f, now, &mut self.datagram) {
-                            Ok(()) => {
-                                s.telemetry.bytes_out += self.datagram.len() as u64;
-                                self.outbox.push(&self.socket, src, dst, &self.datagram);
-                            }
-                            Err(e) => s.span.in_scope(|| debug!("direct send refused: {e}")),
-                        }
-                    }
+            let run = std::iter::once(first)
+                .chain(std::iter::from_fn(|| rest.next_if(|f| f.viewer.0 == key)));
+            let Some(s) = self.sessions.get_mut(&key) else {
+                run.for_each(drop);
+                continue;
+            };
+            let (mut n, mut run_bytes) = (0u64, 0u64);
+            for f in run {
+                n += 1;
+                run_bytes += f.payload.len() as u64;
+                // A viewer between paths (an ICE restart) or without egress (closing)
+                // loses the packet; its NACK or keyframe request brings it back.
+                let (Some(d), Some((src, dst))) = (s.direct.as_deref_mut(), s.path) else {
                     continue;
+                };
+                match d.send(&f, now, &mut self.datagram) {
+                    Ok(()) => {
+                        s.telemetry.bytes_out += self.datagram.len() as u64;
+                        self.outbox.push(&self.socket, src, dst, &self.datagram);
+                    }
+                    Err(e) => s.span.in_scope(|| debug!("direct send refused: {e}")),
                 }
             }
-            let run = &mut run;
-            self.drive(key, now, move |rtc| {
-                let mut api = rtc.direct_api();
-                for f in run.drain(..) {
-                    if let Some(tx) = api.stream_tx_by_mid(f.mid, None) {
-                        tx.write_rtp(
-                            RtpWrite::new(
-                                Pt::from(f.pt),
-                                f.seq.into(),
-                                f.timestamp,
-                                f.wallclock,
-                                f.payload,
-                            )
-                            .marker(f.marker)
-                            .nackable(f.nackable),
-                        );
-                    }
-                }
-                rtc.handle_input(Input::Timeout(now))
-            });
+            packets += n;
+            bytes += run_bytes;
+            s.telemetry.packets_out += n;
+            if let StreamCount::PerViewer = count {
+                s.shared.stats.add_out(n, run_bytes);
+            }
         }
-        drop(rest);
-        self.batching = false;
         self.outbox.flush(&self.socket);
         if packets > 0 {
             let c = &self.counters;

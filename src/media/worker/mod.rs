@@ -49,7 +49,7 @@ use session::{
     RoleState, Session, direct_rtcp, drain, on_path, start_direct, viewer_asked_keyframe,
 };
 
-pub use session::{NewRole, NewSession, PublishedTrack};
+pub(crate) use session::{NewRole, NewSession, PublishedTrack};
 
 use super::outbox::Outbox;
 use super::telemetry::SessionSnapshot;
@@ -69,7 +69,7 @@ const HOUSEKEEPING: Duration = Duration::from_millis(100);
 const KEYFRAME_RETRY: Duration = Duration::from_secs(1);
 
 /// Commands to a worker.
-pub enum WorkerMsg {
+pub(crate) enum WorkerMsg {
     /// Adopt a negotiated session.
     Add(Box<NewSession>),
     /// End a session (DELETE, API kick); replies whether it existed.
@@ -132,7 +132,7 @@ pub enum WorkerMsg {
 
 /// What a PATCH did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PatchOutcome {
+pub(crate) enum PatchOutcome {
     /// Candidates were added (or dropped as unusable): 204.
     Trickled,
     /// ICE restarted: 200 with this fragment (the server's new credentials).
@@ -144,7 +144,7 @@ pub enum PatchOutcome {
 
 /// Why a PATCH failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PatchError {
+pub(crate) enum PatchError {
     /// The session is gone.
     #[error("no such session")]
     UnknownSession,
@@ -157,19 +157,19 @@ pub enum PatchError {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WorkerStats {
     /// Worker index.
-    pub index: usize,
+    pub(crate) index: usize,
     /// Sessions owned.
-    pub sessions: usize,
+    pub(crate) sessions: usize,
     /// Remote-address routing entries.
-    pub routes: usize,
+    pub(crate) routes: usize,
     /// ufrag routing entries.
-    pub ufrags: usize,
+    pub(crate) ufrags: usize,
     /// Pending session timers.
-    pub timers: usize,
+    pub(crate) timers: usize,
     /// Viewers in the fan-out.
-    pub viewers: usize,
+    pub(crate) viewers: usize,
     /// Publishers hosted.
-    pub publishers: usize,
+    pub(crate) publishers: usize,
 }
 
 /// Effects on other sessions, queued while one `Rtc` is drained.
@@ -186,12 +186,12 @@ enum Deferred {
 #[derive(Clone)]
 pub(super) struct WorkerLinks {
     /// Every worker's command queue, by index.
-    pub peers: Arc<[mpsc::Sender<WorkerMsg>]>,
-    pub directory: Arc<Directory>,
-    pub counters: Arc<MediaCounters>,
-    pub cfg: WorkerConfig,
+    pub(crate) peers: Arc<[mpsc::Sender<WorkerMsg>]>,
+    pub(crate) directory: Arc<Directory>,
+    pub(crate) counters: Arc<MediaCounters>,
+    pub(crate) cfg: WorkerConfig,
     /// Closed when `Media` is dropped.
-    pub alive: watch::Receiver<()>,
+    pub(crate) alive: watch::Receiver<()>,
 }
 
 pub(super) struct Worker {
@@ -428,10 +428,7 @@ impl Worker {
                     .values_mut()
                     .filter(|s| stream.as_ref().is_none_or(|n| *n == s.shared.name))
                     .filter(|s| !publishers_only || matches!(s.role, RoleState::Publisher { .. }))
-                    .map(|s| {
-                        s.telemetry
-                            .snapshot(s.id, s.shared.name.clone(), s.created, now)
-                    })
+                    .map(|s| s.telemetry.snapshot(s.id, s.created, now))
                     .collect();
                 let _ = reply.send(list);
             }
@@ -749,7 +746,10 @@ impl Worker {
         let elapsed = now.duration_since(s.created);
         s.span
             .in_scope(|| info!(setup_ms = elapsed.as_millis() as u64, "connected"));
-        start_direct(s, now);
+        start_direct(key, s, now, &mut self.deferred);
+        if matches!(s.role, RoleState::Viewer { .. }) && s.direct.is_none() {
+            return; // closing: it has nothing to be sent with
+        }
         if let RoleState::Viewer { tracks, joined, .. } = &mut s.role {
             if *joined {
                 return;

@@ -12,14 +12,14 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 /// Remote addresses remembered per session for routing non-STUN datagrams.
-pub const MAX_ADDRS: usize = 8;
+pub(crate) const MAX_ADDRS: usize = 8;
 
 /// A session's key in its worker.
-pub type Key = u64;
+pub(crate) type Key = u64;
 
 /// Where a datagram goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
+pub(crate) enum Route {
     /// A STUN request naming a session's ufrag: route it, and learn its address.
     ByUfrag(Key),
     /// Any other datagram from an address a session learned.
@@ -30,7 +30,7 @@ pub enum Route {
 
 /// The routing tables of one worker.
 #[derive(Debug, Default)]
-pub struct Routes {
+pub(crate) struct Routes {
     by_ufrag: HashMap<String, Key>,
     by_addr: HashMap<SocketAddr, Key>,
     /// Each session's learned addresses, oldest first.
@@ -40,7 +40,7 @@ pub struct Routes {
 impl Routes {
     /// Where a datagram from `source` goes; `stun_ufrag` is the local ufrag a STUN
     /// request names, if it is one.
-    pub fn route(&self, source: SocketAddr, stun_ufrag: Option<&str>) -> Route {
+    pub(crate) fn route(&self, source: SocketAddr, stun_ufrag: Option<&str>) -> Route {
         if let Some(&key) = stun_ufrag.and_then(|u| self.by_ufrag.get(u)) {
             return Route::ByUfrag(key);
         }
@@ -51,13 +51,13 @@ impl Routes {
     }
 
     /// A new session, reachable by its local ufrag.
-    pub fn add(&mut self, key: Key, ufrag: &str) {
+    pub(crate) fn add(&mut self, key: Key, ufrag: &str) {
         self.by_ufrag.insert(ufrag.to_owned(), key);
         self.addrs.entry(key).or_default();
     }
 
     /// An ICE restart gave the session a new local ufrag.
-    pub fn rename(&mut self, key: Key, old_ufrag: &str, new_ufrag: &str) {
+    pub(crate) fn rename(&mut self, key: Key, old_ufrag: &str, new_ufrag: &str) {
         if self.by_ufrag.get(old_ufrag) == Some(&key) {
             self.by_ufrag.remove(old_ufrag);
         }
@@ -65,7 +65,7 @@ impl Routes {
     }
 
     /// Routes `addr` to `key` from now on (see the module doc).
-    pub fn learn(&mut self, key: Key, addr: SocketAddr) {
+    pub(crate) fn learn(&mut self, key: Key, addr: SocketAddr) {
         if self.by_addr.get(&addr) == Some(&key) {
             return;
         }
@@ -86,7 +86,7 @@ impl Routes {
     }
 
     /// Forgets a session: its ufrag and every address that still routes to it.
-    pub fn remove(&mut self, key: Key, ufrag: &str) {
+    pub(crate) fn remove(&mut self, key: Key, ufrag: &str) {
         if self.by_ufrag.get(ufrag) == Some(&key) {
             self.by_ufrag.remove(ufrag);
         }
@@ -98,7 +98,7 @@ impl Routes {
     }
 
     /// (address routes, ufrag routes), for leak checks.
-    pub fn len(&self) -> (usize, usize) {
+    pub(crate) fn len(&self) -> (usize, usize) {
         (self.by_addr.len(), self.by_ufrag.len())
     }
 }

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use str0m::change::SdpOffer;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
@@ -23,8 +23,8 @@ use super::super::udp::MediaSocket;
 use super::keyframes::video_keyframe_cache;
 use super::{Deferred, PatchError, PatchOutcome, Worker};
 use crate::core::{
-    KeyframeLimiter, KeyframeMode, KeyframeSource, NACK_HISTORY_PACKETS, NackHistory, RtpIn,
-    Source, SourceTrack, ViewerId, ViewerTrack,
+    KeyframeLimiter, KeyframeMode, KeyframeSource, NackHistory, RtpIn, Source, SourceTrack,
+    ViewerId, ViewerTrack,
 };
 use crate::directory::Stream;
 use crate::model::{EndReason, Role, SessionId, SessionState};
@@ -33,19 +33,19 @@ use crate::wire::demux;
 
 /// A publisher track as the worker needs it.
 #[derive(Debug, Clone)]
-pub struct PublishedTrack {
+pub(crate) struct PublishedTrack {
     /// Its mid in the publisher's session.
-    pub mid: Mid,
+    pub(crate) mid: Mid,
     /// The payload type the publisher uses.
-    pub pt: u8,
+    pub(crate) pt: u8,
     /// The track as the stream's viewers know it (kind, codec, their payload type).
-    pub source: SourceTrack,
+    pub(crate) source: SourceTrack,
     /// How to ask this publisher for a keyframe, if it negotiated a way.
-    pub keyframe_request: Option<KeyframeRequestKind>,
+    pub(crate) keyframe_request: Option<KeyframeRequestKind>,
 }
 
 /// What a new session is.
-pub enum NewRole {
+pub(crate) enum NewRole {
     /// The source of its stream.
     Publisher {
         /// Source generation.
@@ -57,26 +57,25 @@ pub enum NewRole {
     Viewer {
         /// Rewriting set-up per track.
         tracks: Vec<ViewerTrack>,
-        /// Where its DTLS engine leaves the SRTP keys, for the direct egress path
-        /// (None: str0m's send path).
-        keys: Option<KeySlot>,
+        /// Where its DTLS engine leaves the SRTP keys its egress protects with.
+        keys: KeySlot,
     },
 }
 
 /// A negotiated session handed to a worker.
-pub struct NewSession {
+pub(crate) struct NewSession {
     /// Id.
-    pub id: SessionId,
+    pub(crate) id: SessionId,
     /// The negotiated `Rtc`.
-    pub rtc: Rtc,
+    pub(crate) rtc: Rtc,
     /// Our ICE ufrag, to route the first STUN request.
-    pub ufrag: String,
+    pub(crate) ufrag: String,
     /// The client's offer, kept to renegotiate an ICE restart.
-    pub offer: String,
+    pub(crate) offer: String,
     /// Its stream.
-    pub shared: Arc<Stream>,
+    pub(crate) shared: Arc<Stream>,
     /// Publisher or viewer.
-    pub role: NewRole,
+    pub(crate) role: NewRole,
 }
 
 pub(super) enum RoleState {
@@ -111,7 +110,7 @@ pub(super) struct Session {
     pub(super) disconnected_since: Option<Instant>,
     pub(super) timer: Instant,
     pub(super) telemetry: SessionTelemetry,
-    /// Viewers on the direct egress path: its keys until connected, then its state.
+    /// A viewer's egress: its keys until connected, then its state.
     pub(super) keys: Option<KeySlot>,
     pub(super) direct: Option<Box<DirectEgress>>,
     /// Our address and the peer's on the candidate pair in use: where the peer's
@@ -222,32 +221,25 @@ pub(super) fn handle_event(
             }
         }
         Event::Closed => deferred.push_back(Deferred::Close(key, EndReason::PeerClosed)),
-        // A viewer on the direct path has its figures from `direct_rtcp`: str0m sends
-        // nothing there, so its egress figures would be empty or double counted.
-        Event::PeerStats(_) | Event::MediaEgressStats(_) if s.direct.is_some() => {}
+        // A viewer's figures come from `direct_rtcp`: str0m sends nothing for it,
+        // so its egress figures would be empty.
+        Event::PeerStats(_) | Event::MediaEgressStats(_)
+            if matches!(s.role, RoleState::Viewer { .. }) => {}
         e @ (Event::PeerStats(_) | Event::MediaEgressStats(_) | Event::MediaIngressStats(_)) => {
-            if let (Event::MediaEgressStats(stats), RoleState::Viewer { tracks, nack, .. }) =
-                (&e, &mut s.role)
-                && let Some(rtt) = stats.rtt
-                && let Some(window) = nack.on_rtt(rtt)
-            {
-                set_nack_history(&mut s.rtc, tracks, window);
-                debug!(
-                    rtt_ms = rtt.as_millis() as u64,
-                    window_ms = window.as_millis() as u64,
-                    "NACK history resized"
-                );
-            }
             s.telemetry.on_event(&e)
         }
         _ => {}
     }
 }
 
-/// Moves a connected viewer onto the direct egress path, once its DTLS has exported
-/// the keys; without them (or with an m-line str0m has no stream for) it stays on
-/// str0m's send path.
-pub(super) fn start_direct(s: &mut Session, now: Instant) {
+/// Starts a connected viewer's egress once its DTLS has exported the keys. A viewer
+/// whose keys or send streams are missing cannot be sent to: it is closed.
+pub(super) fn start_direct(
+    key: u64,
+    s: &mut Session,
+    now: Instant,
+    deferred: &mut VecDeque<Deferred>,
+) {
     let RoleState::Viewer { tracks, nack, .. } = &s.role else {
         return;
     };
@@ -264,10 +256,8 @@ pub(super) fn start_direct(s: &mut Session, now: Instant) {
             s.direct = Some(Box::new(d));
         }
         Err(e) => {
-            s.span
-                .in_scope(|| warn!("direct egress unavailable, str0m sends instead: {e}"));
-            let (tracks, window) = (tracks.clone(), nack.window());
-            set_nack_history(&mut s.rtc, &tracks, window);
+            s.span.in_scope(|| warn!("no egress for this viewer: {e}"));
+            deferred.push_back(Deferred::Close(key, EndReason::Failed));
         }
     }
 }
@@ -328,22 +318,8 @@ pub(super) fn on_path<'a>(
     }
 }
 
-/// Keeps `window` of a viewer's sent video for resending (see [`NackHistory`]).
-pub(super) fn set_nack_history(rtc: &mut Rtc, tracks: &[ViewerTrack], window: Duration) {
-    for t in tracks.iter().filter(|t| t.kind == MediaKind::Video) {
-        if let Some(tx) = rtc.direct_api().stream_tx_by_mid(t.mid, None) {
-            tx.set_rtx_cache(NACK_HISTORY_PACKETS, window, Some(0.15));
-        }
-    }
-}
-
 impl Worker {
-    pub(super) fn add_session(&mut self, mut new: NewSession, now: Instant) {
-        if let NewRole::Viewer { tracks, keys: None } = &new.role {
-            // str0m's default resend history (3 s, 2000 packets) costs a few hundred
-            // KiB per viewer; see `NackHistory`. The direct path keeps its own.
-            set_nack_history(&mut new.rtc, tracks, NackHistory::default().window());
-        }
+    pub(super) fn add_session(&mut self, new: NewSession, now: Instant) {
         let key = self.next_key;
         self.next_key += 1;
         let session_kind = match new.role {
@@ -379,7 +355,7 @@ impl Worker {
                 }
             }
             NewRole::Viewer { tracks, keys: k } => {
-                keys = k;
+                keys = Some(k);
                 RoleState::Viewer {
                     tracks,
                     joined: false,
