@@ -240,6 +240,21 @@ pub struct IceServerConfig {
     pub ttl: Duration,
 }
 
+#[cfg(test)]
+impl IceServerConfig {
+    /// An entry with these URLs and nothing else set.
+    pub(crate) fn with_urls(urls: &[&str]) -> Self {
+        Self {
+            urls: urls.iter().map(|u| u.to_string()).collect(),
+            username: None,
+            credential: None,
+            static_auth_secret: None,
+            static_auth_secret_file: None,
+            ttl: DEFAULT_TTL,
+        }
+    }
+}
+
 fn default_ttl() -> Duration {
     DEFAULT_TTL
 }
@@ -271,6 +286,17 @@ pub struct RedirectConfig {
     /// The absolute `http://` or `https://` URL to send the client to; `{stream}` is
     /// replaced by the stream name and `{kind}` by `whip` or `whep`.
     pub to: String,
+}
+
+#[cfg(test)]
+impl RedirectConfig {
+    pub(crate) fn new(stream: &str, kind: RedirectKind, to: &str) -> Self {
+        Self {
+            stream: stream.into(),
+            kind,
+            to: to.into(),
+        }
+    }
 }
 
 /// The operator's API.

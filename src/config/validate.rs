@@ -276,14 +276,7 @@ mod tests {
     use super::*;
 
     fn entry(urls: &[&str]) -> IceServerConfig {
-        IceServerConfig {
-            urls: urls.iter().map(|u| u.to_string()).collect(),
-            username: None,
-            credential: None,
-            static_auth_secret: None,
-            static_auth_secret_file: None,
-            ttl: DEFAULT_TTL,
-        }
+        IceServerConfig::with_urls(urls)
     }
 
     #[test]
@@ -317,11 +310,7 @@ mod tests {
     }
 
     fn rule(stream: &str, kind: RedirectKind, to: &str) -> RedirectConfig {
-        RedirectConfig {
-            stream: stream.into(),
-            kind,
-            to: to.into(),
-        }
+        RedirectConfig::new(stream, kind, to)
     }
 
     #[test]

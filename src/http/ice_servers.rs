@@ -191,17 +191,10 @@ fn quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{DEFAULT_TTL, Secret};
+    use crate::config::Secret;
 
     fn entry(urls: &[&str]) -> IceServerConfig {
-        IceServerConfig {
-            urls: urls.iter().map(|u| u.to_string()).collect(),
-            username: None,
-            credential: None,
-            static_auth_secret: None,
-            static_auth_secret_file: None,
-            ttl: DEFAULT_TTL,
-        }
+        IceServerConfig::with_urls(urls)
     }
 
     fn no_files(_: &std::path::Path) -> std::io::Result<Vec<u8>> {

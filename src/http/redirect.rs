@@ -37,11 +37,7 @@ mod tests {
     use super::*;
 
     fn rule(stream: &str, kind: RedirectKind, to: &str) -> RedirectConfig {
-        RedirectConfig {
-            stream: stream.into(),
-            kind,
-            to: to.into(),
-        }
+        RedirectConfig::new(stream, kind, to)
     }
 
     #[test]
