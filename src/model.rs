@@ -120,6 +120,10 @@ impl FromStr for SessionId {
     }
 }
 
+/// The most simulcast layers one video track takes (browsers and OBS send two or
+/// three). A layer is named by its index in the publisher's offer, 0 without simulcast.
+pub const MAX_LAYERS: usize = 4;
+
 /// What a stream name may be, in words (for refusals).
 pub const STREAM_NAME_RULE: &str = "stream names are 1 to 128 characters of A-Z a-z 0-9 - _ . ~";
 

@@ -484,6 +484,8 @@ impl Server {
     pub async fn shutdown(self) {
         info!("shutting down");
         self.ops.readiness.set_stopping();
+        // Viewers with an event stream hear it before their sessions end.
+        self.media.directory().reconnect_all();
         let _ = self.stop.send(true);
         let media = self.media.clone();
         let work = async move {

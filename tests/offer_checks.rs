@@ -1,7 +1,8 @@
 //! How wishd takes the offers the WHIP/WHEP texts single out (checklist WHIP-34…38,
 //! WHIP-48): DTLS role offers (`a=setup:active` from some clients, `a=setup:passive`
-//! from ffmpeg's WHIP muxer), simulcast (declined, answered as one stream), and the
-//! refusals without partial answers (two tracks of a kind, no BUNDLE, no rtcp-mux).
+//! from ffmpeg's WHIP muxer), simulcast when the operator turned it off (declined,
+//! answered as one stream; taken, see tests/simulcast.rs), and the refusals without
+//! partial answers (two tracks of a kind, no BUNDLE, no rtcp-mux).
 
 mod common;
 
@@ -35,7 +36,15 @@ fn with_simulcast(offer: &str) -> String {
 /// Publishes with `filter` applied to the offer, checks the answer's lines, then that
 /// media reaches a viewer.
 async fn publish_and_watch(filter: fn(&str) -> String, answer_has: &str, answer_lacks: &str) {
-    let server = common::start().await;
+    publish_and_watch_on(common::start().await, filter, answer_has, answer_lacks).await;
+}
+
+async fn publish_and_watch_on(
+    server: wishd::server::Server,
+    filter: fn(&str) -> String,
+    answer_has: &str,
+    answer_lacks: &str,
+) {
     let base = server.base_url();
     let p = WhipPublisher::connect(
         &format!("{base}/whip/s"),
@@ -72,8 +81,9 @@ async fn setup_passive_offer_gets_an_active_answer_and_media_flows() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn simulcast_offer_is_answered_as_one_stream_and_media_flows() {
-    publish_and_watch(with_simulcast, "m=video", "a=simulcast").await;
+async fn simulcast_offer_is_answered_as_one_stream_when_simulcast_is_off_and_media_flows() {
+    let server = common::start_with(|c| c.simulcast.enabled = false).await;
+    publish_and_watch_on(server, with_simulcast, "m=video", "a=simulcast").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

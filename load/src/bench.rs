@@ -22,7 +22,7 @@ use crate::floor::{self, Floor};
 use crate::http_floor;
 use crate::metrics::{self, Buckets};
 use crate::procfs;
-use crate::publisher::{Publisher, PublisherConfig};
+use crate::publisher::{Layer, Publisher, PublisherConfig};
 use crate::run::{ramp, wait_connected};
 use crate::signal::{self, SetupError};
 use crate::stats::{self, ViewerReport, fmt_opt, percentile};
@@ -266,6 +266,12 @@ pub struct BenchReport {
     pub burst: Option<Burst>,
     /// Whether the server exported the forwarding histogram.
     pub server_histogram: bool,
+    /// The simulcast layers the publisher offered (`None`: one encoding). The stream
+    /// figures above and the steps count the top layer: one viewer's share.
+    pub simulcast: Option<Vec<Layer>>,
+    /// The RIDs of the layers the server took (empty: it declined simulcast and gets
+    /// the top layer alone, or none was offered).
+    pub layers_sent: Vec<String>,
 }
 
 struct Snap {
@@ -414,16 +420,18 @@ pub async fn bench(cfg: BenchConfig, progress: impl Fn(&str)) -> Result<BenchRep
     };
     swarm.clear(16).await;
     probe.stop();
+    let layers_sent = publisher.layers_sent.clone();
     publisher.stop().await;
     if let Ok(s) = Arc::try_unwrap(swarm) {
         s.stop();
     }
+    let top = cfg.publisher.top_shape();
     Ok(BenchReport {
         cpus: cpus(),
         floor,
-        video_bitrate: cfg.publisher.shape.bitrate(),
+        video_bitrate: top.bitrate(),
         pacing: cfg.publisher.pacing,
-        video_pps: cfg.publisher.shape.packets_per_second(),
+        video_pps: top.packets_per_second(),
         audio_pps: cfg.publisher.audio_pps,
         idle_server_cpu: idle_cpu,
         idle_server_rss_mib: idle_rss as f64 / 1048576.0,
@@ -434,6 +442,8 @@ pub async fn bench(cfg: BenchConfig, progress: impl Fn(&str)) -> Result<BenchRep
         stopped,
         burst,
         server_histogram,
+        simulcast: cfg.publisher.simulcast.clone(),
+        layers_sent,
     })
 }
 
@@ -452,10 +462,12 @@ async fn swarm_next_id(swarm: &Swarm) -> u32 {
         .unwrap_or(0)
 }
 
-/// Media packets the publisher has sent so far.
+/// Media packets the publisher has sent so far of what one viewer gets: audio and the
+/// top layer's video (all video without simulcast).
 fn sent(p: &Publisher) -> u64 {
     let c = p.counters();
-    c.video_packets.load(std::sync::atomic::Ordering::Relaxed)
+    c.top_layer_packets
+        .load(std::sync::atomic::Ordering::Relaxed)
         + c.audio_packets.load(std::sync::atomic::Ordering::Relaxed)
 }
 
@@ -689,6 +701,21 @@ pub fn print(r: &BenchReport) {
         r.idle_server_cpu,
         r.idle_server_rss_mib
     );
+    if let Some(layers) = &r.simulcast {
+        let offered: Vec<String> = layers
+            .iter()
+            .map(|l| format!("{} {:.2}", l.rid, l.shape.bitrate() / 1e6))
+            .collect();
+        let taken = if r.layers_sent.is_empty() {
+            "the server declined it and gets the top layer alone".to_owned()
+        } else {
+            format!(
+                "the server took {} (the stream above and the steps count the top layer)",
+                r.layers_sent.join(", ")
+            )
+        };
+        println!("simulcast: {} Mbit/s offered; {taken}", offered.join(" + "));
+    }
     println!(
         "hand-over floor (a thread's wake-up after a channel send, every {} ms; column \"wake\" per step): p50 {} µs, p99 {} µs with the publisher alone; the hypervisor's steal (column \"steal\"): {} % of the CPUs' time",
         WAKE_INTERVAL.as_millis(),

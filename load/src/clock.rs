@@ -10,6 +10,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use crate::payload::{AUDIO, MAX_LAYERS};
+
 struct Anchor {
     instant: Instant,
     unix_ns: u64,
@@ -40,15 +42,29 @@ pub fn at_ns(t: Instant) -> u64 {
     }
 }
 
-/// Send times of the publisher's packets by kind and sequence number, shared with
+/// Send times of the publisher's packets by track and sequence number, shared with
 /// the viewers of the same process so they need not decrypt a payload to know when it
 /// left (SRTP leaves the RTP header in clear, the payload not).
 ///
-/// One slot per 16-bit sequence number and kind; a slot holds the upper 16 bits of
-/// the extended sequence number beside a 48-bit send time, so a stale slot (65 536
-/// packets old, minutes at 300 packets/s) is recognised and ignored.
+/// A track is one sequence number space: audio, or the video of one simulcast layer
+/// (see [`track`]). One slot per 16-bit sequence number and track; a slot holds the
+/// upper 16 bits of the extended sequence number beside a 48-bit send time, so a
+/// stale slot (65 536 packets old, minutes at 300 packets/s) is recognised and ignored.
 pub struct SendTable {
-    slots: [Box<[AtomicU64]>; 2],
+    slots: [Box<[AtomicU64]>; TRACKS],
+}
+
+/// Tracks of a [`SendTable`]: audio, then one per simulcast layer a marker can name.
+pub const TRACKS: usize = 1 + MAX_LAYERS as usize;
+
+/// The [`SendTable`] track of a packet of `kind` ([`AUDIO`] or [`VIDEO`]) on simulcast
+/// layer `layer` (0 without simulcast): 0 for audio, 1 for video without simulcast.
+pub fn track(kind: u8, layer: u8) -> usize {
+    if kind == AUDIO {
+        0
+    } else {
+        1 + usize::from(layer % MAX_LAYERS)
+    }
 }
 
 const SLOTS: usize = 1 << 16;
@@ -59,22 +75,22 @@ impl Default for SendTable {
     fn default() -> Self {
         let mk = || (0..SLOTS).map(|_| AtomicU64::new(0)).collect::<Box<[_]>>();
         SendTable {
-            slots: [mk(), mk()],
+            slots: std::array::from_fn(|_| mk()),
         }
     }
 }
 
 impl SendTable {
-    /// Records that packet `seq` (extended) of `kind` (0 audio, 1 video) left at `ns`.
-    pub fn record(&self, kind: usize, seq: u64, ns: u64) {
+    /// Records that packet `seq` (extended) of `track` (see [`track`]) left at `ns`.
+    pub fn record(&self, track: usize, seq: u64, ns: u64) {
         let v = ((seq >> 16) & 0xffff) << NS_BITS | (ns & NS_MASK);
-        self.slots[kind & 1][(seq & 0xffff) as usize].store(v, Ordering::Relaxed);
+        self.slots[track % TRACKS][(seq & 0xffff) as usize].store(v, Ordering::Relaxed);
     }
 
-    /// The send time of packet `seq` of `kind`, if it is still in the table. `near` is
-    /// any current time on the same scale (it restores the bits above 48).
-    pub fn lookup(&self, kind: usize, seq: u64, near: u64) -> Option<u64> {
-        let v = self.slots[kind & 1][(seq & 0xffff) as usize].load(Ordering::Relaxed);
+    /// The send time of packet `seq` of `track`, if it is still in the table. `near`
+    /// is any current time on the same scale (it restores the bits above 48).
+    pub fn lookup(&self, track: usize, seq: u64, near: u64) -> Option<u64> {
+        let v = self.slots[track % TRACKS][(seq & 0xffff) as usize].load(Ordering::Relaxed);
         if v == 0 || v >> NS_BITS != (seq >> 16) & 0xffff {
             return None;
         }
@@ -102,6 +118,22 @@ mod tests {
         assert_eq!(t.lookup(1, 70_000 + 65_536, now), None);
         t.record(0, 3, now);
         assert_eq!(t.lookup(0, 3, now + 1_000), Some(now));
+    }
+
+    #[test]
+    fn simulcast_layers_keep_their_own_sequence_numbers() {
+        use crate::payload::VIDEO;
+        assert_eq!((track(AUDIO, 0), track(VIDEO, 0)), (0, 1));
+        let t = SendTable::default();
+        let now = now_ns();
+        for layer in 0..MAX_LAYERS {
+            t.record(track(VIDEO, layer), 500, now - u64::from(layer));
+        }
+        for layer in 0..MAX_LAYERS {
+            let sent = t.lookup(track(VIDEO, layer), 500, now);
+            assert_eq!(sent, Some(now - u64::from(layer)));
+        }
+        assert_eq!(t.lookup(track(AUDIO, 0), 500, now), None);
     }
 
     #[test]

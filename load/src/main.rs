@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use wishd_load::bench::BenchConfig;
 use wishd_load::payload::VideoShape;
-use wishd_load::publisher::PublisherConfig;
+use wishd_load::publisher::{KEYFRAME_RATIO, PublisherConfig, simulcast_layers};
 use wishd_load::run::{RunConfig, print_report, run};
 use wishd_load::swarm::SwarmConfig;
 
@@ -53,6 +53,13 @@ struct Peers {
     /// Answer PLI/FIR with a keyframe (at most once a second).
     #[arg(long)]
     honor_pli: bool,
+    /// Publish simulcast (RFC 8853) as browsers do: three layers "q" 320x180, "h"
+    /// 640x360 and "f" 1280x720, each its own SSRC. The top layer is the stream
+    /// --bitrate/--fps/--gop/--packet-size describe; the others get 0.32x and 0.08x
+    /// its bit rate (2.5 Mbit/s, 800 kbit/s, 200 kbit/s by default). A server that
+    /// declines simulcast gets the top layer alone.
+    #[arg(long)]
+    simulcast: bool,
     /// Video pacing rate as a multiple of the video bit rate (2.5: libwebrtc's pacer,
     /// as browsers send); 0 sends each frame's packets back to back (FFmpeg's WHIP
     /// muxer).
@@ -85,9 +92,18 @@ impl Peers {
             .unwrap_or_else(|| format!("{}/whip/{}", self.base, self.stream));
         let mut p = PublisherConfig::standard(url);
         p.token = self.token.clone();
-        p.shape = VideoShape::for_bitrate(self.bitrate, self.fps, self.gop, 6, self.packet_size);
+        p.shape = VideoShape::for_bitrate(
+            self.bitrate,
+            self.fps,
+            self.gop,
+            KEYFRAME_RATIO,
+            self.packet_size,
+        );
         p.honor_keyframe_requests = self.honor_pli;
         p.pacing = (self.pacing > 0.0).then_some(self.pacing);
+        p.simulcast = self
+            .simulcast
+            .then(|| simulcast_layers(self.bitrate, self.fps, self.gop, self.packet_size));
         Some(p)
     }
 

@@ -3,8 +3,9 @@
 //!
 //! Marker layout (after the codec header; found by scanning the first 64 bytes):
 //! `b"WLD1"`, kind (`u8`, 0 audio / 1 video), flags (`u8`, bit 0: first packet of a
-//! keyframe), extended RTP sequence number (`u64` BE), send time (`u64` BE, ns since
-//! the Unix epoch, see [`crate::clock`]). Filler bytes follow up to the packet size.
+//! keyframe, bits 1-2: the simulcast layer, 0 without simulcast), extended RTP
+//! sequence number (`u64` BE, the layer's own), send time (`u64` BE, ns since the Unix
+//! epoch, see [`crate::clock`]). Filler bytes follow up to the packet size.
 //!
 //! The H.264 headers are real enough for keyframe detection in any SFU: a keyframe
 //! starts with a STAP-A holding SPS, PPS and the first IDR slice (`first_mb_in_slice
@@ -39,6 +40,9 @@ pub const AUDIO: u8 = 0;
 /// Kind byte of video.
 pub const VIDEO: u8 = 1;
 
+/// Simulcast layers a marker can name (two flag bits; OBS sends up to four).
+pub const MAX_LAYERS: u8 = 4;
+
 /// What a marker says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Marker {
@@ -46,7 +50,9 @@ pub struct Marker {
     pub kind: u8,
     /// First packet of a keyframe.
     pub keyframe: bool,
-    /// The publisher's extended RTP sequence number.
+    /// The simulcast layer (index in the publisher's layers; 0 without simulcast).
+    pub layer: u8,
+    /// The publisher's extended RTP sequence number (of the layer).
     pub seq: u64,
     /// When the publisher made the packet (ns, [`crate::clock`] scale).
     pub sent_ns: u64,
@@ -55,7 +61,7 @@ pub struct Marker {
 fn push_marker(out: &mut Vec<u8>, m: &Marker, size: usize) {
     out.extend_from_slice(&MAGIC);
     out.push(m.kind);
-    out.push(u8::from(m.keyframe));
+    out.push(u8::from(m.keyframe) | (m.layer % MAX_LAYERS) << 1);
     out.extend_from_slice(&m.seq.to_be_bytes());
     out.extend_from_slice(&m.sent_ns.to_be_bytes());
     if out.len() < size {
@@ -75,6 +81,7 @@ pub fn decode(payload: &[u8]) -> Option<Marker> {
     Some(Marker {
         kind,
         keyframe: b[5] & 1 != 0,
+        layer: (b[5] >> 1) % MAX_LAYERS,
         seq: u64::from_be_bytes(b[6..14].try_into().ok()?),
         sent_ns: u64::from_be_bytes(b[14..22].try_into().ok()?),
     })
@@ -125,6 +132,33 @@ impl VideoShape {
         packets * self.packet_size as f64 * 8.0 * f64::from(self.fps) / f64::from(self.gop_frames)
     }
 
+    /// A train of `bitrate` bits/s like [`VideoShape::for_bitrate`]'s, but with packets
+    /// of at most `max_packet_size` bytes cut to the frame, so a low bit rate is met
+    /// too (a 200 kbit/s delta frame is one packet of some 760 bytes, not a whole
+    /// 1200-byte one): for the lower simulcast layers.
+    pub fn for_layer(
+        bitrate: u64,
+        fps: u32,
+        gop_secs: f64,
+        keyframe_ratio: u32,
+        max_packet_size: usize,
+    ) -> VideoShape {
+        let fps = fps.max(1);
+        let gop_frames = ((gop_secs * f64::from(fps)).round() as u32).max(1);
+        let ratio = keyframe_ratio.max(1);
+        let gop_bytes = bitrate as f64 * f64::from(gop_frames) / f64::from(fps) / 8.0;
+        let delta_bytes = gop_bytes / f64::from(gop_frames - 1 + ratio);
+        let max = max_packet_size.max(64) as f64;
+        let delta = (delta_bytes / max).ceil().max(1.0);
+        VideoShape {
+            packet_size: ((delta_bytes / delta).round() as usize).clamp(64, max as usize),
+            delta_packets: delta as u32,
+            keyframe_packets: (delta as u32 * ratio).max(2),
+            fps,
+            gop_frames,
+        }
+    }
+
     /// Average packets per second.
     pub fn packets_per_second(&self) -> f64 {
         let packets = f64::from(self.keyframe_packets + (self.gop_frames - 1) * self.delta_packets);
@@ -140,6 +174,20 @@ pub fn video_frame(
     first_seq: u64,
     now_ns: u64,
 ) -> Vec<Vec<u8>> {
+    layer_frame(shape, keyframe, first_seq, now_ns, 0, SPS)
+}
+
+/// The payloads of one video frame of simulcast layer `layer`, whose keyframes start
+/// with `sps` (see `wishd::client::media::h264_sps`: each layer announces its own
+/// picture size).
+pub fn layer_frame(
+    shape: &VideoShape,
+    keyframe: bool,
+    first_seq: u64,
+    now_ns: u64,
+    layer: u8,
+    sps: &[u8],
+) -> Vec<Vec<u8>> {
     let size = shape.packet_size;
     let count = if keyframe {
         shape.keyframe_packets.max(2)
@@ -150,6 +198,7 @@ pub fn video_frame(
     let marker = |i: u32| Marker {
         kind: VIDEO,
         keyframe: keyframe && i == 0,
+        layer,
         seq: first_seq + u64::from(i),
         sent_ns: now_ns,
     };
@@ -157,7 +206,7 @@ pub fn video_frame(
     if keyframe {
         let mut p = Vec::with_capacity(size);
         p.push(0x60 | STAP_A);
-        for nal in [SPS, PPS] {
+        for nal in [sps, PPS] {
             p.extend_from_slice(&(nal.len() as u16).to_be_bytes());
             p.extend_from_slice(nal);
         }
@@ -203,6 +252,7 @@ pub fn audio_packet(seq: u64, now_ns: u64, size: usize) -> Vec<u8> {
         &Marker {
             kind: AUDIO,
             keyframe: false,
+            layer: 0,
             seq,
             sent_ns: now_ns,
         },
@@ -260,6 +310,44 @@ mod tests {
     }
 
     #[test]
+    fn a_layer_frame_names_its_layer_and_announces_its_picture() {
+        use wishd::core::frame_size;
+        let s = VideoShape::for_layer(200_000, 30, 2.0, 6, 1200);
+        let sps = wishd::client::media::h264_sps(320, 180);
+        let kf = layer_frame(&s, true, 7, 5, 2, &sps);
+        assert_eq!(frame_size(CodecKind::H264, &kf[0]), Some((320, 180)));
+        assert!(is_keyframe_start(CodecKind::H264, &kf[0]));
+        for (i, p) in kf.iter().enumerate() {
+            let m = decode(p).expect("marker");
+            assert_eq!((m.layer, m.seq, m.keyframe), (2, 7 + i as u64, i == 0));
+        }
+        // Without simulcast the flags byte is what it always was.
+        let plain = video_frame(
+            &VideoShape::for_bitrate(2_500_000, 30, 2.0, 6, 1200),
+            true,
+            1,
+            2,
+        );
+        let pos = plain[0].windows(4).position(|w| w == MAGIC).unwrap();
+        assert_eq!(plain[0][pos + 5], 1, "flags: the keyframe bit alone");
+        let m = decode(&plain[0]).unwrap();
+        assert_eq!((m.layer, m.keyframe), (0, true));
+    }
+
+    #[test]
+    fn a_low_layer_meets_its_bit_rate() {
+        for bitrate in [200_000, 800_000] {
+            let s = VideoShape::for_layer(bitrate, 30, 2.0, 6, 1200);
+            let err = (s.bitrate() - bitrate as f64).abs() / bitrate as f64;
+            assert!(err < 0.02, "{bitrate}: {s:?} makes {}", s.bitrate());
+            assert!(s.packet_size <= 1200);
+        }
+        // The coarse shape of the top layer would overshoot 200 kbit/s by half.
+        let coarse = VideoShape::for_bitrate(200_000, 30, 2.0, 6, 1200);
+        assert!(coarse.bitrate() > 300_000.0);
+    }
+
+    #[test]
     fn audio_markers_and_garbage() {
         let a = audio_packet(7, 9, 80);
         assert_eq!(a.len(), 80);
@@ -268,6 +356,7 @@ mod tests {
             Some(Marker {
                 kind: AUDIO,
                 keyframe: false,
+                layer: 0,
                 seq: 7,
                 sent_ns: 9
             })

@@ -4,6 +4,11 @@
 //! After each datagram leaves the socket its send time goes into the shared
 //! [`SendTable`] under the packet's sequence number (read from the clear RTP header),
 //! so viewers in the same process measure one-way delay without decrypting.
+//!
+//! With simulcast ([`PublisherConfig::simulcast`]) the video m-line offers one RID per
+//! layer (str0m writes `a=rid` and `a=simulcast:send`); each layer the answer takes is
+//! its own SSRC, sequence numbers and RTP timestamp base, all layers sending the same
+//! frames. A server that declines simulcast gets the top layer alone.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -12,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Rids, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
@@ -22,7 +27,7 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use crate::clock::{self, SendTable};
-use crate::payload::{self, VideoShape};
+use crate::payload::{self, AUDIO, MAX_LAYERS, VIDEO, VideoShape};
 use crate::rtp::{Class, classify};
 use crate::signal::{self, SetupError};
 
@@ -32,6 +37,54 @@ const PT_H264_RTX: u8 = 109;
 /// libwebrtc's pacing factor: video leaves at 2.5× the target bit rate.
 pub const LIBWEBRTC_PACING: f64 = 2.5;
 
+/// A keyframe is this many times as big as a delta frame.
+pub const KEYFRAME_RATIO: u32 = 6;
+
+/// One simulcast layer of the publisher.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Layer {
+    /// The RID.
+    pub rid: String,
+    /// Picture width its keyframes' SPS announces.
+    pub width: u16,
+    /// Picture height its keyframes' SPS announces.
+    pub height: u16,
+    /// Its video train.
+    pub shape: VideoShape,
+}
+
+/// Three simulcast layers, lowest first, with the RIDs and pictures of
+/// `wishd::client::SimulcastLayer::three()`. The top one is the single encoding's
+/// train of `bitrate` (same fps, keyframe interval and packet size, so figures compare
+/// with a run without simulcast); the others get the bit rates of that set scaled to
+/// `bitrate` (800 and 200 kbit/s under 2.5 Mbit/s), their packets cut to their frames.
+pub fn simulcast_layers(bitrate: u64, fps: u32, gop_secs: f64, packet_size: usize) -> Vec<Layer> {
+    let three = wishd::client::SimulcastLayer::three();
+    let top = three
+        .iter()
+        .map(|l| l.bitrate_bps)
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    three
+        .iter()
+        .map(|l| {
+            let shape = if l.bitrate_bps == top {
+                VideoShape::for_bitrate(bitrate, fps, gop_secs, KEYFRAME_RATIO, packet_size)
+            } else {
+                let scaled = bitrate * u64::from(l.bitrate_bps) / u64::from(top);
+                VideoShape::for_layer(scaled, fps, gop_secs, KEYFRAME_RATIO, packet_size)
+            };
+            Layer {
+                rid: l.rid.clone(),
+                width: l.width,
+                height: l.height,
+                shape,
+            }
+        })
+        .collect()
+}
+
 /// How the publisher behaves.
 #[derive(Debug, Clone)]
 pub struct PublisherConfig {
@@ -39,7 +92,7 @@ pub struct PublisherConfig {
     pub url: String,
     /// Bearer token.
     pub token: Option<String>,
-    /// The video train.
+    /// The video train (without simulcast).
     pub shape: VideoShape,
     /// Audio packets per second (0: no audio).
     pub audio_pps: u32,
@@ -51,6 +104,10 @@ pub struct PublisherConfig {
     /// at 2.5×, so a keyframe takes tens of milliseconds); `None` sends each frame's
     /// packets back to back, as FFmpeg's WHIP muxer does. Audio is never paced.
     pub pacing: Option<f64>,
+    /// Send the video as these simulcast layers (at most [`MAX_LAYERS`], order of
+    /// `a=simulcast:send`) instead of one encoding of `shape`; see
+    /// [`simulcast_layers`].
+    pub simulcast: Option<Vec<Layer>>,
 }
 
 impl PublisherConfig {
@@ -60,12 +117,24 @@ impl PublisherConfig {
         PublisherConfig {
             url: url.into(),
             token: None,
-            shape: VideoShape::for_bitrate(2_500_000, 30, 2.0, 6, 1200),
+            shape: VideoShape::for_bitrate(2_500_000, 30, 2.0, KEYFRAME_RATIO, 1200),
             audio_pps: 50,
             audio_size: 80,
             honor_keyframe_requests: false,
             pacing: Some(LIBWEBRTC_PACING),
+            simulcast: None,
         }
+    }
+
+    /// The train of the top layer (of `shape` without simulcast): what one viewer gets
+    /// when the server forwards the best layer.
+    pub fn top_shape(&self) -> VideoShape {
+        self.simulcast
+            .iter()
+            .flatten()
+            .map(|l| l.shape)
+            .max_by(|a, b| a.bitrate().total_cmp(&b.bitrate()))
+            .unwrap_or(self.shape)
     }
 }
 
@@ -76,11 +145,14 @@ pub struct PublisherCounters {
     pub connected: AtomicBool,
     /// Finished (error or stop).
     pub closed: AtomicBool,
-    /// Video packets sent.
+    /// Video packets sent (every layer).
     pub video_packets: AtomicU64,
+    /// Video packets of the top layer (all video without simulcast): one viewer's
+    /// share when the server forwards the best layer.
+    pub top_layer_packets: AtomicU64,
     /// Audio packets sent.
     pub audio_packets: AtomicU64,
-    /// Keyframes sent.
+    /// Keyframes sent (summed over layers).
     pub keyframes: AtomicU64,
     /// PLI/FIR received.
     pub keyframe_requests: AtomicU64,
@@ -95,6 +167,9 @@ pub struct Publisher {
     task: JoinHandle<()>,
     /// POST → 201.
     pub post_time: Duration,
+    /// The RIDs of the simulcast layers being sent: empty for one encoding, also when
+    /// the server declined simulcast.
+    pub layers_sent: Vec<String>,
 }
 
 impl Publisher {
@@ -115,10 +190,27 @@ impl Publisher {
         let mut rtc = rcfg.build(Instant::now());
         let c = Candidate::host(local, "udp").map_err(|e| SetupError::Rtc(e.to_string()))?;
         rtc.add_local_candidate(c);
+        let simulcast = match cfg.simulcast.as_deref() {
+            Some([]) => return Err(SetupError::Sdp("simulcast without layers".into())),
+            Some(layers) if layers.len() > usize::from(MAX_LAYERS) => {
+                return Err(SetupError::Sdp(format!(
+                    "{} simulcast layers, at most {MAX_LAYERS}",
+                    layers.len()
+                )));
+            }
+            Some(layers) => {
+                let mut s = Simulcast::new();
+                for l in layers {
+                    s.add_send_layer(SimulcastLayer::new(&l.rid));
+                }
+                Some(s)
+            }
+            None => None,
+        };
         let mut api = rtc.sdp_api();
         let audio_mid = (cfg.audio_pps > 0)
             .then(|| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
-        let video_mid = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        let video_mid = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast);
         let (offer, pending) = api
             .apply()
             .ok_or_else(|| SetupError::Sdp("no offer".into()))?;
@@ -136,6 +228,12 @@ impl Publisher {
             return Err(SetupError::Sdp("the answer refused H.264 video".into()));
         };
         let audio = audio_mid.and_then(|m| track(&rtc, m, Codec::Opus));
+        let ts_base = rand::random();
+        let (layers, simulcast_taken) = layers_to_send(&rtc, &cfg, video_mid, ts_base);
+        let layers_sent = match simulcast_taken {
+            true => layers.iter().map(|l| l.name.clone()).collect(),
+            false => Vec::new(),
+        };
         let counters = Arc::new(PublisherCounters::default());
         let (stop, stop_rx) = watch::channel(false);
         let task = Task {
@@ -146,14 +244,12 @@ impl Publisher {
             table,
             counters: counters.clone(),
             video,
+            layers,
             audio,
-            video_seq: u64::from(rand::random::<u16>() & 0x3fff) + 1,
             audio_seq: u64::from(rand::random::<u16>() & 0x3fff) + 1,
-            ts_base: rand::random(),
+            ts_base,
             frame: 0,
             audio_frame: 0,
-            last_keyframe: None,
-            keyframe_wanted: false,
             next_timeout: Instant::now(),
             paced: VecDeque::new(),
             next_paced: Instant::now(),
@@ -166,6 +262,7 @@ impl Publisher {
             stop,
             task,
             post_time: sig.post_time,
+            layers_sent,
         })
     }
 
@@ -223,6 +320,94 @@ fn track(rtc: &Rtc, mid: Mid, codec: Codec) -> Option<Track> {
     Some(Track { mid, pt, ssrc: 0 })
 }
 
+/// One encoding of the video: the single one, or a simulcast layer.
+struct LayerTx {
+    /// The RID (`None`: one encoding without simulcast).
+    rid: Option<Rid>,
+    /// The RID as configured (empty without simulcast).
+    name: String,
+    /// The layer's index in [`PublisherConfig::simulcast`] (0 without simulcast): in
+    /// the marker and the [`SendTable`] track.
+    index: u8,
+    shape: VideoShape,
+    /// The SPS of the layer's keyframes (`None`: the single encoding's).
+    sps: Option<Vec<u8>>,
+    /// The extended sequence number of the next packet made (paced packets get theirs
+    /// when queued, so this runs ahead of the wire by the queue).
+    seq: u64,
+    /// The layer's own RTP timestamp base, as libwebrtc's layers have.
+    ts_base: u32,
+    /// Learnt from str0m at the first write.
+    ssrc: u32,
+    /// The layer whose packets one viewer gets when the server forwards the best.
+    top: bool,
+    last_keyframe: Option<Instant>,
+    keyframe_wanted: bool,
+}
+
+impl LayerTx {
+    fn new(rid: Option<Rid>, index: u8, shape: VideoShape, ts_base: u32) -> Self {
+        LayerTx {
+            rid,
+            name: String::new(),
+            index,
+            shape,
+            sps: None,
+            seq: u64::from(rand::random::<u16>() & 0x3fff) + 1,
+            ts_base,
+            ssrc: 0,
+            top: true,
+            last_keyframe: None,
+            keyframe_wanted: false,
+        }
+    }
+}
+
+/// The encodings to send after the answer, and whether they are simulcast layers the
+/// answer took: one of `cfg.shape` without simulcast; the layers whose RIDs the
+/// answer took; the top layer alone if it declined simulcast (str0m made a send
+/// stream per offered RID and none without, so that one is the top layer's).
+fn layers_to_send(
+    rtc: &Rtc,
+    cfg: &PublisherConfig,
+    mid: Mid,
+    ts_base: u32,
+) -> (Vec<LayerTx>, bool) {
+    let Some(layers) = cfg.simulcast.as_deref() else {
+        return (vec![LayerTx::new(None, 0, cfg.shape, ts_base)], false);
+    };
+    let accepted: Vec<Rid> = match rtc.media(mid).map(|m| m.rids_tx()) {
+        Some(Rids::Specific(rids)) => rids.clone(),
+        _ => Vec::new(),
+    };
+    let declined = accepted.is_empty();
+    let mut sent: Vec<LayerTx> = layers
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| declined || accepted.contains(&Rid::from(l.rid.as_str())))
+        .map(|(i, l)| {
+            let rid = Some(Rid::from(l.rid.as_str()));
+            let mut tx = LayerTx::new(rid, i as u8, l.shape, rand::random());
+            tx.name = l.rid.clone();
+            tx.sps = Some(wishd::client::media::h264_sps(l.width, l.height));
+            tx
+        })
+        .collect();
+    // The top layer of those sent: the only one sent when simulcast was declined.
+    let top = sent
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.shape.bitrate().total_cmp(&b.1.shape.bitrate()))
+        .map_or(0, |(i, _)| i);
+    if declined {
+        sent = sent.into_iter().skip(top).take(1).collect();
+    }
+    for (i, tx) in sent.iter_mut().enumerate() {
+        tx.top = declined || i == top;
+    }
+    (sent, !declined)
+}
+
 struct Task {
     rtc: Rtc,
     socket: UdpSocket,
@@ -231,21 +416,32 @@ struct Task {
     table: Arc<SendTable>,
     counters: Arc<PublisherCounters>,
     video: Track,
+    /// The video's encodings.
+    layers: Vec<LayerTx>,
     audio: Option<Track>,
-    /// Next extended sequence numbers.
-    video_seq: u64,
+    /// Next extended sequence number of audio.
     audio_seq: u64,
+    /// RTP timestamp base of audio (and of video without simulcast).
     ts_base: u32,
     frame: u64,
     audio_frame: u64,
-    last_keyframe: Option<Instant>,
-    keyframe_wanted: bool,
     next_timeout: Instant,
-    /// Paced video packets waiting for their turn: (payload, timestamp, capture
-    /// instant, marker).
-    paced: VecDeque<(Vec<u8>, u32, Instant, bool)>,
+    /// Paced video packets waiting for their turn.
+    paced: VecDeque<Paced>,
     /// When the next paced packet may leave.
     next_paced: Instant,
+}
+
+/// A video packet waiting for its turn.
+struct Paced {
+    /// Index into `Task::layers`.
+    layer: usize,
+    seq: u64,
+    payload: Vec<u8>,
+    ts: u32,
+    /// Capture instant.
+    at: Instant,
+    marker: bool,
 }
 
 impl Task {
@@ -297,35 +493,46 @@ impl Task {
         }
     }
 
+    /// Makes one frame on every layer; a layer's frame is a keyframe at the keyframe
+    /// interval (all layers at once) or on a request for it (at most once a second).
     async fn send_video_frame(&mut self) -> Result<(), SetupError> {
         let now = Instant::now();
-        let periodic = self
-            .frame
-            .is_multiple_of(u64::from(self.cfg.shape.gop_frames.max(1)));
-        let requested = self.keyframe_wanted
-            && self
-                .last_keyframe
-                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1));
-        let keyframe = periodic || requested;
-        if keyframe {
-            self.keyframe_wanted = false;
-            self.last_keyframe = Some(now);
-            self.counters.keyframes.fetch_add(1, Ordering::Relaxed);
-        }
-        let step = 90_000 / self.cfg.shape.fps.max(1);
-        let ts = self
-            .ts_base
-            .wrapping_add((self.frame as u32).wrapping_mul(step));
+        let now_ns = clock::now_ns();
+        let frame = self.frame;
         self.frame += 1;
-        let first_seq = self.video_seq + self.paced.len() as u64;
-        let payloads = payload::video_frame(&self.cfg.shape, keyframe, first_seq, clock::now_ns());
-        let n = payloads.len();
-        for (i, p) in payloads.into_iter().enumerate() {
-            self.paced.push_back((p, ts, now, i + 1 == n));
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            let periodic = frame.is_multiple_of(u64::from(l.shape.gop_frames.max(1)));
+            let requested = l.keyframe_wanted
+                && l.last_keyframe
+                    .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1));
+            let keyframe = periodic || requested;
+            if keyframe {
+                l.keyframe_wanted = false;
+                l.last_keyframe = Some(now);
+                self.counters.keyframes.fetch_add(1, Ordering::Relaxed);
+            }
+            let step = 90_000 / l.shape.fps.max(1);
+            let ts = l.ts_base.wrapping_add((frame as u32).wrapping_mul(step));
+            let payloads = match &l.sps {
+                Some(sps) => payload::layer_frame(&l.shape, keyframe, l.seq, now_ns, l.index, sps),
+                None => payload::video_frame(&l.shape, keyframe, l.seq, now_ns),
+            };
+            let n = payloads.len();
+            for (k, p) in payloads.into_iter().enumerate() {
+                self.paced.push_back(Paced {
+                    layer: i,
+                    seq: l.seq,
+                    payload: p,
+                    ts,
+                    at: now,
+                    marker: k + 1 == n,
+                });
+                l.seq += 1;
+            }
         }
         if self.cfg.pacing.is_none() {
-            while let Some((p, ts, at, marker)) = self.paced.pop_front() {
-                self.write_video(p, ts, at, marker).await?;
+            while let Some(p) = self.paced.pop_front() {
+                self.write_video(p).await?;
             }
         } else if self.next_paced < now {
             self.next_paced = now;
@@ -334,39 +541,40 @@ impl Task {
     }
 
     /// Sends the paced packets whose turn has come; each one moves the next turn on by
-    /// its size at the pacing rate.
+    /// its size at the pacing rate (of all layers together, as libwebrtc's one pacer).
     async fn send_paced(&mut self) -> Result<(), SetupError> {
-        let rate = self.cfg.pacing.unwrap_or(LIBWEBRTC_PACING).max(0.1)
-            * self.cfg.shape.bitrate().max(1.0);
+        let bitrate: f64 = self.layers.iter().map(|l| l.shape.bitrate()).sum();
+        let rate = self.cfg.pacing.unwrap_or(LIBWEBRTC_PACING).max(0.1) * bitrate.max(1.0);
         let now = Instant::now();
         while self.next_paced <= now
-            && let Some((p, ts, at, marker)) = self.paced.pop_front()
+            && let Some(p) = self.paced.pop_front()
         {
-            self.next_paced += pace_interval(p.len(), rate);
-            self.write_video(p, ts, at, marker).await?;
+            self.next_paced += pace_interval(p.payload.len(), rate);
+            self.write_video(p).await?;
         }
         Ok(())
     }
 
-    async fn write_video(
-        &mut self,
-        p: Vec<u8>,
-        ts: u32,
-        at: Instant,
-        marker: bool,
-    ) -> Result<(), SetupError> {
+    async fn write_video(&mut self, p: Paced) -> Result<(), SetupError> {
         let t = self.video;
-        let seq = self.video_seq;
-        self.video_seq += 1;
-        let w = RtpWrite::new(t.pt, seq.into(), ts, at, p)
-            .marker(marker)
+        let Some(l) = self.layers.get_mut(p.layer) else {
+            return Ok(());
+        };
+        let w = RtpWrite::new(t.pt, p.seq.into(), p.ts, p.at, p.payload)
+            .marker(p.marker)
             .nackable(true);
-        if let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(t.mid, None) {
-            self.video.ssrc = *tx.ssrc();
+        if let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(t.mid, l.rid) {
+            l.ssrc = *tx.ssrc();
             tx.write_rtp(w);
         }
+        let top = l.top;
         self.drain().await?;
         self.counters.video_packets.fetch_add(1, Ordering::Relaxed);
+        if top {
+            self.counters
+                .top_layer_packets
+                .fetch_add(1, Ordering::Relaxed);
+        }
         Ok(())
     }
 
@@ -411,25 +619,31 @@ impl Task {
                     let _ = self.socket.send_to(&t.contents, t.destination).await;
                     let sent = clock::now_ns();
                     if let Class::Rtp(h) = classify(&t.contents) {
-                        if h.ssrc == self.video.ssrc {
-                            self.table
-                                .record(1, unwrap_seq(self.video_seq, h.seq), sent);
+                        if let Some(l) = self.layers.iter().find(|l| l.ssrc == h.ssrc) {
+                            let track = clock::track(VIDEO, l.index);
+                            self.table.record(track, unwrap_seq(l.seq, h.seq), sent);
                         } else if let Some(a) = self.audio
                             && h.ssrc == a.ssrc
                         {
+                            let track = clock::track(AUDIO, 0);
                             self.table
-                                .record(0, unwrap_seq(self.audio_seq, h.seq), sent);
+                                .record(track, unwrap_seq(self.audio_seq, h.seq), sent);
                         }
                     }
                 }
                 Output::Event(e) => match e {
                     Event::Connected => self.counters.connected.store(true, Ordering::Relaxed),
-                    Event::KeyframeRequest(_) => {
+                    Event::KeyframeRequest(req) => {
                         self.counters
                             .keyframe_requests
                             .fetch_add(1, Ordering::Relaxed);
-                        if self.cfg.honor_keyframe_requests {
-                            self.keyframe_wanted = true;
+                        // str0m names the layer of the SSRC asked; one that names
+                        // none (or another) asks every layer.
+                        let named = self.layers.iter().any(|l| l.rid == req.rid);
+                        for l in &mut self.layers {
+                            if !named || l.rid == req.rid {
+                                l.keyframe_wanted |= self.cfg.honor_keyframe_requests;
+                            }
                         }
                     }
                     Event::Closed => return Err(SetupError::Rtc("closed by the server".into())),

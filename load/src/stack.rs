@@ -210,6 +210,7 @@ impl Pair {
                 timestamp: (self.seq * 375) as u32,
                 ssrc: d.ssrc,
                 mid: Some((4, &d.mid)),
+                transport_seq: None,
             };
             d.datagram.clear();
             egress::protect(

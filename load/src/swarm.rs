@@ -343,6 +343,9 @@ impl Swarm {
 struct TrackState {
     ssrc: u32,
     kind: u8,
+    /// The publisher's simulcast layer the server forwards on this SSRC (from the
+    /// marker; its sequence numbers are the layer's own).
+    layer: u8,
     rx: TrackRx,
     /// viewer extended seq − publisher seq (wrapping).
     offset: Option<u64>,
@@ -417,6 +420,7 @@ impl Viewer {
                 self.tracks.push(TrackState {
                     ssrc,
                     kind: m.kind,
+                    layer: m.layer,
                     rx: TrackRx::default(),
                     offset: None,
                     fast: false,
@@ -426,6 +430,7 @@ impl Viewer {
         };
         let ext = self.tracks[idx].rx.on_packet(p.header.sequence_number);
         self.tracks[idx].offset = Some(ext.wrapping_sub(m.seq));
+        self.tracks[idx].layer = m.layer;
         let arrival = clock::at_ns(p.timestamp);
         self.record_delay(m.sent_ns, arrival);
         if m.kind == VIDEO && m.keyframe && self.join_at.is_none() {
@@ -602,9 +607,9 @@ impl Shard {
         {
             self.counters.header_only.fetch_add(1, Ordering::Relaxed);
             let ext = t.rx.on_packet(h.seq);
-            let kind = usize::from(t.kind);
+            let track = clock::track(t.kind, t.layer);
             if let Some(offset) = t.offset
-                && let Some(sent) = self.table.lookup(kind, ext.wrapping_sub(offset), now_ns)
+                && let Some(sent) = self.table.lookup(track, ext.wrapping_sub(offset), now_ns)
             {
                 v.record_delay(sent, now_ns);
             }

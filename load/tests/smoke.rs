@@ -88,6 +88,52 @@ async fn five_viewers_join_and_receive_the_stream_with_little_loss() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulcast_publisher_sends_every_layer_and_viewers_get_the_top_one() {
+    use wishd_load::clock::SendTable;
+    use wishd_load::publisher::{Publisher, simulcast_layers};
+    let server = open_server().await;
+    let base = format!("http://{}", server.http_addr());
+    let mut cfg = PublisherConfig::standard(format!("{base}/whip/sim"));
+    cfg.simulcast = Some(simulcast_layers(2_500_000, 30, 2.0, 1200));
+
+    // wishd takes the three layers.
+    let table = Arc::new(SendTable::default());
+    let publisher = Publisher::start(cfg.clone(), table)
+        .await
+        .expect("publisher");
+    assert_eq!(publisher.layers_sent.len(), 3, "{:?}", publisher.layers_sent);
+    assert!(publisher.wait_connected(Duration::from_secs(10)).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let c = publisher.counters();
+    let video = c.video_packets.load(Ordering::Relaxed);
+    let top = c.top_layer_packets.load(Ordering::Relaxed);
+    assert!(top > 50, "{top} top-layer packets");
+    assert!(video > top, "{video} video packets in all, {top} of the top layer");
+    publisher.stop().await;
+
+    // Viewers start on the top layer (loopback carries it) and time it through the
+    // send table's track of that layer.
+    let report = run(RunConfig {
+        publisher: Some(cfg),
+        swarm: swarm(format!("{base}/whep/sim")),
+        viewers: 3,
+        ramp_per_sec: 20.0,
+        connect_timeout: Duration::from_secs(10),
+        duration: Duration::from_secs(3),
+        server_pid: None,
+    })
+    .await
+    .expect("run completes");
+    for v in &report.viewers {
+        assert!(v.connected && v.join_ms.is_some(), "viewer {}: {v:?}", v.id);
+        assert!(v.received > 400, "viewer {} got {}", v.id, v.received);
+        assert!(v.delay_p50_us.is_some(), "viewer {} has no delay", v.id);
+    }
+    assert!(report.aggregate.loss_pct < 5.0);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_bench_reports_steps_the_hand_over_floor_and_both_bursts() {
     let server = open_server().await;
     let base = format!("http://{}", server.http_addr());

@@ -223,10 +223,101 @@ pub fn video_frame_with(
     packet_size: usize,
 ) -> Vec<GeneratedPacket> {
     match codec {
-        VideoCodec::H264 => h264_frame(frame, keyframe, packets, packet_size),
-        VideoCodec::Vp8 => vp8_frame(frame, keyframe, packets, packet_size),
+        VideoCodec::H264 => h264_frame(frame, keyframe, packets, packet_size, SPS),
+        VideoCodec::Vp8 => vp8_frame(frame, keyframe, packets, packet_size, (640, 480)),
         VideoCodec::Vp9 => vp9_frame(frame, keyframe, packets, packet_size),
         VideoCodec::Av1 => av1_frame(frame, keyframe, packets, packet_size),
+    }
+}
+
+/// Keyframes of a simulcast layer are this many times the size of its delta frames,
+/// as the single encoding's keyframes ([`KEYFRAME_PACKETS`] to [`DELTA_PACKETS`]).
+const LAYER_KEYFRAME_RATIO: u32 = KEYFRAME_PACKETS as u32 / DELTA_PACKETS as u32;
+
+/// The smallest payload a layer packet is cut to: room for the longest codec header
+/// (an H.264 STAP-A with SPS and PPS) plus the marker.
+const MIN_LAYER_PACKET: usize = 96;
+
+/// The synthetic stream of one simulcast layer: the picture its keyframes announce
+/// and the packets of its frames, sized so that the layer averages its bit rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LayerShape {
+    pub width: u16,
+    pub height: u16,
+    pub keyframe_packets: u16,
+    pub keyframe_packet_size: usize,
+    pub delta_packets: u16,
+    pub delta_packet_size: usize,
+}
+
+impl LayerShape {
+    /// The shape that averages `bitrate_bps` of RTP payload at `fps` with a keyframe
+    /// every `keyframe_interval`, in packets of at most [`VIDEO_PACKET_SIZE`] bytes.
+    pub fn for_bitrate(
+        width: u16,
+        height: u16,
+        bitrate_bps: u32,
+        fps: u32,
+        keyframe_interval: std::time::Duration,
+    ) -> LayerShape {
+        let fps = f64::from(fps.max(1));
+        let gop_frames = (keyframe_interval.as_secs_f64() * fps).round().max(1.0);
+        let gop_bytes = f64::from(bitrate_bps) / 8.0 * gop_frames / fps;
+        let ratio = f64::from(LAYER_KEYFRAME_RATIO);
+        let delta_bytes = gop_bytes / (gop_frames - 1.0 + ratio);
+        let (delta_packets, delta_packet_size) = split(delta_bytes, 1);
+        let (keyframe_packets, keyframe_packet_size) = split(delta_bytes * ratio, 2);
+        LayerShape {
+            width,
+            height,
+            keyframe_packets,
+            keyframe_packet_size,
+            delta_packets,
+            delta_packet_size,
+        }
+    }
+}
+
+/// Packets (at least `min`) and their common size for a frame of `bytes`.
+fn split(bytes: f64, min: u16) -> (u16, usize) {
+    let per_packet = VIDEO_PACKET_SIZE as f64;
+    let packets = (bytes / per_packet)
+        .ceil()
+        .clamp(f64::from(min), f64::from(u16::MAX));
+    let size = (bytes / packets).round() as usize;
+    (
+        packets as u16,
+        size.clamp(MIN_LAYER_PACKET, VIDEO_PACKET_SIZE),
+    )
+}
+
+/// One frame of a simulcast layer: the packets of `shape`, and on a keyframe an H.264
+/// SPS or VP8 key frame header that announces the layer's picture size (VP9 and AV1
+/// frames carry none, as in [`video_frame_with`]).
+pub(crate) fn layer_frame(
+    codec: VideoCodec,
+    shape: &LayerShape,
+    frame: u64,
+    keyframe: bool,
+) -> Vec<GeneratedPacket> {
+    let (packets, size) = if keyframe {
+        (shape.keyframe_packets, shape.keyframe_packet_size)
+    } else {
+        (shape.delta_packets, shape.delta_packet_size)
+    };
+    let picture = (shape.width, shape.height);
+    match codec {
+        VideoCodec::H264 => {
+            let sps = if keyframe {
+                h264_sps(shape.width, shape.height)
+            } else {
+                Vec::new()
+            };
+            h264_frame(frame, keyframe, packets, size, &sps)
+        }
+        VideoCodec::Vp8 => vp8_frame(frame, keyframe, packets, size, picture),
+        VideoCodec::Vp9 => vp9_frame(frame, keyframe, packets, size),
+        VideoCodec::Av1 => av1_frame(frame, keyframe, packets, size),
     }
 }
 
@@ -247,13 +338,105 @@ const SPS: &[u8] = &[
 /// A plausible PPS.
 const PPS: &[u8] = &[NAL_PPS, 0xce, 0x3c, 0x80];
 
-fn h264_frame(frame: u64, keyframe: bool, packets: u16, size: usize) -> Vec<GeneratedPacket> {
+/// Writes the bits of an RBSP, most significant first.
+struct BitWriter {
+    bytes: Vec<u8>,
+    /// Bits used of the last byte (0: a new byte starts with the next bit).
+    used: u8,
+}
+
+impl BitWriter {
+    fn bits(&mut self, value: u32, n: u32) {
+        for i in (0..n).rev() {
+            if self.used == 0 {
+                self.bytes.push(0);
+            }
+            let bit = ((value >> i) & 1) as u8;
+            if let Some(last) = self.bytes.last_mut() {
+                *last |= bit << (7 - self.used);
+            }
+            self.used = (self.used + 1) % 8;
+        }
+    }
+
+    /// Unsigned Exp-Golomb.
+    fn ue(&mut self, value: u32) {
+        let v = u64::from(value) + 1;
+        let len = 64 - v.leading_zeros();
+        self.bits(0, len - 1);
+        for i in (0..len).rev() {
+            self.bits(((v >> i) & 1) as u32, 1);
+        }
+    }
+
+    /// Stop bit and alignment, then emulation prevention (`00 00 0x` with x <= 3
+    /// gets a `03` before the `0x`), as a NAL unit's payload needs.
+    fn finish(mut self) -> Vec<u8> {
+        self.bits(1, 1);
+        let mut out = Vec::with_capacity(self.bytes.len() + 2);
+        let mut zeros = 0;
+        for b in self.bytes {
+            if zeros >= 2 && b <= 3 {
+                out.push(3);
+                zeros = 0;
+            }
+            zeros = if b == 0 { zeros + 1 } else { 0 };
+            out.push(b);
+        }
+        out
+    }
+}
+
+/// A Constrained Baseline SPS (profile 0x42, constraints 0xe0, level 3.1, like [`SPS`])
+/// for a `width`×`height` picture: whole macroblocks, cropped to the size (4:2:0
+/// crops in steps of two, so an odd size is rounded up to even). A server reads a
+/// layer's picture size from here (ITU-T H.264 §7.3.2.1.1).
+pub fn h264_sps(width: u16, height: u16) -> Vec<u8> {
+    let w = u32::from(width.max(2)).next_multiple_of(2);
+    let h = u32::from(height.max(2)).next_multiple_of(2);
+    let (mbs_w, mbs_h) = (w.div_ceil(16), h.div_ceil(16));
+    let mut r = BitWriter {
+        bytes: vec![0x42, 0xe0, 0x1f],
+        used: 0,
+    };
+    r.ue(0); // seq_parameter_set_id
+    r.ue(0); // log2_max_frame_num_minus4
+    r.ue(2); // pic_order_cnt_type: no fields follow
+    r.ue(1); // max_num_ref_frames
+    r.bits(0, 1); // gaps_in_frame_num_value_allowed_flag
+    r.ue(mbs_w - 1);
+    r.ue(mbs_h - 1);
+    r.bits(1, 1); // frame_mbs_only_flag
+    r.bits(1, 1); // direct_8x8_inference_flag
+    let (crop_right, crop_bottom) = ((mbs_w * 16 - w) / 2, (mbs_h * 16 - h) / 2);
+    let cropped = crop_right > 0 || crop_bottom > 0;
+    r.bits(u32::from(cropped), 1);
+    if cropped {
+        r.ue(0);
+        r.ue(crop_right);
+        r.ue(0);
+        r.ue(crop_bottom);
+    }
+    r.bits(0, 1); // vui_parameters_present_flag
+    let mut sps = vec![NAL_SPS];
+    sps.extend(r.finish());
+    sps
+}
+
+/// An H.264 frame; a keyframe starts with `sps` and [`PPS`] in a STAP-A.
+fn h264_frame(
+    frame: u64,
+    keyframe: bool,
+    packets: u16,
+    size: usize,
+    sps: &[u8],
+) -> Vec<GeneratedPacket> {
     let mut out = Vec::new();
     if keyframe {
         let count = packets.max(2);
         // Packet 0: STAP-A with SPS, PPS and an SEI NAL that carries the marker.
         let mut p = vec![0x60 | STAP_A];
-        for nal in [SPS, PPS] {
+        for nal in [sps, PPS] {
             p.extend_from_slice(&(nal.len() as u16).to_be_bytes());
             p.extend_from_slice(nal);
         }
@@ -313,7 +496,14 @@ fn fu_a(out: &mut Vec<Vec<u8>>, nal: u8, frame: u64, first: u16, count: u16, siz
     }
 }
 
-fn vp8_frame(frame: u64, keyframe: bool, packets: u16, size: usize) -> Vec<GeneratedPacket> {
+/// A VP8 frame; a keyframe's header announces `picture` (width, height).
+fn vp8_frame(
+    frame: u64,
+    keyframe: bool,
+    packets: u16,
+    size: usize,
+    picture: (u16, u16),
+) -> Vec<GeneratedPacket> {
     let picture_id = (frame & 0x7fff) as u16;
     frame_packets(frame, packets, size, |index, _| {
         let first = index == 0;
@@ -333,8 +523,9 @@ fn vp8_frame(frame: u64, keyframe: bool, packets: u16, size: usize) -> Vec<Gener
             p.extend_from_slice(&tag.to_le_bytes()[..3]);
             if keyframe {
                 p.extend_from_slice(&[0x9d, 0x01, 0x2a]);
-                p.extend_from_slice(&640u16.to_le_bytes());
-                p.extend_from_slice(&480u16.to_le_bytes());
+                // 14-bit sizes, no scaling.
+                p.extend_from_slice(&(picture.0 & 0x3fff).to_le_bytes());
+                p.extend_from_slice(&(picture.1 & 0x3fff).to_le_bytes());
             }
         }
         p
@@ -574,6 +765,77 @@ mod tests {
         );
         let delta = video_frame(VideoCodec::Av1, 4, false);
         assert_eq!(delta[0].payload[0] & 0x08, 0, "no N bit on a delta frame");
+    }
+
+    #[test]
+    fn a_layer_keyframe_announces_the_layer_picture_size() {
+        use crate::core::{CodecKind, frame_size};
+        let interval = std::time::Duration::from_secs(2);
+        for (w, h) in [
+            (320, 180),
+            (640, 360),
+            (1280, 720),
+            (1920, 1080),
+            (2, 2),
+            (16_382, 16_380),
+        ] {
+            let shape = LayerShape::for_bitrate(w, h, 500_000, 30, interval);
+            let key = layer_frame(VideoCodec::H264, &shape, 3, true);
+            assert_eq!(key[0].payload[0] & 0x1f, STAP_A);
+            assert_eq!(
+                frame_size(CodecKind::H264, &key[0].payload),
+                Some((u32::from(w), u32::from(h))),
+                "H.264 {w}x{h}"
+            );
+            assert!(is_keyframe_payload(VideoCodec::H264, &key[1].payload));
+            let vp8 = layer_frame(VideoCodec::Vp8, &shape, 3, true);
+            assert_eq!(
+                frame_size(CodecKind::Vp8, &vp8[0].payload),
+                Some((u32::from(w), u32::from(h))),
+                "VP8 {w}x{h}"
+            );
+            for codec in [VideoCodec::H264, VideoCodec::Vp8] {
+                let delta = layer_frame(codec, &shape, 4, false);
+                assert!(
+                    delta
+                        .iter()
+                        .all(|p| !is_keyframe_payload(codec, &p.payload))
+                );
+                assert!(delta.iter().all(|p| check_filler(&p.payload)));
+            }
+        }
+    }
+
+    #[test]
+    fn the_sps_writer_inserts_emulation_prevention_bytes() {
+        // 16x16: the exp-Golomb fields of a 1x1 macroblock picture leave zero
+        // bytes in a row; none of `00 00 0x` (x <= 3) may remain.
+        for (w, h) in [(16, 16), (2, 2), (4096, 2160)] {
+            let sps = h264_sps(w, h);
+            assert!(
+                sps.windows(3)
+                    .all(|b| !(b[0] == 0 && b[1] == 0 && b[2] <= 3) || b[2] == 3),
+                "{w}x{h}: {sps:02x?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_layer_averages_its_bit_rate_over_a_keyframe_interval() {
+        let interval = std::time::Duration::from_secs(2);
+        for (bps, fps) in [(200_000, 30), (800_000, 30), (2_500_000, 30), (300_000, 15)] {
+            let shape = LayerShape::for_bitrate(640, 360, bps, fps, interval);
+            let frames = 2 * fps as u64;
+            let bytes: usize = (0..frames)
+                .flat_map(|f| layer_frame(VideoCodec::H264, &shape, f, f == 0))
+                .map(|p| p.payload.len())
+                .sum();
+            let measured = bytes as f64 * 8.0 / 2.0;
+            let err = (measured - f64::from(bps)).abs() / f64::from(bps);
+            assert!(err < 0.05, "{bps} bit/s at {fps} fps: {measured:.0}");
+            assert!(shape.keyframe_packet_size <= VIDEO_PACKET_SIZE);
+            assert!(shape.delta_packet_size <= VIDEO_PACKET_SIZE);
+        }
     }
 
     #[test]

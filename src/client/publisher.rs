@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use str0m::change::SdpPendingOffer;
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Rids, Simulcast};
 use str0m::rtp::RtpWrite;
 use str0m::{Event, Rtc, RtcConfig};
 use tokio::sync::{mpsc, watch};
@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use super::HttpResponse;
-use super::media::{self, AUDIO_CLOCK_RATE, CaptureClock, VIDEO_CLOCK_RATE};
+use super::media::{self, AUDIO_CLOCK_RATE, CaptureClock, LayerShape, VIDEO_CLOCK_RATE};
 use super::peer::{self, Driver, PeerStatus, Wake};
 use super::restart::{self, PendingRestart, RestartCommand};
 use super::{ClientError, VideoCodec, install_crypto_provider};
@@ -55,6 +55,90 @@ pub struct PublisherOptions {
     /// Constrained Baseline): `0x42e01f` by default, `0x42001e` to label it like
     /// FFmpeg's WHIP muxer.
     pub h264_profile_level_id: u32,
+    /// Send the video as these simulcast layers (RFC 8853), in this order in
+    /// `a=simulcast:send`; `None` (the default) sends one encoding. Each layer is its
+    /// own SSRC with its own synthetic stream (see [`SimulcastLayer`]). If the answer
+    /// accepts only some rids, only those are sent; if it declines simulcast, the layer
+    /// with the highest bit rate is sent as the one encoding.
+    pub simulcast: Option<Vec<SimulcastLayer>>,
+}
+
+/// One simulcast layer of a publisher: its RID and the picture and bit rate of its
+/// synthetic stream. Keyframes announce the picture (H.264 SPS, VP8 key frame header)
+/// and frames are sized so that the layer averages `bitrate_bps` of RTP payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimulcastLayer {
+    /// The RID (`a=rid`, RTP stream id): 1 to 8 ASCII letters, digits or `_` (str0m
+    /// keeps 8 bytes of a RID and turns any other character, also RFC 8851's `-`,
+    /// into `_`).
+    pub rid: String,
+    /// Picture width, even, at most 16382.
+    pub width: u16,
+    /// Picture height, even, at most 16382.
+    pub height: u16,
+    /// Average RTP payload bit rate.
+    pub bitrate_bps: u32,
+}
+
+impl SimulcastLayer {
+    /// A layer `rid` of `width`×`height` at `bitrate_bps`.
+    pub fn new(rid: impl Into<String>, width: u16, height: u16, bitrate_bps: u32) -> Self {
+        SimulcastLayer {
+            rid: rid.into(),
+            width,
+            height,
+            bitrate_bps,
+        }
+    }
+
+    /// The usual three layers, lowest first, named as Chromium's simulcast examples
+    /// name them: "q" 320×180 at 200 kbit/s, "h" 640×360 at 800 kbit/s, "f" 1280×720
+    /// at 2.5 Mbit/s.
+    pub fn three() -> Vec<SimulcastLayer> {
+        vec![
+            SimulcastLayer::new("q", 320, 180, 200_000),
+            SimulcastLayer::new("h", 640, 360, 800_000),
+            SimulcastLayer::new("f", 1280, 720, 2_500_000),
+        ]
+    }
+}
+
+/// Largest picture side a layer may announce: the largest even one a VP8 key frame
+/// header holds (14 bits).
+const MAX_LAYER_SIDE: u16 = 16_382;
+
+/// Checks the layers before they go into an offer: str0m cuts a RID to 8 bytes and
+/// rewrites all but letters, digits and `_`, so another RID would reach the wire
+/// changed; two layers with one RID could not be told apart; an odd size cannot be
+/// cropped to in 4:2:0.
+fn check_layers(layers: &[SimulcastLayer]) -> Result<(), ClientError> {
+    let bad = |why: String| Err(ClientError::Sdp(format!("simulcast: {why}")));
+    if layers.is_empty() {
+        return bad("no layers".into());
+    }
+    for (i, l) in layers.iter().enumerate() {
+        let rid_ok = (1..=8).contains(&l.rid.len())
+            && l.rid
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !rid_ok {
+            return bad(format!("rid {:?} is not 1 to 8 of [A-Za-z0-9_]", l.rid));
+        }
+        if layers[..i].iter().any(|o| o.rid == l.rid) {
+            return bad(format!("rid {:?} twice", l.rid));
+        }
+        let side_ok = |v: u16| v > 0 && v <= MAX_LAYER_SIDE && v.is_multiple_of(2);
+        if !side_ok(l.width) || !side_ok(l.height) {
+            return bad(format!(
+                "layer {:?}: {}x{} is not even and within {MAX_LAYER_SIDE}",
+                l.rid, l.width, l.height
+            ));
+        }
+        if l.bitrate_bps == 0 {
+            return bad(format!("layer {:?}: zero bit rate", l.rid));
+        }
+    }
+    Ok(())
 }
 
 impl Default for PublisherOptions {
@@ -71,6 +155,7 @@ impl Default for PublisherOptions {
             offer_filter: None,
             audio_capture_lead: Duration::ZERO,
             h264_profile_level_id: 0x42e01f,
+            simulcast: None,
         }
     }
 }
@@ -80,13 +165,13 @@ impl Default for PublisherOptions {
 pub struct PublisherStats {
     /// ICE and DTLS are up and the peer is not closed.
     pub connected: bool,
-    /// Video RTP packets handed to str0m.
+    /// Video RTP packets handed to str0m (all layers).
     pub video_packets_sent: u64,
     /// Audio RTP packets handed to str0m.
     pub audio_packets_sent: u64,
-    /// Video frames sent.
+    /// Video frames sent (with simulcast: pictures captured, each sent on every layer).
     pub video_frames_sent: u64,
-    /// Keyframes sent (periodic, forced and on request).
+    /// Keyframes sent (periodic, forced and on request), summed over layers.
     pub keyframes_sent: u64,
     /// When each PLI/FIR from the server arrived.
     pub keyframe_requests: Vec<Instant>,
@@ -98,6 +183,36 @@ pub struct PublisherStats {
     pub video_pt: Option<u8>,
     /// Payload type the audio is sent with.
     pub audio_pt: Option<u8>,
+    /// One entry per simulcast layer being sent, in the order of
+    /// [`PublisherOptions::simulcast`]. Empty for a single encoding, also when the
+    /// answer declined simulcast.
+    pub layers: Vec<LayerStats>,
+}
+
+impl PublisherStats {
+    /// The figures of the layer with this RID, if it is being sent.
+    pub fn layer(&self, rid: &str) -> Option<&LayerStats> {
+        self.layers.iter().find(|l| l.rid == rid)
+    }
+}
+
+/// What a publisher has done on one simulcast layer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LayerStats {
+    /// The layer's RID.
+    pub rid: String,
+    /// The SSRC str0m sends the layer with.
+    pub ssrc: Option<u32>,
+    /// RTP packets handed to str0m.
+    pub packets_sent: u64,
+    /// RTP payload bytes handed to str0m.
+    pub payload_bytes_sent: u64,
+    /// Frames sent.
+    pub frames_sent: u64,
+    /// Keyframes sent (periodic, forced and on request).
+    pub keyframes_sent: u64,
+    /// PLI/FIR received for this layer's SSRC.
+    pub keyframe_requests: u64,
 }
 
 enum Command {
@@ -129,6 +244,9 @@ fn build_offer(opts: &PublisherOptions, local: SocketAddr) -> Result<Offer, Clie
         return Err(ClientError::Sdp(
             "publisher with neither audio nor video".into(),
         ));
+    }
+    if let Some(layers) = &opts.simulcast {
+        check_layers(layers)?;
     }
     install_crypto_provider();
     let mut cfg = RtcConfig::new().clear_codecs().set_rtp_mode(true);
@@ -162,9 +280,18 @@ fn build_offer(opts: &PublisherOptions, local: SocketAddr) -> Result<Offer, Clie
     let audio_mid = opts
         .audio
         .then(|| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
+    // str0m writes `a=rid:<rid> send` per layer and `a=simulcast:send` in this order,
+    // and after the answer has one send stream (SSRC, RTX SSRC) per layer.
+    let simulcast = opts.simulcast.as_ref().map(|layers| {
+        let mut s = Simulcast::new();
+        for l in layers {
+            s.add_send_layer(str0m::media::SimulcastLayer::new(&l.rid));
+        }
+        s
+    });
     let video_mid = opts
         .video
-        .map(|_| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
+        .map(|_| api.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast));
     let (offer, pending) = api
         .apply()
         .ok_or_else(|| ClientError::Sdp("no offer made".into()))?;
@@ -257,9 +384,14 @@ impl WhipPublisher {
             ));
         }
 
+        let (encodings, layers) = match video {
+            Some((_, track)) => encodings(&mut rtc, &opts, track.mid),
+            None => (Vec::new(), Vec::new()),
+        };
         let stats = Arc::new(Mutex::new(PublisherStats {
             video_pt: video.map(|(_, t)| *t.pt),
             audio_pt: audio.map(|t| *t.pt),
+            layers,
             ..Default::default()
         }));
         let (status_tx, status_rx) = watch::channel(PeerStatus::default());
@@ -272,14 +404,11 @@ impl WhipPublisher {
             audio,
             video,
             stats: stats.clone(),
-            video_seq: rand::random_range(0..30_000),
+            encodings,
             audio_seq: rand::random_range(0..30_000),
-            video_clock: CaptureClock::new(VIDEO_CLOCK_RATE, rand::random()),
             audio_clock: CaptureClock::new(AUDIO_CLOCK_RATE, rand::random()),
             video_frame: 0,
             audio_frame: 0,
-            last_keyframe: None,
-            keyframe_wanted: false,
             restart: None,
         };
         let task = tokio::spawn(task.run(cmd_rx));
@@ -391,16 +520,103 @@ impl Drop for WhipPublisher {
     }
 }
 
-/// Writes one packet to the send stream of `mid`; false if there is none. The
-/// caller must drain the `Rtc` afterwards.
-fn write_rtp(rtc: &mut Rtc, mid: Mid, w: RtpWrite) -> bool {
+/// Writes one packet to the send stream of `mid` (and of the simulcast layer `rid`);
+/// false if there is none. The caller must drain the `Rtc` afterwards.
+fn write_rtp(rtc: &mut Rtc, mid: Mid, rid: Option<Rid>, w: RtpWrite) -> bool {
     let mut api = rtc.direct_api();
-    match api.stream_tx_by_mid(mid, None) {
+    match api.stream_tx_by_mid(mid, rid) {
         Some(tx) => {
             tx.write_rtp(w);
             true
         }
         None => false,
+    }
+}
+
+/// The encodings of the video track the answer lets the publisher send, and the
+/// stats entries of its simulcast layers (none for a single encoding).
+fn encodings(rtc: &mut Rtc, opts: &PublisherOptions, mid: Mid) -> (Vec<Encoding>, Vec<LayerStats>) {
+    let Some(layers) = opts.simulcast.as_deref() else {
+        return (vec![Encoding::new(None, None)], Vec::new());
+    };
+    // The answer's `a=rid:<rid> recv` lines, as str0m applied them.
+    let accepted: Vec<Rid> = match rtc.media(mid).map(|m| m.rids_tx()) {
+        Some(Rids::Specific(rids)) => rids.clone(),
+        _ => Vec::new(),
+    };
+    let shape = |l: &SimulcastLayer| {
+        LayerShape::for_bitrate(
+            l.width,
+            l.height,
+            l.bitrate_bps,
+            opts.fps,
+            opts.keyframe_interval,
+        )
+    };
+    if accepted.is_empty() {
+        // Declined: one encoding, on the stream str0m made for the top layer (it made
+        // none without a rid). Its packets carry that RID only if the answer kept the
+        // RID header extension (wishd's drops it with the simulcast lines).
+        let top = layers.iter().max_by_key(|l| l.bitrate_bps);
+        let encodings = top
+            .map(|l| Encoding::new(Some(Rid::from(l.rid.as_str())), Some(shape(l))))
+            .into_iter()
+            .collect();
+        tracing::debug!("the answer declined simulcast; sending one encoding");
+        return (encodings, Vec::new());
+    }
+    let mut encodings = Vec::new();
+    let mut stats = Vec::new();
+    for l in layers {
+        let rid = Rid::from(l.rid.as_str());
+        if !accepted.contains(&rid) {
+            continue;
+        }
+        let ssrc = rtc
+            .direct_api()
+            .stream_tx_by_mid(mid, Some(rid))
+            .map(|tx| *tx.ssrc());
+        let mut e = Encoding::new(Some(rid), Some(shape(l)));
+        e.stats = Some(stats.len());
+        encodings.push(e);
+        stats.push(LayerStats {
+            rid: l.rid.clone(),
+            ssrc,
+            ..Default::default()
+        });
+    }
+    tracing::debug!("sending {} simulcast layers", encodings.len());
+    (encodings, stats)
+}
+
+/// One encoding of the video track: the only one, or one simulcast layer with its
+/// own sequence numbers and its own random RTP timestamp base (as libwebrtc's layers
+/// have: they share capture instants, not a timestamp base).
+struct Encoding {
+    /// The layer's RID (`None`: the single encoding).
+    rid: Option<Rid>,
+    /// Index into [`PublisherStats::layers`], for an accepted simulcast layer.
+    stats: Option<usize>,
+    /// The layer's stream; `None`: the default shape of [`media::video_frame`].
+    shape: Option<LayerShape>,
+    seq: u64,
+    clock: CaptureClock,
+    last_keyframe: Option<Instant>,
+    /// A keyframe should go out as soon as possible (request or command).
+    keyframe_wanted: bool,
+}
+
+impl Encoding {
+    fn new(rid: Option<Rid>, shape: Option<LayerShape>) -> Self {
+        Encoding {
+            rid,
+            stats: None,
+            shape,
+            seq: rand::random_range(0..30_000),
+            clock: CaptureClock::new(VIDEO_CLOCK_RATE, rand::random()),
+            last_keyframe: None,
+            keyframe_wanted: false,
+        }
     }
 }
 
@@ -410,15 +626,12 @@ struct PublisherTask {
     audio: Option<Track>,
     video: Option<(VideoCodec, Track)>,
     stats: Arc<Mutex<PublisherStats>>,
-    video_seq: u64,
+    /// The video's encodings (none without video).
+    encodings: Vec<Encoding>,
     audio_seq: u64,
-    video_clock: CaptureClock,
     audio_clock: CaptureClock,
     video_frame: u64,
     audio_frame: u64,
-    last_keyframe: Option<Instant>,
-    /// A keyframe should go out as soon as possible (request or command).
-    keyframe_wanted: bool,
     /// An ICE restart waiting for the server's answer.
     restart: Option<PendingRestart>,
 }
@@ -465,8 +678,9 @@ impl PublisherTask {
                 video_iv.reset_immediately();
                 audio_iv.reset_immediately();
             }
-            if self.keyframe_wanted && connected && self.video.is_some() {
-                self.send_video_frame(true, Instant::now()).await?;
+            let keyframe_wanted = self.encodings.iter().any(|e| e.keyframe_wanted);
+            if keyframe_wanted && connected && self.video.is_some() {
+                self.send_video_frame(Instant::now()).await?;
             }
 
             let d = &mut self.driver;
@@ -483,53 +697,90 @@ impl PublisherTask {
                 Wake::Datagram(n, src) => self.driver.handle_wake_input(n, src)?,
                 Wake::Timeout => self.driver.handle_timeout()?,
                 Wake::Command(None) => return Ok(()),
-                Wake::Command(Some(Command::Keyframe)) => self.keyframe_wanted = true,
+                Wake::Command(Some(Command::Keyframe)) => {
+                    for e in &mut self.encodings {
+                        e.keyframe_wanted = true;
+                    }
+                }
                 Wake::Command(Some(Command::Restart(step))) => {
                     step.run(&mut self.driver, &mut self.restart).await
                 }
-                Wake::VideoTick(at) => self.send_video_frame(false, at).await?,
+                Wake::VideoTick(at) => self.send_video_frame(at).await?,
                 Wake::AudioTick(at) => self.send_audio_frame(at).await?,
             }
         }
     }
 
-    /// Writes one video frame captured at `now`, draining after every packet. `force`
-    /// makes it a keyframe; so do the first frame and the keyframe interval.
-    async fn send_video_frame(&mut self, force: bool, now: Instant) -> Result<(), ClientError> {
+    /// Writes one video frame captured at `now` on every encoding, draining after
+    /// every packet. An encoding's frame is a keyframe when one is wanted there (a
+    /// request or command), on its first frame, and after the keyframe interval.
+    async fn send_video_frame(&mut self, now: Instant) -> Result<(), ClientError> {
         let Some((codec, track)) = self.video else {
             return Ok(());
         };
-        let wanted = std::mem::take(&mut self.keyframe_wanted);
-        let keyframe = force
-            || wanted
-            || self
-                .last_keyframe
-                .is_none_or(|t| now.duration_since(t) >= self.opts.keyframe_interval);
         let frame = self.video_frame;
         self.video_frame += 1;
-        let ts = self.video_clock.timestamp(now);
-        let packets = media::video_frame(codec, frame, keyframe);
+        for i in 0..self.encodings.len() {
+            self.send_encoding_frame(i, codec, track, frame, now)
+                .await?;
+        }
+        let mut s = self.stats();
+        s.video_frames_sent += 1;
+        s.last_video_frame = Some(frame);
+        Ok(())
+    }
+
+    /// Writes picture `frame` on encoding `i`.
+    async fn send_encoding_frame(
+        &mut self,
+        i: usize,
+        codec: VideoCodec,
+        track: Track,
+        frame: u64,
+        now: Instant,
+    ) -> Result<(), ClientError> {
+        let interval = self.opts.keyframe_interval;
+        let e = &mut self.encodings[i];
+        let wanted = std::mem::take(&mut e.keyframe_wanted);
+        let keyframe = wanted
+            || e.last_keyframe
+                .is_none_or(|t| now.duration_since(t) >= interval);
+        let ts = e.clock.timestamp(now);
+        let packets = match &e.shape {
+            Some(shape) => media::layer_frame(codec, shape, frame, keyframe),
+            None => media::video_frame(codec, frame, keyframe),
+        };
+        let (rid, layer) = (e.rid, e.stats);
         let n = packets.len() as u64;
+        let mut bytes = 0;
         for p in packets {
-            let seq = self.video_seq;
-            self.video_seq += 1;
+            let e = &mut self.encodings[i];
+            let seq = e.seq;
+            e.seq += 1;
+            bytes += p.payload.len() as u64;
             let w = RtpWrite::new(track.pt, seq.into(), ts, now, p.payload)
                 .marker(p.marker)
                 .nackable(true);
-            if !write_rtp(&mut self.driver.rtc, track.mid, w) {
+            if !write_rtp(&mut self.driver.rtc, track.mid, rid, w) {
                 return Err(ClientError::Rtc("no video send stream".into()));
             }
             self.drain().await?;
         }
         if keyframe {
-            self.last_keyframe = Some(now);
+            self.encodings[i].last_keyframe = Some(now);
         }
         let mut s = self.stats();
         s.video_packets_sent += n;
-        s.video_frames_sent += 1;
-        s.last_video_frame = Some(frame);
         if keyframe {
             s.keyframes_sent += 1;
+        }
+        if let Some(l) = layer.and_then(|l| s.layers.get_mut(l)) {
+            l.packets_sent += n;
+            l.payload_bytes_sent += bytes;
+            l.frames_sent += 1;
+            if keyframe {
+                l.keyframes_sent += 1;
+            }
         }
         Ok(())
     }
@@ -552,7 +803,7 @@ impl PublisherTask {
             captured,
             media::opus_packet(frame),
         );
-        if !write_rtp(&mut self.driver.rtc, track.mid, w) {
+        if !write_rtp(&mut self.driver.rtc, track.mid, None, w) {
             return Err(ClientError::Rtc("no audio send stream".into()));
         }
         self.drain().await?;
@@ -563,14 +814,35 @@ impl PublisherTask {
     }
 
     /// Drains the `Rtc` and handles its events: keyframe requests are recorded
-    /// and, if configured, make the next video frame a keyframe.
+    /// and, if configured, make the next video frame a keyframe on the encoding they
+    /// name.
     async fn drain(&mut self) -> Result<(), ClientError> {
         for e in self.driver.drain().await? {
             if let Event::KeyframeRequest(req) = e {
-                tracing::debug!("keyframe request {:?} for {}", req.kind, req.mid);
-                self.stats().keyframe_requests.push(Instant::now());
-                if self.opts.answer_keyframe_requests {
-                    self.keyframe_wanted = true;
+                tracing::debug!(
+                    "keyframe request {:?} for {} rid {:?}",
+                    req.kind,
+                    req.mid,
+                    req.rid
+                );
+                // str0m names the layer of the SSRC the PLI/FIR was for; a request
+                // that names none (or an unknown one) goes to every encoding.
+                let named = self.encodings.iter().any(|e| e.rid == req.rid);
+                let answer = self.opts.answer_keyframe_requests;
+                let mut layers = Vec::new();
+                for e in &mut self.encodings {
+                    if named && e.rid != req.rid {
+                        continue;
+                    }
+                    e.keyframe_wanted |= answer;
+                    layers.extend(e.stats);
+                }
+                let mut s = self.stats();
+                s.keyframe_requests.push(Instant::now());
+                for l in layers {
+                    if let Some(l) = s.layers.get_mut(l) {
+                        l.keyframe_requests += 1;
+                    }
                 }
             }
         }
@@ -630,6 +902,109 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(publisher_offer(&opts), Err(ClientError::Sdp(_))));
+    }
+
+    /// The lines of the m-section that starts with `m=<kind>`.
+    fn section<'a>(sdp: &'a str, kind: &str) -> Vec<&'a str> {
+        sdp.split("m=")
+            .find(|s| s.starts_with(kind))
+            .map(|s| s.lines().collect())
+            .unwrap_or_default()
+    }
+
+    fn simulcast_lines<'a>(lines: &[&'a str]) -> Vec<&'a str> {
+        lines
+            .iter()
+            .copied()
+            .filter(|l| l.starts_with("a=rid:") || l.starts_with("a=simulcast:"))
+            .collect()
+    }
+
+    #[test]
+    fn a_simulcast_offer_declares_the_layers_in_the_given_order() {
+        let opts = PublisherOptions {
+            simulcast: Some(SimulcastLayer::three()),
+            ..Default::default()
+        };
+        let sdp = publisher_offer(&opts).unwrap();
+        let video = section(&sdp, "video");
+        assert_eq!(
+            simulcast_lines(&video),
+            [
+                "a=rid:q send",
+                "a=rid:h send",
+                "a=rid:f send",
+                "a=simulcast:send q;h;f"
+            ],
+            "{sdp}"
+        );
+        for uri in [
+            "urn:ietf:params:rtp-hdrext:sdes:mid",
+            "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+            "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
+        ] {
+            assert!(
+                video
+                    .iter()
+                    .any(|l| l.starts_with("a=extmap:") && l.ends_with(&format!(" {uri}"))),
+                "{uri} missing in {sdp}"
+            );
+        }
+        assert!(simulcast_lines(&section(&sdp, "audio")).is_empty(), "{sdp}");
+
+        // Names and order are the caller's (OBS names its layers otherwise).
+        let opts = PublisherOptions {
+            simulcast: Some(vec![
+                SimulcastLayer::new("hi_1", 1280, 720, 2_000_000),
+                SimulcastLayer::new("lo_0", 640, 360, 500_000),
+            ]),
+            ..Default::default()
+        };
+        let sdp = publisher_offer(&opts).unwrap();
+        assert_eq!(
+            simulcast_lines(&section(&sdp, "video")),
+            [
+                "a=rid:hi_1 send",
+                "a=rid:lo_0 send",
+                "a=simulcast:send hi_1;lo_0"
+            ],
+            "{sdp}"
+        );
+    }
+
+    #[test]
+    fn an_offer_without_simulcast_has_no_rid_lines() {
+        let sdp = publisher_offer(&PublisherOptions::default()).unwrap();
+        assert!(simulcast_lines(&sdp.lines().collect::<Vec<_>>()).is_empty());
+    }
+
+    #[test]
+    fn layers_a_session_cannot_carry_are_refused() {
+        let layer = |rid: &str, w, h, bps| SimulcastLayer::new(rid, w, h, bps);
+        let bad = [
+            vec![],
+            vec![layer("", 320, 180, 1)],
+            vec![layer("ninechars", 320, 180, 1)],
+            vec![layer("a b", 320, 180, 1)],
+            // RFC 8851 allows it, str0m would send "hi_1".
+            vec![layer("hi-1", 320, 180, 1)],
+            vec![layer("a", 320, 180, 1), layer("a", 640, 360, 1)],
+            vec![layer("a", 321, 180, 1)],
+            vec![layer("a", 320, 0, 1)],
+            vec![layer("a", 16_384, 180, 1)],
+            vec![layer("a", 320, 180, 0)],
+        ];
+        for layers in bad {
+            let opts = PublisherOptions {
+                simulcast: Some(layers.clone()),
+                ..Default::default()
+            };
+            assert!(
+                matches!(publisher_offer(&opts), Err(ClientError::Sdp(_))),
+                "{layers:?}"
+            );
+        }
+        assert!(check_layers(&[layer("eightchr", 16_382, 2, 1)]).is_ok());
     }
 
     #[tokio::test]

@@ -1,6 +1,9 @@
 //! End-to-end tests of the client peers against a fake ICE-lite str0m server that
 //! lives in the test: `/whip/..` records what a publisher sends (and asks for one
-//! keyframe), `/whep/..` sends synthetic H.264 to the viewer.
+//! keyframe, unless told to be quiet), `/whep/..` sends synthetic H.264 to the viewer.
+//! A simulcast offer is answered as str0m answers it (`a=simulcast:recv`), on
+//! `/whip/declined/..` declined as wishd declines it, on `/whip/partial/..` with the
+//! first and last layer only.
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -13,7 +16,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use str0m::change::SdpOffer;
 use str0m::format::Codec;
-use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
 use str0m::rtp::RtpWrite;
 use str0m::{Event, RtcConfig};
 use tokio::net::{TcpListener, UdpSocket};
@@ -23,10 +26,36 @@ use super::media::{self, PayloadMarker};
 use super::peer::{self, Driver, PeerStatus, Wake};
 use super::*;
 
+/// A video packet the fake WHIP server got.
+struct VideoIn {
+    ssrc: u32,
+    /// The RID header extension of the packet.
+    rid_ext: Option<Rid>,
+    /// The RID str0m bound the SSRC to.
+    bound: Option<Rid>,
+    seq: u16,
+    ts: u32,
+    at: Instant,
+    len: usize,
+    marker: Option<PayloadMarker>,
+    /// Starts an IDR.
+    keyframe: bool,
+    /// The payload, kept for the first packet of a keyframe (its SPS).
+    head: Option<Vec<u8>>,
+}
+
 #[derive(Default)]
 struct Seen {
     /// (kind, marker bit, payload marker) per packet the fake WHIP server got.
     packets: Vec<(MediaKind, bool, Option<PayloadMarker>, bool)>,
+    /// Every video packet the fake WHIP server got.
+    video: Vec<VideoIn>,
+    /// Sender reports the fake WHIP server got for video: (rid, SSRC, RTP time).
+    video_sender_reports: Vec<(Option<Rid>, u32, u32)>,
+    /// Ask for no keyframe unbidden (tests that ask per layer).
+    quiet: bool,
+    /// Layers to send a PLI for, taken by the session's loop.
+    pli_for: Vec<Rid>,
     /// Keyframe requests the fake WHEP server got from the viewer.
     keyframe_requests: usize,
     deletes: usize,
@@ -79,7 +108,15 @@ async fn handle(
             .unwrap();
     }
     let body = req.into_body().collect().await.unwrap().to_bytes();
-    let offer = SdpOffer::from_sdp_string(&String::from_utf8_lossy(&body)).unwrap();
+    let offer = String::from_utf8_lossy(&body).into_owned();
+    let offer = if path.starts_with("/whip/declined/") {
+        crate::sdp::decline_simulcast(&offer).into_owned()
+    } else if path.starts_with("/whip/partial/") {
+        first_and_last_layer(&offer)
+    } else {
+        offer
+    };
+    let offer = SdpOffer::from_sdp_string(&offer).unwrap();
     let mut rtc = RtcConfig::new()
         .set_ice_lite(true)
         .set_rtp_mode(true)
@@ -100,6 +137,29 @@ async fn handle(
         .unwrap()
 }
 
+/// The offer with only the first and last of its simulcast layers, so that the
+/// answer accepts those two.
+fn first_and_last_layer(sdp: &str) -> String {
+    let Some(line) = sdp.lines().find(|l| l.starts_with("a=simulcast:send ")) else {
+        return sdp.to_string();
+    };
+    let rids: Vec<&str> = line["a=simulcast:send ".len()..].split(';').collect();
+    let keep = [rids[0], rids[rids.len() - 1]];
+    let mut out = String::new();
+    for l in sdp.split_inclusive("\r\n") {
+        let rid = l.strip_prefix("a=rid:").and_then(|r| r.split(' ').next());
+        if rid.is_some_and(|r| !keep.contains(&r)) {
+            continue;
+        }
+        if l.starts_with("a=simulcast:send ") {
+            out.push_str(&format!("a=simulcast:send {}\r\n", keep.join(";")));
+        } else {
+            out.push_str(l);
+        }
+    }
+    out
+}
+
 /// The fake server's per-session run loop.
 async fn serve_peer(mut d: Driver, whep: bool, seen: Arc<Mutex<Seen>>) {
     let (_keep, mut commands) = mpsc::unbounded_channel::<()>();
@@ -109,10 +169,23 @@ async fn serve_peer(mut d: Driver, whep: bool, seen: Arc<Mutex<Seen>>) {
     let mut frame = 0u64;
     let mut seq = 1000u64;
     loop {
+        let asks = std::mem::take(&mut seen.lock().unwrap().pli_for);
+        for rid in asks {
+            let mid = video_mid.expect("a video m-line before a PLI");
+            let mut api = d.rtc.direct_api();
+            let rx = api.stream_rx_by_mid(mid, Some(rid));
+            rx.expect("a receive stream for the layer")
+                .request_keyframe(KeyframeRequestKind::Pli);
+        }
         for e in d.drain().await.unwrap() {
             match e {
                 Event::MediaAdded(m) if m.kind == MediaKind::Video => video_mid = Some(m.mid),
                 Event::KeyframeRequest(_) => seen.lock().unwrap().keyframe_requests += 1,
+                Event::SenderFeedback(f) if Some(f.mid) == video_mid => {
+                    let rtp_time = f.sender_info.rtp_time.numer() as u32;
+                    let sr = (f.rid, *f.sender_info.ssrc, rtp_time);
+                    seen.lock().unwrap().video_sender_reports.push(sr);
+                }
                 Event::RtpPacket(p) => {
                     let kind = if *p.header.payload_type == 111 {
                         MediaKind::Audio
@@ -120,10 +193,28 @@ async fn serve_peer(mut d: Driver, whep: bool, seen: Arc<Mutex<Seen>>) {
                         MediaKind::Video
                     };
                     let kf = media::is_keyframe_payload(VideoCodec::H264, &p.payload);
+                    let marker = media::decode_marker(&p.payload);
+                    if kind == MediaKind::Video {
+                        let ssrc = p.header.ssrc;
+                        let bound = d.rtc.direct_api().stream_rx(&ssrc).and_then(|rx| rx.rid());
+                        // A STAP-A starts an H.264 keyframe (SPS, PPS, ...).
+                        let stap_a = p.payload.first().is_some_and(|b| b & 0x1f == 24);
+                        seen.lock().unwrap().video.push(VideoIn {
+                            ssrc: *ssrc,
+                            rid_ext: p.header.ext_vals.rid,
+                            bound,
+                            seq: p.header.sequence_number,
+                            ts: p.header.timestamp,
+                            at: p.timestamp,
+                            len: p.payload.len(),
+                            marker,
+                            keyframe: kf,
+                            head: stap_a.then(|| p.payload.to_vec()),
+                        });
+                    }
                     let mut s = seen.lock().unwrap();
-                    s.packets
-                        .push((kind, p.header.marker, media::decode_marker(&p.payload), kf));
-                    if s.packets.len() > 60 && !asked && kind == MediaKind::Video {
+                    s.packets.push((kind, p.header.marker, marker, kf));
+                    if s.packets.len() > 60 && !asked && !s.quiet && kind == MediaKind::Video {
                         asked = true;
                         drop(s);
                         if let Some(rx) = d.rtc.direct_api().stream_rx(&p.header.ssrc) {
@@ -320,4 +411,297 @@ async fn viewer_notices_vanished_server() {
     }
     eprintln!("viewer noticed after {:?}", t0.elapsed());
     assert!(!viewer.is_connected());
+}
+
+/// Waits up to `timeout` for `done` to hold of what the fake server saw.
+async fn wait_seen(seen: &Mutex<Seen>, timeout: Duration, done: impl Fn(&Seen) -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if done(&seen.lock().unwrap()) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    done(&seen.lock().unwrap())
+}
+
+/// The video packets per SSRC, in the order the SSRCs first arrived.
+fn by_ssrc(video: &[VideoIn]) -> Vec<(u32, Vec<&VideoIn>)> {
+    let mut out: Vec<(u32, Vec<&VideoIn>)> = Vec::new();
+    for v in video {
+        match out.iter_mut().find(|(s, _)| *s == v.ssrc) {
+            Some((_, p)) => p.push(v),
+            None => out.push((v.ssrc, vec![v])),
+        }
+    }
+    out
+}
+
+/// The packets of the SSRC str0m bound to `rid`.
+fn layer<'a>(streams: &'a [(u32, Vec<&'a VideoIn>)], rid: &str) -> (u32, &'a [&'a VideoIn]) {
+    let rid = Rid::from(rid);
+    streams
+        .iter()
+        .find(|(_, p)| p.iter().any(|v| v.bound == Some(rid)))
+        .map(|(s, p)| (*s, p.as_slice()))
+        .unwrap_or_else(|| panic!("no SSRC bound to {rid}"))
+}
+
+/// Picture size in the SPS of each keyframe of a stream.
+fn keyframe_sizes(packets: &[&VideoIn]) -> Vec<Option<(u32, u32)>> {
+    use crate::core::{CodecKind, frame_size};
+    packets
+        .iter()
+        .filter_map(|v| v.head.as_deref())
+        .map(|head| frame_size(CodecKind::H264, head))
+        .collect()
+}
+
+fn simulcast(layers: Vec<SimulcastLayer>) -> PublisherOptions {
+    PublisherOptions {
+        simulcast: Some(layers),
+        ..Default::default()
+    }
+}
+
+/// Checks what the fake server got of `layers` in the `window` from `first` on: one
+/// SSRC bound per layer, each starting with a keyframe of the layer's picture, at the
+/// layer's bit rate, with sender reports on its own clock, and all carrying the same
+/// pictures at the same instants on their own timestamp bases.
+fn assert_layers(
+    s: &Seen,
+    stats: &PublisherStats,
+    layers: &[SimulcastLayer],
+    first: Instant,
+    window: Duration,
+) {
+    let streams = by_ssrc(&s.video);
+    assert_eq!(streams.len(), 3, "one SSRC per layer");
+    let mut frame_ts = Vec::new();
+    for l in layers {
+        let (ssrc, packets) = layer(&streams, &l.rid);
+        let rid = Rid::from(l.rid.as_str());
+        assert!(packets.iter().all(|v| v.bound == Some(rid)), "{rid}");
+        assert_eq!(
+            packets[0].rid_ext,
+            Some(rid),
+            "the first packet names its layer"
+        );
+        let with_rid = packets.iter().filter(|v| v.rid_ext == Some(rid)).count();
+        let st = stats.layer(&l.rid).expect("layer stats");
+        assert_eq!(st.ssrc, Some(ssrc));
+        assert!(st.packets_sent >= packets.len() as u64);
+
+        // The layer starts with a keyframe whose SPS announces the layer's picture.
+        assert!(packets[0].head.is_some(), "{rid} starts with a keyframe");
+        let want = (u32::from(l.width), u32::from(l.height));
+        assert_eq!(keyframe_sizes(packets)[0], Some(want), "{rid}");
+        for w in packets.windows(2) {
+            assert_eq!(
+                w[1].seq,
+                w[0].seq.wrapping_add(1),
+                "{rid}: no gap, no reorder"
+            );
+        }
+
+        let bytes: usize = packets
+            .iter()
+            .filter(|v| v.at < first + window)
+            .map(|v| v.len)
+            .sum();
+        let bps = bytes as f64 * 8.0 / window.as_secs_f64();
+        let want_bps = f64::from(l.bitrate_bps);
+        eprintln!(
+            "layer {rid}: SSRC {ssrc}, {:.0} kbit/s of payload (configured {:.0}), \
+             RID extension on {with_rid} of {} packets",
+            bps / 1e3,
+            want_bps / 1e3,
+            packets.len()
+        );
+        assert!(
+            (bps - want_bps).abs() <= 0.2 * want_bps,
+            "{rid}: {bps:.0} bit/s, configured {want_bps}"
+        );
+
+        // Sender reports for the layer's SSRC, on the layer's own RTP clock.
+        let last_ts = packets[packets.len() - 1].ts;
+        let srs: Vec<_> = s
+            .video_sender_reports
+            .iter()
+            .filter(|(r, sr_ssrc, _)| *r == Some(rid) && *sr_ssrc == ssrc)
+            .collect();
+        assert!(!srs.is_empty(), "{rid}: no sender report");
+        for (_, _, rtp) in srs {
+            let off = rtp.wrapping_sub(last_ts) as i32;
+            assert!(
+                off.abs() < 4 * 90_000,
+                "{rid}: SR at {rtp}, packets at {last_ts}"
+            );
+        }
+
+        let ts: std::collections::HashMap<u64, u32> = packets
+            .iter()
+            .filter_map(|v| v.marker.map(|m| (m.frame, v.ts)))
+            .collect();
+        frame_ts.push(ts);
+    }
+    // The layers carry the same pictures, captured at the same instants, each on its
+    // own timestamp base.
+    let bases: Vec<u32> = frame_ts.iter().map(|t| t[&0]).collect();
+    assert!(bases[0] != bases[1] && bases[1] != bases[2] && bases[0] != bases[2]);
+    let mut common = 0;
+    for (frame, ts) in &frame_ts[0] {
+        let rel = ts.wrapping_sub(bases[0]);
+        if frame_ts[1..].iter().all(|t| t.contains_key(frame)) {
+            common += 1;
+            for (t, base) in frame_ts[1..].iter().zip(&bases[1..]) {
+                assert_eq!(t[frame].wrapping_sub(*base), rel, "frame {frame}");
+            }
+        }
+    }
+    assert!(common >= 85, "{common} frames on every layer");
+}
+
+#[tokio::test]
+async fn simulcast_layers_arrive_on_their_own_ssrcs_with_their_sizes_and_bit_rates() {
+    let (base, seen) = start_fake().await;
+    seen.lock().unwrap().quiet = true;
+    let layers = SimulcastLayer::three();
+    let publisher = WhipPublisher::connect(&format!("{base}/whip/cam1"), simulcast(layers.clone()))
+        .await
+        .unwrap();
+    assert!(
+        publisher.answer_sdp().contains("a=simulcast:recv q;h;f"),
+        "{}",
+        publisher.answer_sdp()
+    );
+    publisher
+        .wait_connected(Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(wait_seen(&seen, Duration::from_secs(5), |s| !s.video.is_empty()).await);
+    // Three seconds of media from the first packet on, and time for the last to land.
+    let window = Duration::from_secs(3);
+    let first = seen.lock().unwrap().video[0].at;
+    tokio::time::sleep_until((first + window + Duration::from_millis(300)).into()).await;
+    let stats = publisher.stats();
+
+    assert_layers(&seen.lock().unwrap(), &stats, &layers, first, window);
+    assert_eq!(stats.keyframe_requests.len(), 0);
+    assert_eq!(publisher.delete().await.unwrap(), 200);
+}
+
+#[tokio::test]
+async fn a_pli_on_one_layer_brings_a_keyframe_on_that_layer_only() {
+    let (base, seen) = start_fake().await;
+    seen.lock().unwrap().quiet = true;
+    let opts = PublisherOptions {
+        audio: false,
+        // No periodic keyframe during the test.
+        keyframe_interval: Duration::from_secs(60),
+        ..simulcast(SimulcastLayer::three())
+    };
+    let publisher = WhipPublisher::connect(&format!("{base}/whip/cam1"), opts)
+        .await
+        .unwrap();
+    publisher
+        .wait_connected(Duration::from_secs(5))
+        .await
+        .unwrap();
+    let all_bound = |s: &Seen| {
+        ["q", "h", "f"]
+            .iter()
+            .all(|r| s.video.iter().any(|v| v.bound == Some(Rid::from(*r))))
+    };
+    assert!(wait_seen(&seen, Duration::from_secs(5), all_bound).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    seen.lock().unwrap().pli_for.push(Rid::from("h"));
+    let h = Rid::from("h");
+    let second_h_keyframe = |s: &Seen| {
+        s.video
+            .iter()
+            .filter(|v| v.bound == Some(h) && v.head.is_some())
+            .count()
+            >= 2
+    };
+    assert!(wait_seen(&seen, Duration::from_secs(3), second_h_keyframe).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let stats = publisher.stats();
+    let s = seen.lock().unwrap();
+    let streams = by_ssrc(&s.video);
+    for (rid, keyframes, requests) in [("q", 1, 0), ("h", 2, 1), ("f", 1, 0)] {
+        let (_, packets) = layer(&streams, rid);
+        let sizes = keyframe_sizes(packets);
+        assert_eq!(sizes.len(), keyframes, "{rid}: keyframes seen");
+        let idrs = packets.iter().filter(|v| v.keyframe).count();
+        assert_eq!(idrs, keyframes, "{rid}: IDRs seen");
+        let st = stats.layer(rid).unwrap();
+        assert_eq!(st.keyframes_sent, keyframes as u64, "{rid}: {st:?}");
+        assert_eq!(st.keyframe_requests, requests, "{rid}: {st:?}");
+    }
+    let (_, h_packets) = layer(&streams, "h");
+    assert_eq!(keyframe_sizes(h_packets)[1], Some((640, 360)));
+    assert_eq!(stats.keyframe_requests.len(), 1);
+    assert_eq!(stats.keyframes_sent, 4);
+}
+
+#[tokio::test]
+async fn a_declined_simulcast_offer_sends_the_top_layer_as_one_encoding() {
+    let (base, seen) = start_fake().await;
+    seen.lock().unwrap().quiet = true;
+    let url = format!("{base}/whip/declined/cam1");
+    let publisher = WhipPublisher::connect(&url, simulcast(SimulcastLayer::three()))
+        .await
+        .unwrap();
+    assert!(publisher.offer_sdp().contains("a=simulcast:send q;h;f"));
+    assert!(!publisher.answer_sdp().contains("a=simulcast"));
+    publisher
+        .wait_connected(Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(wait_seen(&seen, Duration::from_secs(5), |s| s.video.len() > 100).await);
+
+    let stats = publisher.stats();
+    assert!(stats.layers.is_empty(), "{stats:?}");
+    let s = seen.lock().unwrap();
+    let streams = by_ssrc(&s.video);
+    assert_eq!(streams.len(), 1, "one encoding");
+    let packets = &streams[0].1;
+    assert!(
+        packets
+            .iter()
+            .all(|v| v.rid_ext.is_none() && v.bound.is_none())
+    );
+    assert_eq!(keyframe_sizes(packets)[0], Some((1280, 720)));
+}
+
+#[tokio::test]
+async fn only_the_layers_the_answer_accepts_are_sent() {
+    let (base, seen) = start_fake().await;
+    seen.lock().unwrap().quiet = true;
+    let url = format!("{base}/whip/partial/cam1");
+    let publisher = WhipPublisher::connect(&url, simulcast(SimulcastLayer::three()))
+        .await
+        .unwrap();
+    assert!(
+        publisher.answer_sdp().contains("a=simulcast:recv q;f"),
+        "{}",
+        publisher.answer_sdp()
+    );
+    publisher
+        .wait_connected(Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(wait_seen(&seen, Duration::from_secs(5), |s| s.video.len() > 100).await);
+
+    let stats = publisher.stats();
+    let rids: Vec<&str> = stats.layers.iter().map(|l| l.rid.as_str()).collect();
+    assert_eq!(rids, ["q", "f"]);
+    let s = seen.lock().unwrap();
+    let streams = by_ssrc(&s.video);
+    assert_eq!(streams.len(), 2);
+    assert_eq!(keyframe_sizes(layer(&streams, "q").1)[0], Some((320, 180)));
+    assert_eq!(keyframe_sizes(layer(&streams, "f").1)[0], Some((1280, 720)));
 }

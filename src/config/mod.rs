@@ -210,6 +210,25 @@ pub struct Config {
     pub api: ApiConfig,
     /// Log lines: `human` (the default) or `json` (one JSON object per line).
     pub log_format: LogFormat,
+    /// Simulcast layers from publishers, and the layer each viewer gets (the
+    /// `[simulcast]` table).
+    pub simulcast: SimulcastConfig,
+}
+
+/// Simulcast: layers taken from WHIP publishers and chosen per viewer.
+#[cfg_attr(test, derive(serde::Serialize))]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimulcastConfig {
+    /// Take the two to four layers a WHIP publisher offers (RFC 8853). Default true;
+    /// false declines simulcast, and publishers then send one encoding.
+    pub enabled: bool,
+}
+
+impl Default for SimulcastConfig {
+    fn default() -> Self {
+        SimulcastConfig { enabled: true }
+    }
 }
 
 /// Default lifetime of minted TURN credentials.
@@ -675,6 +694,7 @@ impl Default for Config {
             redirects: Vec::new(),
             api: ApiConfig::default(),
             log_format: LogFormat::Human,
+            simulcast: SimulcastConfig::default(),
         }
     }
 }

@@ -314,6 +314,7 @@ fn maximal() -> Config {
             metrics_token_required: false,
         },
         log_format: d.log_format,
+        simulcast: SimulcastConfig { enabled: false },
         public_url: Some("https://media.example.com".into()),
         ice_servers: vec![IceServerConfig {
             urls: vec!["turn:t.example".into()],

@@ -12,6 +12,7 @@ use str0m::media::MediaKind;
 use super::pacer::Pacer;
 use super::packet::{Forward, SourcePacket, ViewerId, ViewerTrack};
 use super::rewriter::{Drop, TrackRewriter, epoch_is_older, make_forward};
+use crate::model::MAX_LAYERS;
 
 /// Counters of a [`Fanout`], since it was created.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -25,6 +26,17 @@ pub(crate) struct FanoutStats {
     /// Packets dropped as too old: older than the first forwarded packet of their
     /// epoch, or from an epoch older than the one the viewer already follows.
     pub(crate) dropped_too_old: u64,
+}
+
+impl FanoutStats {
+    fn count(&mut self, drop: Drop) {
+        match drop {
+            Drop::NoPt => self.dropped_no_pt += 1,
+            Drop::WaitingKeyframe => self.dropped_waiting_keyframe += 1,
+            Drop::TooOld => self.dropped_too_old += 1,
+            Drop::OtherLayer => {}
+        }
+    }
 }
 
 /// What [`Fanout::resync_viewer`] did with a viewer's keyframe request.
@@ -52,14 +64,19 @@ impl Viewer {
     fn waits_for_keyframe(&self) -> bool {
         self.tracks.iter().any(TrackRewriter::waits_for_keyframe)
     }
+
+    fn video(&mut self) -> Option<&mut TrackRewriter> {
+        self.tracks.iter_mut().find(|t| t.is_video())
+    }
 }
 
 /// The viewers of one stream on this worker.
 #[derive(Debug, Default)]
 struct StreamViewers {
     viewers: Vec<Viewer>,
-    /// When a keyframe was last asked for on behalf of these viewers.
-    keyframe_asked: Option<Instant>,
+    /// When a keyframe of each simulcast layer was last asked for on behalf of these
+    /// viewers.
+    keyframe_asked: [Option<Instant>; MAX_LAYERS],
 }
 
 /// Per-worker fan-out: viewers grouped by stream name, with per-viewer rewriting state.
@@ -79,8 +96,9 @@ impl Fanout {
         Self::default()
     }
 
-    /// Adds a viewer of `stream`. Returns true when the viewer has a video track (so
-    /// the caller must ask the source for a keyframe).
+    /// Adds a viewer of `stream` whose video starts on simulcast layer `layer` (0
+    /// without simulcast). Returns true when the viewer has a video track (so the
+    /// caller must ask the source for a keyframe of that layer).
     ///
     /// The caller is expected to ask right away, so `now` counts as the time a
     /// keyframe was last asked for this stream (see [`keyframes_wanted`](Self::keyframes_wanted)).
@@ -90,6 +108,7 @@ impl Fanout {
         stream: &str,
         viewer: ViewerId,
         tracks: Vec<ViewerTrack>,
+        layer: u8,
         now: Instant,
     ) -> bool {
         self.remove_viewer(viewer);
@@ -97,11 +116,14 @@ impl Fanout {
         let entry = self.streams.entry(stream.to_owned()).or_default();
         entry.viewers.push(Viewer {
             id: viewer,
-            tracks: tracks.into_iter().map(TrackRewriter::new).collect(),
+            tracks: tracks
+                .into_iter()
+                .map(|t| TrackRewriter::new(t, layer))
+                .collect(),
             last_resync: None,
         });
-        if has_video {
-            entry.keyframe_asked = Some(now);
+        if has_video && let Some(asked) = entry.keyframe_asked.get_mut(usize::from(layer)) {
+            *asked = Some(now);
         }
         self.index.insert(viewer, stream.to_owned());
         has_video
@@ -115,16 +137,18 @@ impl Fanout {
     /// from the cached keyframe into the live stream.
     ///
     /// Returns true when the viewer still waits for a video keyframe (no usable prefix).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn add_viewer_with_prefix(
         &mut self,
         stream: &str,
         viewer: ViewerId,
         tracks: Vec<ViewerTrack>,
+        layer: u8,
         prefix: &[Arc<SourcePacket>],
         now: Instant,
         out: &mut Vec<Forward>,
     ) -> bool {
-        let has_video = self.add_viewer(stream, viewer, tracks, now);
+        let has_video = self.add_viewer(stream, viewer, tracks, layer, now);
         let Some(v) = self
             .streams
             .get_mut(stream)
@@ -142,13 +166,11 @@ impl Fanout {
                     self.pacer
                         .enqueue(make_forward(viewer, track, pkt, rewritten), now);
                 }
-                Err(Drop::NoPt) => self.stats.dropped_no_pt += 1,
-                Err(Drop::WaitingKeyframe) => self.stats.dropped_waiting_keyframe += 1,
-                Err(Drop::TooOld) => self.stats.dropped_too_old += 1,
+                Err(e) => self.stats.count(e),
             }
-            let end = (pkt.epoch, pkt.seq);
+            let end = (pkt.epoch, pkt.layer, pkt.seq);
             track.prefix_end = match track.prefix_end {
-                Some(old) if old.0 == end.0 && old.1 > end.1 => Some(old),
+                Some(old) if old.0 == end.0 && old.1 == end.1 && old.2 > end.2 => Some(old),
                 _ => Some(end),
             };
         }
@@ -193,6 +215,7 @@ impl Fanout {
         if track
             .epoch
             .is_some_and(|current| epoch_is_older(first.epoch, current))
+            || first.layer != track.layer
         {
             return Resync::Nothing;
         }
@@ -293,9 +316,7 @@ impl Fanout {
                         out.push(f);
                     }
                 }
-                Err(Drop::NoPt) => self.stats.dropped_no_pt += 1,
-                Err(Drop::WaitingKeyframe) => self.stats.dropped_waiting_keyframe += 1,
-                Err(Drop::TooOld) => self.stats.dropped_too_old += 1,
+                Err(e) => self.stats.count(e),
             }
         }
     }
@@ -318,25 +339,81 @@ impl Fanout {
         self.pacer.queued_len()
     }
 
-    /// Streams where at least one video viewer still waits for a keyframe and this
-    /// Fanout has not asked for one in the last `retry` (so a lost PLI is retried).
-    /// Marks them as asked at `now`.
-    pub(crate) fn keyframes_wanted(&mut self, now: Instant, retry: Duration) -> Vec<String> {
+    /// (stream, layer) pairs where at least one video viewer still waits for a
+    /// keyframe of that layer (to start, or to switch to it) and this Fanout has not
+    /// asked for one in the last `retry` (so a lost PLI is retried). Marks them as
+    /// asked at `now`.
+    pub(crate) fn keyframes_wanted(&mut self, now: Instant, retry: Duration) -> Vec<(String, u8)> {
         let mut wanted = Vec::new();
         for (name, entry) in &mut self.streams {
-            if !entry.viewers.iter().any(Viewer::waits_for_keyframe) {
-                continue;
+            let mut layers = [false; MAX_LAYERS];
+            for v in &entry.viewers {
+                for t in v.tracks.iter().filter(|t| t.wants_keyframe()) {
+                    if let Some(l) = layers.get_mut(usize::from(t.target)) {
+                        *l = true;
+                    }
+                }
             }
-            let due = entry
-                .keyframe_asked
-                .is_none_or(|asked| now.saturating_duration_since(asked) >= retry);
-            if due {
-                entry.keyframe_asked = Some(now);
-                wanted.push(name.clone());
+            for (layer, asked) in entry.keyframe_asked.iter_mut().enumerate() {
+                let due = asked.is_none_or(|at| now.saturating_duration_since(at) >= retry);
+                if layers[layer] && due {
+                    *asked = Some(now);
+                    wanted.push((name.clone(), layer as u8));
+                }
             }
         }
         wanted.sort();
         wanted
+    }
+
+    /// Moves a viewer's video to simulcast layer `layer`. Returns true when it waits
+    /// for a keyframe of that layer (the caller asks the source for one; the viewer
+    /// keeps its current layer until it comes, unless `pause` stops it now), false
+    /// when it is already there or has no video. `now` counts as the time that
+    /// keyframe was asked for.
+    pub(crate) fn set_layer(
+        &mut self,
+        viewer: ViewerId,
+        layer: u8,
+        pause: bool,
+        now: Instant,
+    ) -> bool {
+        let Some(entry) = self
+            .index
+            .get(&viewer)
+            .and_then(|stream| self.streams.get_mut(stream))
+        else {
+            return false;
+        };
+        let Some(track) = entry
+            .viewers
+            .iter_mut()
+            .find(|v| v.id == viewer)
+            .and_then(Viewer::video)
+        else {
+            return false;
+        };
+        if track.target == layer && !track.wants_keyframe() {
+            return false;
+        }
+        let wants = track.set_target(layer, pause);
+        if wants && let Some(asked) = entry.keyframe_asked.get_mut(usize::from(layer)) {
+            *asked = Some(now);
+        }
+        wants
+    }
+
+    /// The simulcast layer a viewer's video forwards now and the one it is moving to.
+    pub(crate) fn layer_of(&self, viewer: ViewerId) -> Option<(u8, u8)> {
+        let stream = self.index.get(&viewer)?;
+        let v = self
+            .streams
+            .get(stream)?
+            .viewers
+            .iter()
+            .find(|v| v.id == viewer)?;
+        let t = v.tracks.iter().find(|t| t.is_video())?;
+        Some((t.layer, t.target))
     }
 
     /// Counters: packets forwarded, dropped because no PT mapping, dropped while

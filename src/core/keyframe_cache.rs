@@ -248,6 +248,7 @@ mod tests {
             marker: false,
             keyframe_start,
             epoch: 0,
+            layer: 0,
             arrival: Instant::now(),
             wallclock: Instant::now(),
             payload: Arc::from(payload),

@@ -64,6 +64,7 @@
 //!   Late packets of an older epoch are dropped.
 //! * Payload types go through the track's map; unmapped ones are dropped.
 
+mod bwe;
 mod codec;
 mod fanout;
 mod frame_size;
@@ -71,6 +72,7 @@ pub mod hold;
 mod keyframe;
 mod keyframe_cache;
 mod keyframe_source;
+mod layers;
 mod nack_history;
 mod pacer;
 mod packet;
@@ -79,6 +81,7 @@ mod sender_clock;
 mod source;
 
 pub use crate::model::CodecKind;
+pub(crate) use bwe::{Bwe, BweConfig, ProbeState, Usage};
 pub use codec::is_keyframe_start;
 pub(crate) use fanout::{Fanout, FanoutStats};
 pub use frame_size::frame_size;
@@ -86,6 +89,10 @@ pub use hold::HoldControl;
 pub(crate) use keyframe::KeyframeLimiter;
 pub(crate) use keyframe_cache::{CACHE_BYTES, H264ParameterSets, KeyframeCache};
 pub(crate) use keyframe_source::{KeyframeMode, KeyframeSource};
+pub(crate) use layers::{
+    Bandwidth, Decision, LayerChooser, LayerInfo, LayerPolicy, ProbeOutcome, best_first,
+    by_quality, start_layer,
+};
 pub(crate) use nack_history::{NACK_HISTORY_PACKETS, NackHistory};
 pub(crate) use packet::{Forward, SourcePacket, ViewerId, ViewerTrack};
 pub(crate) use sender_clock::SenderClock;

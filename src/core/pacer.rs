@@ -241,6 +241,7 @@ mod tests {
             timestamp: 0,
             marker: false,
             nackable: true,
+            keyframe: false,
             wallclock: at,
             payload: Arc::from(vec![0u8; size]),
         }

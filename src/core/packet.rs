@@ -33,6 +33,10 @@ pub(crate) struct SourcePacket {
     /// Epochs are compared with serial-number arithmetic (RFC 1982 style), so a
     /// source increments it and may wrap around.
     pub(crate) epoch: u32,
+    /// The simulcast layer it belongs to: its index in the publisher's offer (0 for a
+    /// source that sends one encoding). Each layer has its own sequence numbers,
+    /// timestamps and keyframes.
+    pub(crate) layer: u8,
     /// When the packet arrived from the network.
     pub(crate) arrival: Instant,
     /// When the packet's media was captured, on this server's clock, as far as the
@@ -78,6 +82,8 @@ pub(crate) struct Forward {
     pub(crate) marker: bool,
     /// True for video (the viewer may NACK it and str0m keeps it for resending).
     pub(crate) nackable: bool,
+    /// It starts a keyframe: resending what the viewer lost before it is useless.
+    pub(crate) keyframe: bool,
     /// The source packet's [`wallclock`](SourcePacket::wallclock) (capture instant).
     pub(crate) wallclock: Instant,
     /// The source payload, shared.

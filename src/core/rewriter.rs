@@ -8,6 +8,9 @@
 //! * video starts at a keyframe; audio starts at once;
 //! * when the source is replaced (a new epoch) the numbering continues where it
 //!   stopped, with the timestamp advanced by the wall-clock time in between;
+//! * a video track follows one simulcast layer; moved to another (its target), it
+//!   keeps forwarding the old one until the target's next keyframe, and continues its
+//!   numbering there with the timestamp advanced by the capture time in between;
 //! * a cached group of pictures replayed to a viewer that lost sync is numbered after
 //!   what it already got.
 
@@ -51,6 +54,8 @@ pub(super) enum Drop {
     NoPt,
     WaitingKeyframe,
     TooOld,
+    /// A packet of a simulcast layer the track does not follow (not a loss).
+    OtherLayer,
 }
 
 /// Rewriting state of one viewer track.
@@ -63,20 +68,58 @@ pub(super) struct TrackRewriter {
     mapping: Option<EpochMapping>,
     /// Set once any packet was forwarded.
     pub(super) last: Option<LastOut>,
-    /// The last packet of a prefix given to this track (epoch, source seq): live
-    /// packets up to it were already forwarded from the prefix and are dropped.
-    pub(super) prefix_end: Option<(u32, u64)>,
+    /// The last packet of a prefix given to this track (epoch, layer, source seq):
+    /// live packets up to it were already forwarded from the prefix and are dropped.
+    pub(super) prefix_end: Option<(u32, u8, u64)>,
+    /// The simulcast layer whose packets the track forwards (audio: always 0).
+    pub(super) layer: u8,
+    /// The layer it should forward: it moves there at that layer's next keyframe.
+    pub(super) target: u8,
+    /// The current layer is not forwarded until the switch (a viewer moved down
+    /// because its path is congested: what it would get of the old layer only
+    /// lengthens the queue the target's keyframe waits behind).
+    paused: bool,
 }
 
 impl TrackRewriter {
-    pub(super) fn new(track: ViewerTrack) -> Self {
+    /// A track that starts on simulcast layer `layer` (0 without simulcast).
+    pub(super) fn new(track: ViewerTrack, layer: u8) -> Self {
+        let layer = if track.kind == MediaKind::Video {
+            layer
+        } else {
+            0
+        };
         Self {
             track,
             epoch: None,
             mapping: None,
             last: None,
             prefix_end: None,
+            layer,
+            target: layer,
+            paused: false,
         }
+    }
+
+    /// Moves a video track to simulcast layer `layer`. Returns true when the track
+    /// now waits for a keyframe of that layer; it keeps forwarding its current one
+    /// until then, unless `pause` says to stop it at once.
+    pub(super) fn set_target(&mut self, layer: u8, pause: bool) -> bool {
+        if !self.is_video() {
+            return false;
+        }
+        self.target = layer;
+        self.paused = pause && layer != self.layer;
+        if self.mapping.is_none() {
+            // Nothing forwarded in this epoch yet: wait for the new layer directly.
+            self.layer = layer;
+        }
+        self.layer != self.target || self.mapping.is_none()
+    }
+
+    /// The track waits for a keyframe of its target layer: to start, or to switch.
+    pub(super) fn wants_keyframe(&self) -> bool {
+        self.is_video() && (self.mapping.is_none() || self.layer != self.target)
     }
 
     pub(super) fn is_video(&self) -> bool {
@@ -97,21 +140,43 @@ impl TrackRewriter {
 
     /// Rewrites one packet into (pt, seq, timestamp), or says why it is dropped.
     pub(super) fn rewrite(&mut self, pkt: &SourcePacket) -> Result<(u8, u64, u32), Drop> {
+        if pkt.layer != self.target && (pkt.layer != self.layer || self.paused) {
+            return Err(Drop::OtherLayer);
+        }
         let pt = self.map_pt(pkt.pt).ok_or(Drop::NoPt)?;
-        if self
-            .prefix_end
-            .is_some_and(|(epoch, seq)| epoch == pkt.epoch && pkt.seq <= seq)
-        {
+        if self.prefix_end.is_some_and(|(epoch, layer, seq)| {
+            epoch == pkt.epoch && layer == pkt.layer && pkt.seq <= seq
+        }) {
             return Err(Drop::TooOld);
         }
 
+        let mut switching = false;
         match self.epoch {
-            Some(current) if current == pkt.epoch => {}
+            Some(current) if current == pkt.epoch => {
+                if pkt.layer != self.layer {
+                    // The target layer, while the old one still flows: switch at
+                    // its keyframe, so the decoder never gets a picture it cannot
+                    // decode.
+                    if !pkt.keyframe_start {
+                        return Err(Drop::OtherLayer);
+                    }
+                    self.layer = pkt.layer;
+                    self.mapping = None;
+                    self.paused = false;
+                    switching = true;
+                }
+            }
             Some(current) if epoch_is_older(pkt.epoch, current) => return Err(Drop::TooOld),
             _ => {
-                // First packet ever, or the source was replaced: start over.
+                // First packet ever, or the source was replaced: start over, on the
+                // target layer.
+                if pkt.layer != self.target {
+                    return Err(Drop::OtherLayer);
+                }
                 self.epoch = Some(pkt.epoch);
+                self.layer = pkt.layer;
                 self.mapping = None;
+                self.paused = false;
             }
         }
 
@@ -121,7 +186,7 @@ impl TrackRewriter {
                 if self.is_video() && !pkt.keyframe_start {
                     return Err(Drop::WaitingKeyframe);
                 }
-                let mapping = self.start_epoch(pkt);
+                let mapping = self.start_epoch(pkt, switching);
                 self.mapping = Some(mapping);
                 mapping
             }
@@ -162,7 +227,9 @@ impl TrackRewriter {
         let Some(first) = group.first() else {
             return (Vec::new(), before);
         };
-        let of_group = |p: &SourcePacket| p.epoch == first.epoch && p.seq >= first.seq;
+        let of_group = |p: &SourcePacket| {
+            p.epoch == first.epoch && p.layer == first.layer && p.seq >= first.seq
+        };
         // Frame timestamps of the group, in the source's order.
         let mut frames: Vec<u32> = group
             .iter()
@@ -196,6 +263,7 @@ impl TrackRewriter {
         }
         if let Some((seq, ts, last)) = highest {
             self.epoch = Some(first.epoch);
+            self.layer = first.layer;
             self.mapping = Some(EpochMapping {
                 first_src_seq: first.seq,
                 seq_offset: base_seq.wrapping_sub(first.seq),
@@ -207,17 +275,25 @@ impl TrackRewriter {
                 arrival: last.arrival,
                 wallclock: last.wallclock,
             });
-            self.prefix_end = Some((first.epoch, last.seq));
+            self.prefix_end = Some((first.epoch, first.layer, last.seq));
         }
         (out, before)
     }
 
-    /// Maps `pkt`, the first packet forwarded in its epoch, onto the viewer's numbering.
-    fn start_epoch(&self, pkt: &SourcePacket) -> EpochMapping {
+    /// Maps `pkt`, the first packet forwarded in its epoch (or on its layer, when
+    /// `switching` layers), onto the viewer's numbering.
+    fn start_epoch(&self, pkt: &SourcePacket, switching: bool) -> EpochMapping {
         let (out_seq, out_ts) = match self.last {
             None => (u64::from(self.track.first_seq), self.track.first_timestamp),
             Some(last) => {
-                let elapsed = pkt.arrival.saturating_duration_since(last.arrival);
+                // Layers of one source share its capture clock, so the timestamp
+                // advances by the capture time between the two pictures; across
+                // sources only the arrivals compare.
+                let elapsed = if switching {
+                    pkt.wallclock.saturating_duration_since(last.wallclock)
+                } else {
+                    pkt.arrival.saturating_duration_since(last.arrival)
+                };
                 let ticks = duration_to_ticks(elapsed, self.track.clock_rate).max(1);
                 (
                     last.seq.saturating_add(1),
@@ -260,6 +336,7 @@ pub(super) fn make_forward(
         timestamp,
         marker: pkt.marker,
         nackable: pkt.kind == MediaKind::Video,
+        keyframe: pkt.keyframe_start,
         wallclock: pkt.wallclock,
         payload: pkt.payload.clone(),
     }

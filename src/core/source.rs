@@ -43,6 +43,8 @@ pub(crate) struct RtpIn {
     pub(crate) marker: bool,
     /// The source generation it belongs to.
     pub(crate) epoch: u32,
+    /// Its simulcast layer (0 without simulcast).
+    pub(crate) layer: u8,
     /// When it arrived.
     pub(crate) arrival: Instant,
     /// The payload.
@@ -80,6 +82,7 @@ impl Source {
             marker: rtp.marker,
             keyframe_start: is_keyframe_start(track.codec, &rtp.payload),
             epoch: rtp.epoch,
+            layer: rtp.layer,
             arrival: rtp.arrival,
             wallclock: self
                 .clock
@@ -110,6 +113,7 @@ mod tests {
             timestamp,
             marker: false,
             epoch: 3,
+            layer: 0,
             arrival,
             payload: Arc::from(payload),
         }

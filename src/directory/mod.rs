@@ -7,8 +7,12 @@
 //!
 //! Time is passed in (`now`), so the grace-period logic is tested without a clock.
 
+mod events;
 mod stream;
 
+pub use events::EventKind;
+pub(crate) use events::{Event, Listening, Subscriptions};
+pub(crate) use stream::LAYER_RATE_WINDOW;
 pub use stream::{Stream, StreamStats};
 
 use std::collections::HashMap;
@@ -38,10 +42,20 @@ pub(crate) struct SessionInfo {
     pub(crate) etag: String,
     /// How it was authorized: the rights later requests on it are checked against.
     pub(crate) grant: Grant,
-    /// A viewer's kinds of media that it offered but the stream lacked when it joined
-    /// (answered inactive): a source that brings one of them closes the viewer, so
-    /// that its player joins again and gets it.
+    /// A viewer's m-lines as the directory needs them (empty for a publisher).
+    pub(crate) lines: ViewerLines,
+}
+
+/// What the directory keeps of a viewer's m-lines.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ViewerLines {
+    /// The kinds of media it offered but the stream lacked when it joined (answered
+    /// inactive): a source that brings one of them closes the viewer, so that its
+    /// player joins again and gets it.
     pub(crate) idle_kinds: Vec<MediaKind>,
+    /// Its video m-line: the index in its offer and the mid (the WHEP extensions'
+    /// `mediaId` names it by either).
+    pub(crate) video: Option<(usize, String)>,
 }
 
 /// Why the directory refused a request.
@@ -135,6 +149,8 @@ struct Inner {
 #[derive(Debug)]
 pub struct Directory {
     inner: Mutex<Inner>,
+    /// Viewers' event streams, ended with their sessions.
+    pub(crate) subscriptions: Subscriptions,
     grace: Duration,
     takeover: Takeover,
     silence: Duration,
@@ -147,6 +163,7 @@ impl Directory {
     pub(crate) fn new(grace: Duration, takeover: Takeover, silence: Duration) -> Directory {
         Directory {
             inner: Mutex::new(Inner::default()),
+            subscriptions: Subscriptions::default(),
             grace,
             takeover,
             silence,
@@ -262,6 +279,7 @@ impl Directory {
         entry.epoch = entry.epoch.wrapping_add(1);
         entry.shared.set_source_worker(Some(worker));
         entry.shared.stats.source_started(now);
+        entry.shared.events.set_live(true);
         let grant_codecs = entry.codecs.clone();
         let mut grant = PublishGrant {
             shared: entry.shared.clone(),
@@ -277,7 +295,8 @@ impl Directory {
                 .values()
                 .filter(|s| s.kind == Role::Viewer && *s.stream == *name)
                 .filter(|s| {
-                    s.idle_kinds
+                    s.lines
+                        .idle_kinds
                         .iter()
                         .any(|k| grant.canonical.iter().any(|c| c.kind == *k))
                 })
@@ -293,7 +312,7 @@ impl Directory {
                 worker,
                 etag,
                 grant: auth,
-                idle_kinds: Vec::new(),
+                lines: ViewerLines::default(),
             },
         );
         Ok(grant)
@@ -313,7 +332,7 @@ impl Directory {
             return Err(DirectoryError::SourceLive(stream.to_owned()));
         }
         let shared = Arc::new(Stream::new(name.clone()));
-        shared.set_keyframe_cache(Some(cache));
+        shared.set_keyframe_cache(0, Some(cache));
         inner.streams.insert(
             name,
             StreamEntry {
@@ -337,8 +356,8 @@ impl Directory {
         }
     }
 
-    /// Adds a viewer of a stream that has a live source. `idle_kinds`: the kinds it
-    /// offered that the stream lacks (see [`SessionInfo::idle_kinds`]).
+    /// Adds a viewer of a stream that has a live source, with its m-lines (see
+    /// [`ViewerLines`]).
     pub(crate) fn join_viewer(
         &self,
         stream: &str,
@@ -346,7 +365,7 @@ impl Directory {
         worker: usize,
         etag: String,
         auth: Grant,
-        idle_kinds: Vec<MediaKind>,
+        lines: ViewerLines,
     ) -> Result<Arc<Stream>, DirectoryError> {
         let mut inner = self.lock();
         let entry = match inner.streams.get_mut(stream) {
@@ -354,6 +373,7 @@ impl Directory {
             _ => return Err(DirectoryError::NoSource(stream.to_owned())),
         };
         entry.viewers += 1;
+        entry.shared.events.set_viewers(entry.viewers);
         let shared = entry.shared.clone();
         inner.sessions.insert(
             id,
@@ -364,7 +384,7 @@ impl Directory {
                 worker,
                 etag,
                 grant: auth,
-                idle_kinds,
+                lines,
             },
         );
         Ok(shared)
@@ -374,16 +394,21 @@ impl Directory {
     pub(crate) fn remove_session(&self, id: SessionId, now: Instant) -> Option<SessionInfo> {
         let mut inner = self.lock();
         let info = inner.sessions.remove(&id)?;
+        self.subscriptions.end_session(id);
         let grace = self.grace;
         if let Some(entry) = inner.streams.get_mut(&info.stream) {
             match info.kind {
-                Role::Viewer => entry.viewers = entry.viewers.saturating_sub(1),
+                Role::Viewer => {
+                    entry.viewers = entry.viewers.saturating_sub(1);
+                    entry.shared.events.set_viewers(entry.viewers);
+                }
                 Role::Publisher => {
                     if matches!(entry.source, SourceState::Live(live) if live == id) {
                         entry.source = SourceState::Gone {
                             deadline: now + grace,
                         };
                         entry.shared.set_source_worker(None);
+                        entry.shared.events.set_live(false);
                     }
                 }
             }
@@ -420,6 +445,13 @@ impl Directory {
             .ok_or(DirectoryError::UnknownSession)?;
         s.etag = etag;
         Ok(())
+    }
+
+    /// Tells every stream's viewers to connect again (the server is going away).
+    pub(crate) fn reconnect_all(&self) {
+        for e in self.lock().streams.values() {
+            e.shared.events.reconnect();
+        }
     }
 
     /// Counts of streams and sessions.
@@ -515,6 +547,7 @@ impl Directory {
             SourceState::Live(id) => inner.sessions.get(&id).cloned(),
             _ => None,
         };
+        entry.shared.events.set_live(false);
         if !matches!(entry.source, SourceState::Rtp) {
             inner.streams.remove(name);
         }

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use str0m::media::MediaKind;
 
-use crate::core::{KeyframeCache, SourcePacket};
+use super::events::StreamEvents;
+use crate::core::{KeyframeCache, LayerInfo, SourcePacket};
+use crate::model::MAX_LAYERS;
 
 const NO_WORKER: usize = usize::MAX;
 
@@ -29,11 +31,14 @@ pub struct Stream {
     pub(crate) name: Arc<str>,
     viewer_workers: AtomicU64,
     source_worker: AtomicUsize,
-    /// The keyframe cache of a source that cannot be asked for keyframes: every RTP
-    /// source, and WHIP sources per [`crate::core::KeyframeSource`] (None otherwise).
-    keyframe_cache: Mutex<Option<KeyframeCache>>,
+    /// The keyframe cache of each simulcast layer of a source that cannot be asked
+    /// for keyframes: every RTP source, and WHIP sources per
+    /// [`crate::core::KeyframeSource`] (None otherwise).
+    keyframe_cache: Mutex<[Option<KeyframeCache>; MAX_LAYERS]>,
     /// Packet, byte and loss counters and the picture size, for the API.
     pub(crate) stats: StreamStats,
+    /// What its viewers' event streams are told.
+    pub(crate) events: StreamEvents,
 }
 
 impl Stream {
@@ -42,12 +47,13 @@ impl Stream {
             name,
             viewer_workers: AtomicU64::new(0),
             source_worker: AtomicUsize::new(NO_WORKER),
-            keyframe_cache: Mutex::new(None),
+            keyframe_cache: Mutex::new(Default::default()),
             stats: StreamStats::default(),
+            events: StreamEvents::default(),
         }
     }
 
-    fn cache(&self) -> MutexGuard<'_, Option<KeyframeCache>> {
+    fn cache(&self) -> MutexGuard<'_, [Option<KeyframeCache>; MAX_LAYERS]> {
         self.keyframe_cache
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -60,10 +66,10 @@ impl Stream {
     pub(crate) fn publish(&self, pkt: &Arc<SourcePacket>) -> u64 {
         self.stats.source_packet(pkt);
         if pkt.keyframe_start {
-            self.stats.keyframe(pkt.codec, &pkt.payload);
+            self.stats.keyframe(pkt.layer, pkt.codec, &pkt.payload);
         }
         if pkt.kind == MediaKind::Video
-            && let Some(c) = self.cache().as_mut()
+            && let Some(Some(c)) = self.cache().get_mut(usize::from(pkt.layer))
         {
             c.push(pkt);
         }
@@ -71,12 +77,13 @@ impl Stream {
     }
 
     /// The viewer's side of the ordering rule: marks `worker` as having viewers of the
-    /// stream, and only then returns the packets a new viewer starts from at `now`
-    /// (empty when there is no cache, no keyframe yet, or the source has fallen silent).
-    pub(crate) fn join(&self, worker: usize, now: Instant) -> Vec<Arc<SourcePacket>> {
+    /// stream, and only then returns the packets a new viewer of simulcast layer
+    /// `layer` starts from at `now` (empty when there is no cache, no keyframe yet,
+    /// or the source has fallen silent).
+    pub(crate) fn join(&self, worker: usize, layer: u8, now: Instant) -> Vec<Arc<SourcePacket>> {
         self.viewer_workers
             .fetch_or(1u64 << worker, Ordering::AcqRel);
-        self.keyframe_group(now)
+        self.keyframe_group(layer, now)
     }
 
     /// `worker` has no viewer of the stream left.
@@ -85,25 +92,34 @@ impl Stream {
             .fetch_and(!(1u64 << worker), Ordering::AcqRel);
     }
 
-    /// The cached group of pictures at `now`, to answer a viewer's keyframe request
-    /// (empty as for [`Stream::join`]).
-    pub(crate) fn keyframe_group(&self, now: Instant) -> Vec<Arc<SourcePacket>> {
+    /// The cached group of pictures of simulcast layer `layer` at `now`, to answer a
+    /// viewer's keyframe request (empty as for [`Stream::join`]).
+    pub(crate) fn keyframe_group(&self, layer: u8, now: Instant) -> Vec<Arc<SourcePacket>> {
         self.cache()
-            .as_ref()
+            .get(usize::from(layer))
+            .and_then(Option::as_ref)
             .map(|c| c.snapshot(now))
             .unwrap_or_default()
     }
 
-    /// Gives the stream a keyframe cache (or takes it away): set by the worker of a
-    /// WHIP source when the source starts or when it stops answering keyframe requests.
-    pub(crate) fn set_keyframe_cache(&self, cache: Option<KeyframeCache>) {
-        *self.cache() = cache;
+    /// Gives layer `layer` a keyframe cache (or takes it away): set by the worker of a
+    /// WHIP source when the source starts or when the layer stops answering keyframe
+    /// requests, and by RTP ingest (layer 0).
+    pub(crate) fn set_keyframe_cache(&self, layer: u8, cache: Option<KeyframeCache>) {
+        if let Some(c) = self.cache().get_mut(usize::from(layer)) {
+            *c = cache;
+        }
     }
 
-    /// Empties the keyframe cache until the source's next keyframe (a source that is
+    /// Takes every layer's keyframe cache away (a new source decides again).
+    pub(crate) fn drop_keyframe_caches(&self) {
+        *self.cache() = Default::default();
+    }
+
+    /// Empties the keyframe caches until the source's next keyframe (a source that is
     /// offline has nothing a new viewer should start from).
     pub(crate) fn clear_keyframe_cache(&self) {
-        if let Some(c) = self.cache().as_mut() {
+        for c in self.cache().iter_mut().flatten() {
             c.clear();
         }
     }
@@ -143,18 +159,56 @@ pub struct StreamStats {
     /// RTP payload bytes written to viewers (live and from the keyframe cache).
     pub(crate) bytes_out: AtomicU64,
     /// Source packets lost: gaps in sequence numbers, less those filled late
-    /// (RFC 3550 §6.4.1 cumulative loss, per track and source epoch, never negative).
+    /// (RFC 3550 §6.4.1 cumulative loss, per track, layer and source epoch, never
+    /// negative).
     pub(crate) packets_lost: AtomicU64,
-    /// Highest extended sequence number + 1 per track (audio, video); 0 = none yet.
-    highest: [AtomicU64; 2],
-    epoch: [AtomicU32; 2],
-    /// Picture width from the last keyframe that said (0: unknown).
-    pub(crate) width: AtomicU32,
-    /// Picture height from the last keyframe that said (0: unknown).
-    pub(crate) height: AtomicU32,
+    /// Highest extended sequence number + 1 per numbering (audio, then each video
+    /// layer); 0 = none yet.
+    highest: [AtomicU64; 1 + MAX_LAYERS],
+    epoch: [AtomicU32; 1 + MAX_LAYERS],
+    /// The video's simulcast layers (one without simulcast), by layer index.
+    layers: [LayerStats; MAX_LAYERS],
+    /// The rids of the source's simulcast layers, by layer index (empty: one
+    /// encoding).
+    rids: Mutex<Arc<[Arc<str>]>>,
     /// When the source last sent a packet (or began), as nanoseconds after `created`.
     last_in: AtomicU64,
     rate: Mutex<RateSample>,
+}
+
+/// One simulcast layer's figures (or the one encoding's), written by the source.
+#[derive(Debug, Default)]
+struct LayerStats {
+    bytes_in: AtomicU64,
+    /// Picture width from the last keyframe that said (0: unknown).
+    width: AtomicU32,
+    /// Picture height from the last keyframe that said (0: unknown).
+    height: AtomicU32,
+    /// When the layer last sent a packet, as nanoseconds after `created` (0: never).
+    last_in: AtomicU64,
+    /// Bits per second over the last [`LAYER_RATE_WINDOW`], set by the source's worker.
+    bitrate: AtomicU64,
+    /// `bytes_in` when `bitrate` was last set.
+    sampled_bytes: AtomicU64,
+}
+
+/// How long a layer's bit rate is averaged over: long enough to hold a keyframe
+/// interval's burst loosely, short enough that a layer the sender stopped is seen
+/// within a second or two.
+pub(crate) const LAYER_RATE_WINDOW: Duration = Duration::from_millis(500);
+
+/// A simulcast layer that sent nothing this long counts as inactive (the sender
+/// stopped it, e.g. for lack of its own uplink).
+const LAYER_IDLE: Duration = Duration::from_millis(1500);
+
+impl LayerStats {
+    fn size(&self) -> Option<(u32, u32)> {
+        let (w, h) = (
+            self.width.load(Ordering::Relaxed),
+            self.height.load(Ordering::Relaxed),
+        );
+        (w > 0 && h > 0).then_some((w, h))
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -179,8 +233,8 @@ impl Default for StreamStats {
             packets_lost: AtomicU64::new(0),
             highest: Default::default(),
             epoch: Default::default(),
-            width: AtomicU32::new(0),
-            height: AtomicU32::new(0),
+            layers: Default::default(),
+            rids: Mutex::new(Arc::from(Vec::new())),
             last_in: AtomicU64::new(0),
             rate: Mutex::new(RateSample {
                 at: now,
@@ -208,9 +262,12 @@ impl StreamStats {
     }
 
     fn mark_in(&self, at: Instant) {
+        self.last_in.fetch_max(self.nanos(at), Ordering::Relaxed);
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
         let ns = at.saturating_duration_since(self.created).as_nanos();
-        self.last_in
-            .fetch_max(u64::try_from(ns).unwrap_or(u64::MAX), Ordering::Relaxed);
+        u64::try_from(ns).unwrap_or(u64::MAX)
     }
 
     /// When the source last sent a packet (or began, if it has sent none since).
@@ -230,19 +287,36 @@ impl StreamStats {
         self.packets_in.fetch_add(1, Ordering::Relaxed);
         self.bytes_in
             .fetch_add(pkt.payload.len() as u64, Ordering::Relaxed);
-        let k = usize::from(pkt.kind == MediaKind::Video);
+        let k = match pkt.kind {
+            MediaKind::Video => 1 + usize::from(pkt.layer),
+            MediaKind::Audio => 0,
+        };
+        if let Some(l) = pkt
+            .kind
+            .is_video()
+            .then(|| self.layers.get(usize::from(pkt.layer)))
+            .flatten()
+        {
+            l.bytes_in
+                .fetch_add(pkt.payload.len() as u64, Ordering::Relaxed);
+            l.last_in
+                .fetch_max(self.nanos(pkt.arrival), Ordering::Relaxed);
+        }
+        let (Some(highest_k), Some(epoch_k)) = (self.highest.get(k), self.epoch.get(k)) else {
+            return;
+        };
         let next = pkt.seq.wrapping_add(1);
-        let highest = self.highest[k].load(Ordering::Relaxed);
-        if highest == 0 || self.epoch[k].load(Ordering::Relaxed) != pkt.epoch {
+        let highest = highest_k.load(Ordering::Relaxed);
+        if highest == 0 || epoch_k.load(Ordering::Relaxed) != pkt.epoch {
             // A new numbering: the first packet of a source or of a new epoch.
-            self.epoch[k].store(pkt.epoch, Ordering::Relaxed);
-            self.highest[k].store(next, Ordering::Relaxed);
+            epoch_k.store(pkt.epoch, Ordering::Relaxed);
+            highest_k.store(next, Ordering::Relaxed);
         } else if next > highest {
             let gap = next - highest - 1;
             if gap > 0 && gap < 1 << 15 {
                 self.packets_lost.fetch_add(gap, Ordering::Relaxed);
             }
-            self.highest[k].store(next, Ordering::Relaxed);
+            highest_k.store(next, Ordering::Relaxed);
         } else {
             // Late: it fills a gap counted before (or is a duplicate, which the
             // sources drop before this point).
@@ -252,21 +326,93 @@ impl StreamStats {
         }
     }
 
-    /// Takes the picture size a keyframe announces, if it does.
-    pub(crate) fn keyframe(&self, codec: crate::core::CodecKind, payload: &[u8]) {
-        if let Some((w, h)) = crate::core::frame_size(codec, payload) {
-            self.width.store(w, Ordering::Relaxed);
-            self.height.store(h, Ordering::Relaxed);
+    /// Takes the picture size a keyframe of simulcast layer `layer` announces, if
+    /// it does.
+    pub(crate) fn keyframe(&self, layer: u8, codec: crate::core::CodecKind, payload: &[u8]) {
+        if let (Some((w, h)), Some(l)) = (
+            crate::core::frame_size(codec, payload),
+            self.layers.get(usize::from(layer)),
+        ) {
+            l.width.store(w, Ordering::Relaxed);
+            l.height.store(h, Ordering::Relaxed);
         }
     }
 
-    /// Width and height, when a keyframe said.
+    /// Width and height of the largest picture a keyframe said (of any layer).
     pub(crate) fn size(&self) -> Option<(u32, u32)> {
-        let (w, h) = (
-            self.width.load(Ordering::Relaxed),
-            self.height.load(Ordering::Relaxed),
-        );
-        (w > 0 && h > 0).then_some((w, h))
+        self.layers
+            .iter()
+            .filter_map(LayerStats::size)
+            .max_by_key(|(w, h)| u64::from(*w) * u64::from(*h))
+    }
+
+    /// A new source's simulcast layers, by their rids in the offer's order (empty:
+    /// one encoding); the figures of the last source's layers are forgotten.
+    pub(crate) fn set_layers(&self, rids: &[String]) {
+        let rids: Vec<Arc<str>> = rids.iter().map(|r| Arc::from(r.as_str())).collect();
+        *self.rids.lock().unwrap_or_else(|e| e.into_inner()) = Arc::from(rids);
+        for l in &self.layers {
+            l.width.store(0, Ordering::Relaxed);
+            l.height.store(0, Ordering::Relaxed);
+            l.bitrate.store(0, Ordering::Relaxed);
+            l.last_in.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// The number of simulcast layers (1 without simulcast).
+    pub(crate) fn layer_count(&self) -> usize {
+        self.rids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+            .max(1)
+    }
+
+    /// The source's simulcast rids, by layer index (empty without simulcast).
+    pub(crate) fn rids(&self) -> Vec<String> {
+        let rids = self.rids.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        rids.iter().map(|r| r.to_string()).collect()
+    }
+
+    /// The layer index of simulcast rid `rid`.
+    pub(crate) fn rid_index(&self, rid: &str) -> Option<u8> {
+        let rids = self.rids.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        rids.iter().position(|r| &**r == rid).map(|i| i as u8)
+    }
+
+    /// Recomputes each layer's bit rate from the bytes since the last call, `elapsed`
+    /// ago (the source's worker calls it every [`LAYER_RATE_WINDOW`]).
+    pub(crate) fn sample_layer_rates(&self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        if secs <= 0.0 {
+            return;
+        }
+        for l in &self.layers {
+            let bytes = l.bytes_in.load(Ordering::Relaxed);
+            let before = l.sampled_bytes.swap(bytes, Ordering::Relaxed);
+            let rate = (bytes.saturating_sub(before) as f64 * 8.0 / secs) as u64;
+            l.bitrate.store(rate, Ordering::Relaxed);
+        }
+    }
+
+    /// The video's layers at `now`, by index: one without simulcast.
+    pub(crate) fn layers(&self, now: Instant) -> Vec<LayerInfo> {
+        let rids = self.rids.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let now_ns = self.nanos(now);
+        let idle = u64::try_from(LAYER_IDLE.as_nanos()).unwrap_or(u64::MAX);
+        (0..rids.len().max(1))
+            .filter_map(|i| {
+                let l = self.layers.get(i)?;
+                let last = l.last_in.load(Ordering::Relaxed);
+                Some(LayerInfo {
+                    index: i as u8,
+                    rid: rids.get(i).cloned(),
+                    bitrate: l.bitrate.load(Ordering::Relaxed),
+                    size: l.size(),
+                    active: last > 0 && now_ns.saturating_sub(last) < idle,
+                })
+            })
+            .collect()
     }
 
     /// Bits per second in and out: over the time since the previous sample when it is
@@ -308,6 +454,7 @@ mod tests {
             marker: false,
             keyframe_start: false,
             epoch,
+            layer: 0,
             arrival: Instant::now(),
             wallclock: Instant::now(),
             payload: Arc::from(&[0u8; 10][..]),

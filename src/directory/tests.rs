@@ -32,7 +32,14 @@ fn rtp_streams_refuse_whip_and_take_viewers() {
         DirectoryError::RtpSource("cam".into())
     );
     let s = r
-        .join_viewer("cam", SessionId(2), 0, "e".into(), Grant::Open, vec![])
+        .join_viewer(
+            "cam",
+            SessionId(2),
+            0,
+            "e".into(),
+            Grant::Open,
+            ViewerLines::default(),
+        )
         .unwrap();
     assert!(Arc::ptr_eq(&s, &shared));
     assert_eq!(s.source_worker(), None);
@@ -41,20 +48,34 @@ fn rtp_streams_refuse_whip_and_take_viewers() {
         r.expire(Instant::now() + Duration::from_secs(3600))
             .is_empty()
     );
-    assert!(s.keyframe_group(Instant::now()).is_empty());
+    assert!(s.keyframe_group(0, Instant::now()).is_empty());
 }
 
 #[test]
 fn viewer_needs_a_live_source() {
     let r = reg();
     assert!(matches!(
-        r.join_viewer("a", SessionId(9), 0, "e".into(), Grant::Open, vec![]),
+        r.join_viewer(
+            "a",
+            SessionId(9),
+            0,
+            "e".into(),
+            Grant::Open,
+            ViewerLines::default()
+        ),
         Err(DirectoryError::NoSource(_))
     ));
     r.begin_publish("a", SessionId(1), 1, "e".into(), vec![], Grant::Open)
         .unwrap();
     let shared = r
-        .join_viewer("a", SessionId(9), 0, "e".into(), Grant::Open, vec![])
+        .join_viewer(
+            "a",
+            SessionId(9),
+            0,
+            "e".into(),
+            Grant::Open,
+            ViewerLines::default(),
+        )
         .unwrap();
     assert_eq!(shared.source_worker(), Some(1));
 }
@@ -66,8 +87,15 @@ fn publisher_returning_within_grace_gets_a_new_epoch_of_the_same_stream() {
     let g1 = r
         .begin_publish("a", SessionId(1), 0, "e".into(), vec![], Grant::Open)
         .unwrap();
-    r.join_viewer("a", SessionId(9), 0, "e".into(), Grant::Open, vec![])
-        .unwrap();
+    r.join_viewer(
+        "a",
+        SessionId(9),
+        0,
+        "e".into(),
+        Grant::Open,
+        ViewerLines::default(),
+    )
+    .unwrap();
     r.remove_session(SessionId(1), t0);
     assert_eq!(g1.shared.source_worker(), None);
     assert!(r.expire(t0 + Duration::from_secs(29)).is_empty());
@@ -87,7 +115,7 @@ fn stream_ends_after_the_grace_period_and_names_the_viewer_workers() {
     let g = r
         .begin_publish("a", SessionId(1), 0, "e".into(), vec![], Grant::Open)
         .unwrap();
-    g.shared.join(1, Instant::now());
+    g.shared.join(1, 0, Instant::now());
     r.remove_session(SessionId(1), t0);
     let ended = r.expire(t0 + Duration::from_secs(30));
     assert_eq!(ended, vec![(Arc::from("a"), 0b10)]);
@@ -100,8 +128,15 @@ fn removing_sessions_leaves_nothing_behind() {
     let t0 = Instant::now();
     r.begin_publish("a", SessionId(1), 0, "e".into(), vec![], Grant::Open)
         .unwrap();
-    r.join_viewer("a", SessionId(2), 0, "e".into(), Grant::Open, vec![])
-        .unwrap();
+    r.join_viewer(
+        "a",
+        SessionId(2),
+        0,
+        "e".into(),
+        Grant::Open,
+        ViewerLines::default(),
+    )
+    .unwrap();
     r.remove_session(SessionId(2), t0);
     r.remove_session(SessionId(1), t0);
     r.expire(t0 + Duration::from_secs(31));
@@ -145,8 +180,15 @@ fn a_returning_source_with_fewer_kinds_keeps_the_viewers() {
     ];
     r.begin_publish("a", SessionId(1), 0, "e".into(), av, Grant::Open)
         .unwrap();
-    r.join_viewer("a", SessionId(9), 0, "e".into(), Grant::Open, vec![])
-        .unwrap();
+    r.join_viewer(
+        "a",
+        SessionId(9),
+        0,
+        "e".into(),
+        Grant::Open,
+        ViewerLines::default(),
+    )
+    .unwrap();
     r.remove_session(SessionId(1), t0);
     let video_only = vec![codec(MediaKind::Video, "VP8", 100)];
     let g = r
@@ -178,8 +220,15 @@ fn a_returning_source_that_brings_a_kind_back_closes_only_the_viewers_that_lacke
     )
     .unwrap();
     // Viewer 9 joined with both kinds.
-    r.join_viewer("a", SessionId(9), 0, "e".into(), Grant::Open, vec![])
-        .unwrap();
+    r.join_viewer(
+        "a",
+        SessionId(9),
+        0,
+        "e".into(),
+        Grant::Open,
+        ViewerLines::default(),
+    )
+    .unwrap();
     r.remove_session(SessionId(1), t0);
     r.begin_publish(
         "a",
@@ -197,7 +246,10 @@ fn a_returning_source_that_brings_a_kind_back_closes_only_the_viewers_that_lacke
         1,
         "e".into(),
         Grant::Open,
-        vec![MediaKind::Audio],
+        ViewerLines {
+            idle_kinds: vec![MediaKind::Audio],
+            video: None,
+        },
     )
     .unwrap();
     r.remove_session(SessionId(2), t0);
@@ -243,10 +295,13 @@ fn a_returning_source_with_another_codec_for_a_kind_closes_every_viewer() {
         0,
         "e".into(),
         Grant::Open,
-        vec![MediaKind::Audio],
+        ViewerLines {
+            idle_kinds: vec![MediaKind::Audio],
+            video: None,
+        },
     )
     .unwrap();
-    g1.shared.join(0, Instant::now());
+    g1.shared.join(0, 0, Instant::now());
     r.remove_session(SessionId(1), t0);
     let g = r
         .begin_publish(
@@ -286,8 +341,15 @@ fn a_new_publisher_replaces_one_that_fell_silent_when_the_policy_allows() {
         let g1 = r
             .begin_publish("a", SessionId(1), 0, "e".into(), vec![], Grant::Open)
             .unwrap();
-        r.join_viewer("a", SessionId(9), 1, "e".into(), Grant::Open, vec![])
-            .unwrap();
+        r.join_viewer(
+            "a",
+            SessionId(9),
+            1,
+            "e".into(),
+            Grant::Open,
+            ViewerLines::default(),
+        )
+        .unwrap();
         assert_eq!(r.check_publish("a", Instant::now()).is_ok(), replaces);
         let second = r.begin_publish("a", SessionId(2), 1, "e".into(), vec![], Grant::Open);
         if !replaces {

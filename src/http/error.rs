@@ -3,7 +3,6 @@
 //! reason ([`super::problem`]).
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 
@@ -88,6 +87,7 @@ impl ApiError {
                 MediaError::Negotiation(_) | MediaError::RestartFailed(_) => {
                     StatusCode::UNPROCESSABLE_ENTITY
                 }
+                MediaError::Layer(_) => StatusCode::BAD_REQUEST,
                 MediaError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             },
         }
@@ -135,7 +135,7 @@ impl ApiError {
 }
 
 pub(super) fn text(status: StatusCode, body: &str) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
+    let mut r = Response::new(super::full(Bytes::from(format!("{body}\n"))));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -7,6 +7,9 @@
 //! | POST | `/whep/{stream}` | create a viewer session from an SDP offer → 201 |
 //! | PATCH | the session URL | trickle ICE → 204, ICE restart → 200 (RFC 9725 §4.3) |
 //! | DELETE | `/whip/{stream}/{session}`, `/whep/{stream}/{session}` | end the session → 200 |
+//! | POST | `/whep/{stream}/{session}/sse` | open a server-sent event stream → 201 ([`events`]) |
+//! | GET, DELETE | `/whep/{stream}/{session}/sse/{id}` | the event stream → 200 `text/event-stream`; end it |
+//! | POST | `/whep/{stream}/{session}/layer` | choose the viewer's simulcast layer → 200 ([`layers`]) |
 //! | GET, HEAD | endpoint or session | empty 200 (RFC 9725 §4.1; WHEP discoverability: `Content-Type: application/sdp`) |
 //! | OPTIONS | any of the above | CORS preflight / discovery → 200 with `Accept-Post` (endpoint) or `Accept-Patch` (session), `Allow`; ICE servers when authorised |
 //! | GET, DELETE | `/api/…`, `/metrics`, `/healthz`, `/readyz` | the operator's routes ([`ops`]) |
@@ -35,7 +38,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::header;
 use hyper::{Method, Request, Response};
@@ -47,8 +50,10 @@ use crate::media::Media;
 
 mod cors;
 pub(crate) mod error;
+mod events;
 pub(crate) mod ice_servers;
 pub(crate) mod idle;
+mod layers;
 pub(crate) mod location;
 pub mod ops;
 pub(crate) mod problem;
@@ -65,8 +70,13 @@ use ice_servers::IceServers;
 use ratelimit::RateLimiter;
 use router::Route;
 
-/// The response body type.
-pub(crate) type Body = Full<Bytes>;
+/// The response body type: whole, or a stream of server-sent events.
+pub(crate) type Body = Either<Full<Bytes>, events::EventBody>;
+
+/// A whole response body.
+pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
+    Either::Left(Full::new(bytes.into()))
+}
 
 /// What the handlers share.
 pub(crate) struct AppState {
@@ -155,6 +165,11 @@ async fn dispatch(
     match route {
         Route::Endpoint(role, stream) => whip_whep::endpoint(state, req, role, stream).await,
         Route::Session(role, stream, id) => whip_whep::session(state, req, role, stream, id).await,
+        Route::Events(stream, id) => events::events(state, req, stream, id).await,
+        Route::EventStream(stream, id, sub) => {
+            events::event_stream(state, req, stream, id, sub).await
+        }
+        Route::Layer(stream, id) => layers::layer(state, req, stream, id).await,
         Route::Page => match web::respond(req.method(), req.uri().path(), req.headers()) {
             Some(page) => page.map_err(ApiError::MethodNotAllowed),
             None => Err(ApiError::NotFound),

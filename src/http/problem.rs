@@ -5,7 +5,6 @@
 //! one-line reason a person can act on ("offer has no a=group:BUNDLE; ...").
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 use serde::Serialize;
@@ -41,13 +40,13 @@ impl<'a> Problem<'a> {
 
 /// A response with status `status` and a problem details body. Line breaks in `detail`
 /// become spaces so the reason stays one line.
-pub(crate) fn response(status: StatusCode, detail: &str) -> Response<Full<Bytes>> {
+pub(crate) fn response(status: StatusCode, detail: &str) -> Response<super::Body> {
     let detail = detail.replace(['\r', '\n'], " ");
     // Serializing a struct of strings and a number cannot fail; fall back to a fixed
     // body all the same rather than panic on the error path.
     let body = serde_json::to_vec(&Problem::new(status, &detail))
         .unwrap_or_else(|_| br#"{"type":"about:blank"}"#.to_vec());
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+    let mut r = Response::new(super::full(Bytes::from(body)));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));

@@ -12,6 +12,12 @@ pub(crate) enum Route<'a> {
     Endpoint(Role, &'a str),
     /// `/whip/{stream}/{session}` or `/whep/{stream}/{session}`.
     Session(Role, &'a str, &'a str),
+    /// `/whep/{stream}/{session}/sse`: where a viewer opens event streams.
+    Events(&'a str, &'a str),
+    /// `/whep/{stream}/{session}/sse/{id}`: one event stream.
+    EventStream(&'a str, &'a str, &'a str),
+    /// `/whep/{stream}/{session}/layer`: the viewer's layer choice.
+    Layer(&'a str, &'a str),
     /// `/healthz`
     Healthz,
     /// `/readyz`
@@ -74,9 +80,13 @@ impl<'a> Route<'a> {
             _ => return None,
         };
         let stream = parts.next()?;
-        match (parts.next(), parts.next()) {
-            (None, _) | (Some(""), None) => Some(Route::Endpoint(role, stream)),
-            (Some(id), None) => Some(Route::Session(role, stream, id)),
+        let rest: Vec<&str> = parts.take(4).collect();
+        match (role, rest.as_slice()) {
+            (_, []) | (_, [""]) => Some(Route::Endpoint(role, stream)),
+            (_, [id]) => Some(Route::Session(role, stream, id)),
+            (Role::Viewer, [id, "sse"]) => Some(Route::Events(stream, id)),
+            (Role::Viewer, [id, "sse", sub]) => Some(Route::EventStream(stream, id, sub)),
+            (Role::Viewer, [id, "layer"]) => Some(Route::Layer(stream, id)),
             _ => None,
         }
     }
@@ -87,7 +97,10 @@ impl<'a> Route<'a> {
             Route::Endpoint(Role::Publisher, _) => HttpRoute::Whip,
             Route::Session(Role::Publisher, _, _) => HttpRoute::WhipSession,
             Route::Endpoint(Role::Viewer, _) => HttpRoute::Whep,
-            Route::Session(Role::Viewer, _, _) => HttpRoute::WhepSession,
+            Route::Session(Role::Viewer, _, _)
+            | Route::Events(..)
+            | Route::EventStream(..)
+            | Route::Layer(..) => HttpRoute::WhepSession,
             Route::Healthz | Route::Readyz => HttpRoute::Health,
             Route::Metrics => HttpRoute::Metrics,
             Route::OpenApi
@@ -119,6 +132,20 @@ mod tests {
             Route::Session(Role::Viewer, "cam1", "abc")
         );
         assert_eq!(Route::of("/whip/a/b/c"), Route::NotFound);
+        assert_eq!(
+            Route::of("/whep/cam1/abc/sse"),
+            Route::Events("cam1", "abc")
+        );
+        assert_eq!(
+            Route::of("/whep/cam1/abc/sse/9f"),
+            Route::EventStream("cam1", "abc", "9f")
+        );
+        assert_eq!(
+            Route::of("/whep/cam1/abc/layer"),
+            Route::Layer("cam1", "abc")
+        );
+        assert_eq!(Route::of("/whip/cam1/abc/layer"), Route::NotFound);
+        assert_eq!(Route::of("/whep/cam1/abc/sse/9f/x"), Route::NotFound);
         assert_eq!(Route::of("/other/a"), Route::NotFound);
         assert_eq!(Route::of(""), Route::NotFound);
     }

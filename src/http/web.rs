@@ -9,7 +9,6 @@
 //! mode by other sites, which the HTTP edge's CORS headers allow.
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Response, StatusCode};
 
@@ -97,7 +96,7 @@ pub(crate) fn respond(
     method: &Method,
     path: &str,
     headers: &HeaderMap,
-) -> Option<Result<Response<Full<Bytes>>, &'static str>> {
+) -> Option<Result<Response<super::Body>, &'static str>> {
     let asset = ASSETS.iter().find(|a| a.path == path)?;
     if method != Method::GET && method != Method::HEAD {
         return Some(Err("GET, HEAD"));
@@ -116,7 +115,7 @@ pub(crate) fn respond(
     } else {
         (StatusCode::OK, Bytes::from_static(asset.body))
     };
-    let mut r = Response::new(Full::new(body));
+    let mut r = Response::new(super::full(body));
     *r.status_mut() = status;
     let h = r.headers_mut();
     h.insert(header::ETAG, HeaderValue::from_static(asset.etag));
@@ -140,7 +139,7 @@ mod tests {
     use super::*;
     use http_body_util::BodyExt;
 
-    fn get(method: Method, path: &str, inm: Option<&str>) -> Response<Full<Bytes>> {
+    fn get(method: Method, path: &str, inm: Option<&str>) -> Response<super::super::Body> {
         let mut h = HeaderMap::new();
         if let Some(v) = inm {
             h.insert(header::IF_NONE_MATCH, HeaderValue::from_str(v).unwrap());
@@ -148,7 +147,7 @@ mod tests {
         respond(&method, path, &h).unwrap().unwrap()
     }
 
-    async fn body(r: Response<Full<Bytes>>) -> Bytes {
+    async fn body(r: Response<super::super::Body>) -> Bytes {
         r.into_body().collect().await.unwrap().to_bytes()
     }
 

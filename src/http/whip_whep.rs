@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -30,7 +30,7 @@ pub(crate) const MAX_BODY: usize = 64 * 1024;
 /// The media type of PATCH bodies (RFC 8840).
 pub(crate) const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
 
-fn check_stream(stream: &str) -> Result<(), ApiError> {
+pub(super) fn check_stream(stream: &str) -> Result<(), ApiError> {
     if crate::model::valid_stream_name(stream) {
         Ok(())
     } else {
@@ -83,7 +83,7 @@ fn percent_decode(s: &str) -> Option<String> {
 
 /// Checks a request on an existing session (DELETE, PATCH, GET) against the
 /// rights the session was created with. Unknown sessions are 404 first.
-fn authorize_session(
+pub(super) fn authorize_session(
     state: &AppState,
     req: &Request<Incoming>,
     id: SessionId,
@@ -235,7 +235,7 @@ async fn patch(
     let frag = parse_fragment(&body)?;
     match state.media.patch(id, info.worker, frag).await? {
         PatchOutcome::Trickled => {
-            let mut r = Response::new(Full::new(Bytes::new()));
+            let mut r = Response::new(super::full(Bytes::new()));
             *r.status_mut() = StatusCode::NO_CONTENT;
             Ok(r)
         }
@@ -243,7 +243,7 @@ async fn patch(
             let etag = new_etag();
             state.media.directory().set_etag(id, etag.clone())?;
             info!(stream, session = %id, "ICE restart");
-            let mut r = Response::new(Full::new(Bytes::from(fragment)));
+            let mut r = Response::new(super::full(Bytes::from(fragment)));
             let h = r.headers_mut();
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDPFRAG));
             if let Ok(v) = HeaderValue::from_str(&etag) {
@@ -264,7 +264,7 @@ async fn read_sdp(req: Request<Incoming>) -> Result<String, ApiError> {
 }
 
 /// Reads a whole body of at most `limit` bytes (413 beyond).
-async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+pub(super) async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
     if let Some(len) = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -316,7 +316,7 @@ fn created_response(
     created: Created,
     etag: &str,
 ) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(created.answer)));
+    let mut r = Response::new(super::full(Bytes::from(created.answer)));
     *r.status_mut() = StatusCode::CREATED;
     let h = r.headers_mut();
     h.insert(
@@ -324,6 +324,17 @@ fn created_response(
         HeaderValue::from_static("application/sdp"),
     );
     let location = format!("{base}/{}/{}/{}", kind.path_segment(), stream, created.id);
+    if kind == Role::Viewer {
+        // The WHEP extensions: event streams, and the layer choice.
+        for link in [
+            super::events::link(&location),
+            super::layers::link(&location),
+        ] {
+            if let Ok(v) = HeaderValue::from_str(&link) {
+                h.append(header::LINK, v);
+            }
+        }
+    }
     if let Ok(v) = HeaderValue::from_str(&location) {
         h.insert(header::LOCATION, v);
     }
@@ -336,7 +347,7 @@ fn created_response(
 
 /// An empty answer with `Content-Length: 0` (GET, HEAD, OPTIONS).
 fn empty(status: StatusCode) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::new()));
+    let mut r = Response::new(super::full(Bytes::new()));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
@@ -344,7 +355,7 @@ fn empty(status: StatusCode) -> Response<Body> {
 }
 
 /// OPTIONS: 200 (RFC 9725 §4.2 names "200 OK") with the resource's methods.
-fn options_response(allow: &'static str) -> Response<Body> {
+pub(super) fn options_response(allow: &'static str) -> Response<Body> {
     let mut r = empty(StatusCode::OK);
     r.headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static(allow));

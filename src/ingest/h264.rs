@@ -121,6 +121,7 @@ mod tests {
             marker: false,
             keyframe_start: is_keyframe_start(CodecKind::H264, payload),
             epoch: 0,
+            layer: 0,
             arrival: now,
             wallclock: now,
             payload: Arc::from(payload),

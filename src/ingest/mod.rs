@@ -405,6 +405,7 @@ impl Task {
             .is_some_and(|t| now.saturating_duration_since(t) < self.timeout);
         if self.counters.online.swap(online, Ordering::Relaxed) && !online {
             warn!(stream = %self.spec.stream, "RTP source offline: nothing for {:?}", self.timeout);
+            self.shared.events.set_live(false);
             // Viewers stay (the mountpoint is configured) and resume at the camera's
             // next keyframe; a viewer joining meanwhile gets no stale picture (the
             // cache goes stale by itself after `source_silence`, which may be longer).
@@ -467,6 +468,7 @@ impl Task {
         self.last_packet = Some(now);
         if !c.online.swap(true, Ordering::Relaxed) {
             info!(stream = %self.spec.stream, "RTP source online");
+            self.shared.events.set_live(true);
         }
         if self.last_sender != Some(from) {
             self.last_sender = Some(from);
@@ -478,6 +480,7 @@ impl Task {
             timestamp: h.timestamp,
             marker: h.marker,
             epoch,
+            layer: 0,
             arrival: now,
             payload,
         };

@@ -28,10 +28,11 @@ use str0m::rtp::Extension;
 use super::dtls::{self, ExportedKeys};
 use super::egress;
 use super::srtp::{self, Srtp, SrtpError};
-use crate::core::{Forward, NACK_HISTORY_PACKETS, NackHistory, ViewerTrack};
+use crate::core::{Bandwidth, Forward, NACK_HISTORY_PACKETS, NackHistory, ViewerTrack};
 use crate::wire::ntp::ntp_time;
 use crate::wire::rtcp::{self, SenderReport};
 use crate::wire::rtp::OutHeader;
+use estimate::Estimation;
 
 /// How often each SSRC's sender report goes out (str0m's default for video; audio
 /// gets the same, so a viewer can sync within a second of joining).
@@ -126,6 +127,9 @@ struct Track {
     /// The negotiated id of the mid header extension.
     mid_ext: Option<u8>,
     ssrc: u32,
+    /// The RTX stream (SSRC, and the RTX payload type of the track's payload type),
+    /// when the viewer negotiated one: bandwidth probes go on it.
+    rtx: Option<(u32, u8)>,
     clock_rate: u32,
     packets: u32,
     octets: u32,
@@ -133,6 +137,10 @@ struct Track {
     last: Option<(u32, Instant)>,
     /// Video only.
     history: Option<History>,
+    /// The (viewer's) sequence number of the last keyframe start sent: on a congested
+    /// path, what was lost before it is not worth resending (the decoder starts over
+    /// there, and the resends would only lengthen the queue).
+    keyframe_seq: u64,
 }
 
 impl Track {
@@ -145,6 +153,7 @@ impl Track {
             timestamp,
             ssrc: self.ssrc,
             mid: self.mid_ext.map(|id| (id, &*self.mid)),
+            transport_seq: None,
         }
     }
 }
@@ -162,6 +171,13 @@ pub(crate) struct DirectEgress {
     /// What the history's send times count from.
     epoch: Instant,
     scratch: Vec<u8>,
+    /// The negotiated id of the transport-wide sequence number extension.
+    transport_ext: Option<u8>,
+    /// The bandwidth estimate, once the viewer's layer is to be chosen.
+    estimation: Option<Box<Estimation>>,
+    /// A probe packet's payload (the RTX header's original sequence number, then the
+    /// original payload), reused.
+    probe_payload: Vec<u8>,
 }
 
 impl std::fmt::Debug for DirectEgress {
@@ -182,31 +198,44 @@ impl DirectEgress {
         let (tx, rx) = srtp::contexts(&dtls::provider(), keys)?;
         let mut out = Vec::with_capacity(tracks.len());
         let mut cname = String::new();
+        let mut transport_ext = None;
         for t in tracks {
             let (mid_ext, media_cname) = match rtc.media(t.mid) {
-                Some(m) => (
-                    m.remote_extmap().id_of(Extension::RtpMid),
-                    m.cname().to_owned(),
-                ),
+                Some(m) => {
+                    let exts = m.remote_extmap();
+                    transport_ext =
+                        transport_ext.or(exts.id_of(Extension::TransportSequenceNumber));
+                    (exts.id_of(Extension::RtpMid), m.cname().to_owned())
+                }
                 None => (None, String::new()),
             };
             if cname.is_empty() {
                 cname = media_cname;
             }
-            let ssrc = rtc
+            let (ssrc, rtx_ssrc) = rtc
                 .direct_api()
                 .stream_tx_by_mid(t.mid, None)
-                .map(|s| *s.ssrc())
+                .map(|s| (*s.ssrc(), s.rtx().map(|r| *r)))
                 .ok_or(DirectError::NoStream(t.mid))?;
+            let rtx_pt = t.pt_map.first().and_then(|&(_, pt)| {
+                rtc.codec_config()
+                    .params()
+                    .iter()
+                    .find(|p| *p.pt() == pt)
+                    .and_then(|p| p.resend())
+                    .map(|r| *r)
+            });
             out.push(Track {
                 mid: t.mid,
                 mid_ext,
                 ssrc,
+                rtx: rtx_ssrc.zip(rtx_pt),
                 clock_rate: t.clock_rate.max(1),
                 packets: 0,
                 octets: 0,
                 last: None,
                 history: (t.kind == MediaKind::Video).then(History::default),
+                keyframe_seq: 0,
             });
         }
         Ok(DirectEgress {
@@ -218,6 +247,9 @@ impl DirectEgress {
             next_report: now + REPORT_INTERVAL,
             epoch: now,
             scratch: Vec::with_capacity(64),
+            transport_ext,
+            estimation: None,
+            probe_payload: Vec::new(),
         })
     }
 
@@ -245,10 +277,21 @@ impl DirectEgress {
         let Some(track) = self.tracks.iter_mut().find(|t| t.mid == f.mid) else {
             return Err(DirectError::NoTrack(f.mid));
         };
-        let header = track.header(f.marker, f.pt, f.seq, f.timestamp);
+        let mut header = track.header(f.marker, f.pt, f.seq, f.timestamp);
+        let number = self.estimation.as_deref_mut().map(|e| {
+            let n = e.number();
+            header.transport_seq = Some((e.ext_id, n));
+            n
+        });
         egress::protect(&mut self.tx, &header, &f.payload, &mut self.scratch, out)?;
+        if let (Some(e), Some(n)) = (self.estimation.as_deref_mut(), number) {
+            e.sent(n, out.len(), now, false);
+        }
         track.packets = track.packets.wrapping_add(1);
         track.octets = track.octets.wrapping_add(f.payload.len() as u32);
+        if f.keyframe {
+            track.keyframe_seq = track.keyframe_seq.max(f.seq);
+        }
         track.last = Some((f.timestamp, f.wallclock));
         if let (Some(h), true) = (&mut track.history, f.nackable) {
             h.trim(now_ms, window_ms, false);
@@ -279,6 +322,9 @@ impl DirectEgress {
         let Ok((plain, _)) = self.rx.unprotect_rtcp(datagram) else {
             return summary;
         };
+        if let Some(e) = self.estimation.as_deref_mut() {
+            e.feedback(&plain, now);
+        }
         let now_ntp = ntp_time(wall_time(now));
         // Loss is the video's when there is video (what a NACK-less audio gap hides).
         let loss_ssrc = self
@@ -298,6 +344,9 @@ impl DirectEgress {
                 summary.loss = Some(f32::from(block.fraction_lost) / 256.0);
             }
         }
+        if let (Some(e), Some(rtt)) = (self.estimation.as_deref_mut(), summary.rtt) {
+            e.rtt(rtt);
+        }
         for (ssrc, kind) in rtcp::keyframe_requests(&plain) {
             if self
                 .tracks
@@ -308,25 +357,41 @@ impl DirectEgress {
             }
         }
         let (now_ms, window_ms) = (self.ms(now), self.window.as_millis() as u32);
+        let congested = self
+            .estimation
+            .as_deref()
+            .is_some_and(Estimation::congested);
         let mut out = Vec::new();
         for (ssrc, seq) in rtcp::nacks(&plain) {
             summary.nacks += 1;
             let Some(track) = self.tracks.iter_mut().find(|t| t.ssrc == ssrc) else {
                 continue;
             };
+            let before = track.keyframe_seq;
             let Some((seq, s)) = track.history.as_mut().and_then(|h| h.find(seq)) else {
                 continue;
             };
+            if congested && seq < before {
+                continue;
+            }
             if s.resends >= MAX_RESENDS || now_ms.wrapping_sub(s.at_ms) > window_ms {
                 continue;
             }
             s.resends += 1;
             let (marker, pt, timestamp) = (s.marker, s.pt, s.timestamp);
             let payload = s.payload.clone();
-            let header = track.header(marker, pt, seq, timestamp);
+            let mut header = track.header(marker, pt, seq, timestamp);
+            let number = self.estimation.as_deref_mut().map(|e| {
+                let n = e.number();
+                header.transport_seq = Some((e.ext_id, n));
+                n
+            });
             out.clear();
             if egress::protect(&mut self.tx, &header, &payload, &mut self.scratch, &mut out).is_ok()
             {
+                if let (Some(e), Some(n)) = (self.estimation.as_deref_mut(), number) {
+                    e.sent(n, out.len(), now, false);
+                }
                 summary.resent += 1;
                 emit(&out);
             }
@@ -334,14 +399,50 @@ impl DirectEgress {
         summary
     }
 
-    /// When the next sender reports are due.
-    pub(crate) fn poll_timeout(&self) -> Instant {
-        self.next_report
+    /// Starts estimating the viewer's bandwidth (its layer is to be chosen); nothing
+    /// when it negotiated no transport-wide sequence numbers, or already does.
+    pub(crate) fn estimate(&mut self, now: Instant) {
+        if self.estimation.is_none()
+            && let Some(id) = self.transport_ext
+        {
+            self.estimation = Some(Box::new(Estimation::new(id, now)));
+        }
     }
 
-    /// Hands `emit` the sender reports due at `now`, one SRTCP datagram per SSRC that
-    /// has sent anything.
+    /// What the viewer's path is estimated to carry (None: not estimated, as for a
+    /// player that negotiated no transport-wide feedback).
+    pub(crate) fn bandwidth(&mut self) -> Option<Bandwidth> {
+        self.estimation.as_deref_mut().map(Estimation::bandwidth)
+    }
+
+    /// The estimate in bits per second, if the viewer is estimated.
+    pub(crate) fn estimate_bps(&self) -> Option<u64> {
+        self.estimation.as_deref().map(Estimation::estimate_bps)
+    }
+
+    /// Probes the path up to `target_bps` in all, with RTX copies of the video it
+    /// got; false when it cannot (no estimate, no RTX, a probe running).
+    pub(crate) fn start_probe(&mut self, target_bps: u64, now: Instant) -> bool {
+        let has_rtx = self
+            .tracks
+            .iter()
+            .any(|t| t.rtx.is_some() && t.history.is_some());
+        match self.estimation.as_deref_mut() {
+            Some(e) if has_rtx => e.start_probe(target_bps, now),
+            _ => false,
+        }
+    }
+
+    /// When the next sender reports or probe packets are due.
+    pub(crate) fn poll_timeout(&self) -> Instant {
+        let probe = self.estimation.as_deref().and_then(Estimation::timeout);
+        probe.map_or(self.next_report, |p| p.min(self.next_report))
+    }
+
+    /// Hands `emit` the probe packets and the sender reports due at `now` (one SRTCP
+    /// datagram per SSRC that has sent anything).
     pub(crate) fn handle_timeout(&mut self, now: Instant, mut emit: impl FnMut(&[u8])) {
+        self.send_probes(now, &mut emit);
         if now < self.next_report {
             return;
         }
@@ -374,6 +475,66 @@ impl DirectEgress {
             out.clear();
             if self.tx.protect_rtcp(&plain, &mut out).is_ok() {
                 emit(&out);
+            }
+        }
+    }
+
+    /// The probe packets due at `now`: RTX copies of the newest video, going further
+    /// back with each (see [`estimate`](self::estimate) for why RTX).
+    fn send_probes(&mut self, now: Instant, emit: &mut impl FnMut(&[u8])) {
+        let Some(e) = self.estimation.as_deref_mut() else {
+            return;
+        };
+        let mut out = Vec::new();
+        while let Some(size) = e.poll_probe(now) {
+            let Some(track) = self.tracks.iter().find(|t| {
+                t.rtx.is_some() && t.history.as_ref().is_some_and(|h| !h.sent.is_empty())
+            }) else {
+                continue;
+            };
+            let (Some((rtx_ssrc, rtx_pt)), Some(h)) = (track.rtx, track.history.as_ref()) else {
+                continue;
+            };
+            // Copies of small packets (a low layer's) are sent until the probe's size is
+            // covered, so the probe reaches the rate it was planned for.
+            let mut left = size;
+            let mut copies = 0;
+            while left > 0 && copies < h.sent.len() {
+                let back = e.probe_back % h.sent.len();
+                e.probe_back += 1;
+                copies += 1;
+                let Some(s) = h.sent.get(h.sent.len() - 1 - back) else {
+                    break;
+                };
+                self.probe_payload.clear();
+                self.probe_payload
+                    .extend_from_slice(&(s.seq as u16).to_be_bytes());
+                self.probe_payload.extend_from_slice(&s.payload);
+                let n = e.number();
+                let header = OutHeader {
+                    marker: s.marker,
+                    pt: rtx_pt,
+                    seq: e.rtx_seq,
+                    timestamp: s.timestamp,
+                    ssrc: rtx_ssrc,
+                    mid: track.mid_ext.map(|id| (id, &*track.mid)),
+                    transport_seq: Some((e.ext_id, n)),
+                };
+                e.rtx_seq += 1;
+                out.clear();
+                if egress::protect(
+                    &mut self.tx,
+                    &header,
+                    &self.probe_payload,
+                    &mut self.scratch,
+                    &mut out,
+                )
+                .is_ok()
+                {
+                    e.sent(n, out.len(), now, true);
+                    emit(&out);
+                    left = left.saturating_sub(out.len());
+                }
             }
         }
     }
@@ -414,5 +575,6 @@ fn wall_time(at: Instant) -> SystemTime {
     }
 }
 
+mod estimate;
 #[cfg(test)]
 mod tests;

@@ -51,9 +51,27 @@ pub(crate) enum MediaError {
     /// An ICE restart could not be done; the session keeps its ICE session.
     #[error("{0}")]
     RestartFailed(String),
+    /// A layer choice that cannot be made (an unknown rid, a layer kind wishd does
+    /// not forward).
+    #[error("{0}")]
+    Layer(String),
     /// The server is shutting down or a worker is gone.
     #[error("media worker unavailable")]
     Unavailable,
+}
+
+/// A viewer's layer choice, as the WHEP layer extension asked for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LayerChoice {
+    /// Chosen from the viewer's bandwidth estimate.
+    Auto,
+    /// Chosen, among the layers no larger than this.
+    Cap {
+        max_width: Option<u32>,
+        max_height: Option<u32>,
+    },
+    /// This simulcast layer, always.
+    Rid(String),
 }
 
 /// A session just created.
@@ -118,6 +136,12 @@ pub struct MediaCounters {
     /// Viewers started from a stream's keyframe cache (RTP ingest, or a WHIP source
     /// that cannot be asked for keyframes).
     pub keyframe_cache_starts: AtomicU64,
+    /// Viewers moved to a better simulcast layer.
+    pub layer_switches_up: AtomicU64,
+    /// Viewers moved to a lesser simulcast layer.
+    pub layer_switches_down: AtomicU64,
+    /// Bandwidth probes sent toward a better layer.
+    pub bandwidth_probes: AtomicU64,
     /// NACKs received from viewers (answered from str0m's send buffer).
     pub nacks_received: AtomicU64,
     /// Packets resent to viewers on the direct egress path, answering their NACKs.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use str0m::config::DtlsCert;
 use str0m::format::CodecConfig;
-use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
 use str0m::rtp::{Extension, ExtensionMap};
 use str0m::{Candidate, Rtc, RtcConfig};
 
@@ -19,6 +19,7 @@ use super::worker;
 use super::{Created, Media, MediaError, WorkerHandle, dtls};
 use crate::auth::Grant;
 use crate::core::{SourceTrack, ViewerTrack};
+use crate::directory::ViewerLines;
 use crate::model::{EndReason, SessionId};
 use crate::sdp::{self, ChosenCodec, trim};
 
@@ -32,8 +33,14 @@ impl Media {
         grant: Grant,
         etag: String,
     ) -> Result<Created, MediaError> {
-        let offer_sdp = &*sdp::decline_simulcast(offer_sdp);
         let offer = sdp::parse_offer(offer_sdp.as_bytes())?;
+        let (offer_sdp, layers) = sdp::take_simulcast(offer_sdp, &offer, self.simulcast.enabled);
+        let offer = match &offer_sdp {
+            // Declined simulcast lines are gone: read the offer str0m will read.
+            std::borrow::Cow::Owned(declined) => sdp::parse_offer(declined.as_bytes())?,
+            std::borrow::Cow::Borrowed(_) => offer,
+        };
+        let offer_sdp = &*offer_sdp;
         let chosen = sdp::check_publish_offer(&offer)?;
         // A second publisher is refused before any work; the grant below decides again.
         self.directory.check_publish(stream, Instant::now())?;
@@ -69,6 +76,8 @@ impl Media {
             chosen.clone(),
             grant,
         )?;
+        let rids: &[String] = layers.as_ref().map_or(&[], |(_, rids)| rids.as_slice());
+        grant.shared.stats.set_layers(rids);
         if let Some(old) = &grant.replaced {
             tracing::info!(stream, old = %old.id, new = %id, "a new publisher takes the stream over");
             // Its worker drops it before it could take the new one (same queue).
@@ -98,6 +107,12 @@ impl Media {
                         Some(KeyframeRequestKind::Fir)
                     } else {
                         None
+                    },
+                    rids: match &layers {
+                        Some((mid, rids)) if *mid == c.mid => {
+                            rids.iter().map(|r| Rid::from(r.as_str())).collect()
+                        }
+                        _ => Vec::new(),
                     },
                 }
             })
@@ -186,9 +201,23 @@ impl Media {
             .map(|l| l.kind)
             .filter(|k| !codecs.iter().any(|c| c.kind == *k))
             .collect();
+        let video = plan
+            .iter()
+            .find(|t| t.kind == MediaKind::Video)
+            .and_then(|t| {
+                let index = offer
+                    .media
+                    .iter()
+                    .position(|m| m.mid.as_deref() == Some(t.mid.as_str()))?;
+                Some((index, t.mid.clone()))
+            });
+        let lines = ViewerLines {
+            idle_kinds: waiting,
+            video,
+        };
         let shared =
             self.directory
-                .join_viewer(stream, id, worker.index, etag.clone(), grant, waiting)?;
+                .join_viewer(stream, id, worker.index, etag.clone(), grant, lines)?;
         let session = worker::NewSession {
             id,
             rtc,
@@ -253,18 +282,18 @@ impl Media {
     }
 }
 
-/// The RTP header extensions a viewer's answer accepts: the mid only (BUNDLE
-/// demultiplexing before the SSRCs are known).
+/// The RTP header extensions a viewer's answer accepts: the mid (BUNDLE
+/// demultiplexing before the SSRCs are known) and transport-wide sequence numbers,
+/// which the direct egress writes, and whose feedback it reads, only for viewers of a
+/// stream with simulcast layers to choose from (see `media::direct::estimate`).
 ///
-/// wishd does not estimate a viewer's bandwidth (it forwards one encoding, with no
-/// layers to switch), so transport-wide sequence numbers and abs-send-time would only
-/// cost: str0m writes both into every packet and keeps a register of the last 1000
-/// sends per viewer for feedback no one reads, and the viewer sends that feedback.
 /// Forwarded packets carry no audio level or orientation values (the source's header
-/// extensions are not copied), so those are not offered either. Publishers keep the
-/// full set: their transport-cc feedback drives the sender's bandwidth estimate.
+/// extensions are not copied), so those are not offered, nor abs-send-time (the
+/// estimate is send-side). Publishers keep str0m's full set: their transport-cc
+/// feedback drives the sender's bandwidth estimate.
 pub(super) fn viewer_extensions() -> ExtensionMap {
     let mut exts = ExtensionMap::empty();
+    exts.set(3, Extension::TransportSequenceNumber);
     exts.set(4, Extension::RtpMid);
     exts
 }

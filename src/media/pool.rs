@@ -12,9 +12,11 @@ use str0m::RtcConfig;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::worker::{self, PatchError, PatchOutcome, WorkerMsg, WorkerStats};
-use super::{MediaCounters, MediaError, SessionSnapshot, WorkerConfig, negotiate, udp};
+use super::{
+    LayerChoice, MediaCounters, MediaError, SessionSnapshot, WorkerConfig, negotiate, udp,
+};
 use crate::config::Config;
-use crate::core::SourcePacket;
+use crate::core::{LayerPolicy, SourcePacket};
 use crate::directory::{Directory, DirectoryError, SessionInfo, Stream};
 use crate::model::{EndReason, Role, SessionId};
 use crate::sdp::frag::IceFragment;
@@ -43,6 +45,8 @@ pub(crate) struct Media {
     pub(super) viewer_template: RtcConfig,
     /// Offers as str0m reads them, parsed once per template (`sdp::template`).
     pub(super) offer_templates: Templates,
+    /// Whether publishers' simulcast layers are taken.
+    pub(super) simulcast: crate::config::SimulcastConfig,
     pub(super) next_worker: AtomicUsize,
     /// Dropped with `Media`: the worker threads see it and stop (a server dropped
     /// without `shutdown`, as tests do, must not leave its threads behind).
@@ -156,6 +160,7 @@ impl Media {
                 template,
                 viewer_template,
                 offer_templates: Templates::default(),
+                simulcast: config.simulcast.clone(),
                 next_worker: AtomicUsize::new(0),
                 _alive: alive,
             },
@@ -266,6 +271,60 @@ impl Media {
             Ok(Ok(o)) => Ok(o),
             Ok(Err(PatchError::UnknownSession)) => Err(DirectoryError::UnknownSession.into()),
             Ok(Err(PatchError::RestartFailed(why))) => Err(MediaError::RestartFailed(why)),
+            Err(_) => Err(MediaError::Unavailable),
+        }
+    }
+
+    /// A viewer's layer choice (the WHEP layer extension): automatic, capped or one
+    /// layer by rid. Answers when the viewer's worker has taken it.
+    pub(crate) async fn select_layer(
+        &self,
+        info: &SessionInfo,
+        choice: LayerChoice,
+    ) -> Result<(), MediaError> {
+        let shared = self
+            .directory
+            .stream(&info.stream)
+            .ok_or(DirectoryError::UnknownSession)?
+            .shared;
+        let policy = match choice {
+            LayerChoice::Auto => LayerPolicy::Auto,
+            LayerChoice::Cap {
+                max_width,
+                max_height,
+            } => LayerPolicy::Cap {
+                max_width,
+                max_height,
+            },
+            LayerChoice::Rid(rid) => {
+                let index = shared.stats.rid_index(&rid).ok_or_else(|| {
+                    let known = shared.stats.rids();
+                    MediaError::Layer(if known.is_empty() {
+                        format!("unknown rid {rid:?}: the stream has no simulcast layers")
+                    } else {
+                        format!("unknown rid {rid:?} (the stream has {})", known.join(", "))
+                    })
+                })?;
+                LayerPolicy::Pin(index)
+            }
+        };
+        let worker = self
+            .workers
+            .get(info.worker)
+            .ok_or(MediaError::Unavailable)?;
+        let (reply, done) = oneshot::channel();
+        worker
+            .tx
+            .send(WorkerMsg::SetLayer {
+                id: info.id,
+                policy,
+                reply,
+            })
+            .await
+            .map_err(|_| MediaError::Unavailable)?;
+        match done.await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(DirectoryError::UnknownSession.into()),
             Err(_) => Err(MediaError::Unavailable),
         }
     }

@@ -50,6 +50,10 @@ pub(crate) struct SessionSnapshot {
     pub(crate) loss: Option<f32>,
     /// NACKs received from the peer (viewers) or sent to it (publishers).
     pub(crate) nacks: u64,
+    /// The rid of the simulcast layer a viewer gets.
+    pub(crate) layer: Option<String>,
+    /// What a viewer's path is estimated to carry, in bits per second.
+    pub(crate) bandwidth_estimate: Option<u64>,
 }
 
 /// Per-session telemetry, owned by the worker's `Session`.
@@ -264,6 +268,8 @@ impl SessionTelemetry {
             bitrate_out: self.rates.1,
             rtt: self.rtt,
             loss: self.loss,
+            layer: None,
+            bandwidth_estimate: None,
             nacks: self.nacks,
         }
     }

@@ -323,6 +323,11 @@ pub(crate) fn check_play_offer(
                 offered.join("; ")
             )));
         };
+        let transport_cc = line
+            .media
+            .codecs
+            .iter()
+            .any(|c| c.pt == viewer_pt && c.transport_cc);
         planned.push((
             line.index,
             PlayTrack {
@@ -331,6 +336,7 @@ pub(crate) fn check_play_offer(
                 viewer_pt,
                 viewer_rtx_pt,
                 viewer_fmtp,
+                transport_cc,
                 source_pt: source.codec.pt,
                 clock_rate: source.codec.clock_rate,
             },

@@ -46,7 +46,7 @@ use crate::model::CodecKind;
 
 pub(crate) use check::{IdleLine, check_play_offer, check_publish_offer, idle_lines};
 pub use parse::parse_offer;
-pub(crate) use simulcast::decline_simulcast;
+pub(crate) use simulcast::{decline_simulcast, take_simulcast};
 
 /// The lines of an SDP text, without their line ends.
 pub fn sdp_lines(sdp: &str) -> Vec<&str> {
@@ -285,8 +285,11 @@ pub struct OfferedMedia {
     pub port_zero: bool,
     /// `a=rid` ids, in order.
     pub rids: Vec<String>,
-    /// `a=simulcast` present.
-    pub simulcast: bool,
+    /// The value of `a=simulcast`, if any (e.g. `send q;h;f`).
+    pub simulcast: Option<String>,
+    /// The m-line (or the session) maps the RID header extension, which tells a
+    /// simulcast layer's packets apart before their SSRC is known.
+    pub rid_extension: bool,
     /// `a=setup` (media-level, else session-level).
     pub setup: Option<String>,
     /// The stream id of `a=msid` (or of an `a=ssrc:N msid:` line).
@@ -366,6 +369,9 @@ pub(crate) struct PlayTrack {
     /// H.264 Baseline stream to a Constrained Baseline viewer or the other way round
     /// ([`h264::baseline_stand_in`]). None: the stream's format.
     pub(crate) viewer_fmtp: Option<String>,
+    /// The viewer offered transport-wide feedback for that codec (its bandwidth can
+    /// be estimated).
+    pub(crate) transport_cc: bool,
     /// The publisher's payload type of the stream's codec.
     pub(crate) source_pt: u8,
     /// The codec's RTP clock rate.
@@ -388,6 +394,7 @@ impl PlayTrack {
         );
         p.set_fb_nack(self.kind == MediaKind::Video);
         p.set_fb_pli(self.kind == MediaKind::Video);
+        p.set_fb_transport_cc(self.transport_cc);
         p
     }
 }

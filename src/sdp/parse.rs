@@ -247,7 +247,10 @@ fn summarise_media(m: &Media, sattrs: &[Attribute]) -> OfferedMedia {
             .filter_map(|v| v.split_ascii_whitespace().next())
             .map(str::to_string)
             .collect(),
-        simulcast: has(attrs, "simulcast"),
+        simulcast: first_value(attrs, "simulcast").map(str::to_string),
+        rid_extension: values(attrs, "extmap")
+            .chain(values(sattrs, "extmap"))
+            .any(|v| v.contains(super::simulcast::RID_EXTENSIONS[0])),
         setup: first_value(attrs, "setup")
             .or_else(|| first_value(sattrs, "setup"))
             .map(str::to_string),

@@ -579,6 +579,7 @@ fn play_remaps_payload_types() {
                 viewer_pt: 111,
                 viewer_rtx_pt: None,
                 viewer_fmtp: None,
+                transport_cc: true,
                 source_pt: 111,
                 clock_rate: 48_000,
             },
@@ -588,6 +589,7 @@ fn play_remaps_payload_types() {
                 viewer_pt: 108,
                 viewer_rtx_pt: Some(109),
                 viewer_fmtp: None,
+                transport_cc: false,
                 source_pt: 102,
                 clock_rate: 90_000,
             },
@@ -760,7 +762,8 @@ fn parse_reads_simulcast_rids_and_wildcard_feedback() {
     let sdp = format!("{SESSION}a=group:BUNDLE 0\n{}", video("0", "96", lines));
     let m = &offer(&sdp).media[0];
     assert_eq!(m.rids, ["h", "l"]);
-    assert!(m.simulcast);
+    assert_eq!(m.simulcast.as_deref(), Some("send h;l"));
+    assert!(!m.rid_extension);
     assert!(m.codecs[0].nack && m.codecs[0].pli && !m.codecs[0].fir);
 }
 

@@ -12,3 +12,4 @@ pub(crate) mod ntp;
 pub(crate) mod rtcp;
 pub mod rtp;
 pub(crate) mod stun;
+pub(crate) mod twcc;

@@ -89,28 +89,40 @@ pub struct OutHeader<'a> {
     pub ssrc: u32,
     /// The negotiated mid extension id (1–14) and the mid, when the session has one.
     pub mid: Option<(u8, &'a str)>,
+    /// The negotiated transport-wide sequence number extension id (1–14) and the
+    /// packet's number, when the viewer's bandwidth is estimated.
+    pub transport_seq: Option<(u8, u16)>,
 }
 
 impl OutHeader<'_> {
-    /// Appends the header to `out` and returns its length. A mid that does not fit a
-    /// one-byte extension element (1–16 bytes, id 1–14) is left out.
+    /// Appends the header to `out` and returns its length. An element that does not
+    /// fit the one-byte extension form (RFC 8285 §4.2: id 1–14, 1–16 bytes) is left
+    /// out.
     pub(crate) fn write(&self, out: &mut Vec<u8>) -> usize {
         let start = out.len();
         let mid = self
             .mid
             .filter(|(id, m)| (1..=14).contains(id) && (1..=16).contains(&m.len()));
-        let x = if mid.is_some() { 0x10 } else { 0 };
+        let seq = self.transport_seq.filter(|(id, _)| (1..=14).contains(id));
+        let ext_len = mid.map_or(0, |(_, m)| 1 + m.len()) + seq.map_or(0, |_| 3);
+        let x = if ext_len > 0 { 0x10 } else { 0 };
         out.push(0x80 | x);
         out.push(((self.marker as u8) << 7) | (self.pt & 0x7f));
         out.extend_from_slice(&(self.seq as u16).to_be_bytes());
         out.extend_from_slice(&self.timestamp.to_be_bytes());
         out.extend_from_slice(&self.ssrc.to_be_bytes());
-        if let Some((id, m)) = mid {
-            let words = (1 + m.len()).div_ceil(4);
+        if ext_len > 0 {
+            let words = ext_len.div_ceil(4);
             out.extend_from_slice(&ONE_BYTE_PROFILE);
             out.extend_from_slice(&(words as u16).to_be_bytes());
-            out.push((id << 4) | (m.len() as u8 - 1));
-            out.extend_from_slice(m.as_bytes());
+            if let Some((id, m)) = mid {
+                out.push((id << 4) | (m.len() as u8 - 1));
+                out.extend_from_slice(m.as_bytes());
+            }
+            if let Some((id, n)) = seq {
+                out.push((id << 4) | 1);
+                out.extend_from_slice(&n.to_be_bytes());
+            }
             out.resize(start + 16 + words * 4, 0);
         }
         out.len() - start
@@ -164,6 +176,31 @@ mod tests {
         d.extend_from_slice(&[7, 7, 0, 0, 3]); // payload 7 7, padding 3
         let h = parse_rtp(&d).unwrap();
         assert_eq!(&d[h.payload_start..h.payload_end], &[7, 7]);
+    }
+
+    #[test]
+    fn the_transport_wide_number_goes_beside_the_mid_in_one_extension_block() {
+        let h = OutHeader {
+            marker: false,
+            pt: 96,
+            seq: 7,
+            timestamp: 9,
+            ssrc: 1,
+            mid: Some((4, "1")),
+            transport_seq: Some((3, 0x0102)),
+        };
+        let mut out = Vec::new();
+        let len = h.write(&mut out);
+        // 12 + 4 (profile, length 2 words) + [0x40 '1'] + [0x31 1 2] + 1 byte padding.
+        assert_eq!(len, 24);
+        assert_eq!(&out[12..16], &[0xbe, 0xde, 0, 2]);
+        assert_eq!(&out[16..24], &[0x40, b'1', 0x31, 1, 2, 0, 0, 0]);
+        let parsed = parse_rtp(&[&out[..], &[0x65]].concat()).unwrap();
+        assert_eq!(parsed.payload_start, 24);
+        let alone = OutHeader { mid: None, ..h };
+        out.clear();
+        assert_eq!(alone.write(&mut out), 20);
+        assert_eq!(&out[12..20], &[0xbe, 0xde, 0, 1, 0x31, 1, 2, 0]);
     }
 
     #[test]

@@ -51,6 +51,7 @@ fn video(seq: u64, timestamp: u32, keyframe_start: bool, arrival: Instant) -> So
         marker: false,
         keyframe_start,
         epoch: 0,
+        layer: 0,
         arrival,
         wallclock: arrival,
         payload: Arc::from(&[0x65u8, 0x88][..]),
@@ -67,6 +68,7 @@ fn audio(seq: u64, timestamp: u32, arrival: Instant) -> SourcePacket {
         marker: false,
         keyframe_start: false,
         epoch: 0,
+        layer: 0,
         arrival,
         wallclock: arrival,
         payload: Arc::from(&[0xfcu8, 0xff][..]),
@@ -100,6 +102,7 @@ fn continuous_seq_from_first_seq_across_source_wraparound() {
         STREAM,
         ViewerId(1),
         vec![video_track(1_000, 5)],
+        0,
         clock.at(0),
     );
     for (i, seq) in (65_530u64..65_545).enumerate() {
@@ -121,6 +124,7 @@ fn late_joiner_past_65536_starts_with_roc_zero() {
         STREAM,
         ViewerId(1),
         vec![video_track(20_000, 0)],
+        0,
         clock.at(0),
     );
     let first = one(&mut fanout, &video(70_000, 1, true, clock.at(0)));
@@ -137,6 +141,7 @@ fn late_joiner_past_65536_starts_with_roc_zero() {
         STREAM,
         ViewerId(2),
         vec![audio_track(32_767, 0)],
+        0,
         clock.at(0),
     );
     let (seq, _) = one(&mut fanout, &audio(5_000_000_000, 0, clock.at(0))).unwrap();
@@ -152,6 +157,7 @@ fn outgoing_seq_crosses_65536_without_a_jump() {
         STREAM,
         ViewerId(1),
         vec![audio_track(32_000, 0)],
+        0,
         clock.at(0),
     );
     let mut prev = None;
@@ -169,7 +175,13 @@ fn outgoing_seq_crosses_65536_without_a_jump() {
 fn reordered_and_lost_packets_keep_their_gaps() {
     let clock = Clock::new();
     let mut fanout = Fanout::new();
-    fanout.add_viewer(STREAM, ViewerId(1), vec![video_track(500, 0)], clock.at(0));
+    fanout.add_viewer(
+        STREAM,
+        ViewerId(1),
+        vec![video_track(500, 0)],
+        0,
+        clock.at(0),
+    );
     let arrivals = [
         (100, true),
         (101, false),
@@ -188,7 +200,7 @@ fn reordered_and_lost_packets_keep_their_gaps() {
 fn packet_older_than_first_forwarded_is_dropped_without_underflow() {
     let clock = Clock::new();
     let mut fanout = Fanout::new();
-    fanout.add_viewer(STREAM, ViewerId(1), vec![video_track(0, 0)], clock.at(0));
+    fanout.add_viewer(STREAM, ViewerId(1), vec![video_track(0, 0)], 0, clock.at(0));
     assert_eq!(
         one(&mut fanout, &video(500, 9_000, true, clock.at(0))),
         Some((0, 0))
@@ -213,6 +225,7 @@ fn timestamps_map_first_packet_to_first_timestamp_across_wrap() {
         STREAM,
         ViewerId(1),
         vec![audio_track(0, 1_000)],
+        0,
         clock.at(0),
     );
     let base = u32::MAX - 959;
@@ -240,8 +253,8 @@ fn pt_is_mapped_per_viewer_and_unmapped_pt_dropped() {
     let mut fanout = Fanout::new();
     let mut other = video_track(0, 0);
     other.pt_map = vec![(97, 120), (VIDEO_PT, 98)];
-    fanout.add_viewer(STREAM, ViewerId(1), vec![video_track(0, 0)], clock.at(0));
-    fanout.add_viewer(STREAM, ViewerId(2), vec![other], clock.at(0));
+    fanout.add_viewer(STREAM, ViewerId(1), vec![video_track(0, 0)], 0, clock.at(0));
+    fanout.add_viewer(STREAM, ViewerId(2), vec![other], 0, clock.at(0));
 
     let out = fwd(&mut fanout, STREAM, &video(1, 0, true, clock.at(0)));
     let pts: Vec<(ViewerId, u8)> = out.iter().map(|f| (f.viewer, f.pt)).collect();
@@ -260,7 +273,7 @@ fn pt_is_mapped_per_viewer_and_unmapped_pt_dropped() {
 fn unmapped_keyframe_does_not_start_forwarding() {
     let clock = Clock::new();
     let mut fanout = Fanout::new();
-    fanout.add_viewer(STREAM, ViewerId(1), vec![video_track(0, 0)], clock.at(0));
+    fanout.add_viewer(STREAM, ViewerId(1), vec![video_track(0, 0)], 0, clock.at(0));
     let mut kf = video(1, 0, true, clock.at(0));
     kf.pt = 35;
     assert_eq!(one(&mut fanout, &kf), None);
@@ -274,7 +287,7 @@ fn video_waits_for_keyframe_audio_does_not() {
     let clock = Clock::new();
     let mut fanout = Fanout::new();
     let tracks = vec![audio_track(10, 0), video_track(20, 0)];
-    assert!(fanout.add_viewer(STREAM, ViewerId(1), tracks, clock.at(0)));
+    assert!(fanout.add_viewer(STREAM, ViewerId(1), tracks, 0, clock.at(0)));
 
     assert_eq!(one(&mut fanout, &video(1, 0, false, clock.at(0))), None);
     assert_eq!(one(&mut fanout, &video(2, 0, false, clock.at(0))), None);
@@ -306,6 +319,7 @@ fn epoch_change_keeps_seq_and_timestamp_continuous_and_rewaits_for_keyframe() {
         STREAM,
         ViewerId(1),
         vec![video_track(100, 50_000)],
+        0,
         clock.at(0),
     );
     // Epoch 0: three frames, 33 ms apart.
@@ -328,7 +342,7 @@ fn epoch_change_keeps_seq_and_timestamp_continuous_and_rewaits_for_keyframe() {
     assert_eq!(one(&mut fanout, &delta), None);
     assert_eq!(fanout.stats().dropped_waiting_keyframe, 1);
     let waiting = fanout.keyframes_wanted(clock.at(t + 1_000), Duration::from_millis(500));
-    assert_eq!(waiting, vec![STREAM.to_owned()]);
+    assert_eq!(waiting, vec![(STREAM.to_owned(), 0)]);
 
     let kf = with_epoch(video(10, 900, true, clock.at(t + 10)), 1);
     // 110 ms at 90 kHz after the last packet of epoch 0 (arrival 66 ms).
@@ -345,7 +359,7 @@ fn epoch_change_keeps_seq_and_timestamp_continuous_and_rewaits_for_keyframe() {
 fn epoch_change_for_audio_continues_at_once() {
     let clock = Clock::new();
     let mut fanout = Fanout::new();
-    fanout.add_viewer(STREAM, ViewerId(1), vec![audio_track(7, 0)], clock.at(0));
+    fanout.add_viewer(STREAM, ViewerId(1), vec![audio_track(7, 0)], 0, clock.at(0));
     assert_eq!(
         one(&mut fanout, &audio(60_000, 480_000, clock.at(0))),
         Some((7, 0))
@@ -367,6 +381,7 @@ fn epoch_change_with_no_elapsed_time_still_advances_timestamp() {
         STREAM,
         ViewerId(1),
         vec![audio_track(0, u32::MAX)],
+        0,
         clock.at(0),
     );
     assert_eq!(
@@ -384,7 +399,7 @@ fn epoch_change_with_no_elapsed_time_still_advances_timestamp() {
 fn epoch_change_continues_after_highest_seq_not_last_arrived() {
     let clock = Clock::new();
     let mut fanout = Fanout::new();
-    fanout.add_viewer(STREAM, ViewerId(1), vec![audio_track(0, 0)], clock.at(0));
+    fanout.add_viewer(STREAM, ViewerId(1), vec![audio_track(0, 0)], 0, clock.at(0));
     one(&mut fanout, &audio(10, 0, clock.at(0)));
     one(&mut fanout, &audio(12, 1_920, clock.at(40)));
     // Late reordered packet: does not move the continuation point.
@@ -401,7 +416,7 @@ fn epoch_change_continues_after_highest_seq_not_last_arrived() {
 fn stale_epoch_packet_dropped() {
     let clock = Clock::new();
     let mut fanout = Fanout::new();
-    fanout.add_viewer(STREAM, ViewerId(1), vec![audio_track(0, 0)], clock.at(0));
+    fanout.add_viewer(STREAM, ViewerId(1), vec![audio_track(0, 0)], 0, clock.at(0));
     assert!(one(&mut fanout, &with_epoch(audio(1, 0, clock.at(0)), 4)).is_some());
     assert!(one(&mut fanout, &with_epoch(audio(1, 0, clock.at(1)), 5)).is_some());
     assert_eq!(
@@ -420,7 +435,7 @@ fn stale_epoch_packet_dropped() {
 fn epoch_wraparound_counts_as_newer() {
     let clock = Clock::new();
     let mut fanout = Fanout::new();
-    fanout.add_viewer(STREAM, ViewerId(1), vec![audio_track(0, 0)], clock.at(0));
+    fanout.add_viewer(STREAM, ViewerId(1), vec![audio_track(0, 0)], 0, clock.at(0));
     assert!(one(&mut fanout, &with_epoch(audio(1, 0, clock.at(0)), u32::MAX)).is_some());
     assert!(one(&mut fanout, &with_epoch(audio(1, 0, clock.at(1)), 0)).is_some());
     assert_eq!(
@@ -433,8 +448,8 @@ fn epoch_wraparound_counts_as_newer() {
 fn two_streams_isolated() {
     let clock = Clock::new();
     let mut fanout = Fanout::new();
-    fanout.add_viewer("a", ViewerId(1), vec![audio_track(100, 0)], clock.at(0));
-    fanout.add_viewer("b", ViewerId(2), vec![audio_track(200, 0)], clock.at(0));
+    fanout.add_viewer("a", ViewerId(1), vec![audio_track(100, 0)], 0, clock.at(0));
+    fanout.add_viewer("b", ViewerId(2), vec![audio_track(200, 0)], 0, clock.at(0));
 
     let out = fwd(&mut fanout, "a", &audio(1, 0, clock.at(0)));
     assert_eq!(out.len(), 1);
@@ -454,8 +469,8 @@ fn two_streams_isolated() {
 fn remove_viewer_stops_forwarding() {
     let clock = Clock::new();
     let mut fanout = Fanout::new();
-    fanout.add_viewer(STREAM, ViewerId(1), vec![audio_track(0, 0)], clock.at(0));
-    fanout.add_viewer(STREAM, ViewerId(2), vec![audio_track(0, 0)], clock.at(0));
+    fanout.add_viewer(STREAM, ViewerId(1), vec![audio_track(0, 0)], 0, clock.at(0));
+    fanout.add_viewer(STREAM, ViewerId(2), vec![audio_track(0, 0)], 0, clock.at(0));
     assert_eq!(fanout.len(), 2);
     assert_eq!(fwd(&mut fanout, STREAM, &audio(1, 0, clock.at(0))).len(), 2);
 
@@ -479,8 +494,8 @@ fn remove_viewer_stops_forwarding() {
 fn re_adding_a_viewer_id_replaces_it() {
     let clock = Clock::new();
     let mut fanout = Fanout::new();
-    fanout.add_viewer("a", ViewerId(1), vec![audio_track(0, 0)], clock.at(0));
-    fanout.add_viewer("b", ViewerId(1), vec![audio_track(0, 0)], clock.at(0));
+    fanout.add_viewer("a", ViewerId(1), vec![audio_track(0, 0)], 0, clock.at(0));
+    fanout.add_viewer("b", ViewerId(1), vec![audio_track(0, 0)], 0, clock.at(0));
     assert_eq!(fanout.len(), 1);
     assert_eq!(fanout.viewer_count("a"), 0);
     assert_eq!(fanout.viewer_count("b"), 1);
@@ -490,13 +505,20 @@ fn re_adding_a_viewer_id_replaces_it() {
 fn late_viewer_gets_its_own_numbering() {
     let clock = Clock::new();
     let mut fanout = Fanout::new();
-    fanout.add_viewer(STREAM, ViewerId(1), vec![audio_track(10, 0)], clock.at(0));
+    fanout.add_viewer(
+        STREAM,
+        ViewerId(1),
+        vec![audio_track(10, 0)],
+        0,
+        clock.at(0),
+    );
     fwd(&mut fanout, STREAM, &audio(1, 0, clock.at(0)));
     fwd(&mut fanout, STREAM, &audio(2, 960, clock.at(20)));
     fanout.add_viewer(
         STREAM,
         ViewerId(2),
         vec![audio_track(3_000, 77)],
+        0,
         clock.at(30),
     );
     let out = fwd(&mut fanout, STREAM, &audio(3, 1_920, clock.at(40)));
@@ -513,7 +535,13 @@ fn forward_shares_payload_and_appends_to_out() {
     let clock = Clock::new();
     let mut fanout = Fanout::new();
     for id in 0..5 {
-        fanout.add_viewer(STREAM, ViewerId(id), vec![video_track(0, 0)], clock.at(0));
+        fanout.add_viewer(
+            STREAM,
+            ViewerId(id),
+            vec![video_track(0, 0)],
+            0,
+            clock.at(0),
+        );
     }
     let mut kf = video(1, 0, true, clock.at(3));
     kf.marker = true;
@@ -531,7 +559,7 @@ fn forward_shares_payload_and_appends_to_out() {
     assert_eq!(Arc::strong_count(&kf.payload), 6);
 
     let mut fanout = Fanout::new();
-    fanout.add_viewer(STREAM, ViewerId(9), vec![audio_track(0, 0)], clock.at(0));
+    fanout.add_viewer(STREAM, ViewerId(9), vec![audio_track(0, 0)], 0, clock.at(0));
     let out = fwd(&mut fanout, STREAM, &audio(1, 0, clock.at(0)));
     assert!(!out[0].nackable);
     assert_eq!(out[0].mid, Mid::from("0"));
@@ -541,7 +569,7 @@ fn forward_shares_payload_and_appends_to_out() {
 fn viewer_without_a_track_of_that_kind_is_skipped() {
     let clock = Clock::new();
     let mut fanout = Fanout::new();
-    assert!(!fanout.add_viewer(STREAM, ViewerId(1), vec![audio_track(0, 0)], clock.at(0)));
+    assert!(!fanout.add_viewer(STREAM, ViewerId(1), vec![audio_track(0, 0)], 0, clock.at(0)));
     assert!(fwd(&mut fanout, STREAM, &video(1, 0, true, clock.at(0))).is_empty());
     assert_eq!(fanout.stats(), FanoutStats::default());
     assert_eq!(
@@ -556,18 +584,18 @@ fn keyframes_wanted_retries_until_keyframe_arrives() {
     let retry = Duration::from_millis(500);
     let mut fanout = Fanout::new();
     // add_viewer counts as asking: the caller sends the first PLI itself.
-    assert!(fanout.add_viewer(STREAM, ViewerId(1), vec![video_track(0, 0)], clock.at(0)));
+    assert!(fanout.add_viewer(STREAM, ViewerId(1), vec![video_track(0, 0)], 0, clock.at(0)));
     assert!(fanout.keyframes_wanted(clock.at(10), retry).is_empty());
     assert!(fanout.keyframes_wanted(clock.at(499), retry).is_empty());
     // The PLI was lost: ask again once per retry interval.
     assert_eq!(
         fanout.keyframes_wanted(clock.at(500), retry),
-        vec![STREAM.to_owned()]
+        vec![(STREAM.to_owned(), 0)]
     );
     assert!(fanout.keyframes_wanted(clock.at(600), retry).is_empty());
     assert_eq!(
         fanout.keyframes_wanted(clock.at(1_000), retry),
-        vec![STREAM.to_owned()]
+        vec![(STREAM.to_owned(), 0)]
     );
 
     one(&mut fanout, &video(1, 0, true, clock.at(1_100)));
@@ -579,27 +607,33 @@ fn keyframes_wanted_ignores_audio_only_and_satisfied_streams() {
     let clock = Clock::new();
     let retry = Duration::from_millis(500);
     let mut fanout = Fanout::new();
-    fanout.add_viewer("audio", ViewerId(1), vec![audio_track(0, 0)], clock.at(0));
-    fanout.add_viewer("v1", ViewerId(2), vec![video_track(0, 0)], clock.at(0));
-    fanout.add_viewer("v2", ViewerId(3), vec![video_track(0, 0)], clock.at(0));
+    fanout.add_viewer(
+        "audio",
+        ViewerId(1),
+        vec![audio_track(0, 0)],
+        0,
+        clock.at(0),
+    );
+    fanout.add_viewer("v1", ViewerId(2), vec![video_track(0, 0)], 0, clock.at(0));
+    fanout.add_viewer("v2", ViewerId(3), vec![video_track(0, 0)], 0, clock.at(0));
     fwd(&mut fanout, "v1", &video(1, 0, true, clock.at(100)));
     assert_eq!(
         fanout.keyframes_wanted(clock.at(600), retry),
-        vec!["v2".to_owned()]
+        vec![("v2".to_owned(), 0)]
     );
 
     // A new video viewer on a flowing stream waits again, but was just asked for.
-    fanout.add_viewer("v1", ViewerId(4), vec![video_track(0, 0)], clock.at(700));
+    fanout.add_viewer("v1", ViewerId(4), vec![video_track(0, 0)], 0, clock.at(700));
     assert!(fanout.keyframes_wanted(clock.at(800), retry).is_empty());
     assert_eq!(
         fanout.keyframes_wanted(clock.at(1_200), retry),
-        vec!["v1".to_owned(), "v2".to_owned()]
+        vec![("v1".to_owned(), 0), ("v2".to_owned(), 0)]
     );
     // Removing the waiting viewer of v2 stops the retries there.
     fanout.remove_viewer(ViewerId(3));
     assert_eq!(
         fanout.keyframes_wanted(clock.at(2_000), retry),
-        vec!["v1".to_owned()]
+        vec![("v1".to_owned(), 0)]
     );
 }
 
@@ -607,7 +641,7 @@ fn keyframes_wanted_ignores_audio_only_and_satisfied_streams() {
 fn prefix_starts_a_late_viewer_at_the_cached_keyframe_then_continues_live() {
     let clock = Clock::new();
     let mut fanout = Fanout::new();
-    fanout.add_viewer(STREAM, ViewerId(1), vec![video_track(0, 0)], clock.at(0));
+    fanout.add_viewer(STREAM, ViewerId(1), vec![video_track(0, 0)], 0, clock.at(0));
     let gop: Vec<Arc<SourcePacket>> = (0..4u64)
         .map(|i| Arc::new(video(100 + i, (i as u32) * 3000, i == 0, clock.at(i * 33))))
         .collect();
@@ -620,6 +654,7 @@ fn prefix_starts_a_late_viewer_at_the_cached_keyframe_then_continues_live() {
         STREAM,
         ViewerId(2),
         vec![video_track(500, 7)],
+        0,
         &gop,
         clock.at(140),
         &mut out,
@@ -643,6 +678,7 @@ fn prefix_starts_a_late_viewer_at_the_cached_keyframe_then_continues_live() {
         STREAM,
         ViewerId(3),
         vec![video_track(0, 0)],
+        0,
         &gop[1..],
         clock.at(160),
         &mut out
@@ -670,6 +706,7 @@ fn a_keyframe_request_replays_the_cached_group_after_what_the_viewer_has() {
         STREAM,
         ViewerId(1),
         vec![video_track(1_000, 5)],
+        0,
         clock.at(0),
     );
     let group: Vec<Arc<SourcePacket>> = [
@@ -792,6 +829,7 @@ fn a_big_prefix_is_paced_and_live_video_queues_behind_it() {
         STREAM,
         ViewerId(1),
         vec![video_track(0, 0), audio_track(0, 0)],
+        0,
         &prefix,
         clock.at(0),
         &mut out,
@@ -812,4 +850,146 @@ fn a_big_prefix_is_paced_and_live_video_queues_behind_it() {
     assert_eq!(seqs, (0..=100).collect::<Vec<u64>>());
     // Done pacing: live video goes straight out again.
     assert_eq!(fwd(&mut fanout, STREAM, &big(101, false)).len(), 1);
+}
+
+/// A packet of simulcast layer `layer`, captured at `wallclock_ms` (layers of one
+/// source share the capture clock but not their sequence numbers or timestamps).
+fn layer_pkt(layer: u8, seq: u64, ts: u32, key: bool, clock: &Clock, ms: u64) -> SourcePacket {
+    SourcePacket {
+        layer,
+        ..video(seq, ts, key, clock.at(ms))
+    }
+}
+
+#[test]
+fn a_viewer_gets_only_the_layer_it_follows() {
+    let clock = Clock::new();
+    let mut fanout = Fanout::new();
+    fanout.add_viewer(
+        STREAM,
+        ViewerId(1),
+        vec![video_track(100, 0)],
+        2,
+        clock.at(0),
+    );
+    assert_eq!(fanout.layer_of(ViewerId(1)), Some((2, 2)));
+    assert_eq!(
+        one(&mut fanout, &layer_pkt(0, 10, 0, true, &clock, 0)),
+        None
+    );
+    assert_eq!(
+        one(&mut fanout, &layer_pkt(2, 500, 7, true, &clock, 0)),
+        Some((100, 0))
+    );
+    assert_eq!(
+        one(&mut fanout, &layer_pkt(1, 60, 0, true, &clock, 0)),
+        None
+    );
+    assert_eq!(
+        one(&mut fanout, &layer_pkt(2, 501, 7, false, &clock, 0)),
+        Some((101, 0))
+    );
+    // The other layers' packets are not losses.
+    assert_eq!(fanout.stats().dropped_waiting_keyframe, 0);
+    assert_eq!(fanout.stats().dropped_too_old, 0);
+}
+
+#[test]
+fn switching_waits_for_the_target_layers_keyframe_and_numbering_stays_continuous() {
+    let clock = Clock::new();
+    let mut fanout = Fanout::new();
+    let viewer = ViewerId(1);
+    fanout.add_viewer(
+        STREAM,
+        viewer,
+        vec![audio_track(7, 0), video_track(100, 1_000)],
+        2,
+        clock.at(0),
+    );
+    // Frames every 33 ms on both layers; layer 2's timestamps start at 90 000,
+    // layer 0's at 5 000 000 (each layer has its own base).
+    let frame = |layer: u8, n: u64, key: bool| {
+        let (seq0, ts0) = if layer == 2 {
+            (1_000, 90_000)
+        } else {
+            (40_000, 5_000_000)
+        };
+        layer_pkt(layer, seq0 + n, ts0 + 3_000 * n as u32, key, &clock, 33 * n)
+    };
+    assert_eq!(one(&mut fanout, &frame(2, 0, true)), Some((100, 1_000)));
+    assert_eq!(one(&mut fanout, &frame(2, 1, false)), Some((101, 4_000)));
+
+    // Down to layer 0: a keyframe of layer 0 is wanted, layer 2 still flows meanwhile.
+    assert!(fanout.set_layer(viewer, 0, false, clock.at(70)));
+    assert_eq!(fanout.layer_of(viewer), Some((2, 0)));
+    assert_eq!(
+        fanout.keyframes_wanted(clock.at(2_000), Duration::from_secs(1)),
+        vec![(STREAM.to_owned(), 0)]
+    );
+    assert_eq!(
+        one(&mut fanout, &frame(0, 2, false)),
+        None,
+        "not at a keyframe"
+    );
+    assert_eq!(one(&mut fanout, &frame(2, 2, false)), Some((102, 7_000)));
+    // Audio is untouched by the switch.
+    assert!(one(&mut fanout, &audio(3, 960, clock.at(70))).is_some());
+
+    // Layer 0's keyframe of frame 3: the next sequence number, the timestamp one
+    // frame (33 ms of capture time) after the last.
+    let (seq, ts) = one(&mut fanout, &frame(0, 3, true)).expect("switched at the keyframe");
+    assert_eq!(seq, 103);
+    assert_eq!(
+        ts,
+        7_000 + duration_to_ticks(Duration::from_millis(33), 90_000)
+    );
+    assert_eq!(fanout.layer_of(viewer), Some((0, 0)));
+    // The old layer is cut off; the new one continues from its keyframe.
+    assert_eq!(one(&mut fanout, &frame(2, 3, false)), None);
+    assert_eq!(
+        one(&mut fanout, &frame(0, 4, false)),
+        Some((104, ts + 3_000))
+    );
+    assert!(
+        fanout
+            .keyframes_wanted(clock.at(4_000), Duration::from_secs(1))
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_viewer_still_waiting_to_start_moves_to_the_new_layer_at_once() {
+    let clock = Clock::new();
+    let mut fanout = Fanout::new();
+    let viewer = ViewerId(1);
+    fanout.add_viewer(STREAM, viewer, vec![video_track(100, 0)], 2, clock.at(0));
+    assert!(fanout.set_layer(viewer, 1, false, clock.at(10)));
+    assert_eq!(fanout.layer_of(viewer), Some((1, 1)));
+    assert_eq!(
+        one(&mut fanout, &layer_pkt(2, 500, 7, true, &clock, 20)),
+        None
+    );
+    assert_eq!(
+        one(&mut fanout, &layer_pkt(1, 60, 9, true, &clock, 20)),
+        Some((100, 0))
+    );
+    // Asking for the layer it already follows wants nothing.
+    assert!(!fanout.set_layer(viewer, 1, false, clock.at(30)));
+}
+
+#[test]
+fn a_viewer_moved_down_for_congestion_gets_nothing_until_the_new_keyframe() {
+    let clock = Clock::new();
+    let mut fanout = Fanout::new();
+    let viewer = ViewerId(1);
+    fanout.add_viewer(STREAM, viewer, vec![video_track(100, 0)], 2, clock.at(0));
+    assert!(one(&mut fanout, &layer_pkt(2, 10, 0, true, &clock, 0)).is_some());
+    assert!(fanout.set_layer(viewer, 0, true, clock.at(10)));
+    assert_eq!(
+        one(&mut fanout, &layer_pkt(2, 11, 3_000, false, &clock, 33)),
+        None
+    );
+    let (seq, _) = one(&mut fanout, &layer_pkt(0, 70, 9, true, &clock, 66)).expect("keyframe");
+    assert_eq!(seq, 101, "numbering goes on after the last packet it got");
+    assert_eq!(fanout.layer_of(viewer), Some((0, 0)));
 }

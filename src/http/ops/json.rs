@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::core::MediaKind;
+use crate::core::{MediaKind, best_first};
 use crate::directory::{SourceView, StreamView};
 use crate::http::AppState;
 use crate::media::SessionSnapshot;
@@ -30,6 +30,8 @@ pub(crate) struct Stream {
     pub(crate) source: Source,
     /// One track per media kind.
     pub(crate) tracks: Vec<Track>,
+    /// The video's simulcast layers, best first (empty without simulcast).
+    pub(crate) layers: Vec<Layer>,
     /// Viewer sessions (connecting or connected).
     pub(crate) viewers: usize,
     /// Source bits per second (RTP payload), over the last second or so.
@@ -84,6 +86,21 @@ pub(crate) struct Track {
     pub(crate) height: Option<u32>,
 }
 
+/// One simulcast layer of a stream's video.
+#[derive(Debug, Serialize)]
+pub(crate) struct Layer {
+    /// Its RTP stream id.
+    pub(crate) rid: String,
+    /// Source bits per second (RTP payload), over the last half second.
+    pub(crate) bitrate: u64,
+    /// Picture size from its last keyframe.
+    pub(crate) width: Option<u32>,
+    /// Picture height from its last keyframe.
+    pub(crate) height: Option<u32>,
+    /// The source sends it (a sender may stop a layer, e.g. for lack of uplink).
+    pub(crate) active: bool,
+}
+
 /// `GET /api/streams/{name}`: the stream and its sessions.
 #[derive(Debug, Serialize)]
 pub(crate) struct StreamDetail {
@@ -125,6 +142,11 @@ pub(crate) struct Session {
     pub(crate) loss: Option<f64>,
     /// NACKs from the viewer, or to the publisher.
     pub(crate) nacks: u64,
+    /// The rid of the simulcast layer a viewer gets (null without simulcast).
+    pub(crate) layer: Option<String>,
+    /// Bits per second the viewer's path is estimated to carry (viewers of a
+    /// simulcast stream whose player sends transport-wide feedback).
+    pub(crate) bandwidth_estimate: Option<u64>,
     /// Seconds since it was created.
     pub(crate) uptime_secs: f64,
 }
@@ -183,6 +205,18 @@ fn stream(state: &AppState, v: &StreamView, source_addr: Option<SocketAddr>) -> 
         })
         .collect();
     tracks.sort_by_key(|t| t.kind != "video");
+    let layers = best_first(&stats.layers(Instant::now()))
+        .into_iter()
+        .filter_map(|l| {
+            Some(Layer {
+                rid: l.rid?.to_string(),
+                bitrate: l.bitrate,
+                width: l.size.map(|s| s.0),
+                height: l.size.map(|s| s.1),
+                active: l.active,
+            })
+        })
+        .collect();
     Stream {
         name: v.shared.name.to_string(),
         source: Source {
@@ -192,6 +226,7 @@ fn stream(state: &AppState, v: &StreamView, source_addr: Option<SocketAddr>) -> 
             silent_since,
         },
         tracks,
+        layers,
         viewers: v.viewers,
         bitrate_in,
         bitrate_out,
@@ -271,6 +306,8 @@ fn session(s: &SessionSnapshot, codecs: Vec<String>) -> Session {
         rtt_ms: s.rtt.map(|r| round(r.as_secs_f64() * 1000.0, 3)),
         loss: s.loss.map(|l| round(f64::from(l), 4)),
         nacks: s.nacks,
+        layer: s.layer.clone(),
+        bandwidth_estimate: s.bandwidth_estimate,
         uptime_secs: round(s.age.as_secs_f64(), 3),
     }
 }

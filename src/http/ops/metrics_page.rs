@@ -192,6 +192,32 @@ pub(crate) fn render(
         );
     }
     e.family(
+        "wishd_layer_switches_total",
+        "counter",
+        "Viewers moved to a better (up) or lesser (down) simulcast layer, by their \
+         bandwidth estimate or their player's choice.",
+    );
+    for (direction, n) in [
+        ("up", load(&c.layer_switches_up)),
+        ("down", load(&c.layer_switches_down)),
+    ] {
+        e.sample(
+            "wishd_layer_switches_total",
+            &format!("direction=\"{direction}\""),
+            n,
+        );
+    }
+    e.family(
+        "wishd_bandwidth_probes_total",
+        "counter",
+        "Probes of a viewer's path toward the next simulcast layer.",
+    );
+    e.sample(
+        "wishd_bandwidth_probes_total",
+        "",
+        load(&c.bandwidth_probes),
+    );
+    e.family(
         "wishd_nacks_total",
         "counter",
         "NACKs received from viewers (answered from the send buffer) and sent to publishers.",

@@ -29,7 +29,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -345,7 +344,7 @@ async fn stop_stream(state: &AppState, name: &str) -> Result<(), ApiError> {
 }
 
 fn plain(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+    let mut r = Response::new(super::full(Bytes::from(body)));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -360,7 +359,7 @@ fn json_response(value: &impl serde::Serialize) -> Response<Body> {
 }
 
 fn no_content() -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::new()));
+    let mut r = Response::new(super::full(Bytes::new()));
     *r.status_mut() = StatusCode::NO_CONTENT;
     r
 }

@@ -50,6 +50,7 @@ impl Viewer {
             timestamp: (seq * 3000) as u32,
             marker: true,
             nackable: true,
+            keyframe: false,
             wallclock: self.now,
             payload: Arc::from(vec![seq as u8; 800]),
         }

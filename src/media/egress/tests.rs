@@ -195,6 +195,7 @@ impl Fixture {
             timestamp: (seq * 3000) as u32,
             ssrc: self.ssrc,
             mid: Some((MID_EXT, &mid)),
+            transport_seq: None,
         };
         let (mut scratch, mut datagram) = (Vec::new(), Vec::new());
         protect(
@@ -342,6 +343,7 @@ fn the_header_carries_the_mid_in_a_one_byte_extension() {
         timestamp: 0x0102_0304,
         ssrc: 0xaabb_ccdd,
         mid: Some((4, "1")),
+        transport_seq: None,
     };
     assert_eq!(h.write(&mut out), 20);
     assert_eq!(

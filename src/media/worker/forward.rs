@@ -54,9 +54,12 @@ impl Worker {
     /// rest of the batch. The stream's counters are added here (the batch may mix
     /// streams), the forwarding latency once the batch is written.
     pub(super) fn fan_out_local(&mut self, shared: &Arc<Stream>, pkt: &SourcePacket) {
-        if !self.held_keyframes.is_empty() && self.held_keyframes.remove(&shared.name) {
-            self.deferred
-                .push_back(Deferred::WantKeyframe(shared.clone()));
+        if !self.held_keyframes.is_empty() {
+            let key = (shared.name.clone(), pkt.layer);
+            if self.held_keyframes.remove(&key) {
+                self.deferred
+                    .push_back(Deferred::WantKeyframe(shared.clone(), pkt.layer));
+            }
         }
         let before = self.forwards.len();
         self.fanout.forward(&shared.name, pkt, &mut self.forwards);

@@ -30,7 +30,8 @@ impl Worker {
     /// A viewer's keyframe request, when its stream keeps a keyframe cache (a camera,
     /// which cannot be asked): the viewer gets the cached group again, rate-limited.
     pub(super) fn viewer_keyframe(&mut self, key: u64, shared: &Stream, now: Instant) {
-        let group = shared.keyframe_group(now);
+        let layer = self.fanout.layer_of(ViewerId(key)).map_or(0, |(l, _)| l);
+        let group = shared.keyframe_group(layer, now);
         if group.is_empty() {
             return;
         }
@@ -46,22 +47,25 @@ impl Worker {
         self.write_forwards(&mut forwards, StreamCount::Stream(&shared.stats));
     }
 
-    pub(super) fn request_keyframe_local(&mut self, stream: &str, now: Instant) {
+    /// Asks this worker's publisher of `stream` for a keyframe of simulcast layer
+    /// `layer`, through that layer's limiter.
+    pub(super) fn request_keyframe_local(&mut self, stream: &str, layer: u8, now: Instant) {
         let Some(&key) = self.publishers.get(stream) else {
             return;
         };
         let Some(Session {
-            role: RoleState::Publisher {
-                limiter, tracks, ..
-            },
+            role: RoleState::Publisher { layers, tracks, .. },
             ..
         }) = self.sessions.get_mut(&key).map(Box::as_mut)
         else {
             return;
         };
-        if limiter.request(now) {
+        let Some(state) = layers.get_mut(usize::from(layer)) else {
+            return;
+        };
+        if state.limiter.request(now) {
             let tracks = tracks.clone();
-            self.send_keyframe_request(key, &tracks, now);
+            self.send_keyframe_request(key, &tracks, layer, now);
         } else {
             self.counters
                 .keyframe_requests_coalesced
@@ -71,10 +75,12 @@ impl Worker {
         }
     }
 
+    /// Sends a keyframe request to simulcast layer `layer` of a publisher's video.
     pub(super) fn send_keyframe_request(
         &mut self,
         key: u64,
         tracks: &[PublishedTrack],
+        layer: u8,
         now: Instant,
     ) {
         for t in tracks.iter().filter(|t| t.source.kind == MediaKind::Video) {
@@ -82,13 +88,14 @@ impl Worker {
                 continue;
             };
             if let Some(Session {
-                role: RoleState::Publisher { keyframes, .. },
+                role: RoleState::Publisher { layers, .. },
                 ..
             }) = self.sessions.get_mut(&key).map(Box::as_mut)
+                && let Some(state) = layers.get_mut(usize::from(layer))
             {
-                keyframes.request_sent(now);
+                state.keyframes.request_sent(now);
             }
-            let mid = t.mid;
+            let (mid, rid) = (t.mid, t.rid(layer));
             self.counters
                 .keyframe_requests_sent
                 .fetch_add(1, Ordering::Relaxed);
@@ -98,7 +105,7 @@ impl Worker {
             };
             by_kind.fetch_add(1, Ordering::Relaxed);
             self.drive(key, now, move |rtc| {
-                if let Some(rx) = rtc.direct_api().stream_rx_by_mid(mid, None) {
+                if let Some(rx) = rtc.direct_api().stream_rx_by_mid(mid, rid) {
                     rx.request_keyframe(kind);
                 }
                 Ok(())

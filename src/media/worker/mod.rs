@@ -39,6 +39,7 @@ use tracing::{Instrument, Span, debug, info, info_span, warn};
 
 mod forward;
 mod keyframes;
+mod layers;
 mod routes;
 mod session;
 
@@ -56,8 +57,12 @@ use super::telemetry::SessionSnapshot;
 use super::udp::{MediaSocket, Received, RecvBuffers};
 use super::{MediaCounters, WorkerConfig};
 use crate::config::ForwardHold;
-use crate::core::{Fanout, FanoutStats, Forward, HoldControl, SourcePacket, ViewerId, hold};
-use crate::directory::{Directory, Stream};
+use crate::core::LayerPolicy;
+use crate::core::{
+    Fanout, FanoutStats, Forward, HoldControl, SourcePacket, ViewerId, best_first, hold,
+    start_layer,
+};
+use crate::directory::{Directory, LAYER_RATE_WINDOW, Stream};
 use crate::model::SessionId;
 use crate::model::{EndReason, SessionState};
 use crate::sdp::frag::IceFragment;
@@ -65,8 +70,11 @@ use crate::wire::{demux, stun};
 
 /// How often a worker checks connect/ICE timeouts and retries keyframe requests.
 const HOUSEKEEPING: Duration = Duration::from_millis(100);
-/// A viewer still waiting for a keyframe asks again after this long.
-const KEYFRAME_RETRY: Duration = Duration::from_secs(1);
+/// A viewer still waiting for a keyframe (to start, or to switch layers) asks again
+/// after this long: the source's limiter sends at most one request per
+/// `keyframe_request_interval` anyway, and a sender may have answered a request of
+/// another layer with that layer's keyframe only.
+const KEYFRAME_RETRY: Duration = Duration::from_millis(500);
 
 /// Commands to a worker.
 pub(crate) enum WorkerMsg {
@@ -101,6 +109,8 @@ pub(crate) enum WorkerMsg {
     KeyframeRequest {
         /// Stream name.
         stream: Arc<str>,
+        /// Of this simulcast layer (0 without simulcast).
+        layer: u8,
     },
     /// The stream ended (grace period over, stopped): close its viewers here.
     EndStream {
@@ -117,6 +127,15 @@ pub(crate) enum WorkerMsg {
         publishers_only: bool,
         /// Answer.
         reply: oneshot::Sender<Vec<SessionSnapshot>>,
+    },
+    /// A viewer's layer choice (the WHEP layer extension).
+    SetLayer {
+        /// Which viewer.
+        id: SessionId,
+        /// What it asked for (a pinned layer by index, checked against the stream).
+        policy: LayerPolicy,
+        /// Answer: whether the viewer is here.
+        reply: oneshot::Sender<bool>,
     },
     /// Report internal counts.
     Stats {
@@ -175,7 +194,8 @@ pub struct WorkerStats {
 /// Effects on other sessions, queued while one `Rtc` is drained.
 enum Deferred {
     Source(Arc<Stream>, Arc<SourcePacket>),
-    WantKeyframe(Arc<Stream>),
+    /// A keyframe of this simulcast layer of the stream's source is wanted.
+    WantKeyframe(Arc<Stream>, u8),
     /// A viewer (by key) asked for a keyframe.
     ViewerKeyframe(u64, Arc<Stream>),
     Connected(u64),
@@ -227,11 +247,13 @@ pub(super) struct Worker {
     batching: bool,
     /// Fan-out drop counts already added to the shared counters.
     fanout_flushed: FanoutStats,
+    /// When the viewers' layers were last chosen.
+    layers_chosen: Instant,
     /// One protected datagram of the direct egress path at a time.
     datagram: Vec<u8>,
-    /// Streams where a viewer asked for a keyframe while the source was silent: the
-    /// source is asked when its next packet arrives here.
-    held_keyframes: HashSet<Arc<str>>,
+    /// (Stream, layer) pairs where a viewer asked for a keyframe while the source was
+    /// silent: the source is asked when that layer's next packet arrives here.
+    held_keyframes: HashSet<(Arc<str>, u8)>,
     /// Closed when `Media` is dropped: the worker stops.
     alive: watch::Receiver<()>,
 }
@@ -277,6 +299,7 @@ impl Worker {
             outbox: Outbox::new(),
             batching: false,
             fanout_flushed: FanoutStats::default(),
+            layers_chosen: Instant::now(),
             datagram: Vec::with_capacity(1500),
             held_keyframes: HashSet::new(),
             alive,
@@ -423,16 +446,31 @@ impl Worker {
                 publishers_only,
                 reply,
             } => {
+                let fanout = &self.fanout;
                 let list = self
                     .sessions
-                    .values_mut()
-                    .filter(|s| stream.as_ref().is_none_or(|n| *n == s.shared.name))
-                    .filter(|s| !publishers_only || matches!(s.role, RoleState::Publisher { .. }))
-                    .map(|s| s.telemetry.snapshot(s.id, s.created, now))
+                    .iter_mut()
+                    .filter(|(_, s)| stream.as_ref().is_none_or(|n| *n == s.shared.name))
+                    .filter(|(_, s)| {
+                        !publishers_only || matches!(s.role, RoleState::Publisher { .. })
+                    })
+                    .map(|(key, s)| {
+                        let mut snap = s.telemetry.snapshot(s.id, s.created, now);
+                        if let Some((layer, _)) = fanout.layer_of(ViewerId(*key)) {
+                            snap.layer = s.shared.stats.rids().get(usize::from(layer)).cloned();
+                        }
+                        snap.bandwidth_estimate = s
+                            .direct
+                            .as_deref()
+                            .and_then(super::direct::DirectEgress::estimate_bps);
+                        snap
+                    })
                     .collect();
                 let _ = reply.send(list);
             }
-            WorkerMsg::KeyframeRequest { stream } => self.request_keyframe_local(&stream, now),
+            WorkerMsg::KeyframeRequest { stream, layer } => {
+                self.request_keyframe_local(&stream, layer, now)
+            }
             WorkerMsg::EndStream { stream, reason } => {
                 let keys: Vec<u64> = self
                     .sessions
@@ -445,6 +483,9 @@ impl Worker {
                 for key in keys {
                     self.close_session(key, reason, now);
                 }
+            }
+            WorkerMsg::SetLayer { id, policy, reply } => {
+                let _ = reply.send(self.set_layer_policy(id, policy, now));
             }
             WorkerMsg::Stats { reply } => {
                 let _ = reply.send(WorkerStats {
@@ -515,16 +556,19 @@ impl Worker {
             }
             self.timers.remove(&(t, key));
             if let Some(Session {
-                role:
-                    RoleState::Publisher {
-                        limiter, tracks, ..
-                    },
+                role: RoleState::Publisher { layers, tracks, .. },
                 ..
             }) = self.sessions.get_mut(&key).map(Box::as_mut)
-                && limiter.handle_timeout(now)
             {
-                let tracks = tracks.clone();
-                self.send_keyframe_request(key, &tracks, now);
+                let due: Vec<u8> = (0..layers.len() as u8)
+                    .filter(|&l| layers[usize::from(l)].limiter.handle_timeout(now))
+                    .collect();
+                if !due.is_empty() {
+                    let tracks = tracks.clone();
+                    for layer in due {
+                        self.send_keyframe_request(key, &tracks, layer, now);
+                    }
+                }
             }
             if let Some(s) = self.sessions.get_mut(&key)
                 && let Some(d) = s.direct.as_deref_mut()
@@ -578,21 +622,50 @@ impl Worker {
             self.close_session(key, reason, now);
         }
         for s in self.sessions.values_mut() {
-            if let RoleState::Publisher {
-                keyframes, tracks, ..
+            let RoleState::Publisher {
+                layers,
+                tracks,
+                rates_sampled,
+                ..
             } = &mut s.role
-                && keyframes.handle_timeout(now)
-            {
-                s.span.in_scope(|| {
-                    info!("keyframe request unanswered: viewers start from the keyframe cache")
-                });
-                s.shared
-                    .set_keyframe_cache(video_keyframe_cache(tracks, self.cfg.source_silence));
+            else {
+                continue;
+            };
+            for (layer, state) in layers.iter_mut().enumerate() {
+                if state.keyframes.handle_timeout(now) {
+                    s.span.in_scope(|| {
+                        info!(
+                            layer,
+                            "keyframe request unanswered: viewers start from the keyframe cache"
+                        )
+                    });
+                    s.shared.set_keyframe_cache(
+                        layer as u8,
+                        video_keyframe_cache(tracks, self.cfg.source_silence),
+                    );
+                }
+            }
+            let elapsed = now.saturating_duration_since(*rates_sampled);
+            if elapsed >= LAYER_RATE_WINDOW {
+                s.shared.stats.sample_layer_rates(elapsed);
+                *rates_sampled = now;
+                if tracks
+                    .iter()
+                    .any(|t| t.source.kind == str0m::media::MediaKind::Video)
+                {
+                    let layers = best_first(&s.shared.stats.layers(now));
+                    s.shared.events.set_layers(layers, now);
+                }
             }
         }
-        for stream in self.fanout.keyframes_wanted(now, KEYFRAME_RETRY) {
+        if now.saturating_duration_since(self.layers_chosen) >= layers::LAYER_TICK {
+            self.layers_chosen = now;
+            self.choose_layers(now);
+        }
+        for (stream, layer) in self.fanout.keyframes_wanted(now, KEYFRAME_RETRY) {
             if let Some(shared) = self.find_stream(&stream) {
-                self.deferred.push_back(Deferred::WantKeyframe(shared));
+                self.deferred
+                    .push_back(Deferred::WantKeyframe(shared, layer));
             }
         }
         self.run_deferred(now);
@@ -649,10 +722,10 @@ impl Worker {
             }
         };
         let mut next = next;
-        if let RoleState::Publisher { limiter, .. } = &s.role
-            && let Some(t) = limiter.poll_timeout()
-        {
-            next = next.min(t);
+        if let RoleState::Publisher { layers, .. } = &s.role {
+            for t in layers.iter().filter_map(|l| l.limiter.poll_timeout()) {
+                next = next.min(t);
+            }
         }
         if let Some(d) = &s.direct {
             next = next.min(d.poll_timeout().max(now));
@@ -698,12 +771,15 @@ impl Worker {
         while let Some(d) = self.deferred.pop_front() {
             match d {
                 Deferred::Source(shared, pkt) => self.distribute(&shared, pkt),
-                Deferred::WantKeyframe(shared) => match shared.source_worker() {
-                    Some(w) if w == self.index => self.request_keyframe_local(&shared.name, now),
+                Deferred::WantKeyframe(shared, layer) => match shared.source_worker() {
+                    Some(w) if w == self.index => {
+                        self.request_keyframe_local(&shared.name, layer, now)
+                    }
                     Some(w) => {
                         if let Some(tx) = self.peers.get(w) {
                             let _ = tx.try_send(WorkerMsg::KeyframeRequest {
                                 stream: shared.name.clone(),
+                                layer,
                             });
                         }
                     }
@@ -722,12 +798,15 @@ impl Worker {
                         self.counters
                             .keyframe_requests_held
                             .fetch_add(1, Ordering::Relaxed);
-                        self.held_keyframes.insert(shared.name.clone());
+                        let layer = self.fanout.layer_of(ViewerId(key)).map_or(0, |(l, _)| l);
+                        self.held_keyframes.insert((shared.name.clone(), layer));
                         continue;
                     }
                     self.viewer_keyframe(key, &shared, now);
                     if shared.source_worker().is_some() {
-                        self.deferred.push_back(Deferred::WantKeyframe(shared));
+                        let layer = self.fanout.layer_of(ViewerId(key)).map_or(0, |(l, _)| l);
+                        self.deferred
+                            .push_back(Deferred::WantKeyframe(shared, layer));
                     }
                 }
                 Deferred::Connected(key) => self.on_connected(key, now),
@@ -759,13 +838,15 @@ impl Worker {
             let tracks = tracks.clone();
             // Every source packet reaches this viewer from the cache, live, or both
             // (the ordering rule of `Stream`).
-            let prefix = shared.join(self.index, now);
+            let layer = start_layer(&shared.stats.layers(now));
+            let prefix = shared.join(self.index, layer, now);
             // Not `self.forwards`: that holds live forwards still to be written.
             let mut forwards = Vec::new();
             let wants_keyframe = self.fanout.add_viewer_with_prefix(
                 &shared.name,
                 ViewerId(key),
                 tracks,
+                layer,
                 &prefix,
                 now,
                 &mut forwards,
@@ -781,7 +862,8 @@ impl Worker {
             }
             self.write_forwards(&mut forwards, StreamCount::Stream(&shared.stats));
             if wants_keyframe {
-                self.deferred.push_back(Deferred::WantKeyframe(shared));
+                self.deferred
+                    .push_back(Deferred::WantKeyframe(shared, layer));
             }
         }
     }

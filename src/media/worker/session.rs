@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use str0m::change::SdpOffer;
-use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tracing::{Span, debug, info, info_span, warn};
 
@@ -23,8 +23,8 @@ use super::super::udp::MediaSocket;
 use super::keyframes::video_keyframe_cache;
 use super::{Deferred, PatchError, PatchOutcome, Worker};
 use crate::core::{
-    KeyframeLimiter, KeyframeMode, KeyframeSource, NackHistory, RtpIn, Source, SourceTrack,
-    ViewerId, ViewerTrack,
+    KeyframeLimiter, KeyframeMode, KeyframeSource, LayerChooser, NackHistory, RtpIn, Source,
+    SourceTrack, ViewerId, ViewerTrack,
 };
 use crate::directory::Stream;
 use crate::model::{EndReason, Role, SessionId, SessionState};
@@ -42,6 +42,24 @@ pub(crate) struct PublishedTrack {
     pub(crate) source: SourceTrack,
     /// How to ask this publisher for a keyframe, if it negotiated a way.
     pub(crate) keyframe_request: Option<KeyframeRequestKind>,
+    /// The rids of its simulcast layers, by layer index (empty: one encoding).
+    pub(crate) rids: Vec<Rid>,
+}
+
+impl PublishedTrack {
+    /// The rid to address simulcast layer `layer` of this track by (None: the one
+    /// encoding).
+    pub(crate) fn rid(&self, layer: u8) -> Option<Rid> {
+        self.rids.get(usize::from(layer)).copied()
+    }
+}
+
+/// The keyframe state of one simulcast layer of a publisher (or of its one encoding).
+pub(super) struct PublisherLayer {
+    /// Rate-limits the keyframe requests sent to the layer.
+    pub(super) limiter: KeyframeLimiter,
+    /// Ask this layer for keyframes, or start viewers from its cache.
+    pub(super) keyframes: KeyframeSource,
 }
 
 /// What a new session is.
@@ -82,17 +100,23 @@ pub(super) enum RoleState {
     Publisher {
         epoch: u32,
         tracks: Vec<PublishedTrack>,
-        limiter: KeyframeLimiter,
         /// The source pipeline (the publisher's wall clock from its sender reports).
         source: Source,
-        /// Ask this source for keyframes, or start viewers from the cache.
-        keyframes: KeyframeSource,
+        /// Keyframe state per simulcast layer (one without simulcast).
+        layers: Vec<PublisherLayer>,
+        /// The simulcast layer of each SSRC seen (str0m binds an SSRC to its rid once;
+        /// later packets may not carry the RID header extension).
+        ssrc_layers: Vec<(u32, u8)>,
+        /// When the layers' bit rates were last sampled.
+        rates_sampled: Instant,
     },
     Viewer {
         tracks: Vec<ViewerTrack>,
         joined: bool,
         /// The video resend window, following the viewer's round-trip time.
         nack: NackHistory,
+        /// Which simulcast layer its video gets.
+        chooser: LayerChooser,
     },
 }
 
@@ -173,15 +197,39 @@ pub(super) fn handle_event(
             let RoleState::Publisher {
                 epoch,
                 tracks,
-                limiter,
                 source,
-                keyframes,
+                layers,
+                ssrc_layers,
+                ..
             } = &mut s.role
             else {
                 return;
             };
             let pt = *p.header.payload_type;
             let Some(track) = tracks.iter().find(|t| t.pt == pt) else {
+                return;
+            };
+            let ssrc = *p.header.ssrc;
+            let layer = if track.rids.is_empty() {
+                0
+            } else if let Some(&(_, l)) = ssrc_layers.iter().find(|(x, _)| *x == ssrc) {
+                l
+            } else {
+                let rid = p.header.ext_vals.rid.or_else(|| {
+                    s.rtc
+                        .direct_api()
+                        .stream_rx(&p.header.ssrc)
+                        .and_then(|rx| rx.rid())
+                });
+                let Some(l) = rid.and_then(|r| track.rids.iter().position(|x| *x == r)) else {
+                    // A layer str0m cannot name yet: nothing to forward it as.
+                    return;
+                };
+                debug!(ssrc, layer = l, "simulcast layer bound to its SSRC");
+                ssrc_layers.push((ssrc, l as u8));
+                l as u8
+            };
+            let Some(state) = layers.get_mut(usize::from(layer)) else {
                 return;
             };
             s.telemetry.packets_in += 1;
@@ -193,13 +241,14 @@ pub(super) fn handle_event(
                     timestamp: p.header.timestamp,
                     marker: p.header.marker,
                     epoch: *epoch,
+                    layer,
                     arrival: p.timestamp,
                     payload: p.payload,
                 },
             );
             if pkt.keyframe_start {
-                limiter.keyframe_received(now);
-                keyframes.keyframe_received(now);
+                state.limiter.keyframe_received(now);
+                state.keyframes.keyframe_received(now);
             }
             deferred.push_back(Deferred::Source(s.shared.clone(), Arc::new(pkt)));
         }
@@ -335,23 +384,43 @@ impl Worker {
                 let can_be_asked = tracks
                     .iter()
                     .any(|t| t.source.kind == MediaKind::Video && t.keyframe_request.is_some());
-                let keyframes = KeyframeSource::from_offer(can_be_asked);
-                let cache = match keyframes.mode() {
-                    KeyframeMode::Cache => video_keyframe_cache(&tracks, self.cfg.source_silence),
-                    KeyframeMode::Request => None,
-                };
-                if cache.is_some() {
+                let count = tracks
+                    .iter()
+                    .map(|t| t.rids.len())
+                    .max()
+                    .unwrap_or(0)
+                    .max(1);
+                new.shared.drop_keyframe_caches();
+                let layers: Vec<PublisherLayer> = (0..count)
+                    .map(|layer| {
+                        let keyframes = KeyframeSource::from_offer(can_be_asked);
+                        if keyframes.mode() == KeyframeMode::Cache {
+                            new.shared.set_keyframe_cache(
+                                layer as u8,
+                                video_keyframe_cache(&tracks, self.cfg.source_silence),
+                            );
+                        }
+                        PublisherLayer {
+                            limiter: KeyframeLimiter::new(self.cfg.keyframe_request_interval),
+                            keyframes,
+                        }
+                    })
+                    .collect();
+                if !can_be_asked {
                     span.in_scope(|| {
                         info!("no PLI/FIR offered: viewers start from the keyframe cache")
                     });
                 }
-                new.shared.set_keyframe_cache(cache);
+                if count > 1 {
+                    span.in_scope(|| info!(layers = count, "simulcast"));
+                }
                 RoleState::Publisher {
                     epoch,
                     tracks,
-                    limiter: KeyframeLimiter::new(self.cfg.keyframe_request_interval),
                     source: Source::default(),
-                    keyframes,
+                    layers,
+                    ssrc_layers: Vec::new(),
+                    rates_sampled: now,
                 }
             }
             NewRole::Viewer { tracks, keys: k } => {
@@ -360,6 +429,7 @@ impl Worker {
                     tracks,
                     joined: false,
                     nack: NackHistory::default(),
+                    chooser: LayerChooser::new(now),
                 }
             }
         };
