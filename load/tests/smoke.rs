@@ -101,14 +101,22 @@ async fn a_simulcast_publisher_sends_every_layer_and_viewers_get_the_top_one() {
     let publisher = Publisher::start(cfg.clone(), table)
         .await
         .expect("publisher");
-    assert_eq!(publisher.layers_sent.len(), 3, "{:?}", publisher.layers_sent);
+    assert_eq!(
+        publisher.layers_sent.len(),
+        3,
+        "{:?}",
+        publisher.layers_sent
+    );
     assert!(publisher.wait_connected(Duration::from_secs(10)).await);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let c = publisher.counters();
     let video = c.video_packets.load(Ordering::Relaxed);
     let top = c.top_layer_packets.load(Ordering::Relaxed);
     assert!(top > 50, "{top} top-layer packets");
-    assert!(video > top, "{video} video packets in all, {top} of the top layer");
+    assert!(
+        video > top,
+        "{video} video packets in all, {top} of the top layer"
+    );
     publisher.stop().await;
 
     // Viewers start on the top layer (loopback carries it) and time it through the
