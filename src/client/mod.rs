@@ -18,13 +18,13 @@ pub mod media;
 mod peer;
 mod publisher;
 mod restart;
+mod simulcast;
 mod viewer;
 
 pub use error::ClientError;
 pub use http::{HttpResponse, http_request, http_request_patient, resolve_url, trust_ca_pem};
-pub use publisher::{
-    LayerStats, PublisherOptions, PublisherStats, SimulcastLayer, WhipPublisher, publisher_offer,
-};
+pub use publisher::{PublisherOptions, PublisherStats, WhipPublisher, publisher_offer};
+pub use simulcast::{LayerStats, SimulcastLayer};
 pub use viewer::{ReceivedPacket, ReceivedSenderReport, ViewerOptions, WhepViewer, viewer_offer};
 
 use std::sync::Once;

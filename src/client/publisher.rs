@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use str0m::change::SdpPendingOffer;
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Rids, Simulcast};
+use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast};
 use str0m::rtp::RtpWrite;
 use str0m::{Event, Rtc, RtcConfig};
 use tokio::sync::{mpsc, watch};
@@ -14,9 +14,10 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use super::HttpResponse;
-use super::media::{self, AUDIO_CLOCK_RATE, CaptureClock, LayerShape, VIDEO_CLOCK_RATE};
+use super::media::{self, AUDIO_CLOCK_RATE, CaptureClock};
 use super::peer::{self, Driver, PeerStatus, Wake};
 use super::restart::{self, PendingRestart, RestartCommand};
+use super::simulcast::{Encoding, LayerStats, SimulcastLayer, check_layers, encodings};
 use super::{ClientError, VideoCodec, install_crypto_provider};
 
 /// Payload types of the one H.264 format the publisher offers, so the answer is
@@ -61,84 +62,6 @@ pub struct PublisherOptions {
     /// accepts only some rids, only those are sent; if it declines simulcast, the layer
     /// with the highest bit rate is sent as the one encoding.
     pub simulcast: Option<Vec<SimulcastLayer>>,
-}
-
-/// One simulcast layer of a publisher: its RID and the picture and bit rate of its
-/// synthetic stream. Keyframes announce the picture (H.264 SPS, VP8 key frame header)
-/// and frames are sized so that the layer averages `bitrate_bps` of RTP payload.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SimulcastLayer {
-    /// The RID (`a=rid`, RTP stream id): 1 to 8 ASCII letters, digits or `_` (str0m
-    /// keeps 8 bytes of a RID and turns any other character, also RFC 8851's `-`,
-    /// into `_`).
-    pub rid: String,
-    /// Picture width, even, at most 16382.
-    pub width: u16,
-    /// Picture height, even, at most 16382.
-    pub height: u16,
-    /// Average RTP payload bit rate.
-    pub bitrate_bps: u32,
-}
-
-impl SimulcastLayer {
-    /// A layer `rid` of `width`×`height` at `bitrate_bps`.
-    pub fn new(rid: impl Into<String>, width: u16, height: u16, bitrate_bps: u32) -> Self {
-        SimulcastLayer {
-            rid: rid.into(),
-            width,
-            height,
-            bitrate_bps,
-        }
-    }
-
-    /// The usual three layers, lowest first, named as Chromium's simulcast examples
-    /// name them: "q" 320×180 at 200 kbit/s, "h" 640×360 at 800 kbit/s, "f" 1280×720
-    /// at 2.5 Mbit/s.
-    pub fn three() -> Vec<SimulcastLayer> {
-        vec![
-            SimulcastLayer::new("q", 320, 180, 200_000),
-            SimulcastLayer::new("h", 640, 360, 800_000),
-            SimulcastLayer::new("f", 1280, 720, 2_500_000),
-        ]
-    }
-}
-
-/// Largest picture side a layer may announce: the largest even one a VP8 key frame
-/// header holds (14 bits).
-const MAX_LAYER_SIDE: u16 = 16_382;
-
-/// Checks the layers before they go into an offer: str0m cuts a RID to 8 bytes and
-/// rewrites all but letters, digits and `_`, so another RID would reach the wire
-/// changed; two layers with one RID could not be told apart; an odd size cannot be
-/// cropped to in 4:2:0.
-fn check_layers(layers: &[SimulcastLayer]) -> Result<(), ClientError> {
-    let bad = |why: String| Err(ClientError::Sdp(format!("simulcast: {why}")));
-    if layers.is_empty() {
-        return bad("no layers".into());
-    }
-    for (i, l) in layers.iter().enumerate() {
-        let rid_ok = (1..=8).contains(&l.rid.len())
-            && l.rid
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        if !rid_ok {
-            return bad(format!("rid {:?} is not 1 to 8 of [A-Za-z0-9_]", l.rid));
-        }
-        if layers[..i].iter().any(|o| o.rid == l.rid) {
-            return bad(format!("rid {:?} twice", l.rid));
-        }
-        let side_ok = |v: u16| v > 0 && v <= MAX_LAYER_SIDE && v.is_multiple_of(2);
-        if !side_ok(l.width) || !side_ok(l.height) {
-            return bad(format!(
-                "layer {:?}: {}x{} is not even and within {MAX_LAYER_SIDE}",
-                l.rid, l.width, l.height
-            ));
-        }
-        if l.bitrate_bps == 0 {
-            return bad(format!("layer {:?}: zero bit rate", l.rid));
-        }
-    }
-    Ok(())
 }
 
 impl Default for PublisherOptions {
@@ -194,25 +117,6 @@ impl PublisherStats {
     pub fn layer(&self, rid: &str) -> Option<&LayerStats> {
         self.layers.iter().find(|l| l.rid == rid)
     }
-}
-
-/// What a publisher has done on one simulcast layer.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LayerStats {
-    /// The layer's RID.
-    pub rid: String,
-    /// The SSRC str0m sends the layer with.
-    pub ssrc: Option<u32>,
-    /// RTP packets handed to str0m.
-    pub packets_sent: u64,
-    /// RTP payload bytes handed to str0m.
-    pub payload_bytes_sent: u64,
-    /// Frames sent.
-    pub frames_sent: u64,
-    /// Keyframes sent (periodic, forced and on request).
-    pub keyframes_sent: u64,
-    /// PLI/FIR received for this layer's SSRC.
-    pub keyframe_requests: u64,
 }
 
 enum Command {
@@ -385,7 +289,13 @@ impl WhipPublisher {
         }
 
         let (encodings, layers) = match video {
-            Some((_, track)) => encodings(&mut rtc, &opts, track.mid),
+            Some((_, track)) => encodings(
+                &mut rtc,
+                track.mid,
+                opts.simulcast.as_deref(),
+                opts.fps,
+                opts.keyframe_interval,
+            ),
             None => (Vec::new(), Vec::new()),
         };
         let stats = Arc::new(Mutex::new(PublisherStats {
@@ -530,93 +440,6 @@ fn write_rtp(rtc: &mut Rtc, mid: Mid, rid: Option<Rid>, w: RtpWrite) -> bool {
             true
         }
         None => false,
-    }
-}
-
-/// The encodings of the video track the answer lets the publisher send, and the
-/// stats entries of its simulcast layers (none for a single encoding).
-fn encodings(rtc: &mut Rtc, opts: &PublisherOptions, mid: Mid) -> (Vec<Encoding>, Vec<LayerStats>) {
-    let Some(layers) = opts.simulcast.as_deref() else {
-        return (vec![Encoding::new(None, None)], Vec::new());
-    };
-    // The answer's `a=rid:<rid> recv` lines, as str0m applied them.
-    let accepted: Vec<Rid> = match rtc.media(mid).map(|m| m.rids_tx()) {
-        Some(Rids::Specific(rids)) => rids.clone(),
-        _ => Vec::new(),
-    };
-    let shape = |l: &SimulcastLayer| {
-        LayerShape::for_bitrate(
-            l.width,
-            l.height,
-            l.bitrate_bps,
-            opts.fps,
-            opts.keyframe_interval,
-        )
-    };
-    if accepted.is_empty() {
-        // Declined: one encoding, on the stream str0m made for the top layer (it made
-        // none without a rid). Its packets carry that RID only if the answer kept the
-        // RID header extension (wishd's drops it with the simulcast lines).
-        let top = layers.iter().max_by_key(|l| l.bitrate_bps);
-        let encodings = top
-            .map(|l| Encoding::new(Some(Rid::from(l.rid.as_str())), Some(shape(l))))
-            .into_iter()
-            .collect();
-        tracing::debug!("the answer declined simulcast; sending one encoding");
-        return (encodings, Vec::new());
-    }
-    let mut encodings = Vec::new();
-    let mut stats = Vec::new();
-    for l in layers {
-        let rid = Rid::from(l.rid.as_str());
-        if !accepted.contains(&rid) {
-            continue;
-        }
-        let ssrc = rtc
-            .direct_api()
-            .stream_tx_by_mid(mid, Some(rid))
-            .map(|tx| *tx.ssrc());
-        let mut e = Encoding::new(Some(rid), Some(shape(l)));
-        e.stats = Some(stats.len());
-        encodings.push(e);
-        stats.push(LayerStats {
-            rid: l.rid.clone(),
-            ssrc,
-            ..Default::default()
-        });
-    }
-    tracing::debug!("sending {} simulcast layers", encodings.len());
-    (encodings, stats)
-}
-
-/// One encoding of the video track: the only one, or one simulcast layer with its
-/// own sequence numbers and its own random RTP timestamp base (as libwebrtc's layers
-/// have: they share capture instants, not a timestamp base).
-struct Encoding {
-    /// The layer's RID (`None`: the single encoding).
-    rid: Option<Rid>,
-    /// Index into [`PublisherStats::layers`], for an accepted simulcast layer.
-    stats: Option<usize>,
-    /// The layer's stream; `None`: the default shape of [`media::video_frame`].
-    shape: Option<LayerShape>,
-    seq: u64,
-    clock: CaptureClock,
-    last_keyframe: Option<Instant>,
-    /// A keyframe should go out as soon as possible (request or command).
-    keyframe_wanted: bool,
-}
-
-impl Encoding {
-    fn new(rid: Option<Rid>, shape: Option<LayerShape>) -> Self {
-        Encoding {
-            rid,
-            stats: None,
-            shape,
-            seq: rand::random_range(0..30_000),
-            clock: CaptureClock::new(VIDEO_CLOCK_RATE, rand::random()),
-            last_keyframe: None,
-            keyframe_wanted: false,
-        }
     }
 }
 
@@ -851,174 +674,4 @@ impl PublisherTask {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn m_lines(sdp: &str) -> Vec<&str> {
-        sdp.lines().filter(|l| l.starts_with("m=")).collect()
-    }
-
-    #[test]
-    fn offer_h264_audio_video() {
-        let sdp = publisher_offer(&PublisherOptions::default()).unwrap();
-        let m = m_lines(&sdp);
-        assert_eq!(m.len(), 2, "{sdp}");
-        assert!(m[0].starts_with("m=audio "), "{sdp}");
-        assert!(m[1].starts_with("m=video "), "{sdp}");
-        assert_eq!(sdp.matches("a=sendonly").count(), 2, "{sdp}");
-        assert!(sdp.contains("a=rtpmap:111 opus/48000/2"), "{sdp}");
-        assert!(sdp.contains("a=rtpmap:108 H264/90000"), "{sdp}");
-        assert!(sdp.contains("packetization-mode=1"), "{sdp}");
-        assert!(sdp.contains("profile-level-id=42e01f"), "{sdp}");
-        assert!(!sdp.contains("VP8"), "{sdp}");
-        assert!(sdp.contains("typ host"), "{sdp}");
-        assert!(sdp.contains("a=fingerprint:"), "{sdp}");
-        assert!(sdp.contains("a=setup:actpass"), "{sdp}");
-        assert!(!sdp.contains("ice-lite"), "{sdp}");
-    }
-
-    #[test]
-    fn offer_vp8_video_only() {
-        let opts = PublisherOptions {
-            video: Some(VideoCodec::Vp8),
-            audio: false,
-            ..Default::default()
-        };
-        let sdp = publisher_offer(&opts).unwrap();
-        let m = m_lines(&sdp);
-        assert_eq!(m.len(), 1, "{sdp}");
-        assert!(m[0].starts_with("m=video "), "{sdp}");
-        assert!(sdp.contains("a=rtpmap:96 VP8/90000"), "{sdp}");
-        assert!(!sdp.contains("H264"), "{sdp}");
-        assert!(!sdp.contains("opus"), "{sdp}");
-        assert!(sdp.contains("a=sendonly"), "{sdp}");
-    }
-
-    #[test]
-    fn nothing_to_send_is_an_error() {
-        let opts = PublisherOptions {
-            video: None,
-            audio: false,
-            ..Default::default()
-        };
-        assert!(matches!(publisher_offer(&opts), Err(ClientError::Sdp(_))));
-    }
-
-    /// The lines of the m-section that starts with `m=<kind>`.
-    fn section<'a>(sdp: &'a str, kind: &str) -> Vec<&'a str> {
-        sdp.split("m=")
-            .find(|s| s.starts_with(kind))
-            .map(|s| s.lines().collect())
-            .unwrap_or_default()
-    }
-
-    fn simulcast_lines<'a>(lines: &[&'a str]) -> Vec<&'a str> {
-        lines
-            .iter()
-            .copied()
-            .filter(|l| l.starts_with("a=rid:") || l.starts_with("a=simulcast:"))
-            .collect()
-    }
-
-    #[test]
-    fn a_simulcast_offer_declares_the_layers_in_the_given_order() {
-        let opts = PublisherOptions {
-            simulcast: Some(SimulcastLayer::three()),
-            ..Default::default()
-        };
-        let sdp = publisher_offer(&opts).unwrap();
-        let video = section(&sdp, "video");
-        assert_eq!(
-            simulcast_lines(&video),
-            [
-                "a=rid:q send",
-                "a=rid:h send",
-                "a=rid:f send",
-                "a=simulcast:send q;h;f"
-            ],
-            "{sdp}"
-        );
-        for uri in [
-            "urn:ietf:params:rtp-hdrext:sdes:mid",
-            "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
-            "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
-        ] {
-            assert!(
-                video
-                    .iter()
-                    .any(|l| l.starts_with("a=extmap:") && l.ends_with(&format!(" {uri}"))),
-                "{uri} missing in {sdp}"
-            );
-        }
-        assert!(simulcast_lines(&section(&sdp, "audio")).is_empty(), "{sdp}");
-
-        // Names and order are the caller's (OBS names its layers otherwise).
-        let opts = PublisherOptions {
-            simulcast: Some(vec![
-                SimulcastLayer::new("hi_1", 1280, 720, 2_000_000),
-                SimulcastLayer::new("lo_0", 640, 360, 500_000),
-            ]),
-            ..Default::default()
-        };
-        let sdp = publisher_offer(&opts).unwrap();
-        assert_eq!(
-            simulcast_lines(&section(&sdp, "video")),
-            [
-                "a=rid:hi_1 send",
-                "a=rid:lo_0 send",
-                "a=simulcast:send hi_1;lo_0"
-            ],
-            "{sdp}"
-        );
-    }
-
-    #[test]
-    fn an_offer_without_simulcast_has_no_rid_lines() {
-        let sdp = publisher_offer(&PublisherOptions::default()).unwrap();
-        assert!(simulcast_lines(&sdp.lines().collect::<Vec<_>>()).is_empty());
-    }
-
-    #[test]
-    fn layers_a_session_cannot_carry_are_refused() {
-        let layer = |rid: &str, w, h, bps| SimulcastLayer::new(rid, w, h, bps);
-        let bad = [
-            vec![],
-            vec![layer("", 320, 180, 1)],
-            vec![layer("ninechars", 320, 180, 1)],
-            vec![layer("a b", 320, 180, 1)],
-            // RFC 8851 allows it, str0m would send "hi_1".
-            vec![layer("hi-1", 320, 180, 1)],
-            vec![layer("a", 320, 180, 1), layer("a", 640, 360, 1)],
-            vec![layer("a", 321, 180, 1)],
-            vec![layer("a", 320, 0, 1)],
-            vec![layer("a", 16_384, 180, 1)],
-            vec![layer("a", 320, 180, 0)],
-        ];
-        for layers in bad {
-            let opts = PublisherOptions {
-                simulcast: Some(layers.clone()),
-                ..Default::default()
-            };
-            assert!(
-                matches!(publisher_offer(&opts), Err(ClientError::Sdp(_))),
-                "{layers:?}"
-            );
-        }
-        assert!(check_layers(&[layer("eightchr", 16_382, 2, 1)]).is_ok());
-    }
-
-    #[tokio::test]
-    async fn connect_reports_http_status() {
-        // Nothing listens: connection refused surfaces as Io.
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let r = WhipPublisher::connect(
-            &format!("http://127.0.0.1:{port}/whip/x"),
-            PublisherOptions::default(),
-        )
-        .await;
-        assert!(matches!(r, Err(ClientError::Io(_))));
-    }
-}
+mod tests;
