@@ -91,6 +91,12 @@ pub(crate) struct Bandwidth {
     pub(crate) estimate: u64,
     /// The estimator sees the queue on the path growing (or heavy loss) now.
     pub(crate) congested: bool,
+    /// The rate the path delivered at lately, when the feedback says (what a link
+    /// that just narrowed carries, before the estimate has caught up).
+    pub(crate) delivered: Option<u64>,
+    /// The queue on the path now (how much longer than its fastest the newest
+    /// packet took).
+    pub(crate) queue: Duration,
     /// How the last probe ended, if one ended since the last call.
     pub(crate) probe: ProbeOutcome,
 }
@@ -136,6 +142,8 @@ const DOWN_HOLD: Duration = Duration::from_millis(300);
 /// to a layer that lets the queue drain rather than layer by layer (each step waits
 /// for a keyframe, and the picture stalls meanwhile).
 const CONGESTED_SHARE: f64 = 0.35;
+/// Or in this share of what the path delivered lately, if that is less.
+const DELIVERED_SHARE: f64 = 0.85;
 /// A probe asks for this much more than the next layer needs,
 const PROBE_MARGIN: f64 = 1.25;
 /// but at most this multiple of the estimate: a link far short of the next layer
@@ -265,7 +273,10 @@ impl LayerChooser {
         }
         let pos = allowed.iter().position(|l| l.index == current);
         let usable = if bw.congested {
-            (bw.estimate as f64 * CONGESTED_SHARE) as u64
+            let delivered = bw
+                .delivered
+                .map_or(f64::MAX, |d| d as f64 * DELIVERED_SHARE);
+            (bw.estimate as f64 * CONGESTED_SHARE).min(delivered) as u64
         } else {
             bw.estimate
         };
@@ -400,6 +411,8 @@ mod tests {
         Some(Bandwidth {
             estimate,
             congested: false,
+            delivered: None,
+            queue: Duration::ZERO,
             probe: ProbeOutcome::None,
         })
     }
@@ -431,11 +444,22 @@ mod tests {
             Some(Bandwidth {
                 estimate,
                 congested: true,
+                delivered: None,
+                queue: Duration::ZERO,
                 probe: ProbeOutcome::None,
             })
         };
         let down = c.choose(&layers, 2, false, congested(1_600_000), t0);
         assert_eq!((down.layer, down.pause), (Some(0), true));
+        // An overflowing link before the estimate caught up: what it delivered.
+        let overflow = Some(Bandwidth {
+            estimate: 8_000_000,
+            congested: true,
+            delivered: Some(340_000),
+            queue: Duration::from_millis(300),
+            probe: ProbeOutcome::None,
+        });
+        assert_eq!(c.choose(&layers, 2, false, overflow, t0).layer, Some(0));
         assert_eq!(
             c.choose(&layers, 2, false, congested(1_800_000), t0).layer,
             Some(1)
@@ -486,6 +510,8 @@ mod tests {
         let proved = Some(Bandwidth {
             estimate: 2_900_000,
             congested: false,
+            delivered: None,
+            queue: Duration::ZERO,
             probe: ProbeOutcome::Succeeded,
         });
         assert_eq!(
@@ -511,6 +537,8 @@ mod tests {
         let failed = Some(Bandwidth {
             estimate: 500_000,
             congested: false,
+            delivered: None,
+            queue: Duration::ZERO,
             probe: ProbeOutcome::Failed,
         });
         assert_eq!(

@@ -67,6 +67,9 @@ pub(crate) struct RtcpSummary {
     pub(crate) loss: Option<f32>,
     /// A keyframe request for our video, the last one if several.
     pub(crate) keyframe: Option<KeyframeRequestKind>,
+    /// The viewer's feedback just turned its path congested: its layer should be
+    /// chosen again now rather than at the next round.
+    pub(crate) became_congested: bool,
 }
 
 /// One sent video packet, kept for resending. 32 bytes: the sequence number is its
@@ -323,7 +326,9 @@ impl DirectEgress {
             return summary;
         };
         if let Some(e) = self.estimation.as_deref_mut() {
+            let was = e.congested();
             e.feedback(&plain, now);
+            summary.became_congested = !was && e.congested();
         }
         let now_ntp = ntp_time(wall_time(now));
         // Loss is the video's when there is video (what a NACK-less audio gap hides).

@@ -285,23 +285,81 @@ impl Netns {
     /// on 127.0.0.1:8080 and media on 127.0.0.2 (the address the clients use).
     /// Returns it once it listens, and its base URL.
     pub async fn start_wishd(&self) -> (Script, String) {
+        self.start_wishd_on("127.0.0.1:8080", "127.0.0.2:20000")
+            .await
+    }
+
+    /// Like [`start_wishd`](Self::start_wishd), with HTTP on `http` and media on
+    /// `udp` (an unspecified address offers every interface of the namespace).
+    pub async fn start_wishd_on(&self, http: &str, udp: &str) -> (Script, String) {
         let mut c = self.command(env!("CARGO_BIN_EXE_wishd"));
-        c.args([
-            "--dev",
-            "--http",
-            "127.0.0.1:8080",
-            "--udp",
-            "127.0.0.2:20000",
-            "--workers",
-            "2",
-        ])
-        .env("RUST_LOG", "wishd=info")
-        .env("NO_COLOR", "1");
+        c.args(["--dev", "--http", http, "--udp", udp, "--workers", "2"])
+            .env("RUST_LOG", "wishd=info")
+            .env("NO_COLOR", "1");
         let mut wishd = Script::spawn("wishd (in netns)", c);
         wishd
             .wait_for("wishd listening", Duration::from_secs(10))
             .await;
-        (wishd, "http://127.0.0.1:8080".to_owned())
+        let port = http.rsplit(':').next().unwrap_or("8080");
+        (wishd, format!("http://127.0.0.1:{port}"))
+    }
+
+    /// A second namespace, with `lo` up and nothing else, joined to this one by a veth
+    /// pair: `here` (CIDR) on this side, `there` on the new one. What one side sends
+    /// the other can be shaped with `tc` on this side's end (see [`Netns::tc`]).
+    pub fn linked(&self, tag: &str, here: &str, there: &str) -> Netns {
+        let name = format!("wishd-{tag}-{}", std::process::id());
+        let _ = ip(&["netns", "del", &name]);
+        if let Err(e) = ip(&["netns", "add", &name]) {
+            panic!("cannot create network namespace {name}: {e}");
+        }
+        let other = Netns { name };
+        let steps: [&[&str]; 6] = [
+            &["-n", &other.name, "link", "set", "lo", "up"],
+            &[
+                "-n",
+                &self.name,
+                "link",
+                "add",
+                "vl",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "vr",
+                "netns",
+                &other.name,
+            ],
+            &["-n", &self.name, "addr", "add", here, "dev", "vl"],
+            &["-n", &self.name, "link", "set", "vl", "up"],
+            &["-n", &other.name, "addr", "add", there, "dev", "vr"],
+            &["-n", &other.name, "link", "set", "vr", "up"],
+        ];
+        for args in steps {
+            if let Err(e) = ip(args) {
+                panic!(
+                    "linking network namespaces {} and {}: {e}",
+                    self.name, other.name
+                );
+            }
+        }
+        other
+    }
+
+    /// Runs `tc` with `args` inside the namespace (on the end `vl` of [`linked`]).
+    pub async fn tc(&self, args: &[&str]) {
+        let out = self
+            .command("tc")
+            .args(args)
+            .output()
+            .await
+            .expect("tc runs (iproute2)");
+        assert!(
+            out.status.success(),
+            "tc {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 

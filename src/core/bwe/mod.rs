@@ -46,6 +46,7 @@ mod history;
 mod loss;
 mod probe;
 mod rate;
+mod recent;
 
 use acked::Acked;
 use delay::{Groups, Trendline};
@@ -55,6 +56,7 @@ use probe::{
     PROBE_DURATION, PROBE_MAX_PACKETS, PROBE_MIN_PACKETS, PROBE_PACKET_BYTES, PROBE_USE, Probe,
 };
 use rate::RateControl;
+use recent::Recent;
 
 use crate::wire::twcc::{TwccFeedback, TwccPacket};
 
@@ -132,6 +134,7 @@ pub(crate) struct Bwe {
     rate: RateControl,
     loss: LossControl,
     acked: Acked,
+    recent: Recent,
     probe: Option<Probe>,
     /// The outcome of the last probe that ended.
     probe_result: ProbeState,
@@ -158,6 +161,7 @@ impl Bwe {
             rate: RateControl::new(initial),
             loss: LossControl::new(initial),
             acked: Acked::default(),
+            recent: Recent::default(),
             probe: None,
             probe_result: ProbeState::Idle,
         }
@@ -204,6 +208,7 @@ impl Bwe {
     /// names none of its packets changes nothing.
     pub(crate) fn on_feedback(&mut self, fb: &TwccFeedback, packets: &[TwccPacket], now: Instant) {
         let offset = self.reference_offset(fb.reference_us);
+        self.recent.roll(now);
         let mut known = false;
         for p in packets {
             let Some(ext) = self.lookup(p.seq) else {
@@ -222,6 +227,7 @@ impl Bwe {
                     self.history[slot(ext)].tag |= LOST;
                     if counts_for_loss {
                         self.loss.lost += 1;
+                        self.recent.lost();
                     }
                     if let Some(probe) = &mut self.probe {
                         probe.on_reported(ext, None, size, false);
@@ -241,6 +247,10 @@ impl Bwe {
                         }
                     }
                     self.acked.add(arrival, size);
+                    self.recent.received(arrival, size);
+                    self.recent.transit(
+                        arrival.saturating_sub(i64::try_from(send_us).unwrap_or(i64::MAX)),
+                    );
                     if let Some(g) = self.groups.add(send_us, arrival) {
                         self.trend.on_groups(&g, now);
                     }
@@ -271,6 +281,25 @@ impl Bwe {
             // Loss of packets sent before this cut says nothing about the new rate.
             self.loss.backoff(self.last_send_us);
         }
+    }
+
+    /// The share of packets lost over the last quarter second of feedback (see
+    /// `recent`), once enough were reported.
+    pub(crate) fn recent_loss(&self) -> Option<f64> {
+        self.recent.loss()
+    }
+
+    /// The rate the path delivered at over the last quarter second of feedback: what
+    /// a link that just narrowed carries, before the estimate has caught up.
+    pub(crate) fn delivered_bps(&self) -> Option<u64> {
+        self.recent.delivered_bps().map(|b| b as u64)
+    }
+
+    /// How much longer than its fastest the newest reported packet took on the way:
+    /// the queue on the path now (sender and receiver clocks are compared by their
+    /// difference only, which their drift moves by microseconds a minute).
+    pub(crate) fn queue_delay(&self) -> Duration {
+        self.recent.queue_delay()
     }
 
     /// The viewer's round-trip time (from RTCP receiver reports): how fast the rate

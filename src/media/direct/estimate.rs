@@ -25,6 +25,10 @@ const MIN_BPS: u64 = 50_000;
 /// Never above: more than any simulcast ladder needs.
 const MAX_BPS: u64 = 30_000_000;
 
+/// A share of packets lost that says a queue on the path overflows (random loss on a
+/// bad radio link is rarely this high).
+const HEAVY_LOSS: f64 = 0.2;
+
 /// UDP and IPv4 headers, which the link carries and the datagram length leaves out.
 const UDP_IP: usize = 28;
 
@@ -119,14 +123,17 @@ impl Estimation {
         self.told = state;
         Bandwidth {
             estimate: self.bwe.estimate(),
-            congested: self.bwe.usage() == Usage::Overusing,
+            congested: self.congested(),
+            delivered: self.bwe.delivered_bps(),
+            queue: self.bwe.queue_delay(),
             probe,
         }
     }
 
-    /// The path is congested now (a queue builds).
+    /// The path is congested now: a queue builds, or it overflows (heavy loss).
     pub(super) fn congested(&self) -> bool {
         self.bwe.usage() == Usage::Overusing
+            || self.bwe.recent_loss().is_some_and(|l| l > HEAVY_LOSS)
     }
 
     /// The estimate alone (for the API: [`bandwidth`](Self::bandwidth) tells a probe's

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tracing::{debug, trace};
+use tracing::{debug, info, trace};
 
 use super::session::RoleState;
 use super::{Deferred, Worker};
@@ -18,6 +18,9 @@ use crate::model::SessionId;
 /// How often the viewers' layers are chosen again: quick enough to leave a layer the
 /// link cannot carry within a few hundred milliseconds.
 pub(super) const LAYER_TICK: Duration = Duration::from_millis(200);
+
+/// The longest a keyframe request waits for a congested viewer's queue to drain.
+const MAX_DRAIN_WAIT: Duration = Duration::from_millis(600);
 
 impl Worker {
     /// Chooses the layer of every viewer of a stream that has simulcast layers.
@@ -44,6 +47,31 @@ impl Worker {
             if let Some(of_stream) = of_stream {
                 self.choose_layer(key, &of_stream, now);
             }
+        }
+    }
+
+    /// Sends the keyframe requests whose viewers' queues have drained by `now`.
+    pub(super) fn release_delayed_keyframes(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.delayed_keyframes.len() {
+            if self.delayed_keyframes[i].0 <= now {
+                let (_, shared, layer) = self.delayed_keyframes.swap_remove(i);
+                self.deferred
+                    .push_back(Deferred::WantKeyframe(shared, layer));
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Chooses one viewer's layer at once (its path just turned congested).
+    pub(super) fn choose_layer_now(&mut self, key: u64, now: Instant) {
+        let Some(s) = self.sessions.get(&key) else {
+            return;
+        };
+        if s.shared.stats.layer_count() > 1 {
+            let layers = s.shared.stats.layers(now);
+            self.choose_layer(key, &layers, now);
         }
     }
 
@@ -89,10 +117,11 @@ impl Worker {
             return;
         };
         s.span.in_scope(|| {
-            debug!(
+            info!(
                 from = current,
                 to = layer,
                 estimate = bandwidth.map(|b| b.estimate),
+                congested = bandwidth.is_some_and(|b| b.congested),
                 "layer switch"
             )
         });
@@ -109,8 +138,18 @@ impl Worker {
             .fanout
             .set_layer(ViewerId(key), layer, decision.pause, now)
         {
-            self.deferred
-                .push_back(Deferred::WantKeyframe(shared, layer));
+            // Moved down for congestion, the viewer's queue is full of the old layer:
+            // a keyframe sent into it now would lose its tail there. Its request
+            // waits until that queue has drained (the old layer is paused).
+            let drain = bandwidth
+                .filter(|_| decision.pause)
+                .map_or(Duration::ZERO, |b| b.queue.min(MAX_DRAIN_WAIT));
+            if drain.is_zero() {
+                self.deferred
+                    .push_back(Deferred::WantKeyframe(shared, layer));
+            } else {
+                self.delayed_keyframes.push((now + drain, shared, layer));
+            }
         }
     }
 

@@ -249,6 +249,9 @@ pub(super) struct Worker {
     fanout_flushed: FanoutStats,
     /// When the viewers' layers were last chosen.
     layers_chosen: Instant,
+    /// Keyframe requests for layer switches that wait for a queue to drain: when,
+    /// of which stream, which layer.
+    delayed_keyframes: Vec<(Instant, Arc<Stream>, u8)>,
     /// One protected datagram of the direct egress path at a time.
     datagram: Vec<u8>,
     /// (Stream, layer) pairs where a viewer asked for a keyframe while the source was
@@ -300,6 +303,7 @@ impl Worker {
             batching: false,
             fanout_flushed: FanoutStats::default(),
             layers_chosen: Instant::now(),
+            delayed_keyframes: Vec::new(),
             datagram: Vec::with_capacity(1500),
             held_keyframes: HashSet::new(),
             alive,
@@ -529,11 +533,18 @@ impl Worker {
             // A connected viewer's SRTCP is read by the direct path only: str0m would
             // decrypt and parse it a second time for nothing it still needs.
             if s.direct.is_some() && demux::is_rtcp(data) {
-                if direct_rtcp(s, data, now, &self.socket, &mut self.outbox, &self.counters) {
+                let summary =
+                    direct_rtcp(s, data, now, &self.socket, &mut self.outbox, &self.counters);
+                if summary.keyframe.is_some() {
                     viewer_asked_keyframe(key, s, &mut self.deferred);
                 }
                 if !self.batching {
                     self.outbox.flush(&self.socket);
+                }
+                if summary.became_congested {
+                    // A link that narrowed stalls the picture until the switch: now,
+                    // not at the next round.
+                    self.choose_layer_now(key, now);
                 }
                 return;
             }
@@ -658,6 +669,7 @@ impl Worker {
                 }
             }
         }
+        self.release_delayed_keyframes(now);
         if now.saturating_duration_since(self.layers_chosen) >= layers::LAYER_TICK {
             self.layers_chosen = now;
             self.choose_layers(now);

@@ -323,7 +323,8 @@ pub(super) fn viewer_asked_keyframe(key: u64, s: &Session, deferred: &mut VecDeq
 
 /// A viewer's SRTCP on the direct path (str0m does not see it): NACKed packets still
 /// in the window are resent on the session's path, and its reports give the RTT
-/// (which sizes the window) and loss. Returns true when it asked for a keyframe.
+/// (which sizes the window) and loss. Returns what it held (a keyframe request, a
+/// path that just turned congested).
 pub(super) fn direct_rtcp(
     s: &mut Session,
     data: &[u8],
@@ -331,9 +332,9 @@ pub(super) fn direct_rtcp(
     socket: &MediaSocket,
     outbox: &mut Outbox,
     counters: &MediaCounters,
-) -> bool {
+) -> RtcpSummary {
     let Some(d) = s.direct.as_deref_mut() else {
-        return false;
+        return RtcpSummary::default();
     };
     let mut bytes = 0;
     let summary: RtcpSummary = d.on_rtcp(data, now, on_path(s.path, socket, outbox, &mut bytes));
@@ -348,7 +349,7 @@ pub(super) fn direct_rtcp(
     {
         d.set_window(window);
     }
-    summary.keyframe.is_some()
+    summary
 }
 
 /// Where the direct path's resends and reports go: queued on the session's current
