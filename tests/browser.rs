@@ -3,7 +3,8 @@
 //! VP8, VP9 and AV1, the watch page plays it over WHEP, and the embeddable player on a page
 //! of another origin plays an ffmpeg RTP camera from wishd's cached keyframe. The
 //! player's refusals (401, 403, 409) are shown in words, and it comes back by itself
-//! after the publisher leaves and returns.
+//! after the publisher leaves and returns. A simulcast stream gets the player's
+//! quality menu, viewer count and waiting state from the WHEP extensions.
 //!
 //! One browser runs every scenario (conformance/browser/pages.mjs); its getStats()
 //! readings come back as JSON and are checked here. Screenshots of the pages land in
@@ -226,6 +227,97 @@ async fn chromium_publishes_from_the_publish_page_and_plays_on_the_watch_page_an
     );
     locked.shutdown().await;
     open.shutdown().await;
+}
+
+/// A simulcast stream on `<wishd-player>`, with the WHEP extensions wishd links in its
+/// answer: Chromium publishes its fake camera as three H.264 layers (q 320×180, h
+/// 640×360, f 1280×720); the watch page's player shows a quality menu from the
+/// `layers` event (Auto and the three sizes), and choosing 320×180 and then Auto
+/// changes the picture it decodes; its viewer count follows a second player embedded
+/// on another origin; it waits when the publisher leaves (`inactive`) and plays on
+/// in the same session when it returns (`active`); it is told to reconnect when the
+/// server shuts down (`reconnect`); and without
+/// the Link headers it plays as before, with neither menu nor count. The index page
+/// lists the layers.
+///
+/// The publisher is Chromium rather than the project's str0m client: the str0m
+/// client's synthetic H.264 carries a real SPS (so wishd knows each layer's size) but
+/// no decodable slices, and Chromium decodes none of its frames.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_player_offers_simulcast_layers_and_follows_the_server_sent_events() {
+    clients::require_playwright();
+    let server = common::start().await;
+    let base = server.base_url();
+    let plan = json!({
+        "out": clients::out_dir(),
+        "scenarios": [
+            { "name": "simulcast-player", "kind": "simulcast-player", "base": base,
+              "stream": "web-simulcast", "index": true, "shutdown": true,
+              "screenshot": "watch-simulcast" },
+        ],
+    });
+    let mut chromium = clients::Script::spawn(
+        "chromium",
+        clients::node(&["conformance/browser/pages.mjs", &plan.to_string()]),
+    );
+    // The last step waits for the server to go away: its viewers get `reconnect`.
+    // A failure before it ends the script, which wait_for reports with its output.
+    chromium
+        .wait_for(
+            "simulcast-player: server: shuts down now",
+            Duration::from_secs(120),
+        )
+        .await;
+    server.shutdown().await;
+    let report = chromium.finish(Duration::from_secs(30)).await;
+    let f = scenario(&report, "simulcast-player").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        f["menu"],
+        json!(["Auto", "1280×720", "640×360", "320×180"]),
+        "the quality menu"
+    );
+    assert_eq!(
+        f["index_layers"]["text"], "1280×720 · 640×360 · 320×180",
+        "the index page's layers"
+    );
+    assert!(
+        f["refusal"]
+            .as_str()
+            .is_some_and(|r| r.contains("unknown rid")),
+        "{}",
+        f["refusal"]
+    );
+    println!(
+        "chromium {} simulcast player: menu {} ({} ms after the first frame), tooltips {}",
+        report["version"].as_str().unwrap_or("?"),
+        f["menu"],
+        f["menu_after_ms"],
+        f["menu_titles"]
+    );
+    println!(
+        "chromium simulcast player: 320×180 decoded {} ms after choosing it, 1280×720 {} ms after choosing Auto",
+        f["switch_to_320_ms"], f["switch_to_auto_ms"]
+    );
+    println!(
+        "chromium simulcast player: count 2 {} ms after the second player's page opened, 1 again {} ms after it stopped; waiting {} ms after the publisher's DELETE (\"{}\")",
+        f["count_2_after_ms"],
+        f["count_1_after_ms"],
+        f["waiting_after_ms"],
+        f["waiting_message"].as_str().unwrap_or("")
+    );
+    println!(
+        "chromium simulcast player: playing again {} ms after the publisher came back, in the same session",
+        f["playing_again_after_ms"]
+    );
+    println!(
+        "chromium simulcast player: refusal \"{}\"; index layers {}",
+        f["refusal"].as_str().unwrap_or(""),
+        f["index_layers"]
+    );
+    println!(
+        "chromium simulcast player: told to reconnect {} ms after the shutdown began; it said {}",
+        f["reconnect_after_ms"], f["reconnect_messages"]
+    );
 }
 
 /// Streams that lack a kind, as cameras without a microphone, radio feeds and a

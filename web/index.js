@@ -1,4 +1,5 @@
-// The index page: the live streams from GET /api/streams, refreshed every 2 s.
+// The index page: the live streams from GET /api/streams, refreshed every 2 s, with
+// a simulcast stream's layers under its video.
 
 import { reasonOf } from './wish.js';
 
@@ -27,6 +28,21 @@ function describeTrack(t) {
   return `${t.codec}${size}${ch}`;
 }
 
+/** A simulcast stream's layers as one line, best first ("1280×720 · 640×360 ·
+ *  320×180"), with each layer's rid and bit rate in the tooltip; null without
+ *  layers (the API lists none for a single encoding, or an older server). */
+function describeLayers(layers) {
+  if (!Array.isArray(layers) || layers.length === 0) return null;
+  const name = (l) => (l.width && l.height ? `${l.width}×${l.height}` : l.rid);
+  const span = document.createElement('div');
+  span.className = 'layers';
+  span.textContent = layers.map(name).join(' · ');
+  span.title = layers
+    .map((l) => `${name(l)}: rid ${l.rid}, ${l.active === false || !l.bitrate ? 'not sent now' : kbps(l.bitrate)}`)
+    .join('\n');
+  return span;
+}
+
 function kbps(v) {
   return typeof v === 'number' ? `${Math.round(v / 1000)} kbit/s` : '–';
 }
@@ -50,10 +66,13 @@ function row(s) {
   link.textContent = 'Watch';
   const watch = document.createElement('td');
   watch.append(link);
+  const video = cell(describeTrack(tracks.find((t) => t.kind === 'video')));
+  const layers = describeLayers(s.layers);
+  if (layers) video.append(layers);
   tr.append(
     name,
     cell(source),
-    cell(describeTrack(tracks.find((t) => t.kind === 'video'))),
+    video,
     cell(describeTrack(tracks.find((t) => t.kind === 'audio'))),
     cell(String(s.viewers ?? 0), 'num'),
     cell(kbps(s.bitrate_in), 'num'),

@@ -1,6 +1,7 @@
 // WHIP/WHEP signalling shared by the publish page and the player: one offer/answer
-// exchange over HTTP (RFC 9725, draft-ietf-wish-whep), the session's DELETE, the
-// server's reason for a refusal, and readable numbers from getStats().
+// exchange over HTTP (RFC 9725, draft-ietf-wish-whep), the links the answer offers
+// (the WHEP extensions), the session's DELETE, the server's reason for a refusal,
+// and readable numbers from getStats().
 
 /** How long a WHIP/WHEP POST may take before it is abandoned. */
 const POST_TIMEOUT_MS = 10000;
@@ -75,7 +76,44 @@ function withTimeout(signal, ms) {
 
 /** Offers `pc`'s transceivers to a WHIP or WHEP endpoint and applies the answer.
  *  Returns the session URL (absolute) for the DELETE. Throws HttpError on refusal. */
-export async function negotiate(pc, endpoint, { token, signal, onPost } = {}) {
+export async function negotiate(pc, endpoint, options) {
+  return (await negotiateSession(pc, endpoint, options)).location;
+}
+
+/** Link relations of the WHEP extensions (draft-ietf-wish-whep §4.9). */
+export const REL_EVENTS = 'urn:ietf:params:whep:ext:core:server-sent-events';
+export const REL_LAYER = 'urn:ietf:params:whep:ext:core:layer';
+
+/** The `Link` header of an answer as { rel: { url, params } }, URLs made absolute
+ *  against `base`. fetch() joins several Link headers with ", ", and a quoted value
+ *  (events="active,inactive") may hold commas too, so links are split only where a
+ *  new `<` follows a comma. Only what CORS exposes is seen: an older server or another
+ *  vendor's may send none, which is an empty map. */
+export function parseLinks(header, base) {
+  const links = {};
+  for (const part of (header || '').split(/,\s*(?=<)/)) {
+    const m = part.match(/^\s*<([^>]*)>(.*)$/s);
+    if (!m) continue;
+    let url;
+    try {
+      url = new URL(m[1], base).href;
+    } catch {
+      continue;
+    }
+    const params = {};
+    for (const p of m[2].matchAll(/;\s*([^\s=;]+)\s*(?:=\s*(?:"([^"]*)"|([^;]*)))?/g)) {
+      params[p[1].toLowerCase()] = (p[2] ?? p[3] ?? '').trim();
+    }
+    // rel may hold several relation types, separated by spaces.
+    for (const rel of (params.rel || '').split(/\s+/).filter(Boolean)) {
+      if (!links[rel]) links[rel] = { url, params };
+    }
+  }
+  return links;
+}
+
+/** negotiate(), also returning the answer's links: { location, links }. */
+export async function negotiateSession(pc, endpoint, { token, signal, onPost } = {}) {
   await pc.setLocalDescription(await pc.createOffer());
   await iceGathered(pc);
   const headers = { 'Content-Type': 'application/sdp' };
@@ -92,9 +130,25 @@ export async function negotiate(pc, endpoint, { token, signal, onPost } = {}) {
     throw new HttpError(resp.status, await reasonOf(resp), retryAfterOf(resp));
   }
   const location = resp.headers.get('location');
+  const links = parseLinks(resp.headers.get('link'), endpoint);
   const answer = await resp.text();
   await pc.setRemoteDescription({ type: 'answer', sdp: answer });
-  return location ? new URL(location, endpoint).href : null;
+  return { location: location ? new URL(location, endpoint).href : null, links };
+}
+
+/** POSTs `body` as JSON to a session's extension URL (events, layer). Returns the
+ *  Response when it is 2xx, else throws HttpError with the server's reason. */
+export async function postJson(url, body, { token, signal } = {}) {
+  const headers = { 'Content-Type': 'application/json' };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const resp = await fetch(url, {
+    method: 'POST',
+    headers,
+    body: JSON.stringify(body),
+    signal: withTimeout(signal, POST_TIMEOUT_MS),
+  });
+  if (!resp.ok) throw new HttpError(resp.status, await reasonOf(resp), retryAfterOf(resp));
+  return resp;
 }
 
 /** Ends a session (DELETE on its URL). A session the server already closed (404)

@@ -46,6 +46,22 @@
 //       wish.js reads a refusal's reason from problem+json and from text/plain.
 //   { "kind": "index-token", "base", "token" }
 //       the index of a server where playing needs a token asks for one, then lists.
+//   { "kind": "simulcast-player", "base", "stream", "index": bool, "shutdown": bool }
+//       a page publishes the fake camera at 1280×720 as three H.264 simulcast layers
+//       (q 320×180, h 640×360, f 1280×720; the stream must not exist yet). A watch
+//       page whose WHEP answer has its Link headers removed plays without a quality
+//       menu or a viewer count. Then the watch page's <wishd-player> follows the
+//       server-sent events: its quality menu lists Auto and the three layers,
+//       choosing 320×180 brings the decoded picture (videoWidth) down to 320 and
+//       Auto back to 1280, an unknown rid shows the server's reason, and the viewer
+//       count goes 1 → 2 → 1 as a player embedded in a page of another origin joins
+//       (and pins q across origins) and leaves. With "index", the index page lists
+//       the three layers. Last, the publisher DELETEs its session and the player
+//       waits (the `inactive` event), without a menu; the publisher comes back and
+//       the same WHEP session plays again (`active`). With "shutdown", the test then
+//       shuts the server down when the step "server: shuts down now" is logged, and
+//       the player must say it was asked to reconnect (the `reconnect` event).
+//       Figures: how long each took.
 // With "index": true, publish-watch also checks that the index page, open before the
 // stream starts, lists it by itself with its codec, resolution and viewer count.
 // One browser serves every scenario. Progress goes to stderr; the last line on stdout
@@ -232,8 +248,12 @@ async function publishWatch(ctx, browser, sc) {
   }
   if (sc.reconnect) {
     await step(ctx, 'publish: stop', () => pub.click('#stop'));
+    // The `inactive` event makes the player wait at once, in its session; once the
+    // grace period is over the server ends that session and the player's next
+    // WHEP POST gets 409. Wait for that, so the publisher's return is met by a new
+    // session (the same session going on is the simulcast-player scenario's case).
     await step(ctx, 'watch: notices the end and waits (409 after the grace period)', () => until(watch,
-      () => { const p = document.getElementById('player'); return p.state === 'waiting'; }, null, 20000));
+      () => { const p = document.getElementById('player'); return p.state === 'waiting' && /Nobody is publishing/.test(p.message); }, null, 20000));
     const t0 = Date.now();
     await pub.click('#start');
     await step(ctx, 'publish: live again', () => until(pub, () => window.wishdPublish.state === 'live'));
@@ -539,6 +559,260 @@ async function indexToken(ctx, browser, sc) {
   return { message: said };
 }
 
+/** Publishes the fake camera at 1280×720 (and the microphone) from `page` as three
+ *  H.264 simulcast layers, as a browser's WHIP client does: one transceiver with
+ *  sendEncodings q (¼ size), h (½) and f (full). Leaves `window.pub` = { pc, location }. */
+function publishSimulcast(page, endpoint) {
+  return page.evaluate(async (endpoint) => {
+    const media = await navigator.mediaDevices.getUserMedia({
+      video: { width: 1280, height: 720, frameRate: 30 }, audio: true,
+    });
+    const pc = new RTCPeerConnection();
+    const t = pc.addTransceiver(media.getVideoTracks()[0], {
+      direction: 'sendonly',
+      sendEncodings: [
+        { rid: 'q', scaleResolutionDownBy: 4 },
+        { rid: 'h', scaleResolutionDownBy: 2 },
+        { rid: 'f', scaleResolutionDownBy: 1 },
+      ],
+    });
+    t.setCodecPreferences(RTCRtpSender.getCapabilities('video').codecs.filter(
+      (c) => c.mimeType === 'video/H264' && /packetization-mode=1/.test(c.sdpFmtpLine || '')));
+    pc.addTransceiver(media.getAudioTracks()[0], { direction: 'sendonly' });
+    await pc.setLocalDescription(await pc.createOffer());
+    await new Promise((resolve) => {
+      if (pc.iceGatheringState === 'complete') return resolve();
+      pc.addEventListener('icegatheringstatechange', () => pc.iceGatheringState === 'complete' && resolve());
+      setTimeout(resolve, 1500);
+    });
+    const resp = await fetch(endpoint, {
+      method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp,
+    });
+    if (resp.status !== 201) throw new Error(`WHIP POST → ${resp.status}: ${(await resp.text()).trim()}`);
+    const location = new URL(resp.headers.get('location'), endpoint).href;
+    const answer = await resp.text();
+    await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+    window.pub = { pc, location };
+    if (!/a=simulcast:recv/.test(answer)) throw new Error('the answer declines simulcast');
+  }, endpoint);
+}
+
+/** The quality menu of the player `sel`: its entries and what is selected. */
+function qualityMenu(page, sel) {
+  return page.evaluate((sel) => {
+    const p = document.querySelector(sel);
+    const menu = p.shadowRoot.querySelector('select');
+    return {
+      shown: !menu.hidden && menu.offsetParent !== null,
+      labels: [...menu.options].map((o) => o.text),
+      titles: [...menu.options].map((o) => o.title),
+      value: menu.value,
+    };
+  }, sel);
+}
+
+/** The viewer count the player `sel` shows on screen ('' when none). */
+function shownCount(page, sel) {
+  return page.evaluate((sel) => {
+    const v = document.querySelector(sel).shadowRoot.querySelector('.viewers');
+    return v.hidden ? '' : v.textContent.trim();
+  }, sel);
+}
+
+async function simulcastPlayer(ctx, browser, sc) {
+  const stream = encodeURIComponent(sc.stream);
+  const watchUrl = `${sc.base}/watch.html?stream=${stream}`;
+  const figures = {};
+  let index = null;
+  if (sc.index) {
+    index = await browser.newPage();
+    ctx.pages.push(index);
+    await step(ctx, 'index: page loads', () => index.goto(`${sc.base}/`));
+  }
+  // The publisher, on a page of its own origin (a secure context on 127.0.0.1).
+  const pub = await browser.newPage();
+  ctx.pages.push(pub);
+  const home = await embedSite('<!doctype html><title>simulcast publisher</title>');
+  ctx.cleanup.push(() => home.close());
+  await step(ctx, 'publish: three simulcast layers over WHIP', async () => {
+    await pub.goto(home.url);
+    await publishSimulcast(pub, `${sc.base}/whip/${stream}`);
+  });
+
+  // A server that links no extensions (an older wishd, another vendor's): the WHEP
+  // answer reaches the player without its Link headers.
+  const bare = await browser.newPage();
+  ctx.pages.push(bare);
+  await bare.route((url) => url.pathname.startsWith('/whep/'), async (route) => {
+    const resp = await route.fetch();
+    const headers = resp.headers();
+    delete headers.link;
+    await route.fulfill({ response: resp, headers });
+  });
+  await step(ctx, 'no Link: the player plays', async () => {
+    await bare.goto(watchUrl);
+    await until(bare, () => { const p = document.getElementById('player'); return p.state === 'playing' && p.lastStats && p.lastStats.frames > 0; }, null, 20000);
+  });
+  await sleep(1500);
+  const without = await bare.evaluate(() => {
+    const p = document.getElementById('player');
+    return { extensions: p.extensions, count: p.viewerCount, layers: p.layers.length, state: p.state };
+  });
+  await step(ctx, 'no Link: no quality menu, no viewer count, still playing', async () => {
+    const menu = await qualityMenu(bare, '#player');
+    const count = await shownCount(bare, '#player');
+    if (without.extensions.events || without.extensions.layer) throw new Error(`extensions ${JSON.stringify(without.extensions)}`);
+    if (menu.shown || count || without.count !== null || without.layers) throw new Error(`menu ${JSON.stringify(menu)}, count "${count}"`);
+    if (without.state !== 'playing') throw new Error(`state ${without.state}`);
+  });
+  // stop() sends the DELETE, so the count below starts from this player alone.
+  await bare.evaluate(() => document.getElementById('player').stop());
+  await bare.close();
+
+  const watch = await browser.newPage();
+  ctx.pages.push(watch);
+  await step(ctx, 'watch: plays', async () => {
+    await watch.goto(watchUrl);
+    await until(watch, () => { const p = document.getElementById('player'); return p.state === 'playing' && p.lastStats && p.lastStats.frames > 0; }, null, 20000);
+  });
+  const want = ['Auto', '1280×720', '640×360', '320×180'];
+  const t0 = Date.now();
+  const menu = await step(ctx, 'watch: the quality menu lists Auto and the three layers', async () => {
+    // The top layer's size is known from its first keyframe, once the publisher's
+    // bandwidth estimate lets it send: a few seconds.
+    await until(watch, ([want]) => {
+      const m = document.getElementById('player').shadowRoot.querySelector('select');
+      return !m.hidden && [...m.options].map((o) => o.text).join() === want.join();
+    }, [want], 20000);
+    return qualityMenu(watch, '#player');
+  });
+  figures.menu = menu.labels;
+  figures.menu_titles = menu.titles;
+  figures.menu_after_ms = Date.now() - t0;
+  await step(ctx, 'watch: the menu marks Auto, with bit rates in the tooltips', () => {
+    if (!menu.shown || menu.value !== '') throw new Error(`menu ${JSON.stringify(menu)}`);
+    if (!menu.titles.slice(1).every((t) => /^[qhf] · /.test(t))) throw new Error(`tooltips ${JSON.stringify(menu.titles)}`);
+  });
+  const videoWidth = (w) => until(watch, (w) => document.getElementById('player').video.videoWidth === w, w, 15000);
+  await step(ctx, 'watch: Auto plays the top layer (videoWidth 1280)', () => videoWidth(1280));
+  await step(ctx, 'watch: the count shows 1', () => until(watch,
+    () => { const p = document.getElementById('player'); return p.viewerCount === 1 && p.shadowRoot.querySelector('.viewers').textContent.trim() === '1'; }));
+  if (sc.screenshot) await watch.screenshot({ path: join(out, `${sc.screenshot}.png`) });
+
+  let t = Date.now();
+  await step(ctx, 'watch: choose 320×180 in the menu', () => watch.locator('#player select').selectOption('q'));
+  await step(ctx, 'watch: the decoded picture is 320 wide', () => videoWidth(320));
+  figures.switch_to_320_ms = Date.now() - t;
+  const pinned = await qualityMenu(watch, '#player');
+  const choice = await watch.evaluate(() => document.getElementById('player').layerChoice);
+  await step(ctx, 'watch: the menu marks 320×180', () => {
+    if (pinned.value !== 'q' || choice !== 'q') throw new Error(`the menu shows "${pinned.value}", layerChoice ${choice}`);
+  });
+  t = Date.now();
+  await step(ctx, 'watch: choose Auto in the menu', () => watch.locator('#player select').selectOption(''));
+  await step(ctx, 'watch: the decoded picture is 1280 wide again', () => videoWidth(1280));
+  figures.switch_to_auto_ms = Date.now() - t;
+
+  const refused = await step(ctx, 'watch: an unknown rid is refused', () => watch.evaluate(async () => {
+    const p = document.getElementById('player');
+    const ok = await p.chooseLayer('zz');
+    const note = p.shadowRoot.querySelector('.note');
+    return { ok, notice: p.notice, shown: !note.hidden, value: p.shadowRoot.querySelector('select').value, choice: p.layerChoice };
+  }));
+  await step(ctx, 'watch: the refusal shows the server\'s reason, the choice stays Auto', () => {
+    if (refused.ok || !refused.shown || !/unknown rid "zz"/.test(refused.notice)) throw new Error(JSON.stringify(refused));
+    if (refused.value !== '' || refused.choice !== null) throw new Error(JSON.stringify(refused));
+  });
+  figures.refusal = refused.notice;
+
+  // A second viewer: the player embedded on another origin (CORS for the event
+  // stream and the layer POST). Pinned to q, so that two pictures decode cheaply.
+  const other = await browser.newPage();
+  ctx.pages.push(other);
+  const site = await embedSite(`<!doctype html><title>embed</title>
+<script type="module" src="${sc.base}/player.js"></script>
+<wishd-player src="${sc.base}/whep/${stream}" style="width: 480px"></wishd-player>`);
+  ctx.cleanup.push(() => site.close());
+  t = Date.now();
+  await step(ctx, 'second viewer: the embedded player plays', async () => {
+    await other.goto(site.url);
+    await until(other, () => { const p = document.querySelector('wishd-player'); return p && p.state === 'playing'; }, null, 20000);
+  });
+  await step(ctx, 'watch: the count shows 2', () => until(watch,
+    () => document.getElementById('player').shadowRoot.querySelector('.viewers').textContent.trim() === '2'));
+  figures.count_2_after_ms = Date.now() - t;
+  await step(ctx, 'second viewer: counts 2 and pins 320×180 across origins', async () => {
+    await until(other, () => { const p = document.querySelector('wishd-player'); return p.viewerCount === 2 && p.layers.length === 3; });
+    const ok = await other.evaluate(() => document.querySelector('wishd-player').chooseLayer('q'));
+    if (!ok) throw new Error(await other.evaluate(() => document.querySelector('wishd-player').notice));
+    await until(other, () => document.querySelector('wishd-player').video.videoWidth === 320, null, 15000);
+  });
+  t = Date.now();
+  await step(ctx, 'second viewer leaves: the count shows 1', async () => {
+    await other.evaluate(() => document.querySelector('wishd-player').stop());
+    await until(watch, () => document.getElementById('player').viewerCount === 1);
+  });
+  figures.count_1_after_ms = Date.now() - t;
+
+  if (index) {
+    const row = await step(ctx, 'index: lists the three layers', () => until(index, (name) => {
+      const tr = document.querySelector(`tr[data-stream="${name}"]`);
+      const l = tr && tr.querySelector('.layers');
+      return l && l.textContent === '1280×720 · 640×360 · 320×180' && { text: l.textContent, title: l.title };
+    }, sc.stream, 10000));
+    figures.index_layers = row;
+  }
+
+  t = Date.now();
+  await step(ctx, 'publisher: DELETE', () => pub.evaluate(async () => {
+    // DELETE first: closing the peer connection first ends the session by itself
+    // (DTLS close_notify), and the DELETE would find nothing (404).
+    const r = await fetch(window.pub.location, { method: 'DELETE' });
+    window.pub.pc.close();
+    if (!r.ok) throw new Error(`DELETE → ${r.status}`);
+  }));
+  const waiting = await step(ctx, 'watch: waits for the stream (inactive), without a menu', () => until(watch, () => {
+    const p = document.getElementById('player');
+    const menu = p.shadowRoot.querySelector('select');
+    return p.state === 'waiting' && p.sourceActive === false && menu.hidden && { message: p.message, connects: p.metrics.connects };
+  }, null, 10000));
+  figures.waiting_after_ms = Date.now() - t;
+  figures.waiting_message = waiting.message;
+  await sleep(1500);
+  const still = await watch.evaluate(() => document.getElementById('player').state);
+  await step(ctx, 'watch: still waiting 1.5 s later (frames in flight do not end the wait)', () => {
+    if (still !== 'waiting') throw new Error(`the player is ${still}`);
+  });
+
+  // The publisher comes back within the grace period: the same session plays on
+  // (`active`, then frames), with its menu back.
+  t = Date.now();
+  await step(ctx, 'publish: again', () => publishSimulcast(pub, `${sc.base}/whip/${stream}`));
+  const back = await step(ctx, 'watch: plays again in the same session, with the menu', () => until(watch, () => {
+    const p = document.getElementById('player');
+    const menu = p.shadowRoot.querySelector('select');
+    return p.state === 'playing' && p.sourceActive === true && !menu.hidden && { connects: p.metrics.connects };
+  }, null, 20000));
+  await step(ctx, 'watch: no reconnect while the source was away', () => {
+    if (back.connects !== waiting.connects) throw new Error(`${back.connects - waiting.connects} new WHEP sessions`);
+  });
+  figures.playing_again_after_ms = Date.now() - t;
+
+  if (sc.shutdown) {
+    // The test shuts the server down when it reads this step's line on stderr.
+    await watch.evaluate(() => {
+      window.seenMessages = [];
+      document.getElementById('player').addEventListener('statechange', (e) => window.seenMessages.push(e.detail.message));
+    });
+    t = Date.now();
+    const seen = await step(ctx, 'server: shuts down now; the player is told to reconnect', () => until(watch,
+      () => window.seenMessages.some((m) => /asked to reconnect/.test(m)) && window.seenMessages, null, 15000));
+    figures.reconnect_after_ms = Date.now() - t;
+    figures.reconnect_messages = seen;
+  }
+  return figures;
+}
+
 /** Serves `html` at http://127.0.0.1:PORT/ until closed. */
 function embedSite(html) {
   return new Promise((resolve) => {
@@ -556,6 +830,7 @@ function embedSite(html) {
 const KINDS = {
   'publish-watch': publishWatch, watch: embedded, 'watch-page': watchPage, 'plain-view': plainView, timeline,
   refused, 'index-token': indexToken, reasons, 'publish-refused': publishRefused,
+  'simulcast-player': simulcastPlayer,
 };
 
 async function main() {
