@@ -23,8 +23,9 @@
 //!    flush the outbox. A worker busy with other workers' packets still reads its
 //!    socket and runs due timers after each batch, so its own sessions never starve.
 //!
-//! Datagram routing is pure ([`routes`]); sessions, forwarding and keyframes have a
-//! file each ([`session`], [`forward`], [`keyframes`]).
+//! Its commands and answers are in [`msg`]; datagram routing is pure ([`routes`]);
+//! sessions, forwarding, keyframes and layer choice have a
+//! file each ([`session`], [`forward`], [`keyframes`], [`layers`]).
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::panic::AssertUnwindSafe;
@@ -40,11 +41,14 @@ use tracing::{Instrument, Span, debug, info, info_span, warn};
 mod forward;
 mod keyframes;
 mod layers;
+mod msg;
 mod routes;
 mod session;
 
 use forward::StreamCount;
 use keyframes::video_keyframe_cache;
+pub use msg::WorkerStats;
+pub(crate) use msg::{PatchError, PatchOutcome, WorkerMsg};
 use routes::{Route, Routes};
 use session::{
     RoleState, Session, direct_rtcp, drain, on_path, start_direct, viewer_asked_keyframe,
@@ -53,11 +57,9 @@ use session::{
 pub(crate) use session::{NewRole, NewSession, PublishedTrack};
 
 use super::outbox::Outbox;
-use super::telemetry::SessionSnapshot;
 use super::udp::{MediaSocket, Received, RecvBuffers};
 use super::{MediaCounters, WorkerConfig};
 use crate::config::ForwardHold;
-use crate::core::LayerPolicy;
 use crate::core::{
     Fanout, FanoutStats, Forward, HoldControl, SourcePacket, ViewerId, best_first, hold,
     start_layer,
@@ -65,7 +67,6 @@ use crate::core::{
 use crate::directory::{Directory, LAYER_RATE_WINDOW, Stream};
 use crate::model::SessionId;
 use crate::model::{EndReason, SessionState};
-use crate::sdp::frag::IceFragment;
 use crate::wire::{demux, stun};
 
 /// How often a worker checks connect/ICE timeouts and retries keyframe requests.
@@ -75,121 +76,6 @@ const HOUSEKEEPING: Duration = Duration::from_millis(100);
 /// `keyframe_request_interval` anyway, and a sender may have answered a request of
 /// another layer with that layer's keyframe only.
 const KEYFRAME_RETRY: Duration = Duration::from_millis(500);
-
-/// Commands to a worker.
-pub(crate) enum WorkerMsg {
-    /// Adopt a negotiated session.
-    Add(Box<NewSession>),
-    /// End a session (DELETE, API kick); replies whether it existed.
-    Close {
-        /// Which.
-        id: SessionId,
-        /// Why, for the summary line and metrics.
-        reason: EndReason,
-        /// Answer.
-        reply: oneshot::Sender<bool>,
-    },
-    /// Trickle candidates or an ICE restart (HTTP PATCH).
-    Patch {
-        /// Which session.
-        id: SessionId,
-        /// The parsed fragment.
-        frag: IceFragment,
-        /// Answer.
-        reply: oneshot::Sender<Result<PatchOutcome, PatchError>>,
-    },
-    /// A source packet from another worker's publisher.
-    Packet {
-        /// The stream.
-        stream: Arc<Stream>,
-        /// The packet, shared.
-        pkt: Arc<SourcePacket>,
-    },
-    /// A viewer on another worker wants a keyframe from this worker's publisher.
-    KeyframeRequest {
-        /// Stream name.
-        stream: Arc<str>,
-        /// Of this simulcast layer (0 without simulcast).
-        layer: u8,
-    },
-    /// The stream ended (grace period over, stopped): close its viewers here.
-    EndStream {
-        /// Stream name.
-        stream: Arc<str>,
-        /// Why.
-        reason: EndReason,
-    },
-    /// Report the sessions (of one stream, or all).
-    Sessions {
-        /// Only this stream's, when given.
-        stream: Option<Arc<str>>,
-        /// Only publishers.
-        publishers_only: bool,
-        /// Answer.
-        reply: oneshot::Sender<Vec<SessionSnapshot>>,
-    },
-    /// A viewer's layer choice (the WHEP layer extension).
-    SetLayer {
-        /// Which viewer.
-        id: SessionId,
-        /// What it asked for (a pinned layer by index, checked against the stream).
-        policy: LayerPolicy,
-        /// Answer: whether the viewer is here.
-        reply: oneshot::Sender<bool>,
-    },
-    /// Report internal counts.
-    Stats {
-        /// Answer.
-        reply: oneshot::Sender<WorkerStats>,
-    },
-    /// Close everything and stop.
-    Shutdown {
-        /// Answered when done.
-        reply: oneshot::Sender<()>,
-    },
-}
-
-/// What a PATCH did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum PatchOutcome {
-    /// Candidates were added (or dropped as unusable): 204.
-    Trickled,
-    /// ICE restarted: 200 with this fragment (the server's new credentials).
-    Restarted {
-        /// The `application/trickle-ice-sdpfrag` body.
-        fragment: String,
-    },
-}
-
-/// Why a PATCH failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum PatchError {
-    /// The session is gone.
-    #[error("no such session")]
-    UnknownSession,
-    /// The restart could not be negotiated; the current ICE session stays.
-    #[error("ICE restart failed: {0}")]
-    RestartFailed(String),
-}
-
-/// A worker's internal counts, for leak checks.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WorkerStats {
-    /// Worker index.
-    pub(crate) index: usize,
-    /// Sessions owned.
-    pub(crate) sessions: usize,
-    /// Remote-address routing entries.
-    pub(crate) routes: usize,
-    /// ufrag routing entries.
-    pub(crate) ufrags: usize,
-    /// Pending session timers.
-    pub(crate) timers: usize,
-    /// Viewers in the fan-out.
-    pub(crate) viewers: usize,
-    /// Publishers hosted.
-    pub(crate) publishers: usize,
-}
 
 /// Effects on other sessions, queued while one `Rtc` is drained.
 enum Deferred {
