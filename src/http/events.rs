@@ -21,10 +21,10 @@ use tokio::sync::{broadcast, mpsc};
 use tracing::info;
 
 use super::error::{ApiError, text};
-use super::whip_whep::{authorize_session, check_stream, options_response, read_body};
+use super::whip_whep::{authorize_session, check_session, options_response, read_body};
 use super::{AppState, Body, location};
 use crate::directory::{Event, EventKind, Listening, SessionInfo};
-use crate::model::{Role, SessionId};
+use crate::model::Role;
 
 /// Methods of the URL that creates event streams.
 const EVENTS_ALLOW: &str = "POST, OPTIONS";
@@ -71,8 +71,7 @@ pub(super) async fn events(
     stream: &str,
     session: &str,
 ) -> Result<Response<Body>, ApiError> {
-    check_stream(stream)?;
-    let id: SessionId = session.parse().map_err(|_| ApiError::NotFound)?;
+    let id = check_session(stream, session)?;
     match *req.method() {
         Method::POST => {
             authorize_session(state, &req, id, Role::Viewer, stream)?;
@@ -126,8 +125,7 @@ pub(super) async fn event_stream(
     session: &str,
     sub: &str,
 ) -> Result<Response<Body>, ApiError> {
-    check_stream(stream)?;
-    let id: SessionId = session.parse().map_err(|_| ApiError::NotFound)?;
+    let id = check_session(stream, session)?;
     let sub = u128::from_str_radix(sub, 16).map_err(|_| ApiError::NotFound)?;
     let subscriptions = &state.media.directory().subscriptions;
     match *req.method() {

@@ -10,10 +10,10 @@ use serde::Deserialize;
 use tracing::info;
 
 use super::error::{ApiError, text};
-use super::whip_whep::{authorize_session, check_stream, options_response, read_body};
+use super::whip_whep::{authorize_session, check_session, options_response, read_body};
 use super::{AppState, Body};
 use crate::media::LayerChoice;
-use crate::model::{Role, SessionId};
+use crate::model::Role;
 
 /// Methods of the layer URL.
 const LAYER_ALLOW: &str = "POST, OPTIONS";
@@ -84,8 +84,7 @@ pub(super) async fn layer(
     stream: &str,
     session: &str,
 ) -> Result<Response<Body>, ApiError> {
-    check_stream(stream)?;
-    let id: SessionId = session.parse().map_err(|_| ApiError::NotFound)?;
+    let id = check_session(stream, session)?;
     match *req.method() {
         Method::POST => {
             authorize_session(state, &req, id, Role::Viewer, stream)?;

@@ -38,6 +38,13 @@ pub(super) fn check_stream(stream: &str) -> Result<(), ApiError> {
     }
 }
 
+/// The session a URL names: a valid stream name and a session id (an id that cannot
+/// be one is a session that does not exist: 404).
+pub(super) fn check_session(stream: &str, session: &str) -> Result<SessionId, ApiError> {
+    check_stream(stream)?;
+    session.parse().map_err(|_| ApiError::NotFound)
+}
+
 /// The bearer token of a request: from `Authorization`, else (when enabled) from a
 /// `?token=` query parameter. A malformed or repeated header is an error.
 pub(crate) fn request_token<'r>(
@@ -178,8 +185,7 @@ pub(super) async fn session(
     stream: &str,
     id: &str,
 ) -> Result<Response<Body>, ApiError> {
-    check_stream(stream)?;
-    let id: SessionId = id.parse().map_err(|_| ApiError::NotFound)?;
+    let id = check_session(stream, id)?;
     match *req.method() {
         Method::DELETE => {
             authorize_session(state, &req, id, kind, stream)?;

@@ -224,21 +224,28 @@ impl Media {
         reason: EndReason,
     ) -> Result<(), MediaError> {
         let id = info.id;
-        let worker = self
-            .workers
-            .get(info.worker)
-            .ok_or(MediaError::Unavailable)?;
+        let found = self
+            .ask(info.worker, |reply| WorkerMsg::Close { id, reason, reply })
+            .await?;
+        found
+            .then_some(())
+            .ok_or(DirectoryError::UnknownSession.into())
+    }
+
+    /// Sends the worker a command made around `reply` and waits for its answer.
+    async fn ask<T>(
+        &self,
+        worker: usize,
+        msg: impl FnOnce(oneshot::Sender<T>) -> WorkerMsg,
+    ) -> Result<T, MediaError> {
+        let worker = self.workers.get(worker).ok_or(MediaError::Unavailable)?;
         let (reply, done) = oneshot::channel();
         worker
             .tx
-            .send(WorkerMsg::Close { id, reason, reply })
+            .send(msg(reply))
             .await
             .map_err(|_| MediaError::Unavailable)?;
-        match done.await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(DirectoryError::UnknownSession.into()),
-            Err(_) => Err(MediaError::Unavailable),
-        }
+        done.await.map_err(|_| MediaError::Unavailable)
     }
 
     /// Asks the session's worker to end it for `reason`, without waiting for it.
@@ -260,19 +267,13 @@ impl Media {
         worker: usize,
         frag: IceFragment,
     ) -> Result<PatchOutcome, MediaError> {
-        let worker = self.workers.get(worker).ok_or(MediaError::Unavailable)?;
-        let (reply, done) = oneshot::channel();
-        worker
-            .tx
-            .send(WorkerMsg::Patch { id, frag, reply })
-            .await
-            .map_err(|_| MediaError::Unavailable)?;
-        match done.await {
-            Ok(Ok(o)) => Ok(o),
-            Ok(Err(PatchError::UnknownSession)) => Err(DirectoryError::UnknownSession.into()),
-            Ok(Err(PatchError::RestartFailed(why))) => Err(MediaError::RestartFailed(why)),
-            Err(_) => Err(MediaError::Unavailable),
-        }
+        let done = self
+            .ask(worker, |reply| WorkerMsg::Patch { id, frag, reply })
+            .await?;
+        done.map_err(|e| match e {
+            PatchError::UnknownSession => DirectoryError::UnknownSession.into(),
+            PatchError::RestartFailed(why) => MediaError::RestartFailed(why),
+        })
     }
 
     /// A viewer's layer choice (the WHEP layer extension): automatic, capped or one
@@ -308,25 +309,17 @@ impl Media {
                 LayerPolicy::Pin(index)
             }
         };
-        let worker = self
-            .workers
-            .get(info.worker)
-            .ok_or(MediaError::Unavailable)?;
-        let (reply, done) = oneshot::channel();
-        worker
-            .tx
-            .send(WorkerMsg::SetLayer {
-                id: info.id,
+        let id = info.id;
+        let found = self
+            .ask(info.worker, |reply| WorkerMsg::SetLayer {
+                id,
                 policy,
                 reply,
             })
-            .await
-            .map_err(|_| MediaError::Unavailable)?;
-        match done.await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(DirectoryError::UnknownSession.into()),
-            Err(_) => Err(MediaError::Unavailable),
-        }
+            .await?;
+        found
+            .then_some(())
+            .ok_or(DirectoryError::UnknownSession.into())
     }
 
     /// The directory.
