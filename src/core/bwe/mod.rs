@@ -30,8 +30,9 @@
 //! estimate jumps to that rate ([`Bwe::probe_state`]).
 //!
 //! Sans-IO like the rest of the core: every call takes the time, and nothing
-//! allocates after [`Bwe::new`]. Memory is one ring of [`HISTORY`] sent-packet
-//! records of 8 bytes on the heap (8 KiB) and well under 1 KiB inline.
+//! allocates after [`Bwe::new`] but to grow its history. Memory is 1.3 KiB inline and a
+//! ring of sent-packet records of 8 bytes on the heap: 2 KiB, growing to at most
+//! 16 KiB only for a viewer whose feedback names packets the ring no longer holds.
 //!
 //! Each part of the estimator has its own file: `history` (the sent packets the
 //! feedback is matched against), `delay` (groups, trendline and overuse detector),
@@ -50,7 +51,7 @@ mod recent;
 
 use acked::Acked;
 use delay::{Groups, Trendline};
-use history::{ACKED, HISTORY, IN_PROBE, LOST, ROUND_MASK, Sent, VALID, extend_seq, round, slot};
+use history::{ACKED, HISTORY_MAX, History, IN_PROBE, LOST, extend_seq};
 use loss::LossControl;
 use probe::{
     PROBE_DURATION, PROBE_MAX_PACKETS, PROBE_MIN_PACKETS, PROBE_PACKET_BYTES, PROBE_USE, Probe,
@@ -119,8 +120,8 @@ pub(crate) struct Bwe {
     max_bps: f64,
     /// Time zero of the send times.
     base: Instant,
-    /// Sent packets by extended sequence number modulo [`HISTORY`].
-    history: Box<[Sent]>,
+    /// Sent packets by extended sequence number.
+    history: History,
     /// The highest extended sequence number sent.
     newest: Option<u64>,
     /// The latest send time (µs since `base`): the full value of the records' wrapping
@@ -151,7 +152,7 @@ impl Bwe {
             min_bps,
             max_bps,
             base: now,
-            history: vec![Sent::default(); HISTORY].into_boxed_slice(),
+            history: History::new(),
             newest: None,
             last_send_us: 0,
             reference: None,
@@ -180,22 +181,18 @@ impl Bwe {
             },
         };
         let newest = self.newest.map_or(ext, |n| n.max(ext));
-        if newest - ext >= HISTORY as u64 {
+        if newest - ext >= self.history.len() as u64 {
             return;
         }
-        self.newest = Some(newest);
         let us = self.micros(at);
+        self.newest = Some(newest);
         self.last_send_us = self.last_send_us.max(us);
-        let mut tag = VALID | round(ext);
+        let mut flags = 0;
         if self.probe.as_ref().is_some_and(Probe::is_sending) {
-            tag |= IN_PROBE;
+            flags |= IN_PROBE;
         }
         let size = u16::try_from(bytes).unwrap_or(u16::MAX);
-        self.history[slot(ext)] = Sent {
-            send_us: us as u32,
-            size,
-            tag,
-        };
+        self.history.put(ext, us as u32, size, flags);
         if let Some(p) = &mut self.probe {
             p.on_sent(ext, us, u64::from(size), probe);
         }
@@ -211,20 +208,19 @@ impl Bwe {
         self.recent.roll(now);
         let mut known = false;
         for p in packets {
-            let Some(ext) = self.lookup(p.seq) else {
+            let Some((ext, rec)) = self.lookup(p.seq) else {
                 continue;
             };
             known = true;
-            let rec = self.history[slot(ext)];
             let send_us = self.full_send_us(rec.send_us);
             let size = u64::from(rec.size);
             let counts_for_loss = rec.tag & IN_PROBE == 0 && send_us >= self.loss.epoch_send_us;
             match p.arrival_us {
                 None => {
-                    if rec.tag & (ACKED | LOST) != 0 {
+                    if rec.reported() {
                         continue;
                     }
-                    self.history[slot(ext)].tag |= LOST;
+                    self.history.mark(ext, LOST, 0);
                     if counts_for_loss {
                         self.loss.lost += 1;
                         self.recent.lost();
@@ -238,7 +234,7 @@ impl Bwe {
                         continue;
                     }
                     let was_lost = rec.tag & LOST != 0;
-                    self.history[slot(ext)].tag = (rec.tag | ACKED) & !LOST;
+                    self.history.mark(ext, ACKED, LOST);
                     let arrival = arrival.saturating_add(offset);
                     if counts_for_loss {
                         self.loss.received += 1;
@@ -411,14 +407,23 @@ impl Bwe {
     }
 
     /// The extended sequence number of a reported packet still in the history.
-    fn lookup(&self, seq: u16) -> Option<u64> {
+    /// A packet sent so long ago that the ring no longer holds it, but not longer than
+    /// the largest ring would, says the feedback lags behind the ring: it grows, so
+    /// the next packets are still known when their reports come.
+    fn lookup(&mut self, seq: u16) -> Option<(u64, history::Sent)> {
         let newest = self.newest?;
         let ext = extend_seq(newest, seq)?;
-        if ext > newest || newest - ext >= HISTORY as u64 {
+        if ext > newest {
             return None;
         }
-        let rec = self.history[slot(ext)];
-        (rec.tag & VALID != 0 && rec.tag & ROUND_MASK == round(ext)).then_some(ext)
+        let back = newest - ext;
+        if back >= self.history.len() as u64 {
+            if back < HISTORY_MAX as u64 {
+                self.history.grow(newest);
+            }
+            return None;
+        }
+        Some((ext, self.history.get(ext)?))
     }
 
     /// What to add to a feedback's arrival times so they continue the previous

@@ -12,7 +12,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::{HISTORY, Sent};
+use super::history::{HISTORY_MAX, HISTORY_MIN, Sent};
 use crate::core::{Bwe, BweConfig, Usage};
 use crate::wire::twcc::{
     TwccFeedback, TwccPacket, feedback_bodies, parse_feedback, write_feedback,
@@ -389,7 +389,7 @@ fn malformed_feedback_changes_nothing_and_never_panics() {
     for base in [
         next,
         next.wrapping_add(1000),
-        next.wrapping_sub(HISTORY as u16 + 50),
+        next.wrapping_sub(HISTORY_MAX as u16 + 50),
         next.wrapping_add(32_768),
     ] {
         let packets: Vec<TwccPacket> = (0..40u16)
@@ -499,14 +499,37 @@ pub(super) fn feed_groups(
 }
 
 #[test]
-fn the_estimator_stays_under_10_kib() {
+fn the_estimator_takes_under_4_kib_until_its_feedback_lags() {
     let inline = std::mem::size_of::<Bwe>();
-    let heap = HISTORY * std::mem::size_of::<Sent>();
-    eprintln!(
-        "Bwe: {inline} bytes inline + {heap} bytes of history = {}",
-        inline + heap
-    );
     assert_eq!(std::mem::size_of::<Sent>(), 8);
-    // The history is 8 KiB of it; the per-viewer budget is 100 KiB in all.
-    assert!(inline + heap <= 10 * 1024);
+    let (least, most) = (HISTORY_MIN * 8, HISTORY_MAX * 8);
+    eprintln!("Bwe: {inline} bytes inline + {least} to {most} bytes of history");
+    // The per-viewer budget is 100 KiB in all; most viewers never grow the history.
+    assert!(inline + least <= 4 * 1024);
+    assert!(inline + most <= 18 * 1024);
+}
+
+#[test]
+fn the_history_grows_to_hold_a_long_round_trip_and_only_then() {
+    // 8 Mbit/s over a path with a 1.2 s round trip: about a thousand packets are in
+    // flight or waiting for their report at any time.
+    let mut link = Link::new(20 * MBPS);
+    link.delay_us = 600 * MS;
+    let mut sim = Sim::new(config(8 * MBPS), link, Rate::Fixed(8 * MBPS));
+    sim.run_for(10 * SEC);
+    let held = sim.bwe.history.len();
+    let acked = sim.bwe.acked_bps().unwrap_or(0);
+    eprintln!("1.2 s round trip at 8M: history {held} packets, acked {acked} bit/s");
+    assert!((1024..=HISTORY_MAX).contains(&held), "{held}");
+    assert!(acked > 7 * MBPS, "the reports were matched: {acked}");
+    assert!(sim.bwe.estimate() > 7 * MBPS, "{}", sim.bwe.estimate());
+
+    // A viewer whose player sends no feedback keeps the smallest ring.
+    let t0 = Instant::now();
+    let mut quiet = Bwe::new(config(8 * MBPS), t0);
+    for i in 0..5_000u32 {
+        let at = t0 + Duration::from_micros(u64::from(i) * 1_000);
+        quiet.on_sent(i as u16, 1200, at, false);
+    }
+    assert_eq!(quiet.history.len(), HISTORY_MIN);
 }
