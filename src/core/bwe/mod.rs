@@ -30,8 +30,8 @@
 //! estimate jumps to that rate ([`Bwe::probe_state`]).
 //!
 //! Sans-IO like the rest of the core: every call takes the time, and nothing
-//! allocates after [`Bwe::new`] but to grow its history. Memory is 1.3 KiB inline and a
-//! ring of sent-packet records of 8 bytes on the heap: 2 KiB, growing to at most
+//! allocates after [`Bwe::new`] but a probe's state and a larger history. Memory is
+//! 1 KiB inline and a ring of sent-packet records of 8 bytes on the heap: 1 KiB, growing to at most
 //! 16 KiB only for a viewer whose feedback names packets the ring no longer holds.
 //!
 //! Each part of the estimator has its own file: `history` (the sent packets the
@@ -136,7 +136,8 @@ pub(crate) struct Bwe {
     loss: LossControl,
     acked: Acked,
     recent: Recent,
-    probe: Option<Probe>,
+    /// Boxed: it is there only while a probe runs.
+    probe: Option<Box<Probe>>,
     /// The outcome of the last probe that ended.
     probe_result: ProbeState,
 }
@@ -188,7 +189,7 @@ impl Bwe {
         self.newest = Some(newest);
         self.last_send_us = self.last_send_us.max(us);
         let mut flags = 0;
-        if self.probe.as_ref().is_some_and(Probe::is_sending) {
+        if self.probe.as_deref().is_some_and(Probe::is_sending) {
             flags |= IN_PROBE;
         }
         let size = u16::try_from(bytes).unwrap_or(u16::MAX);
@@ -347,7 +348,7 @@ impl Bwe {
         let bits = extra as f64 * PROBE_DURATION.as_secs_f64();
         let packets = (bits / (PROBE_PACKET_BYTES * 8) as f64).ceil();
         let packets = (packets as u32).clamp(PROBE_MIN_PACKETS, PROBE_MAX_PACKETS);
-        self.probe = Some(Probe::new(packets, PROBE_DURATION / packets, now));
+        self.probe = Some(Box::new(Probe::new(packets, PROBE_DURATION / packets, now)));
         true
     }
 
@@ -363,7 +364,7 @@ impl Bwe {
     /// When [`poll_probe`](Self::poll_probe) has something to do next: the next probe
     /// packet, or the end of a probe's wait.
     pub(crate) fn probe_timeout(&self) -> Option<Instant> {
-        self.probe.as_ref().map(Probe::timeout)
+        self.probe.as_deref().map(Probe::timeout)
     }
 
     /// Whether a probe runs, and how the last one ended.

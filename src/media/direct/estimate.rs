@@ -12,6 +12,7 @@
 //! Only viewers of a stream with layers to choose are estimated: for the others the
 //! numbering and the feedback would cost without deciding anything.
 
+use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
 use crate::core::{Bandwidth, Bwe, BweConfig, ProbeOutcome, ProbeState, Usage};
@@ -35,14 +36,18 @@ const UDP_IP: usize = 28;
 /// The send rate is measured over windows this long.
 const RATE_WINDOW: Duration = Duration::from_millis(500);
 
+thread_local! {
+    /// Feedback packets as parsed, one buffer per media thread rather than per viewer:
+    /// a report is read and forgotten in one call.
+    static PARSED: RefCell<Vec<TwccPacket>> = const { RefCell::new(Vec::new()) };
+}
+
 /// One viewer's estimation state.
 pub(super) struct Estimation {
     /// The negotiated id of the transport-wide sequence number extension.
     pub(super) ext_id: u8,
     next_seq: u16,
     bwe: Bwe,
-    /// Feedback packets as parsed, reused.
-    packets: Vec<TwccPacket>,
     /// The probe state `bandwidth` last reported, so each end is told once.
     told: ProbeState,
     window_start: Instant,
@@ -67,7 +72,6 @@ impl Estimation {
                 },
                 now,
             ),
-            packets: Vec::new(),
             told: ProbeState::Idle,
             window_start: now,
             window_bytes: 0,
@@ -99,11 +103,13 @@ impl Estimation {
 
     /// The transport-wide feedback in one decrypted compound RTCP packet.
     pub(super) fn feedback(&mut self, plain: &[u8], now: Instant) {
-        for body in twcc::feedback_bodies(plain) {
-            if let Some(fb) = twcc::parse_feedback(body, &mut self.packets) {
-                self.bwe.on_feedback(&fb, &self.packets, now);
+        PARSED.with_borrow_mut(|packets| {
+            for body in twcc::feedback_bodies(plain) {
+                if let Some(fb) = twcc::parse_feedback(body, packets) {
+                    self.bwe.on_feedback(&fb, packets, now);
+                }
             }
-        }
+        });
     }
 
     /// A round trip measured from the viewer's receiver reports.
