@@ -9,9 +9,9 @@ mod common;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wishd::client::{
-    PublisherOptions, ReceivedPacket, SimulcastLayer, WhepViewer, WhipPublisher, http_request,
+    EventMessage, EventStream, PublisherOptions, ReceivedPacket, SimulcastLayer, WhepViewer,
+    WhipPublisher, http_request,
 };
 use wishd::core::{CodecKind, MediaKind, frame_size, is_keyframe_start};
 
@@ -234,68 +234,35 @@ async fn layer_requests_wishd_cannot_carry_out_get_a_4xx_problem() {
     server.shutdown().await;
 }
 
-/// An open event stream: GET on its URL over a plain TCP connection, read as it
-/// comes.
-struct Sse {
-    stream: tokio::net::TcpStream,
-    buf: String,
+/// GET on an event stream's URL, as an `EventSource` sends it.
+async fn open_events(url: &str) -> EventStream {
+    EventStream::open(
+        "GET",
+        url,
+        &[("accept", "text/event-stream")],
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("event stream")
 }
 
-impl Sse {
-    async fn open(url: &str) -> (u16, Sse) {
-        let rest = url.strip_prefix("http://").expect("http URL");
-        let (host, path) = rest.split_once('/').expect("path");
-        let mut stream = tokio::net::TcpStream::connect(host).await.expect("connect");
-        let req =
-            format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n");
-        stream.write_all(req.as_bytes()).await.expect("send");
-        let mut sse = Sse {
-            stream,
-            buf: String::new(),
-        };
-        sse.fill_until(|b| b.contains("\r\n\r\n"), Duration::from_secs(5))
-            .await;
-        let status = sse
-            .buf
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        (status, sse)
-    }
+/// The `(event, data)` messages so far, each with exactly one data line.
+fn pairs(stream: &EventStream) -> Vec<(String, String)> {
+    stream
+        .messages()
+        .into_iter()
+        .filter_map(|m| {
+            assert_eq!(m.data.len(), 1, "one data line per event: {m:?}");
+            Some((m.event?, m.data[0].clone()))
+        })
+        .collect()
+}
 
-    async fn fill_until(&mut self, done: impl Fn(&str) -> bool, limit: Duration) {
-        let end = tokio::time::Instant::now() + limit;
-        let mut chunk = [0u8; 4096];
-        while !done(&self.buf) {
-            match tokio::time::timeout_at(end, self.stream.read(&mut chunk)).await {
-                Ok(Ok(n)) if n > 0 => self.buf.push_str(&String::from_utf8_lossy(&chunk[..n])),
-                _ => return,
-            }
-        }
-    }
-
-    /// The `(event, data)` messages received so far.
-    fn events(&self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        for block in self.buf.split("\n\n") {
-            let mut event = None;
-            let mut data = Vec::new();
-            for line in block.lines() {
-                if let Some(e) = line.strip_prefix("event: ") {
-                    event = Some(e.to_owned());
-                }
-                if let Some(d) = line.strip_prefix("data: ") {
-                    data.push(d.to_owned());
-                }
-            }
-            if let Some(e) = event {
-                assert_eq!(data.len(), 1, "one data line per event: {block:?}");
-                out.push((e, data.remove(0)));
-            }
-        }
-        out
-    }
+/// Whether a message of `kind` whose data contains `data` has come.
+fn has(messages: &[EventMessage], kind: &str, data: &str) -> bool {
+    messages
+        .iter()
+        .any(|m| m.event.as_deref() == Some(kind) && m.data.iter().any(|d| d.contains(data)))
 }
 
 async fn create_events(viewer: &WhepViewer, body: &str) -> wishd::client::HttpResponse {
@@ -356,36 +323,25 @@ async fn event_streams_deliver_only_the_requested_events_and_end_with_their_sess
     let count_url = only_count.header("location").expect("Location").to_owned();
     let all = create_events(&v, r#"["active","inactive","layers","viewercount"]"#).await;
     let all_url = all.header("location").expect("Location").to_owned();
-    let (status, mut counts) = Sse::open(&count_url).await;
-    assert_eq!(status, 200);
-    assert!(
-        counts
-            .buf
-            .to_ascii_lowercase()
-            .contains("content-type: text/event-stream")
-    );
-    let (_, mut everything) = Sse::open(&all_url).await;
+    let mut counts = open_events(&count_url).await;
+    assert_eq!(counts.status, 200);
+    assert_eq!(counts.header("content-type"), Some("text/event-stream"));
+    let mut everything = open_events(&all_url).await;
 
     // Another viewer joins: the count says 3 (v, the linked POST's session, w).
     let _w = common::view(&base, "ev").await;
     counts
-        .fill_until(|b| b.contains("\"viewercount\":3"), Duration::from_secs(5))
+        .read_until(Duration::from_secs(5), |m| has(m, "viewercount", ":3}"))
         .await;
     everything
-        .fill_until(
-            |b| b.contains("event: layers") && b.contains("\"viewercount\":3"),
-            Duration::from_secs(5),
-        )
+        .read_until(Duration::from_secs(5), |m| {
+            has(m, "layers", "") && has(m, "viewercount", ":3}")
+        })
         .await;
-    let kinds: Vec<String> = counts.events().into_iter().map(|e| e.0).collect();
+    let kinds: Vec<String> = pairs(&counts).into_iter().map(|e| e.0).collect();
     assert!(kinds.iter().all(|k| k == "viewercount"), "{kinds:?}");
-    assert!(
-        counts
-            .events()
-            .iter()
-            .any(|e| e.1 == r#"{"viewercount":3}"#)
-    );
-    let events = everything.events();
+    assert!(pairs(&counts).iter().any(|e| e.1 == r#"{"viewercount":3}"#));
+    let events = pairs(&everything);
     println!("events of the full stream: {events:?}");
     assert_eq!(events[0].0, "active", "a live stream says so first");
     let layers = events
@@ -404,9 +360,9 @@ async fn event_streams_deliver_only_the_requested_events_and_end_with_their_sess
     // The publisher leaves: inactive.
     p.delete().await.expect("DELETE");
     everything
-        .fill_until(|b| b.contains("event: inactive"), Duration::from_secs(5))
+        .read_until(Duration::from_secs(5), |m| has(m, "inactive", ""))
         .await;
-    assert!(everything.events().iter().any(|e| e.0 == "inactive"));
+    assert!(pairs(&everything).iter().any(|e| e.0 == "inactive"));
 
     // DELETE ends one stream (its GET ends, later ones are 404); the session's end
     // ends the others.
@@ -434,16 +390,16 @@ async fn viewers_are_told_to_reconnect_when_the_server_shuts_down() {
     let v = common::view(&base, "bye").await;
     let r = create_events(&v, r#"["reconnect"]"#).await;
     let url = r.header("location").expect("Location").to_owned();
-    let (status, mut sse) = Sse::open(&url).await;
-    assert_eq!(status, 200);
+    let mut sse = open_events(&url).await;
+    assert_eq!(sse.status, 200);
     server.shutdown().await;
-    sse.fill_until(|b| b.contains("event: reconnect"), Duration::from_secs(5))
+    sse.read_until(Duration::from_secs(5), |m| has(m, "reconnect", ""))
         .await;
     assert_eq!(
-        sse.events(),
+        pairs(&sse),
         [("reconnect".to_owned(), "{}".to_owned())],
         "{}",
-        sse.buf
+        sse.text()
     );
 }
 

@@ -5,9 +5,10 @@
 //! server of that kind: HTTP rows with plain requests (statuses, headers, ETag and
 //! If-Match, PATCH, DELETE, OPTIONS, CORS), and media rows with the str0m peers of
 //! `wishd::client` (ICE and DTLS come up, media flows, media after an ICE restart and
-//! after an address change, the server stops answering STUN after DELETE). It uses
-//! only the standard resources (the endpoint and the session URL the server hands
-//! out), so it works against any server.
+//! after an address change, the server stops answering STUN after DELETE), and in
+//! WHEP mode the extension rows (server-sent events and layer selection, at the URLs
+//! the 201 links). It uses only the standard resources (the endpoint and the URLs the
+//! server hands out), so it works against any server.
 //!
 //! Each row has the checklist's id, the requirement, its level and an outcome:
 //! pass, fail or skip (with the reason, e.g. "needs --token"). Only failing MUST rows
@@ -143,6 +144,7 @@ pub async fn run(opts: &Options) -> Report {
         rows::media::run(&mut ctx, &mut report).await;
         rows::media::missing_kind(&mut ctx, &mut report).await;
     }
+    rows::ext::run(&mut ctx, &mut report).await;
     ctx.stop_source().await;
     report
 }

@@ -140,6 +140,53 @@ async fn request_inner(
     headers: &[(&str, &str)],
     body: Vec<u8>,
 ) -> Result<HttpResponse, ClientError> {
+    let (resp, _conn) = send(method, url, headers, body).await?;
+    let status = resp.status().as_u16();
+    let headers = header_list(&resp);
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ClientError::Http(format!("body: {e}")))?
+        .to_bytes()
+        .to_vec();
+    Ok(HttpResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// A response's headers in arrival order, names lowercased.
+pub(super) fn header_list<B>(resp: &hyper::Response<B>) -> Vec<(String, String)> {
+    resp.headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The task that drives one request's connection; dropping it closes the connection.
+pub(super) struct Connection(tokio::task::JoinHandle<()>);
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Sends one request and returns the response with its body still to be read, and
+/// the connection it comes on.
+pub(super) async fn send(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Result<(hyper::Response<hyper::body::Incoming>, Connection), ClientError> {
     let uri: hyper::Uri = url
         .parse()
         .map_err(|e| ClientError::Http(format!("bad URL {url:?}: {e}")))?;
@@ -159,7 +206,7 @@ async fn request_inner(
     let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
     let host = authority.host().trim_matches(['[', ']']).to_owned();
     let stream = TcpStream::connect((host.as_str(), port)).await?;
-    let mut sender = if tls {
+    let (mut sender, conn) = if tls {
         let name = rustls::pki_types::ServerName::try_from(host.clone())
             .map_err(|e| ClientError::Http(format!("bad TLS name {host:?}: {e}")))?;
         let stream = tls_connector()?
@@ -194,46 +241,30 @@ async fn request_inner(
         .send_request(req)
         .await
         .map_err(|e| ClientError::Http(format!("send: {e}")))?;
-    let status = resp.status().as_u16();
-    let headers = resp
-        .headers()
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| ClientError::Http(format!("body: {e}")))?
-        .to_bytes()
-        .to_vec();
-    Ok(HttpResponse {
-        status,
-        headers,
-        body,
-    })
+    Ok((resp, conn))
 }
 
 async fn handshake<S>(
     stream: S,
-) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, ClientError>
+) -> Result<
+    (
+        hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+        Connection,
+    ),
+    ClientError,
+>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| ClientError::Http(format!("handshake: {e}")))?;
-    tokio::spawn(async move {
+    let conn = tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!("http client connection: {e}");
         }
     });
-    Ok(sender)
+    Ok((sender, Connection(conn)))
 }
 
 /// Resolves a (possibly relative) `Location` against the URL of the request.

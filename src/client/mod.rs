@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 mod error;
+mod events;
 mod http;
 pub mod media;
 mod peer;
@@ -22,6 +23,7 @@ mod simulcast;
 mod viewer;
 
 pub use error::ClientError;
+pub use events::{EventMessage, EventStream, parse_events};
 pub use http::{HttpResponse, http_request, http_request_patient, resolve_url, trust_ca_pem};
 pub use publisher::{PublisherOptions, PublisherStats, WhipPublisher, publisher_offer};
 pub use simulcast::{LayerStats, SimulcastLayer};

@@ -1,7 +1,9 @@
-//! The rows, in two groups: [`http`] (plain requests) and [`media`] (str0m peers).
+//! The rows, in three groups: [`http`] (plain requests), [`media`] (str0m peers) and
+//! [`ext`] (the WHEP extensions: server-sent events and layer selection).
 //! [`Context`] holds what they share: the options, a source for WHEP, and helpers to
 //! create and end sessions the standard way.
 
+pub mod ext;
 pub mod http;
 pub mod media;
 
@@ -86,6 +88,11 @@ impl<'a> Context<'a> {
         p.wait_connected(self.opts.timeout).await?;
         self.source = Some(p);
         Ok(())
+    }
+
+    /// The answer the server gave the runner's source, if one is publishing.
+    pub fn source_answer(&self) -> Option<&str> {
+        self.source.as_ref().map(|p| p.answer_sdp())
     }
 
     pub async fn stop_source(&mut self) {
