@@ -378,22 +378,6 @@ async fn obs_like_publisher_killed_and_restarted_plays_on_in_the_same_chromium_s
     server.shutdown().await;
 }
 
-/// Runs `nft` inside the namespace.
-async fn nft(ns: &clients::Netns, args: &[&str]) {
-    let out = ns
-        .command("nft")
-        .args(args)
-        .output()
-        .await
-        .expect("nft runs (apt-get install nftables)");
-    assert!(
-        out.status.success(),
-        "nft {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A laptop closed or moved to another network: the publisher's packets and wishd's
 /// answers to it vanish (an nftables rule in the test's namespace drops its address
 /// both ways, silently: neither side gets a send error), and a publisher from a new
@@ -413,26 +397,20 @@ async fn a_publisher_cut_off_by_the_network_is_replaced_by_one_from_a_new_addres
     let (viewer, addr_a) = first_publisher_and_viewer(api, "cut", &log_a, &stop).await;
     let port = addr_a.rsplit(':').next().unwrap_or_default().to_owned();
     let mut events = Vec::new();
-    nft(&ns, &["add", "table", "inet", "cut"]).await;
-    nft(
-        &ns,
-        &[
-            "add",
-            "chain",
-            "inet",
-            "cut",
-            "input",
-            "{ type filter hook input priority 0; }",
-        ],
-    )
+    ns.nft(&["add", "table", "inet", "cut"]).await;
+    ns.nft(&[
+        "add",
+        "chain",
+        "inet",
+        "cut",
+        "input",
+        "{ type filter hook input priority 0; }",
+    ])
     .await;
     for dir in ["sport", "dport"] {
-        nft(
-            &ns,
-            &[
-                "add", "rule", "inet", "cut", "input", "udp", dir, &port, "drop",
-            ],
-        )
+        ns.nft(&[
+            "add", "rule", "inet", "cut", "input", "udp", dir, &port, "drop",
+        ])
         .await;
     }
     events.push((unix_ms(), "publisher 1 cut off"));
@@ -442,7 +420,7 @@ async fn a_publisher_cut_off_by_the_network_is_replaced_by_one_from_a_new_addres
     let (live_b, addr_b) = new_source_live(api, "cut", &addr_a, &log_b).await;
     events.push((live_b, "publisher 2 first keyframe"));
     tokio::time::sleep(Duration::from_secs(3)).await;
-    nft(&ns, &["delete", "table", "inet", "cut"]).await;
+    ns.nft(&["delete", "table", "inet", "cut"]).await;
     let healed = unix_ms();
     events.push((healed, "publisher 1's path back"));
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -22,7 +22,8 @@
 // `chooseLayer(rid | null)`, event `layers`). A server without them gets neither.
 
 import {
-  explain, hangUp, HttpError, negotiateSession, postJson, readStats, REL_EVENTS, REL_LAYER,
+  explain, hangUp, HttpError, iceServersFor, negotiateSession, postJson, readStats, REL_EVENTS,
+  REL_LAYER,
 } from './wish.js';
 
 const STYLE = `
@@ -249,7 +250,16 @@ export class WishdPlayer extends HTMLElement {
 
   /** One WHEP session, from POST to its end. Resolves with { played, error, why }. */
   async #session(signal) {
-    const pc = new RTCPeerConnection();
+    const token = this.token;
+    // TURN servers the endpoint names are gathered into the offer (the pages do not
+    // trickle), so a viewer whose network blocks the server's media reaches it relayed.
+    let iceServers;
+    try {
+      iceServers = await iceServersFor(this.src, { token, signal });
+    } catch {
+      return { played: false };
+    }
+    const pc = new RTCPeerConnection({ iceServers });
     const media = new MediaStream();
     pc.addTransceiver('video', { direction: 'recvonly' });
     pc.addTransceiver('audio', { direction: 'recvonly' });
@@ -259,7 +269,6 @@ export class WishdPlayer extends HTMLElement {
     };
     let location = null;
     let played = false;
-    const token = this.token;
     // What the server's events tell about this session: `end` ends it early (a
     // `reconnect` event) and closes its event stream; `inactive` while the source is away.
     // `repin`: the layer chosen before is asked for again once the layers are known.

@@ -1,7 +1,7 @@
 // The publish page: camera and microphone → WHIP. Everything happens in this file
 // and wish.js; window.wishdPublish exposes the state for tests.
 
-import { explain, hangUp, negotiate, readStats } from './wish.js';
+import { explain, hangUp, iceServersFor, negotiate, readStats } from './wish.js';
 
 const $ = (id) => document.getElementById(id);
 const form = $('form');
@@ -104,7 +104,10 @@ async function start() {
     $('start').disabled = false;
     return show('error', `Cannot open the camera or microphone: ${e.message || e}`);
   }
-  pc = new RTCPeerConnection();
+  const endpoint = new URL(`/whip/${encodeURIComponent(stream)}`, location.href).href;
+  // The endpoint's TURN servers go into the offer (no trickle): a publisher whose
+  // network blocks the server's media port reaches it relayed.
+  pc = new RTCPeerConnection({ iceServers: await iceServersFor(endpoint, { token }) });
   const codec = $('codec').value;
   for (const track of media.getTracks()) {
     const tr = pc.addTransceiver(track, { direction: 'sendonly', streams: [media] });
@@ -125,7 +128,6 @@ async function start() {
     else if (s === 'disconnected') show('connecting', 'The network dropped; trying to recover…');
   });
   show('connecting', 'Connecting…');
-  const endpoint = new URL(`/whip/${encodeURIComponent(stream)}`, location.href).href;
   try {
     session = await negotiate(pc, endpoint, { token });
   } catch (e) {

@@ -5,6 +5,8 @@
 
 /** How long a WHIP/WHEP POST may take before it is abandoned. */
 const POST_TIMEOUT_MS = 10000;
+/** An endpoint's OPTIONS (its ICE servers) may hold the start of a session this long. */
+const OPTIONS_TIMEOUT_MS = 3000;
 
 /** A refused WHIP/WHEP request: the HTTP status, the server's one-line reason and
  *  its Retry-After in seconds (or null). */
@@ -84,25 +86,72 @@ export async function negotiate(pc, endpoint, options) {
 export const REL_EVENTS = 'urn:ietf:params:whep:ext:core:server-sent-events';
 export const REL_LAYER = 'urn:ietf:params:whep:ext:core:layer';
 
-/** The `Link` header of an answer as { rel: { url, params } }, URLs made absolute
- *  against `base`. fetch() joins several Link headers with ", ", and a quoted value
- *  (events="active,inactive") may hold commas too, so links are split only where a
- *  new `<` follows a comma. Only what CORS exposes is seen: an older server or another
- *  vendor's may send none, which is an empty map. */
-export function parseLinks(header, base) {
-  const links = {};
-  for (const part of (header || '').split(/,\s*(?=<)/)) {
-    const m = part.match(/^\s*<([^>]*)>(.*)$/s);
-    if (!m) continue;
-    let url;
-    try {
-      url = new URL(m[1], base).href;
-    } catch {
+/** The links of a `Link` header (RFC 8288) as [{ uri, params }], parameter names
+ *  lowercased. fetch() joins several Link headers with ", ", and a quoted value
+ *  (events="active,inactive", a TURN password) may hold commas, semicolons and
+ *  backslash escapes, so the header is read character by character. Only what CORS
+ *  exposes is seen: an older server or another vendor's may send none, which is []. */
+export function parseLinkHeader(header) {
+  const text = header || '';
+  const links = [];
+  let i = 0;
+  const skip = (re) => { while (i < text.length && re.test(text[i])) i += 1; };
+  const token = () => {
+    const start = i;
+    while (i < text.length && !/[\s=;,]/.test(text[i])) i += 1;
+    return text.slice(start, i);
+  };
+  const quoted = () => {
+    let v = '';
+    for (i += 1; i < text.length && text[i] !== '"'; i += 1) {
+      if (text[i] === '\\' && i + 1 < text.length) i += 1;
+      v += text[i];
+    }
+    i += 1;
+    return v;
+  };
+  while (i < text.length) {
+    skip(/[\s,]/);
+    if (text[i] !== '<') {
+      // Not a link: skip to the next one.
+      while (i < text.length && text[i] !== ',') i += 1;
       continue;
     }
+    const close = text.indexOf('>', i);
+    if (close < 0) break;
+    const uri = text.slice(i + 1, close).trim();
+    i = close + 1;
     const params = {};
-    for (const p of m[2].matchAll(/;\s*([^\s=;]+)\s*(?:=\s*(?:"([^"]*)"|([^;]*)))?/g)) {
-      params[p[1].toLowerCase()] = (p[2] ?? p[3] ?? '').trim();
+    for (;;) {
+      skip(/\s/);
+      if (text[i] !== ';') break;
+      i += 1;
+      skip(/\s/);
+      const name = token().toLowerCase();
+      skip(/\s/);
+      let value = '';
+      if (text[i] === '=') {
+        i += 1;
+        skip(/\s/);
+        value = text[i] === '"' ? quoted() : token();
+      }
+      if (name && !(name in params)) params[name] = value.trim();
+    }
+    links.push({ uri, params });
+  }
+  return links;
+}
+
+/** The `Link` header of an answer as { rel: { url, params } }, URLs made absolute
+ *  against `base` (the first link of each relation type). */
+export function parseLinks(header, base) {
+  const links = {};
+  for (const { uri, params } of parseLinkHeader(header)) {
+    let url;
+    try {
+      url = new URL(uri, base).href;
+    } catch {
+      continue;
     }
     // rel may hold several relation types, separated by spaces.
     for (const rel of (params.rel || '').split(/\s+/).filter(Boolean)) {
@@ -110,6 +159,40 @@ export function parseLinks(header, base) {
     }
   }
   return links;
+}
+
+/** The ICE servers of a `Link` header (RFC 9725 §4.6: rel="ice-server", TURN
+ *  credentials in `username` and `credential`) as RTCIceServer objects. */
+export function parseIceServers(header) {
+  const servers = [];
+  for (const { uri, params } of parseLinkHeader(header)) {
+    if (!(params.rel || '').split(/\s+/).includes('ice-server')) continue;
+    if (!/^(stun|stuns|turn|turns):/i.test(uri)) continue;
+    const server = { urls: uri };
+    if (params.username !== undefined) server.username = params.username;
+    if (params.credential !== undefined) server.credential = params.credential;
+    servers.push(server);
+  }
+  return servers;
+}
+
+/** The ICE servers an endpoint offers this client: an OPTIONS on the endpoint before
+ *  the offer (RFC 9725 §4.6), so that relayed candidates (TURN, short-lived
+ *  credentials the server mints) are gathered into it. A server that offers none, or
+ *  an OPTIONS that fails, gives []: ICE then uses the host candidates alone. */
+export async function iceServersFor(endpoint, { token, signal } = {}) {
+  const headers = token ? { Authorization: `Bearer ${token}` } : {};
+  try {
+    const resp = await fetch(endpoint, {
+      method: 'OPTIONS',
+      headers,
+      signal: withTimeout(signal, OPTIONS_TIMEOUT_MS),
+    });
+    return resp.ok ? parseIceServers(resp.headers.get('link')) : [];
+  } catch (e) {
+    if (signal && signal.aborted) throw e;
+    return [];
+  }
 }
 
 /** negotiate(), also returning the answer's links: { location, links }. */
@@ -201,8 +284,15 @@ export function explain(err, action, hadToken = false) {
 export async function readStats(pc, direction, prev) {
   const report = await pc.getStats();
   const now = performance.now();
-  const s = { at: now, video: null, audio: null, bytes: 0, codec: null, audioCodec: null };
+  const s = { at: now, video: null, audio: null, bytes: 0, codec: null, audioCodec: null, path: null };
   for (const r of report.values()) {
+    // The candidate pair ICE chose: how the media reaches the server ("host udp",
+    // "relay udp", "host tcp"), for a person asking why a stream does not play.
+    if (r.type === 'transport' && r.selectedCandidatePairId) {
+      const pair = report.get(r.selectedCandidatePairId);
+      const local = pair && report.get(pair.localCandidateId);
+      if (local) s.path = `${local.candidateType} ${local.relayProtocol || local.protocol}`;
+    }
     if (r.type !== `${direction}-rtp` || !r.kind) continue;
     s[r.kind] = r;
     s.bytes += (direction === 'inbound' ? r.bytesReceived : r.bytesSent) || 0;

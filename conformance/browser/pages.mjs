@@ -3,23 +3,29 @@
 //
 //   node conformance/browser/pages.mjs '<plan as JSON>'
 //
-// The plan: { "out": "conformance/out", "scenarios": [ ... ] }, each scenario one of
+// The plan: { "out": "conformance/out", "secure_origins": [ "http://10.0.0.1:8080" ],
+// "scenarios": [ ... ] } (secure_origins: plain-HTTP origins the camera may be used
+// on, for servers inside a test's namespace), each scenario one of
 //   { "kind": "publish-watch", "base", "stream", "codec", "resolution", "token",
-//     "watch_first": bool, "reconnect": bool, "screenshots": bool, "microphone": "none" }
+//     "watch_first": bool, "reconnect": bool, "screenshots": bool, "microphone": "none",
+//     "expect_path" }
 //       the publish page publishes, the watch page plays (started before the publisher
 //       when watch_first: the player must wait through 409s); with reconnect, the
 //       publisher stops and starts again and the player must come back by itself.
 //       With "microphone": "none", the page publishes its camera alone; with
 //       "keep_publishing", it goes on publishing for the scenarios after this one.
+//       With "expect_path" (e.g. "relay"), the candidate pairs both pages' ICE chose
+//       must start with it.
 //   { "kind": "watch", "base", "stream", "expect_width", "expect_height", "screenshot",
-//     "watch_screenshot", "drop_network_ms", "video": bool, "audio": bool }
+//     "watch_screenshot", "drop_network_ms", "video": bool, "audio": bool, "expect_path" }
 //       a <wishd-player> embedded, as the README's snippet says, in a page of another
 //       origin plays a stream some other client publishes (and, with
 //       watch_screenshot, the watch page too, for a screenshot). With
 //       "drop_network_ms", the media path is then cut for that long (only inside a
 //       test's own network namespace) and the player must recover. "video" and
 //       "audio" (default true) say what the stream has: the player must play that
-//       and nothing else.
+//       and nothing else. "expect_path" (e.g. "relay"): the candidate pair ICE chose
+//       must start with it (its local candidate's type and protocol).
 //   { "kind": "watch-page", "base", "stream", "video": bool, "audio": bool, "screenshot" }
 //       wishd's watch page plays a stream some other client publishes.
 //   { "kind": "plain-view", "base", "stream", "order": ["audio", "video"], "video": bool,
@@ -72,7 +78,7 @@ import { execFileSync } from 'node:child_process';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { launch, version as chromiumVersion } from './chromium.mjs';
+import { ARGS, launch, version as chromiumVersion } from './chromium.mjs';
 
 const plan = JSON.parse(process.argv[2] || '{}');
 const out = plan.out || 'conformance/out';
@@ -108,6 +114,7 @@ function playerFigures(page, sel) {
       firstFrameMs: p.metrics.firstFrameMs, frames: s.frames || 0, width: s.width || 0,
       height: s.height || 0, codec: s.codec || null, audioPackets: s.audioPackets || 0,
       kbps: s.kbps || 0, fps: s.fps || 0, lost: s.lost || 0, jitterMs: s.jitterMs || 0,
+      path: s.path || null,
     };
   }, sel);
 }
@@ -216,6 +223,15 @@ async function publishWatch(ctx, browser, sc) {
     if (seen.width !== w || seen.height !== h) throw new Error(`decoded ${seen.width}x${seen.height}, published ${w}x${h}`);
     if (seen.codec !== sc.codec) throw new Error(`decoded ${seen.codec}, published ${sc.codec}`);
   });
+  if (sc.expect_path) {
+    await step(ctx, `publish and watch: media paths are ${sc.expect_path}`, async () => {
+      const paths = [
+        await pub.evaluate(() => window.wishdPublish.stats.path),
+        await watch.evaluate(() => document.getElementById('player').lastStats.path),
+      ];
+      if (!paths.every((p) => p && p.startsWith(sc.expect_path))) throw new Error(`selected candidate pairs: ${paths.join(', ')}`);
+    });
+  }
   const figures = {
     codec: seen.codec, width: seen.width, height: seen.height, first_frame_ms: seen.firstFrameMs,
     frames_in_2s: seen.framesIn2s, audio_packets_in_2s: seen.audioPacketsIn2s,
@@ -294,6 +310,13 @@ async function embedded(ctx, browser, sc) {
       throw new Error(`decoded ${seen.width}x${seen.height}, expected ${sc.expect_width}x${sc.expect_height}`);
     }
   });
+  let path = null;
+  if (sc.expect_path) {
+    await step(ctx, `embedded player: media path is ${sc.expect_path}`, async () => {
+      path = (await playerFigures(page, 'wishd-player')).path;
+      if (!path || !path.startsWith(sc.expect_path)) throw new Error(`selected candidate pair: ${path}`);
+    });
+  }
   if (sc.screenshot) await page.screenshot({ path: join(out, `${sc.screenshot}.png`) });
   let dropped = {};
   if (sc.drop_network_ms) dropped = await dropNetwork(ctx, page, 'wishd-player', sc.drop_network_ms);
@@ -309,7 +332,7 @@ async function embedded(ctx, browser, sc) {
   }
   return {
     codec: seen.codec, width: seen.width, height: seen.height, first_frame_ms: seen.firstFrameMs,
-    frames_in_2s: seen.framesIn2s, audio_packets_in_2s: seen.audioPacketsIn2s, ...dropped,
+    frames_in_2s: seen.framesIn2s, audio_packets_in_2s: seen.audioPacketsIn2s, path, ...dropped,
   };
 }
 
@@ -834,7 +857,12 @@ const KINDS = {
 };
 
 async function main() {
-  const browser = await launch(chromium);
+  // A server on an address other than loopback (a test's own namespace) serves the
+  // publish page over plain HTTP, which is no secure context: the camera needs one.
+  const secure = plan.secure_origins || [];
+  const browser = await launch(chromium, secure.length
+    ? { args: [...ARGS, `--unsafely-treat-insecure-origin-as-secure=${secure.join(',')}`] }
+    : {});
   const version = chromiumVersion();
   const results = [];
   for (const sc of plan.scenarios || []) {

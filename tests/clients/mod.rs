@@ -304,6 +304,35 @@ impl Netns {
         (wishd, format!("http://127.0.0.1:{port}"))
     }
 
+    /// Starts the wishd binary inside the namespace with the configuration file
+    /// `config`, whose HTTP listener is `http` (an address of the namespace). Returns
+    /// it once it listens, and its base URL.
+    pub async fn start_wishd_config(
+        &self,
+        config: &std::path::Path,
+        http: &str,
+    ) -> (Script, String) {
+        let mut c = self.command(env!("CARGO_BIN_EXE_wishd"));
+        c.arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "wishd=info")
+            .env("NO_COLOR", "1");
+        let mut wishd = Script::spawn("wishd (in netns)", c);
+        wishd
+            .wait_for("wishd listening", Duration::from_secs(10))
+            .await;
+        (wishd, format!("http://{http}"))
+    }
+
+    /// Runs `ip` with `args` inside the namespace (routes, addresses).
+    pub fn ip(&self, args: &[&str]) {
+        let mut full = vec!["-n", &self.name];
+        full.extend_from_slice(args);
+        if let Err(e) = ip(&full) {
+            panic!("in network namespace {}: {e}", self.name);
+        }
+    }
+
     /// A second namespace, with `lo` up and nothing else, joined to this one by a veth
     /// pair: `here` (CIDR) on this side, `there` on the new one. What one side sends
     /// the other can be shaped with `tc` on this side's end (see [`Netns::tc`]).
@@ -348,15 +377,25 @@ impl Netns {
 
     /// Runs `tc` with `args` inside the namespace (on the end `vl` of [`linked`]).
     pub async fn tc(&self, args: &[&str]) {
+        self.run("tc", args, "iproute2").await
+    }
+
+    /// Runs `nft` with `args` inside the namespace.
+    pub async fn nft(&self, args: &[&str]) {
+        self.run("nft", args, "apt-get install nftables").await
+    }
+
+    /// Runs `program` inside the namespace and asserts that it succeeded.
+    pub async fn run(&self, program: &str, args: &[&str], hint: &str) {
         let out = self
-            .command("tc")
+            .command(program)
             .args(args)
             .output()
             .await
-            .expect("tc runs (iproute2)");
+            .unwrap_or_else(|e| panic!("{program} runs ({hint}): {e}"));
         assert!(
             out.status.success(),
-            "tc {}: {}",
+            "{program} {}: {}",
             args.join(" "),
             String::from_utf8_lossy(&out.stderr)
         );
