@@ -13,7 +13,7 @@ use wishd::server::{Server, prepare};
 
 /// wishd: a WebRTC media server. Publishers push with WHIP, viewers pull with WHEP.
 ///
-/// With no arguments it serves HTTP on 0.0.0.0:8080 and WebRTC media on UDP 8189 and up
+/// With no arguments it serves HTTP on [::]:8080 (IPv4 and IPv6) and WebRTC media on UDP 8189 and up
 /// (one port per media worker, one worker per core). Every flag can also be set with
 /// the environment variable named in brackets; a flag wins over its variable, and both
 /// win over the --config file, which wins over the built-in defaults.

@@ -317,6 +317,31 @@ impl From<Codec> for CodecKind {
     }
 }
 
+/// Binds `addr` with `bind`. `[::]` (the default listeners) means every address of
+/// both families; on a machine without IPv6, where it cannot be bound, the IPv4
+/// `0.0.0.0` on the same port stands in for it, and the second value says so (the
+/// caller logs it). Any other address binds as it is.
+pub fn bind_every_family<T>(
+    addr: std::net::SocketAddr,
+    bind: impl Fn(std::net::SocketAddr) -> std::io::Result<T>,
+) -> std::io::Result<(T, bool)> {
+    use std::io::ErrorKind;
+    match bind(addr) {
+        Ok(t) => Ok((t, false)),
+        Err(e)
+            if addr.ip() == std::net::Ipv6Addr::UNSPECIFIED
+                && (e.kind() == ErrorKind::AddrNotAvailable
+                    || e.kind() == ErrorKind::Unsupported
+                    || e.raw_os_error() == Some(97)) =>
+        {
+            // 97: EAFNOSUPPORT (IPv6 disabled in the kernel).
+            let v4 = std::net::SocketAddr::from(([0, 0, 0, 0], addr.port()));
+            bind(v4).map(|t| (t, true))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,6 +375,29 @@ mod tests {
             (Role::Publisher.protocol(), Role::Viewer.path_segment()),
             ("WHIP", "whep")
         );
+    }
+
+    #[test]
+    fn every_family_falls_back_to_ipv4_only_where_ipv6_cannot_bind() {
+        use std::io::{Error, ErrorKind};
+        use std::net::SocketAddr;
+        let any6: SocketAddr = "[::]:8189".parse().unwrap();
+        let no_ipv6 = |a: SocketAddr| {
+            if a.is_ipv6() {
+                Err(Error::from_raw_os_error(97))
+            } else {
+                Ok(a)
+            }
+        };
+        let (bound, fell_back) = bind_every_family(any6, no_ipv6).unwrap();
+        assert_eq!((bound, fell_back), ("0.0.0.0:8189".parse().unwrap(), true));
+        let (bound, fell_back) = bind_every_family(any6, Ok).unwrap();
+        assert_eq!((bound, fell_back), (any6, false));
+        // A port in use, or a specific address, is the caller's error as it is.
+        let in_use = |_| Err::<SocketAddr, _>(Error::from(ErrorKind::AddrInUse));
+        assert!(bind_every_family(any6, in_use).is_err());
+        let one: SocketAddr = "[2001:db8::1]:8189".parse().unwrap();
+        assert!(bind_every_family(one, no_ipv6).is_err());
     }
 
     #[test]

@@ -284,14 +284,18 @@ export function explain(err, action, hadToken = false) {
 export async function readStats(pc, direction, prev) {
   const report = await pc.getStats();
   const now = performance.now();
-  const s = { at: now, video: null, audio: null, bytes: 0, codec: null, audioCodec: null, path: null };
+  const s = {
+    at: now, video: null, audio: null, bytes: 0, codec: null, audioCodec: null, path: null, remoteAddress: null,
+  };
   for (const r of report.values()) {
     // The candidate pair ICE chose: how the media reaches the server ("host udp",
     // "relay udp", "host tcp"), for a person asking why a stream does not play.
     if (r.type === 'transport' && r.selectedCandidatePairId) {
       const pair = report.get(r.selectedCandidatePairId);
       const local = pair && report.get(pair.localCandidateId);
+      const remote = pair && report.get(pair.remoteCandidateId);
       if (local) s.path = `${local.candidateType} ${local.relayProtocol || local.protocol}`;
+      if (remote) s.remoteAddress = remote.address || remote.ip || null;
     }
     if (r.type !== `${direction}-rtp` || !r.kind) continue;
     s[r.kind] = r;

@@ -17,7 +17,8 @@
 //       With "expect_path" (e.g. "relay"), the candidate pairs both pages' ICE chose
 //       must start with it.
 //   { "kind": "watch", "base", "stream", "expect_width", "expect_height", "screenshot",
-//     "watch_screenshot", "drop_network_ms", "video": bool, "audio": bool, "expect_path" }
+//     "watch_screenshot", "drop_network_ms", "video": bool, "audio": bool, "expect_path",
+//     "expect_remote" }
 //       a <wishd-player> embedded, as the README's snippet says, in a page of another
 //       origin plays a stream some other client publishes (and, with
 //       watch_screenshot, the watch page too, for a screenshot). With
@@ -25,7 +26,8 @@
 //       test's own network namespace) and the player must recover. "video" and
 //       "audio" (default true) say what the stream has: the player must play that
 //       and nothing else. "expect_path" (e.g. "relay"): the candidate pair ICE chose
-//       must start with it (its local candidate's type and protocol).
+//       must start with it (its local candidate's type and protocol); "expect_remote":
+//       the address of its remote candidate (wishd's) must be this one.
 //   { "kind": "watch-page", "base", "stream", "video": bool, "audio": bool, "screenshot" }
 //       wishd's watch page plays a stream some other client publishes.
 //   { "kind": "plain-view", "base", "stream", "order": ["audio", "video"], "video": bool,
@@ -114,7 +116,7 @@ function playerFigures(page, sel) {
       firstFrameMs: p.metrics.firstFrameMs, frames: s.frames || 0, width: s.width || 0,
       height: s.height || 0, codec: s.codec || null, audioPackets: s.audioPackets || 0,
       kbps: s.kbps || 0, fps: s.fps || 0, lost: s.lost || 0, jitterMs: s.jitterMs || 0,
-      path: s.path || null,
+      path: s.path || null, remoteAddress: s.remoteAddress || null,
     };
   }, sel);
 }
@@ -310,11 +312,15 @@ async function embedded(ctx, browser, sc) {
       throw new Error(`decoded ${seen.width}x${seen.height}, expected ${sc.expect_width}x${sc.expect_height}`);
     }
   });
-  let path = null;
+  const { path, remoteAddress } = await playerFigures(page, 'wishd-player');
   if (sc.expect_path) {
-    await step(ctx, `embedded player: media path is ${sc.expect_path}`, async () => {
-      path = (await playerFigures(page, 'wishd-player')).path;
+    await step(ctx, `embedded player: media path is ${sc.expect_path}`, () => {
       if (!path || !path.startsWith(sc.expect_path)) throw new Error(`selected candidate pair: ${path}`);
+    });
+  }
+  if (sc.expect_remote) {
+    await step(ctx, `embedded player: media comes from ${sc.expect_remote}`, () => {
+      if (remoteAddress !== sc.expect_remote) throw new Error(`selected remote candidate: ${remoteAddress}`);
     });
   }
   if (sc.screenshot) await page.screenshot({ path: join(out, `${sc.screenshot}.png`) });
@@ -332,7 +338,8 @@ async function embedded(ctx, browser, sc) {
   }
   return {
     codec: seen.codec, width: seen.width, height: seen.height, first_frame_ms: seen.firstFrameMs,
-    frames_in_2s: seen.framesIn2s, audio_packets_in_2s: seen.audioPacketsIn2s, path, ...dropped,
+    frames_in_2s: seen.framesIn2s, audio_packets_in_2s: seen.audioPacketsIn2s, path, remote: remoteAddress,
+    ...dropped,
   };
 }
 

@@ -126,10 +126,12 @@ fn find_key(table: &dyn toml_edit::TableLike, parts: &[(&str, Option<usize>)]) -
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Address of the plain-HTTP listener (WHIP, WHEP). Default `0.0.0.0:8080`.
+    /// Address of the plain-HTTP listener (WHIP, WHEP). Default `[::]:8080`: every
+    /// address of both families (`0.0.0.0` alone where IPv6 is off).
     pub http: SocketAddr,
     /// Address of the first media worker's UDP socket. Worker *n* binds port + *n*.
-    /// Port 0 lets the OS pick a free port for every worker. Default `0.0.0.0:8189`.
+    /// Port 0 lets the OS pick a free port for every worker. Default `[::]:8189`,
+    /// dual-stack like `http`.
     pub udp: SocketAddr,
     /// Extra addresses advertised as ICE host candidates besides the bound ones
     /// (the 1:1 NAT public address of a cloud machine).
@@ -656,8 +658,8 @@ impl Default for LimitsConfig {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            http: SocketAddr::from(([0, 0, 0, 0], 8080)),
-            udp: SocketAddr::from(([0, 0, 0, 0], 8189)),
+            http: SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 8080)),
+            udp: SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 8189)),
             public_ips: Vec::new(),
             workers: 0,
             publisher_grace: Duration::from_secs(30),

@@ -376,6 +376,25 @@ fn too_many_workers_is_refused() {
 }
 
 #[test]
+fn public_addresses_must_be_of_a_family_the_media_sockets_send_from() {
+    let v4_only =
+        Config::from_toml("udp = \"0.0.0.0:8189\"\npublic_ips = [\"2001:db8::7\"]\n").unwrap();
+    let e = v4_only.validate().unwrap_err().to_string();
+    assert!(e.contains("public_ips") && e.contains("[::]"), "{e}");
+    for ok in [
+        "udp = \"[::]:8189\"\npublic_ips = [\"2001:db8::7\", \"203.0.113.7\"]\n",
+        "udp = \"[2001:db8::1]:8189\"\npublic_ips = [\"2001:db8::7\"]\n",
+        "public_ips = [\"203.0.113.7\", \"2001:db8::7\"]\n",
+    ] {
+        Config::from_toml(ok).unwrap().validate().unwrap();
+    }
+    let v6_only =
+        Config::from_toml("udp = \"[2001:db8::1]:8189\"\npublic_ips = [\"203.0.113.7\"]\n")
+            .unwrap();
+    assert!(v6_only.validate().is_err());
+}
+
+#[test]
 fn a_forward_hold_past_50ms_is_refused_by_name_and_defaults_to_none() {
     assert_eq!(
         Config::default().forward_hold,

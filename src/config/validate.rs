@@ -4,6 +4,7 @@
 //! configuration names are read later, by the server's `prepare`, which start and
 //! `check-config` share.
 
+use std::net::IpAddr;
 use std::ops::Deref;
 
 use hyper::http::uri::Authority;
@@ -61,6 +62,22 @@ impl Config {
                 return Err(ConfigError::value(
                     "public_ips",
                     format!("{ip} cannot be advertised as an ICE candidate"),
+                ));
+            }
+            // The media sockets must be able to send from that family: an IPv6
+            // address needs `udp` on IPv6, an IPv4 one IPv4 or the dual-stack `[::]`.
+            let reachable = match (ip, self.udp.ip()) {
+                (IpAddr::V6(_), IpAddr::V6(_)) | (IpAddr::V4(_), IpAddr::V4(_)) => true,
+                (IpAddr::V4(_), IpAddr::V6(bound)) => bound.is_unspecified(),
+                (IpAddr::V6(_), IpAddr::V4(_)) => false,
+            };
+            if !reachable {
+                return Err(ConfigError::value(
+                    "public_ips",
+                    format!(
+                        "{ip} is not of a family the media sockets on {} can send from (use udp = \"[::]:PORT\" for both)",
+                        self.udp.ip()
+                    ),
                 ));
             }
         }

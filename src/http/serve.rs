@@ -26,11 +26,22 @@ const LISTEN_BACKLOG: i32 = 4096;
 
 /// A TCP listener on `addr` with address reuse and [`LISTEN_BACKLOG`].
 pub fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let (listener, ipv4_only) = crate::model::bind_every_family(addr, bind_exactly)?;
+    if ipv4_only {
+        warn!(%addr, "IPv6 is not available: HTTP on IPv4 alone");
+    }
+    Ok(listener)
+}
+
+fn bind_exactly(addr: SocketAddr) -> std::io::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    // As the standard library's `bind`: address reuse on, IPv6 sockets as the
-    // system's default (dual-stack on Linux).
+    // As the standard library's `bind`: address reuse on. `[::]` takes both
+    // families whatever the system's default; a specific IPv6 address IPv6 alone.
     socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(!addr.ip().is_unspecified())?;
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
@@ -72,7 +83,9 @@ pub(crate) async fn accept_loop(
                 // idle timeout (hyper has no timer for either; see `super::idle`).
                 let stream = super::idle::Deadlines::new(stream, header_timeout, limits.idle_timeout);
                 let state = state.clone();
-                let ip = peer.ip();
+                // An IPv4 client of a dual-stack listener as the IPv4 address it is
+                // (rate limits, logs).
+                let ip = peer.ip().to_canonical();
                 let https = tls.is_some();
                 let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                     if https {

@@ -439,8 +439,9 @@ pub(crate) fn send_to_viewer_workers(
 }
 
 /// Host candidates for a socket bound to `bound`: the address itself, or every usable
-/// interface address of its family when bound to the unspecified address; plus the
-/// configured public addresses on the same port.
+/// interface address when bound to the unspecified address (IPv4 ones for `0.0.0.0`,
+/// both families for the dual-stack `[::]`); plus the configured public addresses on
+/// the same port.
 pub(crate) fn candidate_addrs(bound: SocketAddr, public_ips: &[IpAddr]) -> Vec<SocketAddr> {
     let mut out = Vec::new();
     if bound.ip().is_unspecified() {
@@ -448,10 +449,8 @@ pub(crate) fn candidate_addrs(bound: SocketAddr, public_ips: &[IpAddr]) -> Vec<S
             for iface in ifaces {
                 let ip = iface.ip();
                 let usable = match ip {
-                    IpAddr::V4(v4) => bound.is_ipv4() && !v4.is_link_local(),
-                    IpAddr::V6(v6) => {
-                        bound.is_ipv6() && !v6.is_unicast_link_local() && !v6.is_loopback()
-                    }
+                    IpAddr::V4(v4) => !v4.is_link_local(),
+                    IpAddr::V6(v6) => bound.is_ipv6() && !v6.is_unicast_link_local(),
                 };
                 if usable {
                     out.push(SocketAddr::new(ip, bound.port()));

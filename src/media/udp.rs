@@ -102,14 +102,24 @@ pub(crate) struct BoundSocket {
 }
 
 impl BoundSocket {
-    /// Binds `addr` (port 0 picks one).
+    /// Binds `addr` (port 0 picks one); `[::]` where IPv6 is off binds `0.0.0.0`.
     pub(crate) fn bind(addr: SocketAddr) -> io::Result<BoundSocket> {
+        let (socket, ipv4_only) = crate::model::bind_every_family(addr, Self::bind_exactly)?;
+        if ipv4_only {
+            tracing::warn!(%addr, "IPv6 is not available: media on IPv4 alone ({})", socket.local);
+        }
+        Ok(socket)
+    }
+
+    fn bind_exactly(addr: SocketAddr) -> io::Result<BoundSocket> {
         let domain = socket2::Domain::for_address(addr);
         let sock =
             socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
         if addr.is_ipv6() {
-            // Only IPv6 on an IPv6 socket: an IPv4 worker binds its own.
-            sock.set_only_v6(true)?;
+            // `[::]` is both families (IPv4 peers arrive as mapped addresses, which
+            // the receive path unmaps, and Linux sends to an IPv4 address from an IPv6
+            // socket); a specific IPv6 address is IPv6 alone.
+            sock.set_only_v6(!addr.ip().is_unspecified())?;
         }
         sock.set_nonblocking(true)?;
         sock.bind(&addr.into())?;
