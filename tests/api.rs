@@ -144,6 +144,10 @@ async fn api_shows_the_live_state_of_a_publish_with_three_viewers_as_the_openapi
         assert_eq!(s["kind"], "viewer");
         assert_eq!(s["state"], "connected");
         assert_eq!(s["peer"], v.local_addr().to_string());
+        // The pair its media uses: its own host candidate from its offer.
+        assert_eq!(s["path"]["protocol"], "udp", "{s}");
+        assert_eq!(s["path"]["remote"], v.local_addr().to_string());
+        assert_eq!(s["path"]["remote_type"], "host", "{s}");
         assert!(s["packets_out"].as_u64().unwrap() > 30);
         assert!(s["bytes_out"].as_u64().unwrap() > 0);
         assert_eq!(s["codecs"][0], "H264");

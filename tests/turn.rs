@@ -20,6 +20,7 @@ use std::time::Duration;
 use clients::{Netns, Script, conformance};
 
 const SECRET: &str = "turn-test-secret-7f3a";
+const ADMIN: &str = "turn-test-admin-token-0123";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_without_udp_to_wishd_plays_through_coturn_with_the_linked_credentials() {
@@ -75,6 +76,9 @@ workers = 1
 [auth]
 publish = "open"
 play = "open"
+
+[api]
+token = "{ADMIN}"
 
 [[rtp]]
 stream = "cam"
@@ -150,12 +154,10 @@ static_auth_secret = "{SECRET}"
     });
     let mut node = viewer_ns.command("node");
     node.args([&conformance("browser/pages.mjs"), &plan.to_string()]);
-    let chromium = clients::run(
-        "chromium (WHEP through TURN)",
-        node,
-        Duration::from_secs(60),
-    )
-    .await;
+    let pages = Script::spawn("chromium (WHEP through TURN)", node);
+    // While the player plays, the operator's API shows the pair its media uses.
+    let api_path = relayed_path_in_api(&wishd_ns, "cam").await;
+    let chromium = pages.finish(Duration::from_secs(60)).await;
     for r in chromium["results"].as_array().expect("results") {
         assert!(
             r["ok"] == true,
@@ -178,6 +180,47 @@ static_auth_secret = "{SECRET}"
         publish["height"],
         publish["first_frame_ms"],
     );
+    let api_path = api_path
+        .unwrap_or_else(|| panic!("the API never showed a viewer of cam with a relay path"));
+    println!("the API's path of the relayed viewer: {api_path}");
+    assert_eq!(api_path["protocol"], "udp");
+    assert!(
+        api_path["remote"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("10.80.0.2:")),
+        "the relayed address is coturn's: {api_path}"
+    );
     turn.stop();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Polls `/api/streams/{stream}` from inside wishd's namespace (for up to 30 s) until a
+/// viewer's `path` says `relay`; returns that path.
+async fn relayed_path_in_api(ns: &Netns, stream: &str) -> Option<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::time::Instant::now() < deadline {
+        let out = ns
+            .command("curl")
+            .args([
+                "-s",
+                "-m",
+                "2",
+                "-H",
+                &format!("Authorization: Bearer {ADMIN}"),
+                &format!("http://10.80.0.1:8080/api/streams/{stream}"),
+            ])
+            .output()
+            .await
+            .expect("curl runs");
+        let detail: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let relayed = detail["sessions"].as_array().and_then(|s| {
+            s.iter()
+                .find(|x| x["kind"] == "viewer" && x["path"]["remote_type"] == "relay")
+        });
+        if let Some(v) = relayed {
+            return Some(v["path"].clone());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
 }

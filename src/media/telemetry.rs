@@ -54,6 +54,23 @@ pub(crate) struct SessionSnapshot {
     pub(crate) layer: Option<String>,
     /// What a viewer's path is estimated to carry, in bits per second.
     pub(crate) bandwidth_estimate: Option<u64>,
+    /// The candidate pair its media uses, once media flowed.
+    pub(crate) path: Option<MediaPath>,
+}
+
+/// The candidate pair a session's media uses, as the server sees it: our address,
+/// the peer's, and what the peer's candidate for that address said it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MediaPath {
+    /// `udp` (the only transport today).
+    pub(crate) protocol: &'static str,
+    /// Our address.
+    pub(crate) local: SocketAddr,
+    /// The peer's.
+    pub(crate) remote: SocketAddr,
+    /// The peer's candidate type for `remote`: `host`, `srflx`, `relay` (through a
+    /// TURN server), or `prflx` when no candidate it gave names that address.
+    pub(crate) remote_type: &'static str,
 }
 
 /// Per-session telemetry, owned by the worker's `Session`.
@@ -270,6 +287,7 @@ impl SessionTelemetry {
             loss: self.loss,
             layer: None,
             bandwidth_estimate: None,
+            path: None,
             nacks: self.nacks,
         }
     }

@@ -159,7 +159,6 @@ impl MediaSocket {
     }
 
     /// The bound address.
-    #[cfg(test)]
     pub(crate) fn local_addr(&self) -> SocketAddr {
         self.local
     }

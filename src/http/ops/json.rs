@@ -147,8 +147,24 @@ pub(crate) struct Session {
     /// Bits per second the viewer's path is estimated to carry (viewers of a
     /// simulcast stream whose player sends transport-wide feedback).
     pub(crate) bandwidth_estimate: Option<u64>,
+    /// The candidate pair its media uses (null before media flowed).
+    pub(crate) path: Option<Path>,
     /// Seconds since it was created.
     pub(crate) uptime_secs: f64,
+}
+
+/// The candidate pair a session's media uses.
+#[derive(Debug, Serialize)]
+pub(crate) struct Path {
+    /// `udp`.
+    pub(crate) protocol: &'static str,
+    /// wishd's address of the pair.
+    pub(crate) local: String,
+    /// The peer's.
+    pub(crate) remote: String,
+    /// What the peer's candidate for that address is: `host`, `srflx`, `relay` or
+    /// `prflx` (none of its candidates named it).
+    pub(crate) remote_type: &'static str,
 }
 
 /// An instant of this process as a UTC wall-clock time, RFC 3339 with milliseconds.
@@ -308,6 +324,12 @@ fn session(s: &SessionSnapshot, codecs: Vec<String>) -> Session {
         nacks: s.nacks,
         layer: s.layer.clone(),
         bandwidth_estimate: s.bandwidth_estimate,
+        path: s.path.as_ref().map(|p| Path {
+            protocol: p.protocol,
+            local: p.local.to_string(),
+            remote: p.remote.to_string(),
+            remote_type: p.remote_type,
+        }),
         uptime_secs: round(s.age.as_secs_f64(), 3),
     }
 }

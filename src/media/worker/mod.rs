@@ -337,6 +337,7 @@ impl Worker {
                 reply,
             } => {
                 let fanout = &self.fanout;
+                let port = self.socket.local_addr().port();
                 let list = self
                     .sessions
                     .iter_mut()
@@ -353,6 +354,7 @@ impl Worker {
                             .direct
                             .as_deref()
                             .and_then(super::direct::DirectEgress::estimate_bps);
+                        snap.path = s.media_path(port);
                         snap
                     })
                     .collect();

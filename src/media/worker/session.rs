@@ -11,14 +11,14 @@ use std::time::Instant;
 
 use str0m::change::SdpOffer;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
-use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use str0m::{Candidate, CandidateKind, Event, IceConnectionState, Input, Output, Rtc};
 use tracing::{Span, debug, info, info_span, warn};
 
 use super::super::MediaCounters;
 use super::super::direct::{self, DirectEgress, RtcpSummary};
 use super::super::dtls::KeySlot;
 use super::super::outbox::Outbox;
-use super::super::telemetry::SessionTelemetry;
+use super::super::telemetry::{MediaPath, SessionTelemetry};
 use super::super::udp::MediaSocket;
 use super::keyframes::video_keyframe_cache;
 use super::{Deferred, PatchError, PatchOutcome, Worker};
@@ -141,6 +141,43 @@ pub(super) struct Session {
     /// latest DTLS or SRTP came from and str0m's latest went to (str0m does not
     /// expose its nominated pair).
     pub(super) path: Option<(IpAddr, SocketAddr)>,
+    /// Candidates the peer trickled (PATCH), beside those of its offer: what they say
+    /// of an address names the pair's remote type in the API. At most
+    /// [`MAX_TRICKLED`], the first ones.
+    pub(super) trickled: Vec<(SocketAddr, CandidateKind)>,
+}
+
+/// Trickled candidates remembered per session for the API (a browser gathers a few
+/// per interface and TURN server).
+const MAX_TRICKLED: usize = 32;
+
+impl Session {
+    /// The candidate pair in use, as the API shows it.
+    pub(super) fn media_path(&self, port: u16) -> Option<MediaPath> {
+        let (local_ip, remote) = self.path?;
+        let offered = self
+            .offer
+            .lines()
+            .filter_map(|l| l.trim_end().strip_prefix("a="))
+            .filter(|l| l.starts_with("candidate:"))
+            .filter_map(|l| Candidate::from_sdp_string(l).ok())
+            .map(|c| (c.addr(), c.kind()));
+        let kind = offered
+            .chain(self.trickled.iter().copied())
+            .find(|(addr, _)| *addr == remote)
+            .map(|(_, kind)| kind);
+        Some(MediaPath {
+            protocol: "udp",
+            local: SocketAddr::new(local_ip, port),
+            remote,
+            remote_type: match kind {
+                Some(CandidateKind::Host) => "host",
+                Some(CandidateKind::ServerReflexive) => "srflx",
+                Some(CandidateKind::Relayed) => "relay",
+                Some(CandidateKind::PeerReflexive) | None => "prflx",
+            },
+        })
+    }
 }
 
 /// Polls one `Rtc` until it asks for a timeout, sending its datagrams and queueing the
@@ -456,6 +493,7 @@ impl Worker {
                 keys,
                 direct: None,
                 path: None,
+                trickled: Vec::new(),
             }),
         );
         self.counters.sessions.fetch_add(1, Ordering::Relaxed);
@@ -508,6 +546,11 @@ impl Worker {
             let Ok(c) = Candidate::from_sdp_string(&line) else {
                 continue;
             };
+            if let Some(s) = self.sessions.get_mut(&key)
+                && s.trickled.len() < MAX_TRICKLED
+            {
+                s.trickled.push((c.addr(), c.kind()));
+            }
             self.drive(key, now, move |rtc| {
                 rtc.add_remote_candidate(c);
                 Ok(())
