@@ -19,11 +19,12 @@ fn v6_base(port: u16) -> String {
     format!("http://{}", SocketAddr::new(V6, port))
 }
 
-/// The addresses of the answer's host candidates.
+/// The addresses of the answer's UDP host candidates.
 fn candidate_ips(answer: &str) -> Vec<IpAddr> {
     answer
         .lines()
         .filter_map(|l| l.strip_prefix("a=candidate:"))
+        .filter(|c| c.split_whitespace().nth(2) == Some("udp"))
         .filter_map(|c| c.split_whitespace().nth(4)?.parse().ok())
         .collect()
 }

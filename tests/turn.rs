@@ -5,8 +5,9 @@
 //! Three network namespaces of this test: wishd (10.80.0.1, with an ffmpeg RTP camera
 //! beside it), coturn between the two links (10.80.0.2 towards wishd, 10.81.0.1
 //! towards the viewer, forwarding), and headless Chromium (10.81.0.2), whose
-//! nftables rule drops every UDP datagram to wishd. HTTP to wishd is routed through
-//! the middle namespace; media can only go relayed. The embedded `<wishd-player>` and
+//! nftables rules drop every UDP datagram to wishd and every TCP segment but HTTP's
+//! (no ICE-TCP either). HTTP to wishd is routed through the middle namespace; media
+//! can only go relayed. The embedded `<wishd-player>` and
 //! the publish page ask the endpoint for its ICE servers (OPTIONS) before their
 //! offers, so their relayed candidates are in them, and the candidate pairs ICE
 //! selects must be `relay`: the player of the camera, and the publish page with the
@@ -59,6 +60,24 @@ async fn a_viewer_without_udp_to_wishd_plays_through_coturn_with_the_linked_cred
             "meta",
             "l4proto",
             "udp",
+            "drop",
+        ])
+        .await;
+    // Nor ICE-TCP: only HTTP reaches wishd directly.
+    viewer_ns
+        .nft(&[
+            "add",
+            "rule",
+            "inet",
+            "noudp",
+            "output",
+            "ip",
+            "daddr",
+            "10.80.0.1",
+            "tcp",
+            "dport",
+            "!=",
+            "8080",
             "drop",
         ])
         .await;

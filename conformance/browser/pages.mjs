@@ -15,7 +15,7 @@
 //       With "microphone": "none", the page publishes its camera alone; with
 //       "keep_publishing", it goes on publishing for the scenarios after this one.
 //       With "expect_path" (e.g. "relay"), the candidate pairs both pages' ICE chose
-//       must start with it.
+//       must say it.
 //   { "kind": "watch", "base", "stream", "expect_width", "expect_height", "screenshot",
 //     "watch_screenshot", "drop_network_ms", "video": bool, "audio": bool, "expect_path",
 //     "expect_remote" }
@@ -25,8 +25,8 @@
 //       "drop_network_ms", the media path is then cut for that long (only inside a
 //       test's own network namespace) and the player must recover. "video" and
 //       "audio" (default true) say what the stream has: the player must play that
-//       and nothing else. "expect_path" (e.g. "relay"): the candidate pair ICE chose
-//       must start with it (its local candidate's type and protocol); "expect_remote":
+//       and nothing else. "expect_path" (e.g. "relay", "tcp"): the candidate pair ICE
+//       chose must say it (its local candidate's type and protocol, "relay udp"); "expect_remote":
 //       the address of its remote candidate (wishd's) must be this one.
 //   { "kind": "watch-page", "base", "stream", "video": bool, "audio": bool, "screenshot" }
 //       wishd's watch page plays a stream some other client publishes.
@@ -231,7 +231,7 @@ async function publishWatch(ctx, browser, sc) {
         await pub.evaluate(() => window.wishdPublish.stats.path),
         await watch.evaluate(() => document.getElementById('player').lastStats.path),
       ];
-      if (!paths.every((p) => p && p.startsWith(sc.expect_path))) throw new Error(`selected candidate pairs: ${paths.join(', ')}`);
+      if (!paths.every((p) => p && p.split(' ').includes(sc.expect_path))) throw new Error(`selected candidate pairs: ${paths.join(', ')}`);
     });
   }
   const figures = {
@@ -315,7 +315,7 @@ async function embedded(ctx, browser, sc) {
   const { path, remoteAddress } = await playerFigures(page, 'wishd-player');
   if (sc.expect_path) {
     await step(ctx, `embedded player: media path is ${sc.expect_path}`, () => {
-      if (!path || !path.startsWith(sc.expect_path)) throw new Error(`selected candidate pair: ${path}`);
+      if (!path || !path.split(' ').includes(sc.expect_path)) throw new Error(`selected candidate pair: ${path}`);
     });
   }
   if (sc.expect_remote) {

@@ -215,6 +215,42 @@ pub struct Config {
     /// Simulcast layers from publishers, and the layer each viewer gets (the
     /// `[simulcast]` table).
     pub simulcast: SimulcastConfig,
+    /// ICE over TCP for clients without UDP (the `[ice_tcp]` table).
+    pub ice_tcp: IceTcpConfig,
+}
+
+/// ICE over TCP, passive (RFC 6544): every media worker also listens on TCP on its
+/// UDP port number and offers that as a candidate below its UDP ones.
+#[cfg_attr(test, derive(serde::Serialize))]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IceTcpConfig {
+    /// Listen and offer TCP candidates. Default true.
+    pub enabled: bool,
+    /// Connections per media worker; more are closed at once. Default 1024.
+    pub max_connections: usize,
+    /// A connection silent this long (or holding a partial frame) is closed. Default
+    /// 30 s: ICE consent checks come every few seconds.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A connection whose peer takes nothing this long is closed. Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub stall_timeout: Duration,
+    /// Packets waiting to be written per connection; more are dropped (counted).
+    /// Default 512 (about a second of a 4 Mbit/s stream).
+    pub queue: usize,
+}
+
+impl Default for IceTcpConfig {
+    fn default() -> Self {
+        IceTcpConfig {
+            enabled: true,
+            max_connections: 1024,
+            idle_timeout: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(5),
+            queue: 512,
+        }
+    }
 }
 
 /// Simulcast: layers taken from WHIP publishers and chosen per viewer.
@@ -697,6 +733,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             log_format: LogFormat::Human,
             simulcast: SimulcastConfig::default(),
+            ice_tcp: IceTcpConfig::default(),
         }
     }
 }

@@ -315,6 +315,13 @@ fn maximal() -> Config {
         },
         log_format: d.log_format,
         simulcast: SimulcastConfig { enabled: false },
+        ice_tcp: IceTcpConfig {
+            enabled: false,
+            max_connections: 9,
+            idle_timeout: Duration::from_secs(9),
+            stall_timeout: Duration::from_secs(3),
+            queue: 64,
+        },
         public_url: Some("https://media.example.com".into()),
         ice_servers: vec![IceServerConfig {
             urls: vec!["turn:t.example".into()],

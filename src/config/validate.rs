@@ -162,8 +162,18 @@ impl Config {
                 self.limits.header_read_timeout,
             ),
             ("limits.idle_timeout", self.limits.idle_timeout),
+            ("ice_tcp.idle_timeout", self.ice_tcp.idle_timeout),
+            ("ice_tcp.stall_timeout", self.ice_tcp.stall_timeout),
         ] {
             if d.is_zero() {
+                return Err(ConfigError::value(key, "must be more than 0"));
+            }
+        }
+        for (key, n) in [
+            ("ice_tcp.max_connections", self.ice_tcp.max_connections),
+            ("ice_tcp.queue", self.ice_tcp.queue),
+        ] {
+            if n == 0 {
                 return Err(ConfigError::value(key, "must be more than 0"));
             }
         }

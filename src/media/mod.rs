@@ -18,6 +18,7 @@ mod negotiate;
 pub(crate) mod outbox;
 mod pool;
 pub mod srtp;
+pub(crate) mod tcp;
 mod telemetry;
 pub(crate) mod udp;
 mod worker;
@@ -98,6 +99,8 @@ pub struct MediaCounters {
     pub forwarded_packets: AtomicU64,
     /// Datagrams that matched no session.
     pub unroutable_datagrams: AtomicU64,
+    /// ICE-TCP connections and their drops.
+    pub ice_tcp: tcp::IceTcpCounters,
     /// Packets dropped between workers because a worker's queue was full.
     pub cross_worker_drops: AtomicU64,
     /// Offers whose template str0m parsed (`sdp::template`).

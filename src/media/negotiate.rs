@@ -4,6 +4,7 @@
 //! and the session handed to a worker. All of it runs on the HTTP task, so a worker's
 //! loop never pays for a session's setup.
 
+use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 use str0m::config::DtlsCert;
 use str0m::format::CodecConfig;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
+use str0m::net::TcpType;
 use str0m::rtp::{Extension, ExtensionMap};
 use str0m::{Candidate, Rtc, RtcConfig};
 
@@ -251,14 +253,30 @@ impl Media {
         let mut cfg = template.clone();
         *cfg.codec_config() = codecs;
         let candidates = worker.candidates.clone();
+        let tcp_port = worker.tcp_port;
         let result = std::panic::catch_unwind(AssertUnwindSafe(move || {
             let mut rtc = match keys {
                 Some(slot) => dtls::with_key_slot(slot, || cfg.build(Instant::now())),
                 None => cfg.build(Instant::now()),
             };
-            for addr in candidates {
-                if let Ok(c) = Candidate::host(addr, "udp") {
+            for addr in &candidates {
+                if let Ok(c) = Candidate::host(*addr, "udp") {
                     rtc.add_local_candidate(c);
+                }
+            }
+            // ICE-TCP (RFC 6544): passive host candidates on the same addresses, below
+            // every UDP one in priority (TCP's type preference is lower).
+            for port in tcp_port.iter() {
+                for addr in &candidates {
+                    let at = SocketAddr::new(addr.ip(), *port);
+                    if let Ok(c) = Candidate::builder()
+                        .tcp()
+                        .host(at)
+                        .tcptype(TcpType::Passive)
+                        .build()
+                    {
+                        rtc.add_local_candidate(c);
+                    }
                 }
             }
             own.apply_before(&mut rtc);

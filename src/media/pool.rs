@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use str0m::RtcConfig;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::tcp::{self, TcpLimits};
 use super::worker::{self, PatchError, PatchOutcome, WorkerMsg, WorkerStats};
 use super::{
     LayerChoice, MediaCounters, MediaError, SessionSnapshot, WorkerConfig, negotiate, udp,
@@ -33,6 +34,9 @@ pub(crate) struct WorkerHandle {
     pub(crate) bound: SocketAddr,
     /// The addresses put in answers as host candidates.
     pub(crate) candidates: Vec<SocketAddr>,
+    /// The TCP port put in answers as passive TCP candidates on the same addresses
+    /// (ICE-TCP), when on.
+    pub(crate) tcp_port: Option<u16>,
 }
 
 /// The media side of the server: workers plus session setup.
@@ -108,14 +112,40 @@ impl Media {
         let (alive, alive_rx) = watch::channel(());
         let mut workers = Vec::with_capacity(count);
         let mut joins = Vec::with_capacity(count);
+        let tcp_limits = TcpLimits {
+            max_connections: config.ice_tcp.max_connections,
+            idle: config.ice_tcp.idle_timeout,
+            stall: config.ice_tcp.stall_timeout,
+            queue: config.ice_tcp.queue,
+        };
         for (index, (socket, rx)) in sockets.into_iter().zip(rxs).enumerate() {
             let bound = socket.local_addr();
             let candidates = candidate_addrs(bound, &config.public_ips);
+            // ICE-TCP on the UDP socket's port number (the port a firewall rule names
+            // once for both); when the media ports are the system's choice and that
+            // number is taken on TCP, another free one.
+            let listener = if config.ice_tcp.enabled {
+                let same = SocketAddr::new(config.udp.ip(), bound.port());
+                let l = match tcp::BoundListener::bind(same) {
+                    Err(_) if config.udp.port() == 0 => {
+                        tcp::BoundListener::bind(SocketAddr::new(config.udp.ip(), 0))?
+                    }
+                    other => other?,
+                };
+                Some(l)
+            } else {
+                None
+            };
+            let tcp_port = match &listener {
+                Some(l) => Some(l.local_addr()?.port()),
+                None => None,
+            };
             workers.push(WorkerHandle {
                 index,
                 tx: txs[index].clone(),
                 bound,
                 candidates,
+                tcp_port,
             });
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -132,9 +162,16 @@ impl Media {
                 .name(format!("wishd-media-{index}"))
                 .spawn(move || {
                     runtime.block_on(async move {
-                        match socket.register() {
-                            Ok(socket) => worker::Worker::new(index, socket, rx, links).run().await,
-                            Err(e) => tracing::error!(index, "media worker cannot start: {e}"),
+                        let tcp = listener.map(|l| l.register(tcp_limits)).transpose();
+                        match (socket.register(), tcp) {
+                            (Ok(socket), Ok(tcp)) => {
+                                worker::Worker::new(index, socket, tcp, rx, links)
+                                    .run()
+                                    .await
+                            }
+                            (Err(e), _) | (_, Err(e)) => {
+                                tracing::error!(index, "media worker cannot start: {e}")
+                            }
                         }
                     });
                     let _ = done.send(());

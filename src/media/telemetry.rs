@@ -62,7 +62,7 @@ pub(crate) struct SessionSnapshot {
 /// the peer's, and what the peer's candidate for that address said it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct MediaPath {
-    /// `udp` (the only transport today).
+    /// `udp`, or `tcp` (ICE-TCP).
     pub(crate) protocol: &'static str,
     /// Our address.
     pub(crate) local: SocketAddr,

@@ -9,6 +9,8 @@ use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
+use super::tcp::TcpPeers;
+
 /// Datagrams read per system call at most.
 pub(crate) const BATCH: usize = 32;
 /// Largest datagram we accept; anything longer is cut to this length (and then fails
@@ -78,6 +80,9 @@ pub(crate) struct MediaSocket {
     socket: UdpSocket,
     state: UdpSocketState,
     local: SocketAddr,
+    /// The worker's ICE-TCP peers: a datagram to one of them leaves on its TCP
+    /// connection instead (see `tcp`).
+    pub(crate) tcp: TcpPeers,
 }
 
 /// One received datagram's addresses.
@@ -89,6 +94,8 @@ pub(crate) struct Received {
     pub(crate) destination: SocketAddr,
     /// Bytes in the buffer.
     pub(crate) len: usize,
+    /// It came on an ICE-TCP connection (a frame), not as a UDP datagram.
+    pub(crate) tcp: bool,
 }
 
 /// A bound UDP socket not yet registered with a tokio runtime: a media worker binds
@@ -147,6 +154,7 @@ impl BoundSocket {
             socket: UdpSocket::from_std(self.socket)?,
             state: self.state,
             local: self.local,
+            tcp: TcpPeers::default(),
         })
     }
 }
@@ -202,6 +210,7 @@ impl MediaSocket {
                         source,
                         destination,
                         len: seg.min(MAX_DATAGRAM),
+                        tcp: false,
                     },
                     buf,
                     offset,
@@ -215,7 +224,9 @@ impl MediaSocket {
     /// Sends one datagram from `source` (our address) to `destination`. Errors other
     /// than a full buffer are logged by quinn-udp and ignored, as UDP loss is normal.
     pub(crate) fn send(&self, source: IpAddr, destination: SocketAddr, contents: &[u8]) {
-        self.send_transmit(source, destination, contents, None);
+        if !self.tcp.send(destination, contents) {
+            self.send_transmit(source, destination, contents, None);
+        }
     }
 
     /// How many datagrams one GSO message of [`MediaSocket::send_many`] may carry
@@ -231,6 +242,26 @@ impl MediaSocket {
     /// portable way (which also learns when the kernel lacks GSO). When the send
     /// buffer is full, the rest is dropped, as UDP loss. Returns the system calls made.
     pub(crate) fn send_many(&self, buf: &[u8], messages: &[Outgoing]) -> u64 {
+        if self.tcp.len() > 0 && messages.iter().any(|m| self.tcp.contains(m.destination)) {
+            // Messages to ICE-TCP peers leave as frames on their connections, a
+            // datagram each; the rest as usual.
+            let mut udp = Vec::with_capacity(messages.len());
+            for m in messages {
+                if self.tcp.contains(m.destination) {
+                    let run = &buf[m.start..m.start + m.len];
+                    for datagram in run.chunks(m.segment.max(1)) {
+                        self.tcp.send(m.destination, datagram);
+                    }
+                } else {
+                    udp.push(*m);
+                }
+            }
+            return self.send_udp(buf, &udp);
+        }
+        self.send_udp(buf, messages)
+    }
+
+    fn send_udp(&self, buf: &[u8], messages: &[Outgoing]) -> u64 {
         let mut rest = messages;
         let mut calls = 0;
         while let Some(first) = rest.first() {

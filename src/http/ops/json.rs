@@ -156,7 +156,7 @@ pub(crate) struct Session {
 /// The candidate pair a session's media uses.
 #[derive(Debug, Serialize)]
 pub(crate) struct Path {
-    /// `udp`.
+    /// `udp` or `tcp`.
     pub(crate) protocol: &'static str,
     /// wishd's address of the pair.
     pub(crate) local: String,

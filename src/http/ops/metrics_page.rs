@@ -148,7 +148,7 @@ pub(crate) fn render(
     let sum = |f: fn(&IngestCounters) -> &AtomicU64| -> u64 {
         ingests.iter().map(|i| load(f(&i.counters))).sum()
     };
-    let drops: [(&str, u64); 13] = [
+    let drops: [(&str, u64); 14] = [
         ("worker_queue_full", load(&c.cross_worker_drops)),
         ("worker_queue_stale", load(&c.stale_source_packets)),
         ("unroutable_datagram", load(&c.unroutable_datagrams)),
@@ -162,11 +162,34 @@ pub(crate) fn render(
         ("rtp_late", sum(|i| &i.dropped_late)),
         ("rtp_unknown_payload_type", sum(|i| &i.dropped_unknown_pt)),
         ("session_panic", load(&c.session_panics)),
+        ("ice_tcp_queue_full", load(&c.ice_tcp.queue_full)),
     ];
     for (reason, n) in drops {
         e.sample(
             "wishd_dropped_packets_total",
             &format!("reason=\"{reason}\""),
+            n,
+        );
+    }
+    e.family(
+        "wishd_ice_tcp_connections_total",
+        "counter",
+        "ICE-TCP connections: accepted, refused (over ice_tcp.max_connections), and \
+         closed by the peer, for silence or a partial frame (idle), for a frame no WebRTC \
+         peer sends (bad_frame) or because the peer took nothing (stalled).",
+    );
+    let t = &c.ice_tcp;
+    for (event, n) in [
+        ("accepted", load(&t.accepted)),
+        ("refused", load(&t.refused)),
+        ("closed", load(&t.closed)),
+        ("idle", load(&t.idle)),
+        ("bad_frame", load(&t.bad_frame)),
+        ("stalled", load(&t.stalled)),
+    ] {
+        e.sample(
+            "wishd_ice_tcp_connections_total",
+            &format!("event=\"{event}\""),
             n,
         );
     }

@@ -57,6 +57,7 @@ use session::{
 pub(crate) use session::{NewRole, NewSession, PublishedTrack};
 
 use super::outbox::Outbox;
+use super::tcp::{IceTcp, MAX_FRAME, TcpClose, TcpEvent, TcpWake};
 use super::udp::{MediaSocket, Received, RecvBuffers};
 use super::{MediaCounters, WorkerConfig};
 use crate::config::ForwardHold;
@@ -103,6 +104,8 @@ pub(super) struct WorkerLinks {
 pub(super) struct Worker {
     index: usize,
     socket: MediaSocket,
+    /// Its ICE-TCP listener and connections' events (`[ice_tcp]`), when on.
+    tcp: Option<IceTcp>,
     rx: mpsc::Receiver<WorkerMsg>,
     peers: Arc<[mpsc::Sender<WorkerMsg>]>,
     directory: Arc<Directory>,
@@ -151,6 +154,7 @@ impl Worker {
     pub(super) fn new(
         index: usize,
         socket: MediaSocket,
+        tcp: Option<IceTcp>,
         rx: mpsc::Receiver<WorkerMsg>,
         links: WorkerLinks,
     ) -> Worker {
@@ -168,6 +172,7 @@ impl Worker {
         Worker {
             index,
             socket,
+            tcp,
             rx,
             peers,
             directory,
@@ -277,6 +282,10 @@ impl Worker {
                         }
                     }
                 }
+                wake = tcp_wait(&mut self.tcp) => {
+                    woke = Instant::now();
+                    self.handle_tcp(wake, woke);
+                }
                 _ = tokio::time::sleep_until(next.into()) => {
                     woke = Instant::now();
                     // Ends in `run_deferred`, which writes held forwards once due.
@@ -354,7 +363,7 @@ impl Worker {
                             .direct
                             .as_deref()
                             .and_then(super::direct::DirectEgress::estimate_bps);
-                        snap.path = s.media_path(port);
+                        snap.path = s.media_path(port, &self.socket.tcp);
                         snap
                     })
                     .collect();
@@ -398,6 +407,47 @@ impl Worker {
         None
     }
 
+    /// A new ICE-TCP connection, a frame from one (handled as a datagram), or the
+    /// end of one.
+    fn handle_tcp(&mut self, wake: TcpWake, now: Instant) {
+        let Some(tcp) = self.tcp.as_mut() else { return };
+        match wake {
+            TcpWake::Accepted(Ok((stream, remote))) => {
+                let event = if tcp.adopt(stream, remote, &self.socket.tcp) {
+                    "accepted"
+                } else {
+                    "refused"
+                };
+                self.counters.ice_tcp.count(event);
+            }
+            TcpWake::Accepted(Err(e)) => debug!("tcp accept failed: {e}"),
+            TcpWake::Event(TcpEvent::Frame {
+                remote,
+                local,
+                data,
+            }) => {
+                let r = Received {
+                    source: remote,
+                    destination: local,
+                    len: data.len(),
+                    tcp: true,
+                };
+                self.handle_datagram(now, r, &data);
+                self.run_deferred(now);
+            }
+            TcpWake::Event(TcpEvent::Closed { remote, id, why }) => {
+                if self.socket.tcp.remove(remote, id) {
+                    self.counters.ice_tcp.count(why.label());
+                    if let TcpClose::BadFrame(n) = why {
+                        info!(%remote, "ICE-TCP connection closed: a frame of {n} bytes (at most {MAX_FRAME})");
+                    } else {
+                        debug!(%remote, ?why, "ICE-TCP connection closed");
+                    }
+                }
+            }
+        }
+    }
+
     fn handle_datagram(&mut self, now: Instant, r: Received, data: &[u8]) {
         let (key, by_ufrag) = match self.routes.route(r.source, stun::local_ufrag(data)) {
             Route::ByUfrag(key) => (key, true),
@@ -409,7 +459,8 @@ impl Worker {
                 return;
             }
         };
-        let Ok(recv) = Receive::new(Protocol::Udp, r.source, r.destination, data) else {
+        let proto = if r.tcp { Protocol::Tcp } else { Protocol::Udp };
+        let Ok(recv) = Receive::new(proto, r.source, r.destination, data) else {
             return;
         };
         if let Some(s) = self.sessions.get_mut(&key) {
@@ -490,6 +541,10 @@ impl Worker {
     }
 
     fn housekeeping(&mut self, now: Instant) {
+        self.counters
+            .ice_tcp
+            .queue_full
+            .fetch_add(self.socket.tcp.take_dropped(), Ordering::Relaxed);
         let mut expired = Vec::new();
         for (key, s) in &self.sessions {
             if !s.rtc.is_alive() {
@@ -774,5 +829,15 @@ impl Worker {
         for key in keys {
             self.close_session(key, reason, now);
         }
+        // After the sessions' last words (a DTLS close) were queued to them.
+        self.socket.tcp.clear();
+    }
+}
+
+/// The next TCP wake-up of a worker with ICE-TCP on; never without.
+async fn tcp_wait(tcp: &mut Option<IceTcp>) -> TcpWake {
+    match tcp {
+        Some(t) => t.wait().await,
+        None => std::future::pending().await,
     }
 }

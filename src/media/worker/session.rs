@@ -18,6 +18,7 @@ use super::super::MediaCounters;
 use super::super::direct::{self, DirectEgress, RtcpSummary};
 use super::super::dtls::KeySlot;
 use super::super::outbox::Outbox;
+use super::super::tcp::TcpPeers;
 use super::super::telemetry::{MediaPath, SessionTelemetry};
 use super::super::udp::MediaSocket;
 use super::keyframes::video_keyframe_cache;
@@ -153,7 +154,7 @@ const MAX_TRICKLED: usize = 32;
 
 impl Session {
     /// The candidate pair in use, as the API shows it.
-    pub(super) fn media_path(&self, port: u16) -> Option<MediaPath> {
+    pub(super) fn media_path(&self, port: u16, tcp: &TcpPeers) -> Option<MediaPath> {
         let (local_ip, remote) = self.path?;
         let offered = self
             .offer
@@ -167,7 +168,7 @@ impl Session {
             .find(|(addr, _)| *addr == remote)
             .map(|(_, kind)| kind);
         Some(MediaPath {
-            protocol: "udp",
+            protocol: if tcp.contains(remote) { "tcp" } else { "udp" },
             local: SocketAddr::new(local_ip, port),
             remote,
             remote_type: match kind {
@@ -542,7 +543,8 @@ impl Worker {
             };
         }
         for line in frag.candidates {
-            // Unusable candidates (mDNS names, TCP, unknown types) are dropped silently.
+            // Unusable candidates (mDNS names, unknown types) are dropped silently; a
+            // TCP one is kept (an active client of ICE-TCP connects to us).
             let Ok(c) = Candidate::from_sdp_string(&line) else {
                 continue;
             };

@@ -1,0 +1,268 @@
+//! ICE over TCP (RFC 6544, passive on wishd's side): a client whose network lets no
+//! UDP reach wishd connects over TCP to the media worker's port, and bad input over
+//! TCP is refused without touching anyone else.
+//!
+//! Chromium runs in a network namespace of this test whose nftables rule drops every
+//! UDP datagram to wishd (in another namespace, beside an ffmpeg RTP camera): its
+//! selected candidate pair must be TCP, and the operator's API must say so.
+
+mod clients;
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use clients::{Netns, Script, conformance};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const ADMIN: &str = "ice-tcp-test-admin-token-01";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_without_udp_plays_over_ice_tcp() {
+    clients::require_playwright();
+    let wishd_ns = Netns::create("tcp-w");
+    let viewer_ns = wishd_ns.linked("tcp-c", "10.79.0.1/24", "10.79.0.2/24");
+    viewer_ns.nft(&["add", "table", "inet", "noudp"]).await;
+    viewer_ns
+        .nft(&[
+            "add",
+            "chain",
+            "inet",
+            "noudp",
+            "output",
+            "{ type filter hook output priority 0; }",
+        ])
+        .await;
+    viewer_ns
+        .nft(&[
+            "add",
+            "rule",
+            "inet",
+            "noudp",
+            "output",
+            "ip",
+            "daddr",
+            "10.79.0.1",
+            "meta",
+            "l4proto",
+            "udp",
+            "drop",
+        ])
+        .await;
+
+    let dir = std::env::temp_dir().join(format!("wishd-ice-tcp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let config = dir.join("wishd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"http = "10.79.0.1:8080"
+udp = "10.79.0.1:20000"
+workers = 1
+
+[auth]
+publish = "open"
+play = "open"
+
+[api]
+token = "{ADMIN}"
+
+[[rtp]]
+stream = "cam"
+bind = "127.0.0.1"
+[rtp.video]
+port = 5004
+pt = 96
+rtpmap = "H264/90000"
+fmtp = "packetization-mode=1"
+"#
+        ),
+    )
+    .expect("config");
+    let (_wishd, base) = wishd_ns.start_wishd_config(&config, "10.79.0.1:8080").await;
+    let mut camera = wishd_ns.command(
+        clients::root()
+            .join("scripts/camera-ffmpeg.sh")
+            .to_str()
+            .expect("path"),
+    );
+    camera
+        .args(["127.0.0.1", "5004", "none", "60"])
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    let _camera = camera
+        .spawn()
+        .expect("ffmpeg camera starts (apt-get install ffmpeg)");
+
+    let plan = serde_json::json!({
+        "out": clients::out_dir(),
+        "scenarios": [{ "name": "ice-tcp", "kind": "watch", "base": base, "stream": "cam",
+                        "audio": false, "expect_width": 640, "expect_height": 360,
+                        "expect_path": "tcp" }],
+    });
+    let mut node = viewer_ns.command("node");
+    node.args([&conformance("browser/pages.mjs"), &plan.to_string()]);
+    let pages = Script::spawn("chromium (WHEP over ICE-TCP)", node);
+    let api_path = path_in_api(&wishd_ns, "cam", "tcp").await;
+    let chromium = pages.finish(Duration::from_secs(60)).await;
+    let r = &chromium["results"][0];
+    assert!(
+        r["ok"] == true,
+        "chromium over ICE-TCP: failed at step \"{}\": {}",
+        r["step"].as_str().unwrap_or("?"),
+        r["error"].as_str().unwrap_or("?"),
+    );
+    let api_path = api_path.expect("the API shows the viewer's TCP path");
+    println!(
+        "chromium with no UDP to wishd: selected pair {}, first frame {} ms after its WHEP POST, \
+         {} frames in 2 s; the API's path: {api_path}",
+        r["figures"]["path"], r["figures"]["first_frame_ms"], r["figures"]["frames_in_2s"],
+    );
+    assert_eq!(api_path["local"], "10.79.0.1:20000");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Polls `/api/streams/{stream}` from inside wishd's namespace (for up to 30 s) until a
+/// viewer's `path` has `protocol`; returns that path.
+async fn path_in_api(ns: &Netns, stream: &str, protocol: &str) -> Option<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::time::Instant::now() < deadline {
+        let out = ns
+            .command("curl")
+            .args([
+                "-s",
+                "-m",
+                "2",
+                "-H",
+                &format!("Authorization: Bearer {ADMIN}"),
+                &format!("http://10.79.0.1:8080/api/streams/{stream}"),
+            ])
+            .output()
+            .await
+            .expect("curl runs");
+        let detail: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let found = detail["sessions"].as_array().and_then(|s| {
+            s.iter()
+                .find(|x| x["kind"] == "viewer" && x["path"]["protocol"] == protocol)
+        });
+        if let Some(v) = found {
+            return Some(v["path"].clone());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
+}
+
+/// Reads until the server closes the connection (or `limit` passes): whether it did.
+async fn closed_by_server(s: &mut TcpStream, limit: Duration) -> bool {
+    let mut buf = [0u8; 256];
+    let end = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(end, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_over_tcp_closes_that_connection_alone() {
+    let server = common::start_with(|c| {
+        c.ice_tcp.idle_timeout = Duration::from_secs(2);
+        c.ice_tcp.max_connections = 4;
+    })
+    .await;
+    let base = server.base_url();
+    let _p = common::publish(&base, "tcp-bad", Default::default()).await;
+    let viewer = common::view(&base, "tcp-bad").await;
+    let port = server.udp_addrs()[0].port();
+    let at = ("127.0.0.1", port);
+
+    // The answer offers the TCP port as a passive candidate below the UDP one.
+    let answer = viewer.answer_sdp();
+    let tcp = answer
+        .lines()
+        .find(|l| l.contains(" tcp ") && l.contains("tcptype passive"))
+        .unwrap_or_else(|| panic!("no passive TCP candidate in\n{answer}"));
+    let udp = answer
+        .lines()
+        .find(|l| l.starts_with("a=candidate") && l.contains(" udp "))
+        .expect("a UDP candidate");
+    let prio = |l: &str| {
+        l.split_whitespace()
+            .nth(3)
+            .and_then(|p| p.parse::<u32>().ok())
+    };
+    assert!(prio(tcp) < prio(udp), "{tcp} / {udp}");
+
+    // A frame longer than any WebRTC packet: closed at once.
+    let mut huge = TcpStream::connect(at).await.expect("connect");
+    huge.write_all(&[0xff, 0xff, 1, 2, 3]).await.unwrap();
+    assert!(closed_by_server(&mut huge, Duration::from_secs(3)).await);
+    // A frame of garbage of a fitting size: nobody's packet, dropped, the connection
+    // stays until it goes silent.
+    let mut junk = TcpStream::connect(at).await.expect("connect");
+    junk.write_all(&[0, 4, 9, 9, 9, 9]).await.unwrap();
+    // Half a frame, then silence: closed after idle_timeout (2 s).
+    let mut half = TcpStream::connect(at).await.expect("connect");
+    half.write_all(&[0, 200, 1, 2, 3]).await.unwrap();
+    assert!(closed_by_server(&mut half, Duration::from_secs(5)).await);
+    assert!(closed_by_server(&mut junk, Duration::from_secs(5)).await);
+    // More connections than allowed: the surplus is closed at accept.
+    let mut many = Vec::new();
+    for _ in 0..6 {
+        many.push(TcpStream::connect(at).await.expect("connect"));
+    }
+    let mut refused = 0;
+    for s in &mut many {
+        if closed_by_server(s, Duration::from_millis(150)).await {
+            refused += 1;
+        }
+    }
+    let metrics_now =
+        wishd::client::http_request("GET", &format!("{base}/metrics"), &[], Vec::new())
+            .await
+            .expect("metrics")
+            .text();
+    assert_eq!(
+        refused,
+        2,
+        "4 connections allowed per worker: {:?}",
+        metrics_now
+            .lines()
+            .filter(|l| l.starts_with("wishd_ice_tcp"))
+            .collect::<Vec<_>>()
+    );
+
+    // The viewer never noticed.
+    let before = viewer.received_count();
+    viewer
+        .wait_for(Duration::from_secs(5), |p| p.len() > before + 30)
+        .await
+        .expect("the UDP viewer still gets media");
+    let metrics = wishd::client::http_request("GET", &format!("{base}/metrics"), &[], Vec::new())
+        .await
+        .expect("metrics")
+        .text();
+    for (event, least) in [
+        ("bad_frame", 1),
+        ("idle", 2),
+        ("refused", 2),
+        ("accepted", 7),
+    ] {
+        let line = format!("wishd_ice_tcp_connections_total{{event=\"{event}\"}} ");
+        let n: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        assert!(n >= least, "{event}: {n} (at least {least})\n{metrics}");
+    }
+    drop(many);
+    server.shutdown().await;
+}
