@@ -150,6 +150,19 @@ enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Ask a STUN server how the network outside sees each media port.
+    ///
+    /// Binds each worker's UDP port as start would (with the same flags and file),
+    /// sends a STUN Binding request to --stun (or the first stun: or turn: URL of
+    /// [[ice_servers]]), and compares the address it reflects with the host
+    /// candidates wishd would advertise. Exit code 0: every port is reachable at an
+    /// advertised address; 1: some are not (the line says what to add); 2: no STUN
+    /// server, or it did not answer.
+    CheckNetwork {
+        /// The STUN server, HOST:PORT.
+        #[arg(long, value_name = "HOST:PORT")]
+        stun: Option<String>,
+    },
     /// Generate a local development CA and a server certificate signed by it.
     ///
     /// Writes ca.pem, ca.key, server.pem (leaf + CA) and server.key into --out. Trust
@@ -348,6 +361,16 @@ fn main() -> ExitCode {
     if let Some(Command::CheckConfig { file }) = &cli.command {
         return check_config(file);
     }
+    if let Some(Command::CheckNetwork { stun }) = cli.command.take() {
+        let config = match cli.into_config() {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("wishd: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        return check_network(&config, stun.as_deref());
+    }
     if let Some(Command::Token {
         stream,
         action,
@@ -420,6 +443,29 @@ fn main() -> ExitCode {
 }
 
 /// `wishd check-config FILE`: 0 when the file is usable, 2 with the reason otherwise.
+fn check_network(config: &Config, stun: Option<&str>) -> ExitCode {
+    use wishd::media::netcheck;
+    let server = match netcheck::stun_server(config, stun) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("wishd check-network: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    println!("asking {server} how each media port is seen from outside");
+    let checks = netcheck::check_network(config, server);
+    for c in &checks {
+        println!("{}", c.describe());
+    }
+    if checks.is_empty() || checks.iter().any(|c| c.mapped.is_none()) {
+        ExitCode::from(2)
+    } else if checks.iter().all(netcheck::PortCheck::reachable) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
 fn check_config(file: &std::path::Path) -> ExitCode {
     let checked = Config::from_file(file)
         .and_then(|c| c.validated().map_err(|e| e.locate(file)))

@@ -266,3 +266,104 @@ async fn bad_input_over_tcp_closes_that_connection_alone() {
     drop(many);
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gstreamer_webrtcbin_publishes_over_ice_tcp() {
+    clients::require(
+        "/usr/bin/gst-launch-1.0",
+        "apt-get install gstreamer1.0-tools",
+    );
+    let ns = Netns::create("tcp-gst");
+    let dir = std::env::temp_dir().join(format!("wishd-ice-tcp-gst-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let config = dir.join("wishd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"http = "127.0.0.1:8080"
+udp = "{}:20000"
+workers = 1
+
+[auth]
+publish = "open"
+play = "open"
+
+[api]
+token = "{ADMIN}"
+"#,
+            Netns::ICE_ADDR
+        ),
+    )
+    .expect("config");
+    let (_wishd, base) = ns.start_wishd_config(&config, "127.0.0.1:8080").await;
+    // libnice's UDP never reaches wishd's media port; its TCP does.
+    ns.nft(&["add", "table", "inet", "noudp"]).await;
+    ns.nft(&[
+        "add",
+        "chain",
+        "inet",
+        "noudp",
+        "output",
+        "{ type filter hook output priority 0; }",
+    ])
+    .await;
+    ns.nft(&[
+        "add", "rule", "inet", "noudp", "output", "udp", "dport", "20000", "drop",
+    ])
+    .await;
+
+    let mut publish = ns.command("/usr/bin/python3");
+    publish
+        .args([
+            &conformance("gstreamer/whip_publish.py"),
+            &format!("{base}/whip/gst"),
+            "6",
+        ])
+        .env("GST_WHIP_ICE_TCP", "1");
+    let mut gst = Script::spawn("gstreamer webrtcbin (WHIP over ICE-TCP)", publish);
+    gst.wait_for("[gst-whip] publishing", Duration::from_secs(20))
+        .await;
+    let path = publisher_path(&ns).await;
+    let published = gst.finish(Duration::from_secs(30)).await;
+    clients::assert_ok(&published);
+    let (path, packets) = path.expect("the API shows the publisher's TCP path with media");
+    println!(
+        "gstreamer webrtcbin with no UDP to wishd: ICE+DTLS over TCP {} ms after the answer, \
+         {packets} RTP packets in; the API's path: {path}",
+        published["figures"]["connected_ms"]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Polls `/api/streams/gst` inside `ns` until its publisher's `path` is TCP and it sent
+/// more than 100 packets; returns the path and the count.
+async fn publisher_path(ns: &Netns) -> Option<(serde_json::Value, u64)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while tokio::time::Instant::now() < deadline {
+        let out = ns
+            .command("curl")
+            .args([
+                "-s",
+                "-m",
+                "2",
+                "-H",
+                &format!("Authorization: Bearer {ADMIN}"),
+                "http://127.0.0.1:8080/api/streams/gst",
+            ])
+            .output()
+            .await
+            .expect("curl runs");
+        let detail: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let publisher = detail["sessions"]
+            .as_array()
+            .and_then(|s| s.iter().find(|x| x["kind"] == "publisher"));
+        if let Some(p) = publisher
+            && p["path"]["protocol"] == "tcp"
+            && p["packets_in"].as_u64().unwrap_or(0) > 100
+        {
+            return Some((p["path"].clone(), p["packets_in"].as_u64().unwrap_or(0)));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    None
+}

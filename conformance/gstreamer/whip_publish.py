@@ -9,10 +9,12 @@ ICE gathering is complete. libnice gathers on every interface except loopback, s
 the tests run this inside a network namespace of their own, with a veth carrying
 127.0.0.2 (and wishd's media socket on that address: a libnice socket on the veth
 cannot send to 127.0.0.1).
+With GST_WHIP_ICE_TCP=1 in the environment, libnice also offers ICE-TCP (active).
 Progress goes to stderr; the last line on stdout is one JSON object:
 { client, version, ok, step, error, figures }.
 """
 import json
+import os
 import re
 import signal
 import sys
@@ -93,11 +95,12 @@ class Publisher:
         self.loop = GLib.MainLoop()
         self.pipe = Gst.parse_launch(PIPELINE)
         self.w = self.pipe.get_by_name("w")
-        # No ICE-TCP candidates, no UPnP port mapping (SSDP multicast). PyGObject
-        # drops a reference it does not own when these wrappers are collected, so
-        # they are kept for the life of the process.
+        # No UPnP port mapping (SSDP multicast), and no ICE-TCP candidates unless
+        # GST_WHIP_ICE_TCP=1 asks for them. PyGObject drops a reference it does not
+        # own when these wrappers are collected, so they are kept for the life of the
+        # process.
         self.ice = self.w.get_property("ice-agent")
-        self.ice.set_property("ice-tcp", False)
+        self.ice.set_property("ice-tcp", os.environ.get("GST_WHIP_ICE_TCP") == "1")
         self.nice = self.ice.get_property("agent")
         self.nice.set_property("upnp", False)
         self.w.connect("on-negotiation-needed", self.on_negotiation_needed)

@@ -15,6 +15,7 @@ pub(crate) mod direct;
 pub mod dtls;
 pub mod egress;
 mod negotiate;
+pub mod netcheck;
 pub(crate) mod outbox;
 mod pool;
 pub mod srtp;
