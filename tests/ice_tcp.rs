@@ -9,7 +9,6 @@
 mod clients;
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use clients::{Netns, Script, conformance};
@@ -23,80 +22,21 @@ async fn chromium_without_udp_plays_over_ice_tcp() {
     clients::require_playwright();
     let wishd_ns = Netns::create("tcp-w");
     let viewer_ns = wishd_ns.linked("tcp-c", "10.79.0.1/24", "10.79.0.2/24");
-    viewer_ns.nft(&["add", "table", "inet", "noudp"]).await;
     viewer_ns
-        .nft(&[
-            "add",
-            "chain",
-            "inet",
-            "noudp",
-            "output",
-            "{ type filter hook output priority 0; }",
-        ])
-        .await;
-    viewer_ns
-        .nft(&[
-            "add",
-            "rule",
-            "inet",
-            "noudp",
-            "output",
-            "ip",
-            "daddr",
-            "10.79.0.1",
-            "meta",
-            "l4proto",
-            "udp",
-            "drop",
-        ])
+        .drop_outgoing(&[&["ip", "daddr", "10.79.0.1", "meta", "l4proto", "udp"]])
         .await;
 
     let dir = std::env::temp_dir().join(format!("wishd-ice-tcp-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let config = dir.join("wishd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"http = "10.79.0.1:8080"
-udp = "10.79.0.1:20000"
-workers = 1
-
-[auth]
-publish = "open"
-play = "open"
-
-[api]
-token = "{ADMIN}"
-
-[[rtp]]
-stream = "cam"
-bind = "127.0.0.1"
-[rtp.video]
-port = 5004
-pt = 96
-rtpmap = "H264/90000"
-fmtp = "packetization-mode=1"
-"#
-        ),
-    )
-    .expect("config");
-    let (_wishd, base) = wishd_ns.start_wishd_config(&config, "10.79.0.1:8080").await;
-    let mut camera = wishd_ns.command(
-        clients::root()
-            .join("scripts/camera-ffmpeg.sh")
-            .to_str()
-            .expect("path"),
+    let config = clients::wishd_config(
+        &dir,
+        "10.79.0.1:8080",
+        "10.79.0.1:20000",
+        ADMIN,
+        Some(("127.0.0.1", 5004)),
+        "",
     );
-    camera
-        .args(["127.0.0.1", "5004", "none", "60"])
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
-    let _camera = camera
-        .spawn()
-        .expect("ffmpeg camera starts (apt-get install ffmpeg)");
+    let (_wishd, base) = wishd_ns.start_wishd_config(&config, "10.79.0.1:8080").await;
+    let _camera = wishd_ns.start_camera(&dir, "127.0.0.1", 5004, 60);
 
     let plan = serde_json::json!({
         "out": clients::out_dir(),
@@ -107,7 +47,11 @@ fmtp = "packetization-mode=1"
     let mut node = viewer_ns.command("node");
     node.args([&conformance("browser/pages.mjs"), &plan.to_string()]);
     let pages = Script::spawn("chromium (WHEP over ICE-TCP)", node);
-    let api_path = path_in_api(&wishd_ns, "cam", "tcp").await;
+    let api_path = wishd_ns
+        .poll_json("http://10.79.0.1:8080/api/streams/cam", ADMIN, |d| {
+            clients::session_path(d, "viewer", "protocol", "tcp").map(|(p, _)| p)
+        })
+        .await;
     let chromium = pages.finish(Duration::from_secs(60)).await;
     let r = &chromium["results"][0];
     assert!(
@@ -124,37 +68,6 @@ fmtp = "packetization-mode=1"
     );
     assert_eq!(api_path["local"], "10.79.0.1:20000");
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Polls `/api/streams/{stream}` from inside wishd's namespace (for up to 30 s) until a
-/// viewer's `path` has `protocol`; returns that path.
-async fn path_in_api(ns: &Netns, stream: &str, protocol: &str) -> Option<serde_json::Value> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while tokio::time::Instant::now() < deadline {
-        let out = ns
-            .command("curl")
-            .args([
-                "-s",
-                "-m",
-                "2",
-                "-H",
-                &format!("Authorization: Bearer {ADMIN}"),
-                &format!("http://10.79.0.1:8080/api/streams/{stream}"),
-            ])
-            .output()
-            .await
-            .expect("curl runs");
-        let detail: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        let found = detail["sessions"].as_array().and_then(|s| {
-            s.iter()
-                .find(|x| x["kind"] == "viewer" && x["path"]["protocol"] == protocol)
-        });
-        if let Some(v) = found {
-            return Some(v["path"].clone());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    None
 }
 
 /// Reads until the server closes the connection (or `limit` passes): whether it did.
@@ -275,42 +188,11 @@ async fn gstreamer_webrtcbin_publishes_over_ice_tcp() {
     );
     let ns = Netns::create("tcp-gst");
     let dir = std::env::temp_dir().join(format!("wishd-ice-tcp-gst-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let config = dir.join("wishd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"http = "127.0.0.1:8080"
-udp = "{}:20000"
-workers = 1
-
-[auth]
-publish = "open"
-play = "open"
-
-[api]
-token = "{ADMIN}"
-"#,
-            Netns::ICE_ADDR
-        ),
-    )
-    .expect("config");
+    let udp = format!("{}:20000", Netns::ICE_ADDR);
+    let config = clients::wishd_config(&dir, "127.0.0.1:8080", &udp, ADMIN, None, "");
     let (_wishd, base) = ns.start_wishd_config(&config, "127.0.0.1:8080").await;
     // libnice's UDP never reaches wishd's media port; its TCP does.
-    ns.nft(&["add", "table", "inet", "noudp"]).await;
-    ns.nft(&[
-        "add",
-        "chain",
-        "inet",
-        "noudp",
-        "output",
-        "{ type filter hook output priority 0; }",
-    ])
-    .await;
-    ns.nft(&[
-        "add", "rule", "inet", "noudp", "output", "udp", "dport", "20000", "drop",
-    ])
-    .await;
+    ns.drop_outgoing(&[&["udp", "dport", "20000"]]).await;
 
     let mut publish = ns.command("/usr/bin/python3");
     publish
@@ -323,7 +205,11 @@ token = "{ADMIN}"
     let mut gst = Script::spawn("gstreamer webrtcbin (WHIP over ICE-TCP)", publish);
     gst.wait_for("[gst-whip] publishing", Duration::from_secs(20))
         .await;
-    let path = publisher_path(&ns).await;
+    let path = ns
+        .poll_json("http://127.0.0.1:8080/api/streams/gst", ADMIN, |d| {
+            clients::session_path(d, "publisher", "protocol", "tcp").filter(|(_, n)| *n > 100)
+        })
+        .await;
     let published = gst.finish(Duration::from_secs(30)).await;
     clients::assert_ok(&published);
     let (path, packets) = path.expect("the API shows the publisher's TCP path with media");
@@ -333,37 +219,4 @@ token = "{ADMIN}"
         published["figures"]["connected_ms"]
     );
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Polls `/api/streams/gst` inside `ns` until its publisher's `path` is TCP and it sent
-/// more than 100 packets; returns the path and the count.
-async fn publisher_path(ns: &Netns) -> Option<(serde_json::Value, u64)> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while tokio::time::Instant::now() < deadline {
-        let out = ns
-            .command("curl")
-            .args([
-                "-s",
-                "-m",
-                "2",
-                "-H",
-                &format!("Authorization: Bearer {ADMIN}"),
-                "http://127.0.0.1:8080/api/streams/gst",
-            ])
-            .output()
-            .await
-            .expect("curl runs");
-        let detail: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        let publisher = detail["sessions"]
-            .as_array()
-            .and_then(|s| s.iter().find(|x| x["kind"] == "publisher"));
-        if let Some(p) = publisher
-            && p["path"]["protocol"] == "tcp"
-            && p["packets_in"].as_u64().unwrap_or(0) > 100
-        {
-            return Some((p["path"].clone(), p["packets_in"].as_u64().unwrap_or(0)));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    None
 }

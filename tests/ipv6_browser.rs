@@ -6,7 +6,6 @@
 
 mod clients;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use clients::{Netns, conformance};
@@ -22,48 +21,17 @@ async fn chromium_with_only_ipv6_plays_from_a_dual_stack_wishd() {
     viewer_ns.ip(&["addr", "add", "fd00:78::2/64", "dev", "vr", "nodad"]);
 
     let dir = std::env::temp_dir().join(format!("wishd-ipv6-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let config = dir.join("wishd.toml");
-    std::fs::write(
-        &config,
-        r#"http = "[::]:8080"
-udp = "[::]:20000"
-workers = 1
-
-[auth]
-publish = "open"
-play = "open"
-
-[[rtp]]
-stream = "cam"
-bind = "127.0.0.1"
-[rtp.video]
-port = 5004
-pt = 96
-rtpmap = "H264/90000"
-fmtp = "packetization-mode=1"
-"#,
-    )
-    .expect("config");
+    let config = clients::wishd_config(
+        &dir,
+        "[::]:8080",
+        "[::]:20000",
+        "ipv6-test-admin-token-0123",
+        Some(("127.0.0.1", 5004)),
+        "",
+    );
     let (_wishd, _) = wishd_ns.start_wishd_config(&config, "[::]:8080").await;
     let base = "http://[fd00:78::1]:8080";
-
-    let mut camera = wishd_ns.command(
-        clients::root()
-            .join("scripts/camera-ffmpeg.sh")
-            .to_str()
-            .expect("path"),
-    );
-    camera
-        .args(["127.0.0.1", "5004", "none", "60"])
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
-    let _camera = camera
-        .spawn()
-        .expect("ffmpeg camera starts (apt-get install ffmpeg)");
+    let _camera = wishd_ns.start_camera(&dir, "127.0.0.1", 5004, 60);
 
     let plan = serde_json::json!({
         "out": clients::out_dir(),

@@ -15,7 +15,6 @@
 
 mod clients;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use clients::{Netns, Script, conformance};
@@ -36,103 +35,29 @@ async fn a_viewer_without_udp_to_wishd_plays_through_coturn_with_the_linked_cred
     relay_ns
         .run("sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"], "procps")
         .await;
-    viewer_ns.nft(&["add", "table", "inet", "noudp"]).await;
+    // Neither UDP nor ICE-TCP: only HTTP reaches wishd directly.
     viewer_ns
-        .nft(&[
-            "add",
-            "chain",
-            "inet",
-            "noudp",
-            "output",
-            "{ type filter hook output priority 0; }",
-        ])
-        .await;
-    viewer_ns
-        .nft(&[
-            "add",
-            "rule",
-            "inet",
-            "noudp",
-            "output",
-            "ip",
-            "daddr",
-            "10.80.0.1",
-            "meta",
-            "l4proto",
-            "udp",
-            "drop",
-        ])
-        .await;
-    // Nor ICE-TCP: only HTTP reaches wishd directly.
-    viewer_ns
-        .nft(&[
-            "add",
-            "rule",
-            "inet",
-            "noudp",
-            "output",
-            "ip",
-            "daddr",
-            "10.80.0.1",
-            "tcp",
-            "dport",
-            "!=",
-            "8080",
-            "drop",
+        .drop_outgoing(&[
+            &["ip", "daddr", "10.80.0.1", "meta", "l4proto", "udp"],
+            &["ip", "daddr", "10.80.0.1", "tcp", "dport", "!=", "8080"],
         ])
         .await;
 
     let dir = std::env::temp_dir().join(format!("wishd-turn-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let config = dir.join("wishd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"http = "10.80.0.1:8080"
-udp = "10.80.0.1:20000"
-workers = 1
-
-[auth]
-publish = "open"
-play = "open"
-
-[api]
-token = "{ADMIN}"
-
-[[rtp]]
-stream = "cam"
-bind = "10.80.0.1"
-[rtp.video]
-port = 5004
-pt = 96
-rtpmap = "H264/90000"
-fmtp = "packetization-mode=1"
-
-[[ice_servers]]
-urls = ["turn:10.81.0.1:3478?transport=udp"]
-static_auth_secret = "{SECRET}"
-"#
-        ),
-    )
-    .expect("config");
-    let (_wishd, base) = wishd_ns.start_wishd_config(&config, "10.80.0.1:8080").await;
-
-    let mut camera = wishd_ns.command(
-        clients::root()
-            .join("scripts/camera-ffmpeg.sh")
-            .to_str()
-            .expect("path"),
+    let turn_server = format!(
+        "\n[[ice_servers]]\nurls = [\"turn:10.81.0.1:3478?transport=udp\"]\n\
+         static_auth_secret = \"{SECRET}\"\n"
     );
-    camera
-        .args(["10.80.0.1", "5004", "none", "60"])
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
-    let _camera = camera
-        .spawn()
-        .expect("ffmpeg camera starts (apt-get install ffmpeg)");
+    let config = clients::wishd_config(
+        &dir,
+        "10.80.0.1:8080",
+        "10.80.0.1:20000",
+        ADMIN,
+        Some(("10.80.0.1", 5004)),
+        &turn_server,
+    );
+    let (_wishd, base) = wishd_ns.start_wishd_config(&config, "10.80.0.1:8080").await;
+    let _camera = wishd_ns.start_camera(&dir, "10.80.0.1", 5004, 60);
 
     let mut coturn = relay_ns.command("/usr/bin/turnserver");
     coturn.args([
@@ -175,7 +100,11 @@ static_auth_secret = "{SECRET}"
     node.args([&conformance("browser/pages.mjs"), &plan.to_string()]);
     let pages = Script::spawn("chromium (WHEP through TURN)", node);
     // While the player plays, the operator's API shows the pair its media uses.
-    let api_path = relayed_path_in_api(&wishd_ns, "cam").await;
+    let api_path = wishd_ns
+        .poll_json("http://10.80.0.1:8080/api/streams/cam", ADMIN, |d| {
+            clients::session_path(d, "viewer", "remote_type", "relay").map(|(p, _)| p)
+        })
+        .await;
     let chromium = pages.finish(Duration::from_secs(60)).await;
     for r in chromium["results"].as_array().expect("results") {
         assert!(
@@ -211,35 +140,4 @@ static_auth_secret = "{SECRET}"
     );
     turn.stop();
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Polls `/api/streams/{stream}` from inside wishd's namespace (for up to 30 s) until a
-/// viewer's `path` says `relay`; returns that path.
-async fn relayed_path_in_api(ns: &Netns, stream: &str) -> Option<serde_json::Value> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while tokio::time::Instant::now() < deadline {
-        let out = ns
-            .command("curl")
-            .args([
-                "-s",
-                "-m",
-                "2",
-                "-H",
-                &format!("Authorization: Bearer {ADMIN}"),
-                &format!("http://10.80.0.1:8080/api/streams/{stream}"),
-            ])
-            .output()
-            .await
-            .expect("curl runs");
-        let detail: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        let relayed = detail["sessions"].as_array().and_then(|s| {
-            s.iter()
-                .find(|x| x["kind"] == "viewer" && x["path"]["remote_type"] == "relay")
-        });
-        if let Some(v) = relayed {
-            return Some(v["path"].clone());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    None
 }

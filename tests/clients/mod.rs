@@ -402,6 +402,125 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// Drops what this namespace sends that matches each of `matches` (nftables
+    /// expressions, e.g. `["ip", "daddr", "10.0.0.1", "meta", "l4proto", "udp"]`): a
+    /// network that blocks some traffic, silently.
+    pub async fn drop_outgoing(&self, matches: &[&[&str]]) {
+        self.nft(&["add", "table", "inet", "blocked"]).await;
+        self.nft(&[
+            "add",
+            "chain",
+            "inet",
+            "blocked",
+            "output",
+            "{ type filter hook output priority 0; }",
+        ])
+        .await;
+        for m in matches {
+            let mut rule = vec!["add", "rule", "inet", "blocked", "output"];
+            rule.extend_from_slice(m);
+            rule.push("drop");
+            self.nft(&rule).await;
+        }
+    }
+
+    /// An ffmpeg RTP camera (scripts/camera-ffmpeg.sh) inside the namespace: H.264
+    /// video alone to `host`:`port`, for `secs`, writing its SDP into `dir`. Killed
+    /// when dropped.
+    pub fn start_camera(
+        &self,
+        dir: &std::path::Path,
+        host: &str,
+        port: u16,
+        secs: u32,
+    ) -> tokio::process::Child {
+        let script = root().join("scripts/camera-ffmpeg.sh");
+        let mut camera = self.command(script.to_str().expect("path"));
+        camera
+            .args([host, &port.to_string(), "none", &secs.to_string()])
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        camera
+            .spawn()
+            .expect("ffmpeg camera starts (apt-get install ffmpeg)")
+    }
+
+    /// GETs `url` with the admin `token` from inside the namespace (curl) every 200 ms
+    /// for up to 30 s, until `found` picks something out of the JSON.
+    pub async fn poll_json<T>(
+        &self,
+        url: &str,
+        token: &str,
+        found: impl Fn(&Value) -> Option<T>,
+    ) -> Option<T> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let out = self
+                .command("curl")
+                .args([
+                    "-s",
+                    "-m",
+                    "2",
+                    "-H",
+                    &format!("Authorization: Bearer {token}"),
+                    url,
+                ])
+                .output()
+                .await
+                .expect("curl runs");
+            let json: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            if let Some(t) = found(&json) {
+                return Some(t);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        None
+    }
+}
+
+/// The first session of `kind` in a `/api/streams/{name}` answer whose `path` has
+/// `field` = `value`; its `path` and `packets_in`.
+pub fn session_path(detail: &Value, kind: &str, field: &str, value: &str) -> Option<(Value, u64)> {
+    detail["sessions"]
+        .as_array()?
+        .iter()
+        .find(|s| s["kind"] == kind && s["path"][field] == value)
+        .map(|s| (s["path"].clone(), s["packets_in"].as_u64().unwrap_or(0)))
+}
+
+/// A wishd configuration for a test namespace: HTTP and media on `http` and `udp`,
+/// one worker, publish and play open, the admin API on `admin_token`, and with
+/// `camera` an RTP stream "cam" (H.264 on `camera`'s address and port), plus `extra`
+/// TOML. Written to `dir/wishd.toml`, whose path it returns.
+pub fn wishd_config(
+    dir: &std::path::Path,
+    http: &str,
+    udp: &str,
+    admin_token: &str,
+    camera: Option<(&str, u16)>,
+    extra: &str,
+) -> std::path::PathBuf {
+    let mut toml = format!(
+        "http = \"{http}\"\nudp = \"{udp}\"\nworkers = 1\n\n\
+         [auth]\npublish = \"open\"\nplay = \"open\"\n\n[api]\ntoken = \"{admin_token}\"\n"
+    );
+    if let Some((bind, port)) = camera {
+        toml.push_str(&format!(
+            "\n[[rtp]]\nstream = \"cam\"\nbind = \"{bind}\"\n[rtp.video]\nport = {port}\n\
+             pt = 96\nrtpmap = \"H264/90000\"\nfmtp = \"packetization-mode=1\"\n"
+        ));
+    }
+    toml.push_str(extra);
+    std::fs::create_dir_all(dir).expect("temp dir");
+    let path = dir.join("wishd.toml");
+    std::fs::write(&path, toml).expect("config");
+    path
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = ip(&["netns", "del", &self.name]);
