@@ -24,8 +24,8 @@
 //!    socket and runs due timers after each batch, so its own sessions never starve.
 //!
 //! Its commands and answers are in [`msg`]; datagram routing is pure ([`routes`]);
-//! sessions, forwarding, keyframes and layer choice have a
-//! file each ([`session`], [`forward`], [`keyframes`], [`layers`]).
+//! sessions, forwarding, keyframes, layer choice and ICE-TCP have a
+//! file each ([`session`], [`forward`], [`keyframes`], [`layers`], [`tcp`]).
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::panic::AssertUnwindSafe;
@@ -44,6 +44,7 @@ mod layers;
 mod msg;
 mod routes;
 mod session;
+mod tcp;
 
 use forward::StreamCount;
 use keyframes::video_keyframe_cache;
@@ -57,7 +58,7 @@ use session::{
 pub(crate) use session::{NewRole, NewSession, PublishedTrack};
 
 use super::outbox::Outbox;
-use super::tcp::{IceTcp, MAX_FRAME, TcpClose, TcpEvent, TcpWake};
+use super::tcp::IceTcp;
 use super::udp::{MediaSocket, Received, RecvBuffers};
 use super::{MediaCounters, WorkerConfig};
 use crate::config::ForwardHold;
@@ -69,6 +70,7 @@ use crate::directory::{Directory, LAYER_RATE_WINDOW, Stream};
 use crate::model::SessionId;
 use crate::model::{EndReason, SessionState};
 use crate::wire::{demux, stun};
+use tcp::tcp_wait;
 
 /// How often a worker checks connect/ICE timeouts and retries keyframe requests.
 const HOUSEKEEPING: Duration = Duration::from_millis(100);
@@ -405,47 +407,6 @@ impl Worker {
         self.release_paced(now);
         self.run_deferred(now);
         None
-    }
-
-    /// A new ICE-TCP connection, a frame from one (handled as a datagram), or the
-    /// end of one.
-    fn handle_tcp(&mut self, wake: TcpWake, now: Instant) {
-        let Some(tcp) = self.tcp.as_mut() else { return };
-        match wake {
-            TcpWake::Accepted(Ok((stream, remote))) => {
-                let event = if tcp.adopt(stream, remote, &self.socket.tcp) {
-                    "accepted"
-                } else {
-                    "refused"
-                };
-                self.counters.ice_tcp.count(event);
-            }
-            TcpWake::Accepted(Err(e)) => debug!("tcp accept failed: {e}"),
-            TcpWake::Event(TcpEvent::Frame {
-                remote,
-                local,
-                data,
-            }) => {
-                let r = Received {
-                    source: remote,
-                    destination: local,
-                    len: data.len(),
-                    tcp: true,
-                };
-                self.handle_datagram(now, r, &data);
-                self.run_deferred(now);
-            }
-            TcpWake::Event(TcpEvent::Closed { remote, id, why }) => {
-                if self.socket.tcp.remove(remote, id) {
-                    self.counters.ice_tcp.count(why.label());
-                    if let TcpClose::BadFrame(n) = why {
-                        info!(%remote, "ICE-TCP connection closed: a frame of {n} bytes (at most {MAX_FRAME})");
-                    } else {
-                        debug!(%remote, ?why, "ICE-TCP connection closed");
-                    }
-                }
-            }
-        }
     }
 
     fn handle_datagram(&mut self, now: Instant, r: Received, data: &[u8]) {
@@ -831,13 +792,5 @@ impl Worker {
         }
         // After the sessions' last words (a DTLS close) were queued to them.
         self.socket.tcp.clear();
-    }
-}
-
-/// The next TCP wake-up of a worker with ICE-TCP on; never without.
-async fn tcp_wait(tcp: &mut Option<IceTcp>) -> TcpWake {
-    match tcp {
-        Some(t) => t.wait().await,
-        None => std::future::pending().await,
     }
 }
