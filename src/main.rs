@@ -361,7 +361,8 @@ fn main() -> ExitCode {
     if let Some(Command::CheckConfig { file }) = &cli.command {
         return check_config(file);
     }
-    if let Some(Command::CheckNetwork { stun }) = cli.command.take() {
+    if let Some(Command::CheckNetwork { stun }) = &cli.command {
+        let stun = stun.clone();
         let config = match cli.into_config() {
             Ok(c) => c,
             Err(e) => {
