@@ -220,3 +220,29 @@ async fn gstreamer_webrtcbin_publishes_over_ice_tcp() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_port_held_by_another_program_costs_ice_tcp_not_the_start() {
+    // Another program holds TCP on the port the media worker's UDP socket will use.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").expect("a free TCP port");
+    let port = held.local_addr().expect("addr").port();
+    let server = common::start_with(|c| {
+        c.udp = format!("127.0.0.1:{port}").parse().unwrap();
+        c.workers = 1;
+    })
+    .await;
+    let base = server.base_url();
+    let _p = common::publish(&base, "held", Default::default()).await;
+    let viewer = common::view(&base, "held").await;
+    assert!(
+        !viewer.answer_sdp().contains("tcptype passive"),
+        "{}",
+        viewer.answer_sdp()
+    );
+    viewer
+        .wait_for(Duration::from_secs(5), |p| p.len() > 30)
+        .await
+        .expect("media over UDP as usual");
+    server.shutdown().await;
+    drop(held);
+}

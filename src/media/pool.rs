@@ -124,15 +124,20 @@ impl Media {
             // ICE-TCP on the UDP socket's port number (the port a firewall rule names
             // once for both); when the media ports are the system's choice and that
             // number is taken on TCP, another free one.
+            // A TCP port another program holds costs that worker its ICE-TCP, not the
+            // server its start: UDP is what nearly every client uses.
             let listener = if config.ice_tcp.enabled {
                 let same = SocketAddr::new(config.udp.ip(), bound.port());
                 let l = match tcp::BoundListener::bind(same) {
                     Err(_) if config.udp.port() == 0 => {
-                        tcp::BoundListener::bind(SocketAddr::new(config.udp.ip(), 0))?
+                        tcp::BoundListener::bind(SocketAddr::new(config.udp.ip(), 0))
                     }
-                    other => other?,
+                    other => other,
                 };
-                Some(l)
+                l.map_err(|e| {
+                    tracing::warn!(index, %same, "media worker without ICE-TCP: cannot listen on TCP: {e}")
+                })
+                .ok()
             } else {
                 None
             };
