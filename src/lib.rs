@@ -38,6 +38,8 @@ pub mod client;
 pub mod config;
 pub mod core;
 pub mod directory;
+#[cfg(fuzzing)]
+pub mod fuzz;
 pub mod http;
 pub mod ingest;
 pub mod media;
