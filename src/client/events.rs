@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::ClientError;
-use super::http::{Connection, header_list, send};
+use super::http::{Connection, find_header, header_list, send};
 
 /// One message of an event stream: its `event:` value and every `data:` line (the
 /// WHEP extension wants exactly one, holding JSON).
@@ -90,10 +90,7 @@ impl EventStream {
 
     /// The first header called `name`, if any.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        find_header(&self.headers, name)
     }
 
     /// The body so far as text.

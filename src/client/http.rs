@@ -23,10 +23,7 @@ pub struct HttpResponse {
 impl HttpResponse {
     /// The first header called `name` (case-insensitive), if any.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        find_header(&self.headers, name)
     }
 
     /// The body decoded as UTF-8, lossily.
@@ -155,6 +152,14 @@ async fn request_inner(
         headers,
         body,
     })
+}
+
+/// The first of `headers` called `name` (case-insensitive), if any.
+pub(super) fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
 }
 
 /// A response's headers in arrival order, names lowercased.

@@ -266,9 +266,9 @@ impl Media {
             }
             // ICE-TCP (RFC 6544): passive host candidates on the same addresses, below
             // every UDP one in priority (TCP's type preference is lower).
-            for port in tcp_port.iter() {
+            if let Some(port) = tcp_port {
                 for addr in &candidates {
-                    let at = SocketAddr::new(addr.ip(), *port);
+                    let at = SocketAddr::new(addr.ip(), port);
                     if let Ok(c) = Candidate::builder()
                         .tcp()
                         .host(at)

@@ -7,7 +7,7 @@
 //! (or, when a running wishd holds them, a free port on the same address, whose
 //! address is still telling though its port may differ).
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
+use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::time::{Duration, Instant};
 
 use super::pool::candidate_addrs;
@@ -149,14 +149,10 @@ pub fn check_network(config: &Config, server: SocketAddr) -> Vec<PortCheck> {
             bound,
             own_port,
             advertised,
-            mapped: mapped.map(|m| SocketAddr::new(canonical(m.ip()), m.port())),
+            mapped: mapped.map(|m| SocketAddr::new(m.ip().to_canonical(), m.port())),
         });
     }
     out
-}
-
-fn canonical(ip: IpAddr) -> IpAddr {
-    ip.to_canonical()
 }
 
 /// Sends Binding requests from `socket` to `server` until one is answered (or

@@ -66,18 +66,6 @@ pub(crate) enum TcpClose {
     Stalled,
 }
 
-impl TcpClose {
-    /// The label of `wishd_ice_tcp_connections_total` for it.
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            TcpClose::Peer => "closed",
-            TcpClose::Idle => "idle",
-            TcpClose::BadFrame(_) => "bad_frame",
-            TcpClose::Stalled => "stalled",
-        }
-    }
-}
-
 /// ICE-TCP counts for the metrics: connections by what became of them, and packets
 /// dropped for full connection queues.
 #[derive(Debug, Default)]
@@ -99,16 +87,13 @@ pub struct IceTcpCounters {
 }
 
 impl IceTcpCounters {
-    /// Counts one connection `event` (a label of [`TcpClose::label`], `accepted` or
-    /// `refused`).
-    pub(crate) fn count(&self, event: &str) {
-        let c = match event {
-            "accepted" => &self.accepted,
-            "refused" => &self.refused,
-            "idle" => &self.idle,
-            "bad_frame" => &self.bad_frame,
-            "stalled" => &self.stalled,
-            _ => &self.closed,
+    /// Counts a connection that ended for `why`.
+    pub(crate) fn ended(&self, why: TcpClose) {
+        let c = match why {
+            TcpClose::Peer => &self.closed,
+            TcpClose::Idle => &self.idle,
+            TcpClose::BadFrame(_) => &self.bad_frame,
+            TcpClose::Stalled => &self.stalled,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }

@@ -196,10 +196,12 @@ impl MediaSocket {
         })?;
         for (buf, meta) in metas[..count].iter().enumerate() {
             let destination = SocketAddr::new(
-                meta.dst_ip.map(unmap).unwrap_or(self.local.ip()),
+                meta.dst_ip
+                    .map(|ip| ip.to_canonical())
+                    .unwrap_or(self.local.ip()),
                 self.local.port(),
             );
-            let source = SocketAddr::new(unmap(meta.addr.ip()), meta.addr.port());
+            let source = SocketAddr::new(meta.addr.ip().to_canonical(), meta.addr.port());
             let len = meta.len.min(RECV_BUFFER);
             let stride = if meta.stride == 0 { len } else { meta.stride };
             let mut offset = 0;
@@ -427,12 +429,5 @@ unsafe fn put_cmsg<T>(
         (*c).cmsg_len = libc::CMSG_LEN(len) as _;
         std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<T>(), value);
         libc::CMSG_SPACE(len) as usize
-    }
-}
-
-fn unmap(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
     }
 }

@@ -292,14 +292,8 @@ impl Netns {
     /// Like [`start_wishd`](Self::start_wishd), with HTTP on `http` and media on
     /// `udp` (an unspecified address offers every interface of the namespace).
     pub async fn start_wishd_on(&self, http: &str, udp: &str) -> (Script, String) {
-        let mut c = self.command(env!("CARGO_BIN_EXE_wishd"));
-        c.args(["--dev", "--http", http, "--udp", udp, "--workers", "2"])
-            .env("RUST_LOG", "wishd=info")
-            .env("NO_COLOR", "1");
-        let mut wishd = Script::spawn("wishd (in netns)", c);
-        wishd
-            .wait_for("wishd listening", Duration::from_secs(10))
-            .await;
+        let args = ["--dev", "--http", http, "--udp", udp, "--workers", "2"];
+        let wishd = self.spawn_wishd(args.iter().map(|a| a.as_ref())).await;
         let port = http.rsplit(':').next().unwrap_or("8080");
         (wishd, format!("http://127.0.0.1:{port}"))
     }
@@ -312,16 +306,21 @@ impl Netns {
         config: &std::path::Path,
         http: &str,
     ) -> (Script, String) {
+        let args = [std::ffi::OsStr::new("--config"), config.as_os_str()];
+        (self.spawn_wishd(args).await, format!("http://{http}"))
+    }
+
+    /// The wishd binary inside the namespace with `args`, once it listens.
+    async fn spawn_wishd<'a>(&self, args: impl IntoIterator<Item = &'a std::ffi::OsStr>) -> Script {
         let mut c = self.command(env!("CARGO_BIN_EXE_wishd"));
-        c.arg("--config")
-            .arg(config)
+        c.args(args)
             .env("RUST_LOG", "wishd=info")
             .env("NO_COLOR", "1");
         let mut wishd = Script::spawn("wishd (in netns)", c);
         wishd
             .wait_for("wishd listening", Duration::from_secs(10))
             .await;
-        (wishd, format!("http://{http}"))
+        wishd
     }
 
     /// Runs `ip` with `args` inside the namespace (routes, addresses).

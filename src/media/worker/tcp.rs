@@ -1,6 +1,7 @@
 //! The worker's ICE-TCP side: connections accepted or refused, their frames handed to
 //! the datagram path, their ends (see `media::tcp` for the connections themselves).
 
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use tracing::{debug, info};
@@ -16,12 +17,13 @@ impl Worker {
         let Some(tcp) = self.tcp.as_mut() else { return };
         match wake {
             TcpWake::Accepted(Ok((stream, remote))) => {
-                let event = if tcp.adopt(stream, remote, &self.socket.tcp) {
-                    "accepted"
+                let counters = &self.counters.ice_tcp;
+                let count = if tcp.adopt(stream, remote, &self.socket.tcp) {
+                    &counters.accepted
                 } else {
-                    "refused"
+                    &counters.refused
                 };
-                self.counters.ice_tcp.count(event);
+                count.fetch_add(1, Ordering::Relaxed);
             }
             TcpWake::Accepted(Err(e)) => debug!("tcp accept failed: {e}"),
             TcpWake::Event(TcpEvent::Frame {
@@ -40,7 +42,7 @@ impl Worker {
             }
             TcpWake::Event(TcpEvent::Closed { remote, id, why }) => {
                 if self.socket.tcp.remove(remote, id) {
-                    self.counters.ice_tcp.count(why.label());
+                    self.counters.ice_tcp.ended(why);
                     if let TcpClose::BadFrame(n) = why {
                         info!(%remote, "ICE-TCP connection closed: a frame of {n} bytes (at most {MAX_FRAME})");
                     } else {
