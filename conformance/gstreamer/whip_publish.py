@@ -15,7 +15,6 @@ Progress goes to stderr; the last line on stdout is one JSON object:
 """
 import json
 import os
-import re
 import signal
 import sys
 import time
@@ -41,44 +40,18 @@ audiotestsrc is-live=true wave=sine ! audioconvert ! audioresample ! queue ! opu
 """
 
 
-def ecdsa_pem():
-    """A self-signed ECDSA P-256 certificate: its SHA-256 fingerprint, and it with its
-    key in PEM.
-
-    webrtcbin's own DTLS certificate (GStreamer 1.22) is RSA 2048, and str0m's DTLS
-    server (dimpl 0.9, inside wishd) accepts ECDSA client certificates only: with the
-    default certificate the handshake ends in "no client certificate received". Every
-    browser, libdatachannel and ffmpeg use ECDSA already.
-    """
-    import datetime
-
+def certificate_kind(pem):
+    """What kind of key webrtcbin's DTLS certificate has, e.g. "RSA 2048" (GStreamer's
+    default, which the test relies on being what it proves) or "EC secp256r1"."""
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "webrtcbin")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
-    fingerprint = ":".join(f"{b:02X}" for b in cert.fingerprint(hashes.SHA256()))
-    return fingerprint, (
-        cert.public_bytes(serialization.Encoding.PEM)
-        + key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    ).decode()
+    key = x509.load_pem_x509_certificate(pem.encode()).public_key()
+    if isinstance(key, rsa.RSAPublicKey):
+        return f"RSA {key.key_size}"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return f"EC {key.curve.name}"
+    return type(key).__name__
 
 
 def log(*a):
@@ -106,7 +79,7 @@ class Publisher:
         self.w.connect("on-negotiation-needed", self.on_negotiation_needed)
         self.w.connect("notify::ice-gathering-state", self.on_gathering)
         self.w.connect("notify::ice-connection-state", self.on_ice)
-        self.fingerprint, self.pem = ecdsa_pem()
+        self.dtls = None
         self.pipe.connect("deep-element-added", self.on_element)
         bus = self.pipe.get_bus()
         bus.add_signal_watch()
@@ -125,10 +98,11 @@ class Publisher:
         self.fail(self.step, f"{err.message} ({dbg})")
 
     def on_element(self, _bin, _sub, element):
-        # Before webrtcbin reads the fingerprint for its offer.
+        # webrtcbin's DTLS element, to report which certificate it made: its own
+        # default, untouched.
         factory = element.get_factory()
-        if factory is not None and factory.get_name() == "dtlssrtpdec":
-            element.set_property("pem", self.pem)
+        if factory is not None and factory.get_name() == "dtlssrtpdec" and self.dtls is None:
+            self.dtls = element
 
     def on_negotiation_needed(self, w):
         self.step = "create offer"
@@ -163,9 +137,6 @@ class Publisher:
     def post_offer(self):
         self.step = "WHIP POST"
         sdp = self.w.get_property("local-description").sdp.as_text()
-        # webrtcbin wrote the fingerprint of the certificate it generated before ours
-        # replaced it: offer the one the handshake will present.
-        sdp = re.sub(r"(?m)^a=fingerprint:.*$", f"a=fingerprint:sha-256 {self.fingerprint}", sdp)
         headers = {"Content-Type": "application/sdp"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
@@ -229,6 +200,8 @@ class Publisher:
                 return True
             stats.foreach(each, None)
         self.figures["packets_sent"] = sent
+        if self.dtls is not None:
+            self.figures["certificate"] = certificate_kind(self.dtls.get_property("pem"))
         self.loop.quit()
         return False
 

@@ -67,7 +67,7 @@ static CRYPTO: Once = Once::new();
 /// call this; extra calls are no-ops.
 pub fn install_crypto_provider() {
     CRYPTO.call_once(|| {
-        crate::media::dtls::provider().install_process_default();
+        crate::media::dtls::client_provider().install_process_default();
     });
 }
 

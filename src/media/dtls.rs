@@ -1,18 +1,21 @@
-//! DTLS timing for a fast handshake.
+//! DTLS for wishd's sessions: which engine, and a fast first handshake.
 //!
-//! str0m's aws-lc-rs backend builds its DTLS engine (dimpl) with dimpl's defaults, whose
-//! first flight retransmission waits 1 s (±25 %). That is RFC 6347's conservative
-//! figure, and it is what a publisher that loses our first flight pays in full:
-//! FFmpeg's WHIP muxer opens its DTLS server only after it has read the ICE answer, and
-//! the datagram that follows (our ClientHello, sent as soon as ICE completes) is read
-//! by its ICE loop and never reaches its DTLS stack. Measured with FFmpeg 9 on
-//! loopback: DTLS 0.76–1.25 s, all of it that one wait.
+//! The server's sessions use OpenSSL ([`ossl`]), which takes RSA as well as ECDSA peer
+//! certificates; wishd's own str0m clients (load tool, conformance runner, tests) use
+//! str0m's engine, dimpl ([`FastDtls`]). Both retransmit a lost flight after 50 ms, not
+//! the 1 s (±25 %) of RFC 6347's conservative figure, which is what a publisher that
+//! loses our first flight pays in full: FFmpeg's WHIP muxer opens its DTLS server only
+//! after it has read the ICE answer, and the datagram that follows (our ClientHello,
+//! sent as soon as ICE completes) is read by its ICE loop and never reaches its DTLS
+//! stack. Measured with FFmpeg 9 on loopback: DTLS 0.76–1.25 s, all of it that one
+//! wait.
 //!
-//! This provider is the same engine with the timer browsers use: the first
-//! retransmission after 50 ms, doubling on each retry (with dimpl's jitter), and more
-//! retries so a lossy link still gets about 25 s before the handshake gives up (a
-//! session's `connect_timeout` ends it sooner). Each flight restarts at 50 ms. An extra
-//! copy of a flight on a slow link is harmless: DTLS drops duplicates.
+//! The timer doubles on each retry, and a lossy link still gets about 25 s before the
+//! handshake gives up (a session's `connect_timeout` ends it sooner). Each flight
+//! restarts at 50 ms. An extra copy of a flight on a slow link is harmless: DTLS drops
+//! duplicates.
+
+mod ossl;
 
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
@@ -28,14 +31,54 @@ pub(crate) const FLIGHT_START_RTO: Duration = Duration::from_millis(50);
 /// Retransmissions per flight (50 ms doubling nine times: about 25 s in all).
 pub(crate) const FLIGHT_RETRIES: usize = 9;
 
-/// The process's crypto provider with [`FastDtls`] as its DTLS factory.
+/// The server's crypto provider: OpenSSL's DTLS ([`ServerDtls`]), the rest str0m's.
 pub fn provider() -> CryptoProvider {
+    let mut p = str0m::crypto::from_feature_flags();
+    p.dtls_provider = &SERVER_DTLS;
+    p
+}
+
+/// The crypto provider of wishd's own str0m clients: dimpl with the short timer
+/// ([`FastDtls`]).
+pub fn client_provider() -> CryptoProvider {
     let mut p = str0m::crypto::from_feature_flags();
     p.dtls_provider = &FAST_DTLS;
     p
 }
 
+static SERVER_DTLS: ServerDtls = ServerDtls;
 static FAST_DTLS: FastDtls = FastDtls;
+
+/// The server's DTLS factory: one OpenSSL session per `Rtc` (see [`ossl`]).
+#[derive(Debug)]
+pub(crate) struct ServerDtls;
+
+impl DtlsProvider for ServerDtls {
+    fn generate_certificate(&self) -> Option<DtlsCert> {
+        // ECDSA P-256, as every browser's: the smallest handshake, and what dimpl
+        // peers can verify.
+        str0m::crypto::from_feature_flags()
+            .dtls_provider
+            .generate_certificate()
+    }
+
+    fn new_dtls(
+        &self,
+        cert: &DtlsCert,
+        _now: Instant,
+        dtls_version: DtlsVersion,
+        mtu: Option<usize>,
+    ) -> Result<Box<dyn DtlsInstance>, CryptoError> {
+        // OpenSSL 3.0 has no DTLS 1.3; str0m asks for 1.2 unless told otherwise.
+        if !matches!(dtls_version, DtlsVersion::Dtls12 | DtlsVersion::Auto) {
+            return Err(CryptoError::Other(format!(
+                "DTLS version {dtls_version} is not supported by the server's engine"
+            )));
+        }
+        let slot = NEXT_SLOT.with(|s| s.borrow_mut().take());
+        Ok(Box::new(ossl::Engine::new(cert, mtu, slot)?))
+    }
+}
 
 /// The SRTP keying material a DTLS handshake exported (RFC 5764 §4.2), for wishd's own
 /// egress path (`media::srtp`).

@@ -25,7 +25,9 @@ pub(crate) const MID_EXT: u8 = 4;
 
 pub(crate) fn deliver(to: &mut Rtc, now: Instant, t: &Transmit) {
     let r = Receive::new(Protocol::Udp, t.source, t.destination, &t.contents).unwrap();
-    to.handle_input(Input::Receive(now, r)).unwrap();
+    if let Err(e) = to.handle_input(Input::Receive(now, r)) {
+        panic!("delivering {} bytes: {e}", t.contents.len());
+    }
 }
 
 /// Drains `rtc` to its next timeout: its datagrams and its events.
