@@ -11,7 +11,7 @@ mod common;
 
 use std::time::Duration;
 
-use clients::{Netns, Script, conformance};
+use clients::{Netns, Script, assert_ok, conformance};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -67,6 +67,139 @@ async fn chromium_without_udp_plays_over_ice_tcp() {
         r["figures"]["path"], r["figures"]["first_frame_ms"], r["figures"]["frames_in_2s"],
     );
     assert_eq!(api_path["local"], "10.79.0.1:20000");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A viewer over ICE-TCP that stops reading (Chromium frozen with SIGSTOP, as a
+/// suspended laptop is: its kernel's receive window fills and stays closed) costs the
+/// other viewer of the stream nothing: the server's forwarding latency in the stuck
+/// window is what it was before, the other viewer keeps decoding, and the stuck
+/// connection is dropped once `stall_timeout` passes without progress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_tcp_viewer_is_dropped_and_delays_no_one_else() {
+    clients::require_playwright();
+    let wishd_ns = Netns::create("tcp-sw");
+    let viewer_ns = wishd_ns.linked("tcp-sc", "10.79.1.1/24", "10.79.1.2/24");
+    viewer_ns
+        .drop_outgoing(&[&["ip", "daddr", "10.79.1.1", "meta", "l4proto", "udp"]])
+        .await;
+    // Small socket buffers on both ends, so a reader that stops closes the window
+    // within a second of video rather than after megabytes of it.
+    viewer_ns
+        .sysctl("net.ipv4.tcp_rmem", "4096 8192 16384")
+        .await;
+    wishd_ns
+        .sysctl("net.ipv4.tcp_wmem", "4096 8192 16384")
+        .await;
+
+    let dir = std::env::temp_dir().join(format!("wishd-ice-tcp-stuck-{}", std::process::id()));
+    let config = clients::wishd_config(
+        &dir,
+        "10.79.1.1:8080",
+        "0.0.0.0:20000",
+        ADMIN,
+        Some(("127.0.0.1", 5004)),
+        "\n[ice_tcp]\nstall_timeout = \"2s\"\nqueue = 64\n",
+    );
+    let (_wishd, base) = wishd_ns.start_wishd_config(&config, "10.79.1.1:8080").await;
+    let _camera = wishd_ns.start_camera(&dir, "127.0.0.1", 5004, 90);
+
+    // The other viewer: aiortc over UDP, beside wishd.
+    let mut view = wishd_ns.command("/usr/bin/python3");
+    view.args([
+        &conformance("aiortc/wish.py"),
+        "view",
+        &format!("{base}/whep/cam"),
+        "24",
+        "video",
+    ]);
+    let aiortc = Script::spawn("aiortc (WHEP over UDP)", view);
+
+    let stop = dir.join("stop");
+    let plan = serde_json::json!({
+        "out": clients::out_dir(),
+        "scenarios": [{ "name": "stuck", "kind": "timeline", "base": base, "stream": "cam",
+                        "stop_file": stop, "max_seconds": 40 }],
+    });
+    let mut node = viewer_ns.command("node");
+    node.args([&conformance("browser/pages.mjs"), &plan.to_string()]);
+    let chromium = Script::spawn("chromium (WHEP over ICE-TCP, then frozen)", node);
+    let tcp_viewer = wishd_ns
+        .poll_json("http://10.79.1.1:8080/api/streams/cam", ADMIN, |d| {
+            clients::session_path(d, "viewer", "protocol", "tcp")
+        })
+        .await;
+    if tcp_viewer.is_none() {
+        let out = chromium.finish(Duration::from_secs(5)).await;
+        panic!("chromium does not play over ICE-TCP: {out}");
+    }
+
+    // Both viewers play: the window the stuck one is compared with.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let m0 = wishd_ns.metrics(&base).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let m1 = wishd_ns.metrics(&base).await;
+    let frozen = viewer_ns.signal("chrom", "STOP");
+    assert!(frozen > 0, "no chromium process to freeze");
+    let frozen_at = std::time::Instant::now();
+
+    // The stuck connection is dropped after the stall bound.
+    let stalled = "wishd_ice_tcp_connections_total{event=\"stalled\"}";
+    let mut dropped_after = None;
+    while frozen_at.elapsed() < Duration::from_secs(15) {
+        if clients::counter(&wishd_ns.metrics(&base).await, stalled) >= 1 {
+            dropped_after = Some(frozen_at.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let dropped_after = dropped_after.expect("the stuck TCP viewer is dropped");
+    let rest = Duration::from_secs(5).saturating_sub(frozen_at.elapsed());
+    tokio::time::sleep(rest).await;
+    let m2 = wishd_ns.metrics(&base).await;
+    viewer_ns.signal("chrom", "CONT");
+    std::fs::write(&stop, b"").expect("stop file");
+
+    let name = "wishd_forward_latency_seconds";
+    let (h0, h1, h2) = (
+        clients::histogram(&m0, name),
+        clients::histogram(&m1, name),
+        clients::histogram(&m2, name),
+    );
+    let (p99_before, n_before) = clients::window_quantile(&h0, &h1, 0.99);
+    let (p99_stuck, n_stuck) = clients::window_quantile(&h1, &h2, 0.99);
+    let queue_full = clients::counter(
+        &m2,
+        "wishd_dropped_packets_total{reason=\"ice_tcp_queue_full\"}",
+    );
+    let aiortc = aiortc.finish(Duration::from_secs(40)).await;
+    let _ = chromium.finish(Duration::from_secs(30)).await;
+    println!(
+        "stuck TCP viewer: dropped {} ms after it froze (stall_timeout 2 s), {queue_full} packets \
+         dropped for it meanwhile; forwarding latency p99 ≤ {:.2} ms over {n_before} forwards \
+         before, ≤ {:.2} ms over {n_stuck} while it was stuck; aiortc decoded {} video frames \
+         in 24 s",
+        dropped_after.as_millis(),
+        p99_before * 1e3,
+        p99_stuck * 1e3,
+        aiortc["figures"]["video_frames"],
+    );
+    assert!(
+        dropped_after <= Duration::from_secs(6),
+        "dropped after {dropped_after:?}"
+    );
+    assert!(
+        n_before > 100 && n_stuck > 100,
+        "{n_before} / {n_stuck} forwards"
+    );
+    // The bucket bound of the p99 may move one step (250 µs buckets) with the
+    // machine's noise; a worker waiting on the stuck socket would put it at
+    // hundreds of milliseconds.
+    assert!(
+        p99_stuck <= (p99_before * 2.0).max(0.005),
+        "p99 {p99_before} s before, {p99_stuck} s while stuck"
+    );
+    assert_ok(&aiortc);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

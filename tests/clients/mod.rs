@@ -481,6 +481,91 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// Sends `signal` (e.g. "STOP", "CONT") to every process inside the namespace
+    /// whose command name starts with `comm`: processes this test started there.
+    /// Returns how many were signalled.
+    pub fn signal(&self, comm: &str, signal: &str) -> usize {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+            .expect("ip netns pids");
+        let mut n = 0;
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if name.starts_with(comm)
+                && std::process::Command::new("kill")
+                    .args([&format!("-{signal}"), pid])
+                    .status()
+                    .is_ok_and(|s| s.success())
+            {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Sets a kernel parameter for this namespace alone (`sysctl -w key=value`).
+    pub async fn sysctl(&self, key: &str, value: &str) {
+        self.run("sysctl", &["-q", "-w", &format!("{key}={value}")], "procps")
+            .await
+    }
+
+    /// wishd's `/metrics` page at `base`, fetched from inside the namespace.
+    pub async fn metrics(&self, base: &str) -> String {
+        let out = self
+            .command("curl")
+            .args(["-s", "-m", "3", &format!("{base}/metrics")])
+            .output()
+            .await
+            .expect("curl runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// A Prometheus histogram's cumulative buckets on a `/metrics` page: (le, count).
+pub fn histogram(page: &str, name: &str) -> Vec<(f64, u64)> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    page.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&prefix)?;
+            let (le, count) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The bucket bound under which `q` of the observations made between two scrapes
+/// fell, and how many there were.
+pub fn window_quantile(before: &[(f64, u64)], after: &[(f64, u64)], q: f64) -> (f64, u64) {
+    let delta: Vec<(f64, u64)> = after
+        .iter()
+        .map(|&(le, n)| {
+            let was = before.iter().find(|b| b.0 == le).map_or(0, |b| b.1);
+            (le, n.saturating_sub(was))
+        })
+        .collect();
+    let total = delta.last().map_or(0, |d| d.1);
+    let bound = delta
+        .iter()
+        .find(|d| d.1 as f64 >= q * total as f64)
+        .map_or(f64::INFINITY, |d| d.0);
+    (bound, total)
+}
+
+/// A counter's value on a `/metrics` page (`series` with its labels), 0 if absent.
+pub fn counter(page: &str, series: &str) -> u64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// The first session of `kind` in a `/api/streams/{name}` answer whose `path` has
 /// `field` = `value`; its `path` and `packets_in`.
 pub fn session_path(detail: &Value, kind: &str, field: &str, value: &str) -> Option<(Value, u64)> {
