@@ -29,7 +29,7 @@ use openssl::pkey::PKey;
 use openssl::srtp::SrtpProfileId;
 use openssl::ssl::{
     ErrorCode, ShutdownResult, Ssl, SslContext, SslContextBuilder, SslMethod, SslOptions,
-    SslStream, SslVerifyMode, SslVersion,
+    SslSessionCacheMode, SslStream, SslVerifyMode, SslVersion,
 };
 use openssl::x509::X509;
 use str0m::crypto::CryptoError;
@@ -68,11 +68,25 @@ const DTLS_CTRL_HANDLE_TIMEOUT: c_int = 74;
 const MAX_RTO: Duration = Duration::from_secs(4);
 
 unsafe extern "C" {
-    // OpenSSL ≥ 1.1.1 (openssl/ssl.h); openssl-sys does not bind it.
+    // OpenSSL ≥ 1.1.1 (openssl/ssl.h); openssl-sys binds neither.
+    fn SSL_CTX_set_cert_verify_callback(
+        ctx: *mut openssl_sys::SSL_CTX,
+        cb: Option<unsafe extern "C" fn(*mut openssl_sys::X509_STORE_CTX, *mut c_void) -> c_int>,
+        arg: *mut c_void,
+    );
     fn DTLS_set_timer_cb(
         s: *mut openssl_sys::SSL,
         cb: Option<unsafe extern "C" fn(*mut openssl_sys::SSL, c_uint) -> c_uint>,
     );
+}
+
+/// The whole-chain verification OpenSSL would run on the peer's certificate: none
+/// (see `build_context`); the certificate is still read and handed to str0m.
+unsafe extern "C" fn accept_any_chain(
+    _store: *mut openssl_sys::X509_STORE_CTX,
+    _arg: *mut c_void,
+) -> c_int {
+    1
 }
 
 /// OpenSSL's retransmission timer: [`super::FLIGHT_START_RTO`] for a new flight
@@ -92,10 +106,16 @@ fn next_rto_us(previous: c_uint) -> c_uint {
     }
 }
 
-/// One OpenSSL context per DTLS certificate (a process has one or two), so a
-/// session costs an `SSL_new`, not a context build and a key parse.
+/// Contexts kept: a server has one certificate (two across a restart of its
+/// template); tests and tools that make a certificate per session reuse none, and
+/// must not grow the list.
+const CONTEXTS_KEPT: usize = 4;
+
+static CONTEXTS: Mutex<Vec<(Vec<u8>, SslContext)>> = Mutex::new(Vec::new());
+
+/// One OpenSSL context per DTLS certificate, so a session costs an `SSL_new`, not a
+/// context build and a key parse.
 fn context_for(cert: &DtlsCert) -> Result<SslContext, CryptoError> {
-    static CONTEXTS: Mutex<Vec<(Vec<u8>, SslContext)>> = Mutex::new(Vec::new());
     let lookup = |list: &[(Vec<u8>, SslContext)]| {
         list.iter()
             .find(|(der, _)| *der == cert.certificate)
@@ -110,6 +130,9 @@ fn context_for(cert: &DtlsCert) -> Result<SslContext, CryptoError> {
     if let Some(c) = lookup(&list) {
         return Ok(c);
     }
+    if list.len() >= CONTEXTS_KEPT {
+        list.remove(0);
+    }
     list.push((cert.certificate.clone(), built.clone()));
     Ok(built)
 }
@@ -121,16 +144,19 @@ fn build_context(cert: &DtlsCert) -> Result<SslContext, openssl::error::ErrorSta
     b.set_groups_list("X25519:P-256:P-384")?;
     b.set_tlsext_use_srtp(SRTP_PROFILES)?;
     // The peer's certificate is self-signed; str0m checks it against the SDP
-    // fingerprint (the `PeerCert` output), which is the only trust WebRTC has.
-    b.set_verify_callback(
-        SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT,
-        |_, _| true,
-    );
+    // fingerprint (the `PeerCert` output), which is the only trust WebRTC has. So
+    // OpenSSL's chain verification, which could only fail, is not run at all.
+    b.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
+    // SAFETY: a live SSL_CTX; the callback is a plain function that touches nothing.
+    unsafe {
+        SSL_CTX_set_cert_verify_callback(b.as_ptr(), Some(accept_any_chain), std::ptr::null_mut())
+    };
     b.set_certificate(X509::from_der(&cert.certificate)?.as_ref())?;
     b.set_private_key(PKey::private_key_from_der(&cert.private_key)?.as_ref())?;
     b.check_private_key()?;
     // The MTU is str0m's, set per session; no renegotiation, no session tickets (a
     // WebRTC DTLS session is never resumed).
+    b.set_session_cache_mode(SslSessionCacheMode::OFF);
     b.set_options(
         SslOptions::NO_QUERY_MTU
             | SslOptions::NO_RENEGOTIATION
@@ -771,6 +797,21 @@ mod tests {
         // The engine stays failed: str0m ends this session, no other.
         assert!(s.handle_packet(&cut).is_err());
         assert!(s.send_application_data(b"x").is_err());
+    }
+
+    #[test]
+    fn sessions_share_a_context_per_certificate_and_few_are_kept() {
+        let cert = ecdsa_cert();
+        let a = context_for(&cert).unwrap();
+        let b = context_for(&cert).unwrap();
+        assert_eq!(
+            foreign_types::ForeignType::as_ptr(&a),
+            foreign_types::ForeignType::as_ptr(&b)
+        );
+        for _ in 0..10 {
+            context_for(&ecdsa_cert()).unwrap();
+        }
+        assert!(CONTEXTS.lock().unwrap().len() <= CONTEXTS_KEPT);
     }
 
     #[test]
