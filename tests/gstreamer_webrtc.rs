@@ -1,7 +1,7 @@
 //! GStreamer's own WebRTC stack as a WHIP publisher: webrtcbin with libnice (Debian's
-//! GStreamer 1.22, driven by conformance/gstreamer/whip_publish.py) sends x264 H.264
-//! and Opus to the wishd binary, and two independent viewers decode it: headless
-//! Chromium through the embeddable player, and aiortc. While Chromium plays, the media
+//! GStreamer 1.22, driven by conformance/gstreamer/webrtcbin.py) sends x264 H.264
+//! and Opus to the wishd binary, and three independent viewers decode it: headless
+//! Chromium through the embeddable player, aiortc, and webrtcbin itself over WHEP. While Chromium plays, the media
 //! path is cut for 8 s (packets to wishd's media address are blackholed): the player
 //! must play again by itself once it is back.
 //!
@@ -18,14 +18,15 @@ use std::time::Duration;
 use clients::{Netns, Script, assert_ok, conformance};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gstreamer_webrtcbin_with_its_rsa_certificate_publishes_to_chromium_and_aiortc() {
+async fn gstreamer_webrtcbin_with_its_rsa_certificate_publishes_and_plays() {
     clients::require_playwright();
     let ns = Netns::create("gst");
     let (_wishd, base) = ns.start_wishd().await;
 
     let mut publish = ns.command("/usr/bin/python3");
     publish.args([
-        &conformance("gstreamer/whip_publish.py"),
+        &conformance("gstreamer/webrtcbin.py"),
+        "publish",
         &format!("{base}/whip/gst"),
         "30",
     ]);
@@ -60,6 +61,15 @@ async fn gstreamer_webrtcbin_with_its_rsa_certificate_publishes_to_chromium_and_
         r["figures"]["drop_messages"]
     );
 
+    // aiortc and webrtcbin view side by side.
+    let mut view = ns.command("/usr/bin/python3");
+    view.args([
+        &conformance("gstreamer/webrtcbin.py"),
+        "view",
+        &format!("{base}/whep/gst"),
+        "3",
+    ]);
+    let gst_view = Script::spawn("gstreamer webrtcbin (WHEP)", view);
     let mut view = ns.command("/usr/bin/python3");
     view.args([
         &conformance("aiortc/wish.py"),
@@ -70,6 +80,13 @@ async fn gstreamer_webrtcbin_with_its_rsa_certificate_publishes_to_chromium_and_
     let aiortc = clients::run("aiortc (WHEP)", view, Duration::from_secs(40)).await;
     assert_ok(&aiortc);
     assert_eq!(aiortc["figures"]["sizes"], serde_json::json!(["640x360"]));
+    let gst_view = gst_view.finish(Duration::from_secs(40)).await;
+    assert_ok(&gst_view);
+    assert_eq!(gst_view["figures"]["size"], "640x360");
+    assert_eq!(
+        gst_view["figures"]["certificate"], "RSA 2048",
+        "the viewer's webrtcbin kept its own certificate too"
+    );
 
     gst.stop();
     let published = gst.finish(Duration::from_secs(40)).await;
@@ -80,10 +97,14 @@ async fn gstreamer_webrtcbin_with_its_rsa_certificate_publishes_to_chromium_and_
     );
     println!(
         "gstreamer webrtcbin {} → wishd: ICE+DTLS connected {} ms after the answer; \
-         chromium first frame {} ms after its WHEP POST, aiortc {} ms",
+         chromium first frame {} ms after its WHEP POST, aiortc {} ms, webrtcbin {} ms \
+         ({} video and {} audio frames in 3 s)",
         published["version"].as_str().unwrap_or("?"),
         published["figures"]["connected_ms"],
         r["figures"]["first_frame_ms"],
-        aiortc["figures"]["first_frame_ms"]
+        aiortc["figures"]["first_frame_ms"],
+        gst_view["figures"]["first_frame_ms"],
+        gst_view["figures"]["video_frames"],
+        gst_view["figures"]["audio_frames"],
     );
 }

@@ -330,7 +330,8 @@ async fn gstreamer_webrtcbin_publishes_over_ice_tcp() {
     let mut publish = ns.command("/usr/bin/python3");
     publish
         .args([
-            &conformance("gstreamer/whip_publish.py"),
+            &conformance("gstreamer/webrtcbin.py"),
+            "publish",
             &format!("{base}/whip/gst"),
             "6",
         ])

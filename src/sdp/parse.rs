@@ -126,6 +126,8 @@ fn parse_encoding(enc: &str) -> Option<Encoding> {
     let clock = parts.next()?.trim().parse::<u32>().ok()?;
     let channels = match parts.next() {
         Some(ch) => Some(ch.trim().parse::<u8>().ok()?),
+        // See [`opus_channels_added`].
+        None if name.eq_ignore_ascii_case("opus") => Some(2),
         None => None,
     };
     Some(Encoding {
@@ -133,6 +135,20 @@ fn parse_encoding(enc: &str) -> Option<Encoding> {
         clock_rate: clock,
         channels,
     })
+}
+
+/// `a=rtpmap:111 OPUS/48000` as `a=rtpmap:111 OPUS/48000/2`; any other line: `None`.
+///
+/// RFC 7587 §7 has Opus's rtpmap always say two channels (whatever is sent), and str0m
+/// matches Opus only so. GStreamer's `webrtcbin` writes what its caps say, and caps
+/// without `encoding-params` (as most pipelines write them) give no channel count: a
+/// viewer like that would otherwise be refused for a codec it can play.
+pub(crate) fn opus_channels_added(line: &str) -> Option<String> {
+    let value = line.strip_prefix("a=rtpmap:")?;
+    let (pt, enc) = value.trim().split_once(char::is_whitespace)?;
+    let (name, clock) = enc.trim().split_once('/')?;
+    (name.eq_ignore_ascii_case("opus") && !clock.contains('/'))
+        .then(|| format!("a=rtpmap:{pt} {name}/{}/2", clock.trim()))
 }
 
 /// Encodings of the static payload types wishd might meet without an rtpmap.

@@ -173,6 +173,8 @@ pub(crate) fn split(offer: &str) -> (String, OwnValues) {
                 push_line(&mut template, RTCP);
             } else if let Some(m) = line.strip_prefix("m=") {
                 push_line(&mut template, &m_line(m));
+            } else if let Some(fixed) = super::parse::opus_channels_added(line) {
+                push_line(&mut template, &fixed);
             } else {
                 push_line(&mut template, line);
             }

@@ -598,6 +598,29 @@ fn play_remaps_payload_types() {
 }
 
 #[test]
+fn an_opus_rtpmap_without_channels_is_played_as_the_two_rfc_7587_names() {
+    // GStreamer's webrtcbin writes `OPUS/48000` when its caps give no channel count.
+    let sdp = BROWSER_WHEP.replace("a=rtpmap:111 opus/48000/2", "a=rtpmap:111 OPUS/48000");
+    assert_ne!(sdp, BROWSER_WHEP);
+    let tracks = check_play_offer(&offer(&sdp), &h264_stream()).unwrap();
+    assert_eq!(
+        (tracks[0].kind, tracks[0].viewer_pt),
+        (MediaKind::Audio, 111)
+    );
+    // And str0m, which reads the template, sees the two channels too.
+    let (template, _) = template::split(&crlf(&sdp));
+    assert!(
+        template.contains("a=rtpmap:111 OPUS/48000/2\r\n"),
+        "{template}"
+    );
+    assert_eq!(
+        parse::opus_channels_added("a=rtpmap:111 opus/48000/2"),
+        None
+    );
+    assert_eq!(parse::opus_channels_added("a=rtpmap:0 PCMU/8000"), None);
+}
+
+#[test]
 fn play_prefers_viewers_earlier_codec_when_str0m_scores_a_tie() {
     let stream = stream_of(CHROME_WHIP); // VP8 96
     let lines = "a=rtpmap:120 VP8/90000\na=rtpmap:121 rtx/90000\na=fmtp:121 apt=120\na=rtpmap:122 VP8/90000";

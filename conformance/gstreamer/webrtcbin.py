@@ -1,11 +1,15 @@
 #!/usr/bin/python3
-"""GStreamer's own WebRTC stack (webrtcbin + libnice) as a WHIP publisher.
+"""GStreamer's own WebRTC stack (webrtcbin + libnice) as a WHIP publisher or a WHEP
+viewer, with the DTLS certificate webrtcbin makes itself (RSA 2048 in 1.22).
 
-    /usr/bin/python3 conformance/gstreamer/whip_publish.py URL SECONDS [TOKEN]
+    /usr/bin/python3 conformance/gstreamer/webrtcbin.py publish URL SECONDS [TOKEN]
+    /usr/bin/python3 conformance/gstreamer/webrtcbin.py view URL SECONDS [TOKEN]
 
-Publishes a moving test pattern (H.264 from x264enc + Opus) to the WHIP endpoint URL
-for SECONDS (or until SIGTERM), then ends the session with DELETE. Non-trickle: the offer is POSTed once
-ICE gathering is complete. libnice gathers on every interface except loopback, so
+publish: sends a moving test pattern (H.264 from x264enc + Opus) to the WHIP endpoint
+URL for SECONDS (or until SIGTERM). view: receives H.264 and Opus from the WHEP
+endpoint URL for SECONDS and decodes them (avdec_h264, opusdec), counting frames.
+Either ends the session with DELETE. Non-trickle: the offer is POSTed once ICE
+gathering is complete. libnice gathers on every interface except loopback, so
 the tests run this inside a network namespace of their own, with a veth carrying
 127.0.0.2 (and wishd's media socket on that address: a libnice socket on the veth
 cannot send to 127.0.0.1).
@@ -29,7 +33,10 @@ gi.require_version("GstWebRTC", "1.0")
 gi.require_version("GstSdp", "1.0")
 from gi.repository import GLib, Gst, GstSdp, GstWebRTC  # noqa: E402
 
-PIPELINE = """
+VIDEO_CAPS = "application/x-rtp,media=video,encoding-name=H264,payload=96,clock-rate=90000"
+AUDIO_CAPS = "application/x-rtp,media=audio,encoding-name=OPUS,payload=111,clock-rate=48000"
+
+PUBLISH = """
 webrtcbin name=w bundle-policy=max-bundle
 videotestsrc is-live=true pattern=ball ! video/x-raw,width=640,height=360,framerate=30/1
   ! videoconvert ! queue ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 bframes=0 bitrate=800
@@ -58,16 +65,30 @@ def log(*a):
     print("[gst-whip]", *a, file=sys.stderr, flush=True)
 
 
-class Publisher:
-    def __init__(self, url, seconds, token):
-        self.url, self.seconds, self.token = url, seconds, token
+class Peer:
+    def __init__(self, role, url, seconds, token):
+        self.role, self.url, self.seconds, self.token = role, url, seconds, token
         self.step = "pipeline"
         self.error = None
         self.location = None
         self.figures = {}
         self.loop = GLib.MainLoop()
-        self.pipe = Gst.parse_launch(PIPELINE)
-        self.w = self.pipe.get_by_name("w")
+        if role == "publish":
+            self.pipe = Gst.parse_launch(PUBLISH)
+            self.w = self.pipe.get_by_name("w")
+        else:
+            self.pipe = Gst.Pipeline.new("view")
+            self.w = Gst.ElementFactory.make("webrtcbin", "w")
+            self.w.set_property("bundle-policy", GstWebRTC.WebRTCBundlePolicy.MAX_BUNDLE)
+            self.pipe.add(self.w)
+            recv = GstWebRTC.WebRTCRTPTransceiverDirection.RECVONLY
+            # What a GStreamer WHEP player (whepsrc) asks for: H.264 in
+            # packetization-mode 1 (mode 0 is what no fmtp means, RFC 6184).
+            video = VIDEO_CAPS + ",packetization-mode=(string)1,profile-level-id=(string)42e01f"
+            for caps in (video, AUDIO_CAPS):
+                self.w.emit("add-transceiver", recv, Gst.Caps.from_string(caps))
+            self.w.connect("pad-added", self.on_pad)
+            self.frames = {"video": 0, "audio": 0}
         # No UPnP port mapping (SSDP multicast), and no ICE-TCP candidates unless
         # GST_WHIP_ICE_TCP=1 asks for them. PyGObject drops a reference it does not
         # own when these wrappers are collected, so they are kept for the life of the
@@ -104,8 +125,40 @@ class Publisher:
         if factory is not None and factory.get_name() == "dtlssrtpdec" and self.dtls is None:
             self.dtls = element
 
+    def on_pad(self, _w, pad):
+        # A received stream: decode it and count what comes out.
+        if pad.get_direction() != Gst.PadDirection.SRC:
+            return
+        media = pad.get_current_caps().get_structure(0).get_string("media")
+        dec = Gst.ElementFactory.make("decodebin")
+        self.pipe.add(dec)
+        dec.connect("pad-added", self.on_decoded, media)
+        dec.sync_state_with_parent()
+        pad.link(dec.get_static_pad("sink"))
+
+    def on_decoded(self, _dec, pad, media):
+        sink = Gst.ElementFactory.make("fakesink")
+        sink.set_property("sync", False)
+        self.pipe.add(sink)
+        sink.sync_state_with_parent()
+        pad.link(sink.get_static_pad("sink"))
+        pad.add_probe(Gst.PadProbeType.BUFFER, self.on_frame, media)
+
+    def on_frame(self, pad, _info, media):
+        self.frames[media] += 1
+        if media == "video" and "first_frame_ms" not in self.figures:
+            self.figures["first_frame_ms"] = round((time.monotonic() - self.t_post) * 1000)
+            s = pad.get_current_caps().get_structure(0)
+            self.figures["size"] = f"{s.get_value('width')}x{s.get_value('height')}"
+            log("first decoded frame")
+        return Gst.PadProbeReturn.OK
+
     def on_negotiation_needed(self, w):
         self.step = "create offer"
+        if self.role == "view":
+            promise = Gst.Promise.new_with_change_func(self.on_offer, w, None)
+            w.emit("create-offer", None, promise)
+            return
         # WHIP publishes only: every transceiver sends.
         i = 0
         while True:
@@ -135,7 +188,8 @@ class Publisher:
             GLib.idle_add(self.post_offer)
 
     def post_offer(self):
-        self.step = "WHIP POST"
+        what = "WHIP POST" if self.role == "publish" else "WHEP POST"
+        self.step = what
         sdp = self.w.get_property("local-description").sdp.as_text()
         headers = {"Content-Type": "application/sdp"}
         if self.token:
@@ -148,12 +202,12 @@ class Publisher:
                 loc = resp.headers.get("Location")
         except urllib.error.HTTPError as e:
             body = e.read().decode(errors="replace").strip()
-            return self.fail("WHIP POST", f"{e.code}: {body}")
+            return self.fail(what, f"{e.code}: {body}")
         except OSError as e:
-            return self.fail("WHIP POST", e)
+            return self.fail(what, e)
         self.figures["post_ms"] = round((time.monotonic() - t0) * 1000)
         if status != 201 or not loc:
-            return self.fail("WHIP POST", f"status {status}, Location {loc!r}")
+            return self.fail(what, f"status {status}, Location {loc!r}")
         self.location = urllib.parse.urljoin(self.url, loc)
         self.step = "apply the answer"
         ok, msg = GstSdp.SDPMessage.new_from_text(answer)
@@ -171,8 +225,8 @@ class Publisher:
         if state in (GstWebRTC.WebRTCICEConnectionState.CONNECTED, GstWebRTC.WebRTCICEConnectionState.COMPLETED):
             if "connected_ms" not in self.figures:
                 self.figures["connected_ms"] = round((time.monotonic() - self.t_post) * 1000)
-                self.step = "publish"
-                log("publishing")
+                self.step = self.role
+                log("publishing" if self.role == "publish" else "viewing")
                 GLib.timeout_add(int(self.seconds * 1000), self.finish)
                 GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signal.SIGTERM, self.finish)
         elif state == GstWebRTC.WebRTCICEConnectionState.FAILED:
@@ -199,7 +253,13 @@ class Publisher:
                     sent.append(value.get_value("packets-sent"))
                 return True
             stats.foreach(each, None)
-        self.figures["packets_sent"] = sent
+        if self.role == "publish":
+            self.figures["packets_sent"] = sent
+        else:
+            self.figures["video_frames"] = self.frames["video"]
+            self.figures["audio_frames"] = self.frames["audio"]
+            if self.frames["video"] < 10 or self.frames["audio"] < 10:
+                self.fail("decode", f"{self.frames['video']} video and {self.frames['audio']} audio frames")
         if self.dtls is not None:
             self.figures["certificate"] = certificate_kind(self.dtls.get_property("pem"))
         self.loop.quit()
@@ -218,6 +278,7 @@ class Publisher:
         self.pipe.set_state(Gst.State.NULL)
         return {
             "client": "gstreamer-webrtcbin",
+            "role": self.role,
             "version": Gst.version_string().replace("GStreamer ", ""),
             "ok": self.error is None,
             "step": self.step,
@@ -227,15 +288,17 @@ class Publisher:
 
 
 def main():
-    if len(sys.argv) < 3:
-        sys.exit("usage: whip_publish.py URL SECONDS [TOKEN]")
+    if len(sys.argv) < 4 or sys.argv[1] not in ("publish", "view"):
+        sys.exit(__doc__)
+    role = sys.argv[1]
     Gst.init(None)
-    for el in ("webrtcbin", "nicesrc", "x264enc", "opusenc", "rtph264pay"):
+    need = ("x264enc", "opusenc", "rtph264pay") if role == "publish" else ("avdec_h264", "opusdec")
+    for el in ("webrtcbin", "nicesrc") + need:
         if Gst.ElementFactory.find(el) is None:
             print(json.dumps({"client": "gstreamer-webrtcbin", "ok": False, "step": "plugins",
                               "error": f"GStreamer element {el} is missing"}))
             return 1
-    result = Publisher(sys.argv[1], float(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "").run()
+    result = Peer(role, sys.argv[2], float(sys.argv[3]), sys.argv[4] if len(sys.argv) > 4 else "").run()
     print(json.dumps(result), flush=True)
     return 0 if result["ok"] else 1
 
