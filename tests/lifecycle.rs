@@ -184,3 +184,38 @@ async fn shutdown_closes_sessions_and_returns_within_five_seconds() {
             .is_err()
     );
 }
+
+/// medooze's whip-whep client, and every player that calls `pc.close()` before its
+/// DELETE: the DTLS close_notify ends the session first, and the DELETE that follows
+/// still gets 200 (not 404 and a "refused" log line for every normal departure).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_player_that_closes_before_it_deletes_gets_200() {
+    let server = common::start().await;
+    let base = server.base_url();
+    let _p = WhipPublisher::connect(&format!("{base}/whip/s"), PublisherOptions::default())
+        .await
+        .unwrap();
+    let v = WhepViewer::connect(&format!("{base}/whep/s"), ViewerOptions::default())
+        .await
+        .unwrap();
+    v.wait_connected(common::CONNECT).await.unwrap();
+    let location = v.location().to_string();
+    let status = v.close_then_delete().await.expect("DELETE answered");
+    assert_eq!(status, 200, "DELETE after the peer closed");
+    let stats = settle(&server, |s| s.directory.viewers == 0).await;
+    assert_eq!(stats.directory.viewers, 0);
+    // The close ended it, before the DELETE came.
+    let ended = &server.counters().session_metrics;
+    assert_eq!(ended.ended_total(wishd::model::EndReason::PeerClosed), 1);
+    assert_eq!(ended.ended_total(wishd::model::EndReason::Delete), 0);
+    // Deleted once, it is gone: a second DELETE is 404 (WHIP-10).
+    let again = http_request("DELETE", &location, &[], vec![])
+        .await
+        .unwrap();
+    assert_eq!(again.status, 404, "{}", again.text());
+    // A session that never existed on that stream is still 404.
+    let other = location.replace("/whep/s/", "/whep/t/");
+    let r = http_request("DELETE", &other, &[], vec![]).await.unwrap();
+    assert_eq!(r.status, 404, "{}", r.text());
+    server.shutdown().await;
+}

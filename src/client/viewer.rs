@@ -113,6 +113,8 @@ impl ReceivedSenderReport {
 enum Command {
     RequestKeyframe,
     Restart(RestartCommand),
+    /// Close the peer connection (DTLS close_notify), as `pc.close()` does.
+    Close(tokio::sync::oneshot::Sender<()>),
 }
 
 /// A WHEP viewer: a background task owns the `Rtc` and socket and records every
@@ -432,6 +434,17 @@ impl WhepViewer {
         status
     }
 
+    /// Closes the peer connection first (str0m sends the DTLS close_notify, which
+    /// ends the session on the server), then sends DELETE, as players that call
+    /// `pc.close()` before their DELETE do. Returns the DELETE status.
+    pub async fn close_then_delete(self) -> Result<u16, ClientError> {
+        let (done, closed) = tokio::sync::oneshot::channel();
+        if self.commands.send(Command::Close(done)).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), closed).await;
+        }
+        self.delete().await
+    }
+
     /// Stops and drops the peer WITHOUT a DELETE (simulates a crash or network loss).
     pub fn abort(self) {
         drop(self);
@@ -508,6 +521,14 @@ impl ViewerTask {
                 Wake::Command(Some(Command::RequestKeyframe)) => self.request_keyframe(),
                 Wake::Command(Some(Command::Restart(step))) => {
                     step.run(&mut self.driver, &mut self.restart).await
+                }
+                Wake::Command(Some(Command::Close(done))) => {
+                    self.driver.rtc.close()?;
+                    self.driver.drain().await?;
+                    // The close_notify is on the wire; give the server a moment to
+                    // read it before the caller's DELETE.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let _ = done.send(());
                 }
             }
         }

@@ -143,7 +143,20 @@ pub struct DirectoryCounts {
 struct Inner {
     streams: HashMap<Arc<str>, StreamEntry>,
     sessions: HashMap<SessionId, SessionInfo>,
+    /// Sessions that ended lately, oldest first, for a DELETE that comes after the
+    /// end (see [`Directory::ended_session`]).
+    ended: std::collections::VecDeque<(Instant, SessionInfo)>,
 }
+
+/// How long an ended session's resource still answers DELETE with 200. Players that
+/// close their peer connection before they DELETE (medooze's whip-whep client, and
+/// any that `pc.close()` first) send the DELETE after the DTLS close_notify has
+/// ended the session, typically within milliseconds.
+pub(crate) const ENDED_KEPT: Duration = Duration::from_secs(10);
+
+/// At most this many ended sessions are remembered (a mass departure keeps the
+/// newest).
+const ENDED_MAX: usize = 4096;
 
 /// The directory. One per server, shared as `Arc<Directory>`.
 #[derive(Debug)]
@@ -392,8 +405,32 @@ impl Directory {
 
     /// Forgets a session. For a live publisher this starts the stream's grace period.
     pub(crate) fn remove_session(&self, id: SessionId, now: Instant) -> Option<SessionInfo> {
+        self.remove(id, now, false)
+    }
+
+    /// Forgets a session its peer closed (DTLS close_notify), remembering it for
+    /// [`ENDED_KEPT`] so that the DELETE such a peer sends next still gets 200. A
+    /// session ended any other way (a DELETE, a timeout, the server) is gone at once:
+    /// a DELETE after it is 404, as WHIP-10 and WHIP-13 expect.
+    pub(crate) fn remove_closed_session(&self, id: SessionId, now: Instant) -> Option<SessionInfo> {
+        self.remove(id, now, true)
+    }
+
+    fn remove(&self, id: SessionId, now: Instant, remember: bool) -> Option<SessionInfo> {
         let mut inner = self.lock();
         let info = inner.sessions.remove(&id)?;
+        while remember
+            && (inner
+                .ended
+                .front()
+                .is_some_and(|(at, _)| now.saturating_duration_since(*at) > ENDED_KEPT)
+                || inner.ended.len() >= ENDED_MAX)
+        {
+            inner.ended.pop_front();
+        }
+        if remember {
+            inner.ended.push_back((now, info.clone()));
+        }
         self.subscriptions.end_session(id);
         let grace = self.grace;
         if let Some(entry) = inner.streams.get_mut(&info.stream) {
@@ -434,6 +471,21 @@ impl Directory {
     /// What is known of a session.
     pub(crate) fn session(&self, id: SessionId) -> Option<SessionInfo> {
         self.lock().sessions.get(&id).cloned()
+    }
+
+    /// Forgets an ended session (its DELETE came): the URL is gone from now on.
+    pub(crate) fn forget_ended(&self, id: SessionId) {
+        self.lock().ended.retain(|(_, s)| s.id != id);
+    }
+
+    /// A session that ended less than [`ENDED_KEPT`] before `now`.
+    pub(crate) fn ended_session(&self, id: SessionId, now: Instant) -> Option<SessionInfo> {
+        self.lock()
+            .ended
+            .iter()
+            .rev()
+            .find(|(at, s)| s.id == id && now.saturating_duration_since(*at) <= ENDED_KEPT)
+            .map(|(_, s)| s.clone())
     }
 
     /// Replaces a session's entity-tag (after an ICE restart).

@@ -391,3 +391,48 @@ fn a_silent_source_shows_since_when_it_fell_silent() {
     std::thread::sleep(Duration::from_millis(60));
     assert_eq!(r.stream("a").unwrap().silent_since, Some(started));
 }
+
+#[test]
+fn an_ended_session_is_remembered_for_a_while_then_forgotten() {
+    let r = reg();
+    let t0 = Instant::now();
+    r.begin_publish("s", SessionId(1), 0, "e".into(), vec![], Grant::Open)
+        .unwrap();
+    assert!(r.ended_session(SessionId(1), t0).is_none(), "still live");
+    r.remove_closed_session(SessionId(1), t0);
+    let ended = r
+        .ended_session(SessionId(1), t0 + ENDED_KEPT)
+        .expect("remembered");
+    assert_eq!((ended.kind, &*ended.stream), (Role::Publisher, "s"));
+    assert!(
+        r.ended_session(SessionId(1), t0 + ENDED_KEPT + Duration::from_millis(1))
+            .is_none()
+    );
+    // A crowd leaving keeps the newest ENDED_MAX.
+    r.begin_publish("s", SessionId(2), 0, "e".into(), vec![], Grant::Open)
+        .unwrap();
+    for i in 0..(ENDED_MAX as u128 + 10) {
+        let id = SessionId(100 + i);
+        r.join_viewer("s", id, 0, "e".into(), Grant::Open, ViewerLines::default())
+            .unwrap();
+        r.remove_closed_session(id, t0);
+    }
+    // Ended any other way (DELETE, a timeout): not kept.
+    r.join_viewer(
+        "s",
+        SessionId(7),
+        0,
+        "e".into(),
+        Grant::Open,
+        ViewerLines::default(),
+    )
+    .unwrap();
+    r.remove_session(SessionId(7), t0);
+    assert!(r.ended_session(SessionId(7), t0).is_none());
+    assert!(r.lock().ended.len() <= ENDED_MAX);
+    assert!(r.ended_session(SessionId(100), t0).is_none());
+    assert!(
+        r.ended_session(SessionId(100 + ENDED_MAX as u128 + 9), t0)
+            .is_some()
+    );
+}

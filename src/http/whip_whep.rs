@@ -9,11 +9,12 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use tracing::info;
+use tracing::{debug, info};
 
 use super::error::{ApiError, text};
 use super::{AppState, Body, location, redirect};
 use crate::auth::{self, AuthError};
+use crate::directory::SessionInfo;
 use crate::media::{Created, PatchOutcome};
 use crate::model::{Role, SessionId};
 use crate::sdp::SdpError;
@@ -188,10 +189,21 @@ pub(super) async fn session(
     let id = check_session(stream, id)?;
     match *req.method() {
         Method::DELETE => {
+            if let Some(ended) = state.media.ended_session(id, kind, stream) {
+                return delete_ended(state, &req, &ended, stream);
+            }
             authorize_session(state, &req, id, kind, stream)?;
-            state.media.close(id, kind, stream).await?;
-            info!(stream, session = %id, "session deleted");
-            Ok(text(StatusCode::OK, "session ended"))
+            match state.media.close(id, kind, stream).await {
+                Ok(()) => {
+                    info!(stream, session = %id, "session deleted");
+                    Ok(text(StatusCode::OK, "session ended"))
+                }
+                // It ended on its own between the check and the close.
+                Err(e) => match state.media.ended_session(id, kind, stream) {
+                    Some(ended) => delete_ended(state, &req, &ended, stream),
+                    None => Err(e.into()),
+                },
+            }
         }
         Method::PATCH => {
             authorize_session(state, &req, id, kind, stream)?;
@@ -209,6 +221,23 @@ pub(super) async fn session(
         }
         _ => Err(ApiError::MethodNotAllowed(SESSION_ALLOW)),
     }
+}
+
+/// DELETE on a session that has already ended (its peer closed first, or it timed
+/// out): 200 for the client that owned it, as if it had ended now.
+fn delete_ended(
+    state: &AppState,
+    req: &Request<Incoming>,
+    ended: &SessionInfo,
+    stream: &str,
+) -> Result<Response<Body>, ApiError> {
+    let token = request_token(state, req)?;
+    state
+        .auth
+        .authorize_session(&ended.grant, ended.kind, stream, token.as_deref())?;
+    state.media.forget_ended(ended.id);
+    debug!(stream, session = %ended.id, "DELETE of a session that had already ended");
+    Ok(text(StatusCode::OK, "session had already ended"))
 }
 
 /// PATCH on a session: trickle ICE (204) or an ICE restart (200 with the server's

@@ -238,6 +238,24 @@ impl Media {
             .ok_or(MediaError::Directory(DirectoryError::UnknownSession))
     }
 
+    /// A session of `kind` on `stream` that ended lately (its resource still takes a
+    /// DELETE).
+    pub(crate) fn ended_session(
+        &self,
+        id: SessionId,
+        kind: Role,
+        stream: &str,
+    ) -> Option<SessionInfo> {
+        self.directory
+            .ended_session(id, Instant::now())
+            .filter(|s| s.kind == kind && &*s.stream == stream)
+    }
+
+    /// Forgets an ended session once its DELETE has been answered.
+    pub(crate) fn forget_ended(&self, id: SessionId) {
+        self.directory.forget_ended(id);
+    }
+
     /// Number of sessions in the directory (publishers and viewers).
     pub(crate) fn session_count(&self) -> usize {
         let c = self.directory.counts();

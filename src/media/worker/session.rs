@@ -606,7 +606,11 @@ impl Worker {
                 }
             }
         }
-        self.directory.remove_session(s.id, now);
+        if reason == EndReason::PeerClosed {
+            self.directory.remove_closed_session(s.id, now);
+        } else {
+            self.directory.remove_session(s.id, now);
+        }
         self.counters.sessions.fetch_sub(1, Ordering::Relaxed);
         self.counters
             .sessions_closed
