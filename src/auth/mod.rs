@@ -389,7 +389,16 @@ impl Authenticator {
                     JwtKey::Public(alg, pem) => (alg, decoding_key(alg, &pem)?),
                 };
                 let mut validation = Validation::new(alg);
-                validation.set_required_spec_claims(&["exp"]);
+                // jsonwebtoken checks `iss` and `aud` only when a token carries them: a
+                // configured issuer or audience must also be present.
+                let mut required = vec!["exp"];
+                if j.issuer.is_some() {
+                    required.push("iss");
+                }
+                if j.audience.is_some() {
+                    required.push("aud");
+                }
+                validation.set_required_spec_claims(&required);
                 validation.validate_exp = true;
                 validation.validate_nbf = true;
                 validation.leeway = j.leeway.as_secs();
