@@ -8,3 +8,5 @@ cd "$(dirname "$0")/.."
 cargo test --workspace --all-targets "$@" -- --skip every_applicable_
 # --workspace keeps the features the first command built with, so the binary is reused.
 cargo test --workspace --test against_wishd "$@" -- --nocapture --test-threads 1
+# Every fuzz target for a short while (nightly; see scripts/fuzz-smoke.sh).
+scripts/fuzz-smoke.sh

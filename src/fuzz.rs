@@ -80,3 +80,93 @@ pub fn payload(data: &[u8]) {
 pub fn authorization(data: &[u8]) {
     let _ = crate::auth::parse_authorization(data);
 }
+
+/// A configuration file: parsed on top of the defaults, then every value checked
+/// (files it names are not read).
+pub fn config(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data)
+        && let Ok(c) = crate::config::Config::from_toml(text)
+    {
+        let _ = c.validate();
+    }
+}
+
+/// A bearer token presented to a server with a static token and an HS256 key: the
+/// static comparison, then the JWT decoding and claim checks.
+pub fn token(data: &[u8]) {
+    use std::sync::OnceLock;
+    static AUTH: OnceLock<Option<crate::auth::Authenticator>> = OnceLock::new();
+    let auth = AUTH.get_or_init(|| {
+        let mut c = crate::config::Config::default().auth;
+        c.tokens.push(crate::config::StaticTokenConfig {
+            token: Some(crate::config::Secret::new("a-static-token-for-the-fuzzer")),
+            token_file: None,
+            streams: vec!["cam-*".into()],
+            actions: vec![crate::model::Role::Publisher],
+        });
+        c.jwt = Some(crate::config::JwtConfig {
+            secret: Some(crate::config::Secret::new(
+                "fuzz-secret-0123456789abcdef-0123",
+            )),
+            secret_file: None,
+            issuer: Some("wishd".into()),
+            ..crate::config::JwtConfig::with_secret_file(std::path::PathBuf::new())
+        });
+        let auth =
+            crate::auth::Authenticator::new(&c, &|_| Err(std::io::ErrorKind::NotFound.into()));
+        // A target that tests nothing must not pass for one that does.
+        assert!(auth.is_ok(), "the fuzzer's authenticator: {:?}", auth.err());
+        auth.ok()
+    });
+    if let (Some(auth), Ok(token)) = (auth, std::str::from_utf8(data))
+        && let Ok(rights) = auth.validate(token)
+    {
+        let _ = rights.allows(crate::model::Role::Viewer, "cam-1");
+    }
+}
+
+/// RTP packets of a video source through the keyframe cache of each codec: the bytes
+/// are cut into packets (a header byte of flags and a length each), pushed in order,
+/// and the cache's snapshot taken along the way.
+pub fn keyframe_cache(data: &[u8]) {
+    use std::sync::Arc;
+
+    use crate::core::{KeyframeCache, SourcePacket};
+    let t0 = Instant::now();
+    for codec in [
+        CodecKind::H264,
+        CodecKind::Vp8,
+        CodecKind::Vp9,
+        CodecKind::Av1,
+    ] {
+        let mut cache = KeyframeCache::new(codec, 64).stale_after(Duration::from_secs(1));
+        let mut rest = data;
+        let mut seq = 0u64;
+        while let [flags, len, tail @ ..] = rest {
+            let n = usize::from(*len).min(tail.len());
+            let (payload, next) = tail.split_at(n);
+            rest = next;
+            // Bits of `flags`: sequence jumps, timestamp steps, marker, epoch change.
+            seq = seq.wrapping_add(1 + u64::from(flags & 0x03) * 7);
+            let pkt = Arc::new(SourcePacket {
+                kind: crate::core::MediaKind::Video,
+                codec,
+                pt: 96,
+                seq,
+                timestamp: u32::from(flags >> 4) * 3000,
+                marker: flags & 0x04 != 0,
+                keyframe_start: is_keyframe_start(codec, payload),
+                epoch: u32::from(flags & 0x08 != 0),
+                layer: 0,
+                arrival: t0 + Duration::from_millis(seq),
+                wallclock: t0,
+                payload: Arc::from(payload),
+            });
+            cache.push(&pkt);
+            if flags & 0x80 != 0 {
+                let _ = cache.snapshot(t0 + Duration::from_millis(seq));
+            }
+        }
+        let _ = cache.snapshot(t0 + Duration::from_secs(5));
+    }
+}
