@@ -456,7 +456,10 @@ function plainRead(page) {
     const out = { frames: 0, audioPackets: 0, videoInbound: false, audioInbound: false, at: performance.now() - window.plain.postAt };
     for (const r of (await window.plain.pc.getStats()).values()) {
       if (r.type !== 'inbound-rtp') continue;
-      if (r.kind === 'video') { out.videoInbound = true; out.frames = r.framesDecoded || 0; }
+      if (r.kind === 'video') {
+        out.videoInbound = true; out.frames = r.framesDecoded || 0;
+        out.videoPackets = r.packetsReceived || 0; out.videoLost = r.packetsLost || 0; out.nacks = r.nackCount || 0;
+      }
       if (r.kind === 'audio') { out.audioInbound = true; out.audioPackets = r.packetsReceived || 0; }
     }
     out.state = window.plain.pc.connectionState;
@@ -486,7 +489,8 @@ async function timeline(ctx, browser, sc) {
     let first = true;
     while (Date.now() < end && !existsSync(sc.stop_file)) {
       const r = await plainRead(page);
-      samples.push({ t: r.t, frames: r.frames, audio: r.audioPackets, state: r.state });
+      samples.push({ t: r.t, frames: r.frames, audio: r.audioPackets, state: r.state,
+                     packets: r.videoPackets, lost: r.videoLost, nacks: r.nacks });
       if (index) {
         const source = await index.evaluate((name) => {
           const tr = document.querySelector(`tr[data-stream="${name}"]`);

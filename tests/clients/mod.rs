@@ -523,6 +523,102 @@ impl Netns {
     }
 }
 
+/// A path from `near` to a new namespace through a router namespace whose forwarding
+/// of what `near` sends runs through [`impair.py`](impair.py) (netem in user space:
+/// this machine's kernel has no `sch_netem`). What the new namespace sends back is
+/// forwarded untouched. `near_net` and `far_net` are two /24 prefixes such as
+/// "10.81.0" and "10.82.0": `near` gets `near_net.1`, the far namespace `far_net.2`.
+pub struct ImpairedPath {
+    pub router: Netns,
+    pub far: Netns,
+    impair: Option<Script>,
+    /// The JSON profile impair.py follows; [`ImpairedPath::set`] rewrites it.
+    pub profile: std::path::PathBuf,
+}
+
+impl ImpairedPath {
+    pub async fn new(near: &Netns, tag: &str, near_net: &str, far_net: &str) -> ImpairedPath {
+        let router = near.linked(
+            &format!("{tag}-r"),
+            &format!("{near_net}.1/24"),
+            &format!("{near_net}.2/24"),
+        );
+        let far = router.linked(
+            &format!("{tag}-f"),
+            &format!("{far_net}.1/24"),
+            &format!("{far_net}.2/24"),
+        );
+        near.ip(&[
+            "route",
+            "add",
+            &format!("{far_net}.0/24"),
+            "via",
+            &format!("{near_net}.2"),
+        ]);
+        far.ip(&[
+            "route",
+            "add",
+            &format!("{near_net}.0/24"),
+            "via",
+            &format!("{far_net}.1"),
+        ]);
+        for (k, v) in [
+            ("net.ipv4.ip_forward", "1"),
+            ("net.ipv4.conf.all.rp_filter", "0"),
+            ("net.ipv4.conf.default.rp_filter", "0"),
+        ] {
+            router.sysctl(k, v).await;
+        }
+        router.ip(&["tuntap", "add", "dev", "imp", "mode", "tun"]);
+        let profile = std::env::temp_dir().join(format!("{}-impair.json", router.name));
+        std::fs::write(&profile, "{}").expect("profile");
+        let mut c = router.command("/usr/bin/python3");
+        c.arg(root().join("tests/clients/impair.py"))
+            .args(["imp", profile.to_str().expect("path")]);
+        let mut impair = Script::spawn("impair.py", c);
+        impair
+            .wait_for("[impair] ready", Duration::from_secs(5))
+            .await;
+        router.ip(&["link", "set", "imp", "up"]);
+        router.ip(&[
+            "route",
+            "add",
+            &format!("{far_net}.0/24"),
+            "dev",
+            "imp",
+            "table",
+            "100",
+        ]);
+        router.ip(&["rule", "add", "iif", "vr", "lookup", "100", "pref", "5"]);
+        ImpairedPath {
+            router,
+            far,
+            impair: Some(impair),
+            profile,
+        }
+    }
+
+    /// Switches the path to `profile` (impair.py's keys: loss, duplicate, reorder in
+    /// percent, delay_ms, jitter_ms, blackout).
+    pub fn set(&self, profile: &Value) {
+        let tmp = self.profile.with_extension("tmp");
+        std::fs::write(&tmp, profile.to_string()).expect("profile");
+        std::fs::rename(&tmp, &self.profile).expect("profile");
+    }
+
+    /// Stops impair.py (the namespaces stay, without a path between them); its counts
+    /// (in, dropped, duplicated, reordered, out).
+    pub async fn stop(&mut self) -> Value {
+        let Some(impair) = self.impair.take() else {
+            return Value::Null;
+        };
+        impair.stop();
+        let counts = impair.finish(Duration::from_secs(5)).await;
+        let _ = std::fs::remove_file(&self.profile);
+        counts
+    }
+}
+
 /// A Prometheus histogram's cumulative buckets on a `/metrics` page: (le, count).
 pub fn histogram(page: &str, name: &str) -> Vec<(f64, u64)> {
     let prefix = format!("{name}_bucket{{le=\"");

@@ -1,0 +1,221 @@
+//! Network faults on one viewer's link, in network namespaces of this test: 5 % loss,
+//! 2 % reordering, 1 % duplication and 30 ms ± 10 ms of jitter on what wishd sends to
+//! a Chromium viewer, then a 3 s blackout of that link. This machine's kernel has no
+//! `sch_netem`, so a router namespace between them runs netem's treatment in user
+//! space (tests/clients/impair.py on a TUN device); wishd and Chromium are the real
+//! programs on real sockets.
+//!
+//! What must hold:
+//! - the lossy viewer's NACKs recover what the link lost: what is still missing after
+//!   recovery stays under 0.5 % of its video packets;
+//! - after the blackout it decodes again within a second of the link coming back;
+//! - the other viewer of the stream (aiortc, beside wishd, on a clean path) decodes
+//!   every frame the camera sends, and the server's forwarding latency is what it was
+//!   before the faults;
+//! - nothing is left behind: once both leave, the server has no session.
+
+mod clients;
+
+use std::time::{Duration, Instant};
+
+use clients::{ImpairedPath, Netns, Script, assert_ok, conformance};
+use serde_json::Value;
+
+const ADMIN: &str = "faults-test-admin-token-0001";
+
+/// A sample of the Chromium viewer's timeline (pages.mjs `timeline`).
+struct Sample {
+    t: u64,
+    frames: u64,
+    packets: i64,
+    lost: i64,
+    nacks: u64,
+}
+
+fn samples(result: &Value) -> Vec<Sample> {
+    result["figures"]["samples"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| Sample {
+                    t: s["t"].as_u64().unwrap_or(0),
+                    frames: s["frames"].as_u64().unwrap_or(0),
+                    packets: s["packets"].as_i64().unwrap_or(0),
+                    lost: s["lost"].as_i64().unwrap_or(0),
+                    nacks: s["nacks"].as_u64().unwrap_or(0),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The last sample at or before `t` (unix ms).
+fn at(samples: &[Sample], t: u64) -> &Sample {
+    samples
+        .iter()
+        .rev()
+        .find(|s| s.t <= t)
+        .unwrap_or(&samples[0])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lossy_viewer_recovers_by_nack_and_after_a_blackout_and_costs_the_others_nothing() {
+    clients::require_playwright();
+    let wishd_ns = Netns::create("flt-w");
+    let mut path = ImpairedPath::new(&wishd_ns, "flt", "10.81.0", "10.82.0").await;
+    let dir = std::env::temp_dir().join(format!("wishd-faults-{}", std::process::id()));
+    let config = clients::wishd_config(
+        &dir,
+        "10.81.0.1:8080",
+        "0.0.0.0:20000",
+        ADMIN,
+        Some(("127.0.0.1", 5004)),
+        "",
+    );
+    let (_wishd, base) = wishd_ns.start_wishd_config(&config, "10.81.0.1:8080").await;
+    let _camera = wishd_ns.start_camera(&dir, "127.0.0.1", 5004, 90);
+
+    // The clean viewer, for 26 s.
+    let mut view = wishd_ns.command("/usr/bin/python3");
+    view.args([
+        &conformance("aiortc/wish.py"),
+        "view",
+        &format!("{base}/whep/cam"),
+        "26",
+        "video",
+    ]);
+    let aiortc = Script::spawn("aiortc (WHEP, clean path)", view);
+
+    // The lossy viewer.
+    let stop = dir.join("stop");
+    let plan = serde_json::json!({
+        "out": clients::out_dir(),
+        "scenarios": [{ "name": "lossy", "kind": "timeline", "base": base, "stream": "cam",
+                        "stop_file": stop, "max_seconds": 40 }],
+    });
+    let mut node = path.far.command("node");
+    node.args([&conformance("browser/pages.mjs"), &plan.to_string()]);
+    let chromium = Script::spawn("chromium (WHEP, lossy link)", node);
+    let joined = wishd_ns
+        .poll_json("http://10.81.0.1:8080/api/streams/cam", ADMIN, |d| {
+            (d["sessions"].as_array()?.len() >= 2).then_some(())
+        })
+        .await;
+    assert!(joined.is_some(), "both viewers join");
+
+    // Both play on clean links: the server's latency before the faults.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let m0 = wishd_ns.metrics(&base).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let m1 = wishd_ns.metrics(&base).await;
+
+    // What wishd sends the lossy viewer: loss, reordering, duplicates and jitter.
+    let lossy = serde_json::json!({
+        "loss": 5, "reorder": 2, "duplicate": 1, "delay_ms": 30, "jitter_ms": 10
+    });
+    path.set(&lossy);
+    let lossy_from = unix_ms() + 2000;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let lossy_to = unix_ms();
+    let m2 = wishd_ns.metrics(&base).await;
+
+    // A 3 s blackout, then the lossy link again.
+    path.set(&serde_json::json!({ "blackout": true }));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    path.set(&lossy);
+    let back_at = unix_ms();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    std::fs::write(&stop, b"").expect("stop file");
+
+    let chromium = chromium.finish(Duration::from_secs(30)).await;
+    let link = path.stop().await;
+    let r = &chromium["results"][0];
+    assert!(r["ok"] == true, "chromium: {chromium}");
+    let s = samples(r);
+    assert!(s.len() > 50, "{} samples", s.len());
+
+    // NACK recovery under 5 % loss.
+    let (a, b) = (at(&s, lossy_from), at(&s, lossy_to));
+    let received = b.packets - a.packets;
+    let lost = b.lost - a.lost;
+    let residual = 100.0 * lost.max(0) as f64 / (received + lost.max(0)).max(1) as f64;
+    let nacks = b.nacks - a.nacks;
+    let fps = (b.frames - a.frames) as f64 / ((b.t - a.t) as f64 / 1000.0);
+
+    // Decoding again after the blackout.
+    let before_back = at(&s, back_at).frames;
+    let recovered = s
+        .iter()
+        .filter(|x| x.t > back_at)
+        .find(|x| x.frames > before_back + 3)
+        .map(|x| x.t.saturating_sub(back_at));
+
+    let aiortc = aiortc.finish(Duration::from_secs(40)).await;
+    let name = "wishd_forward_latency_seconds";
+    let (p99_clean, n_clean) = clients::window_quantile(
+        &clients::histogram(&m0, name),
+        &clients::histogram(&m1, name),
+        0.99,
+    );
+    let (p99_lossy, n_lossy) = clients::window_quantile(
+        &clients::histogram(&m1, name),
+        &clients::histogram(&m2, name),
+        0.99,
+    );
+    println!("the impaired link's counts: {link}");
+    println!(
+        "lossy viewer (5 % loss, 2 % reordering, 1 % duplicates, 30 ± 10 ms): {received} video \
+         packets in {:.1} s, {} still missing after recovery ({residual:.2} %), {nacks} NACKs \
+         sent, {fps:.1} frames/s decoded; after a 3 s blackout decoding again {} ms after the \
+         link came back; the clean viewer (aiortc) decoded {} frames in 26 s; forwarding \
+         latency p99 ≤ {:.2} ms over {n_clean} forwards before the faults, ≤ {:.2} ms over \
+         {n_lossy} during",
+        (b.t - a.t) as f64 / 1000.0,
+        lost.max(0),
+        recovered.map_or("never".into(), |ms| ms.to_string()),
+        aiortc["figures"]["video_frames"],
+        p99_clean * 1e3,
+        p99_lossy * 1e3,
+    );
+    assert!(received > 500, "{received} packets in the lossy window");
+    assert!(nacks > 0, "the viewer asked for what it lost");
+    assert!(residual < 0.5, "{residual:.2} % lost after recovery");
+    let recovered = recovered.expect("the viewer decodes again after the blackout");
+    assert!(recovered <= 1000, "decoding again {recovered} ms after");
+    assert_ok(&aiortc);
+    // 30 frames/s for 26 s less its first second of setup: the clean viewer lost none
+    // to the other's faults.
+    let frames = aiortc["figures"]["video_frames"].as_u64().unwrap_or(0);
+    assert!(
+        frames >= 25 * 30 * 95 / 100,
+        "aiortc decoded {frames} frames"
+    );
+    assert!(
+        p99_lossy <= (p99_clean * 2.0).max(0.005),
+        "p99 {p99_clean} s before, {p99_lossy} s during"
+    );
+
+    // Nothing left behind once both have gone.
+    let started = Instant::now();
+    let empty = wishd_ns
+        .poll_json("http://10.81.0.1:8080/api/streams/cam", ADMIN, |d| {
+            d["sessions"]
+                .as_array()
+                .is_some_and(|a| a.is_empty())
+                .then_some(())
+        })
+        .await;
+    assert!(
+        empty.is_some(),
+        "sessions left {:?} after both left",
+        started.elapsed()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
