@@ -523,11 +523,20 @@ impl Netns {
     }
 }
 
+/// Which way an [`ImpairedPath`] impairs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Toward {
+    /// What the near namespace sends the far one (wishd's media to a viewer).
+    Far,
+    /// What the far namespace sends the near one (a camera's or publisher's media).
+    Near,
+}
+
 /// A path from `near` to a new namespace through a router namespace whose forwarding
-/// of what `near` sends runs through [`impair.py`](impair.py) (netem in user space:
-/// this machine's kernel has no `sch_netem`). What the new namespace sends back is
-/// forwarded untouched. `near_net` and `far_net` are two /24 prefixes such as
-/// "10.81.0" and "10.82.0": `near` gets `near_net.1`, the far namespace `far_net.2`.
+/// in one direction runs through [`impair.py`](impair.py) (netem in user space: this
+/// machine's kernel has no `sch_netem`); the other direction is forwarded untouched.
+/// `near_net` and `far_net` are two /24 prefixes such as "10.81.0" and "10.82.0":
+/// `near` gets `near_net.1`, the far namespace `far_net.2`.
 pub struct ImpairedPath {
     pub router: Netns,
     pub far: Netns,
@@ -537,7 +546,13 @@ pub struct ImpairedPath {
 }
 
 impl ImpairedPath {
-    pub async fn new(near: &Netns, tag: &str, near_net: &str, far_net: &str) -> ImpairedPath {
+    pub async fn new(
+        near: &Netns,
+        tag: &str,
+        near_net: &str,
+        far_net: &str,
+        toward: Toward,
+    ) -> ImpairedPath {
         let router = near.linked(
             &format!("{tag}-r"),
             &format!("{near_net}.1/24"),
@@ -580,16 +595,15 @@ impl ImpairedPath {
             .wait_for("[impair] ready", Duration::from_secs(5))
             .await;
         router.ip(&["link", "set", "imp", "up"]);
-        router.ip(&[
-            "route",
-            "add",
-            &format!("{far_net}.0/24"),
-            "dev",
-            "imp",
-            "table",
-            "100",
-        ]);
-        router.ip(&["rule", "add", "iif", "vr", "lookup", "100", "pref", "5"]);
+        // Packets arriving from one side are routed into the TUN device; impair.py
+        // writes them back, and they leave by the main table.
+        let (to, from) = match toward {
+            Toward::Far => (far_net, "vr"),
+            Toward::Near => (near_net, "vl"),
+        };
+        let to = format!("{to}.0/24");
+        router.ip(&["route", "add", &to, "dev", "imp", "table", "100"]);
+        router.ip(&["rule", "add", "iif", from, "lookup", "100", "pref", "5"]);
         ImpairedPath {
             router,
             far,
