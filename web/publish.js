@@ -23,6 +23,8 @@ const state = {
   codec: null,
   start,
   stop,
+  /** The peer connection while publishing (its getStats for tests). */
+  get pc() { return pc; },
 };
 window.wishdPublish = state;
 

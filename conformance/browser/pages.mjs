@@ -36,14 +36,18 @@
 //       transceivers in `order`, applies the server's answer (the step a browser
 //       refuses when an answer rejects a bundled m-line) and must decode what the
 //       stream has: frames when "video", audio packets when "audio".
-//   { "kind": "timeline", "base", "stream", "stop_file", "max_seconds", "index": bool }
+//   { "kind": "timeline", "base", "stream", "stop_file", "max_seconds", "index": bool,
+//     "publish": bool }
 //       a bare RTCPeerConnection (audio + video) plays the stream and reads its
 //       getStats() every 100 ms until the file `stop_file` exists (at most
 //       max_seconds): the figures are the samples { t (Unix ms), frames (decoded),
 //       audio (packets), state (connectionState) }, for a test that restarts the
 //       stream's publisher meanwhile and judges what the viewer saw. With "index",
 //       the index page is open meanwhile and `index_sources` lists each text its
-//       Source cell showed for the stream.
+//       Source cell showed for the stream. With "publish", this browser's publish page
+//       publishes the stream first (fake camera, H.264 640×360), and `publisher`
+//       holds its outbound figures at the end (packets, retransmitted packets, NACKs
+//       and PLIs received).
 //   { "kind": "refused", "base", "stream", "token", "expect_state", "expect_text",
 //     "then_token" }
 //       the watch page shows the server's refusal in words (then, with then_token
@@ -469,6 +473,18 @@ function plainRead(page) {
 }
 
 async function timeline(ctx, browser, sc) {
+  let pub = null;
+  if (sc.publish) {
+    // The stream's publisher is this browser's publish page (fake camera, H.264).
+    pub = await browser.newPage();
+    ctx.pages.push(pub);
+    await step(ctx, 'publish: page loads', async () => {
+      await pub.goto(`${sc.base}/publish.html?stream=${encodeURIComponent(sc.stream)}&codec=H264&resolution=640x360`);
+      await until(pub, () => window.wishdPublish && window.wishdPublish.state === 'idle');
+    });
+    await pub.click('#start');
+    await step(ctx, 'publish: goes live', () => until(pub, () => window.wishdPublish.state === 'live'));
+  }
   const page = await browser.newPage();
   ctx.pages.push(page);
   const site = await embedSite('<!doctype html><title>timeline</title>');
@@ -506,7 +522,18 @@ async function timeline(ctx, browser, sc) {
     }
   });
   await step(ctx, 'DELETE the session', () => page.evaluate(() => window.plain.hangUp()));
-  return { samples, index_sources: indexSources };
+  const publisher = pub ? await pub.evaluate(async () => {
+    const pc = window.wishdPublish.pc;
+    const out = { packets: 0, retransmitted: 0, nacks: 0, plis: 0 };
+    if (!pc) return out;
+    for (const r of (await pc.getStats()).values()) {
+      if (r.type !== 'outbound-rtp' || r.kind !== 'video') continue;
+      out.packets += r.packetsSent || 0; out.retransmitted += r.retransmittedPacketsSent || 0;
+      out.nacks += r.nackCount || 0; out.plis += r.pliCount || 0;
+    }
+    return out;
+  }) : null;
+  return { samples, index_sources: indexSources, publisher };
 }
 
 async function refused(ctx, browser, sc) {
