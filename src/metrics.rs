@@ -299,6 +299,8 @@ const AUTH_REASONS: [&str; 4] = [
 pub struct HttpMetrics {
     requests: [[AtomicU64; STATUSES.len() + 1]; HttpRoute::ALL.len()],
     auth_failures: [AtomicU64; AUTH_REASONS.len()],
+    /// Connections closed at accept: their address had `max_connections_per_address`.
+    pub(crate) connections_refused: AtomicU64,
 }
 
 /// Why a bearer token was refused, for `wishd_auth_failures_total`.
@@ -421,6 +423,13 @@ pub(crate) fn render_http(e: &mut Exposition, http: &HttpMetrics) {
             );
         }
     }
+    e.single(
+        "wishd_http_connections_refused_total",
+        "counter",
+        "HTTP connections closed at accept: their client address already had \
+         limits.max_connections_per_address open.",
+        http.connections_refused.load(Ordering::Relaxed),
+    );
     e.family(
         "wishd_auth_failures_total",
         "counter",

@@ -255,6 +255,7 @@ impl Server {
             cors_origins: config.cors_origins.clone(),
             limiter: RateLimiter::new(config.limits.requests_per_second, config.limits.burst),
             max_sessions: config.limits.max_sessions,
+            sessions_pending: Default::default(),
             ice_servers,
             redirects: config.redirects.clone(),
             public_url: config.public_url.clone(),

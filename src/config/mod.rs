@@ -683,6 +683,13 @@ pub struct LimitsConfig {
     /// direction for this long is closed.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// Open HTTP connections allowed from one client address; more are closed at
+    /// accept. 0 means no cap. Generous by default: a whole office behind one NAT
+    /// may watch at once, each player holding an event stream.
+    pub max_connections_per_address: usize,
+    /// Requests an HTTP/2 connection may have open at once (its
+    /// SETTINGS_MAX_CONCURRENT_STREAMS).
+    pub max_streams_per_connection: u32,
 }
 
 impl Default for LimitsConfig {
@@ -726,6 +733,8 @@ impl Default for Config {
                 max_sessions: 10_000,
                 header_read_timeout: Duration::from_secs(10),
                 idle_timeout: Duration::from_secs(60),
+                max_connections_per_address: 256,
+                max_streams_per_connection: 100,
             },
             public_url: None,
             ice_servers: Vec::new(),

@@ -172,6 +172,10 @@ impl Config {
         for (key, n) in [
             ("ice_tcp.max_connections", self.ice_tcp.max_connections),
             ("ice_tcp.queue", self.ice_tcp.queue),
+            (
+                "limits.max_streams_per_connection",
+                self.limits.max_streams_per_connection as usize,
+            ),
         ] {
             if n == 0 {
                 return Err(ConfigError::value(key, "must be more than 0"));

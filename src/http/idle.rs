@@ -9,12 +9,21 @@
 //! first byte must come within `first_byte`, and after that a connection with no byte
 //! in either direction for `idle` is closed (reads fail with `TimedOut`).
 //!
+//! An HTTP/2 client can also send its preface and then drip a request's header block
+//! (a HEADERS frame without END_HEADERS, then tiny CONTINUATION frames) slowly enough
+//! to stay under the idle time: hyper has no header timeout for HTTP/2. With
+//! [`Deadlines::first_request_within`], a connection whose first request has not
+//! reached the server `within` after the connection's first byte is closed too, for
+//! HTTP/1 and HTTP/2 alike.
+//!
 //! The timer is reset lazily: traffic only moves a deadline `Instant` later; the
 //! `Sleep` is re-armed when it fires early, so a busy connection costs no timer
 //! operations per read.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -28,6 +37,16 @@ pub(crate) struct Deadlines<S> {
     /// When the connection times out unless bytes move before.
     deadline: Instant,
     sleep: Pin<Box<Sleep>>,
+    request: Option<FirstRequest>,
+}
+
+/// The deadline of a connection's first request.
+struct FirstRequest {
+    /// Set by the service when a request reaches it.
+    seen: Arc<AtomicBool>,
+    within: Duration,
+    /// `within` after the first byte; unset before it.
+    by: Option<Instant>,
 }
 
 impl<S> Deadlines<S> {
@@ -39,16 +58,44 @@ impl<S> Deadlines<S> {
             idle,
             deadline,
             sleep: Box::pin(tokio::time::sleep_until(deadline)),
+            request: None,
+        }
+    }
+
+    /// Also closes the connection when no request has reached the service (`seen`
+    /// still false) `within` after the connection's first byte.
+    pub(crate) fn first_request_within(mut self, seen: Arc<AtomicBool>, within: Duration) -> Self {
+        self.request = Some(FirstRequest {
+            seen,
+            within,
+            by: None,
+        });
+        self
+    }
+
+    /// The idle deadline, or the first request's when that is sooner and still open.
+    fn effective(&self) -> Instant {
+        match &self.request {
+            Some(FirstRequest {
+                seen, by: Some(by), ..
+            }) if !seen.load(Ordering::Relaxed) => self.deadline.min(*by),
+            _ => self.deadline,
         }
     }
 
     fn touched(&mut self) {
-        self.deadline = Instant::now() + self.idle;
+        let now = Instant::now();
+        self.deadline = now + self.idle;
+        if let Some(r) = &mut self.request
+            && r.by.is_none()
+        {
+            r.by = Some(now + r.within);
+        }
         // Later deadlines wait for the timer to fire (see `expired`); an earlier one
         // (the idle time shorter than the first byte's) must re-arm it now.
-        if self.deadline < self.sleep.deadline() {
-            let deadline = self.deadline;
-            self.sleep.as_mut().reset(deadline);
+        let effective = self.effective();
+        if effective < self.sleep.deadline() {
+            self.sleep.as_mut().reset(effective);
         }
     }
 
@@ -58,11 +105,11 @@ impl<S> Deadlines<S> {
             if self.sleep.as_mut().poll(cx).is_pending() {
                 return false;
             }
-            if Instant::now() >= self.deadline {
+            let effective = self.effective();
+            if Instant::now() >= effective {
                 return true;
             }
-            let deadline = self.deadline;
-            self.sleep.as_mut().reset(deadline);
+            self.sleep.as_mut().reset(effective);
         }
     }
 }
@@ -165,6 +212,56 @@ mod tests {
         let e = s.read(&mut buf).await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::TimedOut);
         assert_eq!(start.elapsed(), 200 * MS);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_first_request_that_never_completes_ends_the_connection_despite_traffic() {
+        let (a, mut b) = tokio::io::duplex(64);
+        let seen = Arc::new(AtomicBool::new(false));
+        let mut s = Deadlines::new(a, 1000 * MS, 300 * MS).first_request_within(seen, 500 * MS);
+        let start = Instant::now();
+        let mut buf = [0u8; 8];
+        // A byte every 100 ms keeps the idle deadline away; the request never comes.
+        let drip = tokio::spawn(async move {
+            for _ in 0..20 {
+                if b.write_all(b"x").await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(100 * MS).await;
+            }
+        });
+        let e = loop {
+            match s.read(&mut buf).await {
+                Ok(_) => continue,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(start.elapsed(), 500 * MS, "the first byte came at once");
+        drip.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn once_a_request_came_only_the_idle_time_counts() {
+        let (a, mut b) = tokio::io::duplex(64);
+        let seen = Arc::new(AtomicBool::new(false));
+        let mut s =
+            Deadlines::new(a, 1000 * MS, 300 * MS).first_request_within(seen.clone(), 500 * MS);
+        let start = Instant::now();
+        let mut buf = [0u8; 8];
+        b.write_all(b"GET").await.unwrap();
+        assert_eq!(s.read(&mut buf).await.unwrap(), 3);
+        seen.store(true, Ordering::Relaxed);
+        tokio::time::sleep(250 * MS).await;
+        b.write_all(b"more").await.unwrap();
+        assert_eq!(s.read(&mut buf).await.unwrap(), 4);
+        let e = s.read(&mut buf).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(
+            start.elapsed(),
+            550 * MS,
+            "idle after the last byte, no request deadline"
+        );
     }
 
     #[tokio::test(start_paused = true)]

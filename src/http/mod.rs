@@ -92,6 +92,9 @@ pub(crate) struct AppState {
     pub(crate) limiter: RateLimiter,
     /// Cap on sessions (0: none).
     pub(crate) max_sessions: usize,
+    /// POSTs past the cap check whose session is not made yet: counted against the
+    /// cap, so that a flood of POSTs at once cannot pass it together.
+    pub(crate) sessions_pending: std::sync::atomic::AtomicUsize,
     /// STUN/TURN servers for clients (`Link: rel="ice-server"`).
     pub(crate) ice_servers: IceServers,
     /// 307 rules for session creation.

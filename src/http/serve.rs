@@ -1,8 +1,10 @@
 //! The listeners: a TCP accept loop per HTTP or HTTPS address serving HTTP/1.1 and
 //! HTTP/2 through [`super::handle`], and the certificate reload on SIGHUP.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -64,7 +66,11 @@ pub(crate) async fn accept_loop(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_streams_per_connection);
+    let per_address = PerAddress::default();
     loop {
         tokio::select! {
             _ = stop.changed() => break,
@@ -78,16 +84,26 @@ pub(crate) async fn accept_loop(
                         continue;
                     }
                 };
-                let _ = stream.set_nodelay(true);
-                // The first byte within the header timeout, then never silent past the
-                // idle timeout (hyper has no timer for either; see `super::idle`).
-                let stream = super::idle::Deadlines::new(stream, header_timeout, limits.idle_timeout);
-                let state = state.clone();
                 // An IPv4 client of a dual-stack listener as the IPv4 address it is
                 // (rate limits, logs).
                 let ip = peer.ip().to_canonical();
+                let Some(slot) = per_address.open(ip, limits.max_connections_per_address) else {
+                    state.ops.http.connections_refused.fetch_add(1, Ordering::Relaxed);
+                    debug!(%peer, "connection refused: its address has {} open", limits.max_connections_per_address);
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                // The first byte within the header timeout, the first request within
+                // that again, then never silent past the idle timeout (hyper has no
+                // timer for the first or an HTTP/2 request's headers; see
+                // `super::idle`).
+                let seen = Arc::new(AtomicBool::new(false));
+                let stream = super::idle::Deadlines::new(stream, header_timeout, limits.idle_timeout)
+                    .first_request_within(seen.clone(), header_timeout);
+                let state = state.clone();
                 let https = tls.is_some();
                 let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    seen.store(true, Ordering::Relaxed);
                     if https {
                         req.extensions_mut().insert(super::location::Https);
                     }
@@ -98,6 +114,7 @@ pub(crate) async fn accept_loop(
                 match tls.clone() {
                     None => {
                         tokio::spawn(async move {
+                            let _slot = slot;
                             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
                             if let Err(e) = watcher.watch(conn).await {
                                 debug!(%peer, "http connection ended: {e}");
@@ -106,6 +123,7 @@ pub(crate) async fn accept_loop(
                     }
                     Some(acceptor) => {
                         tokio::spawn(async move {
+                            let _slot = slot;
                             // The handshake gets the same deadline as a request's headers.
                             let tls = match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
                                 Ok(Ok(s)) => s,
@@ -130,6 +148,45 @@ pub(crate) async fn accept_loop(
     }
     drop(listener);
     let _ = tokio::time::timeout(Duration::from_secs(2), graceful.shutdown()).await;
+}
+
+/// Open connections per client address, for `limits.max_connections_per_address`.
+#[derive(Clone, Default)]
+struct PerAddress(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+/// One open connection of an address; the count goes down when it is dropped.
+struct Slot {
+    map: PerAddress,
+    ip: IpAddr,
+}
+
+impl PerAddress {
+    /// A slot for a new connection from `ip`, or none when it has `max` open (0: no
+    /// cap).
+    fn open(&self, ip: IpAddr, max: usize) -> Option<Slot> {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if max > 0 && *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            map: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut m = self.map.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// Reloads the certificate and key on SIGHUP; sessions and connections are untouched.

@@ -2,6 +2,7 @@
 //! stream, where a POST creates a session, and the session resource it names, where
 //! PATCH does trickle ICE or an ICE restart and DELETE ends it.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -126,9 +127,7 @@ pub(super) async fn endpoint(
                 let token = request_token(state, &req)?;
                 state.auth.authorize(kind, stream, token.as_deref())?
             };
-            if state.max_sessions != 0 && state.media.session_count() >= state.max_sessions {
-                return Err(ApiError::TooManySessions);
-            }
+            let _pending = SessionSlot::take(state)?;
             let offer = read_sdp(req).await?;
             let etag = new_etag();
             let created = match kind {
@@ -220,6 +219,31 @@ pub(super) async fn session(
             Ok(r)
         }
         _ => Err(ApiError::MethodNotAllowed(SESSION_ALLOW)),
+    }
+}
+
+/// A POST's place under `limits.max_sessions` from the cap check until its session
+/// exists (then the directory counts it) or the POST fails.
+struct SessionSlot<'a>(&'a AtomicUsize);
+
+impl<'a> SessionSlot<'a> {
+    fn take(state: &'a AppState) -> Result<Option<SessionSlot<'a>>, ApiError> {
+        if state.max_sessions == 0 {
+            return Ok(None);
+        }
+        let pending = &state.sessions_pending;
+        let ahead = pending.fetch_add(1, Ordering::AcqRel);
+        let slot = SessionSlot(pending);
+        if state.media.session_count() + ahead >= state.max_sessions {
+            return Err(ApiError::TooManySessions);
+        }
+        Ok(Some(slot))
+    }
+}
+
+impl Drop for SessionSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
