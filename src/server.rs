@@ -459,6 +459,14 @@ impl Server {
         &self.directory
     }
 
+    /// Blocks media worker `index` for `d`, as a worker starved of CPU is: a test
+    /// hook for what a worker does when it falls behind (its queue ages, and it must
+    /// drop what is stale rather than send it late). Not for production use.
+    #[doc(hidden)]
+    pub async fn stall_media_worker(&self, index: usize, d: Duration) {
+        self.media.stall(index, d).await;
+    }
+
     /// Counts of everything that must go back to zero when no session is left.
     pub async fn stats(&self) -> ServerStats {
         let mut s = ServerStats {

@@ -168,7 +168,7 @@ pub struct Config {
     pub keyframe_request_interval: Duration,
     /// A source packet that waited longer than this between its arrival and a media
     /// worker's fan-out (a worker behind on its queue) is dropped for that worker's
-    /// viewers and counted, instead of reaching them late. Default 500 ms.
+    /// viewers and counted, instead of reaching them late. Default 200 ms.
     #[serde(with = "humantime_serde")]
     pub forward_max_delay: Duration,
     /// How long a media worker holds the packets it forwards before it writes them,
@@ -711,7 +711,7 @@ impl Default for Config {
             ice_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(15),
             keyframe_request_interval: Duration::from_millis(500),
-            forward_max_delay: Duration::from_millis(500),
+            forward_max_delay: Duration::from_millis(200),
             forward_hold: ForwardHold::Fixed(Duration::ZERO),
             egress: Egress::Direct,
             retry_after_secs: 2,

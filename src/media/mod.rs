@@ -110,6 +110,8 @@ pub struct MediaCounters {
     pub offer_templates_copied: AtomicU64,
     /// Source packets a worker dropped for waiting longer than `forward_max_delay`.
     pub stale_source_packets: AtomicU64,
+    /// Keyframe requests a worker made because it dropped stale video.
+    pub keyframes_asked_after_drops: AtomicU64,
     /// Keyframe requests sent to publishers.
     pub keyframe_requests_sent: AtomicU64,
     /// Sessions dropped because str0m panicked inside them.

@@ -424,6 +424,13 @@ impl Media {
         out
     }
 
+    /// Blocks worker `index`'s thread for `d` (see `WorkerMsg::Stall`).
+    pub(crate) async fn stall(&self, index: usize, d: Duration) {
+        if let Some(w) = self.workers.get(index) {
+            let _ = w.tx.send(WorkerMsg::Stall(d)).await;
+        }
+    }
+
     /// Per-worker internal counts (sessions, routing entries), for leak checks.
     pub(crate) async fn worker_stats(&self) -> Vec<WorkerStats> {
         let mut out = Vec::new();

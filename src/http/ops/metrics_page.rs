@@ -197,8 +197,8 @@ pub(crate) fn render(
         "wishd_keyframe_requests_total",
         "counter",
         "Keyframe requests: sent to publishers (pli, fir), received from viewers, \
-         coalesced into one already sent, held while the source is silent, and viewers \
-         started from the keyframe cache.",
+         coalesced into one already sent, held while the source is silent, viewers \
+         started from the keyframe cache, and asked by a worker that dropped stale video.",
     );
     for (what, n) in [
         ("pli_sent", load(&c.pli_sent)),
@@ -207,6 +207,7 @@ pub(crate) fn render(
         ("coalesced", load(&c.keyframe_requests_coalesced)),
         ("held_while_silent", load(&c.keyframe_requests_held)),
         ("served_from_cache", load(&c.keyframe_cache_starts)),
+        ("after_stale_drops", load(&c.keyframes_asked_after_drops)),
     ] {
         e.sample(
             "wishd_keyframe_requests_total",

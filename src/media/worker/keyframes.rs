@@ -2,6 +2,7 @@
 //! cannot be asked) or carried to the source's worker, and the requests sent to a
 //! publisher, rate-limited by its [`KeyframeLimiter`](crate::core::KeyframeLimiter).
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,10 @@ use super::session::{PublishedTrack, RoleState, Session};
 use super::{KEYFRAME_RETRY, Worker};
 use crate::core::{KeyframeCache, ViewerId};
 use crate::directory::Stream;
+
+/// The least time between two keyframe requests a worker makes for one stream
+/// because it dropped stale video of it.
+const STALE_KEYFRAME_INTERVAL: Duration = Duration::from_millis(250);
 
 /// A keyframe cache for the video of a WHIP source (None without video), stale after
 /// `silence`.
@@ -45,6 +50,34 @@ impl Worker {
                 .in_scope(|| debug!(?r, "keyframe request answered from the cache"));
         }
         self.write_forwards(&mut forwards, StreamCount::Stream(&shared.stats));
+    }
+
+    /// After this worker dropped stale video of `stream`: a keyframe of `layer`, asked
+    /// at most every [`STALE_KEYFRAME_INTERVAL`] per stream (a backlog drops hundreds
+    /// of packets at once), through the source's own limiter.
+    pub(super) fn ask_keyframe_after_drop(
+        &mut self,
+        stream: &Arc<Stream>,
+        layer: u8,
+        now: Instant,
+    ) {
+        let due = self
+            .stale_asked
+            .get(&stream.name)
+            .is_none_or(|t| now.saturating_duration_since(*t) >= STALE_KEYFRAME_INTERVAL);
+        if !due {
+            return;
+        }
+        if self.stale_asked.len() >= 64 {
+            self.stale_asked
+                .retain(|_, t| now.saturating_duration_since(*t) < STALE_KEYFRAME_INTERVAL);
+        }
+        self.stale_asked.insert(stream.name.clone(), now);
+        self.counters
+            .keyframes_asked_after_drops
+            .fetch_add(1, Ordering::Relaxed);
+        self.deferred
+            .push_back(super::Deferred::WantKeyframe(stream.clone(), layer));
     }
 
     /// Asks this worker's publisher of `stream` for a keyframe of simulcast layer

@@ -148,6 +148,9 @@ pub(super) struct Worker {
     /// (Stream, layer) pairs where a viewer asked for a keyframe while the source was
     /// silent: the source is asked when that layer's next packet arrives here.
     held_keyframes: HashSet<(Arc<str>, u8)>,
+    /// When this worker last asked for a keyframe of a stream because it dropped stale
+    /// video of it (see `WorkerMsg::Packet`).
+    stale_asked: HashMap<Arc<str>, Instant>,
     /// Closed when `Media` is dropped: the worker stops.
     alive: watch::Receiver<()>,
 }
@@ -190,6 +193,7 @@ impl Worker {
             deferred: VecDeque::new(),
             forwards: Vec::new(),
             pending_arrivals: Vec::new(),
+            stale_asked: HashMap::new(),
             held_since: None,
             hold,
             outbox: Outbox::new(),
@@ -329,6 +333,7 @@ impl Worker {
                 };
                 let _ = reply.send(result);
             }
+            WorkerMsg::Stall(d) => std::thread::sleep(d),
             WorkerMsg::Packet { stream, pkt } => {
                 // A worker behind on its queue drops what waited too long rather than
                 // making every viewer ever later (the queue holds seconds of media).
@@ -336,6 +341,12 @@ impl Worker {
                     self.counters
                         .stale_source_packets
                         .fetch_add(1, Ordering::Relaxed);
+                    // This worker's viewers now miss video they cannot get back (it
+                    // never reached their send history): ask for a keyframe at once
+                    // rather than waiting for each of them to notice and ask.
+                    if pkt.kind == str0m::media::MediaKind::Video {
+                        self.ask_keyframe_after_drop(&stream, pkt.layer, now);
+                    }
                     return None;
                 }
                 // Written with the rest of the batch by the run loop's `run_deferred`.

@@ -41,6 +41,10 @@ pub(crate) enum WorkerMsg {
         /// The packet, shared.
         pkt: Arc<SourcePacket>,
     },
+    /// Block this worker's thread for a while, as an overloaded or descheduled
+    /// worker is: for the tests of what a worker does when it falls behind
+    /// ([`crate::server::Server::stall_media_worker`]).
+    Stall(std::time::Duration),
     /// A viewer on another worker wants a keyframe from this worker's publisher.
     KeyframeRequest {
         /// Stream name.
