@@ -170,3 +170,59 @@ pub fn keyframe_cache(data: &[u8]) {
         let _ = cache.snapshot(t0 + Duration::from_secs(5));
     }
 }
+
+/// Bytes sent as an HTTP request to a running wishd (on loopback, started once per
+/// fuzzing process): hyper's parser, the router, authorization and every handler the
+/// path reaches, as a client would drive them. The admin API is on (with a token
+/// the seeds carry) so its routes are reached too.
+pub fn http_request(data: &[u8]) {
+    use std::sync::OnceLock;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    struct Running {
+        rt: tokio::runtime::Runtime,
+        addr: std::net::SocketAddr,
+        _server: crate::server::Server,
+    }
+    static SERVER: OnceLock<Running> = OnceLock::new();
+    let running = SERVER.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        let server = rt.block_on(async {
+            let mut c = crate::config::Config {
+                http: "127.0.0.1:0".parse().expect("address"),
+                udp: "127.0.0.1:0".parse().expect("address"),
+                workers: 1,
+                connect_timeout: Duration::from_secs(1),
+                ..crate::config::Config::default()
+            };
+            c.open_everything();
+            c.limits.requests_per_second = 0.0;
+            c.limits.max_sessions = 64;
+            c.limits.header_read_timeout = Duration::from_millis(50);
+            c.limits.idle_timeout = Duration::from_millis(50);
+            c.api.token = Some(crate::config::Secret::new("fuzz-admin-token-0123456789"));
+            crate::server::Server::start(c).await.expect("wishd starts")
+        });
+        let addr = server.http_addr();
+        Running {
+            rt,
+            addr,
+            _server: server,
+        }
+    });
+    running.rt.block_on(async {
+        let Ok(mut tcp) = tokio::net::TcpStream::connect(running.addr).await else {
+            return;
+        };
+        let _ = tcp.write_all(data).await;
+        let _ = tcp.shutdown().await;
+        let mut answer = Vec::new();
+        let _ =
+            tokio::time::timeout(Duration::from_millis(500), tcp.read_to_end(&mut answer)).await;
+    });
+}
