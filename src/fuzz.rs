@@ -226,3 +226,34 @@ pub fn http_request(data: &[u8]) {
             tokio::time::timeout(Duration::from_millis(500), tcp.read_to_end(&mut answer)).await;
     });
 }
+
+/// A byte stream on an ICE-TCP connection (RFC 4571 framing): the reader that cuts it
+/// into frames for the worker, with the limits it enforces.
+pub fn ice_tcp_stream(data: &[u8]) {
+    use std::sync::OnceLock;
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    let rt = RT.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a tokio runtime")
+    });
+    let remote = std::net::SocketAddr::from(([127, 0, 0, 1], 9));
+    let local = std::net::SocketAddr::from(([127, 0, 0, 1], 8189));
+    rt.block_on(async {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let reader =
+            crate::media::tcp::read_frames(data, remote, local, 1, tx, Duration::from_secs(30));
+        let drain = async {
+            let mut frames = 0usize;
+            while let Some(e) = rx.recv().await {
+                if let crate::media::tcp::TcpEvent::Frame { data, .. } = e {
+                    assert!(!data.is_empty() && data.len() <= crate::media::tcp::MAX_FRAME);
+                    frames += 1;
+                }
+            }
+            frames
+        };
+        let ((), _) = tokio::join!(reader, drain);
+    });
+}

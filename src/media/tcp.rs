@@ -332,7 +332,7 @@ impl TcpPeers {
 
 /// Reads frames until the peer closes, goes silent for `idle`, or sends a frame that
 /// no WebRTC peer sends.
-async fn read_frames<R: AsyncRead + Unpin>(
+pub(crate) async fn read_frames<R: AsyncRead + Unpin>(
     mut read: R,
     remote: SocketAddr,
     local: SocketAddr,
