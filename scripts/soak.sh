@@ -2,8 +2,11 @@
 # The soak test (not in CI): one publisher, viewers joining and leaving at random
 # (about 50 at a time), and sessions created and deleted continuously, for SECONDS
 # (default 3600). Samples wishd's resident memory, open file descriptors and sessions
-# every 30 s; at the end waits for the churn to drain and says whether each is back at
-# its baseline (after the publisher joined). Loopback only; stops by itself.
+# every 30 s; at the end waits for the churn to drain and says whether file
+# descriptors and sessions are back at their baseline (after the publisher joined) and
+# whether memory kept growing past its level five minutes in (the allocator keeps
+# what the busiest minute needed, so RSS does not fall back). Loopback only; stops by
+# itself.
 #   scripts/soak.sh [SECONDS]
 # Writes bench-out/soak-<time>.txt (git-ignored).
 set -euo pipefail
@@ -102,11 +105,16 @@ offer=fuzz/seeds/sdp_offer/whep_chromium.sdp
 pids+=($!)
 
 max_rss=0
+warm_rss=
+start=$SECONDS
 end=$((SECONDS + secs))
 while ((SECONDS < end)); do
     sleep 30
     r=$(rss)
     ((r > max_rss)) && max_rss=$r
+    # The allocator keeps what the busiest minute needed: growth is judged from the
+    # level five minutes in, not from the baseline with the publisher alone.
+    if [ -z "$warm_rss" ] && ((SECONDS - start >= 300)); then warm_rss=$r; fi
     echo "$(date -u +%H:%M:%S) RSS $r KiB, $(fds) fds, $(sessions) sessions" | tee -a "$report"
 done
 
@@ -117,11 +125,12 @@ final_rss=$(rss)
 final_fds=$(fds)
 final_sessions=$(sessions)
 {
-    echo "after the churn: RSS ${final_rss} KiB (baseline ${base_rss}, peak ${max_rss}), ${final_fds} fds (baseline ${base_fds}), ${final_sessions} sessions (baseline ${base_sessions})"
+    warm_rss=${warm_rss:-$max_rss}
+    echo "after the churn: RSS ${final_rss} KiB (baseline ${base_rss}, ${warm_rss} five minutes in, peak ${max_rss}), ${final_fds} fds (baseline ${base_fds}), ${final_sessions} sessions (baseline ${base_sessions})"
     verdict=ok
     ((final_fds > base_fds)) && verdict="file descriptors left behind"
     ((final_sessions > base_sessions)) && verdict="sessions left behind"
-    ((final_rss > base_rss * 3 / 2)) && verdict="resident memory 50 % over its baseline"
+    ((final_rss > warm_rss * 6 / 5)) && verdict="resident memory grew 20 % past its level five minutes in"
     echo "verdict: $verdict"
 } | tee -a "$report"
 echo "wrote $report"
