@@ -67,6 +67,68 @@ fn at(samples: &[Sample], t: u64) -> &Sample {
         .unwrap_or(&samples[0])
 }
 
+/// The lossy profile every case uses: 5 % loss, 2 % reordering, 1 % duplicates,
+/// 30 ms ± 10 ms.
+fn lossy_profile() -> Value {
+    serde_json::json!({
+        "loss": 5, "reorder": 2, "duplicate": 1, "delay_ms": 30, "jitter_ms": 10
+    })
+}
+
+/// What the viewer's video did between two instants (unix ms).
+struct Window<'a> {
+    from: &'a Sample,
+    to: &'a Sample,
+    /// Video packets received.
+    received: i64,
+    /// Packets still missing at the end (duplicates can make Chromium's count dip
+    /// below zero; not less than 0).
+    lost: i64,
+}
+
+impl Window<'_> {
+    /// `lost` as a percentage of the packets the window should have had.
+    fn loss_pct(&self) -> f64 {
+        100.0 * self.lost as f64 / (self.received + self.lost).max(1) as f64
+    }
+
+    fn secs(&self) -> f64 {
+        (self.to.t - self.from.t) as f64 / 1000.0
+    }
+
+    fn fps(&self) -> f64 {
+        (self.to.frames - self.from.frames) as f64 / self.secs()
+    }
+
+    /// The sample states from its start on.
+    fn states_after<'s>(&self, s: &'s [Sample]) -> Vec<&'s str> {
+        s.iter()
+            .filter(|x| x.t >= self.from.t)
+            .map(|x| x.state.as_str())
+            .collect()
+    }
+}
+
+fn window(s: &[Sample], from: u64, to: u64) -> Window<'_> {
+    let (a, b) = (at(s, from), at(s, to));
+    Window {
+        from: a,
+        to: b,
+        received: b.packets - a.packets,
+        lost: (b.lost - a.lost).max(0),
+    }
+}
+
+/// Milliseconds from `back_at` (unix ms) until the viewer had decoded three more
+/// frames than it had then: decoding again.
+fn decoding_again(s: &[Sample], back_at: u64) -> Option<u64> {
+    let before = at(s, back_at).frames;
+    s.iter()
+        .filter(|x| x.t > back_at)
+        .find(|x| x.frames > before + 3)
+        .map(|x| x.t.saturating_sub(back_at))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lossy_viewer_recovers_by_nack_and_after_a_blackout_and_costs_the_others_nothing() {
     clients::require_playwright();
@@ -119,9 +181,7 @@ async fn a_lossy_viewer_recovers_by_nack_and_after_a_blackout_and_costs_the_othe
     let m1 = wishd_ns.metrics(&base).await;
 
     // What wishd sends the lossy viewer: loss, reordering, duplicates and jitter.
-    let lossy = serde_json::json!({
-        "loss": 5, "reorder": 2, "duplicate": 1, "delay_ms": 30, "jitter_ms": 10
-    });
+    let lossy = lossy_profile();
     path.set(&lossy);
     let lossy_from = unix_ms() + 2000;
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -144,20 +204,11 @@ async fn a_lossy_viewer_recovers_by_nack_and_after_a_blackout_and_costs_the_othe
     assert!(s.len() > 50, "{} samples", s.len());
 
     // NACK recovery under 5 % loss.
-    let (a, b) = (at(&s, lossy_from), at(&s, lossy_to));
-    let received = b.packets - a.packets;
-    let lost = b.lost - a.lost;
-    let residual = 100.0 * lost.max(0) as f64 / (received + lost.max(0)).max(1) as f64;
-    let nacks = b.nacks - a.nacks;
-    let fps = (b.frames - a.frames) as f64 / ((b.t - a.t) as f64 / 1000.0);
-
-    // Decoding again after the blackout.
-    let before_back = at(&s, back_at).frames;
-    let recovered = s
-        .iter()
-        .filter(|x| x.t > back_at)
-        .find(|x| x.frames > before_back + 3)
-        .map(|x| x.t.saturating_sub(back_at));
+    let w = window(&s, lossy_from, lossy_to);
+    let (received, lost, residual) = (w.received, w.lost, w.loss_pct());
+    let nacks = w.to.nacks - w.from.nacks;
+    let fps = w.fps();
+    let recovered = decoding_again(&s, back_at);
 
     let aiortc = aiortc.finish(Duration::from_secs(40)).await;
     let name = "wishd_forward_latency_seconds";
@@ -179,8 +230,8 @@ async fn a_lossy_viewer_recovers_by_nack_and_after_a_blackout_and_costs_the_othe
          link came back; the clean viewer (aiortc) decoded {} frames in 26 s; forwarding \
          latency p99 ≤ {:.2} ms over {n_clean} forwards before the faults, ≤ {:.2} ms over \
          {n_lossy} during",
-        (b.t - a.t) as f64 / 1000.0,
-        lost.max(0),
+        w.secs(),
+        lost,
         recovered.map_or("never".into(), |ms| ms.to_string()),
         aiortc["figures"]["video_frames"],
         p99_clean * 1e3,
@@ -266,9 +317,7 @@ async fn a_lossy_camera_link_costs_its_viewers_only_what_was_lost() {
     assert!(joined.is_some(), "the viewer joins");
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    let lossy = serde_json::json!({
-        "loss": 5, "reorder": 2, "duplicate": 1, "delay_ms": 30, "jitter_ms": 10
-    });
+    let lossy = lossy_profile();
     path.set(&lossy);
     let lossy_from = unix_ms() + 1000;
     tokio::time::sleep(Duration::from_secs(8)).await;
@@ -299,26 +348,15 @@ async fn a_lossy_camera_link_costs_its_viewers_only_what_was_lost() {
     assert!(r["ok"] == true, "chromium: {chromium}");
     let s = samples(r);
 
-    let (a, b) = (at(&s, lossy_from), at(&s, lossy_to));
-    let received = b.packets - a.packets;
-    let lost = (b.lost - a.lost).max(0);
-    let seen_loss = 100.0 * lost as f64 / (received + lost).max(1) as f64;
-    let before_back = at(&s, back_at).frames;
-    let recovered = s
-        .iter()
-        .filter(|x| x.t > back_at)
-        .find(|x| x.frames > before_back + 3)
-        .map(|x| x.t.saturating_sub(back_at));
+    let w = window(&s, lossy_from, lossy_to);
+    let (received, seen_loss) = (w.received, w.loss_pct());
+    let recovered = decoding_again(&s, back_at);
     let duplicates = clients::counter(
         &m_lossy,
         "wishd_dropped_packets_total{reason=\"rtp_duplicate\"}",
     );
     let late = clients::counter(&m_lossy, "wishd_dropped_packets_total{reason=\"rtp_late\"}");
-    let states: Vec<&str> = s
-        .iter()
-        .filter(|x| x.t >= a.t)
-        .map(|x| x.state.as_str())
-        .collect();
+    let states = w.states_after(&s);
     println!("the impaired link's counts: {link}");
     println!(
         "camera behind 5 % loss, 2 % reordering, 1 % duplicates, 30 ± 10 ms: the viewer got \
@@ -326,7 +364,7 @@ async fn a_lossy_camera_link_costs_its_viewers_only_what_was_lost() {
          from a camera); wishd dropped {duplicates} duplicates and {late} packets too late to \
          reorder; source silent during the 3 s blackout (since {}), live again, the viewer \
          decoding {} ms after the link came back clean (the camera's GOP is 2 s)",
-        (b.t - a.t) as f64 / 1000.0,
+        w.secs(),
         silent.clone().unwrap_or_default(),
         recovered.map_or("never".into(), |ms| ms.to_string()),
     );
@@ -390,9 +428,7 @@ async fn a_lossy_publisher_link_is_repaired_by_nack_before_the_viewers_see_it() 
     }
     tokio::time::sleep(Duration::from_secs(4)).await;
 
-    let lossy = serde_json::json!({
-        "loss": 5, "reorder": 2, "duplicate": 1, "delay_ms": 30, "jitter_ms": 10
-    });
+    let lossy = lossy_profile();
     path.set(&lossy);
     let lossy_from = unix_ms() + 2000;
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -410,23 +446,11 @@ async fn a_lossy_publisher_link_is_repaired_by_nack_before_the_viewers_see_it() 
     assert!(r["ok"] == true, "chromium: {chromium}");
     let s = samples(r);
 
-    let (a, b) = (at(&s, lossy_from), at(&s, lossy_to));
-    let received = b.packets - a.packets;
-    let lost = (b.lost - a.lost).max(0);
-    let residual = 100.0 * lost as f64 / (received + lost).max(1) as f64;
-    let fps = (b.frames - a.frames) as f64 / ((b.t - a.t) as f64 / 1000.0);
-    let before_back = at(&s, back_at).frames;
-    let recovered = s
-        .iter()
-        .filter(|x| x.t > back_at)
-        .find(|x| x.frames > before_back + 3)
-        .map(|x| x.t.saturating_sub(back_at));
+    let w = window(&s, lossy_from, lossy_to);
+    let (received, lost, residual, fps) = (w.received, w.lost, w.loss_pct(), w.fps());
+    let recovered = decoding_again(&s, back_at);
     let publisher = &r["figures"]["publisher"];
-    let states: Vec<&str> = s
-        .iter()
-        .filter(|x| x.t >= a.t)
-        .map(|x| x.state.as_str())
-        .collect();
+    let states = w.states_after(&s);
     println!("the impaired link's counts: {link}");
     println!(
         "publisher behind 5 % loss, 2 % reordering, 1 % duplicates, 30 ± 10 ms: it answered \
@@ -437,7 +461,7 @@ async fn a_lossy_publisher_link_is_repaired_by_nack_before_the_viewers_see_it() 
         publisher["nacks"],
         publisher["retransmitted"],
         publisher["plis"],
-        (b.t - a.t) as f64 / 1000.0,
+        w.secs(),
         recovered.map_or("never".into(), |ms| ms.to_string()),
     );
     assert!(received > 100, "{received} packets in the lossy window");

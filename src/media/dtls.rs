@@ -160,21 +160,46 @@ impl FastDtls {
     /// what a WHEP/WHIP POST cost.
     fn shared_config(mtu: Option<usize>) -> Result<Arc<dimpl::Config>, CryptoError> {
         static CONFIGS: Mutex<Vec<(Option<usize>, Arc<dimpl::Config>)>> = Mutex::new(Vec::new());
-        let lookup = |list: &[(Option<usize>, Arc<dimpl::Config>)]| {
-            list.iter().find(|(m, _)| *m == mtu).map(|(_, c)| c.clone())
-        };
-        if let Some(c) = lookup(&CONFIGS.lock().unwrap_or_else(|e| e.into_inner())) {
-            return Ok(c);
-        }
-        // Built outside the lock; a racing builder's copy is as good as ours.
-        let built = Arc::new(Self::config(mtu)?);
-        let mut list = CONFIGS.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = lookup(&list) {
-            return Ok(c);
-        }
-        list.push((mtu, built.clone()));
-        Ok(built)
+        // A process meets one or two MTUs: nothing is ever evicted.
+        cached(&CONFIGS, &mtu, usize::MAX, || {
+            Ok(Arc::new(Self::config(mtu)?))
+        })
     }
+}
+
+/// A small per-process cache of what is costly to build and the same for every
+/// session with the same key (dimpl configurations by MTU, OpenSSL contexts by
+/// certificate): looked up under the lock, built outside it (a racing builder's copy
+/// is as good as ours), at most `keep` entries, the oldest out first.
+pub(crate) fn cached<Q, K, V>(
+    list: &Mutex<Vec<(K, V)>>,
+    key: &Q,
+    keep: usize,
+    build: impl FnOnce() -> Result<V, CryptoError>,
+) -> Result<V, CryptoError>
+where
+    Q: PartialEq + ToOwned<Owned = K> + ?Sized,
+    K: std::borrow::Borrow<Q>,
+    V: Clone,
+{
+    let lookup = |list: &[(K, V)]| {
+        list.iter()
+            .find(|(k, _)| k.borrow() == key)
+            .map(|(_, v)| v.clone())
+    };
+    if let Some(v) = lookup(&list.lock().unwrap_or_else(|e| e.into_inner())) {
+        return Ok(v);
+    }
+    let built = build()?;
+    let mut list = list.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(v) = lookup(&list) {
+        return Ok(v);
+    }
+    if list.len() >= keep {
+        list.remove(0);
+    }
+    list.push((key.to_owned(), built.clone()));
+    Ok(built)
 }
 
 impl DtlsProvider for FastDtls {

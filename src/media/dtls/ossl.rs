@@ -116,25 +116,9 @@ static CONTEXTS: Mutex<Vec<(Vec<u8>, SslContext)>> = Mutex::new(Vec::new());
 /// One OpenSSL context per DTLS certificate, so a session costs an `SSL_new`, not a
 /// context build and a key parse.
 fn context_for(cert: &DtlsCert) -> Result<SslContext, CryptoError> {
-    let lookup = |list: &[(Vec<u8>, SslContext)]| {
-        list.iter()
-            .find(|(der, _)| *der == cert.certificate)
-            .map(|(_, c)| c.clone())
-    };
-    if let Some(c) = lookup(&CONTEXTS.lock().unwrap_or_else(|e| e.into_inner())) {
-        return Ok(c);
-    }
-    let built =
-        build_context(cert).map_err(|e| CryptoError::Other(format!("DTLS context: {e}")))?;
-    let mut list = CONTEXTS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(c) = lookup(&list) {
-        return Ok(c);
-    }
-    if list.len() >= CONTEXTS_KEPT {
-        list.remove(0);
-    }
-    list.push((cert.certificate.clone(), built.clone()));
-    Ok(built)
+    super::cached(&CONTEXTS, &cert.certificate[..], CONTEXTS_KEPT, || {
+        build_context(cert).map_err(|e| CryptoError::Other(format!("DTLS context: {e}")))
+    })
 }
 
 fn build_context(cert: &DtlsCert) -> Result<SslContext, openssl::error::ErrorStack> {
