@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Checks the rules of wishd's layout (README "Layout") with greps over the source:
+# Checks the rules of wishd's layout (docs/development.md, "Layout") with greps over the source:
 # which module may import which, what the sans-IO core may not touch, and the one
 # home of each concept. Test code is left out: a file's lines from its first
 # `#[cfg(test)]` on, and files named tests.rs.

@@ -22,7 +22,7 @@ use wishd::server::{Server, prepare};
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    /// TOML configuration file (keys as in the README).
+    /// TOML configuration file (every key: wishd.example.toml, docs/configuration.md).
     #[arg(long, env = "WISHD_CONFIG", value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// HTTP listen address for WHIP and WHEP.

@@ -294,7 +294,7 @@ async fn ffmpeg_camera_late_viewers_start_at_once_from_the_cache_without_loss() 
         startups.push(startup);
     }
     println!("ffmpeg ingest counters: {}", counters_line(&counters));
-    // Goal: under 300 ms (README); the assertion is generous for a loaded CI machine.
+    // Goal: under 300 ms (docs/cameras.md); the assertion is generous for a loaded CI machine.
     let worst = startups.iter().max().copied().unwrap_or_default();
     assert!(
         worst < Duration::from_millis(1000),

@@ -443,3 +443,96 @@ fn zero_connection_timeouts_are_refused_by_name() {
     let c = Config::from_toml("[limits]\nidle_timeout = \"90s\"\n").unwrap();
     assert_eq!(c.limits.idle_timeout, Duration::from_secs(90));
 }
+
+/// Every key of the configuration, as `table.key` paths.
+fn all_keys() -> std::collections::BTreeSet<String> {
+    let mut all = std::collections::BTreeSet::new();
+    keys(&toml::Value::try_from(maximal()).unwrap(), "", &mut all);
+    all
+}
+
+const REFERENCE: &str = include_str!("../../docs/configuration.md");
+
+/// The pages where configuration keys are named, by file name.
+const DOCS: [(&str, &str); 8] = [
+    ("README.md", include_str!("../../README.md")),
+    ("docs/configuration.md", REFERENCE),
+    ("docs/security.md", include_str!("../../docs/security.md")),
+    (
+        "docs/operations.md",
+        include_str!("../../docs/operations.md"),
+    ),
+    ("docs/protocol.md", include_str!("../../docs/protocol.md")),
+    ("docs/media.md", include_str!("../../docs/media.md")),
+    ("docs/cameras.md", include_str!("../../docs/cameras.md")),
+    (
+        "docs/benchmarks.md",
+        include_str!("../../docs/benchmarks.md"),
+    ),
+];
+
+/// The text between backticks in `page`.
+fn code_spans(page: &str) -> impl Iterator<Item = &str> {
+    page.split("```")
+        .step_by(2)
+        .flat_map(|prose| prose.split('`').skip(1).step_by(2))
+}
+
+#[test]
+fn the_configuration_reference_names_every_key() {
+    let named: std::collections::BTreeSet<&str> = code_spans(REFERENCE).collect();
+    let all = all_keys();
+    // A table whose keys are each named needs no row of its own.
+    let is_table = |k: &str| all.iter().any(|o| o.starts_with(&format!("{k}.")));
+    let missing: Vec<&String> = all
+        .iter()
+        .filter(|k| !named.contains(k.as_str()) && !is_table(k))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "keys missing from docs/configuration.md: {missing:?}"
+    );
+}
+
+#[test]
+fn every_configuration_key_the_docs_name_exists() {
+    let all = all_keys();
+    let tables: std::collections::BTreeSet<&str> = all
+        .iter()
+        .filter_map(|k| k.split_once('.').map(|(t, _)| t))
+        .collect();
+    let mut unknown = Vec::new();
+    for (file, page) in DOCS {
+        for span in code_spans(page) {
+            // `limits.burst`, `auth.jwt.issuer`: a table's name, a dot, a key.
+            let Some((table, _)) = span.split_once('.') else {
+                continue;
+            };
+            let key_like = span
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'.');
+            if key_like && tables.contains(table) && !all.contains(span) {
+                unknown.push(format!("{file}: `{span}`"));
+            }
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "no such configuration keys: {unknown:?}"
+    );
+}
+
+#[test]
+fn every_toml_example_in_the_docs_is_a_valid_configuration() {
+    let mut checked = 0;
+    for (file, page) in DOCS {
+        for block in page.split("```toml\n").skip(1) {
+            let block = block.split("```").next().unwrap_or("");
+            if let Err(e) = Config::from_toml(block) {
+                panic!("{file}: this example is refused: {e}\n{block}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 6, "found only {checked} TOML examples");
+}
