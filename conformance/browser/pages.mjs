@@ -16,20 +16,21 @@
 //       "keep_publishing", it goes on publishing for the scenarios after this one.
 //       With "expect_path" (e.g. "relay"), the candidate pairs both pages' ICE chose
 //       must say it.
-//   { "kind": "watch", "base", "stream", "expect_width", "expect_height", "screenshot",
+//   { "kind": "watch", "base", "stream", "html", "expect_width", "expect_height", "screenshot",
 //     "watch_screenshot", "drop_network_ms", "video": bool, "audio": bool, "expect_path",
 //     "expect_remote" }
-//       a <wishd-player> embedded, as the README's snippet says, in a page of another
-//       origin plays a stream some other client publishes (and, with
-//       watch_screenshot, the watch page too, for a screenshot). With
+//       a <wishd-player> embedded, as the README's snippet says (or as "html" says,
+//       verbatim), in a page of another origin plays a stream some other client
+//       publishes (and, with watch_screenshot, the watch page too, for a screenshot). With
 //       "drop_network_ms", the media path is then cut for that long (only inside a
 //       test's own network namespace) and the player must recover. "video" and
 //       "audio" (default true) say what the stream has: the player must play that
 //       and nothing else. "expect_path" (e.g. "relay", "tcp"): the candidate pair ICE
 //       chose must say it (its local candidate's type and protocol, "relay udp"); "expect_remote":
 //       the address of its remote candidate (wishd's) must be this one.
-//   { "kind": "watch-page", "base", "stream", "video": bool, "audio": bool, "screenshot" }
-//       wishd's watch page plays a stream some other client publishes.
+//   { "kind": "watch-page", "base", "stream", "url", "video": bool, "audio": bool, "screenshot" }
+//       wishd's watch page plays a stream some other client publishes (at "url" when
+//       given, as a reader would type it).
 //   { "kind": "plain-view", "base", "stream", "order": ["audio", "video"], "video": bool,
 //     "audio": bool }
 //       a bare RTCPeerConnection on a page of another origin offers recvonly
@@ -296,8 +297,8 @@ async function embedded(ctx, browser, sc) {
   // origins (CORS).
   const src = `${sc.base}/whep/${encodeURIComponent(sc.stream)}`;
   const site = await embedSite(`<!doctype html><title>embed</title>
-<script type="module" src="${sc.base}/player.js"></script>
-<wishd-player src="${src}" stats style="width: 640px"></wishd-player>`);
+${sc.html || `<script type="module" src="${sc.base}/player.js"></script>
+<wishd-player src="${src}" stats style="width: 640px"></wishd-player>`}`);
   ctx.cleanup.push(() => site.close());
   await step(ctx, 'embed: page of another origin loads player.js', async () => {
     await page.goto(site.url);
@@ -385,7 +386,8 @@ async function dropNetwork(ctx, page, sel, ms) {
 async function watchPage(ctx, browser, sc) {
   const page = await browser.newPage();
   ctx.pages.push(page);
-  await step(ctx, 'watch page: loads', () => page.goto(`${sc.base}/watch.html?stream=${encodeURIComponent(sc.stream)}`));
+  const url = sc.url || `${sc.base}/watch.html?stream=${encodeURIComponent(sc.stream)}`;
+  await step(ctx, 'watch page: loads', () => page.goto(url));
   const seen = await assertPlaying(ctx, page, '#player', 'watch page', { video: sc.video ?? true, audio: sc.audio ?? true });
   if (sc.screenshot) await page.screenshot({ path: join(out, `${sc.screenshot}.png`) });
   return {

@@ -92,6 +92,16 @@ impl Script {
         }
     }
 
+    /// The process's PID while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Whether the process has ended, with its status.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// Everything the process wrote so far (stdout, then stderr).
     pub fn output(&self) -> String {
         let out = self
