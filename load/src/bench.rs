@@ -337,7 +337,10 @@ pub async fn bench(cfg: BenchConfig, progress: impl Fn(&str)) -> Result<BenchRep
     let table = Arc::new(SendTable::default());
     let publisher = Publisher::start(cfg.publisher.clone(), table.clone()).await?;
     if !publisher.wait_connected(Duration::from_secs(10)).await {
-        return Err(SetupError::Rtc("the publisher did not connect".into()));
+        return Err(SetupError::Rtc(format!(
+            "the publisher did not connect in 10 s: {}",
+            publisher.why_not_connected()
+        )));
     }
     progress("publisher connected; measuring the server with the publisher alone");
     let probe = WakeProbe::start(WAKE_INTERVAL)?;

@@ -32,9 +32,15 @@ struct Peers {
     /// Full WHEP URL (overrides --base/--stream for the viewers).
     #[arg(long)]
     whep: Option<String>,
-    /// Do not publish (something else publishes the stream).
+    /// Do not publish: another program does (ffmpeg, a camera, a browser). Viewers
+    /// then account from sequence numbers and arrival times alone, and the delay is
+    /// relative (see the report's note).
     #[arg(long)]
     no_publish: bool,
+    /// The kinds of media each viewer's offer asks for, in this order: a server whose
+    /// stream has video alone may answer only one m-line (Janus's streaming plugin).
+    #[arg(long, value_delimiter = ',', default_value = "audio,video")]
+    kinds: Vec<Kind>,
     /// Bearer token for both endpoints.
     #[arg(long, env = "WISHD_LOAD_TOKEN")]
     token: Option<String>,
@@ -118,6 +124,24 @@ impl Peers {
             full_decrypt: self.full_decrypt,
             poll: Duration::from_micros(self.poll_us.clamp(20, 100_000)),
             str0m_offers: self.str0m_offers,
+            kinds: self.kinds.iter().map(|k| k.media()).collect(),
+            foreign: self.no_publish,
+        }
+    }
+}
+
+/// A kind of media on the command line.
+#[derive(clap::ValueEnum, Clone, Copy)]
+enum Kind {
+    Audio,
+    Video,
+}
+
+impl Kind {
+    fn media(self) -> str0m::media::MediaKind {
+        match self {
+            Kind::Audio => str0m::media::MediaKind::Audio,
+            Kind::Video => str0m::media::MediaKind::Video,
         }
     }
 }

@@ -9,7 +9,58 @@
 //! str0m's offer, and [`MidMap::answer_for_str0m`] puts str0m's own mids back into
 //! the server's answer before the peer applies it.
 
+use wishd::model::CodecKind;
 use wishd::sdp::{push_line, sdp_lines, sections};
+
+/// What one payload type of a session carries, read from the SDP that says what the
+/// server sends: its answer, or its counter-offer. A viewer of a foreign publisher
+/// (no payload markers) learns each packet's kind, codec and clock from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PayloadInfo {
+    /// The payload type.
+    pub pt: u8,
+    /// On a video m-line.
+    pub video: bool,
+    /// The codec (`Other` for RTX, RED, FEC and the like).
+    pub codec: CodecKind,
+    /// The RTP clock rate.
+    pub clock: u32,
+}
+
+/// Every `a=rtpmap` of `sdp`, with the kind of its m-line. Never panics.
+pub fn payload_map(sdp: &str) -> Vec<PayloadInfo> {
+    let mut out = Vec::new();
+    let mut video = false;
+    for line in sdp_lines(sdp) {
+        if let Some(m) = line.strip_prefix("m=") {
+            video = m.starts_with("video");
+            continue;
+        }
+        let Some((pt, encoding)) = line
+            .strip_prefix("a=rtpmap:")
+            .and_then(|r| r.split_once(' '))
+        else {
+            continue;
+        };
+        let Ok(pt) = pt.trim().parse::<u8>() else {
+            continue;
+        };
+        let mut parts = encoding.trim().split('/');
+        let codec = CodecKind::of_name(parts.next().unwrap_or(""));
+        let clock = parts
+            .next()
+            .and_then(|c| c.parse().ok())
+            .filter(|&c| c > 0)
+            .unwrap_or(if video { 90_000 } else { 48_000 });
+        out.push(PayloadInfo {
+            pt,
+            video,
+            codec,
+            clock,
+        });
+    }
+    out
+}
 
 /// The m-lines' mids of the offer str0m made, in order: the wire mid of the n-th
 /// m-line is `n`.
@@ -120,6 +171,24 @@ mod tests {
         api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
         let (offer, pending) = api.apply().expect("an offer");
         (rtc, pending, offer.to_sdp_string())
+    }
+
+    #[test]
+    fn the_payload_map_names_each_payload_types_kind_codec_and_clock() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96 97\r\na=rtpmap:96 H264/90000\r\n\
+                   a=rtpmap:97 rtx/90000\r\na=rtpmap:x broken\r\na=rtpmap:98\r\n";
+        let map = payload_map(sdp);
+        assert_eq!(map.len(), 3, "{map:?}");
+        assert_eq!(
+            (map[0].pt, map[0].video, map[0].codec, map[0].clock),
+            (111, false, CodecKind::Opus, 48_000)
+        );
+        assert_eq!(
+            (map[1].pt, map[1].video, map[1].codec, map[1].clock),
+            (96, true, CodecKind::H264, 90_000)
+        );
+        assert_eq!((map[2].pt, map[2].codec), (97, CodecKind::Other));
     }
 
     #[test]

@@ -20,7 +20,7 @@ use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Rids, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
-use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -143,6 +143,14 @@ impl PublisherConfig {
 pub struct PublisherCounters {
     /// ICE+DTLS up.
     pub connected: AtomicBool,
+    /// The last ICE connection state str0m reported.
+    pub ice_state: std::sync::Mutex<Option<IceConnectionState>>,
+    /// STUN datagrams from the server.
+    pub stun_in: AtomicU64,
+    /// DTLS datagrams from the server.
+    pub dtls_in: AtomicU64,
+    /// Why the peer stopped, when it did by itself.
+    pub stopped: std::sync::Mutex<Option<String>>,
     /// Finished (error or stop).
     pub closed: AtomicBool,
     /// Video packets sent (every layer).
@@ -170,6 +178,8 @@ pub struct Publisher {
     /// The RIDs of the simulcast layers being sent: empty for one encoding, also when
     /// the server declined simulcast.
     pub layers_sent: Vec<String>,
+    /// What the server's answer says about connecting (for [`Publisher::why_not_connected`]).
+    answer_summary: String,
 }
 
 impl Publisher {
@@ -223,6 +233,7 @@ impl Publisher {
             cfg.token.as_deref(),
         )
         .await?;
+        let answer_summary = connect_summary(&sig.answer);
         let Some(video) = track(&rtc, video_mid, Codec::H264) else {
             let _ = signal::delete(&sig.location, cfg.token.as_deref()).await;
             return Err(SetupError::Sdp("the answer refused H.264 video".into()));
@@ -263,6 +274,7 @@ impl Publisher {
             task,
             post_time: sig.post_time,
             layers_sent,
+            answer_summary,
         })
     }
 
@@ -289,6 +301,31 @@ impl Publisher {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         false
+    }
+
+    /// Why the peer is not connected, in words: the ICE state, what came back from
+    /// the server, what its answer offered to connect to, and the error that stopped
+    /// the peer, if one did.
+    pub fn why_not_connected(&self) -> String {
+        let c = &self.counters;
+        let ice = c
+            .ice_state
+            .lock()
+            .map(|s| s.map_or_else(|| "not started".to_owned(), |s| format!("{s:?}")))
+            .unwrap_or_default();
+        let mut why = format!(
+            "ICE {ice}; from the server {} STUN and {} DTLS datagrams; the answer: {}",
+            c.stun_in.load(Ordering::Relaxed),
+            c.dtls_in.load(Ordering::Relaxed),
+            self.answer_summary
+        );
+        if let Ok(s) = c.stopped.lock()
+            && let Some(e) = s.as_deref()
+        {
+            why.push_str("; stopped: ");
+            why.push_str(e);
+        }
+        why
     }
 
     /// Stops sending and DELETEs the session.
@@ -448,6 +485,9 @@ impl Task {
     async fn run(mut self, mut stop: watch::Receiver<bool>) {
         if let Err(e) = self.run_inner(&mut stop).await {
             tracing::warn!("publisher stopped: {e}");
+            if let Ok(mut s) = self.counters.stopped.lock() {
+                *s = Some(e.to_string());
+            }
         }
         self.counters.closed.store(true, Ordering::Relaxed);
     }
@@ -460,6 +500,12 @@ impl Task {
         let mut audio_iv = tokio::time::interval(audio_period);
         audio_iv.set_missed_tick_behavior(MissedTickBehavior::Burst);
         let mut buf = vec![0u8; 2048];
+        // Time must reach the peer once before it asks for any: a DTLS server (an
+        // answer with `a=setup:active`, as live777 sends) has nothing to send and no
+        // timer of its own, and ICE starts its checks only on a timeout.
+        self.rtc
+            .handle_input(Input::Timeout(Instant::now()))
+            .map_err(|e| SetupError::Rtc(e.to_string()))?;
         self.drain().await?;
         loop {
             if !self.rtc.is_alive() {
@@ -471,6 +517,13 @@ impl Task {
                 biased;
                 _ = stop.changed() => return Ok(()),
                 r = self.socket.recv_from(&mut buf) => {
+                    if let Ok((n, _)) = r {
+                        match classify(&buf[..n]) {
+                            Class::Stun => self.counters.stun_in.fetch_add(1, Ordering::Relaxed),
+                            Class::Dtls => self.counters.dtls_in.fetch_add(1, Ordering::Relaxed),
+                            _ => 0,
+                        };
+                    }
                     if let Ok((n, src)) = r
                         && let Ok(recv) = Receive::new(Protocol::Udp, src, self.local, &buf[..n]) {
                         self.rtc
@@ -633,6 +686,11 @@ impl Task {
                 }
                 Output::Event(e) => match e {
                     Event::Connected => self.counters.connected.store(true, Ordering::Relaxed),
+                    Event::IceConnectionStateChange(state) => {
+                        if let Ok(mut s) = self.counters.ice_state.lock() {
+                            *s = Some(state);
+                        }
+                    }
                     Event::KeyframeRequest(req) => {
                         self.counters
                             .keyframe_requests
@@ -652,6 +710,28 @@ impl Task {
             }
         }
     }
+}
+
+/// What an answer says about connecting: its DTLS role, ICE lite or full, and its
+/// candidates (those of components other than 1 are ignored by str0m, which muxes
+/// RTCP).
+fn connect_summary(answer: &str) -> String {
+    let lines = wishd::sdp::sdp_lines(answer);
+    let setup = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("a=setup:"))
+        .unwrap_or("(none)");
+    let lite = lines.contains(&"a=ice-lite");
+    let candidates: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("a=candidate:"))
+        .collect();
+    format!(
+        "a=setup:{setup}, {}, {} candidate(s) [{}]",
+        if lite { "ICE lite" } else { "full ICE" },
+        candidates.len(),
+        candidates.join("; ")
+    )
 }
 
 /// The time a packet with `payload` bytes occupies at `rate` bits/s (RTP, UDP and IP

@@ -52,6 +52,9 @@ pub struct RunReport {
     pub server_rss: Option<u64>,
     /// Host-wide UDP receive-buffer drops during the window.
     pub udp_rcvbuf_errors: Option<u64>,
+    /// Another program published: no payload markers, so the delay is relative and
+    /// the publisher's own figures are unknown.
+    pub foreign_publisher: bool,
 }
 
 /// Starts `n` viewers at `rate` per second (0: at once); returns when every POST is done.
@@ -108,7 +111,10 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, SetupError> {
         Some(p) => {
             let p = Publisher::start(p.clone(), table.clone()).await?;
             if !p.wait_connected(Duration::from_secs(10)).await {
-                return Err(SetupError::Rtc("the publisher did not connect".into()));
+                return Err(SetupError::Rtc(format!(
+                    "the publisher did not connect in 10 s: {}",
+                    p.why_not_connected()
+                )));
             }
             // Let the first keyframe reach the server before viewers ask for it.
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -164,6 +170,7 @@ pub async fn run(cfg: RunConfig) -> Result<RunReport, SetupError> {
         },
         server_rss: srv1.map(|u| u.rss),
         udp_rcvbuf_errors: drops0.zip(drops1).map(|(a, b)| b.saturating_sub(a)),
+        foreign_publisher: cfg.swarm.foreign,
     };
     swarm.clear(32).await;
     if let Some(p) = publisher {
@@ -205,6 +212,14 @@ pub fn print_report(r: &RunReport) {
         r.udp_rcvbuf_errors
             .map_or_else(|| "n/a".into(), |d| d.to_string())
     );
+    if r.foreign_publisher {
+        println!(
+            "foreign publisher: loss, duplicates and reordering from sequence numbers; \
+             delay is each packet's transit above the fastest of its track (relative: no \
+             send times, the publisher's pacing included); one-way delay and the \
+             publisher's packet counts are unavailable"
+        );
+    }
     for v in r.viewers.iter().filter(|v| v.error.is_some()).take(5) {
         println!(
             "viewer {} failed: {}",

@@ -1,5 +1,7 @@
-//! WHIP/WHEP signalling: POST an offer, get a 201 with the answer and `Location`;
-//! DELETE the session at the end. Only the standard endpoints, so any server works.
+//! WHIP/WHEP signalling: POST an offer, get a 201 with the answer and `Location` (or,
+//! from a WHEP server that counter-offers, a 406 with its own offer, answered by
+//! PATCH); DELETE the session at the end. Only the standard endpoints, so any server
+//! works.
 
 use std::time::{Duration, Instant};
 
@@ -32,12 +34,15 @@ pub enum SetupError {
     Io(#[from] std::io::Error),
 }
 
-/// A 201 and what came with it.
+/// A 201 (or a WHEP counter-offer) and what came with it.
 pub struct Signalled {
     /// The absolute session URL.
     pub location: String,
-    /// The SDP answer, not yet applied.
+    /// The SDP answer, not yet applied; the server's offer when `counter_offer`.
     pub answer: String,
+    /// The server refused the offer and sent its own (406 with `application/sdp`,
+    /// draft-ietf-wish-whep §4.3.2): the client answers it with a PATCH.
+    pub counter_offer: bool,
     /// POST sent → response read.
     pub post_time: Duration,
     /// When the POST was sent.
@@ -58,7 +63,11 @@ pub async fn post(offer: String, url: &str, token: Option<&str>) -> Result<Signa
         .await
         .map_err(|e| SetupError::Http(e.to_string()))?;
     let post_time = start.elapsed();
-    if resp.status != 201 {
+    let counter_offer = resp.status == 406
+        && resp
+            .header("content-type")
+            .is_some_and(|t| t.to_ascii_lowercase().starts_with("application/sdp"));
+    if resp.status != 201 && !counter_offer {
         return Err(SetupError::Status {
             status: resp.status,
             body: resp.text().trim().chars().take(200).collect(),
@@ -67,10 +76,11 @@ pub async fn post(offer: String, url: &str, token: Option<&str>) -> Result<Signa
     let location = resp
         .header("location")
         .map(|l| resolve_url(url, l))
-        .ok_or_else(|| SetupError::Http("201 without Location".into()))?;
+        .ok_or_else(|| SetupError::Http(format!("{} without Location", resp.status)))?;
     Ok(Signalled {
         location,
         answer: resp.text(),
+        counter_offer,
         post_time,
         sent_at: start,
     })
@@ -100,11 +110,45 @@ pub async fn post_offer(
     token: Option<&str>,
 ) -> Result<Signalled, SetupError> {
     let sig = post(offer, url, token).await?;
+    if sig.counter_offer {
+        let _ = delete(&sig.location, token).await;
+        return Err(SetupError::Status {
+            status: 406,
+            body: "a counter-offer, which only WHEP has".into(),
+        });
+    }
     if let Err(e) = apply_answer(rtc, pending, &sig.answer) {
         let _ = delete(&sig.location, token).await;
         return Err(e);
     }
     Ok(sig)
+}
+
+/// Answers a WHEP counter-offer: PATCH of the session with the answer
+/// (`application/sdp`); the server confirms with 204 (any 2xx is taken).
+pub async fn patch_answer(
+    location: &str,
+    answer: String,
+    token: Option<&str>,
+) -> Result<(), SetupError> {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Content-Type", "application/sdp")];
+    if let Some(a) = auth.as_deref() {
+        headers.push(("Authorization", a));
+    }
+    let resp = http_request("PATCH", location, &headers, answer.into_bytes())
+        .await
+        .map_err(|e| SetupError::Http(e.to_string()))?;
+    if !(200..300).contains(&resp.status) {
+        return Err(SetupError::Status {
+            status: resp.status,
+            body: format!(
+                "PATCH of the answer to a counter-offer: {}",
+                resp.text().trim().chars().take(200).collect::<String>()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// DELETEs a session; returns the status.

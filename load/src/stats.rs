@@ -123,6 +123,35 @@ pub struct TrackRx {
 
 const WINDOW_WORDS: usize = 32; // 2048 sequence numbers
 
+/// Delay without send times, for a publisher that is not this tool: each packet's
+/// transit (its arrival minus its RTP timestamp, in nanoseconds) above the smallest
+/// transit seen on its track. That is what the path and the server add beyond the
+/// fastest packet, the publisher's own pacing within a frame included; a clock drift
+/// between publisher and viewer adds about 1 ms per 10 s per 100 ppm.
+#[derive(Debug, Default, Clone)]
+pub struct RelativeDelay {
+    last_ts: Option<u32>,
+    /// The RTP timestamp, unwrapped, relative to the first packet's.
+    ts: i64,
+    min_transit: Option<i64>,
+}
+
+impl RelativeDelay {
+    /// Accounts one packet; returns its delay above the fastest one, nanoseconds.
+    pub fn on_packet(&mut self, rtp_ts: u32, arrival_ns: u64, clock: u32) -> u64 {
+        // Differences as i32 unwrap the 32-bit clock and take reordering (a step back).
+        if let Some(last) = self.last_ts {
+            self.ts += i64::from(rtp_ts.wrapping_sub(last) as i32);
+        }
+        self.last_ts = Some(rtp_ts);
+        let media_ns = (i128::from(self.ts) * 1_000_000_000 / i128::from(clock.max(1))) as i64;
+        let transit = (arrival_ns as i64).wrapping_sub(media_ns);
+        let min = self.min_transit.map_or(transit, |m| m.min(transit));
+        self.min_transit = Some(min);
+        transit.saturating_sub(min).max(0) as u64
+    }
+}
+
 impl TrackRx {
     /// Accounts one packet; returns its extended sequence number.
     pub fn on_packet(&mut self, seq: u16) -> u64 {
@@ -329,6 +358,32 @@ pub fn fmt_opt(v: Option<f64>, prec: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn relative_delay_is_the_transit_above_the_fastest_packet_across_a_clock_wrap() {
+        let mut d = RelativeDelay::default();
+        let ms = 1_000_000u64;
+        // 90 kHz video, a frame every 3000 ticks (33.3 ms), starting near the wrap.
+        let mut ts = u32::MAX - 4000;
+        let mut at = 1_000 * ms;
+        assert_eq!(d.on_packet(ts, at, 90_000), 0);
+        for _ in 0..5 {
+            ts = ts.wrapping_add(3000);
+            at += 33_333_333;
+            assert!(d.on_packet(ts, at, 90_000) < 10_000, "on time");
+        }
+        // The next frame 7 ms late, then one on time again.
+        ts = ts.wrapping_add(3000);
+        at += 33_333_333 + 7 * ms;
+        let late = d.on_packet(ts, at, 90_000);
+        assert!((6_990_000..7_010_000).contains(&late), "{late}");
+        // A reordered packet of an earlier frame, arriving now: late by a frame.
+        let older = d.on_packet(ts.wrapping_sub(3000), at, 90_000);
+        assert!((40 * ms..41 * ms).contains(&older), "{older}");
+        ts = ts.wrapping_add(3000);
+        at += 33_333_333 - 7 * ms;
+        assert!(d.on_packet(ts, at, 90_000) < 10_000);
+    }
+
     use super::*;
 
     #[test]

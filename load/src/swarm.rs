@@ -15,6 +15,12 @@
 //! publisher's [`SendTable`] of the same process. `full_decrypt` feeds every packet to
 //! str0m instead and reads the send time from the payload (for a publisher in another
 //! process, or a server that renumbers freely).
+//!
+//! With a foreign publisher (`foreign`: ffmpeg, a camera, a browser) there are no
+//! markers: a packet's kind, codec and clock come from its payload type in the SDP the
+//! server sent, loss, duplicates and reordering from the sequence numbers as before,
+//! the join from the first packet that starts a keyframe, and the delay is relative
+//! ([`RelativeDelay`]): there is no send time to subtract.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -22,6 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use str0m::change::{SdpOffer, SdpPendingOffer};
 use str0m::media::{Direction, MediaKind};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpPacket;
@@ -29,11 +36,12 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig}
 use tokio::sync::oneshot;
 
 use crate::clock::{self, SendTable};
-use crate::offer::{MidMap, browser_like};
+use crate::offer::{MidMap, PayloadInfo, browser_like, payload_map};
 use crate::payload::{self, AUDIO, VIDEO};
 use crate::rtp::{Class, classify};
-use crate::signal::{self, SetupError};
-use crate::stats::{Histogram, TrackRx, ViewerReport};
+use crate::signal::{self, SetupError, Signalled};
+use crate::stats::{Histogram, RelativeDelay, TrackRx, ViewerReport};
+use wishd::core::{CodecKind, is_keyframe_start};
 
 /// How the swarm behaves.
 #[derive(Debug, Clone)]
@@ -54,6 +62,28 @@ pub struct SwarmConfig {
     /// Send str0m's own offers (a random mid, msid and SSRCs per m-line) instead of
     /// browser-like ones ([`crate::offer`]).
     pub str0m_offers: bool,
+    /// The kinds of media each offer asks for, in this order (a server whose stream
+    /// has video alone may answer only one m-line, which no offerer accepts).
+    pub kinds: Vec<MediaKind>,
+    /// Another program publishes: account without payload markers (see above).
+    pub foreign: bool,
+}
+
+impl SwarmConfig {
+    /// Viewers of `url`: browser-like offers of audio and video, two shards, 500 µs
+    /// polls, accounting by header, this tool's own publisher.
+    pub fn new(url: impl Into<String>) -> SwarmConfig {
+        SwarmConfig {
+            url: url.into(),
+            token: None,
+            shards: 2,
+            full_decrypt: false,
+            poll: Duration::from_micros(500),
+            str0m_offers: false,
+            kinds: vec![MediaKind::Audio, MediaKind::Video],
+            foreign: false,
+        }
+    }
 }
 
 /// The first viewer IP is `127.2.0.1`; viewer `n` is that plus `n`.
@@ -111,13 +141,25 @@ impl Prepared {
     }
 }
 
+/// Where a new viewer's negotiation stands when it reaches its shard.
+enum Negotiation {
+    /// The server answered the viewer's offer: the shard applies `answer` to the
+    /// offer still open.
+    Answer {
+        pending: SdpPendingOffer,
+        answer: String,
+        mids: Option<MidMap>,
+    },
+    /// The viewer answered the server's counter-offer: nothing is left to apply.
+    Done,
+}
+
 struct NewViewer {
     id: u32,
     rtc: Rtc,
-    /// The offer still open: the shard applies `answer` to it.
-    pending: str0m::change::SdpPendingOffer,
-    answer: String,
-    mids: Option<MidMap>,
+    negotiation: Negotiation,
+    /// What each payload type the server sends carries.
+    payloads: Vec<PayloadInfo>,
     location: String,
     post_sent: Instant,
     post_time: Duration,
@@ -161,6 +203,7 @@ impl Swarm {
                 timers: BTreeSet::new(),
                 table: table.clone(),
                 full_decrypt: cfg.full_decrypt,
+                foreign: cfg.foreign,
                 failed: Vec::new(),
                 orphans: Vec::new(),
                 counters: counters.clone(),
@@ -204,21 +247,31 @@ impl Swarm {
         }
     }
 
+    /// A viewer's peer with its one host candidate, no media yet.
+    fn peer(&self, id: u32) -> Result<Rtc, SetupError> {
+        let port = self.shards[id as usize % self.shards.len()].port;
+        let local = SocketAddr::new(IpAddr::V4(viewer_ip(id)), port);
+        let mut rtc = self.template.clone().build(Instant::now());
+        let c = Candidate::host(local, "udp").map_err(|e| SetupError::Rtc(e.to_string()))?;
+        if rtc.add_local_candidate(c).is_none() {
+            return Err(SetupError::Rtc(format!("candidate {local} refused")));
+        }
+        Ok(rtc)
+    }
+
     /// Builds a viewer's peer and offer without sending anything (a burst prepares
     /// every offer first, so the POSTs leave together, as from independent clients).
     pub fn prepare(&self) -> Result<Prepared, (u32, SetupError)> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let port = self.shards[id as usize % self.shards.len()].port;
-        let local = SocketAddr::new(IpAddr::V4(viewer_ip(id)), port);
         let build = || {
-            let mut rtc = self.template.clone().build(Instant::now());
-            let c = Candidate::host(local, "udp").map_err(|e| SetupError::Rtc(e.to_string()))?;
-            if rtc.add_local_candidate(c).is_none() {
-                return Err(SetupError::Rtc(format!("candidate {local} refused")));
+            if self.cfg.kinds.is_empty() {
+                return Err(SetupError::Sdp("an offer needs a kind of media".into()));
             }
+            let mut rtc = self.peer(id)?;
             let mut api = rtc.sdp_api();
-            api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
-            api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+            for &kind in &self.cfg.kinds {
+                api.add_media(kind, Direction::RecvOnly, None, None, None);
+            }
             let (offer, pending) = api
                 .apply()
                 .ok_or_else(|| SetupError::Sdp("no offer".into()))?;
@@ -253,23 +306,65 @@ impl Swarm {
         let shard = &self.shards[id as usize % self.shards.len()];
         // HTTP only here: the answer is applied on the shard's thread, so that the
         // POSTs of a burst are not timed behind each other's SDP work.
-        let res = signal::post(offer, &self.cfg.url, self.cfg.token.as_deref()).await;
-        match res {
-            Ok(sig) => {
-                let _ = shard.tx.send(Cmd::Add(Box::new(NewViewer {
-                    id,
-                    rtc,
-                    pending,
-                    answer: sig.answer,
-                    mids,
-                    location: sig.location,
-                    post_sent: sig.sent_at,
-                    post_time: sig.post_time,
-                })));
+        let token = self.cfg.token.as_deref();
+        let sig = match signal::post(offer, &self.cfg.url, token).await {
+            Ok(sig) => sig,
+            Err(e) => {
+                self.fail(id, e);
+                return id;
             }
-            Err(e) => self.fail(id, e),
-        }
+        };
+        let payloads = payload_map(&sig.answer);
+        let (rtc, negotiation) = if sig.counter_offer {
+            match self.answer_counter_offer(id, &sig).await {
+                Ok(rtc) => (rtc, Negotiation::Done),
+                Err(e) => {
+                    let _ = signal::delete(&sig.location, token).await;
+                    self.fail(id, e);
+                    return id;
+                }
+            }
+        } else {
+            let answer = sig.answer;
+            (
+                rtc,
+                Negotiation::Answer {
+                    pending,
+                    answer,
+                    mids,
+                },
+            )
+        };
+        let _ = shard.tx.send(Cmd::Add(Box::new(NewViewer {
+            id,
+            rtc,
+            negotiation,
+            payloads,
+            location: sig.location,
+            post_sent: sig.sent_at,
+            post_time: sig.post_time,
+        })));
         id
+    }
+
+    /// The WHEP counter-offer path: a new peer answers the server's offer (the
+    /// viewer's own offer is dropped), and the answer goes back by PATCH.
+    async fn answer_counter_offer(&self, id: u32, sig: &Signalled) -> Result<Rtc, SetupError> {
+        let offer = SdpOffer::from_sdp_string(&sig.answer)
+            .map_err(|e| SetupError::Sdp(format!("unparseable counter-offer: {e}")))?;
+        let mut rtc = self.peer(id)?;
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| SetupError::Sdp(format!("counter-offer refused: {e}")))?;
+        signal::drain_offline(&mut rtc)?;
+        signal::patch_answer(
+            &sig.location,
+            answer.to_sdp_string(),
+            self.cfg.token.as_deref(),
+        )
+        .await?;
+        Ok(rtc)
     }
 
     /// Records a viewer that could not be set up.
@@ -351,6 +446,8 @@ struct TrackState {
     offset: Option<u64>,
     /// Account by header from now on.
     fast: bool,
+    /// A foreign publisher's track: its RTP clock and the relative delay.
+    foreign: Option<(u32, RelativeDelay)>,
 }
 
 struct Viewer {
@@ -367,6 +464,8 @@ struct Viewer {
     tracks: Vec<TrackState>,
     delay: Histogram,
     timer: Instant,
+    /// Set for a foreign publisher: what each payload type carries.
+    foreign: Option<Vec<PayloadInfo>>,
 }
 
 impl Viewer {
@@ -408,8 +507,11 @@ impl Viewer {
         }
     }
 
-    /// A packet str0m decrypted.
+    /// A packet str0m decrypted; true when its track is accounted by header from now on.
     fn on_decrypted(&mut self, p: &RtpPacket, full_decrypt: bool) -> bool {
+        if self.foreign.is_some() {
+            return self.on_foreign(p, full_decrypt);
+        }
         let Some(m) = payload::decode(&p.payload) else {
             return false;
         };
@@ -424,6 +526,7 @@ impl Viewer {
                     rx: TrackRx::default(),
                     offset: None,
                     fast: false,
+                    foreign: None,
                 });
                 self.tracks.len() - 1
             }
@@ -434,6 +537,55 @@ impl Viewer {
         let arrival = clock::at_ns(p.timestamp);
         self.record_delay(m.sent_ns, arrival);
         if m.kind == VIDEO && m.keyframe && self.join_at.is_none() {
+            self.join_at = Some(p.timestamp);
+        }
+        let t = &mut self.tracks[idx];
+        let newly_fast = !full_decrypt && !t.fast && (t.kind == AUDIO || self.join_at.is_some());
+        if newly_fast {
+            t.fast = true;
+        }
+        newly_fast
+    }
+
+    /// A packet of a foreign publisher, known by its payload type alone.
+    fn on_foreign(&mut self, p: &RtpPacket, full_decrypt: bool) -> bool {
+        let pt = *p.header.payload_type;
+        let Some(info) = self
+            .foreign
+            .as_ref()
+            .and_then(|m| m.iter().find(|i| i.pt == pt).copied())
+        else {
+            return false;
+        };
+        if info.codec == CodecKind::Other {
+            // RTX, RED, FEC: not the stream's own packets.
+            return false;
+        }
+        let ssrc = *p.header.ssrc;
+        let kind = if info.video { VIDEO } else { AUDIO };
+        let idx = match self.tracks.iter().position(|t| t.ssrc == ssrc) {
+            Some(i) => i,
+            None => {
+                self.tracks.push(TrackState {
+                    ssrc,
+                    kind,
+                    layer: 0,
+                    rx: TrackRx::default(),
+                    offset: None,
+                    fast: false,
+                    foreign: Some((info.clock, RelativeDelay::default())),
+                });
+                self.tracks.len() - 1
+            }
+        };
+        let arrival = clock::at_ns(p.timestamp);
+        let t = &mut self.tracks[idx];
+        t.rx.on_packet(p.header.sequence_number);
+        if let Some((clock, rel)) = &mut t.foreign {
+            let d = rel.on_packet(p.header.timestamp, arrival, *clock);
+            self.delay.record(d);
+        }
+        if info.video && self.join_at.is_none() && is_keyframe_start(info.codec, &p.payload) {
             self.join_at = Some(p.timestamp);
         }
         let t = &mut self.tracks[idx];
@@ -455,6 +607,8 @@ struct Shard {
     timers: BTreeSet<(Instant, u32)>,
     table: Arc<SendTable>,
     full_decrypt: bool,
+    /// Viewers of a foreign publisher ([`SwarmConfig::foreign`]).
+    foreign: bool,
     failed: Vec<ViewerReport>,
     /// Sessions the server created whose answer this side refused: DELETEd by
     /// [`Swarm::clear`] with the rest.
@@ -545,21 +699,27 @@ impl Shard {
         let NewViewer {
             id,
             mut rtc,
-            pending,
-            answer,
-            mids,
+            negotiation,
+            payloads,
             location,
             post_sent,
             post_time,
         } = n;
-        let answer = match &mids {
-            Some(m) => m.answer_for_str0m(&answer),
-            None => answer,
-        };
-        if let Err(e) = signal::apply_answer(&mut rtc, pending, &answer) {
-            self.failed.push(ViewerReport::failed(id, e));
-            self.orphans.push(location);
-            return;
+        if let Negotiation::Answer {
+            pending,
+            answer,
+            mids,
+        } = negotiation
+        {
+            let answer = match &mids {
+                Some(m) => m.answer_for_str0m(&answer),
+                None => answer,
+            };
+            if let Err(e) = signal::apply_answer(&mut rtc, pending, &answer) {
+                self.failed.push(ViewerReport::failed(id, e));
+                self.orphans.push(location);
+                return;
+            }
         }
         let slot = self.slot(id);
         if self.viewers.len() <= slot {
@@ -580,6 +740,7 @@ impl Shard {
             tracks: Vec::with_capacity(2),
             delay: Histogram::default(),
             timer: now,
+            foreign: self.foreign.then_some(payloads),
         }));
         self.timers.insert((now, id));
         self.drive(id, now, |rtc| rtc.handle_input(Input::Timeout(now)));
@@ -607,6 +768,11 @@ impl Shard {
         {
             self.counters.header_only.fetch_add(1, Ordering::Relaxed);
             let ext = t.rx.on_packet(h.seq);
+            if let Some((clock, rel)) = &mut t.foreign {
+                let d = rel.on_packet(h.timestamp, now_ns, *clock);
+                v.delay.record(d);
+                return;
+            }
             let track = clock::track(t.kind, t.layer);
             if let Some(offset) = t.offset
                 && let Some(sent) = self.table.lookup(track, ext.wrapping_sub(offset), now_ns)

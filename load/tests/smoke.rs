@@ -36,14 +36,7 @@ async fn open_server() -> Server {
 }
 
 fn swarm(url: String) -> SwarmConfig {
-    SwarmConfig {
-        url,
-        token: None,
-        shards: 2,
-        full_decrypt: false,
-        poll: Duration::from_micros(500),
-        str0m_offers: false,
-    }
+    SwarmConfig::new(url)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
