@@ -749,3 +749,4 @@ pub fn free_port_pair() -> u16 {
     }
     panic!("no free UDP port pair on 127.0.0.1");
 }
+pub mod janus;
