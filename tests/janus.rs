@@ -167,15 +167,77 @@ async fn janus_streaming_mountpoint_behind_janus_whep_server_plays_in_chromium_w
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The wishd-load binary, built beside wishd by the workspace's test build.
-fn wishd_load() -> std::path::PathBuf {
-    let path = std::path::Path::new(env!("CARGO_BIN_EXE_wishd")).with_file_name("wishd-load");
+/// A binary of the workspace (`wishd-load`, `wishd-conformance`), built beside wishd by
+/// the workspace's test build.
+fn workspace_bin(name: &str) -> std::path::PathBuf {
+    let path = std::path::Path::new(env!("CARGO_BIN_EXE_wishd")).with_file_name(name);
     assert!(
         path.exists(),
-        "{} is missing: build it with `cargo build -p wishd-load` (scripts/test.sh does)",
+        "{} is missing: build it with `cargo build --workspace` (scripts/test.sh does)",
         path.display()
     );
     path
+}
+
+fn wishd_load() -> std::path::PathBuf {
+    workspace_bin("wishd-load")
+}
+
+/// The conformance runner finds janus-whep-server's counter-offer path and checks it:
+/// 406 with Janus's offer and a Location, sendonly, the runner's answer by PATCH.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_conformance_runner_checks_the_counter_offer_path_of_janus_whep_server() {
+    let ns = Netns::create("janus-conf");
+    let dir = std::env::temp_dir().join(format!("wishd-janus-conf-{}", std::process::id()));
+    let mut janus = Janus::start(&ns, &dir, JanusOptions::default()).await;
+    let offering = janus
+        .add_front(&ns, 7091, "cam", None, Offers::Server)
+        .await;
+    let _camera = ns.start_camera(&dir, Janus::RTP_HOST, janus.rtp_port(), 60);
+    let runner = workspace_bin("wishd-conformance");
+    let mut c = ns.command(runner.to_str().expect("a UTF-8 path"));
+    c.args(["--mode", "whep", "--url", &offering, "--no-media", "--json"]);
+    let out = c.output().await.expect("the runner runs");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON report ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let rows = report["rows"].as_array().cloned().unwrap_or_default();
+    let row = |id: &str, requirement: &str| {
+        rows.iter()
+            .find(|r| {
+                r["id"] == id
+                    && r["requirement"]
+                        .as_str()
+                        .is_some_and(|q| q.contains(requirement))
+            })
+            .cloned()
+            .unwrap_or_else(|| panic!("no row {id} ({requirement}): {report}"))
+    };
+    for r in rows.iter().filter(|r| {
+        r["id"]
+            .as_str()
+            .is_some_and(|id| ["WHEP-03", "WHEP-06", "WHEP-07", "WHEP-08", "WHEP-09"].contains(&id))
+    }) {
+        println!(
+            "{} {} {}: {}",
+            r["id"], r["outcome"], r["requirement"], r["detail"]
+        );
+    }
+    for (id, requirement) in [
+        ("WHEP-03", "counter-offered"),
+        ("WHEP-06", "406"),
+        ("WHEP-07", "sendonly"),
+        ("WHEP-09", "gets 204"),
+    ] {
+        let r = row(id, requirement);
+        assert_eq!(r["outcome"], "pass", "{r}\n{}", janus.fronts_tail(20));
+    }
+    drop(janus);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// wishd-load measures a peer server it did not publish into: five viewers of the
@@ -235,6 +297,156 @@ async fn wishd_load_viewers_follow_janus_counter_offers_and_count_its_camera() {
          relative delay p50 {} µs p99 {} µs, Janus {} CPU s/s",
         a["received"], a["loss_pct"], a["delay_p50_us"], a["delay_p99_us"], report["server_cpu"]
     );
+    drop(janus);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs `wishd-load steps` inside `ns` against a WHEP endpoint some camera feeds;
+/// returns the rows it wrote.
+async fn fan_out_steps(
+    ns: &Netns,
+    name: &str,
+    whep: &str,
+    pid: u32,
+    steps: &str,
+    secs: &str,
+    json: &std::path::Path,
+) -> Vec<serde_json::Value> {
+    let mut load = ns.command(wishd_load().to_str().expect("a UTF-8 path"));
+    load.args(["steps", "--whep", whep, "--no-publish", "--kinds", "video"])
+        .args(["--steps", steps, "--duration", secs, "--name", name])
+        .args(["--server-pid", &pid.to_string()])
+        .arg("--json")
+        .arg(json);
+    let out = load.output().await.expect("wishd-load runs");
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "wishd-load against {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Vec<serde_json::Value>>(&std::fs::read(json).expect("rows"))
+        .expect("JSON rows")
+}
+
+/// The side-by-side benchmark (scripts/bench-janus.sh runs it, in release): one
+/// camera (ffmpeg, H.264 1280x720 at 30 fps and 2.5 Mbit/s, a keyframe every 2 s)
+/// feeds a Janus streaming mountpoint and a wishd RTP stream at once; the same swarm
+/// of wishd-load viewers (counter-offers for Janus, plain offers for wishd) then
+/// watches each for BENCH_STEPS viewers (default 10,100,400), BENCH_SECS seconds a
+/// step. Prints both tables and the ratios. Not a test: `--ignored` runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: scripts/bench-janus.sh"]
+async fn bench_janus_and_wishd_fan_out_one_camera_side_by_side() {
+    let steps = std::env::var("BENCH_STEPS").unwrap_or_else(|_| "10,100,400".into());
+    let secs = std::env::var("BENCH_SECS").unwrap_or_else(|_| "10".into());
+    let most: u32 = steps
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .max()
+        .unwrap_or(0);
+    let ns = Netns::create("bench-peer");
+    let dir = std::env::temp_dir().join(format!("wishd-bench-peer-{}", std::process::id()));
+    let mut janus = Janus::start(&ns, &dir, JanusOptions::default()).await;
+    let offering = janus
+        .add_front(&ns, 7091, "cam", None, Offers::Server)
+        .await;
+    // wishd as it runs by default (a media worker per core), the camera on an RTP
+    // stream, no request rate limit or session cap for the swarm.
+    let wishd_rtp_port = 5014;
+    let config = dir.join("wishd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "http = \"127.0.0.1:8080\"\nudp = \"[::]:0\"\n\n[auth]\npublish = \"open\"\n\
+             play = \"open\"\n\n[limits]\nrequests_per_second = 0.0\nmax_sessions = 0\n\n\
+             [[rtp]]\nstream = \"cam\"\n[rtp.video]\nport = {wishd_rtp_port}\npt = 96\n\
+             rtpmap = \"H264/90000\"\nfmtp = \"packetization-mode=1\"\n"
+        ),
+    )
+    .expect("wishd config");
+    let (wishd, base) = ns.start_wishd_config(&config, "127.0.0.1:8080").await;
+    let wishd_pid = wishd.pid().expect("wishd runs");
+    // One encoder, two copies of every packet: the servers get the same stream.
+    let tee = format!(
+        "[f=rtp:payload_type=96]rtp://127.0.0.1:{}?pkt_size=1200|\
+         [f=rtp:payload_type=96]rtp://127.0.0.1:{wishd_rtp_port}?pkt_size=1200",
+        janus.rtp_port()
+    );
+    let mut camera = ns.command("ffmpeg");
+    camera
+        .args(["-nostdin", "-loglevel", "error", "-re", "-f", "lavfi"])
+        .args(["-i", "testsrc2=size=1280x720:rate=30", "-map", "0:v"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-profile:v",
+            "baseline",
+            "-preset",
+            "ultrafast",
+        ])
+        .args(["-tune", "zerolatency", "-g", "60", "-keyint_min", "60"])
+        .args(["-sc_threshold", "0", "-bf", "0", "-pix_fmt", "yuv420p"])
+        .args(["-b:v", "2500k", "-maxrate", "2500k", "-bufsize", "1250k"])
+        .args(["-f", "tee", &tee])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let _camera = camera.spawn().expect("ffmpeg starts");
+    // The viewers' addresses where Janus answers them (see the test above).
+    for n in 1..=most {
+        ns.ip(&[
+            "addr",
+            "add",
+            &format!(
+                "{}/32",
+                std::net::Ipv4Addr::from(u32::from_be_bytes([127, 2, 0, 0]) + n)
+            ),
+            "dev",
+            "v0",
+        ]);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let janus_rows = fan_out_steps(
+        &ns,
+        "Janus 1.1.2 + janus-whep-server 1.1.0",
+        &offering,
+        janus.janus_pid(),
+        &steps,
+        &secs,
+        &dir.join("janus.json"),
+    )
+    .await;
+    let wishd_rows = fan_out_steps(
+        &ns,
+        "wishd",
+        &format!("{base}/whep/cam"),
+        wishd_pid,
+        &steps,
+        &secs,
+        &dir.join("wishd.json"),
+    )
+    .await;
+    println!("Janus ÷ wishd, same camera, same swarm:");
+    for (j, w) in janus_rows.iter().zip(&wishd_rows) {
+        let ratio = |k: &str| match (j[k].as_f64(), w[k].as_f64()) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
+            _ => "n/a".into(),
+        };
+        println!(
+            "{:>5} viewers: CPU per delivered packet {}, memory per viewer {}",
+            j["viewers"],
+            ratio("cpu_us_per_packet"),
+            ratio("kib_per_viewer")
+        );
+    }
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench-out");
+    let _ = std::fs::create_dir_all(&out);
+    let _ = std::fs::write(
+        out.join("bench-janus.json"),
+        serde_json::json!({ "janus": janus_rows, "wishd": wishd_rows }).to_string(),
+    );
+    drop(wishd);
     drop(janus);
     let _ = std::fs::remove_dir_all(&dir);
 }

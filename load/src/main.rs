@@ -199,6 +199,31 @@ enum Cmd {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
+    /// The fan-out in steps against any server: a run of each viewer count in turn
+    /// (publisher or not), one table row each with the server's CPU per delivered
+    /// packet and memory per viewer. Stops at a step whose viewers fail.
+    Steps {
+        #[command(flatten)]
+        peers: Peers,
+        /// Viewer counts, in order.
+        #[arg(long, value_delimiter = ',', default_value = "10,100,400")]
+        steps: Vec<usize>,
+        /// Measurement window per step, seconds (at most 600).
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Viewers started per second.
+        #[arg(long, default_value_t = 100.0)]
+        ramp: f64,
+        /// The server's pid, for its CPU and memory.
+        #[arg(long)]
+        server_pid: Option<u32>,
+        /// A name for the table (the server's).
+        #[arg(long, default_value = "server")]
+        name: String,
+        /// Write the rows as JSON here.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
     /// Publisher + N viewers for a while; prints a table and writes JSON.
     Run {
         #[command(flatten)]
@@ -313,6 +338,38 @@ fn main() {
                     }
                     Err(e) => {
                         eprintln!("wishd-load: floor: {e}");
+                        1
+                    }
+                }
+            }
+            Cmd::Steps {
+                peers,
+                steps,
+                duration,
+                ramp,
+                server_pid,
+                name,
+                json,
+            } => {
+                let cfg = RunConfig {
+                    publisher: peers.publisher(),
+                    swarm: peers.swarm(),
+                    viewers: 0,
+                    ramp_per_sec: ramp,
+                    connect_timeout: Duration::from_secs(30),
+                    duration: Duration::from_secs_f64(duration.clamp(0.1, 600.0)),
+                    server_pid,
+                };
+                match wishd_load::run::steps(cfg, &steps).await {
+                    Ok(rows) => {
+                        wishd_load::run::print_steps(&name, &rows);
+                        if let Some(path) = json {
+                            write_json(&path, &rows);
+                        }
+                        0
+                    }
+                    Err(e) => {
+                        eprintln!("wishd-load: {e}");
                         1
                     }
                 }

@@ -228,3 +228,93 @@ pub fn print_report(r: &RunReport) {
         );
     }
 }
+
+/// One step of [`steps`]: a run of `viewers` and what the server spent on it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepRow {
+    /// Viewers asked for.
+    pub viewers: usize,
+    /// The run's report.
+    pub report: RunReport,
+    /// Media packets delivered per second, all viewers together.
+    pub packets_per_s: f64,
+    /// The server's CPU per delivered packet, µs (with its pid).
+    pub cpu_us_per_packet: Option<f64>,
+    /// The server's RSS above its level before the first step, per viewer, KiB.
+    pub kib_per_viewer: Option<f64>,
+}
+
+/// The fan-out in steps: a run of each viewer count in turn (the viewers of one step
+/// leave before the next), for any server and any publisher. A step whose viewers do
+/// not all connect, or lose more than 5 %, ends the series: the server has failed.
+pub async fn steps(cfg: RunConfig, counts: &[usize]) -> Result<Vec<StepRow>, SetupError> {
+    let baseline = cfg.server_pid.and_then(|p| procfs::usage(Some(p)));
+    let mut rows = Vec::new();
+    for &n in counts {
+        let report = run(RunConfig {
+            viewers: n,
+            ..cfg.clone()
+        })
+        .await?;
+        let a = &report.aggregate;
+        let packets_per_s = a.received as f64 / report.window_s.max(1e-9);
+        let cpu_us_per_packet = report
+            .server_cpu
+            .filter(|_| a.received > 0)
+            .map(|cpu| cpu * report.window_s / a.received as f64 * 1e6);
+        let kib_per_viewer = match (baseline, report.server_rss) {
+            (Some(b), Some(rss)) if n > 0 => {
+                Some(rss.saturating_sub(b.rss) as f64 / 1024.0 / n as f64)
+            }
+            _ => None,
+        };
+        let failed = a.connected < n || a.loss_pct > 5.0;
+        rows.push(StepRow {
+            viewers: n,
+            report,
+            packets_per_s,
+            cpu_us_per_packet,
+            kib_per_viewer,
+        });
+        if failed {
+            break;
+        }
+    }
+    Ok(rows)
+}
+
+/// The table of a series of [`steps`].
+pub fn print_steps(name: &str, rows: &[StepRow]) {
+    let f = stats::fmt_opt;
+    println!("{name}");
+    println!(
+        "{:>8} {:>10} {:>8} {:>10} {:>8} {:>12} {:>10} {:>10} {:>12}",
+        "viewers",
+        "connected",
+        "joined",
+        "pkts/s",
+        "loss %",
+        "CPU µs/pkt",
+        "CPU s/s",
+        "RSS MiB",
+        "KiB/viewer"
+    );
+    for r in rows {
+        let a = &r.report.aggregate;
+        println!(
+            "{:>8} {:>10} {:>8} {:>10.0} {:>8.3} {:>12} {:>10} {:>10} {:>12}",
+            r.viewers,
+            a.connected,
+            a.joined,
+            r.packets_per_s,
+            a.loss_pct,
+            f(r.cpu_us_per_packet, 2),
+            f(r.report.server_cpu, 3),
+            f(r.report.server_rss.map(|b| b as f64 / 1048576.0), 1),
+            f(r.kib_per_viewer, 1),
+        );
+    }
+    if rows.first().is_some_and(|r| r.report.foreign_publisher) {
+        println!("(another program publishes: delays are relative, see `wishd-load run`)");
+    }
+}

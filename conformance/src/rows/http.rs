@@ -110,6 +110,20 @@ pub async fn run(ctx: &mut Context<'_>, report: &mut Report) {
             endpoint_rows(ctx, report, None).await;
             return;
         }
+        Err(e) if mode == Mode::Whep && e.status() == Some(406) => {
+            if let Some(r) = &e.response {
+                super::counter_offer::run(ctx, report, r).await;
+            }
+            report.push(
+                "WHEP-04",
+                Level::Must,
+                "POST of an offer: 201, application/sdp answer, Location",
+                Outcome::Skip,
+                "the server counter-offers (406): the rows of a 201 do not apply",
+            );
+            endpoint_rows(ctx, report, None).await;
+            return;
+        }
         Err(e) => {
             report.push(
                 id(mode, "WHIP-03", "WHEP-04"),

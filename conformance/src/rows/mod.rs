@@ -1,8 +1,10 @@
-//! The rows, in three groups: [`http`] (plain requests), [`media`] (str0m peers) and
-//! [`ext`] (the WHEP extensions: server-sent events and layer selection).
+//! The rows, in three groups: [`http`] (plain requests, with [`counter_offer`] for a
+//! WHEP server that counter-offers), [`media`] (str0m peers) and [`ext`] (the WHEP
+//! extensions: server-sent events and layer selection).
 //! [`Context`] holds what they share: the options, a source for WHEP, and helpers to
 //! create and end sessions the standard way.
 
+pub mod counter_offer;
 pub mod ext;
 pub mod http;
 pub mod media;
