@@ -8,6 +8,13 @@
 # log beside it. Extra arguments go to `wishd-load bench` (see --help), e.g.
 #   scripts/bench.sh --steps 1,10,100 --step-secs 5 --burst 50
 # Loopback only; every step is bounded in viewers and time, and wishd is stopped on exit.
+#
+# Another server in the same run: give its WHIP and WHEP endpoints of one stream and
+# its PID (for CPU and memory), and the same bench runs against it after wishd's,
+# printing the same table:
+#   BENCH_PEER_WHIP=http://127.0.0.1:7777/whip/bench BENCH_PEER_WHEP=http://127.0.0.1:7777/whep/bench \
+#   BENCH_PEER_PID=$(pidof live777) BENCH_PEER_NAME=live777 scripts/bench.sh --steps 1,10,100
+# (A server that takes no WHIP, as Janus: scripts/bench-janus.sh.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -93,3 +100,15 @@ stamp=$(date -u +%Y%m%dT%H%M%SZ)
 ${BENCH_TOOL_PREFIX:-} nice -n "$tool_nice" "$bin/wishd-load" bench --base "http://$http" --server-pid "$pid" \
     --json "$out/bench-$stamp.json" "$@" | tee "$out/bench-$stamp.txt"
 echo "wrote $out/bench-$stamp.json and $out/bench-$stamp.txt"
+
+if [ -n "${BENCH_PEER_WHEP:-}" ]; then
+    : "${BENCH_PEER_WHIP:?BENCH_PEER_WHIP: the peer's WHIP endpoint of the same stream}"
+    : "${BENCH_PEER_PID:?BENCH_PEER_PID: the peer's process id, for its CPU and memory}"
+    peer=${BENCH_PEER_NAME:-peer}
+    echo
+    echo "== $peer: $BENCH_PEER_WHIP → $BENCH_PEER_WHEP (pid $BENCH_PEER_PID)"
+    ${BENCH_TOOL_PREFIX:-} nice -n "$tool_nice" "$bin/wishd-load" bench --whip "$BENCH_PEER_WHIP" \
+        --whep "$BENCH_PEER_WHEP" --server-pid "$BENCH_PEER_PID" --metrics none \
+        --json "$out/bench-$stamp-$peer.json" "$@" | tee "$out/bench-$stamp-$peer.txt"
+    echo "wrote $out/bench-$stamp-$peer.json and $out/bench-$stamp-$peer.txt"
+fi
