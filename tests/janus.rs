@@ -20,15 +20,23 @@ use std::time::Duration;
 use clients::janus::{Janus, JanusOptions, Offers};
 use clients::{Netns, conformance};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn janus_streaming_mountpoint_behind_janus_whep_server_plays_in_chromium_when_janus_offers() {
-    clients::require_playwright();
-    let ns = Netns::create("janus");
-    let dir = std::env::temp_dir().join(format!("wishd-janus-{}", std::process::id()));
+/// Janus in a namespace of this test (`tag`), its mountpoint's first front as shipped
+/// and a second one that counter-offers (port 7091); returns the namespace, the
+/// temporary directory, Janus and the counter-offering endpoint's URL.
+async fn janus_offering(tag: &str) -> (Netns, std::path::PathBuf, Janus, String) {
+    let ns = Netns::create(tag);
+    let dir = std::env::temp_dir().join(format!("wishd-{tag}-{}", std::process::id()));
     let mut janus = Janus::start(&ns, &dir, JanusOptions::default()).await;
     let offering = janus
         .add_front(&ns, 7091, "cam", None, Offers::Server)
         .await;
+    (ns, dir, janus, offering)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn janus_streaming_mountpoint_behind_janus_whep_server_plays_in_chromium_when_janus_offers() {
+    clients::require_playwright();
+    let (ns, dir, janus, offering) = janus_offering("janus").await;
     let _camera = ns.start_camera(&dir, Janus::RTP_HOST, janus.rtp_port(), 60);
     let shipped = janus.whep_url().to_owned();
 
@@ -187,12 +195,7 @@ fn wishd_load() -> std::path::PathBuf {
 /// 406 with Janus's offer and a Location, sendonly, the runner's answer by PATCH.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_conformance_runner_checks_the_counter_offer_path_of_janus_whep_server() {
-    let ns = Netns::create("janus-conf");
-    let dir = std::env::temp_dir().join(format!("wishd-janus-conf-{}", std::process::id()));
-    let mut janus = Janus::start(&ns, &dir, JanusOptions::default()).await;
-    let offering = janus
-        .add_front(&ns, 7091, "cam", None, Offers::Server)
-        .await;
+    let (ns, dir, janus, offering) = janus_offering("janus-conf").await;
     let _camera = ns.start_camera(&dir, Janus::RTP_HOST, janus.rtp_port(), 60);
     let runner = workspace_bin("wishd-conformance");
     let mut c = ns.command(runner.to_str().expect("a UTF-8 path"));
@@ -245,12 +248,7 @@ async fn the_conformance_runner_checks_the_counter_offer_path_of_janus_whep_serv
 /// and account the camera's stream from sequence numbers and arrival times alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wishd_load_viewers_follow_janus_counter_offers_and_count_its_camera() {
-    let ns = Netns::create("janus-load");
-    let dir = std::env::temp_dir().join(format!("wishd-janus-load-{}", std::process::id()));
-    let mut janus = Janus::start(&ns, &dir, JanusOptions::default()).await;
-    let offering = janus
-        .add_front(&ns, 7091, "cam", None, Offers::Server)
-        .await;
+    let (ns, dir, janus, offering) = janus_offering("janus-load").await;
     let _camera = ns.start_camera(&dir, Janus::RTP_HOST, janus.rtp_port(), 60);
     // The swarm's viewers send from 127.2.0.1 and up. Janus (libnice, limited to v0 by
     // `ice_enforce_list`) connects to them only when those addresses are on v0 too:
@@ -345,12 +343,7 @@ async fn bench_janus_and_wishd_fan_out_one_camera_side_by_side() {
         .filter_map(|s| s.trim().parse().ok())
         .max()
         .unwrap_or(0);
-    let ns = Netns::create("bench-peer");
-    let dir = std::env::temp_dir().join(format!("wishd-bench-peer-{}", std::process::id()));
-    let mut janus = Janus::start(&ns, &dir, JanusOptions::default()).await;
-    let offering = janus
-        .add_front(&ns, 7091, "cam", None, Offers::Server)
-        .await;
+    let (ns, dir, janus, offering) = janus_offering("bench-peer").await;
     // wishd as it runs by default (a media worker per core), the camera on an RTP
     // stream, no request rate limit or session cap for the swarm.
     let wishd_rtp_port = 5014;

@@ -507,6 +507,43 @@ impl Viewer {
         }
     }
 
+    /// The index of the track of `ssrc`, made on its first packet.
+    fn track(
+        &mut self,
+        ssrc: u32,
+        kind: u8,
+        layer: u8,
+        foreign: Option<(u32, RelativeDelay)>,
+    ) -> usize {
+        if let Some(i) = self.tracks.iter().position(|t| t.ssrc == ssrc) {
+            return i;
+        }
+        self.tracks.push(TrackState {
+            ssrc,
+            kind,
+            layer,
+            rx: TrackRx::default(),
+            offset: None,
+            fast: false,
+            foreign,
+        });
+        self.tracks.len() - 1
+    }
+
+    /// Whether track `idx` is accounted from its clear header from now on: audio at
+    /// once, video once the viewer has joined (unless every packet is decrypted).
+    fn account_by_header(&mut self, idx: usize, full_decrypt: bool) -> bool {
+        let joined = self.join_at.is_some();
+        let Some(t) = self.tracks.get_mut(idx) else {
+            return false;
+        };
+        let newly_fast = !full_decrypt && !t.fast && (t.kind == AUDIO || joined);
+        if newly_fast {
+            t.fast = true;
+        }
+        newly_fast
+    }
+
     /// A packet str0m decrypted; true when its track is accounted by header from now on.
     fn on_decrypted(&mut self, p: &RtpPacket, full_decrypt: bool) -> bool {
         if self.foreign.is_some() {
@@ -515,22 +552,7 @@ impl Viewer {
         let Some(m) = payload::decode(&p.payload) else {
             return false;
         };
-        let ssrc = *p.header.ssrc;
-        let idx = match self.tracks.iter().position(|t| t.ssrc == ssrc) {
-            Some(i) => i,
-            None => {
-                self.tracks.push(TrackState {
-                    ssrc,
-                    kind: m.kind,
-                    layer: m.layer,
-                    rx: TrackRx::default(),
-                    offset: None,
-                    fast: false,
-                    foreign: None,
-                });
-                self.tracks.len() - 1
-            }
-        };
+        let idx = self.track(*p.header.ssrc, m.kind, m.layer, None);
         let ext = self.tracks[idx].rx.on_packet(p.header.sequence_number);
         self.tracks[idx].offset = Some(ext.wrapping_sub(m.seq));
         self.tracks[idx].layer = m.layer;
@@ -539,12 +561,7 @@ impl Viewer {
         if m.kind == VIDEO && m.keyframe && self.join_at.is_none() {
             self.join_at = Some(p.timestamp);
         }
-        let t = &mut self.tracks[idx];
-        let newly_fast = !full_decrypt && !t.fast && (t.kind == AUDIO || self.join_at.is_some());
-        if newly_fast {
-            t.fast = true;
-        }
-        newly_fast
+        self.account_by_header(idx, full_decrypt)
     }
 
     /// A packet of a foreign publisher, known by its payload type alone.
@@ -561,23 +578,9 @@ impl Viewer {
             // RTX, RED, FEC: not the stream's own packets.
             return false;
         }
-        let ssrc = *p.header.ssrc;
         let kind = if info.video { VIDEO } else { AUDIO };
-        let idx = match self.tracks.iter().position(|t| t.ssrc == ssrc) {
-            Some(i) => i,
-            None => {
-                self.tracks.push(TrackState {
-                    ssrc,
-                    kind,
-                    layer: 0,
-                    rx: TrackRx::default(),
-                    offset: None,
-                    fast: false,
-                    foreign: Some((info.clock, RelativeDelay::default())),
-                });
-                self.tracks.len() - 1
-            }
-        };
+        let foreign = Some((info.clock, RelativeDelay::default()));
+        let idx = self.track(*p.header.ssrc, kind, 0, foreign);
         let arrival = clock::at_ns(p.timestamp);
         let t = &mut self.tracks[idx];
         t.rx.on_packet(p.header.sequence_number);
@@ -588,12 +591,7 @@ impl Viewer {
         if info.video && self.join_at.is_none() && is_keyframe_start(info.codec, &p.payload) {
             self.join_at = Some(p.timestamp);
         }
-        let t = &mut self.tracks[idx];
-        let newly_fast = !full_decrypt && !t.fast && (t.kind == AUDIO || self.join_at.is_some());
-        if newly_fast {
-            t.fast = true;
-        }
-        newly_fast
+        self.account_by_header(idx, full_decrypt)
     }
 }
 

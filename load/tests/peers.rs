@@ -5,6 +5,8 @@
 //! answered by PATCH, as janus-whep-server does with Janus plugins that make the
 //! offer), and a publisher that is not the tool (no payload markers).
 
+mod common;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -25,27 +27,11 @@ use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use tokio::net::UdpSocket;
 
 use wishd::client::{PublisherOptions, WhipPublisher, http_request};
-use wishd::config::Config;
-use wishd::server::Server;
 use wishd_load::publisher::PublisherConfig;
 use wishd_load::run::{RunConfig, RunReport, print_report, run};
 use wishd_load::swarm::SwarmConfig;
 
 type Reply = hyper::Response<Full<Bytes>>;
-
-/// An open wishd on loopback with two media workers and no request rate limit.
-async fn open_server() -> Server {
-    wishd::client::install_crypto_provider();
-    let mut config = Config {
-        http: "127.0.0.1:0".parse().unwrap(),
-        udp: "127.0.0.1:0".parse().unwrap(),
-        workers: 2,
-        ..Config::default()
-    };
-    config.open_everything();
-    config.limits.requests_per_second = 0.0;
-    Server::start(config).await.expect("server starts")
-}
 
 /// A request as the fakes see it.
 struct Req {
@@ -195,7 +181,7 @@ fn assert_everyone_got_the_stream(report: &RunReport, viewers: usize, min_packet
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_publisher_and_viewers_connect_to_a_server_that_answers_as_live777_does() {
-    let server = open_server().await;
+    let server = common::open_server().await;
     let (front, answers) = live777_front(format!("http://{}", server.http_addr())).await;
     let report = run(RunConfig {
         publisher: Some(PublisherConfig::standard(format!("{front}/whip/live"))),
@@ -230,7 +216,7 @@ async fn a_publisher_that_cannot_connect_says_why() {
     let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = dead.local_addr().unwrap().port();
     drop(dead);
-    let server = open_server().await;
+    let server = common::open_server().await;
     let wishd = format!("http://{}", server.http_addr());
     let front = serve(move |req: Req| {
         let wishd = wishd.clone();
@@ -421,12 +407,12 @@ async fn send_video(mut rtc: Rtc, mid: Mid, socket: UdpSocket) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn viewers_follow_a_whep_counter_offer_and_count_a_foreign_stream() {
-    let (base, answered) = counter_offering_server().await;
-    let mut swarm = SwarmConfig::new(format!("{base}/whep/cam"));
+/// Three viewers offering `kinds`, for 2 s, of a stream another program publishes.
+async fn three_viewers_of_a_foreign_publisher(url: &str, kinds: &[MediaKind]) -> RunReport {
+    let mut swarm = SwarmConfig::new(url);
     swarm.foreign = true;
-    let report = run(RunConfig {
+    swarm.kinds = kinds.to_vec();
+    run(RunConfig {
         publisher: None,
         swarm,
         viewers: 3,
@@ -436,7 +422,15 @@ async fn viewers_follow_a_whep_counter_offer_and_count_a_foreign_stream() {
         server_pid: None,
     })
     .await
-    .expect("the run completes");
+    .expect("the run completes")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_follow_a_whep_counter_offer_and_count_a_foreign_stream() {
+    let (base, answered) = counter_offering_server().await;
+    let report =
+        three_viewers_of_a_foreign_publisher(&format!("{base}/whep/cam"), &[MediaKind::Video])
+            .await;
     assert_everyone_got_the_stream(&report, 3, 45);
     assert!(report.foreign_publisher);
     assert_eq!(
@@ -448,7 +442,7 @@ async fn viewers_follow_a_whep_counter_offer_and_count_a_foreign_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewers_account_a_publisher_that_is_not_the_tool_from_sequence_numbers() {
-    let server = open_server().await;
+    let server = common::open_server().await;
     let base = format!("http://{}", server.http_addr());
     // wishd's own str0m publisher: real H.264 access units and Opus, no markers.
     let publisher =
@@ -463,20 +457,8 @@ async fn viewers_account_a_publisher_that_is_not_the_tool_from_sequence_numbers(
         vec![MediaKind::Audio, MediaKind::Video],
         vec![MediaKind::Video],
     ] {
-        let mut swarm = SwarmConfig::new(format!("{base}/whep/other"));
-        swarm.foreign = true;
-        swarm.kinds = kinds.clone();
-        let report = run(RunConfig {
-            publisher: None,
-            swarm,
-            viewers: 3,
-            ramp_per_sec: 20.0,
-            connect_timeout: Duration::from_secs(10),
-            duration: Duration::from_secs(2),
-            server_pid: None,
-        })
-        .await
-        .expect("the run completes");
+        let report =
+            three_viewers_of_a_foreign_publisher(&format!("{base}/whep/other"), &kinds).await;
         assert_everyone_got_the_stream(&report, 3, 40);
         let p99 = report.aggregate.delay_p99_us.expect("a delay figure");
         assert!(

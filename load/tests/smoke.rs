@@ -3,6 +3,8 @@
 //! miniature. Generous bounds only: this proves the tool works end to end, not how
 //! fast anything is.
 
+mod common;
+
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,26 +16,10 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
-use wishd::config::Config;
-use wishd::server::Server;
 use wishd_load::bench::{BenchConfig, bench};
 use wishd_load::publisher::PublisherConfig;
 use wishd_load::run::{RunConfig, print_report, run};
 use wishd_load::swarm::SwarmConfig;
-
-/// An open wishd on loopback with two media workers and no request rate limit.
-async fn open_server() -> Server {
-    wishd::client::install_crypto_provider();
-    let mut config = Config {
-        http: "127.0.0.1:0".parse().unwrap(),
-        udp: "127.0.0.1:0".parse().unwrap(),
-        workers: 2,
-        ..Config::default()
-    };
-    config.open_everything();
-    config.limits.requests_per_second = 0.0;
-    Server::start(config).await.expect("server starts")
-}
 
 fn swarm(url: String) -> SwarmConfig {
     SwarmConfig::new(url)
@@ -41,7 +27,7 @@ fn swarm(url: String) -> SwarmConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_viewers_join_and_receive_the_stream_with_little_loss() {
-    let server = open_server().await;
+    let server = common::open_server().await;
     let base = format!("http://{}", server.http_addr());
 
     let report = run(RunConfig {
@@ -84,7 +70,7 @@ async fn five_viewers_join_and_receive_the_stream_with_little_loss() {
 async fn a_simulcast_publisher_sends_every_layer_and_viewers_get_the_top_one() {
     use wishd_load::clock::SendTable;
     use wishd_load::publisher::{Publisher, simulcast_layers};
-    let server = open_server().await;
+    let server = common::open_server().await;
     let base = format!("http://{}", server.http_addr());
     let mut cfg = PublisherConfig::standard(format!("{base}/whip/sim"));
     cfg.simulcast = Some(simulcast_layers(2_500_000, 30, 2.0, 1200));
@@ -136,7 +122,7 @@ async fn a_simulcast_publisher_sends_every_layer_and_viewers_get_the_top_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_bench_reports_steps_the_hand_over_floor_and_both_bursts() {
-    let server = open_server().await;
+    let server = common::open_server().await;
     let base = format!("http://{}", server.http_addr());
     let report = bench(
         BenchConfig {
