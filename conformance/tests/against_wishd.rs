@@ -155,14 +155,7 @@ async fn every_applicable_whip_row_passes_over_https() {
     wishd::http::tls::write_dev_certs(&dir, &certs).unwrap();
     wishd::client::trust_ca_pem(&std::fs::read(dir.join("ca.pem")).unwrap()).unwrap();
     wishd::client::install_crypto_provider();
-    let mut c = Config {
-        http: "127.0.0.1:0".parse().unwrap(),
-        udp: "127.0.0.1:0".parse().unwrap(),
-        workers: 1,
-        ..Config::default()
-    };
-    c.open_everything();
-    c.limits.requests_per_second = 0.0;
+    let mut c = Config::loopback_open(1);
     c.https = Some(wishd::config::HttpsConfig {
         addr: "127.0.0.1:0".parse().unwrap(),
         cert: dir.join("server.pem"),

@@ -753,6 +753,22 @@ impl Config {
         self.auth.publish = Policy::Open;
         self.auth.play = Policy::Open;
     }
+
+    /// What tests and tools on one host run: HTTP and media on 127.0.0.1 with ports
+    /// the kernel picks, `workers` media workers, every action open, and no per-address
+    /// request limit (every client of such a run shares one address).
+    pub fn loopback_open(workers: usize) -> Config {
+        let loopback = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
+        let mut config = Config {
+            http: loopback,
+            udp: loopback,
+            workers,
+            ..Config::default()
+        };
+        config.open_everything();
+        config.limits.requests_per_second = 0.0;
+        config
+    }
 }
 
 /// Maximum number of media workers (the cross-worker subscription mask is 64 bits).

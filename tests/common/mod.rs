@@ -23,16 +23,8 @@ pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Server {
         .with_test_writer()
         .try_init();
     wishd::client::install_crypto_provider();
-    let mut config = Config {
-        http: "127.0.0.1:0".parse().unwrap(),
-        udp: "127.0.0.1:0".parse().unwrap(),
-        workers: 2,
-        ..Config::default()
-    };
-    // The media tests publish without tokens: open both actions explicitly, and lift
-    // the per-address rate limit that loopback tests would trip.
-    config.open_everything();
-    config.limits.requests_per_second = 0.0;
+    // The media tests publish without tokens, all from one address.
+    let mut config = Config::loopback_open(2);
     adjust(&mut config);
     Server::start(config).await.expect("server starts")
 }
