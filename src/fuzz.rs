@@ -67,6 +67,7 @@ pub fn payload(data: &[u8]) {
     for _ in h264::nal_units(data) {}
     for codec in [
         CodecKind::H264,
+        CodecKind::H265,
         CodecKind::Vp8,
         CodecKind::Vp9,
         CodecKind::Av1,
@@ -135,6 +136,7 @@ pub fn keyframe_cache(data: &[u8]) {
     let t0 = Instant::now();
     for codec in [
         CodecKind::H264,
+        CodecKind::H265,
         CodecKind::Vp8,
         CodecKind::Vp9,
         CodecKind::Av1,

@@ -251,6 +251,8 @@ impl EndReason {
 pub enum CodecKind {
     /// H.264 / AVC (RFC 6184 packetization).
     H264,
+    /// H.265 / HEVC (RFC 7798 packetization).
+    H265,
     /// VP8 (RFC 7741 packetization).
     Vp8,
     /// VP9 (RFC 9628 packetization).
@@ -272,7 +274,11 @@ impl CodecKind {
     /// since nothing in it can ever start a keyframe).
     pub fn media_kind(self) -> MediaKind {
         match self {
-            CodecKind::H264 | CodecKind::Vp8 | CodecKind::Vp9 | CodecKind::Av1 => MediaKind::Video,
+            CodecKind::H264
+            | CodecKind::H265
+            | CodecKind::Vp8
+            | CodecKind::Vp9
+            | CodecKind::Av1 => MediaKind::Video,
             CodecKind::Opus | CodecKind::Pcmu | CodecKind::Pcma | CodecKind::Other => {
                 MediaKind::Audio
             }
@@ -286,11 +292,12 @@ impl CodecKind {
         Codec::from(name).into()
     }
 
-    /// The canonical name: `"H264"`, `"VP8"`, `"VP9"`, `"AV1"`, `"opus"`, `"PCMU"`,
+    /// The canonical name: `"H264"`, `"H265"`, `"VP8"`, `"VP9"`, `"AV1"`, `"opus"`, `"PCMU"`,
     /// `"PCMA"`, or `None` for [`CodecKind::Other`].
     pub fn name(self) -> Option<&'static str> {
         match self {
             CodecKind::H264 => Some("H264"),
+            CodecKind::H265 => Some("H265"),
             CodecKind::Vp8 => Some("VP8"),
             CodecKind::Vp9 => Some("VP9"),
             CodecKind::Av1 => Some("AV1"),
@@ -306,6 +313,7 @@ impl From<Codec> for CodecKind {
     fn from(codec: Codec) -> Self {
         match codec {
             Codec::H264 => CodecKind::H264,
+            Codec::H265 => CodecKind::H265,
             Codec::Vp8 => CodecKind::Vp8,
             Codec::Vp9 => CodecKind::Vp9,
             Codec::Av1 => CodecKind::Av1,
@@ -409,6 +417,8 @@ mod tests {
         assert_eq!(CodecKind::Pcma.media_kind(), MediaKind::Audio);
         assert_eq!(CodecKind::of_name("h264"), CodecKind::H264);
         assert_eq!(CodecKind::of_name("OPUS").name(), Some("opus"));
-        assert_eq!(CodecKind::of_name("H265").name(), None);
+        assert_eq!(CodecKind::of_name("H265").name(), Some("H265"));
+        assert_eq!(CodecKind::H265.media_kind(), MediaKind::Video);
+        assert_eq!(CodecKind::of_name("H266").name(), None);
     }
 }

@@ -59,7 +59,7 @@ async fn offers_wishd_cannot_serve_are_422_naming_what_is_missing() {
 
     // No common codec: the video m-line offers only a codec wishd does not forward.
     let no_codec = offer
-        .replace("H264/90000", "H265/90000")
+        .replace("H264/90000", "H266/90000")
         .replace("opus/48000/2", "speex/16000");
     let r = post(&format!("{base}/whip/s"), &[SDP], &no_codec).await;
     assert_eq!(r.status, 422, "{}", r.text());

@@ -224,6 +224,7 @@ pub fn video_frame_with(
 ) -> Vec<GeneratedPacket> {
     match codec {
         VideoCodec::H264 => h264_frame(frame, keyframe, packets, packet_size, SPS),
+        VideoCodec::H265 => h265_frame(frame, keyframe, packets, packet_size),
         VideoCodec::Vp8 => vp8_frame(frame, keyframe, packets, packet_size, (640, 480)),
         VideoCodec::Vp9 => vp9_frame(frame, keyframe, packets, packet_size),
         VideoCodec::Av1 => av1_frame(frame, keyframe, packets, packet_size),
@@ -315,6 +316,7 @@ pub(crate) fn layer_frame(
             };
             h264_frame(frame, keyframe, packets, size, &sps)
         }
+        VideoCodec::H265 => h265_frame(frame, keyframe, packets, size),
         VideoCodec::Vp8 => vp8_frame(frame, keyframe, packets, size, picture),
         VideoCodec::Vp9 => vp9_frame(frame, keyframe, packets, size),
         VideoCodec::Av1 => av1_frame(frame, keyframe, packets, size),
@@ -557,6 +559,32 @@ fn vp9_frame(frame: u64, keyframe: bool, packets: u16, size: usize) -> Vec<Gener
     })
 }
 
+/// H.265 (RFC 7798): a frame as fragmentation units (type 49) of one slice segment, an
+/// IDR_W_RADL (19) on a keyframe, else a TRAIL_R (1); a one-packet frame as the unit
+/// itself. The slice data starts with `first_slice_segment_in_pic_flag` set. No
+/// parameter sets: nothing decodes this stream, and wishd needs none to find its
+/// keyframes.
+fn h265_frame(frame: u64, keyframe: bool, packets: u16, size: usize) -> Vec<GeneratedPacket> {
+    let nal_type: u8 = if keyframe { 19 } else { 1 };
+    frame_packets(frame, packets, size, |index, count| {
+        if count == 1 {
+            return vec![nal_type << 1, 0x01, 0x80];
+        }
+        let mut fu_header = nal_type;
+        if index == 0 {
+            fu_header |= 0x80;
+        }
+        if index + 1 == count {
+            fu_header |= 0x40;
+        }
+        let mut p = vec![49 << 1, 0x01, fu_header];
+        if index == 0 {
+            p.push(0x80);
+        }
+        p
+    })
+}
+
 fn av1_frame(frame: u64, keyframe: bool, packets: u16, size: usize) -> Vec<GeneratedPacket> {
     frame_packets(frame, packets, size, |index, count| {
         // Aggregation header (AV1 RTP spec 4.4): Z continues an OBU from the last
@@ -642,6 +670,7 @@ pub fn is_keyframe_payload(codec: VideoCodec, payload: &[u8]) -> bool {
     match codec {
         VideoCodec::H264 => str0m::format::detect_h264_keyframe(payload),
         VideoCodec::Vp8 => str0m::format::detect_vp8_keyframe(payload),
+        VideoCodec::H265 => crate::core::is_keyframe_start(crate::core::CodecKind::H265, payload),
         VideoCodec::Vp9 => crate::core::is_keyframe_start(crate::core::CodecKind::Vp9, payload),
         VideoCodec::Av1 => str0m::format::detect_av1_keyframe(payload),
     }

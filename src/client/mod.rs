@@ -36,6 +36,8 @@ use std::sync::Once;
 pub enum VideoCodec {
     /// H.264 constrained baseline, packetization-mode 1.
     H264,
+    /// H.265 Main profile (str0m's default format).
+    H265,
     /// VP8.
     Vp8,
     /// VP9 (profile 0, non-flexible mode).

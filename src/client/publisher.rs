@@ -166,6 +166,9 @@ fn build_offer(opts: &PublisherOptions, local: SocketAddr) -> Result<Offer, Clie
                 opts.h264_profile_level_id,
             );
         }
+        Some(VideoCodec::H265) => {
+            cfg = cfg.enable_h265(true);
+        }
         Some(VideoCodec::Vp8) => {
             cfg = cfg.enable_vp8(true);
         }
@@ -274,6 +277,7 @@ impl WhipPublisher {
         let video = opts.video.zip(video_mid).and_then(|(c, mid)| {
             let codec = match c {
                 VideoCodec::H264 => Codec::H264,
+                VideoCodec::H265 => Codec::H265,
                 VideoCodec::Vp8 => Codec::Vp8,
                 VideoCodec::Vp9 => Codec::Vp9,
                 VideoCodec::Av1 => Codec::Av1,

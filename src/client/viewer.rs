@@ -187,6 +187,7 @@ fn build_offer(opts: &ViewerOptions, local: SocketAddr) -> Result<Offer, ClientE
                     cfg
                 }
                 VideoCodec::H264 => cfg.enable_h264(true),
+                VideoCodec::H265 => cfg.enable_h265(true),
                 VideoCodec::Vp8 => cfg.enable_vp8(true),
                 VideoCodec::Vp9 => cfg.enable_vp9(true),
                 VideoCodec::Av1 => cfg.enable_av1(true),
@@ -228,6 +229,7 @@ fn negotiated_video(rtc: &Rtc, mid: Mid) -> Option<VideoCodec> {
     let p = rtc.codec_config().params().iter().find(|p| p.pt() == pt)?;
     match p.spec().codec {
         Codec::H264 => Some(VideoCodec::H264),
+        Codec::H265 => Some(VideoCodec::H265),
         Codec::Vp8 => Some(VideoCodec::Vp8),
         Codec::Vp9 => Some(VideoCodec::Vp9),
         Codec::Av1 => Some(VideoCodec::Av1),

@@ -13,6 +13,10 @@ use crate::wire::h264::{NAL_IDR, NAL_SPS, nal_units};
 /// * H.264: the packet carries an SPS (NAL 7) or the start of an IDR picture
 ///   (NAL 5 whose slice header has `first_mb_in_slice == 0`), as a single NAL unit,
 ///   inside a STAP-A, or as an FU-A start fragment (S=1).
+/// * H.265: a VPS or SPS (NAL 32, 33), or the first slice segment of an IRAP picture
+///   (NAL 16–21 with `first_slice_segment_in_pic_flag` set), as a single NAL unit,
+///   inside an aggregation packet (48) or as a fragmentation unit's start (49, S=1)
+///   (RFC 7798; no DONL fields, as without `sprop-max-don-diff`).
 /// * VP8: str0m's [`detect_vp8_keyframe`](str0m::format::detect_vp8_keyframe)
 ///   (start of partition 0 of a key frame).
 /// * VP9: str0m's [`detect_vp9_keyframe`](str0m::format::detect_vp9_keyframe) (P=0),
@@ -26,10 +30,58 @@ use crate::wire::h264::{NAL_IDR, NAL_SPS, nal_units};
 pub fn is_keyframe_start(codec: CodecKind, payload: &[u8]) -> bool {
     match codec {
         CodecKind::H264 => h264_keyframe_start(payload),
+        CodecKind::H265 => h265_keyframe_start(payload),
         CodecKind::Vp8 => str0m::format::detect_vp8_keyframe(payload),
         CodecKind::Vp9 => vp9_keyframe_start(payload),
         CodecKind::Av1 => str0m::format::detect_av1_keyframe(payload),
         CodecKind::Opus | CodecKind::Pcmu | CodecKind::Pcma | CodecKind::Other => false,
+    }
+}
+
+/// An H.265 NAL unit type that starts a keyframe: VPS, SPS, or an IRAP slice segment
+/// whose `first_slice_segment_in_pic_flag` (the first bit after the two-byte NAL
+/// header, `rest[0]`) is set. A missing byte is taken as a start, as for H.264.
+fn h265_unit_starts_keyframe(nal_type: u8, rest: &[u8]) -> bool {
+    match nal_type {
+        32 | 33 => true,
+        16..=21 => rest.first().is_none_or(|b| b & 0x80 != 0),
+        _ => false,
+    }
+}
+
+/// RFC 7798 payloads: a single NAL unit, an aggregation packet (type 48: 16-bit sizes,
+/// each followed by a unit) or a fragmentation unit (type 49: a one-byte FU header,
+/// S bit and the unit's type, then the unit's payload).
+fn h265_keyframe_start(payload: &[u8]) -> bool {
+    let Some(&b0) = payload.first() else {
+        return false;
+    };
+    let nal_type = (b0 >> 1) & 0x3f;
+    match nal_type {
+        48 => {
+            let mut rest = payload.get(2..).unwrap_or(&[]);
+            while let [hi, lo, tail @ ..] = rest {
+                let size = usize::from(u16::from_be_bytes([*hi, *lo]));
+                let Some(unit) = tail.get(..size) else {
+                    return false;
+                };
+                if let Some(&u0) = unit.first()
+                    && h265_unit_starts_keyframe((u0 >> 1) & 0x3f, unit.get(2..).unwrap_or(&[]))
+                {
+                    return true;
+                }
+                rest = &tail[size..];
+            }
+            false
+        }
+        49 => match payload.get(2) {
+            Some(&fu) if fu & 0x80 != 0 => {
+                h265_unit_starts_keyframe(fu & 0x3f, payload.get(3..).unwrap_or(&[]))
+            }
+            _ => false,
+        },
+        0..=47 => h265_unit_starts_keyframe(nal_type, payload.get(2..).unwrap_or(&[])),
+        _ => false,
     }
 }
 
@@ -86,6 +138,69 @@ fn vp9_keyframe_start(payload: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn h265_keyframes_start_at_a_parameter_set_or_an_irap_first_slice_however_packetized() {
+        let h = |t: u8| [t << 1, 0x01];
+        // Single units: VPS, SPS, an IDR_W_RADL first slice; a later IDR slice, PPS,
+        // a trailing picture are not starts.
+        assert!(is_keyframe_start(CodecKind::H265, &[h(32)[0], 1, 0x0c]));
+        assert!(is_keyframe_start(CodecKind::H265, &[h(33)[0], 1, 0x01]));
+        assert!(is_keyframe_start(
+            CodecKind::H265,
+            &[h(19)[0], 1, 0xaf, 0x00]
+        ));
+        assert!(!is_keyframe_start(
+            CodecKind::H265,
+            &[h(19)[0], 1, 0x2f, 0x00]
+        ));
+        assert!(!is_keyframe_start(CodecKind::H265, &[h(34)[0], 1, 0xc1]));
+        assert!(!is_keyframe_start(CodecKind::H265, &[h(1)[0], 1, 0xd0]));
+        // An aggregation packet carrying VPS, SPS, PPS; one carrying only PPS + SEI.
+        let ap = [
+            h(48)[0],
+            1,
+            0,
+            3,
+            h(32)[0],
+            1,
+            0x0c,
+            0,
+            3,
+            h(33)[0],
+            1,
+            0x01,
+            0,
+            2,
+            h(34)[0],
+            1,
+        ];
+        assert!(is_keyframe_start(CodecKind::H265, &ap));
+        let ap = [h(48)[0], 1, 0, 2, h(34)[0], 1, 0, 2, h(39)[0], 1];
+        assert!(!is_keyframe_start(CodecKind::H265, &ap));
+        // A size running past the packet is no start, and never a panic.
+        assert!(!is_keyframe_start(
+            CodecKind::H265,
+            &[h(48)[0], 1, 0xff, 0xff, 0x40]
+        ));
+        // Fragmentation units: the start of a CRA slice; its middle; a non-IRAP start.
+        assert!(is_keyframe_start(
+            CodecKind::H265,
+            &[h(49)[0], 1, 0x80 | 21, 0x80]
+        ));
+        assert!(!is_keyframe_start(
+            CodecKind::H265,
+            &[h(49)[0], 1, 21, 0x80]
+        ));
+        assert!(!is_keyframe_start(
+            CodecKind::H265,
+            &[h(49)[0], 1, 0x80 | 1, 0x80]
+        ));
+        for bad in [&[][..], &[0x60], &[h(49)[0]], &[h(48)[0], 1, 0]] {
+            assert!(!is_keyframe_start(CodecKind::H265, bad));
+        }
+    }
+
     use super::*;
 
     #[test]

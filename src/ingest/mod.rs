@@ -175,7 +175,7 @@ pub(crate) fn resolve(entry: &RtpEntry) -> Result<RtpSourceSpec, String> {
     for m in &media {
         if !m.codec.is_supported() || m.codec.codec().is_video() != (m.kind == MediaKind::Video) {
             return Err(err(format!(
-                "codec {} is not supported for {:?} (H264, VP8, VP9, AV1, opus, PCMU, PCMA)",
+                "codec {} is not supported for {:?} (H264, H265, VP8, VP9, AV1, opus, PCMU, PCMA)",
                 m.codec.name, m.kind
             )));
         }

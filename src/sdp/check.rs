@@ -7,7 +7,7 @@ use super::{ChosenCodec, Offer, OfferedCodec, OfferedMedia, PlayTrack, SdpError,
 use crate::model::Role;
 
 /// What wishd accepts from publishers, for error messages.
-const VIDEO_SUPPORTED: &str = "H264 packetization-mode=1, VP8, VP9, AV1";
+const VIDEO_SUPPORTED: &str = "H264 packetization-mode=1, H265, VP8, VP9, AV1";
 /// What wishd accepts from publishers, for error messages.
 const AUDIO_SUPPORTED: &str = "opus, PCMU, PCMA";
 
@@ -140,6 +140,9 @@ fn publishable(codec: &OfferedCodec, kind: MediaKind) -> bool {
                 && params.spec().format.packetization_mode == Some(1)
                 && str0m_can_match(params)
         }
+        // H.265's profile, tier and level are matched against each viewer's as str0m
+        // scores them; a format it cannot classify is refused here, as for H.264.
+        Codec::H265 => codec.clock_rate == 90_000 && str0m_can_match(params),
         Codec::Vp8 | Codec::Vp9 | Codec::Av1 => codec.clock_rate == 90_000,
         Codec::Opus => codec.clock_rate == 48_000,
         Codec::PCMU | Codec::PCMA => codec.clock_rate == 8_000,
@@ -150,8 +153,8 @@ fn publishable(codec: &OfferedCodec, kind: MediaKind) -> bool {
 /// Checks a WHIP offer and chooses one codec per m-line that sends.
 ///
 /// The choice is the first codec in the offer's preference order that wishd supports:
-/// H264 with packetization-mode=1 (and a `profile-level-id` str0m can classify), VP8, VP9,
-/// AV1 for video (90 kHz); Opus (48 kHz), PCMU or PCMA (8 kHz) for audio. It keeps its RTX
+/// H264 with packetization-mode=1 (and a `profile-level-id` str0m can classify), H265
+/// (with a profile, tier and level str0m can classify), VP8, VP9, AV1 for video (90 kHz); Opus (48 kHz), PCMU or PCMA (8 kHz) for audio. It keeps its RTX
 /// PT and rtcp-fb flags.
 ///
 /// Errors (Unsupported unless noted): no audio/video m-line ("offer has no audio or

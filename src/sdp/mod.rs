@@ -123,8 +123,9 @@ pub struct OfferedCodec {
 }
 
 /// Codecs wishd can forward, as str0m names them.
-const SUPPORTED: [Codec; 7] = [
+const SUPPORTED: [Codec; 8] = [
     Codec::H264,
+    Codec::H265,
     Codec::Vp8,
     Codec::Vp9,
     Codec::Av1,
@@ -150,7 +151,8 @@ impl OfferedCodec {
         Codec::from(self.name.as_str())
     }
 
-    /// True for the codec families wishd forwards (H264, VP8, VP9, AV1, Opus, PCMU, PCMA).
+    /// True for the codec families wishd forwards (H264, H265, VP8, VP9, AV1, Opus, PCMU,
+    /// PCMA).
     /// Says nothing about the format parameters; see [`check_publish_offer`] for those.
     pub(crate) fn is_supported(&self) -> bool {
         SUPPORTED.contains(&self.codec())

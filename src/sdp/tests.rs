@@ -469,19 +469,15 @@ fn idle_lines_are_the_unused_active_av_m_lines_with_a_codec_str0m_answers() {
         (MediaKind::Video, "v")
     );
     assert!(idle[0].codec.payload_params().is_some());
-    // A video m-line offering only H.265 has nothing str0m answers for wishd: left out.
-    let h265 = video(
-        "v",
-        "100",
-        "a=rtpmap:100 H265/90000\na=fmtp:100 profile-id=1;tier-flag=0;level-id=93\n",
-    );
-    let only_h265 = format!("{SESSION}{h265}");
-    assert!(idle_lines(&offer(&only_h265), &[]).is_empty());
+    // A video m-line offering only H.266 has nothing str0m answers for wishd: left out.
+    let h266 = video("v", "100", "a=rtpmap:100 H266/90000\n");
+    let only_h266 = format!("{SESSION}{h266}");
+    assert!(idle_lines(&offer(&only_h266), &[]).is_empty());
 }
 
 #[test]
 fn publish_names_codecs_when_none_is_supported() {
-    let lines = "a=rtpmap:100 H265/90000\na=fmtp:100 profile-id=1;tier-flag=0;level-id=93\n\
+    let lines = "a=rtpmap:100 H266/90000\n\
                  a=rtpmap:101 rtx/90000\na=fmtp:101 apt=100\n\
                  a=rtpmap:102 H264/90000\na=fmtp:102 profile-level-id=42e01f;packetization-mode=0\n\
                  a=rtpmap:103 ulpfec/90000";
@@ -492,8 +488,8 @@ fn publish_names_codecs_when_none_is_supported() {
     let msg = unsupported(check_publish_offer(&offer(&sdp)));
     assert_eq!(
         msg,
-        "video m-line 0 has no codec wishd supports (offered: H265 profile-id=1 tier-flag=0 level-id=93, \
-         H264 profile-level-id=42e01f packetization-mode=0; supported: H264 packetization-mode=1, VP8, VP9, AV1)"
+        "video m-line 0 has no codec wishd supports (offered: H266, \
+         H264 profile-level-id=42e01f packetization-mode=0; supported: H264 packetization-mode=1, H265, VP8, VP9, AV1)"
     );
 }
 

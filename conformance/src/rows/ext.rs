@@ -399,6 +399,7 @@ fn last_width(pk: &[ReceivedPacket], codec: CodecKind) -> Option<u32> {
 fn codec_kind(c: Option<VideoCodec>) -> CodecKind {
     match c {
         Some(VideoCodec::H264) => CodecKind::H264,
+        Some(VideoCodec::H265) => CodecKind::H265,
         Some(VideoCodec::Vp8) => CodecKind::Vp8,
         Some(VideoCodec::Vp9) => CodecKind::Vp9,
         Some(VideoCodec::Av1) => CodecKind::Av1,
