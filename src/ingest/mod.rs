@@ -271,15 +271,40 @@ fn bind_udp(addr: SocketAddr, spec: &RtpSourceSpec) -> std::io::Result<UdpSocket
     UdpSocket::from_std(socket.into())
 }
 
-struct Medium {
+/// One medium's receive pipeline, whatever carries its packets (UDP sockets here, an
+/// RTSP connection in [`rtsp`]): numbering, the track its viewers know, and H.264
+/// parameter sets.
+pub(crate) struct Pipe {
     spec: MediumSpec,
     /// The medium as its stream's viewers know it.
     track: SourceTrack,
     state: MediumState,
-    rtp: UdpSocket,
-    rtcp: Option<UdpSocket>,
     /// H.264 video: SPS/PPS in front of IDRs that come without them.
     h264: Option<h264::ParameterSetInjector>,
+}
+
+impl Pipe {
+    pub(crate) fn new(spec: &MediumSpec) -> Pipe {
+        let codec = CodecKind::of_name(&spec.codec.name);
+        Pipe {
+            h264: (spec.kind == MediaKind::Video && codec == CodecKind::H264)
+                .then(|| h264::ParameterSetInjector::new(&spec.codec.fmtp)),
+            track: SourceTrack {
+                kind: spec.kind,
+                codec,
+                pt: spec.codec.pt,
+                clock_rate: spec.codec.clock_rate,
+            },
+            state: MediumState::new(spec.codec.pt),
+            spec: spec.clone(),
+        }
+    }
+}
+
+struct Medium {
+    pipe: Pipe,
+    rtp: UdpSocket,
+    rtcp: Option<UdpSocket>,
 }
 
 /// Binds the sockets of one entry and starts its task.
@@ -306,18 +331,8 @@ pub(crate) fn start(
             None => None,
         };
         bound.push((m.kind, rtp.local_addr()?));
-        let codec = CodecKind::of_name(&m.codec.name);
         media.push(Medium {
-            h264: (m.kind == MediaKind::Video && codec == CodecKind::H264)
-                .then(|| h264::ParameterSetInjector::new(&m.codec.fmtp)),
-            track: SourceTrack {
-                kind: m.kind,
-                codec,
-                pt: m.codec.pt,
-                clock_rate: m.codec.clock_rate,
-            },
-            state: MediumState::new(m.codec.pt),
-            spec: m.clone(),
+            pipe: Pipe::new(m),
             rtp,
             rtcp,
         });
@@ -330,28 +345,29 @@ pub(crate) fn start(
     };
     info!(stream = %spec.stream, "RTP ingest listening on {:?}", ingest.bound);
     let task = Task {
-        spec,
-        shared,
-        peers,
-        media_counters,
-        counters,
+        allowed_sender: spec.allowed_sender,
+        feed: Feed::new(shared, peers, media_counters, counters),
         timeout,
-        last_packet: None,
-        last_sender: None,
-        source: Source::default(),
-        batch: Vec::with_capacity(2),
     };
     let join = tokio::spawn(task.run(media, stop));
     Ok((ingest, join))
 }
 
 struct Task {
-    spec: RtpSourceSpec,
+    allowed_sender: Option<IpAddr>,
+    feed: Feed,
+    timeout: Duration,
+}
+
+/// What a mountpoint's source does with what arrives, however it arrives: sender
+/// reports set the capture clock, RTP packets are numbered, completed with parameter
+/// sets and handed to every worker with viewers of the stream, and silence takes the
+/// stream offline.
+pub(crate) struct Feed {
     shared: Arc<Stream>,
     peers: Vec<mpsc::Sender<WorkerMsg>>,
     media_counters: Arc<MediaCounters>,
     counters: Arc<IngestCounters>,
-    timeout: Duration,
     last_packet: Option<Instant>,
     last_sender: Option<SocketAddr>,
     /// The source pipeline (the sender's wall clock from its RTCP sender reports).
@@ -394,35 +410,25 @@ impl Task {
             };
             let data = buf.get(..len).unwrap_or_default();
             if let Some(m) = media.get_mut(index) {
-                self.on_datagram(m, rtcp_port, from, data, Instant::now());
+                self.on_datagram(&mut m.pipe, rtcp_port, from, data, Instant::now());
             }
         }
     }
 
     fn check_timeout(&mut self, now: Instant) {
-        let online = self
-            .last_packet
-            .is_some_and(|t| now.saturating_duration_since(t) < self.timeout);
-        if self.counters.online.swap(online, Ordering::Relaxed) && !online {
-            warn!(stream = %self.spec.stream, "RTP source offline: nothing for {:?}", self.timeout);
-            self.shared.events.set_live(false);
-            // Viewers stay (the mountpoint is configured) and resume at the camera's
-            // next keyframe; a viewer joining meanwhile gets no stale picture (the
-            // cache goes stale by itself after `source_silence`, which may be longer).
-            self.shared.clear_keyframe_cache();
-        }
+        self.feed.check_timeout(now, self.timeout);
     }
 
     fn on_datagram(
         &mut self,
-        m: &mut Medium,
+        m: &mut Pipe,
         rtcp_port: bool,
         from: SocketAddr,
         data: &[u8],
         now: Instant,
     ) {
-        let c = &self.counters;
-        if self.spec.allowed_sender.is_some_and(|a| a != from.ip()) {
+        let c = &self.feed.counters;
+        if self.allowed_sender.is_some_and(|a| a != from.ip()) {
             c.dropped_sender.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -431,13 +437,66 @@ impl Task {
             return;
         }
         if rtcp_port || demux::is_rtcp(data) {
-            for sr in rtcp::sender_reports(data) {
-                c.sender_reports.fetch_add(1, Ordering::Relaxed);
-                let ns = ntp_to_nanos(sr.ntp);
-                self.source.sender_report(sr.ssrc, ns, sr.rtp_time, now);
-            }
-            return;
+            self.feed.rtcp(data, now);
+        } else {
+            self.feed.rtp(m, data, Some(from), now);
         }
+    }
+}
+
+impl Feed {
+    pub(crate) fn new(
+        shared: Arc<Stream>,
+        peers: Vec<mpsc::Sender<WorkerMsg>>,
+        media_counters: Arc<MediaCounters>,
+        counters: Arc<IngestCounters>,
+    ) -> Feed {
+        Feed {
+            shared,
+            peers,
+            media_counters,
+            counters,
+            last_packet: None,
+            last_sender: None,
+            source: Source::default(),
+            batch: Vec::with_capacity(2),
+        }
+    }
+
+    /// Takes the source offline after `timeout` without a packet.
+    pub(crate) fn check_timeout(&mut self, now: Instant, timeout: Duration) {
+        let online = self
+            .last_packet
+            .is_some_and(|t| now.saturating_duration_since(t) < timeout);
+        if self.counters.online.swap(online, Ordering::Relaxed) && !online {
+            warn!(stream = %self.shared.name, "RTP source offline: nothing for {timeout:?}");
+            self.go_offline();
+        }
+    }
+
+    /// The source is gone (silent, or its connection ended): viewers stay (the
+    /// mountpoint is configured) and resume at its next keyframe; a viewer joining
+    /// meanwhile gets no stale picture (the cache goes stale by itself after
+    /// `source_silence`, which may be longer).
+    pub(crate) fn go_offline(&mut self) {
+        self.counters.online.store(false, Ordering::Relaxed);
+        self.last_packet = None;
+        self.shared.events.set_live(false);
+        self.shared.clear_keyframe_cache();
+    }
+
+    /// An RTCP packet: its sender reports tie the RTP clocks to the sender's.
+    pub(crate) fn rtcp(&mut self, data: &[u8], now: Instant) {
+        for sr in rtcp::sender_reports(data) {
+            self.counters.sender_reports.fetch_add(1, Ordering::Relaxed);
+            let ns = ntp_to_nanos(sr.ntp);
+            self.source.sender_report(sr.ssrc, ns, sr.rtp_time, now);
+        }
+    }
+
+    /// An RTP packet of medium `m`, from `from` when that is known.
+    pub(crate) fn rtp(&mut self, m: &mut Pipe, data: &[u8], from: Option<SocketAddr>, now: Instant) {
+        let c = &self.counters;
         let h = match rtp::parse_rtp(data) {
             Ok(h) => h,
             Err(_) => {
@@ -462,17 +521,17 @@ impl Task {
         };
         if m.state.ssrc_changes != before {
             c.ssrc_changes.fetch_add(1, Ordering::Relaxed);
-            info!(stream = %self.spec.stream, kind = ?m.spec.kind, "SSRC changed (source restarted)");
+            info!(stream = %self.shared.name, kind = ?m.spec.kind, "SSRC changed (source restarted)");
         }
         c.packets.fetch_add(1, Ordering::Relaxed);
         self.last_packet = Some(now);
         if !c.online.swap(true, Ordering::Relaxed) {
-            info!(stream = %self.spec.stream, "RTP source online");
+            info!(stream = %self.shared.name, "RTP source online");
             self.shared.events.set_live(true);
         }
-        if self.last_sender != Some(from) {
-            self.last_sender = Some(from);
-            *c.last_sender.lock().unwrap_or_else(|e| e.into_inner()) = Some(from);
+        if from.is_some() && self.last_sender != from {
+            self.last_sender = from;
+            *c.last_sender.lock().unwrap_or_else(|e| e.into_inner()) = from;
         }
         let rtp = RtpIn {
             ssrc: h.ssrc,
