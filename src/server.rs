@@ -22,6 +22,7 @@ use crate::http::ops::{Ops, OpsSettings, OpsSetupError};
 use crate::http::ratelimit::RateLimiter;
 use crate::http::serve::{accept_loop, bind_listener, reload_on_sighup};
 use crate::http::tls::{self, CertResolver, TlsError};
+use crate::ingest::rtsp::{self, RtspIngest};
 use crate::ingest::{self, RtpIngest};
 use crate::media::{Media, MediaCounters};
 use crate::model::{EndReason, Role};
@@ -71,6 +72,7 @@ pub struct Server {
     tasks: Vec<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
     rtp: Vec<RtpIngest>,
+    rtsp: Vec<RtspIngest>,
     generated_token: Option<String>,
     play_credentials: bool,
     ops: Arc<Ops>,
@@ -105,6 +107,7 @@ pub struct Prepared {
     generated_token: Option<String>,
     ops: OpsSettings,
     rtp: Vec<ingest::RtpSourceSpec>,
+    rtsp: Vec<rtsp::RtspSpec>,
     https: Option<(Arc<CertResolver>, TlsAcceptor)>,
     ice_servers: IceServers,
 }
@@ -138,6 +141,12 @@ pub fn prepare(config: Valid<Config>) -> Result<Prepared, StartError> {
         .map(ingest::resolve)
         .collect::<Result<Vec<_>, _>>()
         .map_err(StartError::Rtp)?;
+    let rtsp = config
+        .rtsp
+        .iter()
+        .map(|e| rtsp::resolve(e, &read))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(StartError::Rtp)?;
     let https = match &config.https {
         Some(h) => {
             let resolver = Arc::new(CertResolver::load(&h.cert, &h.key)?);
@@ -154,6 +163,7 @@ pub fn prepare(config: Valid<Config>) -> Result<Prepared, StartError> {
         generated_token,
         ops,
         rtp,
+        rtsp,
         https,
         ice_servers,
     })
@@ -175,6 +185,7 @@ impl Server {
             generated_token,
             ops: ops_settings,
             rtp: rtp_specs,
+            rtsp: rtsp_specs,
             https: tls_parts,
             ice_servers,
         } = prepared;
@@ -245,6 +256,19 @@ impl Server {
                 source,
             })?;
             rtp.push(handle);
+            rtp_tasks.push(task);
+        }
+        let mut rtsp = Vec::new();
+        for spec in rtsp_specs {
+            let wiring = rtsp::Wiring {
+                directory: directory.clone(),
+                peers: peers.clone(),
+                media_counters: media.counters().clone(),
+                timeout: config.rtp_timeout,
+                silence: config.source_silence,
+            };
+            let (handle, task) = rtsp::start(spec, wiring, stop_rx.clone());
+            rtsp.push(handle);
             rtp_tasks.push(task);
         }
         let ops = Arc::new(Ops::new(ops_settings, rtp.clone()));
@@ -329,6 +353,7 @@ impl Server {
             tasks,
             workers,
             rtp,
+            rtsp,
             generated_token,
             play_credentials,
             ops,
@@ -403,6 +428,11 @@ impl Server {
     /// The running RTP ingests (bound ports and counters).
     pub fn rtp_ingests(&self) -> &[RtpIngest] {
         &self.rtp
+    }
+
+    /// The running RTSP sources (state, reconnects and counters).
+    pub fn rtsp_ingests(&self) -> &[RtspIngest] {
+        &self.rtsp
     }
 
     /// The publish token generated at start because none was configured.

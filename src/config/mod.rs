@@ -186,6 +186,8 @@ pub struct Config {
     pub retry_after_secs: u32,
     /// RTP ingest entries (`[[rtp]]` tables), one per stream fed by a camera or encoder.
     pub rtp: Vec<RtpEntry>,
+    /// RTSP cameras (`[[rtsp]]` tables), one per stream wishd pulls from a camera.
+    pub rtsp: Vec<RtspEntry>,
     /// An RTP source that sent nothing this long is reported offline. Default 5 s.
     #[serde(with = "humantime_serde")]
     pub rtp_timeout: Duration,
@@ -484,6 +486,35 @@ pub struct RtpEntry {
     pub audio: Option<RtpMediumEntry>,
 }
 
+/// An RTSP camera wishd pulls a stream from: it connects at start and stays
+/// connected, reconnecting with backoff when the camera drops or reboots.
+#[cfg_attr(test, derive(serde::Serialize))]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RtspEntry {
+    /// The stream name viewers ask for.
+    pub stream: String,
+    /// `rtsp://[user:password@]host[:port]/path`.
+    pub url: String,
+    /// A file holding `user:password`, instead of credentials in the URL.
+    pub credentials_file: Option<PathBuf>,
+    /// How RTP comes: interleaved on the RTSP connection (`tcp`, the default: through
+    /// any NAT or firewall that lets RTSP through) or `udp`.
+    pub transport: RtspTransport,
+}
+
+/// How an RTSP camera's RTP reaches wishd.
+#[cfg_attr(test, derive(serde::Serialize))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RtspTransport {
+    /// Interleaved on the RTSP TCP connection.
+    #[default]
+    Tcp,
+    /// RTP and RTCP over UDP.
+    Udp,
+}
+
 /// One medium of an [`RtpEntry`], field by field.
 #[cfg_attr(test, derive(serde::Serialize))]
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -716,6 +747,7 @@ impl Default for Config {
             egress: Egress::Direct,
             retry_after_secs: 2,
             rtp: Vec::new(),
+            rtsp: Vec::new(),
             rtp_timeout: Duration::from_secs(5),
             auth: AuthConfig {
                 publish: Policy::Token,

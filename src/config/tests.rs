@@ -279,6 +279,12 @@ fn maximal() -> Config {
             video: Some(medium.clone()),
             audio: Some(medium),
         }],
+        rtsp: vec![RtspEntry {
+            stream: "door".into(),
+            url: "rtsp://192.0.2.20:554/stream1".into(),
+            credentials_file: Some("/etc/wishd/door.credentials".into()),
+            transport: RtspTransport::Udp,
+        }],
         rtp_timeout: d.rtp_timeout,
         auth: AuthConfig {
             publish: d.auth.publish,

@@ -114,12 +114,36 @@ impl Config {
             ));
         }
         let mut names = std::collections::HashSet::new();
-        for (i, e) in self.rtp.iter().enumerate() {
-            if !names.insert(e.stream.as_str()) {
+        let sources = (self.rtp.iter().map(|e| ("rtp", &e.stream)))
+            .chain(self.rtsp.iter().map(|e| ("rtsp", &e.stream)));
+        for (i, (table, stream)) in sources.enumerate() {
+            let i = if table == "rtp" {
+                i
+            } else {
+                i - self.rtp.len()
+            };
+            if !names.insert(stream.as_str()) {
                 return Err(ConfigError::value(
-                    format!("rtp[{i}].stream"),
-                    format!("stream {:?} is configured twice", e.stream),
+                    format!("{table}[{i}].stream"),
+                    format!("stream {stream:?} is configured twice"),
                 ));
+            }
+        }
+        for (i, e) in self.rtsp.iter().enumerate() {
+            if !crate::model::valid_stream_name(&e.stream) {
+                return Err(ConfigError::value(
+                    format!("rtsp[{i}].stream"),
+                    crate::model::STREAM_NAME_RULE,
+                ));
+            }
+            match url::Url::parse(&e.url) {
+                Ok(u) if u.scheme() == "rtsp" && u.host().is_some() => {}
+                _ => {
+                    return Err(ConfigError::value(
+                        format!("rtsp[{i}].url"),
+                        "must be rtsp://[user:password@]host[:port]/path",
+                    ));
+                }
             }
         }
         if self.api.token.is_some() && self.api.token_file.is_some() {

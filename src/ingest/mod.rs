@@ -19,6 +19,7 @@
 
 pub(crate) mod h264;
 pub(crate) mod numbering;
+pub mod rtsp;
 pub(crate) mod sdp_file;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -495,7 +496,13 @@ impl Feed {
     }
 
     /// An RTP packet of medium `m`, from `from` when that is known.
-    pub(crate) fn rtp(&mut self, m: &mut Pipe, data: &[u8], from: Option<SocketAddr>, now: Instant) {
+    pub(crate) fn rtp(
+        &mut self,
+        m: &mut Pipe,
+        data: &[u8],
+        from: Option<SocketAddr>,
+        now: Instant,
+    ) {
         let c = &self.counters;
         let h = match rtp::parse_rtp(data) {
             Ok(h) => h,

@@ -1,0 +1,276 @@
+//! RTSP cameras, pulled: GStreamer's RTSP server (`conformance/rtsp/camera.py`) plays
+//! the camera, with H.264 and Opus (or AAC, which wishd leaves out), open or behind
+//! Digest credentials; wishd connects to it at start over TCP (interleaved) or UDP,
+//! serves its viewers SPS, PPS and an IDR first, and connects again by itself when the
+//! camera restarts, the same viewer session carrying on.
+
+mod common;
+mod interop;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use interop::{Lines, Tool};
+use wishd::client::{ViewerOptions, WhepViewer};
+use wishd::config::{Config, RtspEntry, RtspTransport};
+use wishd::core::MediaKind;
+use wishd::ingest::rtsp::{RtspIngest, RtspState};
+use wishd::server::Server;
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free TCP port")
+}
+
+/// Starts the RTSP camera on `port` with `args`; returns once it serves.
+async fn camera(port: u16, args: &[&str]) -> Tool {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/rtsp/camera.py");
+    let mut child = Command::new("/usr/bin/python3")
+        .arg(script)
+        .args(["--port", &port.to_string()])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("python3 runs (apt-get install python3-gi gir1.2-gst-rtsp-server-1.0)");
+    let out = Lines::collect(child.stdout.take().expect("stdout piped"));
+    let ready = out
+        .wait_for(Duration::from_secs(10), |l| {
+            l.contains("\"ready\"") || l.contains("\"error\"")
+        })
+        .await;
+    assert!(
+        ready.as_deref().is_some_and(|l| l.contains("ready")),
+        "the RTSP camera did not start: {:?} (apt-get install gir1.2-gst-rtsp-server-1.0)",
+        out.snapshot()
+    );
+    Tool(child)
+}
+
+fn entry(stream: &str, url: &str, transport: RtspTransport) -> RtspEntry {
+    RtspEntry {
+        stream: stream.into(),
+        url: url.into(),
+        credentials_file: None,
+        transport,
+    }
+}
+
+async fn server_with(entries: Vec<RtspEntry>) -> Server {
+    common::start_with(|c: &mut Config| c.rtsp = entries).await
+}
+
+/// Waits until `source` is in `want` (by its discriminant), or fails with its state.
+async fn wait_state(source: &RtspIngest, want: fn(&RtspState) -> bool, what: &str) -> Duration {
+    let t0 = Instant::now();
+    while !want(&source.state()) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "{}: not {what} after 20 s: {:?} ({} reconnects)",
+            source.stream,
+            source.state(),
+            source.reconnects()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    t0.elapsed()
+}
+
+fn live(s: &RtspState) -> bool {
+    *s == RtspState::Live
+}
+
+fn offline(s: &RtspState) -> bool {
+    matches!(s, RtspState::Offline { .. })
+}
+
+/// A viewer of audio and video; returns it once it has video and audio.
+async fn viewer(url: &str) -> WhepViewer {
+    let v = WhepViewer::connect(url, ViewerOptions::default())
+        .await
+        .expect("WHEP POST");
+    v.wait_connected(common::CONNECT)
+        .await
+        .expect("viewer connects");
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rtsp_camera_reaches_viewers_with_sps_pps_idr_first_then_opus_over_tcp_and_udp() {
+    let port = free_tcp_port();
+    let _camera = camera(port, &["--video", "h264", "--audio", "opus"]).await;
+    let url = format!("rtsp://127.0.0.1:{port}/cam");
+    let server = server_with(vec![
+        entry("door", &url, RtspTransport::Tcp),
+        entry("door-udp", &url, RtspTransport::Udp),
+    ])
+    .await;
+    for (source, transport) in server.rtsp_ingests().iter().zip(["tcp", "udp"]) {
+        let took = wait_state(source, live, "live").await;
+        let v = viewer(&format!("{}/whep/{}", server.base_url(), source.stream)).await;
+        interop::wait_for_video_and_audio(&v).await;
+        let got = v.received();
+        let video = interop::of_kind(&got, MediaKind::Video);
+        interop::assert_starts_sps_pps_idr(&video, &format!("RTSP over {transport}"));
+        println!(
+            "RTSP camera over {transport}: live {} ms after start; the viewer got {} video and {} audio packets, SPS/PPS/IDR first",
+            took.as_millis(),
+            video.len(),
+            got.len() - video.len()
+        );
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_that_restarts_is_connected_again_and_the_same_viewer_plays_on() {
+    let port = free_tcp_port();
+    let mut cam = camera(port, &[]).await;
+    let url = format!("rtsp://127.0.0.1:{port}/cam");
+    let server = server_with(vec![entry("gate", &url, RtspTransport::Tcp)]).await;
+    let source = &server.rtsp_ingests()[0];
+    wait_state(source, live, "live").await;
+    let v = viewer(&format!("{}/whep/gate", server.base_url())).await;
+    interop::wait_for_video_and_audio(&v).await;
+
+    // The camera reboots: the connection ends, wishd says why and tries again.
+    drop(cam);
+    let lost_after = wait_state(source, offline, "offline").await;
+    let before = v.received().len();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cam = camera(port, &[]).await;
+    let back_after = wait_state(source, live, "live again").await;
+    assert!(
+        source.reconnects() >= 1,
+        "{} reconnects",
+        source.reconnects()
+    );
+    v.wait_for(Duration::from_secs(10), |p| {
+        p.iter()
+            .skip(before)
+            .filter(|p| p.kind == MediaKind::Video)
+            .count()
+            > 30
+    })
+    .await
+    .expect("the same viewer session gets video again");
+    let after: Vec<_> = v.received().into_iter().skip(before).collect();
+    let video = interop::of_kind(&after, MediaKind::Video);
+    assert!(
+        interop::is_h264_keyframe_start(&video[0].payload),
+        "after the camera's return the viewer starts at a keyframe"
+    );
+    println!(
+        "camera restart: offline {} ms after it went, live again {} ms after it came back, {} reconnects",
+        lost_after.as_millis(),
+        back_after.as_millis(),
+        source.reconnects()
+    );
+    drop(cam);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digest_credentials_connect_and_wrong_ones_keep_the_camera_offline_saying_why() {
+    let port = free_tcp_port();
+    let _camera = camera(
+        port,
+        &["--user", "admin", "--password", "s3cret", "--digest"],
+    )
+    .await;
+    let dir = std::env::temp_dir().join(format!("wishd-rtsp-creds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let creds = dir.join("door.credentials");
+    std::fs::write(&creds, "admin:s3cret\n").unwrap();
+    let file_entry = RtspEntry {
+        credentials_file: Some(creds),
+        ..entry(
+            "by-file",
+            &format!("rtsp://127.0.0.1:{port}/cam"),
+            RtspTransport::Tcp,
+        )
+    };
+    let server = server_with(vec![
+        entry(
+            "in-url",
+            &format!("rtsp://admin:s3cret@127.0.0.1:{port}/cam"),
+            RtspTransport::Tcp,
+        ),
+        file_entry,
+        entry(
+            "wrong",
+            &format!("rtsp://admin:guess@127.0.0.1:{port}/cam"),
+            RtspTransport::Tcp,
+        ),
+    ])
+    .await;
+    let sources = server.rtsp_ingests();
+    wait_state(&sources[0], live, "live").await;
+    wait_state(&sources[1], live, "live").await;
+    wait_state(&sources[2], offline, "offline").await;
+    let RtspState::Offline { error } = sources[2].state() else {
+        unreachable!()
+    };
+    println!("wrong credentials: {error}");
+    assert!(
+        error.contains("401"),
+        "the reason names the refusal: {error}"
+    );
+    // A stream whose camera never played has no source: 409 with Retry-After.
+    let r = wishd::client::http_request(
+        "POST",
+        &format!("{}/whep/wrong", server.base_url()),
+        &[("Content-Type", "application/sdp")],
+        wishd::client::viewer_offer(&ViewerOptions::default())
+            .unwrap()
+            .into_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.header("retry-after").is_some());
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cameras_aac_is_left_out_and_its_video_served() {
+    let port = free_tcp_port();
+    let _camera = camera(port, &["--video", "h264", "--audio", "aac"]).await;
+    let server = server_with(vec![entry(
+        "aac",
+        &format!("rtsp://127.0.0.1:{port}/cam"),
+        RtspTransport::Tcp,
+    )])
+    .await;
+    wait_state(&server.rtsp_ingests()[0], live, "live").await;
+    // A player offering audio and video gets the video; the audio m-line is idle.
+    let v = viewer(&format!("{}/whep/aac", server.base_url())).await;
+    v.wait_for(Duration::from_secs(10), |p| {
+        p.iter().filter(|p| p.kind == MediaKind::Video).count() > 30
+    })
+    .await
+    .expect("video reaches the viewer");
+    let got = v.received();
+    assert!(
+        got.iter().all(|p| p.kind == MediaKind::Video),
+        "no audio from an AAC camera"
+    );
+    let list = wishd::client::http_request(
+        "GET",
+        &format!("{}/api/streams", server.base_url()),
+        &[],
+        Vec::new(),
+    )
+    .await
+    .unwrap()
+    .text();
+    assert!(
+        list.contains("H264") && !list.to_lowercase().contains("mpeg4"),
+        "{list}"
+    );
+    server.shutdown().await;
+}
