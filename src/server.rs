@@ -271,7 +271,7 @@ impl Server {
             rtsp.push(handle);
             rtp_tasks.push(task);
         }
-        let ops = Arc::new(Ops::new(ops_settings, rtp.clone()));
+        let ops = Arc::new(Ops::new(ops_settings, rtp.clone(), rtsp.clone()));
         let state = Arc::new(AppState {
             media: media.clone(),
             retry_after_secs: config.retry_after_secs,

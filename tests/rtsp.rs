@@ -10,9 +10,10 @@ mod interop;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::openapi;
 use interop::{Lines, Tool};
 use wishd::client::{ViewerOptions, WhepViewer};
-use wishd::config::{Config, RtspEntry, RtspTransport};
+use wishd::config::{Config, RtpEntry, RtpMediumEntry, RtspEntry, RtspTransport, Secret};
 use wishd::core::MediaKind;
 use wishd::ingest::rtsp::{RtspIngest, RtspState};
 use wishd::server::Server;
@@ -271,6 +272,136 @@ async fn a_cameras_aac_is_left_out_and_its_video_served() {
     assert!(
         list.contains("H264") && !list.to_lowercase().contains("mpeg4"),
         "{list}"
+    );
+    server.shutdown().await;
+}
+
+const ADMIN: &str = "rtsp-test-admin-token-0123";
+
+async fn api(server: &Server, method: &str, path: &str) -> wishd::client::HttpResponse {
+    let r = wishd::client::http_request(
+        method,
+        &format!("{}{path}", server.base_url()),
+        &[("Authorization", &format!("Bearer {ADMIN}"))],
+        Vec::new(),
+    )
+    .await
+    .expect("API request");
+    let template = if path.ends_with("/restart") {
+        "/api/sources/{stream}/restart"
+    } else {
+        path
+    };
+    openapi::check_response(&openapi::spec(), template, method, &r)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_lists_each_camera_with_its_state_and_restarts_an_rtsp_one() {
+    let port = free_tcp_port();
+    let _camera = camera(port, &["--audio", "none"]).await;
+    let dead = free_tcp_port();
+    let pushed_port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free UDP port");
+    let server = common::start_with(|c: &mut Config| {
+        c.api.token = Some(Secret::new(ADMIN));
+        c.rtsp = vec![
+            entry(
+                "porch",
+                &format!("rtsp://127.0.0.1:{port}/cam"),
+                RtspTransport::Tcp,
+            ),
+            entry(
+                "attic",
+                &format!("rtsp://127.0.0.1:{dead}/cam"),
+                RtspTransport::Udp,
+            ),
+        ];
+        c.rtp = vec![RtpEntry {
+            stream: "pushed".into(),
+            video: Some(RtpMediumEntry {
+                port: pushed_port,
+                pt: 96,
+                rtpmap: "H264/90000".into(),
+                fmtp: String::new(),
+            }),
+            ..RtpEntry::default()
+        }];
+    })
+    .await;
+    let porch = &server.rtsp_ingests()[0];
+    wait_state(porch, live, "live").await;
+    wait_state(&server.rtsp_ingests()[1], offline, "offline").await;
+    let list: serde_json::Value =
+        serde_json::from_slice(&api(&server, "GET", "/api/sources").await.body).unwrap();
+    println!("{list}");
+    let by_name = |n: &str| {
+        list["sources"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["stream"] == n).cloned())
+            .unwrap_or_else(|| panic!("no source {n}: {list}"))
+    };
+    let (p, a, r) = (by_name("porch"), by_name("attic"), by_name("pushed"));
+    assert_eq!(
+        (p["kind"].as_str(), p["state"].as_str()),
+        (Some("rtsp"), Some("live"))
+    );
+    assert!(p["packets"].as_u64().unwrap_or(0) > 0, "{p}");
+    assert_eq!(
+        (
+            a["kind"].as_str(),
+            a["state"].as_str(),
+            a["transport"].as_str()
+        ),
+        (Some("rtsp"), Some("offline"), Some("udp"))
+    );
+    assert!(
+        a["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("refused")),
+        "{a}"
+    );
+    assert!(a["reconnects"].as_u64().unwrap_or(0) >= 1, "{a}");
+    assert_eq!(
+        (r["kind"].as_str(), r["state"].as_str()),
+        (Some("rtp"), Some("offline"))
+    );
+
+    // A restart ends the live connection and makes a new one.
+    let before = porch.reconnects();
+    assert_eq!(
+        api(&server, "POST", "/api/sources/porch/restart")
+            .await
+            .status,
+        204
+    );
+    let t0 = Instant::now();
+    while porch.reconnects() == before {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "no reconnect after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let back = wait_state(porch, live, "live after the restart").await;
+    println!(
+        "restarted by the API: live again after {} ms",
+        back.as_millis()
+    );
+    assert_eq!(
+        api(&server, "POST", "/api/sources/pushed/restart")
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        api(&server, "POST", "/api/sources/nobody/restart")
+            .await
+            .status,
+        404
     );
     server.shutdown().await;
 }

@@ -32,6 +32,10 @@ pub(crate) enum Route<'a> {
     Stream(&'a str),
     /// `/api/sessions/{id}`
     ApiSession(&'a str),
+    /// `/api/sources`: the configured cameras (RTP and RTSP) and where each stands.
+    Sources,
+    /// `/api/sources/{stream}/restart`
+    SourceRestart(&'a str),
     /// Any other path under `/api`.
     OtherApi,
     /// A page or script of the web UI ([`web`]).
@@ -49,6 +53,7 @@ impl<'a> Route<'a> {
             "/metrics" => return Route::Metrics,
             "/api/openapi.json" => return Route::OpenApi,
             "/api/streams" | "/api/streams/" => return Route::Streams,
+            "/api/sources" | "/api/sources/" => return Route::Sources,
             _ => {}
         }
         if let Some(rest) = path.strip_prefix("/api")
@@ -63,6 +68,14 @@ impl<'a> Route<'a> {
                 && !id.contains('/')
             {
                 return Route::ApiSession(id);
+            }
+            if let Some(name) = rest
+                .strip_prefix("/sources/")
+                .and_then(|r| r.strip_suffix("/restart"))
+                && !name.is_empty()
+                && !name.contains('/')
+            {
+                return Route::SourceRestart(name);
             }
             return Route::OtherApi;
         }
@@ -107,6 +120,8 @@ impl<'a> Route<'a> {
             | Route::Streams
             | Route::Stream(_)
             | Route::ApiSession(_)
+            | Route::Sources
+            | Route::SourceRestart(_)
             | Route::OtherApi => HttpRoute::Api,
             Route::Page | Route::NotFound => HttpRoute::Other,
         }

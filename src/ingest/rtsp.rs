@@ -190,6 +190,8 @@ pub struct RtspIngest {
     /// Packet counters (as an RTP camera's).
     pub counters: Arc<IngestCounters>,
     status: Arc<Status>,
+    url: Arc<str>,
+    transport: &'static str,
 }
 
 #[derive(Debug)]
@@ -197,6 +199,8 @@ struct Status {
     state: std::sync::Mutex<RtspState>,
     /// Connections that ended (after PLAY) or failed, each followed by a new attempt.
     reconnects: AtomicU64,
+    /// The operator asks for a new connection now.
+    restart: tokio::sync::Notify,
 }
 
 impl RtspIngest {
@@ -212,6 +216,22 @@ impl RtspIngest {
     /// How many times the source connected again after losing or missing the camera.
     pub fn reconnects(&self) -> u64 {
         self.status.reconnects.load(Ordering::Relaxed)
+    }
+
+    /// Ends the camera's connection (or the wait before the next one) and connects
+    /// again at once.
+    pub fn restart(&self) {
+        self.status.restart.notify_one();
+    }
+
+    /// The camera's URL, without credentials.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// `tcp` or `udp`.
+    pub fn transport(&self) -> &'static str {
+        self.transport
     }
 }
 
@@ -238,7 +258,13 @@ pub(crate) fn start(
         status: Arc::new(Status {
             state: std::sync::Mutex::new(RtspState::Connecting),
             reconnects: AtomicU64::new(0),
+            restart: tokio::sync::Notify::new(),
         }),
+        url: Arc::from(spec.url.as_str()),
+        transport: match spec.transport {
+            RtspTransport::Tcp => "tcp",
+            RtspTransport::Udp => "udp",
+        },
     };
     let task = Source {
         spec,
@@ -269,30 +295,45 @@ struct Source {
 enum Ended {
     /// The server is shutting down.
     Stopped,
+    /// The operator asked for a new connection (`POST /api/sources/{stream}/restart`).
+    Restart,
     /// The camera is gone or failed; `played` when media had flowed.
     Lost { error: String, played: bool },
 }
 
-impl Source {
+impl RtspIngest {
     fn set_state(&self, state: RtspState) {
-        *self
-            .ingest
-            .status
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = state;
+        *self.status.state.lock().unwrap_or_else(|e| e.into_inner()) = state;
     }
+}
 
+impl Source {
     async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut backoff = FIRST_BACKOFF;
         loop {
-            self.set_state(RtspState::Connecting);
+            self.ingest.set_state(RtspState::Connecting);
+            let status = self.ingest.status.clone();
             let ended = tokio::select! {
                 _ = stop.changed() => Ended::Stopped,
+                _ = status.restart.notified() => Ended::Restart,
                 e = self.connection() => e,
             };
-            let Ended::Lost { error, played } = ended else {
-                return;
+            let (error, played) = match ended {
+                Ended::Stopped => return,
+                Ended::Restart => {
+                    // The connection was cut short: its feed is still live.
+                    if let Some(feed) = self.feed.as_mut() {
+                        feed.go_offline();
+                    }
+                    info!(stream = %self.spec.stream, "RTSP camera: restarted by the operator");
+                    self.ingest
+                        .status
+                        .reconnects
+                        .fetch_add(1, Ordering::Relaxed);
+                    backoff = FIRST_BACKOFF;
+                    continue;
+                }
+                Ended::Lost { error, played } => (error, played),
             };
             if played {
                 backoff = FIRST_BACKOFF;
@@ -301,13 +342,14 @@ impl Source {
                 stream = %self.spec.stream, url = %self.spec.url,
                 "RTSP camera: {error}; connecting again in {backoff:?}"
             );
-            self.set_state(RtspState::Offline { error });
+            self.ingest.set_state(RtspState::Offline { error });
             self.ingest
                 .status
                 .reconnects
                 .fetch_add(1, Ordering::Relaxed);
             tokio::select! {
                 _ = stop.changed() => return,
+                _ = status.restart.notified() => {}
                 _ = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -381,7 +423,7 @@ impl Source {
             .iter()
             .filter_map(|(i, m)| Some((*i, self.pipes.iter().position(|p| p.spec.kind == m.kind)?)))
             .collect();
-        let mut feed = self.feed.take().unwrap_or_else(|| {
+        let feed = self.feed.get_or_insert_with(|| {
             Feed::new(
                 stream,
                 self.wiring.peers.clone(),
@@ -406,7 +448,7 @@ impl Source {
                             feed.rtp(pipe, p.raw(), None, now);
                             if !played {
                                 played = true;
-                                self.set_state(RtspState::Live);
+                                self.ingest.set_state(RtspState::Live);
                             }
                         }
                     }
@@ -428,7 +470,6 @@ impl Source {
             }
         };
         feed.go_offline();
-        self.feed = Some(feed);
         Ended::Lost { error, played }
     }
 

@@ -11,6 +11,8 @@ use serde::Serialize;
 use crate::core::{MediaKind, best_first};
 use crate::directory::{SourceView, StreamView};
 use crate::http::AppState;
+use crate::ingest::RtpIngest;
+use crate::ingest::rtsp::{RtspIngest, RtspState};
 use crate::media::SessionSnapshot;
 use crate::model::{Role, SessionId};
 
@@ -332,4 +334,79 @@ fn session(s: &SessionSnapshot, codecs: Vec<String>) -> Session {
         }),
         uptime_secs: round(s.age.as_secs_f64(), 3),
     }
+}
+
+/// `GET /api/sources`: every configured camera and where it stands.
+#[derive(Debug, Serialize)]
+pub(crate) struct SourceList {
+    sources: Vec<SourceEntry>,
+}
+
+#[derive(Debug, Serialize)]
+struct SourceEntry {
+    stream: String,
+    /// `rtp` (the camera pushes) or `rtsp` (wishd pulls).
+    kind: &'static str,
+    /// `live`, `offline`, or for RTSP also `connecting`.
+    state: &'static str,
+    /// RTSP: why the last connection failed or ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_error: Option<String>,
+    /// RTSP: connections made again after one was lost or failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reconnects: Option<u64>,
+    /// RTSP: the camera's URL (without credentials); RTP: the bound addresses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transport: Option<&'static str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    bound: Vec<String>,
+    /// RTP packets taken into the stream.
+    packets: u64,
+    /// Where RTP last came from (RTP cameras).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sender: Option<String>,
+}
+
+pub(crate) fn source_list(rtp: &[RtpIngest], rtsp: &[RtspIngest]) -> SourceList {
+    let mut sources: Vec<SourceEntry> = rtp
+        .iter()
+        .map(|r| SourceEntry {
+            stream: r.stream.to_string(),
+            kind: "rtp",
+            state: if r.counters.online.load(Ordering::Relaxed) {
+                "live"
+            } else {
+                "offline"
+            },
+            last_error: None,
+            reconnects: None,
+            url: None,
+            transport: None,
+            bound: r.bound.iter().map(|(_, a)| a.to_string()).collect(),
+            packets: r.counters.packets.load(Ordering::Relaxed),
+            sender: r.counters.sender().map(|a| a.to_string()),
+        })
+        .collect();
+    sources.extend(rtsp.iter().map(|r| {
+        let (state, last_error) = match r.state() {
+            RtspState::Connecting => ("connecting", None),
+            RtspState::Live => ("live", None),
+            RtspState::Offline { error } => ("offline", Some(error)),
+        };
+        SourceEntry {
+            stream: r.stream.to_string(),
+            kind: "rtsp",
+            state,
+            last_error,
+            reconnects: Some(r.reconnects()),
+            url: Some(r.url().to_owned()),
+            transport: Some(r.transport()),
+            bound: Vec::new(),
+            packets: r.counters.packets.load(Ordering::Relaxed),
+            sender: None,
+        }
+    }));
+    SourceList { sources }
 }

@@ -44,6 +44,7 @@ use crate::auth::AuthError;
 use crate::config::{ApiConfig, Policy};
 use crate::directory::DirectoryError;
 use crate::ingest::RtpIngest;
+use crate::ingest::rtsp::RtspIngest;
 use crate::media::MediaError;
 use crate::metrics::{AuthFailure, HttpMetrics, HttpRoute};
 use crate::model::EndReason;
@@ -121,6 +122,7 @@ pub struct Ops {
     /// HTTP request and authentication counters.
     pub http: HttpMetrics,
     rtp: Vec<RtpIngest>,
+    rtsp: Vec<RtspIngest>,
     /// Listener and worker liveness, for `/readyz`.
     pub readiness: Readiness,
 }
@@ -143,13 +145,14 @@ fn sha256(data: &[u8]) -> [u8; 32] {
 
 impl Ops {
     /// The operator routes from their settings (read by `OpsSettings::read`) and the
-    /// running RTP ingests.
-    pub(crate) fn new(settings: OpsSettings, rtp: Vec<RtpIngest>) -> Ops {
+    /// running camera sources.
+    pub(crate) fn new(settings: OpsSettings, rtp: Vec<RtpIngest>, rtsp: Vec<RtspIngest>) -> Ops {
         Ops {
             admin: settings.admin,
             metrics_token_required: settings.metrics_token_required,
             http: HttpMetrics::default(),
             rtp,
+            rtsp,
             readiness: Readiness::default(),
         }
     }
@@ -289,6 +292,28 @@ pub(super) async fn answer(
             tracing::info!(stream = %info.stream, session = %id, "session kicked by the operator");
             Ok(no_content())
         }
+        Route::Sources => {
+            ops.require_admin(token()?.as_deref())?;
+            read_only(method)?;
+            Ok(json_response(&json::source_list(&ops.rtp, &ops.rtsp)))
+        }
+        Route::SourceRestart(name) => {
+            ops.require_admin(token()?.as_deref())?;
+            if *method != Method::POST {
+                return Err(ApiError::MethodNotAllowed("POST"));
+            }
+            if let Some(r) = ops.rtsp.iter().find(|r| &*r.stream == name) {
+                r.restart();
+                tracing::info!(stream = name, "RTSP camera restarted by the operator");
+                return Ok(no_content());
+            }
+            if ops.rtp_ingest(name).is_some() {
+                return Err(ApiError::BadRequest(format!(
+                    "{name} is an RTP camera: it pushes to wishd, there is no connection to restart"
+                )));
+            }
+            Err(ApiError::NotFound)
+        }
         Route::OtherApi => {
             ops.require_admin(token()?.as_deref())?;
             Err(ApiError::NotFound)
@@ -374,6 +399,7 @@ mod tests {
         let off = Ops::new(
             OpsSettings::read(&ApiConfig::default(), &read).unwrap(),
             Vec::new(),
+            Vec::new(),
         );
         assert!(matches!(
             off.require_admin(Some("x")),
@@ -383,7 +409,11 @@ mod tests {
             token_file: Some("/etc/wishd/admin.token".into()),
             ..ApiConfig::default()
         };
-        let on = Ops::new(OpsSettings::read(&cfg, &read).unwrap(), Vec::new());
+        let on = Ops::new(
+            OpsSettings::read(&cfg, &read).unwrap(),
+            Vec::new(),
+            Vec::new(),
+        );
         assert!(on.require_admin(Some("file-token-0123456789")).is_ok());
         assert!(matches!(
             on.require_admin(None),
@@ -408,6 +438,8 @@ mod tests {
             "/api/streams",
             "/api/streams/{name}",
             "/api/sessions/{id}",
+            "/api/sources",
+            "/api/sources/{stream}/restart",
             "/metrics",
             "/healthz",
             "/readyz",
