@@ -57,6 +57,7 @@ fn entry(stream: &str, url: &str, transport: RtspTransport) -> RtspEntry {
         url: url.into(),
         credentials_file: None,
         transport,
+        ..RtspEntry::default()
     }
 }
 
@@ -402,6 +403,77 @@ async fn the_api_lists_each_camera_with_its_state_and_restarts_an_rtsp_one() {
             .await
             .status,
         404
+    );
+    server.shutdown().await;
+}
+
+fn idle(s: &RtspState) -> bool {
+    *s == RtspState::Idle
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_on_demand_camera_is_connected_for_its_viewers_only() {
+    let port = free_tcp_port();
+    let _camera = camera(port, &["--audio", "none"]).await;
+    let server = server_with(vec![RtspEntry {
+        on_demand: true,
+        close_after: Duration::from_secs(1),
+        ..entry(
+            "lobby",
+            &format!("rtsp://127.0.0.1:{port}/cam"),
+            RtspTransport::Tcp,
+        )
+    }])
+    .await;
+    let source = &server.rtsp_ingests()[0];
+    // At start: one DESCRIBE for the codecs, then idle; no media flows.
+    wait_state(source, idle, "idle").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(source.state(), RtspState::Idle);
+    assert_eq!(
+        source
+            .counters
+            .packets
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+
+    // A viewer: the camera is connected, and the viewer starts at its first keyframe.
+    let t0 = Instant::now();
+    let v = WhepViewer::connect(
+        &format!("{}/whep/lobby", server.base_url()),
+        ViewerOptions {
+            audio: false,
+            ..ViewerOptions::default()
+        },
+    )
+    .await
+    .expect("a viewer joins an idle on-demand camera");
+    v.wait_connected(common::CONNECT)
+        .await
+        .expect("viewer connects");
+    v.wait_for(Duration::from_secs(10), |p| !p.is_empty())
+        .await
+        .expect("the camera's media reaches the viewer");
+    let first = t0.elapsed();
+    let got = v.received();
+    assert!(
+        interop::is_h264_keyframe_start(&got[0].payload),
+        "the viewer starts at the camera's first keyframe"
+    );
+    assert_eq!(source.state(), RtspState::Live);
+
+    // The viewer leaves: after close_after the camera is left.
+    let _ = v.delete().await;
+    let left = wait_state(source, idle, "idle again").await;
+    println!(
+        "on demand: the viewer's first packet (a keyframe) {} ms after its POST; the camera left {} ms after the viewer",
+        first.as_millis(),
+        left.as_millis()
+    );
+    assert!(
+        left >= Duration::from_millis(900),
+        "left after {left:?}, before close_after"
     );
     server.shutdown().await;
 }

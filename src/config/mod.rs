@@ -489,8 +489,8 @@ pub struct RtpEntry {
 /// An RTSP camera wishd pulls a stream from: it connects at start and stays
 /// connected, reconnecting with backoff when the camera drops or reboots.
 #[cfg_attr(test, derive(serde::Serialize))]
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RtspEntry {
     /// The stream name viewers ask for.
     pub stream: String,
@@ -501,6 +501,25 @@ pub struct RtspEntry {
     /// How RTP comes: interleaved on the RTSP connection (`tcp`, the default: through
     /// any NAT or firewall that lets RTSP through) or `udp`.
     pub transport: RtspTransport,
+    /// Connect only while the stream has viewers (after one DESCRIBE at start that
+    /// learns the camera's codecs), instead of always.
+    pub on_demand: bool,
+    /// An on-demand camera is left this long after its last viewer went. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub close_after: Duration,
+}
+
+impl Default for RtspEntry {
+    fn default() -> Self {
+        RtspEntry {
+            stream: String::new(),
+            url: String::new(),
+            credentials_file: None,
+            transport: RtspTransport::Tcp,
+            on_demand: false,
+            close_after: Duration::from_secs(10),
+        }
+    }
 }
 
 /// How an RTSP camera's RTP reaches wishd.

@@ -284,6 +284,8 @@ fn maximal() -> Config {
             url: "rtsp://192.0.2.20:554/stream1".into(),
             credentials_file: Some("/etc/wishd/door.credentials".into()),
             transport: RtspTransport::Udp,
+            on_demand: true,
+            close_after: Duration::from_secs(20),
         }],
         rtp_timeout: d.rtp_timeout,
         auth: AuthConfig {

@@ -210,6 +210,11 @@ impl StreamEvents {
         self.send(EventKind::Layers, EventData::Layers(layers));
     }
 
+    /// The stream's viewer count, as last set.
+    pub(crate) fn viewers(&self) -> usize {
+        self.state().viewers.unwrap_or(0)
+    }
+
     /// The stream's viewer count; sent when it changed.
     pub(crate) fn set_viewers(&self, n: usize) {
         let mut s = self.state();

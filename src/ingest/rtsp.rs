@@ -46,6 +46,8 @@ pub(crate) struct RtspSpec {
     pub(crate) url: url::Url,
     creds: Option<Credentials>,
     transport: RtspTransport,
+    on_demand: bool,
+    close_after: Duration,
 }
 
 impl std::fmt::Debug for RtspSpec {
@@ -55,6 +57,7 @@ impl std::fmt::Debug for RtspSpec {
             .field("url", &self.url.as_str())
             .field("credentials", &self.creds.as_ref().map(|_| "…"))
             .field("transport", &self.transport)
+            .field("on_demand", &self.on_demand)
             .finish()
     }
 }
@@ -90,6 +93,8 @@ pub(crate) fn resolve(
         url,
         creds,
         transport: entry.transport,
+        on_demand: entry.on_demand,
+        close_after: entry.close_after,
     })
 }
 
@@ -175,6 +180,8 @@ pub enum RtspState {
     Connecting,
     /// Playing: media flows.
     Live,
+    /// On demand, and nobody watches: not connected (the camera's codecs are known).
+    Idle,
     /// The last attempt failed or the camera went away; it is tried again.
     Offline {
         /// Why, in one line.
@@ -297,6 +304,8 @@ enum Ended {
     Stopped,
     /// The operator asked for a new connection (`POST /api/sources/{stream}/restart`).
     Restart,
+    /// On demand: nobody watched for `close_after`.
+    Idle,
     /// The camera is gone or failed; `played` when media had flowed.
     Lost { error: String, played: bool },
 }
@@ -310,9 +319,49 @@ impl RtspIngest {
 impl Source {
     async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut backoff = FIRST_BACKOFF;
+        let status = self.ingest.status.clone();
         loop {
+            if self.spec.on_demand {
+                if self.stream.is_none() {
+                    // Learn the camera's codecs once, so that viewers can join before
+                    // it is connected.
+                    self.ingest.set_state(RtspState::Connecting);
+                    let probed = tokio::select! {
+                        _ = stop.changed() => return,
+                        r = self.probe() => r,
+                    };
+                    if let Err(error) = probed {
+                        warn!(
+                            stream = %self.spec.stream, url = %self.spec.url,
+                            "RTSP camera (on demand): {error}; trying again in {backoff:?}"
+                        );
+                        self.ingest.set_state(RtspState::Offline { error });
+                        self.ingest
+                            .status
+                            .reconnects
+                            .fetch_add(1, Ordering::Relaxed);
+                        tokio::select! {
+                            _ = stop.changed() => return,
+                            _ = status.restart.notified() => {}
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        continue;
+                    }
+                }
+                self.ingest.set_state(RtspState::Idle);
+                let Some(stream) = self.stream.clone() else {
+                    continue;
+                };
+                while stream.events.viewers() == 0 {
+                    tokio::select! {
+                        _ = stop.changed() => return,
+                        _ = status.restart.notified() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    }
+                }
+            }
             self.ingest.set_state(RtspState::Connecting);
-            let status = self.ingest.status.clone();
             let ended = tokio::select! {
                 _ = stop.changed() => Ended::Stopped,
                 _ = status.restart.notified() => Ended::Restart,
@@ -320,6 +369,14 @@ impl Source {
             };
             let (error, played) = match ended {
                 Ended::Stopped => return,
+                Ended::Idle => {
+                    info!(
+                        stream = %self.spec.stream,
+                        "RTSP camera (on demand): no viewers for {:?}, disconnected", self.spec.close_after
+                    );
+                    backoff = FIRST_BACKOFF;
+                    continue;
+                }
                 Ended::Restart => {
                     // The connection was cut short: its feed is still live.
                     if let Some(feed) = self.feed.as_mut() {
@@ -356,6 +413,29 @@ impl Source {
         }
     }
 
+    /// DESCRIBE alone, to learn the camera's codecs and put its stream in the directory
+    /// (an on-demand camera before its first viewer).
+    async fn probe(&mut self) -> Result<(), String> {
+        let session = retina::client::Session::describe(self.spec.url.clone(), self.options())
+            .await
+            .map_err(|e| format!("DESCRIBE: {e}"))?;
+        let media = camera_media(session.sdp()).map_err(|e| format!("the camera's SDP: {e}"))?;
+        if media.served.is_empty() {
+            return Err(
+                "the camera offers no medium wishd serves (H.264, H.265, Opus, PCMU, PCMA)".into(),
+            );
+        }
+        self.stream_for(&media)
+            .map(|_| ())
+            .ok_or_else(|| "the stream name is taken by another source".into())
+    }
+
+    fn options(&self) -> SessionOptions {
+        SessionOptions::default()
+            .creds(self.spec.creds.clone())
+            .user_agent(format!("wishd/{}", env!("CARGO_PKG_VERSION")))
+    }
+
     /// One connection: DESCRIBE, SETUP of each served medium, PLAY, then packets until
     /// it ends.
     async fn connection(&mut self) -> Ended {
@@ -363,11 +443,8 @@ impl Source {
             error: e,
             played: false,
         };
-        let options = SessionOptions::default()
-            .creds(self.spec.creds.clone())
-            .user_agent(format!("wishd/{}", env!("CARGO_PKG_VERSION")));
         let mut session =
-            match retina::client::Session::describe(self.spec.url.clone(), options).await {
+            match retina::client::Session::describe(self.spec.url.clone(), self.options()).await {
                 Ok(s) => s,
                 Err(e) => return lost(format!("DESCRIBE: {e}")),
             };
@@ -435,6 +512,7 @@ impl Source {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let started = Instant::now();
         let mut played = false;
+        let mut unwatched_since: Option<Instant> = None;
         let error = loop {
             tokio::select! {
                 item = playing.next() => match item {
@@ -465,6 +543,16 @@ impl Source {
                     };
                     if silent {
                         break format!("no media for {:?}", self.wiring.timeout);
+                    }
+                    if self.spec.on_demand {
+                        let watched = feed.shared.events.viewers() > 0;
+                        let since = *unwatched_since.get_or_insert(now);
+                        if watched {
+                            unwatched_since = None;
+                        } else if now.saturating_duration_since(since) >= self.spec.close_after {
+                            feed.go_offline();
+                            return Ended::Idle;
+                        }
                     }
                 }
             }
@@ -512,6 +600,7 @@ mod tests {
             url: "rtsp://admin:p%40ss@192.0.2.20:554/stream1".into(),
             credentials_file: None,
             transport: RtspTransport::Tcp,
+            ..RtspEntry::default()
         };
         let none = |_: &std::path::Path| Err(std::io::Error::other("no file"));
         let s = resolve(&entry, &none).unwrap();

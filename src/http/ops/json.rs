@@ -393,6 +393,7 @@ pub(crate) fn source_list(rtp: &[RtpIngest], rtsp: &[RtspIngest]) -> SourceList 
         let (state, last_error) = match r.state() {
             RtspState::Connecting => ("connecting", None),
             RtspState::Live => ("live", None),
+            RtspState::Idle => ("idle", None),
             RtspState::Offline { error } => ("offline", Some(error)),
         };
         SourceEntry {
