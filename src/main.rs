@@ -429,6 +429,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // A reload reads the configuration as this start did: the same flags and
+    // variables over the file as it is then.
+    let source: wishd::http::reload::ConfigSource = std::sync::Arc::new(|| {
+        Cli::try_parse()
+            .map_err(|e| e.to_string())?
+            .into_config()
+            .map_err(|e| e.to_string())
+    });
+    let prepared = prepared.reload_from(source);
     runtime.block_on(async move {
         let server = match Server::run(prepared).await {
             Ok(s) => s,

@@ -16,12 +16,13 @@ use tracing::{info, warn};
 use crate::auth::{AuthSetupError, Authenticator};
 use crate::config::{Config, ConfigError, Policy, Secret, StaticTokenConfig, Valid};
 use crate::directory::{Directory, DirectoryCounts};
-use crate::http::AppState;
 use crate::http::ice_servers::IceServers;
 use crate::http::ops::{Ops, OpsSettings, OpsSetupError};
 use crate::http::ratelimit::RateLimiter;
+use crate::http::reload::{ConfigSource, Reloader};
 use crate::http::serve::{accept_loop, bind_listener, reload_on_sighup};
 use crate::http::tls::{self, CertResolver, TlsError};
+use crate::http::{AppState, Rules};
 use crate::ingest::rtsp::{self, RtspIngest};
 use crate::ingest::{self, RtpIngest};
 use crate::media::{Media, MediaCounters};
@@ -108,6 +109,8 @@ pub struct Prepared {
     ops: OpsSettings,
     rtp: Vec<ingest::RtpSourceSpec>,
     rtsp: Vec<rtsp::RtspSpec>,
+    /// How the configuration is read again (SIGHUP, `POST /api/reload`).
+    config_source: Option<ConfigSource>,
     https: Option<(Arc<CertResolver>, TlsAcceptor)>,
     ice_servers: IceServers,
 }
@@ -164,9 +167,19 @@ pub fn prepare(config: Valid<Config>) -> Result<Prepared, StartError> {
         ops,
         rtp,
         rtsp,
+        config_source: None,
         https,
         ice_servers,
     })
+}
+
+impl Prepared {
+    /// Reloads read the configuration from `source` (what gave this one: the command
+    /// line's flags and variables over the file).
+    pub fn reload_from(mut self, source: ConfigSource) -> Prepared {
+        self.config_source = Some(source);
+        self
+    }
 }
 
 impl Server {
@@ -186,6 +199,7 @@ impl Server {
             ops: ops_settings,
             rtp: rtp_specs,
             rtsp: rtsp_specs,
+            config_source,
             https: tls_parts,
             ice_servers,
         } = prepared;
@@ -272,20 +286,27 @@ impl Server {
             rtp_tasks.push(task);
         }
         let ops = Arc::new(Ops::new(ops_settings, rtp.clone(), rtsp.clone()));
+        let play_credentials = auth.has_credentials_for(Role::Viewer);
         let state = Arc::new(AppState {
             media: media.clone(),
             retry_after_secs: config.retry_after_secs,
-            auth,
+            rules: arc_swap::ArcSwap::from_pointee(Rules {
+                auth,
+                ice_servers,
+                redirects: config.redirects.clone(),
+            }),
+            reloader: Reloader {
+                source: config_source,
+                generated_token: generated_token.clone(),
+                tls: https.as_ref().map(|(_, _, _, resolver)| resolver.clone()),
+            },
             cors_origins: config.cors_origins.clone(),
             limiter: RateLimiter::new(config.limits.requests_per_second, config.limits.burst),
             max_sessions: config.limits.max_sessions,
             sessions_pending: Default::default(),
-            ice_servers,
-            redirects: config.redirects.clone(),
             public_url: config.public_url.clone(),
             ops: ops.clone(),
         });
-        let play_credentials = state.auth.has_credentials_for(Role::Viewer);
         let mut tasks = vec![tokio::spawn(grace_clock(
             directory.clone(),
             media.clone(),
@@ -309,10 +330,10 @@ impl Server {
             None => None,
         };
         let https_addr = match https {
-            Some((l, addr, acceptor, resolver)) => {
+            Some((l, addr, acceptor, _)) => {
                 tasks.push(tokio::spawn(accept_loop(
                     l,
-                    state,
+                    state.clone(),
                     config.limits.clone(),
                     Some(acceptor),
                     stop.subscribe(),
@@ -321,19 +342,21 @@ impl Server {
                     ops.readiness
                         .watch(format!("HTTPS listener {addr}"), t.abort_handle());
                 }
-                use tokio::signal::unix::{SignalKind, signal};
-                match signal(SignalKind::hangup()) {
-                    Ok(hup) => tasks.push(tokio::spawn(reload_on_sighup(
-                        resolver.clone(),
-                        hup,
-                        stop.subscribe(),
-                    ))),
-                    Err(e) => warn!("cannot listen for SIGHUP, certificate reload is off: {e}"),
-                }
                 Some(addr)
             }
             None => None,
         };
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            match signal(SignalKind::hangup()) {
+                Ok(hup) => tasks.push(tokio::spawn(reload_on_sighup(
+                    state.clone(),
+                    hup,
+                    stop.subscribe(),
+                ))),
+                Err(e) => warn!("cannot listen for SIGHUP, reloads only by the API: {e}"),
+            }
+        }
         for (w, t) in media.workers().iter().zip(&workers) {
             let what = format!("media worker {} (UDP {})", w.index, w.bound);
             ops.readiness.watch(what, t.abort_handle());

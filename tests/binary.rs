@@ -238,3 +238,146 @@ async fn flags_and_environment_configure_the_server_which_exits_cleanly_on_sigte
     assert!(status.success(), "exit status {status:?}");
     assert!(took < Duration::from_secs(5), "exit took {took:?}");
 }
+
+/// A POST of an offer to `url` with the bearer `token`: the status.
+async fn post_status(url: &str, token: &str) -> u16 {
+    let offer = wishd::client::publisher_offer(&PublisherOptions::default()).expect("an offer");
+    let auth = format!("Bearer {token}");
+    wishd::client::http_request(
+        "POST",
+        url,
+        &[
+            ("Content-Type", "application/sdp"),
+            ("Authorization", &auth),
+        ],
+        offer.into_bytes(),
+    )
+    .await
+    .expect("POST")
+    .status
+}
+
+fn reload_config(publish_token: &str, stun: &str) -> String {
+    format!(
+        "http = \"127.0.0.1:0\"\nudp = \"127.0.0.1:0\"\nworkers = 1\n\n[auth]\npublish = \"token\"\n\n\
+         [[auth.tokens]]\ntoken = \"{publish_token}\"\nactions = [\"publish\"]\n\n\
+         [api]\ntoken = \"reload-admin-token-0123\"\n\n[[ice_servers]]\nurls = [\"{stun}\"]\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_and_the_api_read_the_configuration_again_and_sessions_go_on() {
+    let dir = std::env::temp_dir().join(format!("wishd-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("wishd.toml");
+    std::fs::write(
+        &path,
+        reload_config("publish-token-one-01", "stun:one.example.net:3478"),
+    )
+    .unwrap();
+    let mut wishd = Running::start(&["--config", path.to_str().unwrap()], &[]);
+    let base = format!("http://{}", wishd.http_addr());
+
+    // A publisher with the first token, live before the reload.
+    let publisher = WhipPublisher::connect(
+        &format!("{base}/whip/kept"),
+        PublisherOptions {
+            token: Some("publish-token-one-01".into()),
+            ..PublisherOptions::default()
+        },
+    )
+    .await
+    .expect("the first token publishes");
+    publisher
+        .wait_connected(Duration::from_secs(10))
+        .await
+        .expect("the publisher connects");
+
+    // The file changes, then SIGHUP.
+    std::fs::write(
+        &path,
+        reload_config("publish-token-two-02", "stun:two.example.net:3478"),
+    )
+    .unwrap();
+    let pid = wishd.child.id().to_string();
+    Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill");
+    wishd.wait_line("SIGHUP: reloaded");
+    assert_eq!(
+        post_status(&format!("{base}/whip/new"), "publish-token-one-01").await,
+        401
+    );
+    assert_eq!(
+        post_status(&format!("{base}/whip/new"), "publish-token-two-02").await,
+        201
+    );
+    let links = wishd::client::http_request(
+        "OPTIONS",
+        &format!("{base}/whip/new"),
+        &[("Authorization", "Bearer publish-token-two-02")],
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    let link = links.header("link").unwrap_or("").to_owned();
+    assert!(
+        link.contains("two.example.net"),
+        "Link after the reload: {link}"
+    );
+
+    // The session made before the reload goes on: its viewer still gets its media.
+    let viewer = WhepViewer::connect(&format!("{base}/whep/kept"), ViewerOptions::default())
+        .await
+        .expect("a viewer of the stream published before the reload");
+    viewer
+        .wait_for(Duration::from_secs(10), |p| p.len() > 20)
+        .await
+        .expect("the publisher from before the reload still sends");
+
+    // A file that does not validate changes nothing, and says why.
+    std::fs::write(&path, "http = \"127.0.0.1:0\"\nworker = 2\n").unwrap();
+    let r = wishd::client::http_request(
+        "POST",
+        &format!("{base}/api/reload"),
+        &[("Authorization", "Bearer reload-admin-token-0123")],
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("worker"),
+        "the reason names the key: {}",
+        r.text()
+    );
+    assert_eq!(
+        post_status(&format!("{base}/whip/again"), "publish-token-two-02").await,
+        201
+    );
+    // And a valid one by the API.
+    std::fs::write(
+        &path,
+        reload_config("publish-token-three-3", "stun:three.example.net:3478"),
+    )
+    .unwrap();
+    let r = wishd::client::http_request(
+        "POST",
+        &format!("{base}/api/reload"),
+        &[("Authorization", "Bearer reload-admin-token-0123")],
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        post_status(&format!("{base}/whip/three"), "publish-token-three-3").await,
+        201
+    );
+    println!("reload: {}", r.text());
+    let _ = publisher.delete().await;
+    let (status, _) = wishd.terminate();
+    assert!(status.success());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -59,6 +59,7 @@ pub mod ops;
 pub(crate) mod problem;
 pub(crate) mod ratelimit;
 pub(crate) mod redirect;
+pub mod reload;
 pub(crate) mod router;
 pub mod serve;
 pub mod tls;
@@ -84,8 +85,10 @@ pub(crate) struct AppState {
     pub(crate) media: Arc<Media>,
     /// Seconds in `Retry-After` when a WHEP stream has no source.
     pub(crate) retry_after_secs: u32,
-    /// Who may publish and play.
-    pub(crate) auth: Authenticator,
+    /// Tokens, JWT keys, ICE servers and redirects: replaced whole by a reload.
+    pub(crate) rules: arc_swap::ArcSwap<Rules>,
+    /// How the configuration is read again (SIGHUP, `POST /api/reload`).
+    pub(crate) reloader: reload::Reloader,
     /// Origins allowed by CORS (`*` allows all).
     pub(crate) cors_origins: Vec<String>,
     /// Per-address limit on POST/PATCH/DELETE.
@@ -95,14 +98,21 @@ pub(crate) struct AppState {
     /// POSTs past the cap check whose session is not made yet: counted against the
     /// cap, so that a flood of POSTs at once cannot pass it together.
     pub(crate) sessions_pending: std::sync::atomic::AtomicUsize,
-    /// STUN/TURN servers for clients (`Link: rel="ice-server"`).
-    pub(crate) ice_servers: IceServers,
-    /// 307 rules for session creation.
-    pub(crate) redirects: Vec<RedirectConfig>,
     /// The configured base of absolute session URLs.
     pub(crate) public_url: Option<String>,
     /// The operator's API, metrics and readiness ([`ops`]).
     pub(crate) ops: Arc<ops::Ops>,
+}
+
+/// What a configuration reload may change while sessions go on: checked whole before
+/// it replaces the rules in force, so a request sees the old rules or the new ones.
+pub(crate) struct Rules {
+    /// Who may publish and play.
+    pub(crate) auth: Authenticator,
+    /// STUN/TURN servers for clients (`Link: rel="ice-server"`).
+    pub(crate) ice_servers: IceServers,
+    /// 307 rules for session creation.
+    pub(crate) redirects: Vec<RedirectConfig>,
 }
 
 /// Handles one request. Never fails: errors become responses here.

@@ -34,6 +34,8 @@ pub(crate) enum Route<'a> {
     ApiSession(&'a str),
     /// `/api/sources`: the configured cameras (RTP and RTSP) and where each stands.
     Sources,
+    /// `/api/reload`: read the configuration again.
+    Reload,
     /// `/api/sources/{stream}/restart`
     SourceRestart(&'a str),
     /// Any other path under `/api`.
@@ -54,6 +56,7 @@ impl<'a> Route<'a> {
             "/api/openapi.json" => return Route::OpenApi,
             "/api/streams" | "/api/streams/" => return Route::Streams,
             "/api/sources" | "/api/sources/" => return Route::Sources,
+            "/api/reload" => return Route::Reload,
             _ => {}
         }
         if let Some(rest) = path.strip_prefix("/api")
@@ -121,6 +124,7 @@ impl<'a> Route<'a> {
             | Route::Stream(_)
             | Route::ApiSession(_)
             | Route::Sources
+            | Route::Reload
             | Route::SourceRestart(_)
             | Route::OtherApi => HttpRoute::Api,
             Route::Page | Route::NotFound => HttpRoute::Other,

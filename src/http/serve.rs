@@ -14,10 +14,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::AppState;
-use super::tls::CertResolver;
 use crate::config::LimitsConfig;
 
 /// Connections the kernel queues for `accept` (the kernel caps it at
@@ -189,11 +188,11 @@ impl Drop for Slot {
     }
 }
 
-/// Reloads the certificate and key on SIGHUP; sessions and connections are untouched.
-/// The handler is installed before `Server::start` returns, so a SIGHUP sent right
-/// after start is not lost (nor does it end the process).
+/// Reloads the configuration on SIGHUP ([`super::reload`]); sessions and connections
+/// are untouched. The handler is installed before `Server::start` returns, so a
+/// SIGHUP sent right after start is not lost (nor does it end the process).
 pub(crate) async fn reload_on_sighup(
-    resolver: Arc<CertResolver>,
+    state: Arc<AppState>,
     mut hup: tokio::signal::unix::Signal,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -204,10 +203,7 @@ pub(crate) async fn reload_on_sighup(
                 if got.is_none() {
                     break;
                 }
-                match resolver.reload() {
-                    Ok(()) => info!("SIGHUP: TLS certificate reloaded"),
-                    Err(e) => warn!("SIGHUP: certificate not reloaded, keeping the old one: {e}"),
-                }
+                state.reloader.on_sighup(&state.rules);
             }
         }
     }

@@ -60,7 +60,7 @@ pub(crate) fn request_token<'r>(
         }
         return Ok(Some(auth::parse_authorization(v.as_bytes())?.into()));
     }
-    if state.auth.query_token()
+    if state.rules.load().auth.query_token()
         && let Some(q) = req.uri().query()
     {
         for pair in q.split('&') {
@@ -102,6 +102,8 @@ pub(super) fn authorize_session(
     let token = request_token(state, req)?;
     let info = state.media.session(id, kind, stream)?;
     state
+        .rules
+        .load()
         .auth
         .authorize_session(&info.grant, kind, stream, token.as_deref())?;
     Ok(())
@@ -118,14 +120,15 @@ pub(super) async fn endpoint(
     match *req.method() {
         Method::POST => {
             let started = Instant::now();
-            if let Some(to) = redirect::target(&state.redirects, kind, stream) {
+            let rules = state.rules.load_full();
+            if let Some(to) = redirect::target(&rules.redirects, kind, stream) {
                 info!(stream, kind = kind.path_segment(), to, "redirected");
                 return Ok(redirect_response(&to));
             }
             let base = location::base(&req, state.public_url.as_deref());
             let grant = {
                 let token = request_token(state, &req)?;
-                state.auth.authorize(kind, stream, token.as_deref())?
+                rules.auth.authorize(kind, stream, token.as_deref())?
             };
             let _pending = SessionSlot::take(state)?;
             let offer = read_sdp(req).await?;
@@ -166,7 +169,12 @@ pub(super) async fn endpoint(
                 .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
             if !preflight
                 && let Ok(token) = request_token(state, &req)
-                && state.auth.authorize(kind, stream, token.as_deref()).is_ok()
+                && state
+                    .rules
+                    .load()
+                    .auth
+                    .authorize(kind, stream, token.as_deref())
+                    .is_ok()
             {
                 add_ice_servers(state, r.headers_mut());
             }
@@ -256,9 +264,12 @@ fn delete_ended(
     stream: &str,
 ) -> Result<Response<Body>, ApiError> {
     let token = request_token(state, req)?;
-    state
-        .auth
-        .authorize_session(&ended.grant, ended.kind, stream, token.as_deref())?;
+    state.rules.load().auth.authorize_session(
+        &ended.grant,
+        ended.kind,
+        stream,
+        token.as_deref(),
+    )?;
     state.media.forget_ended(ended.id);
     debug!(stream, session = %ended.id, "DELETE of a session that had already ended");
     Ok(text(StatusCode::OK, "session had already ended"))
@@ -445,10 +456,11 @@ fn redirect_response(to: &str) -> Response<Body> {
 }
 
 fn add_ice_servers(state: &AppState, h: &mut HeaderMap) {
-    if state.ice_servers.is_empty() {
+    let rules = state.rules.load();
+    if rules.ice_servers.is_empty() {
         return;
     }
-    for link in state.ice_servers.links(auth::now_secs()) {
+    for link in rules.ice_servers.links(auth::now_secs()) {
         h.append(header::LINK, link);
     }
 }

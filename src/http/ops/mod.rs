@@ -297,6 +297,24 @@ pub(super) async fn answer(
             read_only(method)?;
             Ok(json_response(&json::source_list(&ops.rtp, &ops.rtsp)))
         }
+        Route::Reload => {
+            ops.require_admin(token()?.as_deref())?;
+            if *method != Method::POST {
+                return Err(ApiError::MethodNotAllowed("POST"));
+            }
+            match state.reloader.reload(&state.rules) {
+                Ok(what) => {
+                    tracing::info!("configuration {what} (by the operator)");
+                    Ok(json_response(&serde_json::json!({ "result": what })))
+                }
+                Err(e) => {
+                    tracing::warn!("configuration not reloaded, keeping the old one: {e}");
+                    Err(ApiError::BadRequest(format!(
+                        "not reloaded, the old configuration stays: {e}"
+                    )))
+                }
+            }
+        }
         Route::SourceRestart(name) => {
             ops.require_admin(token()?.as_deref())?;
             if *method != Method::POST {
@@ -329,11 +347,12 @@ fn visible_streams(
     token: Option<&str>,
 ) -> Result<Vec<crate::directory::StreamView>, ApiError> {
     let all = state.media.directory().streams();
-    if state.ops.is_admin(token) || state.auth.policy(Role::Viewer) == Policy::Open {
+    let rules = state.rules.load();
+    if state.ops.is_admin(token) || rules.auth.policy(Role::Viewer) == Policy::Open {
         return Ok(all);
     }
     let token = token.ok_or(AuthError::Missing)?;
-    let rights = state.auth.validate(token)?;
+    let rights = rules.auth.validate(token)?;
     if !rights.actions.contains(&Role::Viewer) {
         return Err(AuthError::InsufficientScope {
             action: Role::Viewer,
@@ -440,6 +459,7 @@ mod tests {
             "/api/sessions/{id}",
             "/api/sources",
             "/api/sources/{stream}/restart",
+            "/api/reload",
             "/metrics",
             "/healthz",
             "/readyz",
