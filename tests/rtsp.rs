@@ -477,3 +477,62 @@ async fn an_on_demand_camera_is_connected_for_its_viewers_only() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h265_and_pcma_cameras_reach_viewers_starting_at_a_keyframe() {
+    let (h265_port, pcma_port) = (free_tcp_port(), free_tcp_port());
+    let _h265 = camera(h265_port, &["--video", "h265", "--audio", "none"]).await;
+    let _pcma = camera(pcma_port, &["--video", "h264", "--audio", "pcma"]).await;
+    let server = server_with(vec![
+        entry(
+            "hevc",
+            &format!("rtsp://127.0.0.1:{h265_port}/cam"),
+            RtspTransport::Tcp,
+        ),
+        entry(
+            "alaw",
+            &format!("rtsp://127.0.0.1:{pcma_port}/cam"),
+            RtspTransport::Tcp,
+        ),
+    ])
+    .await;
+    for s in server.rtsp_ingests() {
+        wait_state(s, live, "live").await;
+    }
+    // H.265: the str0m viewer's first packet is a VPS, SPS or IRAP start.
+    let v = WhepViewer::connect(
+        &format!("{}/whep/hevc", server.base_url()),
+        ViewerOptions {
+            audio: false,
+            video_codecs: vec![wishd::client::VideoCodec::H265],
+            ..ViewerOptions::default()
+        },
+    )
+    .await
+    .expect("an H.265 viewer joins");
+    v.wait_for(Duration::from_secs(10), |p| p.len() > 10)
+        .await
+        .expect("H.265 reaches the viewer");
+    let first = v.received()[0].payload.clone();
+    assert!(
+        wishd::core::is_keyframe_start(wishd::core::CodecKind::H265, &first),
+        "the H.265 viewer starts at a keyframe"
+    );
+    // H.264 + PCMA: a viewer offering PCMA gets both.
+    let v = WhepViewer::connect(
+        &format!("{}/whep/alaw", server.base_url()),
+        ViewerOptions {
+            audio_codecs: vec![wishd::client::AudioCodec::Pcma],
+            ..ViewerOptions::default()
+        },
+    )
+    .await
+    .expect("a PCMA viewer joins");
+    v.wait_for(Duration::from_secs(10), |p| {
+        p.iter().any(|p| p.kind == MediaKind::Audio)
+            && p.iter().filter(|p| p.kind == MediaKind::Video).count() > 10
+    })
+    .await
+    .expect("H.264 and PCMA reach the viewer");
+    server.shutdown().await;
+}

@@ -4,7 +4,7 @@ gir1.2-gst-rtsp-server-1.0) serving a moving test pattern and a tone, as an IP c
 or an NVR serves rtsp://user:pass@host/stream.
 
 Usage: camera.py --port PORT [--path /cam] [--video h264|h265|mjpeg|none]
-                 [--audio opus|pcmu|aac|none] [--user U --password P [--digest]]
+                 [--audio opus|pcmu|pcma|aac|none] [--user U --password P [--digest]]
 
 Prints one JSON line {"event": "ready", "url": "rtsp://127.0.0.1:PORT/cam"} on stdout
 once it serves, then runs until killed (SIGTERM or SIGINT end it cleanly). The media
@@ -33,6 +33,7 @@ VIDEO = {
 AUDIO = {
     "opus": "opusenc ! rtpopuspay name={pay} pt=97",
     "pcmu": "audioresample ! audio/x-raw,rate=8000,channels=1 ! mulawenc ! rtppcmupay name={pay} pt=0",
+    "pcma": "audioresample ! audio/x-raw,rate=8000,channels=1 ! alawenc ! rtppcmapay name={pay} pt=8",
     "aac": "avenc_aac ! rtpmp4apay name={pay} pt=97",
 }
 
@@ -59,7 +60,7 @@ def main():
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--path", default="/cam")
     p.add_argument("--video", default="h264", choices=["h264", "h265", "mjpeg", "none"])
-    p.add_argument("--audio", default="opus", choices=["opus", "pcmu", "aac", "none"])
+    p.add_argument("--audio", default="opus", choices=["opus", "pcmu", "pcma", "aac", "none"])
     p.add_argument("--user")
     p.add_argument("--password")
     p.add_argument("--digest", action="store_true")
