@@ -72,8 +72,10 @@ pub struct Server {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
+    /// The cameras configured at start (the API may add and remove others).
     rtp: Vec<RtpIngest>,
     rtsp: Vec<RtspIngest>,
+    cameras: Arc<ingest::Cameras>,
     generated_token: Option<String>,
     play_credentials: bool,
     ops: Arc<Ops>,
@@ -244,48 +246,31 @@ impl Server {
             https = Some((l, addr, acceptor, resolver));
         }
         let (stop, stop_rx) = watch::channel(false);
+        let wiring = ingest::Wiring {
+            directory: directory.clone(),
+            peers: media.workers().iter().map(|w| w.tx.clone()).collect(),
+            media_counters: media.counters().clone(),
+            timeout: config.rtp_timeout,
+            silence: config.source_silence,
+        };
+        let cameras = Arc::new(ingest::Cameras::default());
         let mut rtp = Vec::new();
-        let mut rtp_tasks = Vec::new();
-        let peers: Vec<_> = media.workers().iter().map(|w| w.tx.clone()).collect();
         for spec in rtp_specs {
-            let shared = directory
-                .register_rtp_source(
-                    &spec.stream,
-                    spec.chosen_codecs(),
-                    spec.keyframe_cache(config.source_silence),
-                )
-                .map_err(|e| StartError::Rtp(e.to_string()))?;
-            let addr = SocketAddr::new(spec.bind, spec.media.first().map_or(0, |m| m.port));
-            let (handle, task) = ingest::start(
-                spec,
-                shared,
-                peers.clone(),
-                media.counters().clone(),
-                config.rtp_timeout,
-                stop_rx.clone(),
-            )
-            .map_err(|source| StartError::Bind {
-                what: "RTP ingest",
-                addr,
-                source,
+            let (handle, task) = cameras.start_rtp(spec, &wiring).map_err(|e| match e {
+                ingest::CameraError::Bind { addr, source } => StartError::Bind {
+                    what: "RTP ingest",
+                    addr,
+                    source,
+                },
+                other => StartError::Rtp(other.to_string()),
             })?;
-            rtp.push(handle);
-            rtp_tasks.push(task);
+            rtp.push((handle, task));
         }
         let mut rtsp = Vec::new();
         for spec in rtsp_specs {
-            let wiring = rtsp::Wiring {
-                directory: directory.clone(),
-                peers: peers.clone(),
-                media_counters: media.counters().clone(),
-                timeout: config.rtp_timeout,
-                silence: config.source_silence,
-            };
-            let (handle, task) = rtsp::start(spec, wiring, stop_rx.clone());
-            rtsp.push(handle);
-            rtp_tasks.push(task);
+            rtsp.push(cameras.start_rtsp(spec, &wiring));
         }
-        let ops = Arc::new(Ops::new(ops_settings, rtp.clone(), rtsp.clone()));
+        let ops = Arc::new(Ops::new(ops_settings, cameras.clone(), wiring));
         let play_credentials = auth.has_credentials_for(Role::Viewer);
         let state = Arc::new(AppState {
             media: media.clone(),
@@ -361,12 +346,11 @@ impl Server {
             let what = format!("media worker {} (UDP {})", w.index, w.bound);
             ops.readiness.watch(what, t.abort_handle());
         }
-        for (r, t) in rtp.iter().zip(&rtp_tasks) {
-            let what = format!("RTP ingest {} ({:?})", r.stream, r.bound);
-            ops.readiness.watch(what, t.abort_handle());
+        for (r, t) in &rtp {
+            ops.readiness.watch(r.readiness_name(), t.clone());
         }
+        let rtp = rtp.into_iter().map(|(r, _)| r).collect();
         ops.readiness.set_started();
-        tasks.extend(rtp_tasks);
         let server = Server {
             http_addr,
             https_addr,
@@ -377,6 +361,7 @@ impl Server {
             workers,
             rtp,
             rtsp,
+            cameras,
             generated_token,
             play_credentials,
             ops,
@@ -550,9 +535,10 @@ impl Server {
         self.media.directory().reconnect_all();
         let _ = self.stop.send(true);
         let media = self.media.clone();
+        let cameras = self.cameras.stop_all();
         let work = async move {
             media.shutdown().await;
-            for t in self.tasks.into_iter().chain(self.workers) {
+            for t in cameras.into_iter().chain(self.tasks).chain(self.workers) {
                 let _ = t.await;
             }
         };

@@ -536,3 +536,128 @@ async fn h265_and_pcma_cameras_reach_viewers_starting_at_a_keyframe() {
     .expect("H.264 and PCMA reach the viewer");
     server.shutdown().await;
 }
+
+async fn api_with_body(
+    server: &Server,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> wishd::client::HttpResponse {
+    let r = wishd::client::http_request(
+        method,
+        &format!("{}{path}", server.base_url()),
+        &[
+            ("Authorization", &format!("Bearer {ADMIN}")),
+            ("Content-Type", "application/json"),
+        ],
+        body.as_bytes().to_vec(),
+    )
+    .await
+    .expect("API request");
+    let template = if path == "/api/sources" {
+        path
+    } else {
+        "/api/sources/{stream}"
+    };
+    openapi::check_response(&openapi::spec(), template, method, &r)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_adds_a_camera_a_viewer_watches_it_and_removing_it_ends_the_viewer() {
+    let (kept_port, added_port) = (free_tcp_port(), free_tcp_port());
+    let _kept = camera(kept_port, &["--audio", "none"]).await;
+    let _added = camera(added_port, &["--audio", "none"]).await;
+    let server = common::start_with(|c: &mut Config| {
+        c.api.token = Some(Secret::new(ADMIN));
+        c.rtsp = vec![entry(
+            "kept",
+            &format!("rtsp://127.0.0.1:{kept_port}/cam"),
+            RtspTransport::Tcp,
+        )];
+    })
+    .await;
+    wait_state(&server.rtsp_ingests()[0], live, "live").await;
+    let bystander = viewer(&format!("{}/whep/kept", server.base_url())).await;
+
+    // Added by the API.
+    let body =
+        format!(r#"{{"rtsp": {{"stream": "added", "url": "rtsp://127.0.0.1:{added_port}/cam"}}}}"#);
+    let r = api_with_body(&server, "POST", "/api/sources", &body).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(
+        api_with_body(&server, "POST", "/api/sources", &body)
+            .await
+            .status,
+        409
+    );
+    let bad = r#"{"rtsp": {"stream": "x", "url": "http://nowhere"}}"#;
+    assert_eq!(
+        api_with_body(&server, "POST", "/api/sources", bad)
+            .await
+            .status,
+        400
+    );
+    let t0 = Instant::now();
+    let v = loop {
+        match WhepViewer::connect(
+            &format!("{}/whep/added", server.base_url()),
+            ViewerOptions::default(),
+        )
+        .await
+        {
+            Ok(v) => break v,
+            Err(e) if t0.elapsed() < Duration::from_secs(10) => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the added camera's stream does not play: {e}"),
+        }
+    };
+    v.wait_connected(common::CONNECT)
+        .await
+        .expect("viewer connects");
+    v.wait_for(Duration::from_secs(10), |p| p.len() > 20)
+        .await
+        .expect("the added camera reaches its viewer");
+    let detail: serde_json::Value = serde_json::from_slice(
+        &api_with_body(&server, "GET", "/api/sources/added", "")
+            .await
+            .body,
+    )
+    .unwrap();
+    assert_eq!(detail["state"], "live", "{detail}");
+
+    // Removed by the API: its viewer's session ends, the other stream plays on.
+    let before = bystander.received().len();
+    assert_eq!(
+        api_with_body(&server, "DELETE", "/api/sources/added", "")
+            .await
+            .status,
+        204
+    );
+    let t0 = Instant::now();
+    while v.is_connected() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the removed camera's viewer is still connected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        api_with_body(&server, "GET", "/api/sources/added", "")
+            .await
+            .status,
+        404
+    );
+    bystander
+        .wait_for(Duration::from_secs(5), |p| p.len() > before + 30)
+        .await
+        .expect("the other camera's viewer plays on");
+    println!(
+        "camera added, watched and removed; its viewer ended in {} ms",
+        t0.elapsed().as_millis()
+    );
+    server.shutdown().await;
+}

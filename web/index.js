@@ -60,7 +60,7 @@ function row(s) {
   // A silent or offline source says since when: a crashed publisher or a camera
   // that lost its network shows here while its viewers keep the last picture.
   const since = s.source && s.source.silent_since ? ` since ${new Date(s.source.silent_since).toLocaleTimeString()}` : '';
-  const source = s.source ? `${s.source.kind === 'rtp' ? 'RTP camera' : 'WHIP'} · ${state}${since}` : '–';
+  const source = s.source ? `${({ rtp: 'RTP camera', rtsp: 'RTSP camera' })[s.source.kind] || 'WHIP'} · ${state}${since}` : '–';
   const link = document.createElement('a');
   link.href = `watch.html?stream=${encodeURIComponent(s.name)}`;
   link.textContent = 'Watch';

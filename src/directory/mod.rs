@@ -592,6 +592,20 @@ impl Directory {
     /// Stops a stream now (operator's API): a WHIP stream is forgotten at once, with
     /// no grace period; a configured RTP ingest stays (its listener is configuration)
     /// but loses its viewers. The caller ends the returned publisher and viewers.
+    /// Removes a camera's stream (its source is gone for good): its viewers are ended
+    /// by the caller. False when `name` is not a camera's stream.
+    pub(crate) fn remove_camera(&self, name: &str) -> bool {
+        let mut inner = self.lock();
+        match inner.streams.get(name) {
+            Some(e) if matches!(e.source, SourceState::Rtp) => {
+                e.shared.events.set_live(false);
+                inner.streams.remove(name);
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub(crate) fn stop_stream(&self, name: &str) -> Option<StoppedStream> {
         let mut inner = self.lock();
         let entry = inner.streams.get(name)?;

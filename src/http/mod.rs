@@ -188,6 +188,6 @@ async fn dispatch(
             None => Err(ApiError::NotFound),
         },
         Route::NotFound => Err(ApiError::NotFound),
-        _ => ops::answer(state, &req, route).await,
+        _ => ops::answer(state, req, route).await,
     }
 }

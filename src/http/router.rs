@@ -36,6 +36,8 @@ pub(crate) enum Route<'a> {
     Sources,
     /// `/api/reload`: read the configuration again.
     Reload,
+    /// `/api/sources/{stream}`: one camera.
+    Source(&'a str),
     /// `/api/sources/{stream}/restart`
     SourceRestart(&'a str),
     /// Any other path under `/api`.
@@ -79,6 +81,12 @@ impl<'a> Route<'a> {
                 && !name.contains('/')
             {
                 return Route::SourceRestart(name);
+            }
+            if let Some(name) = rest.strip_prefix("/sources/")
+                && !name.is_empty()
+                && !name.contains('/')
+            {
+                return Route::Source(name);
             }
             return Route::OtherApi;
         }
@@ -125,6 +133,7 @@ impl<'a> Route<'a> {
             | Route::ApiSession(_)
             | Route::Sources
             | Route::Reload
+            | Route::Source(_)
             | Route::SourceRestart(_)
             | Route::OtherApi => HttpRoute::Api,
             Route::Page | Route::NotFound => HttpRoute::Other,

@@ -36,7 +36,7 @@ use crate::config::{RtpEntry, RtpMediumEntry};
 use crate::core::{
     CACHE_BYTES, CodecKind, KeyframeCache, RtpIn, Source, SourcePacket, SourceTrack,
 };
-use crate::directory::Stream;
+use crate::directory::{Directory, DirectoryError, Stream};
 use crate::media::{MediaCounters, WorkerMsg, send_to_viewer_workers};
 use crate::sdp::{ChosenCodec, OfferedCodec};
 use crate::wire::ntp::ntp_to_nanos;
@@ -234,6 +234,13 @@ pub struct IngestCounters {
     pub online: AtomicBool,
     /// The address the last accepted packet came from (written only when it changes).
     pub last_sender: std::sync::Mutex<Option<SocketAddr>>,
+}
+
+impl RtpIngest {
+    /// Its name in `/readyz`.
+    pub(crate) fn readiness_name(&self) -> String {
+        format!("RTP ingest {} ({:?})", self.stream, self.bound)
+    }
 }
 
 impl IngestCounters {
@@ -565,5 +572,164 @@ impl Feed {
 
     fn distribute(&self, pkt: Arc<SourcePacket>) {
         send_to_viewer_workers(&self.peers, &self.shared, &pkt, &self.media_counters, None);
+    }
+}
+
+/// What a camera source needs from the server.
+#[derive(Clone)]
+pub(crate) struct Wiring {
+    pub(crate) directory: Arc<Directory>,
+    pub(crate) peers: Vec<mpsc::Sender<WorkerMsg>>,
+    pub(crate) media_counters: Arc<MediaCounters>,
+    /// An RTP source silent this long is offline; an RTSP connection without media
+    /// this long is ended (`rtp_timeout`).
+    pub(crate) timeout: Duration,
+    /// The keyframe cache goes stale after this (`source_silence`).
+    pub(crate) silence: Duration,
+}
+
+/// What feeds a camera's stream.
+#[derive(Debug, Clone)]
+pub(crate) enum CameraFeed {
+    /// The camera pushes RTP to wishd.
+    Rtp(RtpIngest),
+    /// wishd pulls from the camera's RTSP server.
+    Rtsp(rtsp::RtspIngest),
+}
+
+impl CameraFeed {
+    fn stream(&self) -> &str {
+        match self {
+            CameraFeed::Rtp(r) => &r.stream,
+            CameraFeed::Rtsp(r) => &r.stream,
+        }
+    }
+}
+
+struct Camera {
+    feed: CameraFeed,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Why a camera could not be added.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CameraError {
+    /// The stream has a source already (a camera, or a WHIP publisher).
+    #[error(transparent)]
+    Taken(#[from] DirectoryError),
+    /// Its sockets could not be bound.
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// The cameras of a server: configured at start, added and removed by the API. Each
+/// has its own stop, so that one can go while the others play on.
+#[derive(Default)]
+pub(crate) struct Cameras {
+    list: std::sync::Mutex<Vec<Camera>>,
+}
+
+impl Cameras {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Camera>> {
+        self.list.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Puts an RTP camera's stream in the directory and starts listening for it.
+    pub(crate) fn start_rtp(
+        &self,
+        spec: RtpSourceSpec,
+        wiring: &Wiring,
+    ) -> Result<(RtpIngest, tokio::task::AbortHandle), CameraError> {
+        let shared = wiring.directory.register_rtp_source(
+            &spec.stream,
+            spec.chosen_codecs(),
+            spec.keyframe_cache(wiring.silence),
+        )?;
+        let addr = SocketAddr::new(spec.bind, spec.media.first().map_or(0, |m| m.port));
+        let name = spec.stream.clone();
+        let (stop, stop_rx) = watch::channel(false);
+        let started = start(
+            spec,
+            shared,
+            wiring.peers.clone(),
+            wiring.media_counters.clone(),
+            wiring.timeout,
+            stop_rx,
+        );
+        let (ingest, task) = match started {
+            Ok(s) => s,
+            Err(source) => {
+                wiring.directory.remove_camera(&name);
+                return Err(CameraError::Bind { addr, source });
+            }
+        };
+        let abort = task.abort_handle();
+        self.lock().push(Camera {
+            feed: CameraFeed::Rtp(ingest.clone()),
+            stop,
+            task,
+        });
+        Ok((ingest, abort))
+    }
+
+    /// Starts pulling from an RTSP camera (its stream enters the directory at its
+    /// first PLAY, or its first DESCRIBE on demand).
+    pub(crate) fn start_rtsp(&self, spec: rtsp::RtspSpec, wiring: &Wiring) -> rtsp::RtspIngest {
+        let (stop, stop_rx) = watch::channel(false);
+        let (ingest, task) = rtsp::start(spec, wiring.clone(), stop_rx);
+        self.lock().push(Camera {
+            feed: CameraFeed::Rtsp(ingest.clone()),
+            stop,
+            task,
+        });
+        ingest
+    }
+
+    /// Every camera, in the order they were started.
+    pub(crate) fn feeds(&self) -> Vec<CameraFeed> {
+        self.lock().iter().map(|c| c.feed.clone()).collect()
+    }
+
+    /// The running RTP cameras.
+    pub(crate) fn rtp(&self) -> Vec<RtpIngest> {
+        self.feeds()
+            .into_iter()
+            .filter_map(|f| match f {
+                CameraFeed::Rtp(r) => Some(r),
+                CameraFeed::Rtsp(_) => None,
+            })
+            .collect()
+    }
+
+    /// The camera feeding `stream`, if one does.
+    pub(crate) fn get(&self, stream: &str) -> Option<CameraFeed> {
+        self.lock()
+            .iter()
+            .find(|c| c.feed.stream() == stream)
+            .map(|c| c.feed.clone())
+    }
+
+    /// Stops the camera of `stream` and forgets it; its task, to await.
+    pub(crate) fn remove(&self, stream: &str) -> Option<tokio::task::JoinHandle<()>> {
+        let mut list = self.lock();
+        let at = list.iter().position(|c| c.feed.stream() == stream)?;
+        let camera = list.remove(at);
+        let _ = camera.stop.send(true);
+        Some(camera.task)
+    }
+
+    /// Stops every camera (shutdown); their tasks, to await.
+    pub(crate) fn stop_all(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        self.lock()
+            .drain(..)
+            .map(|c| {
+                let _ = c.stop.send(true);
+                c.task
+            })
+            .collect()
     }
 }

@@ -24,13 +24,12 @@ use retina::client::{
 };
 use sdp_types::Session as Sdp;
 use str0m::media::MediaKind;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::{Feed, IngestCounters, MediumSpec, Pipe, RtpSourceSpec};
+use super::{Feed, IngestCounters, MediumSpec, Pipe, RtpSourceSpec, Wiring};
 use crate::config::{RtspEntry, RtspTransport};
-use crate::directory::{Directory, Stream};
-use crate::media::{MediaCounters, WorkerMsg};
+use crate::directory::Stream;
 use crate::sdp::parse::{codecs_of, normalise};
 
 /// The first wait before connecting again; doubled after each failure up to
@@ -70,6 +69,14 @@ pub(crate) fn resolve(
 ) -> Result<RtspSpec, String> {
     let err = |e: String| format!("rtsp stream {:?}: {e}", entry.stream);
     let mut url = url::Url::parse(&entry.url).map_err(|e| err(format!("url: {e}")))?;
+    if url.scheme() != "rtsp" || url.host().is_none() {
+        return Err(err(
+            "url must be rtsp://[user:password@]host[:port]/path".into()
+        ));
+    }
+    if !crate::model::valid_stream_name(&entry.stream) {
+        return Err(err(crate::model::STREAM_NAME_RULE.into()));
+    }
     let mut creds = (!url.username().is_empty()).then(|| Credentials {
         username: percent_decode(url.username()),
         password: percent_decode(url.password().unwrap_or("")),
@@ -240,17 +247,6 @@ impl RtspIngest {
     pub fn transport(&self) -> &'static str {
         self.transport
     }
-}
-
-/// Everything a source needs from the server.
-pub(crate) struct Wiring {
-    pub(crate) directory: Arc<Directory>,
-    pub(crate) peers: Vec<mpsc::Sender<WorkerMsg>>,
-    pub(crate) media_counters: Arc<MediaCounters>,
-    /// Media silent this long ends the connection (`rtp_timeout`).
-    pub(crate) timeout: Duration,
-    /// The keyframe cache goes stale after this (`source_silence`).
-    pub(crate) silence: Duration,
 }
 
 /// Starts the source's task.

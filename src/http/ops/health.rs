@@ -24,6 +24,11 @@ impl Readiness {
         self.lock().push((what.into(), task));
     }
 
+    /// Stops watching what `what` named (a camera the operator removed).
+    pub(crate) fn unwatch(&self, what: &str) {
+        self.lock().retain(|(name, _)| name != what);
+    }
+
     /// Everything is bound and spawned.
     pub(crate) fn set_started(&self) {
         self.started.store(true, Ordering::Release);

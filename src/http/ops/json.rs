@@ -11,8 +11,8 @@ use serde::Serialize;
 use crate::core::{MediaKind, best_first};
 use crate::directory::{SourceView, StreamView};
 use crate::http::AppState;
-use crate::ingest::RtpIngest;
-use crate::ingest::rtsp::{RtspIngest, RtspState};
+use crate::ingest::CameraFeed;
+use crate::ingest::rtsp::RtspState;
 use crate::media::SessionSnapshot;
 use crate::model::{Role, SessionId};
 
@@ -195,10 +195,16 @@ fn stream(state: &AppState, v: &StreamView, source_addr: Option<SocketAddr>) -> 
         SourceView::WhipLive(_) => ("whip", source_addr, live),
         SourceView::WhipWaiting => ("whip", None, "waiting"),
         SourceView::Rtp => {
-            let ingest = state.ops.rtp_ingest(&v.shared.name);
-            let online = ingest.is_some_and(|i| i.counters.online.load(Ordering::Relaxed));
-            let addr = ingest.and_then(|i| i.counters.sender());
-            ("rtp", addr, if online { live } else { "offline" })
+            let (kind, counters) = match state.ops.cameras.get(&v.shared.name) {
+                Some(CameraFeed::Rtp(r)) => ("rtp", Some(r.counters)),
+                Some(CameraFeed::Rtsp(r)) => ("rtsp", Some(r.counters)),
+                None => ("rtp", None),
+            };
+            let online = counters
+                .as_ref()
+                .is_some_and(|c| c.online.load(Ordering::Relaxed));
+            let addr = counters.as_ref().and_then(|c| c.sender());
+            (kind, addr, if online { live } else { "offline" })
         }
     };
     let silent_since = v
@@ -343,7 +349,7 @@ pub(crate) struct SourceList {
 }
 
 #[derive(Debug, Serialize)]
-struct SourceEntry {
+pub(crate) struct SourceEntry {
     stream: String,
     /// `rtp` (the camera pushes) or `rtsp` (wishd pulls).
     kind: &'static str,
@@ -369,10 +375,10 @@ struct SourceEntry {
     sender: Option<String>,
 }
 
-pub(crate) fn source_list(rtp: &[RtpIngest], rtsp: &[RtspIngest]) -> SourceList {
-    let mut sources: Vec<SourceEntry> = rtp
-        .iter()
-        .map(|r| SourceEntry {
+/// One camera as `GET /api/sources` lists it.
+pub(crate) fn source_entry(feed: &CameraFeed) -> SourceEntry {
+    match feed {
+        CameraFeed::Rtp(r) => SourceEntry {
             stream: r.stream.to_string(),
             kind: "rtp",
             state: if r.counters.online.load(Ordering::Relaxed) {
@@ -387,27 +393,33 @@ pub(crate) fn source_list(rtp: &[RtpIngest], rtsp: &[RtspIngest]) -> SourceList 
             bound: r.bound.iter().map(|(_, a)| a.to_string()).collect(),
             packets: r.counters.packets.load(Ordering::Relaxed),
             sender: r.counters.sender().map(|a| a.to_string()),
-        })
-        .collect();
-    sources.extend(rtsp.iter().map(|r| {
-        let (state, last_error) = match r.state() {
-            RtspState::Connecting => ("connecting", None),
-            RtspState::Live => ("live", None),
-            RtspState::Idle => ("idle", None),
-            RtspState::Offline { error } => ("offline", Some(error)),
-        };
-        SourceEntry {
-            stream: r.stream.to_string(),
-            kind: "rtsp",
-            state,
-            last_error,
-            reconnects: Some(r.reconnects()),
-            url: Some(r.url().to_owned()),
-            transport: Some(r.transport()),
-            bound: Vec::new(),
-            packets: r.counters.packets.load(Ordering::Relaxed),
-            sender: None,
+        },
+        CameraFeed::Rtsp(r) => {
+            let (state, last_error) = match r.state() {
+                RtspState::Connecting => ("connecting", None),
+                RtspState::Live => ("live", None),
+                RtspState::Idle => ("idle", None),
+                RtspState::Offline { error } => ("offline", Some(error)),
+            };
+            SourceEntry {
+                stream: r.stream.to_string(),
+                kind: "rtsp",
+                state,
+                last_error,
+                reconnects: Some(r.reconnects()),
+                url: Some(r.url().to_owned()),
+                transport: Some(r.transport()),
+                bound: Vec::new(),
+                packets: r.counters.packets.load(Ordering::Relaxed),
+                sender: None,
+            }
         }
-    }));
-    SourceList { sources }
+    }
+}
+
+/// `GET /api/sources`.
+pub(crate) fn source_list(feeds: &[CameraFeed]) -> SourceList {
+    SourceList {
+        sources: feeds.iter().map(source_entry).collect(),
+    }
 }

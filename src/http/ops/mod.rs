@@ -43,8 +43,7 @@ use super::{AppState, Body};
 use crate::auth::AuthError;
 use crate::config::{ApiConfig, Policy};
 use crate::directory::DirectoryError;
-use crate::ingest::RtpIngest;
-use crate::ingest::rtsp::RtspIngest;
+use crate::ingest::{CameraFeed, Cameras, Wiring};
 use crate::media::MediaError;
 use crate::metrics::{AuthFailure, HttpMetrics, HttpRoute};
 use crate::model::EndReason;
@@ -121,8 +120,10 @@ pub struct Ops {
     metrics_token_required: bool,
     /// HTTP request and authentication counters.
     pub http: HttpMetrics,
-    rtp: Vec<RtpIngest>,
-    rtsp: Vec<RtspIngest>,
+    /// The cameras, as started and as this API adds and removes them.
+    pub(crate) cameras: Arc<Cameras>,
+    /// What a camera added by the API is wired to.
+    wiring: Wiring,
     /// Listener and worker liveness, for `/readyz`.
     pub readiness: Readiness,
 }
@@ -146,13 +147,13 @@ fn sha256(data: &[u8]) -> [u8; 32] {
 impl Ops {
     /// The operator routes from their settings (read by `OpsSettings::read`) and the
     /// running camera sources.
-    pub(crate) fn new(settings: OpsSettings, rtp: Vec<RtpIngest>, rtsp: Vec<RtspIngest>) -> Ops {
+    pub(crate) fn new(settings: OpsSettings, cameras: Arc<Cameras>, wiring: Wiring) -> Ops {
         Ops {
             admin: settings.admin,
             metrics_token_required: settings.metrics_token_required,
             http: HttpMetrics::default(),
-            rtp,
-            rtsp,
+            cameras,
+            wiring,
             readiness: Readiness::default(),
         }
     }
@@ -188,10 +189,6 @@ impl Ops {
             });
         }
     }
-
-    fn rtp_ingest(&self, stream: &str) -> Option<&RtpIngest> {
-        self.rtp.iter().find(|r| &*r.stream == stream)
-    }
 }
 
 fn read_only(method: &Method) -> Result<(), ApiError> {
@@ -206,12 +203,12 @@ fn read_only(method: &Method) -> Result<(), ApiError> {
 /// route is not this module's and gets 404.
 pub(super) async fn answer(
     state: &AppState,
-    req: &Request<Incoming>,
+    req: Request<Incoming>,
     route: Route<'_>,
 ) -> Result<Response<Body>, ApiError> {
     let ops = &state.ops;
-    let method = req.method();
-    let token = || request_token(state, req);
+    let method = &req.method().clone();
+    let token = || request_token(state, &req);
     match route {
         Route::Healthz => {
             read_only(method)?;
@@ -238,7 +235,7 @@ pub(super) async fn answer(
             let text = metrics_page::render(
                 state.media.counters(),
                 &state.media.directory().streams(),
-                &ops.rtp,
+                &ops.cameras.rtp(),
                 &ops.http,
             );
             Ok(plain(
@@ -294,8 +291,33 @@ pub(super) async fn answer(
         }
         Route::Sources => {
             ops.require_admin(token()?.as_deref())?;
-            read_only(method)?;
-            Ok(json_response(&json::source_list(&ops.rtp, &ops.rtsp)))
+            match *method {
+                Method::GET | Method::HEAD => {
+                    Ok(json_response(&json::source_list(&ops.cameras.feeds())))
+                }
+                Method::POST => {
+                    let body = super::whip_whep::read_body(req, super::whip_whep::MAX_BODY).await?;
+                    let feed = add_camera(state, &body)?;
+                    let mut r = json_response(&json::source_entry(&feed));
+                    *r.status_mut() = StatusCode::CREATED;
+                    Ok(r)
+                }
+                _ => Err(ApiError::MethodNotAllowed("GET, HEAD, POST")),
+            }
+        }
+        Route::Source(name) => {
+            ops.require_admin(token()?.as_deref())?;
+            match *method {
+                Method::GET | Method::HEAD => {
+                    let feed = ops.cameras.get(name).ok_or(ApiError::NotFound)?;
+                    Ok(json_response(&json::source_entry(&feed)))
+                }
+                Method::DELETE => {
+                    remove_camera(state, name).await?;
+                    Ok(no_content())
+                }
+                _ => Err(ApiError::MethodNotAllowed("GET, HEAD, DELETE")),
+            }
         }
         Route::Reload => {
             ops.require_admin(token()?.as_deref())?;
@@ -320,17 +342,17 @@ pub(super) async fn answer(
             if *method != Method::POST {
                 return Err(ApiError::MethodNotAllowed("POST"));
             }
-            if let Some(r) = ops.rtsp.iter().find(|r| &*r.stream == name) {
-                r.restart();
-                tracing::info!(stream = name, "RTSP camera restarted by the operator");
-                return Ok(no_content());
-            }
-            if ops.rtp_ingest(name).is_some() {
-                return Err(ApiError::BadRequest(format!(
+            match ops.cameras.get(name) {
+                Some(CameraFeed::Rtsp(r)) => {
+                    r.restart();
+                    tracing::info!(stream = name, "RTSP camera restarted by the operator");
+                    Ok(no_content())
+                }
+                Some(CameraFeed::Rtp(_)) => Err(ApiError::BadRequest(format!(
                     "{name} is an RTP camera: it pushes to wishd, there is no connection to restart"
-                )));
+                ))),
+                None => Err(ApiError::NotFound),
             }
-            Err(ApiError::NotFound)
         }
         Route::OtherApi => {
             ops.require_admin(token()?.as_deref())?;
@@ -363,6 +385,83 @@ fn visible_streams(
         .into_iter()
         .filter(|v| rights.allows(Role::Viewer, &v.shared.name))
         .collect())
+}
+
+/// A camera as `POST /api/sources` takes it: one `[[rtp]]` or `[[rtsp]]` table, as
+/// JSON.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+enum NewCamera {
+    Rtp(crate::config::RtpEntry),
+    Rtsp(crate::config::RtspEntry),
+}
+
+/// Starts the camera a `POST /api/sources` body describes.
+fn add_camera(state: &AppState, body: &[u8]) -> Result<CameraFeed, ApiError> {
+    let new: NewCamera = serde_json::from_slice(body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "expected {{\"rtp\": {{…}}}} or {{\"rtsp\": {{…}}}} with the keys of [[rtp]] or [[rtsp]]: {e}"
+        ))
+    })?;
+    let ops = &state.ops;
+    let stream = match &new {
+        NewCamera::Rtp(e) => e.stream.clone(),
+        NewCamera::Rtsp(e) => e.stream.clone(),
+    };
+    if !crate::model::valid_stream_name(&stream) {
+        return Err(ApiError::BadRequest(crate::model::STREAM_NAME_RULE.into()));
+    }
+    if ops.cameras.get(&stream).is_some() || state.media.directory().stream(&stream).is_some() {
+        return Err(MediaError::Directory(DirectoryError::SourceLive(stream)).into());
+    }
+    let feed = match new {
+        NewCamera::Rtp(entry) => {
+            let spec = crate::ingest::resolve(&entry).map_err(ApiError::BadRequest)?;
+            let (ingest, task) = ops
+                .cameras
+                .start_rtp(spec, &ops.wiring)
+                .map_err(|e| match e {
+                    crate::ingest::CameraError::Taken(d) => {
+                        ApiError::Media(MediaError::Directory(d))
+                    }
+                    other => ApiError::BadRequest(other.to_string()),
+                })?;
+            ops.readiness.watch(ingest.readiness_name(), task);
+            CameraFeed::Rtp(ingest)
+        }
+        NewCamera::Rtsp(entry) => {
+            if entry.credentials_file.is_some() {
+                return Err(ApiError::BadRequest(
+                    "credentials_file is for the configuration file; give credentials in the url"
+                        .into(),
+                ));
+            }
+            let no_files = |_: &Path| Err(std::io::Error::other("no files"));
+            let spec =
+                crate::ingest::rtsp::resolve(&entry, &no_files).map_err(ApiError::BadRequest)?;
+            CameraFeed::Rtsp(ops.cameras.start_rtsp(spec, &ops.wiring))
+        }
+    };
+    tracing::info!(stream = %stream, "camera added by the operator");
+    Ok(feed)
+}
+
+/// Stops a camera and removes its stream: its viewers end now.
+async fn remove_camera(state: &AppState, name: &str) -> Result<(), ApiError> {
+    let ops = &state.ops;
+    let feed = ops.cameras.get(name).ok_or(ApiError::NotFound)?;
+    if let Some(task) = ops.cameras.remove(name) {
+        let _ = task.await;
+    }
+    if let CameraFeed::Rtp(r) = &feed {
+        ops.readiness.unwatch(&r.readiness_name());
+    }
+    state.media.directory().remove_camera(name);
+    state
+        .media
+        .broadcast_end(Arc::from(name), u64::MAX, EndReason::StreamStopped);
+    tracing::info!(stream = name, "camera removed by the operator");
+    Ok(())
 }
 
 /// Stops a stream: its publisher and every viewer end now, through each worker's
@@ -412,13 +511,28 @@ fn no_content() -> Response<Body> {
 mod tests {
     use super::*;
 
+    fn test_wiring() -> Wiring {
+        let c = crate::config::Config::default();
+        Wiring {
+            directory: Arc::new(crate::directory::Directory::new(
+                c.publisher_grace,
+                c.publisher_takeover,
+                c.source_silence,
+            )),
+            peers: Vec::new(),
+            media_counters: Default::default(),
+            timeout: c.rtp_timeout,
+            silence: c.source_silence,
+        }
+    }
+
     #[test]
     fn admin_token_is_checked_and_off_without_one() {
         let read = |_: &Path| Ok(b"  file-token-0123456789\n".to_vec());
         let off = Ops::new(
             OpsSettings::read(&ApiConfig::default(), &read).unwrap(),
-            Vec::new(),
-            Vec::new(),
+            Default::default(),
+            test_wiring(),
         );
         assert!(matches!(
             off.require_admin(Some("x")),
@@ -430,8 +544,8 @@ mod tests {
         };
         let on = Ops::new(
             OpsSettings::read(&cfg, &read).unwrap(),
-            Vec::new(),
-            Vec::new(),
+            Default::default(),
+            test_wiring(),
         );
         assert!(on.require_admin(Some("file-token-0123456789")).is_ok());
         assert!(matches!(
