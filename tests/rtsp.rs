@@ -661,3 +661,72 @@ async fn the_api_adds_a_camera_a_viewer_watches_it_and_removing_it_ends_the_view
     );
     server.shutdown().await;
 }
+
+/// A TCP server that answers every connection with `reply` and closes it.
+async fn garbage_server(reply: &'static [u8]) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let _ = s.write_all(reply).await;
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_cameras_say_why_and_leave_the_other_streams_alone() {
+    let good = free_tcp_port();
+    let _good = camera(good, &["--audio", "none"]).await;
+    let aac = free_tcp_port();
+    let _aac = camera(aac, &["--video", "none", "--audio", "aac"]).await;
+    let garbage =
+        garbage_server(b"RTSP/1.0 200 OK\r\nCSeq: banana\r\n\r\n\x00\xff\xfe not rtsp").await;
+    let silent = garbage_server(b"").await;
+    let server = server_with(vec![
+        entry(
+            "good",
+            &format!("rtsp://127.0.0.1:{good}/cam"),
+            RtspTransport::Tcp,
+        ),
+        entry(
+            "aac-only",
+            &format!("rtsp://127.0.0.1:{aac}/cam"),
+            RtspTransport::Tcp,
+        ),
+        entry(
+            "garbage",
+            &format!("rtsp://127.0.0.1:{garbage}/cam"),
+            RtspTransport::Tcp,
+        ),
+        entry(
+            "silent",
+            &format!("rtsp://127.0.0.1:{silent}/cam"),
+            RtspTransport::Tcp,
+        ),
+    ])
+    .await;
+    let sources = server.rtsp_ingests();
+    wait_state(&sources[0], live, "live").await;
+    let v = viewer(&format!("{}/whep/good", server.base_url())).await;
+    for s in &sources[1..] {
+        wait_state(s, offline, "offline").await;
+        let RtspState::Offline { error } = s.state() else {
+            unreachable!()
+        };
+        println!("{}: {error}", s.stream);
+    }
+    let RtspState::Offline { error } = sources[1].state() else {
+        unreachable!()
+    };
+    assert!(error.contains("no medium"), "AAC alone: {error}");
+    let before = v.received().len();
+    v.wait_for(Duration::from_secs(5), |p| p.len() > before + 30)
+        .await
+        .expect("the good camera's viewer plays on");
+    assert!(sources[0].state() == RtspState::Live);
+    server.shutdown().await;
+}

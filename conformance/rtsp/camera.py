@@ -3,7 +3,7 @@
 gir1.2-gst-rtsp-server-1.0) serving a moving test pattern and a tone, as an IP camera
 or an NVR serves rtsp://user:pass@host/stream.
 
-Usage: camera.py --port PORT [--path /cam] [--video h264|h265|mjpeg|none]
+Usage: camera.py --port PORT [--path /cam] [--video h264|h265|none]
                  [--audio opus|pcmu|pcma|aac|none] [--user U --password P [--digest]]
 
 Prints one JSON line {"event": "ready", "url": "rtsp://127.0.0.1:PORT/cam"} on stdout
@@ -28,7 +28,6 @@ VIDEO = {
     "! rtph264pay name=pay0 pt=96 config-interval=-1",
     "h265": "x265enc tune=zerolatency speed-preset=ultrafast key-int-max=30 "
     "! rtph265pay name=pay0 pt=96 config-interval=-1",
-    "mjpeg": "jpegenc ! rtpjpegpay name=pay0 pt=26",
 }
 AUDIO = {
     "opus": "opusenc ! rtpopuspay name={pay} pt=97",
@@ -59,7 +58,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--path", default="/cam")
-    p.add_argument("--video", default="h264", choices=["h264", "h265", "mjpeg", "none"])
+    p.add_argument("--video", default="h264", choices=["h264", "h265", "none"])
     p.add_argument("--audio", default="opus", choices=["opus", "pcmu", "pcma", "aac", "none"])
     p.add_argument("--user")
     p.add_argument("--password")
