@@ -257,6 +257,18 @@ async fn post_status(url: &str, token: &str) -> u16 {
     .status
 }
 
+/// `POST /api/reload` with the admin token of [`reload_config`].
+async fn reload_by_api(base: &str) -> wishd::client::HttpResponse {
+    wishd::client::http_request(
+        "POST",
+        &format!("{base}/api/reload"),
+        &[("Authorization", "Bearer reload-admin-token-0123")],
+        Vec::new(),
+    )
+    .await
+    .expect("POST /api/reload")
+}
+
 fn reload_config(publish_token: &str, stun: &str) -> String {
     format!(
         "http = \"127.0.0.1:0\"\nudp = \"127.0.0.1:0\"\nworkers = 1\n\n[auth]\npublish = \"token\"\n\n\
@@ -338,14 +350,7 @@ async fn sighup_and_the_api_read_the_configuration_again_and_sessions_go_on() {
 
     // A file that does not validate changes nothing, and says why.
     std::fs::write(&path, "http = \"127.0.0.1:0\"\nworker = 2\n").unwrap();
-    let r = wishd::client::http_request(
-        "POST",
-        &format!("{base}/api/reload"),
-        &[("Authorization", "Bearer reload-admin-token-0123")],
-        Vec::new(),
-    )
-    .await
-    .unwrap();
+    let r = reload_by_api(&base).await;
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(
         r.text().contains("worker"),
@@ -362,14 +367,7 @@ async fn sighup_and_the_api_read_the_configuration_again_and_sessions_go_on() {
         reload_config("publish-token-three-3", "stun:three.example.net:3478"),
     )
     .unwrap();
-    let r = wishd::client::http_request(
-        "POST",
-        &format!("{base}/api/reload"),
-        &[("Authorization", "Bearer reload-admin-token-0123")],
-        Vec::new(),
-    )
-    .await
-    .unwrap();
+    let r = reload_by_api(&base).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
         post_status(&format!("{base}/whip/three"), "publish-token-three-3").await,

@@ -89,6 +89,14 @@ fn offline(s: &RtspState) -> bool {
     matches!(s, RtspState::Offline { .. })
 }
 
+/// Why an offline source is offline.
+fn offline_reason(source: &RtspIngest) -> String {
+    match source.state() {
+        RtspState::Offline { error } => error,
+        other => panic!("{} is {other:?}, not offline", source.stream),
+    }
+}
+
 /// A viewer of audio and video; returns it once it has video and audio.
 async fn viewer(url: &str) -> WhepViewer {
     let v = WhepViewer::connect(url, ViewerOptions::default())
@@ -213,9 +221,7 @@ async fn digest_credentials_connect_and_wrong_ones_keep_the_camera_offline_sayin
     wait_state(&sources[0], live, "live").await;
     wait_state(&sources[1], live, "live").await;
     wait_state(&sources[2], offline, "offline").await;
-    let RtspState::Offline { error } = sources[2].state() else {
-        unreachable!()
-    };
+    let error = offline_reason(&sources[2]);
     println!("wrong credentials: {error}");
     assert!(
         error.contains("401"),
@@ -714,14 +720,9 @@ async fn broken_cameras_say_why_and_leave_the_other_streams_alone() {
     let v = viewer(&format!("{}/whep/good", server.base_url())).await;
     for s in &sources[1..] {
         wait_state(s, offline, "offline").await;
-        let RtspState::Offline { error } = s.state() else {
-            unreachable!()
-        };
-        println!("{}: {error}", s.stream);
+        println!("{}: {}", s.stream, offline_reason(s));
     }
-    let RtspState::Offline { error } = sources[1].state() else {
-        unreachable!()
-    };
+    let error = offline_reason(&sources[1]);
     assert!(error.contains("no medium"), "AAC alone: {error}");
     let before = v.received().len();
     v.wait_for(Duration::from_secs(5), |p| p.len() > before + 30)

@@ -327,21 +327,9 @@ impl Source {
                         r = self.probe() => r,
                     };
                     if let Err(error) = probed {
-                        warn!(
-                            stream = %self.spec.stream, url = %self.spec.url,
-                            "RTSP camera (on demand): {error}; trying again in {backoff:?}"
-                        );
-                        self.ingest.set_state(RtspState::Offline { error });
-                        self.ingest
-                            .status
-                            .reconnects
-                            .fetch_add(1, Ordering::Relaxed);
-                        tokio::select! {
-                            _ = stop.changed() => return,
-                            _ = status.restart.notified() => {}
-                            _ = tokio::time::sleep(backoff) => {}
+                        if !self.back_off(error, &mut backoff, &mut stop).await {
+                            return;
                         }
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
                         continue;
                     }
                 }
@@ -391,22 +379,37 @@ impl Source {
             if played {
                 backoff = FIRST_BACKOFF;
             }
-            warn!(
-                stream = %self.spec.stream, url = %self.spec.url,
-                "RTSP camera: {error}; connecting again in {backoff:?}"
-            );
-            self.ingest.set_state(RtspState::Offline { error });
-            self.ingest
-                .status
-                .reconnects
-                .fetch_add(1, Ordering::Relaxed);
-            tokio::select! {
-                _ = stop.changed() => return,
-                _ = status.restart.notified() => {}
-                _ = tokio::time::sleep(backoff) => {}
+            if !self.back_off(error, &mut backoff, &mut stop).await {
+                return;
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
+    }
+
+    /// After a connection failed or was lost: says why (one log line), counts it, and
+    /// waits `backoff` (or until a restart), doubling it for the next time. False when
+    /// the server stops meanwhile.
+    async fn back_off(
+        &self,
+        error: String,
+        backoff: &mut Duration,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
+        warn!(
+            stream = %self.spec.stream, url = %self.spec.url,
+            "RTSP camera: {error}; connecting again in {backoff:?}"
+        );
+        self.ingest.set_state(RtspState::Offline { error });
+        self.ingest
+            .status
+            .reconnects
+            .fetch_add(1, Ordering::Relaxed);
+        tokio::select! {
+            _ = stop.changed() => return false,
+            _ = self.ingest.status.restart.notified() => {}
+            _ = tokio::time::sleep(*backoff) => {}
+        }
+        *backoff = (*backoff * 2).min(MAX_BACKOFF);
+        true
     }
 
     /// DESCRIBE alone, to learn the camera's codecs and put its stream in the directory
