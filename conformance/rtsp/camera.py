@@ -3,7 +3,7 @@
 gir1.2-gst-rtsp-server-1.0) serving a moving test pattern and a tone, as an IP camera
 or an NVR serves rtsp://user:pass@host/stream.
 
-Usage: camera.py --port PORT [--path /cam] [--video h264|h265|none]
+Usage: camera.py --port PORT [--path /cam] [--video h264|h265|none] [--keyint FRAMES]
                  [--audio opus|pcmu|pcma|aac|none] [--user U --password P [--digest]]
 
 Prints one JSON line {"event": "ready", "url": "rtsp://127.0.0.1:PORT/cam"} on stdout
@@ -24,9 +24,9 @@ gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
 
 VIDEO = {
-    "h264": "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 bframes=0 "
+    "h264": "x264enc tune=zerolatency speed-preset=ultrafast key-int-max={keyint} bframes=0 "
     "! rtph264pay name=pay0 pt=96 config-interval=-1",
-    "h265": "x265enc tune=zerolatency speed-preset=ultrafast key-int-max=30 "
+    "h265": "x265enc tune=zerolatency speed-preset=ultrafast key-int-max={keyint} "
     "! rtph265pay name=pay0 pt=96 config-interval=-1",
 }
 AUDIO = {
@@ -37,13 +37,13 @@ AUDIO = {
 }
 
 
-def launch(video, audio):
+def launch(video, audio, keyint):
     parts = []
     pay = 0
     if video != "none":
         parts.append(
             "videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=180,framerate=30/1 "
-            "! videoconvert ! " + VIDEO[video]
+            "! videoconvert ! " + VIDEO[video].format(keyint=keyint)
         )
         pay += 1
     if audio != "none":
@@ -60,6 +60,7 @@ def main():
     p.add_argument("--path", default="/cam")
     p.add_argument("--video", default="h264", choices=["h264", "h265", "none"])
     p.add_argument("--audio", default="opus", choices=["opus", "pcmu", "pcma", "aac", "none"])
+    p.add_argument("--keyint", type=int, default=30, help="frames between keyframes")
     p.add_argument("--user")
     p.add_argument("--password")
     p.add_argument("--digest", action="store_true")
@@ -70,7 +71,7 @@ def main():
     server.set_address("127.0.0.1")
     server.set_service(str(a.port))
     factory = GstRtspServer.RTSPMediaFactory()
-    factory.set_launch(launch(a.video, a.audio))
+    factory.set_launch(launch(a.video, a.audio, a.keyint))
     factory.set_shared(True)
     if a.user:
         auth = GstRtspServer.RTSPAuth()
