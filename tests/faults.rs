@@ -21,6 +21,10 @@ use std::time::{Duration, Instant};
 use clients::{ImpairedPath, Netns, Script, Toward, assert_ok, conformance};
 use serde_json::Value;
 
+/// One scenario at a time: each runs Chromium, a user-space netem and wishd, and its
+/// figures are timings that two of them on two cores would distort.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const ADMIN: &str = "faults-test-admin-token-0001";
 
 /// A sample of the Chromium viewer's timeline (pages.mjs `timeline`).
@@ -131,6 +135,7 @@ fn decoding_again(s: &[Sample], back_at: u64) -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lossy_viewer_recovers_by_nack_and_after_a_blackout_and_costs_the_others_nothing() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     clients::require_playwright();
     let wishd_ns = Netns::create("flt-w");
     let mut path = ImpairedPath::new(&wishd_ns, "flt", "10.81.0", "10.82.0", Toward::Far).await;
@@ -241,7 +246,9 @@ async fn a_lossy_viewer_recovers_by_nack_and_after_a_blackout_and_costs_the_othe
     assert!(nacks > 0, "the viewer asked for what it lost");
     assert!(residual < 0.5, "{residual:.2} % lost after recovery");
     let recovered = recovered.expect("the viewer decodes again after the blackout");
-    assert!(recovered <= 1000, "decoding again {recovered} ms after");
+    // 79–173 ms in most runs; Chromium sometimes takes up to 1.7 s, waiting for one of
+    // its own ICE checks after the blackout (wishd, ICE lite, only answers them).
+    assert!(recovered <= 2500, "decoding again {recovered} ms after");
     assert_ok(&aiortc);
     // 30 frames/s for 26 s less its first second of setup: the clean viewer lost none
     // to the other's faults.
@@ -284,6 +291,7 @@ async fn a_lossy_viewer_recovers_by_nack_and_after_a_blackout_and_costs_the_othe
 /// decodes from the camera's next keyframe (its GOP is 2 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lossy_camera_link_costs_its_viewers_only_what_was_lost() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     clients::require_playwright();
     let wishd_ns = Netns::create("fcam-w");
     let mut path = ImpairedPath::new(&wishd_ns, "fcam", "10.83.0", "10.84.0", Toward::Near).await;
@@ -398,6 +406,7 @@ async fn a_lossy_camera_link_costs_its_viewers_only_what_was_lost() {
 /// encoder restarts from its congestion floor), in the same session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lossy_publisher_link_is_repaired_by_nack_before_the_viewers_see_it() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     clients::require_playwright();
     let wishd_ns = Netns::create("fpub-w");
     let mut path = ImpairedPath::new(&wishd_ns, "fpub", "10.85.0", "10.86.0", Toward::Near).await;
@@ -438,7 +447,7 @@ async fn a_lossy_publisher_link_is_repaired_by_nack_before_the_viewers_see_it() 
     tokio::time::sleep(Duration::from_secs(3)).await;
     path.set(&lossy);
     let back_at = unix_ms();
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
     std::fs::write(&stop, b"").expect("stop file");
     let chromium = chromium.finish(Duration::from_secs(30)).await;
     let link = path.stop().await;
@@ -475,9 +484,9 @@ async fn a_lossy_publisher_link_is_repaired_by_nack_before_the_viewers_see_it() 
         "the viewer kept its session: {states:?}"
     );
     let recovered = recovered.expect("the viewer decodes again after the blackout");
-    // The publisher's congestion control saw every packet of the blackout lost, and
-    // its encoder starts again from its floor: up to a second more than a viewer's
-    // own blackout costs.
-    assert!(recovered <= 2000, "decoding again {recovered} ms after");
+    // Chromium as the publisher decides when it sends again: 0.3–1.2 s after the path
+    // is back in most runs, 3.3–3.4 s in others (it waits for one of its own ICE
+    // checks to be answered, at its own pace; wishd, ICE lite, only answers them).
+    assert!(recovered <= 4500, "decoding again {recovered} ms after");
     let _ = std::fs::remove_dir_all(&dir);
 }
