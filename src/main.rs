@@ -237,23 +237,17 @@ impl Cli {
             c.rtp.push(entry);
         }
         for t in self.publish_token {
-            c.auth.tokens.push(StaticTokenConfig {
-                token: Some(Secret::new(t)),
-                token_file: None,
-                streams: vec!["*".into()],
-                actions: vec![Role::Publisher],
-            });
+            c.auth
+                .tokens
+                .push(StaticTokenConfig::every_stream(t, Role::Publisher));
         }
         if !self.play_token.is_empty() {
             c.auth.play = Policy::Token;
         }
         for t in self.play_token {
-            c.auth.tokens.push(StaticTokenConfig {
-                token: Some(Secret::new(t)),
-                token_file: None,
-                streams: vec!["*".into()],
-                actions: vec![Role::Viewer],
-            });
+            c.auth
+                .tokens
+                .push(StaticTokenConfig::every_stream(t, Role::Viewer));
         }
         if let Some(path) = self.jwt_secret_file {
             c.auth.jwt = Some(JwtConfig::with_secret_file(path));

@@ -14,7 +14,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
 use crate::auth::{AuthSetupError, Authenticator};
-use crate::config::{Config, ConfigError, Policy, Secret, StaticTokenConfig, Valid};
+use crate::config::{Config, ConfigError, Policy, StaticTokenConfig, Valid};
 use crate::directory::{Directory, DirectoryCounts};
 use crate::http::ice_servers::IceServers;
 use crate::http::ops::{Ops, OpsSettings, OpsSetupError};
@@ -129,12 +129,10 @@ pub fn prepare(config: Valid<Config>) -> Result<Prepared, StartError> {
     if auth.policy(Role::Publisher) == Policy::Token && !auth.has_credentials_for(Role::Publisher) {
         let token = crate::auth::random_token();
         let mut c = config.into_inner();
-        c.auth.tokens.push(StaticTokenConfig {
-            token: Some(Secret::new(token.clone())),
-            token_file: None,
-            streams: vec!["*".into()],
-            actions: vec![Role::Publisher],
-        });
+        c.auth.tokens.push(StaticTokenConfig::every_stream(
+            token.clone(),
+            Role::Publisher,
+        ));
         config = c.validated()?;
         auth = Authenticator::new(&config.auth, &read)?;
         generated_token = Some(token);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::{Output, Rtc};
-use wishd::client::{http_request, resolve_url};
+use wishd::client::{HttpResponse, http_request, resolve_url};
 
 /// What went wrong while setting up a peer.
 #[derive(Debug, thiserror::Error)]
@@ -53,15 +53,8 @@ pub struct Signalled {
 /// ([`apply_answer`]) so that a burst of POSTs in one runtime is not timed behind
 /// each other's SDP work.
 pub async fn post(offer: String, url: &str, token: Option<&str>) -> Result<Signalled, SetupError> {
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let mut headers = vec![("Content-Type", "application/sdp")];
-    if let Some(a) = auth.as_deref() {
-        headers.push(("Authorization", a));
-    }
     let start = Instant::now();
-    let resp = http_request("POST", url, &headers, offer.into_bytes())
-        .await
-        .map_err(|e| SetupError::Http(e.to_string()))?;
+    let resp = request("POST", url, token, Some(offer)).await?;
     let post_time = start.elapsed();
     let counter_offer = resp.status == 406
         && resp
@@ -131,14 +124,7 @@ pub async fn patch_answer(
     answer: String,
     token: Option<&str>,
 ) -> Result<(), SetupError> {
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let mut headers = vec![("Content-Type", "application/sdp")];
-    if let Some(a) = auth.as_deref() {
-        headers.push(("Authorization", a));
-    }
-    let resp = http_request("PATCH", location, &headers, answer.into_bytes())
-        .await
-        .map_err(|e| SetupError::Http(e.to_string()))?;
+    let resp = request("PATCH", location, token, Some(answer)).await?;
     if !(200..300).contains(&resp.status) {
         return Err(SetupError::Status {
             status: resp.status,
@@ -153,15 +139,28 @@ pub async fn patch_answer(
 
 /// DELETEs a session; returns the status.
 pub async fn delete(location: &str, token: Option<&str>) -> Result<u16, SetupError> {
+    Ok(request("DELETE", location, token, None).await?.status)
+}
+
+/// One request with the bearer `token`, and `sdp` as an `application/sdp` body.
+async fn request(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    sdp: Option<String>,
+) -> Result<HttpResponse, SetupError> {
     let auth = token.map(|t| format!("Bearer {t}"));
     let mut headers = Vec::new();
+    if sdp.is_some() {
+        headers.push(("Content-Type", "application/sdp"));
+    }
     if let Some(a) = auth.as_deref() {
         headers.push(("Authorization", a));
     }
-    let r = http_request("DELETE", location, &headers, Vec::new())
+    let body = sdp.map(String::into_bytes).unwrap_or_default();
+    http_request(method, url, &headers, body)
         .await
-        .map_err(|e| SetupError::Http(e.to_string()))?;
-    Ok(r.status)
+        .map_err(|e| SetupError::Http(e.to_string()))
 }
 
 /// Polls an `Rtc` that has no socket yet until it asks for a timeout.

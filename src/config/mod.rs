@@ -657,6 +657,19 @@ pub struct StaticTokenConfig {
     pub actions: Vec<Role>,
 }
 
+impl StaticTokenConfig {
+    /// `token`, valid for `action` on every stream (the `--publish-token` and
+    /// `--play-token` flags, the publish token made at start when none is configured).
+    pub fn every_stream(token: impl Into<String>, action: Role) -> StaticTokenConfig {
+        StaticTokenConfig {
+            token: Some(Secret::new(token)),
+            token_file: None,
+            streams: vec!["*".into()],
+            actions: vec![action],
+        }
+    }
+}
+
 /// JWT verification: one key, which pins the algorithm.
 #[cfg_attr(test, derive(serde::Serialize))]
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -14,7 +14,7 @@ use super::Rules;
 use super::ice_servers::IceServers;
 use super::tls::CertResolver;
 use crate::auth::Authenticator;
-use crate::config::{Config, Secret, StaticTokenConfig};
+use crate::config::{Config, StaticTokenConfig};
 use crate::model::Role;
 
 /// Where the configuration comes from, as at start (flags and variables over the
@@ -41,12 +41,9 @@ pub(crate) fn rules(config: &Config, generated_token: Option<&str>) -> Result<Ru
     if let Some(token) = generated_token
         && !auth.has_credentials_for(Role::Publisher)
     {
-        auth_config.tokens.push(StaticTokenConfig {
-            token: Some(Secret::new(token)),
-            token_file: None,
-            streams: vec!["*".into()],
-            actions: vec![Role::Publisher],
-        });
+        auth_config
+            .tokens
+            .push(StaticTokenConfig::every_stream(token, Role::Publisher));
         auth = Authenticator::new(&auth_config, &read).map_err(|e| e.to_string())?;
     }
     let ice_servers = IceServers::new(&config.ice_servers, &read).map_err(|e| e.to_string())?;

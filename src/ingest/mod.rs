@@ -75,33 +75,31 @@ pub(crate) struct RtpSourceSpec {
     pub(crate) media: Vec<MediumSpec>,
 }
 
-impl RtpSourceSpec {
-    /// The keyframe cache for this source's video (a zero-sized one for audio only),
-    /// stale after `silence`.
-    pub(crate) fn keyframe_cache(&self, silence: Duration) -> KeyframeCache {
-        match self.media.iter().find(|m| m.kind == MediaKind::Video) {
-            Some(v) => {
-                let mut c = KeyframeCache::new(CodecKind::of_name(&v.codec.name), CACHE_BYTES)
-                    .stale_after(silence);
-                c.set_sprop(&v.codec.fmtp);
-                c
-            }
-            None => KeyframeCache::default(),
+/// The keyframe cache for a camera's video (a zero-sized one for audio only), stale
+/// after `silence`.
+pub(crate) fn keyframe_cache(media: &[MediumSpec], silence: Duration) -> KeyframeCache {
+    match media.iter().find(|m| m.kind == MediaKind::Video) {
+        Some(v) => {
+            let mut c = KeyframeCache::new(CodecKind::of_name(&v.codec.name), CACHE_BYTES)
+                .stale_after(silence);
+            c.set_sprop(&v.codec.fmtp);
+            c
         }
+        None => KeyframeCache::default(),
     }
+}
 
-    /// The codecs viewers must match, in the directory's form.
-    pub(crate) fn chosen_codecs(&self) -> Vec<ChosenCodec> {
-        self.media
-            .iter()
-            .enumerate()
-            .map(|(i, m)| ChosenCodec {
-                kind: m.kind,
-                mid: i.to_string(),
-                codec: m.codec.clone(),
-            })
-            .collect()
-    }
+/// The codecs a camera's viewers must match, in the directory's form.
+pub(crate) fn chosen_codecs(media: &[MediumSpec]) -> Vec<ChosenCodec> {
+    media
+        .iter()
+        .enumerate()
+        .map(|(i, m)| ChosenCodec {
+            kind: m.kind,
+            mid: i.to_string(),
+            codec: m.codec.clone(),
+        })
+        .collect()
 }
 
 fn medium_from_entry(kind: MediaKind, e: &RtpMediumEntry) -> Result<MediumSpec, String> {
@@ -646,8 +644,8 @@ impl Cameras {
     ) -> Result<(RtpIngest, tokio::task::AbortHandle), CameraError> {
         let shared = wiring.directory.register_rtp_source(
             &spec.stream,
-            spec.chosen_codecs(),
-            spec.keyframe_cache(wiring.silence),
+            chosen_codecs(&spec.media),
+            keyframe_cache(&spec.media, wiring.silence),
         )?;
         let addr = SocketAddr::new(spec.bind, spec.media.first().map_or(0, |m| m.port));
         let name = spec.stream.clone();

@@ -19,15 +19,15 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use retina::client::{
-    Credentials, PacketItem, PlayOptions, SessionOptions, SetupOptions, TcpTransportOptions,
-    Transport, UdpTransportOptions,
+    Credentials, Described, PacketItem, PlayOptions, Session, SessionOptions, SetupOptions,
+    TcpTransportOptions, Transport, UdpTransportOptions,
 };
 use sdp_types::Session as Sdp;
 use str0m::media::MediaKind;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::{Feed, IngestCounters, MediumSpec, Pipe, RtpSourceSpec, Wiring};
+use super::{Feed, IngestCounters, MediumSpec, Pipe, Wiring, chosen_codecs, keyframe_cache};
 use crate::config::{RtspEntry, RtspTransport};
 use crate::directory::Stream;
 use crate::sdp::parse::{codecs_of, normalise};
@@ -36,6 +36,10 @@ use crate::sdp::parse::{codecs_of, normalise};
 /// [`MAX_BACKOFF`], back to this once media flowed.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Why a camera whose SDP has nothing wishd serves is offline.
+const NOTHING_SERVED: &str =
+    "the camera offers no medium wishd serves (H.264, H.265, Opus, PCMU, PCMA)";
 
 /// A resolved `[[rtsp]]` entry.
 #[derive(Clone)]
@@ -415,24 +419,25 @@ impl Source {
     /// DESCRIBE alone, to learn the camera's codecs and put its stream in the directory
     /// (an on-demand camera before its first viewer).
     async fn probe(&mut self) -> Result<(), String> {
-        let session = retina::client::Session::describe(self.spec.url.clone(), self.options())
-            .await
-            .map_err(|e| format!("DESCRIBE: {e}"))?;
-        let media = camera_media(session.sdp()).map_err(|e| format!("the camera's SDP: {e}"))?;
+        let (_, media) = self.describe().await?;
         if media.served.is_empty() {
-            return Err(
-                "the camera offers no medium wishd serves (H.264, H.265, Opus, PCMU, PCMA)".into(),
-            );
+            return Err(NOTHING_SERVED.into());
         }
         self.stream_for(&media)
             .map(|_| ())
             .ok_or_else(|| "the stream name is taken by another source".into())
     }
 
-    fn options(&self) -> SessionOptions {
-        SessionOptions::default()
+    /// DESCRIBE: the session, and what of the camera's media wishd serves.
+    async fn describe(&self) -> Result<(Session<Described>, CameraMedia), String> {
+        let options = SessionOptions::default()
             .creds(self.spec.creds.clone())
-            .user_agent(format!("wishd/{}", env!("CARGO_PKG_VERSION")))
+            .user_agent(format!("wishd/{}", env!("CARGO_PKG_VERSION")));
+        let session = Session::describe(self.spec.url.clone(), options)
+            .await
+            .map_err(|e| format!("DESCRIBE: {e}"))?;
+        let media = camera_media(session.sdp()).map_err(|e| format!("the camera's SDP: {e}"))?;
+        Ok((session, media))
     }
 
     /// One connection: DESCRIBE, SETUP of each served medium, PLAY, then packets until
@@ -442,14 +447,9 @@ impl Source {
             error: e,
             played: false,
         };
-        let mut session =
-            match retina::client::Session::describe(self.spec.url.clone(), self.options()).await {
-                Ok(s) => s,
-                Err(e) => return lost(format!("DESCRIBE: {e}")),
-            };
-        let media = match camera_media(session.sdp()) {
-            Ok(m) => m,
-            Err(e) => return lost(format!("the camera's SDP: {e}")),
+        let (mut session, media) = match self.describe().await {
+            Ok(d) => d,
+            Err(e) => return lost(e),
         };
         if !media.left_out.is_empty() {
             warn!(
@@ -458,9 +458,7 @@ impl Source {
             );
         }
         if media.served.is_empty() {
-            return lost(
-                "the camera offers no medium wishd serves (H.264, H.265, Opus, PCMU, PCMA)".into(),
-            );
+            return lost(NOTHING_SERVED.into());
         }
         let transport = match self.spec.transport {
             RtspTransport::Tcp => Transport::Tcp(TcpTransportOptions::default()),
@@ -566,21 +564,14 @@ impl Source {
         if let Some(s) = &self.stream {
             return Some(s.clone());
         }
-        let spec = RtpSourceSpec {
-            stream: self.spec.stream.clone(),
-            bind: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-            multicast_group: None,
-            multicast_interface: None,
-            allowed_sender: None,
-            media: media.served.iter().map(|(_, m)| m.clone()).collect(),
-        };
+        let served: Vec<MediumSpec> = media.served.iter().map(|(_, m)| m.clone()).collect();
         let shared = self
             .wiring
             .directory
             .register_rtp_source(
                 &self.spec.stream,
-                spec.chosen_codecs(),
-                spec.keyframe_cache(self.wiring.silence),
+                chosen_codecs(&served),
+                keyframe_cache(&served, self.wiring.silence),
             )
             .ok()?;
         self.stream = Some(shared.clone());
