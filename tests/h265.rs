@@ -68,12 +68,57 @@ fn unit_type(payload: &[u8]) -> u8 {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_h265_camera_reaches_an_h265_viewer_starting_at_a_keyframe() {
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+/// ffmpeg with libx265 sending H.265 over RTP to `port`, a keyframe every 30 frames
+/// (1 s), as a camera sends it; with `sdp_file`, ffmpeg writes its session
+/// description there.
+fn h265_camera(port: u16, sdp_file: Option<&std::path::Path>) -> Tool {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-nostdin", "-loglevel", "error", "-re", "-f", "lavfi"])
+        .args(["-i", "testsrc2=size=320x180:rate=30", "-t", "8"])
+        .args([
+            "-c:v",
+            "libx265",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+        ])
+        .args([
+            "-x265-params",
+            "keyint=30:min-keyint=30:bframes=0:log-level=error",
+        ])
+        .args(["-payload_type", "96"]);
+    if let Some(path) = sdp_file {
+        cmd.arg("-sdp_file").arg(path);
+    }
+    cmd.args(["-f", "rtp"])
+        .arg(format!("rtp://127.0.0.1:{port}?pkt_size=1200"))
+        .stdout(Stdio::null());
+    Tool(cmd.spawn().expect("ffmpeg starts (apt-get install ffmpeg)"))
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
         .and_then(|s| s.local_addr())
         .map(|a| a.port())
-        .expect("a free port");
+        .expect("a free port")
+}
+
+/// An H.265 viewer of `url`: its first packet starts a keyframe.
+async fn assert_h265_starts_at_a_keyframe(url: &str, what: &str) {
+    let video = first_h265_packets(url, false, 30).await;
+    assert!(
+        is_keyframe_start(CodecKind::H265, &video[0]),
+        "the first packet starts a keyframe: unit type {}",
+        unit_type(&video[0])
+    );
+    let types: Vec<u8> = video.iter().take(8).map(|p| unit_type(p)).collect();
+    println!("{what} → viewer: first units {types:?} (32 VPS, 33 SPS, 34 PPS, 19/20 IDR, 48 AP)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h265_camera_reaches_an_h265_viewer_starting_at_a_keyframe() {
+    let port = free_udp_port();
     let server = common::start_with(|c| {
         c.rtp.push(RtpEntry {
             stream: "hevc".into(),
@@ -89,39 +134,44 @@ async fn an_h265_camera_reaches_an_h265_viewer_starting_at_a_keyframe() {
     .await;
     let url = format!("{}/whep/hevc", server.base_url());
     assert_refused_naming_h265(&url, viewer(&[VideoCodec::H264, VideoCodec::Vp8], false)).await;
-    // libx265, a keyframe every 30 frames (1 s), as a camera sends H.265 over RTP.
-    let ffmpeg = Command::new("ffmpeg")
-        .args(["-nostdin", "-loglevel", "error", "-re", "-f", "lavfi"])
-        .args(["-i", "testsrc2=size=320x180:rate=30", "-t", "8"])
-        .args([
-            "-c:v",
-            "libx265",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-        ])
-        .args([
-            "-x265-params",
-            "keyint=30:min-keyint=30:bframes=0:log-level=error",
-        ])
-        .args(["-payload_type", "96", "-f", "rtp"])
-        .arg(format!("rtp://127.0.0.1:{port}?pkt_size=1200"))
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("ffmpeg starts (apt-get install ffmpeg)");
-    let _ffmpeg = Tool(ffmpeg);
-    let video = first_h265_packets(&url, false, 30).await;
-    assert!(
-        is_keyframe_start(CodecKind::H265, &video[0]),
-        "the first packet starts a keyframe: unit type {}",
-        unit_type(&video[0])
-    );
-    let types: Vec<u8> = video.iter().take(8).map(|p| unit_type(p)).collect();
-    println!(
-        "H.265 camera → viewer: first units {types:?} (32 VPS, 33 SPS, 34 PPS, 19/20 IDR, 48 AP)"
-    );
+    let _ffmpeg = h265_camera(port, None);
+    assert_h265_starts_at_a_keyframe(&url, "H.265 camera").await;
     server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h265_camera_described_by_ffmpegs_sdp_file_reaches_an_h265_viewer() {
+    let port = free_udp_port();
+    let sdp = std::env::temp_dir().join(format!("wishd-hevc-{}.sdp", std::process::id()));
+    let _ = std::fs::remove_file(&sdp);
+    // ffmpeg writes the file once its output is open; the ingest binds after it, as
+    // an operator starts wishd on the file a running encoder wrote.
+    let _ffmpeg = h265_camera(port, Some(&sdp));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&sdp).is_ok_and(|s| s.contains("H265/90000")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ffmpeg wrote no SDP file"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "ffmpeg's SDP file:\n{}",
+        std::fs::read_to_string(&sdp).unwrap_or_default()
+    );
+    let server = common::start_with(|c| {
+        c.rtp.push(RtpEntry {
+            stream: "hevc".into(),
+            sdp: Some(sdp.clone()),
+            ..RtpEntry::default()
+        })
+    })
+    .await;
+    let url = format!("{}/whep/hevc", server.base_url());
+    assert_refused_naming_h265(&url, viewer(&[VideoCodec::H264, VideoCodec::Vp8], false)).await;
+    assert_h265_starts_at_a_keyframe(&url, "H.265 camera (SDP file)").await;
+    server.shutdown().await;
+    let _ = std::fs::remove_file(&sdp);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
