@@ -128,6 +128,8 @@ async fn an_h265_camera_reaches_an_h265_viewer_starting_at_a_keyframe() {
                 rtpmap: "H265/90000".into(),
                 fmtp: String::new(),
             }),
+            // The 422 comes before the camera sends.
+            wait_when_offline: true,
             ..RtpEntry::default()
         })
     })
@@ -163,6 +165,8 @@ async fn an_h265_camera_described_by_ffmpegs_sdp_file_reaches_an_h265_viewer() {
         c.rtp.push(RtpEntry {
             stream: "hevc".into(),
             sdp: Some(sdp.clone()),
+            // The 422 comes before the camera sends.
+            wait_when_offline: true,
             ..RtpEntry::default()
         })
     })

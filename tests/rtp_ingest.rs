@@ -3,6 +3,7 @@
 //! WHEP viewers receive it. Each test names the behaviour it proves.
 
 mod common;
+mod interop;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -71,6 +72,15 @@ impl Drop for Tool {
     }
 }
 
+// The cameras of these tests take viewers before they send, so that a viewer counts
+// every packet from the first: `wait_when_offline` (a Janus mountpoint).
+fn waiting(entry: RtpEntry) -> RtpEntry {
+    RtpEntry {
+        wait_when_offline: true,
+        ..entry
+    }
+}
+
 fn h264_opus_entry(stream: &str, vport: u16, aport: u16) -> RtpEntry {
     RtpEntry {
         stream: stream.into(),
@@ -86,6 +96,7 @@ fn h264_opus_entry(stream: &str, vport: u16, aport: u16) -> RtpEntry {
             rtpmap: "opus/48000/2".into(),
             fmtp: String::new(),
         }),
+        wait_when_offline: true,
         ..RtpEntry::default()
     }
 }
@@ -171,8 +182,9 @@ async fn ffmpeg_camera_late_viewers_start_at_once_from_the_cache_without_loss() 
         ),
     );
     let server = common::start_with(|c| {
-        c.rtp
-            .push(RtpEntry::from_flag(&format!("cam={}", sdp.display())).unwrap());
+        c.rtp.push(waiting(
+            RtpEntry::from_flag(&format!("cam={}", sdp.display())).unwrap(),
+        ));
     })
     .await;
     let url = format!("{}/whep/cam", server.base_url());
@@ -632,6 +644,48 @@ async fn a_silent_source_goes_offline_keeps_its_viewers_and_comes_back_by_itself
     server.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_camera_answers_409_with_retry_after_while_its_viewers_stay() {
+    let vport = free_port_pair();
+    let server = common::start_with(|c| {
+        c.rtp_timeout = Duration::from_millis(400);
+        c.rtp.push(RtpEntry {
+            wait_when_offline: false,
+            ..h264_opus_entry("strict", vport, free_port_pair())
+        });
+    })
+    .await;
+    let url = format!("{}/whep/strict", server.base_url());
+    common::assert_offline_409(&url, "before the camera's first packet").await;
+
+    let to: SocketAddr = ([127, 0, 0, 1], vport).into();
+    let live = LiveCamera::start(Camera::new("127.0.0.1:0", to, 9, 1), 10);
+    let viewer =
+        interop::view_when_live(&url, ViewerOptions::default(), Duration::from_secs(5)).await;
+    viewer
+        .wait_for(Duration::from_secs(5), |p| p.len() >= 10)
+        .await
+        .expect("a viewer of a sending camera plays");
+
+    drop(live);
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    common::assert_offline_409(&url, "after rtp_timeout of silence").await;
+    assert!(viewer.is_connected(), "the viewer it had stays");
+
+    let before = viewer.received_count();
+    let _back = LiveCamera::start(Camera::new("127.0.0.1:0", to, 9, 500), 10);
+    viewer
+        .wait_for(Duration::from_secs(5), |p| p.len() >= before + 10)
+        .await
+        .expect("the viewer that stayed plays again");
+    let late =
+        interop::view_when_live(&url, ViewerOptions::default(), Duration::from_secs(5)).await;
+    late.wait_for(Duration::from_secs(5), |p| !p.is_empty())
+        .await
+        .expect("a new viewer joins the camera once it is back");
+    server.shutdown().await;
+}
+
 /// A camera that stops (before `rtp_timeout`) and comes back rebooted, with a new
 /// SSRC: while it is silent its viewer's keyframe requests replay nothing from the
 /// cache (they used to show the same old group again on every request), the API says
@@ -1045,7 +1099,7 @@ async fn a_camera_sending_to_a_multicast_group_reaches_viewers() {
         ),
     );
     let server = common::start_with(|c| {
-        let mut e = RtpEntry::from_flag(&format!("mcast={}", sdp.display())).unwrap();
+        let mut e = waiting(RtpEntry::from_flag(&format!("mcast={}", sdp.display())).unwrap());
         e.multicast_interface = Some(std::net::Ipv4Addr::LOCALHOST);
         c.rtp.push(e);
     })
@@ -1100,8 +1154,9 @@ async fn sprop_parameter_sets_reach_viewers_before_every_idr_live_and_from_the_c
         ),
     );
     let server = common::start_with(|c| {
-        c.rtp
-            .push(RtpEntry::from_flag(&format!("sprop={}", sdp.display())).unwrap());
+        c.rtp.push(waiting(
+            RtpEntry::from_flag(&format!("sprop={}", sdp.display())).unwrap(),
+        ));
     })
     .await;
     let url = format!("{}/whep/sprop", server.base_url());
@@ -1164,6 +1219,7 @@ fn video_only_entry(stream: &str, port: u16, pt: u8, rtpmap: &str) -> RtpEntry {
             rtpmap: rtpmap.into(),
             fmtp: String::new(),
         }),
+        wait_when_offline: true,
         ..RtpEntry::default()
     }
 }
@@ -1177,6 +1233,7 @@ fn audio_only_entry(stream: &str, port: u16, pt: u8, rtpmap: &str) -> RtpEntry {
             rtpmap: rtpmap.into(),
             fmtp: String::new(),
         }),
+        wait_when_offline: true,
         ..RtpEntry::default()
     }
 }

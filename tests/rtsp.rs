@@ -28,6 +28,11 @@ fn free_tcp_port() -> u16 {
 
 /// Starts the RTSP camera on `port` with `args`; returns once it serves.
 async fn camera(port: u16, args: &[&str]) -> Tool {
+    camera_reporting(port, args).await.0
+}
+
+/// [`camera`], with what it prints: its sessions as they change.
+async fn camera_reporting(port: u16, args: &[&str]) -> (Tool, Lines) {
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/rtsp/camera.py");
     let mut child = Command::new("/usr/bin/python3")
@@ -49,7 +54,31 @@ async fn camera(port: u16, args: &[&str]) -> Tool {
         "the RTSP camera did not start: {:?} (apt-get install gir1.2-gst-rtsp-server-1.0)",
         out.snapshot()
     );
-    Tool(child)
+    (Tool(child), out)
+}
+
+/// The camera's RTSP sessions (SETUP to TEARDOWN or disconnection) after each change
+/// it reported, oldest first.
+fn rtsp_sessions(out: &Lines) -> Vec<u64> {
+    out.snapshot()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "sessions")
+        .filter_map(|v| v["sessions"].as_u64())
+        .collect()
+}
+
+/// Waits until the camera reports `n` RTSP sessions.
+async fn wait_sessions(out: &Lines, n: u64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rtsp_sessions(out).last().copied().unwrap_or(0) != n {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the camera reports sessions {:?}, not {n}",
+            rtsp_sessions(out)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn entry(stream: &str, url: &str, transport: RtspTransport) -> RtspEntry {
@@ -150,6 +179,7 @@ async fn a_camera_that_restarts_is_connected_again_and_the_same_viewer_plays_on(
     // The camera reboots: the connection ends, wishd says why and tries again.
     drop(cam);
     let lost_after = wait_state(source, offline, "offline").await;
+    common::assert_offline_409(&format!("{}/whep/gate", server.base_url()), "camera away").await;
     let before = v.received().len();
     // The camera stays away 5 s (wishd tries again at 1, 2 and 4 s meanwhile).
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -422,7 +452,7 @@ fn idle(s: &RtspState) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_on_demand_camera_is_connected_for_its_viewers_only() {
     let port = free_tcp_port();
-    let _camera = camera(port, &["--audio", "none"]).await;
+    let (_camera, out) = camera_reporting(port, &["--audio", "none"]).await;
     let server = server_with(vec![RtspEntry {
         on_demand: true,
         close_after: Duration::from_secs(1),
@@ -434,7 +464,8 @@ async fn an_on_demand_camera_is_connected_for_its_viewers_only() {
     }])
     .await;
     let source = &server.rtsp_ingests()[0];
-    // At start: one DESCRIBE for the codecs, then idle; no media flows.
+    // At start: one DESCRIBE for the codecs, then idle; no media flows and the camera
+    // has no RTSP session.
     wait_state(source, idle, "idle").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(source.state(), RtspState::Idle);
@@ -445,18 +476,22 @@ async fn an_on_demand_camera_is_connected_for_its_viewers_only() {
             .load(std::sync::atomic::Ordering::Relaxed),
         0
     );
+    assert_eq!(
+        rtsp_sessions(&out).iter().max().copied().unwrap_or(0),
+        0,
+        "no RTSP session before the first viewer"
+    );
 
     // A viewer: the camera is connected, and the viewer starts at its first keyframe.
+    let url = format!("{}/whep/lobby", server.base_url());
+    let video_only = ViewerOptions {
+        audio: false,
+        ..ViewerOptions::default()
+    };
     let t0 = Instant::now();
-    let v = WhepViewer::connect(
-        &format!("{}/whep/lobby", server.base_url()),
-        ViewerOptions {
-            audio: false,
-            ..ViewerOptions::default()
-        },
-    )
-    .await
-    .expect("a viewer joins an idle on-demand camera");
+    let v = WhepViewer::connect(&url, video_only.clone())
+        .await
+        .expect("a viewer joins an idle on-demand camera");
     v.wait_connected(common::CONNECT)
         .await
         .expect("viewer connects");
@@ -471,13 +506,35 @@ async fn an_on_demand_camera_is_connected_for_its_viewers_only() {
     );
     assert_eq!(source.state(), RtspState::Live);
 
-    // The viewer leaves: after close_after the camera is left.
+    // Two more viewers: still one RTSP session at the camera.
+    let mut others = Vec::new();
+    for _ in 0..2 {
+        let o = WhepViewer::connect(&url, video_only.clone())
+            .await
+            .expect("another viewer joins the live camera");
+        o.wait_for(Duration::from_secs(10), |p| !p.is_empty())
+            .await
+            .expect("the camera's media reaches every viewer");
+        others.push(o);
+    }
+    assert_eq!(
+        rtsp_sessions(&out).iter().max().copied(),
+        Some(1),
+        "one RTSP session for three viewers"
+    );
+
+    // The viewers leave: after close_after the camera is left and its session ends.
+    for o in others {
+        let _ = o.delete().await;
+    }
     let _ = v.delete().await;
     let left = wait_state(source, idle, "idle again").await;
+    wait_sessions(&out, 0, "after the last viewer and close_after").await;
     println!(
-        "on demand: the viewer's first packet (a keyframe) {} ms after its POST; the camera left {} ms after the viewer",
+        "on demand: the viewer's first packet (a keyframe) {} ms after its POST; 1 RTSP session for 3 viewers; the camera left {} ms after the viewers, its sessions {:?}",
         first.as_millis(),
-        left.as_millis()
+        left.as_millis(),
+        rtsp_sessions(&out)
     );
     assert!(
         left >= Duration::from_millis(900),

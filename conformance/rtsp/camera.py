@@ -8,7 +8,10 @@ Usage: camera.py --port PORT [--path /cam] [--video h264|h265|none] [--keyint FR
 
 Prints one JSON line {"event": "ready", "url": "rtsp://127.0.0.1:PORT/cam"} on stdout
 once it serves, then runs until killed (SIGTERM or SIGINT end it cleanly). The media
-is shared between clients and made once a client plays it.
+is shared between clients and made once a client plays it. Each time the number of
+RTSP sessions (made by SETUP, ended by TEARDOWN or their client's going) or of
+connected clients changes, it prints {"event": "sessions", "sessions": N,
+"clients": M}: what a test counts to know how often a media server connected.
 """
 
 import argparse
@@ -54,6 +57,35 @@ def launch(video, audio, keyint):
     return "( " + " ".join(parts) + " )"
 
 
+def watch_sessions(server):
+    """Reports the sessions and connected clients whenever either changes."""
+    pool = server.get_session_pool()
+    now = {"sessions": 0, "clients": 0}
+
+    def report():
+        print(json.dumps({"event": "sessions", **now}), flush=True)
+
+    def closed(_client):
+        now["clients"] -= 1
+        report()
+
+    def connected(_server, client):
+        now["clients"] += 1
+        client.connect("closed", closed)
+        report()
+
+    def poll():
+        pool.cleanup()
+        n = pool.get_n_sessions()
+        if n != now["sessions"]:
+            now["sessions"] = n
+            report()
+        return True
+
+    server.connect("client-connected", connected)
+    GLib.timeout_add(50, poll)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
@@ -91,6 +123,7 @@ def main():
     if server.attach(None) == 0:
         print(json.dumps({"event": "error", "error": f"cannot listen on {a.port}"}), flush=True)
         sys.exit(1)
+    watch_sessions(server)
     loop = GLib.MainLoop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, sig, loop.quit)

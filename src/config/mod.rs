@@ -484,6 +484,11 @@ pub struct RtpEntry {
     pub video: Option<RtpMediumEntry>,
     /// The audio medium.
     pub audio: Option<RtpMediumEntry>,
+    /// A WHEP POST while the camera sends nothing: `false` (the default) answers 409
+    /// with Retry-After, as for any stream without a source; `true` answers 201 and
+    /// the viewer waits for the camera (a Janus mountpoint).
+    #[serde(default)]
+    pub wait_when_offline: bool,
 }
 
 /// An RTSP camera wishd pulls a stream from: it connects at start and stays
@@ -507,6 +512,11 @@ pub struct RtspEntry {
     /// An on-demand camera is left this long after its last viewer went. Default 10 s.
     #[serde(with = "humantime_serde")]
     pub close_after: Duration,
+    /// A WHEP POST while the camera is offline (its last connection failed): `false`
+    /// (the default) answers 409 with Retry-After; `true` answers 201 and the viewer
+    /// waits for the camera. An on-demand camera that is idle always takes viewers:
+    /// they are what connects it.
+    pub wait_when_offline: bool,
 }
 
 impl Default for RtspEntry {
@@ -518,6 +528,7 @@ impl Default for RtspEntry {
             transport: RtspTransport::Tcp,
             on_demand: false,
             close_after: Duration::from_secs(10),
+            wait_when_offline: false,
         }
     }
 }

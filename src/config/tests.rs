@@ -278,6 +278,7 @@ fn maximal() -> Config {
             allowed_sender: Some("192.0.2.10".parse().unwrap()),
             video: Some(medium.clone()),
             audio: Some(medium),
+            wait_when_offline: true,
         }],
         rtsp: vec![RtspEntry {
             stream: "door".into(),
@@ -286,6 +287,7 @@ fn maximal() -> Config {
             transport: RtspTransport::Udp,
             on_demand: true,
             close_after: Duration::from_secs(20),
+            wait_when_offline: true,
         }],
         rtp_timeout: d.rtp_timeout,
         auth: AuthConfig {

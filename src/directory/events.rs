@@ -169,6 +169,11 @@ impl StreamEvents {
         let _ = self.tx.send(Event { kind, data });
     }
 
+    /// Whether the source is live (as last set by [`StreamEvents::set_live`]).
+    pub(crate) fn live(&self) -> bool {
+        self.state().live
+    }
+
     /// The source went live (true) or left (false); only changes are sent.
     pub(crate) fn set_live(&self, live: bool) {
         let mut s = self.state();

@@ -100,8 +100,14 @@ struct StreamEntry {
 }
 
 impl StreamEntry {
+    /// Whether the stream takes new viewers: a publisher's while it is connected, a
+    /// camera's while it sends or when its viewers may wait for it.
     fn is_live(&self) -> bool {
-        matches!(self.source, SourceState::Live(_) | SourceState::Rtp)
+        match self.source {
+            SourceState::Live(_) => true,
+            SourceState::Rtp => self.shared.events.live() || self.shared.camera_waits(),
+            SourceState::Gone { .. } => false,
+        }
     }
 }
 
@@ -331,13 +337,16 @@ impl Directory {
         Ok(grant)
     }
 
-    /// Makes a configured RTP ingest the permanent source of `stream`, with a keyframe
-    /// cache (filled by the ingest, read by workers when a viewer joins).
+    /// Makes a camera (an RTP or RTSP ingest) the permanent source of `stream`, with a
+    /// keyframe cache (filled by the ingest, read by workers when a viewer joins).
+    /// New viewers join while the camera sends, or also while it does not when it
+    /// `waits` (see [`Stream::set_camera_waits`]).
     pub(crate) fn register_rtp_source(
         &self,
         stream: &str,
         codecs: Vec<ChosenCodec>,
         cache: KeyframeCache,
+        waits: bool,
     ) -> Result<Arc<Stream>, DirectoryError> {
         let mut inner = self.lock();
         let name: Arc<str> = Arc::from(stream);
@@ -346,6 +355,7 @@ impl Directory {
         }
         let shared = Arc::new(Stream::new(name.clone()));
         shared.set_keyframe_cache(0, Some(cache));
+        shared.set_camera_waits(waits);
         inner.streams.insert(
             name,
             StreamEntry {

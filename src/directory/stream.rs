@@ -12,7 +12,7 @@
 //! [`Stream::join`] are the only ways to do either, and each takes its two steps in
 //! that order.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -39,6 +39,8 @@ pub struct Stream {
     pub(crate) stats: StreamStats,
     /// What its viewers' event streams are told.
     pub(crate) events: StreamEvents,
+    /// A camera's stream: new viewers may join while the camera sends nothing.
+    camera_waits: AtomicBool,
 }
 
 impl Stream {
@@ -50,7 +52,21 @@ impl Stream {
             keyframe_cache: Mutex::new(Default::default()),
             stats: StreamStats::default(),
             events: StreamEvents::default(),
+            camera_waits: AtomicBool::new(false),
         }
+    }
+
+    /// Whether a new viewer of this camera's stream may join while the camera sends
+    /// nothing (and wait for it) rather than get 409: configured per camera
+    /// (`wait_when_offline`), and true for an on-demand camera except while its last
+    /// connection failed.
+    pub(crate) fn camera_waits(&self) -> bool {
+        self.camera_waits.load(Ordering::Relaxed)
+    }
+
+    /// See [`Stream::camera_waits`].
+    pub(crate) fn set_camera_waits(&self, waits: bool) {
+        self.camera_waits.store(waits, Ordering::Relaxed);
     }
 
     fn cache(&self) -> MutexGuard<'_, [Option<KeyframeCache>; MAX_LAYERS]> {

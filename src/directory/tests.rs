@@ -20,11 +20,42 @@ fn second_publisher_on_a_live_stream_is_refused() {
     );
 }
 
+fn join_cam(r: &Directory, id: u128) -> Result<Arc<Stream>, DirectoryError> {
+    r.join_viewer(
+        "cam",
+        SessionId(id),
+        0,
+        "e".into(),
+        Grant::Open,
+        ViewerLines::default(),
+    )
+}
+
+#[test]
+fn a_camera_takes_viewers_while_it_sends_or_when_they_may_wait() {
+    let r = reg();
+    let shared = r
+        .register_rtp_source("cam", vec![], KeyframeCache::default(), false)
+        .unwrap();
+    assert_eq!(
+        join_cam(&r, 1).unwrap_err(),
+        DirectoryError::NoSource("cam".into()),
+        "a camera that sends nothing: 409"
+    );
+    assert!(r.live_codecs("cam").is_err());
+    shared.events.set_live(true);
+    join_cam(&r, 2).expect("a camera that sends takes viewers");
+    shared.events.set_live(false);
+    assert!(join_cam(&r, 3).is_err(), "offline again: 409");
+    shared.set_camera_waits(true);
+    join_cam(&r, 4).expect("viewers that may wait join an offline camera");
+}
+
 #[test]
 fn rtp_streams_refuse_whip_and_take_viewers() {
     let r = reg();
     let shared = r
-        .register_rtp_source("cam", vec![], KeyframeCache::default())
+        .register_rtp_source("cam", vec![], KeyframeCache::default(), true)
         .unwrap();
     assert_eq!(
         r.begin_publish("cam", SessionId(1), 0, "e".into(), vec![], Grant::Open)

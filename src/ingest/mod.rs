@@ -73,6 +73,8 @@ pub(crate) struct RtpSourceSpec {
     pub(crate) allowed_sender: Option<IpAddr>,
     /// The media.
     pub(crate) media: Vec<MediumSpec>,
+    /// Viewers may join while the camera sends nothing.
+    pub(crate) wait_when_offline: bool,
 }
 
 /// The keyframe cache for a camera's video (a zero-sized one for audio only), stale
@@ -204,6 +206,7 @@ pub(crate) fn resolve(entry: &RtpEntry) -> Result<RtpSourceSpec, String> {
         multicast_interface: entry.multicast_interface,
         allowed_sender: entry.allowed_sender,
         media,
+        wait_when_offline: entry.wait_when_offline,
     })
 }
 
@@ -646,6 +649,7 @@ impl Cameras {
             &spec.stream,
             chosen_codecs(&spec.media),
             keyframe_cache(&spec.media, wiring.silence),
+            spec.wait_when_offline,
         )?;
         let addr = SocketAddr::new(spec.bind, spec.media.first().map_or(0, |m| m.port));
         let name = spec.stream.clone();

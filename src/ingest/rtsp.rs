@@ -51,6 +51,7 @@ pub(crate) struct RtspSpec {
     transport: RtspTransport,
     on_demand: bool,
     close_after: Duration,
+    wait_when_offline: bool,
 }
 
 impl std::fmt::Debug for RtspSpec {
@@ -106,6 +107,7 @@ pub(crate) fn resolve(
         transport: entry.transport,
         on_demand: entry.on_demand,
         close_after: entry.close_after,
+        wait_when_offline: entry.wait_when_offline,
     })
 }
 
@@ -338,6 +340,7 @@ impl Source {
                     }
                 }
                 self.ingest.set_state(RtspState::Idle);
+                self.offline_viewers(false);
                 let Some(stream) = self.stream.clone() else {
                     continue;
                 };
@@ -389,6 +392,20 @@ impl Source {
         }
     }
 
+    /// Whether new viewers may join while the camera sends nothing: when configured
+    /// so, and for an on-demand camera unless its last connection `failed` (its
+    /// viewers are what connects it).
+    fn takes_viewers_offline(&self, failed: bool) -> bool {
+        self.spec.wait_when_offline || (self.spec.on_demand && !failed)
+    }
+
+    /// Tells the directory whether new viewers may join while the camera is offline.
+    fn offline_viewers(&self, failed: bool) {
+        if let Some(s) = &self.stream {
+            s.set_camera_waits(self.takes_viewers_offline(failed));
+        }
+    }
+
     /// After a connection failed or was lost: says why (one log line), counts it, and
     /// waits `backoff` (or until a restart), doubling it for the next time. False when
     /// the server stops meanwhile.
@@ -403,6 +420,7 @@ impl Source {
             "RTSP camera: {error}; connecting again in {backoff:?}"
         );
         self.ingest.set_state(RtspState::Offline { error });
+        self.offline_viewers(true);
         self.ingest
             .status
             .reconnects
@@ -572,6 +590,7 @@ impl Source {
                 &self.spec.stream,
                 chosen_codecs(&served),
                 keyframe_cache(&served, self.wiring.silence),
+                self.takes_viewers_offline(false),
             )
             .ok()?;
         self.stream = Some(shared.clone());

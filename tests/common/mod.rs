@@ -105,3 +105,25 @@ pub fn problem_detail(r: &wishd::client::HttpResponse) -> String {
     detail
 }
 pub mod openapi;
+
+/// A WHEP POST of the default viewer's offer to `url`, answered.
+pub async fn post_viewer_offer(url: &str) -> wishd::client::HttpResponse {
+    let offer = wishd::client::viewer_offer(&ViewerOptions::default()).expect("an offer");
+    wishd::client::http_request(
+        "POST",
+        url,
+        &[("content-type", "application/sdp")],
+        offer.into_bytes(),
+    )
+    .await
+    .expect("an answer")
+}
+
+/// A viewer POST to an offline camera: 409 with Retry-After (the test server's 2 s),
+/// a reason in the body.
+pub async fn assert_offline_409(url: &str, when: &str) {
+    let r = post_viewer_offer(url).await;
+    assert_eq!(r.status, 409, "{when}: {}", r.text());
+    assert_eq!(r.header("retry-after"), Some("2"), "{when}: Retry-After");
+    assert!(!r.text().is_empty(), "{when}: a reason in the body");
+}
