@@ -23,7 +23,7 @@ use crate::http::reload::{ConfigSource, Reloader};
 use crate::http::serve::{accept_loop, bind_listener, reload_on_sighup};
 use crate::http::tls::{self, CertResolver, TlsError};
 use crate::http::{AppState, Rules};
-use crate::ingest::rtsp::{self, RtspIngest};
+use crate::ingest::rtsp::RtspIngest;
 use crate::ingest::{self, RtpIngest};
 use crate::media::{Media, MediaCounters};
 use crate::model::{EndReason, Role};
@@ -109,8 +109,7 @@ pub struct Prepared {
     auth: Authenticator,
     generated_token: Option<String>,
     ops: OpsSettings,
-    rtp: Vec<ingest::RtpSourceSpec>,
-    rtsp: Vec<rtsp::RtspSpec>,
+    cameras: Vec<ingest::CameraSpec>,
     /// How the configuration is read again (SIGHUP, `POST /api/reload`).
     config_source: Option<ConfigSource>,
     https: Option<(Arc<CertResolver>, TlsAcceptor)>,
@@ -138,18 +137,7 @@ pub fn prepare(config: Valid<Config>) -> Result<Prepared, StartError> {
         generated_token = Some(token);
     }
     let ops = OpsSettings::read(&config.api, &read)?;
-    let rtp = config
-        .rtp
-        .iter()
-        .map(ingest::resolve)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(StartError::Rtp)?;
-    let rtsp = config
-        .rtsp
-        .iter()
-        .map(|e| rtsp::resolve(e, &read))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(StartError::Rtp)?;
+    let cameras = ingest::configured_cameras(&config, &read).map_err(StartError::Rtp)?;
     let https = match &config.https {
         Some(h) => {
             let resolver = Arc::new(CertResolver::load(&h.cert, &h.key)?);
@@ -165,8 +153,7 @@ pub fn prepare(config: Valid<Config>) -> Result<Prepared, StartError> {
         auth,
         generated_token,
         ops,
-        rtp,
-        rtsp,
+        cameras,
         config_source: None,
         https,
         ice_servers,
@@ -197,8 +184,7 @@ impl Server {
             auth,
             generated_token,
             ops: ops_settings,
-            rtp: rtp_specs,
-            rtsp: rtsp_specs,
+            cameras: camera_specs,
             config_source,
             https: tls_parts,
             ice_servers,
@@ -253,20 +239,24 @@ impl Server {
         };
         let cameras = Arc::new(ingest::Cameras::default());
         let mut rtp = Vec::new();
-        for spec in rtp_specs {
-            let (handle, task) = cameras.start_rtp(spec, &wiring).map_err(|e| match e {
-                ingest::CameraError::Bind { addr, source } => StartError::Bind {
-                    what: "RTP ingest",
-                    addr,
-                    source,
-                },
-                other => StartError::Rtp(other.to_string()),
-            })?;
-            rtp.push((handle, task));
-        }
         let mut rtsp = Vec::new();
-        for spec in rtsp_specs {
-            rtsp.push(cameras.start_rtsp(spec, &wiring));
+        for spec in camera_specs {
+            match spec {
+                ingest::CameraSpec::Rtp(spec) => {
+                    let started = cameras.start_rtp(spec, &wiring, true);
+                    rtp.push(started.map_err(|e| match e {
+                        ingest::CameraError::Bind { addr, source } => StartError::Bind {
+                            what: "RTP ingest",
+                            addr,
+                            source,
+                        },
+                        other => StartError::Rtp(other.to_string()),
+                    })?);
+                }
+                ingest::CameraSpec::Rtsp(spec) => {
+                    rtsp.push(cameras.start_rtsp(spec, &wiring, true))
+                }
+            }
         }
         let ops = Arc::new(Ops::new(ops_settings, cameras.clone(), wiring));
         let play_credentials = auth.has_credentials_for(Role::Viewer);
@@ -431,12 +421,13 @@ impl Server {
         }
     }
 
-    /// The running RTP ingests (bound ports and counters).
+    /// The RTP ingests started with the server (bound ports and counters).
     pub fn rtp_ingests(&self) -> &[RtpIngest] {
         &self.rtp
     }
 
-    /// The running RTSP sources (state, reconnects and counters).
+    /// The RTSP sources started with the server (state, reconnects and counters);
+    /// `/api/sources` also lists those the API or a reload started since.
     pub fn rtsp_ingests(&self) -> &[RtspIngest] {
         &self.rtsp
     }

@@ -832,3 +832,209 @@ async fn chromium_plays_an_rtsp_camera_within_a_second_of_its_post() {
     assert!(first < 1000.0, "first frame {first} ms after the POST");
     server.shutdown().await;
 }
+
+/// A configuration file for [`a_reload_changes_tokens_and_cameras_while_another_camera_plays_on`]:
+/// a publish token each of `tokens`, and an RTSP camera for each of `cameras` (stream,
+/// URL).
+fn reload_file(tokens: &[&str], cameras: &[(&str, &str)]) -> String {
+    let mut s = format!(
+        "http = \"127.0.0.1:0\"\nudp = \"127.0.0.1:0\"\nworkers = 1\n\n\
+         [auth]\npublish = \"token\"\n\n[api]\ntoken = \"{ADMIN}\"\n"
+    );
+    for t in tokens {
+        s += &format!("\n[[auth.tokens]]\ntoken = \"{t}\"\nactions = [\"publish\"]\n");
+    }
+    for (stream, url) in cameras {
+        s += &format!("\n[[rtsp]]\nstream = \"{stream}\"\nurl = \"{url}\"\n");
+    }
+    s
+}
+
+/// The streams `/api/sources` lists.
+async fn source_streams(server: &Server) -> Vec<String> {
+    let r = api_with_body(server, "GET", "/api/sources", "").await;
+    let list: serde_json::Value = serde_json::from_slice(&r.body).expect("JSON");
+    let mut names: Vec<String> = list["sources"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s["stream"].as_str())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_changes_tokens_and_cameras_while_another_camera_plays_on() {
+    // The untouched camera has a server of its own: GStreamer's shared media pauses
+    // its other clients for a moment when one joins.
+    let (port, kept_port) = (free_tcp_port(), free_tcp_port());
+    let _camera = camera(port, &["--audio", "none"]).await;
+    let _kept_camera = camera(kept_port, &["--audio", "none"]).await;
+    let url = format!("rtsp://127.0.0.1:{port}/cam");
+    let kept = format!("rtsp://127.0.0.1:{kept_port}/cam");
+    let dir = std::env::temp_dir().join(format!("wishd-rtsp-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let path = dir.join("wishd.toml");
+    std::fs::write(
+        &path,
+        reload_file(&["token-one-0001"], &[("front", &kept), ("side", &url)]),
+    )
+    .expect("write the configuration");
+    let file = path.clone();
+    let source: wishd::http::reload::ConfigSource = std::sync::Arc::new(move || {
+        let text = std::fs::read_to_string(&file).map_err(|e| e.to_string())?;
+        Config::from_toml(&text)
+    });
+    let first = source()
+        .expect("the first configuration")
+        .validated()
+        .expect("valid");
+    let prepared = wishd::server::prepare(first)
+        .expect("prepared")
+        .reload_from(source);
+    let server = Server::run(prepared).await.expect("wishd starts");
+    let base = server.base_url();
+    let video_only = ViewerOptions {
+        audio: false,
+        ..ViewerOptions::default()
+    };
+    let front = interop::view_when_live(
+        &format!("{base}/whep/front"),
+        video_only.clone(),
+        Duration::from_secs(10),
+    )
+    .await;
+    let side = interop::view_when_live(
+        &format!("{base}/whep/side"),
+        video_only.clone(),
+        Duration::from_secs(10),
+    )
+    .await;
+    for v in [&front, &side] {
+        v.wait_for(Duration::from_secs(10), |p| p.len() > 20)
+            .await
+            .expect("the configured cameras play");
+    }
+    // A camera the API added is the API's: a file naming its stream is refused whole.
+    let body = format!(r#"{{"rtsp": {{"stream": "by-api", "url": "{url}"}}}}"#);
+    assert_eq!(
+        api_with_body(&server, "POST", "/api/sources", &body)
+            .await
+            .status,
+        201
+    );
+    std::fs::write(
+        &path,
+        reload_file(&["token-two-0002"], &[("front", &kept), ("by-api", &url)]),
+    )
+    .expect("write");
+    let refused = api(&server, "POST", "/api/reload").await;
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    assert!(
+        refused.text().contains("by-api"),
+        "the reason names the stream: {}",
+        refused.text()
+    );
+    assert_eq!(source_streams(&server).await, ["by-api", "front", "side"]);
+    let offer = wishd::client::publisher_offer(&wishd::client::PublisherOptions::default())
+        .expect("an offer");
+    let publish = |token: &'static str| {
+        let offer = offer.clone();
+        let url = format!("{base}/whip/published");
+        async move {
+            let auth = format!("Bearer {token}");
+            wishd::client::http_request(
+                "POST",
+                &url,
+                &[
+                    ("Content-Type", "application/sdp"),
+                    ("Authorization", &auth),
+                ],
+                offer.into_bytes(),
+            )
+            .await
+            .expect("POST")
+            .status
+        }
+    };
+    assert_eq!(
+        publish("token-two-0002").await,
+        401,
+        "the refused file's token is not in force"
+    );
+
+    // The file adds a token, drops "side" and adds "yard": "front" plays on untouched.
+    std::fs::write(
+        &path,
+        reload_file(
+            &["token-one-0001", "token-two-0002"],
+            &[("front", &kept), ("yard", &url)],
+        ),
+    )
+    .expect("write");
+    let at_reload = interop::of_kind(&front.received(), MediaKind::Video).len();
+    let t0 = Instant::now();
+    let r = api(&server, "POST", "/api/reload").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("1 stopped, 1 started"), "{}", r.text());
+    while side.is_connected() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the dropped camera's viewer is still connected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let side_ended = t0.elapsed();
+    assert_eq!(source_streams(&server).await, ["by-api", "front", "yard"]);
+    assert_eq!(
+        publish("token-two-0002").await,
+        201,
+        "the new token publishes"
+    );
+    let yard = interop::view_when_live(
+        &format!("{base}/whep/yard"),
+        video_only,
+        Duration::from_secs(10),
+    )
+    .await;
+    yard.wait_for(Duration::from_secs(10), |p| p.len() > 20)
+        .await
+        .expect("the camera the reload added plays");
+    let before = front.received().len();
+    front
+        .wait_for(Duration::from_secs(10), |p| p.len() > before + 60)
+        .await
+        .expect("the untouched camera's viewer plays on");
+    let video = interop::of_kind(&front.received(), MediaKind::Video);
+    let gaps = video
+        .windows(2)
+        .filter(|w| w[1].seq != w[0].seq + 1)
+        .count();
+    let longest = video
+        .windows(2)
+        .map(|w| w[1].at.saturating_duration_since(w[0].at))
+        .max()
+        .unwrap_or_default();
+    println!(
+        "reload: {}; the dropped camera's viewer ended {} ms after it; the other viewer got {} video packets ({at_reload} before the reload), {gaps} sequence gaps, longest pause {} ms",
+        r.text().trim(),
+        side_ended.as_millis(),
+        video.len(),
+        longest.as_millis()
+    );
+    assert_eq!(
+        gaps, 0,
+        "the untouched camera's viewer lost nothing across the reloads"
+    );
+    assert!(
+        longest < Duration::from_millis(500),
+        "the untouched camera paused {longest:?}"
+    );
+    assert!(front.is_connected());
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -203,7 +203,7 @@ pub(crate) async fn reload_on_sighup(
                 if got.is_none() {
                     break;
                 }
-                state.reloader.on_sighup(&state.rules);
+                state.reloader.on_sighup(&state).await;
             }
         }
     }

@@ -607,10 +607,57 @@ impl CameraFeed {
     }
 }
 
+/// Every camera `config` names (`[[rtp]]`, then `[[rtsp]]`), resolved: SDP and
+/// credentials files read through `read`. The error names the camera.
+pub(crate) fn configured_cameras(
+    config: &crate::config::Config,
+    read: &dyn Fn(&std::path::Path) -> std::io::Result<Vec<u8>>,
+) -> Result<Vec<CameraSpec>, String> {
+    let rtp = config.rtp.iter().map(|e| resolve(e).map(CameraSpec::Rtp));
+    let rtsp = config
+        .rtsp
+        .iter()
+        .map(|e| rtsp::resolve(e, read).map(CameraSpec::Rtsp));
+    rtp.chain(rtsp).collect()
+}
+
+/// A camera as the configuration file describes it, resolved (an SDP file or a
+/// credentials file read): what a reload compares to tell a changed camera from one
+/// that stays.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum CameraSpec {
+    /// An `[[rtp]]` table.
+    Rtp(RtpSourceSpec),
+    /// An `[[rtsp]]` table.
+    Rtsp(rtsp::RtspSpec),
+}
+
+impl CameraSpec {
+    pub(crate) fn stream(&self) -> &str {
+        match self {
+            CameraSpec::Rtp(s) => &s.stream,
+            CameraSpec::Rtsp(s) => &s.stream,
+        }
+    }
+}
+
 struct Camera {
     feed: CameraFeed,
+    /// What the configuration file said, for a camera started from it; `None` for one
+    /// the API added (a reload leaves those alone).
+    configured: Option<CameraSpec>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// What a reload does to the cameras: those the file no longer names (or names
+/// differently) stop, those it names anew (or differently) start.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct CameraChanges {
+    /// The streams of the cameras to stop, their viewers ended.
+    pub(crate) remove: Vec<String>,
+    /// The cameras to start.
+    pub(crate) add: Vec<CameraSpec>,
 }
 
 /// Why a camera could not be added.
@@ -639,12 +686,15 @@ impl Cameras {
         self.list.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Puts an RTP camera's stream in the directory and starts listening for it.
+    /// Puts an RTP camera's stream in the directory and starts listening for it;
+    /// `configured` for a camera of the configuration file.
     pub(crate) fn start_rtp(
         &self,
         spec: RtpSourceSpec,
         wiring: &Wiring,
+        configured: bool,
     ) -> Result<(RtpIngest, tokio::task::AbortHandle), CameraError> {
+        let configured = configured.then(|| CameraSpec::Rtp(spec.clone()));
         let shared = wiring.directory.register_rtp_source(
             &spec.stream,
             chosen_codecs(&spec.media),
@@ -672,6 +722,7 @@ impl Cameras {
         let abort = task.abort_handle();
         self.lock().push(Camera {
             feed: CameraFeed::Rtp(ingest.clone()),
+            configured,
             stop,
             task,
         });
@@ -679,16 +730,58 @@ impl Cameras {
     }
 
     /// Starts pulling from an RTSP camera (its stream enters the directory at its
-    /// first PLAY, or its first DESCRIBE on demand).
-    pub(crate) fn start_rtsp(&self, spec: rtsp::RtspSpec, wiring: &Wiring) -> rtsp::RtspIngest {
+    /// first PLAY, or its first DESCRIBE on demand); `configured` for a camera of the
+    /// configuration file.
+    pub(crate) fn start_rtsp(
+        &self,
+        spec: rtsp::RtspSpec,
+        wiring: &Wiring,
+        configured: bool,
+    ) -> rtsp::RtspIngest {
+        let configured = configured.then(|| CameraSpec::Rtsp(spec.clone()));
         let (stop, stop_rx) = watch::channel(false);
         let (ingest, task) = rtsp::start(spec, wiring.clone(), stop_rx);
         self.lock().push(Camera {
             feed: CameraFeed::Rtsp(ingest.clone()),
+            configured,
             stop,
             task,
         });
         ingest
+    }
+
+    /// What a reload to the configuration file's cameras `wanted` changes: a camera
+    /// started from the file and no longer in it, or changed, stops (a changed one
+    /// starts again as the file says); one new in the file starts; one it names as
+    /// before goes on untouched. An error, and nothing to change, when the file names
+    /// the stream of a camera the API added.
+    pub(crate) fn changes(&self, wanted: &[CameraSpec]) -> Result<CameraChanges, String> {
+        let list = self.lock();
+        let mut changes = CameraChanges::default();
+        for c in list.iter() {
+            let Some(had) = &c.configured else { continue };
+            if !wanted.iter().any(|w| w == had) {
+                changes.remove.push(had.stream().to_owned());
+            }
+        }
+        for w in wanted {
+            match list.iter().find(|c| c.feed.stream() == w.stream()) {
+                None => changes.add.push(w.clone()),
+                Some(c) => match &c.configured {
+                    None => {
+                        return Err(format!(
+                            "stream {:?} is fed by a camera added through the API; \
+                             DELETE /api/sources/{} first",
+                            w.stream(),
+                            w.stream()
+                        ));
+                    }
+                    Some(had) if had != w => changes.add.push(w.clone()),
+                    Some(_) => {}
+                },
+            }
+        }
+        Ok(changes)
     }
 
     /// Every camera, in the order they were started.

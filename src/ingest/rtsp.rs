@@ -42,7 +42,7 @@ const NOTHING_SERVED: &str =
     "the camera offers no medium wishd serves (H.264, H.265, Opus, PCMU, PCMA)";
 
 /// A resolved `[[rtsp]]` entry.
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub(crate) struct RtspSpec {
     pub(crate) stream: String,
     /// The URL without credentials (it is logged).

@@ -43,7 +43,7 @@ use super::{AppState, Body};
 use crate::auth::AuthError;
 use crate::config::{ApiConfig, Policy};
 use crate::directory::DirectoryError;
-use crate::ingest::{CameraFeed, Cameras, Wiring};
+use crate::ingest::{CameraFeed, CameraSpec, Cameras, Wiring};
 use crate::media::MediaError;
 use crate::metrics::{AuthFailure, HttpMetrics, HttpRoute};
 use crate::model::EndReason;
@@ -324,7 +324,7 @@ pub(super) async fn answer(
             if *method != Method::POST {
                 return Err(ApiError::MethodNotAllowed("POST"));
             }
-            match state.reloader.reload(&state.rules) {
+            match state.reloader.reload(state).await {
                 Ok(what) => {
                     tracing::info!("configuration {what} (by the operator)");
                     Ok(json_response(&serde_json::json!({ "result": what })))
@@ -414,20 +414,9 @@ fn add_camera(state: &AppState, body: &[u8]) -> Result<CameraFeed, ApiError> {
     if ops.cameras.get(&stream).is_some() || state.media.directory().stream(&stream).is_some() {
         return Err(MediaError::Directory(DirectoryError::SourceLive(stream)).into());
     }
-    let feed = match new {
+    let spec = match new {
         NewCamera::Rtp(entry) => {
-            let spec = crate::ingest::resolve(&entry).map_err(ApiError::BadRequest)?;
-            let (ingest, task) = ops
-                .cameras
-                .start_rtp(spec, &ops.wiring)
-                .map_err(|e| match e {
-                    crate::ingest::CameraError::Taken(d) => {
-                        ApiError::Media(MediaError::Directory(d))
-                    }
-                    other => ApiError::BadRequest(other.to_string()),
-                })?;
-            ops.readiness.watch(ingest.readiness_name(), task);
-            CameraFeed::Rtp(ingest)
+            CameraSpec::Rtp(crate::ingest::resolve(&entry).map_err(ApiError::BadRequest)?)
         }
         NewCamera::Rtsp(entry) => {
             if entry.credentials_file.is_some() {
@@ -439,15 +428,44 @@ fn add_camera(state: &AppState, body: &[u8]) -> Result<CameraFeed, ApiError> {
             let no_files = |_: &Path| Err(std::io::Error::other("no files"));
             let spec =
                 crate::ingest::rtsp::resolve(&entry, &no_files).map_err(ApiError::BadRequest)?;
-            CameraFeed::Rtsp(ops.cameras.start_rtsp(spec, &ops.wiring))
+            CameraSpec::Rtsp(spec)
         }
     };
+    let feed = start_camera(state, spec, false)?;
     tracing::info!(stream = %stream, "camera added by the operator");
     Ok(feed)
 }
 
+/// Starts a camera: one the API adds, or (`configured`) one of the configuration
+/// file at a reload.
+pub(crate) fn start_camera(
+    state: &AppState,
+    spec: CameraSpec,
+    configured: bool,
+) -> Result<CameraFeed, ApiError> {
+    let ops = &state.ops;
+    Ok(match spec {
+        CameraSpec::Rtp(spec) => {
+            let (ingest, task) = ops
+                .cameras
+                .start_rtp(spec, &ops.wiring, configured)
+                .map_err(|e| match e {
+                    crate::ingest::CameraError::Taken(d) => {
+                        ApiError::Media(MediaError::Directory(d))
+                    }
+                    other => ApiError::BadRequest(other.to_string()),
+                })?;
+            ops.readiness.watch(ingest.readiness_name(), task);
+            CameraFeed::Rtp(ingest)
+        }
+        CameraSpec::Rtsp(spec) => {
+            CameraFeed::Rtsp(ops.cameras.start_rtsp(spec, &ops.wiring, configured))
+        }
+    })
+}
+
 /// Stops a camera and removes its stream: its viewers end now.
-async fn remove_camera(state: &AppState, name: &str) -> Result<(), ApiError> {
+pub(crate) async fn remove_camera(state: &AppState, name: &str) -> Result<(), ApiError> {
     let ops = &state.ops;
     let feed = ops.cameras.get(name).ok_or(ApiError::NotFound)?;
     if let Some(task) = ops.cameras.remove(name) {
