@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use interop::Tool;
 use wishd::client::{
-    ClientError, PublisherOptions, VideoCodec, ViewerOptions, WhepViewer, WhipPublisher,
+    ClientError, PublisherOptions, ReceivedPacket, VideoCodec, ViewerOptions, WhepViewer,
+    WhipPublisher,
 };
 use wishd::config::{RtpEntry, RtpMediumEntry};
 use wishd::core::{CodecKind, is_keyframe_start};
@@ -36,7 +37,7 @@ async fn assert_refused_naming_h265(url: &str, opts: ViewerOptions) {
 }
 
 /// Connects an H.265 viewer of `url` and returns its first `n` video packets.
-async fn first_h265_packets(url: &str, audio: bool, n: usize) -> Vec<Vec<u8>> {
+async fn first_h265_packets(url: &str, audio: bool, n: usize) -> Vec<ReceivedPacket> {
     let v = WhepViewer::connect(url, viewer(&[VideoCodec::H265], audio))
         .await
         .expect("WHEP POST");
@@ -55,7 +56,6 @@ async fn first_h265_packets(url: &str, audio: bool, n: usize) -> Vec<Vec<u8>> {
     v.received()
         .into_iter()
         .filter(|p| p.kind == wishd::core::MediaKind::Video)
-        .map(|p| p.payload.to_vec())
         .collect()
 }
 
@@ -108,12 +108,11 @@ fn free_udp_port() -> u16 {
 async fn assert_h265_starts_at_a_keyframe(url: &str, what: &str) {
     let video = first_h265_packets(url, false, 30).await;
     assert!(
-        is_keyframe_start(CodecKind::H265, &video[0]),
+        is_keyframe_start(CodecKind::H265, &video[0].payload),
         "the first packet starts a keyframe: unit type {}",
-        unit_type(&video[0])
+        unit_type(&video[0].payload)
     );
-    let types: Vec<u8> = video.iter().take(8).map(|p| unit_type(p)).collect();
-    println!("{what} → viewer: first units {types:?} (32 VPS, 33 SPS, 34 PPS, 19/20 IDR, 48 AP)");
+    interop::assert_starts_vps_sps_pps_irap(&video, what);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,9 +199,9 @@ async fn an_h265_whip_publisher_reaches_h265_viewers_and_others_get_422() {
     assert_refused_naming_h265(&url, viewer(&[VideoCodec::Vp8, VideoCodec::H264], true)).await;
     let video = first_h265_packets(&url, true, 20).await;
     assert!(
-        is_keyframe_start(CodecKind::H265, &video[0]),
+        is_keyframe_start(CodecKind::H265, &video[0].payload),
         "the first packet starts a keyframe: unit type {}",
-        unit_type(&video[0])
+        unit_type(&video[0].payload)
     );
     let _ = publisher.delete().await;
     server.shutdown().await;

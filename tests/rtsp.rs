@@ -552,7 +552,7 @@ async fn h265_and_pcma_cameras_reach_viewers_starting_at_a_keyframe() {
         entry(
             "hevc",
             &format!("rtsp://127.0.0.1:{h265_port}/cam"),
-            RtspTransport::Tcp,
+            RtspTransport::Udp,
         ),
         entry(
             "alaw",
@@ -583,6 +583,7 @@ async fn h265_and_pcma_cameras_reach_viewers_starting_at_a_keyframe() {
         wishd::core::is_keyframe_start(wishd::core::CodecKind::H265, &first),
         "the H.265 viewer starts at a keyframe"
     );
+    interop::assert_starts_vps_sps_pps_irap(&v.received(), "RTSP H.265 camera over UDP");
     // H.264 + PCMA: a viewer offering PCMA gets both.
     let v = WhepViewer::connect(
         &format!("{}/whep/alaw", server.base_url()),

@@ -156,6 +156,52 @@ pub fn is_h264_keyframe_start(payload: &[u8]) -> bool {
     types.iter().any(|t| *t == 5 || *t == 7)
 }
 
+/// The H.265 NAL unit types in a viewer's video payloads, in order (RFC 7798:
+/// aggregation packets opened, fragmentation units counted once at their start; no
+/// DONL, as none of the senders here negotiates it).
+pub fn h265_unit_types(video: &[ReceivedPacket]) -> Vec<u8> {
+    let unit_type = |b: u8| (b >> 1) & 0x3f;
+    let mut out = Vec::new();
+    for p in video {
+        let pl = &p.payload;
+        let Some(&first) = pl.first() else { continue };
+        match unit_type(first) {
+            48 => {
+                let mut i = 2;
+                while let (Some(&hi), Some(&lo)) = (pl.get(i), pl.get(i + 1)) {
+                    if let Some(&h) = pl.get(i + 2) {
+                        out.push(unit_type(h));
+                    }
+                    i += 2 + usize::from(u16::from_be_bytes([hi, lo]));
+                }
+            }
+            49 => {
+                if let Some(&fu) = pl.get(2).filter(|fu| *fu & 0x80 != 0) {
+                    out.push(fu & 0x3f);
+                }
+            }
+            t => out.push(t),
+        }
+    }
+    out
+}
+
+/// The viewer's H.265 starts decodable: VPS, SPS and PPS before the first picture
+/// slice, which belongs to an IRAP picture (types 16–21: BLA, IDR, CRA).
+pub fn assert_starts_vps_sps_pps_irap(video: &[ReceivedPacket], who: &str) {
+    let types = h265_unit_types(video);
+    let shown = &types[..types.len().min(10)];
+    let first_slice = types.iter().position(|t| *t < 32);
+    let ok = first_slice.is_some_and(|i| {
+        (16..=21).contains(&types[i]) && [32, 33, 34].iter().all(|ps| types[..i].contains(ps))
+    });
+    assert!(
+        ok,
+        "{who}: H.265 units start with {shown:?}, not VPS (32), SPS (33), PPS (34), IRAP (16-21)"
+    );
+    println!("{who}: H.265 units start {shown:?}");
+}
+
 pub fn of_kind(got: &[ReceivedPacket], kind: MediaKind) -> Vec<ReceivedPacket> {
     got.iter().filter(|p| p.kind == kind).cloned().collect()
 }
