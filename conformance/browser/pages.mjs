@@ -461,15 +461,38 @@ function plainRead(page) {
   return page.evaluate(async () => {
     const out = { frames: 0, audioPackets: 0, videoInbound: false, audioInbound: false, at: performance.now() - window.plain.postAt };
     for (const r of (await window.plain.pc.getStats()).values()) {
+      if (r.type === 'candidate-pair' && r.nominated) { out.checks = r.requestsSent || 0; out.answered = r.responsesReceived || 0; }
       if (r.type !== 'inbound-rtp') continue;
       if (r.kind === 'video') {
         out.videoInbound = true; out.frames = r.framesDecoded || 0;
         out.videoPackets = r.packetsReceived || 0; out.videoLost = r.packetsLost || 0; out.nacks = r.nackCount || 0;
+        out.plis = r.pliCount || 0; out.keyframes = r.keyFramesDecoded || 0;
       }
       if (r.kind === 'audio') { out.audioInbound = true; out.audioPackets = r.packetsReceived || 0; }
     }
     out.state = window.plain.pc.connectionState;
     out.t = Date.now();
+    return out;
+  });
+}
+
+/** The publish page's video sender and its ICE pair now: what it sent and encoded,
+ * the keyframe requests it got, its target rate and the ICE checks it made. */
+async function publisherRead(pub) {
+  return pub.evaluate(async () => {
+    const pc = window.wishdPublish.pc;
+    const out = { sent: 0, frames: 0, keyframes: 0, plis: 0, target: 0, limit: '', checks: 0, answered: 0, pair: '' };
+    if (!pc) return out;
+    for (const r of (await pc.getStats()).values()) {
+      if (r.type === 'outbound-rtp' && r.kind === 'video') {
+        out.sent += r.packetsSent || 0; out.frames += r.framesEncoded || 0;
+        out.keyframes += r.keyFramesEncoded || 0; out.plis += r.pliCount || 0;
+        out.target += r.targetBitrate || 0; out.limit = r.qualityLimitationReason || '';
+      } else if (r.type === 'candidate-pair' && r.nominated) {
+        out.checks = r.requestsSent || 0; out.answered = r.responsesReceived || 0; out.pair = r.state;
+      }
+    }
+    out.ice = pc.iceConnectionState;
     return out;
   });
 }
@@ -507,8 +530,11 @@ async function timeline(ctx, browser, sc) {
     let first = true;
     while (Date.now() < end && !existsSync(sc.stop_file)) {
       const r = await plainRead(page);
-      samples.push({ t: r.t, frames: r.frames, audio: r.audioPackets, state: r.state,
-                     packets: r.videoPackets, lost: r.videoLost, nacks: r.nacks });
+      const sample = { t: r.t, frames: r.frames, audio: r.audioPackets, state: r.state,
+                       packets: r.videoPackets, lost: r.videoLost, nacks: r.nacks,
+                       plis: r.plis, keyframes: r.keyframes, checks: r.checks, answered: r.answered };
+      if (pub) sample.pub = await publisherRead(pub);
+      samples.push(sample);
       if (index) {
         const source = await index.evaluate((name) => {
           const tr = document.querySelector(`tr[data-stream="${name}"]`);

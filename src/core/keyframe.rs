@@ -100,11 +100,69 @@ impl KeyframeLimiter {
     }
 }
 
+/// A source's video silent this long, with packets lost meanwhile, has had an outage.
+pub(crate) const OUTAGE: Duration = Duration::from_millis(500);
+
+/// Notices a source's video coming back after an outage (its link down for a while):
+/// at least [`OUTAGE`] without a packet, and a gap in its sequence numbers. What
+/// follows refers to pictures its viewers never got, and they cannot decode again
+/// until the next keyframe; left alone, the source sends one only when a viewer's
+/// decoder gives up waiting (Chromium's after 3 s without a decodable frame) or at
+/// its next scheduled keyframe. So it is asked at once. A pause without loss (a
+/// static screen shared at a low frame rate) is not an outage.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ResumeWatch {
+    /// The arrival and sequence number of the newest packet so far.
+    last: Option<(Instant, u64)>,
+}
+
+impl ResumeWatch {
+    /// A video packet of the source (its extended sequence number, its arrival, and
+    /// whether it starts a keyframe). True when a keyframe should be asked for now.
+    pub(crate) fn packet(&mut self, seq: u64, arrival: Instant, keyframe_start: bool) -> bool {
+        let resumed = match self.last {
+            // Late or repeated: not news about the link.
+            Some((_, newest)) if seq <= newest => return false,
+            Some((t, newest)) => arrival.saturating_duration_since(t) >= OUTAGE && seq > newest + 1,
+            None => false,
+        };
+        self.last = Some((arrival, seq));
+        resumed && !keyframe_start
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const INTERVAL: Duration = Duration::from_millis(500);
+
+    #[test]
+    fn video_back_after_an_outage_with_loss_asks_for_a_keyframe_once() {
+        let t0 = Instant::now();
+        let mut w = ResumeWatch::default();
+        assert!(!w.packet(10, t0, true));
+        assert!(!w.packet(11, t0 + ms(33), false));
+        // 3 s of nothing, 90 packets lost: ask.
+        assert!(w.packet(102, t0 + ms(3033), false));
+        // What follows is no outage.
+        assert!(!w.packet(103, t0 + ms(3040), false));
+        // A late packet from before is not news.
+        assert!(!w.packet(50, t0 + ms(3050), false));
+    }
+
+    #[test]
+    fn a_pause_without_loss_a_short_gap_or_a_keyframe_asks_nothing() {
+        let t0 = Instant::now();
+        let mut w = ResumeWatch::default();
+        assert!(!w.packet(1, t0, false));
+        // A static screen: 2 s between frames, no packet lost.
+        assert!(!w.packet(2, t0 + ms(2000), false));
+        // Loss within a normal frame interval: NACK's business.
+        assert!(!w.packet(5, t0 + ms(2100), false));
+        // Back after an outage with a keyframe already: nothing to ask.
+        assert!(!w.packet(40, t0 + ms(4000), true));
+    }
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)

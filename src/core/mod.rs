@@ -86,7 +86,7 @@ pub use codec::is_keyframe_start;
 pub(crate) use fanout::{Fanout, FanoutStats};
 pub use frame_size::frame_size;
 pub use hold::HoldControl;
-pub(crate) use keyframe::KeyframeLimiter;
+pub(crate) use keyframe::{KeyframeLimiter, ResumeWatch};
 pub(crate) use keyframe_cache::{CACHE_BYTES, H264ParameterSets, KeyframeCache};
 pub(crate) use keyframe_source::{KeyframeMode, KeyframeSource};
 pub(crate) use layers::{

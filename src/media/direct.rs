@@ -41,6 +41,14 @@ pub(crate) const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// How many times one packet is resent at most, however often it is NACKed.
 const MAX_RESENDS: u8 = 2;
 
+/// NACKed video packets in one report that the history cannot resend, from which on
+/// the viewer is given a keyframe without waiting for it to ask: more than random
+/// loss past the window leaves, a link's outage at any frame rate.
+pub(crate) const GAP_KEYFRAME_NACKS: u64 = 8;
+
+/// A viewer is given such a keyframe at most this often (its NACKs repeat).
+const GAP_KEYFRAME_EVERY: Duration = Duration::from_secs(1);
+
 /// Why a session cannot use the direct path.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum DirectError {
@@ -65,8 +73,14 @@ pub(crate) struct RtcpSummary {
     pub(crate) rtt: Option<Duration>,
     /// The loss fraction the viewer reports for the video (else the first track).
     pub(crate) loss: Option<f32>,
-    /// A keyframe request for our video, the last one if several.
+    /// A keyframe request for our video, the last one if several; or one made for
+    /// the viewer when it NACKed a gap the history cannot fill (see `gap_keyframe`).
     pub(crate) keyframe: Option<KeyframeRequestKind>,
+    /// The viewer NACKed at least [`GAP_KEYFRAME_NACKS`] video packets the history no
+    /// longer holds (or never had): its link was down, or its source's was. It cannot
+    /// decode until the next keyframe, and would only ask for one once its own NACKs
+    /// give up (up to a second or more with Chromium), so one is asked for it now.
+    pub(crate) gap_keyframe: bool,
     /// The viewer's feedback just turned its path congested: its layer should be
     /// chosen again now rather than at the next round.
     pub(crate) became_congested: bool,
@@ -178,6 +192,8 @@ pub(crate) struct DirectEgress {
     transport_ext: Option<u8>,
     /// The bandwidth estimate, once the viewer's layer is to be chosen.
     estimation: Option<Box<Estimation>>,
+    /// When a keyframe was last asked for this viewer because of an unrepairable gap.
+    gap_keyframe_at: Option<Instant>,
     /// A probe packet's payload (the RTX header's original sequence number, then the
     /// original payload), reused.
     probe_payload: Vec<u8>,
@@ -252,6 +268,7 @@ impl DirectEgress {
             scratch: Vec::with_capacity(64),
             transport_ext,
             estimation: None,
+            gap_keyframe_at: None,
             probe_payload: Vec::new(),
         })
     }
@@ -367,19 +384,28 @@ impl DirectEgress {
             .as_deref()
             .is_some_and(Estimation::congested);
         let mut out = Vec::new();
+        let mut unrepairable = 0;
         for (ssrc, seq) in rtcp::nacks(&plain) {
             summary.nacks += 1;
             let Some(track) = self.tracks.iter_mut().find(|t| t.ssrc == ssrc) else {
                 continue;
             };
             let before = track.keyframe_seq;
-            let Some((seq, s)) = track.history.as_mut().and_then(|h| h.find(seq)) else {
+            let Some(history) = track.history.as_mut() else {
+                continue;
+            };
+            let Some((seq, s)) = history.find(seq) else {
+                unrepairable += 1;
                 continue;
             };
             if congested && seq < before {
                 continue;
             }
-            if s.resends >= MAX_RESENDS || now_ms.wrapping_sub(s.at_ms) > window_ms {
+            if now_ms.wrapping_sub(s.at_ms) > window_ms {
+                unrepairable += 1;
+                continue;
+            }
+            if s.resends >= MAX_RESENDS {
                 continue;
             }
             s.resends += 1;
@@ -400,6 +426,16 @@ impl DirectEgress {
                 summary.resent += 1;
                 emit(&out);
             }
+        }
+        if unrepairable >= GAP_KEYFRAME_NACKS
+            && summary.keyframe.is_none()
+            && self
+                .gap_keyframe_at
+                .is_none_or(|t| now.saturating_duration_since(t) >= GAP_KEYFRAME_EVERY)
+        {
+            self.gap_keyframe_at = Some(now);
+            summary.keyframe = Some(KeyframeRequestKind::Pli);
+            summary.gap_keyframe = true;
         }
         summary
     }

@@ -112,6 +112,10 @@ pub struct MediaCounters {
     pub stale_source_packets: AtomicU64,
     /// Keyframe requests a worker made because it dropped stale video.
     pub keyframes_asked_after_drops: AtomicU64,
+    /// Keyframe requests made because a publisher's video came back after an outage.
+    pub keyframes_asked_after_outage: AtomicU64,
+    /// Keyframes asked for viewers that NACKed a gap the history could not fill.
+    pub keyframes_for_viewer_gaps: AtomicU64,
     /// Keyframe requests sent to publishers.
     pub keyframe_requests_sent: AtomicU64,
     /// Sessions dropped because str0m panicked inside them.

@@ -198,7 +198,9 @@ pub(crate) fn render(
         "counter",
         "Keyframe requests: sent to publishers (pli, fir), received from viewers, \
          coalesced into one already sent, held while the source is silent, viewers \
-         started from the keyframe cache, and asked by a worker that dropped stale video.",
+         started from the keyframe cache, asked by a worker that dropped stale video, and \
+         asked of a publisher whose video came back after an outage, and asked for a \
+         viewer that NACKed a gap nothing could fill.",
     );
     for (what, n) in [
         ("pli_sent", load(&c.pli_sent)),
@@ -208,6 +210,8 @@ pub(crate) fn render(
         ("held_while_silent", load(&c.keyframe_requests_held)),
         ("served_from_cache", load(&c.keyframe_cache_starts)),
         ("after_stale_drops", load(&c.keyframes_asked_after_drops)),
+        ("after_outage", load(&c.keyframes_asked_after_outage)),
+        ("for_viewer_gap", load(&c.keyframes_for_viewer_gaps)),
     ] {
         e.sample(
             "wishd_keyframe_requests_total",

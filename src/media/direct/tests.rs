@@ -98,6 +98,7 @@ impl Viewer {
             total.rtt = s.rtt.or(total.rtt);
             total.loss = s.loss.or(total.loss);
             total.keyframe = s.keyframe.or(total.keyframe);
+            total.gap_keyframe |= s.gap_keyframe;
             for r in emitted {
                 resent.extend(self.give_player(r));
             }
@@ -145,6 +146,48 @@ fn a_nack_that_comes_after_the_window_is_not_answered() {
     let (summary, resent) = v.answer(&rtcp);
     assert!(summary.nacks >= 1, "{summary:?}");
     assert_eq!((summary.resent, resent.len()), (0, 0), "{summary:?}");
+}
+
+#[test]
+fn a_gap_the_history_cannot_fill_gets_the_viewer_a_keyframe_once_a_second() {
+    let mut v = Viewer::new();
+    v.direct.set_window(Duration::from_millis(200));
+    // The viewer's link is down: 30 packets lost, older than the window when its
+    // NACKs come.
+    for seq in 100..160 {
+        v.send(seq, (110..140).contains(&seq));
+    }
+    let rtcp = v.player_rtcp(100);
+    v.now += Duration::from_millis(250);
+    let (summary, _) = v.answer(&rtcp);
+    assert!(summary.nacks >= GAP_KEYFRAME_NACKS, "{summary:?}");
+    assert!(summary.gap_keyframe, "{summary:?}");
+    assert_eq!(summary.keyframe, Some(KeyframeRequestKind::Pli));
+    // Its NACKs repeat: no second keyframe within the second.
+    let (again, _) = v.answer(&rtcp);
+    assert!(!again.gap_keyframe && again.keyframe.is_none(), "{again:?}");
+    v.now += Duration::from_millis(1000);
+    let (later, _) = v.answer(&rtcp);
+    assert!(later.gap_keyframe, "{later:?}");
+}
+
+#[test]
+fn random_loss_the_history_repairs_asks_no_keyframe() {
+    let mut v = Viewer::new();
+    for seq in 100..130 {
+        v.send(seq, seq == 107 || seq == 117);
+        v.now += Duration::from_millis(5);
+    }
+    let rtcp = v.player_rtcp(100);
+    let (summary, resent) = v.answer(&rtcp);
+    assert!(
+        resent.contains(&117),
+        "the history repaired it: {summary:?}"
+    );
+    assert!(
+        !summary.gap_keyframe && summary.keyframe.is_none(),
+        "{summary:?}"
+    );
 }
 
 #[test]

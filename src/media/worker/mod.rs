@@ -446,6 +446,11 @@ impl Worker {
             if s.direct.is_some() && demux::is_rtcp(data) {
                 let summary =
                     direct_rtcp(s, data, now, &self.socket, &mut self.outbox, &self.counters);
+                if summary.gap_keyframe {
+                    self.counters
+                        .keyframes_for_viewer_gaps
+                        .fetch_add(1, Ordering::Relaxed);
+                }
                 if summary.keyframe.is_some() {
                     viewer_asked_keyframe(key, s, &mut self.deferred);
                 }

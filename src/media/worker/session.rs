@@ -24,8 +24,8 @@ use super::super::udp::MediaSocket;
 use super::keyframes::video_keyframe_cache;
 use super::{Deferred, PatchError, PatchOutcome, Worker};
 use crate::core::{
-    KeyframeLimiter, KeyframeMode, KeyframeSource, LayerChooser, NackHistory, RtpIn, Source,
-    SourceTrack, ViewerId, ViewerTrack,
+    KeyframeLimiter, KeyframeMode, KeyframeSource, LayerChooser, NackHistory, ResumeWatch, RtpIn,
+    Source, SourceTrack, ViewerId, ViewerTrack,
 };
 use crate::directory::Stream;
 use crate::model::{EndReason, Role, SessionId, SessionState};
@@ -61,6 +61,8 @@ pub(super) struct PublisherLayer {
     pub(super) limiter: KeyframeLimiter,
     /// Ask this layer for keyframes, or start viewers from its cache.
     pub(super) keyframes: KeyframeSource,
+    /// Its video coming back after an outage.
+    pub(super) resume: ResumeWatch,
 }
 
 /// What a new session is.
@@ -288,7 +290,19 @@ pub(super) fn handle_event(
                 state.limiter.keyframe_received(now);
                 state.keyframes.keyframe_received(now);
             }
+            let outage = pkt.kind == MediaKind::Video
+                && state
+                    .resume
+                    .packet(pkt.seq, pkt.arrival, pkt.keyframe_start);
             deferred.push_back(Deferred::Source(s.shared.clone(), Arc::new(pkt)));
+            if outage {
+                debug!(layer, "video back after an outage: asking for a keyframe");
+                s.telemetry
+                    .counters
+                    .keyframes_asked_after_outage
+                    .fetch_add(1, Ordering::Relaxed);
+                deferred.push_back(Deferred::WantKeyframe(s.shared.clone(), layer));
+            }
         }
         Event::SenderFeedback(f) => {
             if let RoleState::Publisher { source, .. } = &mut s.role {
@@ -442,6 +456,7 @@ impl Worker {
                         PublisherLayer {
                             limiter: KeyframeLimiter::new(self.cfg.keyframe_request_interval),
                             keyframes,
+                            resume: ResumeWatch::default(),
                         }
                     })
                     .collect();
