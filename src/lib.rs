@@ -45,6 +45,7 @@ pub mod ingest;
 pub mod media;
 pub mod metrics;
 pub mod model;
+pub mod record;
 pub mod sdp;
 pub mod server;
 pub mod wire;

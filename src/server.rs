@@ -76,6 +76,8 @@ pub struct Server {
     rtp: Vec<RtpIngest>,
     rtsp: Vec<RtspIngest>,
     cameras: Arc<ingest::Cameras>,
+    /// The recordings `[[record]]` rules started.
+    recordings: Arc<crate::record::Recordings>,
     generated_token: Option<String>,
     play_credentials: bool,
     ops: Arc<Ops>,
@@ -194,6 +196,8 @@ impl Server {
             config.publisher_takeover,
             config.source_silence,
         ));
+        let recordings = Arc::new(crate::record::Recordings::new(config.record.clone()));
+        directory.set_recordings(recordings.clone());
         let (media, workers) =
             Media::start(&config, directory.clone()).map_err(|source| StartError::Bind {
                 what: "UDP",
@@ -350,6 +354,7 @@ impl Server {
             rtp,
             rtsp,
             cameras,
+            recordings,
             generated_token,
             play_credentials,
             ops,
@@ -525,11 +530,19 @@ impl Server {
         let _ = self.stop.send(true);
         let media = self.media.clone();
         let cameras = self.cameras.stop_all();
+        let recordings = self.recordings.stop_all();
         let work = async move {
             media.shutdown().await;
             for t in cameras.into_iter().chain(self.tasks).chain(self.workers) {
                 let _ = t.await;
             }
+            // Each recorder writes what it has and closes its file.
+            let _ = tokio::task::spawn_blocking(move || {
+                for r in recordings {
+                    let _ = r.join();
+                }
+            })
+            .await;
         };
         if tokio::time::timeout(SHUTDOWN_DEADLINE, work).await.is_err() {
             warn!("shutdown deadline passed; exiting anyway");

@@ -188,6 +188,8 @@ pub struct Config {
     pub rtp: Vec<RtpEntry>,
     /// RTSP cameras (`[[rtsp]]` tables), one per stream wishd pulls from a camera.
     pub rtsp: Vec<RtspEntry>,
+    /// Recording rules (`[[record]]` tables): the first that names a stream records it.
+    pub record: Vec<RecordEntry>,
     /// An RTP source that sent nothing this long is reported offline. Default 5 s.
     #[serde(with = "humantime_serde")]
     pub rtp_timeout: Duration,
@@ -491,6 +493,31 @@ pub struct RtpEntry {
     pub wait_when_offline: bool,
 }
 
+/// Streams to record: every one whose name matches `stream` (a name, or a glob with
+/// `*` and `?`) is written to `directory/{stream}/` from the moment it has a source.
+#[cfg_attr(test, derive(serde::Serialize))]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordEntry {
+    /// The streams recorded: a name or a glob.
+    pub stream: String,
+    /// Where the files go (one folder per stream inside it).
+    pub directory: PathBuf,
+    /// A new file starts at the first keyframe after this long. Default 60 s.
+    #[serde(with = "humantime_serde")]
+    pub segment: Duration,
+}
+
+impl Default for RecordEntry {
+    fn default() -> Self {
+        RecordEntry {
+            stream: String::new(),
+            directory: PathBuf::new(),
+            segment: Duration::from_secs(60),
+        }
+    }
+}
+
 /// An RTSP camera wishd pulls a stream from: it connects at start and stays
 /// connected, reconnecting with backoff when the camera drops or reboots.
 #[cfg_attr(test, derive(serde::Serialize))]
@@ -791,6 +818,7 @@ impl Default for Config {
             retry_after_secs: 2,
             rtp: Vec::new(),
             rtsp: Vec::new(),
+            record: Vec::new(),
             rtp_timeout: Duration::from_secs(5),
             auth: AuthConfig {
                 publish: Policy::Token,

@@ -289,6 +289,11 @@ fn maximal() -> Config {
             close_after: Duration::from_secs(20),
             wait_when_offline: true,
         }],
+        record: vec![RecordEntry {
+            stream: "cam-*".into(),
+            directory: "/var/lib/wishd/recordings".into(),
+            segment: Duration::from_secs(300),
+        }],
         rtp_timeout: d.rtp_timeout,
         auth: AuthConfig {
             publish: d.auth.publish,
@@ -390,6 +395,28 @@ fn too_many_workers_is_refused() {
         ..Config::default()
     };
     assert!(c.validate().is_err());
+}
+
+#[test]
+fn a_record_rule_needs_its_streams_and_directory_and_a_segment_of_a_second() {
+    for (toml, key) in [
+        ("[[record]]\ndirectory = \"/rec\"\n", "record[0].stream"),
+        ("[[record]]\nstream = \"*\"\n", "record[0].directory"),
+        (
+            "[[record]]\nstream = \"*\"\ndirectory = \"/rec\"\nsegment = \"100ms\"\n",
+            "record[0].segment",
+        ),
+    ] {
+        let e = Config::from_toml(toml)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(key), "{toml}: {e}");
+    }
+    let ok = Config::from_toml("[[record]]\nstream = \"cam-*\"\ndirectory = \"/rec\"\n").unwrap();
+    ok.validate().unwrap();
+    assert_eq!(ok.record[0].segment, Duration::from_secs(60));
 }
 
 #[test]

@@ -146,6 +146,26 @@ impl Config {
                 }
             }
         }
+        for (i, r) in self.record.iter().enumerate() {
+            if r.stream.is_empty() {
+                return Err(ConfigError::value(
+                    format!("record[{i}].stream"),
+                    "name the streams to record (a name or a glob such as \"*\")",
+                ));
+            }
+            if r.directory.as_os_str().is_empty() {
+                return Err(ConfigError::value(
+                    format!("record[{i}].directory"),
+                    "name the directory the files go to",
+                ));
+            }
+            if r.segment < std::time::Duration::from_secs(1) {
+                return Err(ConfigError::value(
+                    format!("record[{i}].segment"),
+                    "must be at least 1s",
+                ));
+            }
+        }
         if self.api.token.is_some() && self.api.token_file.is_some() {
             return Err(ConfigError::value(
                 "api.token_file",

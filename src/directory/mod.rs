@@ -173,6 +173,8 @@ pub struct Directory {
     grace: Duration,
     takeover: Takeover,
     silence: Duration,
+    /// What records streams as they get a source (none in unit tests).
+    recordings: std::sync::OnceLock<Arc<crate::record::Recordings>>,
 }
 
 impl Directory {
@@ -186,7 +188,22 @@ impl Directory {
             grace,
             takeover,
             silence,
+            recordings: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Streams are recorded as these rules say from now on.
+    pub(crate) fn set_recordings(&self, r: Arc<crate::record::Recordings>) {
+        let _ = self.recordings.set(r);
+    }
+
+    /// A new stream: recorded when a rule names it.
+    fn new_stream(&self, name: Arc<str>) -> Arc<Stream> {
+        let shared = Arc::new(Stream::new(name));
+        if let Some(r) = self.recordings.get() {
+            r.attach(&shared);
+        }
+        shared
     }
 
     /// Whether a new publisher may take a stream whose live source is `shared`.
@@ -254,7 +271,7 @@ impl Directory {
             .streams
             .entry(name.clone())
             .or_insert_with(|| StreamEntry {
-                shared: Arc::new(Stream::new(name.clone())),
+                shared: self.new_stream(name.clone()),
                 source: SourceState::Gone {
                     deadline: Instant::now(),
                 },
@@ -353,7 +370,7 @@ impl Directory {
         if inner.streams.contains_key(stream) {
             return Err(DirectoryError::SourceLive(stream.to_owned()));
         }
-        let shared = Arc::new(Stream::new(name.clone()));
+        let shared = self.new_stream(name.clone());
         shared.set_keyframe_cache(0, Some(cache));
         shared.set_camera_waits(waits);
         inner.streams.insert(

@@ -41,6 +41,8 @@ pub struct Stream {
     pub(crate) events: StreamEvents,
     /// A camera's stream: new viewers may join while the camera sends nothing.
     camera_waits: AtomicBool,
+    /// Its recording, when a `[[record]]` rule names it.
+    recorder: arc_swap::ArcSwapOption<crate::record::RecorderTap>,
 }
 
 impl Stream {
@@ -53,7 +55,13 @@ impl Stream {
             stats: StreamStats::default(),
             events: StreamEvents::default(),
             camera_waits: AtomicBool::new(false),
+            recorder: arc_swap::ArcSwapOption::empty(),
         }
+    }
+
+    /// Starts (or, with `None`, ends) the stream's recording.
+    pub(crate) fn set_recorder(&self, tap: Option<Arc<crate::record::RecorderTap>>) {
+        self.recorder.store(tap);
     }
 
     /// Whether a new viewer of this camera's stream may join while the camera sends
@@ -81,6 +89,9 @@ impl Stream {
     /// (bit *n*: worker *n* has viewers of the stream).
     pub(crate) fn publish(&self, pkt: &Arc<SourcePacket>) -> u64 {
         self.stats.source_packet(pkt);
+        if let Some(tap) = self.recorder.load().as_deref() {
+            tap.offer(pkt);
+        }
         if pkt.keyframe_start {
             self.stats.keyframe(pkt.layer, pkt.codec, &pkt.payload);
         }

@@ -1,0 +1,229 @@
+//! RTP payloads back into the samples a file holds: an H.264 access unit as
+//! length-prefixed NAL units (what `avc1` samples are), an Opus packet as it came.
+//!
+//! Loss is a gap, never a corrupt sample: a picture missing a packet is dropped, and
+//! so is every picture after it until the next keyframe (they would refer to it).
+//! Sans-IO and panic-free whatever the payloads.
+
+use crate::wire::h264::{NAL_FU_A, NAL_IDR, NAL_PPS, NAL_SPS, NAL_STAP_A, NAL_TYPE_MASK};
+
+/// One sample for the file: its bytes, its RTP timestamp, and whether a decoder can
+/// start from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Sample {
+    pub(crate) data: Vec<u8>,
+    pub(crate) timestamp: u32,
+    pub(crate) keyframe: bool,
+}
+
+/// Reassembles H.264 access units (RFC 6184: single NAL unit packets, STAP-A, FU-A)
+/// and keeps the last SPS and PPS seen, which the file's `avcC` needs.
+#[derive(Debug, Default)]
+pub(crate) struct H264Frames {
+    /// The access unit being gathered: its timestamp and its NAL units so far.
+    current: Option<(u32, Vec<Vec<u8>>)>,
+    /// The unit an FU-A is building.
+    fragment: Option<Vec<u8>>,
+    /// A packet of the current access unit was lost: it is dropped.
+    broken: bool,
+    /// A picture was lost since the last keyframe: what follows cannot be decoded.
+    need_keyframe: bool,
+    last_seq: Option<u64>,
+    pub(crate) sps: Option<Vec<u8>>,
+    pub(crate) pps: Option<Vec<u8>>,
+}
+
+impl H264Frames {
+    /// One RTP packet (its extended sequence number, timestamp, marker and payload);
+    /// the access unit it completes, if any.
+    pub(crate) fn packet(
+        &mut self,
+        seq: u64,
+        timestamp: u32,
+        marker: bool,
+        payload: &[u8],
+    ) -> Option<Sample> {
+        let lost = self.last_seq.is_some_and(|last| seq != last + 1);
+        if self.last_seq.is_some_and(|last| seq <= last) {
+            return None;
+        }
+        self.last_seq = Some(seq);
+        let mut done = None;
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|(ts, _)| *ts != timestamp)
+        {
+            // A new picture began without the last one's marker: close it.
+            done = self.finish();
+        }
+        if lost {
+            self.broken = true;
+            self.fragment = None;
+        }
+        let units = self.current.get_or_insert_with(|| (timestamp, Vec::new()));
+        let header = payload.first().copied().unwrap_or(0);
+        match header & NAL_TYPE_MASK {
+            1..=23 => units.1.push(payload.to_vec()),
+            NAL_STAP_A => {
+                let mut rest = payload.get(1..).unwrap_or_default();
+                while let [hi, lo, tail @ ..] = rest {
+                    let size = usize::from(u16::from_be_bytes([*hi, *lo]));
+                    let Some(unit) = tail.get(..size) else {
+                        self.broken = true;
+                        break;
+                    };
+                    if !unit.is_empty() {
+                        units.1.push(unit.to_vec());
+                    }
+                    rest = &tail[size..];
+                }
+            }
+            NAL_FU_A => match payload.get(1) {
+                Some(&fu) if payload.len() > 2 => {
+                    let data = &payload[2..];
+                    if fu & 0x80 != 0 {
+                        let mut unit = vec![(header & 0xe0) | (fu & NAL_TYPE_MASK)];
+                        unit.extend_from_slice(data);
+                        self.fragment = Some(unit);
+                    } else if let Some(unit) = self.fragment.as_mut() {
+                        unit.extend_from_slice(data);
+                    } else {
+                        self.broken = true;
+                    }
+                    if fu & 0x40 != 0
+                        && let Some(unit) = self.fragment.take()
+                    {
+                        units.1.push(unit);
+                    }
+                }
+                _ => self.broken = true,
+            },
+            _ => {}
+        }
+        if marker {
+            let last = self.finish();
+            return done.or(last);
+        }
+        done
+    }
+
+    /// Closes the access unit being gathered; the sample, unless it or a picture
+    /// it depends on was lost.
+    fn finish(&mut self) -> Option<Sample> {
+        let (timestamp, units) = self.current.take()?;
+        let broken = std::mem::take(&mut self.broken) || self.fragment.take().is_some();
+        let keyframe = units
+            .iter()
+            .any(|u| u.first().map(|h| h & NAL_TYPE_MASK) == Some(NAL_IDR));
+        for u in &units {
+            match u.first().map(|h| h & NAL_TYPE_MASK) {
+                Some(NAL_SPS) => self.sps = Some(u.clone()),
+                Some(NAL_PPS) => self.pps = Some(u.clone()),
+                _ => {}
+            }
+        }
+        if broken {
+            self.need_keyframe = true;
+            return None;
+        }
+        if self.need_keyframe && !keyframe {
+            return None;
+        }
+        self.need_keyframe = false;
+        let mut data = Vec::with_capacity(units.iter().map(|u| u.len() + 4).sum());
+        for u in &units {
+            data.extend_from_slice(&(u.len() as u32).to_be_bytes());
+            data.extend_from_slice(u);
+        }
+        (!units.is_empty()).then_some(Sample {
+            data,
+            timestamp,
+            keyframe,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPS: &[u8] = &[0x67, 0x42, 0xc0, 0x1f, 0x8c, 0x68];
+    const PPS: &[u8] = &[0x68, 0xce, 0x3c, 0x80];
+
+    fn stap(units: &[&[u8]]) -> Vec<u8> {
+        let mut p = vec![0x78];
+        for u in units {
+            p.extend_from_slice(&(u.len() as u16).to_be_bytes());
+            p.extend_from_slice(u);
+        }
+        p
+    }
+
+    fn fu(kind: u8, start: bool, end: bool, data: &[u8]) -> Vec<u8> {
+        let mut p = vec![
+            0x7c,
+            kind | if start { 0x80 } else { 0 } | if end { 0x40 } else { 0 },
+        ];
+        p.extend_from_slice(data);
+        p
+    }
+
+    #[test]
+    fn an_idr_in_fragments_after_parameter_sets_becomes_one_keyframe_sample() {
+        let mut f = H264Frames::default();
+        assert_eq!(f.packet(1, 3000, false, &stap(&[SPS, PPS])), None);
+        assert_eq!(f.packet(2, 3000, false, &fu(5, true, false, &[1, 2])), None);
+        let s = f
+            .packet(3, 3000, true, &fu(5, false, true, &[3]))
+            .expect("a sample");
+        assert!(s.keyframe);
+        let mut want = Vec::new();
+        for u in [SPS, PPS, &[0x65, 1, 2, 3][..]] {
+            want.extend_from_slice(&(u.len() as u32).to_be_bytes());
+            want.extend_from_slice(u);
+        }
+        assert_eq!(s.data, want);
+        assert_eq!((f.sps.as_deref(), f.pps.as_deref()), (Some(SPS), Some(PPS)));
+        // A delta picture in one packet.
+        let d = f.packet(4, 6000, true, &[0x41, 9]).expect("a delta sample");
+        assert!(!d.keyframe);
+        assert_eq!(d.timestamp, 6000);
+    }
+
+    #[test]
+    fn a_lost_packet_drops_its_picture_and_the_rest_until_a_keyframe() {
+        let mut f = H264Frames::default();
+        assert!(f.packet(1, 0, true, &[0x65, 1]).is_some());
+        assert_eq!(f.packet(2, 3000, false, &fu(1, true, false, &[1])), None);
+        // Packet 3 lost: the picture at 3000 is broken.
+        assert_eq!(f.packet(4, 3000, true, &fu(1, false, true, &[2])), None);
+        assert_eq!(
+            f.packet(5, 6000, true, &[0x41, 1]),
+            None,
+            "refers to the lost one"
+        );
+        let k = f
+            .packet(6, 9000, true, &[0x65, 2])
+            .expect("the next keyframe");
+        assert!(k.keyframe);
+        assert!(f.packet(7, 12000, true, &[0x41, 3]).is_some());
+    }
+
+    #[test]
+    fn garbage_gives_no_sample_and_no_panic() {
+        let mut f = H264Frames::default();
+        for (i, p) in [
+            &[][..],
+            &[0x7c],
+            &[0x78, 0, 9, 1],
+            &[0x7c, 0x45],
+            &[0x1c, 0xff],
+        ]
+        .iter()
+        .enumerate()
+        {
+            let _ = f.packet(i as u64, 0, true, p);
+        }
+    }
+}

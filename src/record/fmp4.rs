@@ -1,0 +1,286 @@
+//! Fragmented MP4 (ISO/IEC 14496-12, the CMAF shape browsers and ffmpeg read): an
+//! initialisation part (`ftyp`, `moov` with `mvex`) and then one `moof` + `mdat` per
+//! fragment. A file cut off after any fragment still plays up to it.
+//!
+//! The boxes are mp4-atom's (a well-kept ISOBMFF encoder from the MoQ project): this
+//! module only decides their contents. Video is H.264 (`avc1`/`avcC`) at 90 kHz, audio
+//! Opus (`Opus`/`dOps`, RFC 7845's mapping into ISOBMFF) at 48 kHz.
+
+use mp4_atom::{
+    Audio, Avc1, Avcc, Dinf, Dops, Dref, Encode, FourCC, Ftyp, Hdlr, Mdat, Mdhd, Mdia, Mfhd, Minf,
+    Moof, Moov, Mvex, Mvhd, Opus, Prft, ReferenceTime, Stbl, Stsd, Tfdt, Tfhd, Tkhd, Traf, Trak,
+    Trex, Trun, TrunEntry, Url, Visual,
+};
+
+/// The video track's id and clock.
+pub(crate) const VIDEO_TRACK: u32 = 1;
+pub(crate) const VIDEO_TIMESCALE: u32 = 90_000;
+/// The audio track's id and clock.
+pub(crate) const AUDIO_TRACK: u32 = 2;
+pub(crate) const AUDIO_TIMESCALE: u32 = 48_000;
+
+/// What the video track's sample entry needs.
+#[derive(Debug, Clone)]
+pub(crate) struct H264Init {
+    pub(crate) sps: Vec<u8>,
+    pub(crate) pps: Vec<u8>,
+    pub(crate) width: u16,
+    pub(crate) height: u16,
+}
+
+/// What the audio track's sample entry needs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OpusInit {
+    pub(crate) channels: u8,
+}
+
+/// One sample of a fragment: its duration (in its track's clock), whether it is a
+/// sync sample, and its bytes.
+#[derive(Debug, Clone)]
+pub(crate) struct FragmentSample {
+    pub(crate) duration: u32,
+    pub(crate) keyframe: bool,
+    pub(crate) data: Vec<u8>,
+}
+
+/// One track's run in a fragment: where it starts on the track's timeline and its
+/// samples.
+#[derive(Debug, Clone)]
+pub(crate) struct TrackRun {
+    pub(crate) track_id: u32,
+    pub(crate) decode_time: u64,
+    pub(crate) samples: Vec<FragmentSample>,
+}
+
+/// Sample flags (ISO/IEC 14496-12 §8.8.3.1): a sync sample depends on no other; any
+/// other sample depends on others and is not a sync sample.
+const SYNC: u32 = 0x0200_0000;
+const NOT_SYNC: u32 = 0x0101_0000;
+
+fn trak(track_id: u32, timescale: u32, handler: &[u8; 4], minf: Minf, size: (u16, u16)) -> Trak {
+    Trak {
+        tkhd: Tkhd {
+            track_id,
+            enabled: true,
+            volume: if handler == b"soun" {
+                1.into()
+            } else {
+                0.into()
+            },
+            width: size.0.into(),
+            height: size.1.into(),
+            ..Default::default()
+        },
+        mdia: Mdia {
+            mdhd: Mdhd {
+                creation_time: 0,
+                modification_time: 0,
+                timescale,
+                duration: 0,
+                language: "und".into(),
+            },
+            hdlr: Hdlr {
+                handler: FourCC::new(handler),
+                name: "wishd".into(),
+            },
+            minf,
+        },
+        ..Default::default()
+    }
+}
+
+fn minf(stsd: Stsd, video: bool) -> Minf {
+    Minf {
+        vmhd: video.then(Default::default),
+        smhd: (!video).then(Default::default),
+        // One data reference: the media is in this file.
+        dinf: Dinf {
+            dref: Dref {
+                urls: vec![Url::default()],
+            },
+        },
+        stbl: Stbl {
+            stsd,
+            stco: Some(Default::default()),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// The initialisation part: `ftyp` and a `moov` describing the tracks present.
+pub(crate) fn init(
+    video: Option<&H264Init>,
+    audio: Option<OpusInit>,
+) -> Result<Vec<u8>, mp4_atom::Error> {
+    let mut out = Vec::new();
+    Ftyp {
+        major_brand: FourCC::new(b"iso6"),
+        minor_version: 0,
+        compatible_brands: vec![
+            FourCC::new(b"iso6"),
+            FourCC::new(b"cmfc"),
+            FourCC::new(b"mp41"),
+            FourCC::new(b"avc1"),
+            FourCC::new(b"Opus"),
+        ],
+    }
+    .encode(&mut out)?;
+    let mut trak_list = Vec::new();
+    let mut trex = Vec::new();
+    if let Some(v) = video {
+        let (profile, compat, level) = match v.sps.get(1..4) {
+            Some(&[p, c, l]) => (p, c, l),
+            _ => (66, 0, 31),
+        };
+        let avc1 = Avc1 {
+            visual: Visual {
+                width: v.width,
+                height: v.height,
+                ..Default::default()
+            },
+            avcc: Avcc {
+                configuration_version: 1,
+                avc_profile_indication: profile,
+                profile_compatibility: compat,
+                avc_level_indication: level,
+                length_size: 4,
+                sequence_parameter_sets: vec![v.sps.clone()],
+                picture_parameter_sets: vec![v.pps.clone()],
+                ext: None,
+            },
+            ..Default::default()
+        };
+        let stsd = Stsd {
+            codecs: vec![avc1.into()],
+        };
+        trak_list.push(trak(
+            VIDEO_TRACK,
+            VIDEO_TIMESCALE,
+            b"vide",
+            minf(stsd, true),
+            (v.width, v.height),
+        ));
+        trex.push(trex_of(VIDEO_TRACK));
+    }
+    if let Some(a) = audio {
+        let opus = Opus {
+            audio: Audio {
+                data_reference_index: 1,
+                channel_count: u16::from(a.channels),
+                sample_size: 16,
+                sample_rate: 48_000u16.into(),
+            },
+            dops: Dops {
+                output_channel_count: a.channels,
+                pre_skip: 0,
+                input_sample_rate: 48_000,
+                output_gain: 0,
+            },
+            btrt: None,
+        };
+        let stsd = Stsd {
+            codecs: vec![opus.into()],
+        };
+        trak_list.push(trak(
+            AUDIO_TRACK,
+            AUDIO_TIMESCALE,
+            b"soun",
+            minf(stsd, false),
+            (0, 0),
+        ));
+        trex.push(trex_of(AUDIO_TRACK));
+    }
+    Moov {
+        mvhd: Mvhd {
+            timescale: 1000,
+            rate: 1.into(),
+            volume: 1.into(),
+            next_track_id: AUDIO_TRACK + 1,
+            ..Default::default()
+        },
+        mvex: Some(Mvex { mehd: None, trex }),
+        trak: trak_list,
+        ..Default::default()
+    }
+    .encode(&mut out)?;
+    Ok(out)
+}
+
+fn trex_of(track_id: u32) -> Trex {
+    Trex {
+        track_id,
+        default_sample_description_index: 1,
+        ..Default::default()
+    }
+}
+
+/// One fragment: a `prft` tying the first run's start to the wall clock (`ntp`, an
+/// NTP timestamp), then `moof` (one `traf` per run) and the `mdat` holding the
+/// samples in the same order.
+pub(crate) fn fragment(
+    sequence: u32,
+    runs: &[TrackRun],
+    ntp: u64,
+) -> Result<Vec<u8>, mp4_atom::Error> {
+    let mut out = Vec::new();
+    if let Some(first) = runs.first() {
+        Prft {
+            reference_track_id: first.track_id,
+            ntp_timestamp: ntp,
+            media_time: first.decode_time,
+            utc_time_semantics: ReferenceTime::Input,
+        }
+        .encode(&mut out)?;
+    }
+    let mut moof = Moof {
+        mfhd: Mfhd {
+            sequence_number: sequence,
+        },
+        traf: runs
+            .iter()
+            .map(|r| Traf {
+                tfhd: Tfhd {
+                    track_id: r.track_id,
+                    default_base_is_moof: true,
+                    ..Default::default()
+                },
+                tfdt: Some(Tfdt {
+                    base_media_decode_time: r.decode_time,
+                }),
+                trun: vec![Trun {
+                    data_offset: Some(0),
+                    entries: r
+                        .samples
+                        .iter()
+                        .map(|s| TrunEntry {
+                            duration: Some(s.duration),
+                            size: Some(s.data.len() as u32),
+                            flags: Some(if s.keyframe { SYNC } else { NOT_SYNC }),
+                            cts: None,
+                        })
+                        .collect(),
+                }],
+                ..Default::default()
+            })
+            .collect(),
+    };
+    // The data offsets count from the moof's first byte; its size does not depend on
+    // their values, so it is measured once with zeros.
+    let mut sized = Vec::new();
+    moof.encode(&mut sized)?;
+    let mut offset = sized.len() + 8;
+    for (traf, run) in moof.traf.iter_mut().zip(runs) {
+        if let Some(trun) = traf.trun.first_mut() {
+            trun.data_offset = Some(offset as i32);
+        }
+        offset += run.samples.iter().map(|s| s.data.len()).sum::<usize>();
+    }
+    moof.encode(&mut out)?;
+    let mut data = Vec::with_capacity(offset);
+    for s in runs.iter().flat_map(|r| &r.samples) {
+        data.extend_from_slice(&s.data);
+    }
+    Mdat { data }.encode(&mut out)?;
+    Ok(out)
+}

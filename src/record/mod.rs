@@ -1,0 +1,484 @@
+//! Recording: a stream's packets, as its source sends them, written to standard files
+//! without decoding.
+//!
+//! A `[[record]]` rule names streams (a name or a glob), a directory and a segment
+//! length. When a matching stream gets its source, its packets are also offered to a
+//! recorder through a bounded queue ([`RecorderTap`]): the media path never waits for
+//! a disk, and what a full queue refuses is dropped and counted. The recorder runs on
+//! its own thread (file I/O blocks), turns packets back into samples ([`depack`]) and
+//! writes fragmented MP4 ([`fmp4`]): one file per segment, each starting at a
+//! keyframe with its own initialisation, named by stream and UTC start time, and
+//! playable up to its last fragment while it is written.
+//!
+//! Time: each track's samples are placed by their RTP timestamps, anchored on the
+//! capture instant wishd derives from the source's RTCP sender reports (arrival for
+//! a camera that sends none), so audio and video line up as the source captured them.
+//! A source that comes back (a publisher reconnecting within its grace period) goes
+//! on in the same file, re-anchored, never backwards.
+
+pub(crate) mod depack;
+pub(crate) mod fmp4;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use str0m::media::MediaKind;
+use tracing::{info, warn};
+
+use crate::config::RecordEntry;
+use crate::core::SourcePacket;
+use crate::directory::Stream;
+use crate::model::CodecKind;
+use depack::{H264Frames, Sample};
+use fmp4::{FragmentSample, H264Init, OpusInit, TrackRun};
+
+/// Packets a recorder may have waiting: about 10 s of a 2.5 Mbit/s stream.
+const QUEUE: usize = 4096;
+
+/// A fragment is written at each keyframe, and at least this often.
+const FRAGMENT: Duration = Duration::from_secs(1);
+
+/// What the media path holds of a recording: the queue to its writer.
+#[derive(Debug)]
+pub(crate) struct RecorderTap {
+    tx: SyncSender<Arc<SourcePacket>>,
+    /// Packets the full (or closed) queue refused.
+    pub(crate) dropped: AtomicU64,
+}
+
+impl RecorderTap {
+    /// Offers a source packet; never blocks.
+    pub(crate) fn offer(&self, pkt: &Arc<SourcePacket>) {
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+            self.tx.try_send(pkt.clone())
+        {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The recording rules and the recordings they started.
+#[derive(Debug, Default)]
+pub(crate) struct Recordings {
+    rules: Vec<RecordEntry>,
+    running: Mutex<Vec<Running>>,
+}
+
+#[derive(Debug)]
+struct Running {
+    stream: Weak<Stream>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Recordings {
+    pub(crate) fn new(rules: Vec<RecordEntry>) -> Recordings {
+        Recordings {
+            rules,
+            running: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Running>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A stream got its source: it is recorded when a rule names it.
+    pub(crate) fn attach(&self, stream: &Arc<Stream>) {
+        let Some(rule) = self
+            .rules
+            .iter()
+            .find(|r| crate::auth::glob_match(&r.stream, &stream.name))
+        else {
+            return;
+        };
+        let (tx, rx) = sync_channel(QUEUE);
+        let dir = rule.directory.join(&*stream.name);
+        let name = stream.name.to_string();
+        let segment = rule.segment;
+        let thread = std::thread::Builder::new()
+            .name(format!("record {name}"))
+            .spawn(move || record(rx, &dir, &name, segment));
+        match thread {
+            Ok(thread) => {
+                stream.set_recorder(Some(Arc::new(RecorderTap {
+                    tx,
+                    dropped: AtomicU64::new(0),
+                })));
+                let mut running = self.lock();
+                running.retain(|r| !r.thread.is_finished());
+                running.push(Running {
+                    stream: Arc::downgrade(stream),
+                    thread,
+                });
+            }
+            Err(e) => warn!(stream = %stream.name, "recording not started: {e}"),
+        }
+    }
+
+    /// Ends every recording (shutdown): each writes what it has and closes its file.
+    pub(crate) fn stop_all(&self) -> Vec<std::thread::JoinHandle<()>> {
+        self.lock()
+            .drain(..)
+            .map(|r| {
+                if let Some(s) = r.stream.upgrade() {
+                    s.set_recorder(None);
+                }
+                r.thread
+            })
+            .collect()
+    }
+}
+
+/// The recorder thread: packets in until the stream lets go of its tap.
+fn record(rx: Receiver<Arc<SourcePacket>>, dir: &Path, stream: &str, segment: Duration) {
+    let mut w = Writer::new(dir.to_path_buf(), stream.to_owned(), segment);
+    while let Ok(pkt) = rx.recv() {
+        if let Err(e) = w.packet(&pkt) {
+            warn!(stream, dir = %dir.display(), "recording stopped: {e}");
+            return;
+        }
+    }
+    if let Err(e) = w.finish() {
+        warn!(stream, "recording not finished: {e}");
+    }
+}
+
+/// Why a recording stopped.
+#[derive(Debug, thiserror::Error)]
+enum RecordError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("MP4: {0}")]
+    Mp4(#[from] mp4_atom::Error),
+}
+
+/// One track's timeline: RTP timestamps, unwrapped, anchored on a capture instant.
+#[derive(Debug, Default)]
+struct Timeline {
+    /// (capture instant, extended timestamp) of the anchor packet, and its epoch.
+    anchor: Option<(Instant, i64, u32)>,
+    /// The last timestamp seen, unwrapped.
+    last: Option<i64>,
+    /// The last decode time given, to keep the timeline from going back.
+    last_dts: Option<i64>,
+}
+
+impl Timeline {
+    /// The decode time of a packet (timestamp `ts`, capture instant `at`, source
+    /// epoch `epoch`) on the recording's clock in units of `rate` Hz, counted from
+    /// `origin`.
+    fn dts(&mut self, ts: u32, at: Instant, epoch: u32, origin: Instant, rate: u32) -> i64 {
+        let ext = match self.last {
+            Some(last) => last + i64::from(ts.wrapping_sub(last as u32) as i32),
+            None => i64::from(ts),
+        };
+        self.last = Some(ext);
+        if self.anchor.is_none_or(|(_, _, e)| e != epoch) {
+            self.anchor = Some((at, ext, epoch));
+        }
+        let Some((anchor_at, anchor_ts, _)) = self.anchor else {
+            return 0;
+        };
+        let since = if anchor_at >= origin {
+            (anchor_at - origin).as_nanos() as i64
+        } else {
+            -((origin - anchor_at).as_nanos() as i64)
+        };
+        let mut dts = since * i64::from(rate) / 1_000_000_000 + (ext - anchor_ts);
+        if let Some(prev) = self.last_dts
+            && dts < prev
+        {
+            // A new source's first packets can land before the old one's last: go on.
+            dts = prev;
+        }
+        self.last_dts = Some(dts);
+        dts
+    }
+}
+
+/// A completed sample waiting for the next one (which gives its duration).
+#[derive(Debug)]
+struct Pending {
+    dts: i64,
+    sample: Sample,
+}
+
+#[derive(Debug, Default)]
+struct Track {
+    timeline: Timeline,
+    pending: Option<Pending>,
+    /// Samples of the fragment being gathered.
+    run: Vec<FragmentSample>,
+    /// The decode time of the run's first sample, on the file's clock.
+    run_start: Option<i64>,
+    /// The last duration written (for the last sample of a file).
+    last_duration: u32,
+}
+
+/// The file being written.
+#[derive(Debug)]
+struct Segment {
+    file: std::fs::File,
+    path: PathBuf,
+    /// The recording clock's time (video units) where this file's timeline starts.
+    base_video: i64,
+    started: Instant,
+    sequence: u32,
+}
+
+struct Writer {
+    dir: PathBuf,
+    stream: String,
+    segment_length: Duration,
+    /// The recording's time zero: the capture instant of its first keyframe.
+    origin: Option<Instant>,
+    h264: H264Frames,
+    video: Track,
+    audio: Track,
+    has_video: bool,
+    opus_channels: u8,
+    file: Option<Segment>,
+    last_flush: Option<Instant>,
+}
+
+impl Writer {
+    fn new(dir: PathBuf, stream: String, segment_length: Duration) -> Writer {
+        Writer {
+            dir,
+            stream,
+            segment_length,
+            origin: None,
+            h264: H264Frames::default(),
+            video: Track::default(),
+            audio: Track::default(),
+            has_video: false,
+            opus_channels: 2,
+            file: None,
+            last_flush: None,
+        }
+    }
+
+    fn packet(&mut self, pkt: &SourcePacket) -> Result<(), RecordError> {
+        match (pkt.kind, pkt.codec) {
+            (MediaKind::Video, CodecKind::H264) if pkt.layer == 0 => {
+                self.has_video = true;
+                let Some(sample) =
+                    self.h264
+                        .packet(pkt.seq, pkt.timestamp, pkt.marker, &pkt.payload)
+                else {
+                    return Ok(());
+                };
+                if self.origin.is_none() {
+                    if !sample.keyframe {
+                        return Ok(());
+                    }
+                    self.origin = Some(pkt.wallclock);
+                }
+                let origin = self.origin.unwrap_or(pkt.wallclock);
+                let dts = self.video.timeline.dts(
+                    sample.timestamp,
+                    pkt.wallclock,
+                    pkt.epoch,
+                    origin,
+                    fmp4::VIDEO_TIMESCALE,
+                );
+                self.video_sample(dts, sample, pkt.wallclock)
+            }
+            (MediaKind::Audio, CodecKind::Opus) => {
+                if self.origin.is_none() && !self.has_video {
+                    self.origin = Some(pkt.wallclock);
+                }
+                let Some(origin) = self.origin else {
+                    return Ok(());
+                };
+                let dts = self.audio.timeline.dts(
+                    pkt.timestamp,
+                    pkt.wallclock,
+                    pkt.epoch,
+                    origin,
+                    fmp4::AUDIO_TIMESCALE,
+                );
+                if dts < 0 {
+                    return Ok(());
+                }
+                let sample = Sample {
+                    data: pkt.payload.to_vec(),
+                    timestamp: pkt.timestamp,
+                    keyframe: true,
+                };
+                push(&mut self.audio, dts, sample, 960);
+                if !self.has_video {
+                    self.maybe_flush(pkt.wallclock, false)?;
+                }
+                Ok(())
+            }
+            // Other codecs are not recorded yet; simulcast records its first layer.
+            _ => Ok(()),
+        }
+    }
+
+    fn video_sample(&mut self, dts: i64, sample: Sample, at: Instant) -> Result<(), RecordError> {
+        let keyframe = sample.keyframe;
+        if keyframe {
+            // Everything before this keyframe goes out, then perhaps a new file.
+            self.flush_pending_before(dts)?;
+            let rotate = self
+                .file
+                .as_ref()
+                .is_none_or(|f| at.saturating_duration_since(f.started) >= self.segment_length);
+            if rotate {
+                self.open_segment(dts, at)?;
+            }
+        }
+        push(&mut self.video, dts, sample, 3000);
+        if !keyframe {
+            self.maybe_flush(at, false)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a fragment of everything complete before `dts` (the next keyframe's).
+    fn flush_pending_before(&mut self, dts: i64) -> Result<(), RecordError> {
+        if let Some(p) = self.video.pending.take() {
+            let duration = (dts - p.dts).clamp(1, i64::from(u32::MAX)) as u32;
+            complete(&mut self.video, p, duration);
+        }
+        self.write_fragment()
+    }
+
+    fn maybe_flush(&mut self, at: Instant, force: bool) -> Result<(), RecordError> {
+        let due = self
+            .last_flush
+            .is_none_or(|t| at.saturating_duration_since(t) >= FRAGMENT);
+        if force || due {
+            self.last_flush = Some(at);
+            self.write_fragment()?;
+        }
+        Ok(())
+    }
+
+    /// Opens the next file, its timeline starting at video time `dts`.
+    fn open_segment(&mut self, dts: i64, at: Instant) -> Result<(), RecordError> {
+        self.write_fragment()?;
+        if let Some(old) = self.file.take() {
+            info!(stream = %self.stream, path = %old.path.display(), "recording segment closed");
+        }
+        std::fs::create_dir_all(&self.dir)?;
+        let wall = SystemTime::now()
+            .checked_sub(Instant::now().saturating_duration_since(at))
+            .unwrap_or_else(SystemTime::now);
+        let stamp = humantime::format_rfc3339_millis(wall)
+            .to_string()
+            .replace(':', "-");
+        let path = self.dir.join(format!("{}_{stamp}.mp4", self.stream));
+        let video = match (&self.h264.sps, &self.h264.pps) {
+            (Some(sps), Some(pps)) => {
+                let (width, height) =
+                    crate::core::frame_size(CodecKind::H264, sps).unwrap_or((0, 0));
+                Some(H264Init {
+                    sps: sps.clone(),
+                    pps: pps.clone(),
+                    width: width.min(u32::from(u16::MAX)) as u16,
+                    height: height.min(u32::from(u16::MAX)) as u16,
+                })
+            }
+            _ => None,
+        };
+        let audio = Some(OpusInit {
+            channels: self.opus_channels,
+        });
+        let init = fmp4::init(video.as_ref(), audio)?;
+        let mut file = std::fs::File::create(&path)?;
+        std::io::Write::write_all(&mut file, &init)?;
+        info!(stream = %self.stream, path = %path.display(), "recording segment opened");
+        self.file = Some(Segment {
+            file,
+            path,
+            base_video: dts,
+            started: at,
+            sequence: 0,
+        });
+        // Audio before the file's first picture belongs to the last file.
+        self.audio.run.clear();
+        self.audio.run_start = None;
+        self.video.run.clear();
+        self.video.run_start = None;
+        Ok(())
+    }
+
+    /// Writes the gathered runs as one fragment of the current file.
+    fn write_fragment(&mut self) -> Result<(), RecordError> {
+        let Some(seg) = self.file.as_mut() else {
+            return Ok(());
+        };
+        let base_audio =
+            seg.base_video * i64::from(fmp4::AUDIO_TIMESCALE) / i64::from(fmp4::VIDEO_TIMESCALE);
+        let mut runs = Vec::new();
+        for (track, id, base) in [
+            (&mut self.video, fmp4::VIDEO_TRACK, seg.base_video),
+            (&mut self.audio, fmp4::AUDIO_TRACK, base_audio),
+        ] {
+            let Some(start) = track.run_start.take() else {
+                continue;
+            };
+            let samples = std::mem::take(&mut track.run);
+            if samples.is_empty() || start < base {
+                continue;
+            }
+            runs.push(TrackRun {
+                track_id: id,
+                decode_time: (start - base) as u64,
+                samples,
+            });
+        }
+        if runs.is_empty() {
+            return Ok(());
+        }
+        seg.sequence += 1;
+        let ntp = crate::wire::ntp::ntp_time(SystemTime::now());
+        let bytes = fmp4::fragment(seg.sequence, &runs, ntp)?;
+        std::io::Write::write_all(&mut seg.file, &bytes)?;
+        Ok(())
+    }
+
+    /// The stream ended: the last samples get the duration of the ones before them.
+    fn finish(&mut self) -> Result<(), RecordError> {
+        for track in [&mut self.video, &mut self.audio] {
+            if let Some(p) = track.pending.take() {
+                let d = track.last_duration.max(1);
+                complete(track, p, d);
+            }
+        }
+        self.write_fragment()?;
+        if let Some(f) = self.file.take() {
+            f.file.sync_all()?;
+            info!(stream = %self.stream, path = %f.path.display(), "recording finished");
+        }
+        Ok(())
+    }
+}
+
+/// A new sample of `track` at `dts`: the one before it is complete now.
+fn push(track: &mut Track, dts: i64, sample: Sample, default_duration: u32) {
+    if let Some(p) = track.pending.take() {
+        let duration = match dts - p.dts {
+            d if d > 0 => d.min(i64::from(u32::MAX)) as u32,
+            _ => default_duration,
+        };
+        complete(track, p, duration);
+    }
+    track.pending = Some(Pending { dts, sample });
+}
+
+fn complete(track: &mut Track, p: Pending, duration: u32) {
+    track.last_duration = duration;
+    track.run_start.get_or_insert(p.dts);
+    track.run.push(FragmentSample {
+        duration,
+        keyframe: p.sample.keyframe,
+        data: p.sample.data,
+    });
+}
