@@ -196,8 +196,7 @@ impl Server {
             config.publisher_takeover,
             config.source_silence,
         ));
-        let recordings = Arc::new(crate::record::Recordings::new(config.record.clone()));
-        directory.set_recordings(recordings.clone());
+
         let (media, workers) =
             Media::start(&config, directory.clone()).map_err(|source| StartError::Bind {
                 what: "UDP",
@@ -205,6 +204,12 @@ impl Server {
                 source,
             })?;
         let media = Arc::new(media);
+        // Before any stream exists: cameras start below, sessions once HTTP serves.
+        let recordings = Arc::new(crate::record::Recordings::new(
+            config.record.clone(),
+            media.counters().clone(),
+        ));
+        directory.set_recordings(recordings.clone());
         let mut plain = None;
         if config.plain_http {
             let listener = bind_listener(config.http).map_err(|source| StartError::Bind {

@@ -183,3 +183,216 @@ async fn an_rtp_cameras_h264_and_opus_are_recorded_to_fmp4_that_ffmpeg_decodes()
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// FFmpeg's WHIP muxer publishing H.264 (a keyframe every second) and Opus to `url`.
+fn ffmpeg_whip(url: &str) -> Tool {
+    #[rustfmt::skip]
+    let args = [
+        "-nostdin", "-nostats", "-loglevel", "error", "-re",
+        "-t", "60", "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=30",
+        "-t", "60", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+        "-c:v", "libx264", "-profile:v", "baseline", "-preset", "ultrafast", "-tune", "zerolatency",
+        "-g", "30", "-keyint_min", "30", "-sc_threshold", "0", "-bf", "0", "-pix_fmt", "yuv420p", "-b:v", "400k",
+        "-c:a", "libopus", "-ar", "48000", "-ac", "2",
+        "-f", "whip", url,
+    ];
+    let child = Command::new(interop::ffmpeg_with_whip())
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("FFmpeg 9 starts");
+    Tool(child)
+}
+
+/// The decode times of `file`'s packets of `stream` ("v:0" or "a:0"), in order.
+fn packet_times(file: &Path, stream: &str) -> Vec<f64> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", stream])
+        .args(["-show_entries", "packet=dts_time", "-of", "csv=p=0"])
+        .arg(file)
+        .output()
+        .expect("ffprobe runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect()
+}
+
+/// The stream's `recording` object from `GET /api/streams/{name}`.
+async fn recording_state(server: &wishd::server::Server, stream: &str) -> serde_json::Value {
+    let r = wishd::client::http_request(
+        "GET",
+        &format!("{}/api/streams/{stream}", server.base_url()),
+        &[("Authorization", &format!("Bearer {ADMIN}"))],
+        Vec::new(),
+    )
+    .await
+    .expect("GET /api/streams/{name}");
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+    v["recording"].clone()
+}
+
+const ADMIN: &str = "record-test-admin-token-0123";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_that_reconnects_during_a_recording_leaves_files_that_decode_in_order() {
+    let dir = std::env::temp_dir().join(format!("wishd-record-again-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let server = common::start_with(|c| {
+        c.api.token = Some(wishd::config::Secret::new(ADMIN));
+        c.publisher_grace = Duration::from_secs(10);
+        c.record.push(RecordEntry {
+            stream: "show".into(),
+            directory: dir.clone(),
+            ..RecordEntry::default()
+        });
+    })
+    .await;
+    let url = format!("{}/whip/show", server.base_url());
+    let first = ffmpeg_whip(&url);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let during = recording_state(&server, "show").await;
+    assert_eq!(during["state"], "recording", "{during}");
+    // The publisher crashes and comes back within its grace period.
+    drop(first);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let again = ffmpeg_whip(&url);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    drop(again);
+    let after = recording_state(&server, "show").await;
+    server.shutdown().await;
+
+    let files = recordings(&dir.join("show"));
+    assert_eq!(
+        files.len(),
+        2,
+        "the new source opened a second file: {files:?}"
+    );
+    let mut durations = Vec::new();
+    for file in &files {
+        let errors = decode_errors(file);
+        assert!(errors.is_empty(), "{}: {errors}", file.display());
+        assert!(
+            first_video_frame_is_key(file),
+            "{} starts at a keyframe",
+            file.display()
+        );
+        for kind in ["v:0", "a:0"] {
+            let t = packet_times(file, kind);
+            assert!(
+                t.len() > 10,
+                "{}: {} {kind} packets",
+                file.display(),
+                t.len()
+            );
+            assert!(
+                t.windows(2).all(|w| w[1] > w[0]),
+                "{}: {kind} decode times go forward",
+                file.display()
+            );
+        }
+        durations.push(seconds(&probe(file)["format"]["duration"]));
+    }
+    let total: f64 = durations.iter().sum();
+    println!(
+        "publisher back after 1 s: {} files of {durations:.2?} s, {total:.2} s in all from two \
+         4 s runs of ffmpeg -re (which sends its first 0.5 s at once), each decoding without \
+         error with its times going forward; the API said {during} then {after}",
+        files.len()
+    );
+    // The outage (1 s) is in neither file: the old source's last picture lasts one
+    // frame, not until the new source.
+    assert!(
+        durations.iter().all(|d| *d < 4.0 + 0.5 + 0.3),
+        "{durations:?}"
+    );
+    assert_eq!(after["files"], 2, "{after}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_that_cannot_write_stops_and_says_why_while_its_viewer_loses_nothing() {
+    let (vport, aport) = (clients::free_port_pair(), clients::free_port_pair());
+    let dir = std::env::temp_dir().join(format!("wishd-record-fail-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let server = common::start_with(|c| {
+        c.api.token = Some(wishd::config::Secret::new(ADMIN));
+        c.rtp.push(camera_entry("cam", vport, aport));
+        c.record.push(RecordEntry {
+            stream: "cam".into(),
+            directory: dir.clone(),
+            // A new file at every keyframe (every 2 s).
+            segment: Duration::from_secs(1),
+        });
+    })
+    .await;
+    let work = dir.join("camera");
+    std::fs::create_dir_all(&work).expect("a work directory");
+    let _camera = Tool(
+        Command::new(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/camera-ffmpeg.sh"),
+        )
+        .args(["127.0.0.1", &vport.to_string(), &aport.to_string(), "30"])
+        .current_dir(&work)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("ffmpeg camera starts"),
+    );
+    let viewer = interop::view_when_live(
+        &format!("{}/whep/cam", server.base_url()),
+        wishd::client::ViewerOptions::default(),
+        Duration::from_secs(5),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(recording_state(&server, "cam").await["state"], "recording");
+    // The stream's folder becomes a file: the next segment cannot be opened.
+    std::fs::remove_dir_all(dir.join("cam")).expect("remove the folder");
+    std::fs::write(dir.join("cam"), b"not a directory").expect("a file in its place");
+    let t0 = Instant::now();
+    let failed = loop {
+        let r = recording_state(&server, "cam").await;
+        if r["state"] == "failed" {
+            break r;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "still {r}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let before = viewer.received_count();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let video = interop::of_kind(&viewer.received(), wishd::core::MediaKind::Video);
+    let gaps = video
+        .windows(2)
+        .filter(|w| w[1].seq != w[0].seq + 1)
+        .count();
+    let metrics = wishd::client::http_request(
+        "GET",
+        &format!("{}/metrics", server.base_url()),
+        &[],
+        Vec::new(),
+    )
+    .await
+    .expect("/metrics")
+    .text();
+    let failures = metrics
+        .lines()
+        .find(|l| l.starts_with("wishd_recording_events_total{event=\"failed\"}"))
+        .unwrap_or_default()
+        .to_owned();
+    println!(
+        "recording stopped {} ms after its folder went: {failed}; {failures}; the viewer got {} \
+         video packets with {gaps} gaps",
+        t0.elapsed().as_millis(),
+        video.len()
+    );
+    assert!(
+        failed["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{failed}"
+    );
+    assert!(failures.ends_with(" 1"), "{failures}");
+    assert!(viewer.received_count() > before + 60, "the viewer plays on");
+    assert_eq!(gaps, 0, "the viewer lost nothing");
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

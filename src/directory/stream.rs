@@ -59,6 +59,11 @@ impl Stream {
         }
     }
 
+    /// Where its recording stands, when it is recorded.
+    pub(crate) fn recording(&self) -> Option<Arc<crate::record::RecordingStatus>> {
+        self.recorder.load().as_ref().map(|t| t.status.clone())
+    }
+
     /// Starts (or, with `None`, ends) the stream's recording.
     pub(crate) fn set_recorder(&self, tap: Option<Arc<crate::record::RecorderTap>>) {
         self.recorder.store(tap);

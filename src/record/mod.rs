@@ -31,6 +31,7 @@ use tracing::{info, warn};
 use crate::config::RecordEntry;
 use crate::core::SourcePacket;
 use crate::directory::Stream;
+use crate::media::MediaCounters;
 use crate::model::CodecKind;
 use depack::{H264Frames, Sample};
 use fmp4::{FragmentSample, H264Init, OpusInit, TrackRun};
@@ -45,8 +46,9 @@ const FRAGMENT: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub(crate) struct RecorderTap {
     tx: SyncSender<Arc<SourcePacket>>,
-    /// Packets the full (or closed) queue refused.
-    pub(crate) dropped: AtomicU64,
+    /// Where the recording stands, for the API.
+    pub(crate) status: Arc<RecordingStatus>,
+    counters: Arc<MediaCounters>,
 }
 
 impl RecorderTap {
@@ -55,9 +57,57 @@ impl RecorderTap {
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
             self.tx.try_send(pkt.clone())
         {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.status.dropped.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .recordings
+                .dropped
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// Where one recording stands.
+#[derive(Debug, Default)]
+pub(crate) struct RecordingStatus {
+    inner: Mutex<StatusInner>,
+    /// Packets its queue refused (full, or the recording stopped).
+    pub(crate) dropped: AtomicU64,
+}
+
+#[derive(Debug, Default, Clone)]
+pub(crate) struct StatusInner {
+    /// `waiting` (for a keyframe), `recording`, `failed` or `finished`.
+    pub(crate) state: &'static str,
+    /// The file being written (or last written).
+    pub(crate) file: Option<PathBuf>,
+    /// Files written so far.
+    pub(crate) files: u64,
+    /// Why it failed.
+    pub(crate) error: Option<String>,
+}
+
+impl RecordingStatus {
+    /// A copy of where it stands now.
+    pub(crate) fn get(&self) -> StatusInner {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut StatusInner)) {
+        f(&mut self.inner.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+}
+
+/// Counters of every recording, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct RecordCounters {
+    /// Recordings running now.
+    pub active: AtomicU64,
+    /// Recordings that stopped because they could not write.
+    pub failed: AtomicU64,
+    /// Files opened.
+    pub files: AtomicU64,
+    /// Packets recorders' queues refused.
+    pub dropped: AtomicU64,
 }
 
 /// The recording rules and the recordings they started.
@@ -65,6 +115,7 @@ impl RecorderTap {
 pub(crate) struct Recordings {
     rules: Vec<RecordEntry>,
     running: Mutex<Vec<Running>>,
+    counters: Arc<MediaCounters>,
 }
 
 #[derive(Debug)]
@@ -74,10 +125,11 @@ struct Running {
 }
 
 impl Recordings {
-    pub(crate) fn new(rules: Vec<RecordEntry>) -> Recordings {
+    pub(crate) fn new(rules: Vec<RecordEntry>, counters: Arc<MediaCounters>) -> Recordings {
         Recordings {
             rules,
             running: Mutex::default(),
+            counters,
         }
     }
 
@@ -98,14 +150,24 @@ impl Recordings {
         let dir = rule.directory.join(&*stream.name);
         let name = stream.name.to_string();
         let segment = rule.segment;
+        let status = Arc::new(RecordingStatus::default());
+        status.update(|s| s.state = "waiting");
+        let counters = self.counters.clone();
+        let (st, co) = (status.clone(), counters.clone());
         let thread = std::thread::Builder::new()
             .name(format!("record {name}"))
-            .spawn(move || record(rx, &dir, &name, segment));
+            .spawn(move || {
+                let c = &co.recordings;
+                c.active.fetch_add(1, Ordering::Relaxed);
+                record(rx, &dir, &name, segment, &st, c);
+                c.active.fetch_sub(1, Ordering::Relaxed);
+            });
         match thread {
             Ok(thread) => {
                 stream.set_recorder(Some(Arc::new(RecorderTap {
                     tx,
-                    dropped: AtomicU64::new(0),
+                    status,
+                    counters,
                 })));
                 let mut running = self.lock();
                 running.retain(|r| !r.thread.is_finished());
@@ -132,17 +194,45 @@ impl Recordings {
     }
 }
 
-/// The recorder thread: packets in until the stream lets go of its tap.
-fn record(rx: Receiver<Arc<SourcePacket>>, dir: &Path, stream: &str, segment: Duration) {
+/// The recorder thread: packets in until the stream lets go of its tap. A write that
+/// fails stops the recording (one log line, the state, a counter); the stream's
+/// viewers never notice.
+fn record(
+    rx: Receiver<Arc<SourcePacket>>,
+    dir: &Path,
+    stream: &str,
+    segment: Duration,
+    status: &RecordingStatus,
+    counters: &RecordCounters,
+) {
     let mut w = Writer::new(dir.to_path_buf(), stream.to_owned(), segment);
+    let failed = |e: RecordError| {
+        warn!(stream, dir = %dir.display(), "recording stopped: {e}");
+        counters.failed.fetch_add(1, Ordering::Relaxed);
+        status.update(|s| {
+            s.state = "failed";
+            s.error = Some(e.to_string());
+        });
+    };
     while let Ok(pkt) = rx.recv() {
+        let before = w.files;
         if let Err(e) = w.packet(&pkt) {
-            warn!(stream, dir = %dir.display(), "recording stopped: {e}");
+            failed(e);
             return;
         }
+        if w.files != before {
+            counters.files.fetch_add(1, Ordering::Relaxed);
+            let file = w.file.as_ref().map(|f| f.path.clone());
+            status.update(|s| {
+                s.state = "recording";
+                s.file = file;
+                s.files = w.files;
+            });
+        }
     }
-    if let Err(e) = w.finish() {
-        warn!(stream, "recording not finished: {e}");
+    match w.finish() {
+        Ok(()) => status.update(|s| s.state = "finished"),
+        Err(e) => failed(e),
     }
 }
 
@@ -241,7 +331,15 @@ struct Writer {
     has_video: bool,
     opus_channels: u8,
     file: Option<Segment>,
+    /// Files opened so far.
+    files: u64,
     last_flush: Option<Instant>,
+    /// The source epoch of the last video: a new source starts a new file.
+    video_epoch: Option<u32>,
+    audio_epoch: Option<u32>,
+    new_source: bool,
+    /// The timestamp of the picture being received and its first packet's time.
+    picture_at: Option<(u32, Instant)>,
 }
 
 impl Writer {
@@ -257,7 +355,12 @@ impl Writer {
             has_video: false,
             opus_channels: 2,
             file: None,
+            files: 0,
             last_flush: None,
+            video_epoch: None,
+            audio_epoch: None,
+            new_source: false,
+            picture_at: None,
         }
     }
 
@@ -265,29 +368,65 @@ impl Writer {
         match (pkt.kind, pkt.codec) {
             (MediaKind::Video, CodecKind::H264) if pkt.layer == 0 => {
                 self.has_video = true;
+                if self
+                    .video_epoch
+                    .replace(pkt.epoch)
+                    .is_some_and(|e| e != pkt.epoch)
+                {
+                    // A new source (a publisher back within its grace period, a
+                    // camera rebooted): its numbering starts afresh, and its
+                    // parameter sets may differ, so its first keyframe opens a file.
+                    self.h264 = H264Frames::default();
+                    self.new_source = true;
+                    // The old source's last picture lasts as long as the one before
+                    // it, not across the outage.
+                    if let Some(p) = self.video.pending.take() {
+                        let d = self.video.last_duration.max(1);
+                        complete(&mut self.video, p, d);
+                    }
+                    self.write_fragment()?;
+                }
+                // A picture's time is that of its first packet: a keyframe's last
+                // packet leaves the encoder's pacer well after it was captured.
+                if self.picture_at.is_none_or(|(ts, _)| ts != pkt.timestamp) {
+                    self.picture_at = Some((pkt.timestamp, pkt.wallclock));
+                }
                 let Some(sample) =
                     self.h264
                         .packet(pkt.seq, pkt.timestamp, pkt.marker, &pkt.payload)
                 else {
                     return Ok(());
                 };
+                let at = match self.picture_at {
+                    Some((ts, at)) if ts == sample.timestamp => at,
+                    _ => pkt.wallclock,
+                };
                 if self.origin.is_none() {
                     if !sample.keyframe {
                         return Ok(());
                     }
-                    self.origin = Some(pkt.wallclock);
+                    self.origin = Some(at);
                 }
-                let origin = self.origin.unwrap_or(pkt.wallclock);
+                let origin = self.origin.unwrap_or(at);
                 let dts = self.video.timeline.dts(
                     sample.timestamp,
-                    pkt.wallclock,
+                    at,
                     pkt.epoch,
                     origin,
                     fmp4::VIDEO_TIMESCALE,
                 );
-                self.video_sample(dts, sample, pkt.wallclock)
+                self.video_sample(dts, sample, at)
             }
             (MediaKind::Audio, CodecKind::Opus) => {
+                if self
+                    .audio_epoch
+                    .replace(pkt.epoch)
+                    .is_some_and(|e| e != pkt.epoch)
+                    && let Some(p) = self.audio.pending.take()
+                {
+                    let d = self.audio.last_duration.max(1);
+                    complete(&mut self.audio, p, d);
+                }
                 if self.origin.is_none() && !self.has_video {
                     self.origin = Some(pkt.wallclock);
                 }
@@ -325,10 +464,11 @@ impl Writer {
         if keyframe {
             // Everything before this keyframe goes out, then perhaps a new file.
             self.flush_pending_before(dts)?;
-            let rotate = self
-                .file
-                .as_ref()
-                .is_none_or(|f| at.saturating_duration_since(f.started) >= self.segment_length);
+            let rotate = std::mem::take(&mut self.new_source)
+                || self
+                    .file
+                    .as_ref()
+                    .is_none_or(|f| at.saturating_duration_since(f.started) >= self.segment_length);
             if rotate {
                 self.open_segment(dts, at)?;
             }
@@ -362,11 +502,15 @@ impl Writer {
 
     /// Opens the next file, its timeline starting at video time `dts`.
     fn open_segment(&mut self, dts: i64, at: Instant) -> Result<(), RecordError> {
-        self.write_fragment()?;
+        self.write_fragment_until(Some(dts))?;
         if let Some(old) = self.file.take() {
             info!(stream = %self.stream, path = %old.path.display(), "recording segment closed");
         }
-        std::fs::create_dir_all(&self.dir)?;
+        let named = |path: &Path| {
+            let path = path.display().to_string();
+            move |e: std::io::Error| std::io::Error::new(e.kind(), format!("{path}: {e}"))
+        };
+        std::fs::create_dir_all(&self.dir).map_err(named(&self.dir))?;
         let wall = SystemTime::now()
             .checked_sub(Instant::now().saturating_duration_since(at))
             .unwrap_or_else(SystemTime::now);
@@ -391,9 +535,10 @@ impl Writer {
             channels: self.opus_channels,
         });
         let init = fmp4::init(video.as_ref(), audio)?;
-        let mut file = std::fs::File::create(&path)?;
-        std::io::Write::write_all(&mut file, &init)?;
+        let mut file = std::fs::File::create(&path).map_err(named(&path))?;
+        std::io::Write::write_all(&mut file, &init).map_err(named(&path))?;
         info!(stream = %self.stream, path = %path.display(), "recording segment opened");
+        self.files += 1;
         self.file = Some(Segment {
             file,
             path,
@@ -401,36 +546,58 @@ impl Writer {
             started: at,
             sequence: 0,
         });
-        // Audio before the file's first picture belongs to the last file.
-        self.audio.run.clear();
-        self.audio.run_start = None;
-        self.video.run.clear();
-        self.video.run_start = None;
         Ok(())
     }
 
     /// Writes the gathered runs as one fragment of the current file.
     fn write_fragment(&mut self) -> Result<(), RecordError> {
+        self.write_fragment_until(None)
+    }
+
+    /// Writes the gathered samples that start before video time `until` (all without
+    /// it) as one fragment of the current file; the later ones wait for the next
+    /// file, whose first picture is at `until`.
+    fn write_fragment_until(&mut self, until: Option<i64>) -> Result<(), RecordError> {
         let Some(seg) = self.file.as_mut() else {
             return Ok(());
         };
-        let base_audio =
-            seg.base_video * i64::from(fmp4::AUDIO_TIMESCALE) / i64::from(fmp4::VIDEO_TIMESCALE);
+        let to_audio =
+            |v: i64| v * i64::from(fmp4::AUDIO_TIMESCALE) / i64::from(fmp4::VIDEO_TIMESCALE);
         let mut runs = Vec::new();
-        for (track, id, base) in [
-            (&mut self.video, fmp4::VIDEO_TRACK, seg.base_video),
-            (&mut self.audio, fmp4::AUDIO_TRACK, base_audio),
+        for (track, id, base, limit) in [
+            (&mut self.video, fmp4::VIDEO_TRACK, seg.base_video, until),
+            (
+                &mut self.audio,
+                fmp4::AUDIO_TRACK,
+                to_audio(seg.base_video),
+                until.map(to_audio),
+            ),
         ] {
             let Some(start) = track.run_start.take() else {
                 continue;
             };
-            let samples = std::mem::take(&mut track.run);
-            if samples.is_empty() || start < base {
-                continue;
+            let mut at = start;
+            let (mut first, mut samples) = (None, Vec::new());
+            let mut later = Vec::new();
+            for s in std::mem::take(&mut track.run) {
+                let d = i64::from(s.duration);
+                if limit.is_some_and(|l| at >= l) {
+                    track.run_start.get_or_insert(at);
+                    later.push(s);
+                } else if at >= base {
+                    // (Samples from before the file's first picture belong to no file.)
+                    first.get_or_insert(at);
+                    samples.push(s);
+                }
+                at += d;
             }
+            track.run = later;
+            let Some(first) = first else {
+                continue;
+            };
             runs.push(TrackRun {
                 track_id: id,
-                decode_time: (start - base) as u64,
+                decode_time: (first - base) as u64,
                 samples,
             });
         }

@@ -52,6 +52,24 @@ pub(crate) struct Stream {
     pub(crate) bytes_out: u64,
     /// Seconds since the stream appeared.
     pub(crate) uptime_secs: f64,
+    /// Its recording, when a `[[record]]` rule names it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) recording: Option<Recording>,
+}
+
+/// A stream's recording.
+#[derive(Debug, Serialize)]
+pub(crate) struct Recording {
+    /// `waiting` (for a keyframe), `recording`, `failed` or `finished`.
+    pub(crate) state: &'static str,
+    /// The file being written (or last written).
+    pub(crate) file: Option<String>,
+    /// Files written so far.
+    pub(crate) files: u64,
+    /// Packets its queue refused.
+    pub(crate) dropped: u64,
+    /// Why it failed.
+    pub(crate) error: Option<String>,
 }
 
 /// A stream's source.
@@ -241,6 +259,16 @@ fn stream(state: &AppState, v: &StreamView, source_addr: Option<SocketAddr>) -> 
             })
         })
         .collect();
+    let recording = v.shared.recording().map(|r| {
+        let now = r.get();
+        Recording {
+            state: now.state,
+            file: now.file.map(|f| f.display().to_string()),
+            files: now.files,
+            dropped: r.dropped.load(Ordering::Relaxed),
+            error: now.error,
+        }
+    });
     Stream {
         name: v.shared.name.to_string(),
         source: Source {
@@ -260,6 +288,7 @@ fn stream(state: &AppState, v: &StreamView, source_addr: Option<SocketAddr>) -> 
         packets_out: stats.packets_out.load(Ordering::Relaxed),
         bytes_out: stats.bytes_out.load(Ordering::Relaxed),
         uptime_secs: round(stats.created.elapsed().as_secs_f64(), 3),
+        recording,
     }
 }
 

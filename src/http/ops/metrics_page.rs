@@ -193,6 +193,30 @@ pub(crate) fn render(
             n,
         );
     }
+    let r = &c.recordings;
+    e.family(
+        "wishd_recordings",
+        "gauge",
+        "Recordings running now ([[record]]).",
+    );
+    e.sample("wishd_recordings", "", load(&r.active));
+    e.family(
+        "wishd_recording_events_total",
+        "counter",
+        "Recording files opened, recordings stopped because they could not write, and \
+         packets their queues refused.",
+    );
+    for (event, n) in [
+        ("file_opened", load(&r.files)),
+        ("failed", load(&r.failed)),
+        ("packet_dropped", load(&r.dropped)),
+    ] {
+        e.sample(
+            "wishd_recording_events_total",
+            &format!("event=\"{event}\""),
+            n,
+        );
+    }
     e.family(
         "wishd_keyframe_requests_total",
         "counter",
