@@ -324,6 +324,7 @@ async fn a_recording_that_cannot_write_stops_and_says_why_while_its_viewer_loses
             directory: dir.clone(),
             // A new file at every keyframe (every 2 s).
             segment: Duration::from_secs(1),
+            ..RecordEntry::default()
         });
     })
     .await;
@@ -393,6 +394,177 @@ async fn a_recording_that_cannot_write_stops_and_says_why_while_its_viewer_loses
     assert!(failures.ends_with(" 1"), "{failures}");
     assert!(viewer.received_count() > before + 60, "the viewer plays on");
     assert_eq!(gaps, 0, "the viewer lost nothing");
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An admin request to the server's API.
+async fn admin(
+    server: &wishd::server::Server,
+    method: &str,
+    path: &str,
+    extra: &[(&str, &str)],
+) -> wishd::client::HttpResponse {
+    let auth = format!("Bearer {ADMIN}");
+    let mut headers = vec![("Authorization", auth.as_str())];
+    headers.extend_from_slice(extra);
+    wishd::client::http_request(
+        method,
+        &format!("{}{path}", server.base_url()),
+        &headers,
+        Vec::new(),
+    )
+    .await
+    .expect("API request")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_starts_and_stops_a_recording_lists_serves_and_deletes_files_and_retention_keeps_the_newest()
+ {
+    clients::require_playwright();
+    let (vport, aport) = (clients::free_port_pair(), clients::free_port_pair());
+    let dir = std::env::temp_dir().join(format!("wishd-record-api-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // A 1 Mbit/s camera with a keyframe every 2 s: a file of about 250 kB per
+    // keyframe; at most 600 kB kept.
+    let server = common::start_with(|c| {
+        c.api.token = Some(wishd::config::Secret::new(ADMIN));
+        c.rtp.push(camera_entry("cam", vport, aport));
+        c.record.push(RecordEntry {
+            stream: "cam".into(),
+            directory: dir.clone(),
+            segment: Duration::from_secs(1),
+            always: false,
+            max_bytes: Some(600_000),
+            ..RecordEntry::default()
+        });
+    })
+    .await;
+    let work = dir.join("camera");
+    std::fs::create_dir_all(&work).expect("a work directory");
+    let _camera = Tool(
+        Command::new(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/camera-ffmpeg.sh"),
+        )
+        .args(["127.0.0.1", &vport.to_string(), &aport.to_string(), "60"])
+        .current_dir(&work)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("ffmpeg camera starts"),
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Not recorded until asked.
+    assert_eq!(
+        recording_state(&server, "cam").await,
+        serde_json::Value::Null
+    );
+    let list = |r: wishd::client::HttpResponse| -> Vec<serde_json::Value> {
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        v["recordings"].as_array().cloned().unwrap_or_default()
+    };
+    assert!(list(admin(&server, "GET", "/api/recordings", &[]).await).is_empty());
+    assert_eq!(
+        admin(&server, "POST", "/api/streams/cam/recording", &[])
+            .await
+            .status,
+        202
+    );
+    assert_eq!(
+        admin(&server, "POST", "/api/streams/cam/recording", &[])
+            .await
+            .status,
+        409
+    );
+    assert_eq!(
+        admin(&server, "POST", "/api/streams/none/recording", &[])
+            .await
+            .status,
+        404
+    );
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let files = list(admin(&server, "GET", "/api/recordings", &[]).await);
+    let state = recording_state(&server, "cam").await;
+    assert_eq!(
+        admin(&server, "DELETE", "/api/streams/cam/recording", &[])
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        admin(&server, "DELETE", "/api/streams/cam/recording", &[])
+            .await
+            .status,
+        409
+    );
+    let opened = state["files"].as_u64().unwrap_or(0);
+    let kept: u64 = files.iter().filter_map(|f| f["bytes"].as_u64()).sum();
+    println!(
+        "API recording for 9 s: {opened} files opened, {} kept ({kept} bytes; max_bytes 600000 \
+         and the file being written): {:?}",
+        files.len(),
+        files.iter().map(|f| &f["bytes"]).collect::<Vec<_>>()
+    );
+    assert!(opened >= 4, "{state}");
+    assert!(
+        files.len() < opened as usize,
+        "retention deleted the oldest"
+    );
+    let oldest = files.first().cloned().unwrap_or_default();
+    let url = oldest["url"].as_str().unwrap_or_default().to_owned();
+    let size = oldest["bytes"].as_u64().unwrap_or(0);
+
+    // Downloads: a range, then the whole file, which ffmpeg decodes.
+    let part = admin(&server, "GET", &url, &[("Range", "bytes=0-99")]).await;
+    assert_eq!(part.status, 206);
+    assert_eq!(
+        part.header("content-range"),
+        Some(format!("bytes 0-99/{size}").as_str())
+    );
+    assert_eq!((part.body.len(), &part.body[4..8]), (100, &b"ftyp"[..]));
+    let past = admin(
+        &server,
+        "GET",
+        &url,
+        &[("Range", &format!("bytes={size}-"))],
+    )
+    .await;
+    assert_eq!(past.status, 416);
+    let whole = admin(&server, "GET", &url, &[]).await;
+    assert_eq!((whole.status, whole.body.len() as u64), (200, size));
+    let copy = dir.join("downloaded.mp4");
+    std::fs::write(&copy, &whole.body).expect("write the download");
+    assert_eq!(decode_errors(&copy), "", "the download decodes");
+    for bad in [
+        "/api/recordings/cam/..%2F..%2Fetc%2Fpasswd",
+        "/api/recordings/cam/x.mp4",
+    ] {
+        assert_eq!(admin(&server, "GET", bad, &[]).await.status, 404, "{bad}");
+    }
+
+    // Chromium plays it from the download URL.
+    let plan = serde_json::json!({
+        "out": clients::out_dir(),
+        "scenarios": [{ "name": "recording", "kind": "play-recording",
+                        "base": server.base_url(), "url": url, "token": ADMIN }],
+    });
+    let report = clients::run(
+        "chromium (a recording)",
+        clients::node(&["conformance/browser/pages.mjs", &plan.to_string()]),
+        Duration::from_secs(60),
+    )
+    .await;
+    let r = &report["results"][0];
+    assert!(
+        r["ok"] == true,
+        "chromium: failed at \"{}\": {}",
+        r["step"].as_str().unwrap_or("?"),
+        r["error"].as_str().unwrap_or("?")
+    );
+    println!("Chromium played {url}: {}", r["figures"]);
+    assert_eq!(r["figures"]["width"], 640);
+
+    assert_eq!(admin(&server, "DELETE", &url, &[]).await.status, 204);
+    assert_eq!(admin(&server, "GET", &url, &[]).await.status, 404);
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -75,6 +75,11 @@
 //       shuts the server down when the step "server: shuts down now" is logged, and
 //       the player must say it was asked to reconnect (the `reconnect` event).
 //       Figures: how long each took.
+//   { "kind": "play-recording", "base", "url", "token" }
+//       a page of the server fetches a recorded file from the API (`url`, with the
+//       admin `token`) and plays it in a <video> element: it must play on for more
+//       than a second and decode frames. Figures: its duration, picture size, frames
+//       decoded and dropped, and how long until it played.
 // With "index": true, publish-watch also checks that the index page, open before the
 // stream starts, lists it by itself with its codec, resolution and viewer count.
 // One browser serves every scenario. Progress goes to stderr; the last line on stdout
@@ -916,10 +921,37 @@ function embedSite(html) {
   });
 }
 
+async function playRecording(ctx, browser, sc) {
+  const page = await browser.newPage();
+  ctx.pages.push(page);
+  await step(ctx, 'a page of the server loads', () => page.goto(`${sc.base}/`));
+  const t0 = Date.now();
+  await step(ctx, 'download the recording and give it to a <video>', () => page.evaluate(async ({ url, token }) => {
+    const r = await fetch(url, { headers: { authorization: `Bearer ${token}` } });
+    if (r.status !== 200) throw new Error(`GET ${url} → ${r.status}`);
+    const blob = await r.blob();
+    const v = document.createElement('video');
+    v.muted = true;
+    v.src = URL.createObjectURL(blob);
+    document.body.append(v);
+    window.recording = v;
+    await v.play();
+  }, { url: sc.url, token: sc.token }));
+  const played = await step(ctx, 'it plays on for more than a second', () => until(page, () => {
+    const v = window.recording;
+    const q = v.getVideoPlaybackQuality();
+    return v.currentTime > 1.2 && q.totalVideoFrames > 20 && {
+      duration: v.duration, width: v.videoWidth, height: v.videoHeight,
+      frames: q.totalVideoFrames, dropped: q.droppedVideoFrames, error: v.error && v.error.message,
+    };
+  }, null, 20000));
+  return { ...played, played_after_ms: Date.now() - t0 };
+}
+
 const KINDS = {
   'publish-watch': publishWatch, watch: embedded, 'watch-page': watchPage, 'plain-view': plainView, timeline,
   refused, 'index-token': indexToken, reasons, 'publish-refused': publishRefused,
-  'simulcast-player': simulcastPlayer,
+  'simulcast-player': simulcastPlayer, 'play-recording': playRecording,
 };
 
 async function main() {

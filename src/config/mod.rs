@@ -506,6 +506,15 @@ pub struct RecordEntry {
     /// A new file starts at the first keyframe after this long. Default 60 s.
     #[serde(with = "humantime_serde")]
     pub segment: Duration,
+    /// `true` (the default): a stream is recorded as soon as it has a source; `false`:
+    /// only once `POST /api/streams/{name}/recording` asks.
+    pub always: bool,
+    /// Files of this rule older than this are deleted (none by default).
+    #[serde(with = "humantime_serde")]
+    pub max_age: Option<Duration>,
+    /// The oldest files of this rule are deleted while all of them together are
+    /// larger than this many bytes (no limit by default).
+    pub max_bytes: Option<u64>,
 }
 
 impl Default for RecordEntry {
@@ -514,6 +523,9 @@ impl Default for RecordEntry {
             stream: String::new(),
             directory: PathBuf::new(),
             segment: Duration::from_secs(60),
+            always: true,
+            max_age: None,
+            max_bytes: None,
         }
     }
 }

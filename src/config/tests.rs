@@ -293,6 +293,9 @@ fn maximal() -> Config {
             stream: "cam-*".into(),
             directory: "/var/lib/wishd/recordings".into(),
             segment: Duration::from_secs(300),
+            always: false,
+            max_age: Some(Duration::from_secs(7 * 86400)),
+            max_bytes: Some(50_000_000_000),
         }],
         rtp_timeout: d.rtp_timeout,
         auth: AuthConfig {

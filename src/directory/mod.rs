@@ -197,6 +197,11 @@ impl Directory {
         let _ = self.recordings.set(r);
     }
 
+    /// The recordings, when the server records (always outside unit tests).
+    pub(crate) fn recordings(&self) -> Option<&Arc<crate::record::Recordings>> {
+        self.recordings.get()
+    }
+
     /// A new stream: recorded when a rule names it.
     fn new_stream(&self, name: Arc<str>) -> Arc<Stream> {
         let shared = Arc::new(Stream::new(name));

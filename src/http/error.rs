@@ -2,6 +2,7 @@
 //! [`ApiError::status`]. Every error answer is an RFC 9457 problem with a one-line
 //! reason ([`super::problem`]).
 
+use crate::record::RecordingError;
 use bytes::Bytes;
 use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
@@ -55,6 +56,12 @@ pub(crate) enum ApiError {
     /// `/readyz`: a listener or worker is not running (the reason says which).
     #[error("not ready: {0}")]
     NotReady(String),
+    /// A recording request that cannot be done.
+    #[error(transparent)]
+    Recording(#[from] crate::record::RecordingError),
+    /// A `Range` outside a file of this many bytes.
+    #[error("the range is outside the file ({0} bytes)")]
+    RangeNotSatisfiable(u64),
 }
 
 impl ApiError {
@@ -77,6 +84,13 @@ impl ApiError {
             },
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::TooManySessions | ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Recording(e) => match e {
+                RecordingError::NoSuchFile => StatusCode::NOT_FOUND,
+                RecordingError::NoRule(_)
+                | RecordingError::AlreadyRecording(_)
+                | RecordingError::NotRecording(_) => StatusCode::CONFLICT,
+            },
+            ApiError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::Media(e) => match e {
                 MediaError::Sdp(SdpError::Malformed(_)) => StatusCode::BAD_REQUEST,
                 MediaError::Sdp(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -118,6 +132,11 @@ impl ApiError {
             }
             ApiError::TooManyRequests(secs) => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from(*secs));
+            }
+            ApiError::RangeNotSatisfiable(size) => {
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    h.insert(header::CONTENT_RANGE, v);
+                }
             }
             ApiError::Auth(e) => {
                 let challenge = match e.bearer_error() {

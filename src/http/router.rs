@@ -40,6 +40,12 @@ pub(crate) enum Route<'a> {
     Source(&'a str),
     /// `/api/sources/{stream}/restart`
     SourceRestart(&'a str),
+    /// `/api/streams/{name}/recording`: start or stop recording it.
+    StreamRecording(&'a str),
+    /// `/api/recordings`: every recorded file.
+    Recordings,
+    /// `/api/recordings/{stream}/{file}`: one recorded file.
+    RecordingFile(&'a str, &'a str),
     /// Any other path under `/api`.
     OtherApi,
     /// A page or script of the web UI ([`web`]).
@@ -59,6 +65,7 @@ impl<'a> Route<'a> {
             "/api/streams" | "/api/streams/" => return Route::Streams,
             "/api/sources" | "/api/sources/" => return Route::Sources,
             "/api/reload" => return Route::Reload,
+            "/api/recordings" | "/api/recordings/" => return Route::Recordings,
             _ => {}
         }
         if let Some(rest) = path.strip_prefix("/api")
@@ -68,6 +75,23 @@ impl<'a> Route<'a> {
                 && !name.contains('/')
             {
                 return Route::Stream(name);
+            }
+            if let Some(name) = rest
+                .strip_prefix("/streams/")
+                .and_then(|r| r.strip_suffix("/recording"))
+                && !name.is_empty()
+                && !name.contains('/')
+            {
+                return Route::StreamRecording(name);
+            }
+            if let Some((stream, file)) = rest
+                .strip_prefix("/recordings/")
+                .and_then(|r| r.split_once('/'))
+                && !stream.is_empty()
+                && !file.is_empty()
+                && !file.contains('/')
+            {
+                return Route::RecordingFile(stream, file);
             }
             if let Some(id) = rest.strip_prefix("/sessions/")
                 && !id.contains('/')
@@ -135,6 +159,9 @@ impl<'a> Route<'a> {
             | Route::Reload
             | Route::Source(_)
             | Route::SourceRestart(_)
+            | Route::StreamRecording(_)
+            | Route::Recordings
+            | Route::RecordingFile(..)
             | Route::OtherApi => HttpRoute::Api,
             Route::Page | Route::NotFound => HttpRoute::Other,
         }
@@ -190,6 +217,16 @@ mod tests {
         assert_eq!(Route::of("/api/streams/cam"), Route::Stream("cam"));
         assert_eq!(Route::of("/api/streams/cam/x"), Route::OtherApi);
         assert_eq!(Route::of("/api/sessions/00ff"), Route::ApiSession("00ff"));
+        assert_eq!(
+            Route::of("/api/streams/cam/recording"),
+            Route::StreamRecording("cam")
+        );
+        assert_eq!(Route::of("/api/recordings"), Route::Recordings);
+        assert_eq!(
+            Route::of("/api/recordings/cam/cam_1.mp4"),
+            Route::RecordingFile("cam", "cam_1.mp4")
+        );
+        assert_eq!(Route::of("/api/recordings/cam/a/b.mp4"), Route::OtherApi);
         assert_eq!(Route::of("/api/nothing"), Route::OtherApi);
         assert_eq!(Route::of("/api/openapi.json"), Route::OpenApi);
         assert_eq!(Route::of("/metrics"), Route::Metrics);

@@ -137,19 +137,91 @@ impl Recordings {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A stream got its source: it is recorded when a rule names it.
-    pub(crate) fn attach(&self, stream: &Arc<Stream>) {
-        let Some(rule) = self
-            .rules
+    /// The rule that names `stream`, if any: the first.
+    fn rule_for(&self, stream: &str) -> Option<&RecordEntry> {
+        self.rules
             .iter()
-            .find(|r| crate::auth::glob_match(&r.stream, &stream.name))
-        else {
-            return;
-        };
+            .find(|r| crate::auth::glob_match(&r.stream, stream))
+    }
+
+    /// A stream got its source: it is recorded when a rule names it and records
+    /// always.
+    pub(crate) fn attach(&self, stream: &Arc<Stream>) {
+        if let Some(rule) = self.rule_for(&stream.name).filter(|r| r.always) {
+            self.spawn(stream, rule.clone());
+        }
+    }
+
+    /// Starts recording `stream` now (`POST /api/streams/{name}/recording`).
+    pub(crate) fn start(&self, stream: &Arc<Stream>) -> Result<(), RecordingError> {
+        let rule = self
+            .rule_for(&stream.name)
+            .ok_or_else(|| RecordingError::NoRule(stream.name.to_string()))?;
+        if stream
+            .recording()
+            .is_some_and(|r| matches!(r.get().state, "waiting" | "recording"))
+        {
+            return Err(RecordingError::AlreadyRecording(stream.name.to_string()));
+        }
+        self.spawn(stream, rule.clone());
+        Ok(())
+    }
+
+    /// Stops recording `stream` (`DELETE /api/streams/{name}/recording`): the recorder
+    /// writes what it has and closes its file.
+    pub(crate) fn stop(&self, stream: &Stream) -> Result<(), RecordingError> {
+        if stream.recording().is_none() {
+            return Err(RecordingError::NotRecording(stream.name.to_string()));
+        }
+        stream.set_recorder(None);
+        info!(stream = %stream.name, "recording stopped by the operator");
+        Ok(())
+    }
+
+    /// Every recorded file under the rules' directories, oldest first by name within
+    /// each stream. Blocking (it reads directories).
+    pub(crate) fn files(&self) -> Vec<RecordedFile> {
+        let mut dirs: Vec<&Path> = self.rules.iter().map(|r| r.directory.as_path()).collect();
+        dirs.sort();
+        dirs.dedup();
+        let mut out = Vec::new();
+        for dir in dirs {
+            let Ok(streams) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for s in streams.flatten() {
+                let name = s.file_name().to_string_lossy().into_owned();
+                if !crate::model::valid_stream_name(&name) || self.rule_for(&name).is_none() {
+                    continue;
+                }
+                out.extend(files_in(&s.path(), &name));
+            }
+        }
+        out.sort_by(|a, b| (&a.stream, &a.name).cmp(&(&b.stream, &b.name)));
+        out
+    }
+
+    /// One recorded file, by stream and file name. Blocking.
+    pub(crate) fn file(&self, stream: &str, name: &str) -> Result<RecordedFile, RecordingError> {
+        if !crate::model::valid_stream_name(stream) || !valid_file_name(name) {
+            return Err(RecordingError::NoSuchFile);
+        }
+        let rule = self.rule_for(stream).ok_or(RecordingError::NoSuchFile)?;
+        let path = rule.directory.join(stream).join(name);
+        let meta = std::fs::metadata(&path).map_err(|_| RecordingError::NoSuchFile)?;
+        Ok(RecordedFile {
+            stream: stream.to_owned(),
+            name: name.to_owned(),
+            bytes: meta.len(),
+            modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            path,
+        })
+    }
+
+    fn spawn(&self, stream: &Arc<Stream>, rule: RecordEntry) {
         let (tx, rx) = sync_channel(QUEUE);
         let dir = rule.directory.join(&*stream.name);
         let name = stream.name.to_string();
-        let segment = rule.segment;
         let status = Arc::new(RecordingStatus::default());
         status.update(|s| s.state = "waiting");
         let counters = self.counters.clone();
@@ -159,7 +231,7 @@ impl Recordings {
             .spawn(move || {
                 let c = &co.recordings;
                 c.active.fetch_add(1, Ordering::Relaxed);
-                record(rx, &dir, &name, segment, &st, c);
+                record(rx, &dir, &name, rule, &st, c);
                 c.active.fetch_sub(1, Ordering::Relaxed);
             });
         match thread {
@@ -194,6 +266,105 @@ impl Recordings {
     }
 }
 
+/// Why a recording request of the API cannot be done.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RecordingError {
+    #[error("no [[record]] rule names stream {0}")]
+    NoRule(String),
+    #[error("stream {0} is being recorded already")]
+    AlreadyRecording(String),
+    #[error("stream {0} is not being recorded")]
+    NotRecording(String),
+    #[error("no such recording")]
+    NoSuchFile,
+}
+
+/// A recorded file, as the API lists it.
+#[derive(Debug, Clone)]
+pub(crate) struct RecordedFile {
+    pub(crate) stream: String,
+    pub(crate) name: String,
+    pub(crate) bytes: u64,
+    pub(crate) modified: SystemTime,
+    pub(crate) path: PathBuf,
+}
+
+/// A file name wishd writes: `STREAM_TIME.mp4`, nothing that could leave its folder.
+fn valid_file_name(name: &str) -> bool {
+    name.ends_with(".mp4")
+        && name.len() <= 200
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
+        && !name.starts_with('.')
+}
+
+/// The recordings in one stream's folder.
+fn files_in(dir: &Path, stream: &str) -> Vec<RecordedFile> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let meta = e.metadata().ok()?;
+            (valid_file_name(&name) && meta.is_file()).then(|| RecordedFile {
+                stream: stream.to_owned(),
+                name,
+                bytes: meta.len(),
+                modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                path: e.path(),
+            })
+        })
+        .collect()
+}
+
+/// Deletes the oldest files of `rule` (every stream folder it names) older than its
+/// `max_age`, then while they add up to more than its `max_bytes`; never `keep` (the
+/// file being written). What it deleted.
+pub(crate) fn enforce_retention(rule: &RecordEntry, keep: &Path, now: SystemTime) -> Vec<PathBuf> {
+    if rule.max_age.is_none() && rule.max_bytes.is_none() {
+        return Vec::new();
+    }
+    let mut files: Vec<RecordedFile> = std::fs::read_dir(&rule.directory)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|s| {
+                    let name = s.file_name().to_string_lossy().into_owned();
+                    crate::auth::glob_match(&rule.stream, &name).then(|| files_in(&s.path(), &name))
+                })
+                .flatten()
+                .collect()
+        })
+        .unwrap_or_default();
+    // Oldest first: by the start time each name carries.
+    files.sort_by(|a, b| a.name.rsplit('_').next().cmp(&b.name.rsplit('_').next()));
+    let mut total: u64 = files.iter().map(|f| f.bytes).sum();
+    let mut deleted = Vec::new();
+    for f in files {
+        if f.path == keep {
+            continue;
+        }
+        let too_old = rule
+            .max_age
+            .is_some_and(|age| now.duration_since(f.modified).is_ok_and(|d| d > age));
+        let too_big = rule.max_bytes.is_some_and(|max| total > max);
+        if !(too_old || too_big) {
+            continue;
+        }
+        match std::fs::remove_file(&f.path) {
+            Ok(()) => {
+                total = total.saturating_sub(f.bytes);
+                info!(path = %f.path.display(), "recording deleted (retention)");
+                deleted.push(f.path);
+            }
+            Err(e) => warn!(path = %f.path.display(), "recording not deleted (retention): {e}"),
+        }
+    }
+    deleted
+}
+
 /// The recorder thread: packets in until the stream lets go of its tap. A write that
 /// fails stops the recording (one log line, the state, a counter); the stream's
 /// viewers never notice.
@@ -201,11 +372,11 @@ fn record(
     rx: Receiver<Arc<SourcePacket>>,
     dir: &Path,
     stream: &str,
-    segment: Duration,
+    rule: RecordEntry,
     status: &RecordingStatus,
     counters: &RecordCounters,
 ) {
-    let mut w = Writer::new(dir.to_path_buf(), stream.to_owned(), segment);
+    let mut w = Writer::new(dir.to_path_buf(), stream.to_owned(), rule);
     let failed = |e: RecordError| {
         warn!(stream, dir = %dir.display(), "recording stopped: {e}");
         counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -322,7 +493,7 @@ struct Segment {
 struct Writer {
     dir: PathBuf,
     stream: String,
-    segment_length: Duration,
+    rule: RecordEntry,
     /// The recording's time zero: the capture instant of its first keyframe.
     origin: Option<Instant>,
     h264: H264Frames,
@@ -343,11 +514,11 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(dir: PathBuf, stream: String, segment_length: Duration) -> Writer {
+    fn new(dir: PathBuf, stream: String, rule: RecordEntry) -> Writer {
         Writer {
             dir,
             stream,
-            segment_length,
+            rule,
             origin: None,
             h264: H264Frames::default(),
             video: Track::default(),
@@ -468,7 +639,7 @@ impl Writer {
                 || self
                     .file
                     .as_ref()
-                    .is_none_or(|f| at.saturating_duration_since(f.started) >= self.segment_length);
+                    .is_none_or(|f| at.saturating_duration_since(f.started) >= self.rule.segment);
             if rotate {
                 self.open_segment(dts, at)?;
             }
@@ -538,6 +709,7 @@ impl Writer {
         let mut file = std::fs::File::create(&path).map_err(named(&path))?;
         std::io::Write::write_all(&mut file, &init).map_err(named(&path))?;
         info!(stream = %self.stream, path = %path.display(), "recording segment opened");
+        enforce_retention(&self.rule, &path, SystemTime::now());
         self.files += 1;
         self.file = Some(Segment {
             file,

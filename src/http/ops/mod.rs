@@ -24,6 +24,7 @@
 mod health;
 mod json;
 mod metrics_page;
+mod recordings;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -318,6 +319,18 @@ pub(super) async fn answer(
                 }
                 _ => Err(ApiError::MethodNotAllowed("GET, HEAD, DELETE")),
             }
+        }
+        Route::StreamRecording(name) => {
+            ops.require_admin(token()?.as_deref())?;
+            recordings::stream_recording(state, method, name)
+        }
+        Route::Recordings => {
+            ops.require_admin(token()?.as_deref())?;
+            recordings::list(state, method).await
+        }
+        Route::RecordingFile(stream, file) => {
+            ops.require_admin(token()?.as_deref())?;
+            recordings::file(state, method, req.headers(), stream, file).await
         }
         Route::Reload => {
             ops.require_admin(token()?.as_deref())?;
