@@ -568,3 +568,85 @@ async fn the_api_starts_and_stops_a_recording_lists_serves_and_deletes_files_and
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_publishing_h264_and_opus_is_recorded_to_a_file_that_decodes() {
+    clients::require_playwright();
+    let dir = std::env::temp_dir().join(format!("wishd-record-web-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let server = common::start_with(|c| {
+        c.record.push(RecordEntry {
+            stream: "*".into(),
+            directory: dir.clone(),
+            ..RecordEntry::default()
+        });
+    })
+    .await;
+    // Chromium's publish page (fake camera and microphone, H.264 640x360) publishes,
+    // and a bare peer connection of the same browser watches, until the stop file.
+    let stop = dir.join("stop");
+    let plan = serde_json::json!({
+        "out": clients::out_dir(),
+        "scenarios": [{ "name": "recorded", "kind": "timeline", "base": server.base_url(),
+                        "stream": "web", "publish": true, "stop_file": stop,
+                        "max_seconds": 30 }],
+    });
+    let mut node = tokio::process::Command::new("node");
+    node.current_dir(clients::root())
+        .args(["conformance/browser/pages.mjs", &plan.to_string()]);
+    let chromium = clients::Script::spawn("chromium (publishing, recorded)", node);
+    let t0 = Instant::now();
+    while recording_files(&dir.join("web")).is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "no recording began");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    std::fs::write(&stop, b"").expect("stop file");
+    let report = chromium.finish(Duration::from_secs(30)).await;
+    server.shutdown().await;
+    assert!(report["results"][0]["ok"] == true, "chromium: {report}");
+
+    let files = recording_files(&dir.join("web"));
+    assert_eq!(files.len(), 1, "{files:?}");
+    let p = probe(&files[0]);
+    let streams = p["streams"].as_array().cloned().unwrap_or_default();
+    let find = |kind: &str| {
+        streams
+            .iter()
+            .find(|s| s["codec_type"] == kind)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (video, audio) = (find("video"), find("audio"));
+    let duration = seconds(&p["format"]["duration"]);
+    let (v_start, a_start) = (seconds(&video["start_time"]), seconds(&audio["start_time"]));
+    let errors = decode_errors(&files[0]);
+    println!(
+        "Chromium's H.264 {}x{} and Opus recorded: {duration:.2} s, video from {v_start:.3} s, \
+         audio from {a_start:.3} s, {} decode errors",
+        video["width"],
+        video["height"],
+        errors.lines().count()
+    );
+    assert_eq!(
+        (video["codec_name"].as_str(), audio["codec_name"].as_str()),
+        (Some("h264"), Some("opus"))
+    );
+    assert!(errors.is_empty(), "ffmpeg -v error: {errors}");
+    assert!(first_video_frame_is_key(&files[0]));
+    assert!(
+        (v_start - a_start).abs() < 0.05,
+        "audio and video start together"
+    );
+    assert!(duration > 5.0, "{duration:.2} s");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The `.mp4` files in `dir`.
+fn recording_files(dir: &Path) -> Vec<PathBuf> {
+    recordings(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "mp4"))
+        .collect()
+}
