@@ -16,6 +16,8 @@
 //! A source that comes back (a publisher reconnecting within its grace period) goes
 //! on in the same file, re-anchored, never backwards.
 
+#[doc(hidden)]
+pub mod bench;
 pub(crate) mod depack;
 pub(crate) mod fmp4;
 
