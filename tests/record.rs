@@ -292,7 +292,17 @@ async fn a_publisher_that_reconnects_during_a_recording_leaves_files_that_decode
                 file.display()
             );
         }
-        durations.push(seconds(&probe(file)["format"]["duration"]));
+        let p = probe(file);
+        let starts: Vec<f64> = p["streams"]
+            .as_array()
+            .map(|a| a.iter().map(|s| seconds(&s["start_time"])).collect())
+            .unwrap_or_default();
+        assert!(
+            starts.len() == 2 && (starts[0] - starts[1]).abs() < 0.05,
+            "{}: audio and video start together: {starts:?}",
+            file.display()
+        );
+        durations.push(seconds(&p["format"]["duration"]));
     }
     let total: f64 = durations.iter().sum();
     println!(
@@ -649,4 +659,75 @@ fn recording_files(dir: &Path) -> Vec<PathBuf> {
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "mp4"))
         .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h265_camera_is_recorded_to_hvc1_that_ffmpeg_decodes() {
+    let port = clients::free_port_pair();
+    let dir = std::env::temp_dir().join(format!("wishd-record-hevc-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let server = common::start_with(|c| {
+        c.rtp.push(RtpEntry {
+            stream: "hevc".into(),
+            video: Some(RtpMediumEntry {
+                port,
+                pt: 96,
+                rtpmap: "H265/90000".into(),
+                fmtp: String::new(),
+            }),
+            ..RtpEntry::default()
+        });
+        c.record.push(RecordEntry {
+            stream: "hevc".into(),
+            directory: dir.clone(),
+            ..RecordEntry::default()
+        });
+    })
+    .await;
+    // libx265 with a keyframe every second, as a camera sends H.265 over RTP.
+    #[rustfmt::skip]
+    let camera = Command::new("ffmpeg")
+        .args([
+            "-nostdin", "-loglevel", "error", "-re", "-f", "lavfi",
+            "-i", "testsrc2=size=320x180:rate=30", "-t", "30",
+            "-c:v", "libx265", "-preset", "ultrafast", "-tune", "zerolatency",
+            "-x265-params", "keyint=30:min-keyint=30:bframes=0:log-level=error",
+            "-payload_type", "96", "-f", "rtp",
+        ])
+        .arg(format!("rtp://127.0.0.1:{port}?pkt_size=1200"))
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("ffmpeg starts");
+    let camera = Tool(camera);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    drop(camera);
+    server.shutdown().await;
+    let files = recording_files(&dir.join("hevc"));
+    assert_eq!(files.len(), 1, "{files:?}");
+    let p = probe(&files[0]);
+    let video = p["streams"][0].clone();
+    let errors = decode_errors(&files[0]);
+    let duration = seconds(&p["format"]["duration"]);
+    println!(
+        "H.265 camera recorded: {} {}x{} ({}), {duration:.2} s, {} decode errors",
+        video["codec_name"],
+        video["width"],
+        video["height"],
+        video["codec_tag_string"],
+        errors.lines().count()
+    );
+    assert_eq!(video["codec_name"], "hevc");
+    assert_eq!(
+        p["streams"].as_array().map(Vec::len),
+        Some(1),
+        "no audio track for a camera without audio"
+    );
+    assert_eq!(
+        (video["width"].as_u64(), video["height"].as_u64()),
+        (Some(320), Some(180))
+    );
+    assert!(errors.is_empty(), "ffmpeg -v error: {errors}");
+    assert!(first_video_frame_is_key(&files[0]));
+    assert!(duration > 3.0, "{duration:.2} s");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -202,6 +202,50 @@ fn h264_sps_size(nal: &[u8]) -> Option<(u32, u32)> {
 }
 
 /// Width and height from the first packet of a VP8 key frame.
+/// Width and height (after the conformance window) from an H.265 SPS NAL unit, its
+/// two header bytes first (ITU-T H.265 §7.3.2.2).
+pub(crate) fn h265_sps_size(nal: &[u8]) -> Option<(u32, u32)> {
+    let mut r = Bits::new(nal.get(2..)?);
+    r.bits(4)?; // sps_video_parameter_set_id
+    let sub_layers = r.bits(3)? as usize; // sps_max_sub_layers_minus1
+    r.bit()?; // sps_temporal_id_nesting_flag
+    // profile_tier_level: the general profile (88 bits) and level (8).
+    r.bits(32)?;
+    r.bits(32)?;
+    r.bits(24)?;
+    let mut present = [(false, false); 8];
+    for p in present.iter_mut().take(sub_layers) {
+        *p = (r.bit()? == 1, r.bit()? == 1);
+    }
+    if sub_layers > 0 {
+        r.bits(2 * (8 - sub_layers as u32))?;
+    }
+    for (profile, level) in present.iter().take(sub_layers) {
+        if *profile {
+            r.bits(32)?;
+            r.bits(32)?;
+            r.bits(24)?;
+        }
+        if *level {
+            r.bits(8)?;
+        }
+    }
+    r.ue()?; // sps_seq_parameter_set_id
+    let chroma = r.ue()?;
+    if chroma == 3 {
+        r.bit()?; // separate_colour_plane_flag
+    }
+    let (mut width, mut height) = (r.ue()?, r.ue()?);
+    if r.bit()? == 1 {
+        let (left, right, top, bottom) = (r.ue()?, r.ue()?, r.ue()?, r.ue()?);
+        let sub_w = if chroma == 1 || chroma == 2 { 2 } else { 1 };
+        let sub_h = if chroma == 1 { 2 } else { 1 };
+        width = width.checked_sub(sub_w * (left.checked_add(right)?))?;
+        height = height.checked_sub(sub_h * (top.checked_add(bottom)?))?;
+    }
+    Some((width, height))
+}
+
 fn vp8_size(payload: &[u8]) -> Option<(u32, u32)> {
     let b0 = *payload.first()?;
     let start_of_partition = b0 & 0x10 != 0;

@@ -85,6 +85,7 @@ pub(crate) use bwe::{Bwe, BweConfig, ProbeState, Usage};
 pub use codec::is_keyframe_start;
 pub(crate) use fanout::{Fanout, FanoutStats};
 pub use frame_size::frame_size;
+pub(crate) use frame_size::h265_sps_size;
 pub use hold::HoldControl;
 pub(crate) use keyframe::{KeyframeLimiter, ResumeWatch};
 pub(crate) use keyframe_cache::{CACHE_BYTES, H264ParameterSets, KeyframeCache};

@@ -202,11 +202,11 @@ impl Directory {
         self.recordings.get()
     }
 
-    /// A new stream: recorded when a rule names it.
-    fn new_stream(&self, name: Arc<str>) -> Arc<Stream> {
+    /// A new stream, whose source sends `codecs`: recorded when a rule names it.
+    fn new_stream(&self, name: Arc<str>, codecs: &[ChosenCodec]) -> Arc<Stream> {
         let shared = Arc::new(Stream::new(name));
         if let Some(r) = self.recordings.get() {
-            r.attach(&shared);
+            r.attach(&shared, crate::record::Tracks::of(codecs));
         }
         shared
     }
@@ -276,7 +276,7 @@ impl Directory {
             .streams
             .entry(name.clone())
             .or_insert_with(|| StreamEntry {
-                shared: self.new_stream(name.clone()),
+                shared: self.new_stream(name.clone(), &codecs),
                 source: SourceState::Gone {
                     deadline: Instant::now(),
                 },
@@ -375,7 +375,7 @@ impl Directory {
         if inner.streams.contains_key(stream) {
             return Err(DirectoryError::SourceLive(stream.to_owned()));
         }
-        let shared = self.new_stream(name.clone());
+        let shared = self.new_stream(name.clone(), &codecs);
         shared.set_keyframe_cache(0, Some(cache));
         shared.set_camera_waits(waits);
         inner.streams.insert(

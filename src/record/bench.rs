@@ -75,7 +75,7 @@ pub fn run(dir: &Path, media_secs: u32, video_bitrate: u64) -> RecordBench {
     let mut peak = 0;
     let feed = |w: &mut Writer, p: SourcePacket, spent: &mut Duration| {
         let t = Instant::now();
-        let _ = w.packet(&p);
+        let _ = w.packet(&Arc::new(p));
         *spent += t.elapsed();
     };
     for frame in 0..(media_secs * 30) {

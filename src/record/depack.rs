@@ -227,3 +227,183 @@ mod tests {
         }
     }
 }
+
+/// H.265 NAL unit types (ITU-T H.265 Table 7-1) the recorder looks at.
+pub(crate) const H265_VPS: u8 = 32;
+pub(crate) const H265_SPS: u8 = 33;
+pub(crate) const H265_PPS: u8 = 34;
+const H265_AP: u8 = 48;
+const H265_FU: u8 = 49;
+
+fn h265_type(header: u8) -> u8 {
+    (header >> 1) & 0x3f
+}
+
+/// Reassembles H.265 access units (RFC 7798: single NAL unit packets, aggregation
+/// packets, fragmentation units; no DONL) and keeps the last VPS, SPS and PPS, which
+/// the file's `hvcC` needs. Loss is handled as for H.264.
+#[derive(Debug, Default)]
+pub(crate) struct H265Frames {
+    current: Option<(u32, Vec<Vec<u8>>)>,
+    fragment: Option<Vec<u8>>,
+    broken: bool,
+    need_keyframe: bool,
+    last_seq: Option<u64>,
+    pub(crate) vps: Option<Vec<u8>>,
+    pub(crate) sps: Option<Vec<u8>>,
+    pub(crate) pps: Option<Vec<u8>>,
+}
+
+impl H265Frames {
+    /// One RTP packet; the access unit it completes, if any.
+    pub(crate) fn packet(
+        &mut self,
+        seq: u64,
+        timestamp: u32,
+        marker: bool,
+        payload: &[u8],
+    ) -> Option<Sample> {
+        let lost = self.last_seq.is_some_and(|last| seq != last + 1);
+        if self.last_seq.is_some_and(|last| seq <= last) {
+            return None;
+        }
+        self.last_seq = Some(seq);
+        let mut done = None;
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|(ts, _)| *ts != timestamp)
+        {
+            done = self.finish();
+        }
+        if lost {
+            self.broken = true;
+            self.fragment = None;
+        }
+        let units = self.current.get_or_insert_with(|| (timestamp, Vec::new()));
+        let (h0, h1) = (
+            payload.first().copied().unwrap_or(0),
+            payload.get(1).copied().unwrap_or(0),
+        );
+        match h265_type(h0) {
+            0..=47 if payload.len() > 2 => units.1.push(payload.to_vec()),
+            H265_AP => {
+                let mut rest = payload.get(2..).unwrap_or_default();
+                while let [hi, lo, tail @ ..] = rest {
+                    let size = usize::from(u16::from_be_bytes([*hi, *lo]));
+                    let Some(unit) = tail.get(..size) else {
+                        self.broken = true;
+                        break;
+                    };
+                    if unit.len() > 2 {
+                        units.1.push(unit.to_vec());
+                    }
+                    rest = &tail[size..];
+                }
+            }
+            H265_FU => match payload.get(2) {
+                Some(&fu) if payload.len() > 3 => {
+                    let data = &payload[3..];
+                    if fu & 0x80 != 0 {
+                        let mut unit = vec![(h0 & 0x81) | ((fu & 0x3f) << 1), h1];
+                        unit.extend_from_slice(data);
+                        self.fragment = Some(unit);
+                    } else if let Some(unit) = self.fragment.as_mut() {
+                        unit.extend_from_slice(data);
+                    } else {
+                        self.broken = true;
+                    }
+                    if fu & 0x40 != 0
+                        && let Some(unit) = self.fragment.take()
+                    {
+                        units.1.push(unit);
+                    }
+                }
+                _ => self.broken = true,
+            },
+            _ => self.broken = true,
+        }
+        if marker {
+            let last = self.finish();
+            return done.or(last);
+        }
+        done
+    }
+
+    fn finish(&mut self) -> Option<Sample> {
+        let (timestamp, units) = self.current.take()?;
+        let broken = std::mem::take(&mut self.broken) || self.fragment.take().is_some();
+        let kinds = || {
+            units
+                .iter()
+                .map(|u| h265_type(u.first().copied().unwrap_or(0)))
+        };
+        let keyframe = kinds().any(|t| (16..=21).contains(&t));
+        for u in &units {
+            let slot = match h265_type(u[0]) {
+                H265_VPS => &mut self.vps,
+                H265_SPS => &mut self.sps,
+                H265_PPS => &mut self.pps,
+                _ => continue,
+            };
+            *slot = Some(u.clone());
+        }
+        if broken {
+            self.need_keyframe = true;
+            return None;
+        }
+        if self.need_keyframe && !keyframe {
+            return None;
+        }
+        self.need_keyframe = false;
+        let mut data = Vec::with_capacity(units.iter().map(|u| u.len() + 4).sum());
+        for u in &units {
+            data.extend_from_slice(&(u.len() as u32).to_be_bytes());
+            data.extend_from_slice(u);
+        }
+        (!units.is_empty()).then_some(Sample {
+            data,
+            timestamp,
+            keyframe,
+        })
+    }
+}
+
+#[cfg(test)]
+mod h265_tests {
+    use super::*;
+
+    #[test]
+    fn an_h265_irap_in_fragments_after_parameter_sets_in_an_aggregation_becomes_a_keyframe() {
+        let (vps, sps, pps) = (&[0x40, 1, 7][..], &[0x42, 1, 8][..], &[0x44, 1, 9][..]);
+        let mut ap = vec![0x60, 1];
+        for u in [vps, sps, pps] {
+            ap.extend_from_slice(&(u.len() as u16).to_be_bytes());
+            ap.extend_from_slice(u);
+        }
+        let mut f = H265Frames::default();
+        assert_eq!(f.packet(1, 0, false, &ap), None);
+        // An IDR_W_RADL (19) in two fragments.
+        assert_eq!(f.packet(2, 0, false, &[0x62, 1, 0x80 | 19, 0xaa]), None);
+        let s = f
+            .packet(3, 0, true, &[0x62, 1, 0x40 | 19, 0xbb])
+            .expect("a sample");
+        assert!(s.keyframe);
+        assert_eq!(f.vps.as_deref(), Some(vps));
+        assert!(
+            s.data.ends_with(&[0, 0, 0, 4, 19 << 1, 1, 0xaa, 0xbb]),
+            "{:?}",
+            s.data
+        );
+        let d = f
+            .packet(4, 3000, true, &[0x02, 1, 5])
+            .expect("a trailing picture");
+        assert!(!d.keyframe);
+        // A lost packet: nothing until the next IRAP.
+        assert_eq!(f.packet(6, 6000, true, &[0x02, 1, 6]), None);
+        assert!(
+            f.packet(7, 9000, true, &[0x26, 1, 7])
+                .is_some_and(|s| s.keyframe)
+        );
+    }
+}

@@ -7,9 +7,9 @@
 //! Opus (`Opus`/`dOps`, RFC 7845's mapping into ISOBMFF) at 48 kHz.
 
 use mp4_atom::{
-    Audio, Avc1, Avcc, Dinf, Dops, Dref, Encode, FourCC, Ftyp, Hdlr, Mdat, Mdhd, Mdia, Mfhd, Minf,
-    Moof, Moov, Mvex, Mvhd, Opus, Prft, ReferenceTime, Stbl, Stsd, Tfdt, Tfhd, Tkhd, Traf, Trak,
-    Trex, Trun, TrunEntry, Url, Visual,
+    Audio, Avc1, Avcc, Codec, Dinf, Dops, Dref, Encode, FourCC, Ftyp, Hdlr, Hvc1, HvcCArray, Hvcc,
+    Mdat, Mdhd, Mdia, Mfhd, Minf, Moof, Moov, Mvex, Mvhd, Opus, Prft, ReferenceTime, Stbl, Stsd,
+    Tfdt, Tfhd, Tkhd, Traf, Trak, Trex, Trun, TrunEntry, Url, Visual,
 };
 
 /// The video track's id and clock.
@@ -19,13 +19,152 @@ pub(crate) const VIDEO_TIMESCALE: u32 = 90_000;
 pub(crate) const AUDIO_TRACK: u32 = 2;
 pub(crate) const AUDIO_TIMESCALE: u32 = 48_000;
 
-/// What the video track's sample entry needs.
+/// What the video track's sample entry needs: the codec's parameter sets (NAL
+/// units, header included) and the picture size.
 #[derive(Debug, Clone)]
-pub(crate) struct H264Init {
-    pub(crate) sps: Vec<u8>,
-    pub(crate) pps: Vec<u8>,
-    pub(crate) width: u16,
-    pub(crate) height: u16,
+pub(crate) enum VideoInit {
+    H264 {
+        sps: Vec<u8>,
+        pps: Vec<u8>,
+        width: u16,
+        height: u16,
+    },
+    H265 {
+        vps: Vec<u8>,
+        sps: Vec<u8>,
+        pps: Vec<u8>,
+        width: u16,
+        height: u16,
+    },
+}
+
+impl VideoInit {
+    fn size(&self) -> (u16, u16) {
+        match self {
+            VideoInit::H264 { width, height, .. } | VideoInit::H265 { width, height, .. } => {
+                (*width, *height)
+            }
+        }
+    }
+
+    /// The `stsd` entry: `avc1` with `avcC`, or `hvc1` with `hvcC` (parameter sets
+    /// in the entry; the samples may repeat them, as cameras do).
+    fn codec(&self) -> Codec {
+        let (width, height) = self.size();
+        let visual = Visual {
+            width,
+            height,
+            ..Default::default()
+        };
+        match self {
+            VideoInit::H264 { sps, pps, .. } => {
+                let (profile, compat, level) = match sps.get(1..4) {
+                    Some(&[p, c, l]) => (p, c, l),
+                    _ => (66, 0, 31),
+                };
+                Avc1 {
+                    visual,
+                    avcc: Avcc {
+                        configuration_version: 1,
+                        avc_profile_indication: profile,
+                        profile_compatibility: compat,
+                        avc_level_indication: level,
+                        length_size: 4,
+                        sequence_parameter_sets: vec![sps.clone()],
+                        picture_parameter_sets: vec![pps.clone()],
+                        ext: None,
+                    },
+                    ..Default::default()
+                }
+                .into()
+            }
+            VideoInit::H265 { vps, sps, pps, .. } => {
+                let ptl = h265_profile_tier_level(sps);
+                let array = |nal_unit_type: u8, nal: &Vec<u8>| HvcCArray {
+                    completeness: true,
+                    nal_unit_type,
+                    nalus: vec![nal.clone()],
+                };
+                Hvc1 {
+                    visual,
+                    hvcc: Hvcc {
+                        configuration_version: 1,
+                        general_profile_space: ptl.profile_space,
+                        general_tier_flag: ptl.tier,
+                        general_profile_idc: ptl.profile_idc,
+                        general_profile_compatibility_flags: ptl.compatibility,
+                        general_constraint_indicator_flags: ptl.constraints,
+                        general_level_idc: ptl.level,
+                        min_spatial_segmentation_idc: 0,
+                        parallelism_type: 0,
+                        chroma_format_idc: 1,
+                        bit_depth_luma_minus8: 0,
+                        bit_depth_chroma_minus8: 0,
+                        avg_frame_rate: 0,
+                        constant_frame_rate: 0,
+                        num_temporal_layers: ptl.sub_layers + 1,
+                        temporal_id_nested: ptl.nested,
+                        length_size_minus_one: 3,
+                        arrays: vec![array(32, vps), array(33, sps), array(34, pps)],
+                    },
+                    ..Default::default()
+                }
+                .into()
+            }
+        }
+    }
+}
+
+/// The general profile, tier and level of an H.265 SPS (its first 13 bytes after
+/// the NAL header, emulation prevention removed), as `hvcC` repeats them.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct ProfileTierLevel {
+    sub_layers: u8,
+    nested: bool,
+    profile_space: u8,
+    tier: bool,
+    profile_idc: u8,
+    compatibility: [u8; 4],
+    constraints: [u8; 6],
+    level: u8,
+}
+
+fn h265_profile_tier_level(sps: &[u8]) -> ProfileTierLevel {
+    let mut rbsp = Vec::with_capacity(13);
+    let mut zeros = 0;
+    for &b in sps.iter().skip(2) {
+        if zeros >= 2 && b == 3 {
+            zeros = 0;
+            continue;
+        }
+        zeros = if b == 0 { zeros + 1 } else { 0 };
+        rbsp.push(b);
+        if rbsp.len() == 13 {
+            break;
+        }
+    }
+    if rbsp.len() < 13 {
+        return ProfileTierLevel {
+            profile_idc: 1,
+            compatibility: [0x60, 0, 0, 0],
+            level: 93,
+            ..Default::default()
+        };
+    }
+    let mut compatibility = [0; 4];
+    compatibility.copy_from_slice(&rbsp[2..6]);
+    let mut constraints = [0; 6];
+    constraints.copy_from_slice(&rbsp[6..12]);
+    ProfileTierLevel {
+        sub_layers: (rbsp[0] >> 1) & 0x07,
+        nested: rbsp[0] & 1 == 1,
+        profile_space: rbsp[1] >> 6,
+        tier: rbsp[1] & 0x20 != 0,
+        profile_idc: rbsp[1] & 0x1f,
+        compatibility,
+        constraints,
+        level: rbsp[12],
+    }
 }
 
 /// What the audio track's sample entry needs.
@@ -110,7 +249,7 @@ fn minf(stsd: Stsd, video: bool) -> Minf {
 
 /// The initialisation part: `ftyp` and a `moov` describing the tracks present.
 pub(crate) fn init(
-    video: Option<&H264Init>,
+    video: Option<&VideoInit>,
     audio: Option<OpusInit>,
 ) -> Result<Vec<u8>, mp4_atom::Error> {
     let mut out = Vec::new();
@@ -122,6 +261,7 @@ pub(crate) fn init(
             FourCC::new(b"cmfc"),
             FourCC::new(b"mp41"),
             FourCC::new(b"avc1"),
+            FourCC::new(b"hvc1"),
             FourCC::new(b"Opus"),
         ],
     }
@@ -129,37 +269,15 @@ pub(crate) fn init(
     let mut trak_list = Vec::new();
     let mut trex = Vec::new();
     if let Some(v) = video {
-        let (profile, compat, level) = match v.sps.get(1..4) {
-            Some(&[p, c, l]) => (p, c, l),
-            _ => (66, 0, 31),
-        };
-        let avc1 = Avc1 {
-            visual: Visual {
-                width: v.width,
-                height: v.height,
-                ..Default::default()
-            },
-            avcc: Avcc {
-                configuration_version: 1,
-                avc_profile_indication: profile,
-                profile_compatibility: compat,
-                avc_level_indication: level,
-                length_size: 4,
-                sequence_parameter_sets: vec![v.sps.clone()],
-                picture_parameter_sets: vec![v.pps.clone()],
-                ext: None,
-            },
-            ..Default::default()
-        };
         let stsd = Stsd {
-            codecs: vec![avc1.into()],
+            codecs: vec![v.codec()],
         };
         trak_list.push(trak(
             VIDEO_TRACK,
             VIDEO_TIMESCALE,
             b"vide",
             minf(stsd, true),
-            (v.width, v.height),
+            v.size(),
         ));
         trex.push(trex_of(VIDEO_TRACK));
     }

@@ -35,8 +35,72 @@ use crate::core::SourcePacket;
 use crate::directory::Stream;
 use crate::media::MediaCounters;
 use crate::model::CodecKind;
-use depack::{H264Frames, Sample};
-use fmp4::{FragmentSample, H264Init, OpusInit, TrackRun};
+use depack::{H264Frames, H265Frames, Sample};
+use fmp4::{FragmentSample, OpusInit, TrackRun, VideoInit};
+
+/// The video's access units, as its codec packs them.
+#[derive(Debug)]
+enum Pictures {
+    H264(H264Frames),
+    H265(H265Frames),
+}
+
+impl Pictures {
+    fn new(codec: CodecKind) -> Pictures {
+        match codec {
+            CodecKind::H265 => Pictures::H265(H265Frames::default()),
+            _ => Pictures::H264(H264Frames::default()),
+        }
+    }
+
+    fn codec(&self) -> CodecKind {
+        match self {
+            Pictures::H264(_) => CodecKind::H264,
+            Pictures::H265(_) => CodecKind::H265,
+        }
+    }
+
+    fn packet(&mut self, seq: u64, ts: u32, marker: bool, payload: &[u8]) -> Option<Sample> {
+        match self {
+            Pictures::H264(f) => f.packet(seq, ts, marker, payload),
+            Pictures::H265(f) => f.packet(seq, ts, marker, payload),
+        }
+    }
+
+    /// The sample entry the parameter sets seen so far make, if they are all there.
+    fn init(&self) -> Option<VideoInit> {
+        let size = |s: Option<(u32, u32)>| {
+            let (w, h) = s.unwrap_or((0, 0));
+            (
+                w.min(u32::from(u16::MAX)) as u16,
+                h.min(u32::from(u16::MAX)) as u16,
+            )
+        };
+        match self {
+            Pictures::H264(f) => {
+                let (sps, pps) = (f.sps.clone()?, f.pps.clone()?);
+                let (width, height) = size(crate::core::frame_size(CodecKind::H264, &sps));
+                Some(VideoInit::H264 {
+                    sps,
+                    pps,
+                    width,
+                    height,
+                })
+            }
+            Pictures::H265(f) => {
+                let (vps, sps, pps) = (f.vps.clone()?, f.sps.clone()?, f.pps.clone()?);
+                let (width, height) = size(crate::core::h265_sps_size(&sps));
+                Some(VideoInit::H265 {
+                    vps,
+                    sps,
+                    pps,
+                    width,
+                    height,
+                })
+            }
+        }
+    }
+}
 
 /// Packets a recorder may have waiting: about 10 s of a 2.5 Mbit/s stream.
 const QUEUE: usize = 4096;
@@ -138,7 +202,32 @@ impl Recordings {
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Running>> {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
 
+/// What a stream's source sends that a file can hold.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Tracks {
+    /// Opus audio.
+    pub(crate) opus: bool,
+    /// H.264 or H.265 video.
+    pub(crate) video: bool,
+}
+
+impl Tracks {
+    pub(crate) fn of(codecs: &[crate::sdp::ChosenCodec]) -> Tracks {
+        let has = |kind: MediaKind, names: &[&str]| {
+            codecs.iter().any(|c| {
+                c.kind == kind && names.iter().any(|n| c.codec.name.eq_ignore_ascii_case(n))
+            })
+        };
+        Tracks {
+            opus: has(MediaKind::Audio, &["opus"]),
+            video: has(MediaKind::Video, &["H264", "H265"]),
+        }
+    }
+}
+
+impl Recordings {
     /// The rule that names `stream`, if any: the first.
     fn rule_for(&self, stream: &str) -> Option<&RecordEntry> {
         self.rules
@@ -148,14 +237,14 @@ impl Recordings {
 
     /// A stream got its source: it is recorded when a rule names it and records
     /// always.
-    pub(crate) fn attach(&self, stream: &Arc<Stream>) {
+    pub(crate) fn attach(&self, stream: &Arc<Stream>, tracks: Tracks) {
         if let Some(rule) = self.rule_for(&stream.name).filter(|r| r.always) {
-            self.spawn(stream, rule.clone());
+            self.spawn(stream, rule.clone(), tracks);
         }
     }
 
     /// Starts recording `stream` now (`POST /api/streams/{name}/recording`).
-    pub(crate) fn start(&self, stream: &Arc<Stream>) -> Result<(), RecordingError> {
+    pub(crate) fn start(&self, stream: &Arc<Stream>, tracks: Tracks) -> Result<(), RecordingError> {
         let rule = self
             .rule_for(&stream.name)
             .ok_or_else(|| RecordingError::NoRule(stream.name.to_string()))?;
@@ -165,7 +254,7 @@ impl Recordings {
         {
             return Err(RecordingError::AlreadyRecording(stream.name.to_string()));
         }
-        self.spawn(stream, rule.clone());
+        self.spawn(stream, rule.clone(), tracks);
         Ok(())
     }
 
@@ -220,7 +309,7 @@ impl Recordings {
         })
     }
 
-    fn spawn(&self, stream: &Arc<Stream>, rule: RecordEntry) {
+    fn spawn(&self, stream: &Arc<Stream>, rule: RecordEntry, tracks: Tracks) {
         let (tx, rx) = sync_channel(QUEUE);
         let dir = rule.directory.join(&*stream.name);
         let name = stream.name.to_string();
@@ -233,7 +322,7 @@ impl Recordings {
             .spawn(move || {
                 let c = &co.recordings;
                 c.active.fetch_add(1, Ordering::Relaxed);
-                record(rx, &dir, &name, rule, &st, c);
+                record(rx, &dir, &name, rule, tracks, &st, c);
                 c.active.fetch_sub(1, Ordering::Relaxed);
             });
         match thread {
@@ -375,10 +464,12 @@ fn record(
     dir: &Path,
     stream: &str,
     rule: RecordEntry,
+    tracks: Tracks,
     status: &RecordingStatus,
     counters: &RecordCounters,
 ) {
     let mut w = Writer::new(dir.to_path_buf(), stream.to_owned(), rule);
+    w.tracks = tracks;
     let failed = |e: RecordError| {
         warn!(stream, dir = %dir.display(), "recording stopped: {e}");
         counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -421,8 +512,9 @@ enum RecordError {
 /// One track's timeline: RTP timestamps, unwrapped, anchored on a capture instant.
 #[derive(Debug, Default)]
 struct Timeline {
-    /// (capture instant, extended timestamp) of the anchor packet, and its epoch.
-    anchor: Option<(Instant, i64, u32)>,
+    /// (capture instant, extended timestamp) of the anchor packet, its epoch, and
+    /// whether its instant came from the source's sender reports.
+    anchor: Option<(Instant, i64, u32, bool)>,
     /// The last timestamp seen, unwrapped.
     last: Option<i64>,
     /// The last decode time given, to keep the timeline from going back.
@@ -432,17 +524,30 @@ struct Timeline {
 impl Timeline {
     /// The decode time of a packet (timestamp `ts`, capture instant `at`, source
     /// epoch `epoch`) on the recording's clock in units of `rate` Hz, counted from
-    /// `origin`.
-    fn dts(&mut self, ts: u32, at: Instant, epoch: u32, origin: Instant, rate: u32) -> i64 {
+    /// `origin`. `synced`: `at` comes from the source's sender reports (until the
+    /// first report, a packet's instant is its arrival); the timeline is anchored
+    /// again once, when the reports begin, so that it lines up with the other track's.
+    fn dts(
+        &mut self,
+        ts: u32,
+        at: Instant,
+        epoch: u32,
+        origin: Instant,
+        rate: u32,
+        synced: bool,
+    ) -> i64 {
         let ext = match self.last {
             Some(last) => last + i64::from(ts.wrapping_sub(last as u32) as i32),
             None => i64::from(ts),
         };
         self.last = Some(ext);
-        if self.anchor.is_none_or(|(_, _, e)| e != epoch) {
-            self.anchor = Some((at, ext, epoch));
+        if self
+            .anchor
+            .is_none_or(|(_, _, e, was_synced)| e != epoch || (synced && !was_synced))
+        {
+            self.anchor = Some((at, ext, epoch, synced));
         }
-        let Some((anchor_at, anchor_ts, _)) = self.anchor else {
+        let Some((anchor_at, anchor_ts, _, _)) = self.anchor else {
             return 0;
         };
         let since = if anchor_at >= origin {
@@ -493,12 +598,14 @@ struct Segment {
 }
 
 struct Writer {
+    /// What the stream sends (its files have an audio track only with audio).
+    tracks: Tracks,
     dir: PathBuf,
     stream: String,
     rule: RecordEntry,
     /// The recording's time zero: the capture instant of its first keyframe.
     origin: Option<Instant>,
-    h264: H264Frames,
+    pictures: Pictures,
     video: Track,
     audio: Track,
     has_video: bool,
@@ -513,16 +620,32 @@ struct Writer {
     new_source: bool,
     /// The timestamp of the picture being received and its first packet's time.
     picture_at: Option<(u32, Instant)>,
+    /// The last complete picture's capture instant and decode time.
+    latest_picture: Option<(Instant, i64)>,
+    /// Audio that came before the first keyframe was complete: some of it was
+    /// captured with that keyframe (whose packets take a while to arrive).
+    early_audio: std::collections::VecDeque<Arc<SourcePacket>>,
+    /// The latest picture's instant came from the source's sender reports.
+    video_synced: bool,
+    /// Since when audio without its sender reports waits for them.
+    unsynced_audio_since: Option<Instant>,
 }
 
 impl Writer {
     fn new(dir: PathBuf, stream: String, rule: RecordEntry) -> Writer {
         Writer {
+            tracks: Tracks {
+                opus: true,
+                video: true,
+            },
+            early_audio: std::collections::VecDeque::new(),
+            video_synced: false,
+            unsynced_audio_since: None,
             dir,
             stream,
             rule,
             origin: None,
-            h264: H264Frames::default(),
+            pictures: Pictures::new(CodecKind::H264),
             video: Track::default(),
             audio: Track::default(),
             has_video: false,
@@ -534,23 +657,31 @@ impl Writer {
             audio_epoch: None,
             new_source: false,
             picture_at: None,
+            latest_picture: None,
         }
     }
 
-    fn packet(&mut self, pkt: &SourcePacket) -> Result<(), RecordError> {
+    fn packet(&mut self, pkt: &Arc<SourcePacket>) -> Result<(), RecordError> {
         match (pkt.kind, pkt.codec) {
-            (MediaKind::Video, CodecKind::H264) if pkt.layer == 0 => {
+            (MediaKind::Video, CodecKind::H264 | CodecKind::H265) if pkt.layer == 0 => {
+                if !self.has_video {
+                    self.pictures = Pictures::new(pkt.codec);
+                }
                 self.has_video = true;
                 if self
                     .video_epoch
                     .replace(pkt.epoch)
                     .is_some_and(|e| e != pkt.epoch)
+                    || self.pictures.codec() != pkt.codec
                 {
                     // A new source (a publisher back within its grace period, a
                     // camera rebooted): its numbering starts afresh, and its
                     // parameter sets may differ, so its first keyframe opens a file.
-                    self.h264 = H264Frames::default();
+                    self.pictures = Pictures::new(pkt.codec);
                     self.new_source = true;
+                    // The new source's audio is placed against its own pictures.
+                    self.latest_picture = None;
+                    self.unsynced_audio_since = None;
                     // The old source's last picture lasts as long as the one before
                     // it, not across the outage.
                     if let Some(p) = self.video.pending.take() {
@@ -563,9 +694,11 @@ impl Writer {
                 // packet leaves the encoder's pacer well after it was captured.
                 if self.picture_at.is_none_or(|(ts, _)| ts != pkt.timestamp) {
                     self.picture_at = Some((pkt.timestamp, pkt.wallclock));
+                    // Mapped from sender reports (earlier than its arrival), or not.
+                    self.video_synced = pkt.wallclock < pkt.arrival;
                 }
                 let Some(sample) =
-                    self.h264
+                    self.pictures
                         .packet(pkt.seq, pkt.timestamp, pkt.marker, &pkt.payload)
                 else {
                     return Ok(());
@@ -581,14 +714,37 @@ impl Writer {
                     self.origin = Some(at);
                 }
                 let origin = self.origin.unwrap_or(at);
+                let first = self.latest_picture.is_none();
+                // The video is the reference: its timeline is anchored once per
+                // source, on its first keyframe.
                 let dts = self.video.timeline.dts(
                     sample.timestamp,
                     at,
                     pkt.epoch,
                     origin,
                     fmp4::VIDEO_TIMESCALE,
+                    false,
                 );
-                self.video_sample(dts, sample, at)
+                self.latest_picture = Some((at, dts));
+                self.video_sample(dts, sample, at)?;
+                if first {
+                    for early in std::mem::take(&mut self.early_audio) {
+                        self.packet(&early)?;
+                    }
+                }
+                Ok(())
+            }
+            (MediaKind::Audio, CodecKind::Opus)
+                if self.tracks.video
+                    && (self.latest_picture.is_none() || self.video_epoch != Some(pkt.epoch)) =>
+            {
+                // Held until the source's first keyframe is complete (2 s of it at
+                // most): it is placed against that picture.
+                if self.early_audio.len() >= 100 {
+                    self.early_audio.pop_front();
+                }
+                self.early_audio.push_back(pkt.clone());
+                Ok(())
             }
             (MediaKind::Audio, CodecKind::Opus) => {
                 if self
@@ -606,12 +762,37 @@ impl Writer {
                 let Some(origin) = self.origin else {
                     return Ok(());
                 };
+                // Audio is placed against the latest picture, both mapped onto this
+                // server's clock as they are now: the mapping may have moved since
+                // the origin was taken (a report that came late moves it for every
+                // track at once), which keeps tracks in step only with each other.
+                let at = match self.latest_picture {
+                    Some((picture_at, picture_dts)) => {
+                        let nanos = picture_dts * 1_000_000_000 / i64::from(fmp4::VIDEO_TIMESCALE)
+                            + signed_nanos(picture_at, pkt.wallclock);
+                        shift(origin, nanos)
+                    }
+                    None => pkt.wallclock,
+                };
+                // A mapped instant is earlier than the arrival; an unmapped one is
+                // the arrival itself.
+                let synced = pkt.wallclock < pkt.arrival;
+                if !synced && self.video_synced && self.audio.timeline.anchor.is_none() {
+                    // The video's sender reports came and the audio's not yet: placed
+                    // by its arrival, the audio would be off by the mapping's margin.
+                    // Its report comes a moment later; unless it never does.
+                    let since = *self.unsynced_audio_since.get_or_insert(pkt.arrival);
+                    if pkt.arrival.saturating_duration_since(since) < Duration::from_secs(1) {
+                        return Ok(());
+                    }
+                }
                 let dts = self.audio.timeline.dts(
                     pkt.timestamp,
-                    pkt.wallclock,
+                    at,
                     pkt.epoch,
                     origin,
                     fmp4::AUDIO_TIMESCALE,
+                    synced,
                 );
                 if dts < 0 {
                     return Ok(());
@@ -691,20 +872,8 @@ impl Writer {
             .to_string()
             .replace(':', "-");
         let path = self.dir.join(format!("{}_{stamp}.mp4", self.stream));
-        let video = match (&self.h264.sps, &self.h264.pps) {
-            (Some(sps), Some(pps)) => {
-                let (width, height) =
-                    crate::core::frame_size(CodecKind::H264, sps).unwrap_or((0, 0));
-                Some(H264Init {
-                    sps: sps.clone(),
-                    pps: pps.clone(),
-                    width: width.min(u32::from(u16::MAX)) as u16,
-                    height: height.min(u32::from(u16::MAX)) as u16,
-                })
-            }
-            _ => None,
-        };
-        let audio = Some(OpusInit {
+        let video = self.pictures.init();
+        let audio = self.tracks.opus.then_some(OpusInit {
             channels: self.opus_channels,
         });
         let init = fmp4::init(video.as_ref(), audio)?;
@@ -799,6 +968,24 @@ impl Writer {
             info!(stream = %self.stream, path = %f.path.display(), "recording finished");
         }
         Ok(())
+    }
+}
+
+/// `to - from` in nanoseconds, negative when `to` is earlier.
+fn signed_nanos(from: Instant, to: Instant) -> i64 {
+    match to.checked_duration_since(from) {
+        Some(d) => d.as_nanos().min(i64::MAX as u128) as i64,
+        None => -(from.duration_since(to).as_nanos().min(i64::MAX as u128) as i64),
+    }
+}
+
+/// `at` moved by `nanos` (either way), saturating.
+fn shift(at: Instant, nanos: i64) -> Instant {
+    let d = Duration::from_nanos(nanos.unsigned_abs());
+    if nanos >= 0 {
+        at.checked_add(d).unwrap_or(at)
+    } else {
+        at.checked_sub(d).unwrap_or(at)
     }
 }
 

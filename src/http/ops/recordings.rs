@@ -78,7 +78,12 @@ pub(super) fn stream_recording(
         .ok_or(ApiError::NotFound)?;
     match *method {
         Method::POST => {
-            recordings.start(&view.shared)?;
+            let codecs = state
+                .media
+                .directory()
+                .live_codecs(name)
+                .unwrap_or_default();
+            recordings.start(&view.shared, crate::record::Tracks::of(&codecs))?;
             let mut r = no_content();
             *r.status_mut() = StatusCode::ACCEPTED;
             Ok(r)
