@@ -17,7 +17,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use wishd::config::{Policy, RtpEntry, RtpMediumEntry, Secret, StaticTokenConfig};
+use wishd::config::{Policy, Secret, StaticTokenConfig};
 use wishd::model::Role;
 
 const PUBLISH_TOKEN: &str = "web-test-publish-token";
@@ -29,25 +29,6 @@ fn token(value: &str, streams: &[&str], actions: &[Role]) -> StaticTokenConfig {
         token_file: None,
         streams: streams.iter().map(|s| s.to_string()).collect(),
         actions: actions.to_vec(),
-    }
-}
-
-fn camera_entry(stream: &str, vport: u16, aport: u16) -> RtpEntry {
-    RtpEntry {
-        stream: stream.into(),
-        video: Some(RtpMediumEntry {
-            port: vport,
-            pt: 96,
-            rtpmap: "H264/90000".into(),
-            fmtp: "packetization-mode=1".into(),
-        }),
-        audio: Some(RtpMediumEntry {
-            port: aport,
-            pt: 111,
-            rtpmap: "opus/48000/2".into(),
-            fmtp: String::new(),
-        }),
-        ..RtpEntry::default()
     }
 }
 
@@ -86,7 +67,7 @@ async fn chromium_publishes_from_the_publish_page_and_plays_on_the_watch_page_an
             .push(token(PUBLISH_TOKEN, &["*"], &[Role::Publisher]));
         c.publisher_grace = Duration::from_millis(1500);
         c.retry_after_secs = 1;
-        c.rtp.push(camera_entry("cam", vport, aport));
+        c.rtp.push(clients::h264_opus_camera("cam", vport, aport));
     })
     .await;
     // Playing needs a token that is valid for streams "open-*" only.
@@ -330,9 +311,9 @@ async fn chromium_plays_streams_that_have_only_video_or_only_audio() {
     clients::require_playwright();
     let (vport, aport) = (clients::free_port_pair(), clients::free_port_pair());
     let server = common::start_with(|c| {
-        let mut video_only = camera_entry("cam-video", vport, 0);
+        let mut video_only = clients::h264_opus_camera("cam-video", vport, 0);
         video_only.audio = None;
-        let mut audio_only = camera_entry("cam-audio", 0, aport);
+        let mut audio_only = clients::h264_opus_camera("cam-audio", 0, aport);
         audio_only.video = None;
         c.rtp.extend([video_only, audio_only]);
     })

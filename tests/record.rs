@@ -14,23 +14,40 @@ use std::time::{Duration, Instant};
 use interop::Tool;
 use wishd::config::{RecordEntry, RtpEntry, RtpMediumEntry};
 
-fn camera_entry(stream: &str, vport: u16, aport: u16) -> RtpEntry {
-    RtpEntry {
-        stream: stream.into(),
-        video: Some(RtpMediumEntry {
-            port: vport,
-            pt: 96,
-            rtpmap: "H264/90000".into(),
-            fmtp: "packetization-mode=1".into(),
-        }),
-        audio: Some(RtpMediumEntry {
-            port: aport,
-            pt: 111,
-            rtpmap: "opus/48000/2".into(),
-            fmtp: String::new(),
-        }),
-        ..RtpEntry::default()
-    }
+/// The README's camera (`scripts/camera-ffmpeg.sh`): H.264 640x360 at 1 Mbit/s with a
+/// keyframe every 2 s, and Opus, to `vport` and `aport` for `secs`; its SDP file goes
+/// into `dir/camera`.
+fn readme_camera(dir: &Path, vport: u16, aport: u16, secs: u32) -> Tool {
+    let work = dir.join("camera");
+    std::fs::create_dir_all(&work).expect("a work directory");
+    let child = Command::new(clients::root().join("scripts/camera-ffmpeg.sh"))
+        .args(["127.0.0.1", &vport.to_string(), &aport.to_string()])
+        .arg(secs.to_string())
+        .current_dir(&work)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("ffmpeg camera starts (apt-get install ffmpeg)");
+    Tool(child)
+}
+
+/// A fresh scratch directory for one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wishd-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// A server with the admin API, the README's camera as stream "cam" (on ports it
+/// returns) and `rule` recording into `rule.directory`.
+async fn camera_server(rule: RecordEntry) -> (wishd::server::Server, u16, u16) {
+    let (vport, aport) = (clients::free_port_pair(), clients::free_port_pair());
+    let server = common::start_with(|c| {
+        c.api.token = Some(wishd::config::Secret::new(ADMIN));
+        c.rtp.push(clients::h264_opus_camera("cam", vport, aport));
+        c.record.push(rule);
+    })
+    .await;
+    (server, vport, aport)
 }
 
 /// The files under `dir`, oldest name first.
@@ -99,30 +116,14 @@ fn seconds(v: &serde_json::Value) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_rtp_cameras_h264_and_opus_are_recorded_to_fmp4_that_ffmpeg_decodes() {
-    let (vport, aport) = (clients::free_port_pair(), clients::free_port_pair());
-    let dir = std::env::temp_dir().join(format!("wishd-record-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let server = common::start_with(|c| {
-        c.rtp.push(camera_entry("cam", vport, aport));
-        c.record.push(RecordEntry {
-            stream: "c*".into(),
-            directory: dir.clone(),
-            ..RecordEntry::default()
-        });
+    let dir = scratch("record");
+    let (server, vport, aport) = camera_server(RecordEntry {
+        stream: "c*".into(),
+        directory: dir.clone(),
+        ..RecordEntry::default()
     })
     .await;
-    // The README's camera: H.264 with a keyframe every 2 s, and Opus.
-    let work = dir.join("camera");
-    std::fs::create_dir_all(&work).expect("a work directory");
-    let camera = Command::new(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/camera-ffmpeg.sh"),
-    )
-    .args(["127.0.0.1", &vport.to_string(), &aport.to_string(), "30"])
-    .current_dir(&work)
-    .stdout(Stdio::null())
-    .spawn()
-    .expect("ffmpeg camera starts (apt-get install ffmpeg)");
-    let camera = Tool(camera);
+    let camera = readme_camera(&dir, vport, aport, 30);
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(7)).await;
     drop(camera);
@@ -237,8 +238,7 @@ const ADMIN: &str = "record-test-admin-token-0123";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_that_reconnects_during_a_recording_leaves_files_that_decode_in_order() {
-    let dir = std::env::temp_dir().join(format!("wishd-record-again-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = scratch("record-again");
     let server = common::start_with(|c| {
         c.api.token = Some(wishd::config::Secret::new(ADMIN));
         c.publisher_grace = Duration::from_secs(10);
@@ -323,33 +323,16 @@ async fn a_publisher_that_reconnects_during_a_recording_leaves_files_that_decode
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recording_that_cannot_write_stops_and_says_why_while_its_viewer_loses_nothing() {
-    let (vport, aport) = (clients::free_port_pair(), clients::free_port_pair());
-    let dir = std::env::temp_dir().join(format!("wishd-record-fail-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let server = common::start_with(|c| {
-        c.api.token = Some(wishd::config::Secret::new(ADMIN));
-        c.rtp.push(camera_entry("cam", vport, aport));
-        c.record.push(RecordEntry {
-            stream: "cam".into(),
-            directory: dir.clone(),
-            // A new file at every keyframe (every 2 s).
-            segment: Duration::from_secs(1),
-            ..RecordEntry::default()
-        });
+    let dir = scratch("record-fail");
+    let (server, vport, aport) = camera_server(RecordEntry {
+        stream: "cam".into(),
+        directory: dir.clone(),
+        // A new file at every keyframe (every 2 s).
+        segment: Duration::from_secs(1),
+        ..RecordEntry::default()
     })
     .await;
-    let work = dir.join("camera");
-    std::fs::create_dir_all(&work).expect("a work directory");
-    let _camera = Tool(
-        Command::new(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/camera-ffmpeg.sh"),
-        )
-        .args(["127.0.0.1", &vport.to_string(), &aport.to_string(), "30"])
-        .current_dir(&work)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("ffmpeg camera starts"),
-    );
+    let _camera = readme_camera(&dir, vport, aport, 30);
     let viewer = interop::view_when_live(
         &format!("{}/whep/cam", server.base_url()),
         wishd::client::ViewerOptions::default(),
@@ -432,36 +415,19 @@ async fn admin(
 async fn the_api_starts_and_stops_a_recording_lists_serves_and_deletes_files_and_retention_keeps_the_newest()
  {
     clients::require_playwright();
-    let (vport, aport) = (clients::free_port_pair(), clients::free_port_pair());
-    let dir = std::env::temp_dir().join(format!("wishd-record-api-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = scratch("record-api");
     // A 1 Mbit/s camera with a keyframe every 2 s: a file of about 250 kB per
     // keyframe; at most 600 kB kept.
-    let server = common::start_with(|c| {
-        c.api.token = Some(wishd::config::Secret::new(ADMIN));
-        c.rtp.push(camera_entry("cam", vport, aport));
-        c.record.push(RecordEntry {
-            stream: "cam".into(),
-            directory: dir.clone(),
-            segment: Duration::from_secs(1),
-            always: false,
-            max_bytes: Some(600_000),
-            ..RecordEntry::default()
-        });
+    let (server, vport, aport) = camera_server(RecordEntry {
+        stream: "cam".into(),
+        directory: dir.clone(),
+        segment: Duration::from_secs(1),
+        always: false,
+        max_bytes: Some(600_000),
+        ..RecordEntry::default()
     })
     .await;
-    let work = dir.join("camera");
-    std::fs::create_dir_all(&work).expect("a work directory");
-    let _camera = Tool(
-        Command::new(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/camera-ffmpeg.sh"),
-        )
-        .args(["127.0.0.1", &vport.to_string(), &aport.to_string(), "60"])
-        .current_dir(&work)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("ffmpeg camera starts"),
-    );
+    let _camera = readme_camera(&dir, vport, aport, 60);
     tokio::time::sleep(Duration::from_secs(1)).await;
     // Not recorded until asked.
     assert_eq!(
@@ -582,8 +548,7 @@ async fn the_api_starts_and_stops_a_recording_lists_serves_and_deletes_files_and
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_publishing_h264_and_opus_is_recorded_to_a_file_that_decodes() {
     clients::require_playwright();
-    let dir = std::env::temp_dir().join(format!("wishd-record-web-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = scratch("record-web");
     std::fs::create_dir_all(&dir).expect("a temporary directory");
     let server = common::start_with(|c| {
         c.record.push(RecordEntry {
@@ -664,8 +629,7 @@ fn recording_files(dir: &Path) -> Vec<PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h265_camera_is_recorded_to_hvc1_that_ffmpeg_decodes() {
     let port = clients::free_port_pair();
-    let dir = std::env::temp_dir().join(format!("wishd-record-hevc-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = scratch("record-hevc");
     let server = common::start_with(|c| {
         c.rtp.push(RtpEntry {
             stream: "hevc".into(),

@@ -1,5 +1,6 @@
-//! RTP payloads back into the samples a file holds: an H.264 access unit as
-//! length-prefixed NAL units (what `avc1` samples are), an Opus packet as it came.
+//! RTP payloads back into the samples a file holds: an H.264 or H.265 access unit as
+//! length-prefixed NAL units (what `avc1` and `hvc1` samples are); an Opus packet
+//! goes as it came.
 //!
 //! Loss is a gap, never a corrupt sample: a picture missing a packet is dropped, and
 //! so is every picture after it until the next keyframe (they would refer to it).
@@ -16,24 +17,180 @@ pub(crate) struct Sample {
     pub(crate) keyframe: bool,
 }
 
-/// Reassembles H.264 access units (RFC 6184: single NAL unit packets, STAP-A, FU-A)
-/// and keeps the last SPS and PPS seen, which the file's `avcC` needs.
-#[derive(Debug, Default)]
-pub(crate) struct H264Frames {
+/// What one RTP payload holds for the access unit being gathered.
+pub(crate) enum Piece<'a> {
+    /// Whole NAL units (a single unit, or an aggregation's), header included.
+    Units(Vec<&'a [u8]>),
+    /// The first fragment of a unit: its rebuilt header, then the data.
+    Start(Vec<u8>, &'a [u8]),
+    /// A later fragment; `end` for the last.
+    More(&'a [u8], bool),
+    /// The start fragment is also the end.
+    StartEnd(Vec<u8>, &'a [u8]),
+    /// Something that cannot be read: the access unit is lost.
+    Broken,
+}
+
+/// How a codec packs NAL units into RTP payloads.
+pub(crate) trait Packing {
+    /// What `payload` holds.
+    fn split(payload: &[u8]) -> Piece<'_>;
+    /// Whether units of these types make a picture a decoder can start from.
+    fn keyframe(unit: &[u8]) -> bool;
+    /// Which parameter set a unit is (0, 1, 2 in the order the file wants them).
+    fn parameter_set(unit: &[u8]) -> Option<usize>;
+}
+
+/// Splits an aggregation packet's body (after its header) into its units: 16-bit
+/// sizes each followed by a unit (RFC 6184 STAP-A, RFC 7798 AP).
+fn aggregated(mut rest: &[u8]) -> Piece<'_> {
+    let mut units = Vec::new();
+    while let [hi, lo, tail @ ..] = rest {
+        let size = usize::from(u16::from_be_bytes([*hi, *lo]));
+        let Some(unit) = tail.get(..size) else {
+            return Piece::Broken;
+        };
+        if !unit.is_empty() {
+            units.push(unit);
+        }
+        rest = &tail[size..];
+    }
+    Piece::Units(units)
+}
+
+/// H.264 (RFC 6184): single NAL unit packets, STAP-A, FU-A. Parameter sets: SPS, PPS.
+#[derive(Debug)]
+pub(crate) struct H264;
+
+impl Packing for H264 {
+    fn split(payload: &[u8]) -> Piece<'_> {
+        let header = payload.first().copied().unwrap_or(0);
+        match header & NAL_TYPE_MASK {
+            1..=23 => Piece::Units(vec![payload]),
+            NAL_STAP_A => aggregated(payload.get(1..).unwrap_or_default()),
+            NAL_FU_A => match payload.get(1) {
+                Some(&fu) if payload.len() > 2 => {
+                    let data = &payload[2..];
+                    let rebuilt = || vec![(header & 0xe0) | (fu & NAL_TYPE_MASK)];
+                    match (fu & 0x80 != 0, fu & 0x40 != 0) {
+                        (true, true) => Piece::StartEnd(rebuilt(), data),
+                        (true, false) => Piece::Start(rebuilt(), data),
+                        (false, end) => Piece::More(data, end),
+                    }
+                }
+                _ => Piece::Broken,
+            },
+            _ => Piece::Units(Vec::new()),
+        }
+    }
+
+    fn keyframe(unit: &[u8]) -> bool {
+        unit.first().map(|h| h & NAL_TYPE_MASK) == Some(NAL_IDR)
+    }
+
+    fn parameter_set(unit: &[u8]) -> Option<usize> {
+        match unit.first().map(|h| h & NAL_TYPE_MASK) {
+            Some(NAL_SPS) => Some(0),
+            Some(NAL_PPS) => Some(1),
+            _ => None,
+        }
+    }
+}
+
+/// H.265 NAL unit types (ITU-T H.265 Table 7-1) the recorder looks at.
+const H265_VPS: u8 = 32;
+const H265_SPS: u8 = 33;
+const H265_PPS: u8 = 34;
+const H265_AP: u8 = 48;
+const H265_FU: u8 = 49;
+
+fn h265_type(header: u8) -> u8 {
+    (header >> 1) & 0x3f
+}
+
+/// H.265 (RFC 7798, without DONL): single NAL unit packets, aggregation packets,
+/// fragmentation units. Parameter sets: VPS, SPS, PPS.
+#[derive(Debug)]
+pub(crate) struct H265;
+
+impl Packing for H265 {
+    fn split(payload: &[u8]) -> Piece<'_> {
+        let (h0, h1) = match payload {
+            [h0, h1, ..] => (*h0, *h1),
+            _ => return Piece::Broken,
+        };
+        match h265_type(h0) {
+            0..=47 if payload.len() > 2 => Piece::Units(vec![payload]),
+            H265_AP => aggregated(&payload[2..]),
+            H265_FU => match payload.get(2) {
+                Some(&fu) if payload.len() > 3 => {
+                    let data = &payload[3..];
+                    let rebuilt = || vec![(h0 & 0x81) | ((fu & 0x3f) << 1), h1];
+                    match (fu & 0x80 != 0, fu & 0x40 != 0) {
+                        (true, true) => Piece::StartEnd(rebuilt(), data),
+                        (true, false) => Piece::Start(rebuilt(), data),
+                        (false, end) => Piece::More(data, end),
+                    }
+                }
+                _ => Piece::Broken,
+            },
+            _ => Piece::Broken,
+        }
+    }
+
+    fn keyframe(unit: &[u8]) -> bool {
+        unit.first()
+            .is_some_and(|h| (16..=21).contains(&h265_type(*h)))
+    }
+
+    fn parameter_set(unit: &[u8]) -> Option<usize> {
+        match unit.first().map(|h| h265_type(*h)) {
+            Some(H265_VPS) => Some(0),
+            Some(H265_SPS) => Some(1),
+            Some(H265_PPS) => Some(2),
+            _ => None,
+        }
+    }
+}
+
+/// Reassembles one codec's access units from its RTP packets and keeps the last of
+/// each parameter set seen, which the file's sample entry needs.
+#[derive(Debug)]
+pub(crate) struct Frames<P> {
     /// The access unit being gathered: its timestamp and its NAL units so far.
     current: Option<(u32, Vec<Vec<u8>>)>,
-    /// The unit an FU-A is building.
+    /// The unit a fragmentation unit is building.
     fragment: Option<Vec<u8>>,
     /// A packet of the current access unit was lost: it is dropped.
     broken: bool,
     /// A picture was lost since the last keyframe: what follows cannot be decoded.
     need_keyframe: bool,
     last_seq: Option<u64>,
-    pub(crate) sps: Option<Vec<u8>>,
-    pub(crate) pps: Option<Vec<u8>>,
+    /// The parameter sets, in the order of [`Packing::parameter_set`].
+    pub(crate) parameter_sets: [Option<Vec<u8>>; 3],
+    packing: std::marker::PhantomData<P>,
 }
 
-impl H264Frames {
+impl<P> Default for Frames<P> {
+    fn default() -> Self {
+        Frames {
+            current: None,
+            fragment: None,
+            broken: false,
+            need_keyframe: false,
+            last_seq: None,
+            parameter_sets: Default::default(),
+            packing: std::marker::PhantomData,
+        }
+    }
+}
+
+/// H.264 access units; parameter sets SPS, PPS.
+pub(crate) type H264Frames = Frames<H264>;
+/// H.265 access units; parameter sets VPS, SPS, PPS.
+pub(crate) type H265Frames = Frames<H265>;
+
+impl<P: Packing> Frames<P> {
     /// One RTP packet (its extended sequence number, timestamp, marker and payload);
     /// the access unit it completes, if any.
     pub(crate) fn packet(
@@ -61,45 +218,30 @@ impl H264Frames {
             self.broken = true;
             self.fragment = None;
         }
-        let units = self.current.get_or_insert_with(|| (timestamp, Vec::new()));
-        let header = payload.first().copied().unwrap_or(0);
-        match header & NAL_TYPE_MASK {
-            1..=23 => units.1.push(payload.to_vec()),
-            NAL_STAP_A => {
-                let mut rest = payload.get(1..).unwrap_or_default();
-                while let [hi, lo, tail @ ..] = rest {
-                    let size = usize::from(u16::from_be_bytes([*hi, *lo]));
-                    let Some(unit) = tail.get(..size) else {
-                        self.broken = true;
-                        break;
-                    };
-                    if !unit.is_empty() {
-                        units.1.push(unit.to_vec());
-                    }
-                    rest = &tail[size..];
-                }
+        let units = &mut self
+            .current
+            .get_or_insert_with(|| (timestamp, Vec::new()))
+            .1;
+        match P::split(payload) {
+            Piece::Units(whole) => units.extend(whole.into_iter().map(<[u8]>::to_vec)),
+            Piece::StartEnd(mut unit, data) => {
+                unit.extend_from_slice(data);
+                units.push(unit);
             }
-            NAL_FU_A => match payload.get(1) {
-                Some(&fu) if payload.len() > 2 => {
-                    let data = &payload[2..];
-                    if fu & 0x80 != 0 {
-                        let mut unit = vec![(header & 0xe0) | (fu & NAL_TYPE_MASK)];
-                        unit.extend_from_slice(data);
-                        self.fragment = Some(unit);
-                    } else if let Some(unit) = self.fragment.as_mut() {
-                        unit.extend_from_slice(data);
-                    } else {
-                        self.broken = true;
-                    }
-                    if fu & 0x40 != 0
-                        && let Some(unit) = self.fragment.take()
-                    {
-                        units.1.push(unit);
+            Piece::Start(mut unit, data) => {
+                unit.extend_from_slice(data);
+                self.fragment = Some(unit);
+            }
+            Piece::More(data, end) => match self.fragment.as_mut() {
+                Some(unit) => {
+                    unit.extend_from_slice(data);
+                    if end && let Some(unit) = self.fragment.take() {
+                        units.push(unit);
                     }
                 }
-                _ => self.broken = true,
+                None => self.broken = true,
             },
-            _ => {}
+            Piece::Broken => self.broken = true,
         }
         if marker {
             let last = self.finish();
@@ -113,14 +255,10 @@ impl H264Frames {
     fn finish(&mut self) -> Option<Sample> {
         let (timestamp, units) = self.current.take()?;
         let broken = std::mem::take(&mut self.broken) || self.fragment.take().is_some();
-        let keyframe = units
-            .iter()
-            .any(|u| u.first().map(|h| h & NAL_TYPE_MASK) == Some(NAL_IDR));
+        let keyframe = units.iter().any(|u| P::keyframe(u));
         for u in &units {
-            match u.first().map(|h| h & NAL_TYPE_MASK) {
-                Some(NAL_SPS) => self.sps = Some(u.clone()),
-                Some(NAL_PPS) => self.pps = Some(u.clone()),
-                _ => {}
+            if let Some(slot) = P::parameter_set(u).and_then(|i| self.parameter_sets.get_mut(i)) {
+                *slot = Some(u.clone());
             }
         }
         if broken {
@@ -184,7 +322,13 @@ mod tests {
             want.extend_from_slice(u);
         }
         assert_eq!(s.data, want);
-        assert_eq!((f.sps.as_deref(), f.pps.as_deref()), (Some(SPS), Some(PPS)));
+        assert_eq!(
+            (
+                f.parameter_sets[0].as_deref(),
+                f.parameter_sets[1].as_deref()
+            ),
+            (Some(SPS), Some(PPS))
+        );
         // A delta picture in one packet.
         let d = f.packet(4, 6000, true, &[0x41, 9]).expect("a delta sample");
         assert!(!d.keyframe);
@@ -228,147 +372,6 @@ mod tests {
     }
 }
 
-/// H.265 NAL unit types (ITU-T H.265 Table 7-1) the recorder looks at.
-pub(crate) const H265_VPS: u8 = 32;
-pub(crate) const H265_SPS: u8 = 33;
-pub(crate) const H265_PPS: u8 = 34;
-const H265_AP: u8 = 48;
-const H265_FU: u8 = 49;
-
-fn h265_type(header: u8) -> u8 {
-    (header >> 1) & 0x3f
-}
-
-/// Reassembles H.265 access units (RFC 7798: single NAL unit packets, aggregation
-/// packets, fragmentation units; no DONL) and keeps the last VPS, SPS and PPS, which
-/// the file's `hvcC` needs. Loss is handled as for H.264.
-#[derive(Debug, Default)]
-pub(crate) struct H265Frames {
-    current: Option<(u32, Vec<Vec<u8>>)>,
-    fragment: Option<Vec<u8>>,
-    broken: bool,
-    need_keyframe: bool,
-    last_seq: Option<u64>,
-    pub(crate) vps: Option<Vec<u8>>,
-    pub(crate) sps: Option<Vec<u8>>,
-    pub(crate) pps: Option<Vec<u8>>,
-}
-
-impl H265Frames {
-    /// One RTP packet; the access unit it completes, if any.
-    pub(crate) fn packet(
-        &mut self,
-        seq: u64,
-        timestamp: u32,
-        marker: bool,
-        payload: &[u8],
-    ) -> Option<Sample> {
-        let lost = self.last_seq.is_some_and(|last| seq != last + 1);
-        if self.last_seq.is_some_and(|last| seq <= last) {
-            return None;
-        }
-        self.last_seq = Some(seq);
-        let mut done = None;
-        if self
-            .current
-            .as_ref()
-            .is_some_and(|(ts, _)| *ts != timestamp)
-        {
-            done = self.finish();
-        }
-        if lost {
-            self.broken = true;
-            self.fragment = None;
-        }
-        let units = self.current.get_or_insert_with(|| (timestamp, Vec::new()));
-        let (h0, h1) = (
-            payload.first().copied().unwrap_or(0),
-            payload.get(1).copied().unwrap_or(0),
-        );
-        match h265_type(h0) {
-            0..=47 if payload.len() > 2 => units.1.push(payload.to_vec()),
-            H265_AP => {
-                let mut rest = payload.get(2..).unwrap_or_default();
-                while let [hi, lo, tail @ ..] = rest {
-                    let size = usize::from(u16::from_be_bytes([*hi, *lo]));
-                    let Some(unit) = tail.get(..size) else {
-                        self.broken = true;
-                        break;
-                    };
-                    if unit.len() > 2 {
-                        units.1.push(unit.to_vec());
-                    }
-                    rest = &tail[size..];
-                }
-            }
-            H265_FU => match payload.get(2) {
-                Some(&fu) if payload.len() > 3 => {
-                    let data = &payload[3..];
-                    if fu & 0x80 != 0 {
-                        let mut unit = vec![(h0 & 0x81) | ((fu & 0x3f) << 1), h1];
-                        unit.extend_from_slice(data);
-                        self.fragment = Some(unit);
-                    } else if let Some(unit) = self.fragment.as_mut() {
-                        unit.extend_from_slice(data);
-                    } else {
-                        self.broken = true;
-                    }
-                    if fu & 0x40 != 0
-                        && let Some(unit) = self.fragment.take()
-                    {
-                        units.1.push(unit);
-                    }
-                }
-                _ => self.broken = true,
-            },
-            _ => self.broken = true,
-        }
-        if marker {
-            let last = self.finish();
-            return done.or(last);
-        }
-        done
-    }
-
-    fn finish(&mut self) -> Option<Sample> {
-        let (timestamp, units) = self.current.take()?;
-        let broken = std::mem::take(&mut self.broken) || self.fragment.take().is_some();
-        let kinds = || {
-            units
-                .iter()
-                .map(|u| h265_type(u.first().copied().unwrap_or(0)))
-        };
-        let keyframe = kinds().any(|t| (16..=21).contains(&t));
-        for u in &units {
-            let slot = match h265_type(u[0]) {
-                H265_VPS => &mut self.vps,
-                H265_SPS => &mut self.sps,
-                H265_PPS => &mut self.pps,
-                _ => continue,
-            };
-            *slot = Some(u.clone());
-        }
-        if broken {
-            self.need_keyframe = true;
-            return None;
-        }
-        if self.need_keyframe && !keyframe {
-            return None;
-        }
-        self.need_keyframe = false;
-        let mut data = Vec::with_capacity(units.iter().map(|u| u.len() + 4).sum());
-        for u in &units {
-            data.extend_from_slice(&(u.len() as u32).to_be_bytes());
-            data.extend_from_slice(u);
-        }
-        (!units.is_empty()).then_some(Sample {
-            data,
-            timestamp,
-            keyframe,
-        })
-    }
-}
-
 #[cfg(test)]
 mod h265_tests {
     use super::*;
@@ -389,7 +392,7 @@ mod h265_tests {
             .packet(3, 0, true, &[0x62, 1, 0x40 | 19, 0xbb])
             .expect("a sample");
         assert!(s.keyframe);
-        assert_eq!(f.vps.as_deref(), Some(vps));
+        assert_eq!(f.parameter_sets[0].as_deref(), Some(vps));
         assert!(
             s.data.ends_with(&[0, 0, 0, 4, 19 << 1, 1, 0xaa, 0xbb]),
             "{:?}",

@@ -78,7 +78,9 @@ impl Pictures {
         };
         match self {
             Pictures::H264(f) => {
-                let (sps, pps) = (f.sps.clone()?, f.pps.clone()?);
+                let [Some(sps), Some(pps), _] = f.parameter_sets.clone() else {
+                    return None;
+                };
                 let (width, height) = size(crate::core::frame_size(CodecKind::H264, &sps));
                 Some(VideoInit::H264 {
                     sps,
@@ -88,7 +90,9 @@ impl Pictures {
                 })
             }
             Pictures::H265(f) => {
-                let (vps, sps, pps) = (f.vps.clone()?, f.sps.clone()?, f.pps.clone()?);
+                let [Some(vps), Some(sps), Some(pps)] = f.parameter_sets.clone() else {
+                    return None;
+                };
                 let (width, height) = size(crate::core::h265_sps_size(&sps));
                 Some(VideoInit::H265 {
                     vps,

@@ -750,3 +750,25 @@ pub fn free_port_pair() -> u16 {
     panic!("no free UDP port pair on 127.0.0.1");
 }
 pub mod janus;
+
+/// An `[[rtp]]` camera of H.264 (payload type 96) on `vport` and Opus (111) on
+/// `aport`, as the README's camera script sends them.
+pub fn h264_opus_camera(stream: &str, vport: u16, aport: u16) -> wishd::config::RtpEntry {
+    use wishd::config::{RtpEntry, RtpMediumEntry};
+    RtpEntry {
+        stream: stream.into(),
+        video: Some(RtpMediumEntry {
+            port: vport,
+            pt: 96,
+            rtpmap: "H264/90000".into(),
+            fmtp: "packetization-mode=1".into(),
+        }),
+        audio: Some(RtpMediumEntry {
+            port: aport,
+            pt: 111,
+            rtpmap: "opus/48000/2".into(),
+            fmtp: String::new(),
+        }),
+        ..RtpEntry::default()
+    }
+}
