@@ -9,7 +9,7 @@
 //! | module | owns |
 //! | --- | --- |
 //! | [`model`] | the shared vocabulary: `Role`, `SessionId`, stream names, `EndReason`, codec families |
-//! | [`wire`] | byte formats: RTP, RTCP, STUN, the one-port demux, H.264 NAL units, NTP |
+//! | [`wire`] | byte formats: RTP, RTCP, STUN, the one-port demux, H.264 and H.265 NAL units, NTP |
 //! | [`config`] | the configuration tree (file, flags, `WISHD_*`), validated once into `Valid<Config>` |
 //! | [`metrics`] | lock-free counters and histograms, and the Prometheus text format |
 //! | [`sdp`] | inspecting offers before str0m sees them, codec choice and matching |
@@ -17,7 +17,8 @@
 //! | [`core`] | the sans-IO forwarding core: the source pipeline, fan-out, rewriting, keyframes |
 //! | [`directory`] | streams and sessions shared by HTTP and workers, and each stream's lock-free state |
 //! | [`media`] | negotiation, the worker pool, the worker loops, the viewers' send path |
-//! | [`ingest`] | RTP cameras and encoders: UDP listeners feeding the source pipeline |
+//! | [`ingest`] | RTP cameras and encoders (UDP listeners) and RTSP cameras, feeding the source pipeline |
+//! | [`record`] | streams written to fragmented MP4 files, off the media path |
 //! | [`http`] | the HTTP edge: router, status map, WHIP/WHEP, the operator's routes, pages, TLS |
 //! | [`server`] | wiring: `prepare` (every file read once), `Server::run`, shutdown |
 //! | [`client`] | WHIP/WHEP client peers built on str0m, for tests and tools |

@@ -205,11 +205,8 @@ impl Server {
             })?;
         let media = Arc::new(media);
         // Before any stream exists: cameras start below, sessions once HTTP serves.
-        let recordings = Arc::new(crate::record::Recordings::new(
-            config.record.clone(),
-            media.counters().clone(),
-        ));
-        directory.set_recordings(recordings.clone());
+        let recordings = Arc::new(crate::record::Recordings::new(config.record.clone()));
+        directory.set_new_stream_hook(recordings.clone());
         let mut plain = None;
         if config.plain_http {
             let listener = bind_listener(config.http).map_err(|source| StartError::Bind {
@@ -267,7 +264,12 @@ impl Server {
                 }
             }
         }
-        let ops = Arc::new(Ops::new(ops_settings, cameras.clone(), wiring));
+        let ops = Arc::new(Ops::new(
+            ops_settings,
+            cameras.clone(),
+            wiring,
+            recordings.clone(),
+        ));
         let play_credentials = auth.has_credentials_for(Role::Viewer);
         let state = Arc::new(AppState {
             media: media.clone(),

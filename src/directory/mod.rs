@@ -8,10 +8,12 @@
 //! Time is passed in (`now`), so the grace-period logic is tested without a clock.
 
 mod events;
+mod recording;
 mod stream;
 
 pub use events::EventKind;
 pub(crate) use events::{Event, Listening, Subscriptions};
+pub(crate) use recording::{NewStreamHook, RecorderTap, RecordingStatus};
 pub(crate) use stream::LAYER_RATE_WINDOW;
 pub use stream::{Stream, StreamStats};
 
@@ -173,8 +175,8 @@ pub struct Directory {
     grace: Duration,
     takeover: Takeover,
     silence: Duration,
-    /// What records streams as they get a source (none in unit tests).
-    recordings: std::sync::OnceLock<Arc<crate::record::Recordings>>,
+    /// Told of each new stream (the recorder; none in unit tests).
+    hook: std::sync::OnceLock<Arc<dyn NewStreamHook>>,
 }
 
 impl Directory {
@@ -188,25 +190,20 @@ impl Directory {
             grace,
             takeover,
             silence,
-            recordings: std::sync::OnceLock::new(),
+            hook: std::sync::OnceLock::new(),
         }
     }
 
-    /// Streams are recorded as these rules say from now on.
-    pub(crate) fn set_recordings(&self, r: Arc<crate::record::Recordings>) {
-        let _ = self.recordings.set(r);
+    /// `hook` is told of every stream created from now on.
+    pub(crate) fn set_new_stream_hook(&self, hook: Arc<dyn NewStreamHook>) {
+        let _ = self.hook.set(hook);
     }
 
-    /// The recordings, when the server records (always outside unit tests).
-    pub(crate) fn recordings(&self) -> Option<&Arc<crate::record::Recordings>> {
-        self.recordings.get()
-    }
-
-    /// A new stream, whose source sends `codecs`: recorded when a rule names it.
+    /// A new stream, whose source sends `codecs` (the hook is told).
     fn new_stream(&self, name: Arc<str>, codecs: &[ChosenCodec]) -> Arc<Stream> {
         let shared = Arc::new(Stream::new(name));
-        if let Some(r) = self.recordings.get() {
-            r.attach(&shared, crate::record::Tracks::of(codecs));
+        if let Some(h) = self.hook.get() {
+            h.new_stream(&shared, codecs);
         }
         shared
     }

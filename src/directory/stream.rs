@@ -42,7 +42,7 @@ pub struct Stream {
     /// A camera's stream: new viewers may join while the camera sends nothing.
     camera_waits: AtomicBool,
     /// Its recording, when a `[[record]]` rule names it.
-    recorder: arc_swap::ArcSwapOption<crate::record::RecorderTap>,
+    recorder: arc_swap::ArcSwapOption<super::RecorderTap>,
 }
 
 impl Stream {
@@ -60,12 +60,12 @@ impl Stream {
     }
 
     /// Where its recording stands, when it is recorded.
-    pub(crate) fn recording(&self) -> Option<Arc<crate::record::RecordingStatus>> {
+    pub(crate) fn recording(&self) -> Option<Arc<super::RecordingStatus>> {
         self.recorder.load().as_ref().map(|t| t.status.clone())
     }
 
     /// Starts (or, with `None`, ends) the stream's recording.
-    pub(crate) fn set_recorder(&self, tap: Option<Arc<crate::record::RecorderTap>>) {
+    pub(crate) fn set_recorder(&self, tap: Option<Arc<super::RecorderTap>>) {
         self.recorder.store(tap);
     }
 

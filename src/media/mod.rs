@@ -116,8 +116,6 @@ pub struct MediaCounters {
     pub keyframes_asked_after_outage: AtomicU64,
     /// Keyframes asked for viewers that NACKed a gap the history could not fill.
     pub keyframes_for_viewer_gaps: AtomicU64,
-    /// Recordings (`[[record]]`).
-    pub recordings: crate::record::RecordCounters,
     /// Keyframe requests sent to publishers.
     pub keyframe_requests_sent: AtomicU64,
     /// Sessions dropped because str0m panicked inside them.

@@ -6,7 +6,9 @@
 //! so is every picture after it until the next keyframe (they would refer to it).
 //! Sans-IO and panic-free whatever the payloads.
 
-use crate::wire::h264::{NAL_FU_A, NAL_IDR, NAL_PPS, NAL_SPS, NAL_STAP_A, NAL_TYPE_MASK};
+use crate::wire::h264::{self, NAL_IDR, NAL_PPS, NAL_SPS, NAL_TYPE_MASK};
+use crate::wire::h265::{self, H265_PPS, H265_SPS, H265_VPS, unit_type as h265_type};
+use crate::wire::nal::Piece;
 
 /// One sample for the file: its bytes, its RTP timestamp, and whether a decoder can
 /// start from it.
@@ -15,20 +17,6 @@ pub(crate) struct Sample {
     pub(crate) data: Vec<u8>,
     pub(crate) timestamp: u32,
     pub(crate) keyframe: bool,
-}
-
-/// What one RTP payload holds for the access unit being gathered.
-pub(crate) enum Piece<'a> {
-    /// Whole NAL units (a single unit, or an aggregation's), header included.
-    Units(Vec<&'a [u8]>),
-    /// The first fragment of a unit: its rebuilt header, then the data.
-    Start(Vec<u8>, &'a [u8]),
-    /// A later fragment; `end` for the last.
-    More(&'a [u8], bool),
-    /// The start fragment is also the end.
-    StartEnd(Vec<u8>, &'a [u8]),
-    /// Something that cannot be read: the access unit is lost.
-    Broken,
 }
 
 /// How a codec packs NAL units into RTP payloads.
@@ -41,47 +29,13 @@ pub(crate) trait Packing {
     fn parameter_set(unit: &[u8]) -> Option<usize>;
 }
 
-/// Splits an aggregation packet's body (after its header) into its units: 16-bit
-/// sizes each followed by a unit (RFC 6184 STAP-A, RFC 7798 AP).
-fn aggregated(mut rest: &[u8]) -> Piece<'_> {
-    let mut units = Vec::new();
-    while let [hi, lo, tail @ ..] = rest {
-        let size = usize::from(u16::from_be_bytes([*hi, *lo]));
-        let Some(unit) = tail.get(..size) else {
-            return Piece::Broken;
-        };
-        if !unit.is_empty() {
-            units.push(unit);
-        }
-        rest = &tail[size..];
-    }
-    Piece::Units(units)
-}
-
 /// H.264 (RFC 6184): single NAL unit packets, STAP-A, FU-A. Parameter sets: SPS, PPS.
 #[derive(Debug)]
 pub(crate) struct H264;
 
 impl Packing for H264 {
     fn split(payload: &[u8]) -> Piece<'_> {
-        let header = payload.first().copied().unwrap_or(0);
-        match header & NAL_TYPE_MASK {
-            1..=23 => Piece::Units(vec![payload]),
-            NAL_STAP_A => aggregated(payload.get(1..).unwrap_or_default()),
-            NAL_FU_A => match payload.get(1) {
-                Some(&fu) if payload.len() > 2 => {
-                    let data = &payload[2..];
-                    let rebuilt = || vec![(header & 0xe0) | (fu & NAL_TYPE_MASK)];
-                    match (fu & 0x80 != 0, fu & 0x40 != 0) {
-                        (true, true) => Piece::StartEnd(rebuilt(), data),
-                        (true, false) => Piece::Start(rebuilt(), data),
-                        (false, end) => Piece::More(data, end),
-                    }
-                }
-                _ => Piece::Broken,
-            },
-            _ => Piece::Units(Vec::new()),
-        }
+        h264::split(payload)
     }
 
     fn keyframe(unit: &[u8]) -> bool {
@@ -97,17 +51,6 @@ impl Packing for H264 {
     }
 }
 
-/// H.265 NAL unit types (ITU-T H.265 Table 7-1) the recorder looks at.
-const H265_VPS: u8 = 32;
-const H265_SPS: u8 = 33;
-const H265_PPS: u8 = 34;
-const H265_AP: u8 = 48;
-const H265_FU: u8 = 49;
-
-fn h265_type(header: u8) -> u8 {
-    (header >> 1) & 0x3f
-}
-
 /// H.265 (RFC 7798, without DONL): single NAL unit packets, aggregation packets,
 /// fragmentation units. Parameter sets: VPS, SPS, PPS.
 #[derive(Debug)]
@@ -115,27 +58,7 @@ pub(crate) struct H265;
 
 impl Packing for H265 {
     fn split(payload: &[u8]) -> Piece<'_> {
-        let (h0, h1) = match payload {
-            [h0, h1, ..] => (*h0, *h1),
-            _ => return Piece::Broken,
-        };
-        match h265_type(h0) {
-            0..=47 if payload.len() > 2 => Piece::Units(vec![payload]),
-            H265_AP => aggregated(&payload[2..]),
-            H265_FU => match payload.get(2) {
-                Some(&fu) if payload.len() > 3 => {
-                    let data = &payload[3..];
-                    let rebuilt = || vec![(h0 & 0x81) | ((fu & 0x3f) << 1), h1];
-                    match (fu & 0x80 != 0, fu & 0x40 != 0) {
-                        (true, true) => Piece::StartEnd(rebuilt(), data),
-                        (true, false) => Piece::Start(rebuilt(), data),
-                        (false, end) => Piece::More(data, end),
-                    }
-                }
-                _ => Piece::Broken,
-            },
-            _ => Piece::Broken,
-        }
+        h265::split(payload)
     }
 
     fn keyframe(unit: &[u8]) -> bool {

@@ -23,7 +23,7 @@ pub(crate) mod fmp4;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -32,8 +32,7 @@ use tracing::{info, warn};
 
 use crate::config::RecordEntry;
 use crate::core::SourcePacket;
-use crate::directory::Stream;
-use crate::media::MediaCounters;
+use crate::directory::{NewStreamHook, RecorderTap, RecordingStatus, Stream};
 use crate::model::CodecKind;
 use depack::{H264Frames, H265Frames, Sample};
 use fmp4::{FragmentSample, OpusInit, TrackRun, VideoInit};
@@ -112,61 +111,6 @@ const QUEUE: usize = 4096;
 /// A fragment is written at each keyframe, and at least this often.
 const FRAGMENT: Duration = Duration::from_secs(1);
 
-/// What the media path holds of a recording: the queue to its writer.
-#[derive(Debug)]
-pub(crate) struct RecorderTap {
-    tx: SyncSender<Arc<SourcePacket>>,
-    /// Where the recording stands, for the API.
-    pub(crate) status: Arc<RecordingStatus>,
-    counters: Arc<MediaCounters>,
-}
-
-impl RecorderTap {
-    /// Offers a source packet; never blocks.
-    pub(crate) fn offer(&self, pkt: &Arc<SourcePacket>) {
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-            self.tx.try_send(pkt.clone())
-        {
-            self.status.dropped.fetch_add(1, Ordering::Relaxed);
-            self.counters
-                .recordings
-                .dropped
-                .fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-/// Where one recording stands.
-#[derive(Debug, Default)]
-pub(crate) struct RecordingStatus {
-    inner: Mutex<StatusInner>,
-    /// Packets its queue refused (full, or the recording stopped).
-    pub(crate) dropped: AtomicU64,
-}
-
-#[derive(Debug, Default, Clone)]
-pub(crate) struct StatusInner {
-    /// `waiting` (for a keyframe), `recording`, `failed` or `finished`.
-    pub(crate) state: &'static str,
-    /// The file being written (or last written).
-    pub(crate) file: Option<PathBuf>,
-    /// Files written so far.
-    pub(crate) files: u64,
-    /// Why it failed.
-    pub(crate) error: Option<String>,
-}
-
-impl RecordingStatus {
-    /// A copy of where it stands now.
-    pub(crate) fn get(&self) -> StatusInner {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    fn update(&self, f: impl FnOnce(&mut StatusInner)) {
-        f(&mut self.inner.lock().unwrap_or_else(|e| e.into_inner()));
-    }
-}
-
 /// Counters of every recording, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct RecordCounters {
@@ -177,7 +121,7 @@ pub struct RecordCounters {
     /// Files opened.
     pub files: AtomicU64,
     /// Packets recorders' queues refused.
-    pub dropped: AtomicU64,
+    pub dropped: Arc<AtomicU64>,
 }
 
 /// The recording rules and the recordings they started.
@@ -185,7 +129,8 @@ pub struct RecordCounters {
 pub(crate) struct Recordings {
     rules: Vec<RecordEntry>,
     running: Mutex<Vec<Running>>,
-    counters: Arc<MediaCounters>,
+    /// What every recording counts, for `/metrics`.
+    pub(crate) counters: Arc<RecordCounters>,
 }
 
 #[derive(Debug)]
@@ -195,16 +140,22 @@ struct Running {
 }
 
 impl Recordings {
-    pub(crate) fn new(rules: Vec<RecordEntry>, counters: Arc<MediaCounters>) -> Recordings {
+    pub(crate) fn new(rules: Vec<RecordEntry>) -> Recordings {
         Recordings {
             rules,
             running: Mutex::default(),
-            counters,
+            counters: Arc::default(),
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Running>> {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl NewStreamHook for Recordings {
+    fn new_stream(&self, stream: &Arc<Stream>, codecs: &[crate::sdp::ChosenCodec]) {
+        self.attach(stream, Tracks::of(codecs));
     }
 }
 
@@ -324,18 +275,17 @@ impl Recordings {
         let thread = std::thread::Builder::new()
             .name(format!("record {name}"))
             .spawn(move || {
-                let c = &co.recordings;
-                c.active.fetch_add(1, Ordering::Relaxed);
-                record(rx, &dir, &name, rule, tracks, &st, c);
-                c.active.fetch_sub(1, Ordering::Relaxed);
+                co.active.fetch_add(1, Ordering::Relaxed);
+                record(rx, &dir, &name, rule, tracks, &st, &co);
+                co.active.fetch_sub(1, Ordering::Relaxed);
             });
         match thread {
             Ok(thread) => {
-                stream.set_recorder(Some(Arc::new(RecorderTap {
+                stream.set_recorder(Some(Arc::new(RecorderTap::new(
                     tx,
                     status,
-                    counters,
-                })));
+                    counters.dropped.clone(),
+                ))));
                 let mut running = self.lock();
                 running.retain(|r| !r.thread.is_finished());
                 running.push(Running {

@@ -1,6 +1,8 @@
 //! H.264 NAL units in RTP payloads (RFC 6184): a single NAL unit packet, the units of
 //! a STAP-A, or the start of an FU-A. One iterator, [`nal_units`], serves keyframe
-//! detection, picture sizes and parameter-set learning.
+//! detection, picture sizes and parameter-set learning; [`split`] serves the recorder.
+
+use super::nal::Piece;
 
 /// NAL unit type of an IDR slice.
 pub(crate) const NAL_IDR: u8 = 5;
@@ -71,6 +73,29 @@ pub fn nal_units(payload: &[u8]) -> impl Iterator<Item = Nal<'_>> {
         Some(Nal { kind, bytes, whole })
     });
     single.into_iter().chain(aggregated)
+}
+
+/// What an H.264 RTP payload holds (RFC 6184): single NAL unit packets, STAP-A and
+/// FU-A; other packet types give nothing. Never panics.
+pub(crate) fn split(payload: &[u8]) -> Piece<'_> {
+    let header = payload.first().copied().unwrap_or(0);
+    match header & NAL_TYPE_MASK {
+        1..=23 => Piece::Units(vec![payload]),
+        NAL_STAP_A => super::nal::aggregated(payload.get(1..).unwrap_or_default()),
+        NAL_FU_A => match payload.get(1) {
+            Some(&fu) if payload.len() > 2 => {
+                let data = &payload[2..];
+                let rebuilt = || vec![(header & 0xe0) | (fu & NAL_TYPE_MASK)];
+                match (fu & 0x80 != 0, fu & 0x40 != 0) {
+                    (true, true) => Piece::StartEnd(rebuilt(), data),
+                    (true, false) => Piece::Start(rebuilt(), data),
+                    (false, end) => Piece::More(data, end),
+                }
+            }
+            _ => Piece::Broken,
+        },
+        _ => Piece::Units(Vec::new()),
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Byte formats, and nothing with state: RTP and RTCP packets, STUN's USERNAME, the
-//! first-byte demultiplexing of one UDP port, H.264 NAL units in RTP payloads, NTP
-//! times.
+//! first-byte demultiplexing of one UDP port, H.264 and H.265 NAL units in RTP
+//! payloads, NTP times.
 //!
 //! Everything here reads untrusted bytes from the network through `get` and slice
 //! patterns and never panics; it allocates only where it builds a packet. A leaf: it
@@ -8,6 +8,8 @@
 
 pub(crate) mod demux;
 pub mod h264;
+pub(crate) mod h265;
+pub(crate) mod nal;
 pub(crate) mod ntp;
 pub(crate) mod rtcp;
 pub mod rtp;

@@ -37,6 +37,7 @@ fn render_workers(e: &mut Exposition, w: &WorkerGauges) {
 /// The whole `/metrics` page.
 pub(crate) fn render(
     c: &MediaCounters,
+    r: &crate::record::RecordCounters,
     streams: &[StreamView],
     ingests: &[RtpIngest],
     http: &HttpMetrics,
@@ -193,7 +194,6 @@ pub(crate) fn render(
             n,
         );
     }
-    let r = &c.recordings;
     e.family(
         "wishd_recordings",
         "gauge",

@@ -127,6 +127,8 @@ pub struct Ops {
     wiring: Wiring,
     /// Listener and worker liveness, for `/readyz`.
     pub readiness: Readiness,
+    /// The recordings (`[[record]]`, and those the API starts).
+    pub(crate) recordings: Arc<crate::record::Recordings>,
 }
 
 impl std::fmt::Debug for Ops {
@@ -148,8 +150,14 @@ fn sha256(data: &[u8]) -> [u8; 32] {
 impl Ops {
     /// The operator routes from their settings (read by `OpsSettings::read`) and the
     /// running camera sources.
-    pub(crate) fn new(settings: OpsSettings, cameras: Arc<Cameras>, wiring: Wiring) -> Ops {
+    pub(crate) fn new(
+        settings: OpsSettings,
+        cameras: Arc<Cameras>,
+        wiring: Wiring,
+        recordings: Arc<crate::record::Recordings>,
+    ) -> Ops {
         Ops {
+            recordings,
             admin: settings.admin,
             metrics_token_required: settings.metrics_token_required,
             http: HttpMetrics::default(),
@@ -235,6 +243,7 @@ pub(super) async fn answer(
             }
             let text = metrics_page::render(
                 state.media.counters(),
+                &ops.recordings.counters,
                 &state.media.directory().streams(),
                 &ops.cameras.rtp(),
                 &ops.http,
@@ -564,6 +573,7 @@ mod tests {
             OpsSettings::read(&ApiConfig::default(), &read).unwrap(),
             Default::default(),
             test_wiring(),
+            Default::default(),
         );
         assert!(matches!(
             off.require_admin(Some("x")),
@@ -577,6 +587,7 @@ mod tests {
             OpsSettings::read(&cfg, &read).unwrap(),
             Default::default(),
             test_wiring(),
+            Default::default(),
         );
         assert!(on.require_admin(Some("file-token-0123456789")).is_ok());
         assert!(matches!(

@@ -48,12 +48,7 @@ fn entry(f: &RecordedFile) -> FileEntry {
 }
 
 fn recordings(state: &AppState) -> Result<Arc<Recordings>, ApiError> {
-    state
-        .media
-        .directory()
-        .recordings()
-        .cloned()
-        .ok_or(ApiError::NotFound)
+    Ok(state.ops.recordings.clone())
 }
 
 async fn blocking<T: Send + 'static>(
