@@ -140,12 +140,22 @@ async fn viewer(url: &str) -> WhepViewer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_rtsp_camera_reaches_viewers_with_sps_pps_idr_first_then_opus_over_tcp_and_udp() {
-    let port = free_tcp_port();
+    // A camera server per transport: GStreamer's shared media pauses its clients
+    // while another one joins.
+    let (port, udp_port) = (free_tcp_port(), free_tcp_port());
     let _camera = camera(port, &["--video", "h264", "--audio", "opus"]).await;
-    let url = format!("rtsp://127.0.0.1:{port}/cam");
+    let _udp_camera = camera(udp_port, &["--video", "h264", "--audio", "opus"]).await;
     let server = server_with(vec![
-        entry("door", &url, RtspTransport::Tcp),
-        entry("door-udp", &url, RtspTransport::Udp),
+        entry(
+            "door",
+            &format!("rtsp://127.0.0.1:{port}/cam"),
+            RtspTransport::Tcp,
+        ),
+        entry(
+            "door-udp",
+            &format!("rtsp://127.0.0.1:{udp_port}/cam"),
+            RtspTransport::Udp,
+        ),
     ])
     .await;
     for (source, transport) in server.rtsp_ingests().iter().zip(["tcp", "udp"]) {
