@@ -414,7 +414,7 @@ async fn a_lossy_camera_link_costs_its_viewers_only_what_was_lost() {
 /// whose media to wishd crosses the lossy path, and a Chromium viewer beside it whose
 /// own path is clean. What must hold: wishd asks the publisher again for what its link
 /// lost (NACKs, which Chromium answers with retransmissions) so that the viewer misses
-/// under 0.5 % of the video, and after a 3 s blackout of the publisher's link the viewer
+/// under 0.5 % of the video (or a single packet), and after a 3 s blackout of the publisher's link the viewer
 /// decodes again within 2.5 s, in the same session: wishd asks the publisher for a
 /// keyframe as soon as its video is back, and the keyframe crosses the lossy link at
 /// the rate the publisher's estimate fell to.
@@ -494,7 +494,12 @@ async fn a_lossy_publisher_link_is_repaired_by_nack_before_the_viewers_see_it() 
         publisher["retransmitted"].as_u64().unwrap_or(0) > 0,
         "wishd asked the publisher again: {publisher}"
     );
-    assert!(residual < 0.5, "{residual:.2} % lost after recovery");
+    // Chromium sends this link's video at 60–90 kbit/s after the losses, about 170
+    // packets in the window: one packet whose retransmission was lost too is 0.6 %.
+    assert!(
+        residual < 0.5 || lost <= 1,
+        "{residual:.2} % ({lost} packets) lost after recovery"
+    );
     assert!(
         states.iter().all(|st| *st == "connected"),
         "the viewer kept its session: {states:?}"
