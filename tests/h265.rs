@@ -6,10 +6,8 @@
 mod common;
 mod interop;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use interop::Tool;
 use wishd::client::{
     ClientError, PublisherOptions, ReceivedPacket, VideoCodec, ViewerOptions, WhepViewer,
     WhipPublisher,
@@ -68,35 +66,6 @@ fn unit_type(payload: &[u8]) -> u8 {
     }
 }
 
-/// ffmpeg with libx265 sending H.265 over RTP to `port`, a keyframe every 30 frames
-/// (1 s), as a camera sends it; with `sdp_file`, ffmpeg writes its session
-/// description there.
-fn h265_camera(port: u16, sdp_file: Option<&std::path::Path>) -> Tool {
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-nostdin", "-loglevel", "error", "-re", "-f", "lavfi"])
-        .args(["-i", "testsrc2=size=320x180:rate=30", "-t", "8"])
-        .args([
-            "-c:v",
-            "libx265",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-        ])
-        .args([
-            "-x265-params",
-            "keyint=30:min-keyint=30:bframes=0:log-level=error",
-        ])
-        .args(["-payload_type", "96"]);
-    if let Some(path) = sdp_file {
-        cmd.arg("-sdp_file").arg(path);
-    }
-    cmd.args(["-f", "rtp"])
-        .arg(format!("rtp://127.0.0.1:{port}?pkt_size=1200"))
-        .stdout(Stdio::null());
-    Tool(cmd.spawn().expect("ffmpeg starts (apt-get install ffmpeg)"))
-}
-
 fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")
         .and_then(|s| s.local_addr())
@@ -135,7 +104,7 @@ async fn an_h265_camera_reaches_an_h265_viewer_starting_at_a_keyframe() {
     .await;
     let url = format!("{}/whep/hevc", server.base_url());
     assert_refused_naming_h265(&url, viewer(&[VideoCodec::H264, VideoCodec::Vp8], false)).await;
-    let _ffmpeg = h265_camera(port, None);
+    let _ffmpeg = interop::h265_camera(port, None);
     assert_h265_starts_at_a_keyframe(&url, "H.265 camera").await;
     server.shutdown().await;
 }
@@ -147,7 +116,7 @@ async fn an_h265_camera_described_by_ffmpegs_sdp_file_reaches_an_h265_viewer() {
     let _ = std::fs::remove_file(&sdp);
     // ffmpeg writes the file once its output is open; the ingest binds after it, as
     // an operator starts wishd on the file a running encoder wrote.
-    let _ffmpeg = h265_camera(port, Some(&sdp));
+    let _ffmpeg = interop::h265_camera(port, Some(&sdp));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !std::fs::read_to_string(&sdp).is_ok_and(|s| s.contains("H265/90000")) {
         assert!(

@@ -518,26 +518,15 @@ async fn the_api_starts_and_stops_a_recording_lists_serves_and_deletes_files_and
     }
 
     // Chromium plays it from the download URL.
-    let plan = serde_json::json!({
-        "out": clients::out_dir(),
-        "scenarios": [{ "name": "recording", "kind": "play-recording",
-                        "base": server.base_url(), "url": url, "token": ADMIN }],
-    });
-    let report = clients::run(
+    let figures = clients::chromium_scenario(
         "chromium (a recording)",
-        clients::node(&["conformance/browser/pages.mjs", &plan.to_string()]),
+        serde_json::json!({ "name": "recording", "kind": "play-recording",
+                            "base": server.base_url(), "url": url, "token": ADMIN }),
         Duration::from_secs(60),
     )
     .await;
-    let r = &report["results"][0];
-    assert!(
-        r["ok"] == true,
-        "chromium: failed at \"{}\": {}",
-        r["step"].as_str().unwrap_or("?"),
-        r["error"].as_str().unwrap_or("?")
-    );
-    println!("Chromium played {url}: {}", r["figures"]);
-    assert_eq!(r["figures"]["width"], 640);
+    println!("Chromium played {url}: {figures}");
+    assert_eq!(figures["width"], 640);
 
     assert_eq!(admin(&server, "DELETE", &url, &[]).await.status, 204);
     assert_eq!(admin(&server, "GET", &url, &[]).await.status, 404);
@@ -648,21 +637,7 @@ async fn an_h265_camera_is_recorded_to_hvc1_that_ffmpeg_decodes() {
         });
     })
     .await;
-    // libx265 with a keyframe every second, as a camera sends H.265 over RTP.
-    #[rustfmt::skip]
-    let camera = Command::new("ffmpeg")
-        .args([
-            "-nostdin", "-loglevel", "error", "-re", "-f", "lavfi",
-            "-i", "testsrc2=size=320x180:rate=30", "-t", "30",
-            "-c:v", "libx265", "-preset", "ultrafast", "-tune", "zerolatency",
-            "-x265-params", "keyint=30:min-keyint=30:bframes=0:log-level=error",
-            "-payload_type", "96", "-f", "rtp",
-        ])
-        .arg(format!("rtp://127.0.0.1:{port}?pkt_size=1200"))
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("ffmpeg starts");
-    let camera = Tool(camera);
+    let camera = interop::h265_camera(port, None);
     tokio::time::sleep(Duration::from_secs(5)).await;
     drop(camera);
     server.shutdown().await;

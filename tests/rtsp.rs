@@ -817,28 +817,17 @@ async fn chromium_plays_an_rtsp_camera_within_a_second_of_its_post() {
     wait_state(&server.rtsp_ingests()[0], live, "live").await;
     // Half a GOP in, so that the last keyframe is a second old.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let plan = serde_json::json!({
-        "out": clients::out_dir(),
-        "scenarios": [{ "name": "rtsp", "kind": "watch-page", "base": server.base_url(),
-                        "stream": "porch" }],
-    });
-    let report = clients::run(
+    let figures = clients::chromium_scenario(
         "chromium (an RTSP camera)",
-        clients::node(&["conformance/browser/pages.mjs", &plan.to_string()]),
+        serde_json::json!({ "name": "rtsp", "kind": "watch-page", "base": server.base_url(),
+                            "stream": "porch" }),
         Duration::from_secs(60),
     )
     .await;
-    let r = &report["results"][0];
-    assert!(
-        r["ok"] == true,
-        "chromium: failed at \"{}\": {}",
-        r["step"].as_str().unwrap_or("?"),
-        r["error"].as_str().unwrap_or("?")
-    );
-    let first = r["figures"]["first_media_ms"].as_f64().unwrap_or(f64::MAX);
+    let first = figures["first_media_ms"].as_f64().unwrap_or(f64::MAX);
     println!(
         "Chromium plays the RTSP camera (H.264 + Opus, 2 s GOP): first frame {first} ms after its POST, {} frames in 2 s",
-        r["figures"]["frames_in_2s"]
+        figures["frames_in_2s"]
     );
     assert!(first < 1000.0, "first frame {first} ms after the POST");
     server.shutdown().await;

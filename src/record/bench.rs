@@ -62,7 +62,11 @@ pub fn run(dir: &Path, media_secs: u32, video_bitrate: u64) -> RecordBench {
         directory: dir.to_path_buf(),
         ..RecordEntry::default()
     };
-    let mut w = Writer::new(dir.join("bench"), "bench".into(), rule);
+    let tracks = super::Tracks {
+        opus: true,
+        video: true,
+    };
+    let mut w = Writer::new(dir.join("bench"), "bench".into(), rule, tracks);
     let sps = vec![
         0x67, 0x42, 0xc0, 0x1f, 0xda, 0x02, 0x80, 0xbf, 0xe5, 0x84, 0x00, 0x00, 0x03, 0x00, 0x04,
         0x00, 0x00, 0x03, 0x00, 0xf0, 0x3c, 0x60, 0xc9, 0x20,

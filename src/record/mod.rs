@@ -13,8 +13,8 @@
 //! Time: each track's samples are placed by their RTP timestamps, anchored on the
 //! capture instant wishd derives from the source's RTCP sender reports (arrival for
 //! a camera that sends none), so audio and video line up as the source captured them.
-//! A source that comes back (a publisher reconnecting within its grace period) goes
-//! on in the same file, re-anchored, never backwards.
+//! A source that comes back (a publisher reconnecting within its grace period) opens
+//! a new file at its first keyframe; its outage is in neither file.
 
 #[doc(hidden)]
 pub mod bench;
@@ -255,13 +255,7 @@ impl Recordings {
         let rule = self.rule_for(stream).ok_or(RecordingError::NoSuchFile)?;
         let path = rule.directory.join(stream).join(name);
         let meta = std::fs::metadata(&path).map_err(|_| RecordingError::NoSuchFile)?;
-        Ok(RecordedFile {
-            stream: stream.to_owned(),
-            name: name.to_owned(),
-            bytes: meta.len(),
-            modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-            path,
-        })
+        Ok(RecordedFile::new(stream, name.to_owned(), path, &meta))
     }
 
     fn spawn(&self, stream: &Arc<Stream>, rule: RecordEntry, tracks: Tracks) {
@@ -334,6 +328,18 @@ pub(crate) struct RecordedFile {
     pub(crate) path: PathBuf,
 }
 
+impl RecordedFile {
+    fn new(stream: &str, name: String, path: PathBuf, meta: &std::fs::Metadata) -> Self {
+        RecordedFile {
+            stream: stream.to_owned(),
+            name,
+            bytes: meta.len(),
+            modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            path,
+        }
+    }
+}
+
 /// A file name wishd writes: `STREAM_TIME.mp4`, nothing that could leave its folder.
 fn valid_file_name(name: &str) -> bool {
     name.ends_with(".mp4")
@@ -354,13 +360,8 @@ fn files_in(dir: &Path, stream: &str) -> Vec<RecordedFile> {
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
             let meta = e.metadata().ok()?;
-            (valid_file_name(&name) && meta.is_file()).then(|| RecordedFile {
-                stream: stream.to_owned(),
-                name,
-                bytes: meta.len(),
-                modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                path: e.path(),
-            })
+            (valid_file_name(&name) && meta.is_file())
+                .then(|| RecordedFile::new(stream, name, e.path(), &meta))
         })
         .collect()
 }
@@ -422,8 +423,7 @@ fn record(
     status: &RecordingStatus,
     counters: &RecordCounters,
 ) {
-    let mut w = Writer::new(dir.to_path_buf(), stream.to_owned(), rule);
-    w.tracks = tracks;
+    let mut w = Writer::new(dir.to_path_buf(), stream.to_owned(), rule, tracks);
     let failed = |e: RecordError| {
         warn!(stream, dir = %dir.display(), "recording stopped: {e}");
         counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -504,11 +504,7 @@ impl Timeline {
         let Some((anchor_at, anchor_ts, _, _)) = self.anchor else {
             return 0;
         };
-        let since = if anchor_at >= origin {
-            (anchor_at - origin).as_nanos() as i64
-        } else {
-            -((origin - anchor_at).as_nanos() as i64)
-        };
+        let since = signed_nanos(origin, anchor_at);
         let mut dts = since * i64::from(rate) / 1_000_000_000 + (ext - anchor_ts);
         if let Some(prev) = self.last_dts
             && dts < prev
@@ -562,8 +558,6 @@ struct Writer {
     pictures: Pictures,
     video: Track,
     audio: Track,
-    has_video: bool,
-    opus_channels: u8,
     file: Option<Segment>,
     /// Files opened so far.
     files: u64,
@@ -586,12 +580,9 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(dir: PathBuf, stream: String, rule: RecordEntry) -> Writer {
+    fn new(dir: PathBuf, stream: String, rule: RecordEntry, tracks: Tracks) -> Writer {
         Writer {
-            tracks: Tracks {
-                opus: true,
-                video: true,
-            },
+            tracks,
             early_audio: std::collections::VecDeque::new(),
             video_synced: false,
             unsynced_audio_since: None,
@@ -602,8 +593,6 @@ impl Writer {
             pictures: Pictures::new(CodecKind::H264),
             video: Track::default(),
             audio: Track::default(),
-            has_video: false,
-            opus_channels: 2,
             file: None,
             files: 0,
             last_flush: None,
@@ -618,10 +607,7 @@ impl Writer {
     fn packet(&mut self, pkt: &Arc<SourcePacket>) -> Result<(), RecordError> {
         match (pkt.kind, pkt.codec) {
             (MediaKind::Video, CodecKind::H264 | CodecKind::H265) if pkt.layer == 0 => {
-                if !self.has_video {
-                    self.pictures = Pictures::new(pkt.codec);
-                }
-                self.has_video = true;
+                // (The first packet of H.265 comes here as a codec change too.)
                 if self
                     .video_epoch
                     .replace(pkt.epoch)
@@ -638,10 +624,7 @@ impl Writer {
                     self.unsynced_audio_since = None;
                     // The old source's last picture lasts as long as the one before
                     // it, not across the outage.
-                    if let Some(p) = self.video.pending.take() {
-                        let d = self.video.last_duration.max(1);
-                        complete(&mut self.video, p, d);
-                    }
+                    close_pending(&mut self.video);
                     self.write_fragment()?;
                 }
                 // A picture's time is that of its first packet: a keyframe's last
@@ -705,12 +688,10 @@ impl Writer {
                     .audio_epoch
                     .replace(pkt.epoch)
                     .is_some_and(|e| e != pkt.epoch)
-                    && let Some(p) = self.audio.pending.take()
                 {
-                    let d = self.audio.last_duration.max(1);
-                    complete(&mut self.audio, p, d);
+                    close_pending(&mut self.audio);
                 }
-                if self.origin.is_none() && !self.has_video {
+                if self.origin.is_none() && !self.tracks.video {
                     self.origin = Some(pkt.wallclock);
                 }
                 let Some(origin) = self.origin else {
@@ -757,8 +738,8 @@ impl Writer {
                     keyframe: true,
                 };
                 push(&mut self.audio, dts, sample, 960);
-                if !self.has_video {
-                    self.maybe_flush(pkt.wallclock, false)?;
+                if !self.tracks.video {
+                    self.maybe_flush(pkt.wallclock)?;
                 }
                 Ok(())
             }
@@ -783,7 +764,7 @@ impl Writer {
         }
         push(&mut self.video, dts, sample, 3000);
         if !keyframe {
-            self.maybe_flush(at, false)?;
+            self.maybe_flush(at)?;
         }
         Ok(())
     }
@@ -797,11 +778,12 @@ impl Writer {
         self.write_fragment()
     }
 
-    fn maybe_flush(&mut self, at: Instant, force: bool) -> Result<(), RecordError> {
+    /// Writes a fragment when the last is [`FRAGMENT`] old.
+    fn maybe_flush(&mut self, at: Instant) -> Result<(), RecordError> {
         let due = self
             .last_flush
             .is_none_or(|t| at.saturating_duration_since(t) >= FRAGMENT);
-        if force || due {
+        if due {
             self.last_flush = Some(at);
             self.write_fragment()?;
         }
@@ -827,9 +809,8 @@ impl Writer {
             .replace(':', "-");
         let path = self.dir.join(format!("{}_{stamp}.mp4", self.stream));
         let video = self.pictures.init();
-        let audio = self.tracks.opus.then_some(OpusInit {
-            channels: self.opus_channels,
-        });
+        // WebRTC's Opus is always described with two channels (RFC 7587).
+        let audio = self.tracks.opus.then_some(OpusInit { channels: 2 });
         let init = fmp4::init(video.as_ref(), audio)?;
         let mut file = std::fs::File::create(&path).map_err(named(&path))?;
         std::io::Write::write_all(&mut file, &init).map_err(named(&path))?;
@@ -910,12 +891,8 @@ impl Writer {
 
     /// The stream ended: the last samples get the duration of the ones before them.
     fn finish(&mut self) -> Result<(), RecordError> {
-        for track in [&mut self.video, &mut self.audio] {
-            if let Some(p) = track.pending.take() {
-                let d = track.last_duration.max(1);
-                complete(track, p, d);
-            }
-        }
+        close_pending(&mut self.video);
+        close_pending(&mut self.audio);
         self.write_fragment()?;
         if let Some(f) = self.file.take() {
             f.file.sync_all()?;
@@ -953,6 +930,15 @@ fn push(track: &mut Track, dts: i64, sample: Sample, default_duration: u32) {
         complete(track, p, duration);
     }
     track.pending = Some(Pending { dts, sample });
+}
+
+/// The track's last sample, with no next one to end it: it lasts as long as the one
+/// before it (a source's end or outage is in no sample).
+fn close_pending(track: &mut Track) {
+    if let Some(p) = track.pending.take() {
+        let d = track.last_duration.max(1);
+        complete(track, p, d);
+    }
 }
 
 fn complete(track: &mut Track, p: Pending, duration: u32) {

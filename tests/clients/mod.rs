@@ -207,6 +207,27 @@ pub async fn run(client: &str, cmd: Command, timeout: Duration) -> Value {
     Script::spawn(client, cmd).finish(timeout).await
 }
 
+/// Runs Chromium through `conformance/browser/pages.mjs` on a plan of one scenario
+/// (`scenario` without "out", which is added) and returns that scenario's figures;
+/// fails with the step and the error when it did not pass.
+pub async fn chromium_scenario(client: &str, scenario: Value, timeout: Duration) -> Value {
+    let plan = serde_json::json!({ "out": out_dir(), "scenarios": [scenario] });
+    let report = run(
+        client,
+        node(&["conformance/browser/pages.mjs", &plan.to_string()]),
+        timeout,
+    )
+    .await;
+    let r = &report["results"][0];
+    assert!(
+        r["ok"] == true,
+        "{client}: failed at \"{}\": {}",
+        r["step"].as_str().unwrap_or("?"),
+        r["error"].as_str().unwrap_or("?")
+    );
+    r["figures"].clone()
+}
+
 /// Fails, naming the client and the step, unless a one-role result says `ok`.
 pub fn assert_ok(v: &Value) {
     assert!(

@@ -256,3 +256,32 @@ pub fn first_picture_is_whole(video: &[ReceivedPacket]) -> bool {
     seqs.dedup();
     seqs.len() as u64 == seqs[seqs.len() - 1] - seqs[0] + 1
 }
+
+/// ffmpeg with libx265 sending H.265 over RTP to `port`, a keyframe every 30 frames
+/// (1 s), for 8 s, as a camera sends it; with `sdp_file`, ffmpeg writes its session
+/// description there.
+pub fn h265_camera(port: u16, sdp_file: Option<&std::path::Path>) -> Tool {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-nostdin", "-loglevel", "error", "-re", "-f", "lavfi"])
+        .args(["-i", "testsrc2=size=320x180:rate=30", "-t", "8"])
+        .args([
+            "-c:v",
+            "libx265",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+        ])
+        .args([
+            "-x265-params",
+            "keyint=30:min-keyint=30:bframes=0:log-level=error",
+        ])
+        .args(["-payload_type", "96"]);
+    if let Some(path) = sdp_file {
+        cmd.arg("-sdp_file").arg(path);
+    }
+    cmd.args(["-f", "rtp"])
+        .arg(format!("rtp://127.0.0.1:{port}?pkt_size=1200"))
+        .stdout(Stdio::null());
+    Tool(cmd.spawn().expect("ffmpeg starts (apt-get install ffmpeg)"))
+}

@@ -3,7 +3,6 @@
 //! delete one. File I/O runs on tokio's blocking pool, never on a worker thread.
 
 use std::io::{Read, Seek, SeekFrom};
-use std::sync::Arc;
 
 use bytes::Bytes;
 use hyper::header::{self, HeaderMap, HeaderValue};
@@ -13,7 +12,7 @@ use serde::Serialize;
 use super::super::error::ApiError;
 use super::super::{AppState, Body};
 use super::{json_response, no_content};
-use crate::record::{RecordedFile, RecordingError, Recordings};
+use crate::record::{RecordedFile, RecordingError};
 
 /// A response holds at most this much of a file; a player asks for the rest by
 /// `Range` (a download without one gets the start and `206`).
@@ -47,10 +46,6 @@ fn entry(f: &RecordedFile) -> FileEntry {
     }
 }
 
-fn recordings(state: &AppState) -> Result<Arc<Recordings>, ApiError> {
-    Ok(state.ops.recordings.clone())
-}
-
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -65,7 +60,7 @@ pub(super) fn stream_recording(
     method: &Method,
     name: &str,
 ) -> Result<Response<Body>, ApiError> {
-    let recordings = recordings(state)?;
+    let recordings = &state.ops.recordings;
     let view = state
         .media
         .directory()
@@ -73,12 +68,7 @@ pub(super) fn stream_recording(
         .ok_or(ApiError::NotFound)?;
     match *method {
         Method::POST => {
-            let codecs = state
-                .media
-                .directory()
-                .live_codecs(name)
-                .unwrap_or_default();
-            recordings.start(&view.shared, crate::record::Tracks::of(&codecs))?;
+            recordings.start(&view.shared, crate::record::Tracks::of(&view.codecs))?;
             let mut r = no_content();
             *r.status_mut() = StatusCode::ACCEPTED;
             Ok(r)
@@ -96,7 +86,7 @@ pub(super) async fn list(state: &AppState, method: &Method) -> Result<Response<B
     if !matches!(*method, Method::GET | Method::HEAD) {
         return Err(ApiError::MethodNotAllowed("GET, HEAD"));
     }
-    let recordings = recordings(state)?;
+    let recordings = state.ops.recordings.clone();
     let files = blocking(move || Ok(recordings.files())).await?;
     Ok(json_response(&FileList {
         recordings: files.iter().map(entry).collect(),
@@ -111,7 +101,7 @@ pub(super) async fn file(
     stream: &str,
     name: &str,
 ) -> Result<Response<Body>, ApiError> {
-    let recordings = recordings(state)?;
+    let recordings = state.ops.recordings.clone();
     let (stream, name) = (stream.to_owned(), name.to_owned());
     match *method {
         Method::DELETE => {
