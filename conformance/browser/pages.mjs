@@ -38,7 +38,7 @@
 //       refuses when an answer rejects a bundled m-line) and must decode what the
 //       stream has: frames when "video", audio packets when "audio".
 //   { "kind": "timeline", "base", "stream", "stop_file", "max_seconds", "index": bool,
-//     "publish": bool }
+//     "publish": bool, "codec" }
 //       a bare RTCPeerConnection (audio + video) plays the stream and reads its
 //       getStats() every 100 ms until the file `stop_file` exists (at most
 //       max_seconds): the figures are the samples { t (Unix ms), frames (decoded),
@@ -46,7 +46,7 @@
 //       stream's publisher meanwhile and judges what the viewer saw. With "index",
 //       the index page is open meanwhile and `index_sources` lists each text its
 //       Source cell showed for the stream. With "publish", this browser's publish page
-//       publishes the stream first (fake camera, H.264 640×360), and `publisher`
+//       publishes the stream first (fake camera, 640×360, H.264 or `codec`), and `publisher`
 //       holds its outbound figures at the end (packets, retransmitted packets, NACKs
 //       and PLIs received).
 //   { "kind": "refused", "base", "stream", "token", "expect_state", "expect_text",
@@ -505,11 +505,12 @@ async function publisherRead(pub) {
 async function timeline(ctx, browser, sc) {
   let pub = null;
   if (sc.publish) {
-    // The stream's publisher is this browser's publish page (fake camera, H.264).
+    // The stream's publisher is this browser's publish page (fake camera, H.264
+    // unless `codec` names another).
     pub = await browser.newPage();
     ctx.pages.push(pub);
     await step(ctx, 'publish: page loads', async () => {
-      await pub.goto(`${sc.base}/publish.html?stream=${encodeURIComponent(sc.stream)}&codec=H264&resolution=640x360`);
+      await pub.goto(`${sc.base}/publish.html?stream=${encodeURIComponent(sc.stream)}&codec=${sc.codec || 'H264'}&resolution=640x360`);
       await until(pub, () => window.wishdPublish && window.wishdPublish.state === 'idle');
     });
     await pub.click('#start');

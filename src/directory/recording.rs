@@ -68,6 +68,8 @@ pub(crate) struct StatusInner {
     pub(crate) state: &'static str,
     /// The file being written (or last written).
     pub(crate) file: Option<PathBuf>,
+    /// When that file's first picture was captured, on the wall clock.
+    pub(crate) started: Option<std::time::SystemTime>,
     /// Files written so far.
     pub(crate) files: u64,
     /// Why it failed.

@@ -63,7 +63,10 @@ pub fn run(dir: &Path, media_secs: u32, video_bitrate: u64) -> RecordBench {
         ..RecordEntry::default()
     };
     let tracks = super::Tracks {
-        opus: true,
+        audio: Some((
+            crate::model::CodecKind::Opus,
+            super::fmp4::AudioInit::Opus { channels: 2 },
+        )),
         video: true,
     };
     let mut w = Writer::new(dir.join("bench"), "bench".into(), rule, tracks);

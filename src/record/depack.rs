@@ -1,14 +1,18 @@
 //! RTP payloads back into the samples a file holds: an H.264 or H.265 access unit as
-//! length-prefixed NAL units (what `avc1` and `hvc1` samples are); an Opus packet
-//! goes as it came.
+//! length-prefixed NAL units (what `avc1` and `hvc1` samples are), a VP8 or VP9 frame
+//! as the codec wrote it, an AV1 temporal unit as OBUs with their sizes (what `av01`
+//! samples are). Audio goes as it came.
 //!
 //! Loss is a gap, never a corrupt sample: a picture missing a packet is dropped, and
 //! so is every picture after it until the next keyframe (they would refer to it).
 //! Sans-IO and panic-free whatever the payloads.
 
+use crate::wire::av1::{self, Av1Config};
 use crate::wire::h264::{self, NAL_IDR, NAL_PPS, NAL_SPS, NAL_TYPE_MASK};
 use crate::wire::h265::{self, H265_PPS, H265_SPS, H265_VPS, unit_type as h265_type};
 use crate::wire::nal::Piece;
+use crate::wire::vp8;
+use crate::wire::vp9::{self, Vp9Info};
 
 /// One sample for the file: its bytes, its RTP timestamp, and whether a decoder can
 /// start from it.
@@ -76,46 +80,249 @@ impl Packing for H265 {
     }
 }
 
-/// Reassembles one codec's access units from its RTP packets and keeps the last of
-/// each parameter set seen, which the file's sample entry needs.
+/// What a file's sample entry needs of a video codec, as its pictures tell it.
+#[derive(Debug, Clone)]
+pub(crate) enum Described {
+    /// H.264's SPS and PPS, or H.265's VPS, SPS and PPS, in the order of
+    /// [`Packing::parameter_set`].
+    ParameterSets([Option<Vec<u8>>; 3]),
+    /// A VP8 key frame's picture size.
+    Vp8 { width: u16, height: u16 },
+    /// A VP9 key frame's profile, depth, sampling and size.
+    Vp9(Vp9Info),
+    /// An AV1 sequence header (with its size field) and what it says.
+    Av1 {
+        sequence_header: Vec<u8>,
+        config: Av1Config,
+    },
+}
+
+/// How one picture is put together from its packets' payloads.
+pub(crate) trait Picture: Default + std::fmt::Debug {
+    /// One packet's payload, in order. False when it cannot belong (the picture is
+    /// then dropped).
+    fn add(&mut self, payload: &[u8]) -> bool;
+    /// A packet was lost: what is half-built goes.
+    fn lost(&mut self);
+    /// The picture's bytes as a file sample and whether it is a keyframe; `None`
+    /// when its pieces do not make one (the picture is dropped). Leaves the
+    /// picture empty for the next one.
+    fn finish(&mut self) -> Option<(Vec<u8>, bool)>;
+    /// Whether nothing has been added since the last [`Picture::finish`].
+    fn is_empty(&self) -> bool;
+    /// What the file's sample entry needs, once seen.
+    fn described(&self) -> Option<&Described>;
+}
+
+/// A picture of NAL units (H.264, H.265), with the last of each parameter set seen.
 #[derive(Debug)]
-pub(crate) struct Frames<P> {
-    /// The access unit being gathered: its timestamp and its NAL units so far.
-    current: Option<(u32, Vec<Vec<u8>>)>,
+pub(crate) struct Nal<P> {
+    units: Vec<Vec<u8>>,
     /// The unit a fragmentation unit is building.
     fragment: Option<Vec<u8>>,
-    /// A packet of the current access unit was lost: it is dropped.
-    broken: bool,
-    /// A picture was lost since the last keyframe: what follows cannot be decoded.
-    need_keyframe: bool,
-    last_seq: Option<u64>,
     /// The parameter sets, in the order of [`Packing::parameter_set`].
-    pub(crate) parameter_sets: [Option<Vec<u8>>; 3],
+    sets: Described,
     packing: std::marker::PhantomData<P>,
 }
 
-impl<P> Default for Frames<P> {
+impl<P> Default for Nal<P> {
     fn default() -> Self {
-        Frames {
-            current: None,
+        Nal {
+            units: Vec::new(),
             fragment: None,
-            broken: false,
-            need_keyframe: false,
-            last_seq: None,
-            parameter_sets: Default::default(),
+            sets: Described::ParameterSets(Default::default()),
             packing: std::marker::PhantomData,
         }
     }
 }
 
-/// H.264 access units; parameter sets SPS, PPS.
-pub(crate) type H264Frames = Frames<H264>;
-/// H.265 access units; parameter sets VPS, SPS, PPS.
-pub(crate) type H265Frames = Frames<H265>;
+impl<P: Packing + std::fmt::Debug> Picture for Nal<P> {
+    fn add(&mut self, payload: &[u8]) -> bool {
+        match P::split(payload) {
+            Piece::Units(whole) => self.units.extend(whole.into_iter().map(<[u8]>::to_vec)),
+            Piece::StartEnd(mut unit, data) => {
+                unit.extend_from_slice(data);
+                self.units.push(unit);
+            }
+            Piece::Start(mut unit, data) => {
+                unit.extend_from_slice(data);
+                self.fragment = Some(unit);
+            }
+            Piece::More(data, end) => match self.fragment.as_mut() {
+                Some(unit) => {
+                    unit.extend_from_slice(data);
+                    if end && let Some(unit) = self.fragment.take() {
+                        self.units.push(unit);
+                    }
+                }
+                None => return false,
+            },
+            Piece::Broken => return false,
+        }
+        true
+    }
 
-impl<P: Packing> Frames<P> {
+    fn lost(&mut self) {
+        self.fragment = None;
+    }
+
+    fn finish(&mut self) -> Option<(Vec<u8>, bool)> {
+        let units = std::mem::take(&mut self.units);
+        let unfinished = self.fragment.take().is_some();
+        let keyframe = units.iter().any(|u| P::keyframe(u));
+        if let Described::ParameterSets(sets) = &mut self.sets {
+            for u in &units {
+                if let Some(slot) = P::parameter_set(u).and_then(|i| sets.get_mut(i)) {
+                    *slot = Some(u.clone());
+                }
+            }
+        }
+        if unfinished || units.is_empty() {
+            return None;
+        }
+        let mut data = Vec::with_capacity(units.iter().map(|u| u.len() + 4).sum());
+        for u in &units {
+            data.extend_from_slice(&(u.len() as u32).to_be_bytes());
+            data.extend_from_slice(u);
+        }
+        Some((data, keyframe))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.units.is_empty() && self.fragment.is_none()
+    }
+
+    fn described(&self) -> Option<&Described> {
+        Some(&self.sets)
+    }
+}
+
+/// A codec whose picture is made from all its payloads at once (VP8, VP9, AV1).
+pub(crate) trait Whole {
+    /// The sample, whether it is a keyframe, and what it describes, from one
+    /// picture's payloads in order.
+    fn assemble(payloads: &[&[u8]]) -> Option<(Vec<u8>, bool, Option<Described>)>;
+}
+
+/// VP8 (RFC 7741): the frame is the payloads after their descriptors.
+#[derive(Debug)]
+pub(crate) struct Vp8;
+
+impl Whole for Vp8 {
+    fn assemble(payloads: &[&[u8]]) -> Option<(Vec<u8>, bool, Option<Described>)> {
+        let mut data = Vec::with_capacity(payloads.iter().map(|p| p.len()).sum());
+        for (i, p) in payloads.iter().enumerate() {
+            let piece = vp8::piece(p)?;
+            if (i == 0) != piece.frame_start {
+                return None;
+            }
+            data.extend_from_slice(piece.data);
+        }
+        let keyframe = vp8::is_key_frame(&data);
+        let size =
+            vp8::key_frame_size(&data).map(|(width, height)| Described::Vp8 { width, height });
+        (!data.is_empty()).then_some((data, keyframe, size))
+    }
+}
+
+/// VP9 (RFC 9628): the layer frames, as one superframe when there are several.
+#[derive(Debug)]
+pub(crate) struct Vp9;
+
+impl Whole for Vp9 {
+    fn assemble(payloads: &[&[u8]]) -> Option<(Vec<u8>, bool, Option<Described>)> {
+        let f = vp9::frame(payloads)?;
+        Some((f.data, f.keyframe, f.info.map(Described::Vp9)))
+    }
+}
+
+/// AV1 (the AOM RTP format): the temporal unit's OBUs, each with its size.
+#[derive(Debug)]
+pub(crate) struct Av1;
+
+impl Whole for Av1 {
+    fn assemble(payloads: &[&[u8]]) -> Option<(Vec<u8>, bool, Option<Described>)> {
+        let u = av1::temporal_unit(payloads)?;
+        let described = u.sequence_header.and_then(|sequence_header| {
+            let config = av1::sequence_config(&sequence_header)?;
+            Some(Described::Av1 {
+                sequence_header,
+                config,
+            })
+        });
+        Some((u.data, u.keyframe, described))
+    }
+}
+
+/// A picture of a [`Whole`] codec: its payloads until the last, then the codec's
+/// assembly.
+#[derive(Debug)]
+pub(crate) struct Payloads<C> {
+    payloads: Vec<Vec<u8>>,
+    described: Option<Described>,
+    codec: std::marker::PhantomData<C>,
+}
+
+impl<C> Default for Payloads<C> {
+    fn default() -> Self {
+        Payloads {
+            payloads: Vec::new(),
+            described: None,
+            codec: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<C: Whole + std::fmt::Debug> Picture for Payloads<C> {
+    fn add(&mut self, payload: &[u8]) -> bool {
+        self.payloads.push(payload.to_vec());
+        true
+    }
+
+    fn lost(&mut self) {}
+
+    fn finish(&mut self) -> Option<(Vec<u8>, bool)> {
+        let payloads = std::mem::take(&mut self.payloads);
+        let parts: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+        let (data, keyframe, described) = C::assemble(&parts)?;
+        if described.is_some() {
+            self.described = described;
+        }
+        Some((data, keyframe))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.payloads.is_empty()
+    }
+
+    fn described(&self) -> Option<&Described> {
+        self.described.as_ref()
+    }
+}
+
+/// Reassembles one codec's pictures from its RTP packets: a picture ends at its
+/// marker or when the next one's timestamp begins, and one that lost a packet is
+/// dropped together with every picture after it until a keyframe.
+#[derive(Debug, Default)]
+pub(crate) struct Frames<P> {
+    /// The timestamp of the picture being gathered.
+    current: Option<u32>,
+    picture: P,
+    /// A packet of the current picture was lost, or did not fit: it is dropped.
+    broken: bool,
+    /// A picture was lost since the last keyframe: what follows cannot be decoded.
+    need_keyframe: bool,
+    last_seq: Option<u64>,
+}
+
+/// H.264 pictures; parameter sets SPS, PPS.
+pub(crate) type H264Frames = Frames<Nal<H264>>;
+/// H.265 pictures; parameter sets VPS, SPS, PPS.
+pub(crate) type H265Frames = Frames<Nal<H265>>;
+
+impl<P: Picture> Frames<P> {
     /// One RTP packet (its extended sequence number, timestamp, marker and payload);
-    /// the access unit it completes, if any.
+    /// the picture it completes, if any.
     pub(crate) fn packet(
         &mut self,
         seq: u64,
@@ -129,42 +336,17 @@ impl<P: Packing> Frames<P> {
         }
         self.last_seq = Some(seq);
         let mut done = None;
-        if self
-            .current
-            .as_ref()
-            .is_some_and(|(ts, _)| *ts != timestamp)
-        {
+        if self.current.is_some_and(|ts| ts != timestamp) {
             // A new picture began without the last one's marker: close it.
             done = self.finish();
         }
         if lost {
             self.broken = true;
-            self.fragment = None;
+            self.picture.lost();
         }
-        let units = &mut self
-            .current
-            .get_or_insert_with(|| (timestamp, Vec::new()))
-            .1;
-        match P::split(payload) {
-            Piece::Units(whole) => units.extend(whole.into_iter().map(<[u8]>::to_vec)),
-            Piece::StartEnd(mut unit, data) => {
-                unit.extend_from_slice(data);
-                units.push(unit);
-            }
-            Piece::Start(mut unit, data) => {
-                unit.extend_from_slice(data);
-                self.fragment = Some(unit);
-            }
-            Piece::More(data, end) => match self.fragment.as_mut() {
-                Some(unit) => {
-                    unit.extend_from_slice(data);
-                    if end && let Some(unit) = self.fragment.take() {
-                        units.push(unit);
-                    }
-                }
-                None => self.broken = true,
-            },
-            Piece::Broken => self.broken = true,
+        self.current.get_or_insert(timestamp);
+        if !self.picture.add(payload) {
+            self.broken = true;
         }
         if marker {
             let last = self.finish();
@@ -173,35 +355,40 @@ impl<P: Packing> Frames<P> {
         done
     }
 
-    /// Closes the access unit being gathered; the sample, unless it or a picture
-    /// it depends on was lost.
+    /// What the file's sample entry needs, once seen.
+    pub(crate) fn described(&self) -> Option<&Described> {
+        self.picture.described()
+    }
+
+    /// Closes the picture being gathered; the sample, unless it or a picture it
+    /// depends on was lost.
     fn finish(&mut self) -> Option<Sample> {
-        let (timestamp, units) = self.current.take()?;
-        let broken = std::mem::take(&mut self.broken) || self.fragment.take().is_some();
-        let keyframe = units.iter().any(|u| P::keyframe(u));
-        for u in &units {
-            if let Some(slot) = P::parameter_set(u).and_then(|i| self.parameter_sets.get_mut(i)) {
-                *slot = Some(u.clone());
-            }
-        }
+        let timestamp = self.current.take()?;
+        let empty = self.picture.is_empty();
+        let made = self.picture.finish();
+        let broken = std::mem::take(&mut self.broken) || (made.is_none() && !empty);
         if broken {
             self.need_keyframe = true;
             return None;
         }
+        let (data, keyframe) = made?;
         if self.need_keyframe && !keyframe {
             return None;
         }
         self.need_keyframe = false;
-        let mut data = Vec::with_capacity(units.iter().map(|u| u.len() + 4).sum());
-        for u in &units {
-            data.extend_from_slice(&(u.len() as u32).to_be_bytes());
-            data.extend_from_slice(u);
-        }
-        (!units.is_empty()).then_some(Sample {
+        Some(Sample {
             data,
             timestamp,
             keyframe,
         })
+    }
+}
+
+#[cfg(test)]
+fn sets<P: Picture>(f: &Frames<P>) -> [Option<Vec<u8>>; 3] {
+    match f.described() {
+        Some(Described::ParameterSets(s)) => s.clone(),
+        _ => Default::default(),
     }
 }
 
@@ -245,13 +432,7 @@ mod tests {
             want.extend_from_slice(u);
         }
         assert_eq!(s.data, want);
-        assert_eq!(
-            (
-                f.parameter_sets[0].as_deref(),
-                f.parameter_sets[1].as_deref()
-            ),
-            (Some(SPS), Some(PPS))
-        );
+        assert_eq!(sets(&f)[..2], [Some(SPS.to_vec()), Some(PPS.to_vec())]);
         // A delta picture in one packet.
         let d = f.packet(4, 6000, true, &[0x41, 9]).expect("a delta sample");
         assert!(!d.keyframe);
@@ -315,7 +496,7 @@ mod h265_tests {
             .packet(3, 0, true, &[0x62, 1, 0x40 | 19, 0xbb])
             .expect("a sample");
         assert!(s.keyframe);
-        assert_eq!(f.parameter_sets[0].as_deref(), Some(vps));
+        assert_eq!(sets(&f)[0].as_deref(), Some(vps));
         assert!(
             s.data.ends_with(&[0, 0, 0, 4, 19 << 1, 1, 0xaa, 0xbb]),
             "{:?}",

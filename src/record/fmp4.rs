@@ -3,13 +3,18 @@
 //! fragment. A file cut off after any fragment still plays up to it.
 //!
 //! The boxes are mp4-atom's (a well-kept ISOBMFF encoder from the MoQ project): this
-//! module only decides their contents. Video is H.264 (`avc1`/`avcC`) at 90 kHz, audio
-//! Opus (`Opus`/`dOps`, RFC 7845's mapping into ISOBMFF) at 48 kHz.
+//! module only decides their contents. Video (H.264, H.265, VP9, AV1) is at 90 kHz;
+//! audio is Opus (`Opus`/`dOps`, RFC 7845's mapping into ISOBMFF) at 48 kHz, or G.711
+//! expanded to 16-bit linear PCM (`ipcm`, ISO/IEC 23003-5) at 8 kHz, since MP4 has no
+//! G.711 entry and players take PCM.
 
+use crate::wire::av1::Av1Config;
+use crate::wire::vp9::Vp9Info;
 use mp4_atom::{
-    Audio, Avc1, Avcc, Codec, Dinf, Dops, Dref, Encode, FourCC, Ftyp, Hdlr, Hvc1, HvcCArray, Hvcc,
-    Mdat, Mdhd, Mdia, Mfhd, Minf, Moof, Moov, Mvex, Mvhd, Opus, Prft, ReferenceTime, Stbl, Stsd,
-    Tfdt, Tfhd, Tkhd, Traf, Trak, Trex, Trun, TrunEntry, Url, Visual,
+    Audio, Av01, Av1c, Avc1, Avcc, Codec, Dinf, Dops, Dref, Encode, FourCC, Ftyp, Hdlr, Hvc1,
+    HvcCArray, Hvcc, Ipcm, Mdat, Mdhd, Mdia, Mfhd, Minf, Moof, Moov, Mvex, Mvhd, Opus, PcmC, Prft,
+    ReferenceTime, Stbl, Stsd, Tfdt, Tfhd, Tkhd, Traf, Trak, Trex, Trun, TrunEntry, Url, Visual,
+    Vp08, Vp09, VpcC,
 };
 
 /// The video track's id and clock.
@@ -36,19 +41,33 @@ pub(crate) enum VideoInit {
         width: u16,
         height: u16,
     },
+    /// VP8's size (VP8 goes to WebM; `vp08` is here for what reads the binding).
+    Vp8 {
+        width: u16,
+        height: u16,
+    },
+    Vp9(Vp9Info),
+    Av1 {
+        sequence_header: Vec<u8>,
+        config: Av1Config,
+    },
 }
 
 impl VideoInit {
     fn size(&self) -> (u16, u16) {
         match self {
-            VideoInit::H264 { width, height, .. } | VideoInit::H265 { width, height, .. } => {
-                (*width, *height)
-            }
+            VideoInit::H264 { width, height, .. }
+            | VideoInit::H265 { width, height, .. }
+            | VideoInit::Vp8 { width, height } => (*width, *height),
+            VideoInit::Vp9(info) => (info.width, info.height),
+            VideoInit::Av1 { config, .. } => (config.width, config.height),
         }
     }
 
     /// The `stsd` entry: `avc1` with `avcC`, or `hvc1` with `hvcC` (parameter sets
-    /// in the entry; the samples may repeat them, as cameras do).
+    /// in the entry; the samples may repeat them, as cameras do); `vp08` or `vp09`
+    /// with `vpcC` (the VP codec ISO-BMFF binding); `av01` with `av1C` holding the
+    /// sequence header (the AV1 ISO-BMFF binding).
     fn codec(&self) -> Codec {
         let (width, height) = self.size();
         let visual = Visual {
@@ -111,7 +130,61 @@ impl VideoInit {
                 }
                 .into()
             }
+            VideoInit::Vp8 { .. } => Vp08 {
+                visual,
+                vpcc: vpcc(0, 8, 1, false),
+                ..Default::default()
+            }
+            .into(),
+            VideoInit::Vp9(info) => Vp09 {
+                visual,
+                vpcc: vpcc(
+                    info.profile,
+                    info.bit_depth,
+                    info.chroma_subsampling,
+                    info.full_range,
+                ),
+                ..Default::default()
+            }
+            .into(),
+            VideoInit::Av1 {
+                sequence_header,
+                config: c,
+            } => Av01 {
+                visual,
+                av1c: Av1c {
+                    seq_profile: c.seq_profile,
+                    seq_level_idx_0: c.seq_level_idx_0,
+                    seq_tier_0: c.seq_tier_0,
+                    high_bitdepth: c.high_bitdepth,
+                    twelve_bit: c.twelve_bit,
+                    monochrome: c.monochrome,
+                    chroma_subsampling_x: c.chroma_subsampling_x,
+                    chroma_subsampling_y: c.chroma_subsampling_y,
+                    chroma_sample_position: c.chroma_sample_position,
+                    initial_presentation_delay: None,
+                    config_obus: sequence_header.clone(),
+                },
+                ..Default::default()
+            }
+            .into(),
         }
+    }
+}
+
+/// A `vpcC` for what a VP8 or VP9 stream says of itself; the level is left
+/// undefined (0) and the colour as unspecified (2), which players take as BT.709.
+fn vpcc(profile: u8, bit_depth: u8, chroma_subsampling: u8, full_range: bool) -> VpcC {
+    VpcC {
+        profile,
+        level: 0,
+        bit_depth,
+        chroma_subsampling,
+        video_full_range_flag: full_range,
+        color_primaries: 2,
+        transfer_characteristics: 2,
+        matrix_coefficients: 2,
+        codec_initialization_data: Vec::new(),
     }
 }
 
@@ -168,9 +241,58 @@ fn h265_profile_tier_level(sps: &[u8]) -> ProfileTierLevel {
 }
 
 /// What the audio track's sample entry needs.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct OpusInit {
-    pub(crate) channels: u8,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AudioInit {
+    /// Opus, with its channels (WebRTC's are always described as two, RFC 7587).
+    Opus { channels: u8 },
+    /// Mono 16-bit little-endian PCM at `rate` Hz (G.711, expanded).
+    Pcm { rate: u32 },
+}
+
+impl AudioInit {
+    /// The track's clock: Opus counts at 48 kHz whatever it carries, PCM at its rate.
+    pub(crate) fn timescale(self) -> u32 {
+        match self {
+            AudioInit::Opus { .. } => AUDIO_TIMESCALE,
+            AudioInit::Pcm { rate } => rate,
+        }
+    }
+
+    fn codec(self) -> Codec {
+        match self {
+            AudioInit::Opus { channels } => Opus {
+                audio: Audio {
+                    data_reference_index: 1,
+                    channel_count: u16::from(channels),
+                    sample_size: 16,
+                    sample_rate: 48_000u16.into(),
+                },
+                dops: Dops {
+                    output_channel_count: channels,
+                    pre_skip: 0,
+                    input_sample_rate: 48_000,
+                    output_gain: 0,
+                },
+                btrt: None,
+            }
+            .into(),
+            AudioInit::Pcm { rate } => Ipcm {
+                audio: Audio {
+                    data_reference_index: 1,
+                    channel_count: 1,
+                    sample_size: 16,
+                    sample_rate: (rate.min(u32::from(u16::MAX)) as u16).into(),
+                },
+                pcmc: PcmC {
+                    big_endian: false,
+                    sample_size: 16,
+                },
+                chnl: None,
+                btrt: None,
+            }
+            .into(),
+        }
+    }
 }
 
 /// One sample of a fragment: its duration (in its track's clock), whether it is a
@@ -250,7 +372,7 @@ fn minf(stsd: Stsd, video: bool) -> Minf {
 /// The initialisation part: `ftyp` and a `moov` describing the tracks present.
 pub(crate) fn init(
     video: Option<&VideoInit>,
-    audio: Option<OpusInit>,
+    audio: Option<AudioInit>,
 ) -> Result<Vec<u8>, mp4_atom::Error> {
     let mut out = Vec::new();
     Ftyp {
@@ -262,6 +384,7 @@ pub(crate) fn init(
             FourCC::new(b"mp41"),
             FourCC::new(b"avc1"),
             FourCC::new(b"hvc1"),
+            FourCC::new(b"av01"),
             FourCC::new(b"Opus"),
         ],
     }
@@ -282,27 +405,12 @@ pub(crate) fn init(
         trex.push(trex_of(VIDEO_TRACK));
     }
     if let Some(a) = audio {
-        let opus = Opus {
-            audio: Audio {
-                data_reference_index: 1,
-                channel_count: u16::from(a.channels),
-                sample_size: 16,
-                sample_rate: 48_000u16.into(),
-            },
-            dops: Dops {
-                output_channel_count: a.channels,
-                pre_skip: 0,
-                input_sample_rate: 48_000,
-                output_gain: 0,
-            },
-            btrt: None,
-        };
         let stsd = Stsd {
-            codecs: vec![opus.into()],
+            codecs: vec![a.codec()],
         };
         trak_list.push(trak(
             AUDIO_TRACK,
-            AUDIO_TIMESCALE,
+            a.timescale(),
             b"soun",
             minf(stsd, false),
             (0, 0),

@@ -20,6 +20,8 @@
 pub mod bench;
 pub(crate) mod depack;
 pub(crate) mod fmp4;
+mod g711;
+pub(crate) mod webm;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,39 +36,55 @@ use crate::config::RecordEntry;
 use crate::core::SourcePacket;
 use crate::directory::{NewStreamHook, RecorderTap, RecordingStatus, Stream};
 use crate::model::CodecKind;
-use depack::{H264Frames, H265Frames, Sample};
-use fmp4::{FragmentSample, OpusInit, TrackRun, VideoInit};
+use depack::{Described, Frames, H264Frames, H265Frames, Payloads, Picture, Sample};
+use fmp4::{AudioInit, FragmentSample, TrackRun, VideoInit};
 
-/// The video's access units, as its codec packs them.
+/// One codec's pictures, put back together.
+trait Depack: std::fmt::Debug + Send {
+    fn packet(&mut self, seq: u64, ts: u32, marker: bool, payload: &[u8]) -> Option<Sample>;
+    fn described(&self) -> Option<&Described>;
+}
+
+impl<P: Picture + Send> Depack for Frames<P> {
+    fn packet(&mut self, seq: u64, ts: u32, marker: bool, payload: &[u8]) -> Option<Sample> {
+        Frames::packet(self, seq, ts, marker, payload)
+    }
+
+    fn described(&self) -> Option<&Described> {
+        Frames::described(self)
+    }
+}
+
+/// The video's pictures, as its codec packs them.
 #[derive(Debug)]
-enum Pictures {
-    H264(H264Frames),
-    H265(H265Frames),
+struct Pictures {
+    codec: CodecKind,
+    frames: Box<dyn Depack>,
 }
 
 impl Pictures {
     fn new(codec: CodecKind) -> Pictures {
-        match codec {
-            CodecKind::H265 => Pictures::H265(H265Frames::default()),
-            _ => Pictures::H264(H264Frames::default()),
+        let frames: Box<dyn Depack> = match codec {
+            CodecKind::H265 => Box::new(H265Frames::default()),
+            CodecKind::Vp8 => Box::new(Frames::<Payloads<depack::Vp8>>::default()),
+            CodecKind::Vp9 => Box::new(Frames::<Payloads<depack::Vp9>>::default()),
+            CodecKind::Av1 => Box::new(Frames::<Payloads<depack::Av1>>::default()),
+            _ => Box::new(H264Frames::default()),
+        };
+        Pictures { codec, frames }
+    }
+
+    /// The container its files are: WebM for VP8 (MP4 players do not take it), MP4
+    /// for the rest.
+    fn format(&self) -> Format {
+        if self.codec == CodecKind::Vp8 {
+            Format::WebM
+        } else {
+            Format::Mp4
         }
     }
 
-    fn codec(&self) -> CodecKind {
-        match self {
-            Pictures::H264(_) => CodecKind::H264,
-            Pictures::H265(_) => CodecKind::H265,
-        }
-    }
-
-    fn packet(&mut self, seq: u64, ts: u32, marker: bool, payload: &[u8]) -> Option<Sample> {
-        match self {
-            Pictures::H264(f) => f.packet(seq, ts, marker, payload),
-            Pictures::H265(f) => f.packet(seq, ts, marker, payload),
-        }
-    }
-
-    /// The sample entry the parameter sets seen so far make, if they are all there.
+    /// The sample entry what the pictures described so far makes, if it is all there.
     fn init(&self) -> Option<VideoInit> {
         let size = |s: Option<(u32, u32)>| {
             let (w, h) = s.unwrap_or((0, 0));
@@ -75,32 +93,58 @@ impl Pictures {
                 h.min(u32::from(u16::MAX)) as u16,
             )
         };
+        Some(match (self.codec, self.frames.described()?) {
+            (CodecKind::H265, Described::ParameterSets([Some(vps), Some(sps), Some(pps)])) => {
+                let (width, height) = size(crate::core::h265_sps_size(sps));
+                VideoInit::H265 {
+                    vps: vps.clone(),
+                    sps: sps.clone(),
+                    pps: pps.clone(),
+                    width,
+                    height,
+                }
+            }
+            (CodecKind::H264, Described::ParameterSets([Some(sps), Some(pps), _])) => {
+                let (width, height) = size(crate::core::frame_size(CodecKind::H264, sps));
+                VideoInit::H264 {
+                    sps: sps.clone(),
+                    pps: pps.clone(),
+                    width,
+                    height,
+                }
+            }
+            (_, Described::Vp8 { width, height }) => VideoInit::Vp8 {
+                width: *width,
+                height: *height,
+            },
+            (_, Described::Vp9(info)) => VideoInit::Vp9(info.clone()),
+            (
+                _,
+                Described::Av1 {
+                    sequence_header,
+                    config,
+                },
+            ) => VideoInit::Av1 {
+                sequence_header: sequence_header.clone(),
+                config: config.clone(),
+            },
+            _ => return None,
+        })
+    }
+}
+
+/// A file's container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Mp4,
+    WebM,
+}
+
+impl Format {
+    fn extension(self) -> &'static str {
         match self {
-            Pictures::H264(f) => {
-                let [Some(sps), Some(pps), _] = f.parameter_sets.clone() else {
-                    return None;
-                };
-                let (width, height) = size(crate::core::frame_size(CodecKind::H264, &sps));
-                Some(VideoInit::H264 {
-                    sps,
-                    pps,
-                    width,
-                    height,
-                })
-            }
-            Pictures::H265(f) => {
-                let [Some(vps), Some(sps), Some(pps)] = f.parameter_sets.clone() else {
-                    return None;
-                };
-                let (width, height) = size(crate::core::h265_sps_size(&sps));
-                Some(VideoInit::H265 {
-                    vps,
-                    sps,
-                    pps,
-                    width,
-                    height,
-                })
-            }
+            Format::Mp4 => "mp4",
+            Format::WebM => "webm",
         }
     }
 }
@@ -162,22 +206,42 @@ impl NewStreamHook for Recordings {
 /// What a stream's source sends that a file can hold.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Tracks {
-    /// Opus audio.
-    pub(crate) opus: bool,
-    /// H.264 or H.265 video.
+    /// The audio codec (Opus, PCMU or PCMA) and its sample entry.
+    pub(crate) audio: Option<(CodecKind, AudioInit)>,
+    /// Video of a codec files take (H.264, H.265, VP8, VP9, AV1).
     pub(crate) video: bool,
 }
 
 impl Tracks {
     pub(crate) fn of(codecs: &[crate::sdp::ChosenCodec]) -> Tracks {
-        let has = |kind: MediaKind, names: &[&str]| {
-            codecs.iter().any(|c| {
-                c.kind == kind && names.iter().any(|n| c.codec.name.eq_ignore_ascii_case(n))
-            })
-        };
+        let kind = |c: &crate::sdp::ChosenCodec| CodecKind::of_name(&c.codec.name);
+        let audio = codecs
+            .iter()
+            .filter(|c| c.kind == MediaKind::Audio)
+            .find_map(|c| match kind(c) {
+                // WebRTC's Opus is always described with two channels (RFC 7587).
+                CodecKind::Opus => Some((CodecKind::Opus, AudioInit::Opus { channels: 2 })),
+                k @ (CodecKind::Pcmu | CodecKind::Pcma) => Some((
+                    k,
+                    AudioInit::Pcm {
+                        rate: c.codec.clock_rate,
+                    },
+                )),
+                _ => None,
+            });
         Tracks {
-            opus: has(MediaKind::Audio, &["opus"]),
-            video: has(MediaKind::Video, &["H264", "H265"]),
+            audio,
+            video: codecs.iter().any(|c| {
+                c.kind == MediaKind::Video
+                    && matches!(
+                        kind(c),
+                        CodecKind::H264
+                            | CodecKind::H265
+                            | CodecKind::Vp8
+                            | CodecKind::Vp9
+                            | CodecKind::Av1
+                    )
+            }),
         }
     }
 }
@@ -329,6 +393,32 @@ pub(crate) struct RecordedFile {
 }
 
 impl RecordedFile {
+    /// What its bytes are, for `Content-Type`.
+    pub(crate) fn content_type(&self) -> &'static str {
+        if self.name.ends_with(".webm") {
+            "video/webm"
+        } else {
+            "video/mp4"
+        }
+    }
+
+    /// When its first picture was captured, as its name (`STREAM_` then RFC 3339
+    /// with `-` for `:`, then the extension) says.
+    pub(crate) fn started(&self) -> Option<SystemTime> {
+        let (_, stamp) = self.name.rsplit_once('_')?;
+        let (stamp, _) = stamp.rsplit_once('.')?;
+        // YYYY-MM-DDTHH-MM-SS.mmmZ: the two dashes of the time were colons.
+        let mut t = stamp.as_bytes().to_vec();
+        for i in [13, 16] {
+            if let Some(c) = t.get_mut(i)
+                && *c == b'-'
+            {
+                *c = b':';
+            }
+        }
+        humantime::parse_rfc3339(std::str::from_utf8(&t).ok()?).ok()
+    }
+
     fn new(stream: &str, name: String, path: PathBuf, meta: &std::fs::Metadata) -> Self {
         RecordedFile {
             stream: stream.to_owned(),
@@ -340,9 +430,10 @@ impl RecordedFile {
     }
 }
 
-/// A file name wishd writes: `STREAM_TIME.mp4`, nothing that could leave its folder.
+/// A file name wishd writes: `STREAM_TIME.mp4` or `.webm`, nothing that could leave
+/// its folder.
 fn valid_file_name(name: &str) -> bool {
-    name.ends_with(".mp4")
+    (name.ends_with(".mp4") || name.ends_with(".webm"))
         && name.len() <= 200
         && name
             .bytes()
@@ -440,10 +531,11 @@ fn record(
         }
         if w.files != before {
             counters.files.fetch_add(1, Ordering::Relaxed);
-            let file = w.file.as_ref().map(|f| f.path.clone());
+            let (file, started) = w.file.as_ref().map(|f| (f.path.clone(), f.wall)).unzip();
             status.update(|s| {
                 s.state = "recording";
                 s.file = file;
+                s.started = started;
                 s.files = w.files;
             });
         }
@@ -461,6 +553,8 @@ enum RecordError {
     Io(#[from] std::io::Error),
     #[error("MP4: {0}")]
     Mp4(#[from] mp4_atom::Error),
+    #[error("WebM: {0}")]
+    WebM(#[from] webm_iterable::errors::TagWriterError),
 }
 
 /// One track's timeline: RTP timestamps, unwrapped, anchored on a capture instant.
@@ -544,7 +638,29 @@ struct Segment {
     /// The recording clock's time (video units) where this file's timeline starts.
     base_video: i64,
     started: Instant,
+    /// `started` on the wall clock.
+    wall: SystemTime,
     sequence: u32,
+    format: Format,
+    /// Whether the file has an audio track (WebM takes no G.711).
+    with_audio: bool,
+    /// Where the file's duration is written when it is finished (WebM, whose
+    /// readers find it nowhere else).
+    duration_at: Option<u64>,
+    /// The end of its last video sample, in video units from its start.
+    end: i64,
+}
+
+impl Segment {
+    /// The file is complete: its duration goes where its header left room.
+    fn close(self, stream: &str) -> Result<(), RecordError> {
+        if let Some(at) = self.duration_at {
+            let ms = self.end as f64 * 1000.0 / f64::from(fmp4::VIDEO_TIMESCALE);
+            std::os::unix::fs::FileExt::write_all_at(&self.file, &webm::duration(ms), at)?;
+        }
+        info!(stream, path = %self.path.display(), "recording segment closed");
+        Ok(())
+    }
 }
 
 struct Writer {
@@ -580,6 +696,18 @@ struct Writer {
 }
 
 impl Writer {
+    /// The audio codec the files take.
+    fn audio_codec(&self) -> Option<CodecKind> {
+        self.tracks.audio.map(|(c, _)| c)
+    }
+
+    /// The audio track's clock rate.
+    fn audio_rate(&self) -> u32 {
+        self.tracks
+            .audio
+            .map_or(fmp4::AUDIO_TIMESCALE, |(_, a)| a.timescale())
+    }
+
     fn new(dir: PathBuf, stream: String, rule: RecordEntry, tracks: Tracks) -> Writer {
         Writer {
             tracks,
@@ -606,13 +734,21 @@ impl Writer {
 
     fn packet(&mut self, pkt: &Arc<SourcePacket>) -> Result<(), RecordError> {
         match (pkt.kind, pkt.codec) {
-            (MediaKind::Video, CodecKind::H264 | CodecKind::H265) if pkt.layer == 0 => {
-                // (The first packet of H.265 comes here as a codec change too.)
+            (
+                MediaKind::Video,
+                CodecKind::H264
+                | CodecKind::H265
+                | CodecKind::Vp8
+                | CodecKind::Vp9
+                | CodecKind::Av1,
+            ) if pkt.layer == 0 => {
+                // (The first packet of a codec other than H.264 comes here as a codec
+                // change too.)
                 if self
                     .video_epoch
                     .replace(pkt.epoch)
                     .is_some_and(|e| e != pkt.epoch)
-                    || self.pictures.codec() != pkt.codec
+                    || self.pictures.codec != pkt.codec
                 {
                     // A new source (a publisher back within its grace period, a
                     // camera rebooted): its numbering starts afresh, and its
@@ -636,6 +772,7 @@ impl Writer {
                 }
                 let Some(sample) =
                     self.pictures
+                        .frames
                         .packet(pkt.seq, pkt.timestamp, pkt.marker, &pkt.payload)
                 else {
                     return Ok(());
@@ -671,7 +808,8 @@ impl Writer {
                 }
                 Ok(())
             }
-            (MediaKind::Audio, CodecKind::Opus)
+            (MediaKind::Audio, codec) if self.audio_codec() != Some(codec) => Ok(()),
+            (MediaKind::Audio, _)
                 if self.tracks.video
                     && (self.latest_picture.is_none() || self.video_epoch != Some(pkt.epoch)) =>
             {
@@ -683,7 +821,7 @@ impl Writer {
                 self.early_audio.push_back(pkt.clone());
                 Ok(())
             }
-            (MediaKind::Audio, CodecKind::Opus) => {
+            (MediaKind::Audio, codec) => {
                 if self
                     .audio_epoch
                     .replace(pkt.epoch)
@@ -721,23 +859,27 @@ impl Writer {
                         return Ok(());
                     }
                 }
-                let dts = self.audio.timeline.dts(
-                    pkt.timestamp,
-                    at,
-                    pkt.epoch,
-                    origin,
-                    fmp4::AUDIO_TIMESCALE,
-                    synced,
-                );
+                let rate = self.audio_rate();
+                let dts =
+                    self.audio
+                        .timeline
+                        .dts(pkt.timestamp, at, pkt.epoch, origin, rate, synced);
                 if dts < 0 {
                     return Ok(());
                 }
+                let (data, duration) = match codec {
+                    // A G.711 byte is a sample.
+                    CodecKind::Pcmu => (g711::mu_law_to_pcm(&pkt.payload), pkt.payload.len()),
+                    CodecKind::Pcma => (g711::a_law_to_pcm(&pkt.payload), pkt.payload.len()),
+                    // Opus's 20 ms, the packet time WebRTC uses.
+                    _ => (pkt.payload.to_vec(), 960),
+                };
                 let sample = Sample {
-                    data: pkt.payload.to_vec(),
+                    data,
                     timestamp: pkt.timestamp,
                     keyframe: true,
                 };
-                push(&mut self.audio, dts, sample, 960);
+                push(&mut self.audio, dts, sample, duration.max(1) as u32);
                 if !self.tracks.video {
                     self.maybe_flush(pkt.wallclock)?;
                 }
@@ -759,7 +901,17 @@ impl Writer {
                     .as_ref()
                     .is_none_or(|f| at.saturating_duration_since(f.started) >= self.rule.segment);
             if rotate {
-                self.open_segment(dts, at)?;
+                let Some(video) = self.pictures.init() else {
+                    // Not described yet (a keyframe without its parameter sets):
+                    // the file begins at one that is.
+                    if self.file.is_none() {
+                        self.new_source = true;
+                        return Ok(());
+                    }
+                    push(&mut self.video, dts, sample, 3000);
+                    return Ok(());
+                };
+                self.open_segment(dts, at, video)?;
             }
         }
         push(&mut self.video, dts, sample, 3000);
@@ -791,10 +943,10 @@ impl Writer {
     }
 
     /// Opens the next file, its timeline starting at video time `dts`.
-    fn open_segment(&mut self, dts: i64, at: Instant) -> Result<(), RecordError> {
+    fn open_segment(&mut self, dts: i64, at: Instant, video: VideoInit) -> Result<(), RecordError> {
         self.write_fragment_until(Some(dts))?;
         if let Some(old) = self.file.take() {
-            info!(stream = %self.stream, path = %old.path.display(), "recording segment closed");
+            old.close(&self.stream)?;
         }
         let named = |path: &Path| {
             let path = path.display().to_string();
@@ -807,11 +959,30 @@ impl Writer {
         let stamp = humantime::format_rfc3339_millis(wall)
             .to_string()
             .replace(':', "-");
-        let path = self.dir.join(format!("{}_{stamp}.mp4", self.stream));
-        let video = self.pictures.init();
-        // WebRTC's Opus is always described with two channels (RFC 7587).
-        let audio = self.tracks.opus.then_some(OpusInit { channels: 2 });
-        let init = fmp4::init(video.as_ref(), audio)?;
+        let format = self.pictures.format();
+        let path = self
+            .dir
+            .join(format!("{}_{stamp}.{}", self.stream, format.extension()));
+        let audio = self.tracks.audio.map(|(_, init)| init);
+        let (init, with_audio, duration_at) = match (format, audio) {
+            (Format::Mp4, _) => (fmp4::init(Some(&video), audio)?, audio.is_some(), None),
+            (Format::WebM, a) => {
+                let opus = match a {
+                    Some(AudioInit::Opus { channels }) => Some(channels),
+                    Some(AudioInit::Pcm { .. }) => {
+                        warn!(stream = %self.stream, "G.711 audio is not recorded in WebM");
+                        None
+                    }
+                    None => None,
+                };
+                let size = match video {
+                    VideoInit::Vp8 { width, height } => (width, height),
+                    _ => (0, 0),
+                };
+                let (init, at) = webm::init(Some(size), opus, wall)?;
+                (init, opus.is_some(), Some(at))
+            }
+        };
         let mut file = std::fs::File::create(&path).map_err(named(&path))?;
         std::io::Write::write_all(&mut file, &init).map_err(named(&path))?;
         info!(stream = %self.stream, path = %path.display(), "recording segment opened");
@@ -822,7 +993,12 @@ impl Writer {
             path,
             base_video: dts,
             started: at,
+            wall,
             sequence: 0,
+            format,
+            with_audio,
+            duration_at,
+            end: 0,
         });
         Ok(())
     }
@@ -836,11 +1012,11 @@ impl Writer {
     /// it) as one fragment of the current file; the later ones wait for the next
     /// file, whose first picture is at `until`.
     fn write_fragment_until(&mut self, until: Option<i64>) -> Result<(), RecordError> {
+        let rate = self.audio_rate();
         let Some(seg) = self.file.as_mut() else {
             return Ok(());
         };
-        let to_audio =
-            |v: i64| v * i64::from(fmp4::AUDIO_TIMESCALE) / i64::from(fmp4::VIDEO_TIMESCALE);
+        let to_audio = |v: i64| v * i64::from(rate) / i64::from(fmp4::VIDEO_TIMESCALE);
         let mut runs = Vec::new();
         for (track, id, base, limit) in [
             (&mut self.video, fmp4::VIDEO_TRACK, seg.base_video, until),
@@ -873,6 +1049,12 @@ impl Writer {
             let Some(first) = first else {
                 continue;
             };
+            if id == fmp4::AUDIO_TRACK && !seg.with_audio {
+                continue;
+            }
+            if id == fmp4::VIDEO_TRACK {
+                seg.end = seg.end.max(at - base);
+            }
             runs.push(TrackRun {
                 track_id: id,
                 decode_time: (first - base) as u64,
@@ -883,8 +1065,26 @@ impl Writer {
             return Ok(());
         }
         seg.sequence += 1;
-        let ntp = crate::wire::ntp::ntp_time(SystemTime::now());
-        let bytes = fmp4::fragment(seg.sequence, &runs, ntp)?;
+        let bytes = match seg.format {
+            Format::Mp4 => {
+                let ntp = crate::wire::ntp::ntp_time(SystemTime::now());
+                fmp4::fragment(seg.sequence, &runs, ntp)?
+            }
+            Format::WebM => {
+                let timed: Vec<(u32, &TrackRun)> = runs
+                    .iter()
+                    .map(|r| {
+                        let scale = if r.track_id == fmp4::VIDEO_TRACK {
+                            fmp4::VIDEO_TIMESCALE
+                        } else {
+                            rate
+                        };
+                        (scale, r)
+                    })
+                    .collect();
+                webm::clusters(&timed)?
+            }
+        };
         std::io::Write::write_all(&mut seg.file, &bytes)?;
         Ok(())
     }
@@ -896,7 +1096,8 @@ impl Writer {
         self.write_fragment()?;
         if let Some(f) = self.file.take() {
             f.file.sync_all()?;
-            info!(stream = %self.stream, path = %f.path.display(), "recording finished");
+            f.close(&self.stream)?;
+            info!(stream = %self.stream, "recording finished");
         }
         Ok(())
     }

@@ -64,6 +64,8 @@ pub(crate) struct Recording {
     pub(crate) state: &'static str,
     /// The file being written (or last written).
     pub(crate) file: Option<String>,
+    /// When that file's first picture was captured (RFC 3339, UTC, milliseconds).
+    pub(crate) started: Option<String>,
     /// Files written so far.
     pub(crate) files: u64,
     /// Packets its queue refused.
@@ -264,6 +266,9 @@ fn stream(state: &AppState, v: &StreamView, source_addr: Option<SocketAddr>) -> 
         Recording {
             state: now.state,
             file: now.file.map(|f| f.display().to_string()),
+            started: now
+                .started
+                .map(|t| humantime::format_rfc3339_millis(t).to_string()),
             files: now.files,
             dropped: r.dropped.load(Ordering::Relaxed),
             error: now.error,

@@ -30,7 +30,10 @@ struct FileEntry {
     stream: String,
     file: String,
     bytes: u64,
-    /// When it was last written (RFC 3339, UTC); its name carries when it began.
+    /// When its first picture was captured (RFC 3339, UTC, milliseconds), as its
+    /// name says.
+    started: Option<String>,
+    /// When it was last written (RFC 3339, UTC).
     modified: String,
     /// Where to download it (and `DELETE` it).
     url: String,
@@ -42,6 +45,9 @@ fn entry(f: &RecordedFile) -> FileEntry {
         stream: f.stream.clone(),
         file: f.name.clone(),
         bytes: f.bytes,
+        started: f
+            .started()
+            .map(|t| humantime::format_rfc3339_millis(t).to_string()),
         modified: humantime::format_rfc3339_seconds(f.modified).to_string(),
     }
 }
@@ -173,7 +179,10 @@ fn read_range(
     }
     let mut r = Response::new(super::super::full(Bytes::from(body)));
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp4"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(f.content_type()),
+    );
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if partial && len > 0 {
