@@ -514,3 +514,53 @@ mod h265_tests {
         );
     }
 }
+
+#[cfg(test)]
+mod whole_tests {
+    use super::*;
+
+    /// A VP8 key frame's first ten bytes (640×360), then its data.
+    const KEY: [u8; 12] = [
+        0x50, 0x42, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01, 7, 8,
+    ];
+
+    #[test]
+    fn a_vp8_key_frame_in_two_packets_becomes_one_sample_that_describes_its_size() {
+        let mut f = Frames::<Payloads<Vp8>>::default();
+        let mut first = vec![0x10];
+        first.extend_from_slice(&KEY[..6]);
+        let mut second = vec![0x00];
+        second.extend_from_slice(&KEY[6..]);
+        assert_eq!(f.packet(1, 0, false, &first), None);
+        let s = f.packet(2, 0, true, &second).expect("a sample");
+        assert!(s.keyframe);
+        assert_eq!(s.data, KEY);
+        assert!(matches!(
+            f.described(),
+            Some(Described::Vp8 {
+                width: 640,
+                height: 360
+            })
+        ));
+        // An inter frame, then one missing its first packet: dropped, and so is
+        // the next inter frame, until a key frame.
+        assert!(
+            f.packet(3, 3000, true, &[0x10, 0x31, 0, 0])
+                .is_some_and(|s| !s.keyframe)
+        );
+        assert_eq!(f.packet(5, 6000, true, &[0x00, 1, 2]), None);
+        assert_eq!(f.packet(6, 9000, true, &[0x10, 0x31, 0, 0]), None);
+        assert!(f.packet(7, 12000, false, &first).is_none());
+        assert!(
+            f.packet(8, 12000, true, &second)
+                .is_some_and(|s| s.keyframe)
+        );
+    }
+
+    #[test]
+    fn a_vp8_picture_that_does_not_begin_with_a_frame_start_is_dropped() {
+        let mut f = Frames::<Payloads<Vp8>>::default();
+        assert_eq!(f.packet(1, 0, true, &[0x00, 0x50, 0x42]), None);
+        assert_eq!(f.packet(2, 3000, true, &[]), None);
+    }
+}

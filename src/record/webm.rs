@@ -53,10 +53,7 @@ fn write_in_segment(tags: &[M], segment: bool) -> Result<Vec<u8>, TagWriterError
         let mut w = WebmWriter::new(Vec::new());
         for t in tags {
             if matches!(t, M::Segment(Master::Start)) {
-                w.write_advanced(
-                    t,
-                    webm_iterable::WriteOptions::is_unknown_sized_element(),
-                )?;
+                w.write_advanced(t, webm_iterable::WriteOptions::is_unknown_sized_element())?;
             } else {
                 w.write(t)?;
             }
