@@ -881,6 +881,14 @@ impl Writer {
                 };
                 push(&mut self.audio, dts, sample, duration.max(1) as u32);
                 if !self.tracks.video {
+                    // Audio alone: any packet may begin a file.
+                    let due = self.file.as_ref().is_none_or(|f| {
+                        pkt.wallclock.saturating_duration_since(f.started) >= self.rule.segment
+                    });
+                    if due {
+                        let at_video = dts * i64::from(fmp4::VIDEO_TIMESCALE) / i64::from(rate);
+                        self.open_segment(at_video, pkt.wallclock, None)?;
+                    }
                     self.maybe_flush(pkt.wallclock)?;
                 }
                 Ok(())
@@ -911,7 +919,7 @@ impl Writer {
                     push(&mut self.video, dts, sample, 3000);
                     return Ok(());
                 };
-                self.open_segment(dts, at, video)?;
+                self.open_segment(dts, at, Some(video))?;
             }
         }
         push(&mut self.video, dts, sample, 3000);
@@ -943,7 +951,12 @@ impl Writer {
     }
 
     /// Opens the next file, its timeline starting at video time `dts`.
-    fn open_segment(&mut self, dts: i64, at: Instant, video: VideoInit) -> Result<(), RecordError> {
+    fn open_segment(
+        &mut self,
+        dts: i64,
+        at: Instant,
+        video: Option<VideoInit>,
+    ) -> Result<(), RecordError> {
         self.write_fragment_until(Some(dts))?;
         if let Some(old) = self.file.take() {
             old.close(&self.stream)?;
@@ -965,7 +978,7 @@ impl Writer {
             .join(format!("{}_{stamp}.{}", self.stream, format.extension()));
         let audio = self.tracks.audio.map(|(_, init)| init);
         let (init, with_audio, duration_at) = match (format, audio) {
-            (Format::Mp4, _) => (fmp4::init(Some(&video), audio)?, audio.is_some(), None),
+            (Format::Mp4, _) => (fmp4::init(video.as_ref(), audio)?, audio.is_some(), None),
             (Format::WebM, a) => {
                 let opus = match a {
                     Some(AudioInit::Opus { channels }) => Some(channels),
@@ -976,7 +989,7 @@ impl Writer {
                     None => None,
                 };
                 let size = match video {
-                    VideoInit::Vp8 { width, height } => (width, height),
+                    Some(VideoInit::Vp8 { width, height }) => (width, height),
                     _ => (0, 0),
                 };
                 let (init, at) = webm::init(Some(size), opus, wall)?;
