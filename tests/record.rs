@@ -488,6 +488,23 @@ async fn the_api_starts_and_stops_a_recording_lists_serves_and_deletes_files_and
         files.len() < opened as usize,
         "retention deleted the oldest"
     );
+    // Each file's start is its own field: the time its name carries, and for the
+    // file being written the one the stream's recording gives.
+    for f in &files {
+        let started = f["started"].as_str().unwrap_or_default();
+        assert_eq!(
+            f["file"].as_str().map(|n| n.replace(':', "-")),
+            Some(format!("cam_{}.mp4", started.replace(':', "-"))),
+            "{f}"
+        );
+    }
+    assert!(
+        files.iter().any(|f| f["started"] == state["started"]
+            && state["file"]
+                .as_str()
+                .is_some_and(|p| p.ends_with(f["file"].as_str().unwrap_or("-")))),
+        "{state}"
+    );
     let oldest = files.first().cloned().unwrap_or_default();
     let url = oldest["url"].as_str().unwrap_or_default().to_owned();
     let size = oldest["bytes"].as_u64().unwrap_or(0);
@@ -626,7 +643,9 @@ async fn chromium_publishing_is_recorded(codec: &str, ext: &str, codec_name: &st
         });
     })
     .await;
-    let name = files[0].file_name().map(|n| n.to_string_lossy().into_owned());
+    let name = files[0]
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned());
     let url = format!("/api/recordings/web/{}", name.unwrap_or_default());
     let played = clients::chromium_scenario(
         "chromium (a recording)",
@@ -930,4 +949,50 @@ async fn a_recording_whose_disk_fills_stops_and_says_why_while_its_viewer_loses_
     assert_eq!(gaps, 0, "the viewer lost nothing");
     server.shutdown().await;
     drop(disk);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audio_only_camera_is_recorded_to_an_opus_file() {
+    let dir = scratch("record-audio");
+    let aport = clients::free_port_pair();
+    let server = common::start_with(|c| {
+        let mut cam = clients::h264_opus_camera("radio", 0, aport);
+        cam.video = None;
+        c.rtp.push(cam);
+        c.record.push(RecordEntry {
+            stream: "radio".into(),
+            directory: dir.clone(),
+            ..RecordEntry::default()
+        });
+    })
+    .await;
+    let work = dir.join("camera");
+    std::fs::create_dir_all(&work).expect("a work directory");
+    let camera = Tool(
+        Command::new(clients::root().join("scripts/camera-ffmpeg.sh"))
+            .args(["127.0.0.1", "none", &aport.to_string(), "4"])
+            .current_dir(&work)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("ffmpeg camera starts (apt-get install ffmpeg)"),
+    );
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    drop(camera);
+    server.shutdown().await;
+    let files = recording_files(&dir.join("radio"));
+    assert_eq!(files.len(), 1, "{files:?}");
+    let p = probe(&files[0]);
+    let duration = seconds(&p["format"]["duration"]);
+    let errors = decode_errors(&files[0]);
+    println!(
+        "audio-only camera recorded: {} stream(s), {} audio, {duration:.2} s, {} decode errors",
+        p["streams"].as_array().map_or(0, Vec::len),
+        p["streams"][0]["codec_name"],
+        errors.lines().count()
+    );
+    assert_eq!(p["streams"].as_array().map(Vec::len), Some(1));
+    assert_eq!(p["streams"][0]["codec_name"], "opus");
+    assert!(errors.is_empty(), "ffmpeg -v error: {errors}");
+    assert!(duration > 3.5, "{duration:.2} s");
+    let _ = std::fs::remove_dir_all(&dir);
 }
