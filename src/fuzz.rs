@@ -259,3 +259,37 @@ pub fn ice_tcp_stream(data: &[u8]) {
         let ((), _) = tokio::join!(reader, drain);
     });
 }
+
+/// Packets of one video stream as the recorder puts its pictures back together, for
+/// every codec a file takes: each payload is a length byte and that many bytes, and
+/// the byte after it carries the marker (low bit) and whether a packet was lost
+/// before it (next bit). The whole input is also read as a sequence header.
+pub fn recorded_pictures(data: &[u8]) {
+    use crate::record::depack::{self, Frames, H264Frames, H265Frames, Payloads};
+    let mut packets = Vec::new();
+    let mut rest = data;
+    while let Some((&len, after)) = rest.split_first() {
+        let len = usize::from(len).min(after.len());
+        let (payload, after) = after.split_at(len);
+        let (flags, after) = after.split_first().map_or((0, after), |(f, a)| (*f, a));
+        packets.push((payload, flags));
+        rest = after;
+    }
+    let payloads: Vec<&[u8]> = packets.iter().map(|p| p.0).collect();
+    let _ = crate::wire::vp9::frame(&payloads);
+    let _ = crate::wire::av1::temporal_unit(&payloads);
+    let _ = crate::wire::av1::sequence_config(data);
+    fn run<P: depack::Picture>(mut f: Frames<P>, packets: &[(&[u8], u8)]) {
+        let mut seq = 0;
+        for (i, (payload, flags)) in packets.iter().enumerate() {
+            seq += 1 + u64::from(flags >> 1 & 1);
+            let _ = f.packet(seq, (i / 3) as u32, flags & 1 == 1, payload);
+        }
+        let _ = f.described();
+    }
+    run(H264Frames::default(), &packets);
+    run(H265Frames::default(), &packets);
+    run(Frames::<Payloads<depack::Vp8>>::default(), &packets);
+    run(Frames::<Payloads<depack::Vp9>>::default(), &packets);
+    run(Frames::<Payloads<depack::Av1>>::default(), &packets);
+}
