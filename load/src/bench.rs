@@ -164,6 +164,78 @@ pub struct PostOnly {
     pub templates_parsed: Option<f64>,
     /// See `templates_parsed`.
     pub templates_copied: Option<f64>,
+    /// The same sessions each trickle one candidate at once (PATCH → 204).
+    pub patch: Option<RequestBurst>,
+    /// Then all of them are DELETEd at once.
+    pub delete: Option<RequestBurst>,
+}
+
+/// One kind of request sent to every session of the POST-only burst at once.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestBurst {
+    /// Requests sent.
+    pub requests: usize,
+    /// Answered with the status the spec names (204 for a trickle PATCH, 200 for a
+    /// DELETE).
+    pub ok: usize,
+    /// Request → response, ms.
+    pub p50_ms: Option<f64>,
+    /// 99th percentile, ms.
+    pub p99_ms: Option<f64>,
+    /// The server's CPU over the burst per request, ms (its threads' `schedstat`).
+    pub server_cpu_ms_per_request: Option<f64>,
+    /// The queueing bound on the p99 that CPU implies on this machine's cores, ms.
+    pub p99_bound_ms: Option<f64>,
+}
+
+/// Sends `requests` at once (each future resolves to its status), and measures what
+/// the server's threads spent meanwhile.
+async fn request_burst<F>(pid: u32, ok_status: u16, requests: Vec<F>) -> RequestBurst
+where
+    F: std::future::Future<Output = Option<u16>> + Send + 'static,
+{
+    let n = requests.len();
+    let before = procfs::thread_cpu_ns(pid);
+    let tasks: Vec<_> = requests
+        .into_iter()
+        .map(|f| {
+            tokio::spawn(async move {
+                let t0 = std::time::Instant::now();
+                let status = f.await;
+                (status, t0.elapsed().as_secs_f64() * 1e3)
+            })
+        })
+        .collect();
+    let mut times = Vec::with_capacity(n);
+    let mut ok = 0;
+    for t in tasks {
+        if let Ok((status, ms)) = t.await {
+            ok += usize::from(status == Some(ok_status));
+            times.push(ms);
+        }
+    }
+    let after = procfs::thread_cpu_ns(pid);
+    let cpu_ms = before
+        .zip(after)
+        .filter(|_| n > 0)
+        .map(|(a, b)| b.saturating_sub(a) as f64 / 1e6 / n as f64);
+    RequestBurst {
+        requests: n,
+        ok,
+        p50_ms: percentile(&mut times, 0.5),
+        p99_ms: percentile(&mut times, 0.99),
+        server_cpu_ms_per_request: cpu_ms,
+        p99_bound_ms: cpu_ms.map(|c| p99_bound_ms(n, c, cpus())),
+    }
+}
+
+/// A trickle fragment for an offer: one host candidate for its first m-section.
+fn trickle_fragment(offer: &str) -> String {
+    let mid = offer
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("a=mid:"))
+        .unwrap_or("0");
+    format!("a=mid:{mid}\r\na=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n")
 }
 
 /// wishd's count of offers parsed and answered from a known template.
@@ -572,8 +644,13 @@ async fn post_only_burst(swarm: &Swarm, n: usize, cfg: &BenchConfig) -> PostOnly
     let offers: Vec<String> = (0..n)
         .filter_map(|_| swarm.prepare().ok().map(|p| p.into_offer()))
         .collect();
+    let fragment = offers
+        .first()
+        .map(|o| trickle_fragment(o))
+        .unwrap_or_default();
     let templates0 = templates(cfg.metrics_url.as_deref()).await;
     let server0 = procfs::usage(Some(cfg.server_pid));
+    let threads0 = procfs::thread_cpu_ns(cfg.server_pid);
     let tasks: Vec<_> = offers
         .into_iter()
         .map(|offer| {
@@ -587,6 +664,7 @@ async fn post_only_burst(swarm: &Swarm, n: usize, cfg: &BenchConfig) -> PostOnly
             answered.push(sig);
         }
     }
+    let threads1 = procfs::thread_cpu_ns(cfg.server_pid);
     let server1 = procfs::usage(Some(cfg.server_pid));
     let templates1 = templates(cfg.metrics_url.as_deref()).await;
     let since = |a: Option<f64>, b: Option<f64>| Some(b? - a.unwrap_or(0.0));
@@ -595,10 +673,43 @@ async fn post_only_burst(swarm: &Swarm, n: usize, cfg: &BenchConfig) -> PostOnly
         .iter()
         .map(|s| s.post_time.as_secs_f64() * 1e3)
         .collect();
-    for s in &answered {
-        let _ = signal::delete(&s.location, token.as_deref()).await;
-    }
-    let cpu_ms = cpu_ms_per(server0, server1, created);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let patch = request_burst(
+        cfg.server_pid,
+        204,
+        answered
+            .iter()
+            .map(|s| {
+                let (location, etag) = (s.location.clone(), s.etag.clone());
+                let (fragment, token) = (fragment.clone(), token.clone());
+                async move {
+                    signal::patch_fragment(&location, etag.as_deref(), &fragment, token.as_deref())
+                        .await
+                        .ok()
+                }
+            })
+            .collect(),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let delete = request_burst(
+        cfg.server_pid,
+        200,
+        answered
+            .iter()
+            .map(|s| {
+                let (location, token) = (s.location.clone(), token.clone());
+                async move { signal::delete(&location, token.as_deref()).await.ok() }
+            })
+            .collect(),
+    )
+    .await;
+    // The threads' own clock where it can be read (finer than /proc's 10 ms ticks).
+    let cpu_ms = threads0
+        .zip(threads1)
+        .filter(|_| created > 0)
+        .map(|(a, b)| b.saturating_sub(a) as f64 / 1e6 / created as f64)
+        .or_else(|| cpu_ms_per(server0, server1, created));
     PostOnly {
         posts: n,
         created,
@@ -609,6 +720,8 @@ async fn post_only_burst(swarm: &Swarm, n: usize, cfg: &BenchConfig) -> PostOnly
         cpu_for_target_us: cpu_for_p99(n, POST_TARGET.as_secs_f64() * 1e6, cpus),
         templates_parsed: since(templates0.0, templates1.0),
         templates_copied: since(templates0.1, templates1.1),
+        patch: Some(patch),
+        delete: Some(delete),
     }
 }
 
@@ -840,6 +953,22 @@ pub fn print(r: &BenchReport) {
             println!(
                 "  of these offers the server parsed {parsed:.0} and answered {copied:.0} from a template parsed before"
             );
+        }
+        for (what, r) in [
+            ("PATCH (one trickled candidate)", &p.patch),
+            ("DELETE", &p.delete),
+        ] {
+            if let Some(r) = r {
+                println!(
+                    "  then a {what} of each at once: {}/{} answered as the spec says; p50 {} ms p99 {} ms; server CPU {} ms per request, so the p99 cannot be under {} ms",
+                    r.ok,
+                    r.requests,
+                    fmt_opt(r.p50_ms, 1),
+                    fmt_opt(r.p99_ms, 1),
+                    fmt_opt(r.server_cpu_ms_per_request, 3),
+                    fmt_opt(r.p99_bound_ms, 1),
+                );
+            }
         }
     }
     if !r.server_histogram {

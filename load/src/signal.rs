@@ -43,6 +43,8 @@ pub struct Signalled {
     /// The server refused the offer and sent its own (406 with `application/sdp`,
     /// draft-ietf-wish-whep §4.3.2): the client answers it with a PATCH.
     pub counter_offer: bool,
+    /// The session's `ETag`, for `If-Match` on a PATCH.
+    pub etag: Option<String>,
     /// POST sent → response read.
     pub post_time: Duration,
     /// When the POST was sent.
@@ -72,6 +74,7 @@ pub async fn post(offer: String, url: &str, token: Option<&str>) -> Result<Signa
         .ok_or_else(|| SetupError::Http(format!("{} without Location", resp.status)))?;
     Ok(Signalled {
         location,
+        etag: resp.header("etag").map(str::to_owned),
         answer: resp.text(),
         counter_offer,
         post_time,
@@ -135,6 +138,28 @@ pub async fn patch_answer(
         });
     }
     Ok(())
+}
+
+/// PATCHes a session with an `application/trickle-ice-sdpfrag` body (trickle ICE,
+/// RFC 9725 §4.3), `If-Match` its `etag` (or `*`); returns the status.
+pub async fn patch_fragment(
+    location: &str,
+    etag: Option<&str>,
+    fragment: &str,
+    token: Option<&str>,
+) -> Result<u16, SetupError> {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![
+        ("Content-Type", "application/trickle-ice-sdpfrag"),
+        ("If-Match", etag.unwrap_or("*")),
+    ];
+    if let Some(a) = auth.as_deref() {
+        headers.push(("Authorization", a));
+    }
+    http_request("PATCH", location, &headers, fragment.as_bytes().to_vec())
+        .await
+        .map(|r| r.status)
+        .map_err(|e| SetupError::Http(e.to_string()))
 }
 
 /// DELETEs a session; returns the status.

@@ -175,6 +175,16 @@ async fn a_small_bench_reports_steps_the_hand_over_floor_and_both_bursts() {
         "bound {bound} ms below one POST's CPU {cpu} ms"
     );
     assert!(posts.cpu_for_target_us > 0.0 && posts.cpu_for_target_us <= 5000.0);
+    // Each session then trickles a candidate (204) and is deleted (200), at once, and
+    // what that cost the server is read from its threads' clocks.
+    for (what, r) in [("PATCH", &posts.patch), ("DELETE", &posts.delete)] {
+        let r = r.as_ref().expect(what);
+        assert_eq!((r.requests, r.ok), (5, 5), "{what}: {r:?}");
+        assert!(
+            r.server_cpu_ms_per_request.is_some_and(|c| c > 0.0),
+            "{what}: {r:?}"
+        );
+    }
     // The viewers' offers are written as a browser's player writes them, so they
     // differ only in their own values, and wishd parsed their template before (the
     // steps' viewers): every POST of the burst is answered from it.
