@@ -19,8 +19,10 @@
 
 pub(crate) mod h264;
 pub(crate) mod numbering;
+pub mod pull;
 pub mod rtsp;
 pub(crate) mod sdp_file;
+pub mod upstream;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -503,6 +505,12 @@ impl Feed {
         }
     }
 
+    /// A sender report a stack read already (a WHEP upstream's, through str0m).
+    pub(crate) fn sender_report(&mut self, ssrc: u32, ns: i128, rtp_time: u32, now: Instant) {
+        self.counters.sender_reports.fetch_add(1, Ordering::Relaxed);
+        self.source.sender_report(ssrc, ns, rtp_time, now);
+    }
+
     /// An RTP packet of medium `m`, from `from` when that is known.
     pub(crate) fn rtp(
         &mut self,
@@ -511,18 +519,33 @@ impl Feed {
         from: Option<SocketAddr>,
         now: Instant,
     ) {
-        let c = &self.counters;
         let h = match rtp::parse_rtp(data) {
             Ok(h) => h,
             Err(_) => {
-                c.dropped_malformed.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .dropped_malformed
+                    .fetch_add(1, Ordering::Relaxed);
                 return;
             }
         };
         let payload: Arc<[u8]> =
             Arc::from(data.get(h.payload_start..h.payload_end).unwrap_or_default());
+        self.rtp_parsed(m, &h, payload, from, now);
+    }
+
+    /// An RTP packet of medium `m` whose header was read already (`h`'s payload
+    /// offsets are not used: `payload` is the payload).
+    pub(crate) fn rtp_parsed(
+        &mut self,
+        m: &mut Pipe,
+        h: &rtp::RtpHeader,
+        payload: Arc<[u8]>,
+        from: Option<SocketAddr>,
+        now: Instant,
+    ) {
+        let c = &self.counters;
         let before = m.state.ssrc_changes;
-        let (seq, epoch) = match m.state.accept(&h) {
+        let (seq, epoch) = match m.state.accept(h) {
             Ok(numbered) => numbered,
             Err(r) => {
                 let counter = match r {
@@ -596,13 +619,15 @@ pub(crate) enum CameraFeed {
     Rtp(RtpIngest),
     /// wishd pulls from the camera's RTSP server.
     Rtsp(rtsp::RtspIngest),
+    /// wishd plays the stream from another WHEP server.
+    Pull(pull::PullIngest),
 }
 
 impl CameraFeed {
     fn stream(&self) -> &str {
         match self {
             CameraFeed::Rtp(r) => &r.stream,
-            CameraFeed::Rtsp(r) => &r.stream,
+            CameraFeed::Rtsp(r) | CameraFeed::Pull(r) => &r.stream,
         }
     }
 }
@@ -618,7 +643,11 @@ pub(crate) fn configured_cameras(
         .rtsp
         .iter()
         .map(|e| rtsp::resolve(e, read).map(CameraSpec::Rtsp));
-    rtp.chain(rtsp).collect()
+    let pulls = config
+        .pull
+        .iter()
+        .map(|e| pull::resolve(e).map(CameraSpec::Pull));
+    rtp.chain(rtsp).chain(pulls).collect()
 }
 
 /// A camera as the configuration file describes it, resolved (an SDP file or a
@@ -630,6 +659,8 @@ pub(crate) enum CameraSpec {
     Rtp(RtpSourceSpec),
     /// An `[[rtsp]]` table.
     Rtsp(rtsp::RtspSpec),
+    /// A `[[pull]]` table.
+    Pull(pull::PullSpec),
 }
 
 impl CameraSpec {
@@ -637,6 +668,7 @@ impl CameraSpec {
         match self {
             CameraSpec::Rtp(s) => &s.stream,
             CameraSpec::Rtsp(s) => &s.stream,
+            CameraSpec::Pull(s) => &s.stream,
         }
     }
 }
@@ -750,6 +782,26 @@ impl Cameras {
         ingest
     }
 
+    /// Starts pulling a stream from another WHEP server (its stream enters the
+    /// directory at the first answer); `configured` for one of the configuration file.
+    pub(crate) fn start_pull(
+        &self,
+        spec: pull::PullSpec,
+        wiring: &Wiring,
+        configured: bool,
+    ) -> pull::PullIngest {
+        let configured = configured.then(|| CameraSpec::Pull(spec.clone()));
+        let (stop, stop_rx) = watch::channel(false);
+        let (ingest, task) = pull::start(spec, wiring.clone(), stop_rx);
+        self.lock().push(Camera {
+            feed: CameraFeed::Pull(ingest.clone()),
+            configured,
+            stop,
+            task,
+        });
+        ingest
+    }
+
     /// What a reload to the configuration file's cameras `wanted` changes: a camera
     /// started from the file and no longer in it, or changed, stops (a changed one
     /// starts again as the file says); one new in the file starts; one it names as
@@ -795,7 +847,7 @@ impl Cameras {
             .into_iter()
             .filter_map(|f| match f {
                 CameraFeed::Rtp(r) => Some(r),
-                CameraFeed::Rtsp(_) => None,
+                CameraFeed::Rtsp(_) | CameraFeed::Pull(_) => None,
             })
             .collect()
     }

@@ -4,18 +4,15 @@
 //!
 //! One tokio task per `[[rtsp]]` entry runs the RTSP client (retina: DESCRIBE, SETUP,
 //! PLAY, Basic or Digest credentials, keep-alives; RTP interleaved on the connection
-//! or over UDP) and feeds each RTP packet to the same [`Feed`] an RTP camera's
-//! datagrams take. The camera's SDP decides the codecs: the first H.264 or H.265 video
-//! and the first Opus, PCMU or PCMA audio are served; other media (MJPEG, AAC, a
-//! second video) are left out with one log line naming them. The stream appears in the
-//! directory at the first PLAY (WHEP before that: 409 with `Retry-After`, as for any
-//! stream without a source) and stays while the camera comes and goes: a dropped
-//! connection, an error or `rtp_timeout` without media takes it offline, and the task
-//! connects again after 1 s, doubling to 30 s while it keeps failing.
+//! or over UDP); connecting again, on demand and offline are [`super::upstream`]'s,
+//! as for a WHEP pull. The camera's SDP decides the codecs: the first video and the
+//! first audio of a codec wishd forwards are served; other media (MJPEG, AAC, a
+//! second video) are left out with one log line naming them. The stream appears in
+//! the directory at the first PLAY (WHEP before that: 409 with `Retry-After`, as for
+//! any stream without a source).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use retina::client::{
@@ -25,17 +22,13 @@ use retina::client::{
 use sdp_types::Session as Sdp;
 use str0m::media::MediaKind;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::warn;
 
-use super::{Feed, IngestCounters, MediumSpec, Pipe, Wiring, chosen_codecs, keyframe_cache};
+use super::upstream::{self, Connection, Item, PullState, PulledSource, Schedule, Upstream};
+use super::{MediumSpec, Wiring};
 use crate::config::{RtspEntry, RtspTransport};
-use crate::directory::Stream;
 use crate::sdp::parse::{codecs_of, normalise};
-
-/// The first wait before connecting again; doubled after each failure up to
-/// [`MAX_BACKOFF`], back to this once media flowed.
-const FIRST_BACKOFF: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+use crate::wire::rtp;
 
 /// Why a camera whose SDP has nothing wishd serves is offline.
 const NOTHING_SERVED: &str =
@@ -187,73 +180,10 @@ pub(crate) fn camera_media(sdp: &[u8]) -> Result<CameraMedia, String> {
 }
 
 /// Where an RTSP source stands, for the API and the tests.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RtspState {
-    /// Connecting (or waiting to connect again).
-    Connecting,
-    /// Playing: media flows.
-    Live,
-    /// On demand, and nobody watches: not connected (the camera's codecs are known).
-    Idle,
-    /// The last attempt failed or the camera went away; it is tried again.
-    Offline {
-        /// Why, in one line.
-        error: String,
-    },
-}
+pub type RtspState = PullState;
 
 /// A running RTSP source: its counters, its state and how often it reconnected.
-#[derive(Debug, Clone)]
-pub struct RtspIngest {
-    /// Stream name.
-    pub stream: Arc<str>,
-    /// Packet counters (as an RTP camera's).
-    pub counters: Arc<IngestCounters>,
-    status: Arc<Status>,
-    url: Arc<str>,
-    transport: &'static str,
-}
-
-#[derive(Debug)]
-struct Status {
-    state: std::sync::Mutex<RtspState>,
-    /// Connections that ended (after PLAY) or failed, each followed by a new attempt.
-    reconnects: AtomicU64,
-    /// The operator asks for a new connection now.
-    restart: tokio::sync::Notify,
-}
-
-impl RtspIngest {
-    /// Where the source stands now.
-    pub fn state(&self) -> RtspState {
-        self.status
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// How many times the source connected again after losing or missing the camera.
-    pub fn reconnects(&self) -> u64 {
-        self.status.reconnects.load(Ordering::Relaxed)
-    }
-
-    /// Ends the camera's connection (or the wait before the next one) and connects
-    /// again at once.
-    pub fn restart(&self) {
-        self.status.restart.notify_one();
-    }
-
-    /// The camera's URL, without credentials.
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
-    /// `tcp` or `udp`.
-    pub fn transport(&self) -> &'static str {
-        self.transport
-    }
-}
+pub type RtspIngest = PulledSource;
 
 /// Starts the source's task.
 pub(crate) fn start(
@@ -261,340 +191,112 @@ pub(crate) fn start(
     wiring: Wiring,
     stop: watch::Receiver<bool>,
 ) -> (RtspIngest, tokio::task::JoinHandle<()>) {
-    let ingest = RtspIngest {
-        stream: Arc::from(spec.stream.as_str()),
-        counters: Arc::new(IngestCounters::default()),
-        status: Arc::new(Status {
-            state: std::sync::Mutex::new(RtspState::Connecting),
-            reconnects: AtomicU64::new(0),
-            restart: tokio::sync::Notify::new(),
-        }),
-        url: Arc::from(spec.url.as_str()),
-        transport: match spec.transport {
-            RtspTransport::Tcp => "tcp",
-            RtspTransport::Udp => "udp",
-        },
+    let schedule = Schedule {
+        stream: spec.stream.clone(),
+        url: spec.url.to_string(),
+        on_demand: spec.on_demand,
+        close_after: spec.close_after,
+        wait_when_offline: spec.wait_when_offline,
     };
-    let task = Source {
-        spec,
-        wiring,
-        ingest: ingest.clone(),
-        stream: None,
-        pipes: Vec::new(),
-        feed: None,
+    let transport = match spec.transport {
+        RtspTransport::Tcp => "tcp",
+        RtspTransport::Udp => "udp",
     };
-    (ingest, tokio::spawn(task.run(stop)))
+    upstream::start(spec, schedule, transport, wiring, stop)
 }
 
-struct Source {
-    spec: RtspSpec,
-    wiring: Wiring,
-    ingest: RtspIngest,
-    /// The stream, once the camera's first PLAY put it in the directory.
-    stream: Option<Arc<Stream>>,
-    /// One pipeline per kind of media, kept across connections: a camera that comes
-    /// back (a new SSRC, numbering from anywhere) starts a new epoch in it, so its
-    /// viewers' numbering runs on and they resume at its next keyframe.
-    pipes: Vec<Pipe>,
-    /// The feed, kept across connections as the pipelines are.
-    feed: Option<Feed>,
-}
-
-/// How one connection ended.
-enum Ended {
-    /// The server is shutting down.
-    Stopped,
-    /// The operator asked for a new connection (`POST /api/sources/{stream}/restart`).
-    Restart,
-    /// On demand: nobody watched for `close_after`.
-    Idle,
-    /// The camera is gone or failed; `played` when media had flowed.
-    Lost { error: String, played: bool },
-}
-
-impl RtspIngest {
-    fn set_state(&self, state: RtspState) {
-        *self.status.state.lock().unwrap_or_else(|e| e.into_inner()) = state;
-    }
-}
-
-impl Source {
-    async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        let mut backoff = FIRST_BACKOFF;
-        let status = self.ingest.status.clone();
-        loop {
-            if self.spec.on_demand {
-                if self.stream.is_none() {
-                    // Learn the camera's codecs once, so that viewers can join before
-                    // it is connected.
-                    self.ingest.set_state(RtspState::Connecting);
-                    let probed = tokio::select! {
-                        _ = stop.changed() => return,
-                        r = self.probe() => r,
-                    };
-                    if let Err(error) = probed {
-                        if !self.back_off(error, &mut backoff, &mut stop).await {
-                            return;
-                        }
-                        continue;
-                    }
-                }
-                self.ingest.set_state(RtspState::Idle);
-                self.offline_viewers(false);
-                let Some(stream) = self.stream.clone() else {
-                    continue;
-                };
-                while stream.events.viewers() == 0 {
-                    tokio::select! {
-                        _ = stop.changed() => return,
-                        _ = status.restart.notified() => break,
-                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                    }
-                }
-            }
-            self.ingest.set_state(RtspState::Connecting);
-            let ended = tokio::select! {
-                _ = stop.changed() => Ended::Stopped,
-                _ = status.restart.notified() => Ended::Restart,
-                e = self.connection() => e,
-            };
-            let (error, played) = match ended {
-                Ended::Stopped => return,
-                Ended::Idle => {
-                    info!(
-                        stream = %self.spec.stream,
-                        "RTSP camera (on demand): no viewers for {:?}, disconnected", self.spec.close_after
-                    );
-                    backoff = FIRST_BACKOFF;
-                    continue;
-                }
-                Ended::Restart => {
-                    // The connection was cut short: its feed is still live.
-                    if let Some(feed) = self.feed.as_mut() {
-                        feed.go_offline();
-                    }
-                    info!(stream = %self.spec.stream, "RTSP camera: restarted by the operator");
-                    self.ingest
-                        .status
-                        .reconnects
-                        .fetch_add(1, Ordering::Relaxed);
-                    backoff = FIRST_BACKOFF;
-                    continue;
-                }
-                Ended::Lost { error, played } => (error, played),
-            };
-            if played {
-                backoff = FIRST_BACKOFF;
-            }
-            if !self.back_off(error, &mut backoff, &mut stop).await {
-                return;
-            }
-        }
-    }
-
-    /// Whether new viewers may join while the camera sends nothing: when configured
-    /// so, and for an on-demand camera unless its last connection `failed` (its
-    /// viewers are what connects it).
-    fn takes_viewers_offline(&self, failed: bool) -> bool {
-        self.spec.wait_when_offline || (self.spec.on_demand && !failed)
-    }
-
-    /// Tells the directory whether new viewers may join while the camera is offline.
-    fn offline_viewers(&self, failed: bool) {
-        if let Some(s) = &self.stream {
-            s.set_camera_waits(self.takes_viewers_offline(failed));
-        }
-    }
-
-    /// After a connection failed or was lost: says why (one log line), counts it, and
-    /// waits `backoff` (or until a restart), doubling it for the next time. False when
-    /// the server stops meanwhile.
-    async fn back_off(
-        &self,
-        error: String,
-        backoff: &mut Duration,
-        stop: &mut watch::Receiver<bool>,
-    ) -> bool {
-        warn!(
-            stream = %self.spec.stream, url = %self.spec.url,
-            "RTSP camera: {error}; connecting again in {backoff:?}"
-        );
-        self.ingest.set_state(RtspState::Offline { error });
-        self.offline_viewers(true);
-        self.ingest
-            .status
-            .reconnects
-            .fetch_add(1, Ordering::Relaxed);
-        tokio::select! {
-            _ = stop.changed() => return false,
-            _ = self.ingest.status.restart.notified() => {}
-            _ = tokio::time::sleep(*backoff) => {}
-        }
-        *backoff = (*backoff * 2).min(MAX_BACKOFF);
-        true
-    }
-
-    /// DESCRIBE alone, to learn the camera's codecs and put its stream in the directory
-    /// (an on-demand camera before its first viewer).
-    async fn probe(&mut self) -> Result<(), String> {
-        let (_, media) = self.describe().await?;
-        if media.served.is_empty() {
-            return Err(NOTHING_SERVED.into());
-        }
-        self.stream_for(&media)
-            .map(|_| ())
-            .ok_or_else(|| "the stream name is taken by another source".into())
-    }
-
+impl RtspSpec {
     /// DESCRIBE: the session, and what of the camera's media wishd serves.
     async fn describe(&self) -> Result<(Session<Described>, CameraMedia), String> {
         let options = SessionOptions::default()
-            .creds(self.spec.creds.clone())
+            .creds(self.creds.clone())
             .user_agent(format!("wishd/{}", env!("CARGO_PKG_VERSION")));
-        let session = Session::describe(self.spec.url.clone(), options)
+        let session = Session::describe(self.url.clone(), options)
             .await
             .map_err(|e| format!("DESCRIBE: {e}"))?;
         let media = camera_media(session.sdp()).map_err(|e| format!("the camera's SDP: {e}"))?;
+        if media.served.is_empty() {
+            return Err(NOTHING_SERVED.into());
+        }
         Ok((session, media))
     }
+}
 
-    /// One connection: DESCRIBE, SETUP of each served medium, PLAY, then packets until
-    /// it ends.
-    async fn connection(&mut self) -> Ended {
-        let lost = |e: String| Ended::Lost {
-            error: e,
-            played: false,
-        };
-        let (mut session, media) = match self.describe().await {
-            Ok(d) => d,
-            Err(e) => return lost(e),
-        };
+impl Upstream for RtspSpec {
+    fn what(&self) -> &'static str {
+        "RTSP camera"
+    }
+
+    /// DESCRIBE alone.
+    async fn probe(&mut self) -> Result<Vec<MediumSpec>, String> {
+        let (_, media) = self.describe().await?;
+        Ok(media.served.into_iter().map(|(_, m)| m).collect())
+    }
+
+    /// DESCRIBE, SETUP of each served medium, PLAY.
+    async fn connect(&mut self) -> Result<Connection, String> {
+        let (mut session, media) = self.describe().await?;
         if !media.left_out.is_empty() {
             warn!(
-                stream = %self.spec.stream,
+                stream = %self.stream,
                 "RTSP camera: left out (not served): {}", media.left_out.join(", ")
             );
         }
-        if media.served.is_empty() {
-            return lost(NOTHING_SERVED.into());
-        }
-        let transport = match self.spec.transport {
+        let transport = match self.transport {
             RtspTransport::Tcp => Transport::Tcp(TcpTransportOptions::default()),
             RtspTransport::Udp => Transport::Udp(UdpTransportOptions::default()),
         };
         let count = session.streams().len();
         for (i, _) in &media.served {
             if *i >= count {
-                return lost(format!("the camera's SDP has no stream {i}"));
+                return Err(format!("the camera's SDP has no stream {i}"));
             }
             let setup = SetupOptions::default().transport(transport.clone());
-            if let Err(e) = session.setup(*i, setup).await {
-                return lost(format!("SETUP of stream {i}: {e}"));
-            }
+            session
+                .setup(*i, setup)
+                .await
+                .map_err(|e| format!("SETUP of stream {i}: {e}"))?;
         }
-        let playing = match session.play(PlayOptions::default()).await {
-            Ok(p) => p,
-            Err(e) => return lost(format!("PLAY: {e}")),
-        };
-        let Some(stream) = self.stream_for(&media) else {
-            return lost("the stream name is taken by another source".into());
-        };
-        info!(
-            stream = %self.spec.stream, url = %self.spec.url,
-            "RTSP camera playing: {}",
-            media.served.iter().map(|(_, m)| format!("{:?} {}", m.kind, m.codec.name)).collect::<Vec<_>>().join(", ")
-        );
-        // The pipeline of each served stream index, by kind.
-        for (_, m) in &media.served {
-            if !self.pipes.iter().any(|p| p.spec.kind == m.kind) {
-                self.pipes.push(Pipe::new(m));
-            }
-        }
-        let route: Vec<(usize, usize)> = media
-            .served
-            .iter()
-            .filter_map(|(i, m)| Some((*i, self.pipes.iter().position(|p| p.spec.kind == m.kind)?)))
-            .collect();
-        let feed = self.feed.get_or_insert_with(|| {
-            Feed::new(
-                stream,
-                self.wiring.peers.clone(),
-                self.wiring.media_counters.clone(),
-                self.ingest.counters.clone(),
-            )
-        });
-        let mut playing = Box::pin(playing);
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
-        let started = Instant::now();
-        let mut played = false;
-        let mut unwatched_since: Option<Instant> = None;
-        let error = loop {
-            tokio::select! {
-                item = playing.next() => match item {
-                    Some(Ok(PacketItem::Rtp(p))) => {
-                        let now = Instant::now();
-                        let pipe = route
-                            .iter()
-                            .find(|(i, _)| *i == p.stream_id())
-                            .and_then(|(_, k)| self.pipes.get_mut(*k));
-                        if let Some(pipe) = pipe {
-                            feed.rtp(pipe, p.raw(), None, now);
-                            if !played {
-                                played = true;
-                                self.ingest.set_state(RtspState::Live);
-                            }
-                        }
-                    }
-                    Some(Ok(PacketItem::Rtcp(c))) => feed.rtcp(c.raw(), Instant::now()),
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => break e.to_string(),
-                    None => break "the camera ended the session".to_owned(),
-                },
-                _ = tick.tick() => {
-                    let now = Instant::now();
-                    let silent = match feed.last_packet {
-                        Some(t) => now.saturating_duration_since(t) >= self.wiring.timeout,
-                        None => now.saturating_duration_since(started) >= self.wiring.timeout,
+        let playing = session
+            .play(PlayOptions::default())
+            .await
+            .map_err(|e| format!("PLAY: {e}"))?;
+        // retina's stream index → the medium's place among those served.
+        let indices: Vec<usize> = media.served.iter().map(|(i, _)| *i).collect();
+        let items = playing
+            .map(move |item| match item {
+                Ok(PacketItem::Rtp(p)) => {
+                    let Some(medium) = indices.iter().position(|i| *i == p.stream_id()) else {
+                        return Ok(Item::Other);
                     };
-                    if silent {
-                        break format!("no media for {:?}", self.wiring.timeout);
-                    }
-                    if self.spec.on_demand {
-                        let watched = feed.shared.events.viewers() > 0;
-                        let since = *unwatched_since.get_or_insert(now);
-                        if watched {
-                            unwatched_since = None;
-                        } else if now.saturating_duration_since(since) >= self.spec.close_after {
-                            feed.go_offline();
-                            return Ended::Idle;
-                        }
-                    }
+                    let raw = p.raw();
+                    Ok(match rtp::parse_rtp(raw) {
+                        Ok(header) => Item::Rtp {
+                            medium,
+                            payload: Arc::from(
+                                raw.get(header.payload_start..header.payload_end)
+                                    .unwrap_or_default(),
+                            ),
+                            header,
+                        },
+                        // (The feed counts it as malformed.)
+                        Err(_) => Item::RtpBytes {
+                            medium,
+                            data: raw.to_vec(),
+                        },
+                    })
                 }
-            }
-        };
-        feed.go_offline();
-        Ended::Lost { error, played }
-    }
-
-    /// The stream in the directory: put there at the first PLAY with the camera's
-    /// codecs, the same one after that.
-    fn stream_for(&mut self, media: &CameraMedia) -> Option<Arc<Stream>> {
-        if let Some(s) = &self.stream {
-            return Some(s.clone());
-        }
-        let served: Vec<MediumSpec> = media.served.iter().map(|(_, m)| m.clone()).collect();
-        let shared = self
-            .wiring
-            .directory
-            .register_rtp_source(
-                &self.spec.stream,
-                chosen_codecs(&served),
-                keyframe_cache(&served, self.wiring.silence),
-                self.takes_viewers_offline(false),
-            )
-            .ok()?;
-        self.stream = Some(shared.clone());
-        Some(shared)
+                Ok(PacketItem::Rtcp(c)) => Ok(Item::Rtcp(c.raw().to_vec())),
+                Ok(_) => Ok(Item::Other),
+                Err(e) => Err(e.to_string()),
+            })
+            .boxed();
+        Ok(Connection {
+            media: media.served.into_iter().map(|(_, m)| m).collect(),
+            items,
+            // A camera cannot be asked for a keyframe.
+            keyframes: None,
+        })
     }
 }
 
