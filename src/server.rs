@@ -262,6 +262,9 @@ impl Server {
                 ingest::CameraSpec::Rtsp(spec) => {
                     rtsp.push(cameras.start_rtsp(spec, &wiring, true))
                 }
+                ingest::CameraSpec::Pull(spec) => {
+                    cameras.start_pull(spec, &wiring, true);
+                }
             }
         }
         let ops = Arc::new(Ops::new(

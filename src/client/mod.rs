@@ -27,7 +27,9 @@ pub use events::{EventMessage, EventStream, parse_events};
 pub use http::{HttpResponse, http_request, http_request_patient, resolve_url, trust_ca_pem};
 pub use publisher::{PublisherOptions, PublisherStats, WhipPublisher, publisher_offer};
 pub use simulcast::{LayerStats, SimulcastLayer};
-pub use viewer::{ReceivedPacket, ReceivedSenderReport, ViewerOptions, WhepViewer, viewer_offer};
+pub use viewer::{
+    Arrival, ReceivedPacket, ReceivedSenderReport, ViewerOptions, WhepViewer, viewer_offer,
+};
 
 use std::sync::Once;
 

@@ -43,6 +43,20 @@ pub struct ViewerOptions {
     /// Loses every n-th RTP datagram that arrives (0: none) before the stack sees it,
     /// like a lossy link would: the stack NACKs the gap and the server may resend.
     pub lose_every: u32,
+    /// Where packets and sender reports go as they arrive, instead of being kept for
+    /// [`WhepViewer::received`] (a viewer that relays what it gets, for as long as it
+    /// runs). What a full channel refuses is dropped; the channel closes when the
+    /// viewer's task ends.
+    pub sink: Option<mpsc::Sender<Arrival>>,
+}
+
+/// What a viewer with a [`ViewerOptions::sink`] hands on.
+#[derive(Debug, Clone)]
+pub enum Arrival {
+    /// An RTP packet.
+    Packet(ReceivedPacket),
+    /// An RTCP sender report.
+    SenderReport(ReceivedSenderReport),
 }
 
 impl Default for ViewerOptions {
@@ -57,6 +71,7 @@ impl Default for ViewerOptions {
             audio_codecs: vec![AudioCodec::Opus],
             h264_profile_level_ids: Vec::new(),
             lose_every: 0,
+            sink: None,
         }
     }
 }
@@ -88,6 +103,8 @@ pub struct ReceivedPacket {
 pub struct ReceivedSenderReport {
     /// The stream it describes (from its m-line).
     pub kind: MediaKind,
+    /// The SSRC of that stream.
+    pub ssrc: u32,
     /// The sender's wall clock at the report.
     pub ntp_time: std::time::SystemTime,
     /// The RTP timestamp of the same moment.
@@ -276,6 +293,7 @@ impl WhepViewer {
             restart: None,
             lose_every: opts.lose_every,
             rtp_seen: 0,
+            sink: opts.sink,
         };
         let task = tokio::spawn(task.run(cmd_rx));
         Ok(WhepViewer {
@@ -481,6 +499,8 @@ struct ViewerTask {
     /// See [`ViewerOptions::lose_every`].
     lose_every: u32,
     rtp_seen: u64,
+    /// See [`ViewerOptions::sink`].
+    sink: Option<mpsc::Sender<Arrival>>,
 }
 
 impl ViewerTask {
@@ -570,16 +590,32 @@ impl ViewerTask {
                     };
                     let report = ReceivedSenderReport {
                         kind,
+                        ssrc: *f.sender_info.ssrc,
                         ntp_time: f.sender_info.ntp_time,
                         rtp_time: f.sender_info.rtp_time.numer() as u32,
                         at: f.received_at,
                     };
-                    self.sender_reports
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(report);
+                    match &self.sink {
+                        Some(sink) => {
+                            let _ = sink.try_send(Arrival::SenderReport(report));
+                        }
+                        None => self
+                            .sender_reports
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(report),
+                    }
                 }
                 _ => {}
+            }
+        }
+        if let Some(sink) = &self.sink {
+            let n = got.len() as u64;
+            for p in got.drain(..) {
+                let _ = sink.try_send(Arrival::Packet(p));
+            }
+            if n > 0 {
+                self.arrivals.send_modify(|c| *c += n);
             }
         }
         if !got.is_empty() {

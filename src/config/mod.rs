@@ -188,6 +188,8 @@ pub struct Config {
     pub rtp: Vec<RtpEntry>,
     /// RTSP cameras (`[[rtsp]]` tables), one per stream wishd pulls from a camera.
     pub rtsp: Vec<RtspEntry>,
+    /// Streams wishd pulls from another WHEP server (`[[pull]]` tables).
+    pub pull: Vec<PullEntry>,
     /// Recording rules (`[[record]]` tables): the first that names a stream records it.
     pub record: Vec<RecordEntry>,
     /// An RTP source that sent nothing this long is reported offline. Default 5 s.
@@ -572,6 +574,41 @@ impl Default for RtspEntry {
     }
 }
 
+/// A stream wishd plays from another WHEP server (another wishd, MediaMTX, live777,
+/// Janus…) and serves as its own, as an RTSP camera's.
+#[cfg_attr(test, derive(serde::Serialize))]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PullEntry {
+    /// The stream name viewers ask for here.
+    pub stream: String,
+    /// The WHEP endpoint: `http(s)://host[:port]/path`.
+    pub url: String,
+    /// The bearer token the WHEP server wants, if any.
+    pub token: Option<Secret>,
+    /// Connect only while the stream has viewers here, instead of always.
+    pub on_demand: bool,
+    /// An on-demand pull is left this long after its last viewer went. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub close_after: Duration,
+    /// A WHEP POST while the upstream is unreachable: `false` (the default) answers
+    /// 409 with Retry-After; `true` answers 201 and the viewer waits.
+    pub wait_when_offline: bool,
+}
+
+impl Default for PullEntry {
+    fn default() -> Self {
+        PullEntry {
+            stream: String::new(),
+            url: String::new(),
+            token: None,
+            on_demand: false,
+            close_after: Duration::from_secs(10),
+            wait_when_offline: false,
+        }
+    }
+}
+
 /// How an RTSP camera's RTP reaches wishd.
 #[cfg_attr(test, derive(serde::Serialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -830,6 +867,7 @@ impl Default for Config {
             retry_after_secs: 2,
             rtp: Vec::new(),
             rtsp: Vec::new(),
+            pull: Vec::new(),
             record: Vec::new(),
             rtp_timeout: Duration::from_secs(5),
             auth: AuthConfig {

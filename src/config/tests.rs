@@ -289,6 +289,14 @@ fn maximal() -> Config {
             close_after: Duration::from_secs(20),
             wait_when_offline: true,
         }],
+        pull: vec![PullEntry {
+            stream: "origin-live".into(),
+            url: "https://origin.example/whep/live".into(),
+            token: Some(Secret::new("the-origin's-viewer-token")),
+            on_demand: true,
+            close_after: Duration::from_secs(20),
+            wait_when_offline: true,
+        }],
         record: vec![RecordEntry {
             stream: "cam-*".into(),
             directory: "/var/lib/wishd/recordings".into(),

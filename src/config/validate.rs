@@ -114,14 +114,24 @@ impl Config {
             ));
         }
         let mut names = std::collections::HashSet::new();
-        let sources = (self.rtp.iter().map(|e| ("rtp", &e.stream)))
-            .chain(self.rtsp.iter().map(|e| ("rtsp", &e.stream)));
-        for (i, (table, stream)) in sources.enumerate() {
-            let i = if table == "rtp" {
-                i
-            } else {
-                i - self.rtp.len()
-            };
+        let sources = (self
+            .rtp
+            .iter()
+            .enumerate()
+            .map(|(i, e)| ("rtp", i, &e.stream)))
+        .chain(
+            self.rtsp
+                .iter()
+                .enumerate()
+                .map(|(i, e)| ("rtsp", i, &e.stream)),
+        )
+        .chain(
+            self.pull
+                .iter()
+                .enumerate()
+                .map(|(i, e)| ("pull", i, &e.stream)),
+        );
+        for (table, i, stream) in sources {
             if !names.insert(stream.as_str()) {
                 return Err(ConfigError::value(
                     format!("{table}[{i}].stream"),
@@ -142,6 +152,23 @@ impl Config {
                     return Err(ConfigError::value(
                         format!("rtsp[{i}].url"),
                         "must be rtsp://[user:password@]host[:port]/path",
+                    ));
+                }
+            }
+        }
+        for (i, e) in self.pull.iter().enumerate() {
+            if !crate::model::valid_stream_name(&e.stream) {
+                return Err(ConfigError::value(
+                    format!("pull[{i}].stream"),
+                    crate::model::STREAM_NAME_RULE,
+                ));
+            }
+            match url::Url::parse(&e.url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                _ => {
+                    return Err(ConfigError::value(
+                        format!("pull[{i}].url"),
+                        "must be the WHEP endpoint, http(s)://host[:port]/path",
                     ));
                 }
             }

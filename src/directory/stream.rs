@@ -43,6 +43,11 @@ pub struct Stream {
     camera_waits: AtomicBool,
     /// Its recording, when a `[[record]]` rule names it.
     recorder: arc_swap::ArcSwapOption<super::RecorderTap>,
+    /// Its source is connected to a server that can be asked for keyframes (a WHEP
+    /// upstream): the workers ask through [`Stream::upstream_keyframe`].
+    upstream_keyframes: AtomicBool,
+    /// Wakes the task of a WHEP upstream to ask it for a keyframe.
+    pub(crate) upstream_keyframe: tokio::sync::Notify,
 }
 
 impl Stream {
@@ -56,6 +61,25 @@ impl Stream {
             events: StreamEvents::default(),
             camera_waits: AtomicBool::new(false),
             recorder: arc_swap::ArcSwapOption::empty(),
+            upstream_keyframes: AtomicBool::new(false),
+            upstream_keyframe: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Whether its source can be asked for a keyframe over the network.
+    pub(crate) fn has_upstream_keyframes(&self) -> bool {
+        self.upstream_keyframes.load(Ordering::Relaxed)
+    }
+
+    /// See [`Stream::has_upstream_keyframes`].
+    pub(crate) fn set_upstream_keyframes(&self, yes: bool) {
+        self.upstream_keyframes.store(yes, Ordering::Relaxed);
+    }
+
+    /// Asks the source's upstream for a keyframe, when it has one that can be asked.
+    pub(crate) fn ask_upstream_for_keyframe(&self) {
+        if self.has_upstream_keyframes() {
+            self.upstream_keyframe.notify_one();
         }
     }
 

@@ -218,6 +218,7 @@ fn stream(state: &AppState, v: &StreamView, source_addr: Option<SocketAddr>) -> 
             let (kind, counters) = match state.ops.cameras.get(&v.shared.name) {
                 Some(CameraFeed::Rtp(r)) => ("rtp", Some(r.counters)),
                 Some(CameraFeed::Rtsp(r)) => ("rtsp", Some(r.counters)),
+                Some(CameraFeed::Pull(r)) => ("whep", Some(r.counters)),
                 None => ("rtp", None),
             };
             let online = counters
@@ -428,7 +429,7 @@ pub(crate) fn source_entry(feed: &CameraFeed) -> SourceEntry {
             packets: r.counters.packets.load(Ordering::Relaxed),
             sender: r.counters.sender().map(|a| a.to_string()),
         },
-        CameraFeed::Rtsp(r) => {
+        CameraFeed::Rtsp(r) | CameraFeed::Pull(r) => {
             let (state, last_error) = match r.state() {
                 RtspState::Connecting => ("connecting", None),
                 RtspState::Live => ("live", None),
@@ -437,7 +438,11 @@ pub(crate) fn source_entry(feed: &CameraFeed) -> SourceEntry {
             };
             SourceEntry {
                 stream: r.stream.to_string(),
-                kind: "rtsp",
+                kind: if matches!(feed, CameraFeed::Pull(_)) {
+                    "whep"
+                } else {
+                    "rtsp"
+                },
                 state,
                 last_error,
                 reconnects: Some(r.reconnects()),

@@ -365,9 +365,9 @@ pub(super) async fn answer(
                 return Err(ApiError::MethodNotAllowed("POST"));
             }
             match ops.cameras.get(name) {
-                Some(CameraFeed::Rtsp(r)) => {
+                Some(CameraFeed::Rtsp(r) | CameraFeed::Pull(r)) => {
                     r.restart();
-                    tracing::info!(stream = name, "RTSP camera restarted by the operator");
+                    tracing::info!(stream = name, "source restarted by the operator");
                     Ok(no_content())
                 }
                 Some(CameraFeed::Rtp(_)) => Err(ApiError::BadRequest(format!(
@@ -482,6 +482,9 @@ pub(crate) fn start_camera(
         }
         CameraSpec::Rtsp(spec) => {
             CameraFeed::Rtsp(ops.cameras.start_rtsp(spec, &ops.wiring, configured))
+        }
+        CameraSpec::Pull(spec) => {
+            CameraFeed::Pull(ops.cameras.start_pull(spec, &ops.wiring, configured))
         }
     })
 }

@@ -715,7 +715,7 @@ impl Worker {
                             });
                         }
                     }
-                    None => {}
+                    None => shared.ask_upstream_for_keyframe(),
                 },
                 Deferred::ViewerKeyframe(key, shared) => {
                     if shared
@@ -735,7 +735,7 @@ impl Worker {
                         continue;
                     }
                     self.viewer_keyframe(key, &shared, now);
-                    if shared.source_worker().is_some() {
+                    if shared.source_worker().is_some() || shared.has_upstream_keyframes() {
                         let layer = self.fanout.layer_of(ViewerId(key)).map_or(0, |(l, _)| l);
                         self.deferred
                             .push_back(Deferred::WantKeyframe(shared, layer));
