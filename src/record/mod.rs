@@ -864,15 +864,23 @@ impl Writer {
                     self.audio
                         .timeline
                         .dts(pkt.timestamp, at, pkt.epoch, origin, rate, synced);
-                if dts < 0 {
-                    return Ok(());
-                }
-                let (data, duration) = match codec {
-                    // A G.711 byte is a sample.
-                    CodecKind::Pcmu => (g711::mu_law_to_pcm(&pkt.payload), pkt.payload.len()),
-                    CodecKind::Pcma => (g711::a_law_to_pcm(&pkt.payload), pkt.payload.len()),
+                // A G.711 byte is a sample: a packet that began before the file's
+                // first picture keeps its samples from that picture on (cameras send
+                // up to 128 ms a packet). An Opus packet cannot be cut: it is left out.
+                let before = usize::try_from(-dts).unwrap_or(0);
+                let pcm = match codec {
+                    CodecKind::Pcmu => Some(g711::mu_law_to_pcm as fn(&[u8]) -> Vec<u8>),
+                    CodecKind::Pcma => Some(g711::a_law_to_pcm as fn(&[u8]) -> Vec<u8>),
+                    _ => None,
+                };
+                let (data, duration, dts) = match pcm {
+                    Some(expand) if before < pkt.payload.len() => {
+                        let kept = pkt.payload.get(before..).unwrap_or_default();
+                        (expand(kept), kept.len(), dts.max(0))
+                    }
                     // Opus's 20 ms, the packet time WebRTC uses.
-                    _ => (pkt.payload.to_vec(), 960),
+                    None if dts >= 0 => (pkt.payload.to_vec(), 960, dts),
+                    _ => return Ok(()),
                 };
                 let sample = Sample {
                     data,
