@@ -124,6 +124,11 @@ impl FromStr for SessionId {
 /// three). A layer is named by its index in the publisher's offer, 0 without simulcast.
 pub const MAX_LAYERS: usize = 4;
 
+/// The header a wishd relaying a stream (a `[[pull]]`) puts on its WHEP POST: a
+/// server that itself relays the stream asked for refuses such a request, so that a
+/// stream crosses at most one relay and two servers never pull from each other.
+pub const RELAY_HEADER: &str = "wishd-relay";
+
 /// What a stream name may be, in words (for refusals).
 pub const STREAM_NAME_RULE: &str = "stream names are 1 to 128 characters of A-Z a-z 0-9 - _ . ~";
 

@@ -258,3 +258,53 @@ async fn an_on_demand_pull_holds_an_upstream_session_only_while_the_edge_has_vie
     edge.shutdown().await;
     origin.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_of_a_relayed_stream_is_refused_with_508_loop_detected() {
+    // B relays "loop" from A; A2 relays it from B. B refuses A2's relay request, so a
+    // stream crosses one relay at most, and two servers pulling from each other (B
+    // and A2, were A2 at A's address) could not feed each other.
+    let a = server(|_| {}).await;
+    let b = server(|c| {
+        c.pull.push(PullEntry {
+            stream: "loop".into(),
+            url: format!("{}/whep/loop", a.base_url()),
+            ..PullEntry::default()
+        })
+    })
+    .await;
+    let a2 = server(|c| {
+        c.pull.push(PullEntry {
+            stream: "loop".into(),
+            url: format!("{}/whep/loop", b.base_url()),
+            ..PullEntry::default()
+        })
+    })
+    .await;
+    // B pulls from A, which has no such stream (409: B stays offline); A2 pulls
+    // from B, which relays "loop" itself: 508.
+    let t0 = Instant::now();
+    let refused = loop {
+        let v = api(&a2, "/api/sources").await;
+        let e = v["sources"][0]["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if !e.is_empty() {
+            break e;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "no error yet: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!("a relay of a relay: {refused}");
+    assert!(refused.contains("508"), "{refused}");
+    assert!(refused.contains("relay"), "{refused}");
+    assert_eq!(
+        viewers_at(&b, "loop").await,
+        0,
+        "no session of the refused relay"
+    );
+    for s in [a2, b, a] {
+        s.shutdown().await;
+    }
+}

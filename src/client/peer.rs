@@ -102,11 +102,15 @@ pub(crate) async fn exchange(
     offer_sdp: String,
     endpoint_url: &str,
     token: Option<&str>,
+    relay: bool,
 ) -> Result<Signalled, ClientError> {
     let auth = token.map(|t| format!("Bearer {t}"));
     let mut headers = vec![("Content-Type", "application/sdp")];
     if let Some(a) = auth.as_deref() {
         headers.push(("Authorization", a));
+    }
+    if relay {
+        headers.push((crate::model::RELAY_HEADER, "1"));
     }
     // Follow 307/308 (a balancer sending the offer elsewhere, RFC 9725 §4.5); the
     // session URL is resolved against the URL that answered 201.

@@ -270,8 +270,15 @@ impl WhipPublisher {
             None => sdp,
         };
         let offer_sdp = sdp.clone();
-        let sig =
-            peer::exchange(&mut rtc, pending, sdp, endpoint_url, opts.token.as_deref()).await?;
+        let sig = peer::exchange(
+            &mut rtc,
+            pending,
+            sdp,
+            endpoint_url,
+            opts.token.as_deref(),
+            false,
+        )
+        .await?;
 
         let audio = audio_mid.and_then(|mid| negotiated(&rtc, mid, Codec::Opus));
         let video = opts.video.zip(video_mid).and_then(|(c, mid)| {

@@ -48,6 +48,9 @@ pub struct ViewerOptions {
     /// runs). What a full channel refuses is dropped; the channel closes when the
     /// viewer's task ends.
     pub sink: Option<mpsc::Sender<Arrival>>,
+    /// The viewer relays what it gets to viewers of its own (a wishd `[[pull]]`): its
+    /// POST carries [`crate::model::RELAY_HEADER`].
+    pub relay: bool,
 }
 
 /// What a viewer with a [`ViewerOptions::sink`] hands on.
@@ -72,6 +75,7 @@ impl Default for ViewerOptions {
             h264_profile_level_ids: Vec::new(),
             lose_every: 0,
             sink: None,
+            relay: false,
         }
     }
 }
@@ -273,8 +277,15 @@ impl WhepViewer {
             None => sdp,
         };
         let offer_sdp = sdp.clone();
-        let sig =
-            peer::exchange(&mut rtc, pending, sdp, endpoint_url, opts.token.as_deref()).await?;
+        let sig = peer::exchange(
+            &mut rtc,
+            pending,
+            sdp,
+            endpoint_url,
+            opts.token.as_deref(),
+            opts.relay,
+        )
+        .await?;
         let video_codec = video_mid.and_then(|mid| negotiated_video(&rtc, mid));
 
         let received = Arc::new(Mutex::new(Vec::new()));

@@ -62,6 +62,9 @@ pub(crate) enum ApiError {
     /// A `Range` outside a file of this many bytes.
     #[error("the range is outside the file ({0} bytes)")]
     RangeNotSatisfiable(u64),
+    /// A relaying server asked for a stream this server relays itself.
+    #[error("stream {0} is relayed here from another server; a relay of a relay is refused")]
+    RelayLoop(String),
 }
 
 impl ApiError {
@@ -91,6 +94,7 @@ impl ApiError {
                 | RecordingError::NotRecording(_) => StatusCode::CONFLICT,
             },
             ApiError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
+            ApiError::RelayLoop(_) => StatusCode::LOOP_DETECTED,
             ApiError::Media(e) => match e {
                 MediaError::Sdp(SdpError::Malformed(_)) => StatusCode::BAD_REQUEST,
                 MediaError::Sdp(_) => StatusCode::UNPROCESSABLE_ENTITY,

@@ -130,6 +130,15 @@ pub(super) async fn endpoint(
                 let token = request_token(state, &req)?;
                 rules.auth.authorize(kind, stream, token.as_deref())?
             };
+            if kind == Role::Viewer
+                && req.headers().contains_key(crate::model::RELAY_HEADER)
+                && matches!(
+                    state.ops.cameras.get(stream),
+                    Some(crate::ingest::CameraFeed::Pull(_))
+                )
+            {
+                return Err(ApiError::RelayLoop(stream.to_owned()));
+            }
             let _pending = SessionSlot::take(state)?;
             let offer = read_sdp(req).await?;
             let etag = new_etag();

@@ -122,6 +122,7 @@ impl PullSpec {
             ],
             audio_codecs: vec![AudioCodec::Opus, AudioCodec::Pcmu, AudioCodec::Pcma],
             sink,
+            relay: true,
             ..ViewerOptions::default()
         };
         let viewer = WhepViewer::connect(self.url.as_str(), opts)
