@@ -113,6 +113,26 @@ fn decode_errors(file: &Path) -> String {
     String::from_utf8_lossy(&out.stderr).trim().to_owned()
 }
 
+/// The wall-clock time from when `file` began (its name: `STREAM_` then RFC 3339 with
+/// `-` for `:`) to `end`, in seconds.
+fn wall_seconds(file: &Path, end: std::time::SystemTime) -> f64 {
+    let name = file
+        .file_stem()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let stamp = name.rsplit_once('_').map(|(_, s)| s).unwrap_or_default();
+    let mut t = stamp.as_bytes().to_vec();
+    for i in [13, 16] {
+        if let Some(c) = t.get_mut(i) {
+            *c = b':';
+        }
+    }
+    let began = humantime::parse_rfc3339(std::str::from_utf8(&t).unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    end.duration_since(began)
+        .map_or(f64::NAN, |d| d.as_secs_f64())
+}
+
 fn seconds(v: &serde_json::Value) -> f64 {
     v.as_str().and_then(|s| s.parse().ok()).unwrap_or(f64::NAN)
 }
@@ -128,9 +148,9 @@ async fn an_rtp_cameras_h264_and_opus_are_recorded_to_fmp4_that_ffmpeg_decodes()
     .await;
     let camera = readme_camera(&dir, vport, aport, 30);
     let t0 = Instant::now();
-    tokio::time::sleep(Duration::from_secs(7)).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
     drop(camera);
-    let sent = t0.elapsed();
+    let (sent, ended) = (t0.elapsed(), std::time::SystemTime::now());
     server.shutdown().await;
 
     let files = recordings(&dir.join("cam"));
@@ -179,12 +199,15 @@ async fn an_rtp_cameras_h264_and_opus_are_recorded_to_fmp4_that_ffmpeg_decodes()
         (v_start - a_start).abs() < 0.05,
         "audio and video start together"
     );
-    // The camera's first keyframe comes within its 2 s GOP: the file holds from then on.
-    let sent = sent.as_secs_f64();
+    // The file holds from the camera's first keyframe (within its 2 s GOP), when its
+    // name says it began, to the camera's end.
+    let wall = wall_seconds(file, ended);
+    println!("{duration:.2} s recorded of {wall:.2} s on the wall clock since the file began");
     assert!(
-        duration > sent - 2.5 && duration < sent + 0.5,
-        "{duration:.2} s recorded of {sent:.2} s sent"
+        (duration - wall).abs() < 0.5,
+        "{duration:.2} s recorded, {wall:.2} s on the wall clock"
     );
+    assert!(duration > sent.as_secs_f64() - 2.5);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -348,21 +371,12 @@ async fn a_recording_that_cannot_write_stops_and_says_why_while_its_viewer_loses
     std::fs::remove_dir_all(dir.join("cam")).expect("remove the folder");
     std::fs::write(dir.join("cam"), b"not a directory").expect("a file in its place");
     let t0 = Instant::now();
-    let failed = loop {
-        let r = recording_state(&server, "cam").await;
-        if r["state"] == "failed" {
-            break r;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(5), "still {r}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let before = viewer.received_count();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let video = interop::of_kind(&viewer.received(), wishd::core::MediaKind::Video);
-    let gaps = video
-        .windows(2)
-        .filter(|w| w[1].seq != w[0].seq + 1)
-        .count();
+    let Failure {
+        failed,
+        video,
+        gaps,
+        plays_on,
+    } = failure(&server, &viewer, Duration::from_secs(5)).await;
     let metrics = wishd::client::http_request(
         "GET",
         &format!("{}/metrics", server.base_url()),
@@ -388,10 +402,53 @@ async fn a_recording_that_cannot_write_stops_and_says_why_while_its_viewer_loses
         "{failed}"
     );
     assert!(failures.ends_with(" 1"), "{failures}");
-    assert!(viewer.received_count() > before + 60, "the viewer plays on");
+    assert!(plays_on, "the viewer plays on");
     assert_eq!(gaps, 0, "the viewer lost nothing");
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A recording that failed, and what a viewer of its stream got meanwhile.
+struct Failure {
+    /// The stream's `recording` object once its state is `failed`.
+    failed: serde_json::Value,
+    /// The viewer's video packets until 2 s after.
+    video: Vec<wishd::client::ReceivedPacket>,
+    /// Breaks in their sequence numbers.
+    gaps: usize,
+    /// More than 60 packets came in those 2 s.
+    plays_on: bool,
+}
+
+/// Waits (at most `timeout`) for the recording of stream "cam" to fail, then watches
+/// `viewer` for 2 s more.
+async fn failure(
+    server: &wishd::server::Server,
+    viewer: &wishd::client::WhepViewer,
+    timeout: Duration,
+) -> Failure {
+    let t0 = Instant::now();
+    let failed = loop {
+        let r = recording_state(server, "cam").await;
+        if r["state"] == "failed" {
+            break r;
+        }
+        assert!(t0.elapsed() < timeout, "still {r}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let before = viewer.received_count();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let video = interop::of_kind(&viewer.received(), wishd::core::MediaKind::Video);
+    let gaps = video
+        .windows(2)
+        .filter(|w| w[1].seq != w[0].seq + 1)
+        .count();
+    Failure {
+        failed,
+        video,
+        gaps,
+        plays_on: viewer.received_count() > before + 60,
+    }
 }
 
 /// An admin request to the server's API.
@@ -588,9 +645,10 @@ async fn chromium_publishing_is_recorded(codec: &str, ext: &str, codec_name: &st
         assert!(t0.elapsed() < Duration::from_secs(30), "no recording began");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    tokio::time::sleep(Duration::from_secs(9)).await;
     std::fs::write(&stop, b"").expect("stop file");
     let report = chromium.finish(Duration::from_secs(30)).await;
+    let ended = std::time::SystemTime::now();
     server.shutdown().await;
     assert!(report["results"][0]["ok"] == true, "chromium: {report}");
 
@@ -631,7 +689,14 @@ async fn chromium_publishing_is_recorded(codec: &str, ext: &str, codec_name: &st
         (v_start - a_start).abs() < 0.05,
         "audio and video start together"
     );
-    assert!(duration > 5.0, "{duration:.2} s");
+    // The file holds from its first picture, when its name says it began, until the
+    // publisher stopped (between the stop file and the page's end).
+    let wall = wall_seconds(&files[0], ended);
+    println!("{duration:.2} s recorded of {wall:.2} s on the wall clock since the file began");
+    assert!(
+        (duration - wall).abs() < 0.5,
+        "{duration:.2} s recorded, {wall:.2} s on the wall clock"
+    );
 
     // A server over the same folder serves the file, and Chromium plays it.
     let server = common::start_with(|c| {
@@ -910,21 +975,12 @@ async fn a_recording_whose_disk_fills_stops_and_says_why_while_its_viewer_loses_
     )
     .await;
     let t0 = Instant::now();
-    let failed = loop {
-        let r = recording_state(&server, "cam").await;
-        if r["state"] == "failed" {
-            break r;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(15), "still {r}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let before = viewer.received_count();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let video = interop::of_kind(&viewer.received(), wishd::core::MediaKind::Video);
-    let gaps = video
-        .windows(2)
-        .filter(|w| w[1].seq != w[0].seq + 1)
-        .count();
+    let Failure {
+        failed,
+        video,
+        gaps,
+        plays_on,
+    } = failure(&server, &viewer, Duration::from_secs(15)).await;
     let files = recording_files(&dir.join("cam"));
     println!(
         "disk full after {} ms: {failed}; the viewer got {} video packets with {gaps} gaps; \
@@ -945,7 +1001,7 @@ async fn a_recording_whose_disk_fills_stops_and_says_why_while_its_viewer_loses_
             .is_some_and(|e| e.contains("No space left")),
         "{failed}"
     );
-    assert!(viewer.received_count() > before + 60, "the viewer plays on");
+    assert!(plays_on, "the viewer plays on");
     assert_eq!(gaps, 0, "the viewer lost nothing");
     server.shutdown().await;
     drop(disk);

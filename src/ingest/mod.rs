@@ -667,8 +667,8 @@ impl CameraSpec {
     pub(crate) fn stream(&self) -> &str {
         match self {
             CameraSpec::Rtp(s) => &s.stream,
-            CameraSpec::Rtsp(s) => &s.stream,
-            CameraSpec::Pull(s) => &s.stream,
+            CameraSpec::Rtsp(s) => &s.schedule.stream,
+            CameraSpec::Pull(s) => &s.schedule.stream,
         }
     }
 }
@@ -772,7 +772,7 @@ impl Cameras {
     ) -> rtsp::RtspIngest {
         let configured = configured.then(|| CameraSpec::Rtsp(spec.clone()));
         let (stop, stop_rx) = watch::channel(false);
-        let (ingest, task) = rtsp::start(spec, wiring.clone(), stop_rx);
+        let (ingest, task) = upstream::start(spec, wiring.clone(), stop_rx);
         self.lock().push(Camera {
             feed: CameraFeed::Rtsp(ingest.clone()),
             configured,
@@ -792,7 +792,7 @@ impl Cameras {
     ) -> pull::PullIngest {
         let configured = configured.then(|| CameraSpec::Pull(spec.clone()));
         let (stop, stop_rx) = watch::channel(false);
-        let (ingest, task) = pull::start(spec, wiring.clone(), stop_rx);
+        let (ingest, task) = upstream::start(spec, wiring.clone(), stop_rx);
         self.lock().push(Camera {
             feed: CameraFeed::Pull(ingest.clone()),
             configured,

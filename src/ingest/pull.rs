@@ -13,12 +13,12 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 use str0m::media::MediaKind;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tracing::warn;
 
+use super::MediumSpec;
 use super::rtsp::camera_media;
-use super::upstream::{self, Connection, Item, PulledSource, Schedule, Upstream};
-use super::{MediumSpec, Wiring};
+use super::upstream::{Connection, Item, PulledSource, Schedule, Upstream};
 use crate::client::{Arrival, AudioCodec, VideoCodec, ViewerOptions, WhepViewer};
 use crate::config::PullEntry;
 use crate::wire::ntp::{ntp_time, ntp_to_nanos};
@@ -30,21 +30,17 @@ const QUEUE: usize = 1024;
 /// A resolved `[[pull]]` entry.
 #[derive(Clone, PartialEq)]
 pub(crate) struct PullSpec {
-    pub(crate) stream: String,
-    pub(crate) url: url::Url,
+    /// The stream, the WHEP URL, and when to connect.
+    pub(crate) schedule: Schedule,
+    url: url::Url,
     token: Option<String>,
-    on_demand: bool,
-    close_after: std::time::Duration,
-    wait_when_offline: bool,
 }
 
 impl std::fmt::Debug for PullSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PullSpec")
-            .field("stream", &self.stream)
-            .field("url", &self.url.as_str())
+            .field("schedule", &self.schedule)
             .field("token", &self.token.as_ref().map(|_| "…"))
-            .field("on_demand", &self.on_demand)
             .finish()
     }
 }
@@ -62,33 +58,20 @@ pub(crate) fn resolve(entry: &PullEntry) -> Result<PullSpec, String> {
         return Err(err(crate::model::STREAM_NAME_RULE));
     }
     Ok(PullSpec {
-        stream: entry.stream.clone(),
+        schedule: Schedule {
+            stream: entry.stream.clone(),
+            url: url.to_string(),
+            on_demand: entry.on_demand,
+            close_after: entry.close_after,
+            wait_when_offline: entry.wait_when_offline,
+        },
         url,
         token: entry.token.as_ref().map(|t| t.expose().to_owned()),
-        on_demand: entry.on_demand,
-        close_after: entry.close_after,
-        wait_when_offline: entry.wait_when_offline,
     })
 }
 
 /// A running pull: the same handle as an RTSP camera's.
 pub type PullIngest = PulledSource;
-
-/// Starts the pull's task.
-pub(crate) fn start(
-    spec: PullSpec,
-    wiring: Wiring,
-    stop: watch::Receiver<bool>,
-) -> (PullIngest, tokio::task::JoinHandle<()>) {
-    let schedule = Schedule {
-        stream: spec.stream.clone(),
-        url: spec.url.to_string(),
-        on_demand: spec.on_demand,
-        close_after: spec.close_after,
-        wait_when_offline: spec.wait_when_offline,
-    };
-    upstream::start(spec, schedule, "webrtc", wiring, stop)
-}
 
 /// The upstream session: DELETEd when the connection ends, as a player leaving would.
 struct Session(Option<WhepViewer>);
@@ -174,6 +157,14 @@ impl Upstream for PullSpec {
         "WHEP upstream"
     }
 
+    fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+
+    fn transport(&self) -> &'static str {
+        "webrtc"
+    }
+
     /// One session, POSTed and DELETEd, for its answer's codecs.
     async fn probe(&mut self) -> Result<Vec<MediumSpec>, String> {
         let (viewer, media) = self.play(None).await?;
@@ -186,7 +177,7 @@ impl Upstream for PullSpec {
         let (viewer, media) = self.play(Some(tx)).await?;
         let kinds: Vec<MediaKind> = media.iter().map(|m| m.kind).collect();
         let pts: Vec<u8> = media.iter().map(|m| m.codec.pt).collect();
-        let stream = self.stream.clone();
+        let stream = self.schedule.stream.clone();
         // The session lives as long as the connection's items and keyframe requests:
         // it is DELETEd when both are gone. The items end when the viewer's task
         // does (ICE failed, the server ended the session).

@@ -12,7 +12,6 @@
 //! any stream without a source).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::StreamExt;
 use retina::client::{
@@ -21,11 +20,10 @@ use retina::client::{
 };
 use sdp_types::Session as Sdp;
 use str0m::media::MediaKind;
-use tokio::sync::watch;
 use tracing::warn;
 
-use super::upstream::{self, Connection, Item, PullState, PulledSource, Schedule, Upstream};
-use super::{MediumSpec, Wiring};
+use super::MediumSpec;
+use super::upstream::{Connection, Item, PullState, PulledSource, Schedule, Upstream};
 use crate::config::{RtspEntry, RtspTransport};
 use crate::sdp::parse::{codecs_of, normalise};
 use crate::wire::rtp;
@@ -37,24 +35,19 @@ const NOTHING_SERVED: &str =
 /// A resolved `[[rtsp]]` entry.
 #[derive(Clone, PartialEq)]
 pub(crate) struct RtspSpec {
-    pub(crate) stream: String,
-    /// The URL without credentials (it is logged).
-    pub(crate) url: url::Url,
+    /// The stream, the URL without credentials (it is logged), and when to connect.
+    pub(crate) schedule: Schedule,
+    url: url::Url,
     creds: Option<Credentials>,
     transport: RtspTransport,
-    on_demand: bool,
-    close_after: Duration,
-    wait_when_offline: bool,
 }
 
 impl std::fmt::Debug for RtspSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RtspSpec")
-            .field("stream", &self.stream)
-            .field("url", &self.url.as_str())
+            .field("schedule", &self.schedule)
             .field("credentials", &self.creds.as_ref().map(|_| "…"))
             .field("transport", &self.transport)
-            .field("on_demand", &self.on_demand)
             .finish()
     }
 }
@@ -94,13 +87,16 @@ pub(crate) fn resolve(
         });
     }
     Ok(RtspSpec {
-        stream: entry.stream.clone(),
+        schedule: Schedule {
+            stream: entry.stream.clone(),
+            url: url.to_string(),
+            on_demand: entry.on_demand,
+            close_after: entry.close_after,
+            wait_when_offline: entry.wait_when_offline,
+        },
         url,
         creds,
         transport: entry.transport,
-        on_demand: entry.on_demand,
-        close_after: entry.close_after,
-        wait_when_offline: entry.wait_when_offline,
     })
 }
 
@@ -185,26 +181,6 @@ pub type RtspState = PullState;
 /// A running RTSP source: its counters, its state and how often it reconnected.
 pub type RtspIngest = PulledSource;
 
-/// Starts the source's task.
-pub(crate) fn start(
-    spec: RtspSpec,
-    wiring: Wiring,
-    stop: watch::Receiver<bool>,
-) -> (RtspIngest, tokio::task::JoinHandle<()>) {
-    let schedule = Schedule {
-        stream: spec.stream.clone(),
-        url: spec.url.to_string(),
-        on_demand: spec.on_demand,
-        close_after: spec.close_after,
-        wait_when_offline: spec.wait_when_offline,
-    };
-    let transport = match spec.transport {
-        RtspTransport::Tcp => "tcp",
-        RtspTransport::Udp => "udp",
-    };
-    upstream::start(spec, schedule, transport, wiring, stop)
-}
-
 impl RtspSpec {
     /// DESCRIBE: the session, and what of the camera's media wishd serves.
     async fn describe(&self) -> Result<(Session<Described>, CameraMedia), String> {
@@ -227,6 +203,17 @@ impl Upstream for RtspSpec {
         "RTSP camera"
     }
 
+    fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+
+    fn transport(&self) -> &'static str {
+        match self.transport {
+            RtspTransport::Tcp => "tcp",
+            RtspTransport::Udp => "udp",
+        }
+    }
+
     /// DESCRIBE alone.
     async fn probe(&mut self) -> Result<Vec<MediumSpec>, String> {
         let (_, media) = self.describe().await?;
@@ -238,7 +225,7 @@ impl Upstream for RtspSpec {
         let (mut session, media) = self.describe().await?;
         if !media.left_out.is_empty() {
             warn!(
-                stream = %self.stream,
+                stream = %self.schedule.stream,
                 "RTSP camera: left out (not served): {}", media.left_out.join(", ")
             );
         }

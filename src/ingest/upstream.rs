@@ -67,6 +67,10 @@ pub(crate) struct Connection {
 pub(crate) trait Upstream: Send + Sync + 'static {
     /// What it is, in log lines ("RTSP camera", "WHEP upstream").
     fn what(&self) -> &'static str;
+    /// Its stream, URL, and when to connect.
+    fn schedule(&self) -> &Schedule;
+    /// How media comes, for the API (`tcp`, `udp`, `webrtc`).
+    fn transport(&self) -> &'static str;
     /// The media it would serve, without playing: an on-demand source learns its
     /// codecs this way once, so that viewers can join before it is connected.
     fn probe(&mut self) -> impl Future<Output = Result<Vec<MediumSpec>, String>> + Send;
@@ -166,11 +170,11 @@ impl PulledSource {
 /// Starts the source's task.
 pub(crate) fn start<U: Upstream>(
     upstream: U,
-    schedule: Schedule,
-    transport: &'static str,
     wiring: Wiring,
     stop: watch::Receiver<bool>,
 ) -> (PulledSource, tokio::task::JoinHandle<()>) {
+    let schedule = upstream.schedule().clone();
+    let transport = upstream.transport();
     let handle = PulledSource {
         stream: Arc::from(schedule.stream.as_str()),
         counters: Arc::new(IngestCounters::default()),

@@ -3,6 +3,8 @@
 //! holds, and [`sequence_config`] reads from a sequence header what the `av1C` box
 //! repeats.
 
+use super::bits::Bits;
+
 /// One temporal unit's OBUs, as one MP4 sample.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Av1Unit {
@@ -245,10 +247,7 @@ pub(crate) fn sequence_config(sequence_header_obu: &[u8]) -> Option<Av1Config> {
     if obu_type(*sequence_header_obu.first()?) != OBU_SEQUENCE_HEADER {
         return None;
     }
-    let mut bits = Bits {
-        data: obu_payload(sequence_header_obu)?,
-        at: 0,
-    };
+    let mut bits = Bits::new(obu_payload(sequence_header_obu)?);
     let seq_profile = u8::try_from(bits.read(3)?).ok()?;
     bits.flag()?; // still_picture
     let reduced_still_picture_header = bits.flag()?;
@@ -263,7 +262,7 @@ pub(crate) fn sequence_config(sequence_header_obu: &[u8]) -> Option<Av1Config> {
             bits.read(32)?; // num_units_in_display_tick
             bits.read(32)?; // time_scale
             if bits.flag()? {
-                bits.uvlc()?; // num_ticks_per_picture_minus_1
+                skip_uvlc(&mut bits)?; // num_ticks_per_picture_minus_1
             }
             if bits.flag()? {
                 // decoder_model_info
@@ -371,73 +370,22 @@ pub(crate) fn sequence_config(sequence_header_obu: &[u8]) -> Option<Av1Config> {
     })
 }
 
-/// Most significant bit first, as AV1 headers are written (AV1 spec 4.10.2).
-struct Bits<'a> {
-    data: &'a [u8],
-    at: usize,
-}
-
-impl Bits<'_> {
-    /// The next `n` (at most 32) bits, or None past the end.
-    fn read(&mut self, n: u32) -> Option<u32> {
-        let mut value = 0u32;
-        for _ in 0..n {
-            let byte = self.data.get(self.at / 8)?;
-            let bit = (byte >> (7 - self.at % 8)) & 1;
-            value = (value << 1) | u32::from(bit);
-            self.at += 1;
-        }
-        Some(value)
+/// A uvlc() number (AV1 spec 4.10.3), read past and not kept.
+fn skip_uvlc(bits: &mut Bits<'_>) -> Option<()> {
+    let mut leading_zeros = 0;
+    while !bits.flag()? {
+        leading_zeros += 1;
     }
-
-    fn flag(&mut self) -> Option<bool> {
-        Some(self.read(1)? == 1)
+    if leading_zeros < 32 {
+        bits.read(leading_zeros)?;
     }
-
-    /// A uvlc() number (AV1 spec 4.10.3), read past and not kept.
-    fn uvlc(&mut self) -> Option<()> {
-        let mut leading_zeros = 0;
-        while !self.flag()? {
-            leading_zeros += 1;
-        }
-        if leading_zeros < 32 {
-            self.read(leading_zeros)?;
-        }
-        Some(())
-    }
+    Some(())
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::bits::BitWriter;
     use super::*;
-
-    /// Writes bits most significant first, for building headers.
-    #[derive(Default)]
-    struct BitWriter {
-        bytes: Vec<u8>,
-        bits: usize,
-    }
-
-    impl BitWriter {
-        fn put(&mut self, n: u32, value: u32) -> &mut Self {
-            for i in (0..n).rev() {
-                if self.bits.is_multiple_of(8) {
-                    self.bytes.push(0);
-                }
-                if (value >> i) & 1 == 1 {
-                    *self.bytes.last_mut().unwrap() |= 0x80 >> (self.bits % 8);
-                }
-                self.bits += 1;
-            }
-            self
-        }
-
-        /// trailing_bits(): a one, then zeros to the byte's end.
-        fn finish(&mut self) -> Vec<u8> {
-            self.put(1, 1);
-            std::mem::take(&mut self.bytes)
-        }
-    }
 
     /// A sequence header's payload: profile 0, level 8 (4.0), main tier, 8-bit
     /// 4:2:0, 640x360, no timing info.

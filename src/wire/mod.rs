@@ -7,6 +7,7 @@
 //! imports nothing of the crate.
 
 pub(crate) mod av1;
+pub(crate) mod bits;
 pub(crate) mod demux;
 pub mod h264;
 pub(crate) mod h265;

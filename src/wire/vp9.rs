@@ -2,6 +2,8 @@
 //! the bytes an MP4 sample holds, and reads from a key frame what the sample entry
 //! (`vp09`, `vpcC`) says about the stream.
 
+use super::bits::Bits;
+
 /// One picture's VP9 data, as one MP4 sample.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Vp9Frame {
@@ -241,7 +243,7 @@ fn superframe_parts(data: &[u8]) -> Option<Vec<&[u8]>> {
 /// §6.2: frame type, then the sync code), and what its color config and frame size
 /// say, when they can be read and `vpcC` can state them.
 fn key_frame(frame: &[u8]) -> (bool, Option<Vp9Info>) {
-    let mut bits = Bits { data: frame, at: 0 };
+    let mut bits = Bits::new(frame);
     match key_frame_profile(&mut bits) {
         Some(profile) => (true, color_and_size(&mut bits, profile)),
         None => (false, None),
@@ -311,51 +313,11 @@ fn color_and_size(bits: &mut Bits<'_>, profile: u8) -> Option<Vp9Info> {
     })
 }
 
-/// Most significant bit first, as the uncompressed header is written.
-struct Bits<'a> {
-    data: &'a [u8],
-    at: usize,
-}
-
-impl Bits<'_> {
-    /// The next `n` (at most 32) bits, or None past the end.
-    fn read(&mut self, n: u32) -> Option<u32> {
-        let mut value = 0u32;
-        for _ in 0..n {
-            let byte = self.data.get(self.at / 8)?;
-            let bit = (byte >> (7 - self.at % 8)) & 1;
-            value = (value << 1) | u32::from(bit);
-            self.at += 1;
-        }
-        Some(value)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Writes bits most significant first, for building headers.
-    #[derive(Default)]
-    struct Writer {
-        bytes: Vec<u8>,
-        bits: usize,
-    }
-
-    impl Writer {
-        fn put(&mut self, n: u32, value: u32) -> &mut Self {
-            for i in (0..n).rev() {
-                if self.bits.is_multiple_of(8) {
-                    self.bytes.push(0);
-                }
-                if (value >> i) & 1 == 1 {
-                    *self.bytes.last_mut().unwrap() |= 0x80 >> (self.bits % 8);
-                }
-                self.bits += 1;
-            }
-            self
-        }
-    }
+    use super::super::bits::BitWriter as Writer;
 
     /// A profile 0 key frame's uncompressed header as far as its size, then bytes
     /// standing for the rest of the frame.
