@@ -1003,6 +1003,11 @@ async fn a_recording_whose_disk_fills_stops_and_says_why_while_its_viewer_loses_
     );
     assert!(plays_on, "the viewer plays on");
     assert_eq!(gaps, 0, "the viewer lost nothing");
+    assert_eq!(
+        recording_state(&server, "cam").await["dropped"],
+        0,
+        "a stopped recording counts no refused packets"
+    );
     server.shutdown().await;
     drop(disk);
 }

@@ -43,11 +43,11 @@ impl RecorderTap {
         }
     }
 
-    /// Offers a source packet; never blocks.
+    /// Offers a source packet; never blocks. A full queue refuses it and counts it;
+    /// a recording that has stopped (it failed) takes nothing, and nothing is counted:
+    /// its packets were not lost to it, it records no more.
     pub(crate) fn offer(&self, pkt: &Arc<SourcePacket>) {
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-            self.tx.try_send(pkt.clone())
-        {
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(pkt.clone()) {
             self.status.dropped.fetch_add(1, Ordering::Relaxed);
             self.dropped_total.fetch_add(1, Ordering::Relaxed);
         }
