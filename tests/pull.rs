@@ -308,3 +308,57 @@ async fn a_relay_of_a_relayed_stream_is_refused_with_508_loop_detected() {
         s.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_adds_a_pull_a_viewer_watches_it_and_removing_it_ends_the_viewer() {
+    let origin = server(|_| {}).await;
+    let _publisher = common::publish(&origin.base_url(), "api", PublisherOptions::default()).await;
+    let edge = server(|_| {}).await;
+    let auth = format!("Bearer {ADMIN}");
+    let body = serde_json::json!({ "pull": {
+        "stream": "api", "url": format!("{}/whep/api", origin.base_url()) } });
+    let added = http_request(
+        "POST",
+        &format!("{}/api/sources", edge.base_url()),
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        body.to_string().into_bytes(),
+    )
+    .await
+    .expect("POST /api/sources");
+    let listed: serde_json::Value = serde_json::from_slice(&added.body).unwrap_or_default();
+    println!("POST /api/sources: {} {listed}", added.status);
+    assert_eq!(added.status, 201, "{}", added.text());
+    assert_eq!(listed["kind"], "whep");
+    let url = format!("{}/whep/api", edge.base_url());
+    let viewer =
+        interop::view_when_live(&url, ViewerOptions::default(), Duration::from_secs(10)).await;
+    viewer
+        .wait_for(Duration::from_secs(5), |p| video_count(p) >= 10)
+        .await
+        .expect("video from the added pull");
+    assert_eq!(viewers_at(&origin, "api").await, 1);
+    let removed = http_request(
+        "DELETE",
+        &format!("{}/api/sources/api", edge.base_url()),
+        &[("Authorization", &auth)],
+        Vec::new(),
+    )
+    .await
+    .expect("DELETE /api/sources/api");
+    assert_eq!(removed.status, 204, "{}", removed.text());
+    until("the viewer's session ends", Duration::from_secs(5), || {
+        let connected = viewer.is_connected();
+        async move { !connected }
+    })
+    .await;
+    until("the upstream session goes", Duration::from_secs(5), || {
+        let o = &origin;
+        async move { viewers_at(o, "api").await == 0 }
+    })
+    .await;
+    edge.shutdown().await;
+    origin.shutdown().await;
+}

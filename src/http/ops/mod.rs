@@ -409,26 +409,28 @@ fn visible_streams(
         .collect())
 }
 
-/// A camera as `POST /api/sources` takes it: one `[[rtp]]` or `[[rtsp]]` table, as
-/// JSON.
+/// A source as `POST /api/sources` takes it: one `[[rtp]]`, `[[rtsp]]` or `[[pull]]`
+/// table, as JSON.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "lowercase")]
 enum NewCamera {
     Rtp(crate::config::RtpEntry),
     Rtsp(crate::config::RtspEntry),
+    Pull(crate::config::PullEntry),
 }
 
 /// Starts the camera a `POST /api/sources` body describes.
 fn add_camera(state: &AppState, body: &[u8]) -> Result<CameraFeed, ApiError> {
     let new: NewCamera = serde_json::from_slice(body).map_err(|e| {
         ApiError::BadRequest(format!(
-            "expected {{\"rtp\": {{…}}}} or {{\"rtsp\": {{…}}}} with the keys of [[rtp]] or [[rtsp]]: {e}"
+            "expected {{\"rtp\": {{…}}}}, {{\"rtsp\": {{…}}}} or {{\"pull\": {{…}}}} with the keys of [[rtp]], [[rtsp]] or [[pull]]: {e}"
         ))
     })?;
     let ops = &state.ops;
     let stream = match &new {
         NewCamera::Rtp(e) => e.stream.clone(),
         NewCamera::Rtsp(e) => e.stream.clone(),
+        NewCamera::Pull(e) => e.stream.clone(),
     };
     if !crate::model::valid_stream_name(&stream) {
         return Err(ApiError::BadRequest(crate::model::STREAM_NAME_RULE.into()));
@@ -451,6 +453,9 @@ fn add_camera(state: &AppState, body: &[u8]) -> Result<CameraFeed, ApiError> {
             let spec =
                 crate::ingest::rtsp::resolve(&entry, &no_files).map_err(ApiError::BadRequest)?;
             CameraSpec::Rtsp(spec)
+        }
+        NewCamera::Pull(entry) => {
+            CameraSpec::Pull(crate::ingest::pull::resolve(&entry).map_err(ApiError::BadRequest)?)
         }
     };
     let feed = start_camera(state, spec, false)?;
