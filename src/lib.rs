@@ -46,6 +46,7 @@ pub mod ingest;
 pub mod media;
 pub mod metrics;
 pub mod model;
+pub(crate) mod push;
 pub mod record;
 pub mod sdp;
 pub mod server;

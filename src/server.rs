@@ -294,11 +294,21 @@ impl Server {
             public_url: config.public_url.clone(),
             ops: ops.clone(),
         });
+        let push_wiring = crate::push::PushWiring {
+            directory: directory.clone(),
+            peers: media.workers().iter().map(|w| w.tx.clone()).collect(),
+        };
+        let pushes: Vec<JoinHandle<()>> = config
+            .push
+            .iter()
+            .map(|e| crate::push::start(e.clone(), push_wiring.clone(), stop_rx.clone()))
+            .collect();
         let mut tasks = vec![tokio::spawn(grace_clock(
             directory.clone(),
             media.clone(),
             stop_rx,
         ))];
+        tasks.extend(pushes);
         let http_addr = match plain {
             Some((listener, addr)) => {
                 tasks.push(tokio::spawn(accept_loop(

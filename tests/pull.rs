@@ -1,4 +1,5 @@
-//! `[[pull]]`: a stream played from another WHEP server and served here as its own.
+//! `[[pull]]`: a stream played from another WHEP server and served here as its own;
+//! `[[push]]`: a stream of this server published to another WHIP server.
 //! The origin is another wishd with a str0m publisher; the edge pulls with wishd's own
 //! WHEP client, and its viewers are str0m viewers.
 
@@ -361,4 +362,93 @@ async fn the_api_adds_a_pull_a_viewer_watches_it_and_removing_it_ends_the_viewer
     .await;
     edge.shutdown().await;
     origin.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pushed_stream_plays_at_the_receiving_server_through_a_publisher_restart() {
+    // Each server waits 3 s for a publisher that left before ending its stream.
+    let receiver = server(|c| c.publisher_grace = Duration::from_secs(3)).await;
+    let sender = server(|c| {
+        c.publisher_grace = Duration::from_secs(3);
+        c.push.push(wishd::config::PushEntry {
+            stream: "up".into(),
+            url: format!("{}/whip/up", receiver.base_url()),
+            token: None,
+        });
+    })
+    .await;
+    let t0 = Instant::now();
+    let publisher = common::publish(&sender.base_url(), "up", PublisherOptions::default()).await;
+    let url = format!("{}/whep/up", receiver.base_url());
+    let viewer =
+        interop::view_when_live(&url, ViewerOptions::default(), Duration::from_secs(10)).await;
+    viewer
+        .wait_for(Duration::from_secs(5), |p| video_count(p) >= 30)
+        .await
+        .expect("video at the receiving server");
+    println!(
+        "pushed: the receiving server's viewer had 30 video packets {} ms after the publisher's POST",
+        t0.elapsed().as_millis()
+    );
+    interop::assert_starts_sps_pps_idr(
+        &interop::of_kind(&viewer.received(), MediaKind::Video),
+        "viewer of the pushed stream",
+    );
+    assert!(!interop::of_kind(&viewer.received(), MediaKind::Audio).is_empty());
+
+    // The receiving server's keyframe request reaches the publisher.
+    let asked = publisher.stats().keyframe_requests.len();
+    viewer.request_keyframe();
+    let reached = until(
+        "the PLI reaches the publisher",
+        Duration::from_secs(3),
+        || {
+            let n = publisher.stats().keyframe_requests.len();
+            async move { n > asked }
+        },
+    )
+    .await;
+    println!(
+        "a PLI at the receiving server reached the publisher in {} ms",
+        reached.as_millis()
+    );
+
+    // The publisher comes back within its grace period: the push goes on, numbered on.
+    let before = viewer.received_count();
+    publisher.delete().await.expect("DELETE");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let again = common::publish(&sender.base_url(), "up", PublisherOptions::default()).await;
+    until(
+        "media again after the restart",
+        Duration::from_secs(5),
+        || {
+            let n = viewer.received_count();
+            async move { n > before + 60 }
+        },
+    )
+    .await;
+    let missing = common::missing_seqs(&video_seqs(&viewer), 0);
+    println!(
+        "after the publisher's restart: {} video sequence numbers missing",
+        missing.len()
+    );
+    assert!(missing.is_empty(), "lost {missing:?}");
+
+    // The stream ends here: its push ends, and so does the stream there.
+    again.delete().await.expect("DELETE");
+    let ended = until(
+        "the receiving server's viewer ends",
+        Duration::from_secs(15),
+        || {
+            let c = viewer.is_connected();
+            async move { !c }
+        },
+    )
+    .await;
+    println!(
+        "the stream ended; the receiving server's viewer ended {} ms later",
+        ended.as_millis()
+    );
+    sender.shutdown().await;
+    receiver.shutdown().await;
 }

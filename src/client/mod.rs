@@ -19,12 +19,14 @@ pub mod media;
 mod peer;
 mod publisher;
 mod restart;
+pub(crate) mod sender;
 mod simulcast;
 mod viewer;
 
 pub use error::ClientError;
 pub use events::{EventMessage, EventStream, parse_events};
 pub use http::{HttpResponse, http_request, http_request_patient, resolve_url, trust_ca_pem};
+pub use peer::local_ip_toward;
 pub use publisher::{PublisherOptions, PublisherStats, WhipPublisher, publisher_offer};
 pub use simulcast::{LayerStats, SimulcastLayer};
 pub use viewer::{

@@ -312,3 +312,33 @@ pub(crate) async fn next_wake<C>(
         t = audio_tick, if audio_on => Wake::AudioTick(t.into_std()),
     }
 }
+
+/// The address of this machine a server at `url` is reached from: the host candidate
+/// a peer toward it offers (a UDP socket "connected" to the server's address sends
+/// nothing, but takes the route's source address).
+pub async fn local_ip_toward(url: &url::Url) -> Result<std::net::IpAddr, String> {
+    let host = url.host_str().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = url.port_or_known_default().unwrap_or(443);
+    let server = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| format!("{host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host}: no address"))?;
+    let any: SocketAddr = if server.is_ipv6() {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    };
+    let probe = UdpSocket::bind(any)
+        .await
+        .map_err(|e| format!("a local socket: {e}"))?;
+    probe
+        .connect(server)
+        .await
+        .map_err(|e| format!("no route to {server}: {e}"))?;
+    probe
+        .local_addr()
+        .map(|a| a.ip())
+        .map_err(|e| format!("a local socket: {e}"))
+}

@@ -190,6 +190,8 @@ pub struct Config {
     pub rtsp: Vec<RtspEntry>,
     /// Streams wishd pulls from another WHEP server (`[[pull]]` tables).
     pub pull: Vec<PullEntry>,
+    /// Streams wishd publishes to another WHIP server (`[[push]]` tables).
+    pub push: Vec<PushEntry>,
     /// Recording rules (`[[record]]` tables): the first that names a stream records it.
     pub record: Vec<RecordEntry>,
     /// An RTP source that sent nothing this long is reported offline. Default 5 s.
@@ -609,6 +611,20 @@ impl Default for PullEntry {
     }
 }
 
+/// A stream of this server that wishd publishes to another WHIP server whenever it
+/// has a source here.
+#[cfg_attr(test, derive(serde::Serialize))]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushEntry {
+    /// The stream here.
+    pub stream: String,
+    /// The WHIP endpoint: `http(s)://host[:port]/path`.
+    pub url: String,
+    /// The bearer token the WHIP server wants, if any.
+    pub token: Option<Secret>,
+}
+
 /// How an RTSP camera's RTP reaches wishd.
 #[cfg_attr(test, derive(serde::Serialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -868,6 +884,7 @@ impl Default for Config {
             rtp: Vec::new(),
             rtsp: Vec::new(),
             pull: Vec::new(),
+            push: Vec::new(),
             record: Vec::new(),
             rtp_timeout: Duration::from_secs(5),
             auth: AuthConfig {

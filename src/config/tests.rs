@@ -297,6 +297,11 @@ fn maximal() -> Config {
             close_after: Duration::from_secs(20),
             wait_when_offline: true,
         }],
+        push: vec![PushEntry {
+            stream: "studio".into(),
+            url: "https://cdn.example/whip/studio".into(),
+            token: Some(Secret::new("the-cdn's-publish-token")),
+        }],
         record: vec![RecordEntry {
             stream: "cam-*".into(),
             directory: "/var/lib/wishd/recordings".into(),

@@ -173,6 +173,30 @@ impl Config {
                 }
             }
         }
+        let mut pushed = std::collections::HashSet::new();
+        for (i, e) in self.push.iter().enumerate() {
+            if !crate::model::valid_stream_name(&e.stream) {
+                return Err(ConfigError::value(
+                    format!("push[{i}].stream"),
+                    crate::model::STREAM_NAME_RULE,
+                ));
+            }
+            if !pushed.insert(e.stream.as_str()) {
+                return Err(ConfigError::value(
+                    format!("push[{i}].stream"),
+                    format!("stream {:?} is pushed twice", e.stream),
+                ));
+            }
+            match url::Url::parse(&e.url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                _ => {
+                    return Err(ConfigError::value(
+                        format!("push[{i}].url"),
+                        "must be the WHIP endpoint, http(s)://host[:port]/path",
+                    ));
+                }
+            }
+        }
         for (i, r) in self.record.iter().enumerate() {
             if r.stream.is_empty() {
                 return Err(ConfigError::value(

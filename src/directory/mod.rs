@@ -14,7 +14,7 @@ mod stream;
 pub use events::EventKind;
 pub(crate) use events::{Event, Listening, Subscriptions};
 pub(crate) use recording::{NewStreamHook, RecorderTap, RecordingStatus};
-pub(crate) use stream::LAYER_RATE_WINDOW;
+pub(crate) use stream::{LAYER_RATE_WINDOW, PacketTap};
 pub use stream::{Stream, StreamStats};
 
 use std::collections::HashMap;

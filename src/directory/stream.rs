@@ -48,6 +48,21 @@ pub struct Stream {
     upstream_keyframes: AtomicBool,
     /// Wakes the task of a WHEP upstream to ask it for a keyframe.
     pub(crate) upstream_keyframe: tokio::sync::Notify,
+    /// Where its source's packets are also handed, for a `[[push]]` of it.
+    pusher: arc_swap::ArcSwapOption<PacketTap>,
+}
+
+/// A hand-off of a stream's source packets to something beside its viewers, called
+/// on the media path: it must not block.
+pub(crate) struct PacketTap(pub(crate) Box<TapFn>);
+
+/// What a [`PacketTap`] calls with each source packet.
+pub(crate) type TapFn = dyn Fn(&Arc<SourcePacket>) + Send + Sync;
+
+impl std::fmt::Debug for PacketTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PacketTap")
+    }
 }
 
 impl Stream {
@@ -63,7 +78,13 @@ impl Stream {
             recorder: arc_swap::ArcSwapOption::empty(),
             upstream_keyframes: AtomicBool::new(false),
             upstream_keyframe: tokio::sync::Notify::new(),
+            pusher: arc_swap::ArcSwapOption::empty(),
         }
+    }
+
+    /// Starts (or, with `None`, ends) handing its source packets to a push.
+    pub(crate) fn set_pusher(&self, tap: Option<Arc<PacketTap>>) {
+        self.pusher.store(tap);
     }
 
     /// Whether its source can be asked for a keyframe over the network.
@@ -120,6 +141,9 @@ impl Stream {
         self.stats.source_packet(pkt);
         if let Some(tap) = self.recorder.load().as_deref() {
             tap.offer(pkt);
+        }
+        if let Some(tap) = self.pusher.load().as_deref() {
+            (tap.0)(pkt);
         }
         if pkt.keyframe_start {
             self.stats.keyframe(pkt.layer, pkt.codec, &pkt.payload);

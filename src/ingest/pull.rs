@@ -95,7 +95,7 @@ impl PullSpec {
     ) -> Result<(WhepViewer, Vec<MediumSpec>), String> {
         let opts = ViewerOptions {
             token: self.token.clone(),
-            bind_ip: self.local_ip().await?,
+            bind_ip: crate::client::local_ip_toward(&self.url).await?,
             video_codecs: vec![
                 VideoCodec::H264,
                 VideoCodec::Vp8,
@@ -117,38 +117,6 @@ impl PullSpec {
             return Err("the answer has no medium wishd forwards".into());
         }
         Ok((viewer, media.served.into_iter().map(|(_, m)| m).collect()))
-    }
-}
-
-impl PullSpec {
-    /// The address of this machine the WHEP server is reached from: the host
-    /// candidate the upstream session offers (a socket "connected" to the server's
-    /// address sends nothing, but takes the route's source address).
-    async fn local_ip(&self) -> Result<std::net::IpAddr, String> {
-        let host = self.url.host_str().unwrap_or_default();
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let port = self.url.port_or_known_default().unwrap_or(443);
-        let server = tokio::net::lookup_host((host, port))
-            .await
-            .map_err(|e| format!("{host}: {e}"))?
-            .next()
-            .ok_or_else(|| format!("{host}: no address"))?;
-        let any: std::net::SocketAddr = if server.is_ipv6() {
-            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-        } else {
-            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-        };
-        let probe = tokio::net::UdpSocket::bind(any)
-            .await
-            .map_err(|e| format!("a local socket: {e}"))?;
-        probe
-            .connect(server)
-            .await
-            .map_err(|e| format!("no route to {server}: {e}"))?;
-        probe
-            .local_addr()
-            .map(|a| a.ip())
-            .map_err(|e| format!("a local socket: {e}"))
     }
 }
 
