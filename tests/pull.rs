@@ -79,6 +79,21 @@ async fn edge(
     server(|c| c.pull.push(entry)).await
 }
 
+/// How long a PLI `viewer` sends takes to reach `publisher` (at most 3 s).
+async fn pli_reaches(viewer: &WhepViewer, publisher: &wishd::client::WhipPublisher) -> Duration {
+    let asked = publisher.stats().keyframe_requests.len();
+    viewer.request_keyframe();
+    until(
+        "the PLI reaches the publisher",
+        Duration::from_secs(3),
+        || {
+            let n = publisher.stats().keyframe_requests.len();
+            async move { n > asked }
+        },
+    )
+    .await
+}
+
 fn video_count(got: &[wishd::client::ReceivedPacket]) -> usize {
     got.iter().filter(|p| p.kind == MediaKind::Video).count()
 }
@@ -126,23 +141,11 @@ async fn a_pulled_stream_plays_at_the_edge_from_one_upstream_session_that_surviv
     assert_eq!(upstream, 1, "one upstream session for every edge viewer");
 
     // A keyframe an edge viewer asks for reaches the publisher at the origin.
-    let asked = publisher.stats().keyframe_requests.len();
-    let t = Instant::now();
-    viewers[0].request_keyframe();
-    let reached = until(
-        "the PLI reaches the origin's publisher",
-        Duration::from_secs(3),
-        || {
-            let n = publisher.stats().keyframe_requests.len();
-            async move { n > asked }
-        },
-    )
-    .await;
+    let reached = pli_reaches(&viewers[0], &publisher).await;
     println!(
         "an edge viewer's PLI reached the origin's publisher in {} ms",
         reached.as_millis()
     );
-    assert!(t.elapsed() < Duration::from_secs(3));
 
     // The publisher goes and another comes back within the origin's grace period:
     // the edge's viewers play on, numbered without a break, from a keyframe.
@@ -397,17 +400,7 @@ async fn a_pushed_stream_plays_at_the_receiving_server_through_a_publisher_resta
     assert!(!interop::of_kind(&viewer.received(), MediaKind::Audio).is_empty());
 
     // The receiving server's keyframe request reaches the publisher.
-    let asked = publisher.stats().keyframe_requests.len();
-    viewer.request_keyframe();
-    let reached = until(
-        "the PLI reaches the publisher",
-        Duration::from_secs(3),
-        || {
-            let n = publisher.stats().keyframe_requests.len();
-            async move { n > asked }
-        },
-    )
-    .await;
+    let reached = pli_reaches(&viewer, &publisher).await;
     println!(
         "a PLI at the receiving server reached the publisher in {} ms",
         reached.as_millis()

@@ -140,61 +140,19 @@ impl Config {
             }
         }
         for (i, e) in self.rtsp.iter().enumerate() {
-            if !crate::model::valid_stream_name(&e.stream) {
-                return Err(ConfigError::value(
-                    format!("rtsp[{i}].stream"),
-                    crate::model::STREAM_NAME_RULE,
-                ));
-            }
-            match url::Url::parse(&e.url) {
-                Ok(u) if u.scheme() == "rtsp" && u.host().is_some() => {}
-                _ => {
-                    return Err(ConfigError::value(
-                        format!("rtsp[{i}].url"),
-                        "must be rtsp://[user:password@]host[:port]/path",
-                    ));
-                }
-            }
+            source_entry("rtsp", i, &e.stream, &e.url, &["rtsp"], RTSP_URL)?;
         }
         for (i, e) in self.pull.iter().enumerate() {
-            if !crate::model::valid_stream_name(&e.stream) {
-                return Err(ConfigError::value(
-                    format!("pull[{i}].stream"),
-                    crate::model::STREAM_NAME_RULE,
-                ));
-            }
-            match url::Url::parse(&e.url) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-                _ => {
-                    return Err(ConfigError::value(
-                        format!("pull[{i}].url"),
-                        "must be the WHEP endpoint, http(s)://host[:port]/path",
-                    ));
-                }
-            }
+            source_entry("pull", i, &e.stream, &e.url, &["http", "https"], WHEP_URL)?;
         }
         let mut pushed = std::collections::HashSet::new();
         for (i, e) in self.push.iter().enumerate() {
-            if !crate::model::valid_stream_name(&e.stream) {
-                return Err(ConfigError::value(
-                    format!("push[{i}].stream"),
-                    crate::model::STREAM_NAME_RULE,
-                ));
-            }
+            source_entry("push", i, &e.stream, &e.url, &["http", "https"], WHIP_URL)?;
             if !pushed.insert(e.stream.as_str()) {
                 return Err(ConfigError::value(
                     format!("push[{i}].stream"),
                     format!("stream {:?} is pushed twice", e.stream),
                 ));
-            }
-            match url::Url::parse(&e.url) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-                _ => {
-                    return Err(ConfigError::value(
-                        format!("push[{i}].url"),
-                        "must be the WHIP endpoint, http(s)://host[:port]/path",
-                    ));
-                }
             }
         }
         for (i, r) in self.record.iter().enumerate() {
@@ -395,6 +353,32 @@ fn check_redirects(rules: &[RedirectConfig]) -> Result<(), (String, String)> {
         }
     }
     Ok(())
+}
+
+const RTSP_URL: &str = "must be rtsp://[user:password@]host[:port]/path";
+const WHEP_URL: &str = "must be the WHEP endpoint, http(s)://host[:port]/path";
+const WHIP_URL: &str = "must be the WHIP endpoint, http(s)://host[:port]/path";
+
+/// Entry `i` of table `table` names a valid stream and a URL of one of `schemes`
+/// with a host (`rule` says what it must be).
+fn source_entry(
+    table: &str,
+    i: usize,
+    stream: &str,
+    url: &str,
+    schemes: &[&str],
+    rule: &str,
+) -> Result<(), ConfigError> {
+    if !crate::model::valid_stream_name(stream) {
+        return Err(ConfigError::value(
+            format!("{table}[{i}].stream"),
+            crate::model::STREAM_NAME_RULE,
+        ));
+    }
+    match url::Url::parse(url) {
+        Ok(u) if schemes.contains(&u.scheme()) && u.host().is_some() => Ok(()),
+        _ => Err(ConfigError::value(format!("{table}[{i}].url"), rule)),
+    }
 }
 
 #[cfg(test)]
