@@ -647,8 +647,9 @@ async fn chromium_publishing_is_recorded(codec: &str, ext: &str, codec_name: &st
     }
     tokio::time::sleep(Duration::from_secs(9)).await;
     std::fs::write(&stop, b"").expect("stop file");
-    let report = chromium.finish(Duration::from_secs(30)).await;
+    // The publisher stops within the script's next look at the stop file (100 ms).
     let ended = std::time::SystemTime::now();
+    let report = chromium.finish(Duration::from_secs(30)).await;
     server.shutdown().await;
     assert!(report["results"][0]["ok"] == true, "chromium: {report}");
 
@@ -690,7 +691,7 @@ async fn chromium_publishing_is_recorded(codec: &str, ext: &str, codec_name: &st
         "audio and video start together"
     );
     // The file holds from its first picture, when its name says it began, until the
-    // publisher stopped (between the stop file and the page's end).
+    // publisher stopped (just after the stop file).
     let wall = wall_seconds(&files[0], ended);
     println!("{duration:.2} s recorded of {wall:.2} s on the wall clock since the file began");
     assert!(

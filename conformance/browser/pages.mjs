@@ -48,7 +48,7 @@
 //       Source cell showed for the stream. With "publish", this browser's publish page
 //       publishes the stream first (fake camera, 640×360, H.264 or `codec`), and `publisher`
 //       holds its outbound figures at the end (packets, retransmitted packets, NACKs
-//       and PLIs received).
+//       and PLIs received); it stops publishing once the stop file is there.
 //   { "kind": "refused", "base", "stream", "token", "expect_state", "expect_text",
 //     "then_token" }
 //       the watch page shows the server's refusal in words (then, with then_token
@@ -555,7 +555,6 @@ async function timeline(ctx, browser, sc) {
       await sleep(100);
     }
   });
-  await step(ctx, 'DELETE the session', () => page.evaluate(() => window.plain.hangUp()));
   const publisher = pub ? await pub.evaluate(async () => {
     const pc = window.wishdPublish.pc;
     const out = { packets: 0, retransmitted: 0, nacks: 0, plis: 0 };
@@ -567,6 +566,12 @@ async function timeline(ctx, browser, sc) {
     }
     return out;
   }) : null;
+  // The publisher stops as soon as it is told to (its Stop button: DELETE of its
+  // session), so that what it sent ends with the stop file. Clicked from the page's
+  // own script: Playwright's click waits for animation frames, which a page in the
+  // background gets seldom (about 2 s here).
+  if (pub) await step(ctx, 'publish: stops', () => pub.evaluate(() => document.getElementById('stop').click()));
+  await step(ctx, 'DELETE the session', () => page.evaluate(() => window.plain.hangUp()));
   return { samples, index_sources: indexSources, publisher };
 }
 
