@@ -681,6 +681,8 @@ struct Writer {
     /// The source epoch of the last video: a new source starts a new file.
     video_epoch: Option<u32>,
     audio_epoch: Option<u32>,
+    /// A new source has not had its file yet: its pictures wait for its first
+    /// keyframe whose parameter sets are known.
     new_source: bool,
     /// The timestamp of the picture being received and its first packet's time.
     picture_at: Option<(u32, Instant)>,
@@ -911,24 +913,26 @@ impl Writer {
         if keyframe {
             // Everything before this keyframe goes out, then perhaps a new file.
             self.flush_pending_before(dts)?;
-            let rotate = std::mem::take(&mut self.new_source)
+            let rotate = self.new_source
                 || self
                     .file
                     .as_ref()
                     .is_none_or(|f| at.saturating_duration_since(f.started) >= self.rule.segment);
             if rotate {
-                let Some(video) = self.pictures.init() else {
-                    // Not described yet (a keyframe without its parameter sets):
-                    // the file begins at one that is.
-                    if self.file.is_none() {
-                        self.new_source = true;
-                        return Ok(());
+                match self.pictures.init() {
+                    Some(video) => {
+                        self.new_source = false;
+                        self.open_segment(dts, at, Some(video))?;
                     }
-                    push(&mut self.video, dts, sample, 3000);
-                    return Ok(());
-                };
-                self.open_segment(dts, at, Some(video))?;
+                    // Not described yet (a keyframe without its parameter sets): a
+                    // file begins at one that is; the same source goes on in its own.
+                    None if self.new_source || self.file.is_none() => return Ok(()),
+                    None => {}
+                }
             }
+        } else if self.new_source {
+            // A new source's pictures begin at its first file, never in the old one.
+            return Ok(());
         }
         push(&mut self.video, dts, sample, 3000);
         if !keyframe {
@@ -1171,4 +1175,136 @@ fn complete(track: &mut Track, p: Pending, duration: u32) {
         keyframe: p.sample.keyframe,
         data: p.sample.data,
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::SourcePacket;
+
+    const SPS: [u8; 24] = [
+        0x67, 0x42, 0xc0, 0x1f, 0xda, 0x02, 0x80, 0xbf, 0xe5, 0x84, 0x00, 0x00, 0x03, 0x00, 0x04,
+        0x00, 0x00, 0x03, 0x00, 0xf0, 0x3c, 0x60, 0xc9, 0x20,
+    ];
+    const PPS: [u8; 4] = [0x68, 0xce, 0x3c, 0x80];
+
+    fn video(seq: u64, epoch: u32, ts: u32, at: Instant, payload: Vec<u8>) -> Arc<SourcePacket> {
+        Arc::new(SourcePacket {
+            kind: MediaKind::Video,
+            codec: CodecKind::H264,
+            pt: 96,
+            seq,
+            timestamp: ts,
+            marker: true,
+            keyframe_start: false,
+            epoch,
+            layer: 0,
+            arrival: at,
+            wallclock: at,
+            payload: Arc::from(payload),
+        })
+    }
+
+    /// An IDR in one STAP-A with its parameter sets (`described`) or alone.
+    fn keyframe(described: bool) -> Vec<u8> {
+        if !described {
+            return vec![0x65, 1, 2, 3];
+        }
+        let mut p = vec![0x78];
+        for u in [&SPS[..], &PPS[..], &[0x65, 1, 2, 3]] {
+            p.extend_from_slice(&(u.len() as u16).to_be_bytes());
+            p.extend_from_slice(u);
+        }
+        p
+    }
+
+    /// The boxes of `data`: (type, body).
+    fn boxes(mut data: &[u8]) -> Vec<([u8; 4], &[u8])> {
+        let mut out = Vec::new();
+        while data.len() >= 8 {
+            let size = u32::from_be_bytes([data[0], data[1], data[2], data[3]]) as usize;
+            if size < 8 || size > data.len() {
+                break;
+            }
+            out.push(([data[4], data[5], data[6], data[7]], &data[8..size]));
+            data = &data[size..];
+        }
+        out
+    }
+
+    /// The video samples (track 1) the fragments of `file` hold.
+    fn video_samples(file: &Path) -> u32 {
+        let bytes = std::fs::read(file).expect("the file");
+        let mut n = 0;
+        for (kind, moof) in boxes(&bytes) {
+            if &kind != b"moof" {
+                continue;
+            }
+            for (kind, traf) in boxes(moof) {
+                if &kind != b"traf" {
+                    continue;
+                }
+                let children = boxes(traf);
+                let track = children
+                    .iter()
+                    .find(|(k, _)| k == b"tfhd")
+                    .map(|(_, b)| u32::from_be_bytes([b[4], b[5], b[6], b[7]]));
+                if track != Some(fmp4::VIDEO_TRACK) {
+                    continue;
+                }
+                for (kind, trun) in children {
+                    if &kind == b"trun" {
+                        n += u32::from_be_bytes([trun[4], trun[5], trun[6], trun[7]]);
+                    }
+                }
+            }
+        }
+        n
+    }
+
+    #[test]
+    fn a_new_sources_pictures_wait_for_its_first_described_keyframe_and_begin_a_file() {
+        let dir = std::env::temp_dir().join(format!("wishd-record-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let rule = RecordEntry {
+            stream: "u".into(),
+            directory: dir.clone(),
+            ..RecordEntry::default()
+        };
+        let tracks = Tracks {
+            audio: None,
+            video: true,
+        };
+        let mut w = Writer::new(dir.join("u"), "u".into(), rule, tracks);
+        // Capture instants in the past, so that each file is named by its own.
+        let t0 = Instant::now()
+            .checked_sub(Duration::from_secs(10))
+            .expect("a monotonic clock 10 s old");
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let feed = [
+            // The first source: a keyframe and a picture after it.
+            video(1, 0, 0, at(0), keyframe(true)),
+            video(2, 0, 3000, at(33), vec![0x41, 9]),
+            // A new source: a picture before any keyframe, a keyframe whose parameter
+            // sets it never sent, then a described one and a picture after it.
+            video(50, 1, 90_000, at(1000), vec![0x41, 9]),
+            video(51, 1, 93_000, at(1033), keyframe(false)),
+            video(52, 1, 96_000, at(1066), keyframe(true)),
+            video(53, 1, 99_000, at(1100), vec![0x41, 9]),
+        ];
+        for p in &feed {
+            w.packet(p).expect("written");
+        }
+        w.finish().expect("finished");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("u"))
+            .expect("the folder")
+            .map(|e| e.expect("an entry").path())
+            .collect();
+        files.sort();
+        let counts: Vec<u32> = files.iter().map(|f| video_samples(f)).collect();
+        let _ = std::fs::remove_dir_all(&dir);
+        // The old file keeps the old source's two pictures only; the new source's file
+        // begins at its described keyframe.
+        assert_eq!(counts, [2, 2], "{files:?}");
+    }
 }
