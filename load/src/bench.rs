@@ -215,10 +215,7 @@ where
         }
     }
     let after = procfs::thread_cpu_ns(pid);
-    let cpu_ms = before
-        .zip(after)
-        .filter(|_| n > 0)
-        .map(|(a, b)| b.saturating_sub(a) as f64 / 1e6 / n as f64);
+    let cpu_ms = thread_ms_per(before, after, n);
     RequestBurst {
         requests: n,
         ok,
@@ -384,6 +381,14 @@ fn steal(a: &Snap, b: &Snap) -> Option<f64> {
 
 /// CPU milliseconds spent between readings `a` and `b`, per one of `n` things done
 /// in between (`None` without both readings or when nothing was done).
+/// The threads' CPU between two `schedstat` readings (ns), per one of `n`, ms.
+fn thread_ms_per(before: Option<u64>, after: Option<u64>, n: usize) -> Option<f64> {
+    before
+        .zip(after)
+        .filter(|_| n > 0)
+        .map(|(a, b)| b.saturating_sub(a) as f64 / 1e6 / n as f64)
+}
+
 fn cpu_ms_per(a: Option<procfs::Usage>, b: Option<procfs::Usage>, n: usize) -> Option<f64> {
     a.zip(b)
         .filter(|_| n > 0)
@@ -705,10 +710,7 @@ async fn post_only_burst(swarm: &Swarm, n: usize, cfg: &BenchConfig) -> PostOnly
     )
     .await;
     // The threads' own clock where it can be read (finer than /proc's 10 ms ticks).
-    let cpu_ms = threads0
-        .zip(threads1)
-        .filter(|_| created > 0)
-        .map(|(a, b)| b.saturating_sub(a) as f64 / 1e6 / created as f64)
+    let cpu_ms = thread_ms_per(threads0, threads1, created)
         .or_else(|| cpu_ms_per(server0, server1, created));
     PostOnly {
         posts: n,

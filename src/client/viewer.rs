@@ -620,23 +620,23 @@ impl ViewerTask {
                 _ => {}
             }
         }
-        if let Some(sink) = &self.sink {
-            let n = got.len() as u64;
-            for p in got.drain(..) {
-                let _ = sink.try_send(Arrival::Packet(p));
-            }
-            if n > 0 {
-                self.arrivals.send_modify(|c| *c += n);
-            }
+        if got.is_empty() {
+            return Ok(());
         }
-        if !got.is_empty() {
-            let n = got.len() as u64;
-            self.received
+        let n = got.len() as u64;
+        match &self.sink {
+            Some(sink) => {
+                for p in got {
+                    let _ = sink.try_send(Arrival::Packet(p));
+                }
+            }
+            None => self
+                .received
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .extend(got);
-            self.arrivals.send_modify(|c| *c += n);
+                .extend(got),
         }
+        self.arrivals.send_modify(|c| *c += n);
         Ok(())
     }
 

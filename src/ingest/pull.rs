@@ -14,7 +14,6 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use str0m::media::MediaKind;
 use tokio::sync::mpsc;
-use tracing::warn;
 
 use super::MediumSpec;
 use super::rtsp::camera_media;
@@ -145,11 +144,10 @@ impl Upstream for PullSpec {
         let (viewer, media) = self.play(Some(tx)).await?;
         let kinds: Vec<MediaKind> = media.iter().map(|m| m.kind).collect();
         let pts: Vec<u8> = media.iter().map(|m| m.codec.pt).collect();
-        let stream = self.schedule.stream.clone();
         // The session lives as long as the connection's items and keyframe requests:
         // it is DELETEd when both are gone. The items end when the viewer's task
         // does (ICE failed, the server ended the session).
-        let session = Arc::new(std::sync::Mutex::new(Session(Some(viewer))));
+        let session = Arc::new(Session(Some(viewer)));
         let keep = session.clone();
         let items =
             futures_util::stream::unfold(
@@ -185,10 +183,8 @@ impl Upstream for PullSpec {
             });
         let items = items.boxed();
         let keyframes = move || {
-            let guard = session.lock().unwrap_or_else(|e| e.into_inner());
-            match guard.0.as_ref() {
-                Some(v) => v.request_keyframe(),
-                None => warn!(stream, "no upstream session to ask for a keyframe"),
+            if let Some(v) = &session.0 {
+                v.request_keyframe();
             }
         };
         Ok(Connection {

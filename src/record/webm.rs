@@ -45,28 +45,30 @@ fn opus_head(channels: u8) -> Vec<u8> {
     h
 }
 
-/// The bytes of `tags`, written inside a `Segment` of unknown size; with `segment`,
-/// the segment's own header too (a file's start), without it only the tags (the
-/// writer checks that each tag is where the specification puts it).
-fn write_in_segment(tags: &[M], segment: bool) -> Result<Vec<u8>, TagWriterError> {
-    let write = |tags: &[M]| {
+/// The bytes of `tags` as children of a `Segment` of unknown size (the writer checks
+/// that each tag is where the specification puts it), without the segment's own
+/// header, which the file's start has.
+fn segment_children(tags: &[M]) -> Result<Vec<u8>, TagWriterError> {
+    let in_segment = || -> Result<_, TagWriterError> {
         let mut w = WebmWriter::new(Vec::new());
-        for t in tags {
-            if matches!(t, M::Segment(Master::Start)) {
-                w.write_advanced(t, webm_iterable::WriteOptions::is_unknown_sized_element())?;
-            } else {
-                w.write(t)?;
-            }
-        }
-        // (Ending a tag of unknown size writes nothing.)
-        w.flush()?;
-        Ok::<_, TagWriterError>(std::mem::take(w.get_mut()))
+        w.write_advanced(
+            &M::Segment(Master::Start),
+            webm_iterable::WriteOptions::is_unknown_sized_element(),
+        )?;
+        Ok(w)
     };
-    let mut out = write(tags)?;
-    if !segment {
-        let header = write(&[M::Segment(Master::Start)])?.len();
-        out.drain(..header.min(out.len()));
+    // The header alone, to cut it off: the writer holds it until it is flushed (and
+    // ending a tag of unknown size writes nothing).
+    let mut header = in_segment()?;
+    header.flush()?;
+    let header = header.get_ref().len();
+    let mut w = in_segment()?;
+    for t in tags {
+        w.write(t)?;
     }
+    w.flush()?;
+    let mut out = std::mem::take(w.get_mut());
+    out.drain(..header.min(out.len()));
     Ok(out)
 }
 
@@ -165,7 +167,7 @@ pub(crate) fn clusters(runs: &[(u32, &TrackRun)]) -> Result<Vec<u8>, TagWriterEr
     }
     // Stable: a track's own order stays when two blocks share a millisecond.
     blocks.sort_by_key(|b| b.0);
-    let mut tags = vec![M::Segment(Master::Start)];
+    let mut tags = Vec::new();
     let mut rest = &blocks[..];
     while let Some(&(start, ..)) = rest.first() {
         let n = rest
@@ -186,7 +188,7 @@ pub(crate) fn clusters(runs: &[(u32, &TrackRun)]) -> Result<Vec<u8>, TagWriterEr
         tags.push(M::Cluster(Master::Full(children)));
         rest = later;
     }
-    write_in_segment(&tags, false)
+    segment_children(&tags)
 }
 
 #[cfg(test)]
@@ -263,7 +265,13 @@ mod tests {
                 })
                 .collect(),
         };
-        let tags = read(&clusters(&[(90_000, &run)]).expect("clusters"));
+        let bytes = clusters(&[(90_000, &run)]).expect("clusters");
+        assert_eq!(
+            bytes[..4],
+            [0x1f, 0x43, 0xb6, 0x75],
+            "a Cluster first, no Segment"
+        );
+        let tags = read(&bytes);
         let stamps: Vec<u64> = tags
             .iter()
             .filter_map(|t| match t {
