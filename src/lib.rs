@@ -36,6 +36,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod core;
 pub mod directory;

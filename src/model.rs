@@ -203,11 +203,14 @@ pub enum EndReason {
     Replaced,
     /// The server is shutting down.
     Shutdown,
+    /// Another node of the cluster took the stream (its publisher came back there):
+    /// viewers join again, and are relayed from that node.
+    Moved,
 }
 
 impl EndReason {
     /// All reasons, in counter order.
-    pub const ALL: [EndReason; 13] = [
+    pub const ALL: [EndReason; 14] = [
         EndReason::Delete,
         EndReason::Kicked,
         EndReason::StreamStopped,
@@ -221,6 +224,7 @@ impl EndReason {
         EndReason::TracksChanged,
         EndReason::Replaced,
         EndReason::Shutdown,
+        EndReason::Moved,
     ];
 
     /// The stable code used in logs and metrics.
@@ -239,6 +243,7 @@ impl EndReason {
             EndReason::TracksChanged => "tracks-changed",
             EndReason::Replaced => "replaced",
             EndReason::Shutdown => "shutdown",
+            EndReason::Moved => "moved",
         }
     }
 

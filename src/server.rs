@@ -243,6 +243,13 @@ impl Server {
             timeout: config.rtp_timeout,
             silence: config.source_silence,
         };
+        let cluster = match &config.cluster {
+            Some(c) => Some(
+                crate::cluster::Cluster::new(c, media.clone(), wiring.clone())
+                    .map_err(|e| StartError::Config(ConfigError::Invalid(e)))?,
+            ),
+            None => None,
+        };
         let cameras = Arc::new(ingest::Cameras::default());
         let mut rtp = Vec::new();
         let mut rtsp = Vec::new();
@@ -276,6 +283,7 @@ impl Server {
         let play_credentials = auth.has_credentials_for(Role::Viewer);
         let state = Arc::new(AppState {
             media: media.clone(),
+            cluster: cluster.clone(),
             retry_after_secs: config.retry_after_secs,
             rules: arc_swap::ArcSwap::from_pointee(Rules {
                 auth,
@@ -309,6 +317,9 @@ impl Server {
             stop_rx,
         ))];
         tasks.extend(pushes);
+        if let Some(c) = cluster {
+            tasks.push(tokio::spawn(c.run(stop.subscribe())));
+        }
         let http_addr = match plain {
             Some((listener, addr)) => {
                 tasks.push(tokio::spawn(accept_loop(

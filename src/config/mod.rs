@@ -225,6 +225,69 @@ pub struct Config {
     pub simulcast: SimulcastConfig,
     /// ICE over TCP for clients without UDP (the `[ice_tcp]` table).
     pub ice_tcp: IceTcpConfig,
+    /// Several nodes sharing a stream directory in Redis (the `[cluster]` table);
+    /// none by default: the server runs alone.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// Several wishd nodes behind one stream directory in Redis (or Valkey): a stream is
+/// owned by the node its source came to, and a viewer on another node makes that
+/// node relay the stream from the owner over WHEP.
+#[cfg_attr(test, derive(serde::Serialize))]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// The directory: `redis://host[:port][/db]` (`rediss://` for TLS).
+    pub redis: String,
+    /// Keys are prefixed `wishd:{name}:`, so that clusters may share a Redis.
+    /// Default `main`.
+    pub name: String,
+    /// This node's id, unique in the cluster. Default the host name.
+    pub node: String,
+    /// This node's base URL as the other nodes reach it (`http://10.0.0.1:8080`):
+    /// relays POST to `{url}/whep/{stream}`, and redirects send clients there.
+    pub url: String,
+    /// The bearer token nodes send each other for relays; each node accepts it for
+    /// playing any stream. Required.
+    pub token: Option<Secret>,
+    /// A claim not refreshed this long expires (a node that died). Default 6 s;
+    /// refreshed every third of it.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// A relay is left this long after its last viewer here went. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub relay_linger: Duration,
+    /// `relay` (the default): a WHEP POST for a stream another node owns is
+    /// answered here, from a relay of it. `redirect`: it is answered 307 to the
+    /// owner.
+    pub viewers: ClusterViewers,
+}
+
+/// Where a viewer of a stream owned by another node is served.
+#[cfg_attr(test, derive(serde::Serialize))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterViewers {
+    /// Here, from a relay.
+    #[default]
+    Relay,
+    /// At the owner: 307.
+    Redirect,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            redis: String::new(),
+            name: "main".into(),
+            node: String::new(),
+            url: String::new(),
+            token: None,
+            lease_ttl: Duration::from_secs(6),
+            relay_linger: Duration::from_secs(10),
+            viewers: ClusterViewers::Relay,
+        }
+    }
 }
 
 /// ICE over TCP, passive (RFC 6544): every media worker also listens on TCP on its
@@ -885,6 +948,7 @@ impl Default for Config {
             rtsp: Vec::new(),
             pull: Vec::new(),
             push: Vec::new(),
+            cluster: None,
             record: Vec::new(),
             rtp_timeout: Duration::from_secs(5),
             auth: AuthConfig {

@@ -346,6 +346,16 @@ fn maximal() -> Config {
         },
         log_format: d.log_format,
         simulcast: SimulcastConfig { enabled: false },
+        cluster: Some(ClusterConfig {
+            redis: "redis://10.0.0.5:6379".into(),
+            name: "main".into(),
+            node: "edge-1".into(),
+            url: "http://10.0.0.1:8080".into(),
+            token: Some(Secret::new("shared-between-the-nodes")),
+            lease_ttl: Duration::from_secs(6),
+            relay_linger: Duration::from_secs(10),
+            viewers: ClusterViewers::Redirect,
+        }),
         ice_tcp: IceTcpConfig {
             enabled: false,
             max_connections: 9,

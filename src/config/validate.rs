@@ -196,6 +196,9 @@ impl Config {
                 "true needs api.token or api.token_file",
             ));
         }
+        if let Some(c) = &self.cluster {
+            check_cluster(c)?;
+        }
         if self.rtp_timeout.is_zero() {
             return Err(ConfigError::value("rtp_timeout", "must be more than 0"));
         }
@@ -236,6 +239,54 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Checks the `[cluster]` table: where Redis is, how other nodes reach this one, and
+/// the token they send each other.
+fn check_cluster(c: &super::ClusterConfig) -> Result<(), ConfigError> {
+    if !(c.redis.starts_with("redis://") || c.redis.starts_with("rediss://")) {
+        return Err(ConfigError::value(
+            "cluster.redis",
+            "must be redis://host[:port][/db] or rediss://…",
+        ));
+    }
+    let url_ok = url::Url::parse(&c.url)
+        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+    if !url_ok {
+        return Err(ConfigError::value(
+            "cluster.url",
+            "must be this node's base URL as other nodes reach it, http(s)://host[:port]",
+        ));
+    }
+    let id_ok = |s: &str| {
+        s.chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+    };
+    if !id_ok(&c.node) || c.node.len() > 64 {
+        return Err(ConfigError::value(
+            "cluster.node",
+            "letters, digits, '-', '_' and '.', at most 64 (empty: the host name)",
+        ));
+    }
+    if c.name.is_empty() || !id_ok(&c.name) {
+        return Err(ConfigError::value(
+            "cluster.name",
+            "letters, digits, '-', '_' and '.'",
+        ));
+    }
+    if c.token.as_ref().is_none_or(|t| t.expose().is_empty()) {
+        return Err(ConfigError::value(
+            "cluster.token",
+            "give the token nodes send each other for relays",
+        ));
+    }
+    if c.lease_ttl < std::time::Duration::from_millis(300) {
+        return Err(ConfigError::value(
+            "cluster.lease_ttl",
+            "must be at least 300ms",
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a configured `public_url`: `http://` or `https://`, a host, an optional

@@ -635,6 +635,21 @@ impl Directory {
         }
     }
 
+    /// Removes a camera's stream if it has no viewers (a relay nobody watches any
+    /// more): true when it is gone (or was never there).
+    pub(crate) fn retire_unwatched(&self, name: &str) -> bool {
+        let mut inner = self.lock();
+        match inner.streams.get(name) {
+            Some(e) if matches!(e.source, SourceState::Rtp) && e.viewers == 0 => {
+                e.shared.events.set_live(false);
+                inner.streams.remove(name);
+                true
+            }
+            Some(_) => false,
+            None => true,
+        }
+    }
+
     pub(crate) fn stop_stream(&self, name: &str) -> Option<StoppedStream> {
         let mut inner = self.lock();
         let entry = inner.streams.get(name)?;

@@ -10,6 +10,7 @@ use hyper::{Response, StatusCode};
 use super::whip_whep::{MAX_BODY, SDPFRAG};
 use super::{AppState, Body, problem};
 use crate::auth::AuthError;
+use crate::cluster::ClusterError;
 use crate::directory::DirectoryError;
 use crate::media::MediaError;
 use crate::sdp::SdpError;
@@ -65,6 +66,9 @@ pub(crate) enum ApiError {
     /// A relaying server asked for a stream this server relays itself.
     #[error("stream {0} is relayed here from another server; a relay of a relay is refused")]
     RelayLoop(String),
+    /// The cluster's directory refused or could not be asked.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 impl ApiError {
@@ -95,6 +99,10 @@ impl ApiError {
             },
             ApiError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::RelayLoop(_) => StatusCode::LOOP_DETECTED,
+            ApiError::Cluster(e) => match e {
+                ClusterError::Owned { .. } => StatusCode::CONFLICT,
+                ClusterError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            },
             ApiError::Media(e) => match e {
                 MediaError::Sdp(SdpError::Malformed(_)) => StatusCode::BAD_REQUEST,
                 MediaError::Sdp(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -133,6 +141,9 @@ impl ApiError {
             }
             ApiError::Media(MediaError::Unavailable) | ApiError::TooManySessions => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from(1u32));
+            }
+            ApiError::Cluster(e) => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(e.retry_after()));
             }
             ApiError::TooManyRequests(secs) => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from(*secs));

@@ -83,6 +83,8 @@ pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
 pub(crate) struct AppState {
     /// Session setup and teardown.
     pub(crate) media: Arc<Media>,
+    /// This node's side of the cluster, when `[cluster]` is configured.
+    pub(crate) cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Seconds in `Retry-After` when a WHEP stream has no source.
     pub(crate) retry_after_secs: u32,
     /// Tokens, JWT keys, ICE servers and redirects: replaced whole by a reload.

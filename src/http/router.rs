@@ -46,6 +46,8 @@ pub(crate) enum Route<'a> {
     Recordings,
     /// `/api/recordings/{stream}/{file}`: one recorded file.
     RecordingFile(&'a str, &'a str),
+    /// `/api/cluster`: the nodes, their streams, this node's relays.
+    Cluster,
     /// Any other path under `/api`.
     OtherApi,
     /// A page or script of the web UI ([`web`]).
@@ -65,6 +67,7 @@ impl<'a> Route<'a> {
             "/api/streams" | "/api/streams/" => return Route::Streams,
             "/api/sources" | "/api/sources/" => return Route::Sources,
             "/api/reload" => return Route::Reload,
+            "/api/cluster" | "/api/cluster/" => return Route::Cluster,
             "/api/recordings" | "/api/recordings/" => return Route::Recordings,
             _ => {}
         }
@@ -157,6 +160,7 @@ impl<'a> Route<'a> {
             | Route::ApiSession(_)
             | Route::Sources
             | Route::Reload
+            | Route::Cluster
             | Route::Source(_)
             | Route::SourceRestart(_)
             | Route::StreamRecording(_)

@@ -126,18 +126,37 @@ pub(super) async fn endpoint(
                 return Ok(redirect_response(&to));
             }
             let base = location::base(&req, state.public_url.as_deref());
+            let cluster = state.cluster.as_ref();
             let grant = {
                 let token = request_token(state, &req)?;
-                rules.auth.authorize(kind, stream, token.as_deref())?
+                // Another node of the cluster relaying a stream may play any.
+                if kind == Role::Viewer
+                    && cluster.is_some_and(|c| c.is_node_token(token.as_deref()))
+                {
+                    crate::auth::Grant::Open
+                } else {
+                    rules.auth.authorize(kind, stream, token.as_deref())?
+                }
             };
             if kind == Role::Viewer
                 && req.headers().contains_key(crate::model::RELAY_HEADER)
-                && matches!(
+                && (matches!(
                     state.ops.cameras.get(stream),
                     Some(crate::ingest::CameraFeed::Pull(_))
-                )
+                ) || cluster.is_some_and(|c| c.relays_here(stream)))
             {
                 return Err(ApiError::RelayLoop(stream.to_owned()));
+            }
+            if let Some(c) = cluster {
+                match kind {
+                    Role::Publisher => c.claim(stream).await?,
+                    Role::Viewer => {
+                        if let Some(to) = c.serve_viewer(stream).await {
+                            info!(stream, to, "sent to the node that owns the stream");
+                            return Ok(redirect_response(&to));
+                        }
+                    }
+                }
             }
             let _pending = SessionSlot::take(state)?;
             let offer = read_sdp(req).await?;

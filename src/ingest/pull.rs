@@ -24,7 +24,7 @@ use crate::wire::ntp::{ntp_time, ntp_to_nanos};
 use crate::wire::rtp::RtpHeader;
 
 /// Packets a pull may have waiting between its viewer's task and the stream.
-const QUEUE: usize = 1024;
+pub(crate) const QUEUE: usize = 1024;
 
 /// A resolved `[[pull]]` entry.
 #[derive(Clone, PartialEq)]
@@ -85,75 +85,55 @@ impl Drop for Session {
     }
 }
 
-impl PullSpec {
-    /// POSTs an offer for every codec wishd forwards; the viewer, what its answer
-    /// serves, and the packets as they come.
-    async fn play(
-        &self,
-        sink: Option<mpsc::Sender<Arrival>>,
-    ) -> Result<(WhepViewer, Vec<MediumSpec>), String> {
-        let opts = ViewerOptions {
-            token: self.token.clone(),
-            bind_ip: crate::client::local_ip_toward(&self.url).await?,
-            video_codecs: vec![
-                VideoCodec::H264,
-                VideoCodec::Vp8,
-                VideoCodec::Vp9,
-                VideoCodec::Av1,
-                VideoCodec::H265,
-            ],
-            audio_codecs: vec![AudioCodec::Opus, AudioCodec::Pcmu, AudioCodec::Pcma],
-            sink,
-            relay: true,
-            ..ViewerOptions::default()
-        };
-        let viewer = WhepViewer::connect(self.url.as_str(), opts)
-            .await
-            .map_err(|e| format!("WHEP POST: {e}"))?;
-        let media =
-            camera_media(viewer.answer_sdp().as_bytes()).map_err(|e| format!("the answer: {e}"))?;
-        if media.served.is_empty() {
-            return Err("the answer has no medium wishd forwards".into());
-        }
-        Ok((viewer, media.served.into_iter().map(|(_, m)| m).collect()))
+/// POSTs an offer for every codec wishd forwards to the WHEP endpoint `url`; the
+/// viewer, what its answer serves, and the packets as they come (to `sink`).
+pub(crate) async fn play(
+    url: &url::Url,
+    token: Option<String>,
+    sink: Option<mpsc::Sender<Arrival>>,
+) -> Result<(WhepViewer, Vec<MediumSpec>), String> {
+    let opts = ViewerOptions {
+        token,
+        bind_ip: crate::client::local_ip_toward(url).await?,
+        video_codecs: vec![
+            VideoCodec::H264,
+            VideoCodec::Vp8,
+            VideoCodec::Vp9,
+            VideoCodec::Av1,
+            VideoCodec::H265,
+        ],
+        audio_codecs: vec![AudioCodec::Opus, AudioCodec::Pcmu, AudioCodec::Pcma],
+        sink,
+        relay: true,
+        ..ViewerOptions::default()
+    };
+    let viewer = WhepViewer::connect(url.as_str(), opts)
+        .await
+        .map_err(|e| format!("WHEP POST: {e}"))?;
+    let media =
+        camera_media(viewer.answer_sdp().as_bytes()).map_err(|e| format!("the answer: {e}"))?;
+    if media.served.is_empty() {
+        return Err("the answer has no medium wishd forwards".into());
     }
+    Ok((viewer, media.served.into_iter().map(|(_, m)| m).collect()))
 }
 
-impl Upstream for PullSpec {
-    fn what(&self) -> &'static str {
-        "WHEP upstream"
-    }
-
-    fn schedule(&self) -> &Schedule {
-        &self.schedule
-    }
-
-    fn transport(&self) -> &'static str {
-        "webrtc"
-    }
-
-    /// One session, POSTed and DELETEd, for its answer's codecs.
-    async fn probe(&mut self) -> Result<Vec<MediumSpec>, String> {
-        let (viewer, media) = self.play(None).await?;
-        let _ = viewer.delete().await;
-        Ok(media)
-    }
-
-    async fn connect(&mut self) -> Result<Connection, String> {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let (viewer, media) = self.play(Some(tx)).await?;
-        let kinds: Vec<MediaKind> = media.iter().map(|m| m.kind).collect();
-        let pts: Vec<u8> = media.iter().map(|m| m.codec.pt).collect();
-        // The session lives as long as the connection's items and keyframe requests:
-        // it is DELETEd when both are gone. The items end when the viewer's task
-        // does (ICE failed, the server ended the session).
-        let session = Arc::new(Session(Some(viewer)));
-        let keep = session.clone();
-        let items =
-            futures_util::stream::unfold(
-                rx,
-                |mut rx| async move { rx.recv().await.map(|a| (a, rx)) },
-            )
+/// A WHEP session playing as a connection: `viewer`'s packets (from the `rx` end of
+/// its sink) as items, and PLIs upstream as keyframe requests.
+pub(crate) fn connection(
+    viewer: WhepViewer,
+    media: Vec<MediumSpec>,
+    rx: mpsc::Receiver<Arrival>,
+) -> Connection {
+    let kinds: Vec<MediaKind> = media.iter().map(|m| m.kind).collect();
+    let pts: Vec<u8> = media.iter().map(|m| m.codec.pt).collect();
+    // The session lives as long as the connection's items and keyframe requests:
+    // it is DELETEd when both are gone. The items end when the viewer's task
+    // does (ICE failed, the server ended the session).
+    let session = Arc::new(Session(Some(viewer)));
+    let keep = session.clone();
+    let items =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|a| (a, rx)) })
             .map(move |arrival| {
                 let _ = &keep;
                 Ok(match arrival {
@@ -181,17 +161,43 @@ impl Upstream for PullSpec {
                     },
                 })
             });
-        let items = items.boxed();
-        let keyframes = move || {
-            if let Some(v) = &session.0 {
-                v.request_keyframe();
-            }
-        };
-        Ok(Connection {
-            media,
-            items,
-            keyframes: Some(Box::new(keyframes)),
-        })
+    let items = items.boxed();
+    let keyframes = move || {
+        if let Some(v) = &session.0 {
+            v.request_keyframe();
+        }
+    };
+    Connection {
+        media,
+        items,
+        keyframes: Some(Box::new(keyframes)),
+    }
+}
+
+impl Upstream for PullSpec {
+    fn what(&self) -> &'static str {
+        "WHEP upstream"
+    }
+
+    fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+
+    fn transport(&self) -> &'static str {
+        "webrtc"
+    }
+
+    /// One session, POSTed and DELETEd, for its answer's codecs.
+    async fn probe(&mut self) -> Result<Vec<MediumSpec>, String> {
+        let (viewer, media) = play(&self.url, self.token.clone(), None).await?;
+        let _ = viewer.delete().await;
+        Ok(media)
+    }
+
+    async fn connect(&mut self) -> Result<Connection, String> {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let (viewer, media) = play(&self.url, self.token.clone(), Some(tx)).await?;
+        Ok(connection(viewer, media, rx))
     }
 }
 

@@ -76,6 +76,17 @@ pub(crate) trait Upstream: Send + Sync + 'static {
     fn probe(&mut self) -> impl Future<Output = Result<Vec<MediumSpec>, String>> + Send;
     /// Connects and plays.
     fn connect(&mut self) -> impl Future<Output = Result<Connection, String>> + Send;
+    /// The first wait before connecting again after a failure, and the longest.
+    fn backoff(&self) -> (Duration, Duration) {
+        (FIRST_BACKOFF, MAX_BACKOFF)
+    }
+    /// Whether the source ends for good, its stream leaving the directory, once
+    /// nobody has watched for `close_after` (or when it fails while nobody watches),
+    /// instead of waiting for the next viewer: a cluster's relay, started by a
+    /// viewer and found again in the directory by the next one.
+    fn retires_when_unwatched(&self) -> bool {
+        false
+    }
 }
 
 /// When and how long a source is connected.
@@ -236,7 +247,9 @@ enum Ended {
 
 impl<U: Upstream> Puller<U> {
     async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        let mut backoff = FIRST_BACKOFF;
+        let (first_backoff, _) = self.upstream.backoff();
+        let retires = self.upstream.retires_when_unwatched();
+        let mut backoff = first_backoff;
         let status = self.handle.status.clone();
         let what = self.upstream.what();
         loop {
@@ -281,9 +294,12 @@ impl<U: Upstream> Puller<U> {
                 Ended::Idle => {
                     info!(
                         stream = %self.schedule.stream,
-                        "{what} (on demand): no viewers for {:?}, disconnected", self.schedule.close_after
+                        "{what}: no viewers for {:?}, disconnected", self.schedule.close_after
                     );
-                    backoff = FIRST_BACKOFF;
+                    if retires && self.retire() {
+                        return;
+                    }
+                    backoff = first_backoff;
                     continue;
                 }
                 Ended::Restart => {
@@ -293,13 +309,18 @@ impl<U: Upstream> Puller<U> {
                     }
                     info!(stream = %self.schedule.stream, "{what}: restarted by the operator");
                     status.reconnects.fetch_add(1, Ordering::Relaxed);
-                    backoff = FIRST_BACKOFF;
+                    backoff = first_backoff;
                     continue;
                 }
                 Ended::Lost { error, played } => (error, played),
             };
             if played {
-                backoff = FIRST_BACKOFF;
+                backoff = first_backoff;
+            }
+            let watched = self.stream.as_ref().is_some_and(|s| s.events.viewers() > 0);
+            if retires && !watched && self.retire() {
+                warn!(stream = %self.schedule.stream, "{what}: {error}; nobody watches, given up");
+                return;
             }
             if !self.back_off(error, &mut backoff, &mut stop).await {
                 return;
@@ -345,8 +366,17 @@ impl<U: Upstream> Puller<U> {
             _ = self.handle.status.restart.notified() => {}
             _ = tokio::time::sleep(*backoff) => {}
         }
-        *backoff = (*backoff * 2).min(MAX_BACKOFF);
+        *backoff = (*backoff * 2).min(self.upstream.backoff().1);
         true
+    }
+
+    /// Takes the stream out of the directory if nobody watches it (a viewer may have
+    /// joined since the last look): true when the source may end.
+    fn retire(&self) -> bool {
+        match &self.stream {
+            Some(s) => self.wiring.directory.retire_unwatched(&s.name),
+            None => true,
+        }
     }
 
     /// Learns the source's codecs and puts its stream in the directory (an on-demand
@@ -454,7 +484,7 @@ impl<U: Upstream> Puller<U> {
                     if silent {
                         break format!("no media for {:?}", self.wiring.timeout);
                     }
-                    if self.schedule.on_demand {
+                    if self.schedule.on_demand || self.upstream.retires_when_unwatched() {
                         let watched = feed.shared.events.viewers() > 0;
                         let since = *unwatched_since.get_or_insert(now);
                         if watched {

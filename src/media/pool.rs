@@ -387,6 +387,27 @@ impl Media {
         &self.directory
     }
 
+    /// Stops a stream: its publisher and every viewer end now (`reason`), through
+    /// each worker's single teardown path. False when there is no such stream.
+    pub(crate) async fn stop_stream(
+        &self,
+        name: &str,
+        reason: EndReason,
+    ) -> Result<bool, MediaError> {
+        let Some(stopped) = self.directory.stop_stream(name) else {
+            return Ok(false);
+        };
+        if let Some(p) = &stopped.publisher {
+            match self.end_session(p, reason).await {
+                Ok(()) | Err(MediaError::Directory(DirectoryError::UnknownSession)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // Every worker: viewers still connecting are not in the stream's viewer mask yet.
+        self.broadcast_end(Arc::from(name), u64::MAX, reason);
+        Ok(true)
+    }
+
     /// Tells the workers in `mask` to close their viewers of `stream`.
     pub(crate) fn broadcast_end(&self, stream: Arc<str>, mask: u64, reason: EndReason) {
         for w in &self.workers {

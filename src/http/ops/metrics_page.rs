@@ -41,6 +41,7 @@ pub(crate) fn render(
     streams: &[StreamView],
     ingests: &[RtpIngest],
     http: &HttpMetrics,
+    cluster: Option<&crate::cluster::Cluster>,
 ) -> String {
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let mut e = Exposition::new();
@@ -319,5 +320,8 @@ pub(crate) fn render(
         &c.histograms.loss,
     );
     render_http(&mut e, http);
+    if let Some(cluster) = cluster {
+        cluster.render_metrics(&mut e);
+    }
     e.finish()
 }

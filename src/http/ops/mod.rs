@@ -247,12 +247,19 @@ pub(super) async fn answer(
                 &state.media.directory().streams(),
                 &ops.cameras.rtp(),
                 &ops.http,
+                state.cluster.as_deref(),
             );
             Ok(plain(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
                 text,
             ))
+        }
+        Route::Cluster => {
+            ops.require_admin(token()?.as_deref())?;
+            read_only(method)?;
+            let cluster = state.cluster.as_ref().ok_or(ApiError::NotFound)?;
+            Ok(json_response(&cluster.status().await))
         }
         Route::OpenApi => {
             read_only(method)?;
@@ -515,21 +522,13 @@ pub(crate) async fn remove_camera(state: &AppState, name: &str) -> Result<(), Ap
 /// Stops a stream: its publisher and every viewer end now, through each worker's
 /// single teardown path.
 async fn stop_stream(state: &AppState, name: &str) -> Result<(), ApiError> {
-    let stopped = state
+    if !state
         .media
-        .directory()
-        .stop_stream(name)
-        .ok_or(ApiError::NotFound)?;
-    if let Some(p) = &stopped.publisher {
-        match state.media.end_session(p, EndReason::StreamStopped).await {
-            Ok(()) | Err(MediaError::Directory(DirectoryError::UnknownSession)) => {}
-            Err(e) => return Err(e.into()),
-        }
+        .stop_stream(name, EndReason::StreamStopped)
+        .await?
+    {
+        return Err(ApiError::NotFound);
     }
-    // Every worker: viewers still connecting are not in the stream's viewer mask yet.
-    state
-        .media
-        .broadcast_end(Arc::from(name), u64::MAX, EndReason::StreamStopped);
     tracing::info!(stream = name, "stream stopped by the operator");
     Ok(())
 }
