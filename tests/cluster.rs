@@ -406,8 +406,27 @@ fn sixteen_publishers_of_one_name_across_three_nodes_get_exactly_one_201() {
         );
         assert_eq!(won.len(), 1, "exactly one publisher wins");
         assert!(refused.iter().all(|r| r.0 == 409), "{refused:?}");
-        let winner = cl.nodes[won[0].0].id;
-        assert_eq!(cl.claim(0, "race").await.map(|c| c.0), Some(winner.into()));
+        let at = won[0].0;
+        let winner = cl.nodes[at].id;
+        let other = (at + 1) % 3;
+        assert_eq!(
+            cl.claim(other, "race").await.map(|c| c.0),
+            Some(winner.into())
+        );
+
+        // A node that stops (SIGTERM) gives its claims back at once, not a lease later.
+        let pid = cl.nodes[at].process.as_ref().and_then(|p| p.pid());
+        cl.signal(pid, libc::SIGTERM);
+        let freed = until("the stopped node's claim is released", TTL, || async {
+            cl.claim(other, "race").await.is_none()
+        })
+        .await;
+        println!(
+            "node {winner} stopped; its claim was released {} ms after SIGTERM (lease {} ms)",
+            freed.as_millis(),
+            TTL.as_millis()
+        );
+        drop(won);
     });
 }
 
@@ -625,5 +644,176 @@ fn in_redirect_mode_a_viewer_is_sent_to_the_owner_with_an_absolute_location() {
         assert_eq!(cl.viewers(0, "live").await, 1);
         // A stream live nowhere is not redirected: 409 as on a single server.
         common::assert_offline_409(&format!("{}/whep/nowhere", cl.base(2)), "live nowhere").await;
+    });
+}
+
+/// Node `pid`'s CPU time so far (every thread's, from schedstat), ns.
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Node `pid`'s CPU over `secs` seconds, in ms per second.
+async fn cpu_ms_per_s(pid: u32, secs: u64) -> f64 {
+    let before = cpu_ns(pid);
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    (cpu_ns(pid) - before) as f64 / 1e6 / secs as f64
+}
+
+/// The sessions of `stream` on node `base`: (peer address, packets out, bytes out).
+async fn sessions_out(base: &str, stream: &str) -> Vec<(String, u64, u64)> {
+    api(base, &format!("/api/streams/{stream}")).await["sessions"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .filter(|s| s["kind"] == "viewer")
+                .map(|s| {
+                    (
+                        s["peer"].as_str().unwrap_or_default().to_owned(),
+                        s["packets_out"].as_u64().unwrap_or(0),
+                        s["bytes_out"].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The relay's figures (BENCHMARKS.md; `scripts/bench-cluster.sh` runs it on a release
+/// build): what a relay costs its origin against one direct viewer (CPU with each
+/// alone, and what the origin sends each while both run), and the delay a relay adds,
+/// from the arrival of the same packets at a viewer of the origin and at a viewer of
+/// the edge, both in this process.
+#[test]
+#[ignore = "a benchmark: scripts/bench-cluster.sh"]
+fn relay_costs_the_origin_one_viewer_and_adds_little_delay() {
+    let ns = Netns::create("cl-bench");
+    inside(&ns.name.clone(), async move {
+        let cl = Cluster::start("bench").await;
+        let pid = cl.nodes[0]
+            .process
+            .as_ref()
+            .and_then(|p| p.pid())
+            .expect("node a runs");
+        let _publisher = publish(cl.base(0), "bench").await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let secs = 10;
+        let alone_before = cpu_ms_per_s(pid, secs).await;
+        let mut direct = viewers(cl.base(0), "bench", 1).await;
+        let with_viewer = cpu_ms_per_s(pid, secs).await;
+        let edge = viewers(cl.base(2), "bench", 20).await;
+        // Both sessions at the origin over the same seconds.
+        let t0 = sessions_out(cl.base(0), "bench").await;
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        let t1 = sessions_out(cl.base(0), "bench").await;
+        let mine = direct[0].local_addr().to_string();
+        let sent = |relay: bool| {
+            let pick = |l: &[(String, u64, u64)]| {
+                l.iter()
+                    .find(|s| (s.0 != mine) == relay)
+                    .map_or((0, 0), |s| (s.1, s.2))
+            };
+            let (p0, b0) = pick(&t0);
+            let (p1, b1) = pick(&t1);
+            (p1.saturating_sub(p0), b1.saturating_sub(b0))
+        };
+        let (relay_packets, relay_bytes) = sent(true);
+        let (viewer_packets, viewer_bytes) = sent(false);
+        // The same packets at a viewer of the origin and at one behind the relay.
+        let at_origin: std::collections::HashMap<Vec<u8>, Instant> = video(&direct[0])
+            .into_iter()
+            .map(|p| (p.payload.to_vec(), p.at))
+            .collect();
+        let mut added: Vec<f64> = video(&edge[0])
+            .iter()
+            .filter_map(|p| {
+                let t = at_origin.get(&p.payload[..])?;
+                Some(p.at.saturating_duration_since(*t).as_secs_f64() * 1e3)
+            })
+            .collect();
+        added.sort_by(f64::total_cmp);
+        assert!(added.len() > 100, "packets matched through the relay");
+        let pct = |q: f64| added[((added.len() - 1) as f64 * q) as usize];
+        if let Some(v) = direct.pop() {
+            v.delete().await.expect("DELETE");
+        }
+        let with_relay = cpu_ms_per_s(pid, secs).await;
+        for v in edge {
+            v.delete().await.expect("DELETE");
+        }
+        until(
+            "the relay closes",
+            LINGER + Duration::from_secs(5),
+            || async { cl.viewers(0, "bench").await == 0 },
+        )
+        .await;
+        let alone_after = cpu_ms_per_s(pid, secs).await;
+        let alone = (alone_before + alone_after) / 2.0;
+        let viewer = with_viewer - alone;
+        let relay = with_relay - alone;
+        println!(
+            "origin CPU, {secs} s each: publisher alone {alone_before:.2} then {alone_after:.2} ms/s, \
+             with one direct viewer {with_viewer:.2}, with one relay (20 viewers on the edge) {with_relay:.2}"
+        );
+        println!(
+            "origin CPU of one relay against one viewer: {relay:.2} / {viewer:.2} ms/s = {:.2}",
+            relay / viewer
+        );
+        println!(
+            "sent by the origin in {secs} s: to the relay {relay_packets} packets, {relay_bytes} bytes; \
+             to the direct viewer {viewer_packets} packets, {viewer_bytes} bytes"
+        );
+        println!(
+            "delay the relay adds ({} packets matched): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            added.len(),
+            pct(0.5),
+            pct(0.99),
+            pct(1.0)
+        );
+    });
+}
+
+#[test]
+fn the_example_script_runs_a_cluster_that_relays_between_its_nodes() {
+    let ns = Netns::create("cl-example");
+    inside(&ns.name.clone(), async move {
+        let script = clients::root().join("scripts/cluster-example.sh");
+        let mut cmd = tokio::process::Command::new("bash");
+        cmd.arg(script)
+            .env("WISHD", env!("CARGO_BIN_EXE_wishd"))
+            .env("EXAMPLE_SECS", "60");
+        let mut example = Script::spawn("scripts/cluster-example.sh", cmd);
+        example
+            .wait_for("cluster up", Duration::from_secs(20))
+            .await;
+        let _publisher = publish("http://127.0.0.1:8081", "live").await;
+        let v = viewers("http://127.0.0.1:8083", "live", 1).await;
+        let r = http_request(
+            "GET",
+            "http://127.0.0.1:8083/api/cluster",
+            &[("Authorization", "Bearer example-admin-token")],
+            Vec::new(),
+        )
+        .await
+        .expect("GET /api/cluster");
+        let status: Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        println!("the example's node c: {status}");
+        assert_eq!(status["relays"][0]["from"], "a", "{status}");
+        drop(v);
+        // SIGTERM: the script stops Redis and the nodes it started.
+        example.stop();
+        let gone = until("the example stops", Duration::from_secs(10), || {
+            let ended = example.exited().is_some();
+            async move { ended }
+        })
+        .await;
+        println!("the example stopped {} ms after SIGTERM", gone.as_millis());
+        let r = http_request("GET", "http://127.0.0.1:8081/healthz", &[], Vec::new()).await;
+        assert!(r.is_err(), "node a stopped with the script");
     });
 }

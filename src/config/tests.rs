@@ -446,6 +446,36 @@ fn a_record_rule_needs_its_streams_and_directory_and_a_segment_of_a_second() {
 }
 
 #[test]
+fn a_cluster_needs_redis_this_node_s_url_and_a_token_of_sixteen_characters() {
+    let good = "[cluster]\nredis = \"redis://10.0.0.5\"\nnode = \"a\"\n\
+                url = \"http://10.0.0.1:8080\"\ntoken = \"0123456789abcdef\"\n";
+    let c = Config::from_toml(good).unwrap();
+    c.validate().unwrap();
+    let cluster = c.cluster.expect("[cluster]");
+    assert_eq!(cluster.lease_ttl, Duration::from_secs(6));
+    assert_eq!(cluster.viewers, ClusterViewers::Relay);
+    for (from, to, key) in [
+        ("redis://10.0.0.5", "10.0.0.5:6379", "cluster.redis"),
+        ("http://10.0.0.1:8080", "10.0.0.1:8080", "cluster.url"),
+        ("0123456789abcdef", "short", "cluster.token"),
+        ("node = \"a\"", "node = \"a b\"", "cluster.node"),
+        (
+            "[cluster]\n",
+            "[cluster]\nlease_ttl = \"100ms\"\n",
+            "cluster.lease_ttl",
+        ),
+    ] {
+        let bad = good.replace(from, to);
+        let e = Config::from_toml(&bad)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(key), "{bad}: {e}");
+    }
+}
+
+#[test]
 fn public_addresses_must_be_of_a_family_the_media_sockets_send_from() {
     let v4_only =
         Config::from_toml("udp = \"0.0.0.0:8189\"\npublic_ips = [\"2001:db8::7\"]\n").unwrap();

@@ -274,10 +274,19 @@ fn check_cluster(c: &super::ClusterConfig) -> Result<(), ConfigError> {
             "letters, digits, '-', '_' and '.'",
         ));
     }
-    if c.token.as_ref().is_none_or(|t| t.expose().is_empty()) {
+    let token_ok = c.token.as_ref().is_some_and(|t| {
+        let t = t.expose();
+        t.len() >= 16
+            && t.bytes().all(|b| {
+                b.is_ascii_alphanumeric()
+                    || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=')
+            })
+    });
+    if !token_ok {
         return Err(ConfigError::value(
             "cluster.token",
-            "give the token nodes send each other for relays",
+            "the token nodes send each other for relays: at least 16 characters of \
+             A-Z a-z 0-9 - . _ ~ + / =",
         ));
     }
     if c.lease_ttl < std::time::Duration::from_millis(300) {
