@@ -112,7 +112,6 @@ impl Leases {
     }
 
     /// The claim of `stream`, if held.
-    #[cfg(test)]
     pub(crate) fn get(&self, stream: &str) -> Option<&Held> {
         self.held.get(stream)
     }

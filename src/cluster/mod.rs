@@ -204,10 +204,16 @@ impl Cluster {
     }
 
     /// A WHIP publisher asks for `stream`: claims it for this node, or says which
-    /// node has it. A relay of it here stops (its source came here).
+    /// node has it. A relay of it here stops (its source came here). While Redis
+    /// does not answer, only a stream this node holds the claim of takes a publisher
+    /// (its own, coming back).
     pub(crate) async fn claim(&self, stream: &str) -> Result<(), ClusterError> {
         let s = &self.shared;
-        let answer = self.answered(s.store.claim(stream, &s.node, &s.url, s.ttl).await)?;
+        let answer = match self.answered(s.store.claim(stream, &s.node, &s.url, s.ttl).await) {
+            Ok(a) => a,
+            Err(_) if self.leases().get(stream).is_some() => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
         match answer {
             Claimed::Won { epoch } | Claimed::Own { epoch } => {
                 self.counters.claims_won.fetch_add(1, Ordering::Relaxed);
