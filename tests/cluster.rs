@@ -827,3 +827,51 @@ fn the_example_script_runs_a_cluster_that_relays_between_its_nodes() {
         assert!(r.is_err(), "node a stopped with the script");
     });
 }
+
+#[test]
+fn chromium_on_one_node_plays_what_ffmpeg_publishes_on_another() {
+    clients::require_playwright();
+    let ns = Netns::create("cl-chromium");
+    inside(&ns.name.clone(), async move {
+        let cl = Cluster::start("chromium").await;
+        // FFmpeg 9's WHIP muxer on node a: H.264 with a keyframe every second, Opus.
+        let mut cmd = tokio::process::Command::new(interop::ffmpeg_with_whip());
+        #[rustfmt::skip]
+        cmd.args([
+            "-nostdin", "-nostats", "-loglevel", "warning", "-re",
+            "-t", "40", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30",
+            "-t", "40", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+            "-c:v", "libx264", "-profile:v", "baseline", "-preset", "ultrafast", "-tune", "zerolatency",
+            "-g", "30", "-bf", "0", "-pix_fmt", "yuv420p", "-b:v", "800k",
+            "-c:a", "libopus", "-ar", "48000", "-ac", "2",
+            "-f", "whip", &format!("{}/whip/ffmpeg", cl.base(0)),
+        ]);
+        let _ffmpeg = Script::spawn("ffmpeg (WHIP muxer)", cmd);
+        until(
+            "ffmpeg's stream is live on node a",
+            Duration::from_secs(15),
+            || async {
+                cl.claim(2, "ffmpeg").await.is_some_and(|c| c.1 > 0)
+                    && cl.api(0, "/api/streams/ffmpeg").await["packets_in"].as_u64() > Some(100)
+            },
+        )
+        .await;
+        let figures = clients::chromium_scenario(
+            "chromium on node c",
+            serde_json::json!({ "name": "cluster", "kind": "watch-page", "base": cl.base(2),
+                                "stream": "ffmpeg" }),
+            Duration::from_secs(60),
+        )
+        .await;
+        let first = figures["first_media_ms"].as_f64().unwrap_or(f64::MAX);
+        let frames = figures["frames_in_2s"].as_u64().unwrap_or(0);
+        println!(
+            "Chromium on node c plays FFmpeg's WHIP stream on node a: first frame {first} ms after its POST, {frames} frames in 2 s"
+        );
+        assert!(
+            frames >= 40,
+            "Chromium decodes the relayed stream: {figures}"
+        );
+        assert!(first < 2000.0, "first frame {first} ms after the POST");
+    });
+}
