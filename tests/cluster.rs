@@ -875,3 +875,62 @@ fn chromium_on_one_node_plays_what_ffmpeg_publishes_on_another() {
         assert!(first < 2000.0, "first frame {first} ms after the POST");
     });
 }
+
+#[test]
+fn a_publisher_back_on_another_node_with_another_codec_makes_edge_viewers_join_again() {
+    let ns = Netns::create("cl-codec");
+    inside(&ns.name.clone(), async move {
+        let cl = Cluster::start("codec").await;
+        let h264 = publish(cl.base(0), "live").await;
+        let watching = viewers(cl.base(2), "live", 1).await;
+        let old = &watching[0];
+        assert_eq!(old.video_codec(), Some(wishd::client::VideoCodec::H264));
+
+        // The publisher leaves node a (its stream waits there, no longer live) and comes
+        // back on node b with VP8, as a browser would after OBS: b may claim it now.
+        h264.delete().await.expect("DELETE");
+        let vp8_opts = || PublisherOptions {
+            video: Some(wishd::client::VideoCodec::Vp8),
+            ..PublisherOptions::default()
+        };
+        let url_b = format!("{}/whip/live", cl.base(1));
+        let t0 = Instant::now();
+        let vp8 = loop {
+            match WhipPublisher::connect(&url_b, vp8_opts()).await {
+                Ok(p) => break p,
+                Err(ClientError::Status { status: 409, .. }) if t0.elapsed() < TTL * 3 => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("VP8 publisher on b: {e}"),
+            }
+        };
+        vp8.wait_connected(common::CONNECT)
+            .await
+            .expect("VP8 publisher connects");
+        println!(
+            "the VP8 publisher was taken on node b {} ms after leaving a",
+            t0.elapsed().as_millis()
+        );
+        assert_eq!(cl.claim(2, "live").await.map(|c| c.0), Some("b".into()));
+
+        // c's viewer negotiated H.264: it is ended, and joins again to VP8.
+        let ended = until(
+            "c's H.264 viewer is ended",
+            Duration::from_secs(5),
+            || async { !old.is_connected() },
+        )
+        .await;
+        println!(
+            "c's H.264 viewer ended {} ms after the VP8 publisher connected ({:?})",
+            ended.as_millis(),
+            old.close_reason()
+        );
+        let again = viewers(cl.base(2), "live", 1).await;
+        assert_eq!(again[0].video_codec(), Some(wishd::client::VideoCodec::Vp8));
+        // Node a gave the stream up: its claim is b's.
+        until("node a ends its waiting stream", TTL * 2, || async {
+            cl.api(0, "/api/streams/live").await.is_null()
+        })
+        .await;
+    });
+}

@@ -55,6 +55,12 @@ impl MediumState {
         }
     }
 
+    /// The same codec under another payload type number (a source that came back
+    /// with another answer): its packets are taken from now on.
+    pub(crate) fn set_pt(&mut self, pt: u8) {
+        self.pt = pt;
+    }
+
     fn restart(&mut self, seq: u16) {
         self.highest = (1 << 16) + u64::from(seq);
         self.seen = 1;

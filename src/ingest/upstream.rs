@@ -23,6 +23,8 @@ use tracing::{info, warn};
 
 use super::{Feed, IngestCounters, MediumSpec, Pipe, Wiring, chosen_codecs, keyframe_cache};
 use crate::directory::Stream;
+use crate::media::WorkerMsg;
+use crate::model::EndReason;
 use crate::wire::rtp::RtpHeader;
 
 /// The first wait before connecting again; doubled after each failure up to
@@ -404,6 +406,7 @@ impl<U: Upstream> Puller<U> {
                 };
             }
         };
+        self.follow_codecs(&media);
         let Some(stream) = self.stream_for(&media) else {
             return Ended::Lost {
                 error: "the stream name is taken by another source".into(),
@@ -499,6 +502,41 @@ impl<U: Upstream> Puller<U> {
         };
         feed.go_offline();
         Ended::Lost { error, played }
+    }
+
+    /// A source back with other codecs than its stream's viewers negotiated (a cluster
+    /// stream whose publisher came back on another node with another encoder): those
+    /// cannot be spliced into their sessions, so they end (`codec-changed`, their
+    /// players join again) and the stream starts anew. The same codec under another
+    /// payload type number is only renumbered.
+    fn follow_codecs(&mut self, media: &[MediumSpec]) {
+        let changed = media.iter().any(|m| {
+            self.pipes
+                .iter()
+                .any(|p| p.spec.kind == m.kind && !p.same_codec(m))
+        });
+        if changed {
+            if let Some(s) = self.stream.take() {
+                warn!(stream = %s.name, "{}: the source's codecs changed; its viewers join again", self.upstream.what());
+                self.wiring.directory.remove_camera(&s.name);
+                for w in &self.wiring.peers {
+                    let _ = w.try_send(WorkerMsg::EndStream {
+                        stream: s.name.clone(),
+                        reason: EndReason::CodecChanged,
+                    });
+                }
+            }
+            self.pipes.clear();
+            self.feed = None;
+            return;
+        }
+        for m in media {
+            if let Some(p) = self.pipes.iter_mut().find(|p| p.spec.kind == m.kind)
+                && p.spec.codec.pt != m.codec.pt
+            {
+                p.accept_pt(m.codec.pt);
+            }
+        }
     }
 
     /// The stream in the directory: put there at the first connection with the
