@@ -9,6 +9,8 @@ mod clients;
 mod common;
 mod interop;
 
+use common::until;
+
 use std::collections::BTreeSet;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -232,20 +234,6 @@ async fn api(base: &str, path: &str) -> Value {
         Ok(r) if r.status == 200 => serde_json::from_slice(&r.body).unwrap_or_default(),
         _ => Value::Null,
     }
-}
-
-/// Waits until `check` holds (at most `timeout`); how long it took.
-async fn until<F: Future<Output = bool>>(
-    what: &str,
-    timeout: Duration,
-    mut check: impl FnMut() -> F,
-) -> Duration {
-    let t0 = Instant::now();
-    while !check().await {
-        assert!(t0.elapsed() < timeout, "{what}: not within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    t0.elapsed()
 }
 
 fn video(v: &WhepViewer) -> Vec<wishd::client::ReceivedPacket> {

@@ -6,6 +6,8 @@
 mod common;
 mod interop;
 
+use common::until;
+
 use std::time::{Duration, Instant};
 
 use wishd::client::{PublisherOptions, ViewerOptions, WhepViewer, http_request};
@@ -48,20 +50,6 @@ async fn first_source(server: &wishd::server::Server) -> (String, String) {
         s["kind"].as_str().unwrap_or_default().to_owned(),
         s["state"].as_str().unwrap_or_default().to_owned(),
     )
-}
-
-/// Waits until `check` holds (at most `timeout`); how long it took.
-async fn until<F: std::future::Future<Output = bool>>(
-    what: &str,
-    timeout: Duration,
-    mut check: impl FnMut() -> F,
-) -> Duration {
-    let t0 = Instant::now();
-    while !check().await {
-        assert!(t0.elapsed() < timeout, "{what}: not within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    t0.elapsed()
 }
 
 /// An edge server pulling `stream` from `origin`.

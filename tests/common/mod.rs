@@ -127,3 +127,17 @@ pub async fn assert_offline_409(url: &str, when: &str) {
     assert_eq!(r.header("retry-after"), Some("2"), "{when}: Retry-After");
     assert!(!r.text().is_empty(), "{when}: a reason in the body");
 }
+
+/// Waits until `check` holds (at most `timeout`, looking every 20 ms); how long it took.
+pub async fn until<F: std::future::Future<Output = bool>>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> F,
+) -> Duration {
+    let t0 = std::time::Instant::now();
+    while !check().await {
+        assert!(t0.elapsed() < timeout, "{what}: not within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    t0.elapsed()
+}
