@@ -152,6 +152,9 @@ pub struct PostOnly {
     pub post_p99_ms: Option<f64>,
     /// The server's CPU from the first POST to the last 201, per 201, ms.
     pub server_cpu_ms_per_post: Option<f64>,
+    /// Of that, wishd's media workers' (taking the session over); the rest is its
+    /// HTTP threads'.
+    pub media_cpu_ms_per_post: Option<f64>,
     /// The queueing bound on the p99: the ⌈0.99·n⌉-th answer cannot leave before that
     /// many POSTs' CPU has been spent on `cpus` cores, ms.
     pub p99_bound_ms: Option<f64>,
@@ -184,6 +187,8 @@ pub struct RequestBurst {
     pub p99_ms: Option<f64>,
     /// The server's CPU over the burst per request, ms (its threads' `schedstat`).
     pub server_cpu_ms_per_request: Option<f64>,
+    /// Of that, wishd's media workers' (the rest is its HTTP threads').
+    pub media_cpu_ms_per_request: Option<f64>,
     /// The queueing bound on the p99 that CPU implies on this machine's cores, ms.
     pub p99_bound_ms: Option<f64>,
 }
@@ -216,12 +221,14 @@ where
     }
     let after = procfs::thread_cpu_ns(pid);
     let cpu_ms = thread_ms_per(before, after, n);
+    let media_ms = media_ms_per(before, after, n);
     RequestBurst {
         requests: n,
         ok,
         p50_ms: percentile(&mut times, 0.5),
         p99_ms: percentile(&mut times, 0.99),
         server_cpu_ms_per_request: cpu_ms,
+        media_cpu_ms_per_request: media_ms,
         p99_bound_ms: cpu_ms.map(|c| p99_bound_ms(n, c, cpus())),
     }
 }
@@ -273,6 +280,9 @@ pub struct Burst {
     pub options_p50_ms: Option<f64>,
     /// 99th percentile, ms.
     pub options_p99_ms: Option<f64>,
+    /// The server's CPU per OPTIONS of that burst, ms: what a request costs it with
+    /// no work of its own (a connection, HTTP, routing).
+    pub options_server_cpu_ms: Option<f64>,
     /// The same number of requests at once to a server in the tool that answers
     /// `204` and does nothing else ([`crate::http_floor`]): what the connections and
     /// the client cost a burst on this machine, whatever the server, p50 ms.
@@ -382,11 +392,44 @@ fn steal(a: &Snap, b: &Snap) -> Option<f64> {
 /// CPU milliseconds spent between readings `a` and `b`, per one of `n` things done
 /// in between (`None` without both readings or when nothing was done).
 /// The threads' CPU between two `schedstat` readings (ns), per one of `n`, ms.
-fn thread_ms_per(before: Option<u64>, after: Option<u64>, n: usize) -> Option<f64> {
+fn thread_ms_per(
+    before: Option<procfs::ThreadCpu>,
+    after: Option<procfs::ThreadCpu>,
+    n: usize,
+) -> Option<f64> {
     before
         .zip(after)
         .filter(|_| n > 0)
-        .map(|(a, b)| b.saturating_sub(a) as f64 / 1e6 / n as f64)
+        .map(|(a, b)| b.all.saturating_sub(a.all) as f64 / 1e6 / n as f64)
+}
+
+/// The media workers' part of [`thread_ms_per`] (`None` for a server without
+/// threads named as wishd's).
+fn media_ms_per(
+    before: Option<procfs::ThreadCpu>,
+    after: Option<procfs::ThreadCpu>,
+    n: usize,
+) -> Option<f64> {
+    before
+        .zip(after)
+        .filter(|(_, b)| n > 0 && b.media > 0)
+        .map(|(a, b)| b.media.saturating_sub(a.media) as f64 / 1e6 / n as f64)
+}
+
+/// " (media workers X ms; an OPTIONS Y ms)" for a request's CPU, when known.
+fn split(media_ms: Option<f64>, options_ms: Option<f64>) -> String {
+    let mut parts = Vec::new();
+    if let Some(m) = media_ms {
+        parts.push(format!("media workers {m:.3} ms"));
+    }
+    if let Some(o) = options_ms {
+        parts.push(format!("an OPTIONS {o:.3} ms"));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join("; "))
+    }
 }
 
 fn cpu_ms_per(a: Option<procfs::Usage>, b: Option<procfs::Usage>, n: usize) -> Option<f64> {
@@ -712,12 +755,14 @@ async fn post_only_burst(swarm: &Swarm, n: usize, cfg: &BenchConfig) -> PostOnly
     // The threads' own clock where it can be read (finer than /proc's 10 ms ticks).
     let cpu_ms = thread_ms_per(threads0, threads1, created)
         .or_else(|| cpu_ms_per(server0, server1, created));
+    let media_ms = media_ms_per(threads0, threads1, created);
     PostOnly {
         posts: n,
         created,
         post_p50_ms: percentile(&mut post, 0.5),
         post_p99_ms: percentile(&mut post, 0.99),
         server_cpu_ms_per_post: cpu_ms,
+        media_cpu_ms_per_post: media_ms,
         p99_bound_ms: cpu_ms.map(|c| p99_bound_ms(n, c, cpus)),
         cpu_for_target_us: cpu_for_p99(n, POST_TARGET.as_secs_f64() * 1e6, cpus),
         templates_parsed: since(templates0.0, templates1.0),
@@ -731,7 +776,9 @@ async fn run_burst(swarm: &Arc<Swarm>, n: usize, cfg: &BenchConfig) -> Burst {
     let metrics_url = cfg.metrics_url.as_deref();
     let mut empty = http_floor::measure(n, cpus()).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let options_before = procfs::thread_cpu_ns(cfg.server_pid);
     let mut options = http_floor::requests_at_once(swarm.url(), n).await;
+    let options_cpu = thread_ms_per(options_before, procfs::thread_cpu_ns(cfg.server_pid), n);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let post_only = post_only_burst(swarm, n, cfg).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -784,6 +831,7 @@ async fn run_burst(swarm: &Arc<Swarm>, n: usize, cfg: &BenchConfig) -> Burst {
     Burst {
         options_p50_ms: percentile(&mut options, 0.5),
         options_p99_ms: percentile(&mut options, 0.99),
+        options_server_cpu_ms: options_cpu,
         empty_p50_ms: percentile(&mut empty, 0.5),
         empty_p99_ms: percentile(&mut empty, 0.99),
         server_post_p50_ms: server_q(0.5),
@@ -938,12 +986,13 @@ pub fn print(r: &BenchReport) {
         .and_then(|b| Some((b, b.post_only.as_ref()?)))
     {
         println!(
-            "{} POSTs at once, never connected: {} created; POST→201 p50 {} ms p99 {} ms; server CPU {} ms per POST, so the p99 cannot be under {} ms on {} cores (a {} ms p99 needs ≤ {:.0} µs per POST, and a server that does nothing answers {} at once with p99 {} ms here)",
+            "{} POSTs at once, never connected: {} created; POST→201 p50 {} ms p99 {} ms; server CPU {} ms per POST{}, so the p99 cannot be under {} ms on {} cores (a {} ms p99 needs ≤ {:.0} µs per POST, and a server that does nothing answers {} at once with p99 {} ms here)",
             p.posts,
             p.created,
             fmt_opt(p.post_p50_ms, 1),
             fmt_opt(p.post_p99_ms, 1),
             fmt_opt(p.server_cpu_ms_per_post, 2),
+            split(p.media_cpu_ms_per_post, b.options_server_cpu_ms),
             fmt_opt(p.p99_bound_ms, 1),
             r.cpus,
             POST_TARGET.as_millis(),
@@ -962,12 +1011,13 @@ pub fn print(r: &BenchReport) {
         ] {
             if let Some(r) = r {
                 println!(
-                    "  then a {what} of each at once: {}/{} answered as the spec says; p50 {} ms p99 {} ms; server CPU {} ms per request, so the p99 cannot be under {} ms",
+                    "  then a {what} of each at once: {}/{} answered as the spec says; p50 {} ms p99 {} ms; server CPU {} ms per request{}, so the p99 cannot be under {} ms",
                     r.ok,
                     r.requests,
                     fmt_opt(r.p50_ms, 1),
                     fmt_opt(r.p99_ms, 1),
                     fmt_opt(r.server_cpu_ms_per_request, 3),
+                    split(r.media_cpu_ms_per_request, None),
                     fmt_opt(r.p99_bound_ms, 1),
                 );
             }

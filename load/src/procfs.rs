@@ -13,18 +13,35 @@ pub struct Usage {
 /// each `/proc/PID/task/*/schedstat`. Finer than [`usage`]'s 10 ms ticks, for bursts
 /// whose whole cost is a few ticks; threads that exit meanwhile are not counted, so
 /// it fits a server whose threads live as long as it does.
-pub fn thread_cpu_ns(pid: u32) -> Option<u64> {
+pub fn thread_cpu_ns(pid: u32) -> Option<ThreadCpu> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    let mut total = 0u64;
+    let mut cpu = ThreadCpu::default();
     for t in tasks.flatten() {
         let stat = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
-        total += stat
+        let ns = stat
             .split_whitespace()
             .next()
             .and_then(|n| n.parse::<u64>().ok())
             .unwrap_or(0);
+        cpu.all += ns;
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.starts_with(MEDIA_THREADS) {
+            cpu.media += ns;
+        }
     }
-    (total > 0).then_some(total)
+    (cpu.all > 0).then_some(cpu)
+}
+
+/// What wishd names its media worker threads (`wishd-media-0`, …).
+const MEDIA_THREADS: &str = "wishd-media";
+
+/// A process's CPU time, ns, from its threads' `schedstat`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ThreadCpu {
+    /// Every thread's.
+    pub all: u64,
+    /// wishd's media workers' (0 for another server): the rest is its HTTP threads'.
+    pub media: u64,
 }
 
 /// Reads `/proc/PID` (`None`: the process is gone). `pid` `None` means this process.

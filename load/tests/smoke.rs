@@ -175,6 +175,14 @@ async fn a_small_bench_reports_steps_the_hand_over_floor_and_both_bursts() {
         "bound {bound} ms below one POST's CPU {cpu} ms"
     );
     assert!(posts.cpu_for_target_us > 0.0 && posts.cpu_for_target_us <= 5000.0);
+    // Split by thread: wishd's media workers take the sessions over, its HTTP threads
+    // do the rest; an OPTIONS on a new connection is the request floor beside it.
+    assert!(
+        posts.media_cpu_ms_per_post.is_some_and(|m| m > 0.0 && m < cpu),
+        "media workers' part of {cpu} ms: {:?}",
+        posts.media_cpu_ms_per_post
+    );
+    assert!(burst.options_server_cpu_ms.is_some_and(|o| o > 0.0));
     // Each session then trickles a candidate (204) and is deleted (200), at once, and
     // what that cost the server is read from its threads' clocks.
     for (what, r) in [("PATCH", &posts.patch), ("DELETE", &posts.delete)] {
