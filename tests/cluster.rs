@@ -922,3 +922,32 @@ fn a_publisher_back_on_another_node_with_another_codec_makes_edge_viewers_join_a
         .await;
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_a_cluster_answers_api_cluster_with_404() {
+    let server =
+        common::start_with(|c| c.api.token = Some(wishd::config::Secret::new(ADMIN))).await;
+    let r = http_request(
+        "GET",
+        &format!("{}/api/cluster", server.base_url()),
+        &[("Authorization", &format!("Bearer {ADMIN}"))],
+        Vec::new(),
+    )
+    .await
+    .expect("GET /api/cluster");
+    assert_eq!(r.status, 404, "{}", r.text());
+    let metrics = http_request(
+        "GET",
+        &format!("{}/metrics", server.base_url()),
+        &[],
+        Vec::new(),
+    )
+    .await
+    .expect("GET /metrics")
+    .text();
+    assert!(
+        !metrics.contains("wishd_cluster_"),
+        "no cluster metrics alone"
+    );
+    server.shutdown().await;
+}

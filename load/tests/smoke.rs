@@ -178,7 +178,9 @@ async fn a_small_bench_reports_steps_the_hand_over_floor_and_both_bursts() {
     // Split by thread: wishd's media workers take the sessions over, its HTTP threads
     // do the rest; an OPTIONS on a new connection is the request floor beside it.
     assert!(
-        posts.media_cpu_ms_per_post.is_some_and(|m| m > 0.0 && m < cpu),
+        posts
+            .media_cpu_ms_per_post
+            .is_some_and(|m| m > 0.0 && m < cpu),
         "media workers' part of {cpu} ms: {:?}",
         posts.media_cpu_ms_per_post
     );
