@@ -951,3 +951,59 @@ async fn a_server_without_a_cluster_answers_api_cluster_with_404() {
     );
     server.shutdown().await;
 }
+
+#[test]
+fn a_stale_claim_costs_a_viewer_one_quick_409_and_a_failed_publish_holds_no_claim() {
+    let ns = Netns::create("cl-stale");
+    inside(&ns.name.clone(), async move {
+        let cl = Cluster::start("stale").await;
+        // A claim of node a for a stream a does not have, as a write lost half-way
+        // could leave it: a is alive, so the claim is followed.
+        let ghost = r#"{"node":"a","url":"http://127.0.0.11:8080","epoch":"1","live":true}"#;
+        let out = tokio::process::Command::new("redis-cli")
+            .args([
+                "-h",
+                "127.0.0.10",
+                "-p",
+                "6379",
+                "SET",
+                "wishd:main:stream:ghost",
+            ])
+            .args([ghost, "PX", "60000"])
+            .output()
+            .await
+            .expect("redis-cli runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for attempt in 0..2 {
+            let t0 = Instant::now();
+            common::assert_offline_409(&format!("{}/whep/ghost", cl.base(2)), "a stale claim")
+                .await;
+            let took = t0.elapsed();
+            println!(
+                "a viewer of a stream only a stale claim names: 409 in {} ms",
+                took.as_millis()
+            );
+            assert!(took < Duration::from_secs(2), "attempt {attempt}: {took:?}");
+        }
+        until("no relay is left", Duration::from_secs(2), || async {
+            cl.relays(2).await.is_empty()
+        })
+        .await;
+
+        // A WHIP POST whose offer is refused gives its claim back at once.
+        let r = http_request(
+            "POST",
+            &format!("{}/whip/bad", cl.base(1)),
+            &[("Content-Type", "application/sdp")],
+            b"v=0\r\nthis is no offer\r\n".to_vec(),
+        )
+        .await
+        .expect("POST");
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert_eq!(cl.claim(0, "bad").await, None, "no claim is left for it");
+    });
+}

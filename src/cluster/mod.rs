@@ -100,6 +100,8 @@ pub struct Cluster {
     viewers: ClusterViewers,
     leases: Mutex<Leases>,
     relays: Mutex<HashMap<String, RelayEntry>>,
+    /// Cameras here whose stream name another node owns (said once each).
+    unclaimed: Mutex<std::collections::HashSet<String>>,
     media: Arc<Media>,
     wiring: Wiring,
     counters: Counters,
@@ -146,6 +148,7 @@ impl Cluster {
             viewers: config.viewers,
             leases: Mutex::new(Leases::default()),
             relays: Mutex::new(HashMap::new()),
+            unclaimed: Mutex::new(Default::default()),
             media,
             wiring,
             counters: Counters::default(),
@@ -160,6 +163,10 @@ impl Cluster {
 
     fn leases(&self) -> std::sync::MutexGuard<'_, Leases> {
         self.leases.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn unclaimed(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.unclaimed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn relays(&self) -> std::sync::MutexGuard<'_, HashMap<String, RelayEntry>> {
@@ -229,6 +236,25 @@ impl Cluster {
                     retry_after: ttl_left.as_secs_f64().ceil().max(1.0) as u64,
                 })
             }
+        }
+    }
+
+    /// A WHIP POST whose claim was made failed before its stream existed here (a bad
+    /// offer): the claim is given back now rather than a lease later, so that the
+    /// name is not held by a publisher that never was.
+    pub(crate) async fn publish_failed(&self, stream: &str) {
+        if self.media.directory().stream(stream).is_some() {
+            return;
+        }
+        let Some(epoch) = self.leases().get(stream).map(|h| h.epoch.clone()) else {
+            return;
+        };
+        let s = &self.shared;
+        if self
+            .answered(s.store.release(stream, &s.node, &epoch).await)
+            .is_ok()
+        {
+            self.leases().released(stream);
         }
     }
 
@@ -346,10 +372,9 @@ impl Cluster {
                     match self.answered(s.store.claim(&stream, &s.node, &s.url, s.ttl).await) {
                         Ok(Claimed::Won { epoch } | Claimed::Own { epoch }) => {
                             self.leases().won(&stream, &epoch, Instant::now());
+                            self.unclaimed().remove(&stream);
                         }
-                        Ok(Claimed::Held { node, .. }) => {
-                            warn!(stream, owner = %node, "the stream's source is here, but node {node} owns the name");
-                        }
+                        Ok(Claimed::Held { node, .. }) => self.lost(&stream, &node).await,
                         Err(_) => return,
                     }
                 }
@@ -394,19 +419,23 @@ impl Cluster {
     /// ends here (its viewers join again and are relayed from there); a camera
     /// stays and is claimed again when that node lets the name go.
     async fn lost(&self, stream: &str, node: &str) {
-        self.counters.leases_lost.fetch_add(1, Ordering::Relaxed);
         let camera = matches!(
             self.media.directory().stream(stream).map(|s| s.source),
             Some(SourceView::Rtp)
         );
         if camera {
-            warn!(
-                stream,
-                owner = node,
-                "node {node} took the stream's name; the camera here goes on unclaimed"
-            );
+            // Said once, not at every turn while that node keeps the name.
+            if self.unclaimed().insert(stream.to_owned()) {
+                self.counters.leases_lost.fetch_add(1, Ordering::Relaxed);
+                warn!(
+                    stream,
+                    owner = node,
+                    "node {node} owns the stream's name; the camera here goes on unclaimed"
+                );
+            }
             return;
         }
+        self.counters.leases_lost.fetch_add(1, Ordering::Relaxed);
         warn!(
             stream,
             owner = node,

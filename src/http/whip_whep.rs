@@ -147,6 +147,9 @@ pub(super) async fn endpoint(
             {
                 return Err(ApiError::RelayLoop(stream.to_owned()));
             }
+            let _pending = SessionSlot::take(state)?;
+            let offer = read_sdp(req).await?;
+            // The cluster is asked once the request is known to be well formed.
             if let Some(c) = cluster {
                 match kind {
                     Role::Publisher => c.claim(stream).await?,
@@ -158,15 +161,22 @@ pub(super) async fn endpoint(
                     }
                 }
             }
-            let _pending = SessionSlot::take(state)?;
-            let offer = read_sdp(req).await?;
             let etag = new_etag();
             let created = match kind {
                 Role::Publisher => {
-                    state
+                    match state
                         .media
                         .publish(stream, &offer, grant, etag.clone())
-                        .await?
+                        .await
+                    {
+                        Ok(c) => c,
+                        Err(e) => {
+                            if let Some(c) = cluster {
+                                c.publish_failed(stream).await;
+                            }
+                            return Err(e.into());
+                        }
+                    }
                 }
                 Role::Viewer => {
                     state

@@ -322,6 +322,7 @@ impl<U: Upstream> Puller<U> {
             let watched = self.stream.as_ref().is_some_and(|s| s.events.viewers() > 0);
             if retires && !watched && self.retire() {
                 warn!(stream = %self.schedule.stream, "{what}: {error}; nobody watches, given up");
+                self.handle.set_state(PullState::Offline { error });
                 return;
             }
             if !self.back_off(error, &mut backoff, &mut stop).await {
