@@ -544,17 +544,38 @@ fn redis_stopped_for_ten_seconds_leaves_media_alone_and_refuses_new_publishers_w
         assert_eq!(ssrcs.len(), 1);
         assert!(missing.is_empty(), "lost {missing:?}");
 
-        // The directory comes back as it was: one owner, the same epoch.
+        // The directory comes back with one owner: a, under its epoch or under the
+        // one of its own claim that timed out during the stop and that Redis ran
+        // when it resumed (commands wait in the socket).
         let back = until(
             "the claim is written again",
             Duration::from_secs(3),
-            || async { cl.claim(1, "live").await == Some(("a".into(), epoch)) },
+            || async {
+                cl.claim(1, "live")
+                    .await
+                    .is_some_and(|(node, e)| node == "a" && e >= epoch)
+            },
         )
         .await;
         println!(
-            "Redis continued; a's claim was back with its epoch {} ms later",
+            "Redis continued; a's claim was back {} ms later",
             back.as_millis()
         );
+        // a keeps its stream, and c's viewer plays on.
+        let n = video(v).len();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(
+            !cl.api(0, "/api/streams/live").await.is_null(),
+            "a keeps the stream"
+        );
+        assert!(
+            !cl.log(0).contains("it ends here"),
+            "a did not give the stream up"
+        );
+        assert!(video(v).len() > n + 20, "c's viewer plays on");
+        let (ssrcs, missing) = continuity(v);
+        assert_eq!(ssrcs.len(), 1);
+        assert!(missing.is_empty(), "lost {missing:?}");
         let other = publish(cl.base(1), "other").await;
         assert_eq!(cl.claim(0, "other").await.map(|c| c.0), Some("b".into()));
         drop(other);
@@ -993,6 +1014,32 @@ fn a_stale_claim_costs_a_viewer_one_quick_409_and_a_failed_publish_holds_no_clai
             cl.relays(2).await.is_empty()
         })
         .await;
+
+        // A claim of a's own under another epoch (one whose answer timed out while
+        // Redis was stopped, run by Redis when it resumed) is adopted, not lost.
+        let _mine = publish(cl.base(0), "mine").await;
+        let late = r#"{"node":"a","url":"http://127.0.0.11:8080","epoch":"99","live":true}"#;
+        let out = tokio::process::Command::new("redis-cli")
+            .args([
+                "-h",
+                "127.0.0.10",
+                "-p",
+                "6379",
+                "SET",
+                "wishd:main:stream:mine",
+            ])
+            .args([late, "PX", "60000"])
+            .output()
+            .await
+            .expect("redis-cli runs");
+        assert!(out.status.success());
+        tokio::time::sleep(TTL).await;
+        assert_eq!(cl.claim(1, "mine").await, Some(("a".into(), 99)));
+        assert!(
+            !cl.api(0, "/api/streams/mine").await.is_null(),
+            "a keeps its stream"
+        );
+        assert!(!cl.log(0).contains("it ends here"), "a did not give it up");
 
         // A WHIP POST whose offer is refused gives its claim back at once.
         let r = http_request(

@@ -99,6 +99,10 @@ impl Leases {
                 }
                 None
             }
+            Refreshed::Adopted { epoch } => {
+                self.won(stream, epoch, now);
+                None
+            }
             Refreshed::Lost { node } => {
                 self.held.remove(stream);
                 Some(node.clone())
@@ -197,6 +201,24 @@ mod tests {
         assert_eq!(
             h.map(|h| (h.epoch, h.since, h.confirmed)),
             Some(("5".into(), t0, t1))
+        );
+    }
+
+    #[test]
+    fn a_late_claim_of_this_node_under_another_epoch_is_adopted_not_lost() {
+        let t0 = Instant::now();
+        let mut leases = Leases::default();
+        leases.won("live", "5", t0);
+        let t1 = t0 + Duration::from_secs(11);
+        let answer = Refreshed::Adopted { epoch: "9".into() };
+        assert_eq!(leases.refreshed("live", &answer, t1), None);
+        assert_eq!(
+            leases.plan(&owned(&[("live", true)]), t1),
+            vec![Step::Refresh {
+                stream: "live".into(),
+                epoch: "9".into(),
+                live: true
+            }]
         );
     }
 

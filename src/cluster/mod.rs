@@ -389,11 +389,17 @@ impl Cluster {
                     let Ok(answer) = self.answered(answer.await) else {
                         return;
                     };
-                    if answer == Refreshed::Recreated {
-                        info!(
+                    match &answer {
+                        Refreshed::Recreated => info!(
                             stream,
                             epoch, "claim written again (the directory had lost it)"
-                        );
+                        ),
+                        Refreshed::Adopted { epoch: newer } => info!(
+                            stream,
+                            epoch = %newer,
+                            "this node's own later claim found in the directory: kept"
+                        ),
+                        Refreshed::Kept | Refreshed::Lost { .. } => {}
                     }
                     let lost = self.leases().refreshed(&stream, &answer, Instant::now());
                     if let Some(node) = lost {

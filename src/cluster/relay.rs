@@ -69,10 +69,10 @@ impl Upstream for Relay {
             .map_err(|e| format!("from node {}: {e}", owner.node))?;
         *self.from.lock().unwrap_or_else(|e| e.into_inner()) = Some(owner.node.clone());
         let mut conn = pull::connection(viewer, media, rx);
-        // The claim is watched: when another node holds it (a newer epoch), this
-        // connection ends and the next one goes there. A claim that is gone or a
-        // directory that does not answer changes nothing: the media says whether
-        // the owner is still there.
+        // The claim is watched: when another node holds it, this connection ends and
+        // the next one goes there. A claim that is gone, one of the same node under
+        // another epoch, or a directory that does not answer changes nothing: the
+        // media says whether the owner is still there.
         let every = self.shared.ttl / 3;
         let moved = futures_util::stream::unfold(
             (self.shared.clone(), stream, owner),
@@ -80,7 +80,7 @@ impl Upstream for Relay {
                 loop {
                     tokio::time::sleep(every).await;
                     if let Ok(Some(now)) = shared.store.lookup(&stream).await
-                        && (now.node != owner.node || now.epoch != owner.epoch)
+                        && now.node != owner.node
                     {
                         let why = format!("the stream moved to node {}", now.node);
                         return Some((Err(why), (shared, stream, owner)));

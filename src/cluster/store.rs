@@ -68,6 +68,10 @@ pub(crate) enum Refreshed {
     Recreated,
     /// Another node claimed it meanwhile.
     Lost { node: String },
+    /// This node's own claim under another epoch: a claim whose answer never came
+    /// back (it timed out while Redis was stopped, and Redis ran it when it resumed).
+    /// Still this node's; extended, and its epoch is the one held from now on.
+    Adopted { epoch: String },
 }
 
 /// Why the directory could not be asked.
@@ -104,8 +108,14 @@ const REFRESH: &str = r#"
 local cur = redis.call('GET', KEYS[1])
 if cur then
   local c = cjson.decode(cur)
-  if c.node ~= ARGV[1] or c.epoch ~= ARGV[4] then
+  if c.node ~= ARGV[1] then
     return {'lost', c.node}
+  end
+  if c.epoch ~= ARGV[4] then
+    c.url = ARGV[2]
+    c.live = (ARGV[5] == '1')
+    redis.call('SET', KEYS[1], cjson.encode(c), 'PX', ARGV[3])
+    return {'adopted', c.epoch}
   end
 end
 redis.call('SET', KEYS[1], cjson.encode({node = ARGV[1], url = ARGV[2], epoch = ARGV[4], live = (ARGV[5] == '1')}), 'PX', ARGV[3])
@@ -194,17 +204,21 @@ impl Store {
         Ok(made)
     }
 
-    /// Runs `f` on a connection within the deadline.
+    /// Runs `f` on a connection within the deadline. After a failure the next call
+    /// starts from a new connection, rather than wait for the old one's own
+    /// reconnection schedule.
     async fn call<T, F>(&self, f: impl FnOnce(ConnectionManager) -> F) -> Result<T, Unreachable>
     where
         F: Future<Output = redis::RedisResult<T>>,
     {
         let conn = self.conn().await?;
-        match tokio::time::timeout(self.deadline, f(conn)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(Unreachable(e.to_string())),
-            Err(_) => Err(Unreachable("no answer".into())),
-        }
+        let failed = match tokio::time::timeout(self.deadline, f(conn)).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => Unreachable(e.to_string()),
+            Err(_) => Unreachable("no answer".into()),
+        };
+        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        Err(failed)
     }
 
     /// Claims `stream` for `node` (reachable at `url`) with a lease of `ttl`.
@@ -273,6 +287,9 @@ impl Store {
             [k] if k == "kept" => Ok(Refreshed::Kept),
             [r] if r == "recreated" => Ok(Refreshed::Recreated),
             [l, node] if l == "lost" => Ok(Refreshed::Lost { node: node.clone() }),
+            [a, epoch] if a == "adopted" => Ok(Refreshed::Adopted {
+                epoch: epoch.clone(),
+            }),
             other => Err(Unreachable(format!("unexpected refresh reply {other:?}"))),
         }
     }
