@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every fuzz target (fuzz/fuzz_targets/) for FUZZ_SMOKE_SECS seconds (default 20),
+# Every fuzz target (fuzz/fuzz_targets/) for FUZZ_SMOKE_SECS seconds (default 15),
 # two at a time: so that no target stops building or finds something new unseen.
 # Part of scripts/test.sh. Needs the nightly toolchain and cargo-fuzz (.ci/run
 # installs cargo-fuzz); without them it says so and, outside CI, skips.
@@ -7,7 +7,7 @@
 # is in fuzz/artifacts/TARGET/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-secs=${FUZZ_SMOKE_SECS:-20}
+secs=${FUZZ_SMOKE_SECS:-15}
 jobs=${FUZZ_JOBS:-2}
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
     msg="fuzz smoke: needs the nightly toolchain and cargo-fuzz (rustup toolchain install nightly; cargo install cargo-fuzz)"
