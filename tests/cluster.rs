@@ -987,6 +987,34 @@ async fn a_server_without_a_cluster_answers_api_cluster_with_404() {
     server.shutdown().await;
 }
 
+/// Writes a claim of node a for `stream` under `epoch` straight into Redis (a minute's
+/// lease), as no node would: what a write lost half-way, or run late, leaves.
+async fn redis_set_claim(stream: &str, epoch: &str) {
+    let claim =
+        format!(r#"{{"node":"a","url":"http://127.0.0.11:8080","epoch":"{epoch}","live":true}}"#);
+    let key = format!("wishd:main:stream:{stream}");
+    let out = tokio::process::Command::new("redis-cli")
+        .args([
+            "-h",
+            "127.0.0.10",
+            "-p",
+            "6379",
+            "SET",
+            &key,
+            &claim,
+            "PX",
+            "60000",
+        ])
+        .output()
+        .await
+        .expect("redis-cli runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn a_stale_claim_costs_a_viewer_one_quick_409_and_a_failed_publish_holds_no_claim() {
     let ns = Netns::create("cl-stale");
@@ -994,25 +1022,7 @@ fn a_stale_claim_costs_a_viewer_one_quick_409_and_a_failed_publish_holds_no_clai
         let cl = Cluster::start("stale").await;
         // A claim of node a for a stream a does not have, as a write lost half-way
         // could leave it: a is alive, so the claim is followed.
-        let ghost = r#"{"node":"a","url":"http://127.0.0.11:8080","epoch":"1","live":true}"#;
-        let out = tokio::process::Command::new("redis-cli")
-            .args([
-                "-h",
-                "127.0.0.10",
-                "-p",
-                "6379",
-                "SET",
-                "wishd:main:stream:ghost",
-            ])
-            .args([ghost, "PX", "60000"])
-            .output()
-            .await
-            .expect("redis-cli runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        redis_set_claim("ghost", "1").await;
         for attempt in 0..2 {
             let t0 = Instant::now();
             common::assert_offline_409(&format!("{}/whep/ghost", cl.base(2)), "a stale claim")
@@ -1032,21 +1042,7 @@ fn a_stale_claim_costs_a_viewer_one_quick_409_and_a_failed_publish_holds_no_clai
         // A claim of a's own under another epoch (one whose answer timed out while
         // Redis was stopped, run by Redis when it resumed) is adopted, not lost.
         let _mine = publish(cl.base(0), "mine").await;
-        let late = r#"{"node":"a","url":"http://127.0.0.11:8080","epoch":"99","live":true}"#;
-        let out = tokio::process::Command::new("redis-cli")
-            .args([
-                "-h",
-                "127.0.0.10",
-                "-p",
-                "6379",
-                "SET",
-                "wishd:main:stream:mine",
-            ])
-            .args([late, "PX", "60000"])
-            .output()
-            .await
-            .expect("redis-cli runs");
-        assert!(out.status.success());
+        redis_set_claim("mine", "99").await;
         tokio::time::sleep(TTL).await;
         assert_eq!(cl.claim(1, "mine").await, Some(("a".into(), 99)));
         assert!(

@@ -397,10 +397,7 @@ fn thread_ms_per(
     after: Option<procfs::ThreadCpu>,
     n: usize,
 ) -> Option<f64> {
-    before
-        .zip(after)
-        .filter(|_| n > 0)
-        .map(|(a, b)| b.all.saturating_sub(a.all) as f64 / 1e6 / n as f64)
+    ms_per(before, after, n, |c| c.all)
 }
 
 /// The media workers' part of [`thread_ms_per`] (`None` for a server without
@@ -410,10 +407,20 @@ fn media_ms_per(
     after: Option<procfs::ThreadCpu>,
     n: usize,
 ) -> Option<f64> {
+    ms_per(before, after, n, |c| c.media).filter(|_| after.is_some_and(|c| c.media > 0))
+}
+
+/// `which` part of two `schedstat` readings' difference (ns), per one of `n`, ms.
+fn ms_per(
+    before: Option<procfs::ThreadCpu>,
+    after: Option<procfs::ThreadCpu>,
+    n: usize,
+    which: fn(&procfs::ThreadCpu) -> u64,
+) -> Option<f64> {
     before
         .zip(after)
-        .filter(|(_, b)| n > 0 && b.media > 0)
-        .map(|(a, b)| b.media.saturating_sub(a.media) as f64 / 1e6 / n as f64)
+        .filter(|_| n > 0)
+        .map(|(a, b)| which(&b).saturating_sub(which(&a)) as f64 / 1e6 / n as f64)
 }
 
 /// " (media workers X ms; an OPTIONS Y ms)" for a request's CPU, when known.
