@@ -156,11 +156,6 @@ impl Cluster {
         }))
     }
 
-    /// This node's id.
-    pub fn node(&self) -> &str {
-        &self.shared.node
-    }
-
     fn leases(&self) -> std::sync::MutexGuard<'_, Leases> {
         self.leases.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -269,10 +264,7 @@ impl Cluster {
         };
         let _ = entry.stop.send(true);
         let _ = entry.task.await;
-        let directory = self.media.directory();
-        if directory.remove_camera(stream) {
-            self.media
-                .broadcast_end(Arc::from(stream), u64::MAX, EndReason::Moved);
+        if self.media.remove_camera(stream, EndReason::Moved) {
             info!(
                 stream,
                 "the stream's source came to this node: its relay stopped"
@@ -296,7 +288,7 @@ impl Cluster {
             return None;
         }
         if self.viewers == ClusterViewers::Redirect {
-            return Some(format!("{}/whep/{stream}", owner.url.trim_end_matches('/')));
+            return Some(owner.whep_url(stream));
         }
         let handle = self.relay(stream);
         let until = Instant::now() + RELAY_WAIT;
@@ -421,7 +413,7 @@ impl Cluster {
                 }
             }
         }
-        let record = self.record("serving", &owned);
+        let record = self.record(&owned);
         let _ = self.answered(s.store.heartbeat(&record, s.ttl).await);
     }
 
@@ -456,7 +448,7 @@ impl Cluster {
         }
     }
 
-    fn record(&self, state: &str, owned: &[(String, bool)]) -> NodeRecord {
+    fn record(&self, owned: &[(String, bool)]) -> NodeRecord {
         let mut relays: Vec<String> = self
             .relays()
             .iter()
@@ -467,7 +459,7 @@ impl Cluster {
         NodeRecord {
             id: self.shared.node.clone(),
             url: self.shared.url.clone(),
-            state: state.into(),
+            state: "serving".into(),
             streams: owned.iter().map(|(s, _)| s.clone()).collect(),
             relays,
             viewers: self.media.directory().counts().viewers as u64,

@@ -58,11 +58,8 @@ impl Upstream for Relay {
         if owner.node == self.shared.node {
             return Err("this node owns the stream now".into());
         }
-        let url = url::Url::parse(&format!(
-            "{}/whep/{stream}",
-            owner.url.trim_end_matches('/')
-        ))
-        .map_err(|e| format!("node {} has a bad URL: {e}", owner.node))?;
+        let url = url::Url::parse(&owner.whep_url(&stream))
+            .map_err(|e| format!("node {} has a bad URL: {e}", owner.node))?;
         let (tx, rx) = mpsc::channel(pull::QUEUE);
         let (viewer, media) = pull::play(&url, Some(self.shared.token.clone()), Some(tx))
             .await

@@ -30,6 +30,13 @@ pub struct ClaimRecord {
     pub live: bool,
 }
 
+impl ClaimRecord {
+    /// The owner's WHEP endpoint of `stream`.
+    pub fn whep_url(&self, stream: &str) -> String {
+        format!("{}/whep/{stream}", self.url.trim_end_matches('/'))
+    }
+}
+
 /// What a node's key holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeRecord {

@@ -665,13 +665,9 @@ impl Directory {
     }
 }
 
-/// The same codec (name, clock rate, channels, fmtp); payload type numbers may differ.
+/// The same kind and codec; payload type numbers may differ.
 fn same_codec(a: &ChosenCodec, b: &ChosenCodec) -> bool {
-    a.kind == b.kind
-        && a.codec.name.eq_ignore_ascii_case(&b.codec.name)
-        && a.codec.clock_rate == b.codec.clock_rate
-        && a.codec.channels == b.codec.channels
-        && a.codec.fmtp == b.codec.fmtp
+    a.kind == b.kind && a.codec.same_codec(&b.codec)
 }
 
 #[cfg(test)]

@@ -295,16 +295,6 @@ pub(crate) struct Pipe {
 }
 
 impl Pipe {
-    /// Whether `other` carries the same codec (name, clock rate, channels, fmtp)
-    /// as this pipe; payload type numbers may differ.
-    pub(crate) fn same_codec(&self, other: &MediumSpec) -> bool {
-        let (a, b) = (&self.spec.codec, &other.codec);
-        a.name.eq_ignore_ascii_case(&b.name)
-            && a.clock_rate == b.clock_rate
-            && a.channels == b.channels
-            && a.fmtp == b.fmtp
-    }
-
     /// Takes the medium's packets under `pt` from now on (same codec).
     pub(crate) fn accept_pt(&mut self, pt: u8) {
         self.spec.codec.pt = pt;

@@ -514,7 +514,7 @@ impl<U: Upstream> Puller<U> {
         let changed = media.iter().any(|m| {
             self.pipes
                 .iter()
-                .any(|p| p.spec.kind == m.kind && !p.same_codec(m))
+                .any(|p| p.spec.kind == m.kind && !p.spec.codec.same_codec(&m.codec))
         });
         if changed {
             if let Some(s) = self.stream.take() {

@@ -408,6 +408,15 @@ impl Media {
         Ok(true)
     }
 
+    /// Takes a camera's stream (an RTP or RTSP camera, a pull, a relay) out of the
+    /// directory and ends its viewers (`reason`) on every worker. False when the
+    /// directory had no such camera stream.
+    pub(crate) fn remove_camera(&self, name: &str, reason: EndReason) -> bool {
+        let removed = self.directory.remove_camera(name);
+        self.broadcast_end(Arc::from(name), u64::MAX, reason);
+        removed
+    }
+
     /// Tells the workers in `mask` to close their viewers of `stream`.
     pub(crate) fn broadcast_end(&self, stream: Arc<str>, mask: u64, reason: EndReason) {
         for w in &self.workers {

@@ -146,6 +146,15 @@ fn described_fmtp_keys(codec: Codec) -> &'static [&'static str] {
 }
 
 impl OfferedCodec {
+    /// The same codec as `other` (name, clock rate, channels, fmtp); payload type
+    /// numbers may differ.
+    pub(crate) fn same_codec(&self, other: &OfferedCodec) -> bool {
+        self.name.eq_ignore_ascii_case(&other.name)
+            && self.clock_rate == other.clock_rate
+            && self.channels == other.channels
+            && self.fmtp == other.fmtp
+    }
+
     /// str0m's name for this codec (`Codec::Unknown` for names str0m does not know).
     pub fn codec(&self) -> Codec {
         Codec::from(self.name.as_str())

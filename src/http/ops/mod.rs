@@ -511,10 +511,7 @@ pub(crate) async fn remove_camera(state: &AppState, name: &str) -> Result<(), Ap
     if let CameraFeed::Rtp(r) = &feed {
         ops.readiness.unwatch(&r.readiness_name());
     }
-    state.media.directory().remove_camera(name);
-    state
-        .media
-        .broadcast_end(Arc::from(name), u64::MAX, EndReason::StreamStopped);
+    state.media.remove_camera(name, EndReason::StreamStopped);
     tracing::info!(stream = name, "camera removed by the operator");
     Ok(())
 }
