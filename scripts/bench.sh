@@ -45,6 +45,10 @@ tool_nice=${BENCH_TOOL_NICE:-$nice}
 hold=${BENCH_HOLD:-0ms}
 # BENCH_WORKERS=1 runs one media worker instead of one per core (0).
 workers=${BENCH_WORKERS:-0}
+# BENCH_PREPARED=0 makes every DTLS session on its request (prepared_dtls; default
+# 256, more than the default burst of 200, so the burst measures joins that take one
+# ready).
+prepared=${BENCH_PREPARED:-256}
 # BENCH_PREFIX runs the server under another command, e.g. "chrt -f 10" (real-time
 # scheduling for all its threads) or "taskset -c 1".
 # BENCH_TOOL_PREFIX does the same for the tool, e.g. "chrt -i 0": SCHED_IDLE, so the
@@ -58,6 +62,7 @@ cat >"$out/wishd.toml" <<TOML
 http = "127.0.0.1:0"
 udp = "127.0.0.1:0"
 workers = $workers
+prepared_dtls = $prepared
 forward_hold = "$hold"
 
 [auth]

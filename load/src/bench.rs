@@ -152,9 +152,11 @@ pub struct PostOnly {
     pub post_p99_ms: Option<f64>,
     /// The server's CPU from the first POST to the last 201, per 201, ms.
     pub server_cpu_ms_per_post: Option<f64>,
-    /// Of that, wishd's media workers' (taking the session over); the rest is its
-    /// HTTP threads'.
+    /// Of that, wishd's media workers' (taking the session over).
     pub media_cpu_ms_per_post: Option<f64>,
+    /// Of that, what wishd's threads that make DTLS sessions ahead of offers spent
+    /// in the burst, refilling what it took; the rest is its HTTP threads'.
+    pub preparing_cpu_ms_per_post: Option<f64>,
     /// The queueing bound on the p99: the ⌈0.99·n⌉-th answer cannot leave before that
     /// many POSTs' CPU has been spent on `cpus` cores, ms.
     pub p99_bound_ms: Option<f64>,
@@ -410,6 +412,16 @@ fn media_ms_per(
     ms_per(before, after, n, |c| c.media).filter(|_| after.is_some_and(|c| c.media > 0))
 }
 
+/// The part of [`thread_ms_per`] of wishd's threads that make DTLS sessions ahead
+/// (`None` for a server without them).
+fn preparing_ms_per(
+    before: Option<procfs::ThreadCpu>,
+    after: Option<procfs::ThreadCpu>,
+    n: usize,
+) -> Option<f64> {
+    ms_per(before, after, n, |c| c.preparing).filter(|_| after.is_some_and(|c| c.preparing > 0))
+}
+
 /// `which` part of two `schedstat` readings' difference (ns), per one of `n`, ms.
 fn ms_per(
     before: Option<procfs::ThreadCpu>,
@@ -423,11 +435,15 @@ fn ms_per(
         .map(|(a, b)| which(&b).saturating_sub(which(&a)) as f64 / 1e6 / n as f64)
 }
 
-/// " (media workers X ms; an OPTIONS Y ms)" for a request's CPU, when known.
-fn split(media_ms: Option<f64>, options_ms: Option<f64>) -> String {
+/// " (media workers X ms; made ahead Z ms; an OPTIONS Y ms)" for a request's CPU,
+/// when known.
+fn split(media_ms: Option<f64>, preparing_ms: Option<f64>, options_ms: Option<f64>) -> String {
     let mut parts = Vec::new();
     if let Some(m) = media_ms {
         parts.push(format!("media workers {m:.3} ms"));
+    }
+    if let Some(p) = preparing_ms {
+        parts.push(format!("DTLS sessions made ahead {p:.3} ms"));
     }
     if let Some(o) = options_ms {
         parts.push(format!("an OPTIONS {o:.3} ms"));
@@ -770,6 +786,7 @@ async fn post_only_burst(swarm: &Swarm, n: usize, cfg: &BenchConfig) -> PostOnly
         post_p99_ms: percentile(&mut post, 0.99),
         server_cpu_ms_per_post: cpu_ms,
         media_cpu_ms_per_post: media_ms,
+        preparing_cpu_ms_per_post: preparing_ms_per(threads0, threads1, created),
         p99_bound_ms: cpu_ms.map(|c| p99_bound_ms(n, c, cpus)),
         cpu_for_target_us: cpu_for_p99(n, POST_TARGET.as_secs_f64() * 1e6, cpus),
         templates_parsed: since(templates0.0, templates1.0),
@@ -999,7 +1016,11 @@ pub fn print(r: &BenchReport) {
             fmt_opt(p.post_p50_ms, 1),
             fmt_opt(p.post_p99_ms, 1),
             fmt_opt(p.server_cpu_ms_per_post, 2),
-            split(p.media_cpu_ms_per_post, b.options_server_cpu_ms),
+            split(
+                p.media_cpu_ms_per_post,
+                p.preparing_cpu_ms_per_post,
+                b.options_server_cpu_ms
+            ),
             fmt_opt(p.p99_bound_ms, 1),
             r.cpus,
             POST_TARGET.as_millis(),
@@ -1024,7 +1045,7 @@ pub fn print(r: &BenchReport) {
                     fmt_opt(r.p50_ms, 1),
                     fmt_opt(r.p99_ms, 1),
                     fmt_opt(r.server_cpu_ms_per_request, 3),
-                    split(r.media_cpu_ms_per_request, None),
+                    split(r.media_cpu_ms_per_request, None, None),
                     fmt_opt(r.p99_bound_ms, 1),
                 );
             }

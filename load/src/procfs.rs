@@ -27,6 +27,8 @@ pub fn thread_cpu_ns(pid: u32) -> Option<ThreadCpu> {
         let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
         if comm.starts_with(MEDIA_THREADS) {
             cpu.media += ns;
+        } else if comm.starts_with(PREPARING_THREADS) {
+            cpu.preparing += ns;
         }
     }
     (cpu.all > 0).then_some(cpu)
@@ -34,14 +36,19 @@ pub fn thread_cpu_ns(pid: u32) -> Option<ThreadCpu> {
 
 /// What wishd names its media worker threads (`wishd-media-0`, …).
 const MEDIA_THREADS: &str = "wishd-media";
+/// What wishd names the threads that make DTLS sessions ahead of offers.
+const PREPARING_THREADS: &str = "wishd-dtls-prep";
 
 /// A process's CPU time, ns, from its threads' `schedstat`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ThreadCpu {
     /// Every thread's.
     pub all: u64,
-    /// wishd's media workers' (0 for another server): the rest is its HTTP threads'.
+    /// wishd's media workers' (0 for another server).
     pub media: u64,
+    /// wishd's threads that make DTLS sessions ahead of offers (0 for another
+    /// server). The rest is its HTTP threads'.
+    pub preparing: u64,
 }
 
 /// Reads `/proc/PID` (`None`: the process is gone). `pid` `None` means this process.

@@ -138,6 +138,9 @@ pub struct Config {
     pub public_ips: Vec<IpAddr>,
     /// Number of media workers; 0 means one per CPU core. Default 0.
     pub workers: usize,
+    /// Server DTLS sessions kept made ahead of offers, so that a crowd's joins do
+    /// not each make one on the request's thread; 0 makes none ahead. Default 64.
+    pub prepared_dtls: usize,
     /// How long viewers stay connected after their publisher left, waiting for a
     /// publisher to come back to the stream. Default 30 s.
     #[serde(with = "humantime_serde")]
@@ -934,6 +937,7 @@ impl Default for Config {
             udp: SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 8189)),
             public_ips: Vec::new(),
             workers: 0,
+            prepared_dtls: 64,
             publisher_grace: Duration::from_secs(30),
             publisher_takeover: Takeover::WhenSilent,
             source_silence: Duration::from_secs(1),

@@ -259,6 +259,7 @@ fn maximal() -> Config {
         udp: d.udp,
         public_ips: vec!["203.0.113.7".parse().unwrap()],
         workers: d.workers,
+        prepared_dtls: 16,
         publisher_grace: d.publisher_grace,
         publisher_takeover: Takeover::Always,
         source_silence: d.source_silence,

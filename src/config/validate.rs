@@ -29,6 +29,9 @@ impl<T> Valid<T> {
     }
 }
 
+/// Most DTLS sessions kept ready: each holds about 47 KiB of OpenSSL's buffers.
+const MAX_PREPARED_DTLS: usize = 10_000;
+
 impl Config {
     /// The configuration, checked ([`Config::validate`]).
     pub fn validated(self) -> Result<Valid<Config>, ConfigError> {
@@ -42,6 +45,15 @@ impl Config {
             return Err(ConfigError::value(
                 "workers",
                 format!("{} is more than the maximum of {MAX_WORKERS}", self.workers),
+            ));
+        }
+        if self.prepared_dtls > MAX_PREPARED_DTLS {
+            return Err(ConfigError::value(
+                "prepared_dtls",
+                format!(
+                    "{} is more than the maximum of {MAX_PREPARED_DTLS}",
+                    self.prepared_dtls
+                ),
             ));
         }
         if self.udp.port() != 0 {

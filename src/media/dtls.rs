@@ -38,6 +38,13 @@ pub fn provider() -> CryptoProvider {
     p
 }
 
+/// Keeps `spares` server DTLS sessions of `cert` made ahead of their offers, from now
+/// on (see `ossl::Context`).
+pub fn prepare_server_sessions(cert: &DtlsCert, spares: usize) -> Result<(), CryptoError> {
+    ossl::set_spares(spares);
+    ossl::prepare(cert)
+}
+
 /// The crypto provider of wishd's own str0m clients: dimpl with the short timer
 /// ([`FastDtls`]).
 pub fn client_provider() -> CryptoProvider {

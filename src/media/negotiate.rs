@@ -316,7 +316,9 @@ pub(super) fn viewer_extensions() -> ExtensionMap {
     exts
 }
 
-pub(super) fn rtc_template() -> std::io::Result<RtcConfig> {
+/// The configuration every server session starts from, with a new DTLS certificate
+/// and `prepared_dtls` DTLS sessions of it made ahead.
+pub(super) fn rtc_template(prepared_dtls: usize) -> std::io::Result<RtcConfig> {
     let provider = dtls::provider();
     let cert: DtlsCert = provider
         .dtls_provider
@@ -324,6 +326,8 @@ pub(super) fn rtc_template() -> std::io::Result<RtcConfig> {
         .ok_or_else(|| {
             std::io::Error::other("the crypto provider could not make a DTLS certificate")
         })?;
+    dtls::prepare_server_sessions(&cert, prepared_dtls)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
     Ok(RtcConfig::new()
         .set_crypto_provider(Arc::new(provider))
         // Once a second: RTT, loss and NACK counts for the API and /metrics.

@@ -185,7 +185,7 @@ impl Media {
                 let _ = finished.await;
             }));
         }
-        let template = negotiate::rtc_template()?;
+        let template = negotiate::rtc_template(config.prepared_dtls)?;
         // The egress writes each SSRC's sender reports; str0m would otherwise send
         // its own (with zero counts) for the same SSRCs. Its receiver reports are
         // unaffected: a viewer session receives no media.

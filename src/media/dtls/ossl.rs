@@ -21,10 +21,12 @@
 use std::collections::VecDeque;
 use std::ffi::{c_int, c_long, c_uint, c_void};
 use std::io;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use dimpl::{KeyingMaterial, SrtpProfile};
+use openssl::error::ErrorStack;
 use openssl::pkey::PKey;
 use openssl::srtp::SrtpProfileId;
 use openssl::ssl::{
@@ -111,17 +113,165 @@ fn next_rto_us(previous: c_uint) -> c_uint {
 /// must not grow the list.
 const CONTEXTS_KEPT: usize = 4;
 
-static CONTEXTS: Mutex<Vec<(Vec<u8>, SslContext)>> = Mutex::new(Vec::new());
+static CONTEXTS: Mutex<Vec<(Vec<u8>, Arc<Context>)>> = Mutex::new(Vec::new());
 
-/// One OpenSSL context per DTLS certificate, so a session costs an `SSL_new`, not a
-/// context build and a key parse.
-fn context_for(cert: &DtlsCert) -> Result<SslContext, CryptoError> {
+/// Spare sessions each context keeps ready ([`set_spares`]).
+static SPARES_WANTED: AtomicUsize = AtomicUsize::new(0);
+
+/// How long a refiller waits for a session to be taken before it looks whether its
+/// context is still kept.
+const REFILL_IDLE_CHECK: Duration = Duration::from_secs(1);
+
+/// Keeps `n` server DTLS sessions of each certificate made ahead of their offers
+/// (0: none; each session makes its own, on the request's thread).
+pub(crate) fn set_spares(n: usize) {
+    SPARES_WANTED.store(n, Ordering::Relaxed);
+}
+
+/// Builds `cert`'s context now, and so starts making its spare sessions, rather
+/// than at the first offer.
+pub(crate) fn prepare(cert: &DtlsCert) -> Result<(), CryptoError> {
+    context_for(cert).map(drop)
+}
+
+/// One OpenSSL context per DTLS certificate, so a session costs at most an
+/// `SSL_new`, not a context build and a key parse; with the sessions made ahead for it.
+///
+/// A joining crowd's POSTs would otherwise each pay for an `SSL_new` and for the
+/// first, empty step of the server handshake (OpenSSL allocates and clears its
+/// handshake buffers there): about a sixth of what str0m costs a POST (BENCHMARKS.md,
+/// twenty-second session). Neither depends on the offer, so a thread of the lowest
+/// priority makes them ahead ([`refill`]), and an offer takes one ready. WebRTC
+/// clients offer `actpass`, which str0m answers `passive`: a spare is a session
+/// already waiting as the DTLS server. An offer that makes us the client gets a new
+/// one ([`Engine::set_active`]).
+struct Context {
+    ssl: SslContext,
+    spares: Mutex<Spares>,
+    /// Signalled when a spare is taken.
+    taken: Condvar,
+}
+
+/// The ready sessions, all made for one MTU (the last one asked for).
+#[derive(Default)]
+struct Spares {
+    mtu: usize,
+    ready: Vec<SslStream<Wire>>,
+}
+
+impl Context {
+    /// A ready server session for `mtu`, if one is spare.
+    fn take(&self, mtu: usize) -> Option<SslStream<Wire>> {
+        let mut spares = self.spares.lock().unwrap_or_else(|e| e.into_inner());
+        if spares.mtu != mtu {
+            // Made for another MTU: the refiller makes new ones for this one.
+            spares.mtu = mtu;
+            spares.ready.clear();
+        }
+        let taken = spares.ready.pop();
+        drop(spares);
+        self.taken.notify_one();
+        taken
+    }
+}
+
+fn context_for(cert: &DtlsCert) -> Result<Arc<Context>, CryptoError> {
     super::cached(&CONTEXTS, &cert.certificate[..], CONTEXTS_KEPT, || {
-        build_context(cert).map_err(|e| CryptoError::Other(format!("DTLS context: {e}")))
+        let ssl =
+            build_context(cert).map_err(|e| CryptoError::Other(format!("DTLS context: {e}")))?;
+        let context = Arc::new(Context {
+            ssl,
+            spares: Mutex::new(Spares {
+                mtu: DEFAULT_MTU,
+                ready: Vec::new(),
+            }),
+            taken: Condvar::new(),
+        });
+        if SPARES_WANTED.load(Ordering::Relaxed) > 0 {
+            let weak = Arc::downgrade(&context);
+            // Without the thread, every session is made on its request's thread.
+            let _ = std::thread::Builder::new()
+                .name("wishd-dtls-prep".into())
+                .spawn(move || refill(weak));
+        }
+        Ok(context)
     })
 }
 
-fn build_context(cert: &DtlsCert) -> Result<SslContext, openssl::error::ErrorStack> {
+/// Keeps `context`'s spare sessions at [`SPARES_WANTED`], one at a time, on CPU time
+/// nothing else wants (`SCHED_IDLE`): a crowd's POSTs are never slowed by it, and when
+/// they outrun it they make their own. Ends soon after the context is dropped.
+fn refill(context: Weak<Context>) {
+    idle_priority();
+    loop {
+        let Some(context) = context.upgrade() else {
+            return;
+        };
+        let want = SPARES_WANTED.load(Ordering::Relaxed);
+        let mtu = {
+            let spares = context.spares.lock().unwrap_or_else(|e| e.into_inner());
+            if spares.ready.len() >= want {
+                let _ = context
+                    .taken
+                    .wait_timeout(spares, REFILL_IDLE_CHECK)
+                    .unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            spares.mtu
+        };
+        match server_session(&context.ssl, mtu) {
+            Ok(s) => {
+                let mut spares = context.spares.lock().unwrap_or_else(|e| e.into_inner());
+                if spares.mtu == mtu && spares.ready.len() < want {
+                    spares.ready.push(s);
+                }
+            }
+            Err(e) => {
+                tracing::warn!("could not prepare a DTLS session: {e}");
+                std::thread::sleep(REFILL_IDLE_CHECK);
+            }
+        }
+    }
+}
+
+/// Puts the calling thread on Linux's `SCHED_IDLE` policy: it runs only when no other
+/// thread wants the CPU.
+fn idle_priority() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: 0 is the calling thread; `param` is a valid, initialised struct.
+    let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    if r != 0 {
+        tracing::debug!("SCHED_IDLE refused: {}", io::Error::last_os_error());
+    }
+}
+
+/// A new DTLS session of `ctx` with OpenSSL's settings for `mtu`.
+fn new_session(ctx: &SslContext, mtu: usize) -> Result<SslStream<Wire>, ErrorStack> {
+    let mut ssl = Ssl::new(ctx)?;
+    // Without a BIO that can be asked, OpenSSL needs an MTU to fragment to.
+    ssl.set_mtu(mtu as u32)?;
+    // SAFETY: `ssl` is a live SSL object; the callback is a plain function that
+    // touches no state.
+    unsafe { DTLS_set_timer_cb(foreign_types::ForeignType::as_ptr(&ssl), Some(timer_us)) };
+    SslStream::new(ssl, Wire::default())
+}
+
+/// A new session already waiting for a ClientHello, as [`Engine::set_active`] leaves
+/// a passive one.
+fn server_session(ctx: &SslContext, mtu: usize) -> Result<SslStream<Wire>, String> {
+    let mut s = new_session(ctx, mtu).map_err(|e| e.to_string())?;
+    match s.accept() {
+        Err(e) if would_block(&e) => Ok(s),
+        Err(e) => Err(e.to_string()),
+        Ok(()) => Err("a handshake finished with no peer".into()),
+    }
+}
+
+fn session_error(e: ErrorStack) -> CryptoError {
+    CryptoError::Other(format!("DTLS session: {e}"))
+}
+
+fn build_context(cert: &DtlsCert) -> Result<SslContext, ErrorStack> {
     let mut b = SslContextBuilder::new(SslMethod::dtls())?;
     b.set_min_proto_version(Some(SslVersion::DTLS1_2))?;
     b.set_cipher_list(CIPHERS)?;
@@ -208,6 +358,11 @@ enum Phase {
 
 pub(super) struct Engine {
     stream: SslStream<Wire>,
+    /// `stream` is a spare: already the DTLS server, waiting for a ClientHello.
+    waiting: bool,
+    /// Where a new session comes from when a spare cannot serve.
+    context: Arc<Context>,
+    mtu: usize,
     active: bool,
     phase: Phase,
     events: VecDeque<Event>,
@@ -226,19 +381,20 @@ impl Engine {
         mtu: Option<usize>,
         slot: Option<KeySlot>,
     ) -> Result<Self, CryptoError> {
-        let ctx = context_for(cert)?;
-        let setup = || -> Result<SslStream<Wire>, openssl::error::ErrorStack> {
-            let mut ssl = Ssl::new(&ctx)?;
-            // Without a BIO that can be asked, OpenSSL needs an MTU to fragment to.
-            ssl.set_mtu(mtu.unwrap_or(DEFAULT_MTU) as u32)?;
-            // SAFETY: `ssl` is a live SSL object; the callback is a plain function
-            // that touches no state.
-            unsafe { DTLS_set_timer_cb(foreign_types::ForeignType::as_ptr(&ssl), Some(timer_us)) };
-            SslStream::new(ssl, Wire::default())
+        let context = context_for(cert)?;
+        let mtu = mtu.unwrap_or(DEFAULT_MTU);
+        let (stream, waiting) = match context.take(mtu) {
+            Some(s) => (s, true),
+            None => (
+                new_session(&context.ssl, mtu).map_err(session_error)?,
+                false,
+            ),
         };
-        let stream = setup().map_err(|e| CryptoError::Other(format!("DTLS session: {e}")))?;
         Ok(Self {
             stream,
+            waiting,
+            context,
+            mtu,
             active: false,
             phase: Phase::Idle,
             events: VecDeque::new(),
@@ -386,6 +542,21 @@ impl DtlsInstance for Engine {
     fn set_active(&mut self, active: bool) {
         if self.phase != Phase::Idle {
             return;
+        }
+        if active && self.waiting {
+            // A spare waits as the server; the client role needs a session of its
+            // own.
+            match new_session(&self.context.ssl, self.mtu) {
+                Ok(s) => {
+                    self.stream = s;
+                    self.waiting = false;
+                }
+                Err(e) => {
+                    tracing::info!("DTLS session: {e}");
+                    self.phase = Phase::Failed;
+                    return;
+                }
+            }
         }
         self.active = active;
         self.phase = Phase::Handshaking;
@@ -783,14 +954,57 @@ mod tests {
         assert!(s.send_application_data(b"x").is_err());
     }
 
+    /// Waits (up to 5 s) until `cert`'s context has `n` spares ready.
+    fn spares_ready(cert: &DtlsCert, n: usize) -> Arc<Context> {
+        let context = context_for(cert).unwrap();
+        let t0 = Instant::now();
+        while context.spares.lock().unwrap().ready.len() < n {
+            assert!(t0.elapsed() < Duration::from_secs(5), "no spares made");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        context
+    }
+
+    #[test]
+    fn a_joining_session_takes_a_spare_made_ahead_and_both_roles_still_connect() {
+        set_spares(3);
+        let cert = ecdsa_cert();
+        prepare(&cert).unwrap();
+        let context = spares_ready(&cert, 3);
+        let engine = Engine::new(&cert, Some(1150), None).unwrap();
+        assert!(
+            engine.waiting,
+            "the session was made ahead, already the server"
+        );
+        drop(engine);
+        // The refiller tops the spares up again.
+        spares_ready(&cert, 3);
+        // As the server (an actpass offer) and as the client (a passive one), a
+        // session that starts from a spare finishes its handshake.
+        let (s_cert, c_cert) = (cert.clone(), ecdsa_cert());
+        handshake(&FAST_DTLS, &c_cert, &SERVER_DTLS, &s_cert);
+        spares_ready(&cert, 3);
+        handshake(&SERVER_DTLS, &s_cert, &FAST_DTLS, &c_cert);
+        // Another MTU: the spares of the old one are not used.
+        let other = Engine::new(&cert, Some(1000), None).unwrap();
+        assert!(!other.waiting);
+        assert_eq!(
+            context.spares.lock().unwrap().mtu,
+            1000,
+            "the next are for it"
+        );
+        spares_ready(&cert, 3);
+        assert!(Engine::new(&cert, Some(1000), None).unwrap().waiting);
+    }
+
     #[test]
     fn sessions_share_a_context_per_certificate_and_few_are_kept() {
         let cert = ecdsa_cert();
         let a = context_for(&cert).unwrap();
         let b = context_for(&cert).unwrap();
         assert_eq!(
-            foreign_types::ForeignType::as_ptr(&a),
-            foreign_types::ForeignType::as_ptr(&b)
+            foreign_types::ForeignType::as_ptr(&a.ssl),
+            foreign_types::ForeignType::as_ptr(&b.ssl)
         );
         for _ in 0..10 {
             context_for(&ecdsa_cert()).unwrap();
