@@ -191,7 +191,7 @@ pub(super) async fn endpoint(
                 .histograms
                 .session_setup
                 .observe_duration(started.elapsed());
-            info!(stream, session = %created.id, kind = kind.path_segment(), "session created");
+            info!(stream, session = %created.id, kind = kind.path_segment(), worker = created.worker, "session created");
             let mut r = created_response(&base, kind, stream, created, &etag);
             add_ice_servers(state, r.headers_mut());
             Ok(r)

@@ -83,6 +83,8 @@ pub(crate) struct Created {
     pub(crate) id: SessionId,
     /// The SDP answer.
     pub(crate) answer: String,
+    /// The media worker that runs it.
+    pub(crate) worker: usize,
 }
 
 /// Counters shared by all workers, read by tests and (later) by metrics.

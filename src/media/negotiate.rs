@@ -141,7 +141,11 @@ impl Media {
             },
         };
         self.hand_over(worker, session, id).await?;
-        Ok(Created { id, answer })
+        Ok(Created {
+            id,
+            answer,
+            worker: worker.index,
+        })
     }
 
     /// Creates a viewer session of `stream` from a WHEP offer; `etag` names its first
@@ -229,7 +233,11 @@ impl Media {
             role: worker::NewRole::Viewer { tracks, keys },
         };
         self.hand_over(worker, session, id).await?;
-        Ok(Created { id, answer })
+        Ok(Created {
+            id,
+            answer,
+            worker: worker.index,
+        })
     }
 
     /// Builds an `Rtc` for one offer on `worker`: candidates first, then the answer.

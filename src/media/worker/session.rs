@@ -487,7 +487,9 @@ impl Worker {
                 }
             }
         };
-        span.in_scope(|| info!("session created on worker {}", self.index));
+        // The request's own line (`session created`, with the worker) is the one
+        // operators read: one write to the log per join, not two.
+        span.in_scope(|| debug!("session taken over by worker {}", self.index));
         self.by_id.insert(new.id, key);
         self.routes.add(key, &new.ufrag);
         self.sessions.insert(
