@@ -139,8 +139,9 @@ pub(crate) fn prepare(cert: &DtlsCert) -> Result<(), CryptoError> {
 ///
 /// A joining crowd's POSTs would otherwise each pay for an `SSL_new` and for the
 /// first, empty step of the server handshake (OpenSSL allocates and clears its
-/// handshake buffers there): about a sixth of what str0m costs a POST (BENCHMARKS.md,
-/// twenty-second session). Neither depends on the offer, so a thread of the lowest
+/// handshake buffers there): 33 µs, about a sixth of what str0m costs a POST
+/// (`cargo bench --bench dtls_handshake`). Neither depends on the offer, so a thread
+/// of the lowest
 /// priority makes them ahead ([`refill`]), and an offer takes one ready. WebRTC
 /// clients offer `actpass`, which str0m answers `passive`: a spare is a session
 /// already waiting as the DTLS server. An offer that makes us the client gets a new
