@@ -223,7 +223,7 @@ where
     }
     let after = procfs::thread_cpu_ns(pid);
     let cpu_ms = thread_ms_per(before, after, n);
-    let media_ms = media_ms_per(before, after, n);
+    let media_ms = part_ms_per(before, after, n, |c| c.media);
     RequestBurst {
         requests: n,
         ok,
@@ -402,24 +402,16 @@ fn thread_ms_per(
     ms_per(before, after, n, |c| c.all)
 }
 
-/// The media workers' part of [`thread_ms_per`] (`None` for a server without
-/// threads named as wishd's).
-fn media_ms_per(
+/// The part of [`thread_ms_per`] of the server threads `which` picks (wishd's media
+/// workers, or its threads that make DTLS sessions ahead); `None` for a server
+/// without such threads.
+fn part_ms_per(
     before: Option<procfs::ThreadCpu>,
     after: Option<procfs::ThreadCpu>,
     n: usize,
+    which: fn(&procfs::ThreadCpu) -> u64,
 ) -> Option<f64> {
-    ms_per(before, after, n, |c| c.media).filter(|_| after.is_some_and(|c| c.media > 0))
-}
-
-/// The part of [`thread_ms_per`] of wishd's threads that make DTLS sessions ahead
-/// (`None` for a server without them).
-fn preparing_ms_per(
-    before: Option<procfs::ThreadCpu>,
-    after: Option<procfs::ThreadCpu>,
-    n: usize,
-) -> Option<f64> {
-    ms_per(before, after, n, |c| c.preparing).filter(|_| after.is_some_and(|c| c.preparing > 0))
+    ms_per(before, after, n, which).filter(|_| after.is_some_and(|c| which(&c) > 0))
 }
 
 /// `which` part of two `schedstat` readings' difference (ns), per one of `n`, ms.
@@ -778,7 +770,7 @@ async fn post_only_burst(swarm: &Swarm, n: usize, cfg: &BenchConfig) -> PostOnly
     // The threads' own clock where it can be read (finer than /proc's 10 ms ticks).
     let cpu_ms = thread_ms_per(threads0, threads1, created)
         .or_else(|| cpu_ms_per(server0, server1, created));
-    let media_ms = media_ms_per(threads0, threads1, created);
+    let media_ms = part_ms_per(threads0, threads1, created, |c| c.media);
     PostOnly {
         posts: n,
         created,
@@ -786,7 +778,7 @@ async fn post_only_burst(swarm: &Swarm, n: usize, cfg: &BenchConfig) -> PostOnly
         post_p99_ms: percentile(&mut post, 0.99),
         server_cpu_ms_per_post: cpu_ms,
         media_cpu_ms_per_post: media_ms,
-        preparing_cpu_ms_per_post: preparing_ms_per(threads0, threads1, created),
+        preparing_cpu_ms_per_post: part_ms_per(threads0, threads1, created, |c| c.preparing),
         p99_bound_ms: cpu_ms.map(|c| p99_bound_ms(n, c, cpus)),
         cpu_for_target_us: cpu_for_p99(n, POST_TARGET.as_secs_f64() * 1e6, cpus),
         templates_parsed: since(templates0.0, templates1.0),
