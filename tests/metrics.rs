@@ -125,6 +125,16 @@ async fn counters_move_by_the_expected_amounts_across_publish_view_delete_and_st
     }
     assert_eq!(before.get("wishd_forward_latency_seconds_count"), 0.0);
     assert_eq!(before.get("wishd_session_setup_seconds_count"), 0.0);
+    // DTLS sessions are made ahead on idle CPU time from the start (`prepared_dtls`).
+    let ready = |s: &Scrape| s.get("wishd_dtls_ready");
+    let t0 = std::time::Instant::now();
+    while ready(&scrape(&base, None).await) < 1.0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no DTLS session made ahead"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let publisher =
         WhipPublisher::connect(&format!("{base}/whip/cam"), PublisherOptions::default())
@@ -157,6 +167,14 @@ async fn counters_move_by_the_expected_amounts_across_publish_view_delete_and_st
         "sessions created +4"
     );
     assert_eq!(created(&live, "viewer"), 3.0);
+    // Every handshake started, the publisher's first from a session made ahead.
+    let dtls =
+        |s: &Scrape, how: &str| s.get(&format!("wishd_dtls_sessions_total{{how=\"{how}\"}}"));
+    assert!(
+        dtls(&live, "ready") >= 1.0,
+        "a handshake took a ready session"
+    );
+    assert_eq!(dtls(&live, "ready") + dtls(&live, "made"), 4.0);
     assert_eq!(
         live.get("wishd_sessions{kind=\"viewer\",state=\"connected\"}"),
         3.0

@@ -38,6 +38,20 @@ pub fn provider() -> CryptoProvider {
     p
 }
 
+/// How the server's DTLS sessions of one certificate started (`/metrics`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct SessionStarts {
+    /// Sessions made ahead and ready now.
+    pub(crate) ready_now: usize,
+    /// Handshakes that started from a session made ahead.
+    pub(crate) from_ready: u64,
+    /// Handshakes that started on a session made on the request (none was ready,
+    /// or the offer made us the DTLS client).
+    pub(crate) made: u64,
+}
+
+pub(crate) use ossl::session_starts;
+
 /// Keeps `spares` server DTLS sessions of `cert` made ahead of their offers, from now
 /// on (see `ossl::Context`).
 pub fn prepare_server_sessions(cert: &DtlsCert, spares: usize) -> Result<(), CryptoError> {

@@ -220,6 +220,14 @@ impl Media {
         &self.counters
     }
 
+    /// How this server's DTLS sessions started, and how many are made ahead now.
+    pub(crate) fn dtls_starts(&self) -> super::dtls::SessionStarts {
+        self.template
+            .dtls_cert()
+            .and_then(super::dtls::session_starts)
+            .unwrap_or_default()
+    }
+
     pub(super) fn pick_worker(&self) -> &WorkerHandle {
         let n = self.next_worker.fetch_add(1, Ordering::Relaxed);
         &self.workers[n % self.workers.len()]

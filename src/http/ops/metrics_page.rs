@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::directory::{SourceView, StreamView};
 use crate::ingest::{IngestCounters, RtpIngest};
+use crate::media::dtls::SessionStarts;
 use crate::media::{MediaCounters, WorkerGauges};
 use crate::metrics::{Exposition, HttpMetrics, render_http, render_sessions};
 
@@ -37,6 +38,7 @@ fn render_workers(e: &mut Exposition, w: &WorkerGauges) {
 /// The whole `/metrics` page.
 pub(crate) fn render(
     c: &MediaCounters,
+    dtls: SessionStarts,
     r: &crate::record::RecordCounters,
     streams: &[StreamView],
     ingests: &[RtpIngest],
@@ -129,6 +131,22 @@ pub(crate) fn render(
         "counter",
         "System calls that sent them (sendmmsg and GSO batch datagrams: datagrams per call is the batching factor).",
         load(&c.udp_send_calls),
+    );
+    e.family(
+        "wishd_dtls_sessions_total",
+        "counter",
+        "DTLS handshakes started, by where their session came from: ready (made ahead, \
+         prepared_dtls) or made (on the request: none was ready, or the offer made wishd \
+         the DTLS client).",
+    );
+    for (how, n) in [("ready", dtls.from_ready), ("made", dtls.made)] {
+        e.sample("wishd_dtls_sessions_total", &format!("how=\"{how}\""), n);
+    }
+    e.single(
+        "wishd_dtls_ready",
+        "gauge",
+        "DTLS sessions made ahead and ready for the next offers (prepared_dtls).",
+        dtls.ready_now as u64,
     );
     e.family(
         "wishd_offer_templates_total",

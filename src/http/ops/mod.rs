@@ -243,6 +243,7 @@ pub(super) async fn answer(
             }
             let text = metrics_page::render(
                 state.media.counters(),
+                state.media.dtls_starts(),
                 &ops.recordings.counters,
                 &state.media.directory().streams(),
                 &ops.cameras.rtp(),

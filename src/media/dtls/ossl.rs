@@ -21,7 +21,7 @@
 use std::collections::VecDeque;
 use std::ffi::{c_int, c_long, c_uint, c_void};
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -37,7 +37,7 @@ use openssl::x509::X509;
 use str0m::crypto::CryptoError;
 use str0m::crypto::dtls::{DtlsCert, DtlsImplError, DtlsInstance, DtlsOutput, ProtocolVersion};
 
-use super::{ExportedKeys, KeySlot};
+use super::{ExportedKeys, KeySlot, SessionStarts};
 
 /// ECDHE with AEAD first, as browsers offer it; the RSA suites are what an RSA peer
 /// needs when it is the DTLS server. Our own certificate is ECDSA, so as the server we
@@ -151,6 +151,10 @@ struct Context {
     spares: Mutex<Spares>,
     /// Signalled when a spare is taken.
     taken: Condvar,
+    /// Sessions whose handshake started from a spare.
+    started_ready: AtomicU64,
+    /// Sessions whose handshake started on a session made on the request.
+    started_made: AtomicU64,
 }
 
 /// The ready sessions, all made for one MTU (the last one asked for).
@@ -176,6 +180,26 @@ impl Context {
     }
 }
 
+/// How `cert`'s server sessions started so far, and how many are ready now; `None`
+/// before its context is built.
+pub(crate) fn session_starts(cert: &DtlsCert) -> Option<SessionStarts> {
+    let contexts = CONTEXTS.lock().unwrap_or_else(|e| e.into_inner());
+    let (_, context) = contexts
+        .iter()
+        .find(|(k, _)| k[..] == cert.certificate[..])?;
+    let ready_now = context
+        .spares
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .ready
+        .len();
+    Some(SessionStarts {
+        ready_now,
+        from_ready: context.started_ready.load(Ordering::Relaxed),
+        made: context.started_made.load(Ordering::Relaxed),
+    })
+}
+
 fn context_for(cert: &DtlsCert) -> Result<Arc<Context>, CryptoError> {
     super::cached(&CONTEXTS, &cert.certificate[..], CONTEXTS_KEPT, || {
         let ssl =
@@ -187,6 +211,8 @@ fn context_for(cert: &DtlsCert) -> Result<Arc<Context>, CryptoError> {
                 ready: Vec::new(),
             }),
             taken: Condvar::new(),
+            started_ready: AtomicU64::new(0),
+            started_made: AtomicU64::new(0),
         });
         if SPARES_WANTED.load(Ordering::Relaxed) > 0 {
             let weak = Arc::downgrade(&context);
@@ -559,6 +585,12 @@ impl DtlsInstance for Engine {
                 }
             }
         }
+        let started = if self.waiting {
+            &self.context.started_ready
+        } else {
+            &self.context.started_made
+        };
+        started.fetch_add(1, Ordering::Relaxed);
         self.active = active;
         self.phase = Phase::Handshaking;
         // The client's first flight goes out now; a server waits for it. An error
