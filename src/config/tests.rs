@@ -132,6 +132,7 @@ fn invalid_values_name_the_key_and_its_position_in_the_file() {
     let path = dir.join("w.toml");
     let cases = [
         ("http = \"127.0.0.1:1\"\nworkers = 65\n", "workers", 2, 1),
+        ("prepared_dtls = 10001\n", "prepared_dtls", 1, 1),
         (
             "[limits]\nburst = 3\n  requests_per_second = -1\n",
             "limits.requests_per_second",

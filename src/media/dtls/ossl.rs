@@ -141,11 +141,10 @@ pub(crate) fn prepare(cert: &DtlsCert) -> Result<(), CryptoError> {
 /// first, empty step of the server handshake (OpenSSL allocates and clears its
 /// handshake buffers there): 33 µs, about a sixth of what str0m costs a POST
 /// (`cargo bench --bench dtls_handshake`). Neither depends on the offer, so a thread
-/// of the lowest
-/// priority makes them ahead ([`refill`]), and an offer takes one ready. WebRTC
-/// clients offer `actpass`, which str0m answers `passive`: a spare is a session
-/// already waiting as the DTLS server. An offer that makes us the client gets a new
-/// one ([`Engine::set_active`]).
+/// of the lowest priority makes them ahead ([`refill`]), and an offer takes one
+/// ready. WebRTC clients offer `actpass`, which str0m answers `passive`: a spare is a
+/// session already waiting as the DTLS server. An offer that makes us the client
+/// gets a new one ([`Engine::set_active`]).
 struct Context {
     ssl: SslContext,
     spares: Mutex<Spares>,
@@ -230,6 +229,7 @@ fn context_for(cert: &DtlsCert) -> Result<Arc<Context>, CryptoError> {
 /// they outrun it they make their own. Ends soon after the context is dropped.
 fn refill(context: Weak<Context>) {
     idle_priority();
+    let mut warned = false;
     loop {
         let Some(context) = context.upgrade() else {
             return;
@@ -254,7 +254,10 @@ fn refill(context: Weak<Context>) {
                 }
             }
             Err(e) => {
-                tracing::warn!("could not prepare a DTLS session: {e}");
+                // Once: every offer then makes its own session, as without spares.
+                if !std::mem::replace(&mut warned, true) {
+                    tracing::warn!("could not prepare a DTLS session: {e}");
+                }
                 std::thread::sleep(REFILL_IDLE_CHECK);
             }
         }
