@@ -203,17 +203,12 @@ where
     K: std::borrow::Borrow<Q>,
     V: Clone,
 {
-    let lookup = |list: &[(K, V)]| {
-        list.iter()
-            .find(|(k, _)| k.borrow() == key)
-            .map(|(_, v)| v.clone())
-    };
-    if let Some(v) = lookup(&list.lock().unwrap_or_else(|e| e.into_inner())) {
+    if let Some(v) = cached_only(list, key) {
         return Ok(v);
     }
     let built = build()?;
     let mut list = list.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(v) = lookup(&list) {
+    if let Some(v) = find(&list, key) {
         return Ok(v);
     }
     if list.len() >= keep {
@@ -221,6 +216,27 @@ where
     }
     list.push((key.to_owned(), built.clone()));
     Ok(built)
+}
+
+/// What [`cached`] holds for `key`, if it holds anything; never builds.
+pub(crate) fn cached_only<Q, K, V>(list: &Mutex<Vec<(K, V)>>, key: &Q) -> Option<V>
+where
+    Q: PartialEq + ?Sized,
+    K: std::borrow::Borrow<Q>,
+    V: Clone,
+{
+    find(&list.lock().unwrap_or_else(|e| e.into_inner()), key)
+}
+
+fn find<Q, K, V>(list: &[(K, V)], key: &Q) -> Option<V>
+where
+    Q: PartialEq + ?Sized,
+    K: std::borrow::Borrow<Q>,
+    V: Clone,
+{
+    list.iter()
+        .find(|(k, _)| k.borrow() == key)
+        .map(|(_, v)| v.clone())
 }
 
 impl DtlsProvider for FastDtls {

@@ -157,7 +157,6 @@ struct Context {
 }
 
 /// The ready sessions, all made for one MTU (the last one asked for).
-#[derive(Default)]
 struct Spares {
     mtu: usize,
     ready: Vec<SslStream<Wire>>,
@@ -182,10 +181,7 @@ impl Context {
 /// How `cert`'s server sessions started so far, and how many are ready now; `None`
 /// before its context is built.
 pub(crate) fn session_starts(cert: &DtlsCert) -> Option<SessionStarts> {
-    let contexts = CONTEXTS.lock().unwrap_or_else(|e| e.into_inner());
-    let (_, context) = contexts
-        .iter()
-        .find(|(k, _)| k[..] == cert.certificate[..])?;
+    let context = super::cached_only(&CONTEXTS, &cert.certificate[..])?;
     let ready_now = context
         .spares
         .lock()
