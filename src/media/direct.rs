@@ -41,13 +41,14 @@ pub(crate) const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// How many times one packet is resent at most, however often it is NACKed.
 const MAX_RESENDS: u8 = 2;
 
-/// NACKed video packets in one report that the history cannot resend, from which on
-/// the viewer is given a keyframe without waiting for it to ask: more than random
-/// loss past the window leaves, a link's outage at any frame rate.
-pub(crate) const GAP_KEYFRAME_NACKS: u64 = 8;
-
-/// A viewer is given such a keyframe at most this often (its NACKs repeat).
+/// A viewer is given a keyframe for a gap at most this often while none has been
+/// sent since the last one asked (its NACKs repeat until one comes).
 const GAP_KEYFRAME_EVERY: Duration = Duration::from_secs(1);
+
+/// Once a keyframe was sent after the last one asked, a new gap behind it may ask
+/// again this soon: the keyframe's own frames or the ones after it were lost past
+/// repair, and waiting the full second is a second of frozen picture.
+const GAP_KEYFRAME_AGAIN: Duration = Duration::from_millis(200);
 
 /// Why a session cannot use the direct path.
 #[derive(Debug, thiserror::Error)]
@@ -76,10 +77,13 @@ pub(crate) struct RtcpSummary {
     /// A keyframe request for our video, the last one if several; or one made for
     /// the viewer when it NACKed a gap the history cannot fill (see `gap_keyframe`).
     pub(crate) keyframe: Option<KeyframeRequestKind>,
-    /// The viewer NACKed at least [`GAP_KEYFRAME_NACKS`] video packets the history no
-    /// longer holds (or never had): its link was down, or its source's was. It cannot
-    /// decode until the next keyframe, and would only ask for one once its own NACKs
-    /// give up (up to a second or more with Chromium), so one is asked for it now.
+    /// The viewer NACKed a video packet sent since the last keyframe start that
+    /// cannot be resent: the history no longer holds it (its link was down, or the
+    /// resends came too late), or it was resent as often as it may be. Its decoder
+    /// cannot go past that packet until the next keyframe, and would only ask for one
+    /// once its own NACKs give up (up to three seconds with Chromium), so one is asked
+    /// for it now. A packet from before the last keyframe start asks none: the
+    /// decoder starts over at that keyframe.
     pub(crate) gap_keyframe: bool,
     /// The viewer's feedback just turned its path congested: its layer should be
     /// chosen again now rather than at the next round.
@@ -123,6 +127,16 @@ impl History {
         if shrink && self.sent.capacity() > 4 * self.sent.len().max(16) {
             self.sent.shrink_to(2 * self.sent.len());
         }
+    }
+
+    /// The extended sequence number of a NACKed 16-bit one: the newest sent with those
+    /// bits, whether or not the history still holds it. None before anything was sent.
+    fn extend(&self, seq: u16) -> Option<u64> {
+        if self.newest == 0 && self.sent.is_empty() {
+            return None;
+        }
+        let back = (self.newest as u16).wrapping_sub(seq);
+        self.newest.checked_sub(u64::from(back))
     }
 
     /// The entry for a NACKed 16-bit sequence number: the newest sent with those bits.
@@ -192,8 +206,9 @@ pub(crate) struct DirectEgress {
     transport_ext: Option<u8>,
     /// The bandwidth estimate, once the viewer's layer is to be chosen.
     estimation: Option<Box<Estimation>>,
-    /// When a keyframe was last asked for this viewer because of an unrepairable gap.
-    gap_keyframe_at: Option<Instant>,
+    /// When a keyframe was last asked for this viewer because of an unrepairable gap,
+    /// and the newest keyframe start sent by then (see [`GAP_KEYFRAME_AGAIN`]).
+    gap_keyframe_at: Option<(Instant, u64)>,
     /// A probe packet's payload (the RTX header's original sequence number, then the
     /// original payload), reused.
     probe_payload: Vec<u8>,
@@ -384,7 +399,7 @@ impl DirectEgress {
             .as_deref()
             .is_some_and(Estimation::congested);
         let mut out = Vec::new();
-        let mut unrepairable = 0;
+        let mut stuck = false;
         for (ssrc, seq) in rtcp::nacks(&plain) {
             summary.nacks += 1;
             let Some(track) = self.tracks.iter_mut().find(|t| t.ssrc == ssrc) else {
@@ -395,17 +410,14 @@ impl DirectEgress {
                 continue;
             };
             let Some((seq, s)) = history.find(seq) else {
-                unrepairable += 1;
+                stuck |= history.extend(seq).is_some_and(|full| full >= before);
                 continue;
             };
-            if congested && seq < before {
+            if seq < before && congested {
                 continue;
             }
-            if now_ms.wrapping_sub(s.at_ms) > window_ms {
-                unrepairable += 1;
-                continue;
-            }
-            if s.resends >= MAX_RESENDS {
+            if now_ms.wrapping_sub(s.at_ms) > window_ms || s.resends >= MAX_RESENDS {
+                stuck |= seq >= before;
                 continue;
             }
             s.resends += 1;
@@ -427,13 +439,16 @@ impl DirectEgress {
                 emit(&out);
             }
         }
-        if unrepairable >= GAP_KEYFRAME_NACKS
+        let newest_keyframe = self.tracks.iter().map(|t| t.keyframe_seq).max();
+        let newest_keyframe = newest_keyframe.unwrap_or(0);
+        if stuck
             && summary.keyframe.is_none()
-            && self
-                .gap_keyframe_at
-                .is_none_or(|t| now.saturating_duration_since(t) >= GAP_KEYFRAME_EVERY)
+            && self.gap_keyframe_at.is_none_or(|(t, k)| {
+                let since = now.saturating_duration_since(t);
+                since >= GAP_KEYFRAME_EVERY || (newest_keyframe > k && since >= GAP_KEYFRAME_AGAIN)
+            })
         {
-            self.gap_keyframe_at = Some(now);
+            self.gap_keyframe_at = Some((now, newest_keyframe));
             summary.keyframe = Some(KeyframeRequestKind::Pli);
             summary.gap_keyframe = true;
         }

@@ -41,7 +41,7 @@ impl Viewer {
         }
     }
 
-    fn forward(&self, seq: u64) -> Forward {
+    fn forward(&self, seq: u64, keyframe: bool) -> Forward {
         Forward {
             viewer: ViewerId(1),
             mid: self.mid,
@@ -50,7 +50,7 @@ impl Viewer {
             timestamp: (seq * 3000) as u32,
             marker: true,
             nackable: true,
-            keyframe: false,
+            keyframe,
             wallclock: self.now,
             payload: Arc::from(vec![seq as u8; 800]),
         }
@@ -58,9 +58,14 @@ impl Viewer {
 
     /// Sends `seq` through the direct path; delivers it to the player unless `lose`.
     fn send(&mut self, seq: u64, lose: bool) -> Vec<u64> {
+        self.send_picture(seq, lose, false)
+    }
+
+    /// [`send`](Self::send) for a packet that starts a keyframe when `keyframe`.
+    fn send_picture(&mut self, seq: u64, lose: bool, keyframe: bool) -> Vec<u64> {
         let mut out = Vec::new();
         self.direct
-            .send(&self.forward(seq), self.now, &mut out)
+            .send(&self.forward(seq, keyframe), self.now, &mut out)
             .unwrap();
         if lose {
             return Vec::new();
@@ -86,6 +91,15 @@ impl Viewer {
 
     /// Feeds the player's RTCP to the direct path; the resends go to the player.
     fn answer(&mut self, rtcp: &[Vec<u8>]) -> (RtcpSummary, Vec<u64>) {
+        self.answer_to(rtcp, true)
+    }
+
+    /// [`answer`](Self::answer) with every resend lost on the way.
+    fn answer_lost(&mut self, rtcp: &[Vec<u8>]) -> (RtcpSummary, Vec<u64>) {
+        self.answer_to(rtcp, false)
+    }
+
+    fn answer_to(&mut self, rtcp: &[Vec<u8>], deliver: bool) -> (RtcpSummary, Vec<u64>) {
         let mut total = RtcpSummary::default();
         let mut resent = Vec::new();
         for d in rtcp {
@@ -99,7 +113,7 @@ impl Viewer {
             total.loss = s.loss.or(total.loss);
             total.keyframe = s.keyframe.or(total.keyframe);
             total.gap_keyframe |= s.gap_keyframe;
-            for r in emitted {
+            for r in emitted.into_iter().filter(|_| deliver) {
                 resent.extend(self.give_player(r));
             }
         }
@@ -160,7 +174,7 @@ fn a_gap_the_history_cannot_fill_gets_the_viewer_a_keyframe_once_a_second() {
     let rtcp = v.player_rtcp(100);
     v.now += Duration::from_millis(250);
     let (summary, _) = v.answer(&rtcp);
-    assert!(summary.nacks >= GAP_KEYFRAME_NACKS, "{summary:?}");
+    assert!(summary.nacks >= 30, "{summary:?}");
     assert!(summary.gap_keyframe, "{summary:?}");
     assert_eq!(summary.keyframe, Some(KeyframeRequestKind::Pli));
     // Its NACKs repeat: no second keyframe within the second.
@@ -206,6 +220,79 @@ fn one_packet_is_resent_at_most_twice() {
     }
     assert!(nacks >= 4, "{nacks}");
     assert_eq!(resent, 2);
+}
+
+#[test]
+fn a_packet_nacked_again_after_its_last_resend_gets_the_viewer_a_keyframe() {
+    let mut v = Viewer::new();
+    for seq in 100..130 {
+        v.send(seq, seq == 117);
+    }
+    let rtcp = v.player_rtcp(100);
+    for _ in 0..2 {
+        let (s, _) = v.answer_lost(&rtcp);
+        assert!(s.resent >= 1 && !s.gap_keyframe, "{s:?}");
+    }
+    let (third, _) = v.answer_lost(&rtcp);
+    assert_eq!(third.resent, 0, "{third:?}");
+    assert!(third.gap_keyframe, "its resends are spent: {third:?}");
+}
+
+#[test]
+fn one_packet_lost_past_repair_after_the_last_keyframe_gets_the_viewer_a_keyframe() {
+    let mut v = Viewer::new();
+    v.direct.set_window(Duration::from_millis(200));
+    for seq in 100..130 {
+        v.send_picture(seq, seq == 117, seq == 100);
+    }
+    let rtcp = v.player_rtcp(100);
+    v.now += Duration::from_millis(250);
+    let (summary, resent) = v.answer(&rtcp);
+    assert!(resent.is_empty(), "{summary:?}");
+    assert!(
+        summary.gap_keyframe,
+        "one packet stops the decoder: {summary:?}"
+    );
+    assert_eq!(summary.keyframe, Some(KeyframeRequestKind::Pli));
+}
+
+#[test]
+fn a_packet_lost_before_the_last_keyframe_start_asks_no_keyframe() {
+    let mut v = Viewer::new();
+    v.direct.set_window(Duration::from_millis(200));
+    for seq in 100..130 {
+        v.send_picture(seq, seq == 107, seq == 115);
+    }
+    let rtcp = v.player_rtcp(100);
+    v.now += Duration::from_millis(250);
+    let (summary, _) = v.answer(&rtcp);
+    assert!(summary.nacks >= 1, "{summary:?}");
+    assert!(
+        !summary.gap_keyframe && summary.keyframe.is_none(),
+        "the decoder starts over at 115: {summary:?}"
+    );
+}
+
+#[test]
+fn a_new_gap_behind_the_keyframe_given_asks_again_within_the_second() {
+    let mut v = Viewer::new();
+    v.direct.set_window(Duration::from_millis(200));
+    for seq in 100..160 {
+        v.send(seq, (110..140).contains(&seq));
+    }
+    let rtcp = v.player_rtcp(100);
+    v.now += Duration::from_millis(250);
+    let first_ask = v.now;
+    assert!(v.answer(&rtcp).0.gap_keyframe);
+    // The keyframe comes (160), and a packet behind it is lost past repair.
+    for seq in 160..190 {
+        v.send_picture(seq, seq == 170, seq == 160);
+    }
+    let rtcp = v.player_rtcp(100);
+    v.now += Duration::from_millis(250);
+    let (again, _) = v.answer(&rtcp);
+    assert!(v.now - first_ask < Duration::from_secs(1));
+    assert!(again.gap_keyframe, "{again:?}");
 }
 
 #[test]
@@ -331,7 +418,7 @@ fn rtcp_that_does_not_authenticate_yields_nothing() {
 #[test]
 fn a_forward_for_an_m_line_the_session_lacks_is_refused() {
     let mut v = Viewer::new();
-    let mut f = v.forward(1);
+    let mut f = v.forward(1, false);
     f.mid = Mid::from("zz");
     let mut out = Vec::new();
     assert!(matches!(
