@@ -3,7 +3,8 @@
 # two at a time: so that no target stops building or finds something new unseen.
 # Part of scripts/test.sh. Needs the nightly toolchain and cargo-fuzz (.ci/run
 # installs cargo-fuzz); without them it says so and, outside CI, skips.
-# Prints each target's executions and coverage; fails on the first finding (its input
+# With --build-only it builds the targets and runs none (scripts/test.sh builds them
+# beside the tests). Prints each target's executions and coverage; fails on the first finding (its input
 # is in fuzz/artifacts/TARGET/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,9 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
 fi
 echo "== fuzz smoke: building the targets"
 cargo +nightly fuzz build --fuzz-dir fuzz
+if [ "${1:-}" = "--build-only" ]; then
+    exit 0
+fi
 targets=$(cargo +nightly fuzz list --fuzz-dir fuzz)
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
