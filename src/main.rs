@@ -493,11 +493,20 @@ fn check_config(file: &std::path::Path) -> ExitCode {
 
 /// Human lines by default; with `json`, one object per line carrying the current
 /// span's fields (a session's stream and id) and the event's fields.
+///
+/// Human lines are coloured only on a terminal (and not with `NO_COLOR` set): a file,
+/// a pipe or journald would otherwise keep the escape codes around every field.
 fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let colour = std::io::stdout().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     match format {
-        LogFormat::Human => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Human => tracing_subscriber::fmt()
+            .with_ansi(colour)
+            .with_env_filter(filter)
+            .init(),
         LogFormat::Json => tracing_subscriber::fmt()
             .json()
             .with_current_span(true)

@@ -203,6 +203,12 @@ async fn flags_and_environment_configure_the_server_which_exits_cleanly_on_sigte
     server.wait_line("WHEP playback: POST http://127.0.0.1:");
     let w0 = server.wait_line("media worker 0: UDP 127.0.0.1:");
     assert!(w0.contains("192.0.2.10:"), "public IP not advertised: {w0}");
+    // Its output is a pipe, not a terminal: plain text, no colour codes.
+    let coloured: Vec<&String> = server.seen.iter().filter(|l| l.contains('\x1b')).collect();
+    assert!(
+        coloured.is_empty(),
+        "escape codes in a piped log: {coloured:?}"
+    );
     server.wait_line("media worker 1: UDP 127.0.0.1:");
     server.wait_line("grace period 3s");
 
