@@ -79,7 +79,8 @@ pub(crate) struct RtcpSummary {
     pub(crate) keyframe: Option<KeyframeRequestKind>,
     /// The viewer NACKed a video packet sent since the last keyframe start that
     /// cannot be resent: the history no longer holds it (its link was down, or the
-    /// resends came too late), or it was resent as often as it may be. Its decoder
+    /// resends came too late), or it was resent as often as it may be. A number never
+    /// sent (the source's own loss, which its NACKs may yet repair) asks none. Its decoder
     /// cannot go past that packet until the next keyframe, and would only ask for one
     /// once its own NACKs give up (up to three seconds with Chromium), so one is asked
     /// for it now. A packet from before the last keyframe start asks none: the
@@ -129,14 +130,21 @@ impl History {
         }
     }
 
-    /// The extended sequence number of a NACKed 16-bit one: the newest sent with those
-    /// bits, whether or not the history still holds it. None before anything was sent.
-    fn extend(&self, seq: u16) -> Option<u64> {
+    /// Whether a NACKed 16-bit sequence number the history does not hold was sent and
+    /// has left it (older than its oldest entry), as opposed to one never sent: a gap
+    /// the source left (its loss, which its own NACKs may still fill) or a number the
+    /// viewer made up. Returns the extended number of one that left.
+    fn left(&self, seq: u16) -> Option<u64> {
         if self.newest == 0 && self.sent.is_empty() {
             return None;
         }
         let back = (self.newest as u16).wrapping_sub(seq);
-        self.newest.checked_sub(u64::from(back))
+        let full = self.newest.checked_sub(u64::from(back))?;
+        let oldest = match (self.sent.front(), self.sent.back()) {
+            (Some(front), Some(back)) => self.newest - u64::from(back.seq.wrapping_sub(front.seq)),
+            _ => self.newest + 1,
+        };
+        (full < oldest).then_some(full)
     }
 
     /// The entry for a NACKed 16-bit sequence number: the newest sent with those bits.
@@ -410,7 +418,7 @@ impl DirectEgress {
                 continue;
             };
             let Some((seq, s)) = history.find(seq) else {
-                stuck |= history.extend(seq).is_some_and(|full| full >= before);
+                stuck |= history.left(seq).is_some_and(|full| full >= before);
                 continue;
             };
             if seq < before && congested {

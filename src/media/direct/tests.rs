@@ -257,6 +257,25 @@ fn one_packet_lost_past_repair_after_the_last_keyframe_gets_the_viewer_a_keyfram
 }
 
 #[test]
+fn a_number_the_source_never_gave_asks_no_keyframe() {
+    let mut v = Viewer::new();
+    v.direct.set_window(Duration::from_millis(200));
+    // 115 never came from the source: the viewer's numbers have a gap there, which
+    // the source's own repair may still fill.
+    for seq in (100..130).filter(|s| *s != 115) {
+        v.send_picture(seq, false, seq == 100);
+    }
+    let rtcp = v.player_rtcp(100);
+    v.now += Duration::from_millis(250);
+    let (summary, _) = v.answer(&rtcp);
+    assert!(summary.nacks >= 1, "the player NACKed the gap: {summary:?}");
+    assert!(
+        !summary.gap_keyframe && summary.keyframe.is_none(),
+        "{summary:?}"
+    );
+}
+
+#[test]
 fn a_packet_lost_before_the_last_keyframe_start_asks_no_keyframe() {
     let mut v = Viewer::new();
     v.direct.set_window(Duration::from_millis(200));
