@@ -14,6 +14,16 @@ struct Running {
     seen: Vec<String>,
 }
 
+/// A test that fails before ending the server does not leave it running.
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Running {
     fn start(args: &[&str], env: &[(&str, &str)]) -> Running {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_wishd"));
