@@ -5,6 +5,7 @@
 //! Then what a joining session's DTLS costs the request's thread before any peer
 //! datagram (the engine made and waiting as the server, as for an `actpass` offer):
 //! made on the request, and taken from the sessions `prepared_dtls` makes ahead.
+//! Then the memory a finished server session keeps for as long as its viewer stays.
 //!
 //!     cargo bench --bench dtls_handshake [-- HANDSHAKES]
 
@@ -16,6 +17,15 @@ use wishd::media::dtls;
 /// One handshake: the time spent inside the server's calls. The server keeps one
 /// certificate, as wishd does; each client brings its own.
 fn handshake(server: &dyn DtlsProvider, sc: &DtlsCert, client: &dyn DtlsProvider) -> Duration {
+    finished(server, sc, client).0
+}
+
+/// [`handshake`], and the server's session once finished.
+fn finished(
+    server: &dyn DtlsProvider,
+    sc: &DtlsCert,
+    client: &dyn DtlsProvider,
+) -> (Duration, Box<dyn DtlsInstance>) {
     let cc = client.generate_certificate().expect("certificate");
     let now = Instant::now();
     let mut c = client
@@ -45,7 +55,7 @@ fn handshake(server: &dyn DtlsProvider, sc: &DtlsCert, client: &dyn DtlsProvider
             c.handle_packet(p).expect("client reads");
         }
         if c_done && s_done {
-            return spent;
+            return (spent, s);
         }
     }
     panic!("no handshake");
@@ -98,6 +108,43 @@ fn main() {
         per[0] / per[1]
     );
     join_start(&openssl, n);
+    kept_memory(&openssl, n);
+}
+
+/// Resident memory per finished server session kept, as a viewer's is.
+fn kept_memory(server: &str0m::crypto::CryptoProvider, n: usize) {
+    let client = dtls::client_provider();
+    let cert = server
+        .dtls_provider
+        .generate_certificate()
+        .expect("certificate");
+    // Warm up, so the allocator's arenas and OpenSSL's tables are in the baseline.
+    drop(
+        (0..20)
+            .map(|_| finished(server.dtls_provider, &cert, client.dtls_provider).1)
+            .collect::<Vec<_>>(),
+    );
+    let before = rss_kib();
+    let kept: Vec<_> = (0..n)
+        .map(|_| finished(server.dtls_provider, &cert, client.dtls_provider).1)
+        .collect();
+    let after = rss_kib();
+    println!(
+        "finished sessions kept: {:.1} KiB resident each ({n} kept)",
+        after.saturating_sub(before) as f64 / n as f64
+    );
+    drop(kept);
+}
+
+/// This process's resident memory (/proc/self/statm), KiB.
+fn rss_kib() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4
 }
 
 /// The server engine's start for `n` joining sessions, made on the request and
