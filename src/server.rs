@@ -434,6 +434,7 @@ impl Server {
             "  publisher grace period {:?}, keyframe request interval {:?}",
             config.publisher_grace, config.keyframe_request_interval
         ));
+        lines.push(format!("  DTLS: {}", crate::media::dtls::engine_name()));
         info!("\n{}", lines.join("\n"));
         if let Some(token) = &self.generated_token {
             let server_url = match self.https_addr {

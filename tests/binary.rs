@@ -221,6 +221,14 @@ async fn flags_and_environment_configure_the_server_which_exits_cleanly_on_sigte
     );
     server.wait_line("media worker 1: UDP 127.0.0.1:");
     server.wait_line("grace period 3s");
+    // Which OpenSSL the DTLS runs on, for an operator following its advisories.
+    let dtls = server.wait_line("  DTLS: OpenSSL 3.");
+    let whose = if cfg!(feature = "vendored-openssl") {
+        "(built in)"
+    } else {
+        "(the system's)"
+    };
+    assert!(dtls.contains(whose), "{dtls}");
 
     let base = format!("http://{addr}");
     let no_token = WhipPublisher::connect(&format!("{base}/whip/bin"), PublisherOptions::default())

@@ -52,6 +52,18 @@ pub(crate) struct SessionStarts {
 
 pub(crate) use ossl::session_starts;
 
+/// The server engine's library as the startup lines name it: OpenSSL's version, and
+/// whether it is built in (the `vendored-openssl` feature) or the system's, which is
+/// what an operator needs to know to follow OpenSSL's advisories.
+pub(crate) fn engine_name() -> String {
+    let whose = if cfg!(feature = "vendored-openssl") {
+        "built in"
+    } else {
+        "the system's"
+    };
+    format!("{} ({whose})", openssl::version::version())
+}
+
 /// Keeps `spares` server DTLS sessions of `cert` made ahead of their offers, from now
 /// on (see `ossl::Context`).
 pub fn prepare_server_sessions(cert: &DtlsCert, spares: usize) -> Result<(), CryptoError> {
