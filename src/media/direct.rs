@@ -130,6 +130,33 @@ impl History {
         }
     }
 
+    /// Keeps `sent` (numbered `seq`) in number order. A packet older than the newest
+    /// is the source's repair of its own loss, forwarded late: it goes where its
+    /// number puts it, so that lookups by distance from the newest stay right. A
+    /// number already held is not kept twice.
+    fn insert(&mut self, seq: u64, sent: Sent) {
+        if self.sent.is_empty() || seq > self.newest {
+            self.sent.push_back(sent);
+            self.newest = seq;
+            return;
+        }
+        let back = self.newest - seq;
+        let Ok(back) = u32::try_from(back) else {
+            return;
+        };
+        let newest = self.newest as u32;
+        let at = self
+            .sent
+            .partition_point(|s| newest.wrapping_sub(s.seq) > back);
+        if self
+            .sent
+            .get(at)
+            .is_none_or(|s| newest.wrapping_sub(s.seq) != back)
+        {
+            self.sent.insert(at, sent);
+        }
+    }
+
     /// Whether a NACKed 16-bit sequence number the history does not hold was sent and
     /// has left it (older than its oldest entry), as opposed to one never sent: a gap
     /// the source left (its loss, which its own NACKs may still fill) or a number the
@@ -140,9 +167,11 @@ impl History {
         }
         let back = (self.newest as u16).wrapping_sub(seq);
         let full = self.newest.checked_sub(u64::from(back))?;
-        let oldest = match (self.sent.front(), self.sent.back()) {
-            (Some(front), Some(back)) => self.newest - u64::from(back.seq.wrapping_sub(front.seq)),
-            _ => self.newest + 1,
+        let oldest = match self.sent.front() {
+            Some(front) => self
+                .newest
+                .saturating_sub(u64::from((self.newest as u32).wrapping_sub(front.seq))),
+            None => self.newest + 1,
         };
         (full < oldest).then_some(full)
     }
@@ -338,16 +367,18 @@ impl DirectEgress {
         track.last = Some((f.timestamp, f.wallclock));
         if let (Some(h), true) = (&mut track.history, f.nackable) {
             h.trim(now_ms, window_ms, false);
-            h.sent.push_back(Sent {
-                seq: f.seq as u32,
-                timestamp: f.timestamp,
-                at_ms: now_ms,
-                pt: f.pt,
-                marker: f.marker,
-                resends: 0,
-                payload: f.payload.clone(),
-            });
-            h.newest = f.seq;
+            h.insert(
+                f.seq,
+                Sent {
+                    seq: f.seq as u32,
+                    timestamp: f.timestamp,
+                    at_ms: now_ms,
+                    pt: f.pt,
+                    marker: f.marker,
+                    resends: 0,
+                    payload: f.payload.clone(),
+                },
+            );
         }
         Ok(())
     }

@@ -257,6 +257,38 @@ fn one_packet_lost_past_repair_after_the_last_keyframe_gets_the_viewer_a_keyfram
 }
 
 #[test]
+fn a_packet_the_source_repaired_late_is_held_in_number_order_and_resent() {
+    let mut v = Viewer::new();
+    v.direct.set_window(Duration::from_millis(200));
+    // 103 and 105 are the source's losses: the viewer's numbers have gaps there, and
+    // its NACKs for them find nothing yet.
+    for seq in (100..120).filter(|s| *s != 103 && *s != 105) {
+        v.send(seq, false);
+    }
+    let rtcp = v.player_rtcp(150);
+    let (early, resent) = v.answer(&rtcp);
+    assert!(early.nacks >= 2 && resent.is_empty(), "{early:?}");
+    assert!(!early.gap_keyframe, "{early:?}");
+    // The source's repair of 105 comes after newer packets, and is lost on the way.
+    for seq in 120..130 {
+        v.send(seq, false);
+    }
+    v.send(105, true);
+    for seq in 130..140 {
+        v.send(seq, false);
+    }
+    let rtcp = v.player_rtcp(100);
+    let (late, resent) = v.answer(&rtcp);
+    assert_eq!(resent, vec![105], "{late:?}");
+    // 103's comes once the window has moved past everything sent before it.
+    let rtcp = v.player_rtcp(100);
+    v.send(140, false);
+    v.send(103, true);
+    let (later, resent) = v.answer(&rtcp);
+    assert_eq!(resent, vec![103], "{later:?}");
+}
+
+#[test]
 fn a_number_the_source_never_gave_asks_no_keyframe() {
     let mut v = Viewer::new();
     v.direct.set_window(Duration::from_millis(200));
