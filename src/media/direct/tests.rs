@@ -89,6 +89,14 @@ impl Viewer {
         player_rtcp(&mut self.player, &mut self.now, ms)
     }
 
+    /// The player's RTCP of the next 100 ms, fed to the direct path 250 ms later:
+    /// past a 200 ms window for what was sent before it.
+    fn answer_past_the_window(&mut self) -> (RtcpSummary, Vec<u64>) {
+        let rtcp = self.player_rtcp(100);
+        self.now += Duration::from_millis(250);
+        self.answer(&rtcp)
+    }
+
     /// Feeds the player's RTCP to the direct path; the resends go to the player.
     fn answer(&mut self, rtcp: &[Vec<u8>]) -> (RtcpSummary, Vec<u64>) {
         self.answer_to(rtcp, true)
@@ -119,6 +127,24 @@ impl Viewer {
         }
         (total, resent)
     }
+}
+
+/// A viewer whose link was down for 30 packets (110..140 of 100..160), and its NACKs
+/// for them, which come past a 200 ms window.
+fn after_an_outage() -> (Viewer, Vec<Vec<u8>>) {
+    let mut v = Viewer::new();
+    v.direct.set_window(Duration::from_millis(200));
+    for seq in 100..160 {
+        v.send(seq, (110..140).contains(&seq));
+    }
+    let rtcp = v.player_rtcp(100);
+    v.now += Duration::from_millis(250);
+    (v, rtcp)
+}
+
+/// Neither the viewer asked for a keyframe nor was one asked for it.
+fn asks_none(summary: &RtcpSummary) -> bool {
+    !summary.gap_keyframe && summary.keyframe.is_none()
 }
 
 #[test]
@@ -155,31 +181,21 @@ fn a_nack_that_comes_after_the_window_is_not_answered() {
     for seq in 100..130 {
         v.send(seq, seq == 117);
     }
-    let rtcp = v.player_rtcp(100);
-    v.now += Duration::from_millis(250);
-    let (summary, resent) = v.answer(&rtcp);
+    let (summary, resent) = v.answer_past_the_window();
     assert!(summary.nacks >= 1, "{summary:?}");
     assert_eq!((summary.resent, resent.len()), (0, 0), "{summary:?}");
 }
 
 #[test]
 fn a_gap_the_history_cannot_fill_gets_the_viewer_a_keyframe_once_a_second() {
-    let mut v = Viewer::new();
-    v.direct.set_window(Duration::from_millis(200));
-    // The viewer's link is down: 30 packets lost, older than the window when its
-    // NACKs come.
-    for seq in 100..160 {
-        v.send(seq, (110..140).contains(&seq));
-    }
-    let rtcp = v.player_rtcp(100);
-    v.now += Duration::from_millis(250);
+    let (mut v, rtcp) = after_an_outage();
     let (summary, _) = v.answer(&rtcp);
     assert!(summary.nacks >= 30, "{summary:?}");
     assert!(summary.gap_keyframe, "{summary:?}");
     assert_eq!(summary.keyframe, Some(KeyframeRequestKind::Pli));
     // Its NACKs repeat: no second keyframe within the second.
     let (again, _) = v.answer(&rtcp);
-    assert!(!again.gap_keyframe && again.keyframe.is_none(), "{again:?}");
+    assert!(asks_none(&again), "{again:?}");
     v.now += Duration::from_millis(1000);
     let (later, _) = v.answer(&rtcp);
     assert!(later.gap_keyframe, "{later:?}");
@@ -198,10 +214,7 @@ fn random_loss_the_history_repairs_asks_no_keyframe() {
         resent.contains(&117),
         "the history repaired it: {summary:?}"
     );
-    assert!(
-        !summary.gap_keyframe && summary.keyframe.is_none(),
-        "{summary:?}"
-    );
+    assert!(asks_none(&summary), "{summary:?}");
 }
 
 #[test]
@@ -245,9 +258,7 @@ fn one_packet_lost_past_repair_after_the_last_keyframe_gets_the_viewer_a_keyfram
     for seq in 100..130 {
         v.send_picture(seq, seq == 117, seq == 100);
     }
-    let rtcp = v.player_rtcp(100);
-    v.now += Duration::from_millis(250);
-    let (summary, resent) = v.answer(&rtcp);
+    let (summary, resent) = v.answer_past_the_window();
     assert!(resent.is_empty(), "{summary:?}");
     assert!(
         summary.gap_keyframe,
@@ -297,14 +308,9 @@ fn a_number_the_source_never_gave_asks_no_keyframe() {
     for seq in (100..130).filter(|s| *s != 115) {
         v.send_picture(seq, false, seq == 100);
     }
-    let rtcp = v.player_rtcp(100);
-    v.now += Duration::from_millis(250);
-    let (summary, _) = v.answer(&rtcp);
+    let (summary, _) = v.answer_past_the_window();
     assert!(summary.nacks >= 1, "the player NACKed the gap: {summary:?}");
-    assert!(
-        !summary.gap_keyframe && summary.keyframe.is_none(),
-        "{summary:?}"
-    );
+    assert!(asks_none(&summary), "{summary:?}");
 }
 
 #[test]
@@ -314,34 +320,24 @@ fn a_packet_lost_before_the_last_keyframe_start_asks_no_keyframe() {
     for seq in 100..130 {
         v.send_picture(seq, seq == 107, seq == 115);
     }
-    let rtcp = v.player_rtcp(100);
-    v.now += Duration::from_millis(250);
-    let (summary, _) = v.answer(&rtcp);
+    let (summary, _) = v.answer_past_the_window();
     assert!(summary.nacks >= 1, "{summary:?}");
     assert!(
-        !summary.gap_keyframe && summary.keyframe.is_none(),
+        asks_none(&summary),
         "the decoder starts over at 115: {summary:?}"
     );
 }
 
 #[test]
 fn a_new_gap_behind_the_keyframe_given_asks_again_within_the_second() {
-    let mut v = Viewer::new();
-    v.direct.set_window(Duration::from_millis(200));
-    for seq in 100..160 {
-        v.send(seq, (110..140).contains(&seq));
-    }
-    let rtcp = v.player_rtcp(100);
-    v.now += Duration::from_millis(250);
+    let (mut v, rtcp) = after_an_outage();
     let first_ask = v.now;
     assert!(v.answer(&rtcp).0.gap_keyframe);
     // The keyframe comes (160), and a packet behind it is lost past repair.
     for seq in 160..190 {
         v.send_picture(seq, seq == 170, seq == 160);
     }
-    let rtcp = v.player_rtcp(100);
-    v.now += Duration::from_millis(250);
-    let (again, _) = v.answer(&rtcp);
+    let (again, _) = v.answer_past_the_window();
     assert!(v.now - first_ask < Duration::from_secs(1));
     assert!(again.gap_keyframe, "{again:?}");
 }
