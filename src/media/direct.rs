@@ -79,12 +79,12 @@ pub(crate) struct RtcpSummary {
     pub(crate) keyframe: Option<KeyframeRequestKind>,
     /// The viewer NACKed a video packet sent since the last keyframe start that
     /// cannot be resent: the history no longer holds it (its link was down, or the
-    /// resends came too late), or it was resent as often as it may be. A number never
-    /// sent (the source's own loss, which its NACKs may yet repair) asks none. Its decoder
-    /// cannot go past that packet until the next keyframe, and would only ask for one
-    /// once its own NACKs give up (up to three seconds with Chromium), so one is asked
-    /// for it now. A packet from before the last keyframe start asks none: the
-    /// decoder starts over at that keyframe.
+    /// resends came too late), or it was resent as often as it may be. The viewer's
+    /// decoder cannot go past that packet until the next keyframe, and would only ask
+    /// for one once its own NACKs give up (up to three seconds with Chromium), so one
+    /// is asked for it now. Asks none: a packet from before the last keyframe start
+    /// (the decoder starts over there), and a number never sent (the source's own
+    /// loss, which its NACKs may yet repair).
     pub(crate) gap_keyframe: bool,
     /// The viewer's feedback just turned its path congested: its layer should be
     /// chosen again now rather than at the next round.
