@@ -140,21 +140,25 @@ impl History {
             self.newest = seq;
             return;
         }
-        let back = self.newest - seq;
-        let Ok(back) = u32::try_from(back) else {
+        let Ok(back) = u32::try_from(self.newest - seq) else {
             return;
         };
-        let newest = self.newest as u32;
-        let at = self
-            .sent
-            .partition_point(|s| newest.wrapping_sub(s.seq) > back);
-        if self
-            .sent
-            .get(at)
-            .is_none_or(|s| newest.wrapping_sub(s.seq) != back)
-        {
+        let at = self.sent.partition_point(|s| self.behind(s) > back);
+        if self.sent.get(at).is_none_or(|s| self.behind(s) != back) {
             self.sent.insert(at, sent);
         }
+    }
+
+    /// How many numbers an entry is behind the newest: entries keep 32 bits, and
+    /// these distances fall from front to back, across a 32-bit wrap too.
+    fn behind(&self, s: &Sent) -> u32 {
+        (self.newest as u32).wrapping_sub(s.seq)
+    }
+
+    /// How many numbers a NACKed 16-bit one is behind the newest: the newest sent
+    /// with those bits.
+    fn nack_behind(&self, seq: u16) -> u32 {
+        u32::from((self.newest as u16).wrapping_sub(seq))
     }
 
     /// Whether a NACKed 16-bit sequence number the history does not hold was sent and
@@ -165,25 +169,21 @@ impl History {
         if self.newest == 0 && self.sent.is_empty() {
             return None;
         }
-        let back = (self.newest as u16).wrapping_sub(seq);
+        let back = self.nack_behind(seq);
         let full = self.newest.checked_sub(u64::from(back))?;
-        let oldest = match self.sent.front() {
-            Some(front) => self
-                .newest
-                .saturating_sub(u64::from((self.newest as u32).wrapping_sub(front.seq))),
-            None => self.newest + 1,
-        };
-        (full < oldest).then_some(full)
+        let older = self
+            .sent
+            .front()
+            .is_none_or(|front| back > self.behind(front));
+        older.then_some(full)
     }
 
     /// The entry for a NACKed 16-bit sequence number: the newest sent with those bits.
     fn find(&mut self, seq: u16) -> Option<(u64, &mut Sent)> {
-        let newest = self.sent.back()?.seq;
-        let back = u32::from((newest as u16).wrapping_sub(seq));
-        // Distances from the newest fall from front to back, across a 32-bit wrap too.
+        let back = self.nack_behind(seq);
         let i = self
             .sent
-            .binary_search_by(|s| back.cmp(&newest.wrapping_sub(s.seq)))
+            .binary_search_by(|s| back.cmp(&self.behind(s)))
             .ok()?;
         let full = self.newest.checked_sub(u64::from(back))?;
         self.sent.get_mut(i).map(|s| (full, s))
@@ -478,8 +478,12 @@ impl DirectEgress {
                 emit(&out);
             }
         }
-        let newest_keyframe = self.tracks.iter().map(|t| t.keyframe_seq).max();
-        let newest_keyframe = newest_keyframe.unwrap_or(0);
+        let newest_keyframe = self
+            .tracks
+            .iter()
+            .map(|t| t.keyframe_seq)
+            .max()
+            .unwrap_or(0);
         if stuck
             && summary.keyframe.is_none()
             && self.gap_keyframe_at.is_none_or(|(t, k)| {
