@@ -4,8 +4,8 @@
 # Part of scripts/test.sh. Needs the nightly toolchain and cargo-fuzz (.ci/run
 # installs cargo-fuzz); without them it says so and, outside CI, skips.
 # With --build-only it builds the targets and runs none (scripts/test.sh builds them
-# beside the tests). Prints each target's executions and coverage; fails on the first finding (its input
-# is in fuzz/artifacts/TARGET/).
+# beside the tests). Prints each target's executions and coverage; fails on the first
+# finding (its input is in fuzz/artifacts/TARGET/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${FUZZ_SMOKE_SECS:-15}

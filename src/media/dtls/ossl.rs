@@ -323,9 +323,10 @@ fn build_context(cert: &DtlsCert) -> Result<SslContext, ErrorStack> {
             | SslOptions::NO_TICKET
             | SslOptions::SINGLE_ECDH_USE,
     );
-    // Once the handshake is done a session's records are a rare alert: its read and
-    // write buffers (about 34 KiB with OpenSSL 3.6) are given back while it idles,
-    // which is for as long as the viewer watches.
+    // Once the handshake is done a session's records are a rare alert: its record
+    // buffers are given back while it idles, which is for as long as the viewer
+    // watches (8 KiB less per finished session on OpenSSL 3.6; 3.0 frees its DTLS
+    // buffers anyway; BENCHMARKS.md).
     b.set_mode(SslMode::RELEASE_BUFFERS);
     Ok(b.build())
 }
