@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use tracing::debug;
 
+use super::session::guarded;
 use super::{Deferred, Worker};
 use crate::core::{Forward, SourcePacket};
 use crate::directory::{Stream, StreamStats};
@@ -89,22 +90,28 @@ impl Worker {
                 continue;
             };
             let (mut n, mut run_bytes) = (0u64, 0u64);
-            for f in run {
-                n += 1;
-                run_bytes += f.payload.len() as u64;
-                // A viewer between paths (an ICE restart) or without egress (closing)
-                // loses the packet; its NACK or keyframe request brings it back.
-                let (Some(d), Some((src, dst))) = (s.direct.as_deref_mut(), s.path) else {
-                    continue;
-                };
-                match d.send(&f, now, &mut self.datagram) {
-                    Ok(()) => {
-                        s.telemetry.bytes_out += self.datagram.len() as u64;
-                        self.outbox.push(&self.socket, src, dst, &self.datagram);
+            let (socket, outbox, datagram) = (&self.socket, &mut self.outbox, &mut self.datagram);
+            // After a panic the rest of this run is dropped with it; packets of this
+            // viewer still in `rest` find no egress and are dropped below.
+            guarded(key, s, &self.counters, &mut self.deferred, |s| {
+                for f in run {
+                    n += 1;
+                    run_bytes += f.payload.len() as u64;
+                    // A viewer between paths (an ICE restart) or without egress
+                    // (closing) loses the packet; its NACK or keyframe request brings
+                    // it back.
+                    let (Some(d), Some((src, dst))) = (s.direct.as_deref_mut(), s.path) else {
+                        continue;
+                    };
+                    match d.send(&f, now, datagram) {
+                        Ok(()) => {
+                            s.telemetry.bytes_out += datagram.len() as u64;
+                            outbox.push(socket, src, dst, datagram);
+                        }
+                        Err(e) => s.span.in_scope(|| debug!("direct send refused: {e}")),
                     }
-                    Err(e) => s.span.in_scope(|| debug!("direct send refused: {e}")),
                 }
-            }
+            });
             packets += n;
             bytes += run_bytes;
             s.telemetry.packets_out += n;

@@ -11,7 +11,8 @@
 //! 2. **One mutation at a time**: [`Worker::drive`] is the only way an `Rtc` is
 //!    changed. It applies one input and then drains `poll_output` to the next timeout
 //!    (str0m's run-loop rule), inside `catch_unwind`: a panic in one session drops
-//!    that session only.
+//!    that session only. wishd's own work on a viewer beside str0m (the direct
+//!    egress) is guarded the same way ([`session::guarded`]).
 //! 3. **Effects on other sessions are values**: while one `Rtc` is drained, what it
 //!    means for other sessions (a publisher's packet for viewers, a viewer's keyframe
 //!    request for its publisher, a connect, a close) is queued as a [`Deferred`] and
@@ -52,7 +53,7 @@ pub use msg::WorkerStats;
 pub(crate) use msg::{PatchError, PatchOutcome, WorkerMsg};
 use routes::{Route, Routes};
 use session::{
-    RoleState, Session, direct_rtcp, drain, on_path, start_direct, viewer_asked_keyframe,
+    RoleState, Session, direct_rtcp, drain, guarded, on_path, start_direct, viewer_asked_keyframe,
 };
 
 pub(crate) use session::{NewRole, NewSession, PublishedTrack};
@@ -444,8 +445,12 @@ impl Worker {
             // A connected viewer's SRTCP is read by the direct path only: str0m would
             // decrypt and parse it a second time for nothing it still needs.
             if s.direct.is_some() && demux::is_rtcp(data) {
-                let summary =
-                    direct_rtcp(s, data, now, &self.socket, &mut self.outbox, &self.counters);
+                let (socket, outbox, counters) = (&self.socket, &mut self.outbox, &self.counters);
+                let Some(summary) = guarded(key, s, counters, &mut self.deferred, |s| {
+                    direct_rtcp(s, data, now, socket, outbox, counters)
+                }) else {
+                    return;
+                };
                 if summary.gap_keyframe {
                     self.counters
                         .keyframes_for_viewer_gaps
@@ -498,15 +503,16 @@ impl Worker {
                 }
             }
             if let Some(s) = self.sessions.get_mut(&key)
-                && let Some(d) = s.direct.as_deref_mut()
-                && d.poll_timeout() <= now
+                && s.direct.as_deref().is_some_and(|d| d.poll_timeout() <= now)
             {
-                let mut bytes = 0;
-                d.handle_timeout(
-                    now,
-                    on_path(s.path, &self.socket, &mut self.outbox, &mut bytes),
-                );
-                s.telemetry.bytes_out += bytes;
+                let (socket, outbox) = (&self.socket, &mut self.outbox);
+                guarded(key, s, &self.counters, &mut self.deferred, |s| {
+                    let mut bytes = 0;
+                    if let Some(d) = s.direct.as_deref_mut() {
+                        d.handle_timeout(now, on_path(s.path, socket, outbox, &mut bytes));
+                    }
+                    s.telemetry.bytes_out += bytes;
+                });
             }
             self.drive(key, now, |rtc| {
                 rtc.handle_input(Input::Timeout(now)).map(|_| ())

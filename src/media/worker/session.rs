@@ -404,6 +404,31 @@ pub(super) fn direct_rtcp(
     summary
 }
 
+/// Runs `f`, wishd's own work on one session beside str0m (a viewer's direct
+/// egress: its SRTCP, its timers, the packets forwarded to it). A panic there ends
+/// that session alone, as one inside str0m does (`Worker::drive`): its egress is
+/// dropped at once, so nothing more is sent with it, the session is closed, and the
+/// worker goes on with every other one. `None` says it panicked.
+pub(super) fn guarded<T>(
+    key: u64,
+    s: &mut Session,
+    counters: &MediaCounters,
+    deferred: &mut VecDeque<Deferred>,
+    f: impl FnOnce(&mut Session) -> T,
+) -> Option<T> {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| f(s))) {
+        Ok(v) => Some(v),
+        Err(_) => {
+            s.direct = None;
+            counters.session_panics.fetch_add(1, Ordering::Relaxed);
+            s.span
+                .in_scope(|| warn!("the direct path panicked; dropping this session only"));
+            deferred.push_back(Deferred::Close(key, EndReason::InternalError));
+            None
+        }
+    }
+}
+
 /// Where the direct path's resends and reports go: queued on the session's current
 /// path (dropped while it has none), their bytes added to `bytes`.
 pub(super) fn on_path<'a>(
