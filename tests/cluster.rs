@@ -215,14 +215,8 @@ viewers = "{mode}"
 }
 
 impl Drop for Cluster {
+    // A failing test's node logs are shown by each node's `Script` as it is dropped.
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            for n in &self.nodes {
-                if let Some(p) = &n.process {
-                    eprintln!("---- node {} ----\n{}", n.id, p.output());
-                }
-            }
-        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

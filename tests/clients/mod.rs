@@ -56,6 +56,8 @@ pub struct Script {
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
     started: Instant,
+    /// `finish` has shown its output.
+    reported: bool,
 }
 
 fn collect(stream: Option<impl AsyncRead + Unpin + Send + 'static>, into: Arc<Mutex<String>>) {
@@ -89,6 +91,7 @@ impl Script {
             stdout,
             stderr,
             started: Instant::now(),
+            reported: false,
         }
     }
 
@@ -160,6 +163,7 @@ impl Script {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        self.reported = true;
         eprintln!(
             "--- {} ({:.1} s) ---\n{}",
             self.client,
@@ -193,6 +197,21 @@ impl Script {
             .unwrap_or_else(|e| panic!("{}: result line is not JSON ({e}): {last}", self.client));
         eprintln!("{}: {v}", self.client);
         v
+    }
+}
+
+impl Drop for Script {
+    /// A test failing while the process still runs shows what it wrote: a server's
+    /// log is often the only account of why its clients failed.
+    fn drop(&mut self) {
+        if std::thread::panicking() && !self.reported {
+            eprintln!(
+                "--- {} (running when the test failed, {:.1} s) ---\n{}",
+                self.client,
+                self.started.elapsed().as_secs_f64(),
+                tail(&self.output())
+            );
+        }
     }
 }
 
