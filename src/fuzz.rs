@@ -17,6 +17,22 @@ pub fn sdp_offer(data: &[u8]) {
     }
 }
 
+/// A WHEP player's offer with the lines that are each client's own rewritten from
+/// the input (`sdp::memo::own_lines_rewritten`): the inspection remembered from the
+/// player's first offer must say what the whole parse of this one says, error or
+/// summary, to the letter.
+pub fn offer_memo(data: &[u8]) {
+    use crate::sdp::memo::{PLAYERS, differs_from_parse, own_lines_rewritten};
+    let Some((&which, rest)) = data.split_first() else {
+        return;
+    };
+    let base = PLAYERS[usize::from(which) % PLAYERS.len()];
+    let variant = own_lines_rewritten(base, rest);
+    if let Some(diff) = differs_from_parse(base, &variant) {
+        panic!("the remembered inspection differs from the parse of\n{variant}\n{diff}");
+    }
+}
+
 /// A trickle ICE PATCH body.
 pub fn sdp_fragment(data: &[u8]) {
     let _ = crate::sdp::frag::parse_fragment(data);

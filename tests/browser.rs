@@ -206,6 +206,15 @@ async fn chromium_publishes_from_the_publish_page_and_plays_on_the_watch_page_an
         copied >= 1.0,
         "no chromium offer reused a parsed template ({parsed} parsed)"
     );
+    // And wishd's inspection reads the player's offer once (`sdp::memo`).
+    let remembered =
+        common::metric(&base, "wishd_offer_inspections_total{how=\"remembered\"}").await;
+    let inspected = common::metric(&base, "wishd_offer_inspections_total{how=\"parsed\"}").await;
+    println!("chromium offers: {inspected} inspected whole, {remembered} remembered");
+    assert!(
+        remembered >= 1.0,
+        "no chromium offer was given a remembered inspection ({inspected} parsed)"
+    );
     locked.shutdown().await;
     open.shutdown().await;
 }

@@ -110,6 +110,10 @@ pub struct MediaCounters {
     pub offer_templates_parsed: AtomicU64,
     /// Offers whose template was parsed before and copied.
     pub offer_templates_copied: AtomicU64,
+    /// Viewers' offers wishd's inspection parsed (`sdp::memo`).
+    pub offer_inspections_parsed: AtomicU64,
+    /// Viewers' offers given the inspection of an earlier one of the same template.
+    pub offer_inspections_remembered: AtomicU64,
     /// Source packets a worker dropped for waiting longer than `forward_max_delay`.
     pub stale_source_packets: AtomicU64,
     /// Keyframe requests a worker made because it dropped stale video.

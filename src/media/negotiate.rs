@@ -157,10 +157,17 @@ impl Media {
         grant: Grant,
         etag: String,
     ) -> Result<Created, MediaError> {
+        let inspected = self.offer_inspections.play_offer(offer_sdp)?;
+        let how = if inspected.remembered {
+            &self.counters.offer_inspections_remembered
+        } else {
+            &self.counters.offer_inspections_parsed
+        };
+        how.fetch_add(1, Ordering::Relaxed);
+        let offer = &*inspected.offer;
         let offer_sdp = &*sdp::decline_simulcast(offer_sdp);
-        let offer = sdp::parse_offer(offer_sdp.as_bytes())?;
         let codecs = self.directory.live_codecs(stream)?;
-        let plan = sdp::check_play_offer(&offer, &codecs)?;
+        let plan = sdp::check_play_offer(offer, &codecs)?;
         let worker = self.pick_worker();
         let id = SessionId::random();
 
@@ -183,7 +190,7 @@ impl Media {
         // str0m reads only the codecs the viewer gets (see `sdp::trim`); an m-line of
         // a kind the stream lacks is answered inactive.
         let used: Vec<&str> = plan.iter().map(|t| t.mid.as_str()).collect();
-        let idle = sdp::idle_lines(&offer, &used);
+        let idle = sdp::idle_lines(offer, &used);
         params.extend(idle.iter().map(sdp::IdleLine::payload_params));
         let keep: Vec<_> = plan
             .iter()

@@ -49,6 +49,8 @@ pub(crate) struct Media {
     pub(super) viewer_template: RtcConfig,
     /// Offers as str0m reads them, parsed once per template (`sdp::template`).
     pub(super) offer_templates: Templates,
+    /// Viewers' offers as wishd's inspection read them, once per template (`sdp::memo`).
+    pub(super) offer_inspections: crate::sdp::memo::Inspections,
     /// Whether publishers' simulcast layers are taken.
     pub(super) simulcast: crate::config::SimulcastConfig,
     pub(super) next_worker: AtomicUsize,
@@ -202,6 +204,7 @@ impl Media {
                 template,
                 viewer_template,
                 offer_templates: Templates::default(),
+                offer_inspections: Default::default(),
                 simulcast: config.simulcast.clone(),
                 next_worker: AtomicUsize::new(0),
                 _alive: alive,

@@ -30,6 +30,7 @@
 mod check;
 pub(crate) mod frag;
 pub(crate) mod h264;
+pub mod memo;
 pub(crate) mod msid;
 pub(crate) mod parse;
 pub(crate) mod simulcast;
@@ -46,7 +47,8 @@ use crate::model::CodecKind;
 
 pub(crate) use check::{IdleLine, check_play_offer, check_publish_offer, idle_lines};
 pub use parse::parse_offer;
-pub(crate) use simulcast::{decline_simulcast, take_simulcast};
+pub use simulcast::decline_simulcast;
+pub(crate) use simulcast::take_simulcast;
 
 /// The lines of an SDP text, without their line ends.
 pub fn sdp_lines(sdp: &str) -> Vec<&str> {

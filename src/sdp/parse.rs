@@ -6,7 +6,7 @@ use str0m::media::MediaKind;
 use super::{Direction, Offer, OfferedCodec, OfferedMedia, SdpError};
 
 /// Offers larger than this are refused as malformed; real offers are a few KiB.
-const MAX_OFFER_BYTES: usize = 256 * 1024;
+pub(crate) const MAX_OFFER_BYTES: usize = 256 * 1024;
 
 /// Parses an offer (sdp-types), never panics. Malformed -> [`SdpError::Malformed`].
 ///

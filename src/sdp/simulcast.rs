@@ -112,7 +112,7 @@ pub(crate) fn take_simulcast<'a>(
 }
 
 /// The offer without simulcast anywhere (a viewer's offer: wishd sends one encoding).
-pub(crate) fn decline_simulcast(sdp: &str) -> Cow<'_, str> {
+pub fn decline_simulcast(sdp: &str) -> Cow<'_, str> {
     if !offers_simulcast(sdp) {
         return Cow::Borrowed(sdp);
     }

@@ -127,10 +127,30 @@ fn well_formed(fingerprint: &str) -> bool {
 
 /// The template of `offer` (lines end in CRLF) and the client's own values.
 pub(crate) fn split(offer: &str) -> (String, OwnValues) {
+    let (template, own, _) = split_checked(offer);
+    (template, own)
+}
+
+/// [`split`], and whether the lines it took the client's own values from read to
+/// wishd's inspection as the template's placeholders do, so that every offer with
+/// this template and such lines gets the same verdict ([`super::memo`]):
+///
+/// - each of those lines is one line to the inspection too: no `\r` inside it, no
+///   space around it ([`super::parse::normalise`] would split or trim it);
+/// - ICE credentials are not empty (an empty one counts as missing);
+/// - an m-line's port is 0 exactly as written, or is not 0 (`00` and `0/2` are 0 to
+///   the inspection, and not to the template);
+/// - no SSRC line was taken out (its `msid:` may name the section's stream);
+/// - the origin, connection and m-lines are valid to sdp-types, which reads the
+///   template's placeholders in their place.
+pub(crate) fn split_checked(offer: &str) -> (String, OwnValues, bool) {
     let lines = sdp_lines(offer);
     let mut template = String::with_capacity(offer.len());
     let mut own = OwnValues::default();
     let mut found: Vec<SectionValues<'_>> = Vec::new();
+    let mut same = true;
+    // The own lines sdp-types reads field by field, where they stand.
+    let mut fields = String::from("v=0\r\n");
     for section in sections(&lines) {
         let is_media = section.first().is_some_and(|l| l.starts_with("m="));
         // str0m takes a remote SSRC only on a section where it receives.
@@ -140,10 +160,13 @@ pub(crate) fn split(offer: &str) -> (String, OwnValues) {
                 .any(|l| *l == "a=recvonly" || *l == "a=inactive");
         let mut values = SectionValues::default();
         for line in section {
+            let before = template.len();
             if let Some(v) = line.strip_prefix("a=ice-ufrag:") {
+                same &= !v.trim().is_empty();
                 values.ufrag.get_or_insert(v.trim());
                 push_line(&mut template, UFRAG);
             } else if let Some(v) = line.strip_prefix("a=ice-pwd:") {
+                same &= !v.trim().is_empty();
                 values.pwd.get_or_insert(v.trim());
                 push_line(&mut template, PWD);
             } else if let Some(v) = line
@@ -159,28 +182,41 @@ pub(crate) fn split(offer: &str) -> (String, OwnValues) {
                 push_line(&mut template, FINGERPRINT);
             } else if let Some(v) = line.strip_prefix("a=candidate:") {
                 own.candidates.push(format!("candidate:{v}"));
+                same &= plain(line);
+                continue;
             } else if line.starts_with("a=msid-semantic:") && !is_media {
                 push_line(&mut template, "a=msid-semantic: WMS");
             } else if only_receives
                 && (line.starts_with("a=ssrc:") || line.starts_with("a=ssrc-group:"))
             {
+                same = false;
                 continue;
             } else if line.starts_with("o=") && !is_media {
                 push_line(&mut template, ORIGIN);
+                push_line(&mut fields, line);
             } else if line.starts_with("c=") {
                 push_line(&mut template, CONNECTION);
+                push_line(&mut fields, line);
             } else if line.starts_with("a=rtcp:") {
                 push_line(&mut template, RTCP);
             } else if let Some(m) = line.strip_prefix("m=") {
-                push_line(&mut template, &m_line(m));
+                let written = m_line(m);
+                same &= written.as_str() == *line || port_not_zero(m);
+                push_line(&mut template, &written);
+                push_line(&mut fields, line);
             } else if let Some(fixed) = super::parse::opus_channels_added(line) {
                 push_line(&mut template, &fixed);
             } else {
                 push_line(&mut template, line);
             }
+            // A line the template wrote its own way.
+            if template[before..].strip_suffix("\r\n") != Some(*line) {
+                same &= plain(line);
+            }
         }
         found.push(values);
     }
+    same = same && sdp_types::Session::parse(fields.as_bytes()).is_ok();
     own.ice = found.iter().find_map(|s| match (s.ufrag, s.pwd) {
         (Some(u), Some(p)) => Some((u.to_owned(), p.to_owned())),
         _ => None,
@@ -188,7 +224,21 @@ pub(crate) fn split(offer: &str) -> (String, OwnValues) {
     own.fingerprint = found
         .iter()
         .find_map(|s| s.fingerprint.map(|(_, f)| f.to_owned()));
-    (template, own)
+    (template, own, same)
+}
+
+/// One line to [`super::parse::normalise`] as it stands: nothing it would split or trim.
+fn plain(line: &str) -> bool {
+    !line.contains('\r') && line.trim() == line
+}
+
+/// The port of an m-line's `rest` (after `m=`) is a number other than 0.
+fn port_not_zero(rest: &str) -> bool {
+    rest.split(' ')
+        .nth(1)
+        .and_then(|p| p.split('/').next())
+        .and_then(|p| p.parse::<u16>().ok())
+        .is_some_and(|p| p != 0)
 }
 
 /// An m-line with the port 9 unless it is 0 (a rejected m-section, which str0m

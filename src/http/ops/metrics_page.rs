@@ -161,6 +161,22 @@ pub(crate) fn render(
         e.sample("wishd_offer_templates_total", &format!("how=\"{how}\""), n);
     }
     e.family(
+        "wishd_offer_inspections_total",
+        "counter",
+        "Viewers' offers by how wishd's inspection read them: parsed, or remembered from \
+         an earlier offer of the same template whose differing lines read alike.",
+    );
+    for (how, n) in [
+        ("parsed", load(&c.offer_inspections_parsed)),
+        ("remembered", load(&c.offer_inspections_remembered)),
+    ] {
+        e.sample(
+            "wishd_offer_inspections_total",
+            &format!("how=\"{how}\""),
+            n,
+        );
+    }
+    e.family(
         "wishd_dropped_packets_total",
         "counter",
         "Packets dropped, by reason.",
