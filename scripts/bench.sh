@@ -102,8 +102,13 @@ if [ -z "$http" ]; then
 fi
 
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
+# BENCH_POST_OFFER: a captured offer the burst also POSTs (each a client of its own);
+# Chromium's WHEP offer unless set, empty for none.
+post_offer=${BENCH_POST_OFFER-fuzz/seeds/sdp_offer/whep_chromium.sdp}
+post_offer_args=()
+[ -n "$post_offer" ] && post_offer_args=(--post-offer "$post_offer")
 ${BENCH_TOOL_PREFIX:-} nice -n "$tool_nice" "$bin/wishd-load" bench --base "http://$http" --server-pid "$pid" \
-    --json "$out/bench-$stamp.json" "$@" | tee "$out/bench-$stamp.txt"
+    --json "$out/bench-$stamp.json" "${post_offer_args[@]}" "$@" | tee "$out/bench-$stamp.txt"
 echo "wrote $out/bench-$stamp.json and $out/bench-$stamp.txt"
 
 if [ -n "${BENCH_PEER_WHEP:-}" ]; then

@@ -70,6 +70,9 @@ pub struct BenchConfig {
     pub total_cap: Duration,
     /// Viewers of the burst (0: no burst).
     pub burst: usize,
+    /// A captured offer (its name, its text) to POST as many times again after the
+    /// POST-only burst, each a client of its own ([`crate::offer::another_client`]).
+    pub post_offer: Option<(String, String)>,
     /// Time per floor figure.
     pub floor_budget: Duration,
 }
@@ -163,12 +166,19 @@ pub struct PostOnly {
     /// The server CPU per POST at which a burst of this size could have a p99 of
     /// [`POST_TARGET`] on this many cores, µs.
     pub cpu_for_target_us: f64,
+    /// Whose offers: the tool's viewers', or a captured file's name.
+    pub offer: String,
     /// Of these offers, how many the server parsed and how many it answered from a
     /// template it had parsed before (wishd's `wishd_offer_templates_total`);
     /// `None` for a server without that counter.
     pub templates_parsed: Option<f64>,
     /// See `templates_parsed`.
     pub templates_copied: Option<f64>,
+    /// Of these offers, how many wishd's inspection parsed whole and how many it
+    /// gave an earlier offer's verdict (`wishd_offer_inspections_total`).
+    pub inspections_parsed: Option<f64>,
+    /// See `inspections_parsed`.
+    pub inspections_remembered: Option<f64>,
     /// The same sessions each trickle one candidate at once (PATCH → 204).
     pub patch: Option<RequestBurst>,
     /// Then all of them are DELETEd at once.
@@ -246,17 +256,35 @@ fn trickle_fragment(offer: &str) -> String {
 
 /// wishd's count of offers parsed and answered from a known template.
 const TEMPLATES_COUNTER: &str = "wishd_offer_templates_total";
+/// wishd's count of viewers' offers inspected whole and given a remembered verdict.
+const INSPECTIONS_COUNTER: &str = "wishd_offer_inspections_total";
 
-/// (parsed, copied) so far, from the server's `/metrics`.
-async fn templates(metrics_url: Option<&str>) -> (Option<f64>, Option<f64>) {
+/// wishd's offer counters so far, from the server's `/metrics`: templates (parsed,
+/// copied), inspections (parsed, remembered).
+#[derive(Clone, Copy, Default)]
+struct OfferCounts {
+    templates: (Option<f64>, Option<f64>),
+    inspections: (Option<f64>, Option<f64>),
+}
+
+async fn offer_counts(metrics_url: Option<&str>) -> OfferCounts {
     let Some(text) = metrics_url.map(metrics::scrape_text) else {
-        return (None, None);
+        return OfferCounts::default();
     };
     let Some(text) = text.await else {
-        return (None, None);
+        return OfferCounts::default();
     };
-    let how = |h| metrics::parse_counter_with(&text, TEMPLATES_COUNTER, "how", h);
-    (how("parsed"), how("copied"))
+    let how = |counter, h| metrics::parse_counter_with(&text, counter, "how", h);
+    OfferCounts {
+        templates: (
+            how(TEMPLATES_COUNTER, "parsed"),
+            how(TEMPLATES_COUNTER, "copied"),
+        ),
+        inspections: (
+            how(INSPECTIONS_COUNTER, "parsed"),
+            how(INSPECTIONS_COUNTER, "remembered"),
+        ),
+    }
 }
 
 /// The POST→201 p99 the issue asks for under a burst.
@@ -308,6 +336,8 @@ pub struct Burst {
     pub tool_cpu_ms_per_session: Option<f64>,
     /// The same number of POSTs, never connected, just before.
     pub post_only: Option<PostOnly>,
+    /// Then as many POSTs of a captured offer (`--post-offer`), never connected.
+    pub post_captured: Option<PostOnly>,
     /// Viewers that failed and the first reason.
     pub failed: usize,
     /// The first failure reason, if any.
@@ -700,18 +730,22 @@ fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// `n` POSTs at once whose sessions are deleted without connecting.
-async fn post_only_burst(swarm: &Swarm, n: usize, cfg: &BenchConfig) -> PostOnly {
+/// `offers` POSTed at once (named `name`), whose sessions are deleted without
+/// connecting.
+async fn post_only_burst(
+    swarm: &Swarm,
+    name: &str,
+    offers: Vec<String>,
+    cfg: &BenchConfig,
+) -> PostOnly {
+    let n = offers.len();
     let cpus = cpus();
     let token = cfg.swarm.token.clone();
-    let offers: Vec<String> = (0..n)
-        .filter_map(|_| swarm.prepare().ok().map(|p| p.into_offer()))
-        .collect();
     let fragment = offers
         .first()
         .map(|o| trickle_fragment(o))
         .unwrap_or_default();
-    let templates0 = templates(cfg.metrics_url.as_deref()).await;
+    let counts0 = offer_counts(cfg.metrics_url.as_deref()).await;
     let server0 = procfs::usage(Some(cfg.server_pid));
     let threads0 = procfs::thread_cpu_ns(cfg.server_pid);
     let tasks: Vec<_> = offers
@@ -729,7 +763,7 @@ async fn post_only_burst(swarm: &Swarm, n: usize, cfg: &BenchConfig) -> PostOnly
     }
     let threads1 = procfs::thread_cpu_ns(cfg.server_pid);
     let server1 = procfs::usage(Some(cfg.server_pid));
-    let templates1 = templates(cfg.metrics_url.as_deref()).await;
+    let counts1 = offer_counts(cfg.metrics_url.as_deref()).await;
     let since = |a: Option<f64>, b: Option<f64>| Some(b? - a.unwrap_or(0.0));
     let created = answered.len();
     let mut post: Vec<f64> = answered
@@ -781,8 +815,11 @@ async fn post_only_burst(swarm: &Swarm, n: usize, cfg: &BenchConfig) -> PostOnly
         preparing_cpu_ms_per_post: part_ms_per(threads0, threads1, created, |c| c.preparing),
         p99_bound_ms: cpu_ms.map(|c| p99_bound_ms(n, c, cpus)),
         cpu_for_target_us: cpu_for_p99(n, POST_TARGET.as_secs_f64() * 1e6, cpus),
-        templates_parsed: since(templates0.0, templates1.0),
-        templates_copied: since(templates0.1, templates1.1),
+        offer: name.to_owned(),
+        templates_parsed: since(counts0.templates.0, counts1.templates.0),
+        templates_copied: since(counts0.templates.1, counts1.templates.1),
+        inspections_parsed: since(counts0.inspections.0, counts1.inspections.0),
+        inspections_remembered: since(counts0.inspections.1, counts1.inspections.1),
         patch: Some(patch),
         delete: Some(delete),
     }
@@ -796,7 +833,20 @@ async fn run_burst(swarm: &Arc<Swarm>, n: usize, cfg: &BenchConfig) -> Burst {
     let mut options = http_floor::requests_at_once(swarm.url(), n).await;
     let options_cpu = thread_ms_per(options_before, procfs::thread_cpu_ns(cfg.server_pid), n);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let post_only = post_only_burst(swarm, n, cfg).await;
+    let offers: Vec<String> = (0..n)
+        .filter_map(|_| swarm.prepare().ok().map(|p| p.into_offer()))
+        .collect();
+    let post_only = post_only_burst(swarm, "the tool's viewers", offers, cfg).await;
+    let post_captured = match &cfg.post_offer {
+        Some((name, text)) => {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let offers = (0..n)
+                .map(|i| crate::offer::another_client(text, i))
+                .collect();
+            Some(post_only_burst(swarm, name, offers, cfg).await)
+        }
+        None => None,
+    };
     tokio::time::sleep(Duration::from_millis(500)).await;
     let setup_before = metrics::scrape_from(metrics_url, SETUP_HISTOGRAM).await;
     // Offers first (clients build them on their own machines), then every POST at once.
@@ -863,6 +913,7 @@ async fn run_burst(swarm: &Arc<Swarm>, n: usize, cfg: &BenchConfig) -> Burst {
         server_cpu_ms_per_session: cpu_ms_per(server0, server1, connected),
         tool_cpu_ms_per_session: cpu_ms_per(tool0, tool1, connected),
         post_only: Some(post_only),
+        post_captured,
         failed: failed.len(),
         first_error: failed.first().and_then(|r| r.error.clone()),
     }
@@ -996,55 +1047,64 @@ pub fn print(r: &BenchReport) {
                 .map_or_else(String::new, |e| format!(" (first: {e})"))
         );
     }
-    if let Some((b, p)) = r
-        .burst
-        .as_ref()
-        .and_then(|b| Some((b, b.post_only.as_ref()?)))
-    {
-        println!(
-            "{} POSTs at once, never connected: {} created; POST→201 p50 {} ms p99 {} ms; server CPU {} ms per POST{}, so the p99 cannot be under {} ms on {} cores (a {} ms p99 needs ≤ {:.0} µs per POST, and a server that does nothing answers {} at once with p99 {} ms here)",
-            p.posts,
-            p.created,
-            fmt_opt(p.post_p50_ms, 1),
-            fmt_opt(p.post_p99_ms, 1),
-            fmt_opt(p.server_cpu_ms_per_post, 2),
-            split(
-                p.media_cpu_ms_per_post,
-                p.preparing_cpu_ms_per_post,
-                b.options_server_cpu_ms
-            ),
-            fmt_opt(p.p99_bound_ms, 1),
-            r.cpus,
-            POST_TARGET.as_millis(),
-            p.cpu_for_target_us,
-            p.posts,
-            fmt_opt(b.empty_p99_ms, 1),
-        );
-        if let (Some(parsed), Some(copied)) = (p.templates_parsed, p.templates_copied) {
-            println!(
-                "  of these offers the server parsed {parsed:.0} and answered {copied:.0} from a template parsed before"
-            );
-        }
-        for (what, r) in [
-            ("PATCH (one trickled candidate)", &p.patch),
-            ("DELETE", &p.delete),
-        ] {
-            if let Some(r) = r {
-                println!(
-                    "  then a {what} of each at once: {}/{} answered as the spec says; p50 {} ms p99 {} ms; server CPU {} ms per request{}, so the p99 cannot be under {} ms",
-                    r.ok,
-                    r.requests,
-                    fmt_opt(r.p50_ms, 1),
-                    fmt_opt(r.p99_ms, 1),
-                    fmt_opt(r.server_cpu_ms_per_request, 3),
-                    split(r.media_cpu_ms_per_request, None, None),
-                    fmt_opt(r.p99_bound_ms, 1),
-                );
-            }
+    if let Some(b) = &r.burst {
+        for p in b.post_only.iter().chain(&b.post_captured) {
+            print_post_only(r, b, p);
         }
     }
     if !r.server_histogram {
         println!("server forwarding latency: n/a (no {FORWARD_HISTOGRAM} at /metrics)");
+    }
+}
+
+/// One POST-only burst's lines.
+fn print_post_only(r: &BenchReport, b: &Burst, p: &PostOnly) {
+    println!(
+        "{} POSTs at once ({}), never connected: {} created; POST→201 p50 {} ms p99 {} ms; server CPU {} ms per POST{}, so the p99 cannot be under {} ms on {} cores (a {} ms p99 needs ≤ {:.0} µs per POST, and a server that does nothing answers {} at once with p99 {} ms here)",
+        p.posts,
+        p.offer,
+        p.created,
+        fmt_opt(p.post_p50_ms, 1),
+        fmt_opt(p.post_p99_ms, 1),
+        fmt_opt(p.server_cpu_ms_per_post, 2),
+        split(
+            p.media_cpu_ms_per_post,
+            p.preparing_cpu_ms_per_post,
+            b.options_server_cpu_ms
+        ),
+        fmt_opt(p.p99_bound_ms, 1),
+        r.cpus,
+        POST_TARGET.as_millis(),
+        p.cpu_for_target_us,
+        p.posts,
+        fmt_opt(b.empty_p99_ms, 1),
+    );
+    if let (Some(parsed), Some(copied)) = (p.templates_parsed, p.templates_copied) {
+        println!(
+            "  of these offers the server parsed {parsed:.0} and answered {copied:.0} from a template parsed before"
+        );
+    }
+    if let (Some(parsed), Some(remembered)) = (p.inspections_parsed, p.inspections_remembered) {
+        println!(
+            "  and its inspection read {parsed:.0} whole and gave {remembered:.0} the verdict of an earlier offer of the same player"
+        );
+    }
+    for (what, r) in [
+        ("PATCH (one trickled candidate)", &p.patch),
+        ("DELETE", &p.delete),
+    ] {
+        if let Some(r) = r {
+            println!(
+                "  then a {what} of each at once: {}/{} answered as the spec says; p50 {} ms p99 {} ms; server CPU {} ms per request{}, so the p99 cannot be under {} ms",
+                r.ok,
+                r.requests,
+                fmt_opt(r.p50_ms, 1),
+                fmt_opt(r.p99_ms, 1),
+                fmt_opt(r.server_cpu_ms_per_request, 3),
+                split(r.media_cpu_ms_per_request, None, None),
+                fmt_opt(r.p99_bound_ms, 1),
+            );
+        }
     }
 }
 

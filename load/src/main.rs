@@ -183,6 +183,12 @@ enum Cmd {
         /// Viewers joining at once at the end (0: none, at most 2000).
         #[arg(long, default_value_t = 200)]
         burst: usize,
+        /// After the POST-only burst, the same number of POSTs of this offer (a
+        /// browser's, captured), each client with its own ICE credentials,
+        /// fingerprint, origin and candidate ports: what a crowd of that player costs
+        /// the server's HTTP side, whose offers are larger than the tool's own.
+        #[arg(long)]
+        post_offer: Option<std::path::PathBuf>,
         /// Milliseconds per floor figure.
         #[arg(long, default_value_t = 500)]
         floor_ms: u64,
@@ -279,9 +285,20 @@ fn main() {
                 loss_stop,
                 max_secs,
                 burst,
+                post_offer,
                 floor_ms,
                 json,
             } => {
+                let post_offer = match post_offer {
+                    Some(path) => match std::fs::read_to_string(&path) {
+                        Ok(text) => Some((path.display().to_string(), text)),
+                        Err(e) => {
+                            eprintln!("wishd-load: {}: {e}", path.display());
+                            return 2;
+                        }
+                    },
+                    None => None,
+                };
                 let Some(publisher) = peers.publisher() else {
                     eprintln!("wishd-load: bench needs its own publisher");
                     return 2;
@@ -305,6 +322,7 @@ fn main() {
                     loss_stop_pct: loss_stop,
                     total_cap: Duration::from_secs(max_secs.min(3600)),
                     burst: burst.min(2000),
+                    post_offer,
                     floor_budget: Duration::from_millis(floor_ms.clamp(10, 5000)),
                 };
                 match wishd_load::bench::bench(cfg, |m| eprintln!("bench: {m}")).await {

@@ -147,6 +147,43 @@ pub fn browser_like(offer: &str) -> (String, MidMap) {
     (out, map)
 }
 
+/// `offer` (a captured one) as the `n`-th client of the same player writes it: its
+/// own ICE credentials, DTLS fingerprint, origin session id and candidate ports,
+/// everything else as captured, lines ending in CRLF.
+pub fn another_client(offer: &str, n: usize) -> String {
+    // A different value per client from `n` alone, so runs compare.
+    let byte = |i: usize| ((n.wrapping_mul(2_654_435_761) >> (i % 24)) as u8) ^ (i as u8);
+    let mut out = String::with_capacity(offer.len() + 64);
+    for line in sdp_lines(offer) {
+        let own = if line.starts_with("a=ice-ufrag:") {
+            Some(format!("a=ice-ufrag:c{n:07}"))
+        } else if line.starts_with("a=ice-pwd:") {
+            Some(format!("a=ice-pwd:client{n:018}"))
+        } else if let Some(rest) = line.strip_prefix("a=fingerprint:") {
+            let hash = rest.split(' ').next().unwrap_or("sha-256");
+            let count = rest.split(':').count().max(20);
+            let hex: Vec<String> = (0..count).map(|i| format!("{:02X}", byte(i))).collect();
+            Some(format!("a=fingerprint:{hash} {}", hex.join(":")))
+        } else if let Some(rest) = line.strip_prefix("o=") {
+            let mut fields: Vec<String> = rest.split(' ').map(str::to_owned).collect();
+            if let Some(id) = fields.get_mut(1) {
+                *id = (1_000_000 + n).to_string();
+            }
+            Some(format!("o={}", fields.join(" ")))
+        } else if let Some(rest) = line.strip_prefix("a=candidate:") {
+            let mut fields: Vec<String> = rest.split(' ').map(str::to_owned).collect();
+            if let Some(port) = fields.get_mut(5) {
+                *port = (20_000 + (n * 7) % 40_000).to_string();
+            }
+            Some(format!("a=candidate:{}", fields.join(" ")))
+        } else {
+            None
+        };
+        push_line(&mut out, own.as_deref().unwrap_or(line));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Instant;
@@ -230,5 +267,40 @@ mod tests {
             .sdp_api()
             .accept_answer(pending, back)
             .expect("str0m takes the answer with its own mids");
+    }
+
+    #[test]
+    fn another_client_of_a_captured_player_differs_only_in_its_own_values() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fuzz/seeds/sdp_offer/whep_chromium.sdp"
+        );
+        let chromium = std::fs::read_to_string(path).expect("the captured Chromium offer");
+        let (a, b) = (another_client(&chromium, 1), another_client(&chromium, 2));
+        assert_ne!(a, b);
+        let differ: Vec<(&str, &str)> = sdp_lines(&a)
+            .into_iter()
+            .zip(sdp_lines(&b))
+            .filter(|(x, y)| x != y)
+            .collect();
+        for (x, _) in &differ {
+            assert!(
+                [
+                    "a=ice-ufrag:",
+                    "a=ice-pwd:",
+                    "a=fingerprint:",
+                    "o=",
+                    "a=candidate:"
+                ]
+                .iter()
+                .any(|p| x.starts_with(p)),
+                "{x}"
+            );
+        }
+        assert!(differ.len() >= 5, "{differ:?}");
+        // To wishd they are clients of one player: the second gets the first's verdict.
+        let memo = wishd::sdp::memo::Inspections::default();
+        assert!(!memo.play_offer(&a).expect("parses").remembered);
+        assert!(memo.play_offer(&b).expect("parses").remembered);
     }
 }

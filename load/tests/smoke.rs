@@ -137,6 +137,14 @@ async fn a_small_bench_reports_steps_the_hand_over_floor_and_both_bursts() {
             loss_stop_pct: 50.0,
             total_cap: Duration::from_secs(60),
             burst: 5,
+            post_offer: Some((
+                "Chromium's".into(),
+                std::fs::read_to_string(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/../fuzz/seeds/sdp_offer/whep_chromium.sdp"
+                ))
+                .expect("the captured Chromium offer"),
+            )),
             floor_budget: Duration::from_millis(20),
         },
         |m| eprintln!("bench: {m}"),
@@ -201,6 +209,23 @@ async fn a_small_bench_reports_steps_the_hand_over_floor_and_both_bursts() {
     assert_eq!(
         (posts.templates_parsed, posts.templates_copied),
         (Some(0.0), Some(5.0))
+    );
+    assert_eq!(
+        (posts.inspections_parsed, posts.inspections_remembered),
+        (Some(0.0), Some(5.0))
+    );
+    // Then five clients of a captured Chromium player at once: wishd's inspection
+    // reads the first whole on each of the runtime's two threads, at most, and gives
+    // the others that verdict.
+    let chromium = burst.post_captured.expect("the captured offer's burst");
+    assert_eq!((chromium.posts, chromium.created), (5, 5));
+    let (whole, remembered) = (
+        chromium.inspections_parsed.expect("counted"),
+        chromium.inspections_remembered.expect("counted"),
+    );
+    assert!(
+        whole + remembered == 5.0 && (1.0..=2.0).contains(&whole),
+        "{whole} read whole, {remembered} remembered"
     );
     server.shutdown().await;
 }
