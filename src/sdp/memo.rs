@@ -275,6 +275,13 @@ mod tests {
             )
     }
 
+    /// `PLAYERS[0]` with the first `from` made `to`.
+    fn chromium_with(from: &str, to: &str) -> String {
+        let changed = PLAYERS[0].replacen(from, to, 1);
+        assert_ne!(changed, PLAYERS[0], "no {from:?} in the offer");
+        changed
+    }
+
     #[test]
     fn the_clients_of_one_player_are_parsed_once_and_read_alike() {
         let memo = Inspections::default();
@@ -308,8 +315,7 @@ mod tests {
                 "m=audio 9/x UDP/TLS/RTP/SAVPF 111 63 0 8",
             ),
         ] {
-            let bad = PLAYERS[0].replacen(from, to, 1);
-            assert_ne!(bad, PLAYERS[0], "{from}");
+            let bad = chromium_with(from, to);
             let want = parse_offer(bad.as_bytes()).expect_err(to);
             let got = memo.play_offer(&bad).expect_err(to);
             assert_eq!(got, want, "{to}");
@@ -335,8 +341,7 @@ mod tests {
                 "a=candidate:1\rm=video 9 UDP/TLS/RTP/SAVPF 96\ra=candidate:1467250027 1 udp",
             ),
         ] {
-            let other = PLAYERS[0].replacen(from, to, 1);
-            assert_ne!(other, PLAYERS[0], "{from}");
+            let other = chromium_with(from, to);
             let got = memo.play_offer(&other);
             let want = parse_offer(other.as_bytes());
             assert!(!got.as_ref().is_ok_and(|i| i.remembered), "{to}");
