@@ -107,6 +107,10 @@ stamp=$(date -u +%Y%m%dT%H%M%SZ)
 post_offer=${BENCH_POST_OFFER-fuzz/seeds/sdp_offer/whep_chromium.sdp}
 post_offer_args=()
 [ -n "$post_offer" ] && post_offer_args=(--post-offer "$post_offer")
+# BENCH_WHIP_OFFER: a captured WHIP offer the burst POSTs as many times, each a
+# publisher of a stream of its own; Chromium's unless set, empty for none.
+whip_offer=${BENCH_WHIP_OFFER-fuzz/seeds/sdp_offer/whip_chromium.sdp}
+[ -n "$whip_offer" ] && post_offer_args+=(--whip-offer "$whip_offer")
 ${BENCH_TOOL_PREFIX:-} nice -n "$tool_nice" "$bin/wishd-load" bench --base "http://$http" --server-pid "$pid" \
     --json "$out/bench-$stamp.json" "${post_offer_args[@]}" "$@" | tee "$out/bench-$stamp.txt"
 echo "wrote $out/bench-$stamp.json and $out/bench-$stamp.txt"

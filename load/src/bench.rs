@@ -73,6 +73,9 @@ pub struct BenchConfig {
     /// A captured offer (its name, its text) to POST as many times again after the
     /// POST-only burst, each a client of its own ([`crate::offer::another_client`]).
     pub post_offer: Option<(String, String)>,
+    /// A captured WHIP offer (its name, its text) POSTed as many times after that,
+    /// each a publisher of a stream of its own (the publisher's URL with `-burst-N`).
+    pub whip_offer: Option<(String, String)>,
     /// Time per floor figure.
     pub floor_budget: Duration,
 }
@@ -338,6 +341,9 @@ pub struct Burst {
     pub post_only: Option<PostOnly>,
     /// Then as many POSTs of a captured offer (`--post-offer`), never connected.
     pub post_captured: Option<PostOnly>,
+    /// Then as many publishers' POSTs of a captured WHIP offer (`--whip-offer`), each
+    /// to a stream of its own, never connected.
+    pub whip_captured: Option<PostOnly>,
     /// Viewers that failed and the first reason.
     pub failed: usize,
     /// The first failure reason, if any.
@@ -733,25 +739,24 @@ fn cpus() -> usize {
 /// `offers` POSTed at once (named `name`), whose sessions are deleted without
 /// connecting.
 async fn post_only_burst(
-    swarm: &Swarm,
     name: &str,
-    offers: Vec<String>,
+    posts: Vec<(String, String)>,
+    token: Option<String>,
     cfg: &BenchConfig,
 ) -> PostOnly {
-    let n = offers.len();
+    let n = posts.len();
     let cpus = cpus();
-    let token = cfg.swarm.token.clone();
-    let fragment = offers
+    let fragment = posts
         .first()
-        .map(|o| trickle_fragment(o))
+        .map(|(_, o)| trickle_fragment(o))
         .unwrap_or_default();
     let counts0 = offer_counts(cfg.metrics_url.as_deref()).await;
     let server0 = procfs::usage(Some(cfg.server_pid));
     let threads0 = procfs::thread_cpu_ns(cfg.server_pid);
-    let tasks: Vec<_> = offers
+    let tasks: Vec<_> = posts
         .into_iter()
-        .map(|offer| {
-            let (url, token) = (swarm.url().to_owned(), token.clone());
+        .map(|(url, offer)| {
+            let token = token.clone();
             tokio::spawn(async move { signal::post(offer, &url, token.as_deref()).await })
         })
         .collect();
@@ -836,14 +841,37 @@ async fn run_burst(swarm: &Arc<Swarm>, n: usize, cfg: &BenchConfig) -> Burst {
     let offers: Vec<String> = (0..n)
         .filter_map(|_| swarm.prepare().ok().map(|p| p.into_offer()))
         .collect();
-    let post_only = post_only_burst(swarm, "the tool's viewers", offers, cfg).await;
+    let whep = |offer| (swarm.url().to_owned(), offer);
+    let viewers = cfg.swarm.token.clone();
+    let post_only = post_only_burst(
+        "the tool's viewers",
+        offers.into_iter().map(whep).collect(),
+        viewers.clone(),
+        cfg,
+    )
+    .await;
     let post_captured = match &cfg.post_offer {
         Some((name, text)) => {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let offers = (0..n)
-                .map(|i| crate::offer::another_client(text, i))
+            let posts = (0..n)
+                .map(|i| whep(crate::offer::another_client(text, i)))
                 .collect();
-            Some(post_only_burst(swarm, name, offers, cfg).await)
+            Some(post_only_burst(name, posts, viewers, cfg).await)
+        }
+        None => None,
+    };
+    // Publishers, each of a stream of its own beside the bench's.
+    let whip_captured = match &cfg.whip_offer {
+        Some((name, text)) => {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let posts = (0..n)
+                .map(|i| {
+                    let url = format!("{}-burst-{i}", cfg.publisher.url);
+                    (url, crate::offer::another_client(text, i))
+                })
+                .collect();
+            let name = format!("WHIP, {name}");
+            Some(post_only_burst(&name, posts, cfg.publisher.token.clone(), cfg).await)
         }
         None => None,
     };
@@ -914,6 +942,7 @@ async fn run_burst(swarm: &Arc<Swarm>, n: usize, cfg: &BenchConfig) -> Burst {
         tool_cpu_ms_per_session: cpu_ms_per(tool0, tool1, connected),
         post_only: Some(post_only),
         post_captured,
+        whip_captured,
         failed: failed.len(),
         first_error: failed.first().and_then(|r| r.error.clone()),
     }
@@ -1048,7 +1077,12 @@ pub fn print(r: &BenchReport) {
         );
     }
     if let Some(b) = &r.burst {
-        for p in b.post_only.iter().chain(&b.post_captured) {
+        for p in b
+            .post_only
+            .iter()
+            .chain(&b.post_captured)
+            .chain(&b.whip_captured)
+        {
             print_post_only(r, b, p);
         }
     }

@@ -189,6 +189,12 @@ enum Cmd {
         /// the server's HTTP side, whose offers are larger than the tool's own.
         #[arg(long)]
         post_offer: Option<std::path::PathBuf>,
+        /// Then as many POSTs of this WHIP offer (a browser's or an encoder's,
+        /// captured) at once, each a publisher of a stream of its own (the WHIP URL
+        /// with `-burst-N`) with its own values and SSRCs: the server's CPU per
+        /// publisher's POST.
+        #[arg(long)]
+        whip_offer: Option<std::path::PathBuf>,
         /// Milliseconds per floor figure.
         #[arg(long, default_value_t = 500)]
         floor_ms: u64,
@@ -286,19 +292,25 @@ fn main() {
                 max_secs,
                 burst,
                 post_offer,
+                whip_offer,
                 floor_ms,
                 json,
             } => {
-                let post_offer = match post_offer {
-                    Some(path) => match std::fs::read_to_string(&path) {
-                        Ok(text) => Some((path.display().to_string(), text)),
-                        Err(e) => {
-                            eprintln!("wishd-load: {}: {e}", path.display());
-                            return 2;
-                        }
-                    },
-                    None => None,
-                };
+                let mut captured = Vec::new();
+                for path in [post_offer, whip_offer] {
+                    captured.push(match path {
+                        Some(path) => match std::fs::read_to_string(&path) {
+                            Ok(text) => Some((path.display().to_string(), text)),
+                            Err(e) => {
+                                eprintln!("wishd-load: {}: {e}", path.display());
+                                return 2;
+                            }
+                        },
+                        None => None,
+                    });
+                }
+                let whip_offer = captured.pop().flatten();
+                let post_offer = captured.pop().flatten();
                 let Some(publisher) = peers.publisher() else {
                     eprintln!("wishd-load: bench needs its own publisher");
                     return 2;
@@ -323,6 +335,7 @@ fn main() {
                     total_cap: Duration::from_secs(max_secs.min(3600)),
                     burst: burst.min(2000),
                     post_offer,
+                    whip_offer,
                     floor_budget: Duration::from_millis(floor_ms.clamp(10, 5000)),
                 };
                 match wishd_load::bench::bench(cfg, |m| eprintln!("bench: {m}")).await {

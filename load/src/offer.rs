@@ -148,8 +148,9 @@ pub fn browser_like(offer: &str) -> (String, MidMap) {
 }
 
 /// `offer` (a captured one) as the `n`-th client of the same player writes it: its
-/// own ICE credentials, DTLS fingerprint, origin session id and candidate ports,
-/// everything else as captured, lines ending in CRLF.
+/// own ICE credentials, DTLS fingerprint, origin session id and candidate ports, and
+/// where it sends, its own SSRCs and stream ids (`a=ssrc`, `a=ssrc-group`,
+/// `a=msid`); everything else as captured, lines ending in CRLF.
 pub fn another_client(offer: &str, n: usize) -> String {
     // A different value per client from `n` alone, so runs compare.
     let byte = |i: usize| ((n.wrapping_mul(2_654_435_761) >> (i % 24)) as u8) ^ (i as u8);
@@ -170,6 +171,17 @@ pub fn another_client(offer: &str, n: usize) -> String {
                 *id = (1_000_000 + n).to_string();
             }
             Some(format!("o={}", fields.join(" ")))
+        } else if let Some(rest) = line.strip_prefix("a=ssrc:") {
+            let (ssrc, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            Some(format!("a=ssrc:{} {tail}", own_ssrc(ssrc, n)))
+        } else if let Some(rest) = line.strip_prefix("a=ssrc-group:") {
+            let mut fields = rest.split(' ');
+            let semantics = fields.next().unwrap_or("");
+            let ssrcs: Vec<String> = fields.map(|s| own_ssrc(s, n)).collect();
+            Some(format!("a=ssrc-group:{semantics} {}", ssrcs.join(" ")))
+        } else if let Some(rest) = line.strip_prefix("a=msid:") {
+            let ids: Vec<String> = rest.split(' ').map(|id| format!("{id}-{n}")).collect();
+            Some(format!("a=msid:{}", ids.join(" ")))
         } else if let Some(rest) = line.strip_prefix("a=candidate:") {
             let mut fields: Vec<String> = rest.split(' ').map(str::to_owned).collect();
             if let Some(port) = fields.get_mut(5) {
@@ -182,6 +194,19 @@ pub fn another_client(offer: &str, n: usize) -> String {
         push_line(&mut out, own.as_deref().unwrap_or(line));
     }
     out
+}
+
+/// An SSRC of the `n`-th client: the captured one changed by `n`, never 0; any text
+/// that is not a number is left as it is.
+fn own_ssrc(ssrc: &str, n: usize) -> String {
+    ssrc.parse::<u32>().map_or_else(
+        |_| ssrc.to_owned(),
+        |s| {
+            (s ^ (n as u32).wrapping_mul(0x9e37_79b9))
+                .max(1)
+                .to_string()
+        },
+    )
 }
 
 #[cfg(test)]
@@ -302,5 +327,23 @@ mod tests {
         let memo = wishd::sdp::memo::Inspections::default();
         assert!(!memo.play_offer(&a).expect("parses").remembered);
         assert!(memo.play_offer(&b).expect("parses").remembered);
+        // A publisher's: its SSRCs and stream ids are its own too, consistently.
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fuzz/seeds/sdp_offer/whip_chromium.sdp"
+        );
+        let whip = std::fs::read_to_string(path).expect("the captured Chromium WHIP offer");
+        let (a, b) = (another_client(&whip, 1), another_client(&whip, 2));
+        let ssrcs = |o: &str| -> Vec<String> {
+            sdp_lines(o)
+                .into_iter()
+                .filter(|l| l.starts_with("a=ssrc") || l.starts_with("a=msid:"))
+                .map(str::to_owned)
+                .collect()
+        };
+        let (sa, sb) = (ssrcs(&a), ssrcs(&b));
+        assert_eq!(sa.len(), ssrcs(&whip).len());
+        assert!(sa.iter().zip(&sb).all(|(x, y)| x != y), "{sa:?}\n{sb:?}");
+        assert!(wishd::sdp::parse_offer(a.as_bytes()).is_ok());
     }
 }

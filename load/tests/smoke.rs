@@ -145,6 +145,14 @@ async fn a_small_bench_reports_steps_the_hand_over_floor_and_both_bursts() {
                 ))
                 .expect("the captured Chromium offer"),
             )),
+            whip_offer: Some((
+                "Chromium's WHIP".into(),
+                std::fs::read_to_string(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/../fuzz/seeds/sdp_offer/whip_chromium.sdp"
+                ))
+                .expect("the captured Chromium WHIP offer"),
+            )),
             floor_budget: Duration::from_millis(20),
         },
         |m| eprintln!("bench: {m}"),
@@ -227,6 +235,13 @@ async fn a_small_bench_reports_steps_the_hand_over_floor_and_both_bursts() {
         whole + remembered == 5.0 && (1.0..=2.0).contains(&whole),
         "{whole} read whole, {remembered} remembered"
     );
+    // And five publishers of a captured Chromium WHIP offer, a stream each, whose
+    // SSRCs differ: wishd answers each, and they are deleted.
+    let whip = burst.whip_captured.expect("the WHIP burst");
+    assert_eq!((whip.posts, whip.created), (5, 5));
+    assert!(whip.server_cpu_ms_per_post.is_some_and(|c| c > 0.0));
+    let delete = whip.delete.expect("the WHIP sessions deleted");
+    assert_eq!((delete.requests, delete.ok), (5, 5));
     server.shutdown().await;
 }
 
