@@ -399,7 +399,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(config.log_format);
+    // Held until `main` returns: dropping it writes out the lines still queued.
+    let _log = init_logging(config.log_format);
     if dev {
         tracing::warn!(
             "\n!!! --dev: publishing and playing need NO token. Anyone who can reach this \
@@ -496,8 +497,17 @@ fn check_config(file: &std::path::Path) -> ExitCode {
 ///
 /// Human lines are coloured only on a terminal (and not with `NO_COLOR` set): a file,
 /// a pipe or journald would otherwise keep the escape codes around every field.
-fn init_logging(format: LogFormat) {
+///
+/// Lines are written by a thread of their own (`wishd-log`), so a slow reader of
+/// standard output (a full pipe, a stalled journald) does not stop the HTTP threads
+/// or a media worker in the middle of their work. None is dropped: past 128,000
+/// lines waiting, the thread that logs waits too.
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     use std::io::IsTerminal;
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("wishd-log")
+        .finish(std::io::stdout());
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let colour = std::io::stdout().is_terminal()
@@ -506,14 +516,17 @@ fn init_logging(format: LogFormat) {
         LogFormat::Human => tracing_subscriber::fmt()
             .with_ansi(colour)
             .with_env_filter(filter)
+            .with_writer(writer)
             .init(),
         LogFormat::Json => tracing_subscriber::fmt()
             .json()
             .with_current_span(true)
             .with_span_list(false)
             .with_env_filter(filter)
+            .with_writer(writer)
             .init(),
     }
+    guard
 }
 
 async fn wait_for_signal() {

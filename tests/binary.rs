@@ -403,3 +403,61 @@ async fn sighup_and_the_api_read_the_configuration_again_and_sessions_go_on() {
     assert!(status.success());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A reader of wishd's standard output that falls behind (a full pipe, a stalled
+/// journald) delays the log lines, not the requests that write them.
+#[test]
+fn a_log_reader_that_stops_reading_does_not_stop_the_server() {
+    use std::io::{Read, Write};
+    let dir = std::env::temp_dir().join(format!("wishd-log-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("wishd.toml");
+    std::fs::write(
+        &path,
+        "http = \"127.0.0.1:0\"\nudp = \"127.0.0.1:0\"\n\
+         [auth]\npublish = \"open\"\nplay = \"open\"\n\
+         [limits]\nrequests_per_second = 0.0\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wishd"))
+        .args(["--config", path.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("wishd starts");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut addr = None;
+    let mut line = String::new();
+    while addr.is_none() && out.read_line(&mut line).is_ok_and(|n| n > 0) {
+        addr = line
+            .rsplit_once("HTTP on http://")
+            .map(|(_, a)| a.trim().to_owned());
+        line.clear();
+    }
+    let addr = addr.expect("the banner names the HTTP address");
+    // From here nobody reads: the pipe's 64 KiB fill after a few hundred lines, and
+    // each refused offer below writes one.
+    let mut answered = 0;
+    for i in 0..2000 {
+        let mut s = std::net::TcpStream::connect(&addr).expect("connects");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            s,
+            "POST /whip/log-{i} HTTP/1.1\r\nHost: wishd\r\nContent-Type: application/sdp\r\n\
+             Content-Length: 1\r\nConnection: close\r\n\r\nx"
+        )
+        .unwrap();
+        let mut response = String::new();
+        let _ = s.read_to_string(&mut response);
+        if !response.starts_with("HTTP/1.1 400") {
+            break;
+        }
+        answered += 1;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(out);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(answered, 2000, "requests stopped being answered");
+}
