@@ -399,7 +399,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Held until `main` returns: dropping it writes out the lines still queued.
+    // Held until `main` returns: dropping it gives the log thread about a second to
+    // write out the lines still queued.
     let _log = init_logging(config.log_format);
     if dev {
         tracing::warn!(
@@ -500,8 +501,8 @@ fn check_config(file: &std::path::Path) -> ExitCode {
 ///
 /// Lines are written by a thread of their own (`wishd-log`), so a slow reader of
 /// standard output (a full pipe, a stalled journald) does not stop the HTTP threads
-/// or a media worker in the middle of their work. None is dropped: past 128,000
-/// lines waiting, the thread that logs waits too.
+/// or a media worker in the middle of their work. None is dropped while wishd runs:
+/// past 128,000 lines waiting, the thread that logs waits too.
 fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     use std::io::IsTerminal;
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
