@@ -10,20 +10,16 @@
 //! ([`super::template::split_checked`]); any other offer is parsed whole, which also
 //! gives a malformed one the exact error the parse names.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::parse::MAX_OFFER_BYTES;
-use super::template::split_checked;
+use super::template::{ByTemplate, split_checked};
 use super::{Offer, SdpError, decline_simulcast, parse_offer};
-
-/// Verdicts kept; past this, one is forgotten for each new one.
-pub const CAPACITY: usize = 64;
 
 /// Verdicts on viewers' offers by template, shared by the HTTP threads.
 #[derive(Debug, Default)]
 pub struct Inspections {
-    seen: Mutex<HashMap<String, Arc<Offer>>>,
+    seen: ByTemplate<Offer>,
 }
 
 /// A viewer's offer as wishd's inspection read it.
@@ -44,7 +40,7 @@ impl Inspections {
         } else {
             (String::new(), false)
         };
-        if same && let Some(known) = self.lock().get(&template).cloned() {
+        if same && let Some(known) = self.seen.get(&template) {
             return Ok(Inspected {
                 offer: known,
                 remembered: true,
@@ -52,13 +48,7 @@ impl Inspections {
         }
         let parsed = Arc::new(parse_offer(decline_simulcast(offer).as_bytes())?);
         if same {
-            let mut seen = self.lock();
-            if seen.len() >= CAPACITY
-                && let Some(old) = seen.keys().next().cloned()
-            {
-                seen.remove(&old);
-            }
-            seen.insert(template, Arc::clone(&parsed));
+            self.seen.keep(template, Arc::clone(&parsed));
         }
         Ok(Inspected {
             offer: parsed,
@@ -69,11 +59,7 @@ impl Inspections {
     #[cfg(test)]
     /// Verdicts kept now.
     pub(crate) fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Offer>>> {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner())
+        self.seen.len()
     }
 }
 
@@ -261,6 +247,7 @@ pub(crate) fn differs_from_parse(base: &str, variant: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::template::CAPACITY;
     use super::*;
 
     /// `PLAYERS[0]` as another client of the same player writes it.

@@ -48,7 +48,7 @@ const ORIGIN: &str = "o=- 0 0 IN IP4 127.0.0.1";
 const CONNECTION: &str = "c=IN IP4 0.0.0.0";
 /// RTCP address of every template.
 const RTCP: &str = "a=rtcp:9 IN IP4 0.0.0.0";
-/// Templates kept; past this, one is forgotten for each new one.
+/// Entries a [`ByTemplate`] keeps; past this, one is forgotten for each new one.
 pub(crate) const CAPACITY: usize = 64;
 
 /// What one client's offer has of its own, as str0m would have taken it.
@@ -253,10 +253,53 @@ fn m_line(rest: &str) -> String {
     }
 }
 
+/// Values kept by template, shared by the HTTP threads: at most [`CAPACITY`], one
+/// forgotten for each new one past that.
+#[derive(Debug)]
+pub(crate) struct ByTemplate<V> {
+    kept: Mutex<HashMap<String, Arc<V>>>,
+}
+
+impl<V> Default for ByTemplate<V> {
+    fn default() -> Self {
+        ByTemplate {
+            kept: Mutex::default(),
+        }
+    }
+}
+
+impl<V> ByTemplate<V> {
+    /// The value kept for `template`, if any.
+    pub(crate) fn get(&self, template: &str) -> Option<Arc<V>> {
+        self.lock().get(template).cloned()
+    }
+
+    /// Keeps `value` for `template`, forgetting another one when full.
+    pub(crate) fn keep(&self, template: String, value: Arc<V>) {
+        let mut map = self.lock();
+        if map.len() >= CAPACITY
+            && let Some(old) = map.keys().next().cloned()
+        {
+            map.remove(&old);
+        }
+        map.insert(template, value);
+    }
+
+    #[cfg(test)]
+    /// Values kept now.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<V>>> {
+        self.kept.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// Parsed templates, shared by the HTTP threads.
 #[derive(Debug, Default)]
 pub(crate) struct Templates {
-    parsed: Mutex<HashMap<String, Arc<SdpOffer>>>,
+    parsed: ByTemplate<SdpOffer>,
 }
 
 /// One client's offer as str0m gets it.
@@ -275,8 +318,7 @@ impl Templates {
     /// client's own values to put on the `Rtc` around `accept_offer`.
     pub(crate) fn offer(&self, offer: &str) -> Result<TemplateOffer, SdpError> {
         let (template, own) = split(offer);
-        let known = self.lock().get(&template).cloned();
-        if let Some(parsed) = known {
+        if let Some(parsed) = self.parsed.get(&template) {
             return Ok(TemplateOffer {
                 offer: SdpOffer::from(parsed.deref().deref().clone()),
                 own,
@@ -286,13 +328,7 @@ impl Templates {
         let parsed =
             SdpOffer::from_sdp_string(&template).map_err(|e| SdpError::Malformed(e.to_string()))?;
         let copy = SdpOffer::from(parsed.deref().clone());
-        let mut map = self.lock();
-        if map.len() >= CAPACITY
-            && let Some(old) = map.keys().next().cloned()
-        {
-            map.remove(&old);
-        }
-        map.insert(template, Arc::new(copy));
+        self.parsed.keep(template, Arc::new(copy));
         Ok(TemplateOffer {
             offer: parsed,
             own,
@@ -303,11 +339,7 @@ impl Templates {
     #[cfg(test)]
     /// Templates kept now.
     pub(crate) fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<SdpOffer>>> {
-        self.parsed.lock().unwrap_or_else(|e| e.into_inner())
+        self.parsed.len()
     }
 }
 
