@@ -296,21 +296,13 @@ fn main() {
                 floor_ms,
                 json,
             } => {
-                let mut captured = Vec::new();
-                for path in [post_offer, whip_offer] {
-                    captured.push(match path {
-                        Some(path) => match std::fs::read_to_string(&path) {
-                            Ok(text) => Some((path.display().to_string(), text)),
-                            Err(e) => {
-                                eprintln!("wishd-load: {}: {e}", path.display());
-                                return 2;
-                            }
-                        },
-                        None => None,
-                    });
-                }
-                let whip_offer = captured.pop().flatten();
-                let post_offer = captured.pop().flatten();
+                let (post_offer, whip_offer) = match (captured(post_offer), captured(whip_offer)) {
+                    (Ok(post), Ok(whip)) => (post, whip),
+                    (Err(e), _) | (_, Err(e)) => {
+                        eprintln!("wishd-load: {e}");
+                        return 2;
+                    }
+                };
                 let Some(publisher) = peers.publisher() else {
                     eprintln!("wishd-load: bench needs its own publisher");
                     return 2;
@@ -439,6 +431,16 @@ fn main() {
         }
     });
     std::process::exit(code);
+}
+
+/// A captured offer named by its path (the name, the text), when a path is given.
+fn captured(path: Option<std::path::PathBuf>) -> Result<Option<(String, String)>, String> {
+    path.map(|p| {
+        std::fs::read_to_string(&p)
+            .map(|text| (p.display().to_string(), text))
+            .map_err(|e| format!("{}: {e}", p.display()))
+    })
+    .transpose()
 }
 
 fn write_json(path: &std::path::Path, value: &impl serde::Serialize) {
