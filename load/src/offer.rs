@@ -294,13 +294,18 @@ mod tests {
             .expect("str0m takes the answer with its own mids");
     }
 
+    /// A captured offer of the fuzz seeds (`fuzz/seeds/sdp_offer/`).
+    fn captured(name: &str) -> String {
+        let path = format!(
+            "{}/../fuzz/seeds/sdp_offer/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
     #[test]
     fn another_client_of_a_captured_player_differs_only_in_its_own_values() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../fuzz/seeds/sdp_offer/whep_chromium.sdp"
-        );
-        let chromium = std::fs::read_to_string(path).expect("the captured Chromium offer");
+        let chromium = captured("whep_chromium.sdp");
         let (a, b) = (another_client(&chromium, 1), another_client(&chromium, 2));
         assert_ne!(a, b);
         let differ: Vec<(&str, &str)> = sdp_lines(&a)
@@ -328,11 +333,7 @@ mod tests {
         assert!(!memo.play_offer(&a).expect("parses").remembered);
         assert!(memo.play_offer(&b).expect("parses").remembered);
         // A publisher's: its SSRCs and stream ids are its own too, consistently.
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../fuzz/seeds/sdp_offer/whip_chromium.sdp"
-        );
-        let whip = std::fs::read_to_string(path).expect("the captured Chromium WHIP offer");
+        let whip = captured("whip_chromium.sdp");
         let (a, b) = (another_client(&whip, 1), another_client(&whip, 2));
         let ssrcs = |o: &str| -> Vec<String> {
             sdp_lines(o)

@@ -137,22 +137,8 @@ async fn a_small_bench_reports_steps_the_hand_over_floor_and_both_bursts() {
             loss_stop_pct: 50.0,
             total_cap: Duration::from_secs(60),
             burst: 5,
-            post_offer: Some((
-                "Chromium's".into(),
-                std::fs::read_to_string(concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/../fuzz/seeds/sdp_offer/whep_chromium.sdp"
-                ))
-                .expect("the captured Chromium offer"),
-            )),
-            whip_offer: Some((
-                "Chromium's WHIP".into(),
-                std::fs::read_to_string(concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/../fuzz/seeds/sdp_offer/whip_chromium.sdp"
-                ))
-                .expect("the captured Chromium WHIP offer"),
-            )),
+            post_offer: Some(("Chromium's".into(), captured("whep_chromium.sdp"))),
+            whip_offer: Some(("Chromium's WHIP".into(), captured("whip_chromium.sdp"))),
             floor_budget: Duration::from_millis(20),
         },
         |m| eprintln!("bench: {m}"),
@@ -243,6 +229,15 @@ async fn a_small_bench_reports_steps_the_hand_over_floor_and_both_bursts() {
     let delete = whip.delete.expect("the WHIP sessions deleted");
     assert_eq!((delete.requests, delete.ok), (5, 5));
     server.shutdown().await;
+}
+
+/// A captured offer of the fuzz seeds (`fuzz/seeds/sdp_offer/`).
+fn captured(name: &str) -> String {
+    let path = format!(
+        "{}/../fuzz/seeds/sdp_offer/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 /// A server that answers every POST with a 201, a `Location` and an answer no peer
